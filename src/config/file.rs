@@ -1,0 +1,184 @@
+//! The serde structs of `gateway.toml`, key by key.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use serde::Deserialize;
+
+/// The whole file.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileConfig {
+    /// `[gateway]`: the listener and downstream behaviour.
+    #[serde(default)]
+    pub gateway: GatewaySection,
+    /// `[upstreams.<id>]`: the MCP servers behind the gateway.
+    #[serde(default)]
+    pub upstreams: BTreeMap<String, UpstreamSection>,
+}
+
+/// `[gateway]`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct GatewaySection {
+    /// Address of the HTTP listener (`/mcp`, `/healthz`, `/readyz`,
+    /// `/status`). Default `127.0.0.1:8080`.
+    pub listen: SocketAddr,
+    /// dotenv file with the values of `${NAME}` references, relative to this
+    /// file. Overridden by `MCP_GATEWAY_ENV_FILE`. Default: none.
+    pub secrets_file: Option<PathBuf>,
+    /// Largest JSON-RPC message accepted from a client or an upstream, in
+    /// bytes. Default 16 MiB.
+    pub max_message_bytes: usize,
+    /// Longest exposed tool name; longer names are shortened with a hash
+    /// suffix. Default 128 (use 64 for hosts that need it).
+    pub max_tool_name_length: usize,
+    /// Allowed `Host` header values (host or host:port). Empty means the
+    /// loopback names (`localhost`, `127.0.0.1`, `[::1]`) on any port.
+    pub allowed_hosts: Vec<String>,
+    /// Allowed `Origin` header values (exact, or with `*` as port, e.g.
+    /// `http://localhost:*`). Requests without `Origin` are allowed. Empty
+    /// means loopback origins only.
+    pub allowed_origins: Vec<String>,
+    /// How `/mcp` answers a request: `json` (one `application/json` body) or
+    /// `sse` (a `text/event-stream` with one event). Default `json`.
+    pub response_mode: ResponseMode,
+    /// A downstream session unused for this long is closed. Default `1h`.
+    #[serde(with = "humantime_serde")]
+    pub session_idle_timeout: Duration,
+    /// Most downstream sessions at once; more get HTTP 503. Default 10000.
+    pub max_sessions: usize,
+    /// Log output: `human` or `json` (`RUST_LOG` sets the filter). Default
+    /// `human`.
+    pub log_format: LogFormat,
+}
+
+/// How `/mcp` answers requests.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ResponseMode {
+    /// `application/json`.
+    #[default]
+    Json,
+    /// `text/event-stream`.
+    Sse,
+}
+
+/// Log output format.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    /// Human-readable lines.
+    #[default]
+    Human,
+    /// One JSON object per line.
+    Json,
+}
+
+/// `[upstreams.<id>]`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct UpstreamSection {
+    /// `stdio`, `http` (Streamable HTTP) or `sse` (legacy HTTP+SSE).
+    /// Default: `stdio` when `command` is set, `http` when `url` is set.
+    #[serde(default)]
+    pub transport: Option<TransportKind>,
+    /// stdio: program to run.
+    #[serde(default)]
+    pub command: Option<String>,
+    /// stdio: its arguments; `${NAME}` is replaced from the secrets file.
+    #[serde(default)]
+    pub args: Vec<String>,
+    /// stdio: extra environment variables (values may use `${NAME}`). The
+    /// child inherits the gateway's environment too.
+    #[serde(default)]
+    pub env: BTreeMap<String, String>,
+    /// stdio: working directory, relative to this file. Default: this file's
+    /// folder.
+    #[serde(default)]
+    pub cwd: Option<PathBuf>,
+    /// stdio: wait this long after closing stdin, then after SIGTERM, before
+    /// escalating. Default `2s`.
+    #[serde(default = "default_grace", with = "humantime_serde")]
+    pub shutdown_grace: Duration,
+    /// http/sse: the endpoint URL (may use `${NAME}`).
+    #[serde(default)]
+    pub url: Option<String>,
+    /// http/sse: static headers (values may use `${NAME}`).
+    #[serde(default)]
+    pub headers: BTreeMap<String, String>,
+    /// Expose tools as `<id>__<tool>` (default) or, with `false`, unprefixed.
+    /// An unprefixed name that collides with another exposed name is
+    /// refused (never shadowed) and logged.
+    #[serde(default = "yes")]
+    pub prefix: bool,
+    /// Tool allow/deny globs over the upstream's own tool names.
+    #[serde(default)]
+    pub tools: ToolFilter,
+    /// Deadline for `initialize`. A slow upstream never delays the others.
+    /// Default `60s`.
+    #[serde(default = "default_startup", with = "humantime_serde")]
+    pub startup_timeout: Duration,
+    /// Deadline for one request to this upstream. Default `60s`.
+    #[serde(default = "default_request", with = "humantime_serde")]
+    pub request_timeout: Duration,
+    /// `false` keeps the section but does not start the upstream.
+    #[serde(default = "yes")]
+    pub enabled: bool,
+}
+
+/// Upstream transport.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum TransportKind {
+    /// Child process, newline-delimited JSON-RPC.
+    Stdio,
+    /// Streamable HTTP.
+    Http,
+    /// Legacy HTTP+SSE.
+    Sse,
+}
+
+/// `[upstreams.<id>.tools]`.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ToolFilter {
+    /// Only tools matching one of these globs are exposed (empty: all).
+    #[serde(default)]
+    pub allow: Vec<String>,
+    /// Tools matching one of these globs are never exposed. Deny wins.
+    #[serde(default)]
+    pub deny: Vec<String>,
+}
+
+fn yes() -> bool {
+    true
+}
+fn default_grace() -> Duration {
+    Duration::from_secs(2)
+}
+fn default_startup() -> Duration {
+    Duration::from_secs(60)
+}
+fn default_request() -> Duration {
+    Duration::from_secs(60)
+}
+
+impl Default for GatewaySection {
+    fn default() -> Self {
+        GatewaySection {
+            listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
+            secrets_file: None,
+            max_message_bytes: 16 * 1024 * 1024,
+            max_tool_name_length: 128,
+            allowed_hosts: Vec::new(),
+            allowed_origins: Vec::new(),
+            response_mode: ResponseMode::Json,
+            session_idle_timeout: Duration::from_secs(3600),
+            max_sessions: 10_000,
+            log_format: LogFormat::Human,
+        }
+    }
+}

@@ -1,0 +1,268 @@
+//! `gateway.toml`: serde structs that map one-to-one to the file (design.md
+//! D11), and [`Config::load`], which validates them into a checked config.
+//!
+//! Unknown keys are errors (`deny_unknown_fields`): a mistyped resilience key
+//! must not silently do nothing. Every error names the file, the line and
+//! the key.
+//!
+//! Architecture Invariant: this module imports nothing from the rest of the
+//! crate but [`crate::protocol`]-free helpers; values from the secrets file
+//! are only ever held in [`Resolved`] strings whose `Debug` is redacted.
+
+mod error;
+mod file;
+mod secrets;
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use globset::{Glob, GlobSet, GlobSetBuilder};
+
+pub use error::ConfigError;
+pub use file::{FileConfig, GatewaySection, LogFormat, ResponseMode, ToolFilter, TransportKind, UpstreamSection};
+pub use secrets::{Redactor, Resolved, Secrets};
+
+/// Name of the environment variable that overrides `gateway.secrets_file`.
+pub const ENV_FILE_VAR: &str = "MCP_GATEWAY_ENV_FILE";
+
+/// A validated configuration.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// The file it was loaded from.
+    pub path: PathBuf,
+    /// Listener and downstream settings.
+    pub gateway: GatewaySection,
+    /// Upstreams in id order (the catalog's deterministic order).
+    pub upstreams: Vec<UpstreamSpec>,
+    /// Masks secret values in text the gateway forwards (upstream stderr).
+    pub redactor: Redactor,
+}
+
+/// One validated upstream.
+#[derive(Debug, Clone)]
+pub struct UpstreamSpec {
+    /// `[a-z0-9-]{1,32}`: the namespace prefix of its tools.
+    pub id: String,
+    /// How to reach it.
+    pub transport: TransportSpec,
+    /// Expose its tools as `<id>__<tool>` (true) or unprefixed.
+    pub prefix: bool,
+    /// Which of its tools are exposed.
+    pub tools: ToolMatcher,
+    /// Deadline for the `initialize` handshake.
+    pub startup_timeout: Duration,
+    /// Deadline for one request.
+    pub request_timeout: Duration,
+}
+
+/// How an upstream is reached, with secrets resolved.
+#[derive(Debug, Clone)]
+pub enum TransportSpec {
+    /// A child process speaking newline-delimited JSON-RPC.
+    Stdio {
+        /// Program to run (looked up in `PATH`).
+        command: String,
+        /// Its arguments.
+        args: Vec<Resolved>,
+        /// Extra environment variables.
+        env: BTreeMap<String, Resolved>,
+        /// Working directory (defaults to the config file's folder).
+        cwd: PathBuf,
+        /// How long to wait after closing stdin, and again after SIGTERM.
+        shutdown_grace: Duration,
+    },
+    /// Streamable HTTP (2025-03-26 and later).
+    Http {
+        /// The MCP endpoint.
+        url: Resolved,
+        /// Static headers sent on every request.
+        headers: BTreeMap<String, Resolved>,
+    },
+    /// Legacy HTTP+SSE (2024-11-05): GET the SSE URL, POST to its endpoint.
+    Sse {
+        /// The SSE endpoint.
+        url: Resolved,
+        /// Static headers sent on every request.
+        headers: BTreeMap<String, Resolved>,
+    },
+}
+
+/// Compiled allow/deny globs over an upstream's original tool names.
+#[derive(Debug, Clone)]
+pub struct ToolMatcher {
+    allow: Option<GlobSet>,
+    deny: GlobSet,
+}
+
+// === impl Config ===
+
+impl Config {
+    /// Reads, parses and validates `path`.
+    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        let src = std::fs::read_to_string(path).map_err(|e| ConfigError::io(path, &e))?;
+        Self::from_str(&src, path)
+    }
+
+    /// Parses and validates `src`, reporting errors against `path`.
+    pub fn from_str(src: &str, path: &Path) -> Result<Config, ConfigError> {
+        let file: FileConfig = toml::from_str(src).map_err(|e| ConfigError::syntax(path, src, &e))?;
+        let at = |keys: &[&str], msg: String| ConfigError::at(path, src, keys, msg);
+        let base = path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
+
+        let env_file = std::env::var_os(ENV_FILE_VAR).map(PathBuf::from);
+        let secrets = match (&env_file, &file.gateway.secrets_file) {
+            (Some(p), _) => {
+                Secrets::load(p).map_err(|e| ConfigError::plain(format!("{ENV_FILE_VAR}={}: {e}", p.display())))?
+            }
+            (None, Some(p)) => {
+                let p = base.join(p);
+                Secrets::load(&p).map_err(|e| at(&["gateway", "secrets_file"], e))?
+            }
+            (None, None) => Secrets::default(),
+        };
+
+        let g = &file.gateway;
+        if g.max_message_bytes < 1024 {
+            return Err(at(&["gateway", "max_message_bytes"], "must be at least 1024".into()));
+        }
+        if !(16..=1024).contains(&g.max_tool_name_length) {
+            return Err(at(&["gateway", "max_tool_name_length"], "must be between 16 and 1024".into()));
+        }
+
+        let mut upstreams = Vec::with_capacity(file.upstreams.len());
+        for (id, u) in &file.upstreams {
+            let key = |k: &'static str| vec!["upstreams", id.as_str(), k];
+            if !valid_id(id) {
+                return Err(at(
+                    &["upstreams", id],
+                    format!(
+                        "upstream id `{id}` must match [a-z0-9-]{{1,32}} (no `_`: it separates namespace and tool)"
+                    ),
+                ));
+            }
+            if !u.enabled {
+                continue;
+            }
+            let kind = match (u.transport, &u.command, &u.url) {
+                (Some(k), _, _) => k,
+                (None, Some(_), None) => TransportKind::Stdio,
+                (None, None, Some(_)) => TransportKind::Http,
+                (None, Some(_), Some(_)) => {
+                    return Err(at(
+                        &["upstreams", id],
+                        "set either `command` (stdio) or `url` (http), not both".into(),
+                    ));
+                }
+                (None, None, None) => {
+                    return Err(at(&["upstreams", id], "missing `command` (stdio) or `url` (http or sse)".into()));
+                }
+            };
+            let resolve = |v: &str, k: &[&str]| secrets.expand(v).map_err(|e| at(k, e));
+            let resolve_map =
+                |m: &BTreeMap<String, String>, field: &str| -> Result<BTreeMap<String, Resolved>, ConfigError> {
+                    m.iter().map(|(k, v)| Ok((k.clone(), resolve(v, &["upstreams", id, field, k])?))).collect()
+                };
+            let transport = match kind {
+                TransportKind::Stdio => {
+                    let Some(command) = u.command.clone().filter(|c| !c.trim().is_empty()) else {
+                        return Err(at(&key("command"), "a stdio upstream needs a non-empty `command`".into()));
+                    };
+                    if u.url.is_some() || !u.headers.is_empty() {
+                        return Err(at(&key("url"), "`url` and `headers` are for http and sse upstreams".into()));
+                    }
+                    let args = u.args.iter().map(|a| resolve(a, &key("args"))).collect::<Result<_, _>>()?;
+                    TransportSpec::Stdio {
+                        command,
+                        args,
+                        env: resolve_map(&u.env, "env")?,
+                        cwd: u.cwd.as_ref().map_or_else(|| base.to_path_buf(), |c| base.join(c)),
+                        shutdown_grace: u.shutdown_grace,
+                    }
+                }
+                TransportKind::Http | TransportKind::Sse => {
+                    let Some(url) = &u.url else {
+                        return Err(at(&key("url"), "an http or sse upstream needs `url`".into()));
+                    };
+                    if u.command.is_some() || !u.args.is_empty() || !u.env.is_empty() {
+                        return Err(at(&key("command"), "`command`, `args` and `env` are for stdio upstreams".into()));
+                    }
+                    let url = resolve(url, &key("url"))?;
+                    match reqwest::Url::parse(url.expose()) {
+                        Ok(parsed) if matches!(parsed.scheme(), "http" | "https") => {}
+                        _ => return Err(at(&key("url"), "must be an absolute http:// or https:// URL".into())),
+                    }
+                    let headers = resolve_map(&u.headers, "headers")?;
+                    for (name, value) in &headers {
+                        if reqwest::header::HeaderName::try_from(name.as_str()).is_err()
+                            || reqwest::header::HeaderValue::try_from(value.expose()).is_err()
+                        {
+                            return Err(at(&["upstreams", id, "headers", name], "not a valid HTTP header".into()));
+                        }
+                    }
+                    if kind == TransportKind::Http {
+                        TransportSpec::Http { url, headers }
+                    } else {
+                        TransportSpec::Sse { url, headers }
+                    }
+                }
+            };
+            let tools = ToolMatcher::new(&u.tools).map_err(|e| at(&key("tools"), e))?;
+            for (k, d) in [("startup_timeout", u.startup_timeout), ("request_timeout", u.request_timeout)] {
+                if d.is_zero() {
+                    return Err(at(&key(k), "must be greater than zero".into()));
+                }
+            }
+            upstreams.push(UpstreamSpec {
+                id: id.clone(),
+                transport,
+                prefix: u.prefix,
+                tools,
+                startup_timeout: u.startup_timeout,
+                request_timeout: u.request_timeout,
+            });
+        }
+        Ok(Config { path: path.to_path_buf(), gateway: file.gateway, upstreams, redactor: secrets.redactor() })
+    }
+
+    /// The listen address (`gateway.listen`).
+    pub fn listen(&self) -> SocketAddr {
+        self.gateway.listen
+    }
+}
+
+/// Upstream ids are `[a-z0-9-]{1,32}`: without `_`, the first `_` of an
+/// exposed name always ends the namespace.
+pub fn valid_id(id: &str) -> bool {
+    (1..=32).contains(&id.len()) && id.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+}
+
+// === impl ToolMatcher ===
+
+impl ToolMatcher {
+    fn new(f: &ToolFilter) -> Result<Self, String> {
+        let build = |globs: &[String]| -> Result<GlobSet, String> {
+            let mut b = GlobSetBuilder::new();
+            for g in globs {
+                b.add(Glob::new(g).map_err(|e| format!("invalid glob `{g}`: {e}"))?);
+            }
+            b.build().map_err(|e| e.to_string())
+        };
+        Ok(ToolMatcher { allow: if f.allow.is_empty() { None } else { Some(build(&f.allow)?) }, deny: build(&f.deny)? })
+    }
+
+    /// Whether a tool of this upstream is exposed: allowed (or no allow list)
+    /// and not denied. Deny wins.
+    pub fn exposes(&self, tool: &str) -> bool {
+        self.allow.as_ref().is_none_or(|a| a.is_match(tool)) && !self.deny.is_match(tool)
+    }
+
+    /// Matches everything.
+    pub fn all() -> Self {
+        ToolMatcher { allow: None, deny: GlobSet::empty() }
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,409 @@
+//! Streamable HTTP for clients at `/mcp` (transports.mdx §Streamable HTTP),
+//! plus `/healthz`, `/readyz` and `/status`.
+//!
+//! - POST: one JSON-RPC message. `initialize` creates a session (random
+//!   256-bit id in `Mcp-Session-Id`); requests are answered as JSON or as a
+//!   one-event SSE stream (`gateway.response_mode`); notifications and
+//!   responses get 202. Missing session → 400, unknown session → 404,
+//!   unsupported `MCP-Protocol-Version` → 400, body over the limit → 413.
+//! - GET: an SSE stream of server notifications (`tools/list_changed`) for
+//!   the session; one per session (409 for a second).
+//! - DELETE: ends the session.
+//!
+//! Every `/mcp` request is checked against the `Host` and `Origin`
+//! allow-lists first (403), which defends against DNS rebinding.
+
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use axum::Router;
+use axum::body::{Body, Bytes};
+use axum::extract::rejection::BytesRejection;
+use axum::extract::{DefaultBodyLimit, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use tokio_util::sync::CancellationToken;
+
+use super::session::{Session, Sessions};
+use crate::config::ResponseMode;
+use crate::protocol::{self, Message, MessageKind, encode};
+use crate::routing::Gateway;
+
+const SESSION_HEADER: &str = "mcp-session-id";
+const VERSION_HEADER: &str = "mcp-protocol-version";
+
+/// Shared state of the HTTP front end.
+#[derive(Debug)]
+pub struct App {
+    gateway: Arc<Gateway>,
+    sessions: Sessions,
+    hosts: Vec<String>,
+    origins: Vec<String>,
+    mode: ResponseMode,
+    shutdown: CancellationToken,
+}
+
+/// Builds the router. `shutdown` ends open GET streams so a graceful
+/// shutdown does not wait on them.
+pub fn router(gateway: Arc<Gateway>, shutdown: CancellationToken) -> Router {
+    let g = &gateway.config().gateway;
+    let max = g.max_message_bytes;
+    let app = Arc::new(App {
+        sessions: Sessions::new(g.max_sessions),
+        hosts: g.allowed_hosts.clone(),
+        origins: g.allowed_origins.clone(),
+        mode: g.response_mode,
+        shutdown,
+        gateway,
+    });
+    tokio::spawn(expire_sessions(app.clone()));
+    Router::new()
+        .route("/mcp", get(get_mcp).post(post_mcp).delete(delete_mcp))
+        .route("/healthz", get(|| async { "ok\n" }))
+        .route("/readyz", get(readyz))
+        .route("/status", get(status))
+        .layer(DefaultBodyLimit::max(max))
+        .with_state(app)
+}
+
+async fn expire_sessions(app: Arc<App>) {
+    let idle = app.gateway.config().gateway.session_idle_timeout;
+    let mut tick = tokio::time::interval(Duration::from_secs(30).min(idle));
+    loop {
+        tokio::select! {
+            _ = tick.tick() => {}
+            () = app.shutdown.cancelled() => return,
+        }
+        let n = app.sessions.expire(idle);
+        if n > 0 {
+            tracing::info!(expired = n, "Closed idle downstream sessions.");
+        }
+    }
+}
+
+async fn post_mcp(State(app): State<Arc<App>>, headers: HeaderMap, body: Result<Bytes, BytesRejection>) -> Response {
+    if let Err(r) = app.check_origin(&headers) {
+        return r;
+    }
+    let body = match body {
+        Ok(b) => b,
+        Err(rej) => {
+            let status = rej.status();
+            let msg = if status == StatusCode::PAYLOAD_TOO_LARGE {
+                format!("Request body exceeds {} bytes", app.gateway.config().gateway.max_message_bytes)
+            } else {
+                rej.body_text()
+            };
+            return rpc_error(status, None, protocol::INVALID_REQUEST, &msg);
+        }
+    };
+    if !header_has(&headers, header::CONTENT_TYPE, "application/json") {
+        return rpc_error(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            None,
+            protocol::INVALID_REQUEST,
+            "Content-Type must be application/json",
+        );
+    }
+    if headers.contains_key(header::ACCEPT)
+        && !["application/json", "text/event-stream", "*/*", "application/*"]
+            .iter()
+            .any(|t| header_has(&headers, header::ACCEPT, t))
+    {
+        return rpc_error(
+            StatusCode::NOT_ACCEPTABLE,
+            None,
+            protocol::INVALID_REQUEST,
+            "Accept must allow application/json or text/event-stream",
+        );
+    }
+    let msg = match Message::parse(&body) {
+        Ok(m) => m,
+        Err(e) => return (StatusCode::BAD_REQUEST, json_headers(), e.to_response()).into_response(),
+    };
+    let sse = app.mode == ResponseMode::Sse && header_has(&headers, header::ACCEPT, "text/event-stream");
+    match msg.kind() {
+        Ok(MessageKind::Request) if msg.method() == "initialize" => {
+            let id = msg.id.as_deref().expect("requests have ids");
+            let (reply, version) = app.gateway.initialize(id, msg.params.as_deref());
+            let Ok(session) = app.sessions.create(version) else {
+                return rpc_error(StatusCode::SERVICE_UNAVAILABLE, Some(id), -32003, "Too many sessions");
+            };
+            tracing::debug!(session_version = %session.version, "Downstream session created.");
+            let mut resp = reply_response(reply, sse);
+            resp.headers_mut()
+                .insert(SESSION_HEADER, HeaderValue::from_str(&session.id).expect("hex is a valid header"));
+            resp
+        }
+        Ok(MessageKind::Request) if msg.method() == "server/discover" => {
+            // The 2026-07-28 probe comes without a session; -32601 at once
+            // makes modern clients fall back to `initialize` (design.md D2).
+            let id = msg.id.as_deref().expect("requests have ids");
+            let reply = encode::error(Some(id), protocol::METHOD_NOT_FOUND, "Method not found: server/discover", None);
+            reply_response(reply, false)
+        }
+        Ok(MessageKind::Request) => {
+            let id = msg.id.as_deref().expect("requests have ids");
+            let session = match app.session(&headers, Some(id)) {
+                Ok(s) => s,
+                Err(r) => return r,
+            };
+            session.touch();
+            let reply = app.gateway.handle(&msg).await;
+            reply_response(reply, sse)
+        }
+        Ok(MessageKind::Notification | MessageKind::Response) => match app.session(&headers, None) {
+            Ok(s) => {
+                s.touch();
+                StatusCode::ACCEPTED.into_response()
+            }
+            Err(r) => r,
+        },
+        Err(e) => (StatusCode::BAD_REQUEST, json_headers(), e.to_response()).into_response(),
+    }
+}
+
+async fn get_mcp(State(app): State<Arc<App>>, headers: HeaderMap) -> Response {
+    if let Err(r) = app.check_origin(&headers) {
+        return r;
+    }
+    if !header_has(&headers, header::ACCEPT, "text/event-stream") {
+        return rpc_error(
+            StatusCode::NOT_ACCEPTABLE,
+            None,
+            protocol::INVALID_REQUEST,
+            "Accept must include text/event-stream",
+        );
+    }
+    let session = match app.session(&headers, None) {
+        Ok(s) => s,
+        Err(r) => return r,
+    };
+    if session.streaming.swap(true, Ordering::AcqRel) {
+        return rpc_error(
+            StatusCode::CONFLICT,
+            None,
+            protocol::INVALID_REQUEST,
+            "A stream is already open for this session",
+        );
+    }
+    let mut changes = app.gateway.list_changed();
+    changes.borrow_and_update();
+    let state = StreamState { changes, session, shutdown: app.shutdown.clone() };
+    let stream = futures_util::stream::unfold(state, |mut st| async move {
+        let keepalive = tokio::time::sleep(Duration::from_secs(15));
+        tokio::select! {
+            r = st.changes.changed() => {
+                r.ok()?;
+                let note = encode::notification("notifications/tools/list_changed", None);
+                Some((Ok::<_, std::convert::Infallible>(Bytes::from(sse_event(&note))), st))
+            }
+            () = keepalive => Some((Ok(Bytes::from_static(b": keep-alive\n\n")), st)),
+            () = st.shutdown.cancelled() => None,
+        }
+    });
+    let mut resp = Response::new(Body::from_stream(stream));
+    resp.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("text/event-stream"));
+    resp.headers_mut().insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
+    resp
+}
+
+/// The state of a GET stream; clears the session's stream flag on drop.
+struct StreamState {
+    changes: tokio::sync::watch::Receiver<u64>,
+    session: Arc<Session>,
+    shutdown: CancellationToken,
+}
+
+impl Drop for StreamState {
+    fn drop(&mut self) {
+        self.session.streaming.store(false, Ordering::Release);
+    }
+}
+
+async fn delete_mcp(State(app): State<Arc<App>>, headers: HeaderMap) -> Response {
+    if let Err(r) = app.check_origin(&headers) {
+        return r;
+    }
+    let session = match app.session(&headers, None) {
+        Ok(s) => s,
+        Err(r) => return r,
+    };
+    app.sessions.remove(&session.id);
+    StatusCode::OK.into_response()
+}
+
+async fn readyz(State(app): State<Arc<App>>) -> Response {
+    // Ready means "serving", not "every upstream is up" (partial
+    // availability is the point of the gateway).
+    let ready =
+        app.gateway.upstreams().iter().filter(|u| matches!(*u.state(), crate::upstream::State::Ready(_))).count();
+    let body =
+        serde_json::json!({ "ready": true, "upstreams_ready": ready, "upstreams": app.gateway.upstreams().len() });
+    (StatusCode::OK, json_headers(), body.to_string()).into_response()
+}
+
+async fn status(State(app): State<Arc<App>>) -> Response {
+    let mut body = app.gateway.status();
+    body["sessions"] = app.sessions.len().into();
+    (StatusCode::OK, json_headers(), body.to_string()).into_response()
+}
+
+// === impl App ===
+
+impl App {
+    /// `Host` and `Origin` against the allow-lists.
+    #[allow(clippy::result_large_err)]
+    fn check_origin(&self, headers: &HeaderMap) -> Result<(), Response> {
+        let host = headers.get(header::HOST).and_then(|h| h.to_str().ok()).unwrap_or("");
+        if !host_allowed(&self.hosts, host) {
+            tracing::warn!(host = %host, "Refused a request with a Host that is not allowed.");
+            return Err(rpc_error(
+                StatusCode::FORBIDDEN,
+                None,
+                protocol::INVALID_REQUEST,
+                "Forbidden: Host not allowed",
+            ));
+        }
+        if let Some(origin) = headers.get(header::ORIGIN) {
+            let origin = origin.to_str().unwrap_or("");
+            if !origin_allowed(&self.origins, origin) {
+                tracing::warn!(origin = %origin, "Refused a request with an Origin that is not allowed.");
+                return Err(rpc_error(
+                    StatusCode::FORBIDDEN,
+                    None,
+                    protocol::INVALID_REQUEST,
+                    "Forbidden: Origin not allowed",
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    /// The session named by `Mcp-Session-Id`: 400 when missing, 404 when
+    /// unknown, 400 when `MCP-Protocol-Version` is unsupported.
+    #[allow(clippy::result_large_err)]
+    fn session(&self, headers: &HeaderMap, id: Option<&protocol::RawValue>) -> Result<Arc<Session>, Response> {
+        if let Some(v) = headers.get(VERSION_HEADER) {
+            let v = v.to_str().unwrap_or("");
+            if !protocol::is_supported_version(v) {
+                let msg = format!("Unsupported MCP-Protocol-Version: {v}");
+                return Err(rpc_error(StatusCode::BAD_REQUEST, id, protocol::INVALID_REQUEST, &msg));
+            }
+        }
+        let Some(sid) = headers.get(SESSION_HEADER).and_then(|v| v.to_str().ok()) else {
+            return Err(rpc_error(
+                StatusCode::BAD_REQUEST,
+                id,
+                protocol::INVALID_REQUEST,
+                "Bad Request: Mcp-Session-Id header is required",
+            ));
+        };
+        self.sessions
+            .get(sid)
+            .ok_or_else(|| rpc_error(StatusCode::NOT_FOUND, id, -32001, "Session not found; initialize a new session"))
+    }
+}
+
+fn reply_response(reply: String, sse: bool) -> Response {
+    if sse {
+        let mut resp = Response::new(Body::from(sse_event(&reply)));
+        resp.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("text/event-stream"));
+        return resp;
+    }
+    (StatusCode::OK, json_headers(), reply).into_response()
+}
+
+fn sse_event(data: &str) -> String {
+    // Our JSON never contains raw newlines (serde_json escapes them), so a
+    // single `data:` line carries the whole message.
+    format!("event: message\ndata: {data}\n\n")
+}
+
+fn json_headers() -> [(header::HeaderName, HeaderValue); 1] {
+    [(header::CONTENT_TYPE, HeaderValue::from_static("application/json"))]
+}
+
+fn rpc_error(status: StatusCode, id: Option<&protocol::RawValue>, code: i64, message: &str) -> Response {
+    (status, json_headers(), encode::error(id, code, message, None)).into_response()
+}
+
+fn header_has(headers: &HeaderMap, name: header::HeaderName, value: &str) -> bool {
+    headers.get_all(name).iter().any(|v| v.to_str().is_ok_and(|s| s.to_ascii_lowercase().contains(value)))
+}
+
+const LOOPBACK: &[&str] = &["localhost", "127.0.0.1", "[::1]"];
+
+/// `host[:port]` against entries `host` (any port) or `host:port`.
+fn host_allowed(allowed: &[String], host: &str) -> bool {
+    let name = split_host(host);
+    if allowed.is_empty() {
+        return LOOPBACK.contains(&name);
+    }
+    allowed.iter().any(|a| a == "*" || a.eq_ignore_ascii_case(host) || a.eq_ignore_ascii_case(name))
+}
+
+fn split_host(host: &str) -> &str {
+    if host.starts_with('[') {
+        return host.find(']').map_or(host, |i| &host[..=i]);
+    }
+    host.rsplit_once(':').map_or(host, |(h, _)| h)
+}
+
+/// An origin against exact entries or `scheme://host:*` patterns.
+fn origin_allowed(allowed: &[String], origin: &str) -> bool {
+    if allowed.is_empty() {
+        let Some((scheme, rest)) = origin.split_once("://") else { return false };
+        return matches!(scheme, "http" | "https") && LOOPBACK.contains(&split_host(rest));
+    }
+    allowed.iter().any(|a| {
+        a == "*"
+            || a.eq_ignore_ascii_case(origin)
+            || a.strip_suffix(":*").is_some_and(|base| {
+                origin.len() > base.len()
+                    && origin[..base.len()].eq_ignore_ascii_case(base)
+                    && (origin[base.len()..].starts_with(':') || origin.len() == base.len())
+            })
+            || a.strip_suffix(":*").is_some_and(|base| base.eq_ignore_ascii_case(origin))
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn hosts() {
+        let none: Vec<String> = vec![];
+        for ok in ["localhost", "localhost:8080", "127.0.0.1:1", "[::1]:80", "[::1]"] {
+            assert!(host_allowed(&none, ok), "{ok}");
+        }
+        for bad in ["evil.com", "evil.com:8080", "127.0.0.2:80", "", "localhost.evil.com"] {
+            assert!(!host_allowed(&none, bad), "{bad}");
+        }
+        let cfg = vec!["gw.internal".to_owned(), "10.0.0.5:8080".to_owned()];
+        assert!(host_allowed(&cfg, "gw.internal:443"));
+        assert!(host_allowed(&cfg, "10.0.0.5:8080"));
+        assert!(!host_allowed(&cfg, "10.0.0.5:9090"));
+        assert!(!host_allowed(&cfg, "localhost"));
+    }
+
+    #[test]
+    fn origins() {
+        let none: Vec<String> = vec![];
+        for ok in ["http://localhost:3000", "http://127.0.0.1", "https://[::1]:8443"] {
+            assert!(origin_allowed(&none, ok), "{ok}");
+        }
+        for bad in ["null", "http://evil.com", "file://localhost", "http://localhost.evil.com"] {
+            assert!(!origin_allowed(&none, bad), "{bad}");
+        }
+        let cfg = vec!["https://app.example.com".to_owned(), "http://localhost:*".to_owned()];
+        assert!(origin_allowed(&cfg, "https://app.example.com"));
+        assert!(origin_allowed(&cfg, "http://localhost:5173"));
+        assert!(origin_allowed(&cfg, "http://localhost"));
+        assert!(!origin_allowed(&cfg, "http://localhostevil.com"));
+        assert!(!origin_allowed(&cfg, "https://app.example.com.evil"));
+    }
+}

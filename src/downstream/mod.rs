@@ -1,0 +1,13 @@
+//! Client-facing transports: Streamable HTTP at `/mcp` and stdio.
+//!
+//! Both parse each message with [`crate::protocol`], answer bad input with
+//! a JSON-RPC error without dropping the connection, and hand requests to
+//! [`crate::routing::Gateway`].
+//!
+//! Architecture Invariant: nothing here talks to an upstream directly.
+
+pub mod http;
+mod session;
+pub mod stdio;
+
+pub use session::{Session, Sessions};

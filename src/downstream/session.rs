@@ -1,0 +1,132 @@
+//! Downstream sessions of the HTTP transport.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use tokio::time::Instant;
+
+/// One client session (`Mcp-Session-Id`).
+#[derive(Debug)]
+pub struct Session {
+    /// The id: 32 random bytes, hex.
+    pub id: String,
+    /// The negotiated protocol revision.
+    pub version: String,
+    /// Whether a GET stream is open (at most one).
+    pub streaming: AtomicBool,
+    created: Instant,
+    last_seen_ms: AtomicU64,
+}
+
+/// The session table.
+#[derive(Debug)]
+pub struct Sessions {
+    map: Mutex<HashMap<String, Arc<Session>>>,
+    max: usize,
+}
+
+/// The session table is full.
+#[derive(Debug, thiserror::Error)]
+#[error("too many sessions")]
+pub struct Full;
+
+// === impl Session ===
+
+impl Session {
+    /// Marks the session as used now.
+    pub fn touch(&self) {
+        let ms = self.created.elapsed().as_millis() as u64;
+        self.last_seen_ms.store(ms, Ordering::Relaxed);
+    }
+
+    fn idle_for(&self) -> Duration {
+        let seen = self.created + Duration::from_millis(self.last_seen_ms.load(Ordering::Relaxed));
+        seen.elapsed()
+    }
+}
+
+// === impl Sessions ===
+
+impl Sessions {
+    /// An empty table holding at most `max` sessions.
+    pub fn new(max: usize) -> Self {
+        Sessions { map: Mutex::new(HashMap::new()), max }
+    }
+
+    /// Creates a session with a cryptographically random id.
+    pub fn create(&self, version: String) -> Result<Arc<Session>, Full> {
+        let mut bytes = [0u8; 32];
+        getrandom::fill(&mut bytes).expect("the OS random source works");
+        let id: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
+        let s = Arc::new(Session {
+            id: id.clone(),
+            version,
+            streaming: AtomicBool::new(false),
+            created: Instant::now(),
+            last_seen_ms: AtomicU64::new(0),
+        });
+        let mut map = self.lock();
+        if map.len() >= self.max {
+            return Err(Full);
+        }
+        map.insert(id, s.clone());
+        Ok(s)
+    }
+
+    /// Looks a session up.
+    pub fn get(&self, id: &str) -> Option<Arc<Session>> {
+        self.lock().get(id).cloned()
+    }
+
+    /// Ends a session; false when it did not exist.
+    pub fn remove(&self, id: &str) -> bool {
+        self.lock().remove(id).is_some()
+    }
+
+    /// How many sessions are open.
+    pub fn len(&self) -> usize {
+        self.lock().len()
+    }
+
+    /// Whether no session is open.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Removes sessions idle for longer than `idle`; returns how many.
+    pub fn expire(&self, idle: Duration) -> usize {
+        let mut map = self.lock();
+        let before = map.len();
+        map.retain(|_, s| s.idle_for() < idle || s.streaming.load(Ordering::Relaxed));
+        before - map.len()
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, Arc<Session>>> {
+        self.map.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test(start_paused = true)]
+    async fn ids_are_random_and_idle_sessions_expire() {
+        let t = Sessions::new(2);
+        let a = t.create("2025-11-25".into()).unwrap();
+        let b = t.create("2025-11-25".into()).unwrap();
+        assert_ne!(a.id, b.id);
+        assert_eq!(a.id.len(), 64);
+        assert!(t.create("x".into()).is_err(), "table is bounded");
+        tokio::time::advance(Duration::from_secs(30)).await;
+        b.touch();
+        tokio::time::advance(Duration::from_secs(40)).await;
+        assert_eq!(t.expire(Duration::from_secs(60)), 1);
+        assert!(t.get(&a.id).is_none());
+        assert!(t.get(&b.id).is_some());
+        assert!(t.remove(&b.id));
+        assert!(!t.remove(&b.id));
+    }
+}

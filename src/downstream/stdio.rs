@@ -1,0 +1,113 @@
+//! `mcp-gateway stdio`: the gateway as a child process of the host.
+//!
+//! Requests are handled concurrently (at most [`IN_FLIGHT`] at once; reading
+//! stops while that many run), so replies may be written out of order, each
+//! with its client's id. Bad lines get a JSON-RPC error and reading goes on.
+//! When stdin closes, calls still in flight are dropped, which cancels them
+//! upstream. Logs never go to stdout.
+
+use std::sync::Arc;
+
+use tokio::io::{AsyncBufRead, AsyncWrite, AsyncWriteExt};
+use tokio::sync::{Semaphore, mpsc};
+use tokio::task::JoinSet;
+
+use crate::protocol::framing::{self, Line};
+use crate::protocol::{Message, MessageKind, encode};
+use crate::routing::Gateway;
+
+/// Most requests handled at once for one stdio client.
+pub const IN_FLIGHT: usize = 256;
+
+/// Serves one client on `input`/`output` until `input` ends.
+pub async fn run<R, W>(gateway: Arc<Gateway>, mut input: R, output: W) -> std::io::Result<()>
+where
+    R: AsyncBufRead + Unpin,
+    W: AsyncWrite + Unpin + Send + 'static,
+{
+    let max = gateway.config().gateway.max_message_bytes;
+    let (tx, rx) = mpsc::channel::<String>(IN_FLIGHT);
+    let writer = tokio::spawn(write_loop(output, rx));
+    let permits = Arc::new(Semaphore::new(IN_FLIGHT));
+    let mut tasks = JoinSet::new();
+    let mut notifier: Option<tokio::task::JoinHandle<()>> = None;
+    let mut buf = Vec::with_capacity(8 * 1024);
+    loop {
+        // Reap finished calls so the set stays small.
+        while tasks.try_join_next().is_some() {}
+        let line = framing::read_line(&mut input, &mut buf, max).await?;
+        match line {
+            Line::Eof => break,
+            Line::TooLong => {
+                let msg = format!("Invalid request: message exceeds {max} bytes");
+                let _ = tx.send(encode::error(None, crate::protocol::INVALID_REQUEST, &msg, None)).await;
+                continue;
+            }
+            Line::Ok if buf.iter().all(u8::is_ascii_whitespace) => continue,
+            Line::Ok => {}
+        }
+        let msg = match Message::parse(&buf) {
+            Ok(m) => m,
+            Err(e) => {
+                let _ = tx.send(e.to_response()).await;
+                continue;
+            }
+        };
+        match msg.kind() {
+            Ok(MessageKind::Request) if msg.method() == "initialize" => {
+                let id = msg.id.as_deref().expect("requests have ids");
+                let (reply, _version) = gateway.initialize(id, msg.params.as_deref());
+                let _ = tx.send(reply).await;
+                if notifier.is_none() {
+                    notifier = Some(tokio::spawn(forward_list_changed(gateway.clone(), tx.clone())));
+                }
+            }
+            Ok(MessageKind::Request) => {
+                let permit = permits.clone().acquire_owned().await.expect("never closed");
+                let (gw, tx) = (gateway.clone(), tx.clone());
+                tasks.spawn(async move {
+                    let reply = gw.handle(&msg).await;
+                    let _ = tx.send(reply).await;
+                    drop(permit);
+                });
+            }
+            // Notifications and replies to server requests: nothing to do yet.
+            Ok(_) => {}
+            Err(e) => {
+                let _ = tx.send(e.to_response()).await;
+            }
+        }
+    }
+    // The client is gone: dropping in-flight calls sends
+    // notifications/cancelled to their upstreams.
+    tasks.shutdown().await;
+    if let Some(n) = notifier {
+        n.abort();
+    }
+    drop(tx);
+    let _ = writer.await;
+    Ok(())
+}
+
+async fn forward_list_changed(gateway: Arc<Gateway>, tx: mpsc::Sender<String>) {
+    let mut changes = gateway.list_changed();
+    changes.borrow_and_update();
+    while changes.changed().await.is_ok() {
+        if tx.send(encode::notification("notifications/tools/list_changed", None)).await.is_err() {
+            return;
+        }
+    }
+}
+
+async fn write_loop<W: AsyncWrite + Unpin>(mut out: W, mut rx: mpsc::Receiver<String>) {
+    while let Some(msg) = rx.recv().await {
+        let ok = async {
+            out.write_all(msg.as_bytes()).await?;
+            out.write_all(b"\n").await?;
+            out.flush().await
+        };
+        if ok.await.is_err() {
+            return;
+        }
+    }
+}

@@ -1,0 +1,48 @@
+//! mcp-gateway: one MCP endpoint in front of many MCP servers.
+//!
+//! # Layout
+//!
+//! Dependencies point one way (see `ARCHITECTURE.md`):
+//!
+//! - [`downstream`]: client-facing transports (Streamable HTTP at `/mcp`,
+//!   stdio) → calls [`routing`].
+//! - [`routing`]: the [`routing::Gateway`]: merged catalog, namespaces,
+//!   method dispatch → calls [`upstream`].
+//! - [`upstream`]: supervised connections to upstream servers (stdio,
+//!   Streamable HTTP, legacy SSE), id remapping, `initialize`.
+//! - Leaves: [`protocol`] (JSON-RPC over raw JSON), [`config`], [`error`].
+
+pub mod config;
+pub mod downstream;
+pub mod error;
+pub mod protocol;
+pub mod routing;
+pub mod upstream;
+
+use std::future::Future;
+use std::sync::Arc;
+
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+
+pub use crate::config::Config;
+pub use crate::routing::Gateway;
+
+/// Serves `/mcp` on `listener` until `shutdown` resolves, then stops
+/// accepting, ends open streams and returns. The caller shuts the
+/// [`Gateway`] (and so its upstreams) down afterwards.
+pub async fn serve(
+    listener: TcpListener,
+    gateway: Arc<Gateway>,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    let stop = CancellationToken::new();
+    let app = downstream::http::router(gateway, stop.clone());
+    let stop2 = stop.clone();
+    axum::serve(listener, app)
+        .with_graceful_shutdown(async move {
+            shutdown.await;
+            stop2.cancel();
+        })
+        .await
+}

@@ -1,0 +1,218 @@
+//! The `mcp-gateway` command: parse flags, load config, run. Thin on
+//! purpose; everything else is in the library.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use anyhow::Context as _;
+use clap::{Parser, Subcommand};
+use mcp_gateway::config::{Config, LogFormat};
+use mcp_gateway::upstream::State;
+use mcp_gateway::{Gateway, downstream};
+
+/// Exit code for a bad config (`EX_USAGE` from sysexits.h).
+const EX_USAGE: u8 = 64;
+
+#[derive(Parser)]
+#[command(name = "mcp-gateway", version, about = "One MCP endpoint in front of many MCP servers")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Serve Streamable HTTP at http://<listen>/mcp.
+    Serve {
+        /// Config file.
+        #[arg(long, short, default_value = "gateway.toml", env = "MCP_GATEWAY_CONFIG")]
+        config: PathBuf,
+        /// Listen address; overrides `gateway.listen`.
+        #[arg(long)]
+        listen: Option<SocketAddr>,
+    },
+    /// Serve one client over stdin/stdout (for hosts that launch a command).
+    Stdio {
+        /// Config file.
+        #[arg(long, short, default_value = "gateway.toml", env = "MCP_GATEWAY_CONFIG")]
+        config: PathBuf,
+    },
+    /// Validate the config and exit (64 when it is invalid).
+    Check {
+        /// Config file.
+        #[arg(long, short, default_value = "gateway.toml", env = "MCP_GATEWAY_CONFIG")]
+        config: PathBuf,
+    },
+    /// Start the upstreams, print the merged tool catalog, and exit.
+    Tools {
+        /// Config file.
+        #[arg(long, short, default_value = "gateway.toml", env = "MCP_GATEWAY_CONFIG")]
+        config: PathBuf,
+        /// Give up waiting for upstreams after this many seconds
+        /// (default: the longest `startup_timeout`).
+        #[arg(long)]
+        wait: Option<u64>,
+    },
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let path = match &cli.command {
+        Command::Serve { config, .. }
+        | Command::Stdio { config }
+        | Command::Check { config }
+        | Command::Tools { config, .. } => config,
+    };
+    let config = match Config::load(path) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("mcp-gateway: invalid config: {e}");
+            return ExitCode::from(EX_USAGE);
+        }
+    };
+    if let Command::Check { .. } = cli.command {
+        println!("{}: ok ({} upstreams: {})", path.display(), config.upstreams.len(), ids(&config));
+        return ExitCode::SUCCESS;
+    }
+    init_tracing(config.gateway.log_format);
+    let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build().expect("tokio runtime starts");
+    let result = rt.block_on(async {
+        match cli.command {
+            Command::Serve { listen, .. } => serve(config, listen).await,
+            Command::Stdio { .. } => stdio(config).await,
+            Command::Tools { wait, .. } => tools(config, wait).await,
+            Command::Check { .. } => unreachable!("handled above"),
+        }
+    });
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("mcp-gateway: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn ids(config: &Config) -> String {
+    config.upstreams.iter().map(|u| u.id.as_str()).collect::<Vec<_>>().join(", ")
+}
+
+fn init_tracing(format: LogFormat) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into());
+    // Logs go to stderr always: stdout belongs to the MCP stream in stdio mode.
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    match format {
+        LogFormat::Json => builder.json().init(),
+        LogFormat::Human => builder.init(),
+    }
+}
+
+async fn serve(config: Config, listen: Option<SocketAddr>) -> anyhow::Result<()> {
+    let addr = listen.unwrap_or(config.listen());
+    let listener = tokio::net::TcpListener::bind(addr).await.with_context(|| format!("cannot listen on {addr}"))?;
+    let addr = listener.local_addr()?;
+    let gateway = Gateway::start(config);
+    tracing::info!(%addr, upstreams = gateway.upstreams().len(), "Listening on http://{addr}/mcp.");
+    mcp_gateway::serve(listener, gateway.clone(), shutdown_signal()).await?;
+    tracing::info!("Shutting down upstreams.");
+    gateway.shutdown().await;
+    Ok(())
+}
+
+async fn stdio(config: Config) -> anyhow::Result<()> {
+    let gateway = Gateway::start(config);
+    let input = tokio::io::BufReader::new(tokio::io::stdin());
+    tokio::select! {
+        r = downstream::stdio::run(gateway.clone(), input, tokio::io::stdout()) => r?,
+        () = shutdown_signal() => {}
+    }
+    gateway.shutdown().await;
+    Ok(())
+}
+
+async fn tools(config: Config, wait: Option<u64>) -> anyhow::Result<()> {
+    let longest = config.upstreams.iter().map(|u| u.startup_timeout).max().unwrap_or_default();
+    let wait = wait.map_or(longest + Duration::from_secs(1), Duration::from_secs);
+    let gateway = Gateway::start(config);
+    let started = tokio::time::Instant::now();
+    let mut reported = vec![false; gateway.upstreams().len()];
+    loop {
+        for (i, u) in gateway.upstreams().iter().enumerate() {
+            if reported[i] {
+                continue;
+            }
+            let line = match &*u.state() {
+                State::Ready(r) => format!("ready, {} tools, protocol {}", r.tools.len(), r.protocol_version()),
+                State::Down { reason, .. } => format!("FAILED: {reason}"),
+                _ => continue,
+            };
+            reported[i] = true;
+            eprintln!("{:>12}  {line} ({:.1}s)", u.id(), started.elapsed().as_secs_f64());
+        }
+        if reported.iter().all(|r| *r) || started.elapsed() >= wait {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    for (i, u) in gateway.upstreams().iter().enumerate() {
+        if !reported[i] {
+            eprintln!("{:>12}  still starting after {}s", u.id(), wait.as_secs());
+        }
+    }
+    // The catalog task runs on its own; give it a moment to take the last change.
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let catalog = gateway.catalog();
+    let rows: Vec<[String; 3]> = catalog
+        .tools()
+        .iter()
+        .map(|t| [t.name.clone(), gateway.upstreams()[t.upstream].id().to_owned(), annotations(&t.def)])
+        .collect();
+    print_table(&["NAME", "UPSTREAM", "ANNOTATIONS"], &rows);
+    println!("{} tools from {} upstreams", rows.len(), gateway.upstreams().len());
+    gateway.shutdown().await;
+    Ok(())
+}
+
+/// `read-only, destructive, idempotent, open-world` as declared (absent
+/// hints are shown as the spec's defaults would read: nothing).
+fn annotations(def: &serde_json::value::RawValue) -> String {
+    let v: serde_json::Value = serde_json::from_str(def.get()).unwrap_or_default();
+    let a = &v["annotations"];
+    let mut out = Vec::new();
+    for (key, label) in [
+        ("readOnlyHint", "read-only"),
+        ("destructiveHint", "destructive"),
+        ("idempotentHint", "idempotent"),
+        ("openWorldHint", "open-world"),
+    ] {
+        if a[key] == serde_json::Value::Bool(true) {
+            out.push(label);
+        }
+    }
+    if out.is_empty() { "-".into() } else { out.join(", ") }
+}
+
+fn print_table(head: &[&str; 3], rows: &[[String; 3]]) {
+    let mut w = head.map(str::len);
+    for r in rows {
+        for (i, c) in r.iter().enumerate() {
+            w[i] = w[i].max(c.len());
+        }
+    }
+    println!("{:<w0$}  {:<w1$}  {}", head[0], head[1], head[2], w0 = w[0], w1 = w[1]);
+    for r in rows {
+        println!("{:<w0$}  {:<w1$}  {}", r[0], r[1], r[2], w0 = w[0], w1 = w[1]);
+    }
+}
+
+async fn shutdown_signal() {
+    let mut term =
+        tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).expect("SIGTERM handler installs");
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = term.recv() => {}
+    }
+    tracing::info!("Shutdown signal received.");
+}

@@ -1,0 +1,298 @@
+//! The JSON-RPC envelope.
+
+use serde::{Deserialize, Deserializer};
+use serde_json::value::RawValue;
+
+/// One JSON-RPC message with its payload left raw.
+///
+/// `id` is kept as the exact JSON text the peer sent (a string or an
+/// integer), so the gateway answers with byte-identical ids.
+#[derive(Debug)]
+pub struct Message {
+    /// The raw `id` (never `null`: that is rejected by [`Message::parse`]).
+    pub id: Option<Box<RawValue>>,
+    /// The method of a request or notification.
+    pub method: Option<String>,
+    /// Raw `params`.
+    pub params: Option<Box<RawValue>>,
+    /// Raw `result` of a success response.
+    pub result: Option<Box<RawValue>>,
+    /// Raw `error` object of an error response.
+    pub error: Option<Box<RawValue>>,
+}
+
+/// What a [`Message`] is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MessageKind {
+    /// Has `method` and `id`.
+    Request,
+    /// Has `method`, no `id`.
+    Notification,
+    /// Has `id` and `result` or `error`.
+    Response,
+}
+
+/// Why bytes are not a valid JSON-RPC message.
+#[derive(Debug, thiserror::Error)]
+pub enum ParseError {
+    /// Not JSON at all (-32700).
+    #[error("parse error: {0}")]
+    Json(#[source] serde_json::Error),
+    /// JSON, but not a JSON-RPC 2.0 message (-32600). Carries the id when
+    /// one could be read, so the error can still be correlated.
+    #[error("invalid request: {reason}")]
+    Invalid {
+        /// What is wrong, for the peer.
+        reason: &'static str,
+        /// The request's id, if it had a usable one.
+        id: Option<Box<RawValue>>,
+    },
+}
+
+#[derive(Deserialize)]
+struct Wire {
+    #[serde(default, deserialize_with = "present")]
+    jsonrpc: Option<Box<RawValue>>,
+    #[serde(default, deserialize_with = "present")]
+    id: Option<Box<RawValue>>,
+    #[serde(default)]
+    method: Option<String>,
+    #[serde(default, deserialize_with = "present")]
+    params: Option<Box<RawValue>>,
+    #[serde(default, deserialize_with = "present")]
+    result: Option<Box<RawValue>>,
+    #[serde(default, deserialize_with = "present")]
+    error: Option<Box<RawValue>>,
+}
+
+/// Keeps an explicit `null` as `Some("null")` instead of folding it into
+/// `None`, so a `null` id can be told apart from a missing one.
+fn present<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Box<RawValue>>, D::Error> {
+    Box::<RawValue>::deserialize(d).map(Some)
+}
+
+// === impl Message ===
+
+impl Message {
+    /// Parses one message. Batches (arrays) are refused: MCP removed them in
+    /// 2025-06-18.
+    pub fn parse(bytes: &[u8]) -> Result<Self, ParseError> {
+        let first = bytes.iter().copied().find(|b| !b.is_ascii_whitespace());
+        if first == Some(b'[') {
+            // Still validate the JSON so garbage gets -32700, not -32600.
+            serde_json::from_slice::<serde::de::IgnoredAny>(bytes).map_err(ParseError::Json)?;
+            return Err(invalid("batches are not supported", None));
+        }
+        let wire: Wire = match serde_json::from_slice(bytes) {
+            Ok(w) => w,
+            Err(e) if e.is_data() => {
+                // Valid JSON of the wrong shape (e.g. a string, or a method
+                // that is a number).
+                return Err(invalid("not a JSON-RPC message object", None));
+            }
+            Err(e) => return Err(ParseError::Json(e)),
+        };
+        let id = match wire.id {
+            Some(id) if valid_id(id.get()) => Some(id),
+            Some(_) => return Err(invalid("id must be a string or an integer", None)),
+            None => None,
+        };
+        if wire.jsonrpc.as_deref().map(RawValue::get) != Some("\"2.0\"") {
+            return Err(invalid("jsonrpc must be \"2.0\"", id));
+        }
+        let msg = Message { id, method: wire.method, params: wire.params, result: wire.result, error: wire.error };
+        msg.kind()?;
+        Ok(msg)
+    }
+
+    /// Classifies the message, rejecting impossible member combinations.
+    pub fn kind(&self) -> Result<MessageKind, ParseError> {
+        let has_reply = self.result.is_some() || self.error.is_some();
+        match (&self.method, &self.id, has_reply) {
+            (Some(_), _, true) => Err(invalid("a message cannot have both method and result", self.id.clone())),
+            (Some(_), Some(_), false) => Ok(MessageKind::Request),
+            (Some(_), None, false) => Ok(MessageKind::Notification),
+            (None, Some(_), true) if self.result.is_some() != self.error.is_some() => Ok(MessageKind::Response),
+            (None, _, true) => Err(invalid("a response has exactly one of result and error", self.id.clone())),
+            (None, _, false) => Err(invalid("missing method", self.id.clone())),
+        }
+    }
+
+    /// The method, or `""` for responses.
+    pub fn method(&self) -> &str {
+        self.method.as_deref().unwrap_or("")
+    }
+}
+
+fn invalid(reason: &'static str, id: Option<Box<RawValue>>) -> ParseError {
+    ParseError::Invalid { reason, id }
+}
+
+/// MCP ids are strings or integers (never `null`, never fractional).
+fn valid_id(raw: &str) -> bool {
+    match raw.as_bytes().first() {
+        Some(b'"') => true,
+        Some(b'-' | b'0'..=b'9') => raw.bytes().all(|b| b == b'-' || b.is_ascii_digit()),
+        _ => false,
+    }
+}
+
+// === impl ParseError ===
+
+impl ParseError {
+    /// The JSON-RPC error code this failure answers with.
+    pub fn code(&self) -> i64 {
+        match self {
+            ParseError::Json(_) => super::PARSE_ERROR,
+            ParseError::Invalid { .. } => super::INVALID_REQUEST,
+        }
+    }
+
+    /// The id to answer with (`null` when unknown).
+    pub fn id(&self) -> Option<&RawValue> {
+        match self {
+            ParseError::Json(_) => None,
+            ParseError::Invalid { id, .. } => id.as_deref(),
+        }
+    }
+
+    /// The error response for this failure.
+    pub fn to_response(&self) -> String {
+        let message = match self {
+            ParseError::Json(e) => format!("Parse error: {e}"),
+            ParseError::Invalid { reason, .. } => format!("Invalid request: {reason}"),
+        };
+        encode::error(self.id(), self.code(), &message, None)
+    }
+}
+
+/// Writers for the messages the gateway produces. Raw parts are spliced in
+/// as they are; only the gateway's own strings are escaped.
+pub mod encode {
+    use super::RawValue;
+
+    /// `{"jsonrpc":"2.0","id":<id>,"result":<result>}`.
+    pub fn result(id: &RawValue, result: &RawValue) -> String {
+        let mut s = String::with_capacity(40 + id.get().len() + result.get().len());
+        s.push_str(r#"{"jsonrpc":"2.0","id":"#);
+        s.push_str(id.get());
+        s.push_str(r#","result":"#);
+        s.push_str(result.get());
+        s.push('}');
+        s
+    }
+
+    /// `{"jsonrpc":"2.0","id":<id>,"error":<error>}` with a raw error object.
+    pub fn raw_error(id: &RawValue, error: &RawValue) -> String {
+        let mut s = String::with_capacity(40 + id.get().len() + error.get().len());
+        s.push_str(r#"{"jsonrpc":"2.0","id":"#);
+        s.push_str(id.get());
+        s.push_str(r#","error":"#);
+        s.push_str(error.get());
+        s.push('}');
+        s
+    }
+
+    /// An error response built by the gateway. `id` is `null` when unknown.
+    pub fn error(id: Option<&RawValue>, code: i64, message: &str, data: Option<&serde_json::Value>) -> String {
+        let mut err = serde_json::json!({ "code": code, "message": message });
+        if let Some(data) = data {
+            err["data"] = data.clone();
+        }
+        format!(r#"{{"jsonrpc":"2.0","id":{},"error":{}}}"#, id.map_or("null", RawValue::get), err)
+    }
+
+    /// A request with a gateway-assigned numeric id.
+    pub fn request(id: u64, method: &str, params: Option<&RawValue>) -> String {
+        let method = serde_json::to_string(method).expect("a string always serializes");
+        match params {
+            Some(p) => format!(r#"{{"jsonrpc":"2.0","id":{id},"method":{method},"params":{}}}"#, p.get()),
+            None => format!(r#"{{"jsonrpc":"2.0","id":{id},"method":{method}}}"#),
+        }
+    }
+
+    /// A notification.
+    pub fn notification(method: &str, params: Option<&RawValue>) -> String {
+        let method = serde_json::to_string(method).expect("a string always serializes");
+        match params {
+            Some(p) => format!(r#"{{"jsonrpc":"2.0","method":{method},"params":{}}}"#, p.get()),
+            None => format!(r#"{{"jsonrpc":"2.0","method":{method}}}"#),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn request_keeps_params_raw() {
+        let m =
+            Message::parse(br#"{"jsonrpc":"2.0","id":7,"method":"tools/call","params":{"z":1, "a" :[2]}}"#).unwrap();
+        assert_eq!(m.kind().unwrap(), MessageKind::Request);
+        assert_eq!(m.id.as_deref().unwrap().get(), "7");
+        assert_eq!(m.params.as_deref().unwrap().get(), r#"{"z":1, "a" :[2]}"#);
+    }
+
+    #[test]
+    fn string_ids_are_echoed_exactly() {
+        let m = Message::parse(br#"{"jsonrpc":"2.0","id":"a\"b","result":{}}"#).unwrap();
+        assert_eq!(m.kind().unwrap(), MessageKind::Response);
+        let out = encode::result(m.id.as_deref().unwrap(), m.result.as_deref().unwrap());
+        assert_eq!(out, r#"{"jsonrpc":"2.0","id":"a\"b","result":{}}"#);
+    }
+
+    #[test]
+    fn classifies_bad_input() {
+        let cases: &[(&[u8], i64)] = &[
+            (b"{not json", -32700),
+            (b"", -32700),
+            (b"\"str\"", -32600),
+            (b"[]", -32600),
+            (br#"[{"jsonrpc":"2.0","id":1,"method":"ping"}]"#, -32600),
+            (br#"{"jsonrpc":"1.0","id":1,"method":"ping"}"#, -32600),
+            (br#"{"id":1,"method":"ping"}"#, -32600),
+            (br#"{"jsonrpc":"2.0","id":null,"method":"ping"}"#, -32600),
+            (br#"{"jsonrpc":"2.0","id":1.5,"method":"ping"}"#, -32600),
+            (br#"{"jsonrpc":"2.0","id":{},"method":"ping"}"#, -32600),
+            (br#"{"jsonrpc":"2.0","id":1}"#, -32600),
+            (br#"{"jsonrpc":"2.0","id":1,"result":{},"error":{}}"#, -32600),
+            (br#"{"jsonrpc":"2.0","id":1,"method":"x","result":{}}"#, -32600),
+            (br#"{"jsonrpc":"2.0","id":1,"method":5}"#, -32600),
+        ];
+        for (input, code) in cases {
+            let err = Message::parse(input).expect_err(std::str::from_utf8(input).unwrap());
+            assert_eq!(err.code(), *code, "{}", String::from_utf8_lossy(input));
+            // Every error response is itself valid JSON.
+            let resp: serde_json::Value = serde_json::from_str(&err.to_response()).unwrap();
+            assert_eq!(resp["error"]["code"], *code);
+        }
+    }
+
+    #[test]
+    fn invalid_request_keeps_a_usable_id() {
+        let err = Message::parse(br#"{"jsonrpc":"1.0","id":"q","method":"ping"}"#).unwrap_err();
+        assert_eq!(err.id().unwrap().get(), "\"q\"");
+    }
+
+    #[test]
+    fn notification_has_no_id() {
+        let m = Message::parse(br#"{"jsonrpc":"2.0","method":"notifications/initialized"}"#).unwrap();
+        assert_eq!(m.kind().unwrap(), MessageKind::Notification);
+    }
+
+    #[test]
+    fn encoders_produce_valid_json() {
+        let p = RawValue::from_string(r#"{"b":1,"a":2}"#.into()).unwrap();
+        let r = encode::request(3, "tools/\"call", Some(&p));
+        let m = Message::parse(r.as_bytes()).unwrap();
+        assert_eq!(m.method(), "tools/\"call");
+        assert_eq!(m.params.unwrap().get(), r#"{"b":1,"a":2}"#);
+        let n = encode::notification("notifications/cancelled", None);
+        assert_eq!(Message::parse(n.as_bytes()).unwrap().kind().unwrap(), MessageKind::Notification);
+        let e = encode::error(None, -32601, "nope \"x\"", Some(&serde_json::json!({"class":"protocol"})));
+        let v: serde_json::Value = serde_json::from_str(&e).unwrap();
+        assert_eq!(v["error"]["data"]["class"], "protocol");
+        assert!(v["id"].is_null());
+    }
+}

@@ -1,0 +1,255 @@
+//! Routing: the gateway as an MCP server over many upstreams.
+//!
+//! [`Gateway`] owns the upstreams and the merged [`Catalog`], answers the
+//! methods the gateway serves itself (`initialize`, `ping`, `tools/list`)
+//! and routes `tools/call` to the owning upstream with only the tool name
+//! rewritten. Transports (`downstream/`) call [`Gateway::handle`].
+//!
+//! Architecture Invariant: routing never holds a catalog snapshot or lock
+//! across an upstream call; it clones what it needs first.
+
+pub mod catalog;
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use arc_swap::ArcSwap;
+use serde_json::value::RawValue;
+use tokio::sync::{Notify, watch};
+use tokio_util::sync::CancellationToken;
+
+pub use self::catalog::Catalog;
+use crate::config::Config;
+use crate::error::CallError;
+use crate::protocol::{self, Message, RawObject, encode};
+use crate::upstream::{State, Upstream};
+
+/// The gateway: upstreams, catalog, and the MCP methods it serves.
+#[derive(Debug)]
+pub struct Gateway {
+    config: Config,
+    upstreams: Vec<Arc<Upstream>>,
+    by_id: HashMap<String, usize>,
+    catalog: ArcSwap<Catalog>,
+    list_changed: watch::Sender<u64>,
+    shutdown: CancellationToken,
+}
+
+// === impl Gateway ===
+
+impl Gateway {
+    /// Starts every upstream (in the background: nothing here waits for
+    /// one) and the task that keeps the catalog current.
+    pub fn start(config: Config) -> Arc<Self> {
+        let changed = Arc::new(Notify::new());
+        let http = reqwest::Client::builder()
+            .connect_timeout(Duration::from_secs(10))
+            .pool_idle_timeout(Duration::from_secs(90))
+            .build()
+            .expect("the TLS backend initializes");
+        let upstreams: Vec<_> = config
+            .upstreams
+            .iter()
+            .map(|spec| {
+                Upstream::start(
+                    spec.clone(),
+                    config.gateway.max_message_bytes,
+                    config.redactor.clone(),
+                    changed.clone(),
+                    http.clone(),
+                )
+            })
+            .collect();
+        let by_id = upstreams.iter().enumerate().map(|(i, u)| (u.id().to_owned(), i)).collect();
+        let gw = Arc::new(Gateway {
+            config,
+            upstreams,
+            by_id,
+            catalog: ArcSwap::from_pointee(Catalog::empty()),
+            list_changed: watch::Sender::new(0),
+            shutdown: CancellationToken::new(),
+        });
+        tokio::spawn(gw.clone().catalog_loop(changed));
+        gw
+    }
+
+    /// Rebuilds the catalog whenever an upstream's state or tools change,
+    /// and bumps the `list_changed` counter when clients would see a
+    /// different list.
+    async fn catalog_loop(self: Arc<Self>, changed: Arc<Notify>) {
+        loop {
+            tokio::select! {
+                () = changed.notified() => {}
+                () = self.shutdown.cancelled() => return,
+            }
+            let states: Vec<_> = self.upstreams.iter().map(|u| u.state()).collect();
+            let sources: Vec<_> = self
+                .upstreams
+                .iter()
+                .zip(&states)
+                .enumerate()
+                .filter_map(|(i, (u, s))| match &**s {
+                    State::Ready(r) => Some(catalog::Source {
+                        upstream: i,
+                        id: u.id(),
+                        prefix: u.spec().prefix,
+                        filter: &u.spec().tools,
+                        tools: &r.tools,
+                    }),
+                    _ => None,
+                })
+                .collect();
+            let next = Catalog::build(&sources, self.config.gateway.max_tool_name_length);
+            if !next.same_as(&self.catalog.load()) {
+                tracing::info!(tools = next.tools().len(), "Tool catalog changed.");
+                self.catalog.store(Arc::new(next));
+                self.list_changed.send_modify(|v| *v += 1);
+            }
+        }
+    }
+
+    /// Answers `initialize`: echo the client's revision when supported,
+    /// otherwise offer the latest. Returns the reply and the revision.
+    pub fn initialize(&self, id: &RawValue, params: Option<&RawValue>) -> (String, String) {
+        let asked = params.and_then(|p| RawObject::parse(p.get()).ok()).and_then(|o| o.get_str("protocolVersion"));
+        let version = match asked {
+            Some(v) if protocol::is_supported_version(&v) => v,
+            _ => protocol::LATEST_VERSION.to_owned(),
+        };
+        let ids: Vec<&str> = self.upstreams.iter().map(|u| u.id()).collect();
+        let result = serde_json::json!({
+            "protocolVersion": version,
+            // What the gateway itself serves; list_changed is real: it
+            // follows upstream changes, restarts and outages.
+            "capabilities": { "tools": { "listChanged": true } },
+            "serverInfo": { "name": "mcp-gateway", "version": env!("CARGO_PKG_VERSION") },
+            "instructions": format!(
+                "Tools of several MCP servers ({}) are exposed as <server>__<tool>.",
+                ids.join(", ")
+            ),
+        });
+        let result = serde_json::value::to_raw_value(&result).expect("json! always serializes");
+        (encode::result(id, &result), version)
+    }
+
+    /// Handles one request (not `initialize`) and returns the reply.
+    pub async fn handle(&self, msg: &Message) -> String {
+        let id = msg.id.as_deref().expect("handle is called for requests");
+        match self.dispatch(msg).await {
+            Ok(reply) => reply,
+            Err(e) => {
+                tracing::debug!(method = %msg.method(), class = %e.class, "Request failed: {}.", e.message);
+                e.to_response(id)
+            }
+        }
+    }
+
+    async fn dispatch(&self, msg: &Message) -> Result<String, CallError> {
+        let id = msg.id.as_deref().expect("requests have ids");
+        match msg.method() {
+            "ping" => Ok(encode::result(id, &empty())),
+            "tools/list" => {
+                // The whole merged list is one page; the gateway never
+                // hands out a cursor, so any cursor is invalid.
+                if let Some(p) = &msg.params {
+                    let cursor =
+                        RawObject::parse(p.get()).ok().and_then(|o| o.get("cursor").map(|c| c.get() != "null"));
+                    if cursor == Some(true) {
+                        return Err(CallError::protocol(protocol::INVALID_PARAMS, "Invalid cursor"));
+                    }
+                }
+                Ok(encode::result(id, self.catalog.load().list_result()))
+            }
+            "tools/call" => self.call_tool(id, msg.params.as_deref()).await,
+            // 2026-07-28 probe: -32601 makes modern clients fall back to
+            // `initialize` (design.md D2).
+            other => Err(CallError::protocol(protocol::METHOD_NOT_FOUND, format!("Method not found: {other}"))),
+        }
+    }
+
+    async fn call_tool(&self, id: &RawValue, params: Option<&RawValue>) -> Result<String, CallError> {
+        let invalid = |m: &str| CallError::protocol(protocol::INVALID_PARAMS, m);
+        let params = params.ok_or_else(|| invalid("tools/call needs params"))?;
+        let mut obj = RawObject::parse(params.get()).map_err(|_| invalid("tools/call params must be an object"))?;
+        let name = obj.get_str("name").ok_or_else(|| invalid("tools/call needs a string `name`"))?;
+        let (upstream, original) = {
+            let catalog = self.catalog.load();
+            match catalog.get(&name) {
+                Some(t) => (self.upstreams[t.upstream].clone(), t.original.clone()),
+                None => return Err(self.unknown_tool(&name)),
+            }
+        };
+        obj.set_str("name", &original);
+        let reply = upstream.call("tools/call", Some(&obj.to_raw())).await?;
+        Ok(match (&reply.result, &reply.error) {
+            (Some(r), _) => encode::result(id, r),
+            (None, Some(e)) => encode::raw_error(id, e),
+            (None, None) => unreachable!("a response has a result or an error"),
+        })
+    }
+
+    /// An unknown tool: name the upstream when its namespace is known but
+    /// the upstream is not serving, so the agent learns why.
+    fn unknown_tool(&self, name: &str) -> CallError {
+        if let Some((ns, _)) = name.split_once(catalog::SEPARATOR)
+            && let Some(&i) = self.by_id.get(ns)
+        {
+            let state = self.upstreams[i].state();
+            if !matches!(*state, State::Ready(_)) {
+                return self.upstreams[i].unavailable(&state);
+            }
+        }
+        let down: Vec<&str> =
+            self.upstreams.iter().filter(|u| !matches!(*u.state(), State::Ready(_))).map(|u| u.id()).collect();
+        let msg = if down.is_empty() {
+            format!("Unknown tool: {name}")
+        } else {
+            format!("Unknown tool: {name} (not serving right now: {})", down.join(", "))
+        };
+        CallError::protocol(protocol::INVALID_PARAMS, msg)
+    }
+
+    /// A receiver that changes whenever the tool list clients see changes.
+    pub fn list_changed(&self) -> watch::Receiver<u64> {
+        self.list_changed.subscribe()
+    }
+
+    /// The current catalog.
+    pub fn catalog(&self) -> Arc<Catalog> {
+        self.catalog.load_full()
+    }
+
+    /// The upstreams, in id order.
+    pub fn upstreams(&self) -> &[Arc<Upstream>] {
+        &self.upstreams
+    }
+
+    /// The config the gateway runs with.
+    pub fn config(&self) -> &Config {
+        &self.config
+    }
+
+    /// Status of every upstream, for `/status`.
+    pub fn status(&self) -> serde_json::Value {
+        let catalog = self.catalog.load();
+        serde_json::json!({
+            "upstreams": self.upstreams.iter().map(|u| u.status()).collect::<Vec<_>>(),
+            "tools": catalog.tools().len(),
+            "collisions": catalog.collisions.iter().map(|c| serde_json::json!({
+                "name": c.name, "refused": c.refused, "owner": c.owner,
+            })).collect::<Vec<_>>(),
+        })
+    }
+
+    /// Stops every upstream (stdio children: close stdin → SIGTERM →
+    /// SIGKILL) and waits for them.
+    pub async fn shutdown(&self) {
+        self.shutdown.cancel();
+        futures_util::future::join_all(self.upstreams.iter().map(|u| u.shutdown())).await;
+    }
+}
+
+fn empty() -> Box<RawValue> {
+    RawValue::from_string("{}".into()).expect("valid")
+}

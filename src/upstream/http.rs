@@ -1,0 +1,228 @@
+//! A Streamable HTTP upstream (2025-03-26 and later).
+//!
+//! Every message is a POST; the reply comes back as one JSON body or on an
+//! SSE stream. The session id from the `initialize` response is sent on
+//! every later request together with `MCP-Protocol-Version`; a 404 for that
+//! session means the upstream forgot it, which [`LinkError::SessionExpired`]
+//! reports so the connection can re-initialise. Stateless servers (no
+//! session id) work too. After `initialize` a GET stream carries
+//! server-initiated messages when the server offers one (405 otherwise).
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::Duration;
+
+use reqwest::StatusCode;
+use reqwest::header::{ACCEPT, CONTENT_TYPE, HeaderMap, HeaderName, HeaderValue, RETRY_AFTER};
+use tokio::task::JoinHandle;
+
+use super::conn::Inbox;
+use super::link::LinkError;
+use super::sse;
+use crate::error::{CallError, ErrorClass};
+
+const SESSION: HeaderName = HeaderName::from_static("mcp-session-id");
+const VERSION: HeaderName = HeaderName::from_static("mcp-protocol-version");
+
+/// A Streamable HTTP endpoint and our session with it.
+#[derive(Debug)]
+pub(crate) struct HttpLink {
+    client: reqwest::Client,
+    url: reqwest::Url,
+    headers: HeaderMap,
+    session: RwLock<Option<HeaderValue>>,
+    version: RwLock<Option<HeaderValue>>,
+    generation: AtomicU64,
+    max_bytes: usize,
+    listener: Mutex<Option<JoinHandle<()>>>,
+}
+
+// === impl HttpLink ===
+
+impl HttpLink {
+    pub(crate) fn new(client: reqwest::Client, url: reqwest::Url, headers: HeaderMap, max_bytes: usize) -> Self {
+        HttpLink {
+            client,
+            url,
+            headers,
+            session: RwLock::new(None),
+            version: RwLock::new(None),
+            generation: AtomicU64::new(0),
+            max_bytes,
+            listener: Mutex::new(None),
+        }
+    }
+
+    fn request(&self, method: reqwest::Method, accept: &'static str) -> reqwest::RequestBuilder {
+        let mut req =
+            self.client.request(method, self.url.clone()).headers(self.headers.clone()).header(ACCEPT, accept);
+        if let Some(s) = read(&self.session) {
+            req = req.header(SESSION, s);
+        }
+        if let Some(v) = read(&self.version) {
+            req = req.header(VERSION, v);
+        }
+        req
+    }
+
+    pub(crate) async fn send(&self, inbox: &Arc<Inbox>, body: String, id: Option<u64>) -> Result<(), LinkError> {
+        let had_session = read(&self.session).is_some();
+        let resp = self
+            .request(reqwest::Method::POST, "application/json, text/event-stream")
+            .header(CONTENT_TYPE, "application/json")
+            .body(body)
+            .send()
+            .await
+            .map_err(io_error)?;
+        let status = resp.status();
+        if status == StatusCode::NOT_FOUND && had_session {
+            return Err(LinkError::SessionExpired);
+        }
+        if !status.is_success() {
+            return Err(LinkError::Status { status: status.as_u16(), retry_after: retry_after(resp.headers()) });
+        }
+        if let Some(sid) = resp.headers().get(SESSION) {
+            let mut s = self.session.write().unwrap_or_else(std::sync::PoisonError::into_inner);
+            if s.as_ref() != Some(sid) {
+                *s = Some(sid.clone());
+                self.generation.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+        let is_sse = resp
+            .headers()
+            .get(CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(|v| v.starts_with("text/event-stream"));
+        if is_sse {
+            // The reply (and messages related to it) arrive on the stream.
+            let (inbox, max) = (inbox.clone(), self.max_bytes);
+            tokio::spawn(async move {
+                let outcome = read_events(resp, &inbox, max).await;
+                if let Some(id) = id.filter(|id| inbox.is_pending(*id)) {
+                    let why = match outcome {
+                        Ok(()) => "ended the response stream without a reply".to_owned(),
+                        Err(e) => e.to_string(),
+                    };
+                    let msg = format!("upstream `{}` {why}", inbox.upstream());
+                    inbox.fail(id, CallError::new(ErrorClass::Transport, Some(inbox.upstream()), msg));
+                }
+            });
+            return Ok(());
+        }
+        let body = read_body(resp, self.max_bytes).await?;
+        if !body.iter().all(u8::is_ascii_whitespace) {
+            inbox.deliver(&body);
+        }
+        Ok(())
+    }
+
+    pub(crate) fn generation(&self) -> u64 {
+        self.generation.load(Ordering::Relaxed)
+    }
+
+    pub(crate) fn reset_session(&self) {
+        *self.session.write().unwrap_or_else(std::sync::PoisonError::into_inner) = None;
+        *self.version.write().unwrap_or_else(std::sync::PoisonError::into_inner) = None;
+        self.stop_listening();
+    }
+
+    pub(crate) fn set_protocol_version(&self, v: &str) {
+        if let Ok(v) = HeaderValue::from_str(v) {
+            *self.version.write().unwrap_or_else(std::sync::PoisonError::into_inner) = Some(v);
+        }
+    }
+
+    /// Opens the GET stream for server-initiated messages (list_changed),
+    /// reconnecting while the session lives. Only with a session: stateless
+    /// servers have nothing to push.
+    pub(crate) fn start_listening(self: &Arc<Self>, inbox: &Arc<Inbox>) {
+        if read(&self.session).is_none() {
+            return;
+        }
+        let (this, inbox) = (self.clone(), inbox.clone());
+        let task = tokio::spawn(async move {
+            let mut failures = 0u32;
+            while failures < 5 {
+                let resp = this.request(reqwest::Method::GET, "text/event-stream").send().await;
+                match resp {
+                    Ok(r) if r.status().is_success() => {
+                        failures = 0;
+                        let _ = read_events(r, &inbox, this.max_bytes).await;
+                    }
+                    // 405: the server offers no GET stream. That is allowed.
+                    Ok(r) if r.status() == StatusCode::METHOD_NOT_ALLOWED => return,
+                    _ => failures += 1,
+                }
+                tokio::time::sleep(Duration::from_secs(1)).await;
+            }
+        });
+        if let Some(old) = self.listener.lock().unwrap_or_else(std::sync::PoisonError::into_inner).replace(task) {
+            old.abort();
+        }
+    }
+
+    fn stop_listening(&self) {
+        if let Some(t) = self.listener.lock().unwrap_or_else(std::sync::PoisonError::into_inner).take() {
+            t.abort();
+        }
+    }
+
+    /// Ends the session: stop listening and DELETE it (best effort).
+    pub(crate) async fn shutdown(&self) {
+        self.stop_listening();
+        if read(&self.session).is_some() {
+            let req = self.request(reqwest::Method::DELETE, "application/json").timeout(Duration::from_secs(2));
+            let _ = req.send().await;
+        }
+    }
+}
+
+fn read(lock: &RwLock<Option<HeaderValue>>) -> Option<HeaderValue> {
+    lock.read().unwrap_or_else(std::sync::PoisonError::into_inner).clone()
+}
+
+pub(crate) fn io_error(e: reqwest::Error) -> LinkError {
+    // The URL may carry a secret; never let it into a message.
+    let e = e.without_url();
+    let mut msg = e.to_string();
+    let mut src = std::error::Error::source(&e);
+    while let Some(s) = src {
+        msg = format!("{msg}: {s}");
+        src = s.source();
+    }
+    LinkError::Io(msg)
+}
+
+pub(crate) fn retry_after(h: &HeaderMap) -> Option<Duration> {
+    h.get(RETRY_AFTER)?.to_str().ok()?.trim().parse::<u64>().ok().map(Duration::from_secs)
+}
+
+/// Reads a whole body, refusing more than `max` bytes.
+pub(crate) async fn read_body(mut resp: reqwest::Response, max: usize) -> Result<Vec<u8>, LinkError> {
+    if resp.content_length().is_some_and(|n| n > max as u64) {
+        return Err(LinkError::TooLarge(max));
+    }
+    let mut body = Vec::new();
+    while let Some(chunk) = resp.chunk().await.map_err(io_error)? {
+        if body.len() + chunk.len() > max {
+            return Err(LinkError::TooLarge(max));
+        }
+        body.extend_from_slice(&chunk);
+    }
+    Ok(body)
+}
+
+/// Delivers every `message` event of an SSE body to `inbox`.
+pub(crate) async fn read_events(mut resp: reqwest::Response, inbox: &Inbox, max: usize) -> Result<(), LinkError> {
+    let mut decoder = sse::Decoder::new(max);
+    while let Some(chunk) = resp.chunk().await.map_err(io_error)? {
+        let events = decoder.feed(&chunk).map_err(|_| LinkError::TooLarge(max))?;
+        for ev in events {
+            // Priming events carry an id and empty data (SEP-1699).
+            if matches!(ev.event.as_deref(), None | Some("message")) && !ev.data.trim().is_empty() {
+                inbox.deliver(ev.data.as_bytes());
+            }
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,114 @@
+//! A legacy HTTP+SSE upstream (protocol 2024-11-05).
+//!
+//! GET the SSE URL; the first `endpoint` event names the URL to POST
+//! messages to; every reply arrives as a `message` event on the GET stream.
+//! When that stream ends the connection is closed and the supervisor
+//! reconnects.
+
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use reqwest::header::{ACCEPT, CONTENT_TYPE, HeaderMap};
+use tokio::task::JoinHandle;
+
+use super::conn::Inbox;
+use super::http::{io_error, retry_after};
+use super::link::LinkError;
+use super::sse;
+
+/// An open SSE stream and the endpoint to post to.
+#[derive(Debug)]
+pub(crate) struct LegacyLink {
+    client: reqwest::Client,
+    endpoint: reqwest::Url,
+    headers: HeaderMap,
+    reader: Mutex<Option<JoinHandle<()>>>,
+}
+
+// === impl LegacyLink ===
+
+impl LegacyLink {
+    /// Opens the SSE stream and waits for the `endpoint` event.
+    pub(crate) async fn connect(
+        client: reqwest::Client,
+        url: reqwest::Url,
+        headers: HeaderMap,
+        max: usize,
+        inbox: &Arc<Inbox>,
+    ) -> Result<Self, LinkError> {
+        let mut resp = client
+            .get(url.clone())
+            .headers(headers.clone())
+            .header(ACCEPT, "text/event-stream")
+            .send()
+            .await
+            .map_err(io_error)?;
+        if !resp.status().is_success() {
+            let status = resp.status().as_u16();
+            return Err(LinkError::Status { status, retry_after: retry_after(resp.headers()) });
+        }
+        let mut decoder = sse::Decoder::new(max);
+        let (endpoint, early) = loop {
+            let Some(chunk) = resp.chunk().await.map_err(io_error)? else {
+                return Err(LinkError::Closed);
+            };
+            let mut events = decoder.feed(&chunk).map_err(|_| LinkError::TooLarge(max))?;
+            if let Some(pos) = events.iter().position(|e| e.event.as_deref() == Some("endpoint")) {
+                let rest = events.split_off(pos + 1);
+                let ep = events.pop().expect("found at pos").data;
+                break (ep, rest);
+            }
+        };
+        // The endpoint is usually relative (`/messages?session_id=…`).
+        let endpoint =
+            url.join(endpoint.trim()).map_err(|e| LinkError::Io(format!("sent an invalid endpoint: {e}")))?;
+        let inbox = inbox.clone();
+        let reader = tokio::spawn(async move {
+            deliver(&inbox, early);
+            let reason = loop {
+                match resp.chunk().await {
+                    Ok(Some(chunk)) => match decoder.feed(&chunk) {
+                        Ok(events) => deliver(&inbox, events),
+                        Err(e) => break e.to_string(),
+                    },
+                    Ok(None) => break "SSE stream ended".to_owned(),
+                    Err(e) => break io_error(e).to_string(),
+                }
+            };
+            inbox.close(reason);
+        });
+        Ok(LegacyLink { client, endpoint, headers, reader: Mutex::new(Some(reader)) })
+    }
+
+    pub(crate) async fn send(&self, body: String) -> Result<(), LinkError> {
+        let resp = self
+            .client
+            .post(self.endpoint.clone())
+            .headers(self.headers.clone())
+            .header(CONTENT_TYPE, "application/json")
+            .timeout(Duration::from_secs(30))
+            .body(body)
+            .send()
+            .await
+            .map_err(io_error)?;
+        if !resp.status().is_success() {
+            let status = resp.status().as_u16();
+            return Err(LinkError::Status { status, retry_after: retry_after(resp.headers()) });
+        }
+        Ok(())
+    }
+
+    pub(crate) fn shutdown(&self) {
+        if let Some(r) = self.reader.lock().unwrap_or_else(std::sync::PoisonError::into_inner).take() {
+            r.abort();
+        }
+    }
+}
+
+fn deliver(inbox: &Inbox, events: Vec<sse::Event>) {
+    for ev in events {
+        if matches!(ev.event.as_deref(), None | Some("message")) && !ev.data.trim().is_empty() {
+            inbox.deliver(ev.data.as_bytes());
+        }
+    }
+}

@@ -1,0 +1,464 @@
+//! Upstream MCP servers: connections, transports and supervision (D3).
+//!
+//! Each configured upstream gets one [`Upstream`]: a supervisor task keeps a
+//! single shared connection alive (start, `initialize` under a start-up
+//! deadline, fetch tools, watch, restart with exponential backoff), and
+//! publishes its [`State`] through an `ArcSwap`, so callers read it without
+//! locks and a slow or dead upstream never blocks anyone else.
+//!
+//! Architecture Invariant: this module knows nothing of downstream sessions
+//! or the merged catalog; it reports changes through a `Notify`.
+
+mod backoff;
+mod conn;
+mod http;
+mod legacy;
+mod link;
+mod sse;
+mod stdio;
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::Duration;
+
+use arc_swap::ArcSwap;
+use reqwest::header::{HeaderMap, HeaderName, HeaderValue};
+use serde::Deserialize;
+use serde_json::value::RawValue;
+use tokio::sync::{Notify, mpsc};
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+
+use self::backoff::Backoff;
+use self::conn::{Connection, Event, Inbox, Negotiated};
+use self::link::Link;
+use crate::config::{Redactor, TransportSpec, UpstreamSpec};
+use crate::error::{CallError, ErrorClass};
+use crate::protocol::{Message, encode};
+
+/// Restart delays: 0.5 s doubling to 30 s; reset after 60 s of health.
+const RESTART_MIN: Duration = Duration::from_millis(500);
+const RESTART_MAX: Duration = Duration::from_secs(30);
+const HEALTHY_RESET: Duration = Duration::from_secs(60);
+
+/// One upstream server and its supervisor.
+#[derive(Debug)]
+pub struct Upstream {
+    spec: UpstreamSpec,
+    state: ArcSwap<State>,
+    restarts: AtomicU32,
+    changed: Arc<Notify>,
+    shutdown: CancellationToken,
+    max_bytes: usize,
+    redactor: Redactor,
+    http: reqwest::Client,
+}
+
+/// Where an upstream is in its life.
+#[derive(Debug)]
+pub enum State {
+    /// Starting or running `initialize`.
+    Starting {
+        /// When this attempt began.
+        since: Instant,
+    },
+    /// Initialized and serving.
+    Ready(Ready),
+    /// Not serving; restarts at `retry_at`.
+    Down {
+        /// Why, for clients and status (no secrets).
+        reason: String,
+        /// The class of the failure.
+        class: ErrorClass,
+        /// When the next attempt starts.
+        retry_at: Instant,
+    },
+    /// Shut down for good.
+    Stopped,
+}
+
+/// A serving upstream.
+#[derive(Debug)]
+pub struct Ready {
+    conn: Arc<Connection>,
+    negotiated: Negotiated,
+    /// The upstream's tool definitions, raw, across all its pages.
+    pub tools: Arc<[Box<RawValue>]>,
+    /// When it became ready.
+    pub since: Instant,
+}
+
+// === impl Upstream ===
+
+impl Upstream {
+    /// Creates the upstream and starts its supervisor. `changed` is notified
+    /// whenever its state or tool list changes.
+    pub fn start(
+        spec: UpstreamSpec,
+        max_bytes: usize,
+        redactor: Redactor,
+        changed: Arc<Notify>,
+        http: reqwest::Client,
+    ) -> Arc<Self> {
+        let this = Arc::new(Upstream {
+            spec,
+            state: ArcSwap::from_pointee(State::Starting { since: Instant::now() }),
+            restarts: AtomicU32::new(0),
+            changed,
+            shutdown: CancellationToken::new(),
+            max_bytes,
+            redactor,
+            http,
+        });
+        tokio::spawn(this.clone().supervise());
+        this
+    }
+
+    /// The upstream's id.
+    pub fn id(&self) -> &str {
+        &self.spec.id
+    }
+
+    /// Its validated config.
+    pub fn spec(&self) -> &UpstreamSpec {
+        &self.spec
+    }
+
+    /// A snapshot of its state.
+    pub fn state(&self) -> Arc<State> {
+        self.state.load_full()
+    }
+
+    /// How many times it was restarted.
+    pub fn restarts(&self) -> u32 {
+        self.restarts.load(Ordering::Relaxed)
+    }
+
+    /// Sends a request and waits for the reply. Fails at once, naming the
+    /// upstream and why, when it is not ready.
+    pub async fn call(&self, method: &str, params: Option<&RawValue>) -> Result<Message, CallError> {
+        let state = self.state.load_full();
+        let conn = match &*state {
+            State::Ready(r) => r.conn.clone(),
+            other => return Err(self.unavailable(other)),
+        };
+        drop(state);
+        conn.request(method, params, self.spec.request_timeout).await
+    }
+
+    /// The error for a call that arrives while the upstream is not ready.
+    pub fn unavailable(&self, state: &State) -> CallError {
+        let id = &self.spec.id;
+        let now = Instant::now();
+        let msg = match state {
+            State::Starting { since } => format!(
+                "upstream `{id}` is starting (initialize pending for {}s); try again shortly",
+                now.saturating_duration_since(*since).as_secs()
+            ),
+            State::Down { reason, retry_at, .. } => format!(
+                "upstream `{id}` is unavailable: {reason}; next attempt in {}s",
+                retry_at.saturating_duration_since(now).as_secs()
+            ),
+            State::Stopped => format!("upstream `{id}` is shut down"),
+            State::Ready(_) => format!("upstream `{id}` is ready"),
+        };
+        CallError::new(ErrorClass::Transport, Some(id), msg)
+    }
+
+    /// Stops the supervisor and the connection (stdio: close stdin →
+    /// SIGTERM → SIGKILL) and waits until that is done.
+    pub async fn shutdown(&self) {
+        self.shutdown.cancel();
+        // The supervisor shuts the connection down and then sets Stopped.
+        loop {
+            if matches!(**self.state.load(), State::Stopped) {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    fn set(&self, s: State) {
+        self.state.store(Arc::new(s));
+        self.changed.notify_one();
+    }
+
+    async fn supervise(self: Arc<Self>) {
+        let mut backoff = Backoff::try_new(RESTART_MIN, RESTART_MAX).expect("constants are valid");
+        loop {
+            self.set(State::Starting { since: Instant::now() });
+            let (tx, rx) = mpsc::channel(64);
+            let inbox = Inbox::new(Arc::from(self.spec.id.as_str()), tx);
+            let outcome = tokio::select! {
+                o = self.connect(&inbox) => o,
+                () = self.shutdown.cancelled() => break,
+            };
+            let (reason, class) = match outcome {
+                Ok((conn, negotiated)) => {
+                    let since = Instant::now();
+                    let reason = self.serve(conn, negotiated, rx, &inbox).await;
+                    if self.shutdown.is_cancelled() {
+                        break;
+                    }
+                    if since.elapsed() >= HEALTHY_RESET {
+                        backoff.reset();
+                    }
+                    (reason, ErrorClass::Transport)
+                }
+                Err(e) => (e.message, e.class),
+            };
+            let delay = backoff.next_delay();
+            tracing::warn!(upstream = %self.spec.id, class = %class, retry_in_ms = delay.as_millis() as u64, "Upstream is down: {reason}.");
+            self.set(State::Down { reason, class, retry_at: Instant::now() + delay });
+            tokio::select! {
+                () = tokio::time::sleep(delay) => {}
+                () = self.shutdown.cancelled() => break,
+            }
+            self.restarts.fetch_add(1, Ordering::Relaxed);
+        }
+        self.set(State::Stopped);
+    }
+
+    /// Opens the transport and runs `initialize` within the start-up
+    /// deadline. On failure the half-open transport is shut down properly.
+    async fn connect(&self, inbox: &Arc<Inbox>) -> Result<(Arc<Connection>, Negotiated), CallError> {
+        let started = Instant::now();
+        let deadline = self.spec.startup_timeout;
+        let link = tokio::time::timeout(deadline, self.open_link(inbox))
+            .await
+            .map_err(|_| {
+                self.error(ErrorClass::Timeout, format!("did not connect within {}s", deadline.as_secs_f64()))
+            })?
+            .map_err(|e| self.error(ErrorClass::Transport, e))?;
+        let conn = Arc::new(Connection::new(inbox.clone(), link));
+        let left = deadline.saturating_sub(started.elapsed());
+        let negotiated = tokio::select! {
+            r = conn.initialize(left) => r,
+            // A process that dies during start-up fails fast, not at the deadline.
+            () = inbox.closed() => Err(self.error(ErrorClass::Transport, format!("{} during initialize", inbox.close_reason()))),
+        };
+        match negotiated {
+            Ok(n) => {
+                conn.link.start_listening(inbox);
+                tracing::info!(
+                    upstream = %self.spec.id,
+                    protocol_version = %n.version,
+                    elapsed_ms = started.elapsed().as_millis() as u64,
+                    "Upstream initialized."
+                );
+                Ok((conn, n))
+            }
+            Err(mut e) => {
+                conn.link.shutdown().await;
+                if e.class == ErrorClass::Timeout {
+                    e.message = format!(
+                        "upstream `{}` did not answer initialize within {}s",
+                        self.spec.id,
+                        deadline.as_secs_f64()
+                    );
+                }
+                Err(e)
+            }
+        }
+    }
+
+    async fn open_link(&self, inbox: &Arc<Inbox>) -> Result<Link, String> {
+        match &self.spec.transport {
+            TransportSpec::Stdio { command, args, env, cwd, shutdown_grace } => {
+                let launch = stdio::Launch {
+                    command,
+                    args,
+                    env,
+                    cwd,
+                    grace: *shutdown_grace,
+                    max_bytes: self.max_bytes,
+                    redactor: &self.redactor,
+                };
+                let link =
+                    stdio::StdioLink::spawn(&launch, inbox).map_err(|e| format!("cannot start `{command}`: {e}"))?;
+                Ok(Link::Stdio(Arc::new(link)))
+            }
+            TransportSpec::Http { url, headers } => {
+                let url = reqwest::Url::parse(url.expose()).map_err(|e| e.to_string())?;
+                let link = http::HttpLink::new(self.http.clone(), url, header_map(headers), self.max_bytes);
+                Ok(Link::Http(Arc::new(link)))
+            }
+            TransportSpec::Sse { url, headers } => {
+                let url = reqwest::Url::parse(url.expose()).map_err(|e| e.to_string())?;
+                let link =
+                    legacy::LegacyLink::connect(self.http.clone(), url, header_map(headers), self.max_bytes, inbox)
+                        .await
+                        .map_err(|e| format!("SSE endpoint {e}"))?;
+                Ok(Link::Legacy(Arc::new(link)))
+            }
+        }
+    }
+
+    /// Serves a ready connection until it closes or the gateway shuts down;
+    /// returns why it ended.
+    async fn serve(
+        &self,
+        conn: Arc<Connection>,
+        negotiated: Negotiated,
+        mut events: mpsc::Receiver<Event>,
+        inbox: &Arc<Inbox>,
+    ) -> String {
+        let has_tools = capability(&negotiated.capabilities, "tools");
+        let tools = if has_tools { self.fetch_tools(&conn).await } else { Ok(Vec::new()) };
+        let tools = match tools {
+            Ok(t) => t,
+            Err(e) => {
+                conn.link.shutdown().await;
+                return format!("tools/list failed: {}", e.message);
+            }
+        };
+        let ready = |tools: Vec<Box<RawValue>>| {
+            State::Ready(Ready {
+                conn: conn.clone(),
+                negotiated: negotiated.clone(),
+                tools: tools.into(),
+                since: Instant::now(),
+            })
+        };
+        self.set(ready(tools));
+        loop {
+            tokio::select! {
+                ev = events.recv() => match ev {
+                    Some(Event::Request(m)) => self.answer(&conn, &m),
+                    Some(Event::Notification(m)) if m.method() == "notifications/tools/list_changed" => {
+                        match self.fetch_tools(&conn).await {
+                            Ok(t) => self.set(ready(t)),
+                            Err(e) => tracing::warn!(upstream = %self.spec.id, error = %e, "Refreshing tools failed; keeping the old list."),
+                        }
+                    }
+                    Some(Event::Notification(m)) => {
+                        tracing::debug!(upstream = %self.spec.id, method = %m.method(), "Upstream notification.");
+                    }
+                    None => return "event channel closed".into(),
+                },
+                () = inbox.closed() => {
+                    conn.link.shutdown().await;
+                    return inbox.close_reason();
+                }
+                () = self.shutdown.cancelled() => {
+                    conn.link.shutdown().await;
+                    inbox.close("gateway shutting down".into());
+                    return "gateway shutting down".into();
+                }
+            }
+        }
+    }
+
+    /// Answers requests the upstream sends us. The gateway does not yet
+    /// relay server→client requests, and offers no such capability.
+    fn answer(&self, conn: &Arc<Connection>, m: &Message) {
+        let Some(id) = &m.id else { return };
+        let body = match m.method() {
+            "ping" => encode::result(id, &RawValue::from_string("{}".into()).expect("valid")),
+            other => {
+                encode::error(Some(id), crate::protocol::METHOD_NOT_FOUND, &format!("Method not found: {other}"), None)
+            }
+        };
+        let conn = conn.clone();
+        tokio::spawn(async move { conn.respond(body).await });
+    }
+
+    /// Pages through `tools/list`.
+    async fn fetch_tools(&self, conn: &Connection) -> Result<Vec<Box<RawValue>>, CallError> {
+        #[derive(Deserialize)]
+        #[serde(rename_all = "camelCase")]
+        struct Page {
+            tools: Vec<Box<RawValue>>,
+            #[serde(default)]
+            next_cursor: Option<String>,
+        }
+        let mut all = Vec::new();
+        let mut cursor: Option<String> = None;
+        for _ in 0..1000 {
+            let params = cursor
+                .as_ref()
+                .map(|c| serde_json::value::to_raw_value(&serde_json::json!({ "cursor": c })).expect("valid"));
+            let reply = conn.request("tools/list", params.as_deref(), self.spec.request_timeout).await?;
+            let Some(result) = reply.result else {
+                let err = reply.error.map(|e| e.get().to_owned()).unwrap_or_default();
+                return Err(self.error(ErrorClass::UpstreamInternal, format!("tools/list answered an error: {err}")));
+            };
+            let page: Page = serde_json::from_str(result.get())
+                .map_err(|e| self.error(ErrorClass::Protocol, format!("tools/list result is invalid: {e}")))?;
+            all.extend(page.tools);
+            match page.next_cursor {
+                Some(c) if Some(&c) != cursor.as_ref() => cursor = Some(c),
+                _ => return Ok(all),
+            }
+        }
+        Err(self.error(ErrorClass::Protocol, "tools/list returned more than 1000 pages"))
+    }
+
+    fn error(&self, class: ErrorClass, what: impl std::fmt::Display) -> CallError {
+        CallError::new(class, Some(&self.spec.id), format!("upstream `{}` {what}", self.spec.id))
+    }
+
+    /// A JSON status snapshot for `/status` and the CLI.
+    pub fn status(&self) -> serde_json::Value {
+        let state = self.state();
+        let now = Instant::now();
+        let mut v = serde_json::json!({
+            "id": self.spec.id,
+            "transport": match self.spec.transport {
+                TransportSpec::Stdio { .. } => "stdio",
+                TransportSpec::Http { .. } => "http",
+                TransportSpec::Sse { .. } => "sse",
+            },
+            "restarts": self.restarts(),
+        });
+        match &*state {
+            State::Starting { since } => {
+                v["state"] = "starting".into();
+                v["starting_for_ms"] = (now.saturating_duration_since(*since).as_millis() as u64).into();
+            }
+            State::Ready(r) => {
+                v["state"] = "ready".into();
+                v["tools"] = r.tools.len().into();
+                v["protocol_version"] = r.negotiated.version.clone().into();
+                if let Some(info) = &r.negotiated.server_info {
+                    v["server_info"] = serde_json::from_str(info.get()).unwrap_or_default();
+                }
+                if let Some(pid) = r.conn.link.pid() {
+                    v["pid"] = pid.into();
+                }
+            }
+            State::Down { reason, class, retry_at } => {
+                v["state"] = "down".into();
+                v["last_error"] = reason.clone().into();
+                v["last_error_class"] = class.as_str().into();
+                v["retry_in_ms"] = (retry_at.saturating_duration_since(now).as_millis() as u64).into();
+            }
+            State::Stopped => v["state"] = "stopped".into(),
+        }
+        v
+    }
+}
+
+impl Ready {
+    /// The protocol revision negotiated with the upstream.
+    pub fn protocol_version(&self) -> &str {
+        &self.negotiated.version
+    }
+}
+
+fn header_map(headers: &std::collections::BTreeMap<String, crate::config::Resolved>) -> HeaderMap {
+    let mut map = HeaderMap::new();
+    for (k, v) in headers {
+        // Validated at config load.
+        if let (Ok(name), Ok(mut value)) = (HeaderName::try_from(k.as_str()), HeaderValue::try_from(v.expose())) {
+            value.set_sensitive(v.is_secret());
+            map.insert(name, value);
+        }
+    }
+    map
+}
+
+/// Whether a raw capabilities object declares `name`.
+fn capability(caps: &RawValue, name: &str) -> bool {
+    crate::protocol::RawObject::parse(caps.get()).is_ok_and(|o| o.get(name).is_some_and(|v| v.get() != "null"))
+}
