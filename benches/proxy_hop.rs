@@ -1,2 +1,289 @@
-//! Placeholder; the benchmark lands in a later commit.
-fn main() {}
+//! The proxy-hop benchmark (design.md §5): what one trip through the gateway
+//! costs compared with calling the same upstream directly, in one sitting.
+//!
+//! It starts a lean echo MCP server (this binary with `--echo-upstream`) and
+//! the gateway in front of it, then for each target (direct, gateway) and
+//! each concurrency (1 and 64 clients) warms up and measures `tools/call`
+//! round trips over Streamable HTTP: p50, p99, calls/s, and the CPU time per
+//! call of the gateway (`utime + stime` from `/proc/<pid>/stat`) and its peak
+//! RSS. Targets from design.md are printed next to the figures, never
+//! asserted: timing does not fail a run.
+//!
+//! `cargo bench --bench proxy_hop`; `BENCH_WARMUP_SECS` and `BENCH_SECS`
+//! (default 2 and 10) set the warm-up and measured time per row. Without
+//! `--bench` (e.g. `cargo test --all-targets`) it runs as a quick smoke test
+//! (0.2 s and 0.5 s unless those variables say otherwise).
+
+#[path = "support/echo_upstream.rs"]
+mod echo_upstream;
+#[path = "support/load.rs"]
+mod load;
+#[path = "support/procs.rs"]
+mod procs;
+
+use std::process::ExitCode;
+use std::time::{Duration, Instant};
+
+use load::{Measurement, Target};
+use procs::{Gateway, TempDir, Upstream};
+
+const CONCURRENCY: [usize; 2] = [1, 64];
+
+fn main() -> ExitCode {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let result = match args.first().map(String::as_str) {
+        Some("--echo-upstream") => {
+            let secs = args.get(1).and_then(|s| s.parse().ok()).unwrap_or(600);
+            echo_upstream::run(Duration::from_secs(secs))
+        }
+        Some("--watchdog") => procs::watchdog(&args[1..]),
+        // Anything else cargo passes (`--bench`, filters, ...) is ignored.
+        _ => bench(args.iter().any(|a| a == "--bench")),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("proxy_hop: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy)]
+struct Settings {
+    warmup: Duration,
+    measure: Duration,
+}
+
+impl Settings {
+    fn from_env(bench: bool) -> Result<Self, String> {
+        let (warmup, measure) = if bench { (2.0, 10.0) } else { (0.2, 0.5) };
+        Ok(Settings { warmup: env_secs("BENCH_WARMUP_SECS", warmup)?, measure: env_secs("BENCH_SECS", measure)? })
+    }
+
+    /// Upper bound on how long the child processes may live.
+    fn lifetime(self) -> Duration {
+        let rows = (2 * CONCURRENCY.len()) as u32;
+        (self.warmup + self.measure + Duration::from_secs(15)) * rows + Duration::from_secs(120)
+    }
+}
+
+fn env_secs(name: &str, default: f64) -> Result<Duration, String> {
+    let Ok(v) = std::env::var(name) else { return Ok(Duration::from_secs_f64(default)) };
+    v.trim()
+        .parse::<f64>()
+        .ok()
+        .and_then(|s| Duration::try_from_secs_f64(s).ok())
+        .ok_or_else(|| format!("{name}={v:?} is not a number of seconds"))
+}
+
+/// One row of the table.
+#[derive(Debug)]
+struct Row {
+    target: &'static str,
+    clients: usize,
+    m: Measurement,
+    /// Microseconds of CPU per call of: the gateway (gateway rows only), the
+    /// upstream, and this process (the load client).
+    cpu_us: [Option<f64>; 3],
+}
+
+fn bench(bench_mode: bool) -> Result<(), String> {
+    let settings = Settings::from_env(bench_mode)?;
+    if !bench_mode {
+        eprintln!("proxy_hop: no --bench flag, running as a quick smoke test");
+    }
+    let ticks = procs::clock_ticks();
+    let cpus = std::thread::available_parallelism().map_or(0, |n| n.get());
+
+    // Declared in this order so drop stops the gateway before its upstream.
+    let mut upstream = Upstream::start(settings.lifetime())?;
+    let dir = TempDir::new()?;
+    let config = dir.0.join("gateway.toml");
+    std::fs::write(&config, format!("[upstreams.echo]\nurl = \"{}/mcp\"\n", upstream.base))
+        .map_err(|e| format!("{}: {e}", config.display()))?;
+    let mut gateway = Gateway::start(&config, settings.lifetime())?;
+
+    let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build().map_err(|e| e.to_string())?;
+    let (rows, peak_rss_kib, reuse) = rt.block_on(measure_all(settings, ticks, &upstream, &gateway))?;
+    drop(rt);
+
+    gateway.shutdown();
+    upstream.shutdown();
+
+    report(settings, ticks, cpus, &rows, peak_rss_kib, reuse.as_ref());
+    Ok(())
+}
+
+/// Upstream TCP connections opened and requests served during the gateway
+/// rows.
+#[derive(Debug)]
+struct Reuse {
+    connections: u64,
+    requests: u64,
+}
+
+async fn measure_all(
+    settings: Settings,
+    ticks: u64,
+    upstream: &Upstream,
+    gateway: &Gateway,
+) -> Result<(Vec<Row>, Option<u64>, Option<Reuse>), String> {
+    let http = reqwest::Client::builder()
+        .timeout(Duration::from_secs(30))
+        .tcp_nodelay(true)
+        .build()
+        .map_err(|e| e.to_string())?;
+    wait_ready(&http, &gateway.base).await?;
+
+    let me = std::process::id();
+    let targets = [
+        ("direct", Target { url: format!("{}/mcp", upstream.base), tool: "echo" }, None),
+        ("gateway", Target { url: format!("{}/mcp", gateway.base), tool: "echo__echo" }, Some(gateway.pid())),
+    ];
+    let mut rows = Vec::new();
+    let mut stats_before = None;
+    for (name, target, gw_pid) in &targets {
+        if gw_pid.is_some() {
+            stats_before = upstream_stats(&http, &upstream.base).await;
+        }
+        for clients in CONCURRENCY {
+            eprintln!("proxy_hop: {name}, {clients} client(s) ...");
+            let watch = [gw_pid.unwrap_or(0), upstream.pid(), me];
+            let m = load::run(&http, target, clients, settings.warmup, settings.measure, &watch).await?;
+            let per_call = |i: usize| -> Option<f64> {
+                let t = m.cpu_ticks[i]?;
+                Some(t as f64 * 1e6 / ticks as f64 / m.calls() as f64)
+            };
+            let cpu_us = [gw_pid.and(per_call(0)), per_call(1), per_call(2)];
+            rows.push(Row { target: name, clients, m, cpu_us });
+        }
+    }
+    let stats_after = upstream_stats(&http, &upstream.base).await;
+    let reuse = stats_before.zip(stats_after).map(|(b, a)| Reuse {
+        connections: a.connections.saturating_sub(b.connections),
+        requests: a.requests.saturating_sub(b.requests),
+    });
+    Ok((rows, procs::peak_rss_kib(gateway.pid()), reuse))
+}
+
+/// Polls `GET /status` until the upstream is ready.
+async fn wait_ready(http: &reqwest::Client, base: &str) -> Result<(), String> {
+    let started = Instant::now();
+    let mut last = String::new();
+    while started.elapsed() < Duration::from_secs(30) {
+        if let Ok(resp) = http.get(format!("{base}/status")).send().await
+            && let Ok(v) = resp.json::<serde_json::Value>().await
+        {
+            if v["upstreams"][0]["state"] == "ready" {
+                return Ok(());
+            }
+            last = v.to_string();
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    Err(format!("the gateway's upstream is not ready after 30 s; last /status: {last}"))
+}
+
+async fn upstream_stats(http: &reqwest::Client, base: &str) -> Option<Reuse> {
+    let v: serde_json::Value = http.get(format!("{base}/stats")).send().await.ok()?.json().await.ok()?;
+    Some(Reuse { connections: v["connections"].as_u64()?, requests: v["requests"].as_u64()? })
+}
+
+fn report(settings: Settings, ticks: u64, cpus: usize, rows: &[Row], peak_rss_kib: Option<u64>, reuse: Option<&Reuse>) {
+    println!();
+    println!(
+        "proxy_hop: tools/call with a {} B text result over Streamable HTTP (JSON replies); \
+         warm-up {:.1} s, measured {:.1} s per row; {cpus} CPUs; CLK_TCK {ticks}",
+        echo_upstream::RESULT_TEXT_BYTES,
+        settings.warmup.as_secs_f64(),
+        settings.measure.as_secs_f64(),
+    );
+    println!();
+    println!(
+        "{:<8} {:>7} {:>9} {:>6} {:>8} {:>8} {:>9} {:>13} {:>13} {:>13}",
+        "target",
+        "clients",
+        "calls",
+        "errors",
+        "p50 ms",
+        "p99 ms",
+        "calls/s",
+        "gw CPU µs",
+        "upstr CPU µs",
+        "client CPU µs"
+    );
+    for r in rows {
+        println!(
+            "{:<8} {:>7} {:>9} {:>6} {:>8.3} {:>8.3} {:>9.0} {:>13} {:>13} {:>13}",
+            r.target,
+            r.clients,
+            r.m.calls(),
+            r.m.errors,
+            r.m.percentile_ms(50.0),
+            r.m.percentile_ms(99.0),
+            r.m.throughput(),
+            us(r.cpu_us[0]),
+            us(r.cpu_us[1]),
+            us(r.cpu_us[2]),
+        );
+    }
+    println!("(CPU columns: µs of utime+stime per measured call, from /proc/<pid>/stat)");
+    println!();
+
+    let find = |target: &str, clients: usize| rows.iter().find(|r| r.target == target && r.clients == clients);
+    if let (Some(g), Some(d)) = (find("gateway", 1), find("direct", 1)) {
+        let (gp, dp) = (g.m.percentile_ms(50.0), d.m.percentile_ms(50.0));
+        let added = gp - dp;
+        println!(
+            "added p50 at 1 client: {added:+.3} ms (gateway {gp:.3} / direct {dp:.3})    \
+             target ≤ +0.10 ms {}; peers: mcp-proxy +0.24, agentgateway +0.31",
+            verdict(added <= 0.10)
+        );
+    }
+    if let (Some(g), Some(d)) = (find("gateway", 64), find("direct", 64)) {
+        let (gp, dp) = (g.m.percentile_ms(50.0), d.m.percentile_ms(50.0));
+        println!("added p50 at 64 clients: {:+.3} ms (gateway {gp:.3} / direct {dp:.3})    no target", gp - dp);
+        let share = g.m.throughput() / d.m.throughput();
+        println!(
+            "throughput at 64 clients: gateway/direct = {share:.2} ({:.0} / {:.0} calls/s)    \
+             target ≥ 0.25 {}; peers: mcp-proxy 0.12, agentgateway 0.10",
+            g.m.throughput(),
+            d.m.throughput(),
+            verdict(share >= 0.25)
+        );
+        if let Some(cpu) = g.cpu_us[0] {
+            println!(
+                "gateway CPU per call at 64 clients: {cpu:.0} µs    target ≤ 70 µs {}; \
+                 peers: mcp-proxy 163 µs, agentgateway 221 µs; bare echo upstream here: {} µs",
+                verdict(cpu <= 70.0),
+                us(d.cpu_us[1]).trim()
+            );
+        }
+    }
+    if let Some(cpu) = find("gateway", 1).and_then(|g| g.cpu_us[0]) {
+        println!("gateway CPU per call at 1 client: {cpu:.0} µs    no target");
+    }
+    if let Some(kib) = peak_rss_kib {
+        let mb = kib as f64 / 1024.0;
+        println!(
+            "gateway peak RSS: {mb:.1} MB (VmHWM)    target ≤ 20 MB {}; peers: mcp-proxy 30 MB, agentgateway 70 MB",
+            verdict(mb <= 20.0)
+        );
+    }
+    if let Some(r) = reuse {
+        println!(
+            "gateway → upstream: {} TCP connections opened for {} upstream requests during the gateway rows",
+            r.connections, r.requests
+        );
+    }
+    println!("(targets are printed for reference only; timing never fails this run)");
+}
+
+fn us(v: Option<f64>) -> String {
+    v.map_or_else(|| "-".to_owned(), |v| format!("{v:.0}"))
+}
+
+fn verdict(met: bool) -> &'static str {
+    if met { "(met)" } else { "(not met)" }
+}

@@ -50,6 +50,13 @@ pub struct GatewaySection {
     pub session_idle_timeout: Duration,
     /// Most downstream sessions at once; more get HTTP 503. Default 10000.
     pub max_sessions: usize,
+    /// The first `tools/list` calls after start wait up to this long (since
+    /// the gateway started) for upstreams still on their first start, so a
+    /// host that lists once and ignores `list_changed` sees their tools.
+    /// Upstreams slower than this appear later, with `list_changed`. `0s`
+    /// never waits. Default `5s`.
+    #[serde(with = "humantime_serde")]
+    pub startup_list_wait: Duration,
     /// Log output: `human` or `json` (`RUST_LOG` sets the filter). Default
     /// `human`.
     pub log_format: LogFormat,
@@ -178,6 +185,7 @@ impl Default for GatewaySection {
             response_mode: ResponseMode::Json,
             session_idle_timeout: Duration::from_secs(3600),
             max_sessions: 10_000,
+            startup_list_wait: Duration::from_secs(5),
             log_format: LogFormat::Human,
         }
     }

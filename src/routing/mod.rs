@@ -34,6 +34,7 @@ pub struct Gateway {
     catalog: ArcSwap<Catalog>,
     list_changed: watch::Sender<u64>,
     shutdown: CancellationToken,
+    started: tokio::time::Instant,
 }
 
 // === impl Gateway ===
@@ -69,6 +70,7 @@ impl Gateway {
             catalog: ArcSwap::from_pointee(Catalog::empty()),
             list_changed: watch::Sender::new(0),
             shutdown: CancellationToken::new(),
+            started: tokio::time::Instant::now(),
         });
         tokio::spawn(gw.clone().catalog_loop(changed));
         gw
@@ -159,6 +161,7 @@ impl Gateway {
                         return Err(CallError::protocol(protocol::INVALID_PARAMS, "Invalid cursor"));
                     }
                 }
+                self.wait_for_first_start().await;
                 Ok(encode::result(id, self.catalog.load().list_result()))
             }
             "tools/call" => self.call_tool(id, msg.params.as_deref()).await,
@@ -208,6 +211,31 @@ impl Gateway {
             format!("Unknown tool: {name} (not serving right now: {})", down.join(", "))
         };
         CallError::protocol(protocol::INVALID_PARAMS, msg)
+    }
+
+    /// Right after start, waits (at most `startup_list_wait` since start)
+    /// for upstreams still on their first start. Never waits afterwards.
+    async fn wait_for_first_start(&self) {
+        let deadline = self.started + self.config.gateway.startup_list_wait;
+        let mut changes = self.list_changed.subscribe();
+        while !self.upstreams.iter().all(|u| u.has_settled()) {
+            // Woken by catalog changes; the short sleep covers an upstream
+            // that settles as down (no catalog change).
+            let tick = tokio::time::sleep(std::time::Duration::from_millis(25));
+            tokio::select! {
+                _ = changes.changed() => {}
+                () = tick => {}
+                () = tokio::time::sleep_until(deadline) => return,
+            }
+        }
+        // The catalog task may not have taken the last change yet.
+        if self.catalog.load().tools().is_empty() && tokio::time::Instant::now() < deadline {
+            let _ = tokio::time::timeout_at(
+                deadline.min(tokio::time::Instant::now() + std::time::Duration::from_millis(200)),
+                changes.changed(),
+            )
+            .await;
+        }
     }
 
     /// A receiver that changes whenever the tool list clients see changes.

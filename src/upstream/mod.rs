@@ -18,7 +18,7 @@ mod sse;
 mod stdio;
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::time::Duration;
 
 use arc_swap::ArcSwap;
@@ -47,6 +47,7 @@ pub struct Upstream {
     spec: UpstreamSpec,
     state: ArcSwap<State>,
     restarts: AtomicU32,
+    settled: AtomicBool,
     changed: Arc<Notify>,
     shutdown: CancellationToken,
     max_bytes: usize,
@@ -104,6 +105,7 @@ impl Upstream {
             spec,
             state: ArcSwap::from_pointee(State::Starting { since: Instant::now() }),
             restarts: AtomicU32::new(0),
+            settled: AtomicBool::new(false),
             changed,
             shutdown: CancellationToken::new(),
             max_bytes,
@@ -178,7 +180,15 @@ impl Upstream {
         }
     }
 
+    /// Whether its first start has ended, ready or not.
+    pub fn has_settled(&self) -> bool {
+        self.settled.load(Ordering::Acquire)
+    }
+
     fn set(&self, s: State) {
+        if matches!(s, State::Ready(_) | State::Down { .. } | State::Stopped) {
+            self.settled.store(true, Ordering::Release);
+        }
         self.state.store(Arc::new(s));
         self.changed.notify_one();
     }
@@ -205,7 +215,11 @@ impl Upstream {
                     }
                     (reason, ErrorClass::Transport)
                 }
-                Err(e) => (e.message, e.class),
+                Err(e) => {
+                    // The status names the upstream already.
+                    let prefix = format!("upstream `{}` ", self.spec.id);
+                    (e.message.strip_prefix(&prefix).map(str::to_owned).unwrap_or(e.message), e.class)
+                }
             };
             let delay = backoff.next_delay();
             tracing::warn!(upstream = %self.spec.id, class = %class, retry_in_ms = delay.as_millis() as u64, "Upstream is down: {reason}.");

@@ -1,1 +1,15 @@
-//! End-to-end tests: real processes over loopback.
+//! End-to-end tests: the real gateway binary, real MCP servers from npm,
+//! the official Python SDK and rmcp as clients, and small fixtures of our
+//! own, all as processes on loopback with port 0.
+//!
+//! Peers come from `scripts/install-peers.sh` (run by `scripts/test.sh`).
+
+mod support;
+
+mod cli;
+mod fidelity;
+mod http_front;
+mod partial;
+mod peers;
+mod stdio_front;
+mod upstreams;

@@ -1,0 +1,168 @@
+//! The "direct" baseline: a lean Streamable HTTP MCP server with one tool,
+//! `echo`, whose result is a ~1 KiB text block. Runs as its own process
+//! (the bench binary started with `--echo-upstream <max lifetime secs>`),
+//! prints `LISTENING <port>` on stdout and stops when its stdin closes or
+//! the lifetime runs out.
+//!
+//! `POST /mcp` answers JSON only: `initialize` (echoes the client's
+//! `protocolVersion`, sets `Mcp-Session-Id`), notifications → 202,
+//! `tools/list`, `tools/call`, `ping`; anything else is "method not found".
+//! `GET /mcp` → 405 (no server stream), `DELETE /mcp` → 200. `GET /stats`
+//! reports accepted TCP connections and requests, so the bench can tell
+//! whether the gateway reuses its upstream connections.
+
+use std::io::Write as _;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use axum::Router;
+use axum::body::Bytes;
+use axum::extract::State;
+use axum::http::{HeaderName, HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::serve::ListenerExt as _;
+use serde::Deserialize;
+use serde_json::value::RawValue;
+
+/// Bytes of text in a `tools/call` result.
+pub(crate) const RESULT_TEXT_BYTES: usize = 1024;
+
+const SESSION: HeaderName = HeaderName::from_static("mcp-session-id");
+const FALLBACK_VERSION: &str = "2025-06-18";
+const PREFIX: &[u8] = br#"{"jsonrpc":"2.0","id":"#;
+const TOOLS_LIST: &[u8] = br#","result":{"tools":[{"name":"echo","description":"Returns 1 KiB of text.","inputSchema":{"type":"object","properties":{"text":{"type":"string"}}}}]}}"#;
+const EMPTY_RESULT: &[u8] = br#","result":{}}"#;
+const NOT_FOUND: &[u8] = br#","error":{"code":-32601,"message":"Method not found"}}"#;
+
+#[derive(Debug)]
+struct Echo {
+    connections: AtomicU64,
+    requests: AtomicU64,
+    sessions: AtomicU64,
+    /// Everything of a `tools/call` reply after the id.
+    call_suffix: Box<[u8]>,
+}
+
+/// Only what routing needs; `params` stays unparsed unless required.
+#[derive(Deserialize)]
+struct Request<'a> {
+    #[serde(borrow)]
+    method: &'a str,
+    #[serde(borrow, default)]
+    id: Option<&'a RawValue>,
+    #[serde(borrow, default)]
+    params: Option<&'a RawValue>,
+}
+
+#[derive(Deserialize)]
+struct InitParams<'a> {
+    #[serde(rename = "protocolVersion", borrow)]
+    protocol_version: Option<&'a str>,
+}
+
+/// Runs the server until stdin closes or `max_lifetime` passes.
+pub(crate) fn run(max_lifetime: Duration) -> Result<(), String> {
+    let (closed_tx, closed_rx) = tokio::sync::oneshot::channel::<()>();
+    // A plain thread: it may still sit in read() when we return, which a
+    // runtime's blocking pool would wait for.
+    std::thread::spawn(move || {
+        let _ = std::io::copy(&mut std::io::stdin().lock(), &mut std::io::sink());
+        let _ = closed_tx.send(());
+    });
+    let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build().map_err(|e| e.to_string())?;
+    let result = rt.block_on(serve(max_lifetime, closed_rx));
+    rt.shutdown_background();
+    result
+}
+
+async fn serve(max_lifetime: Duration, stdin_closed: tokio::sync::oneshot::Receiver<()>) -> Result<(), String> {
+    let text: String = "0123456789abcdef".repeat(RESULT_TEXT_BYTES / 16);
+    let suffix = format!(r#","result":{{"content":[{{"type":"text","text":"{text}"}}],"isError":false}}}}"#);
+    let echo = Arc::new(Echo {
+        connections: AtomicU64::new(0),
+        requests: AtomicU64::new(0),
+        sessions: AtomicU64::new(0),
+        call_suffix: suffix.into_bytes().into_boxed_slice(),
+    });
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.map_err(|e| format!("bind: {e}"))?;
+    let port = listener.local_addr().map_err(|e| e.to_string())?.port();
+    {
+        let mut out = std::io::stdout().lock();
+        writeln!(out, "LISTENING {port}").and_then(|()| out.flush()).map_err(|e| e.to_string())?;
+    }
+    let counted = echo.clone();
+    let listener = listener.tap_io(move |tcp| {
+        let _ = tcp.set_nodelay(true);
+        counted.connections.fetch_add(1, Ordering::Relaxed);
+    });
+    let app = Router::new()
+        .route(
+            "/mcp",
+            post(post_mcp).get(|| async { StatusCode::METHOD_NOT_ALLOWED }).delete(|| async { StatusCode::OK }),
+        )
+        .route("/stats", get(stats))
+        .with_state(echo);
+    tokio::select! {
+        r = async { axum::serve(listener, app).await } => r.map_err(|e| e.to_string()),
+        _ = stdin_closed => Ok(()),
+        () = tokio::time::sleep(max_lifetime) => {
+            eprintln!("echo upstream: max lifetime reached, exiting");
+            Ok(())
+        }
+    }
+}
+
+async fn post_mcp(State(echo): State<Arc<Echo>>, body: Bytes) -> Response {
+    echo.requests.fetch_add(1, Ordering::Relaxed);
+    let Ok(req) = serde_json::from_slice::<Request<'_>>(&body) else {
+        return (StatusCode::BAD_REQUEST, "invalid JSON-RPC message").into_response();
+    };
+    let Some(id) = req.id else {
+        // A notification (or a response): nothing to say.
+        return StatusCode::ACCEPTED.into_response();
+    };
+    match req.method {
+        "tools/call" => json(reply(id, &echo.call_suffix)),
+        "tools/list" => json(reply(id, TOOLS_LIST)),
+        "ping" => json(reply(id, EMPTY_RESULT)),
+        "initialize" => {
+            let version = req
+                .params
+                .and_then(|p| serde_json::from_str::<InitParams<'_>>(p.get()).ok())
+                .and_then(|p| p.protocol_version)
+                .unwrap_or(FALLBACK_VERSION);
+            let suffix = format!(
+                r#","result":{{"protocolVersion":"{version}","capabilities":{{"tools":{{}}}},"serverInfo":{{"name":"bench-echo","version":"0.1.0"}}}}}}"#
+            );
+            let n = echo.sessions.fetch_add(1, Ordering::Relaxed);
+            let sid = HeaderValue::from_str(&format!("echo-session-{n}")).expect("ASCII");
+            let mut resp = json(reply(id, suffix.as_bytes()));
+            resp.headers_mut().insert(SESSION, sid);
+            resp
+        }
+        _ => json(reply(id, NOT_FOUND)),
+    }
+}
+
+async fn stats(State(echo): State<Arc<Echo>>) -> String {
+    format!(
+        r#"{{"connections":{},"requests":{}}}"#,
+        echo.connections.load(Ordering::Relaxed),
+        echo.requests.load(Ordering::Relaxed)
+    )
+}
+
+fn reply(id: &RawValue, suffix: &[u8]) -> Vec<u8> {
+    let id = id.get().as_bytes();
+    let mut out = Vec::with_capacity(PREFIX.len() + id.len() + suffix.len());
+    out.extend_from_slice(PREFIX);
+    out.extend_from_slice(id);
+    out.extend_from_slice(suffix);
+    out
+}
+
+fn json(body: Vec<u8>) -> Response {
+    ([(header::CONTENT_TYPE, HeaderValue::from_static("application/json"))], body).into_response()
+}

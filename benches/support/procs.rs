@@ -1,0 +1,294 @@
+//! The bench's child processes and what `/proc` says about them.
+//!
+//! Both children stop by themselves: the echo upstream when its stdin closes
+//! (so also when the bench dies, however it dies) or its lifetime ends; the
+//! gateway runs under a tiny watchdog (this binary with `--watchdog`) that
+//! SIGTERMs it on the same two conditions. The guards here shut both down by
+//! PID on drop, so also when the bench panics.
+
+use std::io::{BufRead as _, BufReader, Write as _};
+use std::path::{Path, PathBuf};
+use std::process::{Child, ChildStdin, Command, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+use nix::sys::signal::{Signal, kill};
+use nix::unistd::Pid;
+
+/// How long a child gets between SIGTERM and SIGKILL.
+const GRACE: Duration = Duration::from_secs(5);
+
+// === watchdog ===
+
+/// `--watchdog <lifetime secs> <program> <args...>`: runs the program,
+/// prints `PID <pid>` on stdout, and SIGTERMs it when our stdin closes or the
+/// lifetime ends; exits when the program does.
+pub(crate) fn watchdog(args: &[String]) -> Result<(), String> {
+    let [lifetime, program, rest @ ..] = args else {
+        return Err("usage: --watchdog <lifetime secs> <program> <args...>".into());
+    };
+    let lifetime = parse_secs(lifetime)?;
+    let mut child = Command::new(program)
+        .args(rest)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .spawn()
+        .map_err(|e| format!("cannot start {program}: {e}"))?;
+    {
+        let mut out = std::io::stdout().lock();
+        writeln!(out, "PID {}", child.id()).and_then(|()| out.flush()).map_err(|e| e.to_string())?;
+    }
+    let (tx, rx) = mpsc::channel::<()>();
+    std::thread::spawn(move || {
+        let _ = std::io::copy(&mut std::io::stdin().lock(), &mut std::io::sink());
+        let _ = tx.send(());
+    });
+    let deadline = Instant::now() + lifetime;
+    loop {
+        if child.try_wait().map_err(|e| e.to_string())?.is_some() {
+            return Ok(());
+        }
+        match rx.recv_timeout(Duration::from_millis(100)) {
+            Ok(()) | Err(mpsc::RecvTimeoutError::Disconnected) => break,
+            Err(mpsc::RecvTimeoutError::Timeout) if Instant::now() >= deadline => {
+                eprintln!("watchdog: max lifetime reached, stopping {program}");
+                break;
+            }
+            Err(mpsc::RecvTimeoutError::Timeout) => {}
+        }
+    }
+    terminate(&mut child, true);
+    Ok(())
+}
+
+fn parse_secs(s: &str) -> Result<Duration, String> {
+    s.parse::<f64>()
+        .ok()
+        .and_then(|v| Duration::try_from_secs_f64(v).ok())
+        .ok_or_else(|| format!("not a number of seconds: {s:?}"))
+}
+
+/// Optionally SIGTERMs `child`, waits up to [`GRACE`] for it, then kills it.
+fn terminate(child: &mut Child, sigterm: bool) {
+    if sigterm {
+        let _ = kill(pid_of(child.id()), Signal::SIGTERM);
+    }
+    let deadline = Instant::now() + GRACE;
+    while Instant::now() < deadline {
+        match child.try_wait() {
+            Ok(Some(_)) | Err(_) => return,
+            Ok(None) => std::thread::sleep(Duration::from_millis(20)),
+        }
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+}
+
+fn pid_of(pid: u32) -> Pid {
+    Pid::from_raw(i32::try_from(pid).expect("PIDs fit in i32"))
+}
+
+// === echo upstream ===
+
+/// The echo upstream process; stopped (stdin closed) on drop.
+#[derive(Debug)]
+pub(crate) struct Upstream {
+    child: Child,
+    stdin: Option<ChildStdin>,
+    /// `http://127.0.0.1:<port>`.
+    pub(crate) base: String,
+}
+
+impl Upstream {
+    pub(crate) fn start(lifetime: Duration) -> Result<Self, String> {
+        let exe = std::env::current_exe().map_err(|e| e.to_string())?;
+        let mut child = Command::new(exe)
+            .arg("--echo-upstream")
+            .arg(lifetime.as_secs().to_string())
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .spawn()
+            .map_err(|e| format!("cannot start the echo upstream: {e}"))?;
+        let stdin = child.stdin.take();
+        let stdout = child.stdout.take().expect("piped");
+        let mut up = Upstream { child, stdin, base: String::new() };
+        let mut line = String::new();
+        BufReader::new(stdout).read_line(&mut line).map_err(|e| e.to_string())?;
+        let port = line
+            .strip_prefix("LISTENING ")
+            .and_then(|p| p.trim().parse::<u16>().ok())
+            .ok_or_else(|| format!("echo upstream said {line:?}, expected `LISTENING <port>`"))?;
+        up.base = format!("http://127.0.0.1:{port}");
+        Ok(up)
+    }
+
+    pub(crate) fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// Closes stdin and waits for the exit (kills after a grace period).
+    pub(crate) fn shutdown(&mut self) {
+        if self.stdin.take().is_some() {
+            terminate(&mut self.child, false);
+        }
+    }
+}
+
+impl Drop for Upstream {
+    fn drop(&mut self) {
+        self.shutdown();
+    }
+}
+
+// === gateway ===
+
+/// The gateway under its watchdog; SIGTERMed on drop.
+#[derive(Debug)]
+pub(crate) struct Gateway {
+    watchdog: Child,
+    stdin: Option<ChildStdin>,
+    pid: Option<u32>,
+    /// `http://127.0.0.1:<port>`.
+    pub(crate) base: String,
+}
+
+impl Gateway {
+    /// Starts `mcp-gateway serve` on an ephemeral port and waits for its
+    /// `Listening on ...` log line.
+    pub(crate) fn start(config: &Path, lifetime: Duration) -> Result<Self, String> {
+        let exe = std::env::current_exe().map_err(|e| e.to_string())?;
+        let mut watchdog = Command::new(exe)
+            .arg("--watchdog")
+            .arg(lifetime.as_secs().to_string())
+            .arg(env!("CARGO_BIN_EXE_mcp-gateway"))
+            .args(["serve", "--config"])
+            .arg(config)
+            .args(["--listen", "127.0.0.1:0"])
+            .env("RUST_LOG", "warn,mcp_gateway=info")
+            .env("NO_COLOR", "1")
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .map_err(|e| format!("cannot start the gateway watchdog: {e}"))?;
+        let stdin = watchdog.stdin.take();
+        let stdout = watchdog.stdout.take().expect("piped");
+        let stderr = watchdog.stderr.take().expect("piped");
+        let mut gw = Gateway { watchdog, stdin, pid: None, base: String::new() };
+
+        let mut line = String::new();
+        BufReader::new(stdout).read_line(&mut line).map_err(|e| e.to_string())?;
+        let pid = line
+            .strip_prefix("PID ")
+            .and_then(|p| p.trim().parse::<u32>().ok())
+            .ok_or_else(|| format!("watchdog said {line:?}, expected `PID <pid>`"))?;
+        gw.pid = Some(pid);
+
+        // Keep draining stderr for the whole run (a full pipe would block the
+        // gateway's logging); pass on everything but INFO lines.
+        let (tx, rx) = mpsc::channel::<String>();
+        std::thread::spawn(move || {
+            let mut tx = Some(tx);
+            for line in BufReader::new(stderr).lines() {
+                let Ok(line) = line else { break };
+                if let Some(at) = line.find("Listening on http://") {
+                    let rest = &line[at + "Listening on ".len()..];
+                    let base = rest.split("/mcp").next().unwrap_or(rest).to_owned();
+                    if let Some(tx) = tx.take() {
+                        let _ = tx.send(base);
+                    }
+                } else if !line.contains(" INFO ") {
+                    eprintln!("  [gateway] {line}");
+                }
+            }
+        });
+        gw.base = rx
+            .recv_timeout(Duration::from_secs(30))
+            .map_err(|_| "the gateway did not log `Listening on http://...` within 30 s".to_owned())?;
+        Ok(gw)
+    }
+
+    pub(crate) fn pid(&self) -> u32 {
+        self.pid.expect("set in start")
+    }
+
+    /// SIGTERMs the gateway by PID, closes the watchdog's stdin and waits for
+    /// both to exit.
+    pub(crate) fn shutdown(&mut self) {
+        if let Some(pid) = self.pid.take() {
+            let _ = kill(pid_of(pid), Signal::SIGTERM);
+        }
+        if self.stdin.take().is_some() {
+            // The watchdog exits once the gateway has; it needs at most GRACE
+            // plus a poll interval for that.
+            let deadline = Instant::now() + GRACE + Duration::from_secs(2);
+            while Instant::now() < deadline {
+                match self.watchdog.try_wait() {
+                    Ok(Some(_)) | Err(_) => return,
+                    Ok(None) => std::thread::sleep(Duration::from_millis(20)),
+                }
+            }
+            let _ = self.watchdog.kill();
+            let _ = self.watchdog.wait();
+        }
+    }
+}
+
+impl Drop for Gateway {
+    fn drop(&mut self) {
+        self.shutdown();
+    }
+}
+
+// === temp dir ===
+
+/// A directory removed on drop.
+#[derive(Debug)]
+pub(crate) struct TempDir(pub(crate) PathBuf);
+
+impl TempDir {
+    pub(crate) fn new() -> Result<Self, String> {
+        let dir = std::env::temp_dir().join(format!("mcp-gateway-proxy-hop-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+        Ok(TempDir(dir))
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+// === /proc ===
+
+/// Clock ticks per second for `/proc/<pid>/stat` times (`getconf CLK_TCK`;
+/// 100 on every Linux we run on if getconf is missing).
+pub(crate) fn clock_ticks() -> u64 {
+    Command::new("getconf")
+        .arg("CLK_TCK")
+        .output()
+        .ok()
+        .and_then(|o| String::from_utf8(o.stdout).ok())
+        .and_then(|s| s.trim().parse().ok())
+        .filter(|t| *t > 0)
+        .unwrap_or(100)
+}
+
+/// `utime + stime` of every thread of `pid`, in clock ticks.
+pub(crate) fn cpu_ticks(pid: u32) -> Option<u64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // Fields after `(comm)`: state is field 3, utime 14, stime 15.
+    let rest = stat.get(stat.rfind(')')? + 1..)?;
+    let mut fields = rest.split_whitespace().skip(11);
+    let utime: u64 = fields.next()?.parse().ok()?;
+    let stime: u64 = fields.next()?.parse().ok()?;
+    Some(utime + stime)
+}
+
+/// Peak resident set size (`VmHWM`) of `pid`, in KiB.
+pub(crate) fn peak_rss_kib(pid: u32) -> Option<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
+    line.split_whitespace().nth(1)?.parse().ok()
+}

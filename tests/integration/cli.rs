@@ -1,0 +1,63 @@
+//! The CLI: `check` with precise errors, `tools` with a catalog table.
+
+use std::process::Command;
+
+use crate::support::*;
+
+fn check(toml: &str) -> (Option<i32>, String, String) {
+    let (_dir, path) = write_config(toml);
+    let out = Command::new(gateway_bin()).args(["check", "--config"]).arg(&path).output().unwrap();
+    (out.status.code(), String::from_utf8_lossy(&out.stdout).into(), String::from_utf8_lossy(&out.stderr).into())
+}
+
+#[test]
+fn committed_config_is_valid() {
+    let out =
+        Command::new(gateway_bin()).args(["check", "--config"]).arg(root().join("gateway.toml")).output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(String::from_utf8_lossy(&out.stdout).contains("ok (2 upstreams: everything, filesystem)"));
+}
+
+#[test]
+fn bad_configs_exit_64_with_file_line_and_key() {
+    let cases = [
+        ("[upstreams.fs]\ncommand = \"x\"\ntimeout = \"5s\"\n", "gateway.toml:3:1", "unknown field `timeout`"),
+        (
+            "[upstreams.fs]\ncommand = \"x\"\n\n[upstreams.web]\nurl = \"not a url\"\n",
+            "gateway.toml:5:1",
+            "upstreams.web.url",
+        ),
+        ("[upstreams.my_server]\ncommand = \"x\"\n", "gateway.toml:1:12", "[a-z0-9-]{1,32}"),
+        ("[gateway]\nlisten = \"nowhere\"\n", "gateway.toml:2:10", "invalid socket address"),
+        (
+            "[upstreams.a]\ncommand = \"x\"\nargs = [\"${NOT_DEFINED_ANYWHERE}\"]\n",
+            "gateway.toml:3:1",
+            "NOT_DEFINED_ANYWHERE",
+        ),
+        ("[upstreams.a\n", "gateway.toml:1:", "invalid"),
+    ];
+    for (toml, at, what) in cases {
+        let (code, _, err) = check(toml);
+        assert_eq!(code, Some(64), "{toml}: {err}");
+        assert!(err.contains(at) && err.contains(what), "{toml:?} gave {err:?}");
+        assert_eq!(err.lines().count(), 1, "one line: {err}");
+    }
+    let (code, _, err) = check("[upstreams.a]\ncommand = \"x\"\n");
+    assert_eq!(code, Some(0), "{err}");
+}
+
+#[test]
+fn tools_prints_the_merged_catalog() {
+    let toml = format!("{}[upstreams.gone]\ncommand = \"/nonexistent\"\n", raw_stdio("raw", ""));
+    let (_dir, path) = write_config(&toml);
+    let out = Command::new(gateway_bin()).args(["tools", "--wait", "30", "--config"]).arg(&path).output().unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    assert!(stdout.lines().next().unwrap().starts_with("NAME"), "{stdout}");
+    let echo = stdout.lines().find(|l| l.starts_with("raw__echo")).unwrap_or_else(|| panic!("{stdout}"));
+    assert!(echo.contains("raw") && echo.contains("read-only"), "{echo}");
+    assert!(stdout.contains("6 tools from 2 upstreams"), "{stdout}");
+    assert!(stderr.contains("ready, 6 tools"), "{stderr}");
+    assert!(stderr.contains("gone  FAILED: cannot start"), "{stderr}");
+}

@@ -1,0 +1,401 @@
+//! The test harness: start the gateway, fixtures and real peers as
+//! processes on loopback (port 0), and talk MCP to them.
+//!
+//! Everything started here is killed on drop; nothing binds a fixed port.
+
+#![allow(dead_code, unreachable_pub, missing_docs)]
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use serde_json::{Value, json};
+use tokio::io::{AsyncBufReadExt, AsyncRead, BufReader};
+use tokio::process::{Child, Command};
+
+/// How long a test waits for something that should happen.
+pub const PATIENCE: Duration = Duration::from_secs(60);
+
+pub fn root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+/// Paths of the installed peers (scripts/install-peers.sh).
+pub struct Peers {
+    pub python: PathBuf,
+    pub everything: PathBuf,
+    pub filesystem: PathBuf,
+    pub postgres: PathBuf,
+}
+
+pub fn peers() -> Peers {
+    let base = root().join("target/peers");
+    let nm = base.join("npm/node_modules/@modelcontextprotocol");
+    let p = Peers {
+        python: base.join("venv/bin/python"),
+        everything: nm.join("server-everything/dist/index.js"),
+        filesystem: nm.join("server-filesystem/dist/index.js"),
+        postgres: nm.join("server-postgres/dist/index.js"),
+    };
+    for f in [&p.python, &p.everything, &p.filesystem, &p.postgres] {
+        assert!(f.exists(), "{} is missing: run scripts/install-peers.sh (scripts/test.sh does)", f.display());
+    }
+    p
+}
+
+pub fn fixture(name: &str) -> String {
+    root().join("tests/fixtures").join(name).display().to_string()
+}
+
+/// TOML for a stdio upstream running the raw_stdio fixture.
+pub fn raw_stdio(id: &str, extra: &str) -> String {
+    let p = peers();
+    format!(
+        "[upstreams.{id}]\ncommand = {:?}\nargs = [{:?}]\n{extra}\n",
+        p.python.display().to_string(),
+        fixture("raw_stdio.py")
+    )
+}
+
+/// A child process with its stderr collected.
+pub struct Proc {
+    pub child: Child,
+    pub stderr: Arc<Mutex<String>>,
+}
+
+impl Proc {
+    pub fn pid(&self) -> u32 {
+        self.child.id().expect("running")
+    }
+
+    pub fn logs(&self) -> String {
+        self.stderr.lock().unwrap().clone()
+    }
+
+    pub fn signal(&self, sig: nix::sys::signal::Signal) {
+        let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(self.pid() as i32), sig);
+    }
+}
+
+fn collect<R: AsyncRead + Unpin + Send + 'static>(r: R, sink: Arc<Mutex<String>>, echo: bool) {
+    tokio::spawn(async move {
+        let mut lines = BufReader::new(r).lines();
+        while let Ok(Some(l)) = lines.next_line().await {
+            if echo {
+                eprintln!("  | {l}");
+            }
+            let mut s = sink.lock().unwrap();
+            s.push_str(&l);
+            s.push('\n');
+        }
+    });
+}
+
+/// A running gateway (`mcp-gateway serve`).
+pub struct Gateway {
+    pub proc: Proc,
+    pub addr: SocketAddr,
+    pub dir: tempfile::TempDir,
+    pub http: reqwest::Client,
+}
+
+pub fn gateway_bin() -> &'static str {
+    env!("CARGO_BIN_EXE_mcp-gateway")
+}
+
+/// Writes `toml` as gateway.toml in a fresh temp dir.
+pub fn write_config(toml: &str) -> (tempfile::TempDir, PathBuf) {
+    let dir = tempfile::Builder::new().prefix("mcpgw-test").tempdir_in(root().join("target")).unwrap();
+    let path = dir.path().join("gateway.toml");
+    std::fs::write(&path, toml).unwrap();
+    (dir, path)
+}
+
+impl Gateway {
+    /// Starts `mcp-gateway serve` on 127.0.0.1:0 with `toml`.
+    pub async fn start(toml: &str) -> Gateway {
+        let (dir, path) = write_config(toml);
+        let mut child = Command::new(gateway_bin())
+            .args(["serve", "--config"])
+            .arg(&path)
+            .args(["--listen", "127.0.0.1:0"])
+            .env("RUST_LOG", "info,mcp_gateway=debug")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .kill_on_drop(true)
+            .spawn()
+            .unwrap();
+        let stderr = Arc::new(Mutex::new(String::new()));
+        collect(child.stderr.take().unwrap(), stderr.clone(), std::env::var_os("GW_TEST_LOG").is_some());
+        let proc = Proc { child, stderr };
+        let addr = wait_for(PATIENCE, || {
+            let logs = proc.logs();
+            let at = logs.find("Listening on http://")?;
+            let rest = &logs[at + "Listening on http://".len()..];
+            rest[..rest.find("/mcp")?].parse().ok()
+        })
+        .await
+        .unwrap_or_else(|| panic!("gateway did not start:\n{}", proc.logs()));
+        Gateway { proc, addr, dir, http: reqwest::Client::new() }
+    }
+
+    pub fn url(&self) -> String {
+        format!("http://{}/mcp", self.addr)
+    }
+
+    pub async fn status(&self) -> Value {
+        self.http.get(format!("http://{}/status", self.addr)).send().await.unwrap().json().await.unwrap()
+    }
+
+    pub async fn upstream(&self, id: &str) -> Value {
+        let s = self.status().await;
+        s["upstreams"].as_array().unwrap().iter().find(|u| u["id"] == id).cloned().unwrap_or(Value::Null)
+    }
+
+    /// Waits until upstream `id` satisfies `pred`; returns its status.
+    pub async fn wait_upstream(&self, id: &str, pred: impl Fn(&Value) -> bool) -> Value {
+        let deadline = tokio::time::Instant::now() + PATIENCE;
+        loop {
+            let u = self.upstream(id).await;
+            if pred(&u) {
+                return u;
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "upstream {id} never reached the state; last: {u}\n{}",
+                self.proc.logs()
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    pub async fn wait_ready(&self, id: &str) -> Value {
+        self.wait_upstream(id, |u| u["state"] == "ready").await
+    }
+
+    /// SIGTERM and wait for a clean exit.
+    pub async fn stop(mut self) -> std::process::ExitStatus {
+        self.proc.signal(nix::sys::signal::Signal::SIGTERM);
+        tokio::time::timeout(PATIENCE, self.proc.child.wait()).await.expect("gateway exits after SIGTERM").unwrap()
+    }
+
+    pub async fn client(&self) -> McpHttp {
+        McpHttp::connect(&self.url()).await
+    }
+}
+
+/// Polls `f` every 50 ms until it returns `Some` or `patience` passes.
+pub async fn wait_for<T>(patience: Duration, mut f: impl FnMut() -> Option<T>) -> Option<T> {
+    let deadline = tokio::time::Instant::now() + patience;
+    loop {
+        if let Some(v) = f() {
+            return Some(v);
+        }
+        if tokio::time::Instant::now() >= deadline {
+            return None;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// An HTTP fixture (prints `LISTENING <port>` first).
+pub struct Fixture {
+    pub proc: Proc,
+    pub port: u16,
+}
+
+impl Fixture {
+    pub async fn python(script: &str, args: &[&str]) -> Fixture {
+        let p = peers();
+        let mut child = Command::new(&p.python)
+            .arg(fixture(script))
+            .args(["--port", "0"])
+            .args(args)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .kill_on_drop(true)
+            .spawn()
+            .unwrap();
+        let stderr = Arc::new(Mutex::new(String::new()));
+        collect(child.stderr.take().unwrap(), stderr.clone(), false);
+        let mut out = BufReader::new(child.stdout.take().unwrap()).lines();
+        let line = tokio::time::timeout(PATIENCE, out.next_line()).await.unwrap().unwrap().expect("LISTENING line");
+        let port = line.strip_prefix("LISTENING ").expect("LISTENING <port>").trim().parse().unwrap();
+        tokio::spawn(async move { while let Ok(Some(_)) = out.next_line().await {} });
+        Fixture { proc: Proc { child, stderr }, port }
+    }
+
+    /// server-everything over Streamable HTTP on a free port.
+    pub async fn everything_http() -> Fixture {
+        let p = peers();
+        let port = free_port();
+        let mut child = Command::new("node")
+            .arg(&p.everything)
+            .arg("streamableHttp")
+            .env("PORT", port.to_string())
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .kill_on_drop(true)
+            .spawn()
+            .unwrap();
+        let sink = Arc::new(Mutex::new(String::new()));
+        collect(child.stdout.take().unwrap(), sink.clone(), false);
+        collect(child.stderr.take().unwrap(), sink.clone(), false);
+        let proc = Proc { child, stderr: sink };
+        let ok = wait_for(PATIENCE, || std::net::TcpStream::connect(("127.0.0.1", port)).ok()).await;
+        assert!(ok.is_some(), "server-everything did not listen: {}", proc.logs());
+        Fixture { proc, port }
+    }
+
+    pub fn url(&self) -> String {
+        format!("http://127.0.0.1:{}/mcp", self.port)
+    }
+
+    pub async fn get(&self, path: &str) -> Value {
+        reqwest::get(format!("http://127.0.0.1:{}{path}", self.port)).await.unwrap().json().await.unwrap()
+    }
+}
+
+/// A port that was free a moment ago (for peers that cannot bind port 0
+/// and report it).
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+/// A minimal MCP client over Streamable HTTP for precise wire checks.
+pub struct McpHttp {
+    pub http: reqwest::Client,
+    pub url: String,
+    pub session: Option<String>,
+    pub next: u64,
+}
+
+/// A raw HTTP answer.
+pub struct Raw {
+    pub status: u16,
+    pub headers: reqwest::header::HeaderMap,
+    pub body: String,
+}
+
+impl Raw {
+    pub fn json(&self) -> Value {
+        serde_json::from_str(&self.body).unwrap_or_else(|e| panic!("not JSON ({e}): {:?}", self.body))
+    }
+}
+
+impl McpHttp {
+    pub async fn connect(url: &str) -> McpHttp {
+        let mut c = McpHttp { http: reqwest::Client::new(), url: url.to_owned(), session: None, next: 1 };
+        let init = json!({"protocolVersion":"2025-11-25","capabilities":{},"clientInfo":{"name":"test","version":"0"}});
+        let r = c.post(&json!({"jsonrpc":"2.0","id":0,"method":"initialize","params":init}).to_string(), &[]).await;
+        assert_eq!(r.status, 200, "{}", r.body);
+        c.session = Some(r.headers["mcp-session-id"].to_str().unwrap().to_owned());
+        let r = c.post(r#"{"jsonrpc":"2.0","method":"notifications/initialized"}"#, &[]).await;
+        assert_eq!(r.status, 202);
+        c
+    }
+
+    /// POSTs `body` with the usual headers plus `extra`.
+    pub async fn post(&self, body: &str, extra: &[(&str, &str)]) -> Raw {
+        let mut req = self
+            .http
+            .post(&self.url)
+            .header("content-type", "application/json")
+            .header("accept", "application/json, text/event-stream")
+            .body(body.to_owned());
+        if let Some(s) = &self.session {
+            req = req.header("mcp-session-id", s).header("mcp-protocol-version", "2025-11-25");
+        }
+        for (k, v) in extra {
+            req = req.header(*k, *v);
+        }
+        let resp = req.send().await.unwrap();
+        let status = resp.status().as_u16();
+        let headers = resp.headers().clone();
+        let body = resp.text().await.unwrap();
+        Raw { status, headers, body }
+    }
+
+    /// Sends a request; returns the whole response object.
+    pub async fn request(&mut self, method: &str, params: Value) -> Value {
+        self.request_raw(method, params).await.json()
+    }
+
+    pub async fn request_raw(&mut self, method: &str, params: Value) -> Raw {
+        self.next += 1;
+        let body = json!({"jsonrpc":"2.0","id":self.next,"method":method,"params":params}).to_string();
+        let r = self.post(&body, &[]).await;
+        assert_eq!(r.status, 200, "{method}: {}", r.body);
+        r
+    }
+
+    /// Calls a tool; returns the response object (result or error).
+    pub async fn call(&mut self, name: &str, args: Value) -> Value {
+        self.request("tools/call", json!({"name":name,"arguments":args})).await
+    }
+
+    pub async fn tool_names(&mut self) -> Vec<String> {
+        let r = self.request("tools/list", json!({})).await;
+        r["result"]["tools"].as_array().unwrap().iter().map(|t| t["name"].as_str().unwrap().to_owned()).collect()
+    }
+}
+
+/// The first text block of a tools/call response.
+pub fn text(resp: &Value) -> String {
+    resp["result"]["content"][0]["text"].as_str().unwrap_or_else(|| panic!("no text in {resp}")).to_owned()
+}
+
+/// Runs the Python SDK client; returns its JSON output lines.
+pub async fn py_client(args: &[&str]) -> Vec<Value> {
+    let p = peers();
+    let out = tokio::time::timeout(
+        PATIENCE * 2,
+        Command::new(&p.python).arg(root().join("tests/clients/py_client.py")).args(args).kill_on_drop(true).output(),
+    )
+    .await
+    .expect("py_client finished")
+    .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "py_client {args:?} failed: {}\n{stdout}\n{}",
+        out.status,
+        String::from_utf8_lossy(&out.stderr)
+    );
+    stdout.lines().filter(|l| !l.trim().is_empty()).map(|l| serde_json::from_str(l).unwrap()).collect()
+}
+
+/// Whether a process id is alive (not counting zombies we own).
+pub fn alive(pid: u32) -> bool {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"));
+    match stat {
+        // Field 3 is the state; Z is a zombie (exited, not reaped).
+        Ok(s) => s.rsplit_once(')').is_some_and(|(_, rest)| !rest.trim_start().starts_with('Z')),
+        Err(_) => false,
+    }
+}
+
+/// All processes whose process group is `pgid`.
+pub fn group_members(pgid: u32) -> Vec<u32> {
+    let mut out = Vec::new();
+    for e in std::fs::read_dir("/proc").unwrap().flatten() {
+        let Ok(pid) = e.file_name().to_string_lossy().parse::<u32>() else { continue };
+        let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else { continue };
+        let Some((_, rest)) = stat.rsplit_once(')') else { continue };
+        let fields: Vec<&str> = rest.split_whitespace().collect();
+        // state ppid pgrp ...
+        if fields.get(2).and_then(|g| g.parse::<u32>().ok()) == Some(pgid) && fields[0] != "Z" {
+            out.push(pid);
+        }
+    }
+    out
+}
+
+pub fn path_str(p: &Path) -> String {
+    p.display().to_string()
+}
