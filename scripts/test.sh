@@ -1,0 +1,26 @@
+#!/usr/bin/env bash
+# The whole test suite, as CI runs it (.ci/run calls this):
+#   1. install the pinned peers (npm servers, Python SDK venv; PostgreSQL if missing)
+#   2. cargo fmt --check, clippy -D warnings
+#   3. every test: unit tests beside the code and the integration binary
+# Benchmarks are separate: `cargo bench` (see README).
+set -euo pipefail
+cd "$(dirname "${BASH_SOURCE[0]}")/.."
+
+# PostgreSQL binaries for the server-postgres test (Debian ships them on this
+# machine kind; install them where they are missing and we may).
+if ! command -v initdb >/dev/null 2>&1 && [[ ! -x /usr/lib/postgresql/15/bin/initdb ]]; then
+  if [[ "$(id -u)" == 0 ]] && command -v apt-get >/dev/null 2>&1; then
+    echo "test.sh: installing PostgreSQL (apt-get)" >&2
+    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq postgresql >/dev/null
+  fi
+fi
+
+scripts/install-peers.sh
+
+echo "test.sh: cargo fmt --check" >&2
+cargo fmt --all -- --check
+echo "test.sh: cargo clippy" >&2
+cargo clippy --all-targets --locked -- -D warnings
+echo "test.sh: cargo test" >&2
+RUST_BACKTRACE=0 cargo test --locked
