@@ -61,3 +61,24 @@ fn tools_prints_the_merged_catalog() {
     assert!(stderr.contains("ready, 6 tools"), "{stderr}");
     assert!(stderr.contains("gone  FAILED: cannot start"), "{stderr}");
 }
+
+/// The committed gateway.toml serves on a fresh machine: both npx
+/// upstreams start (downloading their pinned packages), and tools of each
+/// answer through /mcp.
+#[tokio::test]
+async fn committed_config_serves_both_upstreams() {
+    let unused = tempfile::tempdir_in(root().join("target")).unwrap();
+    let gw = Gateway::start_at(&root().join("gateway.toml"), unused).await;
+    for id in ["filesystem", "everything"] {
+        gw.wait_upstream(id, |u| u["state"] == "ready" || u["state"] == "down").await;
+        let u = gw.upstream(id).await;
+        assert_eq!(u["state"], "ready", "{u}\n{}", gw.proc.logs());
+    }
+    let mut c = gw.client().await;
+    let r = c.call("filesystem__read_text_file", serde_json::json!({"path": "hello.txt"})).await;
+    assert_eq!(text(&r).trim(), "hello from mcp-gateway", "{r}");
+    assert_eq!(text(&c.call("everything__echo", serde_json::json!({"message":"hi"})).await), "Echo: hi");
+    let names = c.tool_names().await;
+    assert!(!names.iter().any(|n| n.starts_with("everything__toggle")), "deny glob: {names:?}");
+    assert_eq!(gw.stop().await.code(), Some(0));
+}

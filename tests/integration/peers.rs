@@ -82,6 +82,15 @@ async fn python_sdk_over_http_legacy_and_auto() {
     assert_eq!(out[0]["ok"], 100, "{out:?}");
     let out = py_client(&["--url", &url, "concurrent", "evhttp__echo", r#"{"message":"c"}"#, "100"]).await;
     assert_eq!(out[0]["ok"], 100, "{out:?}");
+
+    // The real server killed mid-run: restarted, and serving again.
+    let before = gw.wait_ready("everything").await;
+    let pid = before["pid"].as_u64().unwrap() as i32;
+    nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), nix::sys::signal::Signal::SIGKILL).unwrap();
+    gw.wait_upstream("everything", |u| u["state"] == "ready" && u["pid"] != before["pid"]).await;
+    let out =
+        py_client(&["--url", &url, "--mode", "legacy", "call", "everything__echo", r#"{"message":"back"}"#]).await;
+    assert_eq!(out[0]["text"][0], "Echo: back", "{out:?}");
     assert_eq!(gw.stop().await.code(), Some(0));
 }
 

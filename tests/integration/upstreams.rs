@@ -9,8 +9,14 @@ use crate::support::*;
 
 #[tokio::test]
 async fn killed_upstream_comes_back_and_serves_again() {
-    let gw = Gateway::start(&raw_stdio("raw", "")).await;
+    let gw = Gateway::start(&raw_stdio("raw", "env = { RAW_STDIO_LOG_STDERR = \"1\" }")).await;
     let first = gw.wait_ready("raw").await;
+    // The child's stderr is in the gateway's log, tagged with its upstream.
+    let line =
+        wait_for(PATIENCE, || gw.proc.logs().lines().find(|l| l.contains("raw-stdio: started")).map(str::to_owned))
+            .await;
+    let line = line.expect("stderr line forwarded");
+    assert!(line.contains("upstream=raw") && line.contains("mcp_gateway::upstream::stderr"), "{line}");
     let pid = first["pid"].as_u64().unwrap() as u32;
     let mut c = gw.client().await;
     assert_eq!(text(&c.call("raw__pid", json!({})).await), pid.to_string());
@@ -134,6 +140,11 @@ async fn secrets_fill_headers_and_never_show() {
     let r = c.post(&body, &[("authorization", "Bearer client-token-xyz")]).await.json();
     let seen = text(&r);
     assert!(seen.contains("x-api-key"), "{seen}");
+    assert!(
+        seen.contains(r#""mcp-protocol-version": "2025-11-25""#)
+            || seen.contains(r#""mcp-protocol-version":"2025-11-25""#),
+        "{seen}"
+    );
     assert!(!seen.contains("client-token-xyz"), "client token leaked upstream: {seen}");
     assert_eq!(c.call("web__echo", json!({})).await["result"]["zeta"], 1);
     // The secret is nowhere in the gateway's logs or status.

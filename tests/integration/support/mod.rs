@@ -117,9 +117,14 @@ impl Gateway {
     /// Starts `mcp-gateway serve` on 127.0.0.1:0 with `toml`.
     pub async fn start(toml: &str) -> Gateway {
         let (dir, path) = write_config(toml);
+        Self::start_at(&path, dir).await
+    }
+
+    /// Starts `mcp-gateway serve` with the config file at `path`.
+    pub async fn start_at(path: &Path, dir: tempfile::TempDir) -> Gateway {
         let mut child = Command::new(gateway_bin())
             .args(["serve", "--config"])
-            .arg(&path)
+            .arg(path)
             .args(["--listen", "127.0.0.1:0"])
             .env("RUST_LOG", "info,mcp_gateway=debug")
             .stdin(Stdio::null())
