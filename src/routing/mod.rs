@@ -16,14 +16,14 @@ use std::time::Duration;
 
 use arc_swap::ArcSwap;
 use serde_json::value::RawValue;
-use tokio::sync::{Notify, watch};
+use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
 pub use self::catalog::Catalog;
 use crate::config::Config;
 use crate::error::CallError;
 use crate::protocol::{self, Message, RawObject, encode};
-use crate::upstream::{State, Upstream};
+use crate::upstream::{Changes, State, Upstream};
 
 /// The gateway: upstreams, catalog, and the MCP methods it serves.
 #[derive(Debug)]
@@ -33,6 +33,9 @@ pub struct Gateway {
     by_id: HashMap<String, usize>,
     catalog: ArcSwap<Catalog>,
     list_changed: watch::Sender<u64>,
+    /// The upstream-change generation the current catalog was built from.
+    built: watch::Sender<u64>,
+    changes: Arc<Changes>,
     shutdown: CancellationToken,
     started: tokio::time::Instant,
 }
@@ -43,7 +46,7 @@ impl Gateway {
     /// Starts every upstream (in the background: nothing here waits for
     /// one) and the task that keeps the catalog current.
     pub fn start(config: Config) -> Arc<Self> {
-        let changed = Arc::new(Notify::new());
+        let changed = Arc::new(Changes::default());
         let http = reqwest::Client::builder()
             .connect_timeout(Duration::from_secs(10))
             .pool_idle_timeout(Duration::from_secs(90))
@@ -69,22 +72,27 @@ impl Gateway {
             by_id,
             catalog: ArcSwap::from_pointee(Catalog::empty()),
             list_changed: watch::Sender::new(0),
+            built: watch::Sender::new(0),
+            changes: changed.clone(),
             shutdown: CancellationToken::new(),
             started: tokio::time::Instant::now(),
         });
-        tokio::spawn(gw.clone().catalog_loop(changed));
+        tokio::spawn(gw.clone().catalog_loop());
         gw
     }
 
     /// Rebuilds the catalog whenever an upstream's state or tools change,
     /// and bumps the `list_changed` counter when clients would see a
     /// different list.
-    async fn catalog_loop(self: Arc<Self>, changed: Arc<Notify>) {
+    async fn catalog_loop(self: Arc<Self>) {
         loop {
             tokio::select! {
-                () = changed.notified() => {}
+                () = self.changes.changed() => {}
                 () = self.shutdown.cancelled() => return,
             }
+            // Read the generation before the states: the catalog built
+            // below reflects at least every change up to it.
+            let generation = self.changes.generation();
             let states: Vec<_> = self.upstreams.iter().map(|u| u.state()).collect();
             let sources: Vec<_> = self
                 .upstreams
@@ -108,6 +116,7 @@ impl Gateway {
                 self.catalog.store(Arc::new(next));
                 self.list_changed.send_modify(|v| *v += 1);
             }
+            self.built.send_replace(generation);
         }
     }
 
@@ -217,24 +226,23 @@ impl Gateway {
     /// for upstreams still on their first start. Never waits afterwards.
     async fn wait_for_first_start(&self) {
         let deadline = self.started + self.config.gateway.startup_list_wait;
-        let mut changes = self.list_changed.subscribe();
-        while !self.upstreams.iter().all(|u| u.has_settled()) {
-            // Woken by catalog changes; the short sleep covers an upstream
-            // that settles as down (no catalog change).
-            let tick = tokio::time::sleep(std::time::Duration::from_millis(25));
+        let mut built = self.built.subscribe();
+        // Until every upstream has settled (or the deadline), then until
+        // the catalog reflects that moment's generation.
+        loop {
+            // Settled first, then the generation: see `Upstream::set`.
+            let settled = self.upstreams.iter().all(|u| u.has_settled());
+            let generation = self.changes.generation();
+            if settled && *built.borrow_and_update() >= generation {
+                return;
+            }
+            // Woken by each rebuild; the short sleep covers a change that
+            // has not reached the catalog task yet.
             tokio::select! {
-                _ = changes.changed() => {}
-                () = tick => {}
+                _ = built.changed() => {}
+                () = tokio::time::sleep(std::time::Duration::from_millis(25)) => {}
                 () = tokio::time::sleep_until(deadline) => return,
             }
-        }
-        // The catalog task may not have taken the last change yet.
-        if self.catalog.load().tools().is_empty() && tokio::time::Instant::now() < deadline {
-            let _ = tokio::time::timeout_at(
-                deadline.min(tokio::time::Instant::now() + std::time::Duration::from_millis(200)),
-                changes.changed(),
-            )
-            .await;
         }
     }
 

@@ -18,7 +18,7 @@ mod sse;
 mod stdio;
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::time::Duration;
 
 use arc_swap::ArcSwap;
@@ -41,6 +41,33 @@ const RESTART_MIN: Duration = Duration::from_millis(500);
 const RESTART_MAX: Duration = Duration::from_secs(30);
 const HEALTHY_RESET: Duration = Duration::from_secs(60);
 
+/// Announces upstream changes to whoever builds views of them (the
+/// catalog): a generation counter, bumped after every change, and a wake-up.
+/// A view built after reading generation `g` reflects every change up to `g`.
+#[derive(Debug, Default)]
+pub struct Changes {
+    generation: AtomicU64,
+    notify: Notify,
+}
+
+impl Changes {
+    /// Records a change and wakes the consumer.
+    pub fn bump(&self) {
+        self.generation.fetch_add(1, Ordering::AcqRel);
+        self.notify.notify_one();
+    }
+
+    /// The current generation.
+    pub fn generation(&self) -> u64 {
+        self.generation.load(Ordering::Acquire)
+    }
+
+    /// Waits for the next change (a change since the last wait counts).
+    pub async fn changed(&self) {
+        self.notify.notified().await;
+    }
+}
+
 /// One upstream server and its supervisor.
 #[derive(Debug)]
 pub struct Upstream {
@@ -48,7 +75,7 @@ pub struct Upstream {
     state: ArcSwap<State>,
     restarts: AtomicU32,
     settled: AtomicBool,
-    changed: Arc<Notify>,
+    changed: Arc<Changes>,
     shutdown: CancellationToken,
     max_bytes: usize,
     redactor: Redactor,
@@ -92,13 +119,13 @@ pub struct Ready {
 // === impl Upstream ===
 
 impl Upstream {
-    /// Creates the upstream and starts its supervisor. `changed` is notified
+    /// Creates the upstream and starts its supervisor. `changed` is bumped
     /// whenever its state or tool list changes.
     pub fn start(
         spec: UpstreamSpec,
         max_bytes: usize,
         redactor: Redactor,
-        changed: Arc<Notify>,
+        changed: Arc<Changes>,
         http: reqwest::Client,
     ) -> Arc<Self> {
         let this = Arc::new(Upstream {
@@ -186,11 +213,14 @@ impl Upstream {
     }
 
     fn set(&self, s: State) {
-        if matches!(s, State::Ready(_) | State::Down { .. } | State::Stopped) {
+        let settles = matches!(s, State::Ready(_) | State::Down { .. } | State::Stopped);
+        self.state.store(Arc::new(s));
+        self.changed.bump();
+        // After the bump: whoever sees `settled` also sees the generation
+        // that includes this state (Release here, Acquire in has_settled).
+        if settles {
             self.settled.store(true, Ordering::Release);
         }
-        self.state.store(Arc::new(s));
-        self.changed.notify_one();
     }
 
     async fn supervise(self: Arc<Self>) {

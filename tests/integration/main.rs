@@ -11,5 +11,6 @@ mod fidelity;
 mod http_front;
 mod partial;
 mod peers;
+mod rmcp_client;
 mod stdio_front;
 mod upstreams;

@@ -16,7 +16,7 @@ use rmcp::model::{CallToolRequestParams, CallToolResult, ErrorCode, ProtocolVers
 use rmcp::service::RunningService;
 use rmcp::transport::streamable_http_client::StreamableHttpClientTransportConfig;
 use rmcp::transport::{StreamableHttpClientTransport, TokioChildProcess};
-use rmcp::{ClientLifecycleMode, ClientServiceExt, RoleClient, ServiceError, ServiceExt};
+use rmcp::{ClientLifecycleMode, ClientServiceExt, RoleClient, ServiceError};
 use serde_json::{Value, json};
 use tokio::io::AsyncReadExt;
 use tokio::process::Command;
@@ -109,7 +109,7 @@ async fn exercise(client: &Client, files: &Path) {
     let tools = tokio::time::timeout(PATIENCE, client.list_all_tools()).await.unwrap().unwrap();
     let names: Vec<&str> = tools.iter().map(|t| t.name.as_ref()).collect();
     for t in ["everything__echo", "everything__get-sum", "filesystem__read_text_file", "filesystem__list_directory"] {
-        assert!(names.contains(&t), "{t} missing from {names:?}");
+        assert!(names.contains(&t), "{t} missing from the first tools/list: {names:?}");
     }
     assert!(names.iter().all(|n| n.starts_with("everything__") || n.starts_with("filesystem__")), "{names:?}");
 
@@ -169,9 +169,9 @@ async fn rmcp_100_concurrent_calls_on_one_session_come_back_to_their_callers() {
     let client = http_client(&gw.url(), ClientLifecycleMode::Initialize).await;
     let done = Mutex::new(Vec::new());
     let calls = (0..100u64).map(|i| {
-        let (ms, tag, done) = ((i * 37) % 51, format!("tag-{i}"), &done);
+        let (ms, tag, client, done) = ((i * 37) % 51, format!("tag-{i}"), &client, &done);
         async move {
-            let r = call(&client, "raw__sleep", json!({"ms": ms, "tag": tag})).await;
+            let r = call(client, "raw__sleep", json!({"ms": ms, "tag": tag})).await;
             let r = r.unwrap_or_else(|e| panic!("call {i} failed: {e}"));
             assert_eq!(first_text(&r), tag, "call {i} got another call's reply");
             done.lock().unwrap().push(i);
