@@ -173,22 +173,23 @@ pub mod encode {
 
     /// `{"jsonrpc":"2.0","id":<id>,"result":<result>}`.
     pub fn result(id: &RawValue, result: &RawValue) -> String {
-        let mut s = String::with_capacity(40 + id.get().len() + result.get().len());
-        s.push_str(r#"{"jsonrpc":"2.0","id":"#);
-        s.push_str(id.get());
-        s.push_str(r#","result":"#);
-        s.push_str(result.get());
-        s.push('}');
-        s
+        reply(id, "result", result)
     }
 
     /// `{"jsonrpc":"2.0","id":<id>,"error":<error>}` with a raw error object.
     pub fn raw_error(id: &RawValue, error: &RawValue) -> String {
-        let mut s = String::with_capacity(40 + id.get().len() + error.get().len());
+        reply(id, "error", error)
+    }
+
+    /// A response with one raw member, spliced in without re-encoding.
+    fn reply(id: &RawValue, member: &str, raw: &RawValue) -> String {
+        let mut s = String::with_capacity(32 + member.len() + id.get().len() + raw.get().len());
         s.push_str(r#"{"jsonrpc":"2.0","id":"#);
         s.push_str(id.get());
-        s.push_str(r#","error":"#);
-        s.push_str(error.get());
+        s.push_str(",\"");
+        s.push_str(member);
+        s.push_str("\":");
+        s.push_str(raw.get());
         s.push('}');
         s
     }

@@ -78,9 +78,7 @@ impl HttpLink {
         if status == StatusCode::NOT_FOUND && had_session {
             return Err(LinkError::SessionExpired);
         }
-        if !status.is_success() {
-            return Err(LinkError::Status { status: status.as_u16(), retry_after: retry_after(resp.headers()) });
-        }
+        let resp = success(resp)?;
         if let Some(sid) = resp.headers().get(SESSION) {
             let mut s = self.session.write().unwrap_or_else(std::sync::PoisonError::into_inner);
             if s.as_ref() != Some(sid) {
@@ -193,7 +191,16 @@ pub(crate) fn io_error(e: reqwest::Error) -> LinkError {
     LinkError::Io(msg)
 }
 
-pub(crate) fn retry_after(h: &HeaderMap) -> Option<Duration> {
+/// The response when its status is 2xx, else [`LinkError::Status`].
+pub(crate) fn success(resp: reqwest::Response) -> Result<reqwest::Response, LinkError> {
+    let status = resp.status();
+    if status.is_success() {
+        return Ok(resp);
+    }
+    Err(LinkError::Status { status: status.as_u16(), retry_after: retry_after(resp.headers()) })
+}
+
+fn retry_after(h: &HeaderMap) -> Option<Duration> {
     h.get(RETRY_AFTER)?.to_str().ok()?.trim().parse::<u64>().ok().map(Duration::from_secs)
 }
 

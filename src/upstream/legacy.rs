@@ -12,7 +12,7 @@ use reqwest::header::{ACCEPT, CONTENT_TYPE, HeaderMap};
 use tokio::task::JoinHandle;
 
 use super::conn::Inbox;
-use super::http::{io_error, retry_after};
+use super::http::{io_error, success};
 use super::link::LinkError;
 use super::sse;
 
@@ -36,17 +36,14 @@ impl LegacyLink {
         max: usize,
         inbox: &Arc<Inbox>,
     ) -> Result<Self, LinkError> {
-        let mut resp = client
+        let resp = client
             .get(url.clone())
             .headers(headers.clone())
             .header(ACCEPT, "text/event-stream")
             .send()
             .await
             .map_err(io_error)?;
-        if !resp.status().is_success() {
-            let status = resp.status().as_u16();
-            return Err(LinkError::Status { status, retry_after: retry_after(resp.headers()) });
-        }
+        let mut resp = success(resp)?;
         let mut decoder = sse::Decoder::new(max);
         let (endpoint, early) = loop {
             let Some(chunk) = resp.chunk().await.map_err(io_error)? else {
@@ -91,11 +88,7 @@ impl LegacyLink {
             .send()
             .await
             .map_err(io_error)?;
-        if !resp.status().is_success() {
-            let status = resp.status().as_u16();
-            return Err(LinkError::Status { status, retry_after: retry_after(resp.headers()) });
-        }
-        Ok(())
+        success(resp).map(drop)
     }
 
     pub(crate) fn shutdown(&self) {
