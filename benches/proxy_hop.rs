@@ -22,7 +22,10 @@ mod load;
 mod procs;
 
 use std::process::ExitCode;
-use std::time::{Duration, Instant};
+use std::time::Duration;
+
+// tokio's Instant (clippy.toml): the real clock here, as nothing pauses time.
+use tokio::time::Instant;
 
 use load::{Measurement, Target};
 use procs::{Gateway, TempDir, Upstream};
@@ -86,6 +89,9 @@ struct Row {
     /// Microseconds of CPU per call of: the gateway (gateway rows only), the
     /// upstream, and this process (the load client).
     cpu_us: [Option<f64>; 3],
+    /// Share of the machine's CPU capacity used by processes other than
+    /// these three (other work on the box: noise), in percent.
+    other_cpu_pct: Option<f64>,
 }
 
 fn bench(bench_mode: bool) -> Result<(), String> {
@@ -94,7 +100,7 @@ fn bench(bench_mode: bool) -> Result<(), String> {
         eprintln!("proxy_hop: no --bench flag, running as a quick smoke test");
     }
     let ticks = procs::clock_ticks();
-    let cpus = std::thread::available_parallelism().map_or(0, |n| n.get());
+    let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
 
     // Declared in this order so drop stops the gateway before its upstream.
     let mut upstream = Upstream::start(settings.lifetime())?;
@@ -105,13 +111,16 @@ fn bench(bench_mode: bool) -> Result<(), String> {
     let mut gateway = Gateway::start(&config, settings.lifetime())?;
 
     let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build().map_err(|e| e.to_string())?;
-    let (rows, peak_rss_kib, reuse) = rt.block_on(measure_all(settings, ticks, &upstream, &gateway))?;
+    let (rows, peak_rss_kib, reuse) = rt.block_on(measure_all(settings, ticks, cpus, &upstream, &gateway))?;
     drop(rt);
 
     gateway.shutdown();
     upstream.shutdown();
 
     report(settings, ticks, cpus, &rows, peak_rss_kib, reuse.as_ref());
+    if !bench_mode || cfg!(debug_assertions) {
+        println!("(smoke run: no --bench flag or an unoptimized build; these figures mean nothing)");
+    }
     Ok(())
 }
 
@@ -126,6 +135,7 @@ struct Reuse {
 async fn measure_all(
     settings: Settings,
     ticks: u64,
+    cpus: usize,
     upstream: &Upstream,
     gateway: &Gateway,
 ) -> Result<(Vec<Row>, Option<u64>, Option<Reuse>), String> {
@@ -138,25 +148,33 @@ async fn measure_all(
 
     let me = std::process::id();
     let targets = [
-        ("direct", Target { url: format!("{}/mcp", upstream.base), tool: "echo" }, None),
-        ("gateway", Target { url: format!("{}/mcp", gateway.base), tool: "echo__echo" }, Some(gateway.pid())),
+        ("direct", Target { url: format!("{}/mcp", upstream.base), tool: "echo" }, false),
+        ("gateway", Target { url: format!("{}/mcp", gateway.base), tool: "echo__echo" }, true),
     ];
     let mut rows = Vec::new();
     let mut stats_before = None;
-    for (name, target, gw_pid) in &targets {
-        if gw_pid.is_some() {
+    for (name, target, via_gateway) in &targets {
+        if *via_gateway {
             stats_before = upstream_stats(&http, &upstream.base).await;
         }
         for clients in CONCURRENCY {
             eprintln!("proxy_hop: {name}, {clients} client(s) ...");
-            let watch = [gw_pid.unwrap_or(0), upstream.pid(), me];
+            // The gateway is watched in the direct rows too (idle there) so
+            // that "other" CPU is really other.
+            let watch = [gateway.pid(), upstream.pid(), me];
             let m = load::run(&http, target, clients, settings.warmup, settings.measure, &watch).await?;
             let per_call = |i: usize| -> Option<f64> {
                 let t = m.cpu_ticks[i]?;
                 Some(t as f64 * 1e6 / ticks as f64 / m.calls() as f64)
             };
-            let cpu_us = [gw_pid.and(per_call(0)), per_call(1), per_call(2)];
-            rows.push(Row { target: name, clients, m, cpu_us });
+            let cpu_us = [per_call(0).filter(|_| *via_gateway), per_call(1), per_call(2)];
+            let ours: Option<u64> = m.cpu_ticks.iter().copied().sum();
+            let capacity = m.elapsed.as_secs_f64() * ticks as f64 * cpus as f64;
+            let other_cpu_pct = m
+                .machine_ticks
+                .zip(ours)
+                .map(|(all, ours)| (all.saturating_sub(ours) as f64 / capacity * 100.0).min(100.0));
+            rows.push(Row { target: name, clients, m, cpu_us, other_cpu_pct });
         }
     }
     let stats_after = upstream_stats(&http, &upstream.base).await;
@@ -201,7 +219,7 @@ fn report(settings: Settings, ticks: u64, cpus: usize, rows: &[Row], peak_rss_ki
     );
     println!();
     println!(
-        "{:<8} {:>7} {:>9} {:>6} {:>8} {:>8} {:>9} {:>13} {:>13} {:>13}",
+        "{:<8} {:>7} {:>9} {:>6} {:>8} {:>8} {:>9} {:>13} {:>13} {:>13} {:>7}",
         "target",
         "clients",
         "calls",
@@ -211,11 +229,12 @@ fn report(settings: Settings, ticks: u64, cpus: usize, rows: &[Row], peak_rss_ki
         "calls/s",
         "gw CPU µs",
         "upstr CPU µs",
-        "client CPU µs"
+        "client CPU µs",
+        "other %"
     );
     for r in rows {
         println!(
-            "{:<8} {:>7} {:>9} {:>6} {:>8.3} {:>8.3} {:>9.0} {:>13} {:>13} {:>13}",
+            "{:<8} {:>7} {:>9} {:>6} {:>8.3} {:>8.3} {:>9.0} {:>13} {:>13} {:>13} {:>7}",
             r.target,
             r.clients,
             r.m.calls(),
@@ -226,9 +245,11 @@ fn report(settings: Settings, ticks: u64, cpus: usize, rows: &[Row], peak_rss_ki
             us(r.cpu_us[0]),
             us(r.cpu_us[1]),
             us(r.cpu_us[2]),
+            r.other_cpu_pct.map_or_else(|| "-".to_owned(), |p| format!("{p:.0}")),
         );
     }
-    println!("(CPU columns: µs of utime+stime per measured call, from /proc/<pid>/stat)");
+    println!("(CPU columns: µs of utime+stime per measured call, from /proc/<pid>/stat;");
+    println!(" other %: CPU used by everything else on the machine during the row, share of all {cpus} CPUs: noise)");
     println!();
 
     let find = |target: &str, clients: usize| rows.iter().find(|r| r.target == target && r.clients == clients);

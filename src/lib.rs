@@ -39,6 +39,13 @@ pub async fn serve(
     let stop = CancellationToken::new();
     let app = downstream::http::router(gateway, stop.clone());
     let stop2 = stop.clone();
+    // Replies are written whole; without Nagle's delay an SSE event or a
+    // small JSON reply leaves at once.
+    let listener = axum::serve::ListenerExt::tap_io(listener, |tcp| {
+        if let Err(e) = tcp.set_nodelay(true) {
+            tracing::debug!(error = %e, "Could not set TCP_NODELAY.");
+        }
+    });
     axum::serve(listener, app)
         .with_graceful_shutdown(async move {
             shutdown.await;

@@ -3,9 +3,11 @@
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU8, Ordering};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use reqwest::header::{ACCEPT, CONTENT_TYPE, HeaderMap, HeaderName, HeaderValue};
+// tokio's Instant (clippy.toml): the real clock here, as nothing pauses time.
+use tokio::time::Instant;
 
 use super::echo_upstream::RESULT_TEXT_BYTES;
 
@@ -38,6 +40,8 @@ pub(crate) struct Measurement {
     /// CPU ticks each watched process used in the window (same order as
     /// `watch`; `None` if `/proc` could not be read).
     pub(crate) cpu_ticks: Vec<Option<u64>>,
+    /// CPU ticks the whole machine was busy in the window.
+    pub(crate) machine_ticks: Option<u64>,
 }
 
 impl Measurement {
@@ -94,6 +98,7 @@ pub(crate) async fn run(
     }
 
     tokio::time::sleep(warmup).await;
+    let machine_before = super::procs::machine_busy_ticks();
     let before: Vec<_> = watch.iter().map(|pid| super::procs::cpu_ticks(*pid)).collect();
     let started = Instant::now();
     phase.store(MEASURE, Ordering::Release);
@@ -101,6 +106,7 @@ pub(crate) async fn run(
     phase.store(STOP, Ordering::Release);
     let elapsed = started.elapsed();
     let after: Vec<_> = watch.iter().map(|pid| super::procs::cpu_ticks(*pid)).collect();
+    let machine_after = super::procs::machine_busy_ticks();
 
     let mut latencies = Vec::new();
     let mut errors = 0;
@@ -119,7 +125,8 @@ pub(crate) async fn run(
     }
     latencies.sort_unstable();
     let cpu_ticks = before.iter().zip(&after).map(|(b, a)| Some(a.as_ref()?.saturating_sub((*b)?))).collect();
-    Ok(Measurement { latencies, errors, elapsed, cpu_ticks })
+    let machine_ticks = machine_before.zip(machine_after).map(|(b, a)| a.saturating_sub(b));
+    Ok(Measurement { latencies, errors, elapsed, cpu_ticks, machine_ticks })
 }
 
 /// `initialize` + `notifications/initialized`.

@@ -73,7 +73,7 @@ impl Gateway {
             catalog: ArcSwap::from_pointee(Catalog::empty()),
             list_changed: watch::Sender::new(0),
             built: watch::Sender::new(0),
-            changes: changed.clone(),
+            changes: changed,
             shutdown: CancellationToken::new(),
             started: tokio::time::Instant::now(),
         });
