@@ -3,7 +3,7 @@
 #   1. install the pinned peers (npm servers, Python SDK venv; PostgreSQL if missing)
 #   2. cargo fmt --check, clippy -D warnings
 #   3. every test: unit tests beside the code and the integration binary
-# Benchmarks are separate: `cargo bench` (see README).
+#   4. a smoke run of the benchmark (the real one is `cargo bench`, see README)
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
@@ -24,3 +24,7 @@ echo "test.sh: cargo clippy" >&2
 cargo clippy --all-targets --locked -- -D warnings
 echo "test.sh: cargo test" >&2
 RUST_BACKTRACE=0 cargo test --locked
+# The benchmark without `--bench` is a few-second smoke run: it proves the
+# bench still starts the gateway and its upstream, measures and cleans up.
+echo "test.sh: benchmark smoke run" >&2
+cargo test --locked --bench proxy_hop
