@@ -315,6 +315,8 @@ impl Connection {
         self.link.reset_session();
         let left = deadline.saturating_duration_since(tokio::time::Instant::now());
         Box::pin(self.initialize(left)).await?;
+        // The old session's notification stream died with it.
+        self.link.start_listening(&self.inbox);
         *done = self.link.generation();
         Ok(())
     }
