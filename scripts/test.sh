@@ -23,8 +23,18 @@ cargo fmt --all -- --check
 echo "test.sh: cargo clippy" >&2
 cargo clippy --all-targets --locked -- -D warnings
 echo "test.sh: cargo test" >&2
-RUST_BACKTRACE=0 cargo test --locked
+log="$(mktemp)"
+trap 'rm -f "$log"' EXIT
+# Unit tests beside the code, then the one integration binary. (There are
+# no doc tests; the binary has no unit tests of its own.)
+RUST_BACKTRACE=0 cargo test --locked --lib --test integration 2>&1 | tee "$log"
 # The benchmark without `--bench` is a few-second smoke run: it proves the
 # bench still starts the gateway and its upstream, measures and cleans up.
 echo "test.sh: benchmark smoke run" >&2
 cargo test --locked --bench proxy_hop
+
+# One closing line with the totals of every test run above.
+read -r passed failed < <(awk '/^test result:/ {
+  for (i = 1; i <= NF; i++) { if ($(i+1) ~ /^passed/) p += $i; if ($(i+1) ~ /^failed/) f += $i }
+} END { print p + 0, f + 0 }' "$log")
+echo "${passed} passed, ${failed} failed"
