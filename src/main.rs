@@ -73,7 +73,7 @@ fn main() -> ExitCode {
         }
     };
     if let Command::Check { .. } = cli.command {
-        println!("{}: ok ({} upstreams: {})", path.display(), config.upstreams.len(), ids(&config));
+        println!("{}: ok ({}: {})", path.display(), plural(config.upstreams.len(), "upstream"), ids(&config));
         return ExitCode::SUCCESS;
     }
     init_tracing(config.gateway.log_format);
@@ -93,6 +93,10 @@ fn main() -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+fn plural(n: usize, noun: &str) -> String {
+    if n == 1 { format!("1 {noun}") } else { format!("{n} {noun}s") }
 }
 
 fn ids(config: &Config) -> String {
@@ -146,7 +150,7 @@ async fn tools(config: Config, wait: Option<u64>) -> anyhow::Result<()> {
                 continue;
             }
             let line = match &*u.state() {
-                State::Ready(r) => format!("ready, {} tools, protocol {}", r.tools.len(), r.protocol_version()),
+                State::Ready(r) => format!("ready, offers {} tools, protocol {}", r.tools.len(), r.protocol_version()),
                 State::Down { reason, .. } => format!("FAILED: {reason}"),
                 _ => continue,
             };
@@ -172,8 +176,12 @@ async fn tools(config: Config, wait: Option<u64>) -> anyhow::Result<()> {
         .map(|t| [t.name.clone(), gateway.upstreams()[t.upstream].id().to_owned(), annotations(&t.def)])
         .collect();
     print_table(&["NAME", "UPSTREAM", "ANNOTATIONS"], &rows);
-    println!("{} tools from {} upstreams", rows.len(), gateway.upstreams().len());
+    let not_ready = gateway.upstreams().iter().filter(|u| !matches!(*u.state(), State::Ready(_))).count();
+    println!("{} from {}", plural(rows.len(), "tool"), plural(gateway.upstreams().len(), "upstream"));
     gateway.shutdown().await;
+    if not_ready > 0 {
+        anyhow::bail!("{} not ready", plural(not_ready, "upstream"));
+    }
     Ok(())
 }
 

@@ -37,11 +37,11 @@ impl ConfigError {
 
     /// A TOML syntax or type error; toml reports the byte span.
     pub(super) fn syntax(path: &Path, src: &str, e: &toml::de::Error) -> Self {
-        let location = match e.span() {
-            Some(span) => position(path, src, span.start),
-            None => path.display().to_string(),
+        let (location, key) = match e.span() {
+            Some(span) => (position(path, src, span.start), key_at(src, span.start)),
+            None => (path.display().to_string(), None),
         };
-        ConfigError { location: Some(location), key: None, message: e.message().trim().to_owned() }
+        ConfigError { location: Some(location), key, message: e.message().trim().to_owned() }
     }
 
     /// A semantic error at `keys`, located with toml_edit's spans.
@@ -80,4 +80,31 @@ fn locate(src: &str, keys: &[&str]) -> Option<usize> {
         }
     }
     found
+}
+
+/// The dotted key at `offset`: the last `[table]` header before it plus the
+/// key on that line (`upstreams.fs.request_timout`). Best effort: `None`
+/// when the line has no `key =`.
+fn key_at(src: &str, offset: usize) -> Option<String> {
+    let before = &src[..offset.min(src.len())];
+    let line_start = before.rfind('\n').map_or(0, |i| i + 1);
+    let line = src[line_start..].lines().next().unwrap_or("");
+    let header = before[..line_start]
+        .lines()
+        .rev()
+        .map(str::trim)
+        .find(|l| l.starts_with('['))
+        .map(|l| l.trim_start_matches('[').split(']').next().unwrap_or("").trim().to_owned());
+    let trimmed = line.trim();
+    if trimmed.starts_with('[') {
+        return header.or_else(|| Some(trimmed.trim_matches(|c| c == '[' || c == ']').trim().to_owned()));
+    }
+    let key = trimmed.split('=').next()?.trim();
+    if key.is_empty() || !line.contains('=') {
+        return header;
+    }
+    Some(match header {
+        Some(h) if !h.is_empty() => format!("{h}.{key}"),
+        _ => key.to_owned(),
+    })
 }

@@ -127,6 +127,9 @@ impl Config {
         if g.max_message_bytes < 1024 {
             return Err(at(&["gateway", "max_message_bytes"], "must be at least 1024".into()));
         }
+        if g.max_sessions == 0 {
+            return Err(at(&["gateway", "max_sessions"], "must be at least 1".into()));
+        }
         if !(16..=1024).contains(&g.max_tool_name_length) {
             return Err(at(&["gateway", "max_tool_name_length"], "must be between 16 and 1024".into()));
         }

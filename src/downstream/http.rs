@@ -129,7 +129,8 @@ async fn post_mcp(State(app): State<Arc<App>>, headers: HeaderMap, body: Result<
             let id = msg.id.as_deref().expect("requests have ids");
             let (reply, version) = app.gateway.initialize(id, msg.params.as_deref());
             let Ok(session) = app.sessions.create(version) else {
-                return rpc_error(StatusCode::SERVICE_UNAVAILABLE, Some(id), -32003, "Too many sessions");
+                let e = crate::error::CallError::new(crate::error::ErrorClass::Overloaded, None, "Too many sessions");
+                return (StatusCode::SERVICE_UNAVAILABLE, json_headers(), e.to_response(id)).into_response();
             };
             tracing::debug!(session_version = %session.version, "Downstream session created.");
             let mut resp = reply_response(reply, sse);
@@ -245,7 +246,12 @@ async fn readyz(State(app): State<Arc<App>>) -> Response {
     (StatusCode::OK, json_headers(), body.to_string()).into_response()
 }
 
-async fn status(State(app): State<Arc<App>>) -> Response {
+async fn status(State(app): State<Arc<App>>, headers: HeaderMap) -> Response {
+    // Pids, errors and server names are not for a DNS-rebinding page; the
+    // health probes reveal nothing and stay open to orchestrators.
+    if let Err(r) = app.check_origin(&headers) {
+        return r;
+    }
     let mut body = app.gateway.status();
     body["sessions"] = app.sessions.len().into();
     (StatusCode::OK, json_headers(), body.to_string()).into_response()
@@ -301,9 +307,14 @@ impl App {
                 "Bad Request: Mcp-Session-Id header is required",
             ));
         };
-        self.sessions
-            .get(sid)
-            .ok_or_else(|| rpc_error(StatusCode::NOT_FOUND, id, -32001, "Session not found; initialize a new session"))
+        self.sessions.get(sid).ok_or_else(|| {
+            rpc_error(
+                StatusCode::NOT_FOUND,
+                id,
+                protocol::INVALID_REQUEST,
+                "Session not found; initialize a new session",
+            )
+        })
     }
 }
 

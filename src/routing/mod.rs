@@ -269,8 +269,22 @@ impl Gateway {
     /// Status of every upstream, for `/status`.
     pub fn status(&self) -> serde_json::Value {
         let catalog = self.catalog.load();
+        let upstreams: Vec<_> = self
+            .upstreams
+            .iter()
+            .enumerate()
+            .map(|(i, u)| {
+                let mut v = u.status();
+                if let Some(offered) = v.get("tools").cloned() {
+                    // What clients see, after filters and collisions.
+                    v["tools_offered"] = offered;
+                    v["tools"] = catalog.tools().iter().filter(|t| t.upstream == i).count().into();
+                }
+                v
+            })
+            .collect();
         serde_json::json!({
-            "upstreams": self.upstreams.iter().map(|u| u.status()).collect::<Vec<_>>(),
+            "upstreams": upstreams,
             "tools": catalog.tools().len(),
             "collisions": catalog.collisions.iter().map(|c| serde_json::json!({
                 "name": c.name, "refused": c.refused, "owner": c.owner,

@@ -248,7 +248,8 @@ impl Upstream {
                 Err(e) => {
                     // The status names the upstream already.
                     let prefix = format!("upstream `{}` ", self.spec.id);
-                    (e.message.strip_prefix(&prefix).map(str::to_owned).unwrap_or(e.message), e.class)
+                    let reason = e.message.strip_prefix(&prefix).unwrap_or(&e.message);
+                    (reason.strip_prefix("is ").unwrap_or(reason).to_owned(), e.class)
                 }
             };
             let delay = backoff.next_delay();

@@ -48,6 +48,14 @@ async fn status_codes_and_errors_follow_the_spec() {
         .await
         .unwrap();
     assert_eq!(r.status(), 403);
+    // /status (pids, errors) is behind the same check; health probes are not.
+    let base = format!("http://{}", gw.addr);
+    let r = c.http.get(format!("{base}/status")).header("host", "evil.example").send().await.unwrap();
+    assert_eq!(r.status(), 403);
+    let r = c.http.get(format!("{base}/status")).header("origin", "http://evil.example").send().await.unwrap();
+    assert_eq!(r.status(), 403);
+    let r = c.http.get(format!("{base}/healthz")).header("host", "10.0.0.7:8080").send().await.unwrap();
+    assert_eq!(r.status(), 200);
     // Malformed JSON → 400 with -32700; not JSON-RPC → -32600.
     let r = c.post("{oops", &[]).await;
     assert_eq!((r.status, r.json()["error"]["code"].clone()), (400, json!(-32700)));
