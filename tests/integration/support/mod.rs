@@ -214,43 +214,23 @@ pub struct Fixture {
 
 impl Fixture {
     pub async fn python(script: &str, args: &[&str]) -> Fixture {
-        let p = peers();
-        let mut child = Command::new(&p.python)
-            .arg(fixture(script))
-            .args(["--port", "0"])
-            .args(args)
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .kill_on_drop(true)
-            .spawn()
-            .unwrap();
-        let stderr = Arc::new(Mutex::new(String::new()));
-        collect(child.stderr.take().unwrap(), stderr.clone(), false);
-        let mut out = BufReader::new(child.stdout.take().unwrap()).lines();
+        let mut cmd = Command::new(peers().python);
+        cmd.arg(fixture(script)).args(["--port", "0"]).args(args);
+        let (child, stderr) = spawn_piped(cmd, false);
+        let mut proc = Proc { child, stderr };
+        let mut out = BufReader::new(proc.child.stdout.take().unwrap()).lines();
         let line = tokio::time::timeout(PATIENCE, out.next_line()).await.unwrap().unwrap().expect("LISTENING line");
         let port = line.strip_prefix("LISTENING ").expect("LISTENING <port>").trim().parse().unwrap();
         tokio::spawn(async move { while let Ok(Some(_)) = out.next_line().await {} });
-        Fixture { proc: Proc { child, stderr }, port }
+        Fixture { proc, port }
     }
 
     /// server-everything over Streamable HTTP on a free port.
     pub async fn everything_http() -> Fixture {
-        let p = peers();
         let port = free_port();
-        let mut child = Command::new("node")
-            .arg(&p.everything)
-            .arg("streamableHttp")
-            .env("PORT", port.to_string())
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .kill_on_drop(true)
-            .spawn()
-            .unwrap();
-        let sink = Arc::new(Mutex::new(String::new()));
-        collect(child.stdout.take().unwrap(), sink.clone(), false);
-        collect(child.stderr.take().unwrap(), sink.clone(), false);
+        let mut cmd = Command::new("node");
+        cmd.arg(peers().everything).arg("streamableHttp").env("PORT", port.to_string());
+        let (child, sink) = spawn_piped(cmd, true);
         let proc = Proc { child, stderr: sink };
         let ok = wait_for(PATIENCE, || std::net::TcpStream::connect(("127.0.0.1", port)).ok()).await;
         assert!(ok.is_some(), "server-everything did not listen: {}", proc.logs());
@@ -270,6 +250,20 @@ impl Fixture {
 /// and report it).
 pub fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+/// Spawns `cmd` with piped output, killed on drop. stderr (and stdout too,
+/// with `both`) is collected into the returned sink; otherwise stdout is
+/// left for the caller to read.
+fn spawn_piped(mut cmd: Command, both: bool) -> (Child, Arc<Mutex<String>>) {
+    let mut child =
+        cmd.stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped()).kill_on_drop(true).spawn().unwrap();
+    let sink = Arc::new(Mutex::new(String::new()));
+    if both {
+        collect(child.stdout.take().unwrap(), sink.clone(), false);
+    }
+    collect(child.stderr.take().unwrap(), sink.clone(), false);
+    (child, sink)
 }
 
 /// A minimal MCP client over Streamable HTTP for precise wire checks.
