@@ -36,6 +36,8 @@ pub struct Gateway {
     /// The upstream-change generation the current catalog was built from.
     built: watch::Sender<u64>,
     changes: Arc<Changes>,
+    /// Set once the start-up wait is over, so later lists skip it.
+    startup_done: std::sync::atomic::AtomicBool,
     shutdown: CancellationToken,
     started: tokio::time::Instant,
 }
@@ -74,6 +76,7 @@ impl Gateway {
             list_changed: watch::Sender::new(0),
             built: watch::Sender::new(0),
             changes: changed,
+            startup_done: std::sync::atomic::AtomicBool::new(false),
             shutdown: CancellationToken::new(),
             started: tokio::time::Instant::now(),
         });
@@ -225,6 +228,15 @@ impl Gateway {
     /// Right after start, waits (at most `startup_list_wait` since start)
     /// for upstreams still on their first start. Never waits afterwards.
     async fn wait_for_first_start(&self) {
+        use std::sync::atomic::Ordering;
+        if self.startup_done.load(Ordering::Relaxed) {
+            return;
+        }
+        self.wait_for_first_start_slow().await;
+        self.startup_done.store(true, Ordering::Relaxed);
+    }
+
+    async fn wait_for_first_start_slow(&self) {
         let deadline = self.started + self.config.gateway.startup_list_wait;
         let mut built = self.built.subscribe();
         // Until every upstream has settled (or the deadline), then until
