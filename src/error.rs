@@ -1,14 +1,30 @@
-//! Error classes (design.md D5).
+//! Error classes (design.md D5): the one place where a failure is
+//! classified.
 //!
-//! Every failure the gateway reports for a call gets exactly one
-//! [`ErrorClass`]. The class decides the JSON-RPC code the client sees, the
-//! `data.class` member, and (with the resilience work) retry and breaker
-//! accounting. Messages name the upstream but never carry internal detail
-//! such as arguments, secrets or OS error strings of the gateway host.
+//! Every failure of a call gets exactly one [`ErrorClass`], whether the
+//! gateway saw it (a transport error, a deadline, a full queue, an open
+//! breaker) or the upstream reported it (a JSON-RPC error, a result with
+//! `isError: true`, see [`classify_reply`]). The class decides:
+//!
+//! | class | retried (when safe, D6) | counts for the breaker | JSON-RPC code |
+//! |---|---|---|---|
+//! | `transport` | yes | yes | -32000 |
+//! | `timeout` | yes | yes | -32001 |
+//! | `overloaded` | yes | yes | -32003 |
+//! | `upstream_internal` | yes | yes | upstream's (-32603 for ours) |
+//! | `protocol` | no | no | upstream's (-32600 for ours) |
+//! | `tool_error` | no | no | none: the result is forwarded |
+//! | `policy` | no | no | -32005 |
+//! | `breaker_open` | no | no | -32004 |
+//!
+//! and it is the `class` label of metrics. Messages name the upstream but
+//! never carry internal detail such as arguments, secrets or OS error
+//! strings of the gateway host.
 
 use std::fmt;
+use std::time::Duration;
 
-use crate::protocol;
+use crate::protocol::{self, Message, RawObject};
 
 /// The class of a failure, as reported to clients in `error.data.class`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -45,6 +61,12 @@ pub struct CallError {
     pub message: String,
     /// The JSON-RPC code to answer with.
     pub code: i64,
+    /// The request provably never reached the upstream (not written, or
+    /// refused before processing: connect failure, HTTP 429/503), so even a
+    /// non-idempotent call may be retried.
+    pub not_delivered: bool,
+    /// How long the upstream asked us to wait (`Retry-After`).
+    pub retry_after: Option<Duration>,
 }
 
 // === impl ErrorClass ===
@@ -63,6 +85,34 @@ impl ErrorClass {
             ErrorClass::BreakerOpen => "breaker_open",
         }
     }
+
+    /// Whether a failure of this class may be retried at all; whether it is
+    /// *safe* to retry a given call is the retry policy's question (D6).
+    pub fn retryable(self) -> bool {
+        matches!(
+            self,
+            ErrorClass::Transport | ErrorClass::Timeout | ErrorClass::Overloaded | ErrorClass::UpstreamInternal
+        )
+    }
+
+    /// Whether a failure of this class says the upstream is sick, and so
+    /// counts against its circuit breaker (D7). The caller's mistakes, tool
+    /// errors and the gateway's own refusals do not.
+    pub fn counts_for_breaker(self) -> bool {
+        self.retryable()
+    }
+
+    /// Every class, for tables and metrics.
+    pub const ALL: [ErrorClass; 8] = [
+        ErrorClass::Transport,
+        ErrorClass::Timeout,
+        ErrorClass::Overloaded,
+        ErrorClass::Protocol,
+        ErrorClass::UpstreamInternal,
+        ErrorClass::ToolError,
+        ErrorClass::Policy,
+        ErrorClass::BreakerOpen,
+    ];
 
     /// The gateway's own JSON-RPC code for failures of this class. Codes in
     /// -32000…-32099 are "server error" in JSON-RPC; -32002 is avoided
@@ -91,7 +141,20 @@ impl fmt::Display for ErrorClass {
 impl CallError {
     /// A failure of `class` concerning `upstream`, with the class's code.
     pub fn new(class: ErrorClass, upstream: Option<&str>, message: impl Into<String>) -> Self {
-        CallError { class, upstream: upstream.map(str::to_owned), message: message.into(), code: class.default_code() }
+        CallError {
+            class,
+            upstream: upstream.map(str::to_owned),
+            message: message.into(),
+            code: class.default_code(),
+            not_delivered: false,
+            retry_after: None,
+        }
+    }
+
+    /// Marks the request as never having reached the upstream.
+    pub fn not_delivered(mut self) -> Self {
+        self.not_delivered = true;
+        self
     }
 
     /// A caller mistake with a specific protocol code (e.g. -32602).
@@ -107,6 +170,69 @@ impl CallError {
         }
         protocol::encode::error(Some(id), self.code, &self.message, Some(&data))
     }
+}
+
+/// The class of an upstream's JSON-RPC error code. The standard "caller's
+/// fault" codes and MCP's "resource not found" (-32002) are `protocol`;
+/// everything else (-32603, the server range -32000…-32099, application
+/// codes) is the upstream failing: `upstream_internal`.
+pub fn classify_rpc_code(code: i64) -> ErrorClass {
+    match code {
+        protocol::PARSE_ERROR | protocol::INVALID_REQUEST | protocol::METHOD_NOT_FOUND | protocol::INVALID_PARAMS => {
+            ErrorClass::Protocol
+        }
+        RESOURCE_NOT_FOUND => ErrorClass::Protocol,
+        _ => ErrorClass::UpstreamInternal,
+    }
+}
+
+/// An upstream's JSON-RPC error, relayed to the client for request `id`:
+/// code, message and data as the upstream sent them (they may matter to
+/// the client, e.g. URL elicitation's -32042 data), with `class` and
+/// `upstream` added to `data` when it is absent or an object.
+pub fn relay_error(id: &protocol::RawValue, error: &protocol::RawValue, upstream: &str) -> String {
+    let Ok(mut err) = RawObject::parse(error.get()) else {
+        return protocol::encode::raw_error(id, error);
+    };
+    let code = err.get("code").and_then(|c| c.get().parse::<i64>().ok());
+    let class = code.map_or(ErrorClass::UpstreamInternal, classify_rpc_code);
+    let data = match err.get("data") {
+        None => RawObject::parse("{}").ok(),
+        Some(d) => RawObject::parse(d.get()).ok(),
+    };
+    if let Some(mut data) = data {
+        if data.get("class").is_none() {
+            data.set_str("class", class.as_str());
+        }
+        if data.get("upstream").is_none() {
+            data.set_str("upstream", upstream);
+        }
+        err.set("data", data.to_raw());
+    }
+    protocol::encode::raw_error(id, &err.to_raw())
+}
+
+/// MCP's "resource not found" (server/resources.mdx).
+const RESOURCE_NOT_FOUND: i64 = -32002;
+
+/// Classifies an upstream's reply: `None` when it succeeded, else the class
+/// of its failure: the error code's class, or `tool_error` for a result
+/// with `isError: true`.
+///
+/// Cheap on the hot path: a result is only parsed when its text contains
+/// `"isError"` at all.
+pub fn classify_reply(reply: &Message) -> Option<ErrorClass> {
+    if let Some(e) = &reply.error {
+        let code = RawObject::parse(e.get()).ok().and_then(|o| o.get("code").and_then(|c| c.get().parse::<i64>().ok()));
+        // An error without a numeric code is malformed: the upstream's fault.
+        return Some(code.map_or(ErrorClass::UpstreamInternal, classify_rpc_code));
+    }
+    let result = reply.result.as_deref()?;
+    if !result.get().contains("\"isError\"") {
+        return None;
+    }
+    let is_error = RawObject::parse(result.get()).ok().and_then(|o| o.get("isError").map(|v| v.get() == "true"));
+    is_error.unwrap_or(false).then_some(ErrorClass::ToolError)
 }
 
 #[cfg(test)]
@@ -129,6 +255,81 @@ mod tests {
             assert_eq!(class.as_str(), label);
             assert_eq!(class.default_code(), code);
         }
+    }
+
+    /// The D5 decision table: what each class means for retries and the
+    /// breaker.
+    #[test]
+    fn class_decisions() {
+        let table = [
+            (ErrorClass::Transport, true, true),
+            (ErrorClass::Timeout, true, true),
+            (ErrorClass::Overloaded, true, true),
+            (ErrorClass::UpstreamInternal, true, true),
+            (ErrorClass::Protocol, false, false),
+            (ErrorClass::ToolError, false, false),
+            (ErrorClass::Policy, false, false),
+            (ErrorClass::BreakerOpen, false, false),
+        ];
+        assert_eq!(table.len(), ErrorClass::ALL.len());
+        for (class, retry, breaker) in table {
+            assert_eq!(class.retryable(), retry, "{class}");
+            assert_eq!(class.counts_for_breaker(), breaker, "{class}");
+        }
+    }
+
+    #[test]
+    fn rpc_codes() {
+        let table = [
+            (-32700, ErrorClass::Protocol),
+            (-32600, ErrorClass::Protocol),
+            (-32601, ErrorClass::Protocol),
+            (-32602, ErrorClass::Protocol),
+            (-32002, ErrorClass::Protocol),
+            (-32603, ErrorClass::UpstreamInternal),
+            (-32000, ErrorClass::UpstreamInternal),
+            (-32099, ErrorClass::UpstreamInternal),
+            (-32042, ErrorClass::UpstreamInternal),
+            (1, ErrorClass::UpstreamInternal),
+        ];
+        for (code, class) in table {
+            assert_eq!(classify_rpc_code(code), class, "{code}");
+        }
+    }
+
+    #[test]
+    fn replies() {
+        let table = [
+            (r#"{"jsonrpc":"2.0","id":1,"result":{"content":[]}}"#, None),
+            (r#"{"jsonrpc":"2.0","id":1,"result":{"content":[],"isError":false}}"#, None),
+            (r#"{"jsonrpc":"2.0","id":1,"result":{"isError":true,"content":[]}}"#, Some(ErrorClass::ToolError)),
+            // The word inside a text is not the member.
+            (r#"{"jsonrpc":"2.0","id":1,"result":{"content":[{"type":"text","text":"\"isError\":true"}]}}"#, None),
+            (r#"{"jsonrpc":"2.0","id":1,"error":{"code":-32602,"message":"bad"}}"#, Some(ErrorClass::Protocol)),
+            (r#"{"jsonrpc":"2.0","id":1,"error":{"code":-32603,"message":"x"}}"#, Some(ErrorClass::UpstreamInternal)),
+            (r#"{"jsonrpc":"2.0","id":1,"error":{"message":"no code"}}"#, Some(ErrorClass::UpstreamInternal)),
+        ];
+        for (text, class) in table {
+            let m = Message::parse(text.as_bytes()).unwrap();
+            assert_eq!(classify_reply(&m), class, "{text}");
+        }
+    }
+
+    #[test]
+    fn relayed_errors_keep_their_code_message_and_data() {
+        let id = protocol::RawValue::from_string("7".into()).unwrap();
+        let relay = |e: &str| -> serde_json::Value {
+            let raw = protocol::RawValue::from_string(e.into()).unwrap();
+            serde_json::from_str(&relay_error(&id, &raw, "db")).unwrap()
+        };
+        let v = relay(r#"{"code":-32602,"message":"Unknown tool: x"}"#);
+        assert_eq!(v["error"]["code"], -32602);
+        assert_eq!(v["error"]["message"], "Unknown tool: x");
+        assert_eq!(v["error"]["data"], serde_json::json!({"class":"protocol","upstream":"db"}));
+        let v = relay(r#"{"code":-32042,"message":"m","data":{"elicitations":[1],"class":"mine"}}"#);
+        assert_eq!(v["error"]["data"], serde_json::json!({"elicitations":[1],"class":"mine","upstream":"db"}));
+        let v = relay(r#"{"code":-32603,"message":"m","data":"trace"}"#);
+        assert_eq!(v["error"]["data"], "trace");
     }
 
     #[test]

@@ -16,11 +16,13 @@ pub mod config;
 pub mod downstream;
 pub mod error;
 pub mod protocol;
+pub mod resilience;
 pub mod routing;
 pub mod upstream;
 
 use std::future::Future;
 use std::sync::Arc;
+use std::time::Duration;
 
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
@@ -29,15 +31,16 @@ pub use crate::config::Config;
 pub use crate::routing::Gateway;
 
 /// Serves `/mcp` on `listener` until `shutdown` resolves, then stops
-/// accepting, ends open streams and returns. The caller shuts the
-/// [`Gateway`] (and so its upstreams) down afterwards.
+/// accepting, ends open streams, lets calls in flight finish for at most
+/// `gateway.drain_timeout` and returns. The caller shuts the [`Gateway`]
+/// (and so its upstreams) down afterwards.
 pub async fn serve(
     listener: TcpListener,
     gateway: Arc<Gateway>,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
     let stop = CancellationToken::new();
-    let app = downstream::http::router(gateway, stop.clone());
+    let app = downstream::http::router(gateway.clone(), stop.clone());
     let stop2 = stop.clone();
     // Replies are written whole; without Nagle's delay an SSE event or a
     // small JSON reply leaves at once.
@@ -46,10 +49,23 @@ pub async fn serve(
             tracing::debug!(error = %e, "Could not set TCP_NODELAY.");
         }
     });
-    axum::serve(listener, app)
-        .with_graceful_shutdown(async move {
-            shutdown.await;
-            stop2.cancel();
-        })
-        .await
+    let drain = gateway.config().gateway.drain_timeout;
+    let server = axum::serve(listener, app).with_graceful_shutdown(async move {
+        shutdown.await;
+        stop2.cancel();
+    });
+    let server = std::future::IntoFuture::into_future(server);
+    tokio::pin!(server);
+    tokio::select! {
+        r = &mut server => r,
+        // Graceful shutdown waits for every connection; bound that wait.
+        _ = async {
+            stop.cancelled().await;
+            gateway.drain(drain).await
+        } => {
+            // Connections finish their current reply at most briefly after.
+            let _ = tokio::time::timeout(Duration::from_millis(200), server).await;
+            Ok(())
+        }
+    }
 }

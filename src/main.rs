@@ -130,9 +130,18 @@ async fn serve(config: Config, listen: Option<SocketAddr>) -> anyhow::Result<()>
 async fn stdio(config: Config) -> anyhow::Result<()> {
     let gateway = Gateway::start(config);
     let input = tokio::io::BufReader::new(tokio::io::stdin());
+    let run = downstream::stdio::run(gateway.clone(), input, tokio::io::stdout());
+    tokio::pin!(run);
     tokio::select! {
-        r = downstream::stdio::run(gateway.clone(), input, tokio::io::stdout()) => r?,
-        () = shutdown_signal() => {}
+        r = &mut run => r?,
+        () = shutdown_signal() => {
+            // Calls in flight may finish (and be answered) within the drain time.
+            let drain = gateway.config().gateway.drain_timeout;
+            tokio::select! {
+                _ = &mut run => {}
+                _ = gateway.drain(drain) => {}
+            }
+        }
     }
     gateway.shutdown().await;
     Ok(())

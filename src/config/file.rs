@@ -60,6 +60,10 @@ pub struct GatewaySection {
     /// Log output: `human` or `json` (`RUST_LOG` sets the filter). Default
     /// `human`.
     pub log_format: LogFormat,
+    /// On SIGTERM or Ctrl-C, calls in flight get this long to finish before
+    /// the gateway stops its upstreams and exits. Default `10s`.
+    #[serde(with = "humantime_serde")]
+    pub drain_timeout: Duration,
 }
 
 /// How `/mcp` answers requests.
@@ -128,12 +132,150 @@ pub struct UpstreamSection {
     /// Default `60s`.
     #[serde(default = "default_startup", with = "humantime_serde")]
     pub startup_timeout: Duration,
-    /// Deadline for one request to this upstream. Default `60s`.
+    /// Deadline for one request to this upstream, shared by its retries.
+    /// Default `60s`.
     #[serde(default = "default_request", with = "humantime_serde")]
     pub request_timeout: Duration,
+    /// Per-tool deadlines over the upstream's own tool names, as globs, e.g.
+    /// `{ "export_*" = "5m" }`. When several match, the longest pattern wins.
+    #[serde(default)]
+    pub tool_timeouts: BTreeMap<String, humantime_serde::Serde<Duration>>,
+    /// Progress notifications extend a call's deadline (by its timeout from
+    /// the last progress) up to this hard maximum since the call began.
+    /// Default: `10m`, or the longest timeout above if that is longer.
+    #[serde(default, with = "humantime_serde")]
+    pub max_request_timeout: Option<Duration>,
+    /// Globs over the upstream's tool names whose calls are safe to retry
+    /// (design.md D6). Default: none.
+    #[serde(default)]
+    pub idempotent_tools: Vec<String>,
+    /// Trust this upstream's tool annotations: `readOnlyHint` or
+    /// `idempotentHint` then make a tool retryable. Default `false`.
+    #[serde(default)]
+    pub trusted: bool,
+    /// Most calls in flight to this upstream at once (bulkhead). Default 64.
+    #[serde(default = "default_concurrency")]
+    pub max_concurrency: usize,
+    /// Most calls waiting for a slot; one more is refused at once with
+    /// class `overloaded`. Default 256.
+    #[serde(default = "default_queue")]
+    pub max_queue: usize,
+    /// `[upstreams.<id>.retry]`: when and how often to retry.
+    #[serde(default)]
+    pub retry: RetrySection,
+    /// `[upstreams.<id>.breaker]`: the circuit breaker.
+    #[serde(default)]
+    pub breaker: BreakerSection,
+    /// `[upstreams.<id>.health]`: periodic pings.
+    #[serde(default)]
+    pub health: HealthSection,
     /// `false` keeps the section but does not start the upstream.
     #[serde(default = "yes")]
     pub enabled: bool,
+}
+
+/// `[upstreams.<id>.retry]` (design.md D6). Only safe calls are retried:
+/// not delivered, read methods, or idempotent tools.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RetrySection {
+    /// Most attempts per call, the first included; 1 disables retries.
+    /// Default 5.
+    pub attempts: u32,
+    /// Ceiling of the first backoff delay; each retry doubles it (full
+    /// jitter: the delay is uniform between zero and the ceiling). Default
+    /// `100ms`.
+    #[serde(with = "humantime_serde")]
+    pub initial_delay: Duration,
+    /// Largest backoff ceiling. Default `2s`.
+    #[serde(with = "humantime_serde")]
+    pub max_delay: Duration,
+    /// Retries may add at most this share of the calls as extra load (retry
+    /// budget, 0 to 1). Default 0.2.
+    pub budget_ratio: f64,
+    /// Retries allowed per second whatever the traffic, so a quiet upstream
+    /// can still be retried. Default 5.
+    pub budget_min_per_second: f64,
+}
+
+/// `[upstreams.<id>.breaker]` (design.md D7).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct BreakerSection {
+    /// `false` turns the breaker off. Default `true`.
+    pub enabled: bool,
+    /// Opens after this many failures in a row. Default 5.
+    pub consecutive_failures: u32,
+    /// Opens when at least this share of the last `window` calls failed
+    /// (0 to 1)... Default 0.5.
+    pub failure_rate: f64,
+    /// ...counting the last this many calls... Default 20.
+    pub window: u32,
+    /// ...once at least this many are in the window. Default 10.
+    pub min_calls: u32,
+    /// How long it stays open before probing; doubles on each trip in a
+    /// row. Default `5s`.
+    #[serde(with = "humantime_serde")]
+    pub cooldown: Duration,
+    /// Largest cooldown. Default `60s`.
+    #[serde(with = "humantime_serde")]
+    pub max_cooldown: Duration,
+    /// Calls admitted at once while half-open; that many successes close
+    /// it, one failure opens it again. Default 1.
+    pub half_open_probes: u32,
+    /// Also keep a breaker per tool, so one failing tool is cut off while
+    /// the upstream's other tools keep serving. Default `false`.
+    pub per_tool: bool,
+}
+
+/// `[upstreams.<id>.health]`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct HealthSection {
+    /// Ping the upstream this often (`0s`: never). Pings feed the breaker
+    /// and probe it when its cooldown ends. Default `30s`.
+    #[serde(with = "humantime_serde")]
+    pub interval: Duration,
+    /// A ping unanswered for this long fails. Default `5s`.
+    #[serde(with = "humantime_serde")]
+    pub timeout: Duration,
+    /// After this many failed pings in a row the connection is dropped and
+    /// re-established (stdio: the process is restarted). 0: never. Default 3.
+    pub failures_to_restart: u32,
+}
+
+impl Default for RetrySection {
+    fn default() -> Self {
+        RetrySection {
+            attempts: 5,
+            initial_delay: Duration::from_millis(100),
+            max_delay: Duration::from_secs(2),
+            budget_ratio: 0.2,
+            budget_min_per_second: 5.0,
+        }
+    }
+}
+
+impl Default for BreakerSection {
+    fn default() -> Self {
+        BreakerSection {
+            enabled: true,
+            consecutive_failures: 5,
+            failure_rate: 0.5,
+            window: 20,
+            min_calls: 10,
+            cooldown: Duration::from_secs(5),
+            max_cooldown: Duration::from_secs(60),
+            half_open_probes: 1,
+            per_tool: false,
+        }
+    }
+}
+
+impl Default for HealthSection {
+    fn default() -> Self {
+        HealthSection { interval: Duration::from_secs(30), timeout: Duration::from_secs(5), failures_to_restart: 3 }
+    }
 }
 
 /// Upstream transport.
@@ -172,6 +314,12 @@ fn default_startup() -> Duration {
 fn default_request() -> Duration {
     Duration::from_secs(60)
 }
+fn default_concurrency() -> usize {
+    64
+}
+fn default_queue() -> usize {
+    256
+}
 
 impl Default for GatewaySection {
     fn default() -> Self {
@@ -187,6 +335,7 @@ impl Default for GatewaySection {
             max_sessions: 10_000,
             startup_list_wait: Duration::from_secs(5),
             log_format: LogFormat::Human,
+            drain_timeout: Duration::from_secs(10),
         }
     }
 }

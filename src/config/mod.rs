@@ -21,7 +21,10 @@ use std::time::Duration;
 use globset::{Glob, GlobSet, GlobSetBuilder};
 
 pub use error::ConfigError;
-pub use file::{FileConfig, GatewaySection, LogFormat, ResponseMode, ToolFilter, TransportKind, UpstreamSection};
+pub use file::{
+    BreakerSection, FileConfig, GatewaySection, HealthSection, LogFormat, ResponseMode, RetrySection, ToolFilter,
+    TransportKind, UpstreamSection,
+};
 pub use secrets::{Redactor, Resolved, Secrets};
 
 /// Name of the environment variable that overrides `gateway.secrets_file`.
@@ -55,6 +58,30 @@ pub struct UpstreamSpec {
     pub startup_timeout: Duration,
     /// Deadline for one request.
     pub request_timeout: Duration,
+    /// Per-tool deadlines (longest matching pattern wins).
+    pub tool_timeouts: ToolTimeouts,
+    /// Hard maximum a call may reach when progress extends its deadline.
+    pub max_request_timeout: Duration,
+    /// Tools whose calls may be retried (operator's word, D6).
+    pub idempotent_tools: ToolMatcher,
+    /// Whether tool annotations of this upstream are believed.
+    pub trusted: bool,
+    /// Bulkhead: calls in flight at once.
+    pub max_concurrency: usize,
+    /// Bulkhead: calls waiting for a slot.
+    pub max_queue: usize,
+    /// Retry policy.
+    pub retry: RetrySection,
+    /// Circuit breaker.
+    pub breaker: BreakerSection,
+    /// Health pings.
+    pub health: HealthSection,
+}
+
+/// Per-tool deadlines: glob → duration, longest pattern first.
+#[derive(Debug, Clone, Default)]
+pub struct ToolTimeouts {
+    rules: Vec<(globset::GlobMatcher, Duration)>,
 }
 
 /// How an upstream is reached, with secrets resolved.
@@ -217,6 +244,24 @@ impl Config {
                     return Err(at(&key(k), "must be greater than zero".into()));
                 }
             }
+            let tool_timeouts = ToolTimeouts::new(&u.tool_timeouts).map_err(|e| at(&key("tool_timeouts"), e))?;
+            let longest = tool_timeouts.longest().max(u.request_timeout);
+            let max_request_timeout = match u.max_request_timeout {
+                Some(m) if m < longest => {
+                    return Err(at(
+                        &key("max_request_timeout"),
+                        format!("must be at least the longest request or tool timeout ({}s)", longest.as_secs_f64()),
+                    ));
+                }
+                Some(m) => m,
+                None => longest.max(Duration::from_secs(600)),
+            };
+            let idempotent_tools =
+                ToolMatcher::only(&u.idempotent_tools).map_err(|e| at(&key("idempotent_tools"), e))?;
+            if u.max_concurrency == 0 {
+                return Err(at(&key("max_concurrency"), "must be at least 1".into()));
+            }
+            validate_resilience(u).map_err(|(section, k, msg)| at(&["upstreams", id, section, k], msg.into()))?;
             upstreams.push(UpstreamSpec {
                 id: id.clone(),
                 transport,
@@ -224,6 +269,15 @@ impl Config {
                 tools,
                 startup_timeout: u.startup_timeout,
                 request_timeout: u.request_timeout,
+                tool_timeouts,
+                max_request_timeout,
+                idempotent_tools,
+                trusted: u.trusted,
+                max_concurrency: u.max_concurrency,
+                max_queue: u.max_queue,
+                retry: u.retry.clone(),
+                breaker: u.breaker.clone(),
+                health: u.health.clone(),
             });
         }
         Ok(Config { path: path.to_path_buf(), gateway: file.gateway, upstreams, redactor: secrets.redactor() })
@@ -232,6 +286,37 @@ impl Config {
     /// The listen address (`gateway.listen`).
     pub fn listen(&self) -> SocketAddr {
         self.gateway.listen
+    }
+}
+
+/// Checks the retry, breaker and health sections; an error names the
+/// section, the key and what is wrong.
+fn validate_resilience(u: &UpstreamSection) -> Result<(), (&'static str, &'static str, &'static str)> {
+    let (r, b, h) = (&u.retry, &u.breaker, &u.health);
+    let share = |x: f64| (0.0..=1.0).contains(&x);
+    let checks = [
+        (r.attempts == 0, "retry", "attempts", "must be at least 1"),
+        (r.initial_delay.is_zero(), "retry", "initial_delay", "must be greater than zero"),
+        (r.max_delay < r.initial_delay, "retry", "max_delay", "must be at least initial_delay"),
+        (!share(r.budget_ratio), "retry", "budget_ratio", "must be between 0 and 1"),
+        (
+            r.budget_min_per_second.is_nan() || r.budget_min_per_second < 0.0,
+            "retry",
+            "budget_min_per_second",
+            "must be zero or more",
+        ),
+        (b.consecutive_failures == 0, "breaker", "consecutive_failures", "must be at least 1"),
+        (!share(b.failure_rate) || b.failure_rate == 0.0, "breaker", "failure_rate", "must be above 0 and at most 1"),
+        (b.window == 0 || b.window > 10_000, "breaker", "window", "must be between 1 and 10000"),
+        (b.min_calls == 0 || b.min_calls > b.window, "breaker", "min_calls", "must be between 1 and window"),
+        (b.cooldown.is_zero(), "breaker", "cooldown", "must be greater than zero"),
+        (b.max_cooldown < b.cooldown, "breaker", "max_cooldown", "must be at least cooldown"),
+        (b.half_open_probes == 0, "breaker", "half_open_probes", "must be at least 1"),
+        (!h.interval.is_zero() && h.timeout.is_zero(), "health", "timeout", "must be greater than zero"),
+    ];
+    match checks.into_iter().find(|c| c.0) {
+        Some((_, section, key, msg)) => Err((section, key, msg)),
+        None => Ok(()),
     }
 }
 
@@ -264,6 +349,47 @@ impl ToolMatcher {
     /// Matches everything.
     pub fn all() -> Self {
         ToolMatcher { allow: None, deny: GlobSet::empty() }
+    }
+
+    /// Matches exactly the names that match one of `globs` (none if empty).
+    fn only(globs: &[String]) -> Result<Self, String> {
+        let mut b = GlobSetBuilder::new();
+        for g in globs {
+            b.add(Glob::new(g).map_err(|e| format!("invalid glob `{g}`: {e}"))?);
+        }
+        Ok(ToolMatcher { allow: Some(b.build().map_err(|e| e.to_string())?), deny: GlobSet::empty() })
+    }
+
+    /// Matches nothing.
+    pub fn none() -> Self {
+        ToolMatcher { allow: Some(GlobSet::empty()), deny: GlobSet::empty() }
+    }
+}
+
+// === impl ToolTimeouts ===
+
+impl ToolTimeouts {
+    fn new(map: &BTreeMap<String, humantime_serde::Serde<Duration>>) -> Result<Self, String> {
+        let mut rules = Vec::with_capacity(map.len());
+        for (pattern, d) in map {
+            let glob = Glob::new(pattern).map_err(|e| format!("invalid glob `{pattern}`: {e}"))?;
+            if d.is_zero() {
+                return Err(format!("`{pattern}`: must be greater than zero"));
+            }
+            rules.push((glob.compile_matcher(), **d));
+        }
+        // Longest pattern first: the most specific rule wins.
+        rules.sort_by_key(|(g, _)| std::cmp::Reverse(g.glob().glob().len()));
+        Ok(ToolTimeouts { rules })
+    }
+
+    /// The deadline configured for `tool`, if any.
+    pub fn get(&self, tool: &str) -> Option<Duration> {
+        self.rules.iter().find(|(g, _)| g.is_match(tool)).map(|(_, d)| *d)
+    }
+
+    fn longest(&self) -> Duration {
+        self.rules.iter().map(|(_, d)| *d).max().unwrap_or_default()
     }
 }
 

@@ -64,6 +64,7 @@ pub fn router(gateway: Arc<Gateway>, shutdown: CancellationToken) -> Router {
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/readyz", get(readyz))
         .route("/status", get(status))
+        .route("/status/upstreams/{id}", get(upstream_status))
         .layer(DefaultBodyLimit::max(max))
         .with_state(app)
 }
@@ -238,12 +239,38 @@ async fn delete_mcp(State(app): State<Arc<App>>, headers: HeaderMap) -> Response
 
 async fn readyz(State(app): State<Arc<App>>) -> Response {
     // Ready means "serving", not "every upstream is up" (partial
-    // availability is the point of the gateway).
-    let ready =
-        app.gateway.upstreams().iter().filter(|u| matches!(*u.state(), crate::upstream::State::Ready(_))).count();
-    let body =
-        serde_json::json!({ "ready": true, "upstreams_ready": ready, "upstreams": app.gateway.upstreams().len() });
-    (StatusCode::OK, json_headers(), body.to_string()).into_response()
+    // availability is the point of the gateway): not while starting (until
+    // the start-up list wait is over) or draining.
+    let g = &app.gateway;
+    let ready_upstreams =
+        g.upstreams().iter().filter(|u| matches!(*u.state(), crate::upstream::State::Ready(_))).count();
+    let draining = app.shutdown.is_cancelled();
+    let ready = g.started_up() && !draining;
+    let body = serde_json::json!({
+        "ready": ready,
+        "draining": draining,
+        "upstreams_ready": ready_upstreams,
+        "upstreams": g.upstreams().len(),
+    });
+    let code = if ready { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
+    (code, json_headers(), body.to_string()).into_response()
+}
+
+async fn upstream_status(
+    State(app): State<Arc<App>>,
+    axum::extract::Path(id): axum::extract::Path<String>,
+    headers: HeaderMap,
+) -> Response {
+    if let Err(r) = app.check_origin(&headers) {
+        return r;
+    }
+    match app.gateway.upstream_status(&id) {
+        Some(body) => (StatusCode::OK, json_headers(), body.to_string()).into_response(),
+        None => {
+            let body = serde_json::json!({ "error": format!("no upstream `{id}`") });
+            (StatusCode::NOT_FOUND, json_headers(), body.to_string()).into_response()
+        }
+    }
 }
 
 async fn status(State(app): State<Arc<App>>, headers: HeaderMap) -> Response {

@@ -40,7 +40,10 @@ where
             Line::Eof => break,
             Line::TooLong => {
                 let msg = format!("Invalid request: message exceeds {max} bytes");
-                let _ = tx.send(encode::error(None, crate::protocol::INVALID_REQUEST, &msg, None)).await;
+                // Answer with the request's id when its first bytes show it.
+                let id =
+                    framing::id_in_head(&buf).and_then(|id| serde_json::value::RawValue::from_string(id.into()).ok());
+                let _ = tx.send(encode::error(id.as_deref(), crate::protocol::INVALID_REQUEST, &msg, None)).await;
                 continue;
             }
             Line::Ok if buf.iter().all(u8::is_ascii_whitespace) => continue,

@@ -11,11 +11,15 @@ use tokio::io::{AsyncBufRead, AsyncBufReadExt};
 pub enum Line {
     /// A complete line (without `\n` or `\r\n`) is in the buffer.
     Ok,
-    /// A line over the limit was skipped; the buffer is empty.
+    /// A line over the limit was skipped; the buffer holds its first
+    /// [`HEAD`] bytes at most (enough to find its `id`, see [`id_in_head`]).
     TooLong,
     /// End of input.
     Eof,
 }
+
+/// How much of a too-long line is kept.
+pub const HEAD: usize = 256;
 
 /// Reads one line into `buf` (cleared first), skipping lines over `max` bytes.
 pub async fn read_line<R: AsyncBufRead + Unpin>(r: &mut R, buf: &mut Vec<u8>, max: usize) -> std::io::Result<Line> {
@@ -37,9 +41,14 @@ pub async fn read_line<R: AsyncBufRead + Unpin>(r: &mut R, buf: &mut Vec<u8>, ma
         };
         if !too_long && buf.len() + chunk.len() <= max {
             buf.extend_from_slice(chunk);
-        } else {
+        } else if !too_long {
             too_long = true;
-            buf.clear();
+            let keep = HEAD.min(max);
+            if buf.len() < keep {
+                let more = (keep - buf.len()).min(chunk.len());
+                buf.extend_from_slice(&chunk[..more]);
+            }
+            buf.truncate(keep);
         }
         let consumed = found.map_or(available.len(), |i| i + 1);
         r.consume(consumed);
@@ -55,9 +64,78 @@ pub async fn read_line<R: AsyncBufRead + Unpin>(r: &mut R, buf: &mut Vec<u8>, ma
     }
 }
 
+/// The top-level `"id"` of a JSON object, from the first bytes of its text:
+/// a number or a string without escapes, as raw JSON text. Used to fail
+/// the one call whose reply (or request) was too large to read.
+pub fn id_in_head(head: &[u8]) -> Option<&str> {
+    let (mut depth, mut i) = (0usize, 0usize);
+    while i < head.len() {
+        match head[i] {
+            b'{' | b'[' => depth += 1,
+            b'}' | b']' => depth = depth.checked_sub(1)?,
+            b'"' => {
+                let end = i + 1 + string_end(&head[i + 1..])?;
+                if depth == 1 && &head[i + 1..end] == b"id" {
+                    let rest = skip_ws(&head[end + 1..]).strip_prefix(b":")?;
+                    let value = skip_ws(rest);
+                    let len = match value.first()? {
+                        b'"' => string_end(&value[1..]).filter(|&n| !value[1..=n].contains(&b'\\'))? + 2,
+                        b'-' | b'0'..=b'9' => value.iter().take_while(|b| b.is_ascii_digit() || **b == b'-').count(),
+                        _ => return None,
+                    };
+                    // A number cut off by the end of the head is not whole.
+                    if len == value.len() {
+                        return None;
+                    }
+                    return std::str::from_utf8(&value[..len]).ok();
+                }
+                i = end;
+            }
+            _ => {}
+        }
+        i += 1;
+    }
+    None
+}
+
+/// Index of the closing quote of a string whose text starts at `s[0]`.
+fn string_end(s: &[u8]) -> Option<usize> {
+    let mut i = 0;
+    while i < s.len() {
+        match s[i] {
+            b'\\' => i += 2,
+            b'"' => return Some(i),
+            _ => i += 1,
+        }
+    }
+    None
+}
+
+fn skip_ws(s: &[u8]) -> &[u8] {
+    let n = s.iter().take_while(|b| b.is_ascii_whitespace()).count();
+    &s[n..]
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn finds_the_top_level_id_only() {
+        let table: [(&str, Option<&str>); 8] = [
+            (r#"{"jsonrpc":"2.0","id":17,"result":{"x"#, Some("17")),
+            (r#"{ "id" : "a-b" , "result"#, Some(r#""a-b""#)),
+            (r#"{"result":{"id":3,"content":[{"id":4}]},"id":9,"#, Some("9")),
+            (r#"{"result":{"text":"\"id\":5"},"id":-2}"#, Some("-2")),
+            (r#"{"jsonrpc":"2.0","result":{"x":"yyyyyy"#, None),
+            (r#"{"id":12"#, None), // cut off: might be 123
+            (r#"{"id":"a\"b","#, None),
+            (r#"{"id":null,"#, None),
+        ];
+        for (head, want) in table {
+            assert_eq!(id_in_head(head.as_bytes()), want, "{head}");
+        }
+    }
 
     #[tokio::test]
     async fn skips_long_lines_and_keeps_going() {
@@ -75,7 +153,7 @@ mod tests {
             got,
             vec![
                 (Line::Ok, "short".into()),
-                (Line::TooLong, String::new()),
+                (Line::TooLong, "this lin".into()),
                 (Line::Ok, "ok".into()),
                 (Line::Ok, "last".into())
             ]

@@ -20,6 +20,7 @@ use sha2::{Digest, Sha256};
 
 use crate::config::ToolMatcher;
 use crate::protocol::RawObject;
+use crate::upstream::ToolHints;
 
 /// Separator between the upstream id and the tool name.
 pub const SEPARATOR: &str = "__";
@@ -37,6 +38,10 @@ pub struct Source<'a> {
     pub filter: &'a ToolMatcher,
     /// Its raw tool definitions.
     pub tools: &'a [Box<RawValue>],
+    /// All its tools are hidden (its breaker is not closed).
+    pub hidden: bool,
+    /// Its tools (original names) hidden by their own breaker.
+    pub hidden_tools: &'a [String],
 }
 
 /// One exposed tool.
@@ -50,6 +55,11 @@ pub struct Tool {
     pub original: String,
     /// The definition as exposed (renamed).
     pub def: Box<RawValue>,
+    /// What its annotations claim (for retry safety).
+    pub hints: ToolHints,
+    /// Left out of `tools/list` while a breaker is open, but still routed,
+    /// so a call fails fast with `breaker_open` rather than "unknown".
+    pub hidden: bool,
 }
 
 /// A tool that was not exposed because its name was taken.
@@ -120,7 +130,17 @@ impl Catalog {
                     }
                     Entry::Vacant(e) => {
                         obj.set_str("name", e.key());
-                        tools.push(Tool { name: e.key().clone(), upstream: src.upstream, original, def: obj.to_raw() });
+                        let hints = hints(&obj);
+                        let hidden = src.hidden || src.hidden_tools.contains(&original);
+                        let def = obj.to_raw();
+                        tools.push(Tool {
+                            name: e.key().clone(),
+                            upstream: src.upstream,
+                            original,
+                            def,
+                            hints,
+                            hidden,
+                        });
                         e.insert(tools.len() - 1);
                     }
                 }
@@ -135,7 +155,7 @@ impl Catalog {
         self.by_name.get(name).map(|&i| &self.tools[i])
     }
 
-    /// Every exposed tool, in catalog order.
+    /// Every routed tool, in catalog order, hidden ones included.
     pub fn tools(&self) -> &[Tool] {
         &self.tools
     }
@@ -151,11 +171,20 @@ impl Catalog {
     }
 }
 
+/// `annotations.readOnlyHint` and `annotations.idempotentHint`.
+fn hints(def: &RawObject) -> ToolHints {
+    let Some(a) = def.get("annotations").and_then(|a| RawObject::parse(a.get()).ok()) else {
+        return ToolHints::default();
+    };
+    let yes = |k: &str| a.get(k).is_some_and(|v| v.get() == "true");
+    ToolHints { read_only: yes("readOnlyHint"), idempotent: yes("idempotentHint") }
+}
+
 fn render(tools: &[Tool]) -> Box<RawValue> {
     let len = tools.iter().map(|t| t.def.get().len() + 1).sum::<usize>();
     let mut s = String::with_capacity(len + 16);
     s.push_str(r#"{"tools":["#);
-    for (i, t) in tools.iter().enumerate() {
+    for (i, t) in tools.iter().filter(|t| !t.hidden).enumerate() {
         if i > 0 {
             s.push(',');
         }
@@ -200,7 +229,18 @@ mod tests {
     fn prefixes_and_keeps_other_members() {
         let all = ToolMatcher::all();
         let t = defs(&["read_file", "a.b-c_d"]);
-        let c = Catalog::build(&[Source { upstream: 0, id: "fs", prefix: true, filter: &all, tools: &t }], 128);
+        let c = Catalog::build(
+            &[Source {
+                upstream: 0,
+                id: "fs",
+                prefix: true,
+                filter: &all,
+                tools: &t,
+                hidden: false,
+                hidden_tools: &[],
+            }],
+            128,
+        );
         let names: Vec<_> = c.tools().iter().map(|t| t.name.as_str()).collect();
         assert_eq!(names, ["fs__read_file", "fs__a.b-c_d"]);
         assert_eq!(c.get("fs__a.b-c_d").unwrap().original, "a.b-c_d");
@@ -216,9 +256,33 @@ mod tests {
         let (a, b, c) = (defs(&["echo", "only_b"]), defs(&["echo", "x"]), defs(&["echo"]));
         let cat = Catalog::build(
             &[
-                Source { upstream: 0, id: "b", prefix: false, filter: &all, tools: &a },
-                Source { upstream: 1, id: "c", prefix: false, filter: &all, tools: &b },
-                Source { upstream: 2, id: "d", prefix: true, filter: &all, tools: &c },
+                Source {
+                    upstream: 0,
+                    id: "b",
+                    prefix: false,
+                    filter: &all,
+                    tools: &a,
+                    hidden: false,
+                    hidden_tools: &[],
+                },
+                Source {
+                    upstream: 1,
+                    id: "c",
+                    prefix: false,
+                    filter: &all,
+                    tools: &b,
+                    hidden: false,
+                    hidden_tools: &[],
+                },
+                Source {
+                    upstream: 2,
+                    id: "d",
+                    prefix: true,
+                    filter: &all,
+                    tools: &c,
+                    hidden: false,
+                    hidden_tools: &[],
+                },
             ],
             128,
         );
@@ -229,11 +293,69 @@ mod tests {
     }
 
     #[test]
+    fn hidden_tools_route_but_are_not_listed() {
+        let all = ToolMatcher::all();
+        let (a, b) = (defs(&["x", "y"]), defs(&["z"]));
+        let hidden_y = ["y".to_owned()];
+        let cat = Catalog::build(
+            &[
+                Source {
+                    upstream: 0,
+                    id: "a",
+                    prefix: true,
+                    filter: &all,
+                    tools: &a,
+                    hidden: false,
+                    hidden_tools: &hidden_y,
+                },
+                Source { upstream: 1, id: "b", prefix: true, filter: &all, tools: &b, hidden: true, hidden_tools: &[] },
+            ],
+            128,
+        );
+        assert!(cat.get("a__y").unwrap().hidden && cat.get("b__z").unwrap().hidden);
+        assert!(!cat.get("a__x").unwrap().hidden);
+        let listed: serde_json::Value = serde_json::from_str(cat.list_result().get()).unwrap();
+        assert_eq!(listed["tools"].as_array().unwrap().len(), 1);
+        assert_eq!(listed["tools"][0]["name"], "a__x");
+    }
+
+    #[test]
+    fn annotations_become_hints() {
+        let all = ToolMatcher::all();
+        let t: Vec<_> = [
+            r#"{"name":"r","annotations":{"readOnlyHint":true}}"#,
+            r#"{"name":"i","annotations":{"idempotentHint":true,"readOnlyHint":false}}"#,
+            r#"{"name":"n","annotations":{"readOnlyHint":"yes"}}"#,
+        ]
+        .iter()
+        .map(|d| RawValue::from_string((*d).to_owned()).unwrap())
+        .collect();
+        let c = Catalog::build(
+            &[Source { upstream: 0, id: "s", prefix: true, filter: &all, tools: &t, hidden: false, hidden_tools: &[] }],
+            128,
+        );
+        assert_eq!(c.get("s__r").unwrap().hints, ToolHints { read_only: true, idempotent: false });
+        assert_eq!(c.get("s__i").unwrap().hints, ToolHints { read_only: false, idempotent: true });
+        assert_eq!(c.get("s__n").unwrap().hints, ToolHints::default());
+    }
+
+    #[test]
     fn long_names_are_shortened_stably_and_route() {
         let long = "t".repeat(128);
         let all = ToolMatcher::all();
         let t = defs(&[&long]);
-        let c = Catalog::build(&[Source { upstream: 0, id: "srv", prefix: true, filter: &all, tools: &t }], 64);
+        let c = Catalog::build(
+            &[Source {
+                upstream: 0,
+                id: "srv",
+                prefix: true,
+                filter: &all,
+                tools: &t,
+                hidden: false,
+                hidden_tools: &[],
+            }],
+            64,
+        );
         let name = &c.tools()[0].name;
         assert_eq!(name.len(), 64);
         assert_eq!(name, &shorten(&format!("srv__{long}"), 64));

@@ -23,7 +23,7 @@ pub use self::catalog::Catalog;
 use crate::config::Config;
 use crate::error::CallError;
 use crate::protocol::{self, Message, RawObject, encode};
-use crate::upstream::{Changes, State, Upstream};
+use crate::upstream::{Changes, Request, State, Upstream};
 
 /// The gateway: upstreams, catalog, and the MCP methods it serves.
 #[derive(Debug)]
@@ -40,6 +40,17 @@ pub struct Gateway {
     startup_done: std::sync::atomic::AtomicBool,
     shutdown: CancellationToken,
     started: tokio::time::Instant,
+    /// Requests being handled now (for graceful drain).
+    in_flight: std::sync::atomic::AtomicUsize,
+}
+
+/// Counts a request in flight until dropped.
+struct InFlight<'a>(&'a std::sync::atomic::AtomicUsize);
+
+impl Drop for InFlight<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, std::sync::atomic::Ordering::AcqRel);
+    }
 }
 
 // === impl Gateway ===
@@ -79,6 +90,7 @@ impl Gateway {
             startup_done: std::sync::atomic::AtomicBool::new(false),
             shutdown: CancellationToken::new(),
             started: tokio::time::Instant::now(),
+            in_flight: std::sync::atomic::AtomicUsize::new(0),
         });
         tokio::spawn(gw.clone().catalog_loop());
         gw
@@ -96,28 +108,33 @@ impl Gateway {
             // Read the generation before the states: the catalog built
             // below reflects at least every change up to it.
             let generation = self.changes.generation();
-            let states: Vec<_> = self.upstreams.iter().map(|u| u.state()).collect();
+            let states: Vec<_> = self.upstreams.iter().map(|u| (u.state(), u.hidden_tools())).collect();
             let sources: Vec<_> = self
                 .upstreams
                 .iter()
                 .zip(&states)
                 .enumerate()
-                .filter_map(|(i, (u, s))| match &**s {
+                .filter_map(|(i, (u, (s, hidden_tools)))| match &**s {
                     State::Ready(r) => Some(catalog::Source {
                         upstream: i,
                         id: u.id(),
                         prefix: u.spec().prefix,
                         filter: &u.spec().tools,
                         tools: &r.tools,
+                        hidden: u.tools_hidden(),
+                        hidden_tools,
                     }),
                     _ => None,
                 })
                 .collect();
             let next = Catalog::build(&sources, self.config.gateway.max_tool_name_length);
             if !next.same_as(&self.catalog.load()) {
-                tracing::info!(tools = next.tools().len(), "Tool catalog changed.");
+                tracing::info!(tools = next.tools().iter().filter(|t| !t.hidden).count(), "Tool catalog changed.");
                 self.catalog.store(Arc::new(next));
                 self.list_changed.send_modify(|v| *v += 1);
+            } else {
+                // Same list, but routing data (hints, hidden flags) may differ.
+                self.catalog.store(Arc::new(next));
             }
             self.built.send_replace(generation);
         }
@@ -149,6 +166,8 @@ impl Gateway {
 
     /// Handles one request (not `initialize`) and returns the reply.
     pub async fn handle(&self, msg: &Message) -> String {
+        self.in_flight.fetch_add(1, std::sync::atomic::Ordering::AcqRel);
+        let _in_flight = InFlight(&self.in_flight);
         let id = msg.id.as_deref().expect("handle is called for requests");
         match self.dispatch(msg).await {
             Ok(reply) => reply,
@@ -188,18 +207,27 @@ impl Gateway {
         let params = params.ok_or_else(|| invalid("tools/call needs params"))?;
         let mut obj = RawObject::parse(params.get()).map_err(|_| invalid("tools/call params must be an object"))?;
         let name = obj.get_str("name").ok_or_else(|| invalid("tools/call needs a string `name`"))?;
-        let (upstream, original) = {
+        let (upstream, original, hints) = {
             let catalog = self.catalog.load();
             match catalog.get(&name) {
-                Some(t) => (self.upstreams[t.upstream].clone(), t.original.clone()),
+                Some(t) => (self.upstreams[t.upstream].clone(), t.original.clone(), t.hints),
                 None => return Err(self.unknown_tool(&name)),
             }
         };
         obj.set_str("name", &original);
-        let reply = upstream.call("tools/call", Some(&obj.to_raw())).await?;
+        let progress = rewrite_progress_token(&mut obj);
+        let params = obj.to_raw();
+        let req = Request {
+            method: "tools/call",
+            params: Some(&params),
+            tool: Some(&original),
+            hints,
+            progress: progress.as_deref(),
+        };
+        let reply = upstream.call(req).await?;
         Ok(match (&reply.result, &reply.error) {
             (Some(r), _) => encode::result(id, r),
-            (None, Some(e)) => encode::raw_error(id, e),
+            (None, Some(e)) => crate::error::relay_error(id, e, upstream.id()),
             (None, None) => unreachable!("a response has a result or an error"),
         })
     }
@@ -278,30 +306,67 @@ impl Gateway {
         &self.config
     }
 
+    /// Whether start-up is over: every upstream's first start ended, or
+    /// `startup_list_wait` passed.
+    pub fn started_up(&self) -> bool {
+        use std::sync::atomic::Ordering;
+        self.startup_done.load(Ordering::Relaxed)
+            || self.upstreams.iter().all(|u| u.has_settled())
+            || self.started.elapsed() >= self.config.gateway.startup_list_wait
+    }
+
+    /// Status of one upstream (`/status/upstreams/<id>`).
+    pub fn upstream_status(&self, id: &str) -> Option<serde_json::Value> {
+        let &i = self.by_id.get(id)?;
+        Some(self.upstream_status_at(i, &self.catalog.load()))
+    }
+
+    fn upstream_status_at(&self, i: usize, catalog: &Catalog) -> serde_json::Value {
+        let mut v = self.upstreams[i].status();
+        if let Some(offered) = v.get("tools").cloned() {
+            // What clients see, after filters, collisions and breakers.
+            v["tools_offered"] = offered;
+            v["tools"] = catalog.tools().iter().filter(|t| t.upstream == i && !t.hidden).count().into();
+        }
+        v
+    }
+
     /// Status of every upstream, for `/status`.
     pub fn status(&self) -> serde_json::Value {
         let catalog = self.catalog.load();
-        let upstreams: Vec<_> = self
-            .upstreams
-            .iter()
-            .enumerate()
-            .map(|(i, u)| {
-                let mut v = u.status();
-                if let Some(offered) = v.get("tools").cloned() {
-                    // What clients see, after filters and collisions.
-                    v["tools_offered"] = offered;
-                    v["tools"] = catalog.tools().iter().filter(|t| t.upstream == i).count().into();
-                }
-                v
-            })
-            .collect();
+        let upstreams: Vec<_> = (0..self.upstreams.len()).map(|i| self.upstream_status_at(i, &catalog)).collect();
         serde_json::json!({
             "upstreams": upstreams,
-            "tools": catalog.tools().len(),
+            "tools": catalog.tools().iter().filter(|t| !t.hidden).count(),
+            "in_flight": self.in_flight(),
+            "runtime": { "alive_tasks": tokio::runtime::Handle::current().metrics().num_alive_tasks() },
             "collisions": catalog.collisions.iter().map(|c| serde_json::json!({
                 "name": c.name, "refused": c.refused, "owner": c.owner,
             })).collect::<Vec<_>>(),
         })
+    }
+
+    /// Requests being handled now.
+    pub fn in_flight(&self) -> usize {
+        self.in_flight.load(std::sync::atomic::Ordering::Acquire)
+    }
+
+    /// Waits until no request is in flight, at most `timeout`; returns how
+    /// many were still in flight at the end.
+    pub async fn drain(&self, timeout: Duration) -> usize {
+        let deadline = tokio::time::Instant::now() + timeout;
+        let n = self.in_flight();
+        if n > 0 {
+            tracing::info!(in_flight = n, timeout_ms = timeout.as_millis() as u64, "Draining calls in flight.");
+        }
+        while self.in_flight() > 0 && tokio::time::Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        let left = self.in_flight();
+        if left > 0 {
+            tracing::warn!(in_flight = left, "Drain deadline passed; cutting off the calls still in flight.");
+        }
+        left
     }
 
     /// Stops every upstream (stdio children: close stdin → SIGTERM →
@@ -310,6 +375,20 @@ impl Gateway {
         self.shutdown.cancel();
         futures_util::future::join_all(self.upstreams.iter().map(|u| u.shutdown())).await;
     }
+}
+
+/// Replaces a client's `_meta.progressToken` with one unique in the
+/// gateway, so progress from a shared upstream connection is never
+/// confused between clients, and returns it (raw JSON text). The client's
+/// own token comes back when progress is relayed (issue 3).
+fn rewrite_progress_token(params: &mut RawObject) -> Option<String> {
+    static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
+    let mut meta = RawObject::parse(params.get("_meta")?.get()).ok()?;
+    meta.get("progressToken")?;
+    let token = format!("\"mcpgw-{}\"", NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed));
+    meta.set("progressToken", RawValue::from_string(token.clone()).expect("a JSON string"));
+    params.set("_meta", meta.to_raw());
+    Some(token)
 }
 
 fn empty() -> Box<RawValue> {

@@ -13,7 +13,8 @@ use std::time::Duration;
 
 use serde::Deserialize;
 use serde_json::value::RawValue;
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::{Notify, mpsc, oneshot};
+use tokio::time::Instant;
 
 use super::link::{Link, LinkError};
 use crate::error::{CallError, ErrorClass};
@@ -38,6 +39,18 @@ pub(crate) struct Inbox {
     events: mpsc::Sender<Event>,
     closed: tokio_util::sync::CancellationToken,
     close_reason: Mutex<Option<String>>,
+    /// Progress tokens of calls in flight (raw JSON text) → their waker.
+    progress: Mutex<HashMap<Box<str>, Arc<Notify>>>,
+}
+
+/// A call's deadline: `deadline` now, pushed to `extend` after the last
+/// progress notification, never past `hard`. Retries share one clock.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Clock {
+    pub(crate) deadline: Instant,
+    pub(crate) extend: Duration,
+    pub(crate) hard: Instant,
+    pub(crate) started: Instant,
 }
 
 /// What `initialize` negotiated.
@@ -72,6 +85,7 @@ impl Inbox {
             events,
             closed: tokio_util::sync::CancellationToken::new(),
             close_reason: Mutex::new(None),
+            progress: Mutex::new(HashMap::new()),
         })
     }
 
@@ -95,7 +109,12 @@ impl Inbox {
                 }
             }
             Ok(MessageKind::Request) => self.event(Event::Request(msg)),
-            Ok(MessageKind::Notification) => self.event(Event::Notification(msg)),
+            Ok(MessageKind::Notification) => {
+                if msg.method() == "notifications/progress" {
+                    self.progress_seen(&msg);
+                }
+                self.event(Event::Notification(msg));
+            }
             Err(_) => {}
         }
     }
@@ -111,6 +130,37 @@ impl Inbox {
         if let Some(tx) = self.lock().remove(&id) {
             drop(tx.send(Err(err)));
         }
+    }
+
+    /// Fails the call whose reply was too large to read, when its id could
+    /// be read from the reply's first bytes.
+    pub(crate) fn fail_oversized(&self, id: Option<&str>, max: usize) {
+        let Some(id) = id.and_then(|id| id.parse::<u64>().ok()) else { return };
+        let msg = format!("upstream `{}` sent a reply larger than {max} bytes", self.upstream);
+        self.fail(id, CallError::new(ErrorClass::UpstreamInternal, Some(&self.upstream), msg));
+    }
+
+    /// Wakes the call that registered the progress token of `msg`.
+    fn progress_seen(&self, msg: &Message) {
+        let token = msg
+            .params
+            .as_deref()
+            .and_then(|p| protocol::RawObject::parse(p.get()).ok())
+            .and_then(|o| o.get("progressToken").map(|t| t.get().to_owned()));
+        let Some(token) = token else { return };
+        let waker =
+            self.progress.lock().unwrap_or_else(std::sync::PoisonError::into_inner).get(token.as_str()).cloned();
+        if let Some(w) = waker {
+            w.notify_one();
+        }
+    }
+
+    /// Registers a call's progress token (raw JSON text) until the guard
+    /// drops.
+    pub(crate) fn watch_progress(self: &Arc<Self>, token: &str) -> ProgressWatch {
+        let notify = Arc::new(Notify::new());
+        self.progress.lock().unwrap_or_else(std::sync::PoisonError::into_inner).insert(token.into(), notify.clone());
+        ProgressWatch { inbox: self.clone(), token: token.into(), notify }
     }
 
     /// Fails every pending call: the connection is gone.
@@ -161,6 +211,20 @@ impl Inbox {
     }
 }
 
+/// A registered progress token; unregistered on drop.
+#[derive(Debug)]
+pub(crate) struct ProgressWatch {
+    inbox: Arc<Inbox>,
+    token: Box<str>,
+    notify: Arc<Notify>,
+}
+
+impl Drop for ProgressWatch {
+    fn drop(&mut self) {
+        self.inbox.progress.lock().unwrap_or_else(std::sync::PoisonError::into_inner).remove(&self.token);
+    }
+}
+
 /// Removes a pending entry when its caller goes away.
 struct PendingGuard<'a> {
     inbox: &'a Inbox,
@@ -187,30 +251,45 @@ impl Connection {
     }
 
     /// Sends a request and waits for its reply until `timeout`.
+    pub(crate) async fn request(&self, method: &str, params: Option<&RawValue>, timeout: Duration) -> Reply {
+        let now = Instant::now();
+        let mut clock = Clock { deadline: now + timeout, extend: timeout, hard: now + timeout, started: now };
+        self.request_within(method, params, &mut clock, None).await
+    }
+
+    /// Sends a request and waits for its reply until the clock's deadline,
+    /// which progress notifications for `progress` (raw JSON token) extend.
     ///
     /// An HTTP session that expired (404) is re-initialised once and the
     /// request sent again: it provably never reached the upstream.
-    pub(crate) async fn request(&self, method: &str, params: Option<&RawValue>, timeout: Duration) -> Reply {
-        let deadline = tokio::time::Instant::now() + timeout;
+    pub(crate) async fn request_within(
+        &self,
+        method: &str,
+        params: Option<&RawValue>,
+        clock: &mut Clock,
+        progress: Option<&str>,
+    ) -> Reply {
+        let watch = progress.map(|t| self.inbox.watch_progress(t));
+        let progress = watch.as_ref().map(|w| &*w.notify);
         let mut reinitialized = false;
         loop {
             let generation = self.link.generation();
-            match tokio::time::timeout_at(deadline, self.request_once(method, params)).await {
-                Ok(Err(Retry::SessionExpired)) if !reinitialized => {
+            match until(self.request_once(method, params), clock, progress).await {
+                Some(Err(Retry::SessionExpired)) if !reinitialized => {
                     reinitialized = true;
-                    self.reinitialize(generation, deadline).await?;
+                    self.reinitialize(generation, clock.deadline).await?;
                 }
-                Ok(Err(Retry::SessionExpired)) => {
+                Some(Err(Retry::SessionExpired)) => {
                     return Err(self.transport_error("session expired again right after re-initialize"));
                 }
-                Ok(Err(Retry::Failed(e))) => return Err(e),
-                Ok(Ok(m)) => return Ok(m),
-                Err(_) => {
-                    let secs = timeout.as_secs_f64();
+                Some(Err(Retry::Failed(e))) => return Err(e),
+                Some(Ok(m)) => return Ok(m),
+                None => {
+                    let secs = clock.deadline.saturating_duration_since(clock.started).as_secs_f64();
                     return Err(CallError::new(
                         ErrorClass::Timeout,
                         Some(&self.upstream),
-                        format!("upstream `{}` did not answer {method} within {secs}s", self.upstream),
+                        format!("upstream `{}` did not answer {method} within {secs:.1}s", self.upstream),
                     ));
                 }
             }
@@ -306,14 +385,14 @@ impl Connection {
 
     /// Runs the handshake again after the upstream forgot our session, once
     /// for all callers that saw the same expired session.
-    async fn reinitialize(&self, seen_generation: u64, deadline: tokio::time::Instant) -> Result<(), CallError> {
+    async fn reinitialize(&self, seen_generation: u64, deadline: Instant) -> Result<(), CallError> {
         let mut done = self.reinit.lock().await;
         if *done > seen_generation || self.link.generation() > seen_generation {
             return Ok(()); // Someone else already re-initialised.
         }
         tracing::info!(upstream = %self.upstream, "Upstream session expired; initializing a new one.");
         self.link.reset_session();
-        let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+        let left = deadline.saturating_duration_since(Instant::now());
         Box::pin(self.initialize(left)).await?;
         // The old session's notification stream died with it.
         self.link.start_listening(&self.inbox);
@@ -321,12 +400,24 @@ impl Connection {
         Ok(())
     }
 
+    /// Classifies a transport failure (D5) and whether the request
+    /// provably never reached the upstream (D6).
     fn link_error(&self, e: &LinkError) -> CallError {
-        let class = match e {
-            LinkError::Status { status: 429, .. } => ErrorClass::Overloaded,
-            _ => ErrorClass::Transport,
+        let (class, not_delivered, retry_after) = match e {
+            LinkError::Status { status: 429, retry_after } => (ErrorClass::Overloaded, true, *retry_after),
+            // 503 refuses before processing (RFC 9110 §15.6.4); 500, 502
+            // and 504 may come after the upstream did the work.
+            LinkError::Status { status: 503, retry_after } => (ErrorClass::Transport, true, *retry_after),
+            LinkError::Status { .. } | LinkError::Io(_) => (ErrorClass::Transport, false, None),
+            LinkError::Closed | LinkError::Connect(_) | LinkError::SessionExpired => {
+                (ErrorClass::Transport, true, None)
+            }
+            LinkError::TooLarge(_) => (ErrorClass::UpstreamInternal, false, None),
         };
-        CallError::new(class, Some(&self.upstream), format!("upstream `{}` {e}", self.upstream))
+        let mut err = CallError::new(class, Some(&self.upstream), format!("upstream `{}` {e}", self.upstream));
+        err.not_delivered = not_delivered;
+        err.retry_after = retry_after;
+        err
     }
 
     fn transport_error(&self, what: &str) -> CallError {
@@ -360,6 +451,27 @@ impl Drop for CancelOnDrop<'_> {
             ),
         );
         self.conn.link.send_detached(&self.conn.inbox, body);
+    }
+}
+
+/// Runs `fut` until the clock's deadline; a progress notification moves the
+/// deadline to `extend` from now (never past `hard`). `None` on timeout.
+async fn until<F: std::future::Future>(fut: F, clock: &mut Clock, progress: Option<&Notify>) -> Option<F::Output> {
+    tokio::pin!(fut);
+    loop {
+        let progressed = async {
+            match progress {
+                Some(n) => n.notified().await,
+                None => std::future::pending().await,
+            }
+        };
+        tokio::select! {
+            out = &mut fut => return Some(out),
+            () = tokio::time::sleep_until(clock.deadline) => return None,
+            () = progressed => {
+                clock.deadline = clock.deadline.max((Instant::now() + clock.extend).min(clock.hard));
+            }
+        }
     }
 }
 

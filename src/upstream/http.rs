@@ -111,6 +111,12 @@ impl HttpLink {
         if !body.iter().all(u8::is_ascii_whitespace) {
             inbox.deliver(&body);
         }
+        // A JSON body must carry the reply (transports.mdx); without it the
+        // caller would wait for its deadline, so fail it now.
+        if let Some(id) = id.filter(|id| inbox.is_pending(*id)) {
+            let msg = format!("upstream `{}` answered without a valid JSON-RPC reply", inbox.upstream());
+            inbox.fail(id, CallError::new(ErrorClass::UpstreamInternal, Some(inbox.upstream()), msg));
+        }
         Ok(())
     }
 
@@ -180,6 +186,7 @@ fn read(lock: &RwLock<Option<HeaderValue>>) -> Option<HeaderValue> {
 }
 
 pub(crate) fn io_error(e: reqwest::Error) -> LinkError {
+    let connect = e.is_connect();
     // The URL may carry a secret; never let it into a message.
     let e = e.without_url();
     let mut msg = e.to_string();
@@ -188,7 +195,7 @@ pub(crate) fn io_error(e: reqwest::Error) -> LinkError {
         msg = format!("{msg}: {s}");
         src = s.source();
     }
-    LinkError::Io(msg)
+    if connect { LinkError::Connect(msg) } else { LinkError::Io(msg) }
 }
 
 /// The response when its status is 2xx, else [`LinkError::Status`].

@@ -35,8 +35,12 @@ pub(crate) enum LinkError {
         /// `Retry-After`, when given in seconds.
         retry_after: Option<Duration>,
     },
-    /// Connect, read or write failure (URL stripped: it may hold secrets).
+    /// The connection could not be made: the request never left.
     #[error("is unreachable: {0}")]
+    Connect(String),
+    /// Read or write failure after connecting (URL stripped: it may hold
+    /// secrets). The request may have reached the upstream.
+    #[error("connection failed: {0}")]
     Io(String),
     /// A body over the message size limit.
     #[error("sent a message larger than {0} bytes")]

@@ -10,7 +10,9 @@
 //! or the merged catalog; it reports changes through a `Notify`.
 
 mod backoff;
+mod call;
 mod conn;
+mod health;
 mod http;
 mod legacy;
 mod link;
@@ -30,16 +32,20 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use self::backoff::Backoff;
+pub use self::call::{Request, Stats, ToolHints};
 use self::conn::{Connection, Event, Inbox, Negotiated};
 use self::link::Link;
 use crate::config::{Redactor, TransportSpec, UpstreamSpec};
 use crate::error::{CallError, ErrorClass};
 use crate::protocol::{Message, encode};
+use crate::resilience::{Breaker, BreakerState, Budget, Bulkhead, Transition};
 
 /// Restart delays: 0.5 s doubling to 30 s; reset after 60 s of health.
 const RESTART_MIN: Duration = Duration::from_millis(500);
 const RESTART_MAX: Duration = Duration::from_secs(30);
 const HEALTHY_RESET: Duration = Duration::from_secs(60);
+/// Failed starts (or short lives) in a row that count as a crash loop.
+const CRASH_LOOP: u32 = 3;
 
 /// Announces upstream changes to whoever builds views of them (the
 /// catalog): a generation counter, bumped after every change, and a wake-up.
@@ -80,6 +86,15 @@ pub struct Upstream {
     max_bytes: usize,
     redactor: Redactor,
     http: reqwest::Client,
+    /// The upstream's breaker (`None` when disabled).
+    breaker: Option<Breaker>,
+    /// Per-tool breakers, created on first use (with `breaker.per_tool`).
+    tool_breakers: std::sync::Mutex<std::collections::HashMap<String, Arc<Breaker>>>,
+    bulkhead: Bulkhead,
+    budget: Budget,
+    stats: Stats,
+    /// Set while the supervisor sees a crash loop.
+    crash_loop: AtomicBool,
 }
 
 /// Where an upstream is in its life.
@@ -129,7 +144,6 @@ impl Upstream {
         http: reqwest::Client,
     ) -> Arc<Self> {
         let this = Arc::new(Upstream {
-            spec,
             state: ArcSwap::from_pointee(State::Starting { since: Instant::now() }),
             restarts: AtomicU32::new(0),
             settled: AtomicBool::new(false),
@@ -138,6 +152,13 @@ impl Upstream {
             max_bytes,
             redactor,
             http,
+            breaker: spec.breaker.enabled.then(|| Breaker::new(spec.breaker.clone())),
+            tool_breakers: std::sync::Mutex::default(),
+            bulkhead: Bulkhead::new(spec.max_concurrency, spec.max_queue),
+            budget: Budget::new(&spec.retry),
+            stats: Stats::default(),
+            crash_loop: AtomicBool::new(false),
+            spec,
         });
         tokio::spawn(this.clone().supervise());
         this
@@ -163,18 +184,6 @@ impl Upstream {
         self.restarts.load(Ordering::Relaxed)
     }
 
-    /// Sends a request and waits for the reply. Fails at once, naming the
-    /// upstream and why, when it is not ready.
-    pub async fn call(&self, method: &str, params: Option<&RawValue>) -> Result<Message, CallError> {
-        let state = self.state.load_full();
-        let conn = match &*state {
-            State::Ready(r) => r.conn.clone(),
-            other => return Err(self.unavailable(other)),
-        };
-        drop(state);
-        conn.request(method, params, self.spec.request_timeout).await
-    }
-
     /// The error for a call that arrives while the upstream is not ready.
     pub fn unavailable(&self, state: &State) -> CallError {
         let id = &self.spec.id;
@@ -191,7 +200,44 @@ impl Upstream {
             State::Stopped => format!("upstream `{id}` is shut down"),
             State::Ready(_) => format!("upstream `{id}` is ready"),
         };
-        CallError::new(ErrorClass::Transport, Some(id), msg)
+        CallError::new(ErrorClass::Transport, Some(id), msg).not_delivered()
+    }
+
+    /// The state of the upstream's breaker (closed when it has none).
+    pub fn breaker_state(&self) -> BreakerState {
+        self.breaker.as_ref().map_or(BreakerState::Closed, Breaker::state)
+    }
+
+    /// Whether its tools are hidden: its breaker is not closed.
+    pub fn tools_hidden(&self) -> bool {
+        self.breaker_state() != BreakerState::Closed
+    }
+
+    /// Its tools (original names) whose own breaker is not closed.
+    pub fn hidden_tools(&self) -> Vec<String> {
+        let map = self.tool_breakers.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        map.iter().filter(|(_, b)| b.state() != BreakerState::Closed).map(|(t, _)| t.clone()).collect()
+    }
+
+    /// Logs and counts a breaker transition, and has the catalog rebuilt
+    /// (tools are hidden while a breaker is not closed).
+    fn note(&self, t: Option<Transition>, tool: Option<&str>) {
+        let Some(t) = t else { return };
+        let tool = tool.unwrap_or("");
+        match t.to {
+            BreakerState::Open => tracing::warn!(
+                upstream = %self.spec.id, tool, from = t.from.as_str(),
+                "Circuit breaker opened: calls fail fast and the tools are hidden until a probe succeeds."
+            ),
+            BreakerState::HalfOpen => {
+                tracing::info!(upstream = %self.spec.id, tool, "Circuit breaker half-open: probing.");
+            }
+            BreakerState::Closed => {
+                tracing::info!(upstream = %self.spec.id, tool, "Circuit breaker closed: the tools are back.");
+            }
+        }
+        self.stats.breaker_transitions.fetch_add(1, Ordering::Relaxed);
+        self.changed.bump();
     }
 
     /// Stops the supervisor and the connection (stdio: close stdin →
@@ -225,6 +271,8 @@ impl Upstream {
 
     async fn supervise(self: Arc<Self>) {
         let mut backoff = Backoff::try_new(RESTART_MIN, RESTART_MAX).expect("constants are valid");
+        // Failed starts and short lives in a row.
+        let mut short_runs = 0u32;
         loop {
             self.set(State::Starting { since: Instant::now() });
             let (tx, rx) = mpsc::channel(64);
@@ -242,6 +290,12 @@ impl Upstream {
                     }
                     if since.elapsed() >= HEALTHY_RESET {
                         backoff.reset();
+                        short_runs = 0;
+                        if self.crash_loop.swap(false, Ordering::Relaxed) {
+                            tracing::info!(upstream = %self.spec.id, "Upstream left its crash loop.");
+                        }
+                    } else {
+                        short_runs += 1;
                     }
                     (reason, ErrorClass::Transport)
                 }
@@ -249,10 +303,17 @@ impl Upstream {
                     // The status names the upstream already.
                     let prefix = format!("upstream `{}` ", self.spec.id);
                     let reason = e.message.strip_prefix(&prefix).unwrap_or(&e.message);
+                    short_runs += 1;
                     (reason.strip_prefix("is ").unwrap_or(reason).to_owned(), e.class)
                 }
             };
             let delay = backoff.next_delay();
+            if short_runs >= CRASH_LOOP && !self.crash_loop.swap(true, Ordering::Relaxed) {
+                tracing::error!(
+                    upstream = %self.spec.id, failures = short_runs, retry_in_ms = delay.as_millis() as u64,
+                    "Upstream is crash-looping; restart delays keep growing (up to {}s).", RESTART_MAX.as_secs()
+                );
+            }
             tracing::warn!(upstream = %self.spec.id, class = %class, retry_in_ms = delay.as_millis() as u64, "Upstream is down: {reason}.");
             self.set(State::Down { reason, class, retry_at: Instant::now() + delay });
             tokio::select! {
@@ -366,8 +427,16 @@ impl Upstream {
             })
         };
         self.set(ready(tools));
+        let health = self.health_loop(&conn);
+        tokio::pin!(health);
         loop {
             tokio::select! {
+                reason = &mut health => {
+                    tracing::warn!(upstream = %self.spec.id, "Giving up the connection: {reason}.");
+                    inbox.close(reason.clone());
+                    conn.link.shutdown().await;
+                    return reason;
+                }
                 ev = events.recv() => match ev {
                     Some(Event::Request(m)) => self.answer(&conn, &m),
                     Some(Event::Notification(m)) if m.method() == "notifications/tools/list_changed" => {
@@ -455,7 +524,31 @@ impl Upstream {
                 TransportSpec::Sse { .. } => "sse",
             },
             "restarts": self.restarts(),
+            "crash_loop": self.crash_loop.load(Ordering::Relaxed),
         });
+        if let Some(b) = &self.breaker {
+            v["breaker"] = serde_json::json!({
+                "state": b.state().as_str(),
+                "opened": b.times_opened(),
+                "probe_in_ms": b.probe_at().map(|t| t.saturating_duration_since(now).as_millis() as u64),
+            });
+        }
+        let open_tools = self.hidden_tools();
+        if !open_tools.is_empty() {
+            v["breaker_open_tools"] = open_tools.into();
+        }
+        let last = self.stats.last_error.lock().unwrap_or_else(std::sync::PoisonError::into_inner).clone();
+        if let Some((class, message)) = last {
+            v["last_error_class"] = class.as_str().into();
+            v["last_error"] = message.into();
+        }
+        v["health"] = serde_json::json!({
+            "pings": self.stats.pings.load(Ordering::Relaxed),
+            "failed": self.stats.ping_failures.load(Ordering::Relaxed),
+        });
+        if let serde_json::Value::Object(calls) = self.call_status() {
+            v.as_object_mut().expect("an object").extend(calls);
+        }
         match &*state {
             State::Starting { since } => {
                 v["state"] = "starting".into();

@@ -146,6 +146,8 @@ async fn read_loop<R: tokio::io::AsyncBufRead + Unpin>(
             Ok(Line::Ok) => inbox.deliver(&buf),
             Ok(Line::TooLong) => {
                 tracing::warn!(upstream = %inbox.upstream(), max_bytes = max, "Upstream sent a message over the size limit; skipped.");
+                // Fail the call it answers now rather than at its deadline.
+                inbox.fail_oversized(framing::id_in_head(&buf), max);
             }
             Ok(Line::Eof) | Err(_) => break,
         }

@@ -16,9 +16,21 @@ async fn slow_and_broken_upstreams_do_not_block_the_rest() {
         raw_stdio("tooslow", "startup_timeout = \"1s\"\nenv = { RAW_STDIO_START_DELAY_MS = \"25000\" }"),
     );
     let gw = Gateway::start(&toml).await;
-    // The gateway serves as soon as it listens.
-    let ready = gw.http.get(format!("http://{}/readyz", gw.addr)).send().await.unwrap();
-    assert_eq!(ready.status(), 200);
+    // Ready once the start-up wait (5 s) is over, though `slow` is not up:
+    // ready means "serving", not "every upstream is up".
+    let readyz = format!("http://{}/readyz", gw.addr);
+    let deadline = tokio::time::Instant::now() + PATIENCE;
+    let ready = loop {
+        let r = gw.http.get(&readyz).send().await.unwrap();
+        if r.status() == 200 {
+            break r.json::<serde_json::Value>().await.unwrap();
+        }
+        assert_eq!(r.status(), 503);
+        assert!(tokio::time::Instant::now() < deadline, "never ready");
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    };
+    assert_eq!(ready["upstreams"], 4, "{ready}");
+    assert!(ready["upstreams_ready"].as_u64().unwrap() < 4, "{ready}");
     gw.wait_ready("fast").await;
     // `fast` is ready while `slow` is still in its start-up.
     assert_eq!(gw.upstream("slow").await["state"], "starting");

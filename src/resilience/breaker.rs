@@ -1,0 +1,418 @@
+//! A circuit breaker (design.md D7), small and our own.
+//!
+//! Closed → open on `consecutive_failures` failures in a row, or when the
+//! share of failures among the last `window` outcomes reaches
+//! `failure_rate` (once at least `min_calls` are in the window). Open for a
+//! cooldown that doubles with each trip in a row (up to `max_cooldown`);
+//! then half-open, where at most `half_open_probes` calls are admitted at
+//! once: that many successes close it, one failure opens it again.
+//!
+//! Unlike `failsafe`, half-open admits a bounded number of probes, not every
+//! caller. Only outcomes of classes that say the upstream is sick count as
+//! failures (`ErrorClass::counts_for_breaker`); other errors count as
+//! successes, since the upstream answered. An outcome of a call admitted
+//! before the last transition is ignored: it says nothing about the state
+//! the breaker is in now.
+//!
+//! Time is tokio's, so tests drive it with `tokio::time::pause`. The lock is
+//! a `std` mutex held for a few arithmetic operations, never across `.await`.
+
+use std::collections::VecDeque;
+use std::sync::Mutex;
+use std::time::Duration;
+
+use tokio::time::Instant;
+
+use crate::config::BreakerSection;
+use crate::error::ErrorClass;
+
+/// The breaker's state, as shown in status and metrics.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BreakerState {
+    /// Calls flow.
+    Closed,
+    /// Calls fail fast until the cooldown ends.
+    Open,
+    /// A bounded number of probe calls decide.
+    HalfOpen,
+}
+
+/// A change of state, reported once by the call that caused it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Transition {
+    /// The state before.
+    pub from: BreakerState,
+    /// The state after.
+    pub to: BreakerState,
+}
+
+/// Why a call was not admitted.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Rejected {
+    /// Until the breaker probes again (zero while probes are in flight).
+    pub retry_in: Duration,
+}
+
+/// One circuit breaker.
+#[derive(Debug)]
+pub struct Breaker {
+    cfg: BreakerSection,
+    inner: Mutex<Inner>,
+}
+
+#[derive(Debug)]
+struct Inner {
+    state: BreakerState,
+    /// Bumped on every transition; permits of an older generation are stale.
+    generation: u64,
+    consecutive: u32,
+    /// Last outcomes, `true` = failure.
+    window: VecDeque<bool>,
+    failures: u32,
+    /// Trips in a row (without closing in between): grows the cooldown.
+    trips: u32,
+    open_until: Instant,
+    probes_in_flight: u32,
+    probe_successes: u32,
+    /// Total transitions into `Open`, for status.
+    opened: u64,
+}
+
+/// Admission to call; report its outcome with [`Breaker::record`]. Dropped
+/// without a report (the caller went away), it frees its probe slot.
+#[derive(Debug)]
+#[must_use = "report the outcome with Breaker::record"]
+pub struct Permit<'a> {
+    breaker: &'a Breaker,
+    generation: u64,
+    probe: bool,
+    done: bool,
+}
+
+// === impl Breaker ===
+
+impl Breaker {
+    /// A closed breaker.
+    pub fn new(cfg: BreakerSection) -> Self {
+        let window = VecDeque::with_capacity(cfg.window as usize);
+        Breaker {
+            cfg,
+            inner: Mutex::new(Inner {
+                state: BreakerState::Closed,
+                generation: 0,
+                consecutive: 0,
+                window,
+                failures: 0,
+                trips: 0,
+                open_until: Instant::now(),
+                probes_in_flight: 0,
+                probe_successes: 0,
+                opened: 0,
+            }),
+        }
+    }
+
+    /// Asks to make a call. An open breaker whose cooldown is over turns
+    /// half-open here, admitting this call as a probe.
+    pub fn try_acquire(&self) -> (Result<Permit<'_>, Rejected>, Option<Transition>) {
+        let mut s = self.lock();
+        let now = Instant::now();
+        let mut transition = None;
+        if s.state == BreakerState::Open {
+            if now < s.open_until {
+                return (Err(Rejected { retry_in: s.open_until - now }), None);
+            }
+            transition = Some(s.go(BreakerState::HalfOpen));
+        }
+        let probe = s.state == BreakerState::HalfOpen;
+        if probe {
+            if s.probes_in_flight >= self.cfg.half_open_probes {
+                return (Err(Rejected { retry_in: Duration::ZERO }), transition);
+            }
+            s.probes_in_flight += 1;
+        }
+        (Ok(Permit { breaker: self, generation: s.generation, probe, done: false }), transition)
+    }
+
+    /// Reports the outcome of an admitted call: `None` for success, else
+    /// the failure's class.
+    pub fn record(&self, mut permit: Permit<'_>, outcome: Option<ErrorClass>) -> Option<Transition> {
+        permit.done = true;
+        let failed = outcome.is_some_and(ErrorClass::counts_for_breaker);
+        let mut s = self.lock();
+        if permit.generation != s.generation {
+            return None; // Admitted under another state: says nothing now.
+        }
+        match s.state {
+            BreakerState::Closed => {
+                s.push(failed, self.cfg.window as usize);
+                s.consecutive = if failed { s.consecutive + 1 } else { 0 };
+                let len = s.window.len() as u32;
+                let rate_trips =
+                    len >= self.cfg.min_calls && f64::from(s.failures) >= self.cfg.failure_rate * f64::from(len);
+                (failed && (s.consecutive >= self.cfg.consecutive_failures || rate_trips)).then(|| s.open(&self.cfg))
+            }
+            BreakerState::HalfOpen => {
+                s.probes_in_flight = s.probes_in_flight.saturating_sub(1);
+                if failed {
+                    return Some(s.open(&self.cfg));
+                }
+                s.probe_successes += 1;
+                (s.probe_successes >= self.cfg.half_open_probes).then(|| {
+                    s.trips = 0;
+                    s.go(BreakerState::Closed)
+                })
+            }
+            BreakerState::Open => None,
+        }
+    }
+
+    /// The state now; an open breaker whose cooldown is over reads as
+    /// half-open (it turns so on the next call).
+    pub fn state(&self) -> BreakerState {
+        let s = self.lock();
+        match s.state {
+            BreakerState::Open if Instant::now() >= s.open_until => BreakerState::HalfOpen,
+            other => other,
+        }
+    }
+
+    /// When an open breaker will admit a probe; `None` unless open.
+    pub fn probe_at(&self) -> Option<Instant> {
+        let s = self.lock();
+        (s.state == BreakerState::Open).then_some(s.open_until)
+    }
+
+    /// How many times it opened since start.
+    pub fn times_opened(&self) -> u64 {
+        self.lock().opened
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Inner> {
+        // Every update is a few assignments; a panic cannot leave it torn.
+        self.inner.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+}
+
+impl Drop for Permit<'_> {
+    fn drop(&mut self) {
+        if self.done || !self.probe {
+            return;
+        }
+        let mut s = self.breaker.lock();
+        if s.generation == self.generation {
+            s.probes_in_flight = s.probes_in_flight.saturating_sub(1);
+        }
+    }
+}
+
+// === impl Inner ===
+
+impl Inner {
+    fn go(&mut self, to: BreakerState) -> Transition {
+        let from = self.state;
+        self.state = to;
+        self.generation += 1;
+        self.consecutive = 0;
+        self.window.clear();
+        self.failures = 0;
+        self.probes_in_flight = 0;
+        self.probe_successes = 0;
+        Transition { from, to }
+    }
+
+    fn open(&mut self, cfg: &BreakerSection) -> Transition {
+        let factor = 1u32.checked_shl(self.trips.min(20)).unwrap_or(u32::MAX);
+        let cooldown = cfg.cooldown.saturating_mul(factor).min(cfg.max_cooldown);
+        self.trips += 1;
+        self.opened += 1;
+        self.open_until = Instant::now() + cooldown;
+        self.go(BreakerState::Open)
+    }
+
+    fn push(&mut self, failed: bool, cap: usize) {
+        if self.window.len() == cap && self.window.pop_front() == Some(true) {
+            self.failures -= 1;
+        }
+        self.window.push_back(failed);
+        self.failures += u32::from(failed);
+    }
+}
+
+impl BreakerState {
+    /// The label in status and metrics.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            BreakerState::Closed => "closed",
+            BreakerState::Open => "open",
+            BreakerState::HalfOpen => "half_open",
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const FAIL: Option<ErrorClass> = Some(ErrorClass::Transport);
+    const OK: Option<ErrorClass> = None;
+
+    fn cfg() -> BreakerSection {
+        BreakerSection {
+            enabled: true,
+            consecutive_failures: 3,
+            failure_rate: 0.5,
+            window: 10,
+            min_calls: 6,
+            cooldown: Duration::from_secs(5),
+            max_cooldown: Duration::from_secs(30),
+            half_open_probes: 2,
+            per_tool: false,
+        }
+    }
+
+    fn call(b: &Breaker, outcome: Option<ErrorClass>) -> Result<Option<Transition>, Rejected> {
+        let (permit, _) = b.try_acquire();
+        Ok(b.record(permit?, outcome))
+    }
+
+    fn to(to: BreakerState) -> Option<Transition> {
+        let from = match to {
+            BreakerState::Open => None,
+            BreakerState::Closed => Some(BreakerState::HalfOpen),
+            BreakerState::HalfOpen => Some(BreakerState::Open),
+        };
+        from.map(|from| Transition { from, to })
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn consecutive_failures_open_it() {
+        let b = Breaker::new(cfg());
+        assert_eq!(call(&b, FAIL), Ok(None));
+        assert_eq!(call(&b, FAIL), Ok(None));
+        assert_eq!(call(&b, OK), Ok(None)); // resets the run
+        assert_eq!(call(&b, FAIL), Ok(None));
+        assert_eq!(call(&b, FAIL), Ok(None));
+        let t = call(&b, FAIL).unwrap().unwrap();
+        assert_eq!((t.from, t.to), (BreakerState::Closed, BreakerState::Open));
+        assert_eq!(b.state(), BreakerState::Open);
+        assert_eq!(call(&b, OK), Err(Rejected { retry_in: Duration::from_secs(5) }));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn failure_rate_needs_min_calls() {
+        let b = Breaker::new(BreakerSection { consecutive_failures: 100, ..cfg() });
+        // F S F S F: 60 % failures but only 5 calls (min 6).
+        for o in [FAIL, OK, FAIL, OK, FAIL] {
+            assert_eq!(call(&b, o), Ok(None));
+        }
+        // The 6th call is a success: 3/6 = 50 % but it is not a failure,
+        // and only a failure can trip.
+        assert_eq!(call(&b, OK), Ok(None));
+        let t = call(&b, FAIL).unwrap().unwrap(); // 4/7 ≥ 50 %
+        assert_eq!(t.to, BreakerState::Open);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn window_forgets_old_outcomes() {
+        let b = Breaker::new(BreakerSection { consecutive_failures: 100, window: 4, min_calls: 4, ..cfg() });
+        for o in [FAIL, OK, OK, OK, OK, OK, OK] {
+            assert_eq!(call(&b, o), Ok(None));
+        }
+        // The early failure left the window: 1/4 after this one.
+        assert_eq!(call(&b, FAIL), Ok(None));
+        assert_eq!(b.state(), BreakerState::Closed);
+        assert_eq!(call(&b, FAIL).unwrap().map(|t| t.to), Some(BreakerState::Open)); // 2/4
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn caller_errors_do_not_count() {
+        let b = Breaker::new(cfg());
+        for class in [ErrorClass::Protocol, ErrorClass::ToolError, ErrorClass::Policy, ErrorClass::BreakerOpen] {
+            for _ in 0..5 {
+                assert_eq!(call(&b, Some(class)), Ok(None));
+            }
+        }
+        assert_eq!(b.state(), BreakerState::Closed);
+        for class in [ErrorClass::Timeout, ErrorClass::Overloaded, ErrorClass::UpstreamInternal] {
+            let b = Breaker::new(cfg());
+            for _ in 0..3 {
+                let _ = call(&b, Some(class));
+            }
+            assert_eq!(b.state(), BreakerState::Open, "{class}");
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn half_open_admits_bounded_probes_and_closes() {
+        let b = Breaker::new(cfg());
+        for _ in 0..3 {
+            let _ = call(&b, FAIL);
+        }
+        tokio::time::advance(Duration::from_millis(4999)).await;
+        assert!(b.try_acquire().0.is_err());
+        tokio::time::advance(Duration::from_millis(1)).await;
+        assert_eq!(b.state(), BreakerState::HalfOpen);
+        let (p1, t) = b.try_acquire();
+        assert_eq!(t, to(BreakerState::HalfOpen));
+        let (p2, t) = b.try_acquire();
+        assert_eq!(t, None);
+        // A third caller is refused while two probes are out.
+        assert_eq!(b.try_acquire().0.unwrap_err(), Rejected { retry_in: Duration::ZERO });
+        assert_eq!(b.record(p1.unwrap(), OK), None);
+        assert_eq!(b.record(p2.unwrap(), OK), to(BreakerState::Closed));
+        assert_eq!(b.state(), BreakerState::Closed);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn dropped_probe_frees_its_slot() {
+        let b = Breaker::new(BreakerSection { half_open_probes: 1, ..cfg() });
+        for _ in 0..3 {
+            let _ = call(&b, FAIL);
+        }
+        tokio::time::advance(Duration::from_secs(5)).await;
+        let (p, _) = b.try_acquire();
+        assert!(b.try_acquire().0.is_err());
+        drop(p);
+        assert!(b.try_acquire().0.is_ok());
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn cooldown_grows_on_repeated_trips_and_resets_on_close() {
+        let b = Breaker::new(BreakerSection { half_open_probes: 1, ..cfg() });
+        for _ in 0..3 {
+            let _ = call(&b, FAIL);
+        }
+        let mut expect = Vec::new();
+        for _ in 0..4 {
+            let wait = b.probe_at().unwrap() - Instant::now();
+            expect.push(wait.as_secs());
+            tokio::time::advance(wait).await;
+            // The probe fails: open again, longer.
+            assert_eq!(call(&b, FAIL).unwrap().map(|t| t.to), Some(BreakerState::Open));
+        }
+        assert_eq!(expect, [5, 10, 20, 30]);
+        tokio::time::advance(Duration::from_secs(30)).await;
+        assert_eq!(call(&b, OK).unwrap().map(|t| t.to), Some(BreakerState::Closed));
+        for _ in 0..3 {
+            let _ = call(&b, FAIL);
+        }
+        assert_eq!((b.probe_at().unwrap() - Instant::now()).as_secs(), 5);
+        assert_eq!(b.times_opened(), 6);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn stale_outcomes_are_ignored() {
+        let b = Breaker::new(cfg());
+        let (slow, _) = b.try_acquire();
+        for _ in 0..3 {
+            let _ = call(&b, FAIL);
+        }
+        tokio::time::advance(Duration::from_secs(5)).await;
+        let (probe, _) = b.try_acquire();
+        // The call admitted while closed ends now: it must not close it.
+        assert_eq!(b.record(slow.unwrap(), OK), None);
+        assert_eq!(b.state(), BreakerState::HalfOpen);
+        drop(probe);
+    }
+}

@@ -1,0 +1,335 @@
+//! One call to an upstream, with the resilience policies applied in order
+//! (design.md D5–D7):
+//!
+//! 1. the deadline: the tool's timeout or the upstream's, shared by every
+//!    attempt, extended by progress up to `max_request_timeout`;
+//! 2. the bulkhead: a slot, or a place in the bounded queue, or
+//!    `overloaded` at once;
+//! 3. per attempt: the upstream must be ready (else a fast `transport`
+//!    error naming why), its breaker (and the tool's) must admit the call
+//!    (else `breaker_open`), then the request, whose outcome is classified
+//!    once and fed to the breakers;
+//! 4. a failed attempt is retried only when the class allows it, the call
+//!    is safe to repeat (not delivered, a read method, or an idempotent
+//!    tool), attempts are left, the backoff wait ends before the deadline,
+//!    and the retry budget has a token.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use serde_json::value::RawValue;
+use tokio::time::Instant;
+
+use super::conn::Clock;
+use super::{State, Upstream};
+use crate::error::{CallError, ErrorClass, classify_reply};
+use crate::protocol::Message;
+use crate::resilience::bulkhead::Full;
+use crate::resilience::retry::{self, Delays, NoRetry, Safety};
+use crate::resilience::{Breaker, breaker};
+
+/// A request for [`Upstream::call`].
+#[derive(Debug, Clone, Copy)]
+pub struct Request<'a> {
+    /// The JSON-RPC method.
+    pub method: &'a str,
+    /// Its params, raw.
+    pub params: Option<&'a RawValue>,
+    /// For `tools/call`: the tool's name as the upstream knows it.
+    pub tool: Option<&'a str>,
+    /// What the tool's annotations say.
+    pub hints: ToolHints,
+    /// The call's progress token (raw JSON text, unique in the gateway).
+    pub progress: Option<&'a str>,
+}
+
+/// What a tool's annotations claim. Believed only for trusted upstreams.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ToolHints {
+    /// `readOnlyHint: true`.
+    pub read_only: bool,
+    /// `idempotentHint: true`.
+    pub idempotent: bool,
+}
+
+/// Counters for status (and, later, metrics).
+#[derive(Debug, Default)]
+pub struct Stats {
+    /// Calls made (not attempts).
+    pub calls: AtomicU64,
+    /// Failed calls by class, in [`ErrorClass::ALL`] order.
+    pub failures: [AtomicU64; 8],
+    /// Retries made.
+    pub retries: AtomicU64,
+    /// Retries refused because the budget was spent.
+    pub budget_exhausted: AtomicU64,
+    /// Calls refused by the bulkhead.
+    pub rejected: AtomicU64,
+    /// Breaker transitions (all breakers of the upstream).
+    pub breaker_transitions: AtomicU64,
+    /// Health pings sent.
+    pub pings: AtomicU64,
+    /// Health pings that failed.
+    pub ping_failures: AtomicU64,
+    /// The last failure: class and message.
+    pub last_error: std::sync::Mutex<Option<(ErrorClass, String)>>,
+}
+
+impl<'a> Request<'a> {
+    /// A request that is not a tool call.
+    pub fn method(method: &'a str, params: Option<&'a RawValue>) -> Self {
+        Request { method, params, tool: None, hints: ToolHints::default(), progress: None }
+    }
+}
+
+/// Methods that only read: repeating them changes nothing (D6).
+fn is_read_method(method: &str) -> bool {
+    matches!(
+        method,
+        "ping"
+            | "tools/list"
+            | "resources/list"
+            | "resources/templates/list"
+            | "resources/read"
+            | "prompts/list"
+            | "prompts/get"
+            | "completion/complete"
+            | "tasks/get"
+            | "tasks/list"
+            | "tasks/result"
+    )
+}
+
+// === impl Upstream ===
+
+impl Upstream {
+    /// Sends a request and waits for its reply, with the deadline, the
+    /// bulkhead, the breakers and safe retries applied. An upstream's
+    /// JSON-RPC error is returned as the reply (`Ok`), classified for
+    /// retries and breakers on the way.
+    pub async fn call(&self, req: Request<'_>) -> Result<Message, CallError> {
+        self.stats.calls.fetch_add(1, Ordering::Relaxed);
+        let result = self.call_inner(&req).await;
+        let class = match &result {
+            Ok(reply) => classify_reply(reply),
+            Err(e) => Some(e.class),
+        };
+        if let Some(class) = class {
+            let i = ErrorClass::ALL.iter().position(|c| *c == class).expect("ALL lists every class");
+            self.stats.failures[i].fetch_add(1, Ordering::Relaxed);
+            let message = match &result {
+                Err(e) => e.message.clone(),
+                Ok(_) => format!("{} answered an error", req.method),
+            };
+            *self.stats.last_error.lock().unwrap_or_else(std::sync::PoisonError::into_inner) = Some((class, message));
+        }
+        result
+    }
+
+    async fn call_inner(&self, req: &Request<'_>) -> Result<Message, CallError> {
+        let started = Instant::now();
+        let timeout = req.tool.and_then(|t| self.spec.tool_timeouts.get(t)).unwrap_or(self.spec.request_timeout);
+        let mut clock = Clock {
+            deadline: started + timeout,
+            extend: timeout,
+            hard: started + self.spec.max_request_timeout.max(timeout),
+            started,
+        };
+        let _slot = self.bulkhead.acquire(clock.deadline).await.map_err(|full| self.bulkhead_error(full, timeout))?;
+        self.budget.deposit();
+        let tool_breaker = self.tool_breaker(req.tool);
+        let safety = self.safety(req);
+        let mut delays = Delays::new(&self.spec.retry, true);
+        let mut attempt = 1u32;
+        loop {
+            let outcome = self.attempt(req, &mut clock, tool_breaker.as_deref()).await;
+            // An upstream's own error reply is retried like a failure, but
+            // relayed as it is when given up on.
+            let err = match &outcome {
+                Ok(reply) => match classify_reply(reply) {
+                    Some(ErrorClass::UpstreamInternal) => {
+                        CallError::new(ErrorClass::UpstreamInternal, Some(&self.spec.id), "answered an error")
+                    }
+                    _ => return outcome,
+                },
+                Err(e) => e.clone(),
+            };
+            // Not ready (any more): fail fast with why. A restart takes
+            // longer than a backoff step, and the agent can try again.
+            if !matches!(**self.state.load(), State::Ready(_)) {
+                return outcome;
+            }
+            let verdict = retry::allowed(&err, safety).and_then(|()| {
+                if attempt >= self.spec.retry.attempts {
+                    return Err(NoRetry::Attempts);
+                }
+                let backoff = delays.next().unwrap_or_default();
+                let wait = retry::wait_before_retry(backoff, &err, clock.deadline).ok_or(NoRetry::Deadline)?;
+                if self.budget.withdraw() { Ok(wait) } else { Err(NoRetry::Budget) }
+            });
+            let wait = match verdict {
+                Ok(wait) => wait,
+                Err(why) => {
+                    if why == NoRetry::Budget {
+                        self.stats.budget_exhausted.fetch_add(1, Ordering::Relaxed);
+                        tracing::warn!(upstream = %self.spec.id, method = req.method, "Retry budget exhausted; not retrying.");
+                    }
+                    if attempt > 1 || why == NoRetry::Unsafe {
+                        tracing::debug!(
+                            upstream = %self.spec.id, method = req.method, class = %err.class,
+                            attempts = attempt, reason = why.as_str(), "Not retrying."
+                        );
+                    }
+                    return outcome;
+                }
+            };
+            tracing::info!(
+                upstream = %self.spec.id, method = req.method, tool = req.tool.unwrap_or(""),
+                class = %err.class, attempt, wait_ms = wait.as_millis() as u64, "Retrying: {}.", err.message
+            );
+            self.stats.retries.fetch_add(1, Ordering::Relaxed);
+            tokio::time::sleep(wait).await;
+            attempt += 1;
+        }
+    }
+
+    /// One attempt: readiness, breakers, the request, the breakers' books.
+    async fn attempt(
+        &self,
+        req: &Request<'_>,
+        clock: &mut Clock,
+        tool_breaker: Option<&Breaker>,
+    ) -> Result<Message, CallError> {
+        let state = self.state.load_full();
+        let conn = match &*state {
+            State::Ready(r) => r.conn.clone(),
+            other => return Err(self.unavailable(other)),
+        };
+        drop(state);
+        let permit = self.admit(self.breaker.as_ref(), None)?;
+        let tool_permit = self.admit(tool_breaker, req.tool)?;
+        let result = conn.request_within(req.method, req.params, clock, req.progress).await;
+        let outcome = match &result {
+            Ok(reply) => classify_reply(reply),
+            Err(e) => Some(e.class),
+        };
+        if let (Some(b), Some(p)) = (self.breaker.as_ref(), permit) {
+            self.note(b.record(p, outcome), None);
+        }
+        if let (Some(b), Some(p)) = (tool_breaker, tool_permit) {
+            self.note(b.record(p, outcome), req.tool);
+        }
+        result
+    }
+
+    /// Asks a breaker (if any) to admit a call.
+    fn admit<'b>(
+        &self,
+        breaker: Option<&'b Breaker>,
+        tool: Option<&str>,
+    ) -> Result<Option<breaker::Permit<'b>>, CallError> {
+        let Some(b) = breaker else { return Ok(None) };
+        let (permit, t) = b.try_acquire();
+        self.note(t, tool);
+        match permit {
+            Ok(p) => Ok(Some(p)),
+            Err(r) => {
+                let what = match tool {
+                    Some(t) => format!("tool `{t}` of upstream `{}`", self.spec.id),
+                    None => format!("upstream `{}`", self.spec.id),
+                };
+                let when = if r.retry_in.is_zero() {
+                    "a probe is in flight".to_owned()
+                } else {
+                    format!("next probe in {:.1}s", r.retry_in.as_secs_f64())
+                };
+                let msg = format!("{what} is failing; its circuit breaker is open ({when})");
+                Err(CallError::new(ErrorClass::BreakerOpen, Some(&self.spec.id), msg).not_delivered())
+            }
+        }
+    }
+
+    /// The tool's own breaker, with `breaker.per_tool`.
+    fn tool_breaker(&self, tool: Option<&str>) -> Option<Arc<Breaker>> {
+        let tool = tool.filter(|_| self.spec.breaker.enabled && self.spec.breaker.per_tool)?;
+        let mut map = self.tool_breakers.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        if let Some(b) = map.get(tool) {
+            return Some(b.clone());
+        }
+        let b = Arc::new(Breaker::new(self.spec.breaker.clone()));
+        map.insert(tool.to_owned(), b.clone());
+        Some(b)
+    }
+
+    /// Whether repeating this call is safe (D6): read methods, and tools
+    /// the operator lists as idempotent, or whose annotations say so when
+    /// the upstream is trusted.
+    fn safety(&self, req: &Request<'_>) -> Safety {
+        let idempotent_tool = req.tool.is_some_and(|t| {
+            self.spec.idempotent_tools.exposes(t)
+                || (self.spec.trusted && (req.hints.read_only || req.hints.idempotent))
+        });
+        Safety { read_method: is_read_method(req.method), idempotent_tool }
+    }
+
+    fn bulkhead_error(&self, full: Full, timeout: Duration) -> CallError {
+        let id = &self.spec.id;
+        match full {
+            Full::Queue => {
+                self.stats.rejected.fetch_add(1, Ordering::Relaxed);
+                tracing::warn!(upstream = %id, in_flight = self.bulkhead.in_flight(), queued = self.bulkhead.queued(), "Bulkhead full; call refused.");
+                let msg = format!(
+                    "upstream `{id}` is overloaded: {} calls in flight and {} waiting; try again later",
+                    self.bulkhead.in_flight(),
+                    self.bulkhead.queued()
+                );
+                CallError::new(ErrorClass::Overloaded, Some(id), msg).not_delivered()
+            }
+            Full::Deadline => CallError::new(
+                ErrorClass::Timeout,
+                Some(id),
+                format!("upstream `{id}` had no free slot within {:.1}s", timeout.as_secs_f64()),
+            )
+            .not_delivered(),
+        }
+    }
+
+    /// Counters and limits for status.
+    pub(super) fn call_status(&self) -> serde_json::Value {
+        let s = &self.stats;
+        let failures: serde_json::Map<_, _> = ErrorClass::ALL
+            .iter()
+            .zip(&s.failures)
+            .map(|(c, n)| (c.as_str().to_owned(), n.load(Ordering::Relaxed).into()))
+            .collect();
+        serde_json::json!({
+            "calls": s.calls.load(Ordering::Relaxed),
+            "failures": failures,
+            "retries": s.retries.load(Ordering::Relaxed),
+            "retry_budget_exhausted": s.budget_exhausted.load(Ordering::Relaxed),
+            "bulkhead": {
+                "in_flight": self.bulkhead.in_flight(),
+                "queued": self.bulkhead.queued(),
+                "rejected": s.rejected.load(Ordering::Relaxed),
+                "max_concurrency": self.spec.max_concurrency,
+                "max_queue": self.spec.max_queue,
+            },
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn read_methods() {
+        for m in ["tools/list", "resources/read", "prompts/get", "ping"] {
+            assert!(is_read_method(m), "{m}");
+        }
+        for m in ["tools/call", "resources/subscribe", "logging/setLevel", "tasks/cancel", "sampling/createMessage"] {
+            assert!(!is_read_method(m), "{m}");
+        }
+    }
+}

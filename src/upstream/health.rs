@@ -1,0 +1,79 @@
+//! Health pings for a ready upstream.
+//!
+//! Every `health.interval` (and whenever an open breaker's cooldown ends)
+//! the upstream gets a `ping` under `health.timeout`. The outcome feeds the
+//! upstream's breaker, so a ping is also the probe that closes it again
+//! while its tools are hidden and no client calls them. Any reply counts as
+//! alive, even an error (a server without `ping` still answered). After
+//! `failures_to_restart` failed pings in a row the connection is given up:
+//! the supervisor restarts a stdio process or re-initializes an HTTP
+//! session.
+
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use tokio::time::Instant;
+
+use super::Upstream;
+use super::conn::Connection;
+use crate::resilience::BreakerState;
+
+/// How often a half-open breaker with its probe slots taken is looked at.
+const HALF_OPEN_RECHECK: Duration = Duration::from_secs(1);
+
+impl Upstream {
+    /// Pings until too many pings in a row failed; returns why.
+    pub(super) async fn health_loop(&self, conn: &Connection) -> String {
+        let h = &self.spec.health;
+        // With `interval = 0s` there are no periodic pings, but an open
+        // breaker is still probed when its cooldown ends.
+        let period = (!h.interval.is_zero()).then_some(h.interval);
+        let far = || Instant::now() + Duration::from_secs(86_400 * 365);
+        let mut next = period.map_or_else(far, |p| Instant::now() + p);
+        let mut failures = 0u32;
+        loop {
+            let probe_at = match self.breaker.as_ref().map(|b| (b.state(), b.probe_at())) {
+                Some((BreakerState::Open, Some(at))) => Some(at),
+                Some((BreakerState::HalfOpen, _)) => Some(Instant::now() + HALF_OPEN_RECHECK),
+                _ => None,
+            };
+            let wake = probe_at.map_or(next, |p| p.min(next));
+            tokio::time::sleep_until(wake).await;
+            let now = Instant::now();
+            let probing = self.breaker.as_ref().is_some_and(|b| b.state() == BreakerState::HalfOpen);
+            if now < next && !probing {
+                continue;
+            }
+            if now >= next {
+                next = period.map_or_else(far, |p| now + p);
+            }
+            let permit = match self.breaker.as_ref() {
+                Some(b) => {
+                    let (permit, t) = b.try_acquire();
+                    self.note(t, None);
+                    match permit {
+                        Ok(p) => Some(p),
+                        Err(_) => continue, // Another probe is deciding.
+                    }
+                }
+                None => None,
+            };
+            let outcome = conn.request("ping", None, h.timeout).await.err().map(|e| (e.class, e.message));
+            if let (Some(b), Some(p)) = (self.breaker.as_ref(), permit) {
+                self.note(b.record(p, outcome.as_ref().map(|o| o.0)), None);
+            }
+            self.stats.pings.fetch_add(1, Ordering::Relaxed);
+            match outcome {
+                None => failures = 0,
+                Some((class, message)) => {
+                    failures += 1;
+                    self.stats.ping_failures.fetch_add(1, Ordering::Relaxed);
+                    tracing::warn!(upstream = %self.spec.id, class = %class, failures, "Health ping failed: {message}.");
+                    if h.failures_to_restart > 0 && failures >= h.failures_to_restart {
+                        return format!("{failures} health pings in a row failed (last: {class})");
+                    }
+                }
+            }
+        }
+    }
+}
