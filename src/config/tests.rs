@@ -26,6 +26,36 @@ fn defaults() {
 }
 
 #[test]
+fn resilience_defaults_follow_production_guidance() {
+    let cfg = load("[upstreams.a]\ncommand = \"x\"\n").unwrap();
+    let u = &cfg.upstreams[0];
+    assert_eq!((u.retry.attempts, u.retry.initial_delay), (5, Duration::from_millis(100)));
+    assert_eq!((u.breaker.consecutive_failures, u.breaker.cooldown), (5, Duration::from_secs(5)));
+    assert!(u.breaker.enabled && !u.breaker.per_tool && !u.trusted);
+    assert_eq!((u.max_concurrency, u.max_queue), (64, 256));
+    assert_eq!(u.max_request_timeout, Duration::from_secs(600));
+    assert_eq!(u.health.interval, Duration::from_secs(30));
+    assert!(!u.idempotent_tools.exposes("anything"));
+    assert_eq!(cfg.gateway.drain_timeout, Duration::from_secs(10));
+}
+
+#[test]
+fn tool_timeouts_longest_pattern_wins() {
+    let cfg = load(concat!(
+        "[upstreams.a]\ncommand = \"x\"\nidempotent_tools = [\"get_*\"]\n",
+        "tool_timeouts = { \"*\" = \"20s\", \"export_*\" = \"5m\", \"export_big\" = \"15m\" }\n",
+    ))
+    .unwrap();
+    let u = &cfg.upstreams[0];
+    assert_eq!(u.tool_timeouts.get("export_big"), Some(Duration::from_secs(900)));
+    assert_eq!(u.tool_timeouts.get("export_small"), Some(Duration::from_secs(300)));
+    assert_eq!(u.tool_timeouts.get("other"), Some(Duration::from_secs(20)));
+    // The hard maximum grows to the longest configured timeout.
+    assert_eq!(u.max_request_timeout, Duration::from_secs(900));
+    assert!(u.idempotent_tools.exposes("get_user") && !u.idempotent_tools.exposes("set_user"));
+}
+
+#[test]
 fn errors_name_file_line_and_key() {
     let cases = [
         ("[upstreams.a]\ncomand = \"x\"\n", "dir/gateway.toml:2:1", "unknown field `comand`"),
@@ -43,6 +73,25 @@ fn errors_name_file_line_and_key() {
             "upstreams.a.env.T: `${NOPE_NOT_SET_42}` is not defined",
         ),
         ("[gateway]\nmax_message_bytes = 10\n", ":2:1", "at least 1024"),
+        ("[upstreams.a]\ncommand = \"x\"\n[upstreams.a.retry]\nattempts = 0\n", ":4:1", "upstreams.a.retry.attempts"),
+        ("[upstreams.a]\ncommand = \"x\"\n[upstreams.a.retry]\nretries = 3\n", ":4:1", "unknown field `retries`"),
+        (
+            "[upstreams.a]\ncommand = \"x\"\n[upstreams.a.breaker]\nwindow = 5\nmin_calls = 6\n",
+            ":5:1",
+            "upstreams.a.breaker.min_calls: must be between 1 and window",
+        ),
+        ("[upstreams.a]\ncommand = \"x\"\n[upstreams.a.breaker]\nfailure_rate = 1.5\n", ":4:1", "failure_rate"),
+        (
+            "[upstreams.a]\ncommand = \"x\"\ntool_timeouts = { \"[\" = \"5s\" }\n",
+            ":3:1",
+            "upstreams.a.tool_timeouts: invalid glob",
+        ),
+        (
+            "[upstreams.a]\ncommand = \"x\"\nrequest_timeout = \"2m\"\nmax_request_timeout = \"1m\"\n",
+            ":4:1",
+            "must be at least the longest request or tool timeout (120s)",
+        ),
+        ("[upstreams.a]\ncommand = \"x\"\nmax_concurrency = 0\n", ":3:1", "at least 1"),
     ];
     for (src, loc, msg) in cases {
         let err = load(src).expect_err(src).to_string();

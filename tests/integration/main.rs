@@ -11,6 +11,7 @@ mod fidelity;
 mod http_front;
 mod partial;
 mod peers;
+mod resilience;
 mod rmcp_client;
 mod stdio_front;
 mod upstreams;

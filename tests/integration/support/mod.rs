@@ -398,3 +398,16 @@ pub fn group_members(pgid: u32) -> Vec<u32> {
 pub fn path_str(p: &Path) -> String {
     p.display().to_string()
 }
+
+/// Polls `f` every 20 ms until it is true (at most [`PATIENCE`]).
+pub async fn wait_until<F, Fut>(mut f: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let deadline = tokio::time::Instant::now() + PATIENCE;
+    while !f().await {
+        assert!(tokio::time::Instant::now() < deadline, "condition never became true");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
