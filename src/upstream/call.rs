@@ -214,11 +214,19 @@ impl Upstream {
             Ok(reply) => classify_reply(reply),
             Err(e) => Some(e.class),
         };
+        // With per-tool breakers, a tool's own failures (internal errors,
+        // timeouts) count against that tool only; the upstream's breaker
+        // counts what says the connection is sick.
+        let connection_level = |c: &ErrorClass| matches!(c, ErrorClass::Transport | ErrorClass::Overloaded);
+        let (upstream_outcome, tool_outcome) = match tool_breaker {
+            Some(_) => (outcome.filter(connection_level), outcome.filter(|c| !connection_level(c))),
+            None => (outcome, None),
+        };
         if let (Some(b), Some(p)) = (self.breaker.as_ref(), permit) {
-            self.note(b.record(p, outcome), None);
+            self.note(b.record(p, upstream_outcome), None);
         }
         if let (Some(b), Some(p)) = (tool_breaker, tool_permit) {
-            self.note(b.record(p, outcome), req.tool);
+            self.note(b.record(p, tool_outcome), req.tool);
         }
         result
     }

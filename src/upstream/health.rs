@@ -37,9 +37,18 @@ impl Upstream {
                 Some((BreakerState::HalfOpen, _)) => Some(Instant::now() + HALF_OPEN_RECHECK),
                 _ => None,
             };
-            let wake = probe_at.map_or(next, |p| p.min(next));
-            tokio::time::sleep_until(wake).await;
+            let tool_probe = self.next_tool_probe();
+            let wake = [probe_at, tool_probe].into_iter().flatten().fold(next, Instant::min);
+            tokio::select! {
+                () = tokio::time::sleep_until(wake) => {}
+                // A breaker moved: its cooldown may end before `wake`.
+                () = self.breaker_moved.notified() => continue,
+            }
             let now = Instant::now();
+            if tool_probe.is_some_and(|t| t <= now) {
+                // A tool's cooldown ended: list it again so calls can probe.
+                self.changed.bump();
+            }
             let probing = self.breaker.as_ref().is_some_and(|b| b.state() == BreakerState::HalfOpen);
             if now < next && !probing {
                 continue;

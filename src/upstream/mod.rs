@@ -95,6 +95,8 @@ pub struct Upstream {
     stats: Stats,
     /// Set while the supervisor sees a crash loop.
     crash_loop: AtomicBool,
+    /// Wakes the health loop on breaker transitions (to probe on time).
+    breaker_moved: Notify,
 }
 
 /// Where an upstream is in its life.
@@ -158,6 +160,7 @@ impl Upstream {
             budget: Budget::new(&spec.retry),
             stats: Stats::default(),
             crash_loop: AtomicBool::new(false),
+            breaker_moved: Notify::new(),
             spec,
         });
         tokio::spawn(this.clone().supervise());
@@ -213,10 +216,20 @@ impl Upstream {
         self.breaker_state() != BreakerState::Closed
     }
 
-    /// Its tools (original names) whose own breaker is not closed.
+    /// Its tools (original names) whose own breaker is open. Unlike the
+    /// upstream's (probed by health pings), a tool's breaker is probed by
+    /// calls, so the tool is listed again once its cooldown ends.
     pub fn hidden_tools(&self) -> Vec<String> {
         let map = self.tool_breakers.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-        map.iter().filter(|(_, b)| b.state() != BreakerState::Closed).map(|(t, _)| t.clone()).collect()
+        map.iter().filter(|(_, b)| b.state() == BreakerState::Open).map(|(t, _)| t.clone()).collect()
+    }
+
+    /// When the earliest cooldown of an open tool breaker ends (future
+    /// ones only: an ended cooldown waits for a call to probe).
+    fn next_tool_probe(&self) -> Option<Instant> {
+        let now = Instant::now();
+        let map = self.tool_breakers.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        map.values().filter_map(|b| b.probe_at()).filter(|t| *t > now).min()
     }
 
     /// Logs and counts a breaker transition, and has the catalog rebuilt
@@ -238,6 +251,7 @@ impl Upstream {
         }
         self.stats.breaker_transitions.fetch_add(1, Ordering::Relaxed);
         self.changed.bump();
+        self.breaker_moved.notify_one();
     }
 
     /// Stops the supervisor and the connection (stdio: close stdin →

@@ -7,6 +7,7 @@
 mod support;
 
 mod cli;
+mod faults;
 mod fidelity;
 mod http_front;
 mod partial;

@@ -411,3 +411,63 @@ where
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
+
+/// Live (not zombie) processes whose parent is `pid`.
+pub fn children_of(pid: u32) -> Vec<u32> {
+    let mut out = Vec::new();
+    for e in std::fs::read_dir("/proc").unwrap().flatten() {
+        let Ok(child) = e.file_name().to_string_lossy().parse::<u32>() else { continue };
+        let Ok(stat) = std::fs::read_to_string(format!("/proc/{child}/stat")) else { continue };
+        let Some((_, rest)) = stat.rsplit_once(')') else { continue };
+        let fields: Vec<&str> = rest.split_whitespace().collect();
+        if fields.get(1).and_then(|p| p.parse::<u32>().ok()) == Some(pid) && fields[0] != "Z" {
+            out.push(child);
+        }
+    }
+    out
+}
+
+/// Open file descriptors of `pid`.
+pub fn fd_count(pid: u32) -> usize {
+    std::fs::read_dir(format!("/proc/{pid}/fd")).map_or(0, |d| d.count())
+}
+
+/// What a gateway holds when idle: file descriptors, tokio tasks and
+/// child processes. Taken after a warm-up call, compared after a fault.
+#[derive(Debug, Clone, Copy)]
+pub struct Footprint {
+    pub fds: usize,
+    pub tasks: u64,
+    pub children: usize,
+}
+
+impl Gateway {
+    pub async fn footprint(&self) -> Footprint {
+        let pid = self.proc.pid();
+        let status = self.status().await;
+        Footprint {
+            fds: fd_count(pid),
+            tasks: status["runtime"]["alive_tasks"].as_u64().unwrap(),
+            children: children_of(pid).len(),
+        }
+    }
+
+    /// Waits until the footprint is back to `base` (a little slack for
+    /// pooled connections and the status request itself); panics with the
+    /// numbers if it never is.
+    pub async fn assert_no_leaks(&self, base: Footprint) {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+        loop {
+            let now = self.footprint().await;
+            if now.fds <= base.fds + 2 && now.tasks <= base.tasks + 2 && now.children == base.children {
+                return;
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "leak: idle footprint was {base:?}, now {now:?}\n{}",
+                self.proc.logs()
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+}
