@@ -379,20 +379,28 @@ pub fn alive(pid: u32) -> bool {
     }
 }
 
-/// All processes whose process group is `pgid`.
-pub fn group_members(pgid: u32) -> Vec<u32> {
+/// Every live (not zombie) process as (pid, ppid, pgrp), from /proc.
+fn processes() -> Vec<(u32, u32, u32)> {
     let mut out = Vec::new();
     for e in std::fs::read_dir("/proc").unwrap().flatten() {
         let Ok(pid) = e.file_name().to_string_lossy().parse::<u32>() else { continue };
         let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else { continue };
         let Some((_, rest)) = stat.rsplit_once(')') else { continue };
-        let fields: Vec<&str> = rest.split_whitespace().collect();
         // state ppid pgrp ...
-        if fields.get(2).and_then(|g| g.parse::<u32>().ok()) == Some(pgid) && fields[0] != "Z" {
-            out.push(pid);
+        let fields: Vec<&str> = rest.split_whitespace().collect();
+        let num = |i: usize| fields.get(i).and_then(|f| f.parse::<u32>().ok());
+        if let (Some(ppid), Some(pgrp)) = (num(1), num(2))
+            && fields[0] != "Z"
+        {
+            out.push((pid, ppid, pgrp));
         }
     }
     out
+}
+
+/// All processes whose process group is `pgid`.
+pub fn group_members(pgid: u32) -> Vec<u32> {
+    processes().into_iter().filter(|p| p.2 == pgid).map(|p| p.0).collect()
 }
 
 pub fn path_str(p: &Path) -> String {
@@ -414,17 +422,7 @@ where
 
 /// Live (not zombie) processes whose parent is `pid`.
 pub fn children_of(pid: u32) -> Vec<u32> {
-    let mut out = Vec::new();
-    for e in std::fs::read_dir("/proc").unwrap().flatten() {
-        let Ok(child) = e.file_name().to_string_lossy().parse::<u32>() else { continue };
-        let Ok(stat) = std::fs::read_to_string(format!("/proc/{child}/stat")) else { continue };
-        let Some((_, rest)) = stat.rsplit_once(')') else { continue };
-        let fields: Vec<&str> = rest.split_whitespace().collect();
-        if fields.get(1).and_then(|p| p.parse::<u32>().ok()) == Some(pid) && fields[0] != "Z" {
-            out.push(child);
-        }
-    }
-    out
+    processes().into_iter().filter(|p| p.1 == pid).map(|p| p.0).collect()
 }
 
 /// Open file descriptors of `pid`.
