@@ -110,11 +110,7 @@ impl Upstream {
     /// retries and breakers on the way.
     pub async fn call(&self, req: Request<'_>) -> Result<Message, CallError> {
         self.stats.calls.fetch_add(1, Ordering::Relaxed);
-        let result = self.call_inner(&req).await;
-        let class = match &result {
-            Ok(reply) => classify_reply(reply),
-            Err(e) => Some(e.class),
-        };
+        let (result, class) = self.call_inner(&req).await;
         if let Some(class) = class {
             let i = ErrorClass::ALL.iter().position(|c| *c == class).expect("ALL lists every class");
             self.stats.failures[i].fetch_add(1, Ordering::Relaxed);
@@ -127,7 +123,9 @@ impl Upstream {
         result
     }
 
-    async fn call_inner(&self, req: &Request<'_>) -> Result<Message, CallError> {
+    /// The call and its class (`None`: success), classified once per
+    /// attempt: a reply is scanned for `isError` only there.
+    async fn call_inner(&self, req: &Request<'_>) -> (Result<Message, CallError>, Option<ErrorClass>) {
         let started = Instant::now();
         let timeout = req.tool.and_then(|t| self.spec.tool_timeouts.get(t)).unwrap_or(self.spec.request_timeout);
         let mut clock = Clock {
@@ -136,29 +134,34 @@ impl Upstream {
             hard: started + self.spec.max_request_timeout.max(timeout),
             started,
         };
-        let _slot = self.bulkhead.acquire(clock.deadline).await.map_err(|full| self.bulkhead_error(full, timeout))?;
+        let _slot = match self.bulkhead.acquire(clock.deadline).await {
+            Ok(slot) => slot,
+            Err(full) => {
+                let e = self.bulkhead_error(full, timeout);
+                let class = Some(e.class);
+                return (Err(e), class);
+            }
+        };
         self.budget.deposit();
         let tool_breaker = self.tool_breaker(req.tool);
         let safety = self.safety(req);
         let mut delays = Delays::new(&self.spec.retry, true);
         let mut attempt = 1u32;
         loop {
-            let outcome = self.attempt(req, &mut clock, tool_breaker.as_deref()).await;
+            let (outcome, class) = self.attempt(req, &mut clock, tool_breaker.as_deref()).await;
             // An upstream's own error reply is retried like a failure, but
             // relayed as it is when given up on.
-            let err = match &outcome {
-                Ok(reply) => match classify_reply(reply) {
-                    Some(ErrorClass::UpstreamInternal) => {
-                        CallError::new(ErrorClass::UpstreamInternal, Some(&self.spec.id), "answered an error")
-                    }
-                    _ => return outcome,
-                },
-                Err(e) => e.clone(),
+            let err = match (&outcome, class) {
+                (Ok(_), Some(ErrorClass::UpstreamInternal)) => {
+                    CallError::new(ErrorClass::UpstreamInternal, Some(&self.spec.id), "answered an error")
+                }
+                (Ok(_), _) => return (outcome, class),
+                (Err(e), _) => e.clone(),
             };
             // Not ready (any more): fail fast with why. A restart takes
             // longer than a backoff step, and the agent can try again.
             if !matches!(**self.state.load(), State::Ready(_)) {
-                return outcome;
+                return (outcome, class);
             }
             let verdict = retry::allowed(&err, safety).and_then(|()| {
                 if attempt >= self.spec.retry.attempts {
@@ -181,7 +184,7 @@ impl Upstream {
                             attempts = attempt, reason = why.as_str(), "Not retrying."
                         );
                     }
-                    return outcome;
+                    return (outcome, class);
                 }
             };
             tracing::info!(
@@ -195,20 +198,31 @@ impl Upstream {
     }
 
     /// One attempt: readiness, breakers, the request, the breakers' books.
+    /// Returns the outcome and its class (`None`: success).
     async fn attempt(
         &self,
         req: &Request<'_>,
         clock: &mut Clock,
         tool_breaker: Option<&Breaker>,
-    ) -> Result<Message, CallError> {
+    ) -> (Result<Message, CallError>, Option<ErrorClass>) {
+        let fail = |e: CallError| {
+            let class = Some(e.class);
+            (Err(e), class)
+        };
         let state = self.state.load_full();
         let conn = match &*state {
             State::Ready(r) => r.conn.clone(),
-            other => return Err(self.unavailable(other)),
+            other => return fail(self.unavailable(other)),
         };
         drop(state);
-        let permit = self.admit(self.breaker.as_ref(), None)?;
-        let tool_permit = self.admit(tool_breaker, req.tool)?;
+        let permit = match self.admit(self.breaker.as_ref(), None) {
+            Ok(p) => p,
+            Err(e) => return fail(e),
+        };
+        let tool_permit = match self.admit(tool_breaker, req.tool) {
+            Ok(p) => p,
+            Err(e) => return fail(e),
+        };
         let result = conn.request_within(req.method, req.params, clock, req.progress).await;
         let outcome = match &result {
             Ok(reply) => classify_reply(reply),
@@ -228,7 +242,7 @@ impl Upstream {
         if let (Some(b), Some(p)) = (tool_breaker, tool_permit) {
             self.note(b.record(p, tool_outcome), req.tool);
         }
-        result
+        (result, outcome)
     }
 
     /// Asks a breaker (if any) to admit a call.
