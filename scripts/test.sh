@@ -3,7 +3,7 @@
 #   1. install the pinned peers (npm servers, Python SDK venv; PostgreSQL if missing)
 #   2. cargo fmt --check, clippy -D warnings
 #   3. every test: unit tests beside the code and the integration binary
-#   4. a smoke run of the benchmark (the real one is `cargo bench`, see README)
+#   4. smoke runs of the benchmarks (the real ones are `cargo bench`, see README)
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
@@ -28,10 +28,12 @@ trap 'rm -f "$log"' EXIT
 # Unit tests beside the code, then the one integration binary. (There are
 # no doc tests; the binary has no unit tests of its own.)
 RUST_BACKTRACE=0 cargo test --locked --lib --test integration 2>&1 | tee "$log"
-# The benchmark without `--bench` is a few-second smoke run: it proves the
-# bench still starts the gateway and its upstream, measures and cleans up.
-echo "test.sh: benchmark smoke run" >&2
+# The benchmarks without `--bench` are few-second smoke runs: they prove
+# each bench still starts the gateway and its upstreams, measures and
+# cleans up (isolation also checks that a full bulkhead refuses at once).
+echo "test.sh: benchmark smoke runs" >&2
 cargo test --locked --bench proxy_hop
+cargo test --locked --bench isolation
 
 # One closing line with the totals of every test run above.
 read -r passed failed < <(awk '/^test result:/ {

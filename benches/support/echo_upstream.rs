@@ -1,15 +1,23 @@
-//! The "direct" baseline: a lean Streamable HTTP MCP server with one tool,
-//! `echo`, whose result is a ~1 KiB text block. Runs as its own process
-//! (the bench binary started with `--echo-upstream <max lifetime secs>`),
-//! prints `LISTENING <port>` on stdout and stops when its stdin closes or
-//! the lifetime runs out.
+//! The "direct" baseline: a lean Streamable HTTP MCP server with the tool
+//! `echo`, whose result is a ~1 KiB text block, and the tool `hang`, which
+//! never answers (the isolation bench's stuck upstream). Runs as its own
+//! process (the bench binary started with `--echo-upstream <max lifetime
+//! secs>`), prints `LISTENING <port>` on stdout and stops when its stdin
+//! closes or the lifetime runs out.
 //!
 //! `POST /mcp` answers JSON only: `initialize` (echoes the client's
 //! `protocolVersion`, sets `Mcp-Session-Id`), notifications → 202,
 //! `tools/list`, `tools/call`, `ping`; anything else is "method not found".
 //! `GET /mcp` → 405 (no server stream), `DELETE /mcp` → 200. `GET /stats`
 //! reports accepted TCP connections and requests, so the bench can tell
-//! whether the gateway reuses its upstream connections.
+//! whether the gateway reuses its upstream connections, and the `hang`
+//! calls being held open now.
+//!
+//! A `hang` call holds its HTTP request open until the client goes away or
+//! the process ends, without blocking anything else (the handler just
+//! awaits a future that never completes). Telling it from `echo` costs an
+//! `echo` call one substring scan of its raw params, so `echo`'s figures stay
+//! what they were with one tool.
 
 use std::io::Write as _;
 use std::sync::Arc;
@@ -32,7 +40,7 @@ pub(crate) const RESULT_TEXT_BYTES: usize = 1024;
 const SESSION: HeaderName = HeaderName::from_static("mcp-session-id");
 const FALLBACK_VERSION: &str = "2025-06-18";
 const PREFIX: &[u8] = br#"{"jsonrpc":"2.0","id":"#;
-const TOOLS_LIST: &[u8] = br#","result":{"tools":[{"name":"echo","description":"Returns 1 KiB of text.","inputSchema":{"type":"object","properties":{"text":{"type":"string"}}}}]}}"#;
+const TOOLS_LIST: &[u8] = br#","result":{"tools":[{"name":"echo","description":"Returns 1 KiB of text.","inputSchema":{"type":"object","properties":{"text":{"type":"string"}}}},{"name":"hang","description":"Never answers.","inputSchema":{"type":"object"}}]}}"#;
 const EMPTY_RESULT: &[u8] = br#","result":{}}"#;
 const NOT_FOUND: &[u8] = br#","error":{"code":-32601,"message":"Method not found"}}"#;
 
@@ -41,6 +49,8 @@ struct Echo {
     connections: AtomicU64,
     requests: AtomicU64,
     sessions: AtomicU64,
+    /// `hang` calls whose request is still open.
+    hanging: AtomicU64,
     /// Everything of a `tools/call` reply after the id.
     call_suffix: Box<[u8]>,
 }
@@ -54,6 +64,13 @@ struct Request<'a> {
     id: Option<&'a RawValue>,
     #[serde(borrow, default)]
     params: Option<&'a RawValue>,
+}
+
+/// `tools/call` params, as far as telling `hang` from `echo` needs.
+#[derive(Deserialize)]
+struct CallParams<'a> {
+    #[serde(borrow)]
+    name: &'a str,
 }
 
 #[derive(Deserialize)]
@@ -84,6 +101,7 @@ async fn serve(max_lifetime: Duration, stdin_closed: tokio::sync::oneshot::Recei
         connections: AtomicU64::new(0),
         requests: AtomicU64::new(0),
         sessions: AtomicU64::new(0),
+        hanging: AtomicU64::new(0),
         call_suffix: suffix.into_bytes().into_boxed_slice(),
     });
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.map_err(|e| format!("bind: {e}"))?;
@@ -124,6 +142,7 @@ async fn post_mcp(State(echo): State<Arc<Echo>>, body: Bytes) -> Response {
         return StatusCode::ACCEPTED.into_response();
     };
     match req.method {
+        "tools/call" if is_hang(req.params) => hang(&echo).await,
         "tools/call" => json(reply(id, &echo.call_suffix)),
         "tools/list" => json(reply(id, TOOLS_LIST)),
         "ping" => json(reply(id, EMPTY_RESULT)),
@@ -146,11 +165,35 @@ async fn post_mcp(State(echo): State<Arc<Echo>>, body: Bytes) -> Response {
     }
 }
 
+/// Whether a `tools/call` is for `hang`: only params that mention it at all
+/// are parsed, so `echo` calls pay one substring scan.
+fn is_hang(params: Option<&RawValue>) -> bool {
+    params.is_some_and(|p| {
+        p.get().contains("\"hang\"") && serde_json::from_str::<CallParams<'_>>(p.get()).is_ok_and(|c| c.name == "hang")
+    })
+}
+
+/// Never answers: the request stays open until the client goes away (the
+/// handler is then dropped) or the process ends.
+async fn hang(echo: &Echo) -> Response {
+    /// Counts the call as hanging while the handler lives.
+    struct Hanging<'a>(&'a AtomicU64);
+    impl Drop for Hanging<'_> {
+        fn drop(&mut self) {
+            self.0.fetch_sub(1, Ordering::Relaxed);
+        }
+    }
+    echo.hanging.fetch_add(1, Ordering::Relaxed);
+    let _hanging = Hanging(&echo.hanging);
+    std::future::pending().await
+}
+
 async fn stats(State(echo): State<Arc<Echo>>) -> String {
     format!(
-        r#"{{"connections":{},"requests":{}}}"#,
+        r#"{{"connections":{},"requests":{},"hanging":{}}}"#,
         echo.connections.load(Ordering::Relaxed),
-        echo.requests.load(Ordering::Relaxed)
+        echo.requests.load(Ordering::Relaxed),
+        echo.hanging.load(Ordering::Relaxed)
     )
 }
 

@@ -65,8 +65,10 @@ impl Measurement {
 
 /// One virtual client's session.
 #[derive(Debug)]
-struct Session {
-    headers: HeaderMap,
+pub(crate) struct Session {
+    /// What every request of the session carries: content type, accept,
+    /// session id, protocol version.
+    pub(crate) headers: HeaderMap,
 }
 
 /// Opens `clients` sessions on `target`, runs them for `warmup`, then
@@ -130,7 +132,7 @@ pub(crate) async fn run(
 }
 
 /// `initialize` + `notifications/initialized`.
-async fn open_session(http: &reqwest::Client, target: &Target) -> Result<Session, String> {
+pub(crate) async fn open_session(http: &reqwest::Client, target: &Target) -> Result<Session, String> {
     let mut headers = HeaderMap::new();
     headers.insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
     headers.insert(ACCEPT, HeaderValue::from_static("application/json, text/event-stream"));

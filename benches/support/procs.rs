@@ -20,6 +20,10 @@ use tokio::time::Instant;
 /// How long a child gets between SIGTERM and SIGKILL.
 const GRACE: Duration = Duration::from_secs(5);
 
+/// How often the same gateway log message is passed on before it is only
+/// counted.
+const SHOWN_REPEATS: u64 = 3;
+
 // === watchdog ===
 
 /// `--watchdog <lifetime secs> <program> <args...>`: runs the program,
@@ -187,10 +191,14 @@ impl Gateway {
         gw.pid = Some(pid);
 
         // Keep draining stderr for the whole run (a full pipe would block the
-        // gateway's logging); pass on everything but INFO lines.
+        // gateway's logging); pass on everything but INFO lines, and each
+        // message (the line without its timestamp) only the first few times:
+        // the isolation bench makes the gateway warn about every refused
+        // call, hundreds of times the same line.
         let (tx, rx) = mpsc::channel::<String>();
         std::thread::spawn(move || {
             let mut tx = Some(tx);
+            let mut seen = std::collections::HashMap::<String, u64>::new();
             for line in BufReader::new(stderr).lines() {
                 let Ok(line) = line else { break };
                 if let Some(at) = line.find("Listening on http://") {
@@ -200,8 +208,16 @@ impl Gateway {
                         let _ = tx.send(base);
                     }
                 } else if !line.contains(" INFO ") {
-                    eprintln!("  [gateway] {line}");
+                    let message = line.split_once(' ').map_or(line.as_str(), |(_, m)| m.trim_start());
+                    let n = seen.entry(message.to_owned()).or_default();
+                    *n += 1;
+                    if *n <= SHOWN_REPEATS {
+                        eprintln!("  [gateway] {line}");
+                    }
                 }
+            }
+            for (message, n) in seen.into_iter().filter(|(_, n)| *n > SHOWN_REPEATS) {
+                eprintln!("  [gateway] ({} more times) {message}", n - SHOWN_REPEATS);
             }
         });
         gw.base = rx
@@ -250,7 +266,7 @@ pub(crate) struct TempDir(pub(crate) PathBuf);
 
 impl TempDir {
     pub(crate) fn new() -> Result<Self, String> {
-        let dir = std::env::temp_dir().join(format!("mcp-gateway-proxy-hop-{}", std::process::id()));
+        let dir = std::env::temp_dir().join(format!("mcp-gateway-bench-{}", std::process::id()));
         std::fs::create_dir_all(&dir).map_err(|e| format!("{}: {e}", dir.display()))?;
         Ok(TempDir(dir))
     }
