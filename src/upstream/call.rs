@@ -74,6 +74,26 @@ pub struct Stats {
     pub ping_failures: AtomicU64,
     /// The last failure: class and message.
     pub last_error: std::sync::Mutex<Option<(ErrorClass, String)>>,
+    /// Paces the "bulkhead full" warning.
+    pub overload_log: LogPace,
+}
+
+/// Allows one log line a second (a flood of identical warnings under
+/// overload would bury everything else).
+#[derive(Debug, Default)]
+pub struct LogPace(std::sync::Mutex<Option<Instant>>);
+
+impl LogPace {
+    /// Whether a line may be written now; if so, the next one waits 1 s.
+    pub fn ready(&self) -> bool {
+        let mut last = self.0.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let now = Instant::now();
+        if last.is_some_and(|t| now.saturating_duration_since(t) < Duration::from_secs(1)) {
+            return false;
+        }
+        *last = Some(now);
+        true
+    }
 }
 
 impl<'a> Request<'a> {
@@ -299,8 +319,14 @@ impl Upstream {
         let id = &self.spec.id;
         match full {
             Full::Queue => {
-                self.stats.rejected.fetch_add(1, Ordering::Relaxed);
-                tracing::warn!(upstream = %id, in_flight = self.bulkhead.in_flight(), queued = self.bulkhead.queued(), "Bulkhead full; call refused.");
+                let rejected = self.stats.rejected.fetch_add(1, Ordering::Relaxed) + 1;
+                // Under sustained overload, one line a second, with the count.
+                if self.stats.overload_log.ready() {
+                    tracing::warn!(
+                        upstream = %id, in_flight = self.bulkhead.in_flight(), queued = self.bulkhead.queued(),
+                        rejected_total = rejected, "Bulkhead full; refusing calls."
+                    );
+                }
                 let msg = format!(
                     "upstream `{id}` is overloaded: {} calls in flight and {} waiting; try again later",
                     self.bulkhead.in_flight(),
@@ -344,6 +370,17 @@ impl Upstream {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[tokio::test(start_paused = true)]
+    async fn log_pace_allows_one_line_a_second() {
+        let pace = LogPace::default();
+        assert!(pace.ready());
+        assert!(!pace.ready());
+        tokio::time::advance(Duration::from_millis(999)).await;
+        assert!(!pace.ready());
+        tokio::time::advance(Duration::from_millis(1)).await;
+        assert!(pace.ready());
+    }
 
     #[test]
     fn read_methods() {
