@@ -123,7 +123,9 @@ async fn serve(config: Config, listen: Option<SocketAddr>) -> anyhow::Result<()>
     tracing::info!(%addr, upstreams = gateway.upstreams().len(), "Listening on http://{addr}/mcp.");
     mcp_gateway::serve(listener, gateway.clone(), shutdown_signal()).await?;
     tracing::info!("Shutting down upstreams.");
+    let stopping = tokio::time::Instant::now();
     gateway.shutdown().await;
+    tracing::info!(elapsed_ms = stopping.elapsed().as_millis() as u64, "Stopped.");
     Ok(())
 }
 

@@ -72,8 +72,9 @@ pub struct Stats {
     pub pings: AtomicU64,
     /// Health pings that failed.
     pub ping_failures: AtomicU64,
-    /// The last failure: class and message.
-    pub last_error: std::sync::Mutex<Option<(ErrorClass, String)>>,
+    /// The last failure that says the upstream is sick: class, message,
+    /// when.
+    pub last_error: std::sync::Mutex<Option<(ErrorClass, String, Instant)>>,
     /// Paces the "bulkhead full" warning.
     pub overload_log: LogPace,
 }
@@ -134,11 +135,16 @@ impl Upstream {
         if let Some(class) = class {
             let i = ErrorClass::ALL.iter().position(|c| *c == class).expect("ALL lists every class");
             self.stats.failures[i].fetch_add(1, Ordering::Relaxed);
-            let message = match &result {
-                Err(e) => e.message.clone(),
-                Ok(_) => format!("{} answered an error", req.method),
-            };
-            *self.stats.last_error.lock().unwrap_or_else(std::sync::PoisonError::into_inner) = Some((class, message));
+            // The caller's mistakes, tool errors and the gateway's own
+            // refusals say nothing about the upstream's health.
+            if class.counts_for_breaker() {
+                let what = req.tool.map_or_else(|| req.method.to_owned(), |t| format!("tool `{t}`"));
+                let message = match &result {
+                    Err(e) => format!("{what}: {}", e.message),
+                    Ok(_) => format!("{what}: the upstream answered a JSON-RPC error"),
+                };
+                self.record_error(class, message);
+            }
         }
         result
     }
@@ -257,10 +263,10 @@ impl Upstream {
             None => (outcome, None),
         };
         if let (Some(b), Some(p)) = (self.breaker.as_ref(), permit) {
-            self.note(b.record(p, upstream_outcome), None);
+            self.note(b.record(p, upstream_outcome), None, upstream_outcome);
         }
         if let (Some(b), Some(p)) = (tool_breaker, tool_permit) {
-            self.note(b.record(p, tool_outcome), req.tool);
+            self.note(b.record(p, tool_outcome), req.tool, tool_outcome);
         }
         (result, outcome)
     }
@@ -273,7 +279,7 @@ impl Upstream {
     ) -> Result<Option<breaker::Permit<'b>>, CallError> {
         let Some(b) = breaker else { return Ok(None) };
         let (permit, t) = b.try_acquire();
-        self.note(t, tool);
+        self.note(t, tool, None);
         match permit {
             Ok(p) => Ok(Some(p)),
             Err(r) => {

@@ -59,7 +59,7 @@ impl Upstream {
             let permit = match self.breaker.as_ref() {
                 Some(b) => {
                     let (permit, t) = b.try_acquire();
-                    self.note(t, None);
+                    self.note(t, None, None);
                     match permit {
                         Ok(p) => Some(p),
                         Err(_) => continue, // Another probe is deciding.
@@ -69,7 +69,8 @@ impl Upstream {
             };
             let outcome = conn.request("ping", None, h.timeout).await.err().map(|e| (e.class, e.message));
             if let (Some(b), Some(p)) = (self.breaker.as_ref(), permit) {
-                self.note(b.record(p, outcome.as_ref().map(|o| o.0)), None);
+                let class = outcome.as_ref().map(|o| o.0);
+                self.note(b.record(p, class), None, class);
             }
             self.stats.pings.fetch_add(1, Ordering::Relaxed);
             match outcome {
@@ -78,6 +79,7 @@ impl Upstream {
                     failures += 1;
                     self.stats.ping_failures.fetch_add(1, Ordering::Relaxed);
                     tracing::warn!(upstream = %self.spec.id, class = %class, failures, "Health ping failed: {message}.");
+                    self.record_error(class, format!("health ping: {message}"));
                     if h.failures_to_restart > 0 && failures >= h.failures_to_restart {
                         return format!("{failures} health pings in a row failed (last: {class})");
                     }

@@ -206,6 +206,18 @@ impl Upstream {
         CallError::new(ErrorClass::Transport, Some(id), msg).not_delivered()
     }
 
+    fn breaker_opened_total(&self) -> u64 {
+        let tools = self.tool_breakers.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        self.breaker.as_ref().map_or(0, Breaker::times_opened) + tools.values().map(|b| b.times_opened()).sum::<u64>()
+    }
+
+    /// Records the upstream's most recent failure (a call failure that
+    /// says it is sick, or a failed start), for status.
+    fn record_error(&self, class: ErrorClass, message: String) {
+        *self.stats.last_error.lock().unwrap_or_else(std::sync::PoisonError::into_inner) =
+            Some((class, message, Instant::now()));
+    }
+
     /// The state of the upstream's breaker (closed when it has none).
     pub fn breaker_state(&self) -> BreakerState {
         self.breaker.as_ref().map_or(BreakerState::Closed, Breaker::state)
@@ -234,19 +246,21 @@ impl Upstream {
 
     /// Logs and counts a breaker transition, and has the catalog rebuilt
     /// (tools are hidden while a breaker is not closed).
-    fn note(&self, t: Option<Transition>, tool: Option<&str>) {
+    /// `cause` is the class of the outcome that moved it, when one did.
+    fn note(&self, t: Option<Transition>, tool: Option<&str>, cause: Option<ErrorClass>) {
         let Some(t) = t else { return };
-        let tool = tool.unwrap_or("");
+        let whose = tool.map_or_else(|| "Circuit breaker".to_owned(), |t| format!("Circuit breaker of tool `{t}`"));
+        let cause = cause.map_or("-", ErrorClass::as_str);
         match t.to {
             BreakerState::Open => tracing::warn!(
-                upstream = %self.spec.id, tool, from = t.from.as_str(),
-                "Circuit breaker opened: calls fail fast and the tools are hidden until a probe succeeds."
+                upstream = %self.spec.id, from = t.from.as_str(), cause, opened_total = self.breaker_opened_total(),
+                "{whose} opened after a {cause} failure: calls fail fast and the tools are hidden until a probe succeeds."
             ),
             BreakerState::HalfOpen => {
-                tracing::info!(upstream = %self.spec.id, tool, "Circuit breaker half-open: probing.");
+                tracing::info!(upstream = %self.spec.id, "{whose} half-open: probing.");
             }
             BreakerState::Closed => {
-                tracing::info!(upstream = %self.spec.id, tool, "Circuit breaker closed: the tools are back.");
+                tracing::info!(upstream = %self.spec.id, "{whose} closed: the tools are back.");
             }
         }
         self.stats.breaker_transitions.fetch_add(1, Ordering::Relaxed);
@@ -329,6 +343,7 @@ impl Upstream {
                 );
             }
             tracing::warn!(upstream = %self.spec.id, class = %class, retry_in_ms = delay.as_millis() as u64, "Upstream is down: {reason}.");
+            self.record_error(class, reason.clone());
             self.set(State::Down { reason, class, retry_at: Instant::now() + delay });
             tokio::select! {
                 () = tokio::time::sleep(delay) => {}
@@ -543,7 +558,7 @@ impl Upstream {
         if let Some(b) = &self.breaker {
             v["breaker"] = serde_json::json!({
                 "state": b.state().as_str(),
-                "opened": b.times_opened(),
+                "opened_total": b.times_opened(),
                 "probe_in_ms": b.probe_at().map(|t| t.saturating_duration_since(now).as_millis() as u64),
             });
         }
@@ -552,9 +567,10 @@ impl Upstream {
             v["breaker_open_tools"] = open_tools.into();
         }
         let last = self.stats.last_error.lock().unwrap_or_else(std::sync::PoisonError::into_inner).clone();
-        if let Some((class, message)) = last {
+        if let Some((class, message, at)) = last {
             v["last_error_class"] = class.as_str().into();
             v["last_error"] = message.into();
+            v["last_error_age_ms"] = (now.saturating_duration_since(at).as_millis() as u64).into();
         }
         v["health"] = serde_json::json!({
             "pings": self.stats.pings.load(Ordering::Relaxed),
@@ -570,6 +586,7 @@ impl Upstream {
             }
             State::Ready(r) => {
                 v["state"] = "ready".into();
+                v["ready_for_ms"] = (now.saturating_duration_since(r.since).as_millis() as u64).into();
                 v["tools"] = r.tools.len().into();
                 v["protocol_version"] = r.negotiated.version.clone().into();
                 if let Some(info) = &r.negotiated.server_info {
@@ -581,8 +598,8 @@ impl Upstream {
             }
             State::Down { reason, class, retry_at } => {
                 v["state"] = "down".into();
-                v["last_error"] = reason.clone().into();
-                v["last_error_class"] = class.as_str().into();
+                v["down_reason"] = reason.clone().into();
+                v["down_class"] = class.as_str().into();
                 v["retry_in_ms"] = (retry_at.saturating_duration_since(now).as_millis() as u64).into();
             }
             State::Stopped => v["state"] = "stopped".into(),

@@ -316,6 +316,8 @@ async fn is_error_results_are_relayed_and_never_retried_or_counted() {
     let u = gw.upstream("chaos").await;
     assert_eq!(u["breaker"]["state"], "closed", "{u}");
     assert_eq!(u["failures"]["tool_error"], 5);
+    // A tool error is not the upstream's failure.
+    assert!(u.get("last_error").is_none(), "{u}");
     gw.assert_no_leaks(base).await;
 }
 
@@ -362,9 +364,13 @@ async fn breaker_opens_hides_tools_and_closes_after_a_probe() {
     assert_eq!(class(&r), "breaker_open", "{r}");
     assert_eq!(r["error"]["code"], -32004);
     assert_eq!(chaos.count("attempt blocked"), 0);
+    // The status keeps the cause, not the breaker's own refusal.
+    let u = gw.upstream("chaos").await;
+    assert_eq!(u["last_error_class"], "transport", "{u}");
+    assert!(u["last_error"].as_str().unwrap().contains("HTTP 503"), "{u}");
     // Still failing: the probe (a ping after the cooldown) fails, and the
     // breaker opens again for longer.
-    gw.wait_upstream("chaos", |u| u["breaker"]["opened"].as_u64() >= Some(2)).await;
+    gw.wait_upstream("chaos", |u| u["breaker"]["opened_total"].as_u64() >= Some(2)).await;
     chaos.control("ok").await;
     // Healthy again: the next probe closes it and the tools come back.
     gw.wait_upstream("chaos", |u| u["breaker"]["state"] == "closed").await;
