@@ -38,6 +38,8 @@
 
 #[path = "support/echo_upstream.rs"]
 mod echo_upstream;
+#[path = "support/entry.rs"]
+mod entry;
 #[path = "support/load.rs"]
 mod load;
 #[path = "support/procs.rs"]
@@ -53,10 +55,14 @@ use tokio::task::JoinHandle;
 // tokio's Instant (clippy.toml): the real clock here, as nothing pauses time.
 use tokio::time::Instant;
 
+use entry::Settings;
 use load::{Measurement, Target};
 use procs::{Gateway, TempDir, Upstream};
 
 const CONCURRENCY: [usize; 2] = [1, 16];
+/// Measured rows per run, and other waits: the children's lifetime.
+const ROWS: u32 = (4 * CONCURRENCY.len()) as u32;
+const EXTRA: Duration = SETTLE_TIMEOUT;
 /// `b`'s bulkhead slots (`max_concurrency`).
 const B_SLOTS: usize = 32;
 /// `b`'s bulkhead queue (`max_queue`).
@@ -75,52 +81,7 @@ const NOISY_OTHER_PCT: f64 = 5.0;
 const SETTLE_TIMEOUT: Duration = Duration::from_secs(15);
 
 fn main() -> ExitCode {
-    let args: Vec<String> = std::env::args().skip(1).collect();
-    let result = match args.first().map(String::as_str) {
-        Some("--echo-upstream") => {
-            let secs = args.get(1).and_then(|s| s.parse().ok()).unwrap_or(600);
-            echo_upstream::run(Duration::from_secs(secs))
-        }
-        Some("--watchdog") => procs::watchdog(&args[1..]),
-        // Anything else cargo passes (`--bench`, filters, ...) is ignored.
-        _ => bench(args.iter().any(|a| a == "--bench")),
-    };
-    match result {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(e) => {
-            eprintln!("isolation: {e}");
-            ExitCode::FAILURE
-        }
-    }
-}
-
-/// Warm-up and measured time per row.
-#[derive(Debug, Clone, Copy)]
-struct Settings {
-    warmup: Duration,
-    measure: Duration,
-}
-
-impl Settings {
-    fn from_env(bench: bool) -> Result<Self, String> {
-        let (warmup, measure) = if bench { (2.0, 10.0) } else { (0.1, 0.4) };
-        Ok(Settings { warmup: env_secs("BENCH_WARMUP_SECS", warmup)?, measure: env_secs("BENCH_SECS", measure)? })
-    }
-
-    /// Upper bound on how long the child processes may live.
-    fn lifetime(self) -> Duration {
-        let rows = (4 * CONCURRENCY.len()) as u32;
-        (self.warmup + self.measure + Duration::from_secs(15)) * rows + SETTLE_TIMEOUT + Duration::from_secs(120)
-    }
-}
-
-fn env_secs(name: &str, default: f64) -> Result<Duration, String> {
-    let Ok(v) = std::env::var(name) else { return Ok(Duration::from_secs_f64(default)) };
-    v.trim()
-        .parse::<f64>()
-        .ok()
-        .and_then(|s| Duration::try_from_secs_f64(s).ok())
-        .ok_or_else(|| format!("{name}={v:?} is not a number of seconds"))
+    entry::main("isolation", bench)
 }
 
 /// One row of the table.
@@ -179,7 +140,7 @@ struct Report {
 }
 
 fn bench(bench_mode: bool) -> Result<(), String> {
-    let settings = Settings::from_env(bench_mode)?;
+    let settings = Settings::from_env(bench_mode, (0.1, 0.4))?;
     if !bench_mode {
         eprintln!("isolation: no --bench flag, running as a quick smoke test");
     }
@@ -187,8 +148,8 @@ fn bench(bench_mode: bool) -> Result<(), String> {
     let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
 
     // Declared in this order so drop stops the gateway before its upstreams.
-    let mut a = Upstream::start(settings.lifetime())?;
-    let mut b = Upstream::start(settings.lifetime())?;
+    let mut a = Upstream::start(settings.lifetime(ROWS, EXTRA))?;
+    let mut b = Upstream::start(settings.lifetime(ROWS, EXTRA))?;
     let dir = TempDir::new()?;
     let config = dir.0.join("gateway.toml");
     let toml = format!(
@@ -198,7 +159,7 @@ fn bench(bench_mode: bool) -> Result<(), String> {
         a.base, b.base
     );
     std::fs::write(&config, toml).map_err(|e| format!("{}: {e}", config.display()))?;
-    let mut gateway = Gateway::start(&config, settings.lifetime())?;
+    let mut gateway = Gateway::start(&config, settings.lifetime(ROWS, EXTRA))?;
 
     let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build().map_err(|e| e.to_string())?;
     let report = rt.block_on(measure_all(settings, ticks, cpus, [&a, &b], &gateway));

@@ -16,6 +16,8 @@
 
 #[path = "support/echo_upstream.rs"]
 mod echo_upstream;
+#[path = "support/entry.rs"]
+mod entry;
 #[path = "support/load.rs"]
 mod load;
 #[path = "support/procs.rs"]
@@ -27,57 +29,17 @@ use std::time::Duration;
 // tokio's Instant (clippy.toml): the real clock here, as nothing pauses time.
 use tokio::time::Instant;
 
+use entry::Settings;
 use load::{Measurement, Target};
 use procs::{Gateway, TempDir, Upstream};
 
 const CONCURRENCY: [usize; 2] = [1, 64];
+/// Measured rows per run, and other waits: the children's lifetime.
+const ROWS: u32 = (2 * CONCURRENCY.len()) as u32;
+const EXTRA: Duration = Duration::ZERO;
 
 fn main() -> ExitCode {
-    let args: Vec<String> = std::env::args().skip(1).collect();
-    let result = match args.first().map(String::as_str) {
-        Some("--echo-upstream") => {
-            let secs = args.get(1).and_then(|s| s.parse().ok()).unwrap_or(600);
-            echo_upstream::run(Duration::from_secs(secs))
-        }
-        Some("--watchdog") => procs::watchdog(&args[1..]),
-        // Anything else cargo passes (`--bench`, filters, ...) is ignored.
-        _ => bench(args.iter().any(|a| a == "--bench")),
-    };
-    match result {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(e) => {
-            eprintln!("proxy_hop: {e}");
-            ExitCode::FAILURE
-        }
-    }
-}
-
-#[derive(Debug, Clone, Copy)]
-struct Settings {
-    warmup: Duration,
-    measure: Duration,
-}
-
-impl Settings {
-    fn from_env(bench: bool) -> Result<Self, String> {
-        let (warmup, measure) = if bench { (2.0, 10.0) } else { (0.2, 0.5) };
-        Ok(Settings { warmup: env_secs("BENCH_WARMUP_SECS", warmup)?, measure: env_secs("BENCH_SECS", measure)? })
-    }
-
-    /// Upper bound on how long the child processes may live.
-    fn lifetime(self) -> Duration {
-        let rows = (2 * CONCURRENCY.len()) as u32;
-        (self.warmup + self.measure + Duration::from_secs(15)) * rows + Duration::from_secs(120)
-    }
-}
-
-fn env_secs(name: &str, default: f64) -> Result<Duration, String> {
-    let Ok(v) = std::env::var(name) else { return Ok(Duration::from_secs_f64(default)) };
-    v.trim()
-        .parse::<f64>()
-        .ok()
-        .and_then(|s| Duration::try_from_secs_f64(s).ok())
-        .ok_or_else(|| format!("{name}={v:?} is not a number of seconds"))
+    entry::main("proxy_hop", bench)
 }
 
 /// One row of the table.
@@ -95,7 +57,7 @@ struct Row {
 }
 
 fn bench(bench_mode: bool) -> Result<(), String> {
-    let settings = Settings::from_env(bench_mode)?;
+    let settings = Settings::from_env(bench_mode, (0.2, 0.5))?;
     if !bench_mode {
         eprintln!("proxy_hop: no --bench flag, running as a quick smoke test");
     }
@@ -103,12 +65,12 @@ fn bench(bench_mode: bool) -> Result<(), String> {
     let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
 
     // Declared in this order so drop stops the gateway before its upstream.
-    let mut upstream = Upstream::start(settings.lifetime())?;
+    let mut upstream = Upstream::start(settings.lifetime(ROWS, EXTRA))?;
     let dir = TempDir::new()?;
     let config = dir.0.join("gateway.toml");
     std::fs::write(&config, format!("[upstreams.echo]\nurl = \"{}/mcp\"\n", upstream.base))
         .map_err(|e| format!("{}: {e}", config.display()))?;
-    let mut gateway = Gateway::start(&config, settings.lifetime())?;
+    let mut gateway = Gateway::start(&config, settings.lifetime(ROWS, EXTRA))?;
 
     let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build().map_err(|e| e.to_string())?;
     let (rows, peak_rss_kib, reuse) = rt.block_on(measure_all(settings, ticks, cpus, &upstream, &gateway))?;
