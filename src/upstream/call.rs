@@ -170,7 +170,6 @@ impl Upstream {
         };
         self.budget.deposit();
         let tool_breaker = self.tool_breaker(req.tool);
-        let safety = self.safety(req);
         let mut delays = Delays::new(&self.spec.retry, true);
         let mut attempt = 1u32;
         loop {
@@ -189,7 +188,8 @@ impl Upstream {
             if !matches!(**self.state.load(), State::Ready(_)) {
                 return (outcome, class);
             }
-            let verdict = retry::allowed(&err, safety).and_then(|()| {
+            // Safety is only asked once an attempt failed: it matches globs.
+            let verdict = retry::allowed(&err, self.safety(req)).and_then(|()| {
                 if attempt >= self.spec.retry.attempts {
                     return Err(NoRetry::Attempts);
                 }

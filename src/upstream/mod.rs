@@ -218,14 +218,9 @@ impl Upstream {
             Some((class, message, Instant::now()));
     }
 
-    /// The state of the upstream's breaker (closed when it has none).
-    pub fn breaker_state(&self) -> BreakerState {
-        self.breaker.as_ref().map_or(BreakerState::Closed, Breaker::state)
-    }
-
     /// Whether its tools are hidden: its breaker is not closed.
     pub fn tools_hidden(&self) -> bool {
-        self.breaker_state() != BreakerState::Closed
+        self.breaker.as_ref().is_some_and(|b| b.state() != BreakerState::Closed)
     }
 
     /// Its tools (original names) whose own breaker is open. Unlike the
@@ -559,6 +554,8 @@ impl Upstream {
             v["breaker"] = serde_json::json!({
                 "state": b.state().as_str(),
                 "opened_total": b.times_opened(),
+                // Every transition of this upstream's breakers, tools' included.
+                "transitions_total": self.stats.breaker_transitions.load(Ordering::Relaxed),
                 "probe_in_ms": b.probe_at().map(|t| t.saturating_duration_since(now).as_millis() as u64),
             });
         }

@@ -373,7 +373,9 @@ async fn breaker_opens_hides_tools_and_closes_after_a_probe() {
     gw.wait_upstream("chaos", |u| u["breaker"]["opened_total"].as_u64() >= Some(2)).await;
     chaos.control("ok").await;
     // Healthy again: the next probe closes it and the tools come back.
-    gw.wait_upstream("chaos", |u| u["breaker"]["state"] == "closed").await;
+    let u = gw.wait_upstream("chaos", |u| u["breaker"]["state"] == "closed").await;
+    // closed → open, (open → half-open → open), open → half-open → closed.
+    assert!(u["breaker"]["transitions_total"].as_u64() >= Some(5), "{u}");
     list_changed(&mut stream, 1).await;
     assert_eq!(c.tool_names().await.len(), 5);
     assert_eq!(text(&c.call("chaos__work", json!({"key":"back"})).await), "ok back 1");
