@@ -108,7 +108,9 @@ async fn python_sdk_over_gateway_stdio_legacy_and_auto() {
 #[tokio::test]
 async fn postgres_server_negotiates_2024_11_05() {
     let p = peers();
-    let dir = tempfile::Builder::new().prefix("pg").tempdir_in(root().join("target")).unwrap();
+    // Not under the checkout: the server runs as `postgres`, which cannot
+    // traverse a checkout in a private directory (e.g. `mktemp -d`).
+    let dir = tempfile::Builder::new().prefix("mcpgw-pg").tempdir().unwrap();
     let data = dir.path().join("data");
     let port = free_port();
     let status = tokio::process::Command::new(root().join("scripts/pg-fixture.sh"))
