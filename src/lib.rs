@@ -10,7 +10,8 @@
 //!   method dispatch → calls [`upstream`].
 //! - [`upstream`]: supervised connections to upstream servers (stdio,
 //!   Streamable HTTP, legacy SSE), id remapping, `initialize`.
-//! - Leaves: [`protocol`] (JSON-RPC over raw JSON), [`config`], [`error`].
+//! - Leaves: [`protocol`] (JSON-RPC over raw JSON), [`config`], [`error`],
+//!   [`telemetry`] (metrics, traces, audit log, log output).
 
 pub mod config;
 pub mod downstream;
@@ -18,6 +19,7 @@ pub mod error;
 pub mod protocol;
 pub mod resilience;
 pub mod routing;
+pub mod telemetry;
 pub mod upstream;
 
 use std::future::Future;
@@ -40,7 +42,20 @@ pub async fn serve(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
     let stop = CancellationToken::new();
-    let app = downstream::http::router(gateway.clone(), stop.clone());
+    let (app, admin) = downstream::http::routers(gateway.clone(), stop.clone());
+    if let (Some(admin), Some(addr)) = (admin, gateway.config().admin.listen) {
+        let listener = TcpListener::bind(addr)
+            .await
+            .map_err(|e| std::io::Error::new(e.kind(), format!("cannot listen on {addr} (admin.listen): {e}")))?;
+        tracing::info!(addr = %listener.local_addr()?, "Serving /metrics on the admin listener.");
+        let stop = stop.clone();
+        tokio::spawn(async move {
+            let served = axum::serve(listener, admin).with_graceful_shutdown(stop.cancelled_owned()).await;
+            if let Err(e) = served {
+                tracing::error!(error = %e, "Admin listener failed.");
+            }
+        });
+    }
     let stop2 = stop.clone();
     // Replies are written whole; without Nagle's delay an SSE event or a
     // small JSON reply leaves at once.

@@ -8,7 +8,8 @@ use std::time::Duration;
 
 use anyhow::Context as _;
 use clap::{Parser, Subcommand};
-use mcp_gateway::config::{Config, LogFormat};
+use mcp_gateway::config::Config;
+use mcp_gateway::telemetry::Telemetry;
 use mcp_gateway::upstream::State;
 use mcp_gateway::{Gateway, downstream};
 
@@ -76,7 +77,7 @@ fn main() -> ExitCode {
         println!("{}: ok ({}: {})", path.display(), plural(config.upstreams.len(), "upstream"), ids(&config));
         return ExitCode::SUCCESS;
     }
-    init_tracing(config.gateway.log_format);
+    mcp_gateway::telemetry::log::init(config.gateway.log_format, &config.gateway.log_level, config.redactor.clone());
     let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build().expect("tokio runtime starts");
     let result = rt.block_on(async {
         match cli.command {
@@ -103,23 +104,12 @@ fn ids(config: &Config) -> String {
     config.upstreams.iter().map(|u| u.id.as_str()).collect::<Vec<_>>().join(", ")
 }
 
-fn init_tracing(format: LogFormat) {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into());
-    // Logs go to stderr always: stdout belongs to the MCP stream in stdio mode.
-    // Colours only on a terminal: log files and collectors get plain text.
-    let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).with_ansi(ansi);
-    match format {
-        LogFormat::Json => builder.json().init(),
-        LogFormat::Human => builder.init(),
-    }
-}
-
 async fn serve(config: Config, listen: Option<SocketAddr>) -> anyhow::Result<()> {
     let addr = listen.unwrap_or(config.listen());
     let listener = tokio::net::TcpListener::bind(addr).await.with_context(|| format!("cannot listen on {addr}"))?;
     let addr = listener.local_addr()?;
-    let gateway = Gateway::start(config);
+    let telemetry = Telemetry::from_config(&config)?;
+    let gateway = Gateway::start(config, telemetry);
     tracing::info!(%addr, upstreams = gateway.upstreams().len(), "Listening on http://{addr}/mcp.");
     mcp_gateway::serve(listener, gateway.clone(), shutdown_signal()).await?;
     tracing::info!("Shutting down upstreams.");
@@ -130,7 +120,8 @@ async fn serve(config: Config, listen: Option<SocketAddr>) -> anyhow::Result<()>
 }
 
 async fn stdio(config: Config) -> anyhow::Result<()> {
-    let gateway = Gateway::start(config);
+    let telemetry = Telemetry::from_config(&config)?;
+    let gateway = Gateway::start(config, telemetry);
     let input = tokio::io::BufReader::new(tokio::io::stdin());
     let run = downstream::stdio::run(gateway.clone(), input, tokio::io::stdout());
     tokio::pin!(run);
@@ -152,7 +143,8 @@ async fn stdio(config: Config) -> anyhow::Result<()> {
 async fn tools(config: Config, wait: Option<u64>) -> anyhow::Result<()> {
     let longest = config.upstreams.iter().map(|u| u.startup_timeout).max().unwrap_or_default();
     let wait = wait.map_or(longest + Duration::from_secs(1), Duration::from_secs);
-    let gateway = Gateway::start(config);
+    // Listing tools is not serving: no audit log, no traces.
+    let gateway = Gateway::start(config, Telemetry::metrics_only());
     let started = tokio::time::Instant::now();
     let mut reported = vec![false; gateway.upstreams().len()];
     loop {

@@ -17,6 +17,105 @@ pub struct FileConfig {
     /// `[upstreams.<id>]`: the MCP servers behind the gateway.
     #[serde(default)]
     pub upstreams: BTreeMap<String, UpstreamSection>,
+    /// `[admin]`: a separate listener for `/metrics`.
+    #[serde(default)]
+    pub admin: AdminSection,
+    /// `[traces]`: OpenTelemetry traces over OTLP.
+    #[serde(default)]
+    pub traces: TracesSection,
+    /// `[audit]`: the audit log.
+    #[serde(default)]
+    pub audit: AuditSection,
+}
+
+/// `[admin]`.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AdminSection {
+    /// Serve `/metrics` (and `/healthz`, `/readyz`, `/status`) here instead
+    /// of on `gateway.listen`, e.g. to keep them off the port clients
+    /// reach. Default: none (all on the main listener).
+    pub listen: Option<SocketAddr>,
+}
+
+/// `[traces]`: off unless `endpoint` (or `OTEL_EXPORTER_OTLP_ENDPOINT` /
+/// `OTEL_EXPORTER_OTLP_TRACES_ENDPOINT`) is set. The other standard
+/// `OTEL_*` variables apply (`OTEL_SERVICE_NAME`, `OTEL_TRACES_SAMPLER`,
+/// `OTEL_BSP_*`, `OTEL_EXPORTER_OTLP_HEADERS`, `OTEL_SDK_DISABLED`).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct TracesSection {
+    /// The collector's base URL, e.g. `http://127.0.0.1:4318` (HTTP:
+    /// `/v1/traces` is appended) or `http://127.0.0.1:4317` (gRPC).
+    /// Overrides the environment. Default: none.
+    pub endpoint: Option<String>,
+    /// `http/protobuf` (default) or `grpc` (needs the `otlp-grpc` build
+    /// feature).
+    pub protocol: OtlpProtocol,
+    /// `service.name` of the spans (`OTEL_SERVICE_NAME` wins). Default
+    /// `mcp-gateway`.
+    pub service_name: String,
+    /// Share of new traces sampled, 0 to 1; a client's sampled flag is
+    /// always followed. Default: all (or `OTEL_TRACES_SAMPLER`).
+    pub sample_ratio: Option<f64>,
+    /// Headers sent to the collector (values may use `${NAME}`).
+    pub headers: BTreeMap<String, String>,
+}
+
+/// The OTLP transport.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+pub enum OtlpProtocol {
+    /// Protobuf over HTTP (port 4318).
+    #[default]
+    #[serde(rename = "http/protobuf")]
+    HttpProtobuf,
+    /// gRPC (port 4317).
+    #[serde(rename = "grpc")]
+    Grpc,
+}
+
+/// `[audit]`: one JSON line per routed call (schema in the README).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AuditSection {
+    /// The file, relative to this config file. Default: none (no audit
+    /// log).
+    pub path: Option<PathBuf>,
+    /// Rotate when the file would pass this size, in bytes. Default
+    /// 104857600 (100 MiB).
+    pub max_file_bytes: u64,
+    /// Rotated files kept (`audit.jsonl.1` is the newest). Default 5.
+    pub max_files: u32,
+    /// Write argument values (with secret values masked); otherwise only
+    /// their SHA-256. Default `false`.
+    pub include_arguments: bool,
+    /// Records waiting for the writer; when full, records are dropped and
+    /// counted rather than slowing calls down. Default 8192.
+    pub queue: usize,
+}
+
+impl Default for TracesSection {
+    fn default() -> Self {
+        TracesSection {
+            endpoint: None,
+            protocol: OtlpProtocol::HttpProtobuf,
+            service_name: "mcp-gateway".into(),
+            sample_ratio: None,
+            headers: BTreeMap::new(),
+        }
+    }
+}
+
+impl Default for AuditSection {
+    fn default() -> Self {
+        AuditSection {
+            path: None,
+            max_file_bytes: 100 * 1024 * 1024,
+            max_files: 5,
+            include_arguments: false,
+            queue: 8192,
+        }
+    }
 }
 
 /// `[gateway]`.
@@ -57,9 +156,11 @@ pub struct GatewaySection {
     /// never waits. Default `5s`.
     #[serde(with = "humantime_serde")]
     pub startup_list_wait: Duration,
-    /// Log output: `human` or `json` (`RUST_LOG` sets the filter). Default
-    /// `human`.
+    /// Log output: `human` or `json`. Default `human`.
     pub log_format: LogFormat,
+    /// Log filter, in `RUST_LOG` syntax (e.g. `info,mcp_gateway=debug`);
+    /// `RUST_LOG` wins when set. Default `info`.
+    pub log_level: String,
     /// On SIGTERM or Ctrl-C, calls in flight get this long to finish before
     /// the gateway stops its upstreams and exits. Default `10s`.
     #[serde(with = "humantime_serde")]
@@ -335,6 +436,7 @@ impl Default for GatewaySection {
             max_sessions: 10_000,
             startup_list_wait: Duration::from_secs(5),
             log_format: LogFormat::Human,
+            log_level: "info".into(),
             drain_timeout: Duration::from_secs(10),
         }
     }

@@ -22,8 +22,8 @@ use globset::{Glob, GlobSet, GlobSetBuilder};
 
 pub use error::ConfigError;
 pub use file::{
-    BreakerSection, FileConfig, GatewaySection, HealthSection, LogFormat, ResponseMode, RetrySection, ToolFilter,
-    TransportKind, UpstreamSection,
+    AdminSection, AuditSection, BreakerSection, FileConfig, GatewaySection, HealthSection, LogFormat, OtlpProtocol,
+    ResponseMode, RetrySection, ToolFilter, TracesSection, TransportKind, UpstreamSection,
 };
 pub use secrets::{Redactor, Resolved, Secrets};
 
@@ -41,6 +41,27 @@ pub struct Config {
     pub upstreams: Vec<UpstreamSpec>,
     /// Masks secret values in text the gateway forwards (upstream stderr).
     pub redactor: Redactor,
+    /// `/metrics` on a separate listener.
+    pub admin: AdminSection,
+    /// OTLP traces.
+    pub traces: Traces,
+    /// The audit log (its `path` resolved against the config file).
+    pub audit: AuditSection,
+}
+
+/// `[traces]`, with secrets in headers resolved.
+#[derive(Debug, Clone, Default)]
+pub struct Traces {
+    /// The collector's base URL (see [`TracesSection::endpoint`]).
+    pub endpoint: Option<String>,
+    /// HTTP/protobuf or gRPC.
+    pub protocol: OtlpProtocol,
+    /// `service.name`.
+    pub service_name: String,
+    /// Share of new traces sampled.
+    pub sample_ratio: Option<f64>,
+    /// Headers for the collector.
+    pub headers: BTreeMap<String, Resolved>,
 }
 
 /// One validated upstream.
@@ -114,6 +135,16 @@ pub enum TransportSpec {
         /// Static headers sent on every request.
         headers: BTreeMap<String, Resolved>,
     },
+}
+
+impl TransportSpec {
+    /// `network.transport` of OpenTelemetry: `pipe` or `tcp`.
+    pub fn network(&self) -> &'static str {
+        match self {
+            TransportSpec::Stdio { .. } => "pipe",
+            TransportSpec::Http { .. } | TransportSpec::Sse { .. } => "tcp",
+        }
+    }
 }
 
 /// Compiled allow/deny globs over an upstream's original tool names.
@@ -280,13 +311,68 @@ impl Config {
                 health: u.health.clone(),
             });
         }
-        Ok(Config { path: path.to_path_buf(), gateway: file.gateway, upstreams, redactor: secrets.redactor() })
+        let traces = validate_traces(&file.traces, &secrets).map_err(|(k, m)| at(&k, m))?;
+        let mut audit = file.audit.clone();
+        if let Some(p) = &audit.path {
+            audit.path = Some(base.join(p));
+        }
+        if audit.max_file_bytes < 1024 {
+            return Err(at(&["audit", "max_file_bytes"], "must be at least 1024".into()));
+        }
+        if audit.queue == 0 {
+            return Err(at(&["audit", "queue"], "must be at least 1".into()));
+        }
+        if let Err(e) = tracing_subscriber::EnvFilter::try_new(&file.gateway.log_level) {
+            return Err(at(&["gateway", "log_level"], format!("not a valid filter: {e}")));
+        }
+        Ok(Config {
+            path: path.to_path_buf(),
+            gateway: file.gateway,
+            upstreams,
+            redactor: secrets.redactor(),
+            admin: file.admin,
+            traces,
+            audit,
+        })
     }
 
     /// The listen address (`gateway.listen`).
     pub fn listen(&self) -> SocketAddr {
         self.gateway.listen
     }
+}
+
+/// Checks `[traces]` and resolves its header values.
+fn validate_traces(t: &TracesSection, secrets: &Secrets) -> Result<Traces, (Vec<&'static str>, String)> {
+    if let Some(e) = &t.endpoint {
+        match reqwest::Url::parse(e) {
+            Ok(u) if matches!(u.scheme(), "http" | "https") => {}
+            _ => return Err((vec!["traces", "endpoint"], "must be an absolute http:// or https:// URL".into())),
+        }
+    }
+    if t.sample_ratio.is_some_and(|r| !(0.0..=1.0).contains(&r)) {
+        return Err((vec!["traces", "sample_ratio"], "must be between 0 and 1".into()));
+    }
+    if t.service_name.trim().is_empty() {
+        return Err((vec!["traces", "service_name"], "must not be empty".into()));
+    }
+    let mut headers = BTreeMap::new();
+    for (k, v) in &t.headers {
+        let value = secrets.expand(v).map_err(|e| (vec!["traces", "headers"], e))?;
+        if reqwest::header::HeaderName::try_from(k.as_str()).is_err()
+            || reqwest::header::HeaderValue::try_from(value.expose()).is_err()
+        {
+            return Err((vec!["traces", "headers"], format!("`{k}` is not a valid HTTP header")));
+        }
+        headers.insert(k.clone(), value);
+    }
+    Ok(Traces {
+        endpoint: t.endpoint.clone(),
+        protocol: t.protocol,
+        service_name: t.service_name.clone(),
+        sample_ratio: t.sample_ratio,
+        headers,
+    })
 }
 
 /// Checks the retry, breaker and health sections; an error names the

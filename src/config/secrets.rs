@@ -93,10 +93,7 @@ impl Secrets {
 
     /// A redactor for every value of the file.
     pub fn redactor(&self) -> Redactor {
-        let mut values: Vec<String> = self.values.values().filter(|v| v.len() >= 4).cloned().collect();
-        // Longest first, so a secret that contains another is masked whole.
-        values.sort_by_key(|v| std::cmp::Reverse(v.len()));
-        Redactor { values: values.into() }
+        Redactor::from_values(self.values.values().cloned().collect())
     }
 }
 
@@ -130,6 +127,20 @@ impl fmt::Debug for Redactor {
 }
 
 impl Redactor {
+    /// A redactor for these values (values shorter than 4 bytes are
+    /// ignored: masking every `a` would garble everything).
+    pub fn from_values(values: Vec<String>) -> Self {
+        let mut values: Vec<String> = values.into_iter().filter(|v| v.len() >= 4).collect();
+        // Longest first, so a secret that contains another is masked whole.
+        values.sort_by_key(|v| std::cmp::Reverse(v.len()));
+        Redactor { values: values.into() }
+    }
+
+    /// Whether there is nothing to mask.
+    pub fn is_empty(&self) -> bool {
+        self.values.is_empty()
+    }
+
     /// `text` with every secret value replaced by `***`.
     pub fn redact<'a>(&self, text: &'a str) -> std::borrow::Cow<'a, str> {
         let mut out = std::borrow::Cow::Borrowed(text);

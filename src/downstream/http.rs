@@ -29,7 +29,9 @@ use tokio_util::sync::CancellationToken;
 use super::session::{Session, Sessions};
 use crate::config::ResponseMode;
 use crate::protocol::{self, Message, MessageKind, encode};
+use crate::routing::Caller;
 use crate::routing::Gateway;
+use crate::telemetry::trace::TRACEPARENT;
 
 const SESSION_HEADER: &str = "mcp-session-id";
 const VERSION_HEADER: &str = "mcp-protocol-version";
@@ -46,12 +48,21 @@ pub struct App {
 }
 
 /// Builds the router. `shutdown` ends open GET streams so a graceful
-/// shutdown does not wait on them.
+/// shutdown does not wait on them. With `admin.listen` set, `/metrics` is
+/// not on this router: see [`routers`].
 pub fn router(gateway: Arc<Gateway>, shutdown: CancellationToken) -> Router {
+    routers(gateway, shutdown).0
+}
+
+/// The main router and, when `admin.listen` is set, the admin router
+/// (`/metrics`, `/healthz`, `/readyz`; no Host check: bind it where only
+/// your scraper reaches).
+pub fn routers(gateway: Arc<Gateway>, shutdown: CancellationToken) -> (Router, Option<Router>) {
     let g = &gateway.config().gateway;
     let max = g.max_message_bytes;
+    let split = gateway.config().admin.listen.is_some();
     let app = Arc::new(App {
-        sessions: Sessions::new(g.max_sessions),
+        sessions: Sessions::new(g.max_sessions, &gateway.telemetry().metrics),
         hosts: g.allowed_hosts.clone(),
         origins: g.allowed_origins.clone(),
         mode: g.response_mode,
@@ -59,14 +70,39 @@ pub fn router(gateway: Arc<Gateway>, shutdown: CancellationToken) -> Router {
         gateway,
     });
     tokio::spawn(expire_sessions(app.clone()));
-    Router::new()
+    let mut main = Router::new()
         .route("/mcp", get(get_mcp).post(post_mcp).delete(delete_mcp))
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/readyz", get(readyz))
         .route("/status", get(status))
-        .route("/status/upstreams/{id}", get(upstream_status))
-        .layer(DefaultBodyLimit::max(max))
-        .with_state(app)
+        .route("/status/upstreams/{id}", get(upstream_status));
+    if !split {
+        main = main.route("/metrics", get(metrics_checked));
+    }
+    let main = main.layer(DefaultBodyLimit::max(max)).with_state(app.clone());
+    let admin = split.then(|| {
+        Router::new()
+            .route("/metrics", get(metrics))
+            .route("/healthz", get(|| async { "ok\n" }))
+            .route("/readyz", get(readyz))
+            .with_state(app)
+    });
+    (main, admin)
+}
+
+/// `/metrics` on the main listener: behind the Host check like `/status`.
+async fn metrics_checked(State(app): State<Arc<App>>, headers: HeaderMap) -> Response {
+    if let Err(r) = app.check_origin(&headers) {
+        return r;
+    }
+    metrics(State(app)).await
+}
+
+/// The Prometheus scrape (OpenMetrics text).
+async fn metrics(State(app): State<Arc<App>>) -> Response {
+    let body = app.gateway.metrics_text();
+    let content_type = HeaderValue::from_static("application/openmetrics-text; version=1.0.0; charset=utf-8");
+    (StatusCode::OK, [(header::CONTENT_TYPE, content_type)], body).into_response()
 }
 
 async fn expire_sessions(app: Arc<App>) {
@@ -153,7 +189,12 @@ async fn post_mcp(State(app): State<Arc<App>>, headers: HeaderMap, body: Result<
                 Err(r) => return r,
             };
             session.touch();
-            let reply = app.gateway.handle(&msg).await;
+            let caller = Caller {
+                transport: "http",
+                session: Some(&session.id),
+                traceparent: headers.get(TRACEPARENT).and_then(|v| v.to_str().ok()),
+            };
+            let reply = app.gateway.handle(&msg, &caller).await;
             reply_response(reply, sse)
         }
         Ok(MessageKind::Notification | MessageKind::Response) => match app.session(&headers, None) {

@@ -5,7 +5,11 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use prometheus_client::metrics::gauge::Gauge;
 use tokio::time::Instant;
+
+use crate::telemetry::Metrics;
+use crate::telemetry::metrics::TransportLabels;
 
 /// One client session (`Mcp-Session-Id`).
 #[derive(Debug)]
@@ -25,6 +29,8 @@ pub struct Session {
 pub struct Sessions {
     map: Mutex<HashMap<String, Arc<Session>>>,
     max: usize,
+    /// `mcp_gateway_downstream_sessions{transport="http"}`.
+    open: Gauge,
 }
 
 /// The session table is full.
@@ -50,9 +56,11 @@ impl Session {
 // === impl Sessions ===
 
 impl Sessions {
-    /// An empty table holding at most `max` sessions.
-    pub fn new(max: usize) -> Self {
-        Sessions { map: Mutex::new(HashMap::new()), max }
+    /// An empty table holding at most `max` sessions, counted in
+    /// `metrics`.
+    pub fn new(max: usize, metrics: &Metrics) -> Self {
+        let open = metrics.sessions.get_or_create(&TransportLabels { transport: "http" }).clone();
+        Sessions { map: Mutex::new(HashMap::new()), max, open }
     }
 
     /// Creates a session with a cryptographically random id.
@@ -72,6 +80,7 @@ impl Sessions {
             return Err(Full);
         }
         map.insert(id, s.clone());
+        self.open.set(map.len() as i64);
         Ok(s)
     }
 
@@ -82,7 +91,10 @@ impl Sessions {
 
     /// Ends a session; false when it did not exist.
     pub fn remove(&self, id: &str) -> bool {
-        self.lock().remove(id).is_some()
+        let mut map = self.lock();
+        let removed = map.remove(id).is_some();
+        self.open.set(map.len() as i64);
+        removed
     }
 
     /// How many sessions are open.
@@ -100,6 +112,7 @@ impl Sessions {
         let mut map = self.lock();
         let before = map.len();
         map.retain(|_, s| s.idle_for() < idle || s.streaming.load(Ordering::Relaxed));
+        self.open.set(map.len() as i64);
         before - map.len()
     }
 
@@ -114,7 +127,8 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn ids_are_random_and_idle_sessions_expire() {
-        let t = Sessions::new(2);
+        let metrics = Arc::new(Metrics::new());
+        let t = Sessions::new(2, &metrics);
         let a = t.create("2025-11-25".into()).unwrap();
         let b = t.create("2025-11-25".into()).unwrap();
         assert_ne!(a.id, b.id);
@@ -126,7 +140,9 @@ mod tests {
         assert_eq!(t.expire(Duration::from_secs(60)), 1);
         assert!(t.get(&a.id).is_none());
         assert!(t.get(&b.id).is_some());
+        assert!(metrics.encode().contains("mcp_gateway_downstream_sessions{transport=\"http\"} 1"));
         assert!(t.remove(&b.id));
         assert!(!t.remove(&b.id));
+        assert!(metrics.encode().contains("mcp_gateway_downstream_sessions{transport=\"http\"} 0"));
     }
 }

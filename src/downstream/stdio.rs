@@ -14,7 +14,17 @@ use tokio::task::JoinSet;
 
 use crate::protocol::framing::{self, Line};
 use crate::protocol::{Message, MessageKind, encode};
-use crate::routing::Gateway;
+use crate::routing::{Caller, Gateway};
+use crate::telemetry::metrics::TransportLabels;
+
+/// Decrements the stdio session gauge when the client goes.
+struct Open(prometheus_client::metrics::gauge::Gauge);
+
+impl Drop for Open {
+    fn drop(&mut self) {
+        self.0.dec();
+    }
+}
 
 /// Most requests handled at once for one stdio client.
 pub const IN_FLIGHT: usize = 256;
@@ -26,6 +36,16 @@ where
     W: AsyncWrite + Unpin + Send + 'static,
 {
     let max = gateway.config().gateway.max_message_bytes;
+    // One session for the life of the process, so the audit log and traces
+    // can tell its calls from another stdio client's.
+    let session: Arc<str> = {
+        let mut bytes = [0u8; 16];
+        getrandom::fill(&mut bytes).expect("the OS random source works");
+        bytes.iter().map(|b| format!("{b:02x}")).collect::<String>().into()
+    };
+    let open = gateway.telemetry().metrics.sessions.get_or_create(&TransportLabels { transport: "stdio" }).clone();
+    open.inc();
+    let _open = Open(open);
     let (tx, rx) = mpsc::channel::<String>(IN_FLIGHT);
     let writer = tokio::spawn(write_loop(output, rx));
     let permits = Arc::new(Semaphore::new(IN_FLIGHT));
@@ -67,9 +87,10 @@ where
             }
             Ok(MessageKind::Request) => {
                 let permit = permits.clone().acquire_owned().await.expect("never closed");
-                let (gw, tx) = (gateway.clone(), tx.clone());
+                let (gw, tx, session) = (gateway.clone(), tx.clone(), session.clone());
                 tasks.spawn(async move {
-                    let reply = gw.handle(&msg).await;
+                    let caller = Caller { transport: "stdio", session: Some(&session), traceparent: None };
+                    let reply = gw.handle(&msg, &caller).await;
                     let _ = tx.send(reply).await;
                     drop(permit);
                 });

@@ -51,8 +51,9 @@ pub struct Tool {
     pub name: String,
     /// Index of the owning upstream.
     pub upstream: usize,
-    /// The name the upstream knows it by.
-    pub original: String,
+    /// The name the upstream knows it by (shared: it is also a metric
+    /// label).
+    pub original: std::sync::Arc<str>,
     /// The definition as exposed (renamed).
     pub def: Box<RawValue>,
     /// What its annotations claim (for retry safety).
@@ -136,7 +137,7 @@ impl Catalog {
                         tools.push(Tool {
                             name: e.key().clone(),
                             upstream: src.upstream,
-                            original,
+                            original: original.as_str().into(),
                             def,
                             hints,
                             hidden,
@@ -243,7 +244,7 @@ mod tests {
         );
         let names: Vec<_> = c.tools().iter().map(|t| t.name.as_str()).collect();
         assert_eq!(names, ["fs__read_file", "fs__a.b-c_d"]);
-        assert_eq!(c.get("fs__a.b-c_d").unwrap().original, "a.b-c_d");
+        assert_eq!(&*c.get("fs__a.b-c_d").unwrap().original, "a.b-c_d");
         assert_eq!(
             c.list_result().get(),
             r#"{"tools":[{"name":"fs__read_file","x-extra":{"b":1,"a":2},"inputSchema":{"type":"object"}},{"name":"fs__a.b-c_d","x-extra":{"b":1,"a":2},"inputSchema":{"type":"object"}}]}"#
@@ -359,7 +360,7 @@ mod tests {
         let name = &c.tools()[0].name;
         assert_eq!(name.len(), 64);
         assert_eq!(name, &shorten(&format!("srv__{long}"), 64));
-        assert_eq!(c.get(name).unwrap().original, long);
+        assert_eq!(*c.get(name).unwrap().original, *long);
         assert_ne!(shorten(&format!("srv__{long}a"), 64), *name);
         assert_eq!(shorten("short", 64), "short");
     }

@@ -23,7 +23,40 @@ pub use self::catalog::Catalog;
 use crate::config::Config;
 use crate::error::CallError;
 use crate::protocol::{self, Message, RawObject, encode};
+use crate::telemetry::audit::{self, Record};
+use crate::telemetry::metrics::{DurationLabels, MethodLabels, Name, Outcome, RequestLabels, UpstreamLabels};
+use crate::telemetry::metrics::{class_label, method_label};
+use crate::telemetry::{Span, Telemetry};
 use crate::upstream::{Changes, Request, State, Upstream};
+use opentelemetry::KeyValue;
+use opentelemetry::trace::SpanKind;
+
+/// Who sent a request, and how: for metrics, traces and the audit log.
+#[derive(Debug, Clone, Copy)]
+pub struct Caller<'a> {
+    /// `http` or `stdio`.
+    pub transport: &'static str,
+    /// The downstream session id, when there is one.
+    pub session: Option<&'a str>,
+    /// The client's W3C `traceparent` header (HTTP).
+    pub traceparent: Option<&'a str>,
+}
+
+/// What handling a request came to, filled in as it goes.
+#[derive(Debug, Default)]
+struct Outcomes {
+    /// The owning upstream, once routed.
+    upstream: Option<Name>,
+    /// The tool's own name, once routed.
+    tool: Option<Name>,
+    /// The name the client asked for (tools/call).
+    name: Option<String>,
+    class: Option<crate::error::ErrorClass>,
+    attempts: u32,
+    /// `sha256:` of the arguments (tools/call, when audited).
+    arguments_sha256: Option<String>,
+    arguments: Option<Box<RawValue>>,
+}
 
 /// The gateway: upstreams, catalog, and the MCP methods it serves.
 #[derive(Debug)]
@@ -42,6 +75,9 @@ pub struct Gateway {
     started: tokio::time::Instant,
     /// Requests being handled now (for graceful drain).
     in_flight: std::sync::atomic::AtomicUsize,
+    telemetry: Telemetry,
+    /// The empty label value (requests the gateway answers itself).
+    no_label: Name,
 }
 
 /// Counts a request in flight until dropped.
@@ -58,7 +94,7 @@ impl Drop for InFlight<'_> {
 impl Gateway {
     /// Starts every upstream (in the background: nothing here waits for
     /// one) and the task that keeps the catalog current.
-    pub fn start(config: Config) -> Arc<Self> {
+    pub fn start(config: Config, telemetry: Telemetry) -> Arc<Self> {
         let changed = Arc::new(Changes::default());
         let http = reqwest::Client::builder()
             .connect_timeout(Duration::from_secs(10))
@@ -75,6 +111,7 @@ impl Gateway {
                     config.redactor.clone(),
                     changed.clone(),
                     http.clone(),
+                    telemetry.metrics.clone(),
                 )
             })
             .collect();
@@ -91,6 +128,8 @@ impl Gateway {
             shutdown: CancellationToken::new(),
             started: tokio::time::Instant::now(),
             in_flight: std::sync::atomic::AtomicUsize::new(0),
+            telemetry,
+            no_label: Name::from(""),
         });
         tokio::spawn(gw.clone().catalog_loop());
         gw
@@ -128,7 +167,10 @@ impl Gateway {
                 })
                 .collect();
             let next = Catalog::build(&sources, self.config.gateway.max_tool_name_length);
-            if !next.same_as(&self.catalog.load()) {
+            let changed = !next.same_as(&self.catalog.load());
+            let outcome = if changed { "changed" } else { "unchanged" };
+            self.telemetry.metrics.catalog_refreshes.get_or_create(&Outcome { outcome }).inc();
+            if changed {
                 tracing::info!(tools = next.tools().iter().filter(|t| !t.hidden).count(), "Tool catalog changed.");
                 self.catalog.store(Arc::new(next));
                 self.list_changed.send_modify(|v| *v += 1);
@@ -165,20 +207,116 @@ impl Gateway {
     }
 
     /// Handles one request (not `initialize`) and returns the reply.
-    pub async fn handle(&self, msg: &Message) -> String {
+    pub async fn handle(&self, msg: &Message, caller: &Caller<'_>) -> String {
         self.in_flight.fetch_add(1, std::sync::atomic::Ordering::AcqRel);
         let _in_flight = InFlight(&self.in_flight);
+        let started = tokio::time::Instant::now();
         let id = msg.id.as_deref().expect("handle is called for requests");
-        match self.dispatch(msg).await {
+        let span = self.server_span(msg, caller);
+        let mut out = Outcomes::default();
+        let reply = match self.dispatch(msg, &span, &mut out).await {
             Ok(reply) => reply,
             Err(e) => {
                 tracing::debug!(method = %msg.method(), class = %e.class, "Request failed: {}.", e.message);
+                out.class = Some(e.class);
+                span.outcome(Some(e.class), || e.message.clone());
                 e.to_response(id)
             }
+        };
+        if let Some(class) = out.class.filter(|_| span.is_on()) {
+            span.set(|| KeyValue::new("error.type", class.as_str()));
         }
+        self.record(msg, caller, &span, out, started, reply.len());
+        span.end();
+        reply
     }
 
-    async fn dispatch(&self, msg: &Message) -> Result<String, CallError> {
+    /// The span of a client request: a child of the client's trace context
+    /// (the `traceparent` header, else `params._meta.traceparent`).
+    fn server_span(&self, msg: &Message, caller: &Caller<'_>) -> Span {
+        let tracer = &self.telemetry.tracer;
+        if !tracer.enabled() {
+            return Span::NONE;
+        }
+        let method = msg.method();
+        let params = msg.params.as_deref().and_then(|p| RawObject::parse(p.get()).ok());
+        let tool = params.as_ref().filter(|_| method == "tools/call").and_then(|p| p.get_str("name"));
+        let from_meta = || {
+            let meta = RawObject::parse(params.as_ref()?.get("_meta")?.get()).ok()?;
+            meta.get_str(crate::telemetry::trace::TRACEPARENT)
+        };
+        let traceparent = caller.traceparent.map(str::to_owned).or_else(from_meta);
+        let name = match &tool {
+            Some(t) => format!("{method} {t}"),
+            None => method.to_owned(),
+        };
+        let mut attrs = vec![
+            KeyValue::new("mcp.method.name", method.to_owned()),
+            KeyValue::new("network.transport", if caller.transport == "stdio" { "pipe" } else { "tcp" }),
+        ];
+        if let Some(id) = &msg.id {
+            attrs.push(KeyValue::new("jsonrpc.request.id", id.get().trim_matches('"').to_owned()));
+        }
+        if let Some(s) = caller.session {
+            attrs.push(KeyValue::new("mcp.session.id", session_digest(s)));
+        }
+        if let Some(t) = tool {
+            attrs.push(KeyValue::new("gen_ai.tool.name", t));
+            attrs.push(KeyValue::new("gen_ai.operation.name", "execute_tool"));
+        }
+        tracer.server_span(name, traceparent.as_deref(), attrs)
+    }
+
+    /// Metrics and the audit record of one handled request.
+    fn record(
+        &self,
+        msg: &Message,
+        caller: &Caller<'_>,
+        span: &Span,
+        out: Outcomes,
+        started: tokio::time::Instant,
+        reply_bytes: usize,
+    ) {
+        let elapsed = started.elapsed();
+        let m = &self.telemetry.metrics;
+        let method = method_label(msg.method());
+        let upstream = out.upstream.clone().unwrap_or_else(|| self.no_label.clone());
+        let tool = out.tool.clone().unwrap_or_else(|| self.no_label.clone());
+        let class = class_label(out.class);
+        m.requests
+            .get_or_create(&RequestLabels { upstream: upstream.clone(), method, tool: tool.clone(), class })
+            .inc();
+        m.request_duration
+            .get_or_create(&DurationLabels { upstream: upstream.clone(), method, tool })
+            .observe(elapsed.as_secs_f64());
+        let sizes = MethodLabels { upstream, method };
+        m.request_bytes.get_or_create(&sizes).observe(msg.params.as_ref().map_or(0, |p| p.get().len()) as f64);
+        m.response_bytes.get_or_create(&sizes).observe(reply_bytes as f64);
+        let Some(log) = &self.telemetry.audit else { return };
+        if method != "tools/call" {
+            return;
+        }
+        log.record(Record {
+            time: audit::time_of(started),
+            session: caller.session.map(session_digest),
+            principal: None,
+            transport: caller.transport,
+            method: msg.method().to_owned(),
+            name: out.name,
+            upstream: out.upstream,
+            tool: out.tool,
+            arguments_sha256: out.arguments_sha256,
+            arguments: out.arguments,
+            class,
+            is_error: out.class == Some(crate::error::ErrorClass::ToolError),
+            latency_ms: elapsed.as_secs_f64() * 1000.0,
+            attempts: out.attempts,
+            trace_id: span.trace_id(),
+            policy: Vec::new(),
+        });
+    }
+
+    async fn dispatch(&self, msg: &Message, span: &Span, out: &mut Outcomes) -> Result<String, CallError> {
         let id = msg.id.as_deref().expect("requests have ids");
         match msg.method() {
             "ping" => Ok(encode::result(id, &empty())),
@@ -195,36 +333,81 @@ impl Gateway {
                 self.wait_for_first_start().await;
                 Ok(encode::result(id, self.catalog.load().list_result()))
             }
-            "tools/call" => self.call_tool(id, msg.params.as_deref()).await,
+            "tools/call" => self.call_tool(id, msg.params.as_deref(), span, out).await,
             // 2026-07-28 probe: -32601 makes modern clients fall back to
             // `initialize` (design.md D2).
             other => Err(CallError::protocol(protocol::METHOD_NOT_FOUND, format!("Method not found: {other}"))),
         }
     }
 
-    async fn call_tool(&self, id: &RawValue, params: Option<&RawValue>) -> Result<String, CallError> {
+    async fn call_tool(
+        &self,
+        id: &RawValue,
+        params: Option<&RawValue>,
+        span: &Span,
+        out: &mut Outcomes,
+    ) -> Result<String, CallError> {
         let invalid = |m: &str| CallError::protocol(protocol::INVALID_PARAMS, m);
         let params = params.ok_or_else(|| invalid("tools/call needs params"))?;
         let mut obj = RawObject::parse(params.get()).map_err(|_| invalid("tools/call params must be an object"))?;
         let name = obj.get_str("name").ok_or_else(|| invalid("tools/call needs a string `name`"))?;
+        if let Some(log) = &self.telemetry.audit {
+            let args = obj.get("arguments");
+            out.arguments_sha256 = Some(audit::digest(args.map_or(&b"null"[..], |a| a.get().as_bytes())));
+            out.arguments = args.and_then(|a| log.arguments(a));
+        }
         let (upstream, original, hints) = {
             let catalog = self.catalog.load();
             match catalog.get(&name) {
                 Some(t) => (self.upstreams[t.upstream].clone(), t.original.clone(), t.hints),
-                None => return Err(self.unknown_tool(&name)),
+                None => {
+                    // Counted against the upstream whose namespace it is
+                    // (down, or the tool is gone), when there is one.
+                    out.upstream = name
+                        .split_once(catalog::SEPARATOR)
+                        .and_then(|(ns, _)| self.by_id.get(ns))
+                        .map(|&i| self.upstreams[i].label());
+                    out.name = Some(name.clone());
+                    return Err(self.unknown_tool(&name));
+                }
             }
         };
+        out.name = Some(name);
+        out.upstream = Some(upstream.label());
+        out.tool = Some(original.clone());
         obj.set_str("name", &original);
         let progress = rewrite_progress_token(&mut obj);
         let params = obj.to_raw();
+        let route = if span.is_on() {
+            span.child(
+                "route",
+                SpanKind::Internal,
+                vec![
+                    KeyValue::new("mcp_gateway.upstream", upstream.id().to_owned()),
+                    KeyValue::new("gen_ai.tool.name", original.to_string()),
+                ],
+            )
+        } else {
+            Span::NONE
+        };
         let req = Request {
             method: "tools/call",
             params: Some(&params),
             tool: Some(&original),
             hints,
             progress: progress.as_deref(),
+            span: &route,
         };
-        let reply = upstream.call(req).await?;
+        let called = upstream.call(req).await;
+        out.class = called.class;
+        out.attempts = called.attempts;
+        route.set(|| KeyValue::new("mcp_gateway.attempts", i64::from(called.attempts)));
+        route.outcome(called.class, || match &called.result {
+            Err(e) => e.message.clone(),
+            Ok(_) => "failed".into(),
+        });
+        route.end();
+        let reply = called.result?;
         Ok(match (&reply.result, &reply.error) {
             (Some(r), _) => encode::result(id, r),
             (None, Some(e)) => crate::error::relay_error(id, e, upstream.id()),
@@ -346,6 +529,27 @@ impl Gateway {
         })
     }
 
+    /// The metrics, traces and audit log.
+    pub fn telemetry(&self) -> &Telemetry {
+        &self.telemetry
+    }
+
+    /// The Prometheus exposition, with the state gauges set first.
+    pub fn metrics_text(&self) -> String {
+        let m = &self.telemetry.metrics;
+        m.in_flight_requests.set(self.in_flight() as i64);
+        let catalog = self.catalog.load();
+        let mut exposed = vec![0i64; self.upstreams.len()];
+        for t in catalog.tools().iter().filter(|t| !t.hidden) {
+            exposed[t.upstream] += 1;
+        }
+        for (u, n) in self.upstreams.iter().zip(exposed) {
+            u.export_gauges();
+            m.tools_exposed.get_or_create(&UpstreamLabels { upstream: u.label() }).set(n);
+        }
+        m.encode()
+    }
+
     /// Requests being handled now.
     pub fn in_flight(&self) -> usize {
         self.in_flight.load(std::sync::atomic::Ordering::Acquire)
@@ -374,6 +578,9 @@ impl Gateway {
     pub async fn shutdown(&self) {
         self.shutdown.cancel();
         futures_util::future::join_all(self.upstreams.iter().map(|u| u.shutdown())).await;
+        // Flushing spans and audit lines blocks; keep it off the workers.
+        let telemetry = self.telemetry.clone();
+        let _ = tokio::task::spawn_blocking(move || telemetry.shutdown()).await;
     }
 }
 
@@ -389,6 +596,12 @@ fn rewrite_progress_token(params: &mut RawObject) -> Option<String> {
     meta.set("progressToken", RawValue::from_string(token.clone()).expect("a JSON string"));
     params.set("_meta", meta.to_raw());
     Some(token)
+}
+
+/// A downstream session id is a credential: logs, traces and the audit
+/// log get the first 16 hex digits of its SHA-256 instead.
+fn session_digest(session: &str) -> String {
+    audit::digest(session.as_bytes())["sha256:".len()..][..16].to_owned()
 }
 
 fn empty() -> Box<RawValue> {

@@ -28,6 +28,10 @@ use crate::protocol::Message;
 use crate::resilience::bulkhead::Full;
 use crate::resilience::retry::{self, Delays, NoRetry, Safety};
 use crate::resilience::{Breaker, breaker};
+use crate::telemetry::Span;
+use crate::telemetry::metrics::{ClassLabels, class_label};
+use opentelemetry::KeyValue;
+use opentelemetry::trace::SpanKind;
 
 /// A request for [`Upstream::call`].
 #[derive(Debug, Clone, Copy)]
@@ -42,7 +46,24 @@ pub struct Request<'a> {
     pub hints: ToolHints,
     /// The call's progress token (raw JSON text, unique in the gateway).
     pub progress: Option<&'a str>,
+    /// The span each attempt's span is a child of.
+    pub span: &'a Span,
 }
+
+/// What [`Upstream::call`] did.
+#[derive(Debug)]
+pub struct Called {
+    /// The reply (an upstream's JSON-RPC error is a reply) or the failure.
+    pub result: Result<Message, CallError>,
+    /// `None` for success, else the class (also for an error reply or a
+    /// result with `isError`).
+    pub class: Option<ErrorClass>,
+    /// Attempts sent upstream (0: refused before any).
+    pub attempts: u32,
+}
+
+/// The span of requests made outside any client request.
+static NO_SPAN: Span = Span::NONE;
 
 /// What a tool's annotations claim. Believed only for trusted upstreams.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -100,7 +121,7 @@ impl LogPace {
 impl<'a> Request<'a> {
     /// A request that is not a tool call.
     pub fn method(method: &'a str, params: Option<&'a RawValue>) -> Self {
-        Request { method, params, tool: None, hints: ToolHints::default(), progress: None }
+        Request { method, params, tool: None, hints: ToolHints::default(), progress: None, span: &NO_SPAN }
     }
 }
 
@@ -129,9 +150,10 @@ impl Upstream {
     /// bulkhead, the breakers and safe retries applied. An upstream's
     /// JSON-RPC error is returned as the reply (`Ok`), classified for
     /// retries and breakers on the way.
-    pub async fn call(&self, req: Request<'_>) -> Result<Message, CallError> {
+    pub async fn call(&self, req: Request<'_>) -> Called {
         self.stats.calls.fetch_add(1, Ordering::Relaxed);
-        let (result, class) = self.call_inner(&req).await;
+        let mut attempts = 0;
+        let (result, class) = self.call_inner(&req, &mut attempts).await;
         if let Some(class) = class {
             let i = ErrorClass::ALL.iter().position(|c| *c == class).expect("ALL lists every class");
             self.stats.failures[i].fetch_add(1, Ordering::Relaxed);
@@ -146,12 +168,16 @@ impl Upstream {
                 self.record_error(class, message);
             }
         }
-        result
+        Called { result, class, attempts }
     }
 
     /// The call and its class (`None`: success), classified once per
     /// attempt: a reply is scanned for `isError` only there.
-    async fn call_inner(&self, req: &Request<'_>) -> (Result<Message, CallError>, Option<ErrorClass>) {
+    async fn call_inner(
+        &self,
+        req: &Request<'_>,
+        attempts: &mut u32,
+    ) -> (Result<Message, CallError>, Option<ErrorClass>) {
         let started = Instant::now();
         let timeout = req.tool.and_then(|t| self.spec.tool_timeouts.get(t)).unwrap_or(self.spec.request_timeout);
         let mut clock = Clock {
@@ -173,7 +199,7 @@ impl Upstream {
         let mut delays = Delays::new(&self.spec.retry, true);
         let mut attempt = 1u32;
         loop {
-            let (outcome, class) = self.attempt(req, &mut clock, tool_breaker.as_deref()).await;
+            let (outcome, class) = self.attempt(req, &mut clock, tool_breaker.as_deref(), attempt, attempts).await;
             // An upstream's own error reply is retried like a failure, but
             // relayed as it is when given up on.
             let err = match (&outcome, class) {
@@ -202,6 +228,7 @@ impl Upstream {
                 Err(why) => {
                     if why == NoRetry::Budget {
                         self.stats.budget_exhausted.fetch_add(1, Ordering::Relaxed);
+                        self.metrics.retry_budget_exhausted.get_or_create(&self.labels()).inc();
                         tracing::warn!(upstream = %self.spec.id, method = req.method, "Retry budget exhausted; not retrying.");
                     }
                     if attempt > 1 || why == NoRetry::Unsafe {
@@ -218,18 +245,25 @@ impl Upstream {
                 class = %err.class, attempt, wait_ms = wait.as_millis() as u64, "Retrying: {}.", err.message
             );
             self.stats.retries.fetch_add(1, Ordering::Relaxed);
+            self.metrics
+                .retries
+                .get_or_create(&ClassLabels { upstream: self.label.clone(), class: err.class.as_str() })
+                .inc();
             tokio::time::sleep(wait).await;
             attempt += 1;
         }
     }
 
     /// One attempt: readiness, breakers, the request, the breakers' books.
-    /// Returns the outcome and its class (`None`: success).
+    /// Returns the outcome and its class (`None`: success). `sent` counts
+    /// attempts that reached the transport.
     async fn attempt(
         &self,
         req: &Request<'_>,
         clock: &mut Clock,
         tool_breaker: Option<&Breaker>,
+        number: u32,
+        sent: &mut u32,
     ) -> (Result<Message, CallError>, Option<ErrorClass>) {
         let fail = |e: CallError| {
             let class = Some(e.class);
@@ -249,11 +283,24 @@ impl Upstream {
             Ok(p) => p,
             Err(e) => return fail(e),
         };
-        let result = conn.request_within(req.method, req.params, clock, req.progress).await;
+        *sent += 1;
+        let span = self.attempt_span(req, number);
+        let traceparent = span.traceparent();
+        let started = Instant::now();
+        let result = conn.request_within(req.method, req.params, clock, req.progress, traceparent.as_deref()).await;
         let outcome = match &result {
             Ok(reply) => classify_reply(reply),
             Err(e) => Some(e.class),
         };
+        self.metrics
+            .attempt_duration
+            .get_or_create(&ClassLabels { upstream: self.label.clone(), class: class_label(outcome) })
+            .observe(started.elapsed().as_secs_f64());
+        span.outcome(outcome, || match &result {
+            Err(e) => e.message.clone(),
+            Ok(_) => "the upstream answered an error".into(),
+        });
+        span.end();
         // With per-tool breakers, a tool's own failures (internal errors,
         // timeouts) count against that tool only; the upstream's breaker
         // counts what says the connection is sick.
@@ -269,6 +316,27 @@ impl Upstream {
             self.note(b.record(p, tool_outcome), req.tool, tool_outcome);
         }
         (result, outcome)
+    }
+
+    /// The span of one attempt (nothing when traces are off).
+    fn attempt_span(&self, req: &Request<'_>, number: u32) -> Span {
+        if !req.span.is_on() {
+            return Span::NONE;
+        }
+        let name = match req.tool {
+            Some(t) => format!("{} {t}", req.method),
+            None => req.method.to_owned(),
+        };
+        let mut attrs = vec![
+            KeyValue::new("mcp.method.name", req.method.to_owned()),
+            KeyValue::new("mcp_gateway.upstream", self.spec.id.clone()),
+            KeyValue::new("mcp_gateway.attempt", i64::from(number)),
+            KeyValue::new("network.transport", self.spec.transport.network()),
+        ];
+        if let Some(t) = req.tool {
+            attrs.push(KeyValue::new("gen_ai.tool.name", t.to_owned()));
+        }
+        req.span.child(name, SpanKind::Client, attrs)
     }
 
     /// Asks a breaker (if any) to admit a call.
@@ -326,6 +394,10 @@ impl Upstream {
         match full {
             Full::Queue => {
                 let rejected = self.stats.rejected.fetch_add(1, Ordering::Relaxed) + 1;
+                self.metrics
+                    .bulkhead_rejections
+                    .get_or_create(&ClassLabels { upstream: self.label.clone(), class: "overloaded" })
+                    .inc();
                 // Under sustained overload, one line a second, with the count.
                 if self.stats.overload_log.ready() {
                     tracing::warn!(
@@ -340,12 +412,18 @@ impl Upstream {
                 );
                 CallError::new(ErrorClass::Overloaded, Some(id), msg).not_delivered()
             }
-            Full::Deadline => CallError::new(
-                ErrorClass::Timeout,
-                Some(id),
-                format!("upstream `{id}` had no free slot within {:.1}s", timeout.as_secs_f64()),
-            )
-            .not_delivered(),
+            Full::Deadline => {
+                self.metrics
+                    .bulkhead_rejections
+                    .get_or_create(&ClassLabels { upstream: self.label.clone(), class: "timeout" })
+                    .inc();
+                CallError::new(
+                    ErrorClass::Timeout,
+                    Some(id),
+                    format!("upstream `{id}` had no free slot within {:.1}s", timeout.as_secs_f64()),
+                )
+                .not_delivered()
+            }
         }
     }
 

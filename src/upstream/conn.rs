@@ -254,11 +254,12 @@ impl Connection {
     pub(crate) async fn request(&self, method: &str, params: Option<&RawValue>, timeout: Duration) -> Reply {
         let now = Instant::now();
         let mut clock = Clock { deadline: now + timeout, extend: timeout, hard: now + timeout, started: now };
-        self.request_within(method, params, &mut clock, None).await
+        self.request_within(method, params, &mut clock, None, None).await
     }
 
     /// Sends a request and waits for its reply until the clock's deadline,
     /// which progress notifications for `progress` (raw JSON token) extend.
+    /// `traceparent` goes in a header over HTTP and in `_meta` over stdio.
     ///
     /// An HTTP session that expired (404) is re-initialised once and the
     /// request sent again: it provably never reached the upstream.
@@ -268,13 +269,22 @@ impl Connection {
         params: Option<&RawValue>,
         clock: &mut Clock,
         progress: Option<&str>,
+        traceparent: Option<&str>,
     ) -> Reply {
+        let with_meta;
+        let (params, header) = match traceparent {
+            Some(tp) if !self.link.carries_headers() => {
+                with_meta = set_meta(params, crate::telemetry::trace::TRACEPARENT, tp);
+                (with_meta.as_deref().or(params), None)
+            }
+            other => (params, other),
+        };
         let watch = progress.map(|t| self.inbox.watch_progress(t));
         let progress = watch.as_ref().map(|w| &*w.notify);
         let mut reinitialized = false;
         loop {
             let generation = self.link.generation();
-            match until(self.request_once(method, params), clock, progress).await {
+            match until(self.request_once(method, params, header), clock, progress).await {
                 Some(Err(Retry::SessionExpired)) if !reinitialized => {
                     reinitialized = true;
                     self.reinitialize(generation, clock.deadline).await?;
@@ -296,14 +306,19 @@ impl Connection {
         }
     }
 
-    async fn request_once(&self, method: &str, params: Option<&RawValue>) -> Result<Message, Retry> {
+    async fn request_once(
+        &self,
+        method: &str,
+        params: Option<&RawValue>,
+        traceparent: Option<&str>,
+    ) -> Result<Message, Retry> {
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
         let (tx, rx) = oneshot::channel();
         self.inbox.lock().insert(id, tx);
         let guard = PendingGuard { inbox: &self.inbox, id };
         let body = encode::request(id, method, params);
         let mut cancel_on_drop = CancelOnDrop { conn: self, id, armed: false };
-        match self.link.send(&self.inbox, body, Some(id)).await {
+        match self.link.send(&self.inbox, body, Some(id), traceparent).await {
             Ok(()) => {}
             Err(LinkError::SessionExpired) => return Err(Retry::SessionExpired),
             Err(e) => return Err(Retry::Failed(self.link_error(&e))),
@@ -322,12 +337,15 @@ impl Connection {
 
     /// Sends a notification.
     pub(crate) async fn notify(&self, method: &str, params: Option<&RawValue>) -> Result<(), CallError> {
-        self.link.send(&self.inbox, encode::notification(method, params), None).await.map_err(|e| self.link_error(&e))
+        self.link
+            .send(&self.inbox, encode::notification(method, params), None, None)
+            .await
+            .map_err(|e| self.link_error(&e))
     }
 
     /// Answers a request the upstream sent.
     pub(crate) async fn respond(&self, body: String) {
-        if let Err(e) = self.link.send(&self.inbox, body, None).await {
+        if let Err(e) = self.link.send(&self.inbox, body, None, None).await {
             tracing::debug!(upstream = %self.upstream, error = %e, "Could not answer an upstream request.");
         }
     }
@@ -456,6 +474,22 @@ impl Drop for CancelOnDrop<'_> {
 
 /// Runs `fut` until the clock's deadline; a progress notification moves the
 /// deadline to `extend` from now (never past `hard`). `None` on timeout.
+/// `params` with `_meta.<key>` set to a string (params that are not an
+/// object are left alone: `None`).
+fn set_meta(params: Option<&RawValue>, key: &str, value: &str) -> Option<Box<RawValue>> {
+    let mut obj = match params {
+        Some(p) => crate::protocol::RawObject::parse(p.get()).ok()?,
+        None => crate::protocol::RawObject::parse("{}").ok()?,
+    };
+    let mut meta = match obj.get("_meta") {
+        Some(m) => crate::protocol::RawObject::parse(m.get()).ok()?,
+        None => crate::protocol::RawObject::parse("{}").ok()?,
+    };
+    meta.set_str(key, value);
+    obj.set("_meta", meta.to_raw());
+    Some(obj.to_raw())
+}
+
 async fn until<F: std::future::Future>(fut: F, clock: &mut Clock, progress: Option<&Notify>) -> Option<F::Output> {
     tokio::pin!(fut);
     loop {

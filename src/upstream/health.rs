@@ -17,6 +17,7 @@ use tokio::time::Instant;
 use super::Upstream;
 use super::conn::Connection;
 use crate::resilience::BreakerState;
+use crate::telemetry::metrics::OutcomeLabels;
 
 /// How often a half-open breaker with its probe slots taken is looked at.
 const HALF_OPEN_RECHECK: Duration = Duration::from_secs(1);
@@ -73,6 +74,11 @@ impl Upstream {
                 self.note(b.record(p, class), None, class);
             }
             self.stats.pings.fetch_add(1, Ordering::Relaxed);
+            let result = if outcome.is_some() { "failed" } else { "ok" };
+            self.metrics
+                .health_checks
+                .get_or_create(&OutcomeLabels { upstream: self.label.clone(), outcome: result })
+                .inc();
             match outcome {
                 None => failures = 0,
                 Some((class, message)) => {

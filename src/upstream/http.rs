@@ -65,15 +65,21 @@ impl HttpLink {
         req
     }
 
-    pub(crate) async fn send(&self, inbox: &Arc<Inbox>, body: String, id: Option<u64>) -> Result<(), LinkError> {
+    pub(crate) async fn send(
+        &self,
+        inbox: &Arc<Inbox>,
+        body: String,
+        id: Option<u64>,
+        traceparent: Option<&str>,
+    ) -> Result<(), LinkError> {
         let had_session = read(&self.session).is_some();
-        let resp = self
+        let mut req = self
             .request(reqwest::Method::POST, "application/json, text/event-stream")
-            .header(CONTENT_TYPE, "application/json")
-            .body(body)
-            .send()
-            .await
-            .map_err(io_error)?;
+            .header(CONTENT_TYPE, "application/json");
+        if let Some(tp) = traceparent {
+            req = req.header(crate::telemetry::trace::TRACEPARENT, tp);
+        }
+        let resp = req.body(body).send().await.map_err(io_error)?;
         let status = resp.status();
         if status == StatusCode::NOT_FOUND && had_session {
             return Err(LinkError::SessionExpired);

@@ -77,17 +77,17 @@ impl LegacyLink {
         Ok(LegacyLink { client, endpoint, headers, reader: Mutex::new(Some(reader)) })
     }
 
-    pub(crate) async fn send(&self, body: String) -> Result<(), LinkError> {
-        let resp = self
+    pub(crate) async fn send(&self, body: String, traceparent: Option<&str>) -> Result<(), LinkError> {
+        let mut req = self
             .client
             .post(self.endpoint.clone())
             .headers(self.headers.clone())
             .header(CONTENT_TYPE, "application/json")
-            .timeout(Duration::from_secs(30))
-            .body(body)
-            .send()
-            .await
-            .map_err(io_error)?;
+            .timeout(Duration::from_secs(30));
+        if let Some(tp) = traceparent {
+            req = req.header(crate::telemetry::trace::TRACEPARENT, tp);
+        }
+        let resp = req.body(body).send().await.map_err(io_error)?;
         success(resp).map(drop)
     }
 

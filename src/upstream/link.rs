@@ -52,12 +52,26 @@ pub(crate) enum LinkError {
 impl Link {
     /// Hands one message to the transport. For HTTP this waits for the
     /// response headers (and a JSON body, which is delivered to `inbox`).
-    pub(crate) async fn send(&self, inbox: &Arc<Inbox>, body: String, id: Option<u64>) -> Result<(), LinkError> {
+    /// `traceparent` goes out as a header (HTTP transports only; stdio
+    /// carries it in `_meta`, see [`Link::carries_headers`]).
+    pub(crate) async fn send(
+        &self,
+        inbox: &Arc<Inbox>,
+        body: String,
+        id: Option<u64>,
+        traceparent: Option<&str>,
+    ) -> Result<(), LinkError> {
         match self {
             Link::Stdio(l) => l.send(body).await,
-            Link::Http(l) => l.send(inbox, body, id).await,
-            Link::Legacy(l) => l.send(body).await,
+            Link::Http(l) => l.send(inbox, body, id, traceparent).await,
+            Link::Legacy(l) => l.send(body, traceparent).await,
         }
+    }
+
+    /// Whether requests carry HTTP headers (else trace context goes in
+    /// `_meta`).
+    pub(crate) fn carries_headers(&self) -> bool {
+        !matches!(self, Link::Stdio(_))
     }
 
     /// Sends without waiting (cancellations from a `Drop`).
@@ -68,7 +82,7 @@ impl Link {
         }
         let (link, inbox) = (self.clone(), inbox.clone());
         tokio::spawn(async move {
-            let _ = link.send(&inbox, body, None).await;
+            let _ = link.send(&inbox, body, None, None).await;
         });
     }
 

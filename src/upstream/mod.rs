@@ -32,13 +32,15 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use self::backoff::Backoff;
-pub use self::call::{LogPace, Request, Stats, ToolHints};
+pub use self::call::{Called, LogPace, Request, Stats, ToolHints};
 use self::conn::{Connection, Event, Inbox, Negotiated};
 use self::link::Link;
 use crate::config::{Redactor, TransportSpec, UpstreamSpec};
 use crate::error::{CallError, ErrorClass};
 use crate::protocol::{Message, encode};
 use crate::resilience::{Breaker, BreakerState, Budget, Bulkhead, Transition};
+use crate::telemetry::Metrics;
+use crate::telemetry::metrics::{BreakerLabels, Name, OutcomeLabels, StateLabels, TransitionLabels, UpstreamLabels};
 
 /// Restart delays: 0.5 s doubling to 30 s; reset after 60 s of health.
 const RESTART_MIN: Duration = Duration::from_millis(500);
@@ -97,6 +99,9 @@ pub struct Upstream {
     crash_loop: AtomicBool,
     /// Wakes the health loop on breaker transitions (to probe on time).
     breaker_moved: Notify,
+    /// The id as a metric label.
+    label: Name,
+    metrics: Arc<Metrics>,
 }
 
 /// Where an upstream is in its life.
@@ -144,8 +149,11 @@ impl Upstream {
         redactor: Redactor,
         changed: Arc<Changes>,
         http: reqwest::Client,
+        metrics: Arc<Metrics>,
     ) -> Arc<Self> {
         let this = Arc::new(Upstream {
+            label: Arc::from(spec.id.as_str()),
+            metrics,
             state: ArcSwap::from_pointee(State::Starting { since: Instant::now() }),
             restarts: AtomicU32::new(0),
             settled: AtomicBool::new(false),
@@ -170,6 +178,11 @@ impl Upstream {
     /// The upstream's id.
     pub fn id(&self) -> &str {
         &self.spec.id
+    }
+
+    /// The id as a metric label.
+    pub fn label(&self) -> Name {
+        self.label.clone()
     }
 
     /// Its validated config.
@@ -259,8 +272,55 @@ impl Upstream {
             }
         }
         self.stats.breaker_transitions.fetch_add(1, Ordering::Relaxed);
+        let tool = tool.map_or_else(|| Name::from(""), Name::from);
+        self.metrics
+            .breaker_transitions
+            .get_or_create(&TransitionLabels { upstream: self.label.clone(), tool, state: t.to.as_str() })
+            .inc();
         self.changed.bump();
         self.breaker_moved.notify_one();
+    }
+
+    fn labels(&self) -> UpstreamLabels {
+        UpstreamLabels { upstream: self.label.clone() }
+    }
+
+    /// Sets the gauges that mirror this upstream's state (called when
+    /// `/metrics` is scraped, so the request path never pays for them).
+    pub fn export_gauges(&self) {
+        let m = &self.metrics;
+        let labels = self.labels();
+        let state = match &**self.state.load() {
+            State::Starting { .. } => "starting",
+            State::Ready(_) => "ready",
+            State::Down { .. } => "down",
+            State::Stopped => "stopped",
+        };
+        m.upstream_up.get_or_create(&labels).set(i64::from(state == "ready"));
+        for s in ["starting", "ready", "down", "stopped"] {
+            m.upstream_state
+                .get_or_create(&StateLabels { upstream: self.label.clone(), state: s })
+                .set(i64::from(s == state));
+        }
+        m.upstream_crash_looping.get_or_create(&labels).set(i64::from(self.crash_loop.load(Ordering::Relaxed)));
+        m.upstream_in_flight.get_or_create(&labels).set(self.bulkhead.in_flight() as i64);
+        m.upstream_queued.get_or_create(&labels).set(self.bulkhead.queued() as i64);
+        let value = |s: BreakerState| match s {
+            BreakerState::Closed => 0,
+            BreakerState::HalfOpen => 1,
+            BreakerState::Open => 2,
+        };
+        if let Some(b) = &self.breaker {
+            m.breaker_state
+                .get_or_create(&BreakerLabels { upstream: self.label.clone(), tool: Name::from("") })
+                .set(value(b.state()));
+        }
+        let tools = self.tool_breakers.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        for (tool, b) in tools.iter() {
+            m.breaker_state
+                .get_or_create(&BreakerLabels { upstream: self.label.clone(), tool: Name::from(tool.as_str()) })
+                .set(value(b.state()));
+        }
     }
 
     /// Stops the supervisor and the connection (stdio: close stdin →
@@ -345,6 +405,7 @@ impl Upstream {
                 () = self.shutdown.cancelled() => break,
             }
             self.restarts.fetch_add(1, Ordering::Relaxed);
+            self.metrics.upstream_restarts.get_or_create(&self.labels()).inc();
         }
         self.set(State::Stopped);
     }
@@ -354,12 +415,17 @@ impl Upstream {
     async fn connect(&self, inbox: &Arc<Inbox>) -> Result<(Arc<Connection>, Negotiated), CallError> {
         let started = Instant::now();
         let deadline = self.spec.startup_timeout;
+        let observe = |outcome| {
+            self.metrics
+                .initialize_duration
+                .get_or_create(&OutcomeLabels { upstream: self.label.clone(), outcome })
+                .observe(started.elapsed().as_secs_f64());
+        };
         let link = tokio::time::timeout(deadline, self.open_link(inbox))
             .await
-            .map_err(|_| {
-                self.error(ErrorClass::Timeout, format!("did not connect within {}s", deadline.as_secs_f64()))
-            })?
-            .map_err(|e| self.error(ErrorClass::Transport, e))?;
+            .map_err(|_| self.error(ErrorClass::Timeout, format!("did not connect within {}s", deadline.as_secs_f64())))
+            .and_then(|r| r.map_err(|e| self.error(ErrorClass::Transport, e)))
+            .inspect_err(|_| observe("error"))?;
         let conn = Arc::new(Connection::new(inbox.clone(), link));
         let left = deadline.saturating_sub(started.elapsed());
         let negotiated = tokio::select! {
@@ -367,6 +433,7 @@ impl Upstream {
             // A process that dies during start-up fails fast, not at the deadline.
             () = inbox.closed() => Err(self.error(ErrorClass::Transport, format!("{} during initialize", inbox.close_reason()))),
         };
+        observe(if negotiated.is_ok() { "ok" } else { "error" });
         match negotiated {
             Ok(n) => {
                 conn.link.start_listening(inbox);

@@ -1,0 +1,439 @@
+//! Every Prometheus metric the gateway exports, in one place (design.md D8).
+//!
+//! Names are an API: dashboards and alert rules in `dashboards/` use them,
+//! and a test checks that each name they use is exported. Labels are
+//! bounded: `upstream` (configured ids), `tool` (names in the catalog, never
+//! what a client typed), `method` (a fixed list), `class` (the error
+//! classes), `state`, `outcome`, `transport`. Never session ids, arguments
+//! or error text.
+//!
+//! Counters and histograms are updated on the request path (a read lock and
+//! a hash of the label set each); gauges that mirror state (upstream up,
+//! breaker state, bulkhead occupancy, sessions, tools exposed) are set when
+//! `/metrics` is scraped, so the request path pays nothing for them.
+//!
+//! Architecture Invariant: no global registry; one [`Metrics`] is created
+//! with the [`crate::routing::Gateway`] and passed to whoever records.
+
+use std::sync::Arc;
+
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::Histogram;
+use prometheus_client::registry::{Registry, Unit};
+
+use crate::error::ErrorClass;
+
+/// The prefix of every metric name.
+pub const PREFIX: &str = "mcp_gateway";
+
+/// Latency buckets in seconds: 1 ms to 5 min (tool calls can be slow).
+const LATENCY: [f64; 17] =
+    [0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0];
+/// Size buckets in bytes: 64 B to 16 MiB, ×4.
+const SIZES: [f64; 10] = [64.0, 256.0, 1024.0, 4096.0, 16384.0, 65536.0, 262144.0, 1048576.0, 4194304.0, 16777216.0];
+/// `initialize` buckets in seconds: 10 ms to 2 min (npx downloads are slow).
+const STARTUP: [f64; 10] = [0.01, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 30.0, 120.0];
+
+/// A label value shared without copying (upstream ids, tool names).
+pub type Name = Arc<str>;
+
+type HistogramFamily<L> = Family<L, Histogram, fn() -> Histogram>;
+
+/// `upstream`.
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct UpstreamLabels {
+    /// The upstream id.
+    pub upstream: Name,
+}
+
+/// `upstream`, `class`.
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ClassLabels {
+    /// The upstream id.
+    pub upstream: Name,
+    /// `ok` or an error class.
+    pub class: &'static str,
+}
+
+/// `upstream`, `outcome`.
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct OutcomeLabels {
+    /// The upstream id.
+    pub upstream: Name,
+    /// `ok`, `error`, `failed`, …
+    pub outcome: &'static str,
+}
+
+/// `upstream`, `method`, `tool`, `class`: one client request.
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct RequestLabels {
+    /// The upstream that served it; empty when the gateway answered.
+    pub upstream: Name,
+    /// The method, from a fixed list (see [`method_label`]).
+    pub method: &'static str,
+    /// The upstream's own tool name; empty for other methods.
+    pub tool: Name,
+    /// `ok` or an error class.
+    pub class: &'static str,
+}
+
+/// `upstream`, `method`, `tool`.
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct DurationLabels {
+    /// As in [`RequestLabels`].
+    pub upstream: Name,
+    /// As in [`RequestLabels`].
+    pub method: &'static str,
+    /// As in [`RequestLabels`].
+    pub tool: Name,
+}
+
+/// `upstream`, `method`.
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct MethodLabels {
+    /// As in [`RequestLabels`].
+    pub upstream: Name,
+    /// As in [`RequestLabels`].
+    pub method: &'static str,
+}
+
+/// `upstream`, `tool`: a breaker (tool empty for the upstream's own).
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct BreakerLabels {
+    /// The upstream id.
+    pub upstream: Name,
+    /// The tool of a per-tool breaker; empty for the upstream's.
+    pub tool: Name,
+}
+
+/// `upstream`, `tool`, `state`.
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct TransitionLabels {
+    /// The upstream id.
+    pub upstream: Name,
+    /// As in [`BreakerLabels`].
+    pub tool: Name,
+    /// The state entered: `closed`, `half_open`, `open`.
+    pub state: &'static str,
+}
+
+/// `upstream`, `state`.
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct StateLabels {
+    /// The upstream id.
+    pub upstream: Name,
+    /// `starting`, `ready`, `down`, `stopped`.
+    pub state: &'static str,
+}
+
+/// `outcome` alone.
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct Outcome {
+    /// What happened.
+    pub outcome: &'static str,
+}
+
+/// `transport`.
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct TransportLabels {
+    /// `http` or `stdio`.
+    pub transport: &'static str,
+}
+
+/// `rule`, `action` (sequence rules).
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct RuleLabels {
+    /// The rule's configured name.
+    pub rule: Name,
+    /// `shadow`, `alert`, `block`, `confirm`.
+    pub action: &'static str,
+}
+
+/// `version`.
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct BuildLabels {
+    version: &'static str,
+}
+
+/// The gateway's metrics. Cheap to share: every field is a handle.
+#[derive(Debug)]
+pub struct Metrics {
+    registry: Registry,
+    /// Client requests answered, by upstream, method, tool and class.
+    pub requests: Family<RequestLabels, Counter>,
+    /// Whole-request latency as the client sees it.
+    pub request_duration: HistogramFamily<DurationLabels>,
+    /// Size of the params forwarded.
+    pub request_bytes: HistogramFamily<MethodLabels>,
+    /// Size of the reply.
+    pub response_bytes: HistogramFamily<MethodLabels>,
+    /// Client requests being handled (set at scrape time).
+    pub in_flight_requests: Gauge,
+    /// Each attempt sent upstream, by class.
+    pub attempt_duration: HistogramFamily<ClassLabels>,
+    /// Retries, by the class of the attempt that failed.
+    pub retries: Family<ClassLabels, Counter>,
+    /// Retries refused by the retry budget.
+    pub retry_budget_exhausted: Family<UpstreamLabels, Counter>,
+    /// Breaker state: 0 closed, 1 half-open, 2 open (set at scrape time).
+    pub breaker_state: Family<BreakerLabels, Gauge>,
+    /// Breaker transitions, by the state entered.
+    pub breaker_transitions: Family<TransitionLabels, Counter>,
+    /// Calls holding a bulkhead slot (set at scrape time).
+    pub upstream_in_flight: Family<UpstreamLabels, Gauge>,
+    /// Calls waiting for a slot (set at scrape time).
+    pub upstream_queued: Family<UpstreamLabels, Gauge>,
+    /// Calls the bulkhead refused: `overloaded` (queue full) or `timeout`.
+    pub bulkhead_rejections: Family<ClassLabels, Counter>,
+    /// 1 while the upstream is ready (set at scrape time).
+    pub upstream_up: Family<UpstreamLabels, Gauge>,
+    /// 1 for the upstream's current state (set at scrape time).
+    pub upstream_state: Family<StateLabels, Gauge>,
+    /// Supervisor restarts.
+    pub upstream_restarts: Family<UpstreamLabels, Counter>,
+    /// 1 while the supervisor sees a crash loop (set at scrape time).
+    pub upstream_crash_looping: Family<UpstreamLabels, Gauge>,
+    /// Connect + `initialize` time, by outcome.
+    pub initialize_duration: HistogramFamily<OutcomeLabels>,
+    /// Health pings, by outcome.
+    pub health_checks: Family<OutcomeLabels, Counter>,
+    /// Tools clients see, per upstream (set at scrape time).
+    pub tools_exposed: Family<UpstreamLabels, Gauge>,
+    /// Catalog rebuilds: `changed` or `unchanged`.
+    pub catalog_refreshes: Family<Outcome, Counter>,
+    /// Open client sessions, by transport.
+    pub sessions: Family<TransportLabels, Gauge>,
+    /// Audit records: `written`, `dropped` (queue full), `failed`.
+    pub audit_records: Family<Outcome, Counter>,
+    /// Calls refused by policy (the security work fills it).
+    pub policy_denials: Family<BreakerLabels, Counter>,
+    /// Sequence rule hits (the security work fills it).
+    pub rule_hits: Family<RuleLabels, Counter>,
+    /// Secret values masked in results (the security work fills it).
+    pub secrets_masked: Family<UpstreamLabels, Counter>,
+}
+
+// === impl Metrics ===
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Metrics {
+    /// Creates and registers every metric.
+    pub fn new() -> Self {
+        let mut r = Registry::with_prefix(PREFIX);
+        let latency: fn() -> Histogram = || Histogram::new(LATENCY);
+        let sizes: fn() -> Histogram = || Histogram::new(SIZES);
+        let startup: fn() -> Histogram = || Histogram::new(STARTUP);
+        let m = Metrics {
+            requests: Family::default(),
+            request_duration: Family::new_with_constructor(latency),
+            request_bytes: Family::new_with_constructor(sizes),
+            response_bytes: Family::new_with_constructor(sizes),
+            in_flight_requests: Gauge::default(),
+            attempt_duration: Family::new_with_constructor(latency),
+            retries: Family::default(),
+            retry_budget_exhausted: Family::default(),
+            breaker_state: Family::default(),
+            breaker_transitions: Family::default(),
+            upstream_in_flight: Family::default(),
+            upstream_queued: Family::default(),
+            bulkhead_rejections: Family::default(),
+            upstream_up: Family::default(),
+            upstream_state: Family::default(),
+            upstream_restarts: Family::default(),
+            upstream_crash_looping: Family::default(),
+            initialize_duration: Family::new_with_constructor(startup),
+            health_checks: Family::default(),
+            tools_exposed: Family::default(),
+            catalog_refreshes: Family::default(),
+            sessions: Family::default(),
+            audit_records: Family::default(),
+            policy_denials: Family::default(),
+            rule_hits: Family::default(),
+            secrets_masked: Family::default(),
+            registry: Registry::default(),
+        };
+        let build: Family<BuildLabels, Gauge> = Family::default();
+        build.get_or_create(&BuildLabels { version: env!("CARGO_PKG_VERSION") }).set(1);
+        r.register("build_info", "Always 1; `version` is the gateway's version", build);
+        r.register(
+            "requests",
+            "Client requests answered, by upstream, method, tool and class (ok or the error class)",
+            m.requests.clone(),
+        );
+        r.register_with_unit(
+            "request_duration",
+            "Whole-request latency as the client sees it",
+            Unit::Seconds,
+            m.request_duration.clone(),
+        );
+        r.register("request_bytes", "Size of the request params forwarded upstream, in bytes", m.request_bytes.clone());
+        r.register("response_bytes", "Size of the reply sent to the client, in bytes", m.response_bytes.clone());
+        r.register("in_flight_requests", "Client requests being handled now", m.in_flight_requests.clone());
+        r.register_with_unit(
+            "upstream_attempt_duration",
+            "Each attempt sent to an upstream (a retry is another attempt), by class",
+            Unit::Seconds,
+            m.attempt_duration.clone(),
+        );
+        r.register("retries", "Retries made, by the class of the failed attempt", m.retries.clone());
+        r.register(
+            "retry_budget_exhausted",
+            "Retries refused because the upstream's retry budget was empty",
+            m.retry_budget_exhausted.clone(),
+        );
+        r.register(
+            "breaker_state",
+            "Circuit breaker state: 0 closed, 1 half-open, 2 open (tool is empty for the upstream's breaker)",
+            m.breaker_state.clone(),
+        );
+        r.register(
+            "breaker_transitions",
+            "Circuit breaker transitions, by the state entered",
+            m.breaker_transitions.clone(),
+        );
+        r.register(
+            "upstream_in_flight_calls",
+            "Calls holding one of the upstream's bulkhead slots",
+            m.upstream_in_flight.clone(),
+        );
+        r.register(
+            "upstream_queued_calls",
+            "Calls waiting for one of the upstream's bulkhead slots",
+            m.upstream_queued.clone(),
+        );
+        r.register(
+            "bulkhead_rejections",
+            "Calls refused by the bulkhead: overloaded (queue full) or timeout (no slot before the deadline)",
+            m.bulkhead_rejections.clone(),
+        );
+        r.register("upstream_up", "1 while the upstream is initialized and serving", m.upstream_up.clone());
+        r.register(
+            "upstream_state",
+            "1 for the upstream's current state (starting, ready, down, stopped)",
+            m.upstream_state.clone(),
+        );
+        r.register(
+            "upstream_restarts",
+            "Restarts of the upstream's connection or process by its supervisor",
+            m.upstream_restarts.clone(),
+        );
+        r.register(
+            "upstream_crash_looping",
+            "1 while the upstream fails to start or dies young repeatedly",
+            m.upstream_crash_looping.clone(),
+        );
+        r.register_with_unit(
+            "upstream_initialize_duration",
+            "Connect and initialize time, by outcome",
+            Unit::Seconds,
+            m.initialize_duration.clone(),
+        );
+        r.register("health_checks", "Health pings to upstreams, by outcome (ok, failed)", m.health_checks.clone());
+        r.register("tools_exposed", "Tools clients see from the upstream now", m.tools_exposed.clone());
+        r.register(
+            "catalog_refreshes",
+            "Rebuilds of the merged catalog, by outcome (changed, unchanged)",
+            m.catalog_refreshes.clone(),
+        );
+        r.register("downstream_sessions", "Open client sessions, by transport", m.sessions.clone());
+        r.register(
+            "audit_records",
+            "Audit log records, by outcome (written, dropped when the queue is full, failed)",
+            m.audit_records.clone(),
+        );
+        r.register("policy_denials", "Calls refused by policy", m.policy_denials.clone());
+        r.register("rule_hits", "Sequence rule hits, by rule and action", m.rule_hits.clone());
+        r.register("secrets_masked", "Secret values masked in upstream results", m.secrets_masked.clone());
+        Metrics { registry: r, ..m }
+    }
+
+    /// The OpenMetrics text exposition of every metric.
+    pub fn encode(&self) -> String {
+        let mut out = String::with_capacity(16 * 1024);
+        prometheus_client::encoding::text::encode(&mut out, &self.registry).expect("writing to a String never fails");
+        out
+    }
+}
+
+/// The `class` label of an outcome: `ok` or the error class.
+pub fn class_label(class: Option<ErrorClass>) -> &'static str {
+    class.map_or("ok", ErrorClass::as_str)
+}
+
+/// The `method` label: known MCP methods as themselves, anything else
+/// `other` (a client must not be able to mint label values).
+pub fn method_label(method: &str) -> &'static str {
+    const KNOWN: [&str; 20] = [
+        "initialize",
+        "ping",
+        "tools/list",
+        "tools/call",
+        "resources/list",
+        "resources/templates/list",
+        "resources/read",
+        "resources/subscribe",
+        "resources/unsubscribe",
+        "prompts/list",
+        "prompts/get",
+        "completion/complete",
+        "logging/setLevel",
+        "tasks/get",
+        "tasks/result",
+        "tasks/list",
+        "tasks/cancel",
+        "sampling/createMessage",
+        "elicitation/create",
+        "roots/list",
+    ];
+    KNOWN.iter().find(|m| **m == method).copied().unwrap_or("other")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_carry_the_prefix_and_suffixes() {
+        let m = Metrics::new();
+        let up: Name = Arc::from("fs");
+        m.requests
+            .get_or_create(&RequestLabels {
+                upstream: up.clone(),
+                method: "tools/call",
+                tool: Arc::from("read"),
+                class: "ok",
+            })
+            .inc();
+        m.request_duration
+            .get_or_create(&DurationLabels { upstream: up, method: "tools/call", tool: Arc::from("read") })
+            .observe(0.003);
+        let text = m.encode();
+        assert!(
+            text.contains(
+                "mcp_gateway_requests_total{upstream=\"fs\",method=\"tools/call\",tool=\"read\",class=\"ok\"} 1"
+            ),
+            "{text}"
+        );
+        assert!(text.contains("# TYPE mcp_gateway_request_duration_seconds histogram"), "{text}");
+        assert!(text.contains("mcp_gateway_request_duration_seconds_bucket{le=\"0.005\",upstream=\"fs\""), "{text}");
+        assert!(text.contains("mcp_gateway_build_info{version=\""), "{text}");
+        for line in text.lines().filter(|l| l.starts_with("# TYPE")) {
+            assert!(line.starts_with("# TYPE mcp_gateway_"), "{line}");
+        }
+    }
+
+    #[test]
+    fn client_methods_cannot_mint_labels() {
+        assert_eq!(method_label("tools/call"), "tools/call");
+        assert_eq!(method_label("tools/call\u{0}x"), "other");
+        assert_eq!(method_label("anything/else"), "other");
+    }
+}
