@@ -4,6 +4,11 @@
 # versions, and a second run with the same pins only checks that the files are
 # there and prints the paths.
 #
+# Prometheus (`prometheus`, `promtool`) is a system package: when either is
+# missing and we are root with apt-get, Debian's `prometheus` is installed
+# without starting its daemon; otherwise the script fails and says what to
+# install. Present binaries are used as they are (fast path: two lookups).
+#
 #   scripts/install-peers.sh          # from any cwd
 #   FORCE=1 scripts/install-peers.sh  # reinstall
 set -euo pipefail
@@ -57,7 +62,55 @@ else
   printf '%s' "$WANT" > "$STAMP"
 fi
 
+# Prometheus for the metrics tests (the harness runs the real binary).
+prometheus_missing() { ! command -v prometheus >/dev/null 2>&1 || ! command -v promtool >/dev/null 2>&1; }
+if prometheus_missing; then
+  if [[ "$(id -u)" != 0 ]] || ! command -v apt-get >/dev/null 2>&1; then
+    echo "install-peers: 'prometheus' and 'promtool' must be on PATH for the metrics tests." >&2
+    echo "install-peers: install them (Debian/Ubuntu: sudo apt-get install prometheus, or the release" >&2
+    echo "install-peers: tarball from https://prometheus.io/download/) and run this again." >&2
+    exit 2
+  fi
+  echo "install-peers: apt-get install prometheus (its daemon is not started)" >&2
+  # Debian's postinst runs invoke-rc.d start; a policy-rc.d that exits 101
+  # forbids that. Keep any policy-rc.d already there and put it back after.
+  policy=/usr/sbin/policy-rc.d
+  policy_saved=""
+  if [[ -e "$policy" ]]; then
+    policy_saved="$(mktemp)"
+    cp -p "$policy" "$policy_saved"
+  fi
+  restore_policy() {
+    if [[ -n "$policy_saved" ]]; then mv -f "$policy_saved" "$policy"; else rm -f "$policy"; fi
+  }
+  trap restore_policy EXIT
+  printf '#!/bin/sh\n# install-peers.sh: no service starts while prometheus is installed\nexit 101\n' > "$policy"
+  chmod 755 "$policy"
+  apt-get update -qq >&2
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends prometheus >/dev/null
+  restore_policy
+  trap - EXIT
+  # Should a daemon have started anyway, stop that one process (by its pid
+  # file, and only if it really is /usr/bin/prometheus).
+  pidfile=/run/prometheus/prometheus.pid
+  if [[ -s "$pidfile" ]]; then
+    pid="$(cat "$pidfile")"
+    if [[ "$(readlink "/proc/$pid/exe" 2>/dev/null)" == /usr/bin/prometheus ]]; then
+      echo "install-peers: stopping the prometheus daemon the package started (pid $pid)" >&2
+      kill -TERM "$pid" 2>/dev/null || true
+      for _ in $(seq 50); do [[ -e "/proc/$pid" ]] || break; sleep 0.1; done
+      [[ -e "/proc/$pid" ]] && kill -KILL "$pid" 2>/dev/null || true
+    fi
+  fi
+  if prometheus_missing; then
+    echo "install-peers: apt-get installed prometheus, but 'prometheus' or 'promtool' is still not on PATH" >&2
+    exit 1
+  fi
+fi
+
 echo "server-everything $EVERYTHING"
 echo "server-filesystem $FILESYSTEM"
 echo "server-postgres $POSTGRES"
 echo "python-mcp $PYTHON"
+echo "prometheus $(command -v prometheus)"
+echo "promtool $(command -v promtool)"

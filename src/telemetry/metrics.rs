@@ -17,7 +17,8 @@
 
 use std::sync::Arc;
 
-use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::encoding::{EncodeLabelSet, EncodeMetric, MetricEncoder};
+use prometheus_client::metrics::MetricType;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
@@ -158,6 +159,26 @@ struct BuildLabels {
     version: &'static str,
 }
 
+/// A family that is described (`# HELP`, `# TYPE`) even before its first
+/// sample, so a scraper and the dashboards test see the whole API from the
+/// start.
+#[derive(Debug)]
+struct Listed<M>(M);
+
+impl<M: EncodeMetric> EncodeMetric for Listed<M> {
+    fn encode(&self, encoder: MetricEncoder<'_>) -> Result<(), std::fmt::Error> {
+        self.0.encode(encoder)
+    }
+
+    fn metric_type(&self) -> MetricType {
+        self.0.metric_type()
+    }
+
+    fn is_empty(&self) -> bool {
+        false
+    }
+}
+
 /// The gateway's metrics. Cheap to share: every field is a handle.
 #[derive(Debug)]
 pub struct Metrics {
@@ -262,97 +283,136 @@ impl Metrics {
         };
         let build: Family<BuildLabels, Gauge> = Family::default();
         build.get_or_create(&BuildLabels { version: env!("CARGO_PKG_VERSION") }).set(1);
-        r.register("build_info", "Always 1; `version` is the gateway's version", build);
+        r.register("build_info", "Always 1; `version` is the gateway's version", Listed(build));
         r.register(
             "requests",
             "Client requests answered, by upstream, method, tool and class (ok or the error class)",
-            m.requests.clone(),
+            Listed(m.requests.clone()),
         );
         r.register_with_unit(
             "request_duration",
             "Whole-request latency as the client sees it",
             Unit::Seconds,
-            m.request_duration.clone(),
+            Listed(m.request_duration.clone()),
         );
-        r.register("request_bytes", "Size of the request params forwarded upstream, in bytes", m.request_bytes.clone());
-        r.register("response_bytes", "Size of the reply sent to the client, in bytes", m.response_bytes.clone());
-        r.register("in_flight_requests", "Client requests being handled now", m.in_flight_requests.clone());
+        r.register(
+            "request_bytes",
+            "Size of the request params forwarded upstream, in bytes",
+            Listed(m.request_bytes.clone()),
+        );
+        r.register(
+            "response_bytes",
+            "Size of the reply sent to the client, in bytes",
+            Listed(m.response_bytes.clone()),
+        );
+        r.register("in_flight_requests", "Client requests being handled now", Listed(m.in_flight_requests.clone()));
         r.register_with_unit(
             "upstream_attempt_duration",
             "Each attempt sent to an upstream (a retry is another attempt), by class",
             Unit::Seconds,
-            m.attempt_duration.clone(),
+            Listed(m.attempt_duration.clone()),
         );
-        r.register("retries", "Retries made, by the class of the failed attempt", m.retries.clone());
+        r.register("retries", "Retries made, by the class of the failed attempt", Listed(m.retries.clone()));
         r.register(
             "retry_budget_exhausted",
             "Retries refused because the upstream's retry budget was empty",
-            m.retry_budget_exhausted.clone(),
+            Listed(m.retry_budget_exhausted.clone()),
         );
         r.register(
             "breaker_state",
             "Circuit breaker state: 0 closed, 1 half-open, 2 open (tool is empty for the upstream's breaker)",
-            m.breaker_state.clone(),
+            Listed(m.breaker_state.clone()),
         );
         r.register(
             "breaker_transitions",
             "Circuit breaker transitions, by the state entered",
-            m.breaker_transitions.clone(),
+            Listed(m.breaker_transitions.clone()),
         );
         r.register(
             "upstream_in_flight_calls",
             "Calls holding one of the upstream's bulkhead slots",
-            m.upstream_in_flight.clone(),
+            Listed(m.upstream_in_flight.clone()),
         );
         r.register(
             "upstream_queued_calls",
             "Calls waiting for one of the upstream's bulkhead slots",
-            m.upstream_queued.clone(),
+            Listed(m.upstream_queued.clone()),
         );
         r.register(
             "bulkhead_rejections",
             "Calls refused by the bulkhead: overloaded (queue full) or timeout (no slot before the deadline)",
-            m.bulkhead_rejections.clone(),
+            Listed(m.bulkhead_rejections.clone()),
         );
-        r.register("upstream_up", "1 while the upstream is initialized and serving", m.upstream_up.clone());
+        r.register("upstream_up", "1 while the upstream is initialized and serving", Listed(m.upstream_up.clone()));
         r.register(
             "upstream_state",
             "1 for the upstream's current state (starting, ready, down, stopped)",
-            m.upstream_state.clone(),
+            Listed(m.upstream_state.clone()),
         );
         r.register(
             "upstream_restarts",
             "Restarts of the upstream's connection or process by its supervisor",
-            m.upstream_restarts.clone(),
+            Listed(m.upstream_restarts.clone()),
         );
         r.register(
             "upstream_crash_looping",
             "1 while the upstream fails to start or dies young repeatedly",
-            m.upstream_crash_looping.clone(),
+            Listed(m.upstream_crash_looping.clone()),
         );
         r.register_with_unit(
             "upstream_initialize_duration",
             "Connect and initialize time, by outcome",
             Unit::Seconds,
-            m.initialize_duration.clone(),
+            Listed(m.initialize_duration.clone()),
         );
-        r.register("health_checks", "Health pings to upstreams, by outcome (ok, failed)", m.health_checks.clone());
-        r.register("tools_exposed", "Tools clients see from the upstream now", m.tools_exposed.clone());
+        r.register(
+            "health_checks",
+            "Health pings to upstreams, by outcome (ok, failed)",
+            Listed(m.health_checks.clone()),
+        );
+        r.register("tools_exposed", "Tools clients see from the upstream now", Listed(m.tools_exposed.clone()));
         r.register(
             "catalog_refreshes",
             "Rebuilds of the merged catalog, by outcome (changed, unchanged)",
-            m.catalog_refreshes.clone(),
+            Listed(m.catalog_refreshes.clone()),
         );
-        r.register("downstream_sessions", "Open client sessions, by transport", m.sessions.clone());
+        r.register("downstream_sessions", "Open client sessions, by transport", Listed(m.sessions.clone()));
         r.register(
             "audit_records",
             "Audit log records, by outcome (written, dropped when the queue is full, failed)",
-            m.audit_records.clone(),
+            Listed(m.audit_records.clone()),
         );
-        r.register("policy_denials", "Calls refused by policy", m.policy_denials.clone());
-        r.register("rule_hits", "Sequence rule hits, by rule and action", m.rule_hits.clone());
-        r.register("secrets_masked", "Secret values masked in upstream results", m.secrets_masked.clone());
+        r.register("policy_denials", "Calls refused by policy", Listed(m.policy_denials.clone()));
+        r.register("rule_hits", "Sequence rule hits, by rule and action", Listed(m.rule_hits.clone()));
+        r.register("secrets_masked", "Secret values masked in upstream results", Listed(m.secrets_masked.clone()));
         Metrics { registry: r, ..m }
+    }
+
+    /// Creates the zero series of an upstream's counters that alerts take
+    /// `increase()` of, so the first event already shows as an increase.
+    pub fn init_upstream(&self, upstream: &Name, breaker: bool) {
+        let u = UpstreamLabels { upstream: upstream.clone() };
+        let _ = self.retry_budget_exhausted.get_or_create(&u);
+        let _ = self.upstream_restarts.get_or_create(&u);
+        for class in ["overloaded", "timeout"] {
+            let _ = self.bulkhead_rejections.get_or_create(&ClassLabels { upstream: upstream.clone(), class });
+        }
+        for outcome in ["ok", "failed"] {
+            let _ = self.health_checks.get_or_create(&OutcomeLabels { upstream: upstream.clone(), outcome });
+        }
+        if breaker {
+            for state in ["open", "half_open", "closed"] {
+                let labels = TransitionLabels { upstream: upstream.clone(), tool: Name::from(""), state };
+                let _ = self.breaker_transitions.get_or_create(&labels);
+            }
+        }
+    }
+
+    /// Creates the zero series of the audit log's counters.
+    pub fn init_audit(&self) {
+        for outcome in ["written", "dropped", "failed"] {
+            let _ = self.audit_records.get_or_create(&Outcome { outcome });
+        }
     }
 
     /// The OpenMetrics text exposition of every metric.

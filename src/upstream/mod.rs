@@ -151,8 +151,10 @@ impl Upstream {
         http: reqwest::Client,
         metrics: Arc<Metrics>,
     ) -> Arc<Self> {
+        let label: Name = Arc::from(spec.id.as_str());
+        metrics.init_upstream(&label, spec.breaker.enabled);
         let this = Arc::new(Upstream {
-            label: Arc::from(spec.id.as_str()),
+            label,
             metrics,
             state: ArcSwap::from_pointee(State::Starting { since: Instant::now() }),
             restarts: AtomicU32::new(0),

@@ -64,8 +64,8 @@ fn tools_prints_the_merged_catalog() {
     assert!(stdout.lines().next().unwrap().starts_with("NAME"), "{stdout}");
     let echo = stdout.lines().find(|l| l.starts_with("raw__echo")).unwrap_or_else(|| panic!("{stdout}"));
     assert!(echo.contains("raw") && echo.contains("read-only"), "{echo}");
-    assert!(stdout.contains("6 tools from 2 upstreams"), "{stdout}");
-    assert!(stderr.contains("ready, offers 6 tools"), "{stderr}");
+    assert!(stdout.contains("7 tools from 2 upstreams"), "{stdout}");
+    assert!(stderr.contains("ready, offers 7 tools"), "{stderr}");
     assert!(stderr.contains("gone  FAILED: cannot start"), "{stderr}");
 }
 

@@ -7,9 +7,11 @@
 mod support;
 
 mod cli;
+mod dashboards;
 mod faults;
 mod fidelity;
 mod http_front;
+mod observability;
 mod partial;
 mod peers;
 mod resilience;

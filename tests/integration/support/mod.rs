@@ -15,6 +15,9 @@ use serde_json::{Value, json};
 use tokio::io::{AsyncBufReadExt, AsyncRead, BufReader};
 use tokio::process::{Child, Command};
 
+pub mod otlp;
+pub mod prometheus;
+
 /// How long a test waits for something that should happen.
 pub const PATIENCE: Duration = Duration::from_secs(60);
 

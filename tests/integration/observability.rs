@@ -1,0 +1,252 @@
+//! Observability (issue 5): the span tree of a call through retries,
+//! trace context reaching HTTP and stdio upstreams, `/metrics` on the main
+//! and the admin listener, the audit log, and secret masking in logs.
+
+use std::collections::HashMap;
+
+use serde_json::{Value, json};
+
+use crate::support::otlp::{OtlpReceiver, SpanRecord};
+use crate::support::*;
+
+const TRACE_ID: &str = "4bf92f3577b34da6a3ce929d0e0e4736";
+const CLIENT_SPAN: &str = "00f067aa0ba902b7";
+
+/// A chaos stdio upstream whose `read` tool is retried (trusted hints).
+fn chaos_stdio(id: &str, state: &std::path::Path) -> String {
+    format!(
+        "[upstreams.{id}]\ncommand = {:?}\nargs = [{:?}, \"--stdio\", \"--state-file\", {:?}]\ntrusted = true\n\
+         [upstreams.{id}.retry]\ninitial_delay = \"10ms\"\nmax_delay = \"20ms\"\n",
+        peers().python.display().to_string(),
+        fixture("chaos.py"),
+        path_str(state)
+    )
+}
+
+fn by_id(spans: &[SpanRecord]) -> HashMap<&str, &SpanRecord> {
+    spans.iter().map(|s| (s.span_id.as_str(), s)).collect()
+}
+
+/// The JSON inside an `echo_context` result.
+fn context_of(resp: &Value) -> Value {
+    serde_json::from_str(&text(resp)).unwrap_or_else(|e| panic!("echo_context result ({e}): {resp}"))
+}
+
+#[tokio::test]
+async fn traces_follow_a_call_through_retries_to_each_upstream() {
+    let otlp = OtlpReceiver::start().await;
+    let web = Fixture::python("http_upstream.py", &[]).await;
+    let state = tempfile::NamedTempFile::new_in(root().join("target")).unwrap();
+    let toml = format!(
+        "[traces]\nendpoint = {:?}\nservice_name = \"gw-under-test\"\n\
+         [upstreams.web]\nurl = {:?}\n{}{}",
+        otlp.endpoint(),
+        web.url(),
+        raw_stdio("raw", ""),
+        chaos_stdio("chaos", state.path()),
+    );
+    let gw = Gateway::start(&toml).await;
+    for id in ["web", "raw", "chaos"] {
+        gw.wait_ready(id).await;
+    }
+    let mut c = gw.client().await;
+    let traceparent = format!("00-{TRACE_ID}-{CLIENT_SPAN}-01");
+
+    // 1. HTTP upstream, client context in the traceparent header.
+    let body =
+        json!({"jsonrpc":"2.0","id":"h1","method":"tools/call","params":{"name":"web__echo_context","arguments":{}}});
+    let r = c.post(&body.to_string(), &[("traceparent", &traceparent)]).await;
+    let web_seen = context_of(&r.json());
+    let web_tp =
+        web_seen["headers"]["traceparent"].as_str().unwrap_or_else(|| panic!("no traceparent header: {web_seen}"));
+
+    // 2. stdio upstream, client context in _meta.traceparent (no header).
+    let r = c
+        .request("tools/call", json!({"name":"raw__echo_context","arguments":{},"_meta":{"traceparent":traceparent}}))
+        .await;
+    let raw_seen = context_of(&r);
+    let raw_tp = raw_seen["meta"]["traceparent"].as_str().unwrap_or_else(|| panic!("no _meta.traceparent: {raw_seen}"));
+
+    // 3. A read that fails once and is retried.
+    let body = json!({"jsonrpc":"2.0","id":"r1","method":"tools/call","params":{"name":"chaos__read",
+        "arguments":{"key":"t","fault":"rpc_error_before","code":-32603,"fail_times":1}}});
+    let r = c.post(&body.to_string(), &[("traceparent", &traceparent)]).await.json();
+    assert_eq!(text(&r), "ok t 1", "{r}");
+
+    // 4. No client context: a new trace, still propagated.
+    let r = c.request("tools/call", json!({"name":"raw__echo_context","arguments":{}})).await;
+    let fresh_tp = context_of(&r)["meta"]["traceparent"].as_str().map(str::to_owned).expect("a traceparent");
+
+    // Stopping flushes the exporter.
+    assert!(gw.stop().await.success());
+    let spans = otlp.spans();
+    assert!(otlp.content_types().iter().all(|ct| ct == "application/x-protobuf"), "{:?}", otlp.content_types());
+    let ids = by_id(&spans);
+    let ours: Vec<&SpanRecord> = spans.iter().filter(|s| s.trace_id == TRACE_ID).collect();
+    assert!(ours.iter().all(|s| s.service == "gw-under-test"));
+
+    // Each upstream saw the context of its own attempt span, in our trace.
+    for (tp, tool) in [(web_tp, "echo_context"), (raw_tp, "echo_context")] {
+        let parts: Vec<&str> = tp.split('-').collect();
+        assert_eq!(parts.len(), 4, "{tp}");
+        assert_eq!(parts[1], TRACE_ID, "the upstream got our trace id: {tp}");
+        let attempt = ids.get(parts[2]).unwrap_or_else(|| panic!("span {} was exported: {spans:#?}", parts[2]));
+        assert_eq!(attempt.kind, 3, "the attempt is a CLIENT span");
+        assert_eq!(attempt.attributes["gen_ai.tool.name"], tool);
+        assert_eq!(attempt.attributes["mcp.method.name"], "tools/call");
+        assert_eq!(attempt.attributes["mcp_gateway.attempt"], "1");
+        // attempt → route → server → the client's span.
+        let route = ids[attempt.parent_span_id.as_str()];
+        assert_eq!((route.name.as_str(), route.kind), ("route", 1));
+        let server = ids[route.parent_span_id.as_str()];
+        assert_eq!(server.kind, 2, "the request span is a SERVER span");
+        assert_eq!(server.parent_span_id, CLIENT_SPAN, "a child of the client's span");
+        assert!(server.name.starts_with("tools/call ") && server.name.ends_with("__echo_context"), "{}", server.name);
+        assert_eq!(server.attributes["mcp.method.name"], "tools/call");
+        assert_eq!(server.attributes["network.transport"], "tcp");
+        assert!(server.attributes.contains_key("mcp.session.id"));
+    }
+    assert_eq!(ids[web_tp.split('-').nth(2).unwrap()].attributes["mcp_gateway.upstream"], "web");
+    assert_eq!(ids[web_tp.split('-').nth(2).unwrap()].attributes["network.transport"], "tcp");
+    assert_eq!(ids[raw_tp.split('-').nth(2).unwrap()].attributes["network.transport"], "pipe");
+
+    // The retried call: one route span with two attempts, the first failed.
+    let server = ours
+        .iter()
+        .find(|s| s.kind == 2 && s.attributes.get("jsonrpc.request.id").map(String::as_str) == Some("r1"))
+        .unwrap_or_else(|| panic!("the retried call's span: {ours:#?}"));
+    assert_eq!(server.attributes["gen_ai.tool.name"], "chaos__read");
+    let route = ours.iter().find(|s| s.parent_span_id == server.span_id).expect("a route span");
+    assert_eq!(route.attributes["mcp_gateway.attempts"], "2");
+    assert_eq!(route.attributes["mcp_gateway.upstream"], "chaos");
+    let mut attempts: Vec<&&SpanRecord> = ours.iter().filter(|s| s.parent_span_id == route.span_id).collect();
+    attempts.sort_by_key(|s| s.attributes["mcp_gateway.attempt"].clone());
+    assert_eq!(attempts.len(), 2, "{attempts:#?}");
+    assert_eq!(attempts[0].attributes["error.type"], "upstream_internal");
+    assert_eq!(attempts[0].status_code, 2, "a failed attempt has an error status");
+    assert!(!attempts[1].attributes.contains_key("error.type"), "{:?}", attempts[1]);
+    assert!(!server.attributes.contains_key("error.type"), "the call succeeded in the end");
+
+    // The call without client context is a root span of its own trace.
+    let fresh: Vec<&str> = fresh_tp.split('-').collect();
+    assert_ne!(fresh[1], TRACE_ID);
+    let root_span = spans.iter().find(|s| s.trace_id == fresh[1] && s.kind == 2).expect("its server span");
+    assert_eq!(root_span.parent_span_id, "", "no parent: a new trace");
+}
+
+#[tokio::test]
+async fn metrics_on_the_main_listener_count_calls_by_class() {
+    let state = tempfile::NamedTempFile::new_in(root().join("target")).unwrap();
+    let gw = Gateway::start(&format!("{}{}", raw_stdio("raw", ""), chaos_stdio("chaos", state.path()))).await;
+    gw.wait_ready("raw").await;
+    gw.wait_ready("chaos").await;
+    let mut c = gw.client().await;
+    c.call("raw__echo", json!({"x":1})).await;
+    c.call("chaos__work", json!({"key":"a","fault":"tool_error"})).await;
+    c.call("nope__x", json!({})).await;
+    let r = gw.http.get(format!("http://{}/metrics", gw.addr)).send().await.unwrap();
+    assert_eq!(r.status(), 200);
+    assert!(r.headers()["content-type"].to_str().unwrap().starts_with("application/openmetrics-text"));
+    let text = r.text().await.unwrap();
+    for line in [
+        r#"mcp_gateway_requests_total{upstream="raw",method="tools/call",tool="echo",class="ok"} 1"#,
+        r#"mcp_gateway_requests_total{upstream="chaos",method="tools/call",tool="work",class="tool_error"} 1"#,
+        r#"mcp_gateway_requests_total{upstream="",method="tools/call",tool="",class="protocol"} 1"#,
+        r#"mcp_gateway_upstream_up{upstream="raw"} 1"#,
+        r#"mcp_gateway_downstream_sessions{transport="http"} 1"#,
+        r#"mcp_gateway_upstream_attempt_duration_seconds_count{upstream="chaos",class="tool_error"} 1"#,
+    ] {
+        assert!(text.contains(line), "missing `{line}` in:\n{text}");
+    }
+    // A client cannot mint label values: the unknown tool's name is nowhere.
+    assert!(!text.contains("nope__x") && !text.contains("\"x\""), "{text}");
+    assert!(text.ends_with("# EOF\n"));
+    // Behind the Host check like /status.
+    let r = gw.http.get(format!("http://{}/metrics", gw.addr)).header("host", "evil.example").send().await.unwrap();
+    assert_eq!(r.status(), 403);
+}
+
+#[tokio::test]
+async fn admin_listener_serves_metrics_instead_of_the_main_one() {
+    let port = free_port();
+    let gw = Gateway::start(&format!("[admin]\nlisten = \"127.0.0.1:{port}\"\n{}", raw_stdio("raw", ""))).await;
+    gw.wait_ready("raw").await;
+    let main = gw.http.get(format!("http://{}/metrics", gw.addr)).send().await.unwrap();
+    assert_eq!(main.status(), 404, "not on the main listener");
+    let admin = gw.http.get(format!("http://127.0.0.1:{port}/metrics")).send().await.unwrap();
+    assert_eq!(admin.status(), 200);
+    assert!(admin.text().await.unwrap().contains(r#"mcp_gateway_upstream_up{upstream="raw"} 1"#));
+    let ready = gw.http.get(format!("http://127.0.0.1:{port}/readyz")).send().await.unwrap();
+    assert_eq!(ready.status(), 200);
+    assert!(gw.stop().await.success());
+}
+
+#[tokio::test]
+async fn audit_log_has_one_line_per_call_with_digest_and_masked_values() {
+    // A secret the model passes back in arguments must not land in the file.
+    let (dir, path) = write_config("");
+    std::fs::write(dir.path().join("secrets.env"), "API_TOKEN=s3cr3t-token-value\n").unwrap();
+    let state = tempfile::NamedTempFile::new_in(root().join("target")).unwrap();
+    // Outside the config's folder, which goes with the gateway.
+    let logs = tempfile::tempdir_in(root().join("target")).unwrap();
+    let audit = logs.path().join("logs/audit.jsonl");
+    let toml = format!(
+        "[gateway]\nsecrets_file = \"secrets.env\"\n[audit]\npath = {:?}\ninclude_arguments = true\n{}{}\
+         [upstreams.raw.env]\nTOKEN = \"${{API_TOKEN}}\"\n",
+        path_str(&audit),
+        raw_stdio("raw", ""),
+        chaos_stdio("chaos", state.path()),
+    );
+    std::fs::write(&path, toml).unwrap();
+    let gw = Gateway::start_at(&path, dir).await;
+    gw.wait_ready("raw").await;
+    gw.wait_ready("chaos").await;
+    let mut c = gw.client().await;
+    c.call("raw__echo", json!({"note":"s3cr3t-token-value","n":1})).await;
+    c.call("chaos__read", json!({"key":"b","fault":"rpc_error_before","code":-32603,"fail_times":1})).await;
+    c.call("raw__missing", json!({})).await;
+    c.request("tools/list", json!({})).await;
+    let session = c.session.clone().unwrap();
+    assert!(gw.stop().await.success());
+    let text = std::fs::read_to_string(&audit).unwrap();
+    assert!(!text.contains("s3cr3t-token-value"), "the secret was masked: {text}");
+    assert!(!text.contains(&session), "the session id itself is a credential: {text}");
+    let lines: Vec<Value> = text.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    assert_eq!(lines.len(), 3, "one line per tools/call, none for tools/list: {text}");
+    let [echo, read, missing] = &lines[..] else { unreachable!() };
+    assert_eq!(echo["name"], "raw__echo");
+    assert_eq!((echo["upstream"].as_str(), echo["tool"].as_str()), (Some("raw"), Some("echo")));
+    assert_eq!(echo["class"], "ok");
+    assert_eq!(echo["attempts"], 1);
+    assert_eq!(echo["arguments"], json!({"note":"***","n":1}));
+    assert!(echo["arguments_sha256"].as_str().unwrap().starts_with("sha256:"));
+    assert_eq!(echo["transport"], "http");
+    assert_eq!(echo["principal"], Value::Null);
+    assert_eq!(echo["session"].as_str().unwrap().len(), 16);
+    assert_eq!(echo["session"], read["session"], "one session, one digest");
+    assert!(echo["time"].as_str().unwrap().ends_with('Z'));
+    assert!(echo["latency_ms"].as_f64().unwrap() > 0.0);
+    assert_eq!((read["class"].as_str(), read["attempts"].as_u64()), (Some("ok"), Some(2)), "{read}");
+    assert_eq!(missing["class"], "protocol");
+    assert_eq!(missing["attempts"], 0);
+    assert_eq!(missing["upstream"], "raw", "counted against the namespace's upstream");
+    assert_eq!(missing["tool"], Value::Null);
+}
+
+#[tokio::test]
+async fn logs_are_json_lines_with_structured_fields_when_asked() {
+    let gw = Gateway::start(&format!("[gateway]\nlog_format = \"json\"\n{}", raw_stdio("raw", ""))).await;
+    gw.wait_ready("raw").await;
+    let logs = gw.proc.logs();
+    assert!(gw.stop().await.success());
+    let lines: Vec<Value> = logs
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("not a JSON line ({e}): {l}")))
+        .collect();
+    assert!(lines.len() >= 3, "{logs}");
+    assert!(lines.iter().all(|l| l["level"].is_string() && l["fields"]["message"].is_string()), "{logs}");
+    assert!(
+        lines.iter().any(|l| l["fields"]["upstream"] == "raw" && l["fields"]["message"] == "Upstream initialized."),
+        "fields are structured, not in the message: {logs}"
+    );
+}
