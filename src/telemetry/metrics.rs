@@ -229,6 +229,8 @@ pub struct Metrics {
     pub sessions: Family<TransportLabels, Gauge>,
     /// Audit records: `written`, `dropped` (queue full), `failed`.
     pub audit_records: Family<Outcome, Counter>,
+    /// Spans handed to the OTLP exporter: `ok` or `failed` (lost).
+    pub trace_exports: Family<Outcome, Counter>,
     /// Calls refused by policy (the security work fills it).
     pub policy_denials: Family<BreakerLabels, Counter>,
     /// Sequence rule hits (the security work fills it).
@@ -276,6 +278,7 @@ impl Metrics {
             catalog_refreshes: Family::default(),
             sessions: Family::default(),
             audit_records: Family::default(),
+            trace_exports: Family::default(),
             policy_denials: Family::default(),
             rule_hits: Family::default(),
             secrets_masked: Family::default(),
@@ -381,6 +384,11 @@ impl Metrics {
             "audit_records",
             "Audit log records, by outcome (written, dropped when the queue is full, failed)",
             Listed(m.audit_records.clone()),
+        );
+        r.register(
+            "trace_spans_exported",
+            "Spans sent to the OTLP collector, by outcome (ok, failed: lost)",
+            Listed(m.trace_exports.clone()),
         );
         r.register("policy_denials", "Calls refused by policy", Listed(m.policy_denials.clone()));
         r.register("rule_hits", "Sequence rule hits, by rule and action", Listed(m.rule_hits.clone()));

@@ -50,7 +50,7 @@ impl Telemetry {
     /// Everything the config asks for.
     pub fn from_config(config: &Config) -> Result<Self, TelemetryError> {
         let metrics = Arc::new(Metrics::new());
-        let tracer = Tracer::from_config(&config.traces)?;
+        let tracer = Tracer::from_config(&config.traces, &metrics)?;
         let audit = match &config.audit.path {
             Some(path) => {
                 Some(Arc::new(AuditLog::open(&config.audit, path, config.redactor.clone(), metrics.clone())?))

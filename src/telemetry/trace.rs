@@ -26,8 +26,15 @@ use opentelemetry_otlp::{WithExportConfig, WithHttpConfig};
 use opentelemetry_sdk::propagation::TraceContextPropagator;
 use opentelemetry_sdk::trace::{SdkTracer, SdkTracerProvider};
 
+use std::sync::Arc;
+
+use opentelemetry_sdk::error::OTelSdkResult;
+use opentelemetry_sdk::trace::{SpanData, SpanExporter};
+
+use super::metrics::{Metrics, Outcome};
 use crate::config::{OtlpProtocol, Traces};
 use crate::error::ErrorClass;
+use crate::upstream::LogPace;
 
 /// The W3C trace context header (and `_meta` key).
 pub const TRACEPARENT: &str = "traceparent";
@@ -59,7 +66,7 @@ impl Tracer {
 
     /// Starts the exporter when an endpoint is configured (in the file or
     /// the environment) and `OTEL_SDK_DISABLED` is not `true`.
-    pub fn from_config(cfg: &Traces) -> Result<Self, TraceError> {
+    pub fn from_config(cfg: &Traces, metrics: &Arc<Metrics>) -> Result<Self, TraceError> {
         let env = |k: &str| std::env::var(k).ok().filter(|v| !v.trim().is_empty());
         if env("OTEL_SDK_DISABLED").is_some_and(|v| v.eq_ignore_ascii_case("true"))
             || env("OTEL_TRACES_EXPORTER").is_some_and(|v| v.eq_ignore_ascii_case("none"))
@@ -71,7 +78,10 @@ impl Tracer {
         if cfg.endpoint.is_none() && !from_env {
             return Ok(Self::disabled());
         }
-        let exporter = build_exporter(cfg)?;
+        let exporter = Counted { inner: build_exporter(cfg)?, metrics: metrics.clone(), log: LogPace::default() };
+        for outcome in ["ok", "failed"] {
+            let _ = metrics.trace_exports.get_or_create(&Outcome { outcome });
+        }
         let mut resource = opentelemetry_sdk::Resource::builder();
         // OTEL_SERVICE_NAME wins over the file, as the spec says.
         if env("OTEL_SERVICE_NAME").is_none() {
@@ -160,6 +170,43 @@ fn build_exporter(cfg: &Traces) -> Result<opentelemetry_otlp::SpanExporter, Trac
         OtlpProtocol::Grpc => {
             Err(TraceError("`protocol = \"grpc\"` needs the gateway built with `--features otlp-grpc`".into()))
         }
+    }
+}
+
+/// The exporter, with every batch's outcome counted and failures logged
+/// (at most one line a second): a collector that is down must not go
+/// unnoticed, nor flood the log.
+#[derive(Debug)]
+struct Counted {
+    inner: opentelemetry_otlp::SpanExporter,
+    metrics: Arc<Metrics>,
+    log: LogPace,
+}
+
+impl SpanExporter for Counted {
+    async fn export(&self, batch: Vec<SpanData>) -> OTelSdkResult {
+        let spans = batch.len() as u64;
+        let result = self.inner.export(batch).await;
+        let outcome = if result.is_ok() { "ok" } else { "failed" };
+        self.metrics.trace_exports.get_or_create(&Outcome { outcome }).inc_by(spans);
+        if let Err(e) = &result
+            && self.log.ready()
+        {
+            tracing::warn!(spans, error = %e, "Trace export failed; spans lost.");
+        }
+        result
+    }
+
+    fn shutdown_with_timeout(&self, timeout: std::time::Duration) -> OTelSdkResult {
+        self.inner.shutdown_with_timeout(timeout)
+    }
+
+    fn force_flush(&self) -> OTelSdkResult {
+        self.inner.force_flush()
+    }
+
+    fn set_resource(&mut self, resource: &opentelemetry_sdk::Resource) {
+        self.inner.set_resource(resource);
     }
 }
 

@@ -11,6 +11,7 @@ use std::time::Duration;
 
 use serde_json::json;
 
+use crate::support::otlp::OtlpReceiver;
 use crate::support::prometheus::{
     Prometheus, dashboard_queries, exposition_families, family_of, grafana_to_promql, metric_names,
 };
@@ -30,6 +31,7 @@ const EXPECTED_EMPTY: &[(&str, &str, &str)] = &[
 const EXPECTED_QUIET: &[(&str, &str)] = &[
     ("McpGatewayAuditDropping", "the audit queue never fills here"),
     ("McpGatewayAuditWriteFailing", "the audit file is writable"),
+    ("McpGatewayTraceExportFailing", "the OTLP receiver takes every span"),
     ("McpGatewayMetricsAbsent", "the gateway is scraped the whole time"),
 ];
 
@@ -42,7 +44,7 @@ fn alerts_file() -> PathBuf {
 }
 
 /// Six upstreams, one per behaviour the dashboards show.
-fn load_config(state_dir: &std::path::Path, audit: &std::path::Path) -> String {
+fn load_config(state_dir: &std::path::Path, audit: &std::path::Path, otlp: &str) -> String {
     let py = peers().python.display().to_string();
     let chaos = |id: &str, extra: &str| {
         format!(
@@ -51,7 +53,7 @@ fn load_config(state_dir: &std::path::Path, audit: &std::path::Path) -> String {
             path_str(&state_dir.join(id)),
         )
     };
-    let mut toml = format!("[audit]\npath = {:?}\n", path_str(audit));
+    let mut toml = format!("[audit]\npath = {:?}\n[traces]\nendpoint = {otlp:?}\n", path_str(audit));
     toml += &raw_stdio("ok", "");
     // Every read fails and is retried until the small budget runs out.
     toml += &chaos(
@@ -83,7 +85,8 @@ async fn every_metric_a_dashboard_or_alert_uses_is_exported() {
     assert!(status.status.success(), "promtool check rules:\n{}", String::from_utf8_lossy(&status.stdout));
 
     let state = tempfile::tempdir_in(root().join("target")).unwrap();
-    let gw = Gateway::start(&load_config(state.path(), &state.path().join("audit.jsonl"))).await;
+    let otlp = OtlpReceiver::start().await;
+    let gw = Gateway::start(&load_config(state.path(), &state.path().join("audit.jsonl"), &otlp.endpoint())).await;
     gw.wait_ready("ok").await;
     let text = gw.http.get(format!("http://{}/metrics", gw.addr)).send().await.unwrap().text().await.unwrap();
     let exported = exposition_families(&text);
@@ -116,7 +119,8 @@ async fn every_metric_a_dashboard_or_alert_uses_is_exported() {
 #[tokio::test]
 async fn prometheus_evaluates_every_panel_and_alert_under_load() {
     let state = tempfile::tempdir_in(root().join("target")).unwrap();
-    let gw = Gateway::start(&load_config(state.path(), &state.path().join("audit.jsonl"))).await;
+    let otlp = OtlpReceiver::start().await;
+    let gw = Gateway::start(&load_config(state.path(), &state.path().join("audit.jsonl"), &otlp.endpoint())).await;
     for id in ["ok", "flaky", "dead", "busy"] {
         gw.wait_ready(id).await;
     }
