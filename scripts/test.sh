@@ -21,7 +21,8 @@ scripts/install-peers.sh
 echo "test.sh: cargo fmt --check" >&2
 cargo fmt --all -- --check
 echo "test.sh: cargo clippy" >&2
-cargo clippy --all-targets --locked -- -D warnings
+# --all-features: the otlp-grpc exporter is checked too.
+cargo clippy --all-targets --all-features --locked -- -D warnings
 echo "test.sh: cargo test" >&2
 log="$(mktemp)"
 trap 'rm -f "$log"' EXIT
