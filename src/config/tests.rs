@@ -40,6 +40,20 @@ fn resilience_defaults_follow_production_guidance() {
 }
 
 #[test]
+fn telemetry_defaults_and_paths() {
+    let cfg = load("[upstreams.a]\ncommand = \"x\"\n").unwrap();
+    assert!(cfg.admin.listen.is_none() && cfg.traces.endpoint.is_none() && cfg.audit.path.is_none());
+    assert_eq!(cfg.traces.protocol, OtlpProtocol::HttpProtobuf);
+    assert_eq!(cfg.traces.service_name, "mcp-gateway");
+    assert_eq!((cfg.audit.max_file_bytes, cfg.audit.max_files, cfg.audit.queue), (100 << 20, 5, 8192));
+    assert!(!cfg.audit.include_arguments);
+    assert_eq!(cfg.gateway.log_level, "info");
+    let cfg = load("[audit]\npath = \"logs/a.jsonl\"\n[traces]\nprotocol = \"grpc\"\n").unwrap();
+    assert_eq!(cfg.audit.path.as_deref(), Some(Path::new("dir/logs/a.jsonl")), "relative to the config file");
+    assert_eq!(cfg.traces.protocol, OtlpProtocol::Grpc);
+}
+
+#[test]
 fn tool_timeouts_longest_pattern_wins() {
     let cfg = load(concat!(
         "[upstreams.a]\ncommand = \"x\"\nidempotent_tools = [\"get_*\"]\n",
@@ -92,6 +106,14 @@ fn errors_name_file_line_and_key() {
             "must be at least the longest request or tool timeout (120s)",
         ),
         ("[upstreams.a]\ncommand = \"x\"\nmax_concurrency = 0\n", ":3:1", "at least 1"),
+        ("[traces]\nendpoint = \"localhost:4318\"\n", ":2:1", "traces.endpoint: must be an absolute"),
+        ("[traces]\nsample_ratio = 2.0\n", ":2:1", "traces.sample_ratio: must be between 0 and 1"),
+        ("[traces]\nprotocol = \"udp\"\n", ":2:12", "unknown variant `udp`"),
+        ("[traces]\nheaders = { \"bad header\" = \"x\" }\n", ":2:1", "not a valid HTTP header"),
+        ("[audit]\npath = \"a.jsonl\"\nmax_file_bytes = 10\n", ":3:1", "audit.max_file_bytes: must be at least 1024"),
+        ("[audit]\nqueue = 0\n", ":2:1", "audit.queue: must be at least 1"),
+        ("[admin]\nlisten = \"nowhere\"\n", ":2:10", "invalid"),
+        ("[gateway]\nlog_level = \"info,[\"\n", ":2:1", "gateway.log_level: not a valid filter"),
     ];
     for (src, loc, msg) in cases {
         let err = load(src).expect_err(src).to_string();
