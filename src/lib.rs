@@ -32,6 +32,31 @@ use tokio_util::sync::CancellationToken;
 pub use crate::config::Config;
 pub use crate::routing::Gateway;
 
+/// Serves the admin listener (`[admin] listen`: `/metrics`, `/healthz`,
+/// `/readyz`) until `stop` is cancelled; nothing when it is not set. For
+/// `mcp-gateway stdio`, which has no other listener.
+pub async fn serve_admin(gateway: &Arc<Gateway>, stop: CancellationToken) -> std::io::Result<()> {
+    if let (_, Some(admin)) = downstream::http::routers(gateway.clone(), stop.clone()) {
+        spawn_admin(gateway, admin, stop).await?;
+    }
+    Ok(())
+}
+
+async fn spawn_admin(gateway: &Gateway, admin: axum::Router, stop: CancellationToken) -> std::io::Result<()> {
+    let Some(addr) = gateway.config().admin.listen else { return Ok(()) };
+    let listener = TcpListener::bind(addr)
+        .await
+        .map_err(|e| std::io::Error::new(e.kind(), format!("cannot listen on {addr} (admin.listen): {e}")))?;
+    tracing::info!(addr = %listener.local_addr()?, "Serving /metrics on the admin listener.");
+    tokio::spawn(async move {
+        let served = axum::serve(listener, admin).with_graceful_shutdown(stop.cancelled_owned()).await;
+        if let Err(e) = served {
+            tracing::error!(error = %e, "Admin listener failed.");
+        }
+    });
+    Ok(())
+}
+
 /// Serves `/mcp` on `listener` until `shutdown` resolves, then stops
 /// accepting, ends open streams, lets calls in flight finish for at most
 /// `gateway.drain_timeout` and returns. The caller shuts the [`Gateway`]
@@ -43,18 +68,8 @@ pub async fn serve(
 ) -> std::io::Result<()> {
     let stop = CancellationToken::new();
     let (app, admin) = downstream::http::routers(gateway.clone(), stop.clone());
-    if let (Some(admin), Some(addr)) = (admin, gateway.config().admin.listen) {
-        let listener = TcpListener::bind(addr)
-            .await
-            .map_err(|e| std::io::Error::new(e.kind(), format!("cannot listen on {addr} (admin.listen): {e}")))?;
-        tracing::info!(addr = %listener.local_addr()?, "Serving /metrics on the admin listener.");
-        let stop = stop.clone();
-        tokio::spawn(async move {
-            let served = axum::serve(listener, admin).with_graceful_shutdown(stop.cancelled_owned()).await;
-            if let Err(e) = served {
-                tracing::error!(error = %e, "Admin listener failed.");
-            }
-        });
+    if let Some(admin) = admin {
+        spawn_admin(&gateway, admin, stop.clone()).await?;
     }
     let stop2 = stop.clone();
     // Replies are written whole; without Nagle's delay an SSE event or a

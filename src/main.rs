@@ -122,6 +122,9 @@ async fn serve(config: Config, listen: Option<SocketAddr>) -> anyhow::Result<()>
 async fn stdio(config: Config) -> anyhow::Result<()> {
     let telemetry = Telemetry::from_config(&config)?;
     let gateway = Gateway::start(config, telemetry);
+    let admin_stop = tokio_util::sync::CancellationToken::new();
+    let _stop_admin = admin_stop.clone().drop_guard();
+    mcp_gateway::serve_admin(&gateway, admin_stop).await?;
     let input = tokio::io::BufReader::new(tokio::io::stdin());
     let run = downstream::stdio::run(gateway.clone(), input, tokio::io::stdout());
     tokio::pin!(run);

@@ -163,3 +163,24 @@ async fn list_changed_is_sent_to_stdio_clients() {
         }
     }
 }
+
+#[tokio::test]
+async fn stdio_serves_metrics_on_the_admin_listener() {
+    let port = free_port();
+    let mut gw = StdioGateway::start(&format!("[admin]\nlisten = \"127.0.0.1:{port}\"\n{}", raw_stdio("raw", "")));
+    gw.initialize().await;
+    let r = gw.call_when_ready(1, "raw__echo", json!({"x": 1})).await;
+    assert!(r["result"].is_object(), "{r}");
+    let url = format!("http://127.0.0.1:{port}/metrics");
+    let text = reqwest::get(&url).await.unwrap().text().await.unwrap();
+    for line in [
+        r#"mcp_gateway_downstream_sessions{transport="stdio"} 1"#,
+        r#"mcp_gateway_requests_total{upstream="raw",method="tools/call",tool="echo",class="ok"} 1"#,
+    ] {
+        assert!(text.contains(line), "missing `{line}`:\n{text}");
+    }
+    drop(gw.stdin);
+    let status = tokio::time::timeout(PATIENCE, gw.child.wait()).await.unwrap().unwrap();
+    assert!(status.success());
+    assert!(reqwest::get(&url).await.is_err(), "the admin listener stops with the gateway");
+}
