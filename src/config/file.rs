@@ -32,9 +32,10 @@ pub struct FileConfig {
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct AdminSection {
-    /// Serve `/metrics` (and `/healthz`, `/readyz`, `/status`) here instead
-    /// of on `gateway.listen`, e.g. to keep them off the port clients
-    /// reach. Default: none (all on the main listener).
+    /// Serve `/metrics` here instead of on `gateway.listen` (with
+    /// `/healthz` and `/readyz`, which stay on the main listener too), e.g.
+    /// to keep it off the port clients reach; the only way to scrape
+    /// `mcp-gateway stdio`. Default: none.
     pub listen: Option<SocketAddr>,
 }
 
@@ -49,9 +50,10 @@ pub struct TracesSection {
     /// `/v1/traces` is appended) or `http://127.0.0.1:4317` (gRPC).
     /// Overrides the environment. Default: none.
     pub endpoint: Option<String>,
-    /// `http/protobuf` (default) or `grpc` (needs the `otlp-grpc` build
-    /// feature).
-    pub protocol: OtlpProtocol,
+    /// `http/protobuf` or `grpc` (needs the `otlp-grpc` build feature).
+    /// Default: `OTEL_EXPORTER_OTLP_(TRACES_)PROTOCOL`, else
+    /// `http/protobuf`.
+    pub protocol: Option<OtlpProtocol>,
     /// `service.name` of the spans (`OTEL_SERVICE_NAME` wins). Default
     /// `mcp-gateway`.
     pub service_name: String,
@@ -98,7 +100,7 @@ impl Default for TracesSection {
     fn default() -> Self {
         TracesSection {
             endpoint: None,
-            protocol: OtlpProtocol::HttpProtobuf,
+            protocol: None,
             service_name: "mcp-gateway".into(),
             sample_ratio: None,
             headers: BTreeMap::new(),

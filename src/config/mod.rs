@@ -54,8 +54,8 @@ pub struct Config {
 pub struct Traces {
     /// The collector's base URL (see [`TracesSection::endpoint`]).
     pub endpoint: Option<String>,
-    /// HTTP/protobuf or gRPC.
-    pub protocol: OtlpProtocol,
+    /// HTTP/protobuf or gRPC; `None`: from the environment.
+    pub protocol: Option<OtlpProtocol>,
     /// `service.name`.
     pub service_name: String,
     /// Share of new traces sampled.

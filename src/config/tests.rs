@@ -43,14 +43,14 @@ fn resilience_defaults_follow_production_guidance() {
 fn telemetry_defaults_and_paths() {
     let cfg = load("[upstreams.a]\ncommand = \"x\"\n").unwrap();
     assert!(cfg.admin.listen.is_none() && cfg.traces.endpoint.is_none() && cfg.audit.path.is_none());
-    assert_eq!(cfg.traces.protocol, OtlpProtocol::HttpProtobuf);
+    assert_eq!(cfg.traces.protocol, None, "from OTEL_EXPORTER_OTLP_PROTOCOL, else http/protobuf");
     assert_eq!(cfg.traces.service_name, "mcp-gateway");
     assert_eq!((cfg.audit.max_file_bytes, cfg.audit.max_files, cfg.audit.queue), (100 << 20, 5, 8192));
     assert!(!cfg.audit.include_arguments);
     assert_eq!(cfg.gateway.log_level, "info");
     let cfg = load("[audit]\npath = \"logs/a.jsonl\"\n[traces]\nprotocol = \"grpc\"\n").unwrap();
     assert_eq!(cfg.audit.path.as_deref(), Some(Path::new("dir/logs/a.jsonl")), "relative to the config file");
-    assert_eq!(cfg.traces.protocol, OtlpProtocol::Grpc);
+    assert_eq!(cfg.traces.protocol, Some(OtlpProtocol::Grpc));
 }
 
 #[test]

@@ -11,14 +11,21 @@ use crate::config::{LogFormat, Redactor};
 /// config's `log_level`). Stderr always: stdout belongs to the MCP stream
 /// in stdio mode. Colours only on a terminal.
 pub fn init(format: LogFormat, filter: &str, redactor: Redactor) {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(filter));
+    let from_env = std::env::var_os("RUST_LOG").map(|_| tracing_subscriber::EnvFilter::try_from_default_env());
+    let (filter, bad_env) = match from_env {
+        Some(Ok(f)) => (f, None),
+        Some(Err(e)) => (tracing_subscriber::EnvFilter::new(filter), Some(e)),
+        None => (tracing_subscriber::EnvFilter::new(filter), None),
+    };
     let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
     let writer = Redacting { inner: std::io::stderr, redactor };
     let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(writer).with_ansi(ansi);
     match format {
         LogFormat::Json => builder.json().init(),
         LogFormat::Human => builder.init(),
+    }
+    if let Some(e) = bad_env {
+        tracing::warn!(error = %e, "RUST_LOG is not a valid filter; using log_level instead.");
     }
 }
 

@@ -53,6 +53,7 @@ impl Telemetry {
         let tracer = Tracer::from_config(&config.traces, &metrics)?;
         let audit = match &config.audit.path {
             Some(path) => {
+                metrics.init_audit();
                 Some(Arc::new(AuditLog::open(&config.audit, path, config.redactor.clone(), metrics.clone())?))
             }
             None => None,

@@ -133,7 +133,7 @@ fn build_exporter(cfg: &Traces) -> Result<opentelemetry_otlp::SpanExporter, Trac
     let headers: HashMap<String, String> =
         cfg.headers.iter().map(|(k, v)| (k.clone(), v.expose().to_owned())).collect();
     let err = |e: opentelemetry_otlp::ExporterBuildError| TraceError(e.to_string());
-    match cfg.protocol {
+    match protocol(cfg)? {
         OtlpProtocol::HttpProtobuf => {
             let mut b = opentelemetry_otlp::SpanExporter::builder()
                 .with_http()
@@ -170,6 +170,23 @@ fn build_exporter(cfg: &Traces) -> Result<opentelemetry_otlp::SpanExporter, Trac
         OtlpProtocol::Grpc => {
             Err(TraceError("`protocol = \"grpc\"` needs the gateway built with `--features otlp-grpc`".into()))
         }
+    }
+}
+
+/// `[traces] protocol`, else `OTEL_EXPORTER_OTLP_TRACES_PROTOCOL` or
+/// `OTEL_EXPORTER_OTLP_PROTOCOL`, else HTTP/protobuf.
+fn protocol(cfg: &Traces) -> Result<OtlpProtocol, TraceError> {
+    if let Some(p) = cfg.protocol {
+        return Ok(p);
+    }
+    let var = ["OTEL_EXPORTER_OTLP_TRACES_PROTOCOL", "OTEL_EXPORTER_OTLP_PROTOCOL"]
+        .into_iter()
+        .find_map(|k| std::env::var(k).ok().filter(|v| !v.trim().is_empty()).map(|v| (k, v)));
+    match var {
+        None => Ok(OtlpProtocol::HttpProtobuf),
+        Some((_, v)) if v.trim() == "http/protobuf" => Ok(OtlpProtocol::HttpProtobuf),
+        Some((_, v)) if v.trim() == "grpc" => Ok(OtlpProtocol::Grpc),
+        Some((k, v)) => Err(TraceError(format!("{k}={v} is not supported (use http/protobuf or grpc)"))),
     }
 }
 
