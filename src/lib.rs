@@ -32,18 +32,13 @@ use tokio_util::sync::CancellationToken;
 pub use crate::config::Config;
 pub use crate::routing::Gateway;
 
-/// Serves the admin listener (`[admin] listen`: `/metrics`, `/healthz`,
-/// `/readyz`) until `stop` is cancelled; nothing when it is not set. For
-/// `mcp-gateway stdio`, which has no other listener.
+/// Starts the admin listener (`[admin] listen`: `/metrics`, `/healthz`,
+/// `/readyz`) in the background until `stop` is cancelled; does nothing
+/// when it is not set. [`serve`] calls it; `mcp-gateway stdio`, which has
+/// no other listener, calls it directly.
 pub async fn serve_admin(gateway: &Arc<Gateway>, stop: CancellationToken) -> std::io::Result<()> {
-    if let (_, Some(admin)) = downstream::http::routers(gateway.clone(), stop.clone()) {
-        spawn_admin(gateway, admin, stop).await?;
-    }
-    Ok(())
-}
-
-async fn spawn_admin(gateway: &Gateway, admin: axum::Router, stop: CancellationToken) -> std::io::Result<()> {
     let Some(addr) = gateway.config().admin.listen else { return Ok(()) };
+    let admin = downstream::http::admin_router(gateway.clone(), stop.clone());
     let listener = TcpListener::bind(addr)
         .await
         .map_err(|e| std::io::Error::new(e.kind(), format!("cannot listen on {addr} (admin.listen): {e}")))?;
@@ -67,10 +62,8 @@ pub async fn serve(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
     let stop = CancellationToken::new();
-    let (app, admin) = downstream::http::routers(gateway.clone(), stop.clone());
-    if let Some(admin) = admin {
-        spawn_admin(&gateway, admin, stop.clone()).await?;
-    }
+    let app = downstream::http::router(gateway.clone(), stop.clone());
+    serve_admin(&gateway, stop.clone()).await?;
     let stop2 = stop.clone();
     // Replies are written whole; without Nagle's delay an SSE event or a
     // small JSON reply leaves at once.

@@ -47,17 +47,17 @@ pub struct App {
     shutdown: CancellationToken,
 }
 
-/// Builds the router. `shutdown` ends open GET streams so a graceful
-/// shutdown does not wait on them. With `admin.listen` set, `/metrics` is
-/// not on this router: see [`routers`].
-pub fn router(gateway: Arc<Gateway>, shutdown: CancellationToken) -> Router {
-    routers(gateway, shutdown).0
+/// What the admin router's handlers need: no sessions, no Host check.
+#[derive(Debug, Clone)]
+struct Admin {
+    gateway: Arc<Gateway>,
+    shutdown: CancellationToken,
 }
 
-/// The main router and, when `admin.listen` is set, the admin router
-/// (`/metrics`, `/healthz`, `/readyz`; no Host check: bind it where only
-/// your scraper reaches).
-pub fn routers(gateway: Arc<Gateway>, shutdown: CancellationToken) -> (Router, Option<Router>) {
+/// Builds the router. `shutdown` ends open GET streams so a graceful
+/// shutdown does not wait on them. With `admin.listen` set, `/metrics` is
+/// not on this router but on [`admin_router`]'s.
+pub fn router(gateway: Arc<Gateway>, shutdown: CancellationToken) -> Router {
     let g = &gateway.config().gateway;
     let max = g.max_message_bytes;
     let split = gateway.config().admin.listen.is_some();
@@ -79,15 +79,17 @@ pub fn routers(gateway: Arc<Gateway>, shutdown: CancellationToken) -> (Router, O
     if !split {
         main = main.route("/metrics", get(metrics_checked));
     }
-    let main = main.layer(DefaultBodyLimit::max(max)).with_state(app.clone());
-    let admin = split.then(|| {
-        Router::new()
-            .route("/metrics", get(metrics))
-            .route("/healthz", get(|| async { "ok\n" }))
-            .route("/readyz", get(readyz))
-            .with_state(app)
-    });
-    (main, admin)
+    main.layer(DefaultBodyLimit::max(max)).with_state(app)
+}
+
+/// The router of `admin.listen`: `/metrics`, `/healthz`, `/readyz`, with no
+/// Host check (bind it where only your scraper reaches).
+pub fn admin_router(gateway: Arc<Gateway>, shutdown: CancellationToken) -> Router {
+    Router::new()
+        .route("/metrics", get(|State(a): State<Admin>| async move { metrics(&a.gateway) }))
+        .route("/healthz", get(|| async { "ok\n" }))
+        .route("/readyz", get(|State(a): State<Admin>| async move { readiness(&a.gateway, &a.shutdown) }))
+        .with_state(Admin { gateway, shutdown })
 }
 
 /// `/metrics` on the main listener: behind the Host check like `/status`.
@@ -95,12 +97,12 @@ async fn metrics_checked(State(app): State<Arc<App>>, headers: HeaderMap) -> Res
     if let Err(r) = app.check_origin(&headers) {
         return r;
     }
-    metrics(State(app)).await
+    metrics(&app.gateway)
 }
 
 /// The Prometheus scrape (OpenMetrics text).
-async fn metrics(State(app): State<Arc<App>>) -> Response {
-    let body = app.gateway.metrics_text();
+fn metrics(gateway: &Gateway) -> Response {
+    let body = gateway.metrics_text();
     let content_type = HeaderValue::from_static("application/openmetrics-text; version=1.0.0; charset=utf-8");
     (StatusCode::OK, [(header::CONTENT_TYPE, content_type)], body).into_response()
 }
@@ -279,13 +281,16 @@ async fn delete_mcp(State(app): State<Arc<App>>, headers: HeaderMap) -> Response
 }
 
 async fn readyz(State(app): State<Arc<App>>) -> Response {
+    readiness(&app.gateway, &app.shutdown)
+}
+
+fn readiness(g: &Gateway, shutdown: &CancellationToken) -> Response {
     // Ready means "serving", not "every upstream is up" (partial
     // availability is the point of the gateway): not while starting (until
     // the start-up list wait is over) or draining.
-    let g = &app.gateway;
     let ready_upstreams =
         g.upstreams().iter().filter(|u| matches!(*u.state(), crate::upstream::State::Ready(_))).count();
-    let draining = app.shutdown.is_cancelled();
+    let draining = shutdown.is_cancelled();
     let ready = g.started_up() && !draining;
     let body = serde_json::json!({
         "ready": ready,

@@ -33,6 +33,13 @@ pub struct Sessions {
     open: Gauge,
 }
 
+/// `N` bytes from the OS random source, as hex: a session id.
+pub(crate) fn random_id<const N: usize>() -> String {
+    let mut bytes = [0u8; N];
+    getrandom::fill(&mut bytes).expect("the OS random source works");
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
 /// The session table is full.
 #[derive(Debug, thiserror::Error)]
 #[error("too many sessions")]
@@ -65,9 +72,7 @@ impl Sessions {
 
     /// Creates a session with a cryptographically random id.
     pub fn create(&self, version: String) -> Result<Arc<Session>, Full> {
-        let mut bytes = [0u8; 32];
-        getrandom::fill(&mut bytes).expect("the OS random source works");
-        let id: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
+        let id = random_id::<32>();
         let s = Arc::new(Session {
             id: id.clone(),
             version,

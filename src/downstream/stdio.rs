@@ -38,11 +38,7 @@ where
     let max = gateway.config().gateway.max_message_bytes;
     // One session for the life of the process, so the audit log and traces
     // can tell its calls from another stdio client's.
-    let session: Arc<str> = {
-        let mut bytes = [0u8; 16];
-        getrandom::fill(&mut bytes).expect("the OS random source works");
-        bytes.iter().map(|b| format!("{b:02x}")).collect::<String>().into()
-    };
+    let session: Arc<str> = super::session::random_id::<16>().into();
     let open = gateway.telemetry().metrics.sessions.get_or_create(&TransportLabels { transport: "stdio" }).clone();
     open.inc();
     let _open = Open(open);

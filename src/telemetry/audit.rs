@@ -13,6 +13,7 @@
 //! Argument values are written only with `include_arguments = true`, and
 //! then with every secret value masked; otherwise only their SHA-256.
 
+use std::fmt::Write as _;
 use std::fs::{File, OpenOptions};
 use std::io::{BufWriter, Write};
 use std::path::{Path, PathBuf};
@@ -187,7 +188,7 @@ pub fn digest(bytes: &[u8]) -> String {
     let mut out = String::with_capacity(7 + 64);
     out.push_str("sha256:");
     for b in hash {
-        out.push_str(&format!("{b:02x}"));
+        let _ = write!(out, "{b:02x}");
     }
     out
 }

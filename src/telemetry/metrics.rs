@@ -153,6 +153,24 @@ pub struct RuleLabels {
     pub action: &'static str,
 }
 
+/// One upstream's counters with fixed labels (see
+/// [`Metrics::upstream_counters`]).
+#[derive(Debug, Clone)]
+pub struct UpstreamCounters {
+    /// `retry_budget_exhausted`.
+    pub budget_exhausted: Counter,
+    /// `upstream_restarts`.
+    pub restarts: Counter,
+    /// `bulkhead_rejections{class="overloaded"}`: the queue was full.
+    pub rejected_queue_full: Counter,
+    /// `bulkhead_rejections{class="timeout"}`: no slot before the deadline.
+    pub rejected_no_slot: Counter,
+    /// `health_checks{outcome="ok"}`.
+    pub pings_ok: Counter,
+    /// `health_checks{outcome="failed"}`.
+    pub pings_failed: Counter,
+}
+
 /// `version`.
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct BuildLabels {
@@ -396,23 +414,29 @@ impl Metrics {
         Metrics { registry: r, ..m }
     }
 
-    /// Creates the zero series of an upstream's counters that alerts take
-    /// `increase()` of, so the first event already shows as an increase.
-    pub fn init_upstream(&self, upstream: &Name, breaker: bool) {
+    /// The counters of an upstream whose labels are fixed, created at 0
+    /// (so alerts that take `increase()` see the first event). The upstream
+    /// keeps the handles: an event costs no label lookup, and `/status`
+    /// reads the same numbers.
+    pub fn upstream_counters(&self, upstream: &Name, breaker: bool) -> UpstreamCounters {
         let u = UpstreamLabels { upstream: upstream.clone() };
-        let _ = self.retry_budget_exhausted.get_or_create(&u);
-        let _ = self.upstream_restarts.get_or_create(&u);
-        for class in ["overloaded", "timeout"] {
-            let _ = self.bulkhead_rejections.get_or_create(&ClassLabels { upstream: upstream.clone(), class });
-        }
-        for outcome in ["ok", "failed"] {
-            let _ = self.health_checks.get_or_create(&OutcomeLabels { upstream: upstream.clone(), outcome });
-        }
+        let class =
+            |class| self.bulkhead_rejections.get_or_create_owned(&ClassLabels { upstream: upstream.clone(), class });
+        let pings =
+            |outcome| self.health_checks.get_or_create_owned(&OutcomeLabels { upstream: upstream.clone(), outcome });
         if breaker {
             for state in ["open", "half_open", "closed"] {
                 let labels = TransitionLabels { upstream: upstream.clone(), tool: Name::from(""), state };
                 let _ = self.breaker_transitions.get_or_create(&labels);
             }
+        }
+        UpstreamCounters {
+            budget_exhausted: self.retry_budget_exhausted.get_or_create_owned(&u),
+            restarts: self.upstream_restarts.get_or_create_owned(&u),
+            rejected_queue_full: class("overloaded"),
+            rejected_no_slot: class("timeout"),
+            pings_ok: pings("ok"),
+            pings_failed: pings("failed"),
         }
     }
 

@@ -83,16 +83,8 @@ pub struct Stats {
     pub failures: [AtomicU64; 8],
     /// Retries made.
     pub retries: AtomicU64,
-    /// Retries refused because the budget was spent.
-    pub budget_exhausted: AtomicU64,
-    /// Calls refused by the bulkhead.
-    pub rejected: AtomicU64,
     /// Breaker transitions (all breakers of the upstream).
     pub breaker_transitions: AtomicU64,
-    /// Health pings sent.
-    pub pings: AtomicU64,
-    /// Health pings that failed.
-    pub ping_failures: AtomicU64,
     /// The last failure that says the upstream is sick: class, message,
     /// when.
     pub last_error: std::sync::Mutex<Option<(ErrorClass, String, Instant)>>,
@@ -227,8 +219,7 @@ impl Upstream {
                 Ok(wait) => wait,
                 Err(why) => {
                     if why == NoRetry::Budget {
-                        self.stats.budget_exhausted.fetch_add(1, Ordering::Relaxed);
-                        self.metrics.retry_budget_exhausted.get_or_create(&self.labels()).inc();
+                        self.counters.budget_exhausted.inc();
                         tracing::warn!(upstream = %self.spec.id, method = req.method, "Retry budget exhausted; not retrying.");
                     }
                     if attempt > 1 || why == NoRetry::Unsafe {
@@ -393,11 +384,7 @@ impl Upstream {
         let id = &self.spec.id;
         match full {
             Full::Queue => {
-                let rejected = self.stats.rejected.fetch_add(1, Ordering::Relaxed) + 1;
-                self.metrics
-                    .bulkhead_rejections
-                    .get_or_create(&ClassLabels { upstream: self.label.clone(), class: "overloaded" })
-                    .inc();
+                let rejected = self.counters.rejected_queue_full.inc() + 1;
                 // Under sustained overload, one line a second, with the count.
                 if self.stats.overload_log.ready() {
                     tracing::warn!(
@@ -413,10 +400,7 @@ impl Upstream {
                 CallError::new(ErrorClass::Overloaded, Some(id), msg).not_delivered()
             }
             Full::Deadline => {
-                self.metrics
-                    .bulkhead_rejections
-                    .get_or_create(&ClassLabels { upstream: self.label.clone(), class: "timeout" })
-                    .inc();
+                self.counters.rejected_no_slot.inc();
                 CallError::new(
                     ErrorClass::Timeout,
                     Some(id),
@@ -439,11 +423,11 @@ impl Upstream {
             "calls": s.calls.load(Ordering::Relaxed),
             "failures": failures,
             "retries": s.retries.load(Ordering::Relaxed),
-            "retry_budget_exhausted": s.budget_exhausted.load(Ordering::Relaxed),
+            "retry_budget_exhausted": self.counters.budget_exhausted.get(),
             "bulkhead": {
                 "in_flight": self.bulkhead.in_flight(),
                 "queued": self.bulkhead.queued(),
-                "rejected": s.rejected.load(Ordering::Relaxed),
+                "rejected": self.counters.rejected_queue_full.get(),
                 "max_concurrency": self.spec.max_concurrency,
                 "max_queue": self.spec.max_queue,
             },

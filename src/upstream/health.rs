@@ -9,7 +9,6 @@
 //! the supervisor restarts a stdio process or re-initializes an HTTP
 //! session.
 
-use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use tokio::time::Instant;
@@ -17,7 +16,6 @@ use tokio::time::Instant;
 use super::Upstream;
 use super::conn::Connection;
 use crate::resilience::BreakerState;
-use crate::telemetry::metrics::OutcomeLabels;
 
 /// How often a half-open breaker with its probe slots taken is looked at.
 const HALF_OPEN_RECHECK: Duration = Duration::from_secs(1);
@@ -73,17 +71,12 @@ impl Upstream {
                 let class = outcome.as_ref().map(|o| o.0);
                 self.note(b.record(p, class), None, class);
             }
-            self.stats.pings.fetch_add(1, Ordering::Relaxed);
-            let result = if outcome.is_some() { "failed" } else { "ok" };
-            self.metrics
-                .health_checks
-                .get_or_create(&OutcomeLabels { upstream: self.label.clone(), outcome: result })
-                .inc();
+            let counter = if outcome.is_some() { &self.counters.pings_failed } else { &self.counters.pings_ok };
+            counter.inc();
             match outcome {
                 None => failures = 0,
                 Some((class, message)) => {
                     failures += 1;
-                    self.stats.ping_failures.fetch_add(1, Ordering::Relaxed);
                     tracing::warn!(upstream = %self.spec.id, class = %class, failures, "Health ping failed: {message}.");
                     self.record_error(class, format!("health ping: {message}"));
                     if h.failures_to_restart > 0 && failures >= h.failures_to_restart {

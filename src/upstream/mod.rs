@@ -20,7 +20,7 @@ mod sse;
 mod stdio;
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 
 use arc_swap::ArcSwap;
@@ -40,7 +40,9 @@ use crate::error::{CallError, ErrorClass};
 use crate::protocol::{Message, encode};
 use crate::resilience::{Breaker, BreakerState, Budget, Bulkhead, Transition};
 use crate::telemetry::Metrics;
-use crate::telemetry::metrics::{BreakerLabels, Name, OutcomeLabels, StateLabels, TransitionLabels, UpstreamLabels};
+use crate::telemetry::metrics::{
+    BreakerLabels, Name, OutcomeLabels, StateLabels, TransitionLabels, UpstreamCounters, UpstreamLabels,
+};
 
 /// Restart delays: 0.5 s doubling to 30 s; reset after 60 s of health.
 const RESTART_MIN: Duration = Duration::from_millis(500);
@@ -81,7 +83,6 @@ impl Changes {
 pub struct Upstream {
     spec: UpstreamSpec,
     state: ArcSwap<State>,
-    restarts: AtomicU32,
     settled: AtomicBool,
     changed: Arc<Changes>,
     shutdown: CancellationToken,
@@ -102,6 +103,8 @@ pub struct Upstream {
     /// The id as a metric label.
     label: Name,
     metrics: Arc<Metrics>,
+    /// Its counters with fixed labels (also read by `/status`).
+    counters: UpstreamCounters,
 }
 
 /// Where an upstream is in its life.
@@ -152,12 +155,12 @@ impl Upstream {
         metrics: Arc<Metrics>,
     ) -> Arc<Self> {
         let label: Name = Arc::from(spec.id.as_str());
-        metrics.init_upstream(&label, spec.breaker.enabled);
+        let counters = metrics.upstream_counters(&label, spec.breaker.enabled);
         let this = Arc::new(Upstream {
             label,
             metrics,
             state: ArcSwap::from_pointee(State::Starting { since: Instant::now() }),
-            restarts: AtomicU32::new(0),
+            counters,
             settled: AtomicBool::new(false),
             changed,
             shutdown: CancellationToken::new(),
@@ -199,7 +202,7 @@ impl Upstream {
 
     /// How many times it was restarted.
     pub fn restarts(&self) -> u32 {
-        self.restarts.load(Ordering::Relaxed)
+        u32::try_from(self.counters.restarts.get()).unwrap_or(u32::MAX)
     }
 
     /// The error for a call that arrives while the upstream is not ready.
@@ -406,8 +409,7 @@ impl Upstream {
                 () = tokio::time::sleep(delay) => {}
                 () = self.shutdown.cancelled() => break,
             }
-            self.restarts.fetch_add(1, Ordering::Relaxed);
-            self.metrics.upstream_restarts.get_or_create(&self.labels()).inc();
+            self.counters.restarts.inc();
         }
         self.set(State::Stopped);
     }
@@ -639,8 +641,8 @@ impl Upstream {
             v["last_error_age_ms"] = (now.saturating_duration_since(at).as_millis() as u64).into();
         }
         v["health"] = serde_json::json!({
-            "pings": self.stats.pings.load(Ordering::Relaxed),
-            "failed": self.stats.ping_failures.load(Ordering::Relaxed),
+            "pings": self.counters.pings_ok.get() + self.counters.pings_failed.get(),
+            "failed": self.counters.pings_failed.get(),
         });
         if let serde_json::Value::Object(calls) = self.call_status() {
             v.as_object_mut().expect("an object").extend(calls);
