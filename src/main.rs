@@ -156,7 +156,9 @@ async fn tools(config: Config, wait: Option<u64>) -> anyhow::Result<()> {
                 continue;
             }
             let line = match &*u.state() {
-                State::Ready(r) => format!("ready, offers {} tools, protocol {}", r.tools.len(), r.protocol_version()),
+                State::Ready(r) => {
+                    format!("ready, offers {} tools, protocol {}", r.lists.tools.len(), r.protocol_version())
+                }
                 State::Down { reason, .. } => format!("FAILED: {reason}"),
                 _ => continue,
             };

@@ -143,6 +143,12 @@ pub struct GatewaySection {
     /// `http://localhost:*`). Requests without `Origin` are allowed. Empty
     /// means loopback origins only.
     pub allowed_origins: Vec<String>,
+    /// Most entries in one page of `tools/list`, `prompts/list`,
+    /// `resources/list` and `resources/templates/list`; more come with the
+    /// gateway's own `nextCursor`. `0` puts every entry on one page.
+    /// Default 200: large enough that a host which never follows cursors
+    /// still sees a typical catalog whole.
+    pub page_size: usize,
     /// How `/mcp` answers a request: `json` (one `application/json` body) or
     /// `sse` (a `text/event-stream` with one event). Default `json`.
     pub response_mode: ResponseMode,
@@ -433,6 +439,7 @@ impl Default for GatewaySection {
             max_tool_name_length: 128,
             allowed_hosts: Vec::new(),
             allowed_origins: Vec::new(),
+            page_size: 200,
             response_mode: ResponseMode::Json,
             session_idle_timeout: Duration::from_secs(3600),
             max_sessions: 10_000,

@@ -6,15 +6,18 @@
 //!   one-event SSE stream (`gateway.response_mode`); notifications and
 //!   responses get 202. Missing session → 400, unknown session → 404,
 //!   unsupported `MCP-Protocol-Version` → 400, body over the limit → 413.
-//! - GET: an SSE stream of server notifications (`tools/list_changed`) for
-//!   the session; one per session (409 for a second).
+//! - GET: an SSE stream of the session's notifications (list changes,
+//!   resource updates, log messages, progress of calls answered as JSON);
+//!   one per session (409 for a second). Notifications wait in a bounded
+//!   queue while no stream is open.
+//! - A request answered as SSE streams the messages about that call
+//!   (progress, its log messages) before the reply.
 //! - DELETE: ends the session.
 //!
 //! Every `/mcp` request is checked against the `Host` and `Origin`
 //! allow-lists first (403), which defends against DNS rebinding.
 
 use std::sync::Arc;
-use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use axum::Router;
@@ -167,7 +170,8 @@ async fn post_mcp(State(app): State<Arc<App>>, headers: HeaderMap, body: Result<
         Ok(MessageKind::Request) if msg.method() == "initialize" => {
             let id = msg.id.as_deref().expect("requests have ids");
             let (reply, version) = app.gateway.initialize(id, msg.params.as_deref());
-            let Ok(session) = app.sessions.create(version) else {
+            let (tx, outbox) = tokio::sync::mpsc::channel(crate::routing::peer::QUEUE);
+            let Ok(session) = app.sessions.create(version, app.gateway.connect(tx), outbox) else {
                 let e = crate::error::CallError::new(crate::error::ErrorClass::Overloaded, None, "Too many sessions");
                 return (StatusCode::SERVICE_UNAVAILABLE, json_headers(), e.to_response(id)).into_response();
             };
@@ -191,15 +195,32 @@ async fn post_mcp(State(app): State<Arc<App>>, headers: HeaderMap, body: Result<
                 Err(r) => return r,
             };
             session.touch();
+            let traceparent = headers.get(TRACEPARENT).and_then(|v| v.to_str().ok()).map(str::to_owned);
+            if sse {
+                return streamed(app.gateway.clone(), session, msg, traceparent);
+            }
             let caller = Caller {
                 transport: "http",
                 session: Some(&session.id),
-                traceparent: headers.get(TRACEPARENT).and_then(|v| v.to_str().ok()),
+                traceparent: traceparent.as_deref(),
+                peer: Some(&session.client.peer),
+                stream: None,
             };
-            let reply = app.gateway.handle(&msg, &caller).await;
-            reply_response(reply, sse)
+            match app.gateway.handle(&msg, &caller).await {
+                Some(reply) => reply_response(reply, false),
+                // Cancelled: the client stopped waiting; it ignores this.
+                None => rpc_error(StatusCode::OK, Some(id), REQUEST_CANCELLED, "Request cancelled"),
+            }
         }
-        Ok(MessageKind::Notification | MessageKind::Response) => match app.session(&headers, None) {
+        Ok(MessageKind::Notification) => match app.session(&headers, None) {
+            Ok(s) => {
+                s.touch();
+                app.gateway.notify(&msg, &s.client.peer);
+                StatusCode::ACCEPTED.into_response()
+            }
+            Err(r) => r,
+        },
+        Ok(MessageKind::Response) => match app.session(&headers, None) {
             Ok(s) => {
                 s.touch();
                 StatusCode::ACCEPTED.into_response()
@@ -207,6 +228,47 @@ async fn post_mcp(State(app): State<Arc<App>>, headers: HeaderMap, body: Result<
             Err(r) => r,
         },
         Err(e) => (StatusCode::BAD_REQUEST, json_headers(), e.to_response()).into_response(),
+    }
+}
+
+/// JSON-RPC code of a reply to a request the client cancelled (the LSP
+/// convention; MCP says to send nothing, which a POST cannot do).
+const REQUEST_CANCELLED: i64 = -32800;
+
+/// Answers a request as an SSE stream: the messages about the call as they
+/// come (progress, its log messages), then the reply. The call runs in its
+/// own task, aborted when the client goes away (which cancels it upstream).
+fn streamed(gateway: Arc<Gateway>, session: Arc<Session>, msg: Message, traceparent: Option<String>) -> Response {
+    let (tx, rx) = tokio::sync::mpsc::channel::<String>(crate::routing::peer::QUEUE);
+    let task = tokio::spawn(async move {
+        let caller = Caller {
+            transport: "http",
+            session: Some(&session.id),
+            traceparent: traceparent.as_deref(),
+            peer: Some(&session.client.peer),
+            stream: Some(&tx),
+        };
+        if let Some(reply) = gateway.handle(&msg, &caller).await {
+            let _ = tx.send(reply).await;
+        }
+    });
+    let state = (rx, AbortOnDrop(task));
+    let stream = futures_util::stream::unfold(state, |(mut rx, task)| async move {
+        let msg = rx.recv().await?;
+        Some((Ok::<_, std::convert::Infallible>(Bytes::from(sse_event(&msg))), (rx, task)))
+    });
+    let mut resp = Response::new(Body::from_stream(stream));
+    resp.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("text/event-stream"));
+    resp.headers_mut().insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
+    resp
+}
+
+/// Aborts a task when dropped.
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
     }
 }
 
@@ -226,27 +288,27 @@ async fn get_mcp(State(app): State<Arc<App>>, headers: HeaderMap) -> Response {
         Ok(s) => s,
         Err(r) => return r,
     };
-    if session.streaming.swap(true, Ordering::AcqRel) {
+    let taken = session.outbox.lock().unwrap_or_else(std::sync::PoisonError::into_inner).take();
+    let Some(outbox) = taken else {
         return rpc_error(
             StatusCode::CONFLICT,
             None,
             protocol::INVALID_REQUEST,
             "A stream is already open for this session",
         );
-    }
-    let mut changes = app.gateway.list_changed();
-    changes.borrow_and_update();
-    let state = StreamState { changes, session, shutdown: app.shutdown.clone() };
+    };
+    let state = StreamState { outbox: Some(outbox), session, shutdown: app.shutdown.clone() };
     let stream = futures_util::stream::unfold(state, |mut st| async move {
         let keepalive = tokio::time::sleep(Duration::from_secs(15));
+        let outbox = st.outbox.as_mut().expect("held until drop");
         tokio::select! {
-            r = st.changes.changed() => {
-                r.ok()?;
-                let note = encode::notification("notifications/tools/list_changed", None);
-                Some((Ok::<_, std::convert::Infallible>(Bytes::from(sse_event(&note))), st))
+            m = outbox.recv() => {
+                let m = m?;
+                Some((Ok::<_, std::convert::Infallible>(Bytes::from(sse_event(&m))), st))
             }
             () = keepalive => Some((Ok(Bytes::from_static(b": keep-alive\n\n")), st)),
             () = st.shutdown.cancelled() => None,
+            () = st.session.closed.cancelled() => None,
         }
     });
     let mut resp = Response::new(Body::from_stream(stream));
@@ -255,16 +317,17 @@ async fn get_mcp(State(app): State<Arc<App>>, headers: HeaderMap) -> Response {
     resp
 }
 
-/// The state of a GET stream; clears the session's stream flag on drop.
+/// The state of a GET stream; gives the session its queue back on drop, so
+/// notifications wait for the next stream.
 struct StreamState {
-    changes: tokio::sync::watch::Receiver<u64>,
+    outbox: Option<tokio::sync::mpsc::Receiver<String>>,
     session: Arc<Session>,
     shutdown: CancellationToken,
 }
 
 impl Drop for StreamState {
     fn drop(&mut self) {
-        self.session.streaming.store(false, Ordering::Release);
+        *self.session.outbox.lock().unwrap_or_else(std::sync::PoisonError::into_inner) = self.outbox.take();
     }
 }
 

@@ -1,13 +1,16 @@
 //! Downstream sessions of the HTTP transport.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use prometheus_client::metrics::gauge::Gauge;
+use tokio::sync::mpsc;
 use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
 
+use crate::routing::Client;
 use crate::telemetry::Metrics;
 use crate::telemetry::metrics::TransportLabels;
 
@@ -18,8 +21,14 @@ pub struct Session {
     pub id: String,
     /// The negotiated protocol revision.
     pub version: String,
-    /// Whether a GET stream is open (at most one).
-    pub streaming: AtomicBool,
+    /// The session as the gateway knows it (unregistered when the last
+    /// reference to the session goes).
+    pub client: Client,
+    /// The session's queue of notifications, taken by the open GET stream
+    /// (at most one) and put back when it ends.
+    pub outbox: Mutex<Option<mpsc::Receiver<String>>>,
+    /// Cancelled when the session ends (DELETE, expiry): open streams end.
+    pub closed: CancellationToken,
     created: Instant,
     last_seen_ms: AtomicU64,
 }
@@ -54,6 +63,11 @@ impl Session {
         self.last_seen_ms.store(ms, Ordering::Relaxed);
     }
 
+    /// Whether a GET stream holds the session's queue now.
+    pub fn streaming(&self) -> bool {
+        self.outbox.lock().unwrap_or_else(std::sync::PoisonError::into_inner).is_none()
+    }
+
     fn idle_for(&self) -> Duration {
         let seen = self.created + Duration::from_millis(self.last_seen_ms.load(Ordering::Relaxed));
         seen.elapsed()
@@ -70,13 +84,22 @@ impl Sessions {
         Sessions { map: Mutex::new(HashMap::new()), max, open }
     }
 
-    /// Creates a session with a cryptographically random id.
-    pub fn create(&self, version: String) -> Result<Arc<Session>, Full> {
+    /// Creates a session with a cryptographically random id; `client` is
+    /// its registration with the gateway and `outbox` the receiving end of
+    /// the client's queue.
+    pub fn create(
+        &self,
+        version: String,
+        client: Client,
+        outbox: mpsc::Receiver<String>,
+    ) -> Result<Arc<Session>, Full> {
         let id = random_id::<32>();
         let s = Arc::new(Session {
             id: id.clone(),
             version,
-            streaming: AtomicBool::new(false),
+            client,
+            outbox: Mutex::new(Some(outbox)),
+            closed: CancellationToken::new(),
             created: Instant::now(),
             last_seen_ms: AtomicU64::new(0),
         });
@@ -97,9 +120,13 @@ impl Sessions {
     /// Ends a session; false when it did not exist.
     pub fn remove(&self, id: &str) -> bool {
         let mut map = self.lock();
-        let removed = map.remove(id).is_some();
+        let removed = map.remove(id);
         self.open.set(map.len() as i64);
-        removed
+        drop(map);
+        if let Some(s) = &removed {
+            s.closed.cancel();
+        }
+        removed.is_some()
     }
 
     /// How many sessions are open.
@@ -116,7 +143,13 @@ impl Sessions {
     pub fn expire(&self, idle: Duration) -> usize {
         let mut map = self.lock();
         let before = map.len();
-        map.retain(|_, s| s.idle_for() < idle || s.streaming.load(Ordering::Relaxed));
+        map.retain(|_, s| {
+            let keep = s.idle_for() < idle || s.streaming();
+            if !keep {
+                s.closed.cancel();
+            }
+            keep
+        });
         self.open.set(map.len() as i64);
         before - map.len()
     }
@@ -132,13 +165,20 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn ids_are_random_and_idle_sessions_expire() {
-        let metrics = Arc::new(Metrics::new());
+        let config = crate::config::Config::from_str("", std::path::Path::new("gateway.toml")).unwrap();
+        let telemetry = crate::telemetry::Telemetry::metrics_only();
+        let metrics = telemetry.metrics.clone();
+        let gateway = crate::routing::Gateway::start(config, telemetry);
         let t = Sessions::new(2, &metrics);
-        let a = t.create("2025-11-25".into()).unwrap();
-        let b = t.create("2025-11-25".into()).unwrap();
+        let create = || {
+            let (tx, rx) = mpsc::channel(1);
+            t.create("2025-11-25".into(), gateway.connect(tx), rx)
+        };
+        let a = create().unwrap();
+        let b = create().unwrap();
         assert_ne!(a.id, b.id);
         assert_eq!(a.id.len(), 64);
-        assert!(t.create("x".into()).is_err(), "table is bounded");
+        assert!(create().is_err(), "table is bounded");
         tokio::time::advance(Duration::from_secs(30)).await;
         b.touch();
         tokio::time::advance(Duration::from_secs(40)).await;

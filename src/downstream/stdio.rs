@@ -46,7 +46,8 @@ where
     let writer = tokio::spawn(write_loop(output, rx));
     let permits = Arc::new(Semaphore::new(IN_FLIGHT));
     let mut tasks = JoinSet::new();
-    let mut notifier: Option<tokio::task::JoinHandle<()>> = None;
+    // Registered at `initialize`: from then on notifications come.
+    let mut client: Option<crate::routing::Client> = None;
     let mut buf = Vec::with_capacity(8 * 1024);
     loop {
         // Reap finished calls so the set stays small.
@@ -77,22 +78,36 @@ where
                 let id = msg.id.as_deref().expect("requests have ids");
                 let (reply, _version) = gateway.initialize(id, msg.params.as_deref());
                 let _ = tx.send(reply).await;
-                if notifier.is_none() {
-                    notifier = Some(tokio::spawn(forward_list_changed(gateway.clone(), tx.clone())));
+                if client.is_none() {
+                    client = Some(gateway.connect(tx.clone()));
                 }
             }
             Ok(MessageKind::Request) => {
                 let permit = permits.clone().acquire_owned().await.expect("never closed");
                 let (gw, tx, session) = (gateway.clone(), tx.clone(), session.clone());
+                let peer = client.as_ref().map(|c| c.peer.clone());
                 tasks.spawn(async move {
-                    let caller = Caller { transport: "stdio", session: Some(&session), traceparent: None };
-                    let reply = gw.handle(&msg, &caller).await;
-                    let _ = tx.send(reply).await;
+                    let caller = Caller {
+                        transport: "stdio",
+                        session: Some(&session),
+                        traceparent: None,
+                        peer: peer.as_ref(),
+                        stream: None,
+                    };
+                    // A cancelled request gets no reply (cancellation.mdx).
+                    if let Some(reply) = gw.handle(&msg, &caller).await {
+                        let _ = tx.send(reply).await;
+                    }
                     drop(permit);
                 });
             }
-            // Notifications and replies to server requests: nothing to do yet.
-            Ok(_) => {}
+            Ok(MessageKind::Notification) => {
+                if let Some(c) = &client {
+                    gateway.notify(&msg, &c.peer);
+                }
+            }
+            // Replies to server requests: none are sent yet.
+            Ok(MessageKind::Response) => {}
             Err(e) => {
                 let _ = tx.send(e.to_response()).await;
             }
@@ -101,22 +116,11 @@ where
     // The client is gone: dropping in-flight calls sends
     // notifications/cancelled to their upstreams.
     tasks.shutdown().await;
-    if let Some(n) = notifier {
-        n.abort();
-    }
+    // Unregistering drops the session's sender held by the gateway.
+    drop(client);
     drop(tx);
     let _ = writer.await;
     Ok(())
-}
-
-async fn forward_list_changed(gateway: Arc<Gateway>, tx: mpsc::Sender<String>) {
-    let mut changes = gateway.list_changed();
-    changes.borrow_and_update();
-    while changes.changed().await.is_ok() {
-        if tx.send(encode::notification("notifications/tools/list_changed", None)).await.is_err() {
-            return;
-        }
-    }
 }
 
 async fn write_loop<W: AsyncWrite + Unpin>(mut out: W, mut rx: mpsc::Receiver<String>) {

@@ -10,3 +10,5 @@ pub const METHOD_NOT_FOUND: i64 = -32601;
 pub const INVALID_PARAMS: i64 = -32602;
 /// Internal JSON-RPC error.
 pub const INTERNAL_ERROR: i64 = -32603;
+/// Resource not found (2025-11-25).
+pub const RESOURCE_NOT_FOUND: i64 = -32002;

@@ -1,26 +1,34 @@
-//! The merged tool catalog (design.md D4).
+//! The merged catalog: tools, prompts, resources and resource templates of
+//! every ready upstream (design.md D4).
 //!
-//! Built from every ready upstream's raw tool list, in upstream-id order, so
-//! the result is deterministic. Exposed names are `<id>__<tool>` (or the bare
-//! name with `prefix = false`); a name longer than the maximum is shortened
-//! to a stable `<head>-<8 hex of SHA-256>` and still routes. A name that
-//! would collide is refused and logged, never silently shadowed: prefixed
-//! names are unique by construction, so they take precedence, then
-//! unprefixed upstreams in id order.
+//! Exposed names are `<id>__<name>` (or the bare name with `prefix =
+//! false`); a name longer than the maximum is shortened to a stable
+//! `<head>-<8 hex of SHA-256>` and still routes. Resource URIs of a prefixed
+//! upstream get the upstream id appended to their scheme,
+//! `<scheme>+<id>:<rest>` (`file:///a` → `file+fs:///a`): reversible (ids
+//! have no `+`), still a valid URI, and the original scheme is the first
+//! thing a host sees. A name or URI that would collide is refused and
+//! logged, never silently shadowed: prefixed entries are unique by
+//! construction, so they take precedence, then unprefixed upstreams in id
+//! order.
 //!
-//! Each definition is rewritten only in its `name`; every other member is
-//! forwarded byte-for-byte. The `tools/list` result is rendered once per
-//! change, so serving it costs one copy.
+//! Each definition is rewritten only in its `name` (`uri`, `uriTemplate`);
+//! every other member is forwarded byte-for-byte. Every list is sorted by
+//! its exposed key, so the gateway's own cursor is simply the last key of a
+//! page: a walk over the pages returns every entry present throughout it
+//! exactly once, even when upstream lists change between pages.
 
 use std::collections::HashMap;
-use std::collections::hash_map::Entry;
+use std::collections::hash_map::Entry as MapEntry;
+use std::hash::{Hash, Hasher};
+use std::sync::Arc;
 
 use serde_json::value::RawValue;
 use sha2::{Digest, Sha256};
 
 use crate::config::ToolMatcher;
 use crate::protocol::RawObject;
-use crate::upstream::ToolHints;
+use crate::upstream::{ListKind, Lists, ToolHints};
 
 /// Separator between the upstream id and the tool name.
 pub const SEPARATOR: &str = "__";
@@ -32,12 +40,12 @@ pub struct Source<'a> {
     pub upstream: usize,
     /// Its id.
     pub id: &'a str,
-    /// Whether its tools are prefixed.
+    /// Whether its names and URIs are namespaced.
     pub prefix: bool,
-    /// Its allow/deny globs.
+    /// Its tool allow/deny globs.
     pub filter: &'a ToolMatcher,
-    /// Its raw tool definitions.
-    pub tools: &'a [Box<RawValue>],
+    /// What it lists, raw.
+    pub lists: &'a Lists,
     /// All its tools are hidden (its breaker is not closed).
     pub hidden: bool,
     /// Its tools (original names) hidden by their own breaker.
@@ -53,7 +61,7 @@ pub struct Tool {
     pub upstream: usize,
     /// The name the upstream knows it by (shared: it is also a metric
     /// label).
-    pub original: std::sync::Arc<str>,
+    pub original: Arc<str>,
     /// The definition as exposed (renamed).
     pub def: Box<RawValue>,
     /// What its annotations claim (for retry safety).
@@ -63,26 +71,61 @@ pub struct Tool {
     pub hidden: bool,
 }
 
-/// A tool that was not exposed because its name was taken.
+/// One exposed prompt, resource or resource template.
+#[derive(Debug)]
+pub struct Item {
+    /// The name, URI or URI template clients see.
+    pub key: String,
+    /// Index of the owning upstream.
+    pub upstream: usize,
+    /// What the upstream calls it.
+    pub original: Arc<str>,
+    /// The definition as exposed.
+    pub def: Box<RawValue>,
+}
+
+/// An entry that was not exposed because its name or URI was taken.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Collision {
-    /// The refused name.
+    /// The refused name or URI.
     pub name: String,
-    /// The upstream whose tool was refused.
+    /// The upstream whose entry was refused.
     pub refused: String,
     /// The upstream that owns the name.
     pub owner: String,
 }
 
+/// A cursor the gateway did not hand out for this list.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error("Invalid cursor")]
+pub struct InvalidCursor;
+
+/// A sorted list with an index by key.
+#[derive(Debug, Default)]
+struct Sorted<T> {
+    items: Vec<T>,
+    by_key: HashMap<String, usize>,
+}
+
 /// The merged catalog.
 #[derive(Debug)]
 pub struct Catalog {
-    tools: Vec<Tool>,
-    by_name: HashMap<String, usize>,
-    list_result: Box<RawValue>,
-    /// Tools refused for a name collision.
+    tools: Sorted<Tool>,
+    prompts: Sorted<Item>,
+    resources: Sorted<Item>,
+    templates: Sorted<Item>,
+    /// Original URIs of prefixed upstreams' resources that only one
+    /// upstream lists → index in `resources`, so a URI an upstream handed
+    /// out in a tool result (`resource_link`) still routes.
+    by_original_uri: HashMap<Arc<str>, usize>,
+    /// A hash of what each list shows, to tell which lists changed.
+    fingerprints: [u64; 4],
+    /// Entries refused for a collision.
     pub collisions: Vec<Collision>,
 }
+
+/// What [`Catalog::changed_lists`] compares.
+const KINDS: [ListKind; 4] = [ListKind::Tools, ListKind::Prompts, ListKind::Resources, ListKind::Templates];
 
 // === impl Catalog ===
 
@@ -92,84 +135,313 @@ impl Catalog {
         Self::build(&[], 128)
     }
 
-    /// Merges `sources` (in the order given) under `max_len`.
+    /// Merges `sources` (in the order given) with names under `max_len`.
     pub fn build(sources: &[Source<'_>], max_len: usize) -> Self {
-        let mut tools: Vec<Tool> = Vec::new();
-        let mut by_name: HashMap<String, usize> = HashMap::new();
         let mut collisions = Vec::new();
         // Prefixed upstreams first: their names cannot collide with each
         // other, so they always win over an unprefixed upstream.
-        let ordered = sources.iter().filter(|s| s.prefix).chain(sources.iter().filter(|s| !s.prefix));
-        for src in ordered {
-            for def in src.tools {
-                let Ok(mut obj) = RawObject::parse(def.get()) else {
-                    tracing::warn!(upstream = %src.id, "Skipped a tool definition that is not a JSON object.");
-                    continue;
-                };
-                let Some(original) = obj.get_str("name") else {
-                    tracing::warn!(upstream = %src.id, "Skipped a tool without a string name.");
-                    continue;
-                };
+        let ordered: Vec<&Source<'_>> =
+            sources.iter().filter(|s| s.prefix).chain(sources.iter().filter(|s| !s.prefix)).collect();
+        let owner = |tools_upstream: usize| sources.iter().find(|s| s.upstream == tools_upstream).map_or("", |s| s.id);
+
+        let mut tools: Vec<Tool> = Vec::new();
+        let mut seen: HashMap<String, usize> = HashMap::new();
+        for src in &ordered {
+            for def in src.lists.tools.iter() {
+                let Some((mut obj, original)) = named(def, "name", src.id, "tool") else { continue };
                 if !src.filter.exposes(&original) {
                     continue;
                 }
                 let full = if src.prefix { format!("{}{SEPARATOR}{original}", src.id) } else { original.clone() };
-                let name = shorten(&full, max_len);
-                match by_name.entry(name) {
-                    Entry::Occupied(e) => {
-                        let owner =
-                            sources.iter().find(|s| s.upstream == tools[*e.get()].upstream).map_or("", |s| s.id);
-                        tracing::error!(
-                            upstream = %src.id, tool = %original, owner = %owner,
-                            "Tool name collides with an exposed tool; refused (set `prefix = true` or a deny glob)."
-                        );
-                        collisions.push(Collision {
-                            name: e.key().clone(),
-                            refused: src.id.to_owned(),
-                            owner: owner.to_owned(),
-                        });
+                match seen.entry(shorten(&full, max_len)) {
+                    MapEntry::Occupied(e) => {
+                        collisions.push(collide(e.key(), src.id, owner(tools[*e.get()].upstream), "tool"));
                     }
-                    Entry::Vacant(e) => {
+                    MapEntry::Vacant(e) => {
                         obj.set_str("name", e.key());
-                        let hints = hints(&obj);
-                        let hidden = src.hidden || src.hidden_tools.contains(&original);
-                        let def = obj.to_raw();
                         tools.push(Tool {
                             name: e.key().clone(),
                             upstream: src.upstream,
+                            hints: hints(&obj),
+                            hidden: src.hidden || src.hidden_tools.contains(&original),
                             original: original.as_str().into(),
-                            def,
-                            hints,
-                            hidden,
+                            def: obj.to_raw(),
                         });
                         e.insert(tools.len() - 1);
                     }
                 }
             }
         }
-        let list_result = render(&tools);
-        Catalog { tools, by_name, list_result, collisions }
+        tools.sort_by(|a, b| a.name.cmp(&b.name));
+        let tools = Sorted::new(tools, |t| &t.name);
+
+        let mut by_original_uri: HashMap<Arc<str>, Option<usize>> = HashMap::new();
+        let merge = |kind: ListKind, collisions: &mut Vec<Collision>| {
+            let (field, what) = match kind {
+                ListKind::Prompts => ("name", "prompt"),
+                ListKind::Resources => ("uri", "resource"),
+                _ => ("uriTemplate", "resource template"),
+            };
+            let mut items: Vec<Item> = Vec::new();
+            let mut seen: HashMap<String, usize> = HashMap::new();
+            for src in &ordered {
+                for def in src.lists.get(kind).iter() {
+                    let Some((mut obj, original)) = named(def, field, src.id, what) else { continue };
+                    let key = if !src.prefix {
+                        Some(original.clone())
+                    } else if kind == ListKind::Prompts {
+                        Some(shorten(&format!("{}{SEPARATOR}{original}", src.id), max_len))
+                    } else {
+                        namespace_uri(src.id, &original)
+                    };
+                    let Some(key) = key else {
+                        tracing::warn!(upstream = %src.id, "Skipped a {what} whose URI has no scheme: {original:?}.");
+                        continue;
+                    };
+                    match seen.entry(key) {
+                        MapEntry::Occupied(e) => {
+                            collisions.push(collide(e.key(), src.id, owner(items[*e.get()].upstream), what));
+                        }
+                        MapEntry::Vacant(e) => {
+                            obj.set_str(field, e.key());
+                            items.push(Item {
+                                key: e.key().clone(),
+                                upstream: src.upstream,
+                                original: original.as_str().into(),
+                                def: obj.to_raw(),
+                            });
+                            e.insert(items.len() - 1);
+                        }
+                    }
+                }
+            }
+            items.sort_by(|a, b| a.key.cmp(&b.key));
+            Sorted::new(items, |i| &i.key)
+        };
+        let prompts = merge(ListKind::Prompts, &mut collisions);
+        let resources = merge(ListKind::Resources, &mut collisions);
+        let templates = merge(ListKind::Templates, &mut collisions);
+        for (i, r) in resources.items.iter().enumerate() {
+            if r.key != *r.original {
+                by_original_uri.entry(r.original.clone()).and_modify(|v| *v = None).or_insert(Some(i));
+            }
+        }
+        let by_original_uri = by_original_uri.into_iter().filter_map(|(k, v)| Some((k, v?))).collect();
+        let mut c = Catalog { tools, prompts, resources, templates, by_original_uri, fingerprints: [0; 4], collisions };
+        c.fingerprints = KINDS.map(|k| c.fingerprint(k));
+        c
     }
 
-    /// Looks up an exposed name.
+    /// Looks up an exposed tool name.
     pub fn get(&self, name: &str) -> Option<&Tool> {
-        self.by_name.get(name).map(|&i| &self.tools[i])
+        self.tools.by_key.get(name).map(|&i| &self.tools.items[i])
     }
 
-    /// Every routed tool, in catalog order, hidden ones included.
+    /// Looks up an exposed prompt name.
+    pub fn prompt(&self, name: &str) -> Option<&Item> {
+        self.prompts.by_key.get(name).map(|&i| &self.prompts.items[i])
+    }
+
+    /// Looks up a resource by its exposed URI, or by the URI its upstream
+    /// gave it when only one upstream lists that URI.
+    pub fn resource(&self, uri: &str) -> Option<&Item> {
+        let i = self.resources.by_key.get(uri).or_else(|| self.by_original_uri.get(uri))?;
+        Some(&self.resources.items[*i])
+    }
+
+    /// Looks up a resource template by its exposed URI template.
+    pub fn template(&self, uri_template: &str) -> Option<&Item> {
+        self.templates.by_key.get(uri_template).map(|&i| &self.templates.items[i])
+    }
+
+    /// The unprefixed upstream whose listed template `uri` matches.
+    pub fn template_owner(&self, uri: &str, unprefixed: impl Fn(usize) -> bool) -> Option<usize> {
+        self.templates
+            .items
+            .iter()
+            .find(|t| unprefixed(t.upstream) && template_matches(&t.key, uri))
+            .map(|t| t.upstream)
+    }
+
+    /// Every routed tool, sorted by name, hidden ones included.
     pub fn tools(&self) -> &[Tool] {
-        &self.tools
+        &self.tools.items
     }
 
-    /// The rendered `tools/list` result.
-    pub fn list_result(&self) -> &RawValue {
-        &self.list_result
+    /// Every exposed prompt, resource or template of `kind`, sorted.
+    pub fn items(&self, kind: ListKind) -> &[Item] {
+        match kind {
+            ListKind::Prompts => &self.prompts.items,
+            ListKind::Resources => &self.resources.items,
+            ListKind::Templates => &self.templates.items,
+            ListKind::Tools => &[],
+        }
     }
 
-    /// Whether clients would see the same list.
-    pub fn same_as(&self, other: &Catalog) -> bool {
-        self.list_result.get() == other.list_result.get()
+    /// One page of a list result: at most `size` entries (0: all) after the
+    /// cursor, and `nextCursor` when more follow.
+    pub fn page(&self, kind: ListKind, cursor: Option<&str>, size: usize) -> Result<String, InvalidCursor> {
+        let after = cursor.map(|c| decode_cursor(kind, c)).transpose()?;
+        let defs: Box<dyn Iterator<Item = (&str, &RawValue)>> = match kind {
+            ListKind::Tools => Box::new(self.tools.items.iter().filter(|t| !t.hidden).map(|t| (&*t.name, &*t.def))),
+            _ => Box::new(self.items(kind).iter().map(|i| (&*i.key, &*i.def))),
+        };
+        let size = if size == 0 { usize::MAX } else { size };
+        let mut out = String::with_capacity(1024);
+        out.push_str("{\"");
+        out.push_str(kind.key());
+        out.push_str("\":[");
+        let mut last = None;
+        let mut more = false;
+        for (n, (key, def)) in defs.skip_while(|(k, _)| after.as_deref().is_some_and(|a| *k <= a)).enumerate() {
+            if n == size {
+                more = true;
+                break;
+            }
+            if n > 0 {
+                out.push(',');
+            }
+            out.push_str(def.get());
+            last = Some(key);
+        }
+        out.push(']');
+        if let (true, Some(last)) = (more, last) {
+            out.push_str(",\"nextCursor\":");
+            out.push_str(&serde_json::to_string(&encode_cursor(kind, last)).expect("a string"));
+        }
+        out.push('}');
+        Ok(out)
     }
+
+    /// The lists (tools, prompts, resources: templates count as resources)
+    /// whose visible content differs from `before`.
+    pub fn changed_lists(&self, before: &Catalog) -> Vec<ListKind> {
+        let mut out: Vec<ListKind> = Vec::new();
+        for (i, kind) in KINDS.iter().enumerate() {
+            let kind = if *kind == ListKind::Templates { ListKind::Resources } else { *kind };
+            if self.fingerprints[i] != before.fingerprints[i] && !out.contains(&kind) {
+                out.push(kind);
+            }
+        }
+        out
+    }
+
+    fn fingerprint(&self, kind: ListKind) -> u64 {
+        let mut h = std::collections::hash_map::DefaultHasher::new();
+        match kind {
+            ListKind::Tools => self.tools.items.iter().filter(|t| !t.hidden).for_each(|t| t.def.get().hash(&mut h)),
+            _ => self.items(kind).iter().for_each(|i| i.def.get().hash(&mut h)),
+        }
+        h.finish()
+    }
+}
+
+impl<T> Sorted<T> {
+    fn new(items: Vec<T>, key: impl Fn(&T) -> &String) -> Self {
+        let by_key = items.iter().enumerate().map(|(i, t)| (key(t).clone(), i)).collect();
+        Sorted { items, by_key }
+    }
+}
+
+/// A definition and the string member `field` it is known by (logged and
+/// skipped when it has none).
+fn named(def: &RawValue, field: &str, upstream: &str, what: &str) -> Option<(RawObject, String)> {
+    let Ok(obj) = RawObject::parse(def.get()) else {
+        tracing::warn!(upstream = %upstream, "Skipped a {what} definition that is not a JSON object.");
+        return None;
+    };
+    let Some(name) = obj.get_str(field) else {
+        tracing::warn!(upstream = %upstream, "Skipped a {what} without a string `{field}`.");
+        return None;
+    };
+    Some((obj, name))
+}
+
+fn collide(name: &str, refused: &str, owner: &str, what: &str) -> Collision {
+    tracing::error!(
+        upstream = %refused, name = %name, owner = %owner,
+        "A {what} collides with an exposed one; refused (set `prefix = true` or a deny glob)."
+    );
+    Collision { name: name.to_owned(), refused: refused.to_owned(), owner: owner.to_owned() }
+}
+
+/// `<scheme>+<id>:<rest>` for `<scheme>:<rest>`; `None` when `uri` does not
+/// start with a valid scheme (RFC 3986 §3.1).
+pub fn namespace_uri(id: &str, uri: &str) -> Option<String> {
+    let (scheme, rest) = uri.split_once(':')?;
+    valid_scheme(scheme).then(|| format!("{scheme}+{id}:{rest}"))
+}
+
+/// Splits a namespaced URI into the upstream id and the original URI.
+/// `None` when the scheme carries no `+<id>` suffix.
+pub fn split_uri(uri: &str) -> Option<(&str, String)> {
+    let (scheme, rest) = uri.split_once(':')?;
+    if !valid_scheme(scheme) {
+        return None;
+    }
+    let (original, id) = scheme.rsplit_once('+')?;
+    (!original.is_empty() && crate::config::valid_id(id)).then(|| (id, format!("{original}:{rest}")))
+}
+
+fn valid_scheme(s: &str) -> bool {
+    let mut chars = s.chars();
+    chars.next().is_some_and(|c| c.is_ascii_alphabetic())
+        && chars.all(|c| c.is_ascii_alphanumeric() || matches!(c, '+' | '-' | '.'))
+}
+
+/// Whether `uri` could come from the RFC 6570 `template`: its literal parts
+/// appear in order, the first at the start and the last at the end.
+pub fn template_matches(template: &str, uri: &str) -> bool {
+    let mut literals = Vec::new();
+    let mut rest = template;
+    while let Some(open) = rest.find('{') {
+        literals.push(&rest[..open]);
+        let Some(close) = rest[open..].find('}') else { return false };
+        rest = &rest[open + close + 1..];
+    }
+    let tail = rest;
+    let Some((first, middle)) = literals.split_first() else { return template == uri };
+    let Some(mut at) = uri.strip_prefix(first).map(|r| uri.len() - r.len()) else { return false };
+    for lit in middle {
+        match uri[at..].find(lit) {
+            Some(i) => at += i + lit.len(),
+            None => return false,
+        }
+    }
+    uri.len() >= at + tail.len() && uri.ends_with(tail)
+}
+
+/// The first byte of a cursor: which list it walks.
+fn cursor_tag(kind: ListKind) -> u8 {
+    match kind {
+        ListKind::Tools => b't',
+        ListKind::Prompts => b'p',
+        ListKind::Resources => b'r',
+        ListKind::Templates => b'T',
+    }
+}
+
+/// The cursor after `last`: hex, so it is opaque and any byte is safe.
+fn encode_cursor(kind: ListKind, last: &str) -> String {
+    let mut out = String::with_capacity(2 * (last.len() + 1));
+    for b in std::iter::once(cursor_tag(kind)).chain(last.bytes()) {
+        out.push_str(&format!("{b:02x}"));
+    }
+    out
+}
+
+fn decode_cursor(kind: ListKind, cursor: &str) -> Result<String, InvalidCursor> {
+    if !cursor.len().is_multiple_of(2) || cursor.len() < 2 {
+        return Err(InvalidCursor);
+    }
+    let bytes: Result<Vec<u8>, _> =
+        (0..cursor.len()).step_by(2).map(|i| u8::from_str_radix(cursor.get(i..i + 2).unwrap_or("zz"), 16)).collect();
+    let bytes = bytes.map_err(|_| InvalidCursor)?;
+    let (tag, key) = bytes.split_first().ok_or(InvalidCursor)?;
+    if *tag != cursor_tag(kind) {
+        return Err(InvalidCursor);
+    }
+    String::from_utf8(key.to_vec()).map_err(|_| InvalidCursor)
 }
 
 /// `annotations.readOnlyHint` and `annotations.idempotentHint`.
@@ -179,20 +451,6 @@ fn hints(def: &RawObject) -> ToolHints {
     };
     let yes = |k: &str| a.get(k).is_some_and(|v| v.get() == "true");
     ToolHints { read_only: yes("readOnlyHint"), idempotent: yes("idempotentHint") }
-}
-
-fn render(tools: &[Tool]) -> Box<RawValue> {
-    let len = tools.iter().map(|t| t.def.get().len() + 1).sum::<usize>();
-    let mut s = String::with_capacity(len + 16);
-    s.push_str(r#"{"tools":["#);
-    for (i, t) in tools.iter().filter(|t| !t.hidden).enumerate() {
-        if i > 0 {
-            s.push(',');
-        }
-        s.push_str(t.def.get());
-    }
-    s.push_str("]}");
-    RawValue::from_string(s).expect("definitions are valid JSON")
 }
 
 /// Shortens `name` to at most `max` bytes, deterministically: the head of
@@ -214,7 +472,7 @@ pub fn shorten(name: &str, max: usize) -> String {
 mod tests {
     use super::*;
 
-    fn defs(names: &[&str]) -> Vec<Box<RawValue>> {
+    fn defs(names: &[&str]) -> Arc<[Box<RawValue>]> {
         names
             .iter()
             .map(|n| {
@@ -226,65 +484,38 @@ mod tests {
             .collect()
     }
 
+    fn raw(items: &[&str]) -> Arc<[Box<RawValue>]> {
+        items.iter().map(|d| RawValue::from_string((*d).to_owned()).unwrap()).collect()
+    }
+
+    fn tools(names: &[&str]) -> Lists {
+        Lists { tools: defs(names), ..Lists::default() }
+    }
+
+    fn src<'a>(upstream: usize, id: &'a str, prefix: bool, all: &'a ToolMatcher, lists: &'a Lists) -> Source<'a> {
+        Source { upstream, id, prefix, filter: all, lists, hidden: false, hidden_tools: &[] }
+    }
+
     #[test]
-    fn prefixes_and_keeps_other_members() {
+    fn prefixes_sorts_and_keeps_other_members() {
         let all = ToolMatcher::all();
-        let t = defs(&["read_file", "a.b-c_d"]);
-        let c = Catalog::build(
-            &[Source {
-                upstream: 0,
-                id: "fs",
-                prefix: true,
-                filter: &all,
-                tools: &t,
-                hidden: false,
-                hidden_tools: &[],
-            }],
-            128,
-        );
+        let l = tools(&["read_file", "a.b-c_d"]);
+        let c = Catalog::build(&[src(0, "fs", true, &all, &l)], 128);
         let names: Vec<_> = c.tools().iter().map(|t| t.name.as_str()).collect();
-        assert_eq!(names, ["fs__read_file", "fs__a.b-c_d"]);
+        assert_eq!(names, ["fs__a.b-c_d", "fs__read_file"]);
         assert_eq!(&*c.get("fs__a.b-c_d").unwrap().original, "a.b-c_d");
         assert_eq!(
-            c.list_result().get(),
-            r#"{"tools":[{"name":"fs__read_file","x-extra":{"b":1,"a":2},"inputSchema":{"type":"object"}},{"name":"fs__a.b-c_d","x-extra":{"b":1,"a":2},"inputSchema":{"type":"object"}}]}"#
+            c.page(ListKind::Tools, None, 0).unwrap(),
+            r#"{"tools":[{"name":"fs__a.b-c_d","x-extra":{"b":1,"a":2},"inputSchema":{"type":"object"}},{"name":"fs__read_file","x-extra":{"b":1,"a":2},"inputSchema":{"type":"object"}}]}"#
         );
     }
 
     #[test]
     fn unprefixed_collisions_are_refused_not_shadowed() {
         let all = ToolMatcher::all();
-        let (a, b, c) = (defs(&["echo", "only_b"]), defs(&["echo", "x"]), defs(&["echo"]));
+        let (a, b, c) = (tools(&["echo", "only_b"]), tools(&["echo", "x"]), tools(&["echo"]));
         let cat = Catalog::build(
-            &[
-                Source {
-                    upstream: 0,
-                    id: "b",
-                    prefix: false,
-                    filter: &all,
-                    tools: &a,
-                    hidden: false,
-                    hidden_tools: &[],
-                },
-                Source {
-                    upstream: 1,
-                    id: "c",
-                    prefix: false,
-                    filter: &all,
-                    tools: &b,
-                    hidden: false,
-                    hidden_tools: &[],
-                },
-                Source {
-                    upstream: 2,
-                    id: "d",
-                    prefix: true,
-                    filter: &all,
-                    tools: &c,
-                    hidden: false,
-                    hidden_tools: &[],
-                },
-            ],
+            &[src(0, "b", false, &all, &a), src(1, "c", false, &all, &b), src(2, "d", true, &all, &c)],
             128,
         );
         assert_eq!(cat.get("echo").unwrap().upstream, 0);
@@ -296,26 +527,18 @@ mod tests {
     #[test]
     fn hidden_tools_route_but_are_not_listed() {
         let all = ToolMatcher::all();
-        let (a, b) = (defs(&["x", "y"]), defs(&["z"]));
+        let (a, b) = (tools(&["x", "y"]), tools(&["z"]));
         let hidden_y = ["y".to_owned()];
         let cat = Catalog::build(
             &[
-                Source {
-                    upstream: 0,
-                    id: "a",
-                    prefix: true,
-                    filter: &all,
-                    tools: &a,
-                    hidden: false,
-                    hidden_tools: &hidden_y,
-                },
-                Source { upstream: 1, id: "b", prefix: true, filter: &all, tools: &b, hidden: true, hidden_tools: &[] },
+                Source { hidden_tools: &hidden_y, ..src(0, "a", true, &all, &a) },
+                Source { hidden: true, ..src(1, "b", true, &all, &b) },
             ],
             128,
         );
         assert!(cat.get("a__y").unwrap().hidden && cat.get("b__z").unwrap().hidden);
         assert!(!cat.get("a__x").unwrap().hidden);
-        let listed: serde_json::Value = serde_json::from_str(cat.list_result().get()).unwrap();
+        let listed: serde_json::Value = serde_json::from_str(&cat.page(ListKind::Tools, None, 0).unwrap()).unwrap();
         assert_eq!(listed["tools"].as_array().unwrap().len(), 1);
         assert_eq!(listed["tools"][0]["name"], "a__x");
     }
@@ -323,18 +546,15 @@ mod tests {
     #[test]
     fn annotations_become_hints() {
         let all = ToolMatcher::all();
-        let t: Vec<_> = [
-            r#"{"name":"r","annotations":{"readOnlyHint":true}}"#,
-            r#"{"name":"i","annotations":{"idempotentHint":true,"readOnlyHint":false}}"#,
-            r#"{"name":"n","annotations":{"readOnlyHint":"yes"}}"#,
-        ]
-        .iter()
-        .map(|d| RawValue::from_string((*d).to_owned()).unwrap())
-        .collect();
-        let c = Catalog::build(
-            &[Source { upstream: 0, id: "s", prefix: true, filter: &all, tools: &t, hidden: false, hidden_tools: &[] }],
-            128,
-        );
+        let l = Lists {
+            tools: raw(&[
+                r#"{"name":"r","annotations":{"readOnlyHint":true}}"#,
+                r#"{"name":"i","annotations":{"idempotentHint":true,"readOnlyHint":false}}"#,
+                r#"{"name":"n","annotations":{"readOnlyHint":"yes"}}"#,
+            ]),
+            ..Lists::default()
+        };
+        let c = Catalog::build(&[src(0, "s", true, &all, &l)], 128);
         assert_eq!(c.get("s__r").unwrap().hints, ToolHints { read_only: true, idempotent: false });
         assert_eq!(c.get("s__i").unwrap().hints, ToolHints { read_only: false, idempotent: true });
         assert_eq!(c.get("s__n").unwrap().hints, ToolHints::default());
@@ -344,24 +564,157 @@ mod tests {
     fn long_names_are_shortened_stably_and_route() {
         let long = "t".repeat(128);
         let all = ToolMatcher::all();
-        let t = defs(&[&long]);
-        let c = Catalog::build(
-            &[Source {
-                upstream: 0,
-                id: "srv",
-                prefix: true,
-                filter: &all,
-                tools: &t,
-                hidden: false,
-                hidden_tools: &[],
-            }],
-            64,
-        );
+        let l = tools(&[&long]);
+        let c = Catalog::build(&[src(0, "srv", true, &all, &l)], 64);
         let name = &c.tools()[0].name;
         assert_eq!(name.len(), 64);
         assert_eq!(name, &shorten(&format!("srv__{long}"), 64));
         assert_eq!(*c.get(name).unwrap().original, *long);
         assert_ne!(shorten(&format!("srv__{long}a"), 64), *name);
         assert_eq!(shorten("short", 64), "short");
+    }
+
+    #[test]
+    fn uris_are_namespaced_reversibly() {
+        for (id, uri) in [
+            ("fs", "file:///tmp/a b.txt"),
+            ("db-1", "postgres://u@h/db?x=1#f"),
+            ("x", "git+ssh://host/repo"),
+            ("e", "test://static/resource/1"),
+            ("u", "urn:isbn:0451450523"),
+        ] {
+            let ns = namespace_uri(id, uri).unwrap();
+            let scheme = uri.split(':').next().unwrap();
+            assert!(ns.starts_with(&format!("{scheme}+{id}:")), "{ns}: the original scheme comes first");
+            assert_eq!(split_uri(&ns), Some((id, uri.to_owned())), "{ns}");
+        }
+        assert_eq!(namespace_uri("fs", "no-scheme"), None);
+        assert_eq!(namespace_uri("fs", "1abc:x"), None);
+        assert_eq!(split_uri("file:///a"), None, "no id");
+        assert_eq!(split_uri("+fs:///a"), None);
+        assert_eq!(split_uri("file+UPPER:///a"), None, "ids are lower-case");
+    }
+
+    #[test]
+    fn templates_match_their_uris() {
+        assert!(template_matches("db://main/{table}", "db://main/users"));
+        assert!(template_matches("file:///data/{path}", "file:///data/a/b.txt"));
+        assert!(template_matches("test://t/{id}/data", "test://t/42/data"));
+        assert!(!template_matches("test://t/{id}/data", "test://t/42/meta"));
+        assert!(!template_matches("db://main/{table}", "db://other/users"));
+        assert!(template_matches("x://{a}{b}", "x://anything"));
+        assert!(template_matches("x://fixed", "x://fixed"));
+        assert!(!template_matches("x://fixed", "x://fixed2"));
+        assert!(!template_matches("x://{broken", "x://a"));
+    }
+
+    #[test]
+    fn prompts_resources_and_templates_merge() {
+        let all = ToolMatcher::all();
+        let a = Lists {
+            prompts: raw(&[r#"{"name":"greet","arguments":[{"name":"n"}]}"#]),
+            resources: raw(&[r#"{"uri":"file:///r.txt","name":"r","x":1}"#, r#"{"name":"no uri"}"#]),
+            templates: raw(&[
+                r#"{"uriTemplate":"db://main/{t}","name":"t"}"#,
+                r#"{"uriTemplate":"{+any}","name":"bad"}"#,
+            ]),
+            ..Lists::default()
+        };
+        let b = Lists {
+            prompts: raw(&[r#"{"name":"greet"}"#]),
+            resources: raw(&[r#"{"uri":"file:///r.txt","name":"same uri, unprefixed"}"#]),
+            ..Lists::default()
+        };
+        let c = Catalog::build(&[src(0, "a", true, &all, &a), src(1, "b", false, &all, &b)], 128);
+        assert_eq!(c.prompt("a__greet").unwrap().upstream, 0);
+        assert_eq!(c.prompt("greet").unwrap().upstream, 1);
+        let r = c.resource("file+a:///r.txt").unwrap();
+        assert_eq!((r.upstream, &*r.original), (0, "file:///r.txt"));
+        assert_eq!(r.def.get(), r#"{"uri":"file+a:///r.txt","name":"r","x":1}"#);
+        // The bare URI is b's own (listed unprefixed), not a fallback to a.
+        assert_eq!(c.resource("file:///r.txt").unwrap().upstream, 1);
+        assert_eq!(c.template("db+a://main/{t}").unwrap().upstream, 0);
+        assert_eq!(c.items(ListKind::Templates).len(), 1, "a template without a literal scheme is skipped");
+        assert_eq!(c.items(ListKind::Resources).len(), 2);
+    }
+
+    #[test]
+    fn original_uris_route_when_unique() {
+        let all = ToolMatcher::all();
+        let a = Lists {
+            resources: raw(&[r#"{"uri":"file:///only-a","name":"x"}"#, r#"{"uri":"file:///both","name":"x"}"#]),
+            ..Lists::default()
+        };
+        let b = Lists { resources: raw(&[r#"{"uri":"file:///both","name":"x"}"#]), ..Lists::default() };
+        let c = Catalog::build(&[src(0, "a", true, &all, &a), src(1, "b", true, &all, &b)], 128);
+        assert_eq!(c.resource("file:///only-a").unwrap().key, "file+a:///only-a");
+        assert!(c.resource("file:///both").is_none(), "ambiguous: never guessed");
+    }
+
+    fn walk(c: &Catalog, kind: ListKind, size: usize) -> Vec<String> {
+        let mut out = Vec::new();
+        let mut cursor: Option<String> = None;
+        loop {
+            let page: serde_json::Value =
+                serde_json::from_str(&c.page(kind, cursor.as_deref(), size).unwrap()).unwrap();
+            let field = if kind == ListKind::Tools { "name" } else { "uri" };
+            out.extend(page[kind.key()].as_array().unwrap().iter().map(|t| t[field].as_str().unwrap().to_owned()));
+            match page.get("nextCursor") {
+                Some(n) => cursor = Some(n.as_str().unwrap().to_owned()),
+                None => return out,
+            }
+        }
+    }
+
+    #[test]
+    fn pages_walk_everything_once_even_when_lists_change() {
+        let all = ToolMatcher::all();
+        let names: Vec<String> = (0..25).map(|i| format!("t{i:02}")).collect();
+        let refs: Vec<&str> = names.iter().map(String::as_str).collect();
+        let l = tools(&refs);
+        let c = Catalog::build(&[src(0, "s", true, &all, &l)], 128);
+        let walked = walk(&c, ListKind::Tools, 10);
+        assert_eq!(walked.len(), 25);
+        assert_eq!(walked, refs.iter().map(|n| format!("s__{n}")).collect::<Vec<_>>());
+        assert_eq!(walk(&c, ListKind::Tools, 0).len(), 25);
+        assert_eq!(walk(&c, ListKind::Tools, 25).len(), 25);
+
+        // First page from the old catalog, then the list changes: t05 (already
+        // served) and t15 (not yet) are removed, t99 is added.
+        let first: serde_json::Value = serde_json::from_str(&c.page(ListKind::Tools, None, 10).unwrap()).unwrap();
+        let cursor = first["nextCursor"].as_str().unwrap();
+        let changed: Vec<&str> = refs.iter().copied().filter(|n| *n != "t05" && *n != "t15").chain(["t99"]).collect();
+        let l2 = tools(&changed);
+        let c2 = Catalog::build(&[src(0, "s", true, &all, &l2)], 128);
+        let second: serde_json::Value =
+            serde_json::from_str(&c2.page(ListKind::Tools, Some(cursor), 100).unwrap()).unwrap();
+        let rest: Vec<&str> = second["tools"].as_array().unwrap().iter().map(|t| t["name"].as_str().unwrap()).collect();
+        assert_eq!(rest.first(), Some(&"s__t10"), "resumes right after the last name served");
+        assert!(!rest.contains(&"s__t15") && rest.contains(&"s__t99"));
+        assert_eq!(rest.len(), 15 - 1 + 1);
+        assert_eq!(c2.changed_lists(&c), vec![ListKind::Tools]);
+        assert!(c.changed_lists(&c).is_empty());
+    }
+
+    #[test]
+    fn foreign_cursors_are_invalid() {
+        let all = ToolMatcher::all();
+        let l = Lists {
+            resources: raw(&[r#"{"uri":"a:1","name":"x"}"#, r#"{"uri":"a:2","name":"x"}"#]),
+            ..tools(&["x", "y"])
+        };
+        let c = Catalog::build(&[src(0, "s", true, &all, &l)], 128);
+        let page: serde_json::Value = serde_json::from_str(&c.page(ListKind::Tools, None, 1).unwrap()).unwrap();
+        let cursor = page["nextCursor"].as_str().unwrap();
+        assert!(c.page(ListKind::Tools, Some(cursor), 1).is_ok());
+        assert_eq!(
+            c.page(ListKind::Resources, Some(cursor), 1),
+            Err(InvalidCursor),
+            "a tools cursor is not a resources one"
+        );
+        for bad in ["", "zz", "abc", "7", "74ff"] {
+            assert_eq!(c.page(ListKind::Tools, Some(bad), 1), Err(InvalidCursor), "{bad:?}");
+        }
+        assert_eq!(walk(&c, ListKind::Resources, 1), ["a+s:1", "a+s:2"]);
     }
 }

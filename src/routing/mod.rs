@@ -1,25 +1,33 @@
 //! Routing: the gateway as an MCP server over many upstreams.
 //!
 //! [`Gateway`] owns the upstreams and the merged [`Catalog`], answers the
-//! methods the gateway serves itself (`initialize`, `ping`, `tools/list`)
-//! and routes `tools/call` to the owning upstream with only the tool name
-//! rewritten. Transports (`downstream/`) call [`Gateway::handle`].
+//! methods the gateway serves itself (`initialize`, `ping`, the four list
+//! methods with its own cursor, `logging/setLevel`, subscriptions) and
+//! routes the rest (`tools/call`, `prompts/get`, `resources/read`,
+//! `completion/complete`) to the owning upstream with only the name or URI
+//! rewritten. Transports (`downstream/`) register each client session as a
+//! [`Peer`] and call [`Gateway::handle`] and [`Gateway::notify`];
+//! notifications flow back through the peer's queue.
 //!
 //! Architecture Invariant: routing never holds a catalog snapshot or lock
 //! across an upstream call; it clones what it needs first.
 
 pub mod catalog;
+pub mod peer;
 
-use std::collections::HashMap;
-use std::sync::Arc;
+use std::collections::{HashMap, HashSet};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use arc_swap::ArcSwap;
 use serde_json::value::RawValue;
-use tokio::sync::watch;
+use tokio::sync::{mpsc, watch};
 use tokio_util::sync::CancellationToken;
 
 pub use self::catalog::Catalog;
+pub use self::peer::Peer;
+use self::peer::{CallRelay, LEVELS};
 use crate::config::Config;
 use crate::error::CallError;
 use crate::protocol::{self, Message, RawObject, encode};
@@ -27,7 +35,7 @@ use crate::telemetry::audit::{self, Record};
 use crate::telemetry::metrics::{DurationLabels, MethodLabels, Name, Outcome, RequestLabels, UpstreamLabels};
 use crate::telemetry::metrics::{class_label, method_label};
 use crate::telemetry::{Span, Telemetry};
-use crate::upstream::{Changes, Request, State, Upstream};
+use crate::upstream::{Changes, ListKind, Note, Relay, Request, State, Upstream};
 use opentelemetry::KeyValue;
 use opentelemetry::trace::SpanKind;
 
@@ -40,6 +48,11 @@ pub struct Caller<'a> {
     pub session: Option<&'a str>,
     /// The client's W3C `traceparent` header (HTTP).
     pub traceparent: Option<&'a str>,
+    /// The session's peer (notifications, cancellation, subscriptions).
+    pub peer: Option<&'a Arc<Peer>>,
+    /// The request's own stream (an HTTP POST answered as SSE): messages
+    /// about this call go there rather than to the session stream.
+    pub stream: Option<&'a mpsc::Sender<String>>,
 }
 
 /// What handling a request came to, filled in as it goes.
@@ -56,6 +69,8 @@ struct Outcomes {
     /// `sha256:` of the arguments (tools/call, when audited).
     arguments_sha256: Option<String>,
     arguments: Option<Box<RawValue>>,
+    /// The client cancelled the request.
+    cancelled: bool,
 }
 
 /// The gateway: upstreams, catalog, and the MCP methods it serves.
@@ -78,6 +93,32 @@ pub struct Gateway {
     telemetry: Telemetry,
     /// The empty label value (requests the gateway answers itself).
     no_label: Name,
+    /// Client sessions by peer id.
+    peers: Mutex<HashMap<u64, Arc<Peer>>>,
+    next_peer: AtomicU64,
+    /// Resource subscriptions: (upstream, original URI) → peer ids. The
+    /// upstream is subscribed once, while any session is.
+    subscriptions: Mutex<HashMap<SubscriptionKey, HashSet<u64>>>,
+    /// The log level last sent to upstreams (index in [`LEVELS`]).
+    applied_level: Mutex<Option<usize>>,
+}
+
+/// A resource subscription upstream: (upstream index, original URI).
+type SubscriptionKey = (usize, Arc<str>);
+
+/// A client session registered with the gateway; unregistered (its
+/// subscriptions dropped) when this is dropped.
+#[derive(Debug)]
+pub struct Client {
+    gateway: Arc<Gateway>,
+    /// The session's peer.
+    pub peer: Arc<Peer>,
+}
+
+impl Drop for Client {
+    fn drop(&mut self) {
+        self.gateway.disconnect(&self.peer);
+    }
 }
 
 /// Counts a request in flight until dropped.
@@ -96,6 +137,7 @@ impl Gateway {
     /// one) and the task that keeps the catalog current.
     pub fn start(config: Config, telemetry: Telemetry) -> Arc<Self> {
         let changed = Arc::new(Changes::default());
+        let (notes, notes_rx) = mpsc::channel(1024);
         let http = reqwest::Client::builder()
             .connect_timeout(Duration::from_secs(10))
             .pool_idle_timeout(Duration::from_secs(90))
@@ -112,6 +154,7 @@ impl Gateway {
                     changed.clone(),
                     http.clone(),
                     telemetry.metrics.clone(),
+                    notes.clone(),
                 )
             })
             .collect();
@@ -130,8 +173,13 @@ impl Gateway {
             in_flight: std::sync::atomic::AtomicUsize::new(0),
             telemetry,
             no_label: Name::from(""),
+            peers: Mutex::default(),
+            next_peer: AtomicU64::new(1),
+            subscriptions: Mutex::default(),
+            applied_level: Mutex::new(None),
         });
         tokio::spawn(gw.clone().catalog_loop());
+        tokio::spawn(gw.clone().notes_loop(notes_rx));
         gw
     }
 
@@ -139,6 +187,9 @@ impl Gateway {
     /// and bumps the `list_changed` counter when clients would see a
     /// different list.
     async fn catalog_loop(self: Arc<Self>) {
+        // Each upstream's connection last seen ready: a new connection has
+        // to be told the subscriptions and log level again.
+        let mut connections: Vec<u64> = vec![0; self.upstreams.len()];
         loop {
             tokio::select! {
                 () = self.changes.changed() => {}
@@ -159,7 +210,7 @@ impl Gateway {
                         id: u.id(),
                         prefix: u.spec().prefix,
                         filter: &u.spec().tools,
-                        tools: &r.tools,
+                        lists: &r.lists,
                         hidden: u.tools_hidden(),
                         hidden_tools,
                     }),
@@ -167,19 +218,177 @@ impl Gateway {
                 })
                 .collect();
             let next = Catalog::build(&sources, self.config.gateway.max_tool_name_length);
-            let changed = !next.same_as(&self.catalog.load());
-            let outcome = if changed { "changed" } else { "unchanged" };
+            let changed = next.changed_lists(&self.catalog.load());
+            let outcome = if changed.is_empty() { "unchanged" } else { "changed" };
             self.telemetry.metrics.catalog_refreshes.get_or_create(&Outcome { outcome }).inc();
-            if changed {
-                tracing::info!(tools = next.tools().iter().filter(|t| !t.hidden).count(), "Tool catalog changed.");
-                self.catalog.store(Arc::new(next));
-                self.list_changed.send_modify(|v| *v += 1);
-            } else {
-                // Same list, but routing data (hints, hidden flags) may differ.
-                self.catalog.store(Arc::new(next));
+            // Routing data (hints, hidden flags) may differ even when the
+            // lists clients see do not.
+            self.catalog.store(Arc::new(next));
+            if !changed.is_empty() {
+                let kinds: Vec<&str> = changed.iter().map(|k| k.key()).collect();
+                tracing::info!(lists = %kinds.join(","), "Catalog changed.");
+                if changed.contains(&ListKind::Tools) {
+                    self.list_changed.send_modify(|v| *v += 1);
+                }
+                for kind in changed {
+                    self.broadcast(kind.changed_notification());
+                }
             }
             self.built.send_replace(generation);
+            for (i, (state, _)) in states.iter().enumerate() {
+                if let State::Ready(r) = &**state
+                    && r.connection != connections[i]
+                {
+                    // The first connection has nothing to restore.
+                    if connections[i] != 0 {
+                        tokio::spawn(self.clone().restore(i));
+                    }
+                    connections[i] = r.connection;
+                }
+            }
         }
+    }
+
+    /// Tells an upstream that just became ready what its previous
+    /// connection knew: the subscriptions and the log level.
+    async fn restore(self: Arc<Self>, i: usize) {
+        let uris: Vec<Arc<str>> = {
+            let subs = self.subscriptions.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+            subs.keys().filter(|(u, _)| *u == i).map(|(_, uri)| uri.clone()).collect()
+        };
+        for uri in uris {
+            if let Err(e) = self.upstream_subscribe(i, "resources/subscribe", &uri).await {
+                tracing::warn!(upstream = %self.upstreams[i].id(), error = %e.message, "Could not renew a resource subscription.");
+            }
+        }
+        let level = *self.applied_level.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        if let Some(level) = level {
+            self.set_upstream_level(i, level).await;
+        }
+    }
+
+    /// Sends a notification to every session.
+    fn broadcast(&self, method: &str) {
+        let body = encode::notification(method, None);
+        for p in self.peers() {
+            p.send(&self.no_label, method, body.clone());
+        }
+    }
+
+    fn peers(&self) -> Vec<Arc<Peer>> {
+        self.peers.lock().unwrap_or_else(std::sync::PoisonError::into_inner).values().cloned().collect()
+    }
+
+    /// Routes notifications from upstreams that concern no single call.
+    async fn notes_loop(self: Arc<Self>, mut notes: mpsc::Receiver<Note>) {
+        loop {
+            let note = tokio::select! {
+                n = notes.recv() => match n {
+                    Some(n) => n,
+                    None => return,
+                },
+                () = self.shutdown.cancelled() => return,
+            };
+            let Some(&i) = self.by_id.get(&*note.upstream) else { continue };
+            match note.msg.method() {
+                "notifications/resources/updated" => self.resource_updated(i, &note),
+                "notifications/message" => {
+                    let params = note.msg.params.as_deref();
+                    let Some(level) = peer::message_level(params) else { continue };
+                    let body = encode::notification(
+                        "notifications/message",
+                        peer::with_logger(params, &note.upstream).as_deref(),
+                    );
+                    // Not about any call: only sessions that asked for logs get it.
+                    for p in self.peers().iter().filter(|p| p.level().is_some_and(|min| level >= min)) {
+                        p.send(&note.upstream, "notifications/message", body.clone());
+                    }
+                }
+                other => {
+                    tracing::debug!(upstream = %note.upstream, method = %other, "Upstream notification not relayed.")
+                }
+            }
+        }
+    }
+
+    /// `notifications/resources/updated`: to the sessions subscribed to
+    /// the URI, with the URI they know.
+    fn resource_updated(&self, i: usize, note: &Note) {
+        let params = note.msg.params.as_deref();
+        let Some(uri) = params.and_then(|p| RawObject::parse(p.get()).ok()).and_then(|o| o.get_str("uri")) else {
+            return;
+        };
+        let peers: Vec<u64> = {
+            let subs = self.subscriptions.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+            subs.get(&(i, Arc::from(uri.as_str()))).map(|s| s.iter().copied().collect()).unwrap_or_default()
+        };
+        if peers.is_empty() {
+            return;
+        }
+        let exposed = self.expose_uri(i, &uri);
+        let params = peer::rewrite(params, |o| o.set_str("uri", &exposed));
+        let body = encode::notification("notifications/resources/updated", params.as_deref());
+        let all = self.peers.lock().unwrap_or_else(std::sync::PoisonError::into_inner).clone();
+        for id in peers {
+            if let Some(p) = all.get(&id) {
+                p.send(&note.upstream, "notifications/resources/updated", body.clone());
+            }
+        }
+    }
+
+    /// The URI clients know an upstream's `uri` by.
+    fn expose_uri(&self, i: usize, uri: &str) -> String {
+        let u = &self.upstreams[i];
+        match u.spec().prefix {
+            true => catalog::namespace_uri(u.id(), uri).unwrap_or_else(|| uri.to_owned()),
+            false => uri.to_owned(),
+        }
+    }
+
+    /// Registers a client session; `out` is its stream (bounded).
+    pub fn connect(self: &Arc<Self>, out: mpsc::Sender<String>) -> Client {
+        let id = self.next_peer.fetch_add(1, Ordering::Relaxed);
+        let peer = Arc::new(Peer::new(id, out, self.telemetry.metrics.clone()));
+        self.peers.lock().unwrap_or_else(std::sync::PoisonError::into_inner).insert(id, peer.clone());
+        Client { gateway: self.clone(), peer }
+    }
+
+    /// Forgets a session: its subscriptions end (the upstream's too, when
+    /// it was the last subscriber) and its log level stops counting.
+    fn disconnect(self: &Arc<Self>, peer: &Peer) {
+        self.peers.lock().unwrap_or_else(std::sync::PoisonError::into_inner).remove(&peer.id);
+        let keys: Vec<_> =
+            peer.subscriptions.lock().unwrap_or_else(std::sync::PoisonError::into_inner).drain().collect();
+        let last = self.unsubscribe_keys(peer.id, keys);
+        let had_level = peer.level().is_some();
+        if self.shutdown.is_cancelled() || (last.is_empty() && !had_level) {
+            return;
+        }
+        let gw = self.clone();
+        tokio::spawn(async move {
+            for (i, uri) in last {
+                let _ = gw.upstream_subscribe(i, "resources/unsubscribe", &uri).await;
+            }
+            if had_level {
+                gw.apply_levels().await;
+            }
+        });
+    }
+
+    /// Removes a peer from subscriptions; returns those it was the last of.
+    fn unsubscribe_keys(&self, peer: u64, keys: Vec<(usize, Arc<str>)>) -> Vec<(usize, Arc<str>)> {
+        let mut subs = self.subscriptions.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let mut last = Vec::new();
+        for key in keys {
+            if let Some(set) = subs.get_mut(&key) {
+                set.remove(&peer);
+                if set.is_empty() {
+                    subs.remove(&key);
+                    last.push(key);
+                }
+            }
+        }
+        last
     }
 
     /// Answers `initialize`: echo the client's revision when supported,
@@ -195,7 +404,13 @@ impl Gateway {
             "protocolVersion": version,
             // What the gateway itself serves; list_changed is real: it
             // follows upstream changes, restarts and outages.
-            "capabilities": { "tools": { "listChanged": true } },
+            "capabilities": {
+                "tools": { "listChanged": true },
+                "prompts": { "listChanged": true },
+                "resources": { "subscribe": true, "listChanged": true },
+                "logging": {},
+                "completions": {},
+            },
             "serverInfo": { "name": "mcp-gateway", "version": env!("CARGO_PKG_VERSION") },
             "instructions": format!(
                 "Tools of several MCP servers ({}) are exposed as <server>__<tool>.",
@@ -206,29 +421,65 @@ impl Gateway {
         (encode::result(id, &result), version)
     }
 
-    /// Handles one request (not `initialize`) and returns the reply.
-    pub async fn handle(&self, msg: &Message, caller: &Caller<'_>) -> String {
+    /// Handles one request (not `initialize`) and returns the reply, or
+    /// `None` when the client cancelled it (`notifications/cancelled`):
+    /// the spec says a cancelled request gets no reply.
+    pub async fn handle(&self, msg: &Message, caller: &Caller<'_>) -> Option<String> {
         self.in_flight.fetch_add(1, std::sync::atomic::Ordering::AcqRel);
         let _in_flight = InFlight(&self.in_flight);
         let started = tokio::time::Instant::now();
         let id = msg.id.as_deref().expect("handle is called for requests");
         let span = self.server_span(msg, caller);
         let mut out = Outcomes::default();
-        let reply = match self.dispatch(msg, &span, &mut out).await {
-            Ok(reply) => reply,
-            Err(e) => {
+        let call = caller.peer.map(|p| p.start_call(id));
+        let dispatch = self.dispatch(msg, caller, &span, &mut out);
+        let result = match &call {
+            Some(c) => tokio::select! {
+                r = dispatch => Some(r),
+                // Dropping the dispatch drops the upstream call, which
+                // sends its own notifications/cancelled upstream.
+                () = c.token.cancelled() => None,
+            },
+            None => Some(dispatch.await),
+        };
+        drop(call);
+        let reply = match result {
+            Some(Ok(reply)) => Some(reply),
+            Some(Err(e)) => {
                 tracing::debug!(method = %msg.method(), class = %e.class, "Request failed: {}.", e.message);
                 out.class = Some(e.class);
                 span.outcome(Some(e.class), || e.message.clone());
-                e.to_response(id)
+                Some(e.to_response(id))
+            }
+            None => {
+                tracing::debug!(method = %msg.method(), "Request cancelled by the client.");
+                out.cancelled = true;
+                span.set(|| KeyValue::new("error.type", "cancelled"));
+                None
             }
         };
         if let Some(class) = out.class.filter(|_| span.is_on()) {
             span.set(|| KeyValue::new("error.type", class.as_str()));
         }
-        self.record(msg, caller, &span, out, started, reply.len());
+        self.record(msg, caller, &span, out, started, reply.as_ref().map_or(0, String::len));
         span.end();
         reply
+    }
+
+    /// Handles a notification from a client: `notifications/cancelled`
+    /// stops the request it names; the rest need nothing.
+    pub fn notify(&self, msg: &Message, peer: &Peer) {
+        match msg.method() {
+            "notifications/cancelled" => {
+                let params = msg.params.as_deref().and_then(|p| RawObject::parse(p.get()).ok());
+                let Some(id) = params.as_ref().and_then(|p| p.get("requestId")) else { return };
+                if !peer.cancel(id.get()) {
+                    // Races are normal: the reply may already be on its way.
+                    tracing::debug!("Cancellation for a request not in flight.");
+                }
+            }
+            other => tracing::trace!(method = %other, "Client notification."),
+        }
     }
 
     /// The span of a client request: a child of the client's trace context
@@ -282,7 +533,7 @@ impl Gateway {
         let method = method_label(msg.method());
         let upstream = out.upstream.clone().unwrap_or_else(|| self.no_label.clone());
         let tool = out.tool.clone().unwrap_or_else(|| self.no_label.clone());
-        let class = class_label(out.class);
+        let class = if out.cancelled { "cancelled" } else { class_label(out.class) };
         m.requests
             .get_or_create(&RequestLabels { upstream: upstream.clone(), method, tool: tool.clone(), class })
             .inc();
@@ -316,34 +567,398 @@ impl Gateway {
         });
     }
 
-    async fn dispatch(&self, msg: &Message, span: &Span, out: &mut Outcomes) -> Result<String, CallError> {
+    async fn dispatch(
+        &self,
+        msg: &Message,
+        caller: &Caller<'_>,
+        span: &Span,
+        out: &mut Outcomes,
+    ) -> Result<String, CallError> {
         let id = msg.id.as_deref().expect("requests have ids");
+        let params = msg.params.as_deref();
         match msg.method() {
             "ping" => Ok(encode::result(id, &empty())),
-            "tools/list" => {
-                // The whole merged list is one page; the gateway never
-                // hands out a cursor, so any cursor is invalid.
-                if let Some(p) = &msg.params {
-                    let cursor =
-                        RawObject::parse(p.get()).ok().and_then(|o| o.get("cursor").map(|c| c.get() != "null"));
-                    if cursor == Some(true) {
-                        return Err(CallError::protocol(protocol::INVALID_PARAMS, "Invalid cursor"));
-                    }
-                }
-                self.wait_for_first_start().await;
-                Ok(encode::result(id, self.catalog.load().list_result()))
+            "tools/list" => self.list(id, ListKind::Tools, params).await,
+            "prompts/list" => self.list(id, ListKind::Prompts, params).await,
+            "resources/list" => self.list(id, ListKind::Resources, params).await,
+            "resources/templates/list" => self.list(id, ListKind::Templates, params).await,
+            "tools/call" => self.call_tool(id, params, caller, span, out).await,
+            "prompts/get" => {
+                let (mut obj, name) = named_params(params, "name")?;
+                let (upstream, original) = {
+                    let catalog = self.catalog.load();
+                    let p = catalog.prompt(&name).ok_or_else(|| self.unknown("prompt", &name))?;
+                    (p.upstream, p.original.clone())
+                };
+                obj.set_str("name", &original);
+                self.forward(id, "prompts/get", upstream, &obj.to_raw(), caller, span, out).await
             }
-            "tools/call" => self.call_tool(id, msg.params.as_deref(), span, out).await,
+            "resources/read" => {
+                let (mut obj, uri) = named_params(params, "uri")?;
+                let (upstream, original) = self.resource_owner(&uri)?;
+                obj.set_str("uri", &original);
+                let reply = self.forward_raw(id, "resources/read", upstream, &obj.to_raw(), caller, span, out).await?;
+                Ok(self.reply_with(id, upstream, &reply, |i, r| self.expose_contents(i, r)))
+            }
+            "resources/subscribe" => self.subscribe(id, params, caller).await,
+            "resources/unsubscribe" => self.unsubscribe(id, params, caller).await,
+            "completion/complete" => self.complete(id, params, caller, span, out).await,
+            "logging/setLevel" => self.set_level(id, params, caller).await,
             // 2026-07-28 probe: -32601 makes modern clients fall back to
             // `initialize` (design.md D2).
             other => Err(CallError::protocol(protocol::METHOD_NOT_FOUND, format!("Method not found: {other}"))),
         }
     }
 
+    /// One page of a merged list, after the start-up wait.
+    async fn list(&self, id: &RawValue, kind: ListKind, params: Option<&RawValue>) -> Result<String, CallError> {
+        let cursor = match params.map(|p| RawObject::parse(p.get())) {
+            Some(Ok(o)) => match o.get("cursor") {
+                None => None,
+                Some(c) if c.get() == "null" => None,
+                Some(c) => Some(
+                    serde_json::from_str::<String>(c.get())
+                        .map_err(|_| CallError::protocol(protocol::INVALID_PARAMS, "Invalid cursor"))?,
+                ),
+            },
+            Some(Err(_)) => return Err(CallError::protocol(protocol::INVALID_PARAMS, "params must be an object")),
+            None => None,
+        };
+        self.wait_for_first_start().await;
+        let page = self
+            .catalog
+            .load()
+            .page(kind, cursor.as_deref(), self.config.gateway.page_size)
+            .map_err(|e| CallError::protocol(protocol::INVALID_PARAMS, e.to_string()))?;
+        let page = RawValue::from_string(page).expect("the catalog renders valid JSON");
+        Ok(encode::result(id, &page))
+    }
+
+    /// Routes a resource URI: a namespaced one to its upstream; a bare one
+    /// to the upstream that lists it, or whose template matches it, or to
+    /// the only unprefixed upstream serving resources. Never guesses among
+    /// several.
+    fn resource_owner(&self, uri: &str) -> Result<(usize, String), CallError> {
+        if let Some((ns, original)) = catalog::split_uri(uri)
+            && let Some(&i) = self.by_id.get(ns)
+            && self.upstreams[i].spec().prefix
+        {
+            self.ready(i)?;
+            return Ok((i, original));
+        }
+        let catalog = self.catalog.load();
+        if let Some(r) = catalog.resource(uri) {
+            return Ok((r.upstream, r.original.to_string()));
+        }
+        let unprefixed = |i: usize| !self.upstreams[i].spec().prefix;
+        if let Some(i) = catalog.template(uri).map(|t| t.upstream).or_else(|| catalog.template_owner(uri, unprefixed)) {
+            return Ok((i, uri.to_owned()));
+        }
+        let serving: Vec<usize> = (0..self.upstreams.len())
+            .filter(|&i| {
+                unprefixed(i) && matches!(&*self.upstreams[i].state(), State::Ready(r) if r.has_capability("resources"))
+            })
+            .collect();
+        if let [only] = serving[..] {
+            return Ok((only, uri.to_owned()));
+        }
+        Err(CallError::protocol(protocol::RESOURCE_NOT_FOUND, format!("Resource not found: {uri}")))
+    }
+
+    /// The upstream must be serving (else the error says why).
+    fn ready(&self, i: usize) -> Result<(), CallError> {
+        let state = self.upstreams[i].state();
+        match *state {
+            State::Ready(_) => Ok(()),
+            _ => Err(self.upstreams[i].unavailable(&state)),
+        }
+    }
+
+    /// `resources/read` contents carry the URI the client knows.
+    fn expose_contents(&self, i: usize, result: &RawValue) -> Option<Box<RawValue>> {
+        if !self.upstreams[i].spec().prefix {
+            return None;
+        }
+        let mut obj = RawObject::parse(result.get()).ok()?;
+        let contents: Vec<Box<RawValue>> = serde_json::from_str(obj.get("contents")?.get()).ok()?;
+        let contents: Vec<Box<RawValue>> = contents
+            .into_iter()
+            .map(|c| {
+                match RawObject::parse(c.get()).ok().and_then(|mut o| {
+                    let uri = o.get_str("uri")?;
+                    o.set_str("uri", &self.expose_uri(i, &uri));
+                    Some(o.to_raw())
+                }) {
+                    Some(renamed) => renamed,
+                    None => c,
+                }
+            })
+            .collect();
+        obj.set("contents", serde_json::value::to_raw_value(&contents).ok()?);
+        Some(obj.to_raw())
+    }
+
+    /// `completion/complete`, routed by its reference: a prompt by name, a
+    /// resource template (or resource) by URI.
+    async fn complete(
+        &self,
+        id: &RawValue,
+        params: Option<&RawValue>,
+        caller: &Caller<'_>,
+        span: &Span,
+        out: &mut Outcomes,
+    ) -> Result<String, CallError> {
+        let invalid = |m: &str| CallError::protocol(protocol::INVALID_PARAMS, m);
+        let mut obj = RawObject::parse(params.ok_or_else(|| invalid("completion/complete needs params"))?.get())
+            .map_err(|_| invalid("params must be an object"))?;
+        let mut reference = obj
+            .get("ref")
+            .and_then(|r| RawObject::parse(r.get()).ok())
+            .ok_or_else(|| invalid("completion/complete needs an object `ref`"))?;
+        let (upstream, field, original) = match reference.get_str("type").as_deref() {
+            Some("ref/prompt") => {
+                let name = reference.get_str("name").ok_or_else(|| invalid("ref/prompt needs a string `name`"))?;
+                let catalog = self.catalog.load();
+                let p = catalog.prompt(&name).ok_or_else(|| self.unknown("prompt", &name))?;
+                (p.upstream, "name", p.original.to_string())
+            }
+            Some("ref/resource") => {
+                let uri = reference.get_str("uri").ok_or_else(|| invalid("ref/resource needs a string `uri`"))?;
+                let template = self.catalog.load().template(&uri).map(|t| (t.upstream, t.original.to_string()));
+                let (i, original) = match template {
+                    Some(t) => t,
+                    None => self.resource_owner(&uri)?,
+                };
+                (i, "uri", original)
+            }
+            _ => return Err(invalid("ref.type must be ref/prompt or ref/resource")),
+        };
+        reference.set_str(field, &original);
+        obj.set("ref", reference.to_raw());
+        self.forward(id, "completion/complete", upstream, &obj.to_raw(), caller, span, out).await
+    }
+
+    /// `resources/subscribe`: the upstream is subscribed once, while any
+    /// session is; its updates reach only subscribed sessions.
+    async fn subscribe(
+        &self,
+        id: &RawValue,
+        params: Option<&RawValue>,
+        caller: &Caller<'_>,
+    ) -> Result<String, CallError> {
+        let peer = caller
+            .peer
+            .ok_or_else(|| CallError::protocol(protocol::INVALID_REQUEST, "Subscriptions need a session"))?;
+        let (_, uri) = named_params(params, "uri")?;
+        let (i, original) = self.resource_owner(&uri)?;
+        let key = (i, Arc::<str>::from(original));
+        let first = {
+            let mut subs = self.subscriptions.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+            let set = subs.entry(key.clone()).or_default();
+            let first = set.is_empty();
+            set.insert(peer.id);
+            first
+        };
+        peer.subscriptions.lock().unwrap_or_else(std::sync::PoisonError::into_inner).insert(key.clone());
+        if first && let Err(e) = self.upstream_subscribe(i, "resources/subscribe", &key.1).await {
+            peer.subscriptions.lock().unwrap_or_else(std::sync::PoisonError::into_inner).remove(&key);
+            self.unsubscribe_keys(peer.id, vec![key]);
+            return Err(e);
+        }
+        Ok(encode::result(id, &empty()))
+    }
+
+    async fn unsubscribe(
+        &self,
+        id: &RawValue,
+        params: Option<&RawValue>,
+        caller: &Caller<'_>,
+    ) -> Result<String, CallError> {
+        let peer = caller
+            .peer
+            .ok_or_else(|| CallError::protocol(protocol::INVALID_REQUEST, "Subscriptions need a session"))?;
+        let (_, uri) = named_params(params, "uri")?;
+        let (i, original) = self.resource_owner(&uri)?;
+        let key = (i, Arc::<str>::from(original));
+        peer.subscriptions.lock().unwrap_or_else(std::sync::PoisonError::into_inner).remove(&key);
+        for (i, uri) in self.unsubscribe_keys(peer.id, vec![key]) {
+            self.upstream_subscribe(i, "resources/unsubscribe", &uri).await?;
+        }
+        Ok(encode::result(id, &empty()))
+    }
+
+    /// Sends `resources/subscribe` or `unsubscribe` for `uri` upstream.
+    async fn upstream_subscribe(&self, i: usize, method: &'static str, uri: &str) -> Result<(), CallError> {
+        let params = serde_json::value::to_raw_value(&serde_json::json!({ "uri": uri })).expect("valid");
+        let called = self.upstreams[i].call(Request::method(method, Some(&params))).await;
+        let reply = called.result?;
+        match reply.error {
+            Some(e) => Err(CallError::new(
+                crate::error::ErrorClass::UpstreamInternal,
+                Some(self.upstreams[i].id()),
+                format!("upstream `{}` refused {method}: {}", self.upstreams[i].id(), e.get()),
+            )),
+            None => Ok(()),
+        }
+    }
+
+    /// `logging/setLevel`: the session's own level filters what it gets;
+    /// upstreams get the most verbose level any session asked for.
+    async fn set_level(
+        &self,
+        id: &RawValue,
+        params: Option<&RawValue>,
+        caller: &Caller<'_>,
+    ) -> Result<String, CallError> {
+        let (_, level) = named_params(params, "level")?;
+        let index = LEVELS.iter().position(|l| *l == level).ok_or_else(|| {
+            CallError::protocol(
+                protocol::INVALID_PARAMS,
+                format!("Unknown log level {level:?}; one of {}", LEVELS.join(", ")),
+            )
+        })?;
+        if let Some(p) = caller.peer {
+            p.set_level(index);
+        }
+        self.apply_levels().await;
+        Ok(encode::result(id, &empty()))
+    }
+
+    /// Sends the most verbose level of any session to every upstream that
+    /// declares `logging`, when it changed.
+    async fn apply_levels(&self) {
+        let wanted = self.peers().iter().filter_map(|p| p.level()).min();
+        let Some(level) = wanted else { return };
+        {
+            let mut applied = self.applied_level.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+            if *applied == Some(level) {
+                return;
+            }
+            *applied = Some(level);
+        }
+        let all = (0..self.upstreams.len()).map(|i| self.set_upstream_level(i, level));
+        futures_util::future::join_all(all).await;
+    }
+
+    async fn set_upstream_level(&self, i: usize, level: usize) {
+        let u = &self.upstreams[i];
+        if !matches!(&*u.state(), State::Ready(r) if r.has_capability("logging")) {
+            return;
+        }
+        let params = serde_json::value::to_raw_value(&serde_json::json!({ "level": LEVELS[level] })).expect("valid");
+        let called = u.call(Request::method("logging/setLevel", Some(&params))).await;
+        match called.result {
+            Ok(r) if r.error.is_none() => {
+                tracing::debug!(upstream = %u.id(), level = LEVELS[level], "Upstream log level set.")
+            }
+            Ok(r) => {
+                tracing::warn!(upstream = %u.id(), error = %r.error.as_deref().map_or("", RawValue::get), "Upstream refused logging/setLevel.")
+            }
+            Err(e) => tracing::warn!(upstream = %u.id(), error = %e.message, "Could not set the upstream's log level."),
+        }
+    }
+
+    /// Forwards a routed request and relays its reply as it came.
+    #[allow(clippy::too_many_arguments)]
+    async fn forward(
+        &self,
+        id: &RawValue,
+        method: &'static str,
+        upstream: usize,
+        params: &RawValue,
+        caller: &Caller<'_>,
+        span: &Span,
+        out: &mut Outcomes,
+    ) -> Result<String, CallError> {
+        let reply = self.forward_raw(id, method, upstream, params, caller, span, out).await?;
+        Ok(self.reply_with(id, upstream, &reply, |_, _| None))
+    }
+
+    /// Forwards a routed request; returns the upstream's reply message.
+    #[allow(clippy::too_many_arguments)]
+    async fn forward_raw(
+        &self,
+        _id: &RawValue,
+        method: &'static str,
+        i: usize,
+        params: &RawValue,
+        caller: &Caller<'_>,
+        span: &Span,
+        out: &mut Outcomes,
+    ) -> Result<Message, CallError> {
+        let upstream = &self.upstreams[i];
+        out.upstream = Some(upstream.label());
+        let mut obj = RawObject::parse(params.get())
+            .map_err(|_| CallError::protocol(protocol::INVALID_PARAMS, "params must be an object"))?;
+        let (progress, relay) = self.related(&mut obj, caller, upstream);
+        let params = obj.to_raw();
+        let req = Request {
+            method,
+            params: Some(&params),
+            tool: None,
+            hints: crate::upstream::ToolHints::default(),
+            progress: progress.as_deref(),
+            relay: relay.as_ref(),
+            span,
+        };
+        let called = upstream.call(req).await;
+        out.class = called.class;
+        out.attempts = called.attempts;
+        called.result
+    }
+
+    /// The reply to the client: the upstream's result (after `expose`,
+    /// which may rewrite it) or its error, relayed.
+    fn reply_with(
+        &self,
+        id: &RawValue,
+        i: usize,
+        reply: &Message,
+        expose: impl Fn(usize, &RawValue) -> Option<Box<RawValue>>,
+    ) -> String {
+        match (&reply.result, &reply.error) {
+            (Some(r), _) => match expose(i, r) {
+                Some(r) => encode::result(id, &r),
+                None => encode::result(id, r),
+            },
+            (None, Some(e)) => crate::error::relay_error(id, e, self.upstreams[i].id()),
+            (None, None) => unreachable!("a response has a result or an error"),
+        }
+    }
+
+    /// Gives the call a gateway-unique progress token (so progress from a
+    /// shared connection is never confused between clients) and, when the
+    /// client can hear them, a relay that takes progress (with the client's
+    /// own token) and related notifications back to the client.
+    fn related(
+        &self,
+        params: &mut RawObject,
+        caller: &Caller<'_>,
+        upstream: &Upstream,
+    ) -> (Option<String>, Option<Arc<dyn Relay>>) {
+        let client_token = rewrite_progress_token(params);
+        let Some(peer) = caller.peer else { return (client_token.map(|(ours, _)| ours), None) };
+        // Only an HTTP upstream's response stream carries other messages
+        // about one call.
+        let network = matches!(upstream.spec().transport.network(), "tcp");
+        if client_token.is_none() && !network {
+            return (None, None);
+        }
+        let (ours, theirs) = client_token.unzip();
+        let relay: Arc<dyn Relay> = Arc::new(CallRelay {
+            peer: peer.clone(),
+            stream: caller.stream.cloned(),
+            token: theirs,
+            upstream: upstream.label(),
+        });
+        (ours, Some(relay))
+    }
+
     async fn call_tool(
         &self,
         id: &RawValue,
         params: Option<&RawValue>,
+        caller: &Caller<'_>,
         span: &Span,
         out: &mut Outcomes,
     ) -> Result<String, CallError> {
@@ -356,10 +971,10 @@ impl Gateway {
             out.arguments_sha256 = Some(audit::digest(args.map_or(&b"null"[..], |a| a.get().as_bytes())));
             out.arguments = args.and_then(|a| log.arguments(a));
         }
-        let (upstream, original, hints) = {
+        let (i, original, hints) = {
             let catalog = self.catalog.load();
             match catalog.get(&name) {
-                Some(t) => (self.upstreams[t.upstream].clone(), t.original.clone(), t.hints),
+                Some(t) => (t.upstream, t.original.clone(), t.hints),
                 None => {
                     // Counted against the upstream whose namespace it is
                     // (down, or the tool is gone), when there is one.
@@ -368,15 +983,16 @@ impl Gateway {
                         .and_then(|(ns, _)| self.by_id.get(ns))
                         .map(|&i| self.upstreams[i].label());
                     out.name = Some(name.clone());
-                    return Err(self.unknown_tool(&name));
+                    return Err(self.unknown("tool", &name));
                 }
             }
         };
+        let upstream = &self.upstreams[i];
         out.name = Some(name);
         out.upstream = Some(upstream.label());
         out.tool = Some(original.clone());
         obj.set_str("name", &original);
-        let progress = rewrite_progress_token(&mut obj);
+        let (progress, relay) = self.related(&mut obj, caller, upstream);
         let params = obj.to_raw();
         let route = if span.is_on() {
             span.child(
@@ -396,6 +1012,7 @@ impl Gateway {
             tool: Some(&original),
             hints,
             progress: progress.as_deref(),
+            relay: relay.as_ref(),
             span: &route,
         };
         let called = upstream.call(req).await;
@@ -407,31 +1024,24 @@ impl Gateway {
             Ok(_) => "failed".into(),
         });
         route.end();
-        let reply = called.result?;
-        Ok(match (&reply.result, &reply.error) {
-            (Some(r), _) => encode::result(id, r),
-            (None, Some(e)) => crate::error::relay_error(id, e, upstream.id()),
-            (None, None) => unreachable!("a response has a result or an error"),
-        })
+        Ok(self.reply_with(id, i, &called.result?, |_, _| None))
     }
 
-    /// An unknown tool: name the upstream when its namespace is known but
-    /// the upstream is not serving, so the agent learns why.
-    fn unknown_tool(&self, name: &str) -> CallError {
+    /// An unknown tool or prompt: name the upstream when its namespace is
+    /// known but the upstream is not serving, so the agent learns why.
+    fn unknown(&self, what: &str, name: &str) -> CallError {
         if let Some((ns, _)) = name.split_once(catalog::SEPARATOR)
             && let Some(&i) = self.by_id.get(ns)
+            && let Err(e) = self.ready(i)
         {
-            let state = self.upstreams[i].state();
-            if !matches!(*state, State::Ready(_)) {
-                return self.upstreams[i].unavailable(&state);
-            }
+            return e;
         }
         let down: Vec<&str> =
             self.upstreams.iter().filter(|u| !matches!(*u.state(), State::Ready(_))).map(|u| u.id()).collect();
         let msg = if down.is_empty() {
-            format!("Unknown tool: {name}")
+            format!("Unknown {what}: {name}")
         } else {
-            format!("Unknown tool: {name} (not serving right now: {})", down.join(", "))
+            format!("Unknown {what}: {name} (not serving right now: {})", down.join(", "))
         };
         CallError::protocol(protocol::INVALID_PARAMS, msg)
     }
@@ -586,16 +1196,25 @@ impl Gateway {
 
 /// Replaces a client's `_meta.progressToken` with one unique in the
 /// gateway, so progress from a shared upstream connection is never
-/// confused between clients, and returns it (raw JSON text). The client's
-/// own token comes back when progress is relayed (issue 3).
-fn rewrite_progress_token(params: &mut RawObject) -> Option<String> {
+/// confused between clients. Returns ours and theirs (raw JSON).
+fn rewrite_progress_token(params: &mut RawObject) -> Option<(String, Box<RawValue>)> {
     static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
     let mut meta = RawObject::parse(params.get("_meta")?.get()).ok()?;
-    meta.get("progressToken")?;
+    let theirs = meta.get("progressToken")?.to_owned();
     let token = format!("\"mcpgw-{}\"", NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed));
     meta.set("progressToken", RawValue::from_string(token.clone()).expect("a JSON string"));
     params.set("_meta", meta.to_raw());
-    Some(token)
+    Some((token, theirs))
+}
+
+/// The params as an object and its string member `field` (-32602 when
+/// either is missing).
+fn named_params(params: Option<&RawValue>, field: &str) -> Result<(RawObject, String), CallError> {
+    let invalid = |m: String| CallError::protocol(protocol::INVALID_PARAMS, m);
+    let obj = RawObject::parse(params.ok_or_else(|| invalid("params are required".into()))?.get())
+        .map_err(|_| invalid("params must be an object".into()))?;
+    let value = obj.get_str(field).ok_or_else(|| invalid(format!("params need a string `{field}`")))?;
+    Ok((obj, value))
 }
 
 /// A downstream session id is a credential: logs, traces and the audit

@@ -101,6 +101,17 @@ pub struct MethodLabels {
     pub method: &'static str,
 }
 
+/// `upstream`, `method`, `outcome`: a notification on its way to clients.
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct NotificationLabels {
+    /// The upstream it came from (empty: the gateway's own).
+    pub upstream: Name,
+    /// From [`notification_label`].
+    pub method: &'static str,
+    /// `sent`, or `dropped` (a full queue: the client reads too slowly).
+    pub outcome: &'static str,
+}
+
 /// `upstream`, `tool`: a breaker (tool empty for the upstream's own).
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct BreakerLabels {
@@ -249,6 +260,8 @@ pub struct Metrics {
     pub audit_records: Family<Outcome, Counter>,
     /// Spans handed to the OTLP exporter: `ok` or `failed` (lost).
     pub trace_exports: Family<Outcome, Counter>,
+    /// Notifications to clients, by upstream, method and outcome.
+    pub notifications: Family<NotificationLabels, Counter>,
     /// Calls refused by policy (the security work fills it).
     pub policy_denials: Family<BreakerLabels, Counter>,
     /// Sequence rule hits (the security work fills it).
@@ -297,6 +310,7 @@ impl Metrics {
             sessions: Family::default(),
             audit_records: Family::default(),
             trace_exports: Family::default(),
+            notifications: Family::default(),
             policy_denials: Family::default(),
             rule_hits: Family::default(),
             secrets_masked: Family::default(),
@@ -408,6 +422,12 @@ impl Metrics {
             "Spans sent to the OTLP collector, by outcome (ok, failed: lost)",
             Listed(m.trace_exports.clone()),
         );
+        r.register(
+            "notifications",
+            "Notifications on their way to clients (progress, log messages, list and resource changes), by upstream, \
+             method and outcome (sent, dropped: a full queue)",
+            Listed(m.notifications.clone()),
+        );
         r.register("policy_denials", "Calls refused by policy", Listed(m.policy_denials.clone()));
         r.register("rule_hits", "Sequence rule hits, by rule and action", Listed(m.rule_hits.clone()));
         r.register("secrets_masked", "Secret values masked in upstream results", Listed(m.secrets_masked.clone()));
@@ -484,6 +504,22 @@ pub fn method_label(method: &str) -> &'static str {
         "sampling/createMessage",
         "elicitation/create",
         "roots/list",
+    ];
+    KNOWN.iter().find(|m| **m == method).copied().unwrap_or("other")
+}
+
+/// The bounded `method` label of a notification.
+pub fn notification_label(method: &str) -> &'static str {
+    const KNOWN: [&str; 9] = [
+        "notifications/progress",
+        "notifications/message",
+        "notifications/resources/updated",
+        "notifications/tools/list_changed",
+        "notifications/prompts/list_changed",
+        "notifications/resources/list_changed",
+        "notifications/cancelled",
+        "notifications/tasks/status",
+        "notifications/elicitation/complete",
     ];
     KNOWN.iter().find(|m| **m == method).copied().unwrap_or("other")
 }

@@ -46,6 +46,8 @@ pub struct Request<'a> {
     pub hints: ToolHints,
     /// The call's progress token (raw JSON text, unique in the gateway).
     pub progress: Option<&'a str>,
+    /// Where the call's progress and related notifications go.
+    pub relay: Option<&'a Arc<dyn super::Relay>>,
     /// The span each attempt's span is a child of.
     pub span: &'a Span,
 }
@@ -113,7 +115,7 @@ impl LogPace {
 impl<'a> Request<'a> {
     /// A request that is not a tool call.
     pub fn method(method: &'a str, params: Option<&'a RawValue>) -> Self {
-        Request { method, params, tool: None, hints: ToolHints::default(), progress: None, span: &NO_SPAN }
+        Request { method, params, tool: None, hints: ToolHints::default(), progress: None, relay: None, span: &NO_SPAN }
     }
 }
 
@@ -278,7 +280,15 @@ impl Upstream {
         let span = self.attempt_span(req, number);
         let traceparent = span.traceparent();
         let started = Instant::now();
-        let result = conn.request_within(req.method, req.params, clock, req.progress, traceparent.as_deref()).await;
+        let result = conn
+            .request_within(
+                req.method,
+                req.params,
+                clock,
+                super::conn::Related { progress: req.progress, relay: req.relay },
+                traceparent.as_deref(),
+            )
+            .await;
         let outcome = match &result {
             Ok(reply) => classify_reply(reply),
             Err(e) => Some(e.class),

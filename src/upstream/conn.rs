@@ -16,9 +16,14 @@ use serde_json::value::RawValue;
 use tokio::sync::{Notify, mpsc, oneshot};
 use tokio::time::Instant;
 
+use super::Relay;
 use super::link::{Link, LinkError};
 use crate::error::{CallError, ErrorClass};
 use crate::protocol::{self, Message, MessageKind, encode};
+
+/// A call watching its progress token: its waker (deadline extension) and
+/// where its progress goes.
+type Watcher = (Arc<Notify>, Option<Arc<dyn Relay>>);
 
 /// What a connection reports to its supervisor.
 #[derive(Debug)]
@@ -39,8 +44,12 @@ pub(crate) struct Inbox {
     events: mpsc::Sender<Event>,
     closed: tokio_util::sync::CancellationToken,
     close_reason: Mutex<Option<String>>,
-    /// Progress tokens of calls in flight (raw JSON text) → their waker.
-    progress: Mutex<HashMap<Box<str>, Arc<Notify>>>,
+    /// Progress tokens of calls in flight (raw JSON text) → their waker
+    /// and where their progress goes.
+    progress: Mutex<HashMap<Box<str>, Watcher>>,
+    /// Calls in flight whose related messages (those on the call's own HTTP
+    /// response stream) go to a client.
+    related: Mutex<HashMap<u64, Arc<dyn Relay>>>,
 }
 
 /// A call's deadline: `deadline` now, pushed to `extend` after the last
@@ -86,11 +95,18 @@ impl Inbox {
             closed: tokio_util::sync::CancellationToken::new(),
             close_reason: Mutex::new(None),
             progress: Mutex::new(HashMap::new()),
+            related: Mutex::new(HashMap::new()),
         })
     }
 
     /// Handles one message read from the upstream.
     pub(crate) fn deliver(&self, bytes: &[u8]) {
+        self.deliver_related(bytes, None);
+    }
+
+    /// Handles one message read from the response stream of request
+    /// `related` (HTTP): a notification there is about that call.
+    pub(crate) fn deliver_related(&self, bytes: &[u8], related: Option<u64>) {
         let msg = match Message::parse(bytes) {
             Ok(m) => m,
             Err(e) => {
@@ -109,11 +125,15 @@ impl Inbox {
                 }
             }
             Ok(MessageKind::Request) => self.event(Event::Request(msg)),
+            Ok(MessageKind::Notification) if msg.method() == "notifications/progress" => self.progress_seen(&msg),
             Ok(MessageKind::Notification) => {
-                if msg.method() == "notifications/progress" {
-                    self.progress_seen(&msg);
+                let relay = related.and_then(|id| {
+                    self.related.lock().unwrap_or_else(std::sync::PoisonError::into_inner).get(&id).cloned()
+                });
+                match relay {
+                    Some(r) => r.notify(&msg),
+                    None => self.event(Event::Notification(msg)),
                 }
-                self.event(Event::Notification(msg));
             }
             Err(_) => {}
         }
@@ -140,7 +160,9 @@ impl Inbox {
         self.fail(id, CallError::new(ErrorClass::UpstreamInternal, Some(&self.upstream), msg));
     }
 
-    /// Wakes the call that registered the progress token of `msg`.
+    /// Wakes the call that registered the progress token of `msg` and
+    /// relays the notification to its client. Progress for no call in
+    /// flight (a late one, or a token we never gave) is dropped.
     fn progress_seen(&self, msg: &Message) {
         let token = msg
             .params
@@ -148,18 +170,27 @@ impl Inbox {
             .and_then(|p| protocol::RawObject::parse(p.get()).ok())
             .and_then(|o| o.get("progressToken").map(|t| t.get().to_owned()));
         let Some(token) = token else { return };
-        let waker =
+        let entry =
             self.progress.lock().unwrap_or_else(std::sync::PoisonError::into_inner).get(token.as_str()).cloned();
-        if let Some(w) = waker {
-            w.notify_one();
+        match entry {
+            Some((waker, relay)) => {
+                waker.notify_one();
+                if let Some(r) = relay {
+                    r.notify(msg);
+                }
+            }
+            None => tracing::debug!(upstream = %self.upstream, "Dropped progress for no call in flight."),
         }
     }
 
     /// Registers a call's progress token (raw JSON text) until the guard
-    /// drops.
-    pub(crate) fn watch_progress(self: &Arc<Self>, token: &str) -> ProgressWatch {
+    /// drops; its progress goes to `relay`.
+    pub(crate) fn watch_progress(self: &Arc<Self>, token: &str, relay: Option<&Arc<dyn Relay>>) -> ProgressWatch {
         let notify = Arc::new(Notify::new());
-        self.progress.lock().unwrap_or_else(std::sync::PoisonError::into_inner).insert(token.into(), notify.clone());
+        self.progress
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .insert(token.into(), (notify.clone(), relay.cloned()));
         ProgressWatch { inbox: self.clone(), token: token.into(), notify }
     }
 
@@ -229,12 +260,25 @@ impl Drop for ProgressWatch {
 struct PendingGuard<'a> {
     inbox: &'a Inbox,
     id: u64,
+    related: bool,
 }
 
 impl Drop for PendingGuard<'_> {
     fn drop(&mut self) {
         self.inbox.lock().remove(&self.id);
+        if self.related {
+            self.inbox.related.lock().unwrap_or_else(std::sync::PoisonError::into_inner).remove(&self.id);
+        }
     }
+}
+
+/// What ties a request to the client that made it.
+#[derive(Debug, Clone, Copy, Default)]
+pub(crate) struct Related<'a> {
+    /// The call's progress token (raw JSON text, unique in the gateway).
+    pub(crate) progress: Option<&'a str>,
+    /// Where its progress and related notifications go.
+    pub(crate) relay: Option<&'a Arc<dyn Relay>>,
 }
 
 // === impl Connection ===
@@ -254,7 +298,7 @@ impl Connection {
     pub(crate) async fn request(&self, method: &str, params: Option<&RawValue>, timeout: Duration) -> Reply {
         let now = Instant::now();
         let mut clock = Clock { deadline: now + timeout, extend: timeout, hard: now + timeout, started: now };
-        self.request_within(method, params, &mut clock, None, None).await
+        self.request_within(method, params, &mut clock, Related::default(), None).await
     }
 
     /// Sends a request and waits for its reply until the clock's deadline,
@@ -268,7 +312,7 @@ impl Connection {
         method: &str,
         params: Option<&RawValue>,
         clock: &mut Clock,
-        progress: Option<&str>,
+        related: Related<'_>,
         traceparent: Option<&str>,
     ) -> Reply {
         let with_meta;
@@ -279,12 +323,14 @@ impl Connection {
             }
             other => (params, other),
         };
-        let watch = progress.map(|t| self.inbox.watch_progress(t));
+        let watch = related.progress.map(|t| self.inbox.watch_progress(t, related.relay));
         let progress = watch.as_ref().map(|w| &*w.notify);
+        // Only an HTTP response stream can carry messages about one call.
+        let relay = related.relay.filter(|_| self.link.carries_headers());
         let mut reinitialized = false;
         loop {
             let generation = self.link.generation();
-            match until(self.request_once(method, params, header), clock, progress).await {
+            match until(self.request_once(method, params, header, relay), clock, progress).await {
                 Some(Err(Retry::SessionExpired)) if !reinitialized => {
                     reinitialized = true;
                     self.reinitialize(generation, clock.deadline).await?;
@@ -311,11 +357,15 @@ impl Connection {
         method: &str,
         params: Option<&RawValue>,
         traceparent: Option<&str>,
+        relay: Option<&Arc<dyn Relay>>,
     ) -> Result<Message, Retry> {
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
         let (tx, rx) = oneshot::channel();
         self.inbox.lock().insert(id, tx);
-        let guard = PendingGuard { inbox: &self.inbox, id };
+        if let Some(r) = relay {
+            self.inbox.related.lock().unwrap_or_else(std::sync::PoisonError::into_inner).insert(id, r.clone());
+        }
+        let guard = PendingGuard { inbox: &self.inbox, id, related: relay.is_some() };
         let body = encode::request(id, method, params);
         let mut cancel_on_drop = CancelOnDrop { conn: self, id, armed: false };
         match self.link.send(&self.inbox, body, Some(id), traceparent).await {

@@ -101,7 +101,7 @@ impl HttpLink {
             // The reply (and messages related to it) arrive on the stream.
             let (inbox, max) = (inbox.clone(), self.max_bytes);
             tokio::spawn(async move {
-                let outcome = read_events(resp, &inbox, max).await;
+                let outcome = read_events(resp, &inbox, max, id).await;
                 if let Some(id) = id.filter(|id| inbox.is_pending(*id)) {
                     let why = match outcome {
                         Ok(()) => "ended the response stream without a reply".to_owned(),
@@ -157,7 +157,7 @@ impl HttpLink {
                 match resp {
                     Ok(r) if r.status().is_success() => {
                         failures = 0;
-                        let _ = read_events(r, &inbox, this.max_bytes).await;
+                        let _ = read_events(r, &inbox, this.max_bytes, None).await;
                     }
                     // 405: the server offers no GET stream. That is allowed.
                     Ok(r) if r.status() == StatusCode::METHOD_NOT_ALLOWED => return,
@@ -232,15 +232,21 @@ pub(crate) async fn read_body(mut resp: reqwest::Response, max: usize) -> Result
     Ok(body)
 }
 
-/// Delivers every `message` event of an SSE body to `inbox`.
-pub(crate) async fn read_events(mut resp: reqwest::Response, inbox: &Inbox, max: usize) -> Result<(), LinkError> {
+/// Delivers every `message` event of an SSE body to `inbox`; `related` is
+/// the request whose response stream this is (None: the GET stream).
+pub(crate) async fn read_events(
+    mut resp: reqwest::Response,
+    inbox: &Inbox,
+    max: usize,
+    related: Option<u64>,
+) -> Result<(), LinkError> {
     let mut decoder = sse::Decoder::new(max);
     while let Some(chunk) = resp.chunk().await.map_err(io_error)? {
         let events = decoder.feed(&chunk).map_err(|_| LinkError::TooLarge(max))?;
         for ev in events {
             // Priming events carry an id and empty data (SEP-1699).
             if matches!(ev.event.as_deref(), None | Some("message")) && !ev.data.trim().is_empty() {
-                inbox.deliver(ev.data.as_bytes());
+                inbox.deliver_related(ev.data.as_bytes(), related);
             }
         }
     }

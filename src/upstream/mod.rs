@@ -25,7 +25,6 @@ use std::time::Duration;
 
 use arc_swap::ArcSwap;
 use reqwest::header::{HeaderMap, HeaderName, HeaderValue};
-use serde::Deserialize;
 use serde_json::value::RawValue;
 use tokio::sync::{Notify, mpsc};
 use tokio::time::Instant;
@@ -41,7 +40,8 @@ use crate::protocol::{Message, encode};
 use crate::resilience::{Breaker, BreakerState, Budget, Bulkhead, Transition};
 use crate::telemetry::Metrics;
 use crate::telemetry::metrics::{
-    BreakerLabels, Name, OutcomeLabels, StateLabels, TransitionLabels, UpstreamCounters, UpstreamLabels,
+    BreakerLabels, Name, NotificationLabels, OutcomeLabels, StateLabels, TransitionLabels, UpstreamCounters,
+    UpstreamLabels,
 };
 
 /// Restart delays: 0.5 s doubling to 30 s; reset after 60 s of health.
@@ -105,6 +105,8 @@ pub struct Upstream {
     metrics: Arc<Metrics>,
     /// Its counters with fixed labels (also read by `/status`).
     counters: UpstreamCounters,
+    /// Notifications for the gateway to route.
+    notes: mpsc::Sender<Note>,
 }
 
 /// Where an upstream is in its life.
@@ -135,10 +137,47 @@ pub enum State {
 pub struct Ready {
     conn: Arc<Connection>,
     negotiated: Negotiated,
-    /// The upstream's tool definitions, raw, across all its pages.
-    pub tools: Arc<[Box<RawValue>]>,
+    /// What it lists, raw, across all its pages.
+    pub lists: Lists,
+    /// Which connection this is (1 for the first, then one more for each
+    /// restart or reconnect).
+    pub connection: u64,
     /// When it became ready.
     pub since: Instant,
+}
+
+/// What an upstream lists, each raw and across all its pages (empty when
+/// the upstream lacks the capability).
+#[derive(Debug, Clone, Default)]
+pub struct Lists {
+    /// `tools/list`.
+    pub tools: Arc<[Box<RawValue>]>,
+    /// `prompts/list`.
+    pub prompts: Arc<[Box<RawValue>]>,
+    /// `resources/list`.
+    pub resources: Arc<[Box<RawValue>]>,
+    /// `resources/templates/list`.
+    pub templates: Arc<[Box<RawValue>]>,
+}
+
+/// A notification from an upstream that concerns no single call
+/// (`resources/updated`, `message`, …), for the gateway to route.
+#[derive(Debug)]
+pub struct Note {
+    /// The upstream's id.
+    pub upstream: Name,
+    /// The notification, as received.
+    pub msg: Message,
+}
+
+/// Where the messages an upstream sends about one call go: the downstream
+/// client that made it. The upstream module only knows this trait, never
+/// sessions.
+pub trait Relay: Send + Sync + std::fmt::Debug {
+    /// A notification about the call: `notifications/progress` (still with
+    /// the gateway's token) or one that arrived on the call's own HTTP
+    /// response stream (`notifications/message`, …).
+    fn notify(&self, msg: &Message);
 }
 
 // === impl Upstream ===
@@ -153,6 +192,7 @@ impl Upstream {
         changed: Arc<Changes>,
         http: reqwest::Client,
         metrics: Arc<Metrics>,
+        notes: mpsc::Sender<Note>,
     ) -> Arc<Self> {
         let label: Name = Arc::from(spec.id.as_str());
         let counters = metrics.upstream_counters(&label, spec.breaker.enabled);
@@ -174,6 +214,7 @@ impl Upstream {
             stats: Stats::default(),
             crash_loop: AtomicBool::new(false),
             breaker_moved: Notify::new(),
+            notes,
             spec,
         });
         tokio::spawn(this.clone().supervise());
@@ -361,6 +402,7 @@ impl Upstream {
         let mut backoff = Backoff::try_new(RESTART_MIN, RESTART_MAX).expect("constants are valid");
         // Failed starts and short lives in a row.
         let mut short_runs = 0u32;
+        let mut connection = 0u64;
         loop {
             self.set(State::Starting { since: Instant::now() });
             let (tx, rx) = mpsc::channel(64);
@@ -372,7 +414,8 @@ impl Upstream {
             let (reason, class) = match outcome {
                 Ok((conn, negotiated)) => {
                     let since = Instant::now();
-                    let reason = self.serve(conn, negotiated, rx, &inbox).await;
+                    connection += 1;
+                    let reason = self.serve(conn, negotiated, connection, rx, &inbox).await;
                     if self.shutdown.is_cancelled() {
                         break;
                     }
@@ -501,27 +544,27 @@ impl Upstream {
         &self,
         conn: Arc<Connection>,
         negotiated: Negotiated,
+        connection: u64,
         mut events: mpsc::Receiver<Event>,
         inbox: &Arc<Inbox>,
     ) -> String {
-        let has_tools = capability(&negotiated.capabilities, "tools");
-        let tools = if has_tools { self.fetch_tools(&conn).await } else { Ok(Vec::new()) };
-        let tools = match tools {
-            Ok(t) => t,
+        let lists = match self.fetch_lists(&conn, &negotiated.capabilities).await {
+            Ok(l) => l,
             Err(e) => {
                 conn.link.shutdown().await;
                 return format!("tools/list failed: {}", e.message);
             }
         };
-        let ready = |tools: Vec<Box<RawValue>>| {
+        let ready = |lists: Lists| {
             State::Ready(Ready {
                 conn: conn.clone(),
                 negotiated: negotiated.clone(),
-                tools: tools.into(),
+                lists,
+                connection,
                 since: Instant::now(),
             })
         };
-        self.set(ready(tools));
+        self.set(ready(lists));
         let health = self.health_loop(&conn);
         tokio::pin!(health);
         loop {
@@ -534,15 +577,10 @@ impl Upstream {
                 }
                 ev = events.recv() => match ev {
                     Some(Event::Request(m)) => self.answer(&conn, &m),
-                    Some(Event::Notification(m)) if m.method() == "notifications/tools/list_changed" => {
-                        match self.fetch_tools(&conn).await {
-                            Ok(t) => self.set(ready(t)),
-                            Err(e) => tracing::warn!(upstream = %self.spec.id, error = %e, "Refreshing tools failed; keeping the old list."),
-                        }
-                    }
-                    Some(Event::Notification(m)) => {
-                        tracing::debug!(upstream = %self.spec.id, method = %m.method(), "Upstream notification.");
-                    }
+                    Some(Event::Notification(m)) => match ListKind::changed_by(m.method()) {
+                        Some(kind) => self.refresh(&conn, kind, &ready).await,
+                        None => self.pass_on(m),
+                    },
                     None => return "event channel closed".into(),
                 },
                 () = inbox.closed() => {
@@ -572,35 +610,96 @@ impl Upstream {
         tokio::spawn(async move { conn.respond(body).await });
     }
 
-    /// Pages through `tools/list`.
-    async fn fetch_tools(&self, conn: &Connection) -> Result<Vec<Box<RawValue>>, CallError> {
-        #[derive(Deserialize)]
-        #[serde(rename_all = "camelCase")]
-        struct Page {
-            tools: Vec<Box<RawValue>>,
-            #[serde(default)]
-            next_cursor: Option<String>,
+    /// Fetches every list the upstream's capabilities declare. Only a
+    /// failed `tools/list` fails the start; a failed prompt or resource
+    /// list is logged and left empty (the tools still serve).
+    async fn fetch_lists(&self, conn: &Connection, caps: &RawValue) -> Result<Lists, CallError> {
+        let mut lists = Lists::default();
+        if capability(caps, "tools") {
+            lists.tools = self.fetch_list(conn, ListKind::Tools).await?.into();
         }
+        if capability(caps, "prompts") {
+            lists.prompts = self.fetch_or_empty(conn, ListKind::Prompts).await;
+        }
+        if capability(caps, "resources") {
+            lists.resources = self.fetch_or_empty(conn, ListKind::Resources).await;
+            lists.templates = self.fetch_or_empty(conn, ListKind::Templates).await;
+        }
+        Ok(lists)
+    }
+
+    async fn fetch_or_empty(&self, conn: &Connection, kind: ListKind) -> Arc<[Box<RawValue>]> {
+        match self.fetch_list(conn, kind).await {
+            Ok(l) => l.into(),
+            Err(e) => {
+                tracing::warn!(upstream = %self.spec.id, class = %e.class, "{} failed; serving none: {}.", kind.method(), e.message);
+                Arc::new([])
+            }
+        }
+    }
+
+    /// Re-fetches a list after the upstream said it changed, keeping the
+    /// old one when that fails.
+    async fn refresh(&self, conn: &Connection, kind: ListKind, ready: &impl Fn(Lists) -> State) {
+        let State::Ready(current) = &*self.state() else { return };
+        let mut lists = current.lists.clone();
+        let kinds: &[ListKind] = match kind {
+            ListKind::Resources | ListKind::Templates => &[ListKind::Resources, ListKind::Templates],
+            ListKind::Tools => &[ListKind::Tools],
+            ListKind::Prompts => &[ListKind::Prompts],
+        };
+        for &k in kinds {
+            match self.fetch_list(conn, k).await {
+                Ok(l) => *lists.get_mut(k) = l.into(),
+                Err(e) => {
+                    tracing::warn!(upstream = %self.spec.id, error = %e, "Refreshing {} failed; keeping the old list.", k.method());
+                }
+            }
+        }
+        self.set(ready(lists));
+    }
+
+    /// Hands a notification that concerns no single call to the gateway.
+    fn pass_on(&self, msg: Message) {
+        tracing::debug!(upstream = %self.spec.id, method = %msg.method(), "Upstream notification.");
+        let method = crate::telemetry::metrics::notification_label(msg.method());
+        if self.notes.try_send(Note { upstream: self.label.clone(), msg }).is_err() {
+            let labels = NotificationLabels { upstream: self.label.clone(), method, outcome: "dropped" };
+            self.metrics.notifications.get_or_create(&labels).inc();
+            tracing::debug!(upstream = %self.spec.id, "Dropped an upstream notification: the gateway is behind.");
+        }
+    }
+
+    /// Pages through one list method, following `nextCursor`.
+    async fn fetch_list(&self, conn: &Connection, kind: ListKind) -> Result<Vec<Box<RawValue>>, CallError> {
+        let method = kind.method();
+        let key = kind.key();
         let mut all = Vec::new();
         let mut cursor: Option<String> = None;
         for _ in 0..1000 {
             let params = cursor
                 .as_ref()
                 .map(|c| serde_json::value::to_raw_value(&serde_json::json!({ "cursor": c })).expect("valid"));
-            let reply = conn.request("tools/list", params.as_deref(), self.spec.request_timeout).await?;
+            let reply = conn.request(method, params.as_deref(), self.spec.request_timeout).await?;
             let Some(result) = reply.result else {
                 let err = reply.error.map(|e| e.get().to_owned()).unwrap_or_default();
-                return Err(self.error(ErrorClass::UpstreamInternal, format!("tools/list answered an error: {err}")));
+                return Err(self.error(ErrorClass::UpstreamInternal, format!("{method} answered an error: {err}")));
             };
-            let page: Page = serde_json::from_str(result.get())
-                .map_err(|e| self.error(ErrorClass::Protocol, format!("tools/list result is invalid: {e}")))?;
-            all.extend(page.tools);
-            match page.next_cursor {
+            let invalid = |e: &dyn std::fmt::Display| {
+                self.error(ErrorClass::Protocol, format!("{method} result is invalid: {e}"))
+            };
+            let page = crate::protocol::RawObject::parse(result.get()).map_err(|e| invalid(&e))?;
+            let items: Vec<Box<RawValue>> = match page.get(key) {
+                Some(v) => serde_json::from_str(v.get()).map_err(|e| invalid(&e))?,
+                None => return Err(invalid(&format!("no `{key}` array"))),
+            };
+            all.extend(items);
+            match page.get_str("nextCursor") {
                 Some(c) if Some(&c) != cursor.as_ref() => cursor = Some(c),
                 _ => return Ok(all),
             }
         }
-        Err(self.error(ErrorClass::Protocol, "tools/list returned more than 1000 pages"))
+        Err(self.error(ErrorClass::Protocol, format!("{method} returned more than 1000 pages")))
     }
 
     fn error(&self, class: ErrorClass, what: impl std::fmt::Display) -> CallError {
@@ -655,7 +754,14 @@ impl Upstream {
             State::Ready(r) => {
                 v["state"] = "ready".into();
                 v["ready_for_ms"] = (now.saturating_duration_since(r.since).as_millis() as u64).into();
-                v["tools"] = r.tools.len().into();
+                v["tools"] = r.lists.tools.len().into();
+                if !r.lists.prompts.is_empty() {
+                    v["prompts"] = r.lists.prompts.len().into();
+                }
+                if !r.lists.resources.is_empty() || !r.lists.templates.is_empty() {
+                    v["resources"] = r.lists.resources.len().into();
+                    v["resource_templates"] = r.lists.templates.len().into();
+                }
                 v["protocol_version"] = r.negotiated.version.clone().into();
                 if let Some(info) = &r.negotiated.server_info {
                     v["server_info"] = serde_json::from_str(info.get()).unwrap_or_default();
@@ -680,6 +786,87 @@ impl Ready {
     /// The protocol revision negotiated with the upstream.
     pub fn protocol_version(&self) -> &str {
         &self.negotiated.version
+    }
+
+    /// Whether the upstream declared a capability (`logging`, …).
+    pub fn has_capability(&self, name: &str) -> bool {
+        capability(&self.negotiated.capabilities, name)
+    }
+}
+
+/// The lists an upstream serves.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ListKind {
+    /// `tools/list`.
+    Tools,
+    /// `prompts/list`.
+    Prompts,
+    /// `resources/list`.
+    Resources,
+    /// `resources/templates/list`.
+    Templates,
+}
+
+impl ListKind {
+    /// The list method.
+    pub fn method(self) -> &'static str {
+        match self {
+            ListKind::Tools => "tools/list",
+            ListKind::Prompts => "prompts/list",
+            ListKind::Resources => "resources/list",
+            ListKind::Templates => "resources/templates/list",
+        }
+    }
+
+    /// The member of the result that holds the items.
+    pub fn key(self) -> &'static str {
+        match self {
+            ListKind::Tools => "tools",
+            ListKind::Prompts => "prompts",
+            ListKind::Resources => "resources",
+            ListKind::Templates => "resourceTemplates",
+        }
+    }
+
+    /// The `list_changed` notification for this list (templates share the
+    /// resources one).
+    pub fn changed_notification(self) -> &'static str {
+        match self {
+            ListKind::Tools => "notifications/tools/list_changed",
+            ListKind::Prompts => "notifications/prompts/list_changed",
+            ListKind::Resources | ListKind::Templates => "notifications/resources/list_changed",
+        }
+    }
+
+    /// The list a `list_changed` notification is about.
+    pub fn changed_by(method: &str) -> Option<ListKind> {
+        match method {
+            "notifications/tools/list_changed" => Some(ListKind::Tools),
+            "notifications/prompts/list_changed" => Some(ListKind::Prompts),
+            "notifications/resources/list_changed" => Some(ListKind::Resources),
+            _ => None,
+        }
+    }
+}
+
+impl Lists {
+    /// One list.
+    pub fn get(&self, kind: ListKind) -> &Arc<[Box<RawValue>]> {
+        match kind {
+            ListKind::Tools => &self.tools,
+            ListKind::Prompts => &self.prompts,
+            ListKind::Resources => &self.resources,
+            ListKind::Templates => &self.templates,
+        }
+    }
+
+    fn get_mut(&mut self, kind: ListKind) -> &mut Arc<[Box<RawValue>]> {
+        match kind {
+            ListKind::Tools => &mut self.tools,
+            ListKind::Prompts => &mut self.prompts,
+            ListKind::Resources => &mut self.resources,
+            ListKind::Templates => &mut self.templates,
+        }
     }
 }
 

@@ -1,0 +1,262 @@
+//! Downstream peers: what the gateway knows of each client session, and
+//! how messages that are not replies reach it.
+//!
+//! A [`Peer`] has one bounded outbound queue (the session's stream: the
+//! HTTP GET stream or the stdio writer). A call may also have a stream of
+//! its own (an HTTP POST answered as SSE); messages about that call go
+//! there. Nothing here waits: a full queue drops the message and counts it
+//! (`mcp_gateway_notifications_total{outcome="dropped"}`), so a client that
+//! does not read never slows an upstream or another client.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::atomic::{AtomicU8, Ordering};
+use std::sync::{Arc, Mutex};
+
+use serde_json::value::RawValue;
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+
+use crate::protocol::{Message, RawObject, encode};
+use crate::telemetry::Metrics;
+use crate::telemetry::metrics::{Name, NotificationLabels, notification_label};
+use crate::upstream::Relay;
+
+/// How many messages wait for a client that is not reading (per session,
+/// and per call stream).
+pub const QUEUE: usize = 256;
+
+/// The MCP log levels (RFC 5424 severities), least severe first.
+pub const LEVELS: [&str; 8] = ["debug", "info", "notice", "warning", "error", "critical", "alert", "emergency"];
+
+/// No `logging/setLevel` yet.
+const UNSET: u8 = u8::MAX;
+
+/// One client session as routing sees it.
+#[derive(Debug)]
+pub struct Peer {
+    /// Unique in the gateway.
+    pub(crate) id: u64,
+    out: mpsc::Sender<String>,
+    /// Index in [`LEVELS`] of the session's `logging/setLevel`, or unset.
+    level: AtomicU8,
+    /// Resource subscriptions: (upstream index, original URI).
+    pub(crate) subscriptions: Mutex<HashSet<(usize, Arc<str>)>>,
+    /// Requests in flight by raw JSON-RPC id, for `notifications/cancelled`.
+    in_flight: Mutex<HashMap<Box<str>, CancellationToken>>,
+    metrics: Arc<Metrics>,
+}
+
+/// Unregisters its request from [`Peer::in_flight`] when dropped.
+pub(crate) struct InFlightCall<'a> {
+    peer: &'a Peer,
+    id: Box<str>,
+    pub(crate) token: CancellationToken,
+}
+
+impl Drop for InFlightCall<'_> {
+    fn drop(&mut self) {
+        self.peer.lock_in_flight().remove(&self.id);
+    }
+}
+
+// === impl Peer ===
+
+impl Peer {
+    pub(crate) fn new(id: u64, out: mpsc::Sender<String>, metrics: Arc<Metrics>) -> Self {
+        Peer {
+            id,
+            out,
+            level: AtomicU8::new(UNSET),
+            subscriptions: Mutex::default(),
+            in_flight: Mutex::default(),
+            metrics,
+        }
+    }
+
+    /// Queues a message on the session stream; false when the queue is full
+    /// or the session gone (counted as dropped).
+    pub fn send(&self, upstream: &Name, method: &str, msg: String) -> bool {
+        send_counted(&self.out, &self.metrics, upstream, method, msg)
+    }
+
+    /// The session's log level, if it set one.
+    pub(crate) fn level(&self) -> Option<usize> {
+        let l = self.level.load(Ordering::Relaxed);
+        (l != UNSET).then_some(usize::from(l))
+    }
+
+    pub(crate) fn set_level(&self, index: usize) {
+        self.level.store(u8::try_from(index).unwrap_or(UNSET), Ordering::Relaxed);
+    }
+
+    /// Registers a request so a `notifications/cancelled` for `id` can stop it.
+    pub(crate) fn start_call(&self, id: &RawValue) -> InFlightCall<'_> {
+        let token = CancellationToken::new();
+        self.lock_in_flight().insert(id.get().into(), token.clone());
+        InFlightCall { peer: self, id: id.get().into(), token }
+    }
+
+    /// Cancels the request with raw id `id`; false when none is in flight.
+    pub(crate) fn cancel(&self, id: &str) -> bool {
+        match self.lock_in_flight().get(id) {
+            Some(t) => {
+                t.cancel();
+                true
+            }
+            None => false,
+        }
+    }
+
+    fn lock_in_flight(&self) -> std::sync::MutexGuard<'_, HashMap<Box<str>, CancellationToken>> {
+        self.in_flight.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+}
+
+/// `try_send`, counted by outcome.
+fn send_counted(out: &mpsc::Sender<String>, m: &Metrics, upstream: &Name, method: &str, msg: String) -> bool {
+    let sent = out.try_send(msg).is_ok();
+    let labels = NotificationLabels {
+        upstream: upstream.clone(),
+        method: notification_label(method),
+        outcome: if sent { "sent" } else { "dropped" },
+    };
+    m.notifications.get_or_create(&labels).inc();
+    if !sent {
+        tracing::debug!(upstream = %upstream, method, "Dropped a notification: the client's queue is full or gone.");
+    }
+    sent
+}
+
+/// Where messages about one client call go: its own stream when it has
+/// one, else its session's; progress gets the client's own token back.
+#[derive(Debug)]
+pub(crate) struct CallRelay {
+    pub(crate) peer: Arc<Peer>,
+    pub(crate) stream: Option<mpsc::Sender<String>>,
+    /// The client's `progressToken`, raw.
+    pub(crate) token: Option<Box<RawValue>>,
+    pub(crate) upstream: Name,
+}
+
+impl Relay for CallRelay {
+    fn notify(&self, msg: &Message) {
+        let method = msg.method();
+        let params = match method {
+            "notifications/progress" => {
+                let Some(token) = &self.token else { return };
+                rewrite(msg.params.as_deref(), |o| o.set("progressToken", token.clone()))
+            }
+            "notifications/message" => {
+                let level = message_level(msg.params.as_deref());
+                // About the client's own call: sent unless it asked for less.
+                if let (Some(min), Some(l)) = (self.peer.level(), level)
+                    && l < min
+                {
+                    return;
+                }
+                with_logger(msg.params.as_deref(), &self.upstream)
+            }
+            _ => msg.params.clone(),
+        };
+        let body = encode::notification(method, params.as_deref());
+        let out = self.stream.as_ref().unwrap_or(&self.peer.out);
+        send_counted(out, &self.peer.metrics, &self.upstream, method, body);
+    }
+}
+
+/// `params` with one change applied (unchanged when not an object).
+pub(crate) fn rewrite(params: Option<&RawValue>, f: impl FnOnce(&mut RawObject)) -> Option<Box<RawValue>> {
+    let p = params?;
+    match RawObject::parse(p.get()) {
+        Ok(mut o) => {
+            f(&mut o);
+            Some(o.to_raw())
+        }
+        Err(_) => Some(p.to_owned()),
+    }
+}
+
+/// The index in [`LEVELS`] of a `notifications/message`'s level.
+pub(crate) fn message_level(params: Option<&RawValue>) -> Option<usize> {
+    let level = RawObject::parse(params?.get()).ok()?.get_str("level")?;
+    LEVELS.iter().position(|l| *l == level)
+}
+
+/// A log message's `logger`, prefixed with the upstream's id (`<id>`, or
+/// `<id>/<logger>`), so the client knows which server said it.
+pub(crate) fn with_logger(params: Option<&RawValue>, upstream: &str) -> Option<Box<RawValue>> {
+    rewrite(params, |o| {
+        let logger = match o.get_str("logger") {
+            Some(l) => format!("{upstream}/{l}"),
+            None => upstream.to_owned(),
+        };
+        o.set_str("logger", &logger);
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn raw(s: &str) -> Box<RawValue> {
+        RawValue::from_string(s.to_owned()).unwrap()
+    }
+
+    #[test]
+    fn loggers_name_the_upstream() {
+        let p = raw(r#"{"level":"info","data":{"x":1},"logger":"db"}"#);
+        assert_eq!(with_logger(Some(&p), "pg").unwrap().get(), r#"{"level":"info","data":{"x":1},"logger":"pg/db"}"#);
+        let p = raw(r#"{"level":"error","data":"x"}"#);
+        assert_eq!(with_logger(Some(&p), "pg").unwrap().get(), r#"{"level":"error","data":"x","logger":"pg"}"#);
+        assert_eq!(message_level(Some(&p)), Some(4));
+        assert_eq!(message_level(Some(&raw(r#"{"level":"loud"}"#))), None);
+    }
+
+    #[tokio::test]
+    async fn relayed_progress_gets_the_clients_token_and_a_full_queue_drops() {
+        let metrics = Arc::new(Metrics::new());
+        let (tx, mut rx) = mpsc::channel(1);
+        let peer = Arc::new(Peer::new(1, tx, metrics.clone()));
+        let relay = CallRelay { peer: peer.clone(), stream: None, token: Some(raw("7")), upstream: Name::from("u") };
+        let progress = |n: u32| {
+            let line = format!(
+                r#"{{"jsonrpc":"2.0","method":"notifications/progress","params":{{"progressToken":"mcpgw-9","progress":{n}}}}}"#
+            );
+            Message::parse(line.as_bytes()).unwrap()
+        };
+        relay.notify(&progress(1));
+        relay.notify(&progress(2)); // the queue holds one: dropped
+        let got = rx.recv().await.unwrap();
+        assert!(got.contains(r#""progressToken":7,"progress":1"#), "{got}");
+        assert!(rx.try_recv().is_err());
+        let text = metrics.encode();
+        assert!(
+            text.contains(
+                r#"mcp_gateway_notifications_total{upstream="u",method="notifications/progress",outcome="sent"} 1"#
+            ),
+            "{text}"
+        );
+        assert!(text.contains(
+            r#"mcp_gateway_notifications_total{upstream="u",method="notifications/progress",outcome="dropped"} 1"#
+        ));
+
+        // A call's own stream wins over the session's.
+        let (tx2, mut rx2) = mpsc::channel(4);
+        let relay = CallRelay { stream: Some(tx2), ..relay };
+        relay.notify(&progress(3));
+        assert!(rx2.recv().await.unwrap().contains(r#""progress":3"#));
+    }
+
+    #[test]
+    fn cancel_finds_calls_in_flight_only() {
+        let (tx, _rx) = mpsc::channel(1);
+        let peer = Peer::new(1, tx, Arc::new(Metrics::new()));
+        let id = raw(r#""a-1""#);
+        let call = peer.start_call(&id);
+        assert!(!peer.cancel("\"a-2\""));
+        assert!(peer.cancel("\"a-1\""));
+        assert!(call.token.is_cancelled());
+        drop(call);
+        assert!(!peer.cancel("\"a-1\""), "gone once the call ends");
+    }
+}
