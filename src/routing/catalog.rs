@@ -421,27 +421,30 @@ fn cursor_tag(kind: ListKind) -> u8 {
     }
 }
 
-/// The cursor after `last`: hex, so it is opaque and any byte is safe.
+/// The cursor after `last`: hex of the list's tag, the key and 4 bytes of
+/// their SHA-256, so it is opaque, any byte is safe, and a cursor that was
+/// cut or altered is refused. Unkeyed on purpose: any replica of the
+/// gateway, or a restarted one, takes it (design.md D10).
 fn encode_cursor(kind: ListKind, last: &str) -> String {
-    let mut out = String::with_capacity(2 * (last.len() + 1));
-    for b in std::iter::once(cursor_tag(kind)).chain(last.bytes()) {
-        out.push_str(&format!("{b:02x}"));
-    }
-    out
+    let mut payload = Vec::with_capacity(last.len() + 1);
+    payload.push(cursor_tag(kind));
+    payload.extend_from_slice(last.as_bytes());
+    let check = Sha256::digest(&payload);
+    payload.iter().chain(&check[..4]).map(|b| format!("{b:02x}")).collect()
 }
 
 fn decode_cursor(kind: ListKind, cursor: &str) -> Result<String, InvalidCursor> {
-    if !cursor.len().is_multiple_of(2) || cursor.len() < 2 {
+    if !cursor.len().is_multiple_of(2) || cursor.len() < 10 {
         return Err(InvalidCursor);
     }
     let bytes: Result<Vec<u8>, _> =
         (0..cursor.len()).step_by(2).map(|i| u8::from_str_radix(cursor.get(i..i + 2).unwrap_or("zz"), 16)).collect();
     let bytes = bytes.map_err(|_| InvalidCursor)?;
-    let (tag, key) = bytes.split_first().ok_or(InvalidCursor)?;
-    if *tag != cursor_tag(kind) {
+    let (payload, check) = bytes.split_at(bytes.len() - 4);
+    if Sha256::digest(payload)[..4] != *check || payload[0] != cursor_tag(kind) {
         return Err(InvalidCursor);
     }
-    String::from_utf8(key.to_vec()).map_err(|_| InvalidCursor)
+    String::from_utf8(payload[1..].to_vec()).map_err(|_| InvalidCursor)
 }
 
 /// `annotations.readOnlyHint` and `annotations.idempotentHint`.
@@ -712,7 +715,9 @@ mod tests {
             Err(InvalidCursor),
             "a tools cursor is not a resources one"
         );
-        for bad in ["", "zz", "abc", "7", "74ff"] {
+        let altered = format!("{}00", cursor);
+        let cut = &cursor[..cursor.len() - 2];
+        for bad in ["", "zz", "abc", "7", "74ff", "74ff00000000", &altered, cut] {
             assert_eq!(c.page(ListKind::Tools, Some(bad), 1), Err(InvalidCursor), "{bad:?}");
         }
         assert_eq!(walk(&c, ListKind::Resources, 1), ["a+s:1", "a+s:2"]);

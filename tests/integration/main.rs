@@ -17,4 +17,5 @@ mod peers;
 mod resilience;
 mod rmcp_client;
 mod stdio_front;
+mod surface;
 mod upstreams;

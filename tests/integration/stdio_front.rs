@@ -184,3 +184,59 @@ async fn stdio_serves_metrics_on_the_admin_listener() {
     assert!(status.success());
     assert!(reqwest::get(&url).await.is_err(), "the admin listener stops with the gateway");
 }
+
+/// A stdio gateway in front of the chaos fixture, which writes what it was
+/// told (`attempt <key>`, `cancelled <id>`) to a state file.
+fn chaos_stdio(state: &std::path::Path) -> StdioGateway {
+    let args = [fixture("chaos.py"), "--stdio".into(), "--state-file".into(), path_str(state)];
+    StdioGateway::start(&format!(
+        "[upstreams.chaos]\ncommand = {:?}\nargs = {args:?}\n[upstreams.chaos.health]\ninterval = \"0s\"\n",
+        path_str(&peers().python)
+    ))
+}
+
+fn state_lines(state: &std::path::Path) -> Vec<String> {
+    std::fs::read_to_string(state).unwrap_or_default().lines().map(str::to_owned).collect()
+}
+
+#[tokio::test]
+async fn notifications_cancelled_stops_the_call_upstream_and_it_gets_no_reply() {
+    let dir = tempfile::Builder::new().prefix("chaos").tempdir_in(root().join("target")).unwrap();
+    let state = dir.path().join("state.log");
+    let mut gw = chaos_stdio(&state);
+    gw.initialize().await;
+    gw.call_when_ready(1, "chaos__work", json!({"key":"warm"})).await;
+    gw.send(&json!({"jsonrpc":"2.0","id":"hang-1","method":"tools/call","params":{"name":"chaos__work","arguments":{"key":"h1","fault":"hang"}}}).to_string()).await;
+    wait_until(|| std::future::ready(state_lines(&state).contains(&"attempt h1".to_owned()))).await;
+    gw.send(r#"{"jsonrpc":"2.0","method":"notifications/cancelled","params":{"requestId":"hang-1","reason":"user"}}"#)
+        .await;
+    // The upstream is told, under its own id for the call.
+    wait_until(|| std::future::ready(state_lines(&state).iter().any(|l| l.starts_with("cancelled ")))).await;
+    gw.send(r#"{"jsonrpc":"2.0","id":"after","method":"ping"}"#).await;
+    assert_eq!(gw.reply().await["id"], "after");
+    // Nothing ever answers the cancelled call: read to the end.
+    drop(gw.stdin);
+    let mut rest = Vec::new();
+    while let Ok(Some(line)) = gw.out.next_line().await {
+        rest.push(line);
+    }
+    assert!(!rest.iter().any(|l| l.contains("hang-1")), "{rest:?}");
+}
+
+#[tokio::test]
+async fn a_client_that_goes_away_cancels_its_calls_upstream() {
+    let dir = tempfile::Builder::new().prefix("chaos").tempdir_in(root().join("target")).unwrap();
+    let state = dir.path().join("state.log");
+    let mut gw = chaos_stdio(&state);
+    gw.initialize().await;
+    gw.call_when_ready(1, "chaos__work", json!({"key":"warm"})).await;
+    gw.send(&json!({"jsonrpc":"2.0","id":2,"method":"tools/call","params":{"name":"chaos__work","arguments":{"key":"gone","fault":"hang"}}}).to_string()).await;
+    wait_until(|| std::future::ready(state_lines(&state).contains(&"attempt gone".to_owned()))).await;
+    assert!(!state_lines(&state).iter().any(|l| l.starts_with("cancelled ")));
+    // The host closes our stdin (it quit): the call is cancelled upstream
+    // before the upstream is shut down.
+    drop(gw.stdin);
+    let status = tokio::time::timeout(PATIENCE, gw.child.wait()).await.expect("exits").unwrap();
+    assert!(status.success(), "{status}");
+    assert!(state_lines(&state).iter().any(|l| l.starts_with("cancelled ")), "{:?}", state_lines(&state));
+}

@@ -285,7 +285,12 @@ pub struct Raw {
 }
 
 impl Raw {
+    /// The JSON body, or the reply of an SSE body (its last message).
     pub fn json(&self) -> Value {
+        let sse = self.headers.get("content-type").is_some_and(|v| v.as_bytes().starts_with(b"text/event-stream"));
+        if sse {
+            return sse_messages(&self.body).pop().unwrap_or_else(|| panic!("no message in {:?}", self.body));
+        }
         serde_json::from_str(&self.body).unwrap_or_else(|e| panic!("not JSON ({e}): {:?}", self.body))
     }
 }
@@ -304,12 +309,11 @@ impl McpHttp {
 
     /// POSTs `body` with the usual headers plus `extra`.
     pub async fn post(&self, body: &str, extra: &[(&str, &str)]) -> Raw {
-        let mut req = self
-            .http
-            .post(&self.url)
-            .header("content-type", "application/json")
-            .header("accept", "application/json, text/event-stream")
-            .body(body.to_owned());
+        let mut req = self.http.post(&self.url).header("content-type", "application/json").body(body.to_owned());
+        // An `accept` in `extra` replaces the usual one.
+        if !extra.iter().any(|(k, _)| k.eq_ignore_ascii_case("accept")) {
+            req = req.header("accept", "application/json, text/event-stream");
+        }
         if let Some(s) = &self.session {
             req = req.header("mcp-session-id", s).header("mcp-protocol-version", "2025-11-25");
         }
@@ -471,4 +475,79 @@ impl Gateway {
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
     }
+}
+
+/// The JSON-RPC messages of an SSE body (`data:` lines of `message`
+/// events; priming events with empty data are skipped).
+pub fn sse_messages(body: &str) -> Vec<Value> {
+    body.split("\n\n")
+        .filter_map(|ev| {
+            let data: Vec<&str> = ev.lines().filter_map(|l| l.strip_prefix("data:")).map(str::trim_start).collect();
+            let data = data.join("\n");
+            (!data.trim().is_empty()).then(|| serde_json::from_str(&data).unwrap_or_else(|e| panic!("{e}: {data}")))
+        })
+        .collect()
+}
+
+/// A session's GET stream, read message by message.
+pub struct SseReader {
+    stream: std::pin::Pin<Box<dyn futures_util::Stream<Item = reqwest::Result<bytes::Bytes>> + Send>>,
+    buf: String,
+    pub seen: Vec<Value>,
+}
+
+impl SseReader {
+    /// Opens the GET stream of `c`'s session.
+    pub async fn open(c: &McpHttp) -> SseReader {
+        let resp = c
+            .http
+            .get(&c.url)
+            .header("mcp-session-id", c.session.as_deref().unwrap())
+            .header("mcp-protocol-version", "2025-11-25")
+            .header("accept", "text/event-stream")
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(resp.status(), 200);
+        SseReader { stream: Box::pin(resp.bytes_stream()), buf: String::new(), seen: Vec::new() }
+    }
+
+    /// The next message (panics after [`PATIENCE`]).
+    pub async fn next(&mut self) -> Value {
+        use futures_util::StreamExt as _;
+        loop {
+            if let Some(end) = self.buf.find("\n\n") {
+                let ev: String = self.buf.drain(..end + 2).collect();
+                if let Some(m) = sse_messages(&ev).pop() {
+                    self.seen.push(m.clone());
+                    return m;
+                }
+                continue;
+            }
+            let chunk = tokio::time::timeout(PATIENCE, self.stream.next())
+                .await
+                .unwrap_or_else(|_| panic!("no message in time; seen {:?}", self.seen))
+                .expect("the stream stays open")
+                .unwrap();
+            self.buf.push_str(&String::from_utf8_lossy(&chunk));
+        }
+    }
+
+    /// Messages up to and including the first one `pred` accepts.
+    pub async fn until(&mut self, pred: impl Fn(&Value) -> bool) -> Vec<Value> {
+        let mut out = Vec::new();
+        loop {
+            let m = self.next().await;
+            let done = pred(&m);
+            out.push(m);
+            if done {
+                return out;
+            }
+        }
+    }
+}
+
+/// Whether `m` is the notification `method`.
+pub fn is_note(m: &Value, method: &str) -> bool {
+    m["method"] == method && m.get("id").is_none()
 }
