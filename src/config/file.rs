@@ -262,6 +262,12 @@ pub struct UpstreamSection {
     /// `idempotentHint` then make a tool retryable. Default `false`.
     #[serde(default)]
     pub trusted: bool,
+    /// What the gateway answers when this upstream asks `roots/list`: these
+    /// URIs (e.g. `file:///srv/data`). The upstream serves every client, so
+    /// one client's roots are never shown to it. Empty (the default): the
+    /// gateway declares no `roots` capability to it.
+    #[serde(default)]
+    pub roots: Vec<String>,
     /// Most calls in flight to this upstream at once (bulkhead). Default 64.
     #[serde(default = "default_concurrency")]
     pub max_concurrency: usize,

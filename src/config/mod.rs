@@ -87,6 +87,8 @@ pub struct UpstreamSpec {
     pub idempotent_tools: ToolMatcher,
     /// Whether tool annotations of this upstream are believed.
     pub trusted: bool,
+    /// URIs answered to the upstream's `roots/list`.
+    pub roots: Vec<String>,
     /// Bulkhead: calls in flight at once.
     pub max_concurrency: usize,
     /// Bulkhead: calls waiting for a slot.
@@ -292,6 +294,9 @@ impl Config {
             if u.max_concurrency == 0 {
                 return Err(at(&key("max_concurrency"), "must be at least 1".into()));
             }
+            if let Some(bad) = u.roots.iter().find(|r| !r.starts_with("file://")) {
+                return Err(at(&key("roots"), format!("{bad:?} is not a file:// URI (roots are file:// URIs)")));
+            }
             validate_resilience(u).map_err(|(section, k, msg)| at(&["upstreams", id, section, k], msg.into()))?;
             upstreams.push(UpstreamSpec {
                 id: id.clone(),
@@ -304,6 +309,7 @@ impl Config {
                 max_request_timeout,
                 idempotent_tools,
                 trusted: u.trusted,
+                roots: u.roots.clone(),
                 max_concurrency: u.max_concurrency,
                 max_queue: u.max_queue,
                 retry: u.retry.clone(),

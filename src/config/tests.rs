@@ -23,6 +23,8 @@ fn defaults() {
     assert_eq!(u.startup_timeout, Duration::from_secs(60));
     let TransportSpec::Stdio { cwd, .. } = &u.transport else { panic!() };
     assert_eq!(cwd, Path::new("dir"));
+    assert!(u.roots.is_empty());
+    assert_eq!(cfg.gateway.page_size, 200);
 }
 
 #[test]
@@ -114,6 +116,11 @@ fn errors_name_file_line_and_key() {
         ("[audit]\nqueue = 0\n", ":2:1", "audit.queue: must be at least 1"),
         ("[admin]\nlisten = \"nowhere\"\n", ":2:10", "invalid"),
         ("[gateway]\nlog_level = \"info,[\"\n", ":2:1", "gateway.log_level: not a valid filter"),
+        (
+            "[upstreams.a]\ncommand = \"x\"\nroots = [\"/srv\"]\n",
+            ":3:1",
+            "upstreams.a.roots: \"/srv\" is not a file:// URI",
+        ),
     ];
     for (src, loc, msg) in cases {
         let err = load(src).expect_err(src).to_string();

@@ -171,7 +171,8 @@ async fn post_mcp(State(app): State<Arc<App>>, headers: HeaderMap, body: Result<
             let id = msg.id.as_deref().expect("requests have ids");
             let (reply, version) = app.gateway.initialize(id, msg.params.as_deref());
             let (tx, outbox) = tokio::sync::mpsc::channel(crate::routing::peer::QUEUE);
-            let Ok(session) = app.sessions.create(version, app.gateway.connect(tx), outbox) else {
+            let Ok(session) = app.sessions.create(version, app.gateway.connect(tx, msg.params.as_deref()), outbox)
+            else {
                 let e = crate::error::CallError::new(crate::error::ErrorClass::Overloaded, None, "Too many sessions");
                 return (StatusCode::SERVICE_UNAVAILABLE, json_headers(), e.to_response(id)).into_response();
             };
@@ -223,6 +224,7 @@ async fn post_mcp(State(app): State<Arc<App>>, headers: HeaderMap, body: Result<
         Ok(MessageKind::Response) => match app.session(&headers, None) {
             Ok(s) => {
                 s.touch();
+                app.gateway.respond(&msg, &s.client.peer);
                 StatusCode::ACCEPTED.into_response()
             }
             Err(r) => r,

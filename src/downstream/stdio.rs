@@ -79,7 +79,7 @@ where
                 let (reply, _version) = gateway.initialize(id, msg.params.as_deref());
                 let _ = tx.send(reply).await;
                 if client.is_none() {
-                    client = Some(gateway.connect(tx.clone()));
+                    client = Some(gateway.connect(tx.clone(), msg.params.as_deref()));
                 }
             }
             Ok(MessageKind::Request) => {
@@ -106,8 +106,12 @@ where
                     gateway.notify(&msg, &c.peer);
                 }
             }
-            // Replies to server requests: none are sent yet.
-            Ok(MessageKind::Response) => {}
+            // The client's answer to a server request relayed to it.
+            Ok(MessageKind::Response) => {
+                if let Some(c) = &client {
+                    gateway.respond(&msg, &c.peer);
+                }
+            }
             Err(e) => {
                 let _ = tx.send(e.to_response()).await;
             }

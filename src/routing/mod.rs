@@ -345,10 +345,15 @@ impl Gateway {
         }
     }
 
-    /// Registers a client session; `out` is its stream (bounded).
-    pub fn connect(self: &Arc<Self>, out: mpsc::Sender<String>) -> Client {
+    /// Registers a client session; `out` is its stream (bounded), `init`
+    /// the params of its `initialize` (its capabilities say which server
+    /// requests may be relayed to it).
+    pub fn connect(self: &Arc<Self>, out: mpsc::Sender<String>, init: Option<&RawValue>) -> Client {
         let id = self.next_peer.fetch_add(1, Ordering::Relaxed);
-        let peer = Arc::new(Peer::new(id, out, self.telemetry.metrics.clone()));
+        let caps = init
+            .and_then(|p| RawObject::parse(p.get()).ok())
+            .and_then(|p| p.get("capabilities").map(ToOwned::to_owned));
+        let peer = Arc::new(Peer::new(id, out, caps.as_deref(), self.telemetry.metrics.clone()));
         self.peers.lock().unwrap_or_else(std::sync::PoisonError::into_inner).insert(id, peer.clone());
         Client { gateway: self.clone(), peer }
     }
@@ -357,6 +362,7 @@ impl Gateway {
     /// it was the last subscriber) and its log level stops counting.
     fn disconnect(self: &Arc<Self>, peer: &Peer) {
         self.peers.lock().unwrap_or_else(std::sync::PoisonError::into_inner).remove(&peer.id);
+        peer.fail_pending();
         let keys: Vec<_> =
             peer.subscriptions.lock().unwrap_or_else(std::sync::PoisonError::into_inner).drain().collect();
         let last = self.unsubscribe_keys(peer.id, keys);
@@ -464,6 +470,17 @@ impl Gateway {
         self.record(msg, caller, &span, out, started, reply.as_ref().map_or(0, String::len));
         span.end();
         reply
+    }
+
+    /// Handles a client's response to a server request relayed to it: the
+    /// upstream that asked gets it under its own id. A response nobody
+    /// waits for (late, or never asked) is dropped.
+    pub fn respond(&self, msg: &Message, peer: &Peer) {
+        let Some(id) = &msg.id else { return };
+        match peer.take_pending(id.get()) {
+            Some(r) => r.reply(msg),
+            None => tracing::debug!("Dropped a client response nobody waits for."),
+        }
     }
 
     /// Handles a notification from a client: `notifications/cancelled`

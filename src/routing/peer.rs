@@ -19,7 +19,7 @@ use tokio_util::sync::CancellationToken;
 use crate::protocol::{Message, RawObject, encode};
 use crate::telemetry::Metrics;
 use crate::telemetry::metrics::{Name, NotificationLabels, notification_label};
-use crate::upstream::Relay;
+use crate::upstream::{Relay, Responder};
 
 /// How many messages wait for a client that is not reading (per session,
 /// and per call stream).
@@ -43,8 +43,17 @@ pub struct Peer {
     pub(crate) subscriptions: Mutex<HashSet<(usize, Arc<str>)>>,
     /// Requests in flight by raw JSON-RPC id, for `notifications/cancelled`.
     in_flight: Mutex<HashMap<Box<str>, CancellationToken>>,
+    /// The client's `initialize` capabilities (what may be relayed to it).
+    capabilities: Option<RawObject>,
+    /// Requests relayed to the client, by the raw id we gave them.
+    pending: Mutex<HashMap<Box<str>, Responder>>,
+    next_request: std::sync::atomic::AtomicU64,
     metrics: Arc<Metrics>,
 }
+
+/// How long a relayed request waits for the client (a person may be
+/// answering an elicitation) before the upstream gets an error.
+pub const CLIENT_ANSWER_WAIT: std::time::Duration = std::time::Duration::from_secs(600);
 
 /// Unregisters its request from [`Peer::in_flight`] when dropped.
 pub(crate) struct InFlightCall<'a> {
@@ -62,15 +71,61 @@ impl Drop for InFlightCall<'_> {
 // === impl Peer ===
 
 impl Peer {
-    pub(crate) fn new(id: u64, out: mpsc::Sender<String>, metrics: Arc<Metrics>) -> Self {
+    pub(crate) fn new(
+        id: u64,
+        out: mpsc::Sender<String>,
+        capabilities: Option<&RawValue>,
+        metrics: Arc<Metrics>,
+    ) -> Self {
         Peer {
             id,
             out,
             level: AtomicU8::new(UNSET),
             subscriptions: Mutex::default(),
             in_flight: Mutex::default(),
+            capabilities: capabilities.and_then(|c| RawObject::parse(c.get()).ok()),
+            pending: Mutex::default(),
+            next_request: std::sync::atomic::AtomicU64::new(1),
             metrics,
         }
+    }
+
+    /// Whether the client declared what `method` (with `params`) needs:
+    /// `sampling`, or `elicitation` in the requested mode (an empty
+    /// `elicitation` object means form mode).
+    pub(crate) fn supports(&self, method: &str, params: Option<&RawValue>) -> bool {
+        let Some(caps) = &self.capabilities else { return false };
+        match method {
+            "sampling/createMessage" => caps.get("sampling").is_some(),
+            "elicitation/create" => {
+                let Some(e) = caps.get("elicitation").and_then(|e| RawObject::parse(e.get()).ok()) else {
+                    return false;
+                };
+                let mode = params.and_then(|p| RawObject::parse(p.get()).ok()).and_then(|p| p.get_str("mode"));
+                match mode.as_deref() {
+                    Some("url") => e.get("url").is_some(),
+                    _ => e.get("form").is_some() || e.get("url").is_none(),
+                }
+            }
+            _ => false,
+        }
+    }
+
+    /// Takes the upstream's side of a relayed request answered by `id`.
+    pub(crate) fn take_pending(&self, id: &str) -> Option<Responder> {
+        self.lock_pending().remove(id)
+    }
+
+    /// Fails every relayed request still waiting (the client went away).
+    pub(crate) fn fail_pending(&self) {
+        let all: Vec<_> = self.lock_pending().drain().collect();
+        for (_, r) in all {
+            r.error(crate::protocol::INTERNAL_ERROR, "The client went away before answering");
+        }
+    }
+
+    fn lock_pending(&self) -> std::sync::MutexGuard<'_, HashMap<Box<str>, Responder>> {
+        self.pending.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
     /// Queues a message on the session stream; false when the queue is full
@@ -162,6 +217,44 @@ impl Relay for CallRelay {
         let out = self.stream.as_ref().unwrap_or(&self.peer.out);
         send_counted(out, &self.peer.metrics, &self.upstream, method, body);
     }
+
+    fn request(&self, msg: Message, reply: Responder) {
+        let method = msg.method();
+        let peer = &self.peer;
+        if !peer.supports(method, msg.params.as_deref()) {
+            tracing::info!(upstream = %self.upstream, method, "Refused a server request the client did not declare.");
+            reply.error(crate::protocol::METHOD_NOT_FOUND, &format!("The client does not support {method}"));
+            return;
+        }
+        // Our own id, so ids of several upstreams never collide in the
+        // client's id space.
+        let n = peer.next_request.fetch_add(1, Ordering::Relaxed);
+        let id = format!("\"mcpgw-{}-{n}\"", peer.id);
+        let body = match &msg.params {
+            Some(p) => format!(r#"{{"jsonrpc":"2.0","id":{id},"method":{},"params":{}}}"#, json_str(method), p.get()),
+            None => format!(r#"{{"jsonrpc":"2.0","id":{id},"method":{}}}"#, json_str(method)),
+        };
+        peer.lock_pending().insert(id.clone().into(), reply);
+        let out = self.stream.as_ref().unwrap_or(&peer.out);
+        if !send_counted(out, &peer.metrics, &self.upstream, method, body) {
+            if let Some(r) = peer.take_pending(&id) {
+                r.error(crate::protocol::INTERNAL_ERROR, "The client's queue is full");
+            }
+            return;
+        }
+        let peer = peer.clone();
+        tokio::spawn(async move {
+            tokio::time::sleep(CLIENT_ANSWER_WAIT).await;
+            if let Some(r) = peer.take_pending(&id) {
+                tracing::warn!(upstream = %r.upstream(), "The client did not answer a relayed request in time.");
+                r.error(crate::protocol::INTERNAL_ERROR, "The client did not answer in time");
+            }
+        });
+    }
+}
+
+fn json_str(s: &str) -> String {
+    serde_json::to_string(s).expect("a string always serializes")
 }
 
 /// `params` with one change applied (unchanged when not an object).
@@ -216,7 +309,7 @@ mod tests {
     async fn relayed_progress_gets_the_clients_token_and_a_full_queue_drops() {
         let metrics = Arc::new(Metrics::new());
         let (tx, mut rx) = mpsc::channel(1);
-        let peer = Arc::new(Peer::new(1, tx, metrics.clone()));
+        let peer = Arc::new(Peer::new(1, tx, None, metrics.clone()));
         let relay = CallRelay { peer: peer.clone(), stream: None, token: Some(raw("7")), upstream: Name::from("u") };
         let progress = |n: u32| {
             let line = format!(
@@ -250,7 +343,7 @@ mod tests {
     #[test]
     fn cancel_finds_calls_in_flight_only() {
         let (tx, _rx) = mpsc::channel(1);
-        let peer = Peer::new(1, tx, Arc::new(Metrics::new()));
+        let peer = Peer::new(1, tx, None, Arc::new(Metrics::new()));
         let id = raw(r#""a-1""#);
         let call = peer.start_call(&id);
         assert!(!peer.cancel("\"a-2\""));

@@ -508,9 +508,12 @@ pub fn method_label(method: &str) -> &'static str {
     KNOWN.iter().find(|m| **m == method).copied().unwrap_or("other")
 }
 
-/// The bounded `method` label of a notification.
+/// The bounded `method` label of a message to a client: a notification, or
+/// a server request relayed to it.
 pub fn notification_label(method: &str) -> &'static str {
-    const KNOWN: [&str; 9] = [
+    const KNOWN: [&str; 11] = [
+        "sampling/createMessage",
+        "elicitation/create",
         "notifications/progress",
         "notifications/message",
         "notifications/resources/updated",

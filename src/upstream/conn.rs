@@ -28,8 +28,9 @@ type Watcher = (Arc<Notify>, Option<Arc<dyn Relay>>);
 /// What a connection reports to its supervisor.
 #[derive(Debug)]
 pub(crate) enum Event {
-    /// A request from the upstream (ping, roots/list, …).
-    Request(Message),
+    /// A request from the upstream (ping, roots/list, …), with the relay of
+    /// the call it came with (on that call's HTTP response stream).
+    Request(Message, Option<Arc<dyn Relay>>),
     /// A notification from the upstream.
     Notification(Message),
 }
@@ -82,6 +83,8 @@ pub(crate) struct Connection {
     next_id: AtomicU64,
     /// Serialises re-initialisation after an HTTP session expired.
     reinit: tokio::sync::Mutex<u64>,
+    /// The capabilities the gateway declares in `initialize`.
+    capabilities: Box<RawValue>,
 }
 
 // === impl Inbox ===
@@ -124,7 +127,12 @@ impl Inbox {
                     None => tracing::debug!(upstream = %self.upstream, "Dropped a reply nobody waits for."),
                 }
             }
-            Ok(MessageKind::Request) => self.event(Event::Request(msg)),
+            Ok(MessageKind::Request) => {
+                let relay = related.and_then(|id| {
+                    self.related.lock().unwrap_or_else(std::sync::PoisonError::into_inner).get(&id).cloned()
+                });
+                self.event(Event::Request(msg, relay));
+            }
             Ok(MessageKind::Notification) if msg.method() == "notifications/progress" => self.progress_seen(&msg),
             Ok(MessageKind::Notification) => {
                 let relay = related.and_then(|id| {
@@ -284,13 +292,14 @@ pub(crate) struct Related<'a> {
 // === impl Connection ===
 
 impl Connection {
-    pub(crate) fn new(inbox: Arc<Inbox>, link: Link) -> Self {
+    pub(crate) fn new(inbox: Arc<Inbox>, link: Link, capabilities: Box<RawValue>) -> Self {
         Connection {
             upstream: inbox.upstream.clone(),
             inbox,
             link,
             next_id: AtomicU64::new(1),
             reinit: tokio::sync::Mutex::new(0),
+            capabilities,
         }
     }
 
@@ -403,13 +412,13 @@ impl Connection {
     /// The `initialize` handshake: offer the latest revision, accept any
     /// supported one, and send `initialized` only after the result arrived.
     pub(crate) async fn initialize(&self, timeout: Duration) -> Result<Negotiated, CallError> {
-        let params = serde_json::json!({
-            "protocolVersion": protocol::LATEST_VERSION,
-            // Only what the gateway can relay; nothing yet.
-            "capabilities": {},
-            "clientInfo": { "name": "mcp-gateway", "version": env!("CARGO_PKG_VERSION") },
-        });
-        let params = serde_json::value::to_raw_value(&params).expect("json! always serializes");
+        let params = format!(
+            r#"{{"protocolVersion":"{}","capabilities":{},"clientInfo":{{"name":"mcp-gateway","version":"{}"}}}}"#,
+            protocol::LATEST_VERSION,
+            self.capabilities.get(),
+            env!("CARGO_PKG_VERSION")
+        );
+        let params = RawValue::from_string(params).expect("valid JSON");
         let reply = self.request("initialize", Some(&params), timeout).await?;
         let result = match (reply.result, reply.error) {
             (Some(r), _) => r,

@@ -178,6 +178,46 @@ pub trait Relay: Send + Sync + std::fmt::Debug {
     /// the gateway's token) or one that arrived on the call's own HTTP
     /// response stream (`notifications/message`, …).
     fn notify(&self, msg: &Message);
+
+    /// A request the upstream sent about the call (`sampling/createMessage`,
+    /// `elicitation/create`): the relay answers it through `reply`, now or
+    /// later.
+    fn request(&self, msg: Message, reply: Responder);
+}
+
+/// Answers one request an upstream sent, under the upstream's own id.
+#[derive(Debug)]
+pub struct Responder {
+    conn: Arc<Connection>,
+    id: Box<RawValue>,
+    upstream: Name,
+}
+
+impl Responder {
+    /// The upstream that asked.
+    pub fn upstream(&self) -> &Name {
+        &self.upstream
+    }
+
+    /// Relays a client's response (its `result` or `error`).
+    pub fn reply(self, response: &Message) {
+        let body = match (&response.result, &response.error) {
+            (Some(r), _) => encode::result(&self.id, r),
+            (None, Some(e)) => encode::raw_error(&self.id, e),
+            (None, None) => encode::error(Some(&self.id), crate::protocol::INTERNAL_ERROR, "empty response", None),
+        };
+        self.send(body);
+    }
+
+    /// Answers with a JSON-RPC error.
+    pub fn error(self, code: i64, message: &str) {
+        let body = encode::error(Some(&self.id), code, message, None);
+        self.send(body);
+    }
+
+    fn send(self, body: String) {
+        tokio::spawn(async move { self.conn.respond(body).await });
+    }
 }
 
 // === impl Upstream ===
@@ -473,7 +513,7 @@ impl Upstream {
             .map_err(|_| self.error(ErrorClass::Timeout, format!("did not connect within {}s", deadline.as_secs_f64())))
             .and_then(|r| r.map_err(|e| self.error(ErrorClass::Transport, e)))
             .inspect_err(|_| observe("error"))?;
-        let conn = Arc::new(Connection::new(inbox.clone(), link));
+        let conn = Arc::new(Connection::new(inbox.clone(), link, self.client_capabilities()));
         let left = deadline.saturating_sub(started.elapsed());
         let negotiated = tokio::select! {
             r = conn.initialize(left) => r,
@@ -576,7 +616,7 @@ impl Upstream {
                     return reason;
                 }
                 ev = events.recv() => match ev {
-                    Some(Event::Request(m)) => self.answer(&conn, &m),
+                    Some(Event::Request(m, relay)) => self.answer(&conn, m, relay),
                     Some(Event::Notification(m)) => match ListKind::changed_by(m.method()) {
                         Some(kind) => self.refresh(&conn, kind, &ready).await,
                         None => self.pass_on(m),
@@ -596,18 +636,47 @@ impl Upstream {
         }
     }
 
-    /// Answers requests the upstream sends us. The gateway does not yet
-    /// relay server→client requests, and offers no such capability.
-    fn answer(&self, conn: &Arc<Connection>, m: &Message) {
-        let Some(id) = &m.id else { return };
-        let body = match m.method() {
-            "ping" => encode::result(id, &RawValue::from_string("{}".into()).expect("valid")),
-            other => {
-                encode::error(Some(id), crate::protocol::METHOD_NOT_FOUND, &format!("Method not found: {other}"), None)
+    /// Answers requests the upstream sends us: `ping`; `roots/list` from
+    /// the config (the connection serves every client, so no client's
+    /// roots); sampling and elicitation go to the client whose call they
+    /// came with, and are refused when no call can be told (a stdio or GET
+    /// stream message on a shared connection: the gateway never guesses).
+    fn answer(&self, conn: &Arc<Connection>, m: Message, relay: Option<Arc<dyn Relay>>) {
+        let Some(id) = m.id.clone() else { return };
+        let responder = Responder { conn: conn.clone(), id, upstream: self.label.clone() };
+        match (m.method(), relay) {
+            ("ping", _) => {
+                let body = encode::result(&responder.id, &RawValue::from_string("{}".into()).expect("valid"));
+                responder.send(body);
             }
-        };
-        let conn = conn.clone();
-        tokio::spawn(async move { conn.respond(body).await });
+            ("roots/list", _) => {
+                let roots: Vec<_> = self.spec.roots.iter().map(|r| serde_json::json!({ "uri": r })).collect();
+                let result = serde_json::value::to_raw_value(&serde_json::json!({ "roots": roots })).expect("valid");
+                let body = encode::result(&responder.id, &result);
+                responder.send(body);
+            }
+            ("sampling/createMessage" | "elicitation/create", Some(relay)) => relay.request(m, responder),
+            (other, _) => {
+                tracing::warn!(upstream = %self.spec.id, method = %other, "Refused a request from the upstream that no client call can be tied to.");
+                responder.error(crate::protocol::METHOD_NOT_FOUND, &format!("Method not found: {other}"));
+            }
+        }
+    }
+
+    /// What the gateway declares to the upstream: roots when the config
+    /// gives some; sampling and elicitation only where a request can be
+    /// tied to the call that caused it (on that call's Streamable HTTP
+    /// response stream).
+    fn client_capabilities(&self) -> Box<RawValue> {
+        let mut caps = serde_json::Map::new();
+        if !self.spec.roots.is_empty() {
+            caps.insert("roots".into(), serde_json::json!({}));
+        }
+        if matches!(self.spec.transport, TransportSpec::Http { .. }) {
+            caps.insert("sampling".into(), serde_json::json!({}));
+            caps.insert("elicitation".into(), serde_json::json!({ "form": {}, "url": {} }));
+        }
+        serde_json::value::to_raw_value(&caps).expect("valid")
     }
 
     /// Fetches every list the upstream's capabilities declare. Only a

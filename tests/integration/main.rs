@@ -7,6 +7,7 @@
 mod support;
 
 mod cli;
+mod conformance;
 mod dashboards;
 mod faults;
 mod fidelity;

@@ -419,3 +419,80 @@ async fn a_cancelled_call_is_cancelled_upstream_and_gets_no_result() {
     // The session is fine afterwards.
     assert_eq!(text(&c.call("paged__filler_01", json!({})).await), "called filler_01");
 }
+
+/// POSTs a request and returns its response stream (SSE response mode).
+async fn post_streaming(c: &McpHttp, body: &Value) -> SseReader {
+    let resp = c
+        .http
+        .post(&c.url)
+        .header("content-type", "application/json")
+        .header("accept", "application/json, text/event-stream")
+        .header("mcp-session-id", c.session.as_deref().unwrap())
+        .header("mcp-protocol-version", "2025-11-25")
+        .body(body.to_string())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.headers()["content-type"], "text/event-stream");
+    SseReader::from_response(resp)
+}
+
+#[tokio::test]
+async fn sampling_and_elicitation_reach_the_caller_and_their_answers_go_back() {
+    // server-everything over Streamable HTTP sends its server requests on
+    // the call's own response stream: the gateway knows whose they are.
+    let everything = Fixture::everything_http().await;
+    let toml = format!("[gateway]\nresponse_mode = \"sse\"\n[upstreams.everything]\nurl = \"{}\"\n", everything.url());
+    let gw = Gateway::start(&toml).await;
+    gw.wait_ready("everything").await;
+    let caps = json!({"sampling":{},"elicitation":{"form":{}}});
+    let mut a = McpHttp::connect_with(&gw.url(), caps).await;
+    let names = a.tool_names().await;
+    assert!(
+        names.contains(&"everything__trigger-sampling-request".to_owned()),
+        "the gateway declared sampling: {names:?}"
+    );
+
+    let call = json!({"jsonrpc":"2.0","id":"s-1","method":"tools/call",
+        "params":{"name":"everything__trigger-sampling-request","arguments":{"prompt":"hello","maxTokens":5}}});
+    let mut stream = post_streaming(&a, &call).await;
+    let request = stream.next().await;
+    assert_eq!(request["method"], "sampling/createMessage", "{request}");
+    let id = request["id"].as_str().expect("a string id of the gateway's").to_owned();
+    assert!(id.starts_with("mcpgw-"), "{id}");
+    let answer = json!({"jsonrpc":"2.0","id":id,"result":{"role":"assistant","content":{"type":"text","text":"sampled by a"},"model":"test-model","stopReason":"endTurn"}});
+    assert_eq!(a.post(&answer.to_string(), &[]).await.status, 202);
+    let reply = stream.until(|m| m["id"] == "s-1").await.pop().unwrap();
+    assert!(reply["result"].to_string().contains("sampled by a"), "{reply}");
+
+    // Form elicitation the same way; the answer's content comes back.
+    let call = json!({"jsonrpc":"2.0","id":"e-1","method":"tools/call",
+        "params":{"name":"everything__trigger-elicitation-request","arguments":{}}});
+    let mut stream = post_streaming(&a, &call).await;
+    let request = stream.next().await;
+    assert_eq!(request["method"], "elicitation/create", "{request}");
+    let answer = json!({"jsonrpc":"2.0","id":request["id"],"result":{"action":"decline"}});
+    assert_eq!(a.post(&answer.to_string(), &[]).await.status, 202);
+    let reply = stream.until(|m| m["id"] == "e-1").await.pop().unwrap();
+    assert!(reply["result"].to_string().to_lowercase().contains("decline"), "{reply}");
+
+    // A client that did not declare sampling is never sent the request: the
+    // upstream gets an error (and makes of it what it will).
+    let mut b = McpHttp::connect(&gw.url()).await;
+    let r = b.call("everything__trigger-sampling-request", json!({"prompt":"x","maxTokens":5})).await;
+    assert!(r.get("error").is_some() || r["result"]["isError"] == true, "{r}");
+    assert!(r.to_string().contains("does not support sampling/createMessage"), "{r}");
+}
+
+#[tokio::test]
+async fn roots_for_a_shared_upstream_come_from_the_config() {
+    let gw = Gateway::start(&paged("paged", "roots = [\"file:///srv/data\", \"file:///srv/logs\"]")).await;
+    gw.wait_ready("paged").await;
+    // The client's own roots would be wrong for an upstream every client shares.
+    let mut c = McpHttp::connect_with(&gw.url(), json!({"roots":{"listChanged":true}})).await;
+    let s = state(&mut c, "paged__state").await;
+    assert_eq!(s["client_capabilities"], json!({"roots":{}}), "{s}");
+    let r = c.call("paged__ask_roots", json!({})).await;
+    let roots: Value = serde_json::from_str(&text(&r)).unwrap();
+    assert_eq!(roots, json!({"roots":[{"uri":"file:///srv/data"},{"uri":"file:///srv/logs"}]}));
+}

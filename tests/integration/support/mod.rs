@@ -297,8 +297,13 @@ impl Raw {
 
 impl McpHttp {
     pub async fn connect(url: &str) -> McpHttp {
+        Self::connect_with(url, json!({})).await
+    }
+
+    /// Connects declaring `capabilities` (sampling, elicitation, …).
+    pub async fn connect_with(url: &str, capabilities: Value) -> McpHttp {
         let mut c = McpHttp { http: reqwest::Client::new(), url: url.to_owned(), session: None, next: 1 };
-        let init = json!({"protocolVersion":"2025-11-25","capabilities":{},"clientInfo":{"name":"test","version":"0"}});
+        let init = json!({"protocolVersion":"2025-11-25","capabilities":capabilities,"clientInfo":{"name":"test","version":"0"}});
         let r = c.post(&json!({"jsonrpc":"2.0","id":0,"method":"initialize","params":init}).to_string(), &[]).await;
         assert_eq!(r.status, 200, "{}", r.body);
         c.session = Some(r.headers["mcp-session-id"].to_str().unwrap().to_owned());
@@ -509,6 +514,11 @@ impl SseReader {
             .await
             .unwrap();
         assert_eq!(resp.status(), 200);
+        SseReader::from_response(resp)
+    }
+
+    /// Reads an SSE response (a POST answered as a stream).
+    pub fn from_response(resp: reqwest::Response) -> SseReader {
         SseReader { stream: Box::pin(resp.bytes_stream()), buf: String::new(), seen: Vec::new() }
     }
 

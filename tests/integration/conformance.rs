@@ -1,0 +1,79 @@
+//! The official conformance suite's server scenarios
+//! (`@modelcontextprotocol/conformance`, via `scripts/conformance.sh`):
+//! first against our conformance fixture directly (the baseline), then
+//! through the gateway with the fixture mounted unprefixed, in both
+//! response modes. Every scenario that passes directly must pass through
+//! the gateway. The matrix is printed (run with `--nocapture` to see it;
+//! the README keeps a copy).
+
+use std::collections::BTreeMap;
+use std::process::Command;
+
+use crate::support::*;
+
+/// `scenario → PASS|FAIL line` from a conformance.sh run.
+fn matrix(args: &[&str]) -> BTreeMap<String, String> {
+    let out = Command::new(root().join("scripts/conformance.sh")).args(args).output().expect("conformance.sh runs");
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(
+        out.status.success(),
+        "conformance.sh {args:?}: {}\n{stdout}\n{}",
+        out.status,
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let rows: BTreeMap<String, String> = stdout
+        .lines()
+        .filter_map(|l| {
+            let mut words = l.split_whitespace();
+            let (name, verdict) = (words.next()?, words.next()?);
+            matches!(verdict, "PASS" | "FAIL").then(|| (name.to_owned(), l.to_owned()))
+        })
+        .collect();
+    assert!(rows.len() >= 30, "the whole server suite ran: {stdout}");
+    rows
+}
+
+fn passes(row: &str) -> bool {
+    row.split_whitespace().nth(1) == Some("PASS")
+}
+
+#[tokio::test]
+async fn every_scenario_that_passes_directly_passes_through_the_gateway() {
+    let dir = tempfile::Builder::new().prefix("conformance").tempdir_in(root().join("target")).unwrap();
+    let out = |name: &str| path_str(&dir.path().join(name));
+    let direct = tokio::task::spawn_blocking({
+        let o = out("direct");
+        move || matrix(&["--direct", &o])
+    })
+    .await
+    .unwrap();
+    let fixture = Fixture::python("conformance_server.py", &["--http"]).await;
+    for mode in ["json", "sse"] {
+        let toml = format!(
+            "[gateway]\nresponse_mode = \"{mode}\"\n[upstreams.conformance]\nurl = \"{}\"\nprefix = false\n",
+            fixture.url()
+        );
+        let gw = Gateway::start(&toml).await;
+        gw.wait_ready("conformance").await;
+        let url = gw.url();
+        let o = out(mode);
+        let through = tokio::task::spawn_blocking(move || matrix(&[&url, &o])).await.unwrap();
+        println!("conformance, {mode} responses: scenario / direct / through the gateway");
+        let mut lost = Vec::new();
+        for (name, row) in &direct {
+            let via = through.get(name).map_or("missing", String::as_str);
+            println!(
+                "  {name:<30} {:<4} {}",
+                if passes(row) { "PASS" } else { "FAIL" },
+                if passes(via) { "PASS" } else { "FAIL" }
+            );
+            if passes(row) && !passes(via) {
+                lost.push(via.to_owned());
+            }
+        }
+        assert!(lost.is_empty(), "{mode}: passes directly, fails through the gateway:\n{}", lost.join("\n"));
+        // The baseline itself: all but the suite's pending SSE-polling one.
+        let failing: Vec<_> = direct.iter().filter(|(_, r)| !passes(r)).map(|(n, _)| n.as_str()).collect();
+        assert_eq!(failing, ["server-sse-polling"], "the fixture regressed");
+    }
+}
