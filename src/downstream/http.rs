@@ -209,7 +209,13 @@ async fn post_mcp(State(app): State<Arc<App>>, headers: HeaderMap, body: Result<
             };
             match app.gateway.handle(&msg, &caller).await {
                 Some(reply) => reply_response(reply, false),
-                // Cancelled: the client stopped waiting; it ignores this.
+                // Cancelled: no reply (cancellation.mdx). A stream that
+                // ends without one says that, when the client takes SSE.
+                None if header_has(&headers, header::ACCEPT, "text/event-stream") => {
+                    let mut resp = Response::new(Body::empty());
+                    resp.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("text/event-stream"));
+                    resp
+                }
                 None => rpc_error(StatusCode::OK, Some(id), REQUEST_CANCELLED, "Request cancelled"),
             }
         }
@@ -233,8 +239,9 @@ async fn post_mcp(State(app): State<Arc<App>>, headers: HeaderMap, body: Result<
     }
 }
 
-/// JSON-RPC code of a reply to a request the client cancelled (the LSP
-/// convention; MCP says to send nothing, which a POST cannot do).
+/// JSON-RPC code of a reply to a request the client cancelled, for a
+/// client that takes only JSON (the LSP convention; MCP says to send
+/// nothing, which a JSON POST cannot do).
 const REQUEST_CANCELLED: i64 = -32800;
 
 /// Answers a request as an SSE stream: the messages about the call as they
@@ -466,8 +473,12 @@ fn reply_response(reply: String, sse: bool) -> Response {
 }
 
 fn sse_event(data: &str) -> String {
-    // Our JSON never contains raw newlines (serde_json escapes them), so a
-    // single `data:` line carries the whole message.
+    // One `data:` line carries the whole message: relayed upstream bytes may
+    // be pretty-printed, so raw line breaks (only ever whitespace in JSON)
+    // become spaces.
+    if data.bytes().any(|b| b == b'\n' || b == b'\r') {
+        return format!("event: message\ndata: {}\n\n", data.replace(['\n', '\r'], " "));
+    }
     format!("event: message\ndata: {data}\n\n")
 }
 

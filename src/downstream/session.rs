@@ -125,6 +125,7 @@ impl Sessions {
         drop(map);
         if let Some(s) = &removed {
             s.closed.cancel();
+            s.client.peer.close();
         }
         removed.is_some()
     }
@@ -147,6 +148,7 @@ impl Sessions {
             let keep = s.idle_for() < idle || s.streaming();
             if !keep {
                 s.closed.cancel();
+                s.client.peer.close();
             }
             keep
         });

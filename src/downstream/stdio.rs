@@ -130,7 +130,7 @@ where
 async fn write_loop<W: AsyncWrite + Unpin>(mut out: W, mut rx: mpsc::Receiver<String>) {
     while let Some(msg) = rx.recv().await {
         let ok = async {
-            out.write_all(msg.as_bytes()).await?;
+            out.write_all(crate::protocol::framing::one_line(msg).as_bytes()).await?;
             out.write_all(b"\n").await?;
             out.flush().await
         };

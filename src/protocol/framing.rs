@@ -116,9 +116,32 @@ fn skip_ws(s: &[u8]) -> &[u8] {
     &s[n..]
 }
 
+/// `json` on one line: raw CR and LF become spaces. In JSON they can only
+/// be whitespace between tokens (strings escape them), so the meaning is
+/// unchanged; a relayed upstream body that was pretty-printed would
+/// otherwise break a stdio line or an SSE `data:` field. Returned as it
+/// came (no copy) in the usual case.
+pub fn one_line(json: String) -> String {
+    if !json.bytes().any(|b| b == b'\n' || b == b'\r') {
+        return json;
+    }
+    json.replace(['\n', '\r'], " ")
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn one_line_keeps_meaning() {
+        let pretty = "{\n  \"a\": \"x\\ny\",\r\n  \"b\": [1,\n2]\n}".to_owned();
+        let flat = one_line(pretty.clone());
+        assert!(!flat.contains('\n') && !flat.contains('\r'));
+        let (a, b): (serde_json::Value, serde_json::Value) =
+            (serde_json::from_str(&pretty).unwrap(), serde_json::from_str(&flat).unwrap());
+        assert_eq!(a, b);
+        assert_eq!(one_line("{}".to_owned()), "{}");
+    }
 
     #[test]
     fn finds_the_top_level_id_only() {

@@ -239,10 +239,9 @@ impl Gateway {
                 if let State::Ready(r) = &**state
                     && r.connection != connections[i]
                 {
-                    // The first connection has nothing to restore.
-                    if connections[i] != 0 {
-                        tokio::spawn(self.clone().restore(i));
-                    }
+                    // The first connection too: a log level or subscription
+                    // may have come while the upstream was still starting.
+                    tokio::spawn(self.clone().restore(i));
                     connections[i] = r.connection;
                 }
             }
@@ -769,6 +768,15 @@ impl Gateway {
         let (_, uri) = named_params(params, "uri")?;
         let (i, original) = self.resource_owner(&uri)?;
         let key = (i, Arc::<str>::from(original));
+        {
+            let mine = peer.subscriptions.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+            if mine.len() >= peer::MAX_SUBSCRIPTIONS && !mine.contains(&key) {
+                return Err(CallError::protocol(
+                    protocol::INVALID_REQUEST,
+                    format!("Too many subscriptions (at most {} per session)", peer::MAX_SUBSCRIPTIONS),
+                ));
+            }
+        }
         let first = {
             let mut subs = self.subscriptions.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
             let set = subs.entry(key.clone()).or_default();

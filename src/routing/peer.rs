@@ -51,6 +51,9 @@ pub struct Peer {
     metrics: Arc<Metrics>,
 }
 
+/// Most resource subscriptions of one session.
+pub const MAX_SUBSCRIPTIONS: usize = 1024;
+
 /// How long a relayed request waits for the client (a person may be
 /// answering an elicitation) before the upstream gets an error.
 pub const CLIENT_ANSWER_WAIT: std::time::Duration = std::time::Duration::from_secs(600);
@@ -114,6 +117,15 @@ impl Peer {
     /// Takes the upstream's side of a relayed request answered by `id`.
     pub(crate) fn take_pending(&self, id: &str) -> Option<Responder> {
         self.lock_pending().remove(id)
+    }
+
+    /// The session ended: its calls in flight are cancelled (upstream too)
+    /// and the requests relayed to it fail.
+    pub fn close(&self) {
+        for t in self.lock_in_flight().values() {
+            t.cancel();
+        }
+        self.fail_pending();
     }
 
     /// Fails every relayed request still waiting (the client went away).
@@ -242,10 +254,11 @@ impl Relay for CallRelay {
             }
             return;
         }
-        let peer = peer.clone();
+        // Weak: the timer must not keep a session (and its stream) alive.
+        let peer = Arc::downgrade(peer);
         tokio::spawn(async move {
             tokio::time::sleep(CLIENT_ANSWER_WAIT).await;
-            if let Some(r) = peer.take_pending(&id) {
+            if let Some(r) = peer.upgrade().and_then(|p| p.take_pending(&id)) {
                 tracing::warn!(upstream = %r.upstream(), "The client did not answer a relayed request in time.");
                 r.error(crate::protocol::INTERNAL_ERROR, "The client did not answer in time");
             }

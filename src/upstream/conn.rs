@@ -134,7 +134,10 @@ impl Inbox {
                 self.event(Event::Request(msg, relay));
             }
             Ok(MessageKind::Notification) if msg.method() == "notifications/progress" => self.progress_seen(&msg),
-            Ok(MessageKind::Notification) => {
+            // A log message on a call's response stream is about that call;
+            // everything else (list changes, resource updates, …) is the
+            // supervisor's to handle, wherever it arrived.
+            Ok(MessageKind::Notification) if msg.method() == "notifications/message" => {
                 let relay = related.and_then(|id| {
                     self.related.lock().unwrap_or_else(std::sync::PoisonError::into_inner).get(&id).cloned()
                 });
@@ -143,6 +146,7 @@ impl Inbox {
                     None => self.event(Event::Notification(msg)),
                 }
             }
+            Ok(MessageKind::Notification) => self.event(Event::Notification(msg)),
             Err(_) => {}
         }
     }

@@ -81,7 +81,8 @@ impl StdioLink {
     }
 
     pub(crate) async fn send(&self, body: String) -> Result<(), LinkError> {
-        self.tx.send(body).await.map_err(|_| LinkError::Closed)
+        // A client's pretty-printed params must not split the line.
+        self.tx.send(crate::protocol::framing::one_line(body)).await.map_err(|_| LinkError::Closed)
     }
 
     pub(crate) fn try_send(&self, body: String) {
