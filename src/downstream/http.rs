@@ -264,7 +264,7 @@ fn streamed(gateway: Arc<Gateway>, session: Arc<Session>, msg: Message, tracepar
     let state = (rx, AbortOnDrop(task));
     let stream = futures_util::stream::unfold(state, |(mut rx, task)| async move {
         let msg = rx.recv().await?;
-        Some((Ok::<_, std::convert::Infallible>(Bytes::from(sse_event(&msg))), (rx, task)))
+        Some((Ok::<_, std::convert::Infallible>(Bytes::from(sse_event(msg))), (rx, task)))
     });
     let mut resp = Response::new(Body::from_stream(stream));
     resp.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("text/event-stream"));
@@ -313,7 +313,7 @@ async fn get_mcp(State(app): State<Arc<App>>, headers: HeaderMap) -> Response {
         tokio::select! {
             m = outbox.recv() => {
                 let m = m?;
-                Some((Ok::<_, std::convert::Infallible>(Bytes::from(sse_event(&m))), st))
+                Some((Ok::<_, std::convert::Infallible>(Bytes::from(sse_event(m))), st))
             }
             () = keepalive => Some((Ok(Bytes::from_static(b": keep-alive\n\n")), st)),
             () = st.shutdown.cancelled() => None,
@@ -465,21 +465,17 @@ impl App {
 
 fn reply_response(reply: String, sse: bool) -> Response {
     if sse {
-        let mut resp = Response::new(Body::from(sse_event(&reply)));
+        let mut resp = Response::new(Body::from(sse_event(reply)));
         resp.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("text/event-stream"));
         return resp;
     }
     (StatusCode::OK, json_headers(), reply).into_response()
 }
 
-fn sse_event(data: &str) -> String {
-    // One `data:` line carries the whole message: relayed upstream bytes may
-    // be pretty-printed, so raw line breaks (only ever whitespace in JSON)
-    // become spaces.
-    if data.bytes().any(|b| b == b'\n' || b == b'\r') {
-        return format!("event: message\ndata: {}\n\n", data.replace(['\n', '\r'], " "));
-    }
-    format!("event: message\ndata: {data}\n\n")
+fn sse_event(data: String) -> String {
+    // One `data:` line carries the whole message (relayed upstream bytes
+    // may have been pretty-printed).
+    format!("event: message\ndata: {}\n\n", crate::protocol::framing::one_line(data))
 }
 
 fn json_headers() -> [(header::HeaderName, HeaderValue); 1] {

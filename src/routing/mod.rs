@@ -80,7 +80,6 @@ pub struct Gateway {
     upstreams: Vec<Arc<Upstream>>,
     by_id: HashMap<String, usize>,
     catalog: ArcSwap<Catalog>,
-    list_changed: watch::Sender<u64>,
     /// The upstream-change generation the current catalog was built from.
     built: watch::Sender<u64>,
     changes: Arc<Changes>,
@@ -164,7 +163,6 @@ impl Gateway {
             upstreams,
             by_id,
             catalog: ArcSwap::from_pointee(Catalog::empty()),
-            list_changed: watch::Sender::new(0),
             built: watch::Sender::new(0),
             changes: changed,
             startup_done: std::sync::atomic::AtomicBool::new(false),
@@ -183,9 +181,9 @@ impl Gateway {
         gw
     }
 
-    /// Rebuilds the catalog whenever an upstream's state or tools change,
-    /// and bumps the `list_changed` counter when clients would see a
-    /// different list.
+    /// Rebuilds the catalog whenever an upstream's state or lists change,
+    /// and sends every session `list_changed` for each list it would see
+    /// differently.
     async fn catalog_loop(self: Arc<Self>) {
         // Each upstream's connection last seen ready: a new connection has
         // to be told the subscriptions and log level again.
@@ -227,9 +225,6 @@ impl Gateway {
             if !changed.is_empty() {
                 let kinds: Vec<&str> = changed.iter().map(|k| k.key()).collect();
                 tracing::info!(lists = %kinds.join(","), "Catalog changed.");
-                if changed.contains(&ListKind::Tools) {
-                    self.list_changed.send_modify(|v| *v += 1);
-                }
                 for kind in changed {
                     self.broadcast(kind.changed_notification());
                 }
@@ -327,11 +322,12 @@ impl Gateway {
         let exposed = self.expose_uri(i, &uri);
         let params = peer::rewrite(params, |o| o.set_str("uri", &exposed));
         let body = encode::notification("notifications/resources/updated", params.as_deref());
-        let all = self.peers.lock().unwrap_or_else(std::sync::PoisonError::into_inner).clone();
-        for id in peers {
-            if let Some(p) = all.get(&id) {
-                p.send(&note.upstream, "notifications/resources/updated", body.clone());
-            }
+        let subscribed: Vec<Arc<Peer>> = {
+            let all = self.peers.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+            peers.iter().filter_map(|id| all.get(id).cloned()).collect()
+        };
+        for p in subscribed {
+            p.send(&note.upstream, "notifications/resources/updated", body.clone());
         }
     }
 
@@ -362,8 +358,7 @@ impl Gateway {
     fn disconnect(self: &Arc<Self>, peer: &Peer) {
         self.peers.lock().unwrap_or_else(std::sync::PoisonError::into_inner).remove(&peer.id);
         peer.fail_pending();
-        let keys: Vec<_> =
-            peer.subscriptions.lock().unwrap_or_else(std::sync::PoisonError::into_inner).drain().collect();
+        let keys: Vec<_> = peer.lock_subscriptions().drain().collect();
         let last = self.unsubscribe_keys(peer.id, keys);
         let had_level = peer.level().is_some();
         if self.shutdown.is_cancelled() || (last.is_empty() && !had_level) {
@@ -613,7 +608,7 @@ impl Gateway {
                 let (mut obj, uri) = named_params(params, "uri")?;
                 let (upstream, original) = self.resource_owner(&uri)?;
                 obj.set_str("uri", &original);
-                let reply = self.forward_raw(id, "resources/read", upstream, &obj.to_raw(), caller, span, out).await?;
+                let reply = self.forward_raw("resources/read", upstream, &obj.to_raw(), caller, span, out).await?;
                 Ok(self.reply_with(id, upstream, &reply, |i, r| self.expose_contents(i, r)))
             }
             "resources/subscribe" => self.subscribe(id, params, caller).await,
@@ -762,14 +757,9 @@ impl Gateway {
         params: Option<&RawValue>,
         caller: &Caller<'_>,
     ) -> Result<String, CallError> {
-        let peer = caller
-            .peer
-            .ok_or_else(|| CallError::protocol(protocol::INVALID_REQUEST, "Subscriptions need a session"))?;
-        let (_, uri) = named_params(params, "uri")?;
-        let (i, original) = self.resource_owner(&uri)?;
-        let key = (i, Arc::<str>::from(original));
+        let (peer, key) = self.subscription(params, caller)?;
         {
-            let mine = peer.subscriptions.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+            let mine = peer.lock_subscriptions();
             if mine.len() >= peer::MAX_SUBSCRIPTIONS && !mine.contains(&key) {
                 return Err(CallError::protocol(
                     protocol::INVALID_REQUEST,
@@ -784,9 +774,9 @@ impl Gateway {
             set.insert(peer.id);
             first
         };
-        peer.subscriptions.lock().unwrap_or_else(std::sync::PoisonError::into_inner).insert(key.clone());
-        if first && let Err(e) = self.upstream_subscribe(i, "resources/subscribe", &key.1).await {
-            peer.subscriptions.lock().unwrap_or_else(std::sync::PoisonError::into_inner).remove(&key);
+        peer.lock_subscriptions().insert(key.clone());
+        if first && let Err(e) = self.upstream_subscribe(key.0, "resources/subscribe", &key.1).await {
+            peer.lock_subscriptions().remove(&key);
             self.unsubscribe_keys(peer.id, vec![key]);
             return Err(e);
         }
@@ -799,17 +789,26 @@ impl Gateway {
         params: Option<&RawValue>,
         caller: &Caller<'_>,
     ) -> Result<String, CallError> {
+        let (peer, key) = self.subscription(params, caller)?;
+        peer.lock_subscriptions().remove(&key);
+        for (i, uri) in self.unsubscribe_keys(peer.id, vec![key]) {
+            self.upstream_subscribe(i, "resources/unsubscribe", &uri).await?;
+        }
+        Ok(encode::result(id, &empty()))
+    }
+
+    /// The session and the upstream URI a `resources/(un)subscribe` is about.
+    fn subscription<'c>(
+        &self,
+        params: Option<&RawValue>,
+        caller: &Caller<'c>,
+    ) -> Result<(&'c Arc<Peer>, SubscriptionKey), CallError> {
         let peer = caller
             .peer
             .ok_or_else(|| CallError::protocol(protocol::INVALID_REQUEST, "Subscriptions need a session"))?;
         let (_, uri) = named_params(params, "uri")?;
         let (i, original) = self.resource_owner(&uri)?;
-        let key = (i, Arc::<str>::from(original));
-        peer.subscriptions.lock().unwrap_or_else(std::sync::PoisonError::into_inner).remove(&key);
-        for (i, uri) in self.unsubscribe_keys(peer.id, vec![key]) {
-            self.upstream_subscribe(i, "resources/unsubscribe", &uri).await?;
-        }
-        Ok(encode::result(id, &empty()))
+        Ok((peer, (i, Arc::from(original))))
     }
 
     /// Sends `resources/subscribe` or `unsubscribe` for `uri` upstream.
@@ -895,7 +894,7 @@ impl Gateway {
         span: &Span,
         out: &mut Outcomes,
     ) -> Result<String, CallError> {
-        let reply = self.forward_raw(id, method, upstream, params, caller, span, out).await?;
+        let reply = self.forward_raw(method, upstream, params, caller, span, out).await?;
         Ok(self.reply_with(id, upstream, &reply, |_, _| None))
     }
 
@@ -903,7 +902,6 @@ impl Gateway {
     #[allow(clippy::too_many_arguments)]
     async fn forward_raw(
         &self,
-        _id: &RawValue,
         method: &'static str,
         i: usize,
         params: &RawValue,
@@ -1102,11 +1100,6 @@ impl Gateway {
                 () = tokio::time::sleep_until(deadline) => return,
             }
         }
-    }
-
-    /// A receiver that changes whenever the tool list clients see changes.
-    pub fn list_changed(&self) -> watch::Receiver<u64> {
-        self.list_changed.subscribe()
     }
 
     /// The current catalog.

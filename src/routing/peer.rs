@@ -40,7 +40,7 @@ pub struct Peer {
     /// Index in [`LEVELS`] of the session's `logging/setLevel`, or unset.
     level: AtomicU8,
     /// Resource subscriptions: (upstream index, original URI).
-    pub(crate) subscriptions: Mutex<HashSet<(usize, Arc<str>)>>,
+    subscriptions: Mutex<HashSet<(usize, Arc<str>)>>,
     /// Requests in flight by raw JSON-RPC id, for `notifications/cancelled`.
     in_flight: Mutex<HashMap<Box<str>, CancellationToken>>,
     /// The client's `initialize` capabilities (what may be relayed to it).
@@ -61,13 +61,13 @@ pub const CLIENT_ANSWER_WAIT: std::time::Duration = std::time::Duration::from_se
 /// Unregisters its request from [`Peer::in_flight`] when dropped.
 pub(crate) struct InFlightCall<'a> {
     peer: &'a Peer,
-    id: Box<str>,
+    id: &'a str,
     pub(crate) token: CancellationToken,
 }
 
 impl Drop for InFlightCall<'_> {
     fn drop(&mut self) {
-        self.peer.lock_in_flight().remove(&self.id);
+        self.peer.lock_in_flight().remove(self.id);
     }
 }
 
@@ -157,10 +157,10 @@ impl Peer {
     }
 
     /// Registers a request so a `notifications/cancelled` for `id` can stop it.
-    pub(crate) fn start_call(&self, id: &RawValue) -> InFlightCall<'_> {
+    pub(crate) fn start_call<'a>(&'a self, id: &'a RawValue) -> InFlightCall<'a> {
         let token = CancellationToken::new();
         self.lock_in_flight().insert(id.get().into(), token.clone());
-        InFlightCall { peer: self, id: id.get().into(), token }
+        InFlightCall { peer: self, id: id.get(), token }
     }
 
     /// Cancels the request with raw id `id`; false when none is in flight.
@@ -172,6 +172,10 @@ impl Peer {
             }
             None => false,
         }
+    }
+
+    pub(crate) fn lock_subscriptions(&self) -> std::sync::MutexGuard<'_, HashSet<(usize, Arc<str>)>> {
+        self.subscriptions.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
     fn lock_in_flight(&self) -> std::sync::MutexGuard<'_, HashMap<Box<str>, CancellationToken>> {

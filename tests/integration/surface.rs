@@ -423,17 +423,7 @@ async fn a_cancelled_call_is_cancelled_upstream_and_gets_no_result() {
 
 /// POSTs a request and returns its response stream (SSE response mode).
 async fn post_streaming(c: &McpHttp, body: &Value) -> SseReader {
-    let resp = c
-        .http
-        .post(&c.url)
-        .header("content-type", "application/json")
-        .header("accept", "application/json, text/event-stream")
-        .header("mcp-session-id", c.session.as_deref().unwrap())
-        .header("mcp-protocol-version", "2025-11-25")
-        .body(body.to_string())
-        .send()
-        .await
-        .unwrap();
+    let resp = c.send(&body.to_string(), &[]).await;
     assert_eq!(resp.headers()["content-type"], "text/event-stream");
     SseReader::from_response(resp)
 }

@@ -314,6 +314,16 @@ impl McpHttp {
 
     /// POSTs `body` with the usual headers plus `extra`.
     pub async fn post(&self, body: &str, extra: &[(&str, &str)]) -> Raw {
+        let resp = self.send(body, extra).await;
+        let status = resp.status().as_u16();
+        let headers = resp.headers().clone();
+        let body = resp.text().await.unwrap();
+        Raw { status, headers, body }
+    }
+
+    /// POSTs `body` like [`McpHttp::post`], returning the response unread
+    /// (to read an SSE answer as it streams).
+    pub async fn send(&self, body: &str, extra: &[(&str, &str)]) -> reqwest::Response {
         let mut req = self.http.post(&self.url).header("content-type", "application/json").body(body.to_owned());
         // An `accept` in `extra` replaces the usual one.
         if !extra.iter().any(|(k, _)| k.eq_ignore_ascii_case("accept")) {
@@ -325,11 +335,7 @@ impl McpHttp {
         for (k, v) in extra {
             req = req.header(*k, *v);
         }
-        let resp = req.send().await.unwrap();
-        let status = resp.status().as_u16();
-        let headers = resp.headers().clone();
-        let body = resp.text().await.unwrap();
-        Raw { status, headers, body }
+        req.send().await.unwrap()
     }
 
     /// Sends a request; returns the whole response object.
