@@ -14,6 +14,7 @@
 
 pub mod catalog;
 pub mod peer;
+pub mod tasks;
 
 use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -100,6 +101,8 @@ pub struct Gateway {
     subscriptions: Mutex<HashMap<SubscriptionKey, HashSet<u64>>>,
     /// The log level last sent to upstreams (index in [`LEVELS`]).
     applied_level: Mutex<Option<usize>>,
+    /// Which session owns which upstream task.
+    tasks: tasks::Tasks,
 }
 
 /// A resource subscription upstream: (upstream index, original URI).
@@ -175,6 +178,7 @@ impl Gateway {
             next_peer: AtomicU64::new(1),
             subscriptions: Mutex::default(),
             applied_level: Mutex::new(None),
+            tasks: tasks::Tasks::default(),
         });
         tokio::spawn(gw.clone().catalog_loop());
         tokio::spawn(gw.clone().notes_loop(notes_rx));
@@ -286,6 +290,7 @@ impl Gateway {
             let Some(&i) = self.by_id.get(&*note.upstream) else { continue };
             match note.msg.method() {
                 "notifications/resources/updated" => self.resource_updated(i, &note),
+                "notifications/tasks/status" => self.task_status(&note),
                 "notifications/message" => {
                     let params = note.msg.params.as_deref();
                     let Some(level) = peer::message_level(params) else { continue };
@@ -301,6 +306,30 @@ impl Gateway {
                 other => {
                     tracing::debug!(upstream = %note.upstream, method = %other, "Upstream notification not relayed.")
                 }
+            }
+        }
+    }
+
+    /// `notifications/tasks/status` that came outside the creating call
+    /// (a stdio pipe, a GET stream): to the session that owns the task. One
+    /// that arrives before the task is known (some servers send it ahead of
+    /// the `CreateTaskResult`) has no owner yet and is dropped; clients
+    /// poll with `tasks/get` anyway.
+    fn task_status(&self, note: &Note) {
+        let Some(params) = note.msg.params.as_deref() else { return };
+        let Some(exposed) = tasks::expose_task(params, &note.upstream) else { return };
+        let id = RawObject::parse(exposed.get()).ok().and_then(|o| o.get_str("taskId")).unwrap_or_default();
+        let owner = self
+            .tasks
+            .owner(&id)
+            .and_then(|p| self.peers.lock().unwrap_or_else(std::sync::PoisonError::into_inner).get(&p).cloned());
+        match owner {
+            Some(p) => {
+                let body = encode::notification("notifications/tasks/status", Some(&exposed));
+                p.send(&note.upstream, "notifications/tasks/status", body);
+            }
+            None => {
+                tracing::debug!(upstream = %note.upstream, "Task status for a task no session owns (yet); dropped.")
             }
         }
     }
@@ -358,6 +387,7 @@ impl Gateway {
     fn disconnect(self: &Arc<Self>, peer: &Peer) {
         self.peers.lock().unwrap_or_else(std::sync::PoisonError::into_inner).remove(&peer.id);
         peer.fail_pending();
+        self.tasks.forget_session(peer.id);
         let keys: Vec<_> = peer.lock_subscriptions().drain().collect();
         let last = self.unsubscribe_keys(peer.id, keys);
         let had_level = peer.level().is_some();
@@ -410,6 +440,9 @@ impl Gateway {
                 "resources": { "subscribe": true, "listChanged": true },
                 "logging": {},
                 "completions": {},
+                // Served for upstreams that declare them; tasks are bound
+                // to the session that created them (see routing/tasks.rs).
+                "tasks": { "list": {}, "cancel": {}, "requests": { "tools": { "call": {} } } },
             },
             "serverInfo": { "name": "mcp-gateway", "version": env!("CARGO_PKG_VERSION") },
             "instructions": format!(
@@ -608,13 +641,18 @@ impl Gateway {
                 let (mut obj, uri) = named_params(params, "uri")?;
                 let (upstream, original) = self.resource_owner(&uri)?;
                 obj.set_str("uri", &original);
-                let reply = self.forward_raw("resources/read", upstream, &obj.to_raw(), caller, span, out).await?;
+                let reply =
+                    self.forward_raw("resources/read", upstream, &obj.to_raw(), caller, span, out, None).await?;
                 Ok(self.reply_with(id, upstream, &reply, |i, r| self.expose_contents(i, r)))
             }
             "resources/subscribe" => self.subscribe(id, params, caller).await,
             "resources/unsubscribe" => self.unsubscribe(id, params, caller).await,
             "completion/complete" => self.complete(id, params, caller, span, out).await,
             "logging/setLevel" => self.set_level(id, params, caller).await,
+            "tasks/get" => self.task_request(id, "tasks/get", params, caller, span, out).await,
+            "tasks/result" => self.task_request(id, "tasks/result", params, caller, span, out).await,
+            "tasks/cancel" => self.task_request(id, "tasks/cancel", params, caller, span, out).await,
+            "tasks/list" => self.list_tasks(id, params, caller).await,
             // 2026-07-28 probe: -32601 makes modern clients fall back to
             // `initialize` (design.md D2).
             other => Err(CallError::protocol(protocol::METHOD_NOT_FOUND, format!("Method not found: {other}"))),
@@ -623,18 +661,7 @@ impl Gateway {
 
     /// One page of a merged list, after the start-up wait.
     async fn list(&self, id: &RawValue, kind: ListKind, params: Option<&RawValue>) -> Result<String, CallError> {
-        let cursor = match params.map(|p| RawObject::parse(p.get())) {
-            Some(Ok(o)) => match o.get("cursor") {
-                None => None,
-                Some(c) if c.get() == "null" => None,
-                Some(c) => Some(
-                    serde_json::from_str::<String>(c.get())
-                        .map_err(|_| CallError::protocol(protocol::INVALID_PARAMS, "Invalid cursor"))?,
-                ),
-            },
-            Some(Err(_)) => return Err(CallError::protocol(protocol::INVALID_PARAMS, "params must be an object")),
-            None => None,
-        };
+        let cursor = cursor_param(params)?;
         self.wait_for_first_start().await;
         let page = self
             .catalog
@@ -894,7 +921,7 @@ impl Gateway {
         span: &Span,
         out: &mut Outcomes,
     ) -> Result<String, CallError> {
-        let reply = self.forward_raw(method, upstream, params, caller, span, out).await?;
+        let reply = self.forward_raw(method, upstream, params, caller, span, out, None).await?;
         Ok(self.reply_with(id, upstream, &reply, |_, _| None))
     }
 
@@ -908,6 +935,7 @@ impl Gateway {
         caller: &Caller<'_>,
         span: &Span,
         out: &mut Outcomes,
+        timeout: Option<Duration>,
     ) -> Result<Message, CallError> {
         let upstream = &self.upstreams[i];
         out.upstream = Some(upstream.label());
@@ -923,6 +951,7 @@ impl Gateway {
             progress: progress.as_deref(),
             relay: relay.as_ref(),
             span,
+            timeout,
         };
         let called = upstream.call(req).await;
         out.class = called.class;
@@ -1011,6 +1040,24 @@ impl Gateway {
             }
         };
         let upstream = &self.upstreams[i];
+        // A task-augmented call: only to an upstream that runs tools as
+        // tasks (one that does not would ignore `task` and answer a plain
+        // result the client does not expect), and only with a session to
+        // bind the task to.
+        let task = obj.get("task").is_some();
+        if task {
+            if caller.peer.is_none() {
+                return Err(CallError::protocol(protocol::INVALID_REQUEST, "Tasks need a session"));
+            }
+            if let State::Ready(r) = &*upstream.state()
+                && !r.has_capability("tasks.requests.tools.call")
+            {
+                return Err(CallError::protocol(
+                    protocol::INVALID_PARAMS,
+                    format!("{name} cannot run as a task: upstream `{}` does not support tasks", upstream.id()),
+                ));
+            }
+        }
         out.name = Some(name);
         out.upstream = Some(upstream.label());
         out.tool = Some(original.clone());
@@ -1037,6 +1084,7 @@ impl Gateway {
             progress: progress.as_deref(),
             relay: relay.as_ref(),
             span: &route,
+            timeout: None,
         };
         let called = upstream.call(req).await;
         out.class = called.class;
@@ -1047,7 +1095,103 @@ impl Gateway {
             Ok(_) => "failed".into(),
         });
         route.end();
-        Ok(self.reply_with(id, i, &called.result?, |_, _| None))
+        let reply = called.result?;
+        if task
+            && let (Some(peer), Some(result)) = (caller.peer, reply.result.as_deref())
+            && let Some((created, original)) = tasks::expose_created(result, upstream.id())
+        {
+            self.tasks.insert(peer.id, i, upstream.id(), &original);
+            return Ok(encode::result(id, &created));
+        }
+        Ok(self.reply_with(id, i, &reply, |_, _| None))
+    }
+
+    /// `tasks/get`, `tasks/result` and `tasks/cancel`: only on a task of
+    /// the caller's session, under the upstream's id; the reply carries the
+    /// id the client knows.
+    async fn task_request(
+        &self,
+        id: &RawValue,
+        method: &'static str,
+        params: Option<&RawValue>,
+        caller: &Caller<'_>,
+        span: &Span,
+        out: &mut Outcomes,
+    ) -> Result<String, CallError> {
+        let peer = caller.peer.ok_or_else(|| CallError::protocol(protocol::INVALID_REQUEST, "Tasks need a session"))?;
+        let (mut obj, task_id) = named_params(params, "taskId")?;
+        // Another session's task is as unknown as one that never was.
+        let (i, original) = self
+            .tasks
+            .get(peer.id, &task_id)
+            .ok_or_else(|| CallError::protocol(protocol::INVALID_PARAMS, format!("Unknown task: {task_id}")))?;
+        obj.set_str("taskId", &original);
+        // `tasks/result` waits for the task to end: as long as the gateway
+        // waits for anything from this upstream.
+        let timeout = (method == "tasks/result").then(|| self.upstreams[i].spec().max_request_timeout);
+        let reply = self.forward_raw(method, i, &obj.to_raw(), caller, span, out, timeout).await?;
+        let up = self.upstreams[i].id();
+        Ok(self.reply_with(id, i, &reply, |_, r| match method {
+            "tasks/result" => tasks::expose_related(r, up),
+            _ => tasks::expose_task(r, up),
+        }))
+    }
+
+    /// `tasks/list`: the caller's own tasks, across upstreams, each as its
+    /// upstream's `tasks/get` tells it now. Asking per task (not the
+    /// upstream's `tasks/list`) costs the session's own tasks only, and
+    /// never reads other clients' tasks on a shared connection.
+    async fn list_tasks(
+        &self,
+        id: &RawValue,
+        params: Option<&RawValue>,
+        caller: &Caller<'_>,
+    ) -> Result<String, CallError> {
+        let peer = caller.peer.ok_or_else(|| CallError::protocol(protocol::INVALID_REQUEST, "Tasks need a session"))?;
+        let after = cursor_param(params)?
+            .map(|c| catalog::decode_tagged_cursor(tasks::CURSOR_TAG, &c))
+            .transpose()
+            .map_err(|e| CallError::protocol(protocol::INVALID_PARAMS, e.to_string()))?;
+        let (page, more) = self.tasks.page(peer.id, after.as_deref(), self.config.gateway.page_size);
+        let gets = page.iter().map(|(exposed, i, original)| async move {
+            let params = serde_json::value::to_raw_value(&serde_json::json!({ "taskId": &**original })).expect("valid");
+            let called = self.upstreams[*i].call(Request::method("tasks/get", Some(&params))).await;
+            (exposed, *i, called.result)
+        });
+        let mut body = String::from(r#"{"tasks":["#);
+        let mut first = true;
+        for (exposed, i, result) in futures_util::future::join_all(gets).await {
+            let upstream = self.upstreams[i].id();
+            let task = match result {
+                Ok(Message { result: Some(r), .. }) => tasks::expose_task(&r, upstream),
+                Ok(_) => {
+                    // The upstream no longer knows it (its ttl passed).
+                    tracing::debug!(upstream, "A task expired upstream; forgetting it.");
+                    self.tasks.forget(peer.id, exposed);
+                    None
+                }
+                Err(e) => {
+                    tracing::warn!(upstream, error = %e.message, "tasks/get failed while listing tasks; leaving the task out.");
+                    None
+                }
+            };
+            if let Some(t) = task {
+                if !first {
+                    body.push(',');
+                }
+                first = false;
+                body.push_str(t.get());
+            }
+        }
+        body.push(']');
+        if let (true, Some((last, _, _))) = (more, page.last()) {
+            body.push_str(r#","nextCursor":"#);
+            body.push_str(
+                &serde_json::to_string(&catalog::encode_tagged_cursor(tasks::CURSOR_TAG, last)).expect("a string"),
+            );
+        }
+        body.push('}');
+        Ok(encode::result(id, &RawValue::from_string(body).expect("valid JSON built above")))
     }
 
     /// An unknown tool or prompt: name the upstream when its namespace is
@@ -1223,6 +1367,21 @@ fn rewrite_progress_token(params: &mut RawObject) -> Option<(String, Box<RawValu
     meta.set("progressToken", RawValue::from_string(token.clone()).expect("a JSON string"));
     params.set("_meta", meta.to_raw());
     Some((token, theirs))
+}
+
+/// A list request's `cursor`, if any (-32602 when it is not a string).
+fn cursor_param(params: Option<&RawValue>) -> Result<Option<String>, CallError> {
+    match params.map(|p| RawObject::parse(p.get())) {
+        Some(Ok(o)) => match o.get("cursor") {
+            None => Ok(None),
+            Some(c) if c.get() == "null" => Ok(None),
+            Some(c) => serde_json::from_str::<String>(c.get())
+                .map(Some)
+                .map_err(|_| CallError::protocol(protocol::INVALID_PARAMS, "Invalid cursor")),
+        },
+        Some(Err(_)) => Err(CallError::protocol(protocol::INVALID_PARAMS, "params must be an object")),
+        None => Ok(None),
+    }
 }
 
 /// The params as an object and its string member `field` (-32602 when

@@ -227,7 +227,16 @@ impl Relay for CallRelay {
                 }
                 with_logger(msg.params.as_deref(), &self.upstream)
             }
+            "notifications/tasks/status" => {
+                msg.params.as_deref().and_then(|p| super::tasks::expose_task(p, &self.upstream))
+            }
             _ => msg.params.clone(),
+        };
+        // Progress and log messages of a task name it under the id the
+        // client knows.
+        let params = match params {
+            Some(p) => super::tasks::expose_related(&p, &self.upstream).or(Some(p)),
+            None => None,
         };
         let body = encode::notification(method, params.as_deref());
         let out = self.stream.as_ref().unwrap_or(&self.peer.out);
@@ -246,7 +255,8 @@ impl Relay for CallRelay {
         // client's id space.
         let n = peer.next_request.fetch_add(1, Ordering::Relaxed);
         let id = format!("\"mcpgw-{}-{n}\"", peer.id);
-        let body = match &msg.params {
+        let related = msg.params.as_deref().and_then(|p| super::tasks::expose_related(p, &self.upstream));
+        let body = match related.as_ref().or(msg.params.as_ref()) {
             Some(p) => format!(r#"{{"jsonrpc":"2.0","id":{id},"method":{},"params":{}}}"#, json_str(method), p.get()),
             None => format!(r#"{{"jsonrpc":"2.0","id":{id},"method":{}}}"#, json_str(method)),
         };

@@ -50,6 +50,9 @@ pub struct Request<'a> {
     pub relay: Option<&'a Arc<dyn super::Relay>>,
     /// The span each attempt's span is a child of.
     pub span: &'a Span,
+    /// A deadline of its own instead of the tool's or the upstream's
+    /// (`tasks/result`, which waits for a task to end).
+    pub timeout: Option<Duration>,
 }
 
 /// What [`Upstream::call`] did.
@@ -115,7 +118,16 @@ impl LogPace {
 impl<'a> Request<'a> {
     /// A request that is not a tool call.
     pub fn method(method: &'a str, params: Option<&'a RawValue>) -> Self {
-        Request { method, params, tool: None, hints: ToolHints::default(), progress: None, relay: None, span: &NO_SPAN }
+        Request {
+            method,
+            params,
+            tool: None,
+            hints: ToolHints::default(),
+            progress: None,
+            relay: None,
+            span: &NO_SPAN,
+            timeout: None,
+        }
     }
 }
 
@@ -173,7 +185,10 @@ impl Upstream {
         attempts: &mut u32,
     ) -> (Result<Message, CallError>, Option<ErrorClass>) {
         let started = Instant::now();
-        let timeout = req.tool.and_then(|t| self.spec.tool_timeouts.get(t)).unwrap_or(self.spec.request_timeout);
+        let timeout = req
+            .timeout
+            .or_else(|| req.tool.and_then(|t| self.spec.tool_timeouts.get(t)))
+            .unwrap_or(self.spec.request_timeout);
         let mut clock = Clock {
             deadline: started + timeout,
             extend: timeout,

@@ -134,10 +134,12 @@ impl Inbox {
                 self.event(Event::Request(msg, relay));
             }
             Ok(MessageKind::Notification) if msg.method() == "notifications/progress" => self.progress_seen(&msg),
-            // A log message on a call's response stream is about that call;
-            // everything else (list changes, resource updates, …) is the
-            // supervisor's to handle, wherever it arrived.
-            Ok(MessageKind::Notification) if msg.method() == "notifications/message" => {
+            // A log message or task status on a call's response stream is
+            // about that call; everything else (list changes, resource
+            // updates, …) is the supervisor's to handle, wherever it arrived.
+            Ok(MessageKind::Notification)
+                if matches!(msg.method(), "notifications/message" | "notifications/tasks/status") =>
+            {
                 let relay = related.and_then(|id| {
                     self.related.lock().unwrap_or_else(std::sync::PoisonError::into_inner).get(&id).cloned()
                 });

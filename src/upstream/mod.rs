@@ -857,7 +857,8 @@ impl Ready {
         &self.negotiated.version
     }
 
-    /// Whether the upstream declared a capability (`logging`, …).
+    /// Whether the upstream declared a capability (`logging`, or a dotted
+    /// path such as `tasks.requests.tools.call`).
     pub fn has_capability(&self, name: &str) -> bool {
         capability(&self.negotiated.capabilities, name)
     }
@@ -952,6 +953,17 @@ fn header_map(headers: &std::collections::BTreeMap<String, crate::config::Resolv
 }
 
 /// Whether a raw capabilities object declares `name`.
-fn capability(caps: &RawValue, name: &str) -> bool {
-    crate::protocol::RawObject::parse(caps.get()).is_ok_and(|o| o.get(name).is_some_and(|v| v.get() != "null"))
+/// Whether `caps` has the capability at a dotted path (`logging`,
+/// `tasks.requests.tools.call`), present and not null.
+fn capability(caps: &RawValue, path: &str) -> bool {
+    let mut at = caps.to_owned();
+    for name in path.split('.') {
+        let Some(next) =
+            crate::protocol::RawObject::parse(at.get()).ok().and_then(|o| o.get(name).map(ToOwned::to_owned))
+        else {
+            return false;
+        };
+        at = next;
+    }
+    at.get() != "null"
 }

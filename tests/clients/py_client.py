@@ -15,6 +15,14 @@ Options:
   --timeout S               per-request read timeout in seconds (default: none)
   --max-sse-event-bytes N   SDK limit on one SSE event (default: the SDK's 1 MiB; 0 = unlimited)
   --deadline S              give up on the whole run after S seconds (default 120), exit 2
+  --sampling-text TEXT      declare sampling; answer every sampling/createMessage with an assistant text
+                            message TEXT (model "py-client-model", stopReason "endTurn"); params are recorded
+  --elicit-json JSON        declare elicitation (form and url); form mode: accept with content JSON (an
+                            object), url mode: accept without content; params are recorded
+  --roots URI[,URI...]      declare roots; answer roots/list with these file:// URIs; requests are counted
+  --linger-ms N             callbacks: keep the session open N ms after the call (late logs, roots/list)
+Without --sampling-text / --elicit-json / --roots the client does not declare that capability (the SDK
+declares one exactly when its callback is installed).
 
 Scenarios:
   list                      {"tools":[names], "server":{serverInfo}, "protocolVersion":..., "capabilities":{...}}
@@ -24,6 +32,26 @@ Scenarios:
   script FILE               JSON array of steps run in order on ONE session, one output line per step:
                             {"call":NAME,"args":{..},"timeout_s"?:S} | {"list":true} | {"sleep_ms":N}
                             | {"ping":true} | {"concurrent":NAME,"args":{..},"n":N}
+  callbacks NAME JSON_ARGS  the call with a progress callback (so it carries _meta.progressToken) and a
+                            logging callback: {"result":{as for call} | "error":{..},
+                            "progress":[{"progress":p,"total":t,"message":m}..], "sampling":[params..],
+                            "elicitation":[params..], "roots_asked":n, "logs":[{"level","logger","data"}..]}
+  task NAME JSON_ARGS [TTL_MS]  task-augmented tools/call (2025-11-25 tasks; params.task = {"ttl":TTL_MS},
+                            or {} without TTL_MS), then tasks/get polled every min(pollInterval, 200 ms)
+                            until terminal or input_required, tasks/result, one more tasks/get, tasks/list:
+                            {"created":task|null, "statuses":[distinct polled statuses, in order],
+                            "notified":[status of each notifications/tasks/status], "result":{as for call,
+                            plus "meta"} | "error":{..}, "listed":[taskIds] | {"error":..},
+                            "elicitation":[params..], "sampling":[params..]}
+                            (a server that answers the call with a plain result: "created":null, "result")
+  task-cancel NAME JSON_ARGS    task-augmented call, then at once tasks/cancel, tasks/get, tasks/cancel:
+                            {"created":task|null, "cancel":R, "get":R, "cancel_again":R}
+  task-get TASK_ID          on this (fresh) session: {"get":R, "result":R, "cancel":R}
+  subscribe URI WAIT_MS [NAME [JSON_ARGS]]  resources/subscribe, then the call NAME if given (e.g. a toggle
+                            that starts updates), wait WAIT_MS, resources/unsubscribe:
+                            {"updated":[uris of notifications/resources/updated], "subscribe":R,
+                            "call"?:{as for call}, "unsubscribe":R}
+  where R is a raw JSON-RPC result object or {"error":{"code":c,"message":m}}.
 
 Exit 0 once connected (call errors are output, not failures); 1 on connection/setup failure (exception on
 stderr); 2 when --deadline ran out; 64 on a usage error.
@@ -37,15 +65,21 @@ import sys
 import time
 import traceback
 import warnings
-from contextlib import AsyncExitStack
+from contextlib import AsyncExitStack, asynccontextmanager
 
 warnings.simplefilter("ignore")  # send_ping and friends are deprecated for 2026-07-28; keep stderr clean
 
+import mcp.types as types  # noqa: E402
 from mcp import Client, StdioServerParameters  # noqa: E402
 from mcp.client.sse import sse_client  # noqa: E402
+from mcp.client.stdio import stdio_client  # noqa: E402
 from mcp.client.streamable_http import DEFAULT_MAX_SSE_EVENT_SIZE, streamable_http_client  # noqa: E402
 from mcp.shared._httpx_utils import create_mcp_http_client  # noqa: E402
 from mcp.shared.exceptions import MCPError  # noqa: E402
+from mcp.shared.message import SessionMessage  # noqa: E402
+
+TERMINAL = ("completed", "failed", "cancelled")
+POLL_CAP_MS = 200  # tasks/get is polled every min(pollInterval, this)
 
 
 def out(obj):
@@ -84,11 +118,116 @@ def split_argv(argv):
     return rest, tail
 
 
-async def call(client, name, args, timeout=None):
-    try:
-        r = dump(await client.call_tool(name, args, read_timeout_seconds=timeout))
-    except Exception as exc:  # JSON-RPC error, timeout, closed connection, invalid result ...
-        return error_obj(exc)
+class Recorder:
+    """What the server sent this client outside of responses: callback requests and notifications.
+
+    The sampling / elicitation / roots callbacks are handed to the SDK only when their option is given,
+    because the SDK declares a client capability exactly when its callback is not the default one.
+    """
+
+    def __init__(self, opts):
+        self.opts = opts
+        self.sampling, self.elicitation, self.logs, self.progress, self.updated = [], [], [], [], []
+        self.roots_asked = 0
+        self.task_statuses = []  # (taskId, status) of each notifications/tasks/status, in arrival order
+
+    def callbacks(self):
+        o = self.opts
+        return {
+            "sampling_callback": self.on_sampling if o.sampling_text is not None else None,
+            "elicitation_callback": self.on_elicit if o.elicit_content is not None else None,
+            "list_roots_callback": self.on_roots if o.roots is not None else None,
+            "logging_callback": self.on_log,
+            "message_handler": self.on_message,
+        }
+
+    async def on_sampling(self, context, params):
+        self.sampling.append(dump(params))
+        return types.CreateMessageResult(
+            role="assistant",
+            content=types.TextContent(type="text", text=self.opts.sampling_text),
+            model="py-client-model",
+            stop_reason="endTurn",
+        )
+
+    async def on_elicit(self, context, params):
+        self.elicitation.append(dump(params))
+        if isinstance(params, types.ElicitRequestURLParams):
+            return types.ElicitResult(action="accept")
+        return types.ElicitResult(action="accept", content=self.opts.elicit_content)
+
+    async def on_roots(self, context):
+        self.roots_asked += 1
+        return types.ListRootsResult(roots=[types.Root(uri=u) for u in self.opts.roots])
+
+    async def on_log(self, params):
+        self.logs.append({"level": params.level, "logger": params.logger, "data": params.data})
+
+    async def on_progress(self, progress, total, message):
+        self.progress.append({"progress": progress, "total": total, "message": message})
+
+    async def on_message(self, message):
+        if isinstance(message, types.ResourceUpdatedNotification):
+            self.updated.append(str(message.params.uri))
+
+    def on_wire(self, item):
+        """Sees every message read from the transport, before the SDK does.
+
+        mcp 2.3.0 leaves tasks/* out of its 2025-11-25 tables on purpose, so it drops
+        notifications/tasks/status before message_handler (only a NotificationBinding would get it, and
+        that needs a ClientExtension, which would add an `extensions` entry to our capabilities).
+        """
+        if not isinstance(item, SessionMessage) or not isinstance(item.message, types.JSONRPCNotification):
+            return
+        if item.message.method == "notifications/tasks/status":
+            params = item.message.params or {}
+            self.task_statuses.append((params.get("taskId"), params.get("status")))
+
+
+class TappedReadStream:
+    """A transport read stream that shows each item to `tap` on its way to the SDK."""
+
+    def __init__(self, inner, tap):
+        self._inner, self._tap = inner, tap
+
+    def __getattr__(self, name):  # e.g. `last_context`, which the dispatcher reads after each item
+        return getattr(self._inner, name)
+
+    def _seen(self, item):
+        try:
+            self._tap(item)
+        except Exception:  # noqa: BLE001 - a recording bug must not break the session
+            traceback.print_exc(file=sys.stderr)
+        return item
+
+    async def receive(self):
+        return self._seen(await self._inner.receive())
+
+    def __aiter__(self):
+        return self
+
+    async def __anext__(self):
+        return self._seen(await self._inner.__anext__())
+
+    async def aclose(self):
+        await self._inner.aclose()
+
+    async def __aenter__(self):
+        await self._inner.__aenter__()
+        return self
+
+    async def __aexit__(self, *exc):
+        return await self._inner.__aexit__(*exc)
+
+
+@asynccontextmanager
+async def tapped(transport, tap):
+    async with transport as (read_stream, write_stream):
+        yield TappedReadStream(read_stream, tap), write_stream
+
+
+def summarize(r):
+    """The compact form of a CallToolResult (a dict) used by every scenario."""
     blocks = r.get("content") or []
     return {
         "isError": bool(r.get("isError", False)),
@@ -96,6 +235,44 @@ async def call(client, name, args, timeout=None):
         "structured": r.get("structuredContent"),
         "types": [b.get("type") for b in blocks],
     }
+
+
+async def call(client, name, args, timeout=None, progress_callback=None):
+    try:
+        r = dump(await client.call_tool(name, args, read_timeout_seconds=timeout, progress_callback=progress_callback))
+    except Exception as exc:  # JSON-RPC error, timeout, closed connection, invalid result ...
+        return error_obj(exc)
+    return summarize(r)
+
+
+def result_or_error(r):
+    """{"result": r} or {"error": ..} from what call() returns, for outputs that carry other keys too."""
+    return {"error": r["error"]} if "error" in r else {"result": r}
+
+
+async def raw_request(client, method, params, timeout=None):
+    """Send a request the SDK has no method for and return the raw result dict (MCPError on an error).
+
+    mcp 2.3.0 leaves tasks/* out of its 2025-11-25 tables on purpose and validates every tools/call result
+    as a CallToolResult, so a CreateTaskResult cannot come back through send_request / call_tool. So this
+    does what send_request does up to the wire (the session's stamp: protocol-version header, and the
+    _meta envelope on 2026 sessions; the read timeout) and then uses the dispatcher directly.
+    """
+    session = client.session
+    data = {"method": method, "params": dict(params)}
+    opts = {}
+    session._stamp(data, opts)
+    timeout = timeout if timeout is not None else client.read_timeout_seconds
+    if timeout is not None:
+        opts["timeout"] = timeout
+    return await session._dispatcher.send_raw_request(method, data["params"], opts)
+
+
+async def attempt(client, method, params):
+    try:
+        return await raw_request(client, method, params)
+    except Exception as exc:
+        return error_obj(exc)
 
 
 async def tool_names(client):
@@ -143,11 +320,117 @@ async def step(client, s):
         return error_obj(exc)
 
 
+async def callbacks(client, rec, name, args, linger_ms):
+    r = await call(client, name, args, progress_callback=rec.on_progress)
+    if linger_ms:
+        await asyncio.sleep(linger_ms / 1000.0)
+    return dict(result_or_error(r), progress=rec.progress, sampling=rec.sampling, elicitation=rec.elicitation,
+                roots_asked=rec.roots_asked, logs=rec.logs)
+
+
+async def create_task(client, name, args, ttl_ms):
+    """A task-augmented tools/call: (task object or None, the raw result or {"error":..})."""
+    try:
+        r = await raw_request(client, "tools/call", {"name": name, "arguments": args,
+                                                     "task": {} if ttl_ms is None else {"ttl": ttl_ms}})
+    except Exception as exc:
+        return None, error_obj(exc)
+    return r.get("task"), r
+
+
+async def task(client, rec, name, args, ttl_ms):
+    res = {"created": None, "statuses": [], "notified": [], "listed": None}
+    statuses = res["statuses"]
+
+    def seen(status):
+        if not statuses or statuses[-1] != status:
+            statuses.append(status)
+
+    created, r = await create_task(client, name, args, ttl_ms)
+    if created is None:  # an error, or a server that ran the call as a plain one
+        res.update(result_or_error(r if "error" in r else summarize(r)))
+    else:
+        res["created"] = created
+        tid = created["taskId"]
+        while True:  # the run's --deadline bounds this
+            got = await attempt(client, "tasks/get", {"taskId": tid})
+            if "error" in got:
+                res["get_error"] = got["error"]
+                break
+            seen(got.get("status"))
+            if got.get("status") in TERMINAL + ("input_required",):
+                break
+            poll_ms = got.get("pollInterval", POLL_CAP_MS)
+            await asyncio.sleep(max(10, min(poll_ms, POLL_CAP_MS)) / 1000.0)
+        # tasks/result blocks until the task is terminal; input it needs (elicitation, sampling) is
+        # requested while it waits, and answered by the callbacks.
+        got = await attempt(client, "tasks/result", {"taskId": tid})
+        res.update(result_or_error(got if "error" in got else dict(summarize(got), meta=got.get("_meta"))))
+        got = await attempt(client, "tasks/get", {"taskId": tid})
+        if "error" not in got:
+            seen(got.get("status"))
+        # The terminal status notification may trail the response (over HTTP it rides the GET stream).
+        for _ in range(25):
+            if any(t == tid and s in TERMINAL for t, s in rec.task_statuses):
+                break
+            await asyncio.sleep(0.02)
+    listed, cursor = [], None
+    for _ in range(100):
+        page = await attempt(client, "tasks/list", {"cursor": cursor} if cursor else {})
+        if "error" in page:
+            listed = page
+            break
+        listed += [t.get("taskId") for t in page.get("tasks") or []]
+        cursor = page.get("nextCursor")
+        if not cursor:
+            break
+    res["listed"] = listed
+    res["notified"] = [s for _, s in rec.task_statuses]
+    res.update(elicitation=rec.elicitation, sampling=rec.sampling)
+    return res
+
+
+async def task_cancel(client, name, args):
+    created, r = await create_task(client, name, args, None)
+    res = {"created": created}
+    if created is None:
+        res.update(result_or_error(r if "error" in r else summarize(r)))
+        return res
+    tid = {"taskId": created["taskId"]}
+    res["cancel"] = await attempt(client, "tasks/cancel", tid)
+    res["get"] = await attempt(client, "tasks/get", tid)
+    res["cancel_again"] = await attempt(client, "tasks/cancel", tid)
+    return res
+
+
+async def task_get(client, task_id):
+    tid = {"taskId": task_id}
+    return {"get": await attempt(client, "tasks/get", tid), "result": await attempt(client, "tasks/result", tid),
+            "cancel": await attempt(client, "tasks/cancel", tid)}
+
+
+async def subscribe(client, rec, uri, wait_ms, name, args):
+    res = {}
+    try:
+        res["subscribe"] = dump(await client.subscribe_resource(uri))
+    except Exception as exc:
+        res["subscribe"] = error_obj(exc)
+    if name is not None:
+        res["call"] = await call(client, name, args)
+    await asyncio.sleep(wait_ms / 1000.0)
+    res["updated"] = list(rec.updated)
+    try:
+        res["unsubscribe"] = dump(await client.unsubscribe_resource(uri))
+    except Exception as exc:
+        res["unsubscribe"] = error_obj(exc)
+    return res
+
+
 def make_target(opts, stdio_cmd, stack):
     if stdio_cmd is not None:
         # The SDK passes only a short allow-list of env vars (PATH, HOME, ...) to the child by default;
         # pass ours through so the gateway under test sees its configuration.
-        return StdioServerParameters(command=stdio_cmd[0], args=stdio_cmd[1:], env=dict(os.environ))
+        return stdio_client(StdioServerParameters(command=stdio_cmd[0], args=stdio_cmd[1:], env=dict(os.environ)))
     headers = dict(h.split(":", 1) for h in opts.header) if opts.header else None
     headers = {k.strip(): v.strip() for k, v in headers.items()} if headers else None
     if opts.transport == "sse":
@@ -161,10 +444,11 @@ def make_target(opts, stdio_cmd, stack):
 
 async def run(opts, stdio_cmd):
     state = {"connected": False}
+    rec = Recorder(opts)
     try:
         async with AsyncExitStack() as stack:
-            target = make_target(opts, stdio_cmd, stack)
-            client = Client(target, mode=opts.mode, read_timeout_seconds=opts.timeout, cache=None)
+            target = tapped(make_target(opts, stdio_cmd, stack), rec.on_wire)
+            client = Client(target, mode=opts.mode, read_timeout_seconds=opts.timeout, cache=None, **rec.callbacks())
             async with client:
                 state["connected"] = True
                 sc, a = opts.scenario, opts.args
@@ -182,6 +466,16 @@ async def run(opts, stdio_cmd):
                 elif sc == "script":
                     for s in opts.steps:
                         out(await step(client, s))
+                elif sc == "callbacks":
+                    out(await callbacks(client, rec, a[0], opts.call_args, opts.linger_ms))
+                elif sc == "task":
+                    out(await task(client, rec, a[0], opts.call_args, opts.ttl_ms))
+                elif sc == "task-cancel":
+                    out(await task_cancel(client, a[0], opts.call_args))
+                elif sc == "task-get":
+                    out(await task_get(client, a[0]))
+                elif sc == "subscribe":
+                    out(await subscribe(client, rec, a[0], int(a[1]), a[2] if len(a) > 2 else None, opts.call_args))
         return 0
     except BaseException as exc:  # noqa: BLE001 - report anything, including ExceptionGroups
         if isinstance(exc, (KeyboardInterrupt, SystemExit)):
@@ -192,6 +486,12 @@ async def run(opts, stdio_cmd):
         sys.stderr.write("py_client: %s: %s\n" % (label, "; ".join(map(repr, leaves(exc)))))
         traceback.print_exception(exc, file=sys.stderr)
         return 0 if state["connected"] else 1
+
+
+# Positional arguments each scenario needs at least, and where its JSON_ARGS sits if it has one.
+NEED = {"list": 0, "call": 1, "concurrent": 3, "script": 1, "callbacks": 1, "task": 1, "task-cancel": 1,
+        "task-get": 1, "subscribe": 2}
+JSON_ARGS_AT = {"call": 1, "concurrent": 1, "callbacks": 1, "task": 1, "task-cancel": 1, "subscribe": 3}
 
 
 def main():
@@ -205,25 +505,38 @@ def main():
     ap.add_argument("--timeout", type=float, default=None)
     ap.add_argument("--max-sse-event-bytes", type=int, default=None)
     ap.add_argument("--deadline", type=float, default=120.0)
-    ap.add_argument("scenario", choices=["list", "call", "concurrent", "script"])
+    ap.add_argument("--sampling-text", default=None)
+    ap.add_argument("--elicit-json", default=None)
+    ap.add_argument("--roots", default=None)
+    ap.add_argument("--linger-ms", type=int, default=0)
+    ap.add_argument("scenario", choices=list(NEED))
     ap.add_argument("args", nargs="*")
     try:
         opts = ap.parse_args(argv)
     except SystemExit as e:
         sys.exit(64 if e.code else 0)
-    need = {"list": 0, "call": 1, "concurrent": 3, "script": 1}[opts.scenario]
-    if (opts.url is None) == (stdio_cmd is None) or (stdio_cmd is not None and not stdio_cmd) or len(opts.args) < need:
+    if (opts.url is None) == (stdio_cmd is None) or (stdio_cmd is not None and not stdio_cmd) \
+            or len(opts.args) < NEED[opts.scenario]:
         ap.print_usage(sys.stderr)
         sys.stderr.write("py_client: need exactly one of --url / --stdio -- CMD, and the scenario's arguments\n")
         sys.exit(64)
     try:  # bad arguments are usage errors, found before connecting
-        opts.call_args = json.loads(opts.args[1]) if opts.scenario in ("call", "concurrent") and len(opts.args) > 1 else {}
+        at = JSON_ARGS_AT.get(opts.scenario)
+        opts.call_args = json.loads(opts.args[at]) if at is not None and len(opts.args) > at else {}
         if opts.scenario == "concurrent":
             int(opts.args[2])
+        if opts.scenario == "subscribe":
+            int(opts.args[1])
+        opts.ttl_ms = int(opts.args[2]) if opts.scenario == "task" and len(opts.args) > 2 else None
         if opts.scenario == "script":
             with open(opts.args[0]) as f:
                 opts.steps = json.load(f)
             assert isinstance(opts.steps, list), "a script is a JSON array of steps"
+        opts.elicit_content = None if opts.elicit_json is None else json.loads(opts.elicit_json)
+        assert opts.elicit_json is None or isinstance(opts.elicit_content, dict), "--elicit-json takes an object"
+        if opts.roots is not None:
+            opts.roots = [u for u in opts.roots.split(",") if u]
+            assert all(u.startswith("file://") for u in opts.roots), "--roots takes file:// URIs"
     except (ValueError, OSError, AssertionError) as exc:
         sys.stderr.write("py_client: bad scenario arguments: %s\n" % exc)
         sys.exit(64)

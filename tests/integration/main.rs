@@ -19,4 +19,5 @@ mod resilience;
 mod rmcp_client;
 mod stdio_front;
 mod surface;
+mod tasks;
 mod upstreams;
