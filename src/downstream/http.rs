@@ -12,6 +12,10 @@
 //!   queue while no stream is open.
 //! - A request answered as SSE streams the messages about that call
 //!   (progress, its log messages) before the reply.
+//! - Every SSE event has an id `<stream>-<n>`; the session keeps its recent
+//!   events (bounded), and a GET with `Last-Event-ID` resumes the stream it
+//!   names: a request stream is replayed and followed to its reply, the GET
+//!   stream replays what it sent after that event and goes on.
 //! - DELETE: ends the session.
 //!
 //! Every `/mcp` request is checked against the `Host` and `Origin`
@@ -198,7 +202,7 @@ async fn post_mcp(State(app): State<Arc<App>>, headers: HeaderMap, body: Result<
             session.touch();
             let traceparent = headers.get(TRACEPARENT).and_then(|v| v.to_str().ok()).map(str::to_owned);
             if sse {
-                return streamed(app.gateway.clone(), session, msg, traceparent);
+                return streamed(app.gateway.clone(), session, msg, traceparent, app.shutdown.clone());
             }
             let caller = Caller {
                 transport: "http",
@@ -246,40 +250,99 @@ const REQUEST_CANCELLED: i64 = -32800;
 
 /// Answers a request as an SSE stream: the messages about the call as they
 /// come (progress, its log messages), then the reply. The call runs in its
-/// own task, aborted when the client goes away (which cancels it upstream).
-fn streamed(gateway: Arc<Gateway>, session: Arc<Session>, msg: Message, traceparent: Option<String>) -> Response {
-    let (tx, rx) = tokio::sync::mpsc::channel::<String>(crate::routing::peer::QUEUE);
-    let task = tokio::spawn(async move {
+/// own task and every event goes through the session's replay buffer, so a
+/// client that loses the stream resumes it with a GET and `Last-Event-ID`.
+/// Losing the stream does not cancel the call (transports.mdx: only
+/// `notifications/cancelled` or the session's end does).
+fn streamed(
+    gateway: Arc<Gateway>,
+    session: Arc<Session>,
+    msg: Message,
+    traceparent: Option<String>,
+    shutdown: CancellationToken,
+) -> Response {
+    let stream = session.replay.open_stream();
+    let s = session.clone();
+    tokio::spawn(async move {
+        let (tx, mut rx) = tokio::sync::mpsc::channel::<String>(crate::routing::peer::QUEUE);
         let caller = Caller {
             transport: "http",
-            session: Some(&session.id),
+            session: Some(&s.id),
             traceparent: traceparent.as_deref(),
-            peer: Some(&session.client.peer),
+            peer: Some(&s.client.peer),
             stream: Some(&tx),
         };
-        if let Some(reply) = gateway.handle(&msg, &caller).await {
-            let _ = tx.send(reply).await;
+        let handled = gateway.handle(&msg, &caller);
+        tokio::pin!(handled);
+        let reply = loop {
+            tokio::select! {
+                biased;
+                Some(m) = rx.recv() => drop(s.replay.record(stream, m)),
+                r = &mut handled => break r,
+            }
+        };
+        while let Ok(m) = rx.try_recv() {
+            s.replay.record(stream, m);
         }
+        if let Some(reply) = reply {
+            s.replay.record(stream, reply);
+        }
+        s.replay.end(stream);
     });
-    let state = (rx, AbortOnDrop(task));
-    let stream = futures_util::stream::unfold(state, |(mut rx, task)| async move {
-        let msg = rx.recv().await?;
-        Some((Ok::<_, std::convert::Infallible>(Bytes::from(sse_event(msg))), (rx, task)))
-    });
-    let mut resp = Response::new(Body::from_stream(stream));
+    sse_response(replay_body(session, stream, 0, shutdown))
+}
+
+fn sse_response(body: Body) -> Response {
+    let mut resp = Response::new(body);
     resp.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("text/event-stream"));
     resp.headers_mut().insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
     resp
 }
 
-/// Aborts a task when dropped.
-struct AbortOnDrop(tokio::task::JoinHandle<()>);
-
-impl Drop for AbortOnDrop {
-    fn drop(&mut self) {
-        self.0.abort();
+/// The events of request stream `stream` after event `after`, read from
+/// the session's replay buffer as they come, until the stream ends.
+fn replay_body(session: Arc<Session>, stream: u64, after: u64, shutdown: CancellationToken) -> Body {
+    struct Reader {
+        session: Arc<Session>,
+        stream: u64,
+        last: u64,
+        changed: tokio::sync::watch::Receiver<u64>,
+        ready: std::collections::VecDeque<Bytes>,
+        shutdown: CancellationToken,
     }
+    let changed = session.replay.subscribe();
+    let reader = Reader { session, stream, last: after, changed, ready: Default::default(), shutdown };
+    let events = futures_util::stream::unfold(reader, |mut r| async move {
+        loop {
+            if let Some(b) = r.ready.pop_front() {
+                return Some((Ok::<_, std::convert::Infallible>(b), r));
+            }
+            // Marked seen before reading, so no event slips between.
+            r.changed.borrow_and_update();
+            let found = r.session.replay.after(r.stream, r.last);
+            if let Some((n, _)) = found.events.last() {
+                r.last = *n;
+            }
+            r.ready.extend(found.events.into_iter().map(|(_, b)| b));
+            if !r.ready.is_empty() {
+                continue;
+            }
+            if found.ended {
+                return None;
+            }
+            tokio::select! {
+                c = r.changed.changed() => c.ok()?,
+                () = tokio::time::sleep(KEEPALIVE) => return Some((Ok(Bytes::from_static(b": keep-alive\n\n")), r)),
+                () = r.session.closed.cancelled() => return None,
+                () = r.shutdown.cancelled() => return None,
+            }
+        }
+    });
+    Body::from_stream(events)
 }
+
+/// A comment line this often keeps idle streams open through proxies.
+const KEEPALIVE: Duration = Duration::from_secs(15);
 
 async fn get_mcp(State(app): State<Arc<App>>, headers: HeaderMap) -> Response {
     if let Err(r) = app.check_origin(&headers) {
@@ -297,6 +360,13 @@ async fn get_mcp(State(app): State<Arc<App>>, headers: HeaderMap) -> Response {
         Ok(s) => s,
         Err(r) => return r,
     };
+    // Resuming: a request stream is replayed here (and followed to its
+    // end); the GET stream replays what it sent after the id, then goes on.
+    let resume = headers.get("last-event-id").and_then(|v| v.to_str().ok()).and_then(super::session::parse_event_id);
+    if let Some((stream, after)) = resume.filter(|(s, _)| *s != 0) {
+        tracing::debug!(stream, after, "Resuming a request stream.");
+        return sse_response(replay_body(session, stream, after, app.shutdown.clone()));
+    }
     let taken = session.outbox.lock().unwrap_or_else(std::sync::PoisonError::into_inner).take();
     let Some(outbox) = taken else {
         return rpc_error(
@@ -306,30 +376,37 @@ async fn get_mcp(State(app): State<Arc<App>>, headers: HeaderMap) -> Response {
             "A stream is already open for this session",
         );
     };
-    let state = StreamState { outbox: Some(outbox), session, shutdown: app.shutdown.clone() };
+    // What this stream sent after the client's last event and may have
+    // lost; the queue then has everything not sent yet.
+    let replayed = match resume {
+        Some((_, after)) => session.replay.after(0, after).events.into_iter().map(|(_, b)| b).collect(),
+        None => std::collections::VecDeque::new(),
+    };
+    let state = StreamState { outbox: Some(outbox), replayed, session, shutdown: app.shutdown.clone() };
     let stream = futures_util::stream::unfold(state, |mut st| async move {
-        let keepalive = tokio::time::sleep(Duration::from_secs(15));
+        if let Some(b) = st.replayed.pop_front() {
+            return Some((Ok::<_, std::convert::Infallible>(b), st));
+        }
         let outbox = st.outbox.as_mut().expect("held until drop");
         tokio::select! {
             m = outbox.recv() => {
-                let m = m?;
-                Some((Ok::<_, std::convert::Infallible>(Bytes::from(sse_event(m))), st))
+                let event = st.session.replay.record(0, m?);
+                Some((Ok(event), st))
             }
-            () = keepalive => Some((Ok(Bytes::from_static(b": keep-alive\n\n")), st)),
+            () = tokio::time::sleep(KEEPALIVE) => Some((Ok(Bytes::from_static(b": keep-alive\n\n")), st)),
             () = st.shutdown.cancelled() => None,
             () = st.session.closed.cancelled() => None,
         }
     });
-    let mut resp = Response::new(Body::from_stream(stream));
-    resp.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("text/event-stream"));
-    resp.headers_mut().insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
-    resp
+    sse_response(Body::from_stream(stream))
 }
 
 /// The state of a GET stream; gives the session its queue back on drop, so
 /// notifications wait for the next stream.
 struct StreamState {
     outbox: Option<tokio::sync::mpsc::Receiver<String>>,
+    /// Events to send again first (`Last-Event-ID`).
+    replayed: std::collections::VecDeque<Bytes>,
     session: Arc<Session>,
     shutdown: CancellationToken,
 }

@@ -1,10 +1,11 @@
 //! Downstream sessions of the HTTP transport.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use bytes::Bytes;
 use prometheus_client::metrics::gauge::Gauge;
 use tokio::sync::mpsc;
 use tokio::time::Instant;
@@ -29,6 +30,8 @@ pub struct Session {
     pub outbox: Mutex<Option<mpsc::Receiver<String>>>,
     /// Cancelled when the session ends (DELETE, expiry): open streams end.
     pub closed: CancellationToken,
+    /// The events sent on the session's streams, for `Last-Event-ID`.
+    pub replay: Replay,
     created: Instant,
     last_seen_ms: AtomicU64,
 }
@@ -47,6 +50,134 @@ pub(crate) fn random_id<const N: usize>() -> String {
     let mut bytes = [0u8; N];
     getrandom::fill(&mut bytes).expect("the OS random source works");
     bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// Most events a session keeps for replay, and most bytes (the newest
+/// event is kept whatever its size).
+pub(crate) const REPLAY_EVENTS: usize = 256;
+/// See [`REPLAY_EVENTS`].
+pub(crate) const REPLAY_BYTES: usize = 1 << 20;
+
+/// The SSE events of a session's streams, numbered session-wide, kept in a
+/// bounded buffer so a client that lost a stream can resume it with
+/// `Last-Event-ID` (transports.mdx §Resumability and Redelivery). Stream 0
+/// is the GET stream; each request answered as SSE has a stream of its own.
+/// An event id is `<stream>-<n>`: unique in the session, and it names the
+/// stream to resume, so one stream's events are never replayed on another.
+#[derive(Debug)]
+pub struct Replay {
+    inner: Mutex<ReplayInner>,
+    /// The number of the newest event, or of a stream that just ended.
+    latest: tokio::sync::watch::Sender<u64>,
+}
+
+#[derive(Debug, Default)]
+struct ReplayInner {
+    next_event: u64,
+    next_stream: u64,
+    /// (stream, number, the framed SSE event).
+    events: VecDeque<(u64, u64, Bytes)>,
+    bytes: usize,
+    /// Request streams: whether each has ended (its reply is in, or the
+    /// request was cancelled). Forgotten once ended with nothing kept.
+    streams: HashMap<u64, bool>,
+}
+
+/// What [`Replay::after`] found.
+#[derive(Debug, Default)]
+pub struct Replayed {
+    /// The stream's events after the one asked for: (number, framed).
+    pub events: Vec<(u64, Bytes)>,
+    /// The stream has ended: nothing follows these.
+    pub ended: bool,
+}
+
+impl Default for Replay {
+    fn default() -> Self {
+        Replay { inner: Mutex::default(), latest: tokio::sync::watch::Sender::new(0) }
+    }
+}
+
+impl Replay {
+    /// A new request stream's number (never 0).
+    pub fn open_stream(&self) -> u64 {
+        let mut inner = self.lock();
+        inner.next_stream += 1;
+        let s = inner.next_stream;
+        inner.streams.insert(s, false);
+        s
+    }
+
+    /// Frames a message as an SSE event of `stream` and keeps it; returns
+    /// the event (framed once: sending and replaying share the bytes).
+    pub fn record(&self, stream: u64, data: String) -> Bytes {
+        let mut inner = self.lock();
+        inner.next_event += 1;
+        let n = inner.next_event;
+        // One `data:` line carries the whole message (relayed upstream
+        // bytes may have been pretty-printed).
+        let event = Bytes::from(format!(
+            "id: {stream}-{n}\nevent: message\ndata: {}\n\n",
+            crate::protocol::framing::one_line(data)
+        ));
+        inner.bytes += event.len();
+        inner.events.push_back((stream, n, event.clone()));
+        while inner.events.len() > 1 && (inner.events.len() > REPLAY_EVENTS || inner.bytes > REPLAY_BYTES) {
+            if let Some((s, _, d)) = inner.events.pop_front() {
+                inner.bytes -= d.len();
+                // A stream that ended and has nothing left to replay is gone.
+                if inner.streams.get(&s) == Some(&true) && !inner.events.iter().any(|(t, _, _)| *t == s) {
+                    inner.streams.remove(&s);
+                }
+            }
+        }
+        drop(inner);
+        self.latest.send_replace(n);
+        event
+    }
+
+    /// Marks a request stream as ended (its reply is recorded, or there is
+    /// none: the request was cancelled).
+    pub fn end(&self, stream: u64) {
+        let mut inner = self.lock();
+        if inner.events.iter().any(|(s, _, _)| *s == stream) {
+            inner.streams.insert(stream, true);
+        } else {
+            inner.streams.remove(&stream);
+        }
+        drop(inner);
+        // Wakes readers even though no event was added.
+        self.latest.send_modify(|_| {});
+    }
+
+    /// The kept events of `stream` after event `after`, and whether the
+    /// stream ended. An unknown request stream reads as ended.
+    pub fn after(&self, stream: u64, after: u64) -> Replayed {
+        let inner = self.lock();
+        let events = inner
+            .events
+            .iter()
+            .filter(|(s, n, _)| *s == stream && *n > after)
+            .map(|(_, n, d)| (*n, d.clone()))
+            .collect();
+        let ended = stream != 0 && inner.streams.get(&stream).is_none_or(|ended| *ended);
+        Replayed { events, ended }
+    }
+
+    /// Changes on every new event or ended stream.
+    pub fn subscribe(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.latest.subscribe()
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, ReplayInner> {
+        self.inner.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+}
+
+/// Parses a `Last-Event-ID` of ours: (stream, event number).
+pub(crate) fn parse_event_id(id: &str) -> Option<(u64, u64)> {
+    let (stream, n) = id.split_once('-')?;
+    Some((stream.parse().ok()?, n.parse().ok()?))
 }
 
 /// The session table is full.
@@ -100,6 +231,7 @@ impl Sessions {
             client,
             outbox: Mutex::new(Some(outbox)),
             closed: CancellationToken::new(),
+            replay: Replay::default(),
             created: Instant::now(),
             last_seen_ms: AtomicU64::new(0),
         });
@@ -164,6 +296,36 @@ impl Sessions {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn replay_keeps_each_streams_events_bounded() {
+        let r = Replay::default();
+        let s = r.open_stream();
+        assert_eq!(s, 1);
+        let first = r.record(s, "{\"a\":\n1}".into());
+        assert_eq!(&first[..], b"id: 1-1\nevent: message\ndata: {\"a\": 1}\n\n");
+        r.record(0, "{}".into());
+        r.record(s, "{\"b\":2}".into());
+        let got = r.after(s, 0);
+        assert_eq!(got.events.iter().map(|(n, _)| *n).collect::<Vec<_>>(), [1, 3], "only its own stream");
+        assert!(!got.ended, "open until its reply");
+        assert_eq!(r.after(s, 1).events.len(), 1);
+        r.end(s);
+        assert!(r.after(s, 3).ended);
+        assert!(r.after(99, 0).ended, "an unknown stream has nothing to wait for");
+        assert!(!r.after(0, 0).ended, "the GET stream never ends");
+        // Bounded: old events go, and an ended stream with none left is gone.
+        for _ in 0..REPLAY_EVENTS {
+            r.record(0, "{}".into());
+        }
+        assert!(r.after(s, 0).events.is_empty());
+        assert_eq!(r.after(0, 0).events.len(), REPLAY_EVENTS);
+        let big = format!("\"{}\"", "x".repeat(REPLAY_BYTES));
+        r.record(0, big);
+        assert_eq!(r.after(0, 0).events.len(), 1, "the newest stays, whatever its size");
+        assert_eq!(parse_event_id("3-17"), Some((3, 17)));
+        assert_eq!(parse_event_id("x-1"), None);
+    }
 
     #[tokio::test(start_paused = true)]
     async fn ids_are_random_and_idle_sessions_expire() {

@@ -39,11 +39,13 @@ Scenarios:
   task NAME JSON_ARGS [TTL_MS]  task-augmented tools/call (2025-11-25 tasks; params.task = {"ttl":TTL_MS},
                             or {} without TTL_MS), then tasks/get polled every min(pollInterval, 200 ms)
                             until terminal or input_required, tasks/result, one more tasks/get, tasks/list:
-                            {"created":task|null, "statuses":[distinct polled statuses, in order],
-                            "notified":[status of each notifications/tasks/status], "result":{as for call,
-                            plus "meta"} | "error":{..}, "listed":[taskIds] | {"error":..},
-                            "elicitation":[params..], "sampling":[params..]}
-                            (a server that answers the call with a plain result: "created":null, "result")
+                            {"created":task|null, "statuses":[distinct polled statuses, in order; a
+                            failed poll as {"error":..}], "notified":[status of each
+                            notifications/tasks/status], "result":{as for call, plus "meta"} | "error":{..},
+                            "listed":[taskIds] | {"error":..}, "elicitation":[params..], "sampling":[params..]}
+                            A failed call gives "created":null and its "error"; a server that ran it as a
+                            plain call gives "created":null and its "result". The run's --deadline bounds the
+                            polling; --timeout bounds each request (tasks/result waits for the task).
   task-cancel NAME JSON_ARGS    task-augmented call, then at once tasks/cancel, tasks/get, tasks/cancel:
                             {"created":task|null, "cancel":R, "get":R, "cancel_again":R}
   task-get TASK_ID          on this (fresh) session: {"get":R, "result":R, "cancel":R}
@@ -339,23 +341,21 @@ async def create_task(client, name, args, ttl_ms):
 
 
 async def task(client, rec, name, args, ttl_ms):
-    res = {"created": None, "statuses": [], "notified": [], "listed": None}
-    statuses = res["statuses"]
+    created, r = await create_task(client, name, args, ttl_ms)
+    statuses, outcome = [], None
 
-    def seen(status):
+    def seen(status):  # statuses lists each distinct status once, in the order first seen
         if not statuses or statuses[-1] != status:
             statuses.append(status)
 
-    created, r = await create_task(client, name, args, ttl_ms)
     if created is None:  # an error, or a server that ran the call as a plain one
-        res.update(result_or_error(r if "error" in r else summarize(r)))
+        outcome = result_or_error(r if "error" in r else summarize(r))
     else:
-        res["created"] = created
         tid = created["taskId"]
         while True:  # the run's --deadline bounds this
             got = await attempt(client, "tasks/get", {"taskId": tid})
             if "error" in got:
-                res["get_error"] = got["error"]
+                seen({"error": got["error"]})
                 break
             seen(got.get("status"))
             if got.get("status") in TERMINAL + ("input_required",):
@@ -365,7 +365,7 @@ async def task(client, rec, name, args, ttl_ms):
         # tasks/result blocks until the task is terminal; input it needs (elicitation, sampling) is
         # requested while it waits, and answered by the callbacks.
         got = await attempt(client, "tasks/result", {"taskId": tid})
-        res.update(result_or_error(got if "error" in got else dict(summarize(got), meta=got.get("_meta"))))
+        outcome = result_or_error(got if "error" in got else dict(summarize(got), meta=got.get("_meta")))
         got = await attempt(client, "tasks/get", {"taskId": tid})
         if "error" not in got:
             seen(got.get("status"))
@@ -384,10 +384,8 @@ async def task(client, rec, name, args, ttl_ms):
         cursor = page.get("nextCursor")
         if not cursor:
             break
-    res["listed"] = listed
-    res["notified"] = [s for _, s in rec.task_statuses]
-    res.update(elicitation=rec.elicitation, sampling=rec.sampling)
-    return res
+    return dict({"created": created, "statuses": statuses, "notified": [s for _, s in rec.task_statuses]},
+                **outcome, listed=listed, elicitation=rec.elicitation, sampling=rec.sampling)
 
 
 async def task_cancel(client, name, args):

@@ -148,8 +148,11 @@ async fn sse_response_mode() {
         )
         .await;
     assert_eq!(r.headers["content-type"], "text/event-stream");
+    // An event id (`<stream>-<n>`) lets the client resume the stream.
+    let (id_line, rest) = r.body.split_once('\n').unwrap();
+    assert!(id_line.starts_with("id: 1-"), "{}", r.body);
     assert!(
-        r.body.starts_with("event: message\ndata: {\"jsonrpc\":\"2.0\",\"id\":1,\"result\":{\"zeta\":1"),
+        rest.starts_with("event: message\ndata: {\"jsonrpc\":\"2.0\",\"id\":1,\"result\":{\"zeta\":1"),
         "{}",
         r.body
     );

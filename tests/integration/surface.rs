@@ -487,3 +487,78 @@ async fn roots_for_a_shared_upstream_come_from_the_config() {
     let roots: Value = serde_json::from_str(&text(&r)).unwrap();
     assert_eq!(roots, json!({"roots":[{"uri":"file:///srv/data"},{"uri":"file:///srv/logs"}]}));
 }
+
+/// Reads a stream until `n` whole events have come; returns the id of the
+/// last whole event read and the messages of every whole event read.
+async fn read_events(resp: &mut reqwest::Response, n: usize) -> (String, Vec<Value>) {
+    let mut buf = String::new();
+    loop {
+        let whole = buf.rfind("\n\n").map_or("", |end| &buf[..end + 2]);
+        let ids: Vec<&str> = whole.lines().filter_map(|l| l.strip_prefix("id: ")).collect();
+        if ids.len() >= n {
+            return (ids.last().unwrap().to_string(), sse_messages(whole));
+        }
+        let chunk = resp.chunk().await.unwrap().expect("the stream ended early");
+        buf.push_str(std::str::from_utf8(&chunk).unwrap());
+    }
+}
+
+/// A GET carrying `Last-Event-ID`, read to its end (or its first `n` messages).
+async fn resume(c: &McpHttp, last: &str) -> reqwest::Response {
+    let resp = reqwest::Client::new()
+        .get(c.url.as_str())
+        .header("accept", "text/event-stream")
+        .header("mcp-session-id", c.session.as_deref().unwrap())
+        .header("last-event-id", last)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    resp
+}
+
+#[tokio::test]
+async fn a_lost_stream_resumes_from_its_last_event_id() {
+    let gw = Gateway::start(&format!("[gateway]\nresponse_mode = \"sse\"\n{}", paged("paged", ""))).await;
+    gw.wait_ready("paged").await;
+    let mut a = gw.client().await;
+
+    // A call's stream is lost after its first event: the call goes on, and a
+    // GET with that event's id gets the rest of that stream, once, then ends.
+    let call = json!({"jsonrpc":"2.0","id":"r-1","method":"tools/call",
+        "params":{"name":"paged__progress","arguments":{"steps":4,"ms":200},"_meta":{"progressToken":1}}});
+    let mut resp = a.send(&call.to_string(), &[]).await;
+    let (last, seen) = read_events(&mut resp, 1).await;
+    drop(resp);
+    let seen_progress = seen.last().unwrap()["params"]["progress"].as_u64().unwrap();
+    let body = resume(&a, &last).await.text().await.unwrap();
+    let rest = sse_messages(&body);
+    let (reply, progress) = rest.split_last().expect("the rest of the stream");
+    assert_eq!(reply["id"], "r-1", "{body}");
+    assert_eq!(text(reply), "done 4");
+    let steps: Vec<u64> = progress.iter().map(|m| m["params"]["progress"].as_u64().unwrap()).collect();
+    let want: Vec<u64> = (seen_progress + 1..=4).collect();
+    assert_eq!(steps, want, "each event once, in order: {body}");
+    // Resuming again from the same id replays the same events.
+    let again = resume(&a, &last).await.text().await.unwrap();
+    assert_eq!(sse_messages(&again), rest);
+
+    // The GET stream: messages after the last one the client saw come again
+    // (from the replay buffer, or still queued), none twice, none lost.
+    assert!(a.request("logging/setLevel", json!({"level":"debug"})).await["result"].is_object());
+    let mut get = resume(&a, "0-0").await;
+    for n in 1..=3 {
+        c_log(&mut a, "info", &format!("m{n}"), None).await;
+    }
+    let (last, seen) = read_events(&mut get, 1).await;
+    drop(get);
+    c_log(&mut a, "info", "m4", None).await;
+    let mut get = resume(&a, &last).await;
+    let (_, rest) = read_events(&mut get, 4 - seen.len()).await;
+    let data: Vec<&Value> = seen.iter().chain(&rest).map(|m| &m["params"]["data"]).collect();
+    assert_eq!(data, [&json!("m1"), &json!("m2"), &json!("m3"), &json!("m4")], "{seen:?} then {rest:?}");
+    // Another session's event ids name nothing of this one.
+    let b = gw.client().await;
+    let body = resume(&b, &format!("1-{}", u64::MAX)).await.text().await.unwrap();
+    assert!(sse_messages(&body).is_empty(), "{body}");
+}
