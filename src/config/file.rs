@@ -186,6 +186,21 @@ pub enum ResponseMode {
     Sse,
 }
 
+/// How an upstream's connections are shared between client sessions.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Isolation {
+    /// One connection serves every session (the default): server requests
+    /// are relayed only when their call is known (a Streamable HTTP call
+    /// stream), and `roots/list` is answered from `roots`.
+    #[default]
+    Shared,
+    /// Each session that calls it gets a connection of its own, started on
+    /// its first call with that client's capabilities and closed with the
+    /// session: sampling, elicitation and `roots/list` go to that client.
+    PerSession,
+}
+
 /// Log output format.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -268,6 +283,9 @@ pub struct UpstreamSection {
     /// gateway declares no `roots` capability to it.
     #[serde(default)]
     pub roots: Vec<String>,
+    /// `shared` (default) or `per-session`; see [`Isolation`].
+    #[serde(default)]
+    pub isolation: Isolation,
     /// Most calls in flight to this upstream at once (bulkhead). Default 64.
     #[serde(default = "default_concurrency")]
     pub max_concurrency: usize,

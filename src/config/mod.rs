@@ -22,8 +22,8 @@ use globset::{Glob, GlobSet, GlobSetBuilder};
 
 pub use error::ConfigError;
 pub use file::{
-    AdminSection, AuditSection, BreakerSection, FileConfig, GatewaySection, HealthSection, LogFormat, OtlpProtocol,
-    ResponseMode, RetrySection, ToolFilter, TracesSection, TransportKind, UpstreamSection,
+    AdminSection, AuditSection, BreakerSection, FileConfig, GatewaySection, HealthSection, Isolation, LogFormat,
+    OtlpProtocol, ResponseMode, RetrySection, ToolFilter, TracesSection, TransportKind, UpstreamSection,
 };
 pub use secrets::{Redactor, Resolved, Secrets};
 
@@ -89,6 +89,8 @@ pub struct UpstreamSpec {
     pub trusted: bool,
     /// URIs answered to the upstream's `roots/list`.
     pub roots: Vec<String>,
+    /// Shared by every session, or one connection per session.
+    pub isolation: Isolation,
     /// Bulkhead: calls in flight at once.
     pub max_concurrency: usize,
     /// Bulkhead: calls waiting for a slot.
@@ -310,6 +312,7 @@ impl Config {
                 idempotent_tools,
                 trusted: u.trusted,
                 roots: u.roots.clone(),
+                isolation: u.isolation,
                 max_concurrency: u.max_concurrency,
                 max_queue: u.max_queue,
                 retry: u.retry.clone(),

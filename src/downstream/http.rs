@@ -18,8 +18,14 @@
 //!   stream replays what it sent after that event and goes on.
 //! - DELETE: ends the session.
 //!
-//! Every `/mcp` request is checked against the `Host` and `Origin`
-//! allow-lists first (403), which defends against DNS rebinding.
+//! - The legacy HTTP+SSE transport (2024-11-05) for older clients: GET
+//!   `/sse` opens a session whose first event names its POST endpoint
+//!   (`/messages?sessionId=…`); POSTs there get 202 and every answer comes
+//!   on the stream. The session ends with the stream.
+//!
+//! Every `/mcp`, `/sse` and `/messages` request is checked against the
+//! `Host` and `Origin` allow-lists first (403), which defends against DNS
+//! rebinding.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -52,6 +58,17 @@ pub struct App {
     origins: Vec<String>,
     mode: ResponseMode,
     shutdown: CancellationToken,
+    /// Sessions of the legacy HTTP+SSE transport, by id.
+    legacy: std::sync::Mutex<std::collections::HashMap<String, Arc<LegacySession>>>,
+}
+
+/// A legacy HTTP+SSE session: its stream carries every message to the
+/// client, replies included.
+#[derive(Debug)]
+struct LegacySession {
+    out: tokio::sync::mpsc::Sender<String>,
+    /// Registered with the gateway at `initialize`.
+    client: std::sync::Mutex<Option<Arc<crate::routing::Client>>>,
 }
 
 /// What the admin router's handlers need: no sessions, no Host check.
@@ -75,10 +92,13 @@ pub fn router(gateway: Arc<Gateway>, shutdown: CancellationToken) -> Router {
         mode: g.response_mode,
         shutdown,
         gateway,
+        legacy: Default::default(),
     });
     tokio::spawn(expire_sessions(app.clone()));
     let mut main = Router::new()
         .route("/mcp", get(get_mcp).post(post_mcp).delete(delete_mcp))
+        .route("/sse", get(get_sse))
+        .route("/messages", axum::routing::post(post_messages))
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/readyz", get(readyz))
         .route("/status", get(status))
@@ -414,6 +434,137 @@ struct StreamState {
 impl Drop for StreamState {
     fn drop(&mut self) {
         *self.session.outbox.lock().unwrap_or_else(std::sync::PoisonError::into_inner) = self.outbox.take();
+    }
+}
+
+/// GET `/sse`: a legacy session; the stream's first event is the endpoint
+/// to POST to.
+async fn get_sse(State(app): State<Arc<App>>, headers: HeaderMap) -> Response {
+    if let Err(r) = app.check_origin(&headers) {
+        return r;
+    }
+    let (out, rx) = tokio::sync::mpsc::channel::<String>(crate::routing::peer::QUEUE);
+    let id = super::session::random_id::<32>();
+    {
+        let mut legacy = app.legacy.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        if legacy.len() + app.sessions.len() >= app.gateway.config().gateway.max_sessions {
+            return rpc_error(StatusCode::SERVICE_UNAVAILABLE, None, protocol::INVALID_REQUEST, "Too many sessions");
+        }
+        legacy.insert(id.clone(), Arc::new(LegacySession { out, client: Default::default() }));
+    }
+    tracing::debug!("Legacy HTTP+SSE session opened.");
+    let endpoint = Bytes::from(format!("event: endpoint\ndata: /messages?sessionId={id}\n\n"));
+    let state = LegacyStream { app, id, rx, endpoint: Some(endpoint) };
+    let stream = futures_util::stream::unfold(state, |mut st| async move {
+        if let Some(e) = st.endpoint.take() {
+            return Some((Ok::<_, std::convert::Infallible>(e), st));
+        }
+        tokio::select! {
+            m = st.rx.recv() => Some((Ok(Bytes::from(sse_event(m?))), st)),
+            () = tokio::time::sleep(KEEPALIVE) => Some((Ok(Bytes::from_static(b": keep-alive\n\n")), st)),
+            () = st.app.shutdown.cancelled() => None,
+        }
+    });
+    sse_response(Body::from_stream(stream))
+}
+
+/// A legacy session's stream; the session ends when it is dropped.
+struct LegacyStream {
+    app: Arc<App>,
+    id: String,
+    rx: tokio::sync::mpsc::Receiver<String>,
+    endpoint: Option<Bytes>,
+}
+
+impl Drop for LegacyStream {
+    fn drop(&mut self) {
+        let gone = self.app.legacy.lock().unwrap_or_else(std::sync::PoisonError::into_inner).remove(&self.id);
+        let client = gone.and_then(|s| s.client.lock().unwrap_or_else(std::sync::PoisonError::into_inner).take());
+        if let Some(c) = client {
+            c.peer.close();
+        }
+        tracing::debug!("Legacy HTTP+SSE session closed.");
+    }
+}
+
+#[derive(Debug, serde::Deserialize)]
+struct LegacyQuery {
+    #[serde(rename = "sessionId")]
+    session_id: String,
+}
+
+/// POST `/messages?sessionId=…`: 202 at once; the answer goes on the
+/// session's stream.
+async fn post_messages(
+    State(app): State<Arc<App>>,
+    headers: HeaderMap,
+    query: Result<axum::extract::Query<LegacyQuery>, axum::extract::rejection::QueryRejection>,
+    body: Result<Bytes, BytesRejection>,
+) -> Response {
+    if let Err(r) = app.check_origin(&headers) {
+        return r;
+    }
+    let Ok(axum::extract::Query(q)) = query else {
+        return rpc_error(StatusCode::BAD_REQUEST, None, protocol::INVALID_REQUEST, "sessionId is required");
+    };
+    let session = app.legacy.lock().unwrap_or_else(std::sync::PoisonError::into_inner).get(&q.session_id).cloned();
+    let Some(session) = session else {
+        return rpc_error(StatusCode::NOT_FOUND, None, protocol::INVALID_REQUEST, "Session not found");
+    };
+    let body = match body {
+        Ok(b) => b,
+        Err(rej) => return rpc_error(rej.status(), None, protocol::INVALID_REQUEST, &rej.body_text()),
+    };
+    let msg = match Message::parse(&body) {
+        Ok(m) => m,
+        Err(e) => return (StatusCode::BAD_REQUEST, json_headers(), e.to_response()).into_response(),
+    };
+    let client = session.client.lock().unwrap_or_else(std::sync::PoisonError::into_inner).clone();
+    match (msg.kind(), client) {
+        (Ok(MessageKind::Request), _) if msg.method() == "initialize" => {
+            let id = msg.id.as_deref().expect("requests have ids");
+            let (reply, _version) = app.gateway.initialize(id, msg.params.as_deref());
+            let client = Arc::new(app.gateway.connect(session.out.clone(), msg.params.as_deref()));
+            if let Some(old) = session.client.lock().unwrap_or_else(std::sync::PoisonError::into_inner).replace(client)
+            {
+                old.peer.close();
+            }
+            send_legacy(&session, reply);
+        }
+        (Ok(MessageKind::Request), Some(client)) => {
+            let gateway = app.gateway.clone();
+            let traceparent = headers.get(TRACEPARENT).and_then(|v| v.to_str().ok()).map(str::to_owned);
+            tokio::spawn(async move {
+                let caller = Caller {
+                    transport: "http",
+                    session: Some(&q.session_id),
+                    traceparent: traceparent.as_deref(),
+                    peer: Some(&client.peer),
+                    stream: None,
+                };
+                if let Some(reply) = gateway.handle(&msg, &caller).await {
+                    // Waits for room: a reply is never dropped, and a client
+                    // that does not read holds only its own calls.
+                    let _ = session.out.send(reply).await;
+                }
+            });
+        }
+        (Ok(MessageKind::Request), None) => {
+            let id = msg.id.as_deref();
+            send_legacy(&session, encode::error(id, protocol::INVALID_REQUEST, "Send initialize first", None));
+        }
+        (Ok(MessageKind::Notification), Some(c)) => app.gateway.notify(&msg, &c.peer),
+        (Ok(MessageKind::Response), Some(c)) => app.gateway.respond(&msg, &c.peer),
+        (Ok(_), None) => {}
+        (Err(e), _) => return (StatusCode::BAD_REQUEST, json_headers(), e.to_response()).into_response(),
+    }
+    (StatusCode::ACCEPTED, "Accepted").into_response()
+}
+
+/// Queues a message on a legacy session's stream without waiting.
+fn send_legacy(session: &LegacySession, msg: String) {
+    if session.out.try_send(msg).is_err() {
+        tracing::debug!("Dropped a reply: the legacy session's queue is full.");
     }
 }
 

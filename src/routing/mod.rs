@@ -36,7 +36,7 @@ use crate::telemetry::audit::{self, Record};
 use crate::telemetry::metrics::{DurationLabels, MethodLabels, Name, Outcome, RequestLabels, UpstreamLabels};
 use crate::telemetry::metrics::{class_label, method_label};
 use crate::telemetry::{Span, Telemetry};
-use crate::upstream::{Changes, ListKind, Note, Relay, Request, State, Upstream};
+use crate::upstream::{Changes, Isolated, ListKind, Note, Relay, Request, State, Upstream};
 use opentelemetry::KeyValue;
 use opentelemetry::trace::SpanKind;
 
@@ -388,6 +388,18 @@ impl Gateway {
         self.peers.lock().unwrap_or_else(std::sync::PoisonError::into_inner).remove(&peer.id);
         peer.fail_pending();
         self.tasks.forget_session(peer.id);
+        // The session's own connections end with it (this also breaks the
+        // cycle peer → connection → relay → peer).
+        let own: Vec<Arc<Upstream>> = {
+            let mut own = peer.lock_instances();
+            peer.gone.store(true, Ordering::Relaxed);
+            own.drain().map(|(_, u)| u).collect()
+        };
+        if !own.is_empty() {
+            tokio::spawn(async move {
+                futures_util::future::join_all(own.iter().map(|u| u.shutdown())).await;
+            });
+        }
         let keys: Vec<_> = peer.lock_subscriptions().drain().collect();
         let last = self.unsubscribe_keys(peer.id, keys);
         let had_level = peer.level().is_some();
@@ -937,7 +949,7 @@ impl Gateway {
         out: &mut Outcomes,
         timeout: Option<Duration>,
     ) -> Result<Message, CallError> {
-        let upstream = &self.upstreams[i];
+        let upstream = &*self.instance(i, caller).await;
         out.upstream = Some(upstream.label());
         let mut obj = RawObject::parse(params.get())
             .map_err(|_| CallError::protocol(protocol::INVALID_PARAMS, "params must be an object"))?;
@@ -1039,7 +1051,7 @@ impl Gateway {
                 }
             }
         };
-        let upstream = &self.upstreams[i];
+        let upstream = &*self.instance(i, caller).await;
         // A task-augmented call: only to an upstream that runs tools as
         // tasks (one that does not would ignore `task` and answer a plain
         // result the client does not expect), and only with a session to
@@ -1155,7 +1167,7 @@ impl Gateway {
         let (page, more) = self.tasks.page(peer.id, after.as_deref(), self.config.gateway.page_size);
         let gets = page.iter().map(|(exposed, i, original)| async move {
             let params = serde_json::value::to_raw_value(&serde_json::json!({ "taskId": &**original })).expect("valid");
-            let called = self.upstreams[*i].call(Request::method("tasks/get", Some(&params))).await;
+            let called = self.instance(*i, caller).await.call(Request::method("tasks/get", Some(&params))).await;
             (exposed, *i, called.result)
         });
         let mut body = String::from(r#"{"tasks":["#);
@@ -1192,6 +1204,34 @@ impl Gateway {
         }
         body.push('}');
         Ok(encode::result(id, &RawValue::from_string(body).expect("valid JSON built above")))
+    }
+
+    /// The connection a session's request to upstream `i` goes over: the
+    /// shared one, or with `isolation = "per-session"` the session's own,
+    /// started on its first request with the client's capabilities (its
+    /// sampling, elicitation and `roots/list` requests then go to that
+    /// client) and waited for up to `startup_timeout`.
+    async fn instance(&self, i: usize, caller: &Caller<'_>) -> Arc<Upstream> {
+        let shared = &self.upstreams[i];
+        let per_session = shared.spec().isolation == crate::config::Isolation::PerSession;
+        let Some(peer) = caller.peer.filter(|_| per_session) else { return shared.clone() };
+        let own = {
+            let mut own = peer.lock_instances();
+            // A call still running as its session ends: no new process.
+            if peer.gone.load(Ordering::Relaxed) {
+                return shared.clone();
+            }
+            own.entry(i)
+                .or_insert_with(|| {
+                    tracing::info!(upstream = %shared.id(), "Starting a connection of the session's own.");
+                    let relay: Arc<dyn Relay> =
+                        Arc::new(CallRelay { peer: peer.clone(), stream: None, token: None, upstream: shared.label() });
+                    shared.start_isolated(Isolated { capabilities: peer.relayable_capabilities(), relay })
+                })
+                .clone()
+        };
+        own.wait_settled(tokio::time::Instant::now() + shared.spec().startup_timeout).await;
+        own
     }
 
     /// An unknown tool or prompt: name the upstream when its namespace is
@@ -1349,7 +1389,11 @@ impl Gateway {
     /// SIGKILL) and waits for them.
     pub async fn shutdown(&self) {
         self.shutdown.cancel();
-        futures_util::future::join_all(self.upstreams.iter().map(|u| u.shutdown())).await;
+        // Sessions' own connections too (their sessions may outlive this).
+        let own: Vec<Arc<Upstream>> =
+            self.peers().iter().flat_map(|p| p.lock_instances().drain().map(|(_, u)| u).collect::<Vec<_>>()).collect();
+        let all = self.upstreams.iter().chain(&own);
+        futures_util::future::join_all(all.map(|u| u.shutdown())).await;
         // Flushing spans and audit lines blocks; keep it off the workers.
         let telemetry = self.telemetry.clone();
         let _ = tokio::task::spawn_blocking(move || telemetry.shutdown()).await;

@@ -49,6 +49,11 @@ pub struct Peer {
     pending: Mutex<HashMap<Box<str>, Responder>>,
     next_request: std::sync::atomic::AtomicU64,
     metrics: Arc<Metrics>,
+    /// The session's own connections (`isolation = "per-session"`), by
+    /// upstream index; shut down when the session ends.
+    instances: Mutex<HashMap<usize, Arc<crate::upstream::Upstream>>>,
+    /// The session was unregistered: no new connection of its own starts.
+    pub(crate) gone: std::sync::atomic::AtomicBool,
 }
 
 /// Most resource subscriptions of one session.
@@ -90,7 +95,27 @@ impl Peer {
             pending: Mutex::default(),
             next_request: std::sync::atomic::AtomicU64::new(1),
             metrics,
+            instances: Mutex::default(),
+            gone: std::sync::atomic::AtomicBool::new(false),
         }
+    }
+
+    /// What of the client's capabilities a connection of its own may be
+    /// offered: sampling, elicitation and roots, as the client declared them.
+    pub(crate) fn relayable_capabilities(&self) -> Box<RawValue> {
+        let mut out = RawObject::default();
+        if let Some(caps) = &self.capabilities {
+            for name in ["sampling", "elicitation", "roots"] {
+                if let Some(v) = caps.get(name) {
+                    out.set(name, v.to_owned());
+                }
+            }
+        }
+        out.to_raw()
+    }
+
+    pub(crate) fn lock_instances(&self) -> std::sync::MutexGuard<'_, HashMap<usize, Arc<crate::upstream::Upstream>>> {
+        self.instances.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
     /// Whether the client declared what `method` (with `params`) needs:
@@ -100,6 +125,7 @@ impl Peer {
         let Some(caps) = &self.capabilities else { return false };
         match method {
             "sampling/createMessage" => caps.get("sampling").is_some(),
+            "roots/list" => caps.get("roots").is_some(),
             "elicitation/create" => {
                 let Some(e) = caps.get("elicitation").and_then(|e| RawObject::parse(e.get()).ok()) else {
                     return false;

@@ -107,6 +107,19 @@ pub struct Upstream {
     counters: UpstreamCounters,
     /// Notifications for the gateway to route.
     notes: mpsc::Sender<Note>,
+    /// Set on a connection of one session's own (`isolation =
+    /// "per-session"`).
+    isolated: Option<Isolated>,
+}
+
+/// What a connection of one session's own knows of the session.
+#[derive(Debug)]
+pub struct Isolated {
+    /// What the gateway declares to the upstream: the client's own
+    /// sampling, elicitation and roots capabilities.
+    pub capabilities: Box<RawValue>,
+    /// Where the upstream's requests and notifications go: the session.
+    pub relay: Arc<dyn Relay>,
 }
 
 /// Where an upstream is in its life.
@@ -234,6 +247,49 @@ impl Upstream {
         metrics: Arc<Metrics>,
         notes: mpsc::Sender<Note>,
     ) -> Arc<Self> {
+        Self::build(spec, max_bytes, redactor, changed, http, metrics, notes, None)
+    }
+
+    /// Starts a connection of one session's own to the same server (see
+    /// [`Isolated`]), with its own breaker and bulkhead; metrics count
+    /// under the same upstream label. It stops with [`Upstream::shutdown`].
+    pub fn start_isolated(&self, isolated: Isolated) -> Arc<Self> {
+        // Its notifications go to the session's relay, never to the notes.
+        let (notes, _) = mpsc::channel(1);
+        Self::build(
+            self.spec.clone(),
+            self.max_bytes,
+            self.redactor.clone(),
+            Arc::new(Changes::default()),
+            self.http.clone(),
+            self.metrics.clone(),
+            notes,
+            Some(isolated),
+        )
+    }
+
+    /// Waits until its first start has ended (ready or not), at most until
+    /// `deadline`.
+    pub async fn wait_settled(&self, deadline: Instant) {
+        while !self.has_settled() {
+            tokio::select! {
+                () = self.changed.changed() => {}
+                () = tokio::time::sleep_until(deadline) => return,
+            }
+        }
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn build(
+        spec: UpstreamSpec,
+        max_bytes: usize,
+        redactor: Redactor,
+        changed: Arc<Changes>,
+        http: reqwest::Client,
+        metrics: Arc<Metrics>,
+        notes: mpsc::Sender<Note>,
+        isolated: Option<Isolated>,
+    ) -> Arc<Self> {
         let label: Name = Arc::from(spec.id.as_str());
         let counters = metrics.upstream_counters(&label, spec.breaker.enabled);
         let this = Arc::new(Upstream {
@@ -255,6 +311,7 @@ impl Upstream {
             crash_loop: AtomicBool::new(false),
             breaker_moved: Notify::new(),
             notes,
+            isolated,
             spec,
         });
         tokio::spawn(this.clone().supervise());
@@ -644,6 +701,12 @@ impl Upstream {
     fn answer(&self, conn: &Arc<Connection>, m: Message, relay: Option<Arc<dyn Relay>>) {
         let Some(id) = m.id.clone() else { return };
         let responder = Responder { conn: conn.clone(), id, upstream: self.label.clone() };
+        // A session's own connection: everything it asks is that client's.
+        if let Some(isolated) = &self.isolated
+            && m.method() != "ping"
+        {
+            return isolated.relay.request(m, responder);
+        }
         match (m.method(), relay) {
             ("ping", _) => {
                 let body = encode::result(&responder.id, &RawValue::from_string("{}".into()).expect("valid"));
@@ -668,7 +731,20 @@ impl Upstream {
     /// tied to the call that caused it (on that call's Streamable HTTP
     /// response stream).
     fn client_capabilities(&self) -> Box<RawValue> {
+        if let Some(isolated) = &self.isolated {
+            return isolated.capabilities.clone();
+        }
         let mut caps = serde_json::Map::new();
+        if self.spec.isolation == crate::config::Isolation::PerSession {
+            // The catalog connection of a per-session upstream: it declares
+            // all a session's own connection may, so servers that list tools
+            // by capability (server-everything) list them all. Calls never
+            // go over it; its own requests get what a shared one's get.
+            caps.insert("roots".into(), serde_json::json!({}));
+            caps.insert("sampling".into(), serde_json::json!({}));
+            caps.insert("elicitation".into(), serde_json::json!({ "form": {}, "url": {} }));
+            return serde_json::value::to_raw_value(&caps).expect("valid");
+        }
         if !self.spec.roots.is_empty() {
             caps.insert("roots".into(), serde_json::json!({}));
         }
@@ -731,6 +807,9 @@ impl Upstream {
     /// Hands a notification that concerns no single call to the gateway.
     fn pass_on(&self, msg: Message) {
         tracing::debug!(upstream = %self.spec.id, method = %msg.method(), "Upstream notification.");
+        if let Some(isolated) = &self.isolated {
+            return isolated.relay.notify(&msg);
+        }
         let method = crate::telemetry::metrics::notification_label(msg.method());
         if self.notes.try_send(Note { upstream: self.label.clone(), msg }).is_err() {
             let labels = NotificationLabels { upstream: self.label.clone(), method, outcome: "dropped" };

@@ -17,6 +17,7 @@ mod partial;
 mod peers;
 mod resilience;
 mod rmcp_client;
+mod sdk_callbacks;
 mod stdio_front;
 mod surface;
 mod tasks;
