@@ -476,7 +476,22 @@ impl Gateway {
         let id = msg.id.as_deref().expect("handle is called for requests");
         let span = self.server_span(msg, caller);
         let mut out = Outcomes::default();
-        let call = caller.peer.map(|p| p.start_call(id));
+        let call = match caller.peer.map(|p| p.start_call(id)) {
+            Some(None) => {
+                let e = CallError::protocol(
+                    protocol::INVALID_REQUEST,
+                    format!("Request id {} is already in flight", id.get()),
+                );
+                out.class = Some(e.class);
+                span.outcome(Some(e.class), || e.message.clone());
+                let reply = e.to_response(id);
+                self.record(msg, caller, &span, out, started, reply.len());
+                span.end();
+                return Some(reply);
+            }
+            Some(Some(c)) => Some(c),
+            None => None,
+        };
         let dispatch = self.dispatch(msg, caller, &span, &mut out);
         let result = match &call {
             Some(c) => tokio::select! {
@@ -1009,12 +1024,8 @@ impl Gateway {
             return (None, None);
         }
         let (ours, theirs) = client_token.unzip();
-        let relay: Arc<dyn Relay> = Arc::new(CallRelay {
-            peer: peer.clone(),
-            stream: caller.stream.cloned(),
-            token: theirs,
-            upstream: upstream.label(),
-        });
+        let relay: Arc<dyn Relay> =
+            Arc::new(CallRelay::new(peer.clone(), caller.stream.cloned(), theirs, upstream.label()));
         (ours, Some(relay))
     }
 
@@ -1224,8 +1235,7 @@ impl Gateway {
             own.entry(i)
                 .or_insert_with(|| {
                     tracing::info!(upstream = %shared.id(), "Starting a connection of the session's own.");
-                    let relay: Arc<dyn Relay> =
-                        Arc::new(CallRelay { peer: peer.clone(), stream: None, token: None, upstream: shared.label() });
+                    let relay: Arc<dyn Relay> = Arc::new(CallRelay::new(peer.clone(), None, None, shared.label()));
                     shared.start_isolated(Isolated { capabilities: peer.relayable_capabilities(), relay })
                 })
                 .clone()

@@ -182,11 +182,17 @@ impl Peer {
         self.level.store(u8::try_from(index).unwrap_or(UNSET), Ordering::Relaxed);
     }
 
-    /// Registers a request so a `notifications/cancelled` for `id` can stop it.
-    pub(crate) fn start_call<'a>(&'a self, id: &'a RawValue) -> InFlightCall<'a> {
+    /// Registers a request so a `notifications/cancelled` for `id` can stop
+    /// it; `None` when a request with that id is already in flight (ids
+    /// must be unique among a client's requests in flight, and a second one
+    /// would make the first impossible to cancel).
+    pub(crate) fn start_call<'a>(&'a self, id: &'a RawValue) -> Option<InFlightCall<'a>> {
         let token = CancellationToken::new();
-        self.lock_in_flight().insert(id.get().into(), token.clone());
-        InFlightCall { peer: self, id: id.get(), token }
+        match self.lock_in_flight().entry(id.get().into()) {
+            std::collections::hash_map::Entry::Occupied(_) => return None,
+            std::collections::hash_map::Entry::Vacant(v) => v.insert(token.clone()),
+        };
+        Some(InFlightCall { peer: self, id: id.get(), token })
     }
 
     /// Cancels the request with raw id `id`; false when none is in flight.
@@ -233,6 +239,55 @@ pub(crate) struct CallRelay {
     /// The client's `progressToken`, raw.
     pub(crate) token: Option<Box<RawValue>>,
     pub(crate) upstream: Name,
+    /// The highest progress relayed (f64 bits): a retried attempt starts
+    /// counting again, and the spec says progress only increases.
+    pub(crate) progress: std::sync::atomic::AtomicU64,
+}
+
+impl CallRelay {
+    pub(crate) fn new(
+        peer: Arc<Peer>,
+        stream: Option<mpsc::Sender<String>>,
+        token: Option<Box<RawValue>>,
+        upstream: Name,
+    ) -> Self {
+        let progress = std::sync::atomic::AtomicU64::new(f64::NEG_INFINITY.to_bits());
+        CallRelay { peer, stream, token, upstream, progress }
+    }
+
+    /// Whether `params` carry progress above any relayed before (recorded).
+    fn advances(&self, params: Option<&RawValue>) -> bool {
+        let Some(p) = params
+            .and_then(|p| RawObject::parse(p.get()).ok())
+            .and_then(|o| o.get("progress").and_then(|v| serde_json::from_str::<f64>(v.get()).ok()))
+        else {
+            return true;
+        };
+        let last = self.progress.fetch_max_f64(p);
+        p > last
+    }
+}
+
+/// `fetch_max` for f64 bits (non-negative progress compares like its bits,
+/// but negative values do not, so compare as floats).
+trait FetchMaxF64 {
+    fn fetch_max_f64(&self, v: f64) -> f64;
+}
+
+impl FetchMaxF64 for std::sync::atomic::AtomicU64 {
+    fn fetch_max_f64(&self, v: f64) -> f64 {
+        let mut cur = self.load(Ordering::Relaxed);
+        loop {
+            let old = f64::from_bits(cur);
+            if v <= old {
+                return old;
+            }
+            match self.compare_exchange_weak(cur, v.to_bits(), Ordering::Relaxed, Ordering::Relaxed) {
+                Ok(_) => return old,
+                Err(actual) => cur = actual,
+            }
+        }
+    }
 }
 
 impl Relay for CallRelay {
@@ -241,6 +296,10 @@ impl Relay for CallRelay {
         let params = match method {
             "notifications/progress" => {
                 let Some(token) = &self.token else { return };
+                if !self.advances(msg.params.as_deref()) {
+                    tracing::debug!(upstream = %self.upstream, "Dropped progress that did not advance (a retried attempt).");
+                    return;
+                }
                 rewrite(msg.params.as_deref(), |o| o.set("progressToken", token.clone()))
             }
             "notifications/message" => {
@@ -363,7 +422,7 @@ mod tests {
         let metrics = Arc::new(Metrics::new());
         let (tx, mut rx) = mpsc::channel(1);
         let peer = Arc::new(Peer::new(1, tx, None, metrics.clone()));
-        let relay = CallRelay { peer: peer.clone(), stream: None, token: Some(raw("7")), upstream: Name::from("u") };
+        let relay = CallRelay::new(peer.clone(), None, Some(raw("7")), Name::from("u"));
         let progress = |n: u32| {
             let line = format!(
                 r#"{{"jsonrpc":"2.0","method":"notifications/progress","params":{{"progressToken":"mcpgw-9","progress":{n}}}}}"#
@@ -372,6 +431,7 @@ mod tests {
         };
         relay.notify(&progress(1));
         relay.notify(&progress(2)); // the queue holds one: dropped
+        relay.notify(&progress(1)); // a retry starting over: not relayed, not counted
         let got = rx.recv().await.unwrap();
         assert!(got.contains(r#""progressToken":7,"progress":1"#), "{got}");
         assert!(rx.try_recv().is_err());
@@ -389,6 +449,7 @@ mod tests {
         // A call's own stream wins over the session's.
         let (tx2, mut rx2) = mpsc::channel(4);
         let relay = CallRelay { stream: Some(tx2), ..relay };
+        relay.notify(&progress(2)); // not above 2
         relay.notify(&progress(3));
         assert!(rx2.recv().await.unwrap().contains(r#""progress":3"#));
     }
@@ -398,7 +459,8 @@ mod tests {
         let (tx, _rx) = mpsc::channel(1);
         let peer = Peer::new(1, tx, None, Arc::new(Metrics::new()));
         let id = raw(r#""a-1""#);
-        let call = peer.start_call(&id);
+        let call = peer.start_call(&id).unwrap();
+        assert!(peer.start_call(&id).is_none(), "an id in flight cannot be reused");
         assert!(!peer.cancel("\"a-2\""));
         assert!(peer.cancel("\"a-1\""));
         assert!(call.token.is_cancelled());

@@ -162,3 +162,19 @@ async fn sse_response_mode() {
     assert_eq!(out[0]["text"][0], "via-sse");
     let _ = Duration::ZERO;
 }
+
+#[tokio::test]
+async fn a_request_id_in_flight_cannot_be_reused() {
+    let gw = Gateway::start(&raw_stdio("raw", "")).await;
+    gw.wait_ready("raw").await;
+    let c = gw.client().await;
+    let call = r#"{"jsonrpc":"2.0","id":5,"method":"tools/call","params":{"name":"raw__sleep","arguments":{"ms":400,"tag":"once"}}}"#;
+    let (a, b) = tokio::join!(c.post(call, &[]), c.post(call, &[]));
+    let mut outcomes: Vec<serde_json::Value> = [a, b].iter().map(|r| r.json()).collect();
+    outcomes.sort_by_key(|r| r.get("error").is_some());
+    assert_eq!(text(&outcomes[0]), "once", "{outcomes:?}");
+    assert_eq!(outcomes[1]["error"]["code"], -32600, "{outcomes:?}");
+    assert!(outcomes[1]["error"]["message"].as_str().unwrap().contains("already in flight"), "{outcomes:?}");
+    // Once answered, the id is free again.
+    assert_eq!(text(&c.post(call, &[]).await.json()), "once");
+}
