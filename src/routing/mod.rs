@@ -291,6 +291,20 @@ impl Gateway {
             match note.msg.method() {
                 "notifications/resources/updated" => self.resource_updated(i, &note),
                 "notifications/tasks/status" => self.task_status(&note),
+                "notifications/cancelled" => {
+                    // The upstream withdrew a request it sent us: the
+                    // client it was relayed to is told, under its own id.
+                    let (id, reason) = peer::cancelled_params(note.msg.params.as_deref());
+                    // A per-session upstream's requests come over the
+                    // sessions' own connections (and their relays).
+                    let per_session = self.upstreams[i].spec().isolation == crate::config::Isolation::PerSession;
+                    let Some(id) = id.filter(|_| !per_session) else { continue };
+                    let told =
+                        self.peers().iter().any(|p| p.cancel_relayed(&note.upstream, id.get(), reason.as_deref()));
+                    if !told {
+                        tracing::debug!(upstream = %note.upstream, "Upstream cancelled a request no client has.");
+                    }
+                }
                 "notifications/message" => {
                     let params = note.msg.params.as_deref();
                     let Some(level) = peer::message_level(params) else { continue };

@@ -140,6 +140,27 @@ impl Peer {
         }
     }
 
+    /// The upstream cancelled a request it sent (`requestId`, raw): if it
+    /// was relayed to this client, it is forgotten and the client told
+    /// under the id it knows. Returns whether it was this client's.
+    pub(crate) fn cancel_relayed(&self, upstream: &str, request_id: &str, reason: Option<&RawValue>) -> bool {
+        let ours = {
+            let mut pending = self.lock_pending();
+            let ours = pending.iter().find(|(_, r)| &**r.upstream() == upstream && r.id().get() == request_id);
+            let Some(ours) = ours.map(|(k, _)| k.clone()) else { return false };
+            pending.remove(&ours);
+            ours
+        };
+        let params = match reason {
+            Some(r) => format!(r#"{{"requestId":{ours},"reason":{}}}"#, r.get()),
+            None => format!(r#"{{"requestId":{ours}}}"#),
+        };
+        let params = RawValue::from_string(params).expect("raw JSON parts");
+        let body = encode::notification("notifications/cancelled", Some(&params));
+        self.send(&Name::from(upstream), "notifications/cancelled", body);
+        true
+    }
+
     /// Takes the upstream's side of a relayed request answered by `id`.
     pub(crate) fn take_pending(&self, id: &str) -> Option<Responder> {
         self.lock_pending().remove(id)
@@ -315,6 +336,14 @@ impl Relay for CallRelay {
             "notifications/tasks/status" => {
                 msg.params.as_deref().and_then(|p| super::tasks::expose_task(p, &self.upstream))
             }
+            "notifications/cancelled" => {
+                // A session's own connection withdrew a request it sent.
+                let (id, reason) = cancelled_params(msg.params.as_deref());
+                if let Some(id) = id {
+                    self.peer.cancel_relayed(&self.upstream, id.get(), reason.as_deref());
+                }
+                return;
+            }
             _ => msg.params.clone(),
         };
         // Progress and log messages of a task name it under the id the
@@ -363,6 +392,12 @@ impl Relay for CallRelay {
             }
         });
     }
+}
+
+/// `requestId` and `reason` of a `notifications/cancelled`, raw.
+pub(crate) fn cancelled_params(params: Option<&RawValue>) -> (Option<Box<RawValue>>, Option<Box<RawValue>>) {
+    let Some(o) = params.and_then(|p| RawObject::parse(p.get()).ok()) else { return (None, None) };
+    (o.get("requestId").map(ToOwned::to_owned), o.get("reason").map(ToOwned::to_owned))
 }
 
 fn json_str(s: &str) -> String {

@@ -212,6 +212,11 @@ impl Responder {
         &self.upstream
     }
 
+    /// The upstream's id of the request, raw.
+    pub fn id(&self) -> &RawValue {
+        &self.id
+    }
+
     /// Relays a client's response (its `result` or `error`).
     pub fn reply(self, response: &Message) {
         let body = match (&response.result, &response.error) {
