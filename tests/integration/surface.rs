@@ -422,20 +422,11 @@ async fn a_cancelled_call_is_cancelled_upstream_and_gets_no_result() {
 }
 
 /// POSTs a request and returns its response stream (SSE response mode).
-async fn post_streaming(c: &McpHttp, body: &Value) -> SseReader {
-    let resp = c.send(&body.to_string(), &[]).await;
-    assert_eq!(resp.headers()["content-type"], "text/event-stream");
-    SseReader::from_response(resp)
-}
-
 #[tokio::test]
 async fn sampling_and_elicitation_reach_the_caller_and_their_answers_go_back() {
     // server-everything over Streamable HTTP sends its server requests on
     // the call's own response stream: the gateway knows whose they are.
-    let everything = Fixture::everything_http().await;
-    let toml = format!("[gateway]\nresponse_mode = \"sse\"\n[upstreams.everything]\nurl = \"{}\"\n", everything.url());
-    let gw = Gateway::start(&toml).await;
-    gw.wait_ready("everything").await;
+    let (_everything, gw) = everything_sse_gateway().await;
     let caps = json!({"sampling":{},"elicitation":{"form":{}}});
     let mut a = McpHttp::connect_with(&gw.url(), caps).await;
     let names = a.tool_names().await;

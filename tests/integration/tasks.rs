@@ -117,18 +117,13 @@ async fn tasks_run_through_the_gateway_and_belong_to_their_session() {
 
 #[tokio::test]
 async fn a_task_asks_its_own_client_while_it_waits_for_the_result() {
-    let everything = Fixture::everything_http().await;
-    let toml = format!("[gateway]\nresponse_mode = \"sse\"\n[upstreams.everything]\nurl = \"{}\"\n", everything.url());
-    let gw = Gateway::start(&toml).await;
-    gw.wait_ready("everything").await;
+    let (_everything, gw) = everything_sse_gateway().await;
     let mut a = McpHttp::connect_with(&gw.url(), json!({"elicitation":{"form":{}}})).await;
     let id = start_task(&mut a, json!({"topic":"python","ambiguous":true})).await;
 
     // The elicitation comes on the stream of the client's tasks/result.
     let wait = json!({"jsonrpc":"2.0","id":"r-1","method":"tasks/result","params":{"taskId": id}});
-    let resp = a.send(&wait.to_string(), &[]).await;
-    assert_eq!(resp.headers()["content-type"], "text/event-stream");
-    let mut stream = SseReader::from_response(resp);
+    let mut stream = post_streaming(&a, &wait).await;
     let asked = stream.until(|m| m["method"] == "elicitation/create").await.pop().unwrap();
     let rid = asked["id"].as_str().expect("the gateway's id").to_owned();
     assert!(rid.starts_with("mcpgw-"), "{asked}");

@@ -567,3 +567,21 @@ impl SseReader {
 pub fn is_note(m: &Value, method: &str) -> bool {
     m["method"] == method && m.get("id").is_none()
 }
+
+/// POSTs `body` and reads the answer as the SSE stream it must be.
+pub async fn post_streaming(c: &McpHttp, body: &Value) -> SseReader {
+    let resp = c.send(&body.to_string(), &[]).await;
+    assert_eq!(resp.headers()["content-type"], "text/event-stream");
+    SseReader::from_response(resp)
+}
+
+/// server-everything over Streamable HTTP behind a gateway answering as
+/// SSE (server requests then come on the call's own stream); keep the
+/// fixture alive as long as the gateway.
+pub async fn everything_sse_gateway() -> (Fixture, Gateway) {
+    let everything = Fixture::everything_http().await;
+    let toml = format!("[gateway]\nresponse_mode = \"sse\"\n[upstreams.everything]\nurl = \"{}\"\n", everything.url());
+    let gw = Gateway::start(&toml).await;
+    gw.wait_ready("everything").await;
+    (everything, gw)
+}
