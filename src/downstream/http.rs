@@ -460,7 +460,7 @@ async fn get_sse(State(app): State<Arc<App>>, headers: HeaderMap) -> Response {
             return Some((Ok::<_, std::convert::Infallible>(e), st));
         }
         tokio::select! {
-            m = st.rx.recv() => Some((Ok(Bytes::from(sse_event(m?))), st)),
+            m = st.rx.recv() => Some((Ok(Bytes::from(super::session::sse_event(None, m?))), st)),
             () = tokio::time::sleep(KEEPALIVE) => Some((Ok(Bytes::from_static(b": keep-alive\n\n")), st)),
             () = st.app.shutdown.cancelled() => None,
         }
@@ -693,17 +693,11 @@ impl App {
 
 fn reply_response(reply: String, sse: bool) -> Response {
     if sse {
-        let mut resp = Response::new(Body::from(sse_event(reply)));
+        let mut resp = Response::new(Body::from(super::session::sse_event(None, reply)));
         resp.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("text/event-stream"));
         return resp;
     }
     (StatusCode::OK, json_headers(), reply).into_response()
-}
-
-fn sse_event(data: String) -> String {
-    // One `data:` line carries the whole message (relayed upstream bytes
-    // may have been pretty-printed).
-    format!("event: message\ndata: {}\n\n", crate::protocol::framing::one_line(data))
 }
 
 fn json_headers() -> [(header::HeaderName, HeaderValue); 1] {

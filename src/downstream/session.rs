@@ -114,12 +114,7 @@ impl Replay {
         let mut inner = self.lock();
         inner.next_event += 1;
         let n = inner.next_event;
-        // One `data:` line carries the whole message (relayed upstream
-        // bytes may have been pretty-printed).
-        let event = Bytes::from(format!(
-            "id: {stream}-{n}\nevent: message\ndata: {}\n\n",
-            crate::protocol::framing::one_line(data)
-        ));
+        let event = Bytes::from(sse_event(Some((stream, n)), data));
         inner.bytes += event.len();
         inner.events.push_back((stream, n, event.clone()));
         while inner.events.len() > 1 && (inner.events.len() > REPLAY_EVENTS || inner.bytes > REPLAY_BYTES) {
@@ -171,6 +166,17 @@ impl Replay {
 
     fn lock(&self) -> std::sync::MutexGuard<'_, ReplayInner> {
         self.inner.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+}
+
+/// A message as one SSE event, with its id `<stream>-<n>` when it has one.
+/// One `data:` line carries the whole message (relayed upstream bytes may
+/// have been pretty-printed).
+pub(crate) fn sse_event(id: Option<(u64, u64)>, data: String) -> String {
+    let data = crate::protocol::framing::one_line(data);
+    match id {
+        Some((stream, n)) => format!("id: {stream}-{n}\nevent: message\ndata: {data}\n\n"),
+        None => format!("event: message\ndata: {data}\n\n"),
     }
 }
 

@@ -331,20 +331,18 @@ impl Gateway {
     /// poll with `tasks/get` anyway.
     fn task_status(&self, note: &Note) {
         let Some(params) = note.msg.params.as_deref() else { return };
-        let Some(exposed) = tasks::expose_task(params, &note.upstream) else { return };
-        let id = RawObject::parse(exposed.get()).ok().and_then(|o| o.get_str("taskId")).unwrap_or_default();
+        let Some(original) = RawObject::parse(params.get()).ok().and_then(|o| o.get_str("taskId")) else { return };
         let owner = self
             .tasks
-            .owner(&id)
+            .owner(&tasks::expose(&note.upstream, &original))
             .and_then(|p| self.peers.lock().unwrap_or_else(std::sync::PoisonError::into_inner).get(&p).cloned());
-        match owner {
-            Some(p) => {
-                let body = encode::notification("notifications/tasks/status", Some(&exposed));
-                p.send(&note.upstream, "notifications/tasks/status", body);
-            }
-            None => {
-                tracing::debug!(upstream = %note.upstream, "Task status for a task no session owns (yet); dropped.")
-            }
+        let Some(peer) = owner else {
+            tracing::debug!(upstream = %note.upstream, "Task status for a task no session owns (yet); dropped.");
+            return;
+        };
+        if let Some(exposed) = tasks::expose_task(params, &note.upstream) {
+            let body = encode::notification("notifications/tasks/status", Some(&exposed));
+            peer.send(&note.upstream, "notifications/tasks/status", body);
         }
     }
 

@@ -1040,14 +1040,14 @@ fn header_map(headers: &std::collections::BTreeMap<String, crate::config::Resolv
 /// Whether `caps` has the capability at a dotted path (`logging`,
 /// `tasks.requests.tools.call`), present and not null.
 fn capability(caps: &RawValue, path: &str) -> bool {
-    let mut at = caps.to_owned();
+    let mut at: Option<Box<RawValue>> = None;
     for name in path.split('.') {
-        let Some(next) =
-            crate::protocol::RawObject::parse(at.get()).ok().and_then(|o| o.get(name).map(ToOwned::to_owned))
-        else {
-            return false;
-        };
-        at = next;
+        let here = at.as_deref().unwrap_or(caps);
+        let next = crate::protocol::RawObject::parse(here.get()).ok().and_then(|o| o.get(name).map(ToOwned::to_owned));
+        match next {
+            Some(v) => at = Some(v),
+            None => return false,
+        }
     }
-    at.get() != "null"
+    at.is_some_and(|v| v.get() != "null")
 }
