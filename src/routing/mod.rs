@@ -99,6 +99,10 @@ pub struct Gateway {
     /// Resource subscriptions: (upstream, original URI) → peer ids. The
     /// upstream is subscribed once, while any session is.
     subscriptions: Mutex<HashMap<SubscriptionKey, HashSet<u64>>>,
+    /// Per upstream, the URIs it has actually been told to watch. Each
+    /// upstream's lock serialises its `resources/(un)subscribe`, so a last
+    /// unsubscribe and a new subscribe cannot reach it in the wrong order.
+    subscribed_upstream: Vec<tokio::sync::Mutex<HashSet<Arc<str>>>>,
     /// The log level last sent to upstreams (index in [`LEVELS`]).
     applied_level: Mutex<Option<usize>>,
     /// Which session owns which upstream task.
@@ -161,6 +165,7 @@ impl Gateway {
             })
             .collect();
         let by_id = upstreams.iter().enumerate().map(|(i, u)| (u.id().to_owned(), i)).collect();
+        let subscribed_upstream = upstreams.iter().map(|_| tokio::sync::Mutex::default()).collect();
         let gw = Arc::new(Gateway {
             config,
             upstreams,
@@ -177,6 +182,7 @@ impl Gateway {
             peers: Mutex::default(),
             next_peer: AtomicU64::new(1),
             subscriptions: Mutex::default(),
+            subscribed_upstream,
             applied_level: Mutex::new(None),
             tasks: tasks::Tasks::default(),
         });
@@ -250,12 +256,17 @@ impl Gateway {
     /// Tells an upstream that just became ready what its previous
     /// connection knew: the subscriptions and the log level.
     async fn restore(self: Arc<Self>, i: usize) {
+        {
+            // A new connection watches nothing yet.
+            let mut actual = self.subscribed_upstream[i].lock().await;
+            actual.clear();
+        }
         let uris: Vec<Arc<str>> = {
             let subs = self.subscriptions.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
             subs.keys().filter(|(u, _)| *u == i).map(|(_, uri)| uri.clone()).collect()
         };
         for uri in uris {
-            if let Err(e) = self.upstream_subscribe(i, "resources/subscribe", &uri).await {
+            if let Err(e) = self.sync_subscription(i, &uri).await {
                 tracing::warn!(upstream = %self.upstreams[i].id(), error = %e.message, "Could not renew a resource subscription.");
             }
         }
@@ -421,7 +432,7 @@ impl Gateway {
         let gw = self.clone();
         tokio::spawn(async move {
             for (i, uri) in last {
-                let _ = gw.upstream_subscribe(i, "resources/unsubscribe", &uri).await;
+                let _ = gw.sync_subscription(i, &uri).await;
             }
             if had_level {
                 gw.apply_levels().await;
@@ -833,15 +844,12 @@ impl Gateway {
                 ));
             }
         }
-        let first = {
+        {
             let mut subs = self.subscriptions.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-            let set = subs.entry(key.clone()).or_default();
-            let first = set.is_empty();
-            set.insert(peer.id);
-            first
-        };
+            subs.entry(key.clone()).or_default().insert(peer.id);
+        }
         peer.lock_subscriptions().insert(key.clone());
-        if first && let Err(e) = self.upstream_subscribe(key.0, "resources/subscribe", &key.1).await {
+        if let Err(e) = self.sync_subscription(key.0, &key.1).await {
             peer.lock_subscriptions().remove(&key);
             self.unsubscribe_keys(peer.id, vec![key]);
             return Err(e);
@@ -858,7 +866,7 @@ impl Gateway {
         let (peer, key) = self.subscription(params, caller)?;
         peer.lock_subscriptions().remove(&key);
         for (i, uri) in self.unsubscribe_keys(peer.id, vec![key]) {
-            self.upstream_subscribe(i, "resources/unsubscribe", &uri).await?;
+            self.sync_subscription(i, &uri).await?;
         }
         Ok(encode::result(id, &empty()))
     }
@@ -875,6 +883,30 @@ impl Gateway {
         let (_, uri) = named_params(params, "uri")?;
         let (i, original) = self.resource_owner(&uri)?;
         Ok((peer, (i, Arc::from(original))))
+    }
+
+    /// Brings the upstream's subscription to `uri` in line with whether any
+    /// session wants it now, under that upstream's lock: whichever of a
+    /// racing subscribe and unsubscribe runs last sees the final state.
+    async fn sync_subscription(&self, i: usize, uri: &Arc<str>) -> Result<(), CallError> {
+        let mut actual = self.subscribed_upstream[i].lock().await;
+        let wanted = {
+            let subs = self.subscriptions.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+            subs.contains_key(&(i, uri.clone()))
+        };
+        match (wanted, actual.contains(uri)) {
+            (true, false) => {
+                self.upstream_subscribe(i, "resources/subscribe", uri).await?;
+                actual.insert(uri.clone());
+            }
+            (false, true) => {
+                // Forgotten even if the upstream refuses: nobody wants it.
+                actual.remove(uri);
+                self.upstream_subscribe(i, "resources/unsubscribe", uri).await?;
+            }
+            _ => {}
+        }
+        Ok(())
     }
 
     /// Sends `resources/subscribe` or `unsubscribe` for `uri` upstream.

@@ -67,7 +67,7 @@ async fn merged_lists_page_with_the_gateways_cursor_and_every_name_routes() {
     sorted.sort();
     assert_eq!(names, sorted, "deterministic order: sorted by exposed name");
     assert_eq!(names.iter().collect::<BTreeSet<_>>().len(), names.len(), "no duplicates");
-    for special in ["admin.tools.list", "DATA-EXPORT_v2", "a.b-c_d", "filler_14"] {
+    for special in ["admin.tools.list", "DATA-EXPORT_v2", "a.b-c_d", "filler_13"] {
         let exposed = format!("paged__{special}");
         assert!(names.contains(&exposed), "{exposed} in {names:?}");
         assert_eq!(text(&c.call(&exposed, json!({})).await), format!("called {special}"));
@@ -123,7 +123,7 @@ async fn a_walk_stays_correct_when_the_list_changes_between_pages() {
     let before = field(&before, "name");
 
     // Between pages: one tool already served and one not yet are removed, one added.
-    let not_yet = "filler_14";
+    let not_yet = "filler_13";
     let already = page1[3].trim_start_matches("paged__").to_owned();
     assert!(page1.contains(&format!("paged__{already}")) && !page1.contains(&format!("paged__{not_yet}")));
     for (list_op, name) in [("remove", already.as_str()), ("remove", not_yet), ("add", "zz_added")] {
@@ -267,6 +267,65 @@ async fn resource_updates_reach_only_subscribed_sessions() {
     })
     .await;
     c.session = None;
+}
+
+#[tokio::test]
+async fn a_last_unsubscribe_racing_a_new_subscribe_leaves_the_upstream_subscribed() {
+    // The fixture holds each unsubscribe, so b's subscribe is certain to
+    // arrive while a's last unsubscribe is on its way upstream.
+    let gw = Gateway::start(&paged("paged", "env = { PAGED_UNSUBSCRIBE_MS = \"1000\" }")).await;
+    gw.wait_ready("paged").await;
+    let (mut a, mut b) = (gw.client().await, gw.client().await);
+    let uri = "test+paged://static/resource-2";
+    let upstream_uri = "test://static/resource-2";
+    assert_eq!(a.request("resources/subscribe", json!({ "uri": uri })).await["result"], json!({}));
+
+    let unsubscribe = async { a.request("resources/unsubscribe", json!({ "uri": uri })).await };
+    let subscribe = async {
+        let deadline = tokio::time::Instant::now() + PATIENCE;
+        while state(&mut b, "paged__state").await["unsubscribing"] != json!([upstream_uri]) {
+            assert!(tokio::time::Instant::now() < deadline, "the unsubscribe never reached the upstream");
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        }
+        let r = b.request("resources/subscribe", json!({ "uri": uri })).await;
+        (r, b)
+    };
+    let (unsubscribed, (subscribed, mut b)) = tokio::join!(unsubscribe, subscribe);
+    assert_eq!(unsubscribed["result"], json!({}), "{unsubscribed}");
+    assert_eq!(subscribed["result"], json!({}), "{subscribed}");
+    // b is subscribed, so the upstream must be, whatever order the two
+    // requests took: it is told again once the unsubscribe is through.
+    let s = state(&mut b, "paged__state").await;
+    assert_eq!(s["subscriptions"], json!([upstream_uri]), "{s}");
+    assert_eq!(text(&b.call("paged__touch", json!({ "uri": upstream_uri })).await), "sent");
+}
+
+#[tokio::test]
+async fn a_request_the_upstream_withdraws_is_withdrawn_from_the_client() {
+    let gw = Gateway::start(&paged("paged", "isolation = \"per-session\"")).await;
+    gw.wait_ready("paged").await;
+    let c = McpHttp::connect_with(&gw.url(), json!({"sampling":{}})).await;
+    let mut events = SseReader::open(&c).await;
+    let call = json!({"jsonrpc":"2.0","id":"w-1","method":"tools/call",
+        "params":{"name":"paged__withdraw","arguments":{"ms":300}}})
+    .to_string();
+    let called = c.post(&call, &[]);
+    let client = async {
+        let request = events.until(|m| m["method"] == "sampling/createMessage").await.pop().unwrap();
+        let id = request["id"].clone();
+        assert!(id.as_str().is_some_and(|s| s.starts_with("mcpgw-")), "the gateway's own id: {request}");
+        // Not answered: the upstream withdraws it, under the id the client knows.
+        let cancelled = events.until(|m| is_note(m, "notifications/cancelled")).await.pop().unwrap();
+        assert_eq!(cancelled["params"]["requestId"], id, "{cancelled}");
+        assert_eq!(cancelled["params"]["reason"], "no longer needed", "{cancelled}");
+        // A late answer is accepted from the client and goes nowhere.
+        let late = json!({"jsonrpc":"2.0","id":id,"result":{"role":"assistant",
+            "content":{"type":"text","text":"too late"},"model":"m","stopReason":"endTurn"}});
+        assert_eq!(c.post(&late.to_string(), &[]).await.status, 202);
+    };
+    let (reply, ()) = tokio::join!(called, client);
+    let reply = reply.json();
+    assert_eq!(text(&reply), "withdrawn", "the late answer never reached the upstream: {reply}");
 }
 
 #[tokio::test]
