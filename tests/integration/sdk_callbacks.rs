@@ -124,6 +124,34 @@ async fn sdk_callbacks_through_a_per_session_stdio_upstream() {
 }
 
 #[tokio::test]
+async fn sdk_sessions_hear_updates_only_for_what_they_subscribed_to() {
+    // One shared stdio process: both URIs are subscribed on its single
+    // session, and its (one) toggle makes it send updates for both; the
+    // gateway must give each client only its own.
+    let p = peers();
+    let toml =
+        format!("[upstreams.everything]\ncommand = \"node\"\nargs = [{:?}, \"stdio\"]\n", path_str(&p.everything));
+    let gw = Gateway::start(&toml).await;
+    gw.wait_ready("everything").await;
+    let x = "demo+everything://resource/static/document/features.md";
+    let y = "demo+everything://resource/static/document/architecture.md";
+    // Updates come at once and then every 5 s: 6 s sees one tick after both
+    // subscriptions are in place.
+    let (a, b) = tokio::join!(
+        sdk(&gw, &["subscribe", x, "6000", "everything__toggle-subscriber-updates", "{}"]),
+        sdk(&gw, &["subscribe", y, "6000"]),
+    );
+    assert_eq!(a["subscribe"], json!({}), "{a}");
+    assert!(a["call"]["text"].to_string().contains("Started simulated resource updated"), "{a}");
+    for (out, mine) in [(&a, x), (&b, y)] {
+        let updated = out["updated"].as_array().unwrap_or_else(|| panic!("{out}"));
+        assert!(!updated.is_empty(), "no update for {mine}: {out}");
+        assert!(updated.iter().all(|u| u == mine), "only {mine}, under the gateway's URI: {out}");
+        assert_eq!(out["unsubscribe"], json!({}), "{out}");
+    }
+}
+
+#[tokio::test]
 async fn legacy_http_sse_clients_connect_at_sse() {
     let gw = Gateway::start(&raw_stdio("raw", "")).await;
     gw.wait_ready("raw").await;
