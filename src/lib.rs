@@ -19,6 +19,7 @@ pub mod error;
 pub mod protocol;
 pub mod resilience;
 pub mod routing;
+pub mod security;
 pub mod telemetry;
 pub mod upstream;
 
@@ -62,7 +63,8 @@ pub async fn serve(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
     let stop = CancellationToken::new();
-    let app = downstream::http::router(gateway.clone(), stop.clone());
+    let app = downstream::http::router(gateway.clone(), stop.clone())
+        .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidInput, e.to_string()))?;
     serve_admin(&gateway, stop.clone()).await?;
     let stop2 = stop.clone();
     // Replies are written whole; without Nagle's delay an SSE event or a

@@ -56,11 +56,32 @@ enum Command {
         #[arg(long)]
         wait: Option<u64>,
     },
+    /// Client credentials: `auth hash-key` prints the `sha256` of an API
+    /// key for `[[auth.api_keys]]`.
+    Auth {
+        #[command(subcommand)]
+        command: AuthCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum AuthCommand {
+    /// Reads an API key from stdin (or makes a random one with
+    /// `--generate`) and prints its SHA-256 for `[[auth.api_keys]]`.
+    HashKey {
+        /// Make a new random key, print it once, then its hash.
+        #[arg(long)]
+        generate: bool,
+    },
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    if let Command::Auth { command: AuthCommand::HashKey { generate } } = cli.command {
+        return hash_key(generate);
+    }
     let path = match &cli.command {
+        Command::Auth { .. } => unreachable!("handled above"),
         Command::Serve { config, .. }
         | Command::Stdio { config }
         | Command::Check { config }
@@ -84,7 +105,7 @@ fn main() -> ExitCode {
             Command::Serve { listen, .. } => serve(config, listen).await,
             Command::Stdio { .. } => stdio(config).await,
             Command::Tools { wait, .. } => tools(config, wait).await,
-            Command::Check { .. } => unreachable!("handled above"),
+            Command::Check { .. } | Command::Auth { .. } => unreachable!("handled above"),
         }
     });
     match result {
@@ -94,6 +115,31 @@ fn main() -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+/// `mcp-gateway auth hash-key`.
+fn hash_key(generate: bool) -> ExitCode {
+    use std::io::Read as _;
+    let key = if generate {
+        let mut bytes = [0u8; 24];
+        if getrandom::fill(&mut bytes).is_err() {
+            eprintln!("mcp-gateway: no randomness available");
+            return ExitCode::FAILURE;
+        }
+        let key: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
+        let key = format!("mgw_{key}");
+        println!("key:    {key}   (give it to the client; it is not stored)");
+        key
+    } else {
+        let mut key = String::new();
+        if std::io::stdin().read_to_string(&mut key).is_err() || key.trim().is_empty() {
+            eprintln!("mcp-gateway: give the key on stdin (or use --generate)");
+            return ExitCode::from(EX_USAGE);
+        }
+        key
+    };
+    println!("sha256 = \"{}\"", mcp_gateway::security::auth::hash_key(&key));
+    ExitCode::SUCCESS
 }
 
 fn plural(n: usize, noun: &str) -> String {
@@ -106,6 +152,7 @@ fn ids(config: &Config) -> String {
 
 async fn serve(config: Config, listen: Option<SocketAddr>) -> anyhow::Result<()> {
     let addr = listen.unwrap_or(config.listen());
+    config.check_exposure(addr)?;
     let listener = tokio::net::TcpListener::bind(addr).await.with_context(|| format!("cannot listen on {addr}"))?;
     let addr = listener.local_addr()?;
     let telemetry = Telemetry::from_config(&config)?;

@@ -26,6 +26,21 @@ pub struct FileConfig {
     /// `[audit]`: the audit log.
     #[serde(default)]
     pub audit: AuditSection,
+    /// `[auth]`: client authentication.
+    #[serde(default)]
+    pub auth: super::security::AuthSection,
+    /// `[[access]]`: per principal or group, what may be seen and called.
+    #[serde(default)]
+    pub access: Vec<super::security::AccessSection>,
+    /// `[pinning]`: tool definitions pinned by hash.
+    #[serde(default)]
+    pub pinning: super::security::PinningSection,
+    /// `[rules]`: sequence rules.
+    #[serde(default)]
+    pub rules: super::security::RulesSection,
+    /// `[limits]`: rate limits and result caps.
+    #[serde(default)]
+    pub limits: super::security::LimitsSection,
 }
 
 /// `[admin]`.
@@ -173,6 +188,10 @@ pub struct GatewaySection {
     /// the gateway stops its upstreams and exits. Default `10s`.
     #[serde(with = "humantime_serde")]
     pub drain_timeout: Duration,
+    /// Expose the built-in tool `gateway__list_secret_names`, which lists
+    /// the secrets file's names (never values), as PyAirbyte's server does.
+    /// Default `false`.
+    pub list_secret_names: bool,
 }
 
 /// How `/mcp` answers requests.
@@ -471,6 +490,7 @@ impl Default for GatewaySection {
             log_format: LogFormat::Human,
             log_level: "info".into(),
             drain_timeout: Duration::from_secs(10),
+            list_secret_names: false,
         }
     }
 }

@@ -12,6 +12,7 @@
 mod error;
 mod file;
 mod secrets;
+mod security;
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -25,7 +26,11 @@ pub use file::{
     AdminSection, AuditSection, BreakerSection, FileConfig, GatewaySection, HealthSection, Isolation, LogFormat,
     OtlpProtocol, ResponseMode, RetrySection, ToolFilter, TracesSection, TransportKind, UpstreamSection,
 };
-pub use secrets::{Redactor, Resolved, Secrets};
+pub use secrets::{MASK, Redactor, Resolved, Secrets};
+pub use security::{
+    AccessSection, ApiKeySection, ArgumentRule, AuthMode, AuthSection, JwtSection, LimitsSection, OversizeAction,
+    PinningSection, QuarantineMode, RateSection, ResultCap, RulesSection,
+};
 
 /// Name of the environment variable that overrides `gateway.secrets_file`.
 pub const ENV_FILE_VAR: &str = "MCP_GATEWAY_ENV_FILE";
@@ -47,6 +52,18 @@ pub struct Config {
     pub traces: Traces,
     /// The audit log (its `path` resolved against the config file).
     pub audit: AuditSection,
+    /// Client authentication (`resource` filled in, paths resolved).
+    pub auth: AuthSection,
+    /// `[[access]]` entries, in file order (globs checked).
+    pub access: Vec<AccessSection>,
+    /// Tool pinning (`file` resolved).
+    pub pinning: PinningSection,
+    /// Sequence rules (`file` resolved).
+    pub rules: RulesSection,
+    /// Rate limits and result caps (globs checked).
+    pub limits: LimitsSection,
+    /// Names in the secrets file (never values), sorted.
+    pub secret_names: Vec<String>,
 }
 
 /// `[traces]`, with secrets in headers resolved.
@@ -334,6 +351,23 @@ impl Config {
         if let Err(e) = tracing_subscriber::EnvFilter::try_new(&file.gateway.log_level) {
             return Err(at(&["gateway", "log_level"], format!("not a valid filter: {e}")));
         }
+        let at_key = |(k, m): KeyError| at(&k.iter().map(String::as_str).collect::<Vec<_>>(), m);
+        let auth = validate_auth(&file, base).map_err(at_key)?;
+        validate_access(&file.access).map_err(at_key)?;
+        validate_limits(&file.limits).map_err(at_key)?;
+        if let Some(id) = file.upstreams.keys().find(|id| *id == BUILTIN_NAMESPACE) {
+            return Err(at(
+                &["upstreams", id],
+                format!("`{BUILTIN_NAMESPACE}` is reserved for the gateway's own tools"),
+            ));
+        }
+        let mut pinning = file.pinning.clone();
+        pinning.file = pinning.file.map(|p| base.join(p));
+        let mut rules = file.rules.clone();
+        rules.file = rules.file.map(|p| base.join(p));
+        if rules.reload_interval.is_zero() {
+            return Err(at(&["rules", "reload_interval"], "must be greater than zero".into()));
+        }
         Ok(Config {
             path: path.to_path_buf(),
             gateway: file.gateway,
@@ -342,6 +376,12 @@ impl Config {
             admin: file.admin,
             traces,
             audit,
+            auth,
+            access: file.access,
+            pinning,
+            rules,
+            limits: file.limits,
+            secret_names: secrets.names(),
         })
     }
 
@@ -349,6 +389,151 @@ impl Config {
     pub fn listen(&self) -> SocketAddr {
         self.gateway.listen
     }
+
+    /// Refuses to serve unauthenticated clients on `addr` when it is not
+    /// loopback and `[auth] mode = "none"` was not written out.
+    pub fn check_exposure(&self, addr: SocketAddr) -> Result<(), ConfigError> {
+        if self.auth.mode.is_none() && !addr.ip().is_loopback() {
+            return Err(ConfigError::plain(format!(
+                "{}: listening on {addr} (not loopback) without client authentication: configure \
+                 [[auth.api_keys]] or [auth.jwt], or write `mode = \"none\"` in [auth] to accept anyone",
+                self.path.display()
+            )));
+        }
+        Ok(())
+    }
+}
+
+/// The namespace of the gateway's own tools (`gateway__…`); no upstream
+/// may take it.
+pub const BUILTIN_NAMESPACE: &str = "gateway";
+
+type KeyError = (Vec<String>, String);
+
+/// Checks `[auth]`, fills in `resource` and resolves the PEM path.
+fn validate_auth(file: &FileConfig, base: &Path) -> Result<AuthSection, KeyError> {
+    let mut auth = file.auth.clone();
+    let key = |k: &[&str]| k.iter().map(|s| (*s).to_owned()).collect::<Vec<_>>();
+    let configured = !auth.api_keys.is_empty() || auth.jwt.is_some();
+    match auth.mode {
+        Some(AuthMode::None) if configured => {
+            return Err((key(&["auth", "mode"]), "is \"none\" but api_keys or jwt are configured".into()));
+        }
+        Some(AuthMode::Required) if !configured => {
+            return Err((key(&["auth", "mode"]), "is \"required\" but neither api_keys nor jwt is configured".into()));
+        }
+        None if !configured && !file.gateway.listen.ip().is_loopback() => {
+            return Err((
+                key(&["auth"]),
+                format!(
+                    "the gateway listens on {} (not loopback) without client authentication: configure \
+                     [[auth.api_keys]] or [auth.jwt], or write `mode = \"none\"` to accept anyone",
+                    file.gateway.listen
+                ),
+            ));
+        }
+        _ => {}
+    }
+    // `None` stays `None` (anonymous because the listener is loopback), so
+    // a `--listen` elsewhere can still be refused (`Config::check_exposure`).
+    if configured {
+        auth.mode = Some(AuthMode::Required);
+    }
+    let resource = auth.resource.clone().unwrap_or_else(|| format!("http://{}/mcp", file.gateway.listen));
+    match reqwest::Url::parse(&resource) {
+        Ok(u) if matches!(u.scheme(), "http" | "https") && u.fragment().is_none() => {}
+        _ => return Err((key(&["auth", "resource"]), "must be an absolute http(s) URL without a fragment".into())),
+    }
+    auth.resource = Some(resource.trim_end_matches('/').to_owned());
+    let mut seen = std::collections::HashSet::new();
+    for (i, k) in auth.api_keys.iter().enumerate() {
+        let at = |f: &str| vec!["auth".to_owned(), "api_keys".to_owned(), i.to_string(), f.to_owned()];
+        if k.principal.trim().is_empty() {
+            return Err((at("principal"), "must not be empty".into()));
+        }
+        if k.sha256.len() != 64 || !k.sha256.bytes().all(|b| b.is_ascii_hexdigit()) {
+            return Err((at("sha256"), "must be 64 hex digits (`mcp-gateway auth hash-key` prints it)".into()));
+        }
+        if !seen.insert(k.sha256.to_ascii_lowercase()) {
+            return Err((at("sha256"), "the same key is listed twice".into()));
+        }
+    }
+    if let Some(jwt) = &mut auth.jwt {
+        match (&jwt.jwks_url, &jwt.public_key_pem) {
+            (Some(u), None) => {
+                if !reqwest::Url::parse(u).is_ok_and(|u| matches!(u.scheme(), "http" | "https")) {
+                    return Err((key(&["auth", "jwt", "jwks_url"]), "must be an absolute http(s) URL".into()));
+                }
+            }
+            (None, Some(p)) => jwt.public_key_pem = Some(base.join(p)),
+            _ => {
+                return Err((key(&["auth", "jwt"]), "set exactly one of `jwks_url` and `public_key_pem`".into()));
+            }
+        }
+        if jwt.issuer.is_empty() {
+            return Err((key(&["auth", "jwt", "issuer"]), "must not be empty".into()));
+        }
+        for a in &jwt.algorithms {
+            if !matches!(
+                a.as_str(),
+                "RS256" | "RS384" | "RS512" | "PS256" | "PS384" | "PS512" | "ES256" | "ES384" | "EdDSA"
+            ) {
+                return Err((
+                    key(&["auth", "jwt", "algorithms"]),
+                    format!("`{a}` is not an asymmetric JWS algorithm (RS*, PS*, ES256, ES384, EdDSA)"),
+                ));
+            }
+        }
+    }
+    for h in &auth.sensitive_headers {
+        if reqwest::header::HeaderName::try_from(h.as_str()).is_err() {
+            return Err((key(&["auth", "sensitive_headers"]), format!("`{h}` is not a header name")));
+        }
+    }
+    Ok(auth)
+}
+
+/// Checks the globs of `[[access]]`.
+fn validate_access(access: &[AccessSection]) -> Result<(), KeyError> {
+    for (i, a) in access.iter().enumerate() {
+        let at = |f: &str| vec!["access".to_owned(), i.to_string(), f.to_owned()];
+        if a.principals.is_empty() && a.groups.is_empty() {
+            return Err((at("principals"), "an entry needs `principals` or `groups` (\"*\" for everyone)".into()));
+        }
+        for (f, filter) in [("tools", &a.tools), ("prompts", &a.prompts), ("resources", &a.resources)] {
+            ToolMatcher::new(filter).map_err(|e| (at(f), e))?;
+        }
+        for r in &a.arguments {
+            Glob::new(&r.tools).map_err(|e| (at("arguments"), format!("invalid glob `{}`: {e}", r.tools)))?;
+            if r.prefix.is_empty() {
+                return Err((at("arguments"), format!("`{}` needs at least one `prefix`", r.argument)));
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Checks the rates and globs of `[limits]`.
+fn validate_limits(l: &LimitsSection) -> Result<(), KeyError> {
+    let rate_ok = |r: &RateSection| r.rate.is_finite() && r.rate > 0.0 && r.burst != Some(0);
+    if l.per_principal.as_ref().is_some_and(|r| !rate_ok(r)) {
+        return Err((vec!["limits".into(), "per_principal".into()], "rate must be > 0 and burst ≥ 1".into()));
+    }
+    for (glob, r) in &l.tools {
+        let at = || vec!["limits".to_owned(), "tools".to_owned(), glob.clone()];
+        Glob::new(glob).map_err(|e| (at(), format!("invalid glob: {e}")))?;
+        if !rate_ok(r) {
+            return Err((at(), "rate must be > 0 and burst ≥ 1".into()));
+        }
+    }
+    for (glob, c) in &l.results {
+        let at = || vec!["limits".to_owned(), "results".to_owned(), glob.clone()];
+        Glob::new(glob).map_err(|e| (at(), format!("invalid glob: {e}")))?;
+        if c.max_bytes < 256 {
+            return Err((at(), "max_bytes must be at least 256".into()));
+        }
+    }
+    Ok(())
 }
 
 /// Checks `[traces]` and resolves its header values.
@@ -424,7 +609,8 @@ pub fn valid_id(id: &str) -> bool {
 // === impl ToolMatcher ===
 
 impl ToolMatcher {
-    fn new(f: &ToolFilter) -> Result<Self, String> {
+    /// Compiles an allow/deny filter (errors name the bad glob).
+    pub fn new(f: &ToolFilter) -> Result<Self, String> {
         let build = |globs: &[String]| -> Result<GlobSet, String> {
             let mut b = GlobSetBuilder::new();
             for g in globs {
@@ -439,6 +625,16 @@ impl ToolMatcher {
     /// and not denied. Deny wins.
     pub fn exposes(&self, tool: &str) -> bool {
         self.allow.as_ref().is_none_or(|a| a.is_match(tool)) && !self.deny.is_match(tool)
+    }
+
+    /// Whether an allow glob matches `tool` (false with no allow list).
+    pub fn allow_matches(&self, tool: &str) -> bool {
+        self.allow.as_ref().is_some_and(|a| a.is_match(tool))
+    }
+
+    /// Whether a deny glob matches `tool`.
+    pub fn denies(&self, tool: &str) -> bool {
+        self.deny.is_match(tool)
     }
 
     /// Matches everything.

@@ -21,11 +21,19 @@ pub struct Resolved {
     secret: bool,
 }
 
-/// Replaces known secret values with `***` in free-form text.
+/// Replaces known secret values with `***` in free-form text and in JSON
+/// text (where a value may appear with JSON's escaping), in one pass over
+/// the text whatever the number of secrets (Aho-Corasick).
 #[derive(Clone, Default)]
 pub struct Redactor {
-    values: Arc<[String]>,
+    /// `None`: nothing to mask.
+    matcher: Option<Arc<aho_corasick::AhoCorasick>>,
+    /// How many distinct values it masks.
+    values: usize,
 }
+
+/// What replaces a secret value.
+pub const MASK: &str = "***";
 
 // === impl Secrets ===
 
@@ -95,6 +103,13 @@ impl Secrets {
     pub fn redactor(&self) -> Redactor {
         Redactor::from_values(self.values.values().cloned().collect())
     }
+
+    /// The names of the file's values, sorted (never the values).
+    pub fn names(&self) -> Vec<String> {
+        let mut names: Vec<String> = self.values.keys().cloned().collect();
+        names.sort();
+        names
+    }
 }
 
 // === impl Resolved ===
@@ -122,33 +137,66 @@ impl fmt::Debug for Resolved {
 
 impl fmt::Debug for Redactor {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "Redactor({} values)", self.values.len())
+        write!(f, "Redactor({} values)", self.values)
     }
 }
 
 impl Redactor {
     /// A redactor for these values (values shorter than 4 bytes are
-    /// ignored: masking every `a` would garble everything).
+    /// ignored: masking every `a` would garble everything). Each value is
+    /// also matched as JSON would escape it inside a string.
     pub fn from_values(values: Vec<String>) -> Self {
-        let mut values: Vec<String> = values.into_iter().filter(|v| v.len() >= 4).collect();
-        // Longest first, so a secret that contains another is masked whole.
-        values.sort_by_key(|v| std::cmp::Reverse(v.len()));
-        Redactor { values: values.into() }
+        let mut patterns: Vec<String> = Vec::with_capacity(values.len());
+        let mut distinct = 0;
+        for v in values.into_iter().filter(|v| v.len() >= 4) {
+            let escaped = serde_json::to_string(&v).expect("a string serializes");
+            let escaped = &escaped[1..escaped.len() - 1];
+            if escaped != v {
+                patterns.push(escaped.to_owned());
+            }
+            patterns.push(v);
+            distinct += 1;
+        }
+        if patterns.is_empty() {
+            return Redactor::default();
+        }
+        // Leftmost-longest: a secret that contains another is masked whole.
+        let matcher = aho_corasick::AhoCorasick::builder()
+            .match_kind(aho_corasick::MatchKind::LeftmostLongest)
+            .build(&patterns)
+            .expect("plain string patterns build");
+        Redactor { matcher: Some(Arc::new(matcher)), values: distinct }
     }
 
     /// Whether there is nothing to mask.
     pub fn is_empty(&self) -> bool {
-        self.values.is_empty()
+        self.matcher.is_none()
     }
 
-    /// `text` with every secret value replaced by `***`.
+    /// `text` with every secret value replaced by [`MASK`].
     pub fn redact<'a>(&self, text: &'a str) -> std::borrow::Cow<'a, str> {
-        let mut out = std::borrow::Cow::Borrowed(text);
-        for v in self.values.iter() {
-            if out.contains(v.as_str()) {
-                out = std::borrow::Cow::Owned(out.replace(v.as_str(), "***"));
-            }
+        self.redact_counted(text).0
+    }
+
+    /// [`Redactor::redact`] and how many values it masked. Borrows (no
+    /// copy) when there is none, the common case on the hot path. The
+    /// mask keeps JSON text valid: it replaces text within a string.
+    pub fn redact_counted<'a>(&self, text: &'a str) -> (std::borrow::Cow<'a, str>, usize) {
+        let Some(m) = &self.matcher else { return (std::borrow::Cow::Borrowed(text), 0) };
+        let mut found = m.find_iter(text).peekable();
+        if found.peek().is_none() {
+            return (std::borrow::Cow::Borrowed(text), 0);
         }
-        out
+        let mut out = String::with_capacity(text.len());
+        let mut last = 0;
+        let mut n = 0;
+        for hit in found {
+            out.push_str(&text[last..hit.start()]);
+            out.push_str(MASK);
+            last = hit.end();
+            n += 1;
+        }
+        out.push_str(&text[last..]);
+        (std::borrow::Cow::Owned(out), n)
     }
 }

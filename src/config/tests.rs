@@ -144,6 +144,23 @@ fn secrets_expand_and_stay_hidden() {
 }
 
 #[test]
+fn redaction_masks_every_value_in_one_pass_and_keeps_json_valid() {
+    let r = Redactor::from_values(vec!["abc".into(), "pa\"ss\\word".into(), "s3cr3t".into(), "s3cr3t-longer".into()]);
+    // Short values are never masked (everything would be).
+    assert_eq!(r.redact_counted("abc"), (std::borrow::Cow::Borrowed("abc"), 0));
+    // Longest first: the longer secret goes whole.
+    assert_eq!(r.redact_counted("x s3cr3t-longer y s3cr3t").0, "x *** y ***");
+    // Inside JSON a value appears escaped; masked either way, and the
+    // text stays valid JSON.
+    let json = serde_json::json!({ "text": "the pass is pa\"ss\\word" }).to_string();
+    let (masked, n) = r.redact_counted(&json);
+    assert_eq!(n, 1);
+    let back: serde_json::Value = serde_json::from_str(&masked).unwrap();
+    assert_eq!(back["text"], "the pass is ***");
+    assert!(matches!(r.redact_counted("nothing here").0, std::borrow::Cow::Borrowed(_)), "no copy without a match");
+}
+
+#[test]
 fn tool_globs_deny_wins() {
     let m = ToolMatcher::new(&ToolFilter {
         allow: vec!["read_*".into(), "list*".into()],

@@ -44,6 +44,8 @@ use crate::config::ResponseMode;
 use crate::protocol::{self, Message, MessageKind, encode};
 use crate::routing::Caller;
 use crate::routing::Gateway;
+use crate::security::auth::{AuthSetupError, Authenticator, Principal};
+use crate::telemetry::metrics::ReasonLabels;
 use crate::telemetry::trace::TRACEPARENT;
 
 const SESSION_HEADER: &str = "mcp-session-id";
@@ -60,6 +62,8 @@ pub struct App {
     shutdown: CancellationToken,
     /// Sessions of the legacy HTTP+SSE transport, by id.
     legacy: std::sync::Mutex<std::collections::HashMap<String, Arc<LegacySession>>>,
+    /// Client authentication (`[auth]`).
+    auth: Authenticator,
 }
 
 /// A legacy HTTP+SSE session: its stream carries every message to the
@@ -67,6 +71,8 @@ pub struct App {
 #[derive(Debug)]
 struct LegacySession {
     out: tokio::sync::mpsc::Sender<String>,
+    /// Who opened it; only they may post to it.
+    principal: Arc<Principal>,
     /// Registered with the gateway at `initialize`.
     client: std::sync::Mutex<Option<Arc<crate::routing::Client>>>,
 }
@@ -81,11 +87,14 @@ struct Admin {
 /// Builds the router. `shutdown` ends open GET streams so a graceful
 /// shutdown does not wait on them. With `admin.listen` set, `/metrics` is
 /// not on this router but on [`admin_router`]'s.
-pub fn router(gateway: Arc<Gateway>, shutdown: CancellationToken) -> Router {
+pub fn router(gateway: Arc<Gateway>, shutdown: CancellationToken) -> Result<Router, AuthSetupError> {
     let g = &gateway.config().gateway;
     let max = g.max_message_bytes;
     let split = gateway.config().admin.listen.is_some();
+    let auth = Authenticator::new(&gateway.config().auth, gateway.http_client())?;
+    let metadata_path = auth.metadata_path().to_owned();
     let app = Arc::new(App {
+        auth,
         sessions: Sessions::new(g.max_sessions, &gateway.telemetry().metrics),
         hosts: g.allowed_hosts.clone(),
         origins: g.allowed_origins.clone(),
@@ -102,11 +111,15 @@ pub fn router(gateway: Arc<Gateway>, shutdown: CancellationToken) -> Router {
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/readyz", get(readyz))
         .route("/status", get(status))
-        .route("/status/upstreams/{id}", get(upstream_status));
+        .route("/status/upstreams/{id}", get(upstream_status))
+        .route(WELL_KNOWN_RESOURCE, get(resource_metadata));
+    if metadata_path != WELL_KNOWN_RESOURCE {
+        main = main.route(&metadata_path, get(resource_metadata));
+    }
     if !split {
         main = main.route("/metrics", get(metrics_checked));
     }
-    main.layer(DefaultBodyLimit::max(max)).with_state(app)
+    Ok(main.layer(DefaultBodyLimit::max(max)).with_state(app))
 }
 
 /// The router of `admin.listen`: `/metrics`, `/healthz`, `/readyz`, with no
@@ -121,7 +134,7 @@ pub fn admin_router(gateway: Arc<Gateway>, shutdown: CancellationToken) -> Route
 
 /// `/metrics` on the main listener: behind the Host check like `/status`.
 async fn metrics_checked(State(app): State<Arc<App>>, headers: HeaderMap) -> Response {
-    if let Err(r) = app.check_origin(&headers) {
+    if let Err(r) = app.admit(&headers).await {
         return r;
     }
     metrics(&app.gateway)
@@ -150,9 +163,10 @@ async fn expire_sessions(app: Arc<App>) {
 }
 
 async fn post_mcp(State(app): State<Arc<App>>, headers: HeaderMap, body: Result<Bytes, BytesRejection>) -> Response {
-    if let Err(r) = app.check_origin(&headers) {
-        return r;
-    }
+    let principal = match app.admit(&headers).await {
+        Ok(p) => p,
+        Err(r) => return r,
+    };
     let body = match body {
         Ok(b) => b,
         Err(rej) => {
@@ -195,8 +209,8 @@ async fn post_mcp(State(app): State<Arc<App>>, headers: HeaderMap, body: Result<
             let id = msg.id.as_deref().expect("requests have ids");
             let (reply, version) = app.gateway.initialize(id, msg.params.as_deref());
             let (tx, outbox) = tokio::sync::mpsc::channel(crate::routing::peer::QUEUE);
-            let Ok(session) = app.sessions.create(version, app.gateway.connect(tx, msg.params.as_deref()), outbox)
-            else {
+            let client = app.gateway.connect(tx, msg.params.as_deref(), principal);
+            let Ok(session) = app.sessions.create(version, client, outbox) else {
                 let e = crate::error::CallError::new(crate::error::ErrorClass::Overloaded, None, "Too many sessions");
                 return (StatusCode::SERVICE_UNAVAILABLE, json_headers(), e.to_response(id)).into_response();
             };
@@ -215,7 +229,7 @@ async fn post_mcp(State(app): State<Arc<App>>, headers: HeaderMap, body: Result<
         }
         Ok(MessageKind::Request) => {
             let id = msg.id.as_deref().expect("requests have ids");
-            let session = match app.session(&headers, Some(id)) {
+            let session = match app.session(&headers, Some(id), &principal) {
                 Ok(s) => s,
                 Err(r) => return r,
             };
@@ -243,7 +257,7 @@ async fn post_mcp(State(app): State<Arc<App>>, headers: HeaderMap, body: Result<
                 None => rpc_error(StatusCode::OK, Some(id), REQUEST_CANCELLED, "Request cancelled"),
             }
         }
-        Ok(MessageKind::Notification) => match app.session(&headers, None) {
+        Ok(MessageKind::Notification) => match app.session(&headers, None, &principal) {
             Ok(s) => {
                 s.touch();
                 app.gateway.notify(&msg, &s.client.peer);
@@ -251,7 +265,7 @@ async fn post_mcp(State(app): State<Arc<App>>, headers: HeaderMap, body: Result<
             }
             Err(r) => r,
         },
-        Ok(MessageKind::Response) => match app.session(&headers, None) {
+        Ok(MessageKind::Response) => match app.session(&headers, None, &principal) {
             Ok(s) => {
                 s.touch();
                 app.gateway.respond(&msg, &s.client.peer);
@@ -365,9 +379,10 @@ fn replay_body(session: Arc<Session>, stream: u64, after: u64, shutdown: Cancell
 const KEEPALIVE: Duration = Duration::from_secs(15);
 
 async fn get_mcp(State(app): State<Arc<App>>, headers: HeaderMap) -> Response {
-    if let Err(r) = app.check_origin(&headers) {
-        return r;
-    }
+    let principal = match app.admit(&headers).await {
+        Ok(p) => p,
+        Err(r) => return r,
+    };
     if !header_has(&headers, header::ACCEPT, "text/event-stream") {
         return rpc_error(
             StatusCode::NOT_ACCEPTABLE,
@@ -376,7 +391,7 @@ async fn get_mcp(State(app): State<Arc<App>>, headers: HeaderMap) -> Response {
             "Accept must include text/event-stream",
         );
     }
-    let session = match app.session(&headers, None) {
+    let session = match app.session(&headers, None, &principal) {
         Ok(s) => s,
         Err(r) => return r,
     };
@@ -440,9 +455,10 @@ impl Drop for StreamState {
 /// GET `/sse`: a legacy session; the stream's first event is the endpoint
 /// to POST to.
 async fn get_sse(State(app): State<Arc<App>>, headers: HeaderMap) -> Response {
-    if let Err(r) = app.check_origin(&headers) {
-        return r;
-    }
+    let principal = match app.admit(&headers).await {
+        Ok(p) => p,
+        Err(r) => return r,
+    };
     let (out, rx) = tokio::sync::mpsc::channel::<String>(crate::routing::peer::QUEUE);
     let id = super::session::random_id::<32>();
     {
@@ -450,7 +466,7 @@ async fn get_sse(State(app): State<Arc<App>>, headers: HeaderMap) -> Response {
         if legacy.len() + app.sessions.len() >= app.gateway.config().gateway.max_sessions {
             return rpc_error(StatusCode::SERVICE_UNAVAILABLE, None, protocol::INVALID_REQUEST, "Too many sessions");
         }
-        legacy.insert(id.clone(), Arc::new(LegacySession { out, client: Default::default() }));
+        legacy.insert(id.clone(), Arc::new(LegacySession { out, principal, client: Default::default() }));
     }
     tracing::debug!("Legacy HTTP+SSE session opened.");
     let endpoint = Bytes::from(format!("event: endpoint\ndata: /messages?sessionId={id}\n\n"));
@@ -501,13 +517,15 @@ async fn post_messages(
     query: Result<axum::extract::Query<LegacyQuery>, axum::extract::rejection::QueryRejection>,
     body: Result<Bytes, BytesRejection>,
 ) -> Response {
-    if let Err(r) = app.check_origin(&headers) {
-        return r;
-    }
+    let principal = match app.admit(&headers).await {
+        Ok(p) => p,
+        Err(r) => return r,
+    };
     let Ok(axum::extract::Query(q)) = query else {
         return rpc_error(StatusCode::BAD_REQUEST, None, protocol::INVALID_REQUEST, "sessionId is required");
     };
     let session = app.legacy.lock().unwrap_or_else(std::sync::PoisonError::into_inner).get(&q.session_id).cloned();
+    let session = session.filter(|s| app.same_principal(&s.principal, &principal));
     let Some(session) = session else {
         return rpc_error(StatusCode::NOT_FOUND, None, protocol::INVALID_REQUEST, "Session not found");
     };
@@ -524,7 +542,8 @@ async fn post_messages(
         (Ok(MessageKind::Request), _) if msg.method() == "initialize" => {
             let id = msg.id.as_deref().expect("requests have ids");
             let (reply, _version) = app.gateway.initialize(id, msg.params.as_deref());
-            let client = Arc::new(app.gateway.connect(session.out.clone(), msg.params.as_deref()));
+            let client =
+                Arc::new(app.gateway.connect(session.out.clone(), msg.params.as_deref(), session.principal.clone()));
             if let Some(old) = session.client.lock().unwrap_or_else(std::sync::PoisonError::into_inner).replace(client)
             {
                 old.peer.close();
@@ -569,15 +588,25 @@ fn send_legacy(session: &LegacySession, msg: String) {
 }
 
 async fn delete_mcp(State(app): State<Arc<App>>, headers: HeaderMap) -> Response {
-    if let Err(r) = app.check_origin(&headers) {
-        return r;
-    }
-    let session = match app.session(&headers, None) {
+    let principal = match app.admit(&headers).await {
+        Ok(p) => p,
+        Err(r) => return r,
+    };
+    let session = match app.session(&headers, None, &principal) {
         Ok(s) => s,
         Err(r) => return r,
     };
     app.sessions.remove(&session.id);
     StatusCode::OK.into_response()
+}
+
+/// Where RFC 9728 protected-resource metadata is looked for first.
+const WELL_KNOWN_RESOURCE: &str = "/.well-known/oauth-protected-resource";
+
+/// RFC 9728 protected-resource metadata: public, so clients can discover
+/// where to get a token.
+async fn resource_metadata(State(app): State<Arc<App>>) -> Response {
+    (StatusCode::OK, json_headers(), app.auth.metadata().to_owned()).into_response()
 }
 
 async fn readyz(State(app): State<Arc<App>>) -> Response {
@@ -607,7 +636,7 @@ async fn upstream_status(
     axum::extract::Path(id): axum::extract::Path<String>,
     headers: HeaderMap,
 ) -> Response {
-    if let Err(r) = app.check_origin(&headers) {
+    if let Err(r) = app.admit(&headers).await {
         return r;
     }
     match app.gateway.upstream_status(&id) {
@@ -622,7 +651,7 @@ async fn upstream_status(
 async fn status(State(app): State<Arc<App>>, headers: HeaderMap) -> Response {
     // Pids, errors and server names are not for a DNS-rebinding page; the
     // health probes reveal nothing and stay open to orchestrators.
-    if let Err(r) = app.check_origin(&headers) {
+    if let Err(r) = app.admit(&headers).await {
         return r;
     }
     let mut body = app.gateway.status();
@@ -633,6 +662,42 @@ async fn status(State(app): State<Arc<App>>, headers: HeaderMap) -> Response {
 // === impl App ===
 
 impl App {
+    /// Checks `Host` and `Origin`, then who the client is: 401 with a
+    /// `WWW-Authenticate` challenge (RFC 9728 metadata URL), 403 for a
+    /// missing scope, 503 when the signing keys cannot be fetched.
+    async fn admit(&self, headers: &HeaderMap) -> Result<Arc<Principal>, Response> {
+        self.check_origin(headers)?;
+        let authorization = headers.get(header::AUTHORIZATION).map(HeaderValue::as_bytes);
+        let api_key = headers.get("x-api-key").map(HeaderValue::as_bytes);
+        match self.auth.authenticate(authorization, api_key).await {
+            Ok(p) => Ok(p),
+            Err(e) => {
+                let metrics = &self.gateway.telemetry().metrics;
+                metrics.auth_failures.get_or_create(&ReasonLabels { reason: e.reason() }).inc();
+                // Never the credential itself: only why it was refused.
+                tracing::warn!(reason = e.reason(), error = %e, "Refused a client at authentication.");
+                let status = StatusCode::from_u16(e.status()).unwrap_or(StatusCode::UNAUTHORIZED);
+                let mut resp = rpc_error(status, None, protocol::INVALID_REQUEST, &format!("Unauthorized: {e}"));
+                if let Ok(v) = HeaderValue::from_str(&self.auth.challenge(&e)) {
+                    resp.headers_mut().insert(header::WWW_AUTHENTICATE, v);
+                }
+                Err(resp)
+            }
+        }
+    }
+
+    /// Whether a session opened by `owner` may be used by `presenter`;
+    /// counts and logs the refusal.
+    fn same_principal(&self, owner: &Principal, presenter: &Principal) -> bool {
+        if owner.id == presenter.id {
+            return true;
+        }
+        let metrics = &self.gateway.telemetry().metrics;
+        metrics.auth_failures.get_or_create(&ReasonLabels { reason: "session_principal" }).inc();
+        tracing::warn!(owner = %owner.id, presenter = %presenter.id, "A session id was presented by another principal.");
+        false
+    }
+
     /// `Host` and `Origin` against the allow-lists.
     #[allow(clippy::result_large_err)]
     fn check_origin(&self, headers: &HeaderMap) -> Result<(), Response> {
@@ -664,7 +729,12 @@ impl App {
     /// The session named by `Mcp-Session-Id`: 400 when missing, 404 when
     /// unknown, 400 when `MCP-Protocol-Version` is unsupported.
     #[allow(clippy::result_large_err)]
-    fn session(&self, headers: &HeaderMap, id: Option<&protocol::RawValue>) -> Result<Arc<Session>, Response> {
+    fn session(
+        &self,
+        headers: &HeaderMap,
+        id: Option<&protocol::RawValue>,
+        principal: &Arc<Principal>,
+    ) -> Result<Arc<Session>, Response> {
         if let Some(v) = headers.get(VERSION_HEADER) {
             let v = v.to_str().unwrap_or("");
             if !protocol::is_supported_version(v) {
@@ -680,7 +750,10 @@ impl App {
                 "Bad Request: Mcp-Session-Id header is required",
             ));
         };
-        self.sessions.get(sid).ok_or_else(|| {
+        // Another principal's session is answered like an unknown one: a
+        // session id is not a credential of its own.
+        let found = self.sessions.get(sid).filter(|s| self.same_principal(&s.client.peer.principal, principal));
+        found.ok_or_else(|| {
             rpc_error(
                 StatusCode::NOT_FOUND,
                 id,

@@ -342,7 +342,11 @@ mod tests {
         let t = Sessions::new(2, &metrics);
         let create = || {
             let (tx, rx) = mpsc::channel(1);
-            t.create("2025-11-25".into(), gateway.connect(tx, None), rx)
+            t.create(
+                "2025-11-25".into(),
+                gateway.connect(tx, None, Arc::new(crate::security::auth::Principal::anonymous())),
+                rx,
+            )
         };
         let a = create().unwrap();
         let b = create().unwrap();

@@ -15,6 +15,7 @@ use tokio::task::JoinSet;
 use crate::protocol::framing::{self, Line};
 use crate::protocol::{Message, MessageKind, encode};
 use crate::routing::{Caller, Gateway};
+use crate::security::auth::Principal;
 use crate::telemetry::metrics::TransportLabels;
 
 /// Decrements the stdio session gauge when the client goes.
@@ -79,7 +80,7 @@ where
                 let (reply, _version) = gateway.initialize(id, msg.params.as_deref());
                 let _ = tx.send(reply).await;
                 if client.is_none() {
-                    client = Some(gateway.connect(tx.clone(), msg.params.as_deref()));
+                    client = Some(gateway.connect(tx.clone(), msg.params.as_deref(), Arc::new(Principal::stdio())));
                 }
             }
             Ok(MessageKind::Request) => {

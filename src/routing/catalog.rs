@@ -281,10 +281,25 @@ impl Catalog {
     /// One page of a list result: at most `size` entries (0: all) after the
     /// cursor, and `nextCursor` when more follow.
     pub fn page(&self, kind: ListKind, cursor: Option<&str>, size: usize) -> Result<String, InvalidCursor> {
+        self.page_visible(kind, cursor, size, &|_| true)
+    }
+
+    /// [`Catalog::page`] of the entries `visible` accepts (a principal's
+    /// grants). Cursors name the last key served, so a filtered walk pages
+    /// as correctly as a whole one.
+    pub fn page_visible(
+        &self,
+        kind: ListKind,
+        cursor: Option<&str>,
+        size: usize,
+        visible: &dyn Fn(&str) -> bool,
+    ) -> Result<String, InvalidCursor> {
         let after = cursor.map(|c| decode_cursor(kind, c)).transpose()?;
         let defs: Box<dyn Iterator<Item = (&str, &RawValue)>> = match kind {
-            ListKind::Tools => Box::new(self.tools.items.iter().filter(|t| !t.hidden).map(|t| (&*t.name, &*t.def))),
-            _ => Box::new(self.items(kind).iter().map(|i| (&*i.key, &*i.def))),
+            ListKind::Tools => {
+                Box::new(self.tools.items.iter().filter(|t| !t.hidden && visible(&t.name)).map(|t| (&*t.name, &*t.def)))
+            }
+            _ => Box::new(self.items(kind).iter().filter(|i| visible(&i.key)).map(|i| (&*i.key, &*i.def))),
         };
         let size = if size == 0 { usize::MAX } else { size };
         let mut out = String::with_capacity(1024);

@@ -32,8 +32,12 @@ use self::peer::{CallRelay, LEVELS};
 use crate::config::Config;
 use crate::error::CallError;
 use crate::protocol::{self, Message, RawObject, encode};
+use crate::security::access::{Access, Grants, Kind};
+use crate::security::auth::Principal;
 use crate::telemetry::audit::{self, Record};
-use crate::telemetry::metrics::{DurationLabels, MethodLabels, Name, Outcome, RequestLabels, UpstreamLabels};
+use crate::telemetry::metrics::{
+    DenialLabels, DurationLabels, MethodLabels, Name, Outcome, RequestLabels, UpstreamLabels,
+};
 use crate::telemetry::metrics::{class_label, method_label};
 use crate::telemetry::{Span, Telemetry};
 use crate::upstream::{Changes, Isolated, ListKind, Note, Relay, Request, State, Upstream};
@@ -72,12 +76,20 @@ struct Outcomes {
     arguments: Option<Box<RawValue>>,
     /// The client cancelled the request.
     cancelled: bool,
+    /// Policy decisions taken (`<reason>:<decision>`), for the audit log.
+    policy: Vec<String>,
 }
 
 /// The gateway: upstreams, catalog, and the MCP methods it serves.
 #[derive(Debug)]
 pub struct Gateway {
     config: Config,
+    /// The HTTP client every upstream shares (also fetches JWKS).
+    http: reqwest::Client,
+    /// `[[access]]`, compiled.
+    access: Access,
+    /// The grants of a request without a session.
+    sessionless: Arc<Grants>,
     upstreams: Vec<Arc<Upstream>>,
     by_id: HashMap<String, usize>,
     catalog: ArcSwap<Catalog>,
@@ -108,6 +120,11 @@ pub struct Gateway {
     /// Which session owns which upstream task.
     tasks: tasks::Tasks,
 }
+
+/// The gateway's own tool listing the secrets file's names (never values).
+pub const LIST_SECRET_NAMES: &str = "gateway__list_secret_names";
+
+const LIST_SECRET_NAMES_DEF: &str = r#"{"name":"gateway__list_secret_names","description":"Lists the names of the secrets the gateway holds for its upstreams (never their values), so you can tell which credentials are configured.","inputSchema":{"type":"object","properties":{}},"annotations":{"readOnlyHint":true,"openWorldHint":false}}"#;
 
 /// A resource subscription upstream: (upstream index, original URI).
 type SubscriptionKey = (usize, Arc<str>);
@@ -149,6 +166,7 @@ impl Gateway {
             .pool_idle_timeout(Duration::from_secs(90))
             .build()
             .expect("the TLS backend initializes");
+        let http_client = http.clone();
         let upstreams: Vec<_> = config
             .upstreams
             .iter()
@@ -166,7 +184,12 @@ impl Gateway {
             .collect();
         let by_id = upstreams.iter().enumerate().map(|(i, u)| (u.id().to_owned(), i)).collect();
         let subscribed_upstream = upstreams.iter().map(|_| tokio::sync::Mutex::default()).collect();
+        let access = Access::new(&config.access);
+        let sessionless = access.grants(&Principal::anonymous());
         let gw = Arc::new(Gateway {
+            access,
+            sessionless,
+            http: http_client,
             config,
             upstreams,
             by_id,
@@ -395,12 +418,20 @@ impl Gateway {
     /// Registers a client session; `out` is its stream (bounded), `init`
     /// the params of its `initialize` (its capabilities say which server
     /// requests may be relayed to it).
-    pub fn connect(self: &Arc<Self>, out: mpsc::Sender<String>, init: Option<&RawValue>) -> Client {
+    pub fn connect(
+        self: &Arc<Self>,
+        out: mpsc::Sender<String>,
+        init: Option<&RawValue>,
+        principal: Arc<Principal>,
+    ) -> Client {
         let id = self.next_peer.fetch_add(1, Ordering::Relaxed);
         let caps = init
             .and_then(|p| RawObject::parse(p.get()).ok())
             .and_then(|p| p.get("capabilities").map(ToOwned::to_owned));
-        let peer = Arc::new(Peer::new(id, out, caps.as_deref(), self.telemetry.metrics.clone()));
+        let grants = self.access.grants(&principal);
+        let metrics = self.telemetry.metrics.clone();
+        let redactor = self.config.redactor.clone();
+        let peer = Arc::new(Peer::new(id, out, caps.as_deref(), metrics, principal, grants, redactor));
         self.peers.lock().unwrap_or_else(std::sync::PoisonError::into_inner).insert(id, peer.clone());
         Client { gateway: self.clone(), peer }
     }
@@ -454,6 +485,11 @@ impl Gateway {
             }
         }
         last
+    }
+
+    /// The HTTP client (connection pool) the gateway shares.
+    pub fn http_client(&self) -> reqwest::Client {
+        self.http.clone()
     }
 
     /// Answers `initialize`: echo the client's revision when supported,
@@ -544,9 +580,33 @@ impl Gateway {
         if let Some(class) = out.class.filter(|_| span.is_on()) {
             span.set(|| KeyValue::new("error.type", class.as_str()));
         }
+        let reply = reply.map(|r| self.mask(r, &mut out));
         self.record(msg, caller, &span, out, started, reply.as_ref().map_or(0, String::len));
         span.end();
         reply
+    }
+
+    /// Masks secret values (the secrets file's) in a reply to the client:
+    /// results, errors and lists alike, whatever the upstream put there.
+    fn mask(&self, reply: String, out: &mut Outcomes) -> String {
+        let redactor = &self.config.redactor;
+        if redactor.is_empty() {
+            return reply;
+        }
+        let (masked, n) = redactor.redact_counted(&reply);
+        let masked = match masked {
+            std::borrow::Cow::Borrowed(_) => return reply,
+            std::borrow::Cow::Owned(m) => m,
+        };
+        let upstream = out.upstream.clone().unwrap_or_else(|| self.no_label.clone());
+        self.telemetry
+            .metrics
+            .secrets_masked
+            .get_or_create(&UpstreamLabels { upstream: upstream.clone() })
+            .inc_by(n as u64);
+        tracing::warn!(upstream = %upstream, masked = n, "Masked secret values in a reply.");
+        out.policy.push(format!("secrets:masked:{n}"));
+        masked
     }
 
     /// Handles a client's response to a server request relayed to it: the
@@ -638,13 +698,15 @@ impl Gateway {
         m.request_bytes.get_or_create(&sizes).observe(msg.params.as_ref().map_or(0, |p| p.get().len()) as f64);
         m.response_bytes.get_or_create(&sizes).observe(reply_bytes as f64);
         let Some(log) = &self.telemetry.audit else { return };
-        if method != "tools/call" {
+        // What can read or change data is audited; lists and pings would
+        // drown the log.
+        if !matches!(method, "tools/call" | "prompts/get" | "resources/read") {
             return;
         }
         log.record(Record {
             time: audit::time_of(started),
             session: caller.session.map(session_digest),
-            principal: None,
+            principal: caller.peer.map(|p| p.principal.id.to_string()),
             transport: caller.transport,
             method: msg.method().to_owned(),
             name: out.name,
@@ -657,7 +719,7 @@ impl Gateway {
             latency_ms: elapsed.as_secs_f64() * 1000.0,
             attempts: out.attempts,
             trace_id: span.trace_id(),
-            policy: Vec::new(),
+            policy: out.policy,
         });
     }
 
@@ -672,10 +734,10 @@ impl Gateway {
         let params = msg.params.as_deref();
         match msg.method() {
             "ping" => Ok(encode::result(id, &empty())),
-            "tools/list" => self.list(id, ListKind::Tools, params).await,
-            "prompts/list" => self.list(id, ListKind::Prompts, params).await,
-            "resources/list" => self.list(id, ListKind::Resources, params).await,
-            "resources/templates/list" => self.list(id, ListKind::Templates, params).await,
+            "tools/list" => self.list(id, ListKind::Tools, params, caller).await,
+            "prompts/list" => self.list(id, ListKind::Prompts, params, caller).await,
+            "resources/list" => self.list(id, ListKind::Resources, params, caller).await,
+            "resources/templates/list" => self.list(id, ListKind::Templates, params, caller).await,
             "tools/call" => self.call_tool(id, params, caller, span, out).await,
             "prompts/get" => {
                 let (mut obj, name) = named_params(params, "name")?;
@@ -684,12 +746,17 @@ impl Gateway {
                     let p = catalog.prompt(&name).ok_or_else(|| self.unknown("prompt", &name))?;
                     (p.upstream, p.original.clone())
                 };
+                self.permit(caller, Kind::Prompt, &name, upstream, out, || self.unknown("prompt", &name))?;
+                out.name = Some(name);
                 obj.set_str("name", &original);
                 self.forward(id, "prompts/get", upstream, &obj.to_raw(), caller, span, out).await
             }
             "resources/read" => {
                 let (mut obj, uri) = named_params(params, "uri")?;
                 let (upstream, original) = self.resource_owner(&uri)?;
+                let exposed = self.exposed_uri(upstream, &original);
+                self.permit(caller, Kind::Resource, &exposed, upstream, out, || self.unknown_resource(&uri))?;
+                out.name = Some(uri);
                 obj.set_str("uri", &original);
                 let reply =
                     self.forward_raw("resources/read", upstream, &obj.to_raw(), caller, span, out, None).await?;
@@ -710,14 +777,35 @@ impl Gateway {
     }
 
     /// One page of a merged list, after the start-up wait.
-    async fn list(&self, id: &RawValue, kind: ListKind, params: Option<&RawValue>) -> Result<String, CallError> {
+    async fn list(
+        &self,
+        id: &RawValue,
+        kind: ListKind,
+        params: Option<&RawValue>,
+        caller: &Caller<'_>,
+    ) -> Result<String, CallError> {
         let cursor = cursor_param(params)?;
         self.wait_for_first_start().await;
-        let page = self
-            .catalog
-            .load()
-            .page(kind, cursor.as_deref(), self.config.gateway.page_size)
-            .map_err(|e| CallError::protocol(protocol::INVALID_PARAMS, e.to_string()))?;
+        let grants = self.grants(caller);
+        let what = match kind {
+            ListKind::Tools => Kind::Tool,
+            ListKind::Prompts => Kind::Prompt,
+            ListKind::Resources | ListKind::Templates => Kind::Resource,
+        };
+        let catalog = self.catalog.load();
+        let size = self.config.gateway.page_size;
+        let page = if grants.is_open() {
+            catalog.page(kind, cursor.as_deref(), size)
+        } else {
+            catalog.page_visible(kind, cursor.as_deref(), size, &|key| grants.allows(what, key))
+        };
+        let mut page = page.map_err(|e| CallError::protocol(protocol::INVALID_PARAMS, e.to_string()))?;
+        if kind == ListKind::Tools && cursor.is_none() && self.builtin_listed(caller) {
+            // The gateway's own tool leads the first page.
+            let at = "{\"tools\":[".len();
+            let sep = if page[at..].starts_with(']') { "" } else { "," };
+            page.insert_str(at, &format!("{LIST_SECRET_NAMES_DEF}{sep}"));
+        }
         let page = RawValue::from_string(page).expect("the catalog renders valid JSON");
         Ok(encode::result(id, &page))
     }
@@ -808,6 +896,7 @@ impl Gateway {
                 let name = reference.get_str("name").ok_or_else(|| invalid("ref/prompt needs a string `name`"))?;
                 let catalog = self.catalog.load();
                 let p = catalog.prompt(&name).ok_or_else(|| self.unknown("prompt", &name))?;
+                self.permit(caller, Kind::Prompt, &name, p.upstream, out, || self.unknown("prompt", &name))?;
                 (p.upstream, "name", p.original.to_string())
             }
             Some("ref/resource") => {
@@ -817,6 +906,7 @@ impl Gateway {
                     Some(t) => t,
                     None => self.resource_owner(&uri)?,
                 };
+                self.permit(caller, Kind::Resource, &uri, i, out, || self.unknown_resource(&uri))?;
                 (i, "uri", original)
             }
             _ => return Err(invalid("ref.type must be ref/prompt or ref/resource")),
@@ -882,6 +972,9 @@ impl Gateway {
             .ok_or_else(|| CallError::protocol(protocol::INVALID_REQUEST, "Subscriptions need a session"))?;
         let (_, uri) = named_params(params, "uri")?;
         let (i, original) = self.resource_owner(&uri)?;
+        let exposed = self.exposed_uri(i, &original);
+        let mut out = Outcomes::default();
+        self.permit(caller, Kind::Resource, &exposed, i, &mut out, || self.unknown_resource(&uri))?;
         Ok((peer, (i, Arc::from(original))))
     }
 
@@ -1085,6 +1178,16 @@ impl Gateway {
         let params = params.ok_or_else(|| invalid("tools/call needs params"))?;
         let mut obj = RawObject::parse(params.get()).map_err(|_| invalid("tools/call params must be an object"))?;
         let name = obj.get_str("name").ok_or_else(|| invalid("tools/call needs a string `name`"))?;
+        if name == LIST_SECRET_NAMES && self.builtin_listed(caller) {
+            out.name = Some(name);
+            let names = serde_json::to_string(&self.config.secret_names).expect("strings serialize");
+            let result = serde_json::json!({
+                "content": [{ "type": "text", "text": names }],
+                "structuredContent": { "names": self.config.secret_names },
+            });
+            let result = serde_json::value::to_raw_value(&result).expect("valid");
+            return Ok(encode::result(id, &result));
+        }
         if let Some(log) = &self.telemetry.audit {
             let args = obj.get("arguments");
             out.arguments_sha256 = Some(audit::digest(args.map_or(&b"null"[..], |a| a.get().as_bytes())));
@@ -1093,6 +1196,11 @@ impl Gateway {
         let (i, original, hints) = {
             let catalog = self.catalog.load();
             match catalog.get(&name) {
+                Some(t) if !self.grants(caller).allows(Kind::Tool, &name) => {
+                    out.name = Some(name.clone());
+                    let err = self.unknown("tool", &name);
+                    return Err(self.deny(caller, t.upstream, Some(&t.original), "access", out, err));
+                }
                 Some(t) => (t.upstream, t.original.clone(), t.hints),
                 None => {
                     // Counted against the upstream whose namespace it is
@@ -1106,6 +1214,12 @@ impl Gateway {
                 }
             }
         };
+        if let Err(e) = self.grants(caller).check_arguments(&name, obj.get("arguments")) {
+            out.name = Some(name.clone());
+            let err = CallError::new(crate::error::ErrorClass::Policy, None, e.to_string());
+            let err = CallError { code: protocol::INVALID_PARAMS, ..err };
+            return Err(self.deny(caller, i, Some(&original), "argument", out, err));
+        }
         let upstream = &*self.instance(i, caller).await;
         // A task-augmented call: only to an upstream that runs tools as
         // tasks (one that does not would ignore `task` and answer a plain
@@ -1290,6 +1404,74 @@ impl Gateway {
 
     /// An unknown tool or prompt: name the upstream when its namespace is
     /// known but the upstream is not serving, so the agent learns why.
+    /// Whether `gateway__list_secret_names` is on and the caller may use it.
+    fn builtin_listed(&self, caller: &Caller<'_>) -> bool {
+        self.config.gateway.list_secret_names && self.grants(caller).allows(Kind::Tool, LIST_SECRET_NAMES)
+    }
+
+    /// The grants of the caller's principal.
+    fn grants(&self, caller: &Caller<'_>) -> Arc<Grants> {
+        caller.peer.map_or_else(|| self.sessionless.clone(), |p| p.grants.clone())
+    }
+
+    /// Checks `[[access]]` for a prompt or resource: a denied one is
+    /// answered like an unknown one (`unknown`), and counted.
+    fn permit(
+        &self,
+        caller: &Caller<'_>,
+        kind: Kind,
+        name: &str,
+        upstream: usize,
+        out: &mut Outcomes,
+        unknown: impl FnOnce() -> CallError,
+    ) -> Result<(), CallError> {
+        if self.grants(caller).allows(kind, name) {
+            return Ok(());
+        }
+        out.name = Some(name.to_owned());
+        Err(self.deny(caller, upstream, None, "access", out, unknown()))
+    }
+
+    /// A refusal by policy: `err` (what the client sees) classed `policy`,
+    /// counted in `mcp_gateway_policy_denials_total`, logged and noted for
+    /// the audit record.
+    fn deny(
+        &self,
+        caller: &Caller<'_>,
+        upstream: usize,
+        tool: Option<&Arc<str>>,
+        reason: &'static str,
+        out: &mut Outcomes,
+        err: CallError,
+    ) -> CallError {
+        let labels = DenialLabels {
+            upstream: self.upstreams[upstream].label(),
+            tool: tool.cloned().unwrap_or_else(|| self.no_label.clone()),
+            reason,
+        };
+        self.telemetry.metrics.policy_denials.get_or_create(&labels).inc();
+        let principal = caller.peer.map_or("anonymous", |p| &*p.principal.id);
+        tracing::info!(principal, reason, name = out.name.as_deref().unwrap_or(""), "Refused by policy.");
+        out.upstream = Some(labels.upstream);
+        out.tool = tool.cloned();
+        out.policy.push(format!("{reason}:denied"));
+        CallError { class: crate::error::ErrorClass::Policy, ..err }
+    }
+
+    /// The URI clients see for an upstream's `original` one.
+    fn exposed_uri(&self, i: usize, original: &str) -> String {
+        let u = &self.upstreams[i];
+        match u.spec().prefix {
+            true => catalog::namespace_uri(u.id(), original).unwrap_or_else(|| original.to_owned()),
+            false => original.to_owned(),
+        }
+    }
+
+    /// The error of a resource nobody serves.
+    fn unknown_resource(&self, uri: &str) -> CallError {
+        CallError::protocol(protocol::RESOURCE_NOT_FOUND, format!("Resource not found: {uri}"))
+    }
+
     fn unknown(&self, what: &str, name: &str) -> CallError {
         if let Some((ns, _)) = name.split_once(catalog::SEPARATOR)
             && let Some(&i) = self.by_id.get(ns)

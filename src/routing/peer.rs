@@ -17,6 +17,8 @@ use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 use crate::protocol::{Message, RawObject, encode};
+use crate::security::access::Grants;
+use crate::security::auth::Principal;
 use crate::telemetry::Metrics;
 use crate::telemetry::metrics::{Name, NotificationLabels, notification_label};
 use crate::upstream::{Relay, Responder};
@@ -54,6 +56,12 @@ pub struct Peer {
     instances: Mutex<HashMap<usize, Arc<crate::upstream::Upstream>>>,
     /// The session was unregistered: no new connection of its own starts.
     pub(crate) gone: std::sync::atomic::AtomicBool,
+    /// Who the client is (fixed for the session's life).
+    pub principal: Arc<Principal>,
+    /// What the principal may see and use (`[[access]]`).
+    pub(crate) grants: Arc<Grants>,
+    /// Masks secret values in what is sent to the client.
+    redactor: crate::config::Redactor,
 }
 
 /// Most resource subscriptions of one session.
@@ -84,8 +92,14 @@ impl Peer {
         out: mpsc::Sender<String>,
         capabilities: Option<&RawValue>,
         metrics: Arc<Metrics>,
+        principal: Arc<Principal>,
+        grants: Arc<Grants>,
+        redactor: crate::config::Redactor,
     ) -> Self {
         Peer {
+            redactor,
+            principal,
+            grants,
             id,
             out,
             level: AtomicU8::new(UNSET),
@@ -190,7 +204,7 @@ impl Peer {
     /// Queues a message on the session stream; false when the queue is full
     /// or the session gone (counted as dropped).
     pub fn send(&self, upstream: &Name, method: &str, msg: String) -> bool {
-        send_counted(&self.out, &self.metrics, upstream, method, msg)
+        send_counted(&self.out, self, upstream, method, msg)
     }
 
     /// The session's log level, if it set one.
@@ -237,7 +251,21 @@ impl Peer {
 }
 
 /// `try_send`, counted by outcome.
-fn send_counted(out: &mpsc::Sender<String>, m: &Metrics, upstream: &Name, method: &str, msg: String) -> bool {
+fn send_counted(out: &mpsc::Sender<String>, peer: &Peer, upstream: &Name, method: &str, msg: String) -> bool {
+    let m = &peer.metrics;
+    // What an upstream sends a client (log messages, requests) is masked
+    // like its replies: secret values never reach the model.
+    let (masked, n) = peer.redactor.redact_counted(&msg);
+    let msg = match masked {
+        std::borrow::Cow::Borrowed(_) => msg,
+        std::borrow::Cow::Owned(masked) => {
+            m.secrets_masked
+                .get_or_create(&crate::telemetry::metrics::UpstreamLabels { upstream: upstream.clone() })
+                .inc_by(n as u64);
+            tracing::warn!(upstream = %upstream, masked = n, method, "Masked secret values in a message to a client.");
+            masked
+        }
+    };
     let sent = out.try_send(msg).is_ok();
     let labels = NotificationLabels {
         upstream: upstream.clone(),
@@ -354,7 +382,7 @@ impl Relay for CallRelay {
         };
         let body = encode::notification(method, params.as_deref());
         let out = self.stream.as_ref().unwrap_or(&self.peer.out);
-        send_counted(out, &self.peer.metrics, &self.upstream, method, body);
+        send_counted(out, &self.peer, &self.upstream, method, body);
     }
 
     fn request(&self, msg: Message, reply: Responder) {
@@ -376,7 +404,7 @@ impl Relay for CallRelay {
         };
         peer.lock_pending().insert(id.clone().into(), reply);
         let out = self.stream.as_ref().unwrap_or(&peer.out);
-        if !send_counted(out, &peer.metrics, &self.upstream, method, body) {
+        if !send_counted(out, peer, &self.upstream, method, body) {
             if let Some(r) = peer.take_pending(&id) {
                 r.error(crate::protocol::INTERNAL_ERROR, "The client's queue is full");
             }
@@ -456,7 +484,15 @@ mod tests {
     async fn relayed_progress_gets_the_clients_token_and_a_full_queue_drops() {
         let metrics = Arc::new(Metrics::new());
         let (tx, mut rx) = mpsc::channel(1);
-        let peer = Arc::new(Peer::new(1, tx, None, metrics.clone()));
+        let peer = Arc::new(Peer::new(
+            1,
+            tx,
+            None,
+            metrics.clone(),
+            Arc::new(Principal::anonymous()),
+            Grants::open(),
+            Default::default(),
+        ));
         let relay = CallRelay::new(peer.clone(), None, Some(raw("7")), Name::from("u"));
         let progress = |n: u32| {
             let line = format!(
@@ -492,7 +528,15 @@ mod tests {
     #[test]
     fn cancel_finds_calls_in_flight_only() {
         let (tx, _rx) = mpsc::channel(1);
-        let peer = Peer::new(1, tx, None, Arc::new(Metrics::new()));
+        let peer = Peer::new(
+            1,
+            tx,
+            None,
+            Arc::new(Metrics::new()),
+            Arc::new(Principal::anonymous()),
+            Grants::open(),
+            Default::default(),
+        );
         let id = raw(r#""a-1""#);
         let call = peer.start_call(&id).unwrap();
         assert!(peer.start_call(&id).is_none(), "an id in flight cannot be reused");

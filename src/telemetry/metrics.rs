@@ -155,6 +155,26 @@ pub struct TransportLabels {
     pub transport: &'static str,
 }
 
+/// `upstream`, `tool`, `reason` (policy denials).
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct DenialLabels {
+    /// The upstream that owns the item (empty: none does).
+    pub upstream: Name,
+    /// The upstream's own tool name (empty for prompts and resources).
+    pub tool: Name,
+    /// `access`, `argument`, `rate_limit`, `quarantined`, `rule`,
+    /// `result_size`.
+    pub reason: &'static str,
+}
+
+/// `reason` (client authentication failures).
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ReasonLabels {
+    /// From `AuthError::reason`, or `session_principal` (a session id
+    /// presented by another principal).
+    pub reason: &'static str,
+}
+
 /// `rule`, `action` (sequence rules).
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct RuleLabels {
@@ -262,8 +282,14 @@ pub struct Metrics {
     pub trace_exports: Family<Outcome, Counter>,
     /// Notifications to clients, by upstream, method and outcome.
     pub notifications: Family<NotificationLabels, Counter>,
-    /// Calls refused by policy (the security work fills it).
-    pub policy_denials: Family<BreakerLabels, Counter>,
+    /// Calls refused by policy, by upstream, tool and reason.
+    pub policy_denials: Family<DenialLabels, Counter>,
+    /// Clients refused at authentication, by reason.
+    pub auth_failures: Family<ReasonLabels, Counter>,
+    /// Tools whose definition changed since pinned, held until approved.
+    pub tools_quarantined: Gauge,
+    /// Results over their size cap: `truncated` or `refused`.
+    pub results_capped: Family<OutcomeLabels, Counter>,
     /// Sequence rule hits (the security work fills it).
     pub rule_hits: Family<RuleLabels, Counter>,
     /// Secret values masked in results (the security work fills it).
@@ -312,6 +338,9 @@ impl Metrics {
             trace_exports: Family::default(),
             notifications: Family::default(),
             policy_denials: Family::default(),
+            auth_failures: Family::default(),
+            tools_quarantined: Gauge::default(),
+            results_capped: Family::default(),
             rule_hits: Family::default(),
             secrets_masked: Family::default(),
             registry: Registry::default(),
@@ -428,7 +457,18 @@ impl Metrics {
              method and outcome (sent, dropped: a full queue)",
             Listed(m.notifications.clone()),
         );
-        r.register("policy_denials", "Calls refused by policy", Listed(m.policy_denials.clone()));
+        r.register("policy_denials", "Calls refused by policy, by reason", Listed(m.policy_denials.clone()));
+        r.register("auth_failures", "Clients refused at authentication, by reason", Listed(m.auth_failures.clone()));
+        r.register(
+            "tools_quarantined",
+            "Tools whose definition changed since pinned, held until `mcp-gateway tools approve`",
+            m.tools_quarantined.clone(),
+        );
+        r.register(
+            "results_capped",
+            "Results over their size cap, truncated or refused",
+            Listed(m.results_capped.clone()),
+        );
         r.register("rule_hits", "Sequence rule hits, by rule and action", Listed(m.rule_hits.clone()));
         r.register("secrets_masked", "Secret values masked in upstream results", Listed(m.secrets_masked.clone()));
         Metrics { registry: r, ..m }

@@ -18,6 +18,7 @@ mod peers;
 mod resilience;
 mod rmcp_client;
 mod sdk_callbacks;
+mod security;
 mod stdio_front;
 mod surface;
 mod tasks;

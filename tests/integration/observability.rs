@@ -221,7 +221,7 @@ async fn audit_log_has_one_line_per_call_with_digest_and_masked_values() {
     assert_eq!(echo["arguments"], json!({"note":"***","n":1}));
     assert!(echo["arguments_sha256"].as_str().unwrap().starts_with("sha256:"));
     assert_eq!(echo["transport"], "http");
-    assert_eq!(echo["principal"], Value::Null);
+    assert_eq!(echo["principal"], "anonymous", "no [auth]: everyone is anonymous");
     assert_eq!(echo["session"].as_str().unwrap().len(), 16);
     assert_eq!(echo["session"], read["session"], "one session, one digest");
     assert!(echo["time"].as_str().unwrap().ends_with('Z'));

@@ -154,6 +154,12 @@ impl Gateway {
         format!("http://{}/mcp", self.addr)
     }
 
+    /// Makes the harness's own requests (`/status`, readiness waits)
+    /// present `token`, for a gateway that requires authentication.
+    pub fn authorize(&mut self, token: &str) {
+        self.http = bearer_client(token);
+    }
+
     pub async fn status(&self) -> Value {
         self.http.get(format!("http://{}/status", self.addr)).send().await.unwrap().json().await.unwrap()
     }
@@ -249,6 +255,13 @@ impl Fixture {
     }
 }
 
+/// A client that sends `Authorization: Bearer <token>` on every request.
+pub fn bearer_client(token: &str) -> reqwest::Client {
+    let mut headers = reqwest::header::HeaderMap::new();
+    headers.insert(reqwest::header::AUTHORIZATION, format!("Bearer {token}").parse().unwrap());
+    reqwest::Client::builder().default_headers(headers).build().unwrap()
+}
+
 /// A port that was free a moment ago (for peers that cannot bind port 0
 /// and report it).
 pub fn free_port() -> u16 {
@@ -302,7 +315,17 @@ impl McpHttp {
 
     /// Connects declaring `capabilities` (sampling, elicitation, …).
     pub async fn connect_with(url: &str, capabilities: Value) -> McpHttp {
-        let mut c = McpHttp { http: reqwest::Client::new(), url: url.to_owned(), session: None, next: 1 };
+        Self::connect_via(url, capabilities, reqwest::Client::new()).await
+    }
+
+    /// Connects presenting `Authorization: Bearer <token>` on every request.
+    pub async fn connect_as(url: &str, token: &str) -> McpHttp {
+        Self::connect_via(url, json!({}), bearer_client(token)).await
+    }
+
+    /// Connects with `http` (which may carry default headers).
+    pub async fn connect_via(url: &str, capabilities: Value, http: reqwest::Client) -> McpHttp {
+        let mut c = McpHttp { http, url: url.to_owned(), session: None, next: 1 };
         let init = json!({"protocolVersion":"2025-11-25","capabilities":capabilities,"clientInfo":{"name":"test","version":"0"}});
         let r = c.post(&json!({"jsonrpc":"2.0","id":0,"method":"initialize","params":init}).to_string(), &[]).await;
         assert_eq!(r.status, 200, "{}", r.body);

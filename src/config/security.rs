@@ -1,0 +1,226 @@
+//! The serde structs of the security sections (design.md D9): `[auth]`,
+//! `[[access]]`, `[pinning]`, `[rules]` and `[limits]`.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use serde::Deserialize;
+
+use super::file::ToolFilter;
+
+/// `[auth]`: how clients prove who they are.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AuthSection {
+    /// `"none"` accepts every client as `anonymous`; `"required"` needs an
+    /// API key or a JWT. Default: `"required"` when `api_keys` or `jwt` are
+    /// set; otherwise `"none"`, which is refused on a listener that is not
+    /// loopback unless written out.
+    pub mode: Option<AuthMode>,
+    /// This gateway's canonical resource URI (RFC 8707/9728): the audience
+    /// a JWT must carry and the `resource` of the protected-resource
+    /// metadata. Default `http://<gateway.listen>/mcp`.
+    pub resource: Option<String>,
+    /// Scopes every JWT must carry (403 `insufficient_scope` otherwise).
+    pub required_scopes: Vec<String>,
+    /// `scopes_supported` in the protected-resource metadata (default: the
+    /// required scopes).
+    pub scopes_supported: Vec<String>,
+    /// API keys, stored as SHA-256 hashes (`mcp-gateway auth hash-key`).
+    pub api_keys: Vec<ApiKeySection>,
+    /// OAuth 2.1 bearer JWTs.
+    pub jwt: Option<JwtSection>,
+    /// Request headers treated like `Authorization`: never sent upstream
+    /// and never logged (`authorization`, `cookie`, `x-api-key` always are).
+    pub sensitive_headers: Vec<String>,
+}
+
+/// `[auth] mode`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum AuthMode {
+    /// Anyone is `anonymous`.
+    None,
+    /// An API key or a JWT is required.
+    Required,
+}
+
+/// `[[auth.api_keys]]`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ApiKeySection {
+    /// Who presents it (audit log, `[[access]]`, rate limits).
+    pub principal: String,
+    /// Hex SHA-256 of the key (the key itself is never stored).
+    pub sha256: String,
+    /// Groups for `[[access]]`.
+    #[serde(default)]
+    pub groups: Vec<String>,
+}
+
+/// `[auth.jwt]`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct JwtSection {
+    /// Required `iss`.
+    pub issuer: String,
+    /// Where the signing keys are (JWKS), fetched and cached.
+    pub jwks_url: Option<String>,
+    /// Or one public key in a PEM file (relative to the config file).
+    pub public_key_pem: Option<PathBuf>,
+    /// Required `aud` (default: `[auth] resource`).
+    pub audience: Option<String>,
+    /// Accepted signature algorithms. Default `["RS256", "ES256"]`.
+    #[serde(default = "default_algorithms")]
+    pub algorithms: Vec<String>,
+    /// The claim naming the principal. Default `sub`.
+    #[serde(default = "default_principal_claim")]
+    pub principal_claim: String,
+    /// The claim listing groups (array or space-separated). Default `groups`.
+    #[serde(default = "default_groups_claim")]
+    pub groups_claim: String,
+    /// Clock skew allowed on `exp` and `nbf`. Default 30s.
+    #[serde(default = "default_leeway", with = "humantime_serde")]
+    pub leeway: Duration,
+    /// The JWKS is fetched again after this long (and at most once per
+    /// 30 s for a token whose `kid` it lacks). Default 10m.
+    #[serde(default = "default_jwks_refresh", with = "humantime_serde")]
+    pub jwks_refresh: Duration,
+    /// `authorization_servers` in the protected-resource metadata
+    /// (default: the issuer).
+    #[serde(default)]
+    pub authorization_servers: Vec<String>,
+}
+
+/// `[[access]]`: what a set of principals may see and call.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AccessSection {
+    /// Principal ids this entry applies to (`"*"`: every principal).
+    pub principals: Vec<String>,
+    /// Groups this entry applies to.
+    pub groups: Vec<String>,
+    /// Globs over namespaced tool names (empty `allow`: all).
+    pub tools: ToolFilter,
+    /// Globs over namespaced prompt names.
+    pub prompts: ToolFilter,
+    /// Globs over exposed resource URIs (and resource templates).
+    pub resources: ToolFilter,
+    /// Constraints on argument values.
+    pub arguments: Vec<ArgumentRule>,
+}
+
+/// `[[access.arguments]]`: a tool argument must stay under a path prefix.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ArgumentRule {
+    /// Glob over namespaced tool names.
+    pub tools: String,
+    /// The top-level argument (a string, or an array of strings).
+    pub argument: String,
+    /// The value, made lexically normal (`.` and `..` resolved), must
+    /// start with one of these.
+    pub prefix: Vec<String>,
+}
+
+/// `[pinning]`: tool definitions pinned by hash.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct PinningSection {
+    /// The pin store (JSON, relative to the config file). Default: none
+    /// (no pinning).
+    pub file: Option<PathBuf>,
+    /// What a changed tool does until approved: `hide` (default) or
+    /// `refuse` (listed, but calls are refused).
+    pub on_change: QuarantineMode,
+}
+
+/// `[pinning] on_change`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum QuarantineMode {
+    /// Left out of `tools/list`; a call is answered like an unknown tool.
+    #[default]
+    Hide,
+    /// Listed, but a call is refused with a message.
+    Refuse,
+}
+
+/// `[rules]`: sequence rules over tool calls.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RulesSection {
+    /// The rules file (relative to the config file). Default: none.
+    pub file: Option<PathBuf>,
+    /// How often the file is checked for changes. Default 2s.
+    #[serde(with = "humantime_serde")]
+    pub reload_interval: Duration,
+}
+
+impl Default for RulesSection {
+    fn default() -> Self {
+        RulesSection { file: None, reload_interval: Duration::from_secs(2) }
+    }
+}
+
+/// `[limits]`: rate limits and result size caps.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LimitsSection {
+    /// Every principal's calls (`tools/call`), all tools together.
+    pub per_principal: Option<RateSection>,
+    /// Per tool glob, each principal's calls of matching tools.
+    pub tools: BTreeMap<String, RateSection>,
+    /// Per tool glob (namespaced), the largest result passed on; the first
+    /// matching glob in order of length (longest first) wins.
+    pub results: BTreeMap<String, ResultCap>,
+}
+
+/// A token bucket.
+#[derive(Debug, Clone, Copy, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RateSection {
+    /// Tokens added per second.
+    pub rate: f64,
+    /// Bucket size (the largest burst). Default: `rate` rounded up, at least 1.
+    pub burst: Option<u32>,
+}
+
+/// A result size cap.
+#[derive(Debug, Clone, Copy, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ResultCap {
+    /// Largest result in bytes (its JSON text).
+    pub max_bytes: usize,
+    /// `truncate` (default: text content cut, with a notice) or `refuse`.
+    #[serde(default)]
+    pub action: OversizeAction,
+}
+
+/// What happens to a result over its cap.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum OversizeAction {
+    /// Text content is cut to fit, with a notice for the agent.
+    #[default]
+    Truncate,
+    /// The call fails with a message.
+    Refuse,
+}
+
+fn default_algorithms() -> Vec<String> {
+    vec!["RS256".into(), "ES256".into()]
+}
+fn default_principal_claim() -> String {
+    "sub".into()
+}
+fn default_groups_claim() -> String {
+    "groups".into()
+}
+fn default_leeway() -> Duration {
+    Duration::from_secs(30)
+}
+fn default_jwks_refresh() -> Duration {
+    Duration::from_secs(600)
+}

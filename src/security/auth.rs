@@ -1,0 +1,613 @@
+//! Client authentication (design.md D9, spec §1.12): API keys stored as
+//! SHA-256 hashes, and OAuth 2.1 bearer JWTs checked against a JWKS (or a
+//! PEM key) for signature, issuer, audience (this gateway's resource URI),
+//! expiry and required scopes. Also the RFC 9728 protected-resource
+//! metadata and the `WWW-Authenticate` challenges.
+//!
+//! The client's credential stops here: nothing in this module hands it on,
+//! and upstream requests are built from the upstream's own config only.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::time::Instant;
+
+use arc_swap::ArcSwapOption;
+use jsonwebtoken::{Algorithm, DecodingKey, Validation};
+use serde_json::{Map, Value};
+use sha2::{Digest, Sha256};
+
+use crate::config::{AuthMode, AuthSection, JwtSection};
+
+/// Headers that carry client credentials and are never logged or sent
+/// upstream, whatever the config adds.
+pub const ALWAYS_SENSITIVE: [&str; 4] = ["authorization", "cookie", "x-api-key", "proxy-authorization"];
+
+/// A JWKS is fetched again for an unknown `kid` at most this often.
+const JWKS_REFETCH_MIN: Duration = Duration::from_secs(30);
+/// Largest JWKS document read.
+const JWKS_MAX_BYTES: usize = 1024 * 1024;
+
+/// Who a client is.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Principal {
+    /// The principal id (API key's `principal`, the JWT's `sub`, or
+    /// `anonymous` / `stdio`).
+    pub id: Arc<str>,
+    /// Groups, for `[[access]]`.
+    pub groups: Box<[Arc<str>]>,
+    /// Scopes the token granted (JWT only).
+    pub scopes: Box<[Arc<str>]>,
+    /// How it was established.
+    pub via: Via,
+}
+
+/// How a [`Principal`] was established.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Via {
+    /// `[auth] mode = "none"`: nobody was asked.
+    Anonymous,
+    /// The local user of `mcp-gateway stdio`.
+    Stdio,
+    /// An API key.
+    ApiKey,
+    /// A bearer JWT.
+    Jwt,
+}
+
+/// Why a client was refused. Each maps to a status, a `WWW-Authenticate`
+/// challenge and a `reason` label of `mcp_gateway_auth_failures_total`.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum AuthError {
+    /// No `Authorization: Bearer` nor `X-API-Key`.
+    #[error("authentication required")]
+    Missing,
+    /// An API key nobody has.
+    #[error("unknown API key")]
+    UnknownKey,
+    /// Malformed, badly signed, wrong algorithm, unknown key id, …
+    #[error("invalid token: {0}")]
+    Invalid(String),
+    /// `exp` passed.
+    #[error("token expired")]
+    Expired,
+    /// `nbf` still ahead.
+    #[error("token not yet valid")]
+    NotYetValid,
+    /// `aud` is not this gateway.
+    #[error("token audience is not this gateway")]
+    Audience,
+    /// `iss` is not the configured issuer.
+    #[error("token issuer is not trusted")]
+    Issuer,
+    /// A required scope is missing (403).
+    #[error("token lacks the required scope")]
+    InsufficientScope,
+    /// The signing keys could not be fetched (503).
+    #[error("signing keys unavailable: {0}")]
+    Keys(String),
+}
+
+/// Verifies client credentials; built once from `[auth]`.
+pub struct Authenticator {
+    mode: AuthMode,
+    /// SHA-256 of the key → its principal.
+    api_keys: HashMap<[u8; 32], Arc<Principal>>,
+    jwt: Option<Jwt>,
+    anonymous: Arc<Principal>,
+    required_scopes: Vec<String>,
+    metadata: String,
+    metadata_url: String,
+    metadata_path: String,
+    sensitive: Vec<String>,
+}
+
+struct Jwt {
+    /// One validation per accepted algorithm: the library wants every
+    /// algorithm of a validation in the key's family.
+    validations: Vec<(Algorithm, Validation)>,
+    keys: Keys,
+    principal_claim: String,
+    groups_claim: String,
+}
+
+enum Keys {
+    Pem(DecodingKey),
+    Jwks(Jwks),
+}
+
+struct Jwks {
+    url: String,
+    http: reqwest::Client,
+    refresh: Duration,
+    cache: ArcSwapOption<KeyCache>,
+    /// One fetch at a time; holds when the last one started.
+    fetching: tokio::sync::Mutex<Option<Instant>>,
+}
+
+struct KeyCache {
+    by_kid: HashMap<String, DecodingKey>,
+    /// Keys without a `kid` (tried when the token has none).
+    unnamed: Vec<DecodingKey>,
+    fetched: Instant,
+}
+
+/// Why the authenticator could not be built (a PEM that does not parse).
+#[derive(Debug, thiserror::Error)]
+#[error("[auth.jwt] {0}")]
+pub struct AuthSetupError(String);
+
+// === impl Principal ===
+
+impl Principal {
+    /// The principal of every client when `[auth] mode = "none"`.
+    pub fn anonymous() -> Self {
+        Self::named("anonymous", Via::Anonymous)
+    }
+
+    /// The local user of `mcp-gateway stdio` (who launched the process).
+    pub fn stdio() -> Self {
+        Self::named("stdio", Via::Stdio)
+    }
+
+    fn named(id: &str, via: Via) -> Self {
+        Principal { id: id.into(), groups: Box::new([]), scopes: Box::new([]), via }
+    }
+
+    /// Whether it is in `group`.
+    pub fn in_group(&self, group: &str) -> bool {
+        self.groups.iter().any(|g| &**g == group)
+    }
+}
+
+// === impl AuthError ===
+
+impl AuthError {
+    /// The `reason` label of `mcp_gateway_auth_failures_total`.
+    pub fn reason(&self) -> &'static str {
+        match self {
+            AuthError::Missing => "missing",
+            AuthError::UnknownKey => "unknown_key",
+            AuthError::Invalid(_) => "invalid",
+            AuthError::Expired => "expired",
+            AuthError::NotYetValid => "not_yet_valid",
+            AuthError::Audience => "audience",
+            AuthError::Issuer => "issuer",
+            AuthError::InsufficientScope => "insufficient_scope",
+            AuthError::Keys(_) => "keys_unavailable",
+        }
+    }
+
+    /// The HTTP status: 401, 403 for a missing scope, 503 when the keys
+    /// cannot be fetched (not the client's fault).
+    pub fn status(&self) -> u16 {
+        match self {
+            AuthError::InsufficientScope => 403,
+            AuthError::Keys(_) => 503,
+            _ => 401,
+        }
+    }
+}
+
+// === impl Authenticator ===
+
+impl std::fmt::Debug for Authenticator {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Authenticator")
+            .field("mode", &self.mode)
+            .field("api_keys", &self.api_keys.len())
+            .field("jwt", &self.jwt.is_some())
+            .finish_non_exhaustive()
+    }
+}
+
+impl Authenticator {
+    /// Builds it from a validated `[auth]` (see `config::validate_auth`).
+    pub fn new(auth: &AuthSection, http: reqwest::Client) -> Result<Self, AuthSetupError> {
+        let resource = auth.resource.clone().unwrap_or_default();
+        let api_keys = auth
+            .api_keys
+            .iter()
+            .map(|k| {
+                let mut hash = [0u8; 32];
+                for (i, b) in hash.iter_mut().enumerate() {
+                    *b = u8::from_str_radix(&k.sha256[2 * i..2 * i + 2], 16).unwrap_or(0);
+                }
+                let groups = k.groups.iter().map(|g| Arc::from(g.as_str())).collect();
+                let p = Principal { id: k.principal.as_str().into(), groups, scopes: Box::new([]), via: Via::ApiKey };
+                (hash, Arc::new(p))
+            })
+            .collect();
+        let jwt = auth.jwt.as_ref().map(|j| Jwt::new(j, &resource, http)).transpose()?;
+        let mut servers = auth.jwt.as_ref().map(|j| j.authorization_servers.clone()).unwrap_or_default();
+        if servers.is_empty()
+            && let Some(j) = &auth.jwt
+        {
+            servers.push(j.issuer.clone());
+        }
+        let scopes = if auth.scopes_supported.is_empty() { &auth.required_scopes } else { &auth.scopes_supported };
+        let metadata = serde_json::json!({
+            "resource": resource,
+            "authorization_servers": servers,
+            "scopes_supported": scopes,
+            "bearer_methods_supported": ["header"],
+            "resource_name": "mcp-gateway",
+        })
+        .to_string();
+        let (metadata_url, metadata_path) = metadata_location(&resource);
+        let mut sensitive: Vec<String> = ALWAYS_SENSITIVE.iter().map(|s| (*s).to_owned()).collect();
+        sensitive.extend(auth.sensitive_headers.iter().map(|h| h.to_ascii_lowercase()));
+        Ok(Authenticator {
+            mode: auth.mode.unwrap_or(AuthMode::None),
+            api_keys,
+            jwt,
+            anonymous: Arc::new(Principal::anonymous()),
+            required_scopes: auth.required_scopes.clone(),
+            metadata,
+            metadata_url,
+            metadata_path,
+            sensitive,
+        })
+    }
+
+    /// Whether clients must authenticate.
+    pub fn required(&self) -> bool {
+        self.mode == AuthMode::Required
+    }
+
+    /// Who presents `authorization` (the `Authorization` header) or
+    /// `api_key` (`X-API-Key`). With `mode = "none"` everyone is
+    /// `anonymous`, credentials or not.
+    pub async fn authenticate(
+        &self,
+        authorization: Option<&[u8]>,
+        api_key: Option<&[u8]>,
+    ) -> Result<Arc<Principal>, AuthError> {
+        if self.mode == AuthMode::None {
+            return Ok(self.anonymous.clone());
+        }
+        let token = match (authorization.and_then(bearer), api_key) {
+            (Some(t), _) => t,
+            (None, Some(k)) => std::str::from_utf8(k).map_err(|_| AuthError::UnknownKey)?.trim(),
+            (None, None) => return Err(AuthError::Missing),
+        };
+        if token.is_empty() {
+            return Err(AuthError::Missing);
+        }
+        let hash: [u8; 32] = Sha256::digest(token.as_bytes()).into();
+        if let Some(p) = self.api_keys.get(&hash) {
+            return Ok(p.clone());
+        }
+        match &self.jwt {
+            Some(jwt) if looks_like_jwt(token) => {
+                let p = jwt.verify(token).await?;
+                if let Some(missing) = self.required_scopes.iter().find(|s| !p.scopes.iter().any(|g| &**g == *s)) {
+                    tracing::debug!(principal = %p.id, scope = %missing, "A token lacks a required scope.");
+                    return Err(AuthError::InsufficientScope);
+                }
+                Ok(Arc::new(p))
+            }
+            _ if looks_like_jwt(token) => Err(AuthError::Invalid("bearer JWTs are not accepted here".into())),
+            _ => Err(AuthError::UnknownKey),
+        }
+    }
+
+    /// The `WWW-Authenticate` value for a refusal.
+    pub fn challenge(&self, e: &AuthError) -> String {
+        let mut out = format!("Bearer resource_metadata=\"{}\"", self.metadata_url);
+        if !self.required_scopes.is_empty() {
+            out.push_str(&format!(", scope=\"{}\"", self.required_scopes.join(" ")));
+        }
+        match e {
+            AuthError::Missing => {}
+            AuthError::InsufficientScope => out.push_str(", error=\"insufficient_scope\""),
+            other => {
+                // The description is ours (never token contents), quoted safely.
+                let d = other.to_string().replace(['"', '\\'], "'");
+                out.push_str(&format!(", error=\"invalid_token\", error_description=\"{d}\""));
+            }
+        }
+        out
+    }
+
+    /// RFC 9728 protected-resource metadata (JSON).
+    pub fn metadata(&self) -> &str {
+        &self.metadata
+    }
+
+    /// The path the metadata is served at besides
+    /// `/.well-known/oauth-protected-resource` (RFC 9728 §3.1: the
+    /// resource's path appended).
+    pub fn metadata_path(&self) -> &str {
+        &self.metadata_path
+    }
+
+    /// Whether request header `name` (lower case) carries credentials.
+    pub fn is_sensitive(&self, name: &str) -> bool {
+        self.sensitive.iter().any(|s| s.eq_ignore_ascii_case(name))
+    }
+}
+
+/// The metadata URL and path for `resource` (path insertion, RFC 9728).
+fn metadata_location(resource: &str) -> (String, String) {
+    const WELL_KNOWN: &str = "/.well-known/oauth-protected-resource";
+    match reqwest::Url::parse(resource) {
+        Ok(u) => {
+            let path = u.path().trim_end_matches('/');
+            let full = format!("{WELL_KNOWN}{path}");
+            let origin = u.origin().ascii_serialization();
+            (format!("{origin}{full}"), full)
+        }
+        Err(_) => (WELL_KNOWN.to_owned(), WELL_KNOWN.to_owned()),
+    }
+}
+
+/// The token of `Authorization: Bearer <token>` (scheme case-insensitive).
+fn bearer(value: &[u8]) -> Option<&str> {
+    let v = std::str::from_utf8(value).ok()?.trim();
+    let (scheme, token) = v.split_once(' ')?;
+    scheme.eq_ignore_ascii_case("bearer").then(|| token.trim())
+}
+
+/// Three base64url parts: worth a signature check.
+fn looks_like_jwt(t: &str) -> bool {
+    t.split('.').count() == 3 && t.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b'='))
+}
+
+/// SHA-256 of an API key as the config stores it (`mcp-gateway auth
+/// hash-key`).
+pub fn hash_key(key: &str) -> String {
+    Sha256::digest(key.trim().as_bytes()).iter().map(|b| format!("{b:02x}")).collect()
+}
+
+// === impl Jwt ===
+
+impl Jwt {
+    fn new(j: &JwtSection, resource: &str, http: reqwest::Client) -> Result<Self, AuthSetupError> {
+        let validations = j
+            .algorithms
+            .iter()
+            .filter_map(|a| a.parse::<Algorithm>().ok())
+            .map(|alg| {
+                let mut v = Validation::new(alg);
+                v.leeway = j.leeway.as_secs();
+                v.validate_nbf = true;
+                v.set_issuer(&[&j.issuer]);
+                v.set_audience(&[j.audience.as_deref().unwrap_or(resource)]);
+                v.set_required_spec_claims(&["exp", "iss", "aud"]);
+                (alg, v)
+            })
+            .collect();
+        let keys = match (&j.jwks_url, &j.public_key_pem) {
+            (_, Some(path)) => {
+                let pem = std::fs::read(path)
+                    .map_err(|e| AuthSetupError(format!("cannot read public_key_pem {}: {e}", path.display())))?;
+                let key = DecodingKey::from_rsa_pem(&pem)
+                    .or_else(|_| DecodingKey::from_ec_pem(&pem))
+                    .or_else(|_| DecodingKey::from_ed_pem(&pem))
+                    .map_err(|e| AuthSetupError(format!("public_key_pem {}: {e}", path.display())))?;
+                Keys::Pem(key)
+            }
+            (Some(url), None) => Keys::Jwks(Jwks {
+                url: url.clone(),
+                http,
+                refresh: j.jwks_refresh,
+                cache: ArcSwapOption::empty(),
+                fetching: tokio::sync::Mutex::new(None),
+            }),
+            (None, None) => return Err(AuthSetupError("needs jwks_url or public_key_pem".into())),
+        };
+        Ok(Jwt { validations, keys, principal_claim: j.principal_claim.clone(), groups_claim: j.groups_claim.clone() })
+    }
+
+    async fn verify(&self, token: &str) -> Result<Principal, AuthError> {
+        let header = jsonwebtoken::decode_header(token).map_err(|e| AuthError::Invalid(e.to_string()))?;
+        let validation = self
+            .validations
+            .iter()
+            .find(|(alg, _)| *alg == header.alg)
+            .map(|(_, v)| v)
+            .ok_or_else(|| AuthError::Invalid(format!("algorithm {:?} is not accepted", header.alg)))?;
+        let claims = match &self.keys {
+            Keys::Pem(key) => self.decode(token, key, validation)?,
+            Keys::Jwks(jwks) => {
+                let cache = jwks.keys(header.kid.as_deref()).await?;
+                let candidates: Vec<&DecodingKey> = match header.kid.as_deref() {
+                    Some(kid) => cache.by_kid.get(kid).into_iter().collect(),
+                    None => cache.unnamed.iter().chain(cache.by_kid.values()).collect(),
+                };
+                if candidates.is_empty() {
+                    return Err(AuthError::Invalid("unknown signing key id".into()));
+                }
+                let mut last = AuthError::Invalid("no key matched".into());
+                let mut found = None;
+                for key in candidates {
+                    match self.decode(token, key, validation) {
+                        Ok(c) => {
+                            found = Some(c);
+                            break;
+                        }
+                        Err(e) => last = e,
+                    }
+                }
+                found.ok_or(last)?
+            }
+        };
+        let id = claims
+            .get(&self.principal_claim)
+            .and_then(Value::as_str)
+            .filter(|s| !s.is_empty())
+            .ok_or_else(|| AuthError::Invalid(format!("no `{}` claim", self.principal_claim)))?;
+        let groups = strings(claims.get(&self.groups_claim));
+        let mut scopes = strings(claims.get("scope"));
+        scopes.extend(strings(claims.get("scp")));
+        Ok(Principal {
+            id: id.into(),
+            groups: groups.into_iter().map(Arc::from).collect(),
+            scopes: scopes.into_iter().map(Arc::from).collect(),
+            via: Via::Jwt,
+        })
+    }
+
+    fn decode(&self, token: &str, key: &DecodingKey, v: &Validation) -> Result<Map<String, Value>, AuthError> {
+        use jsonwebtoken::errors::ErrorKind as K;
+        jsonwebtoken::decode::<Map<String, Value>>(token, key, v).map(|d| d.claims).map_err(|e| match e.kind() {
+            K::ExpiredSignature => AuthError::Expired,
+            K::ImmatureSignature => AuthError::NotYetValid,
+            K::InvalidAudience => AuthError::Audience,
+            K::InvalidIssuer => AuthError::Issuer,
+            K::MissingRequiredClaim(c) if c == "aud" => AuthError::Audience,
+            K::MissingRequiredClaim(c) if c == "iss" => AuthError::Issuer,
+            _ => AuthError::Invalid(e.to_string()),
+        })
+    }
+}
+
+/// A claim that is an array of strings or a space-separated string.
+fn strings(v: Option<&Value>) -> Vec<String> {
+    match v {
+        Some(Value::String(s)) => s.split_whitespace().map(str::to_owned).collect(),
+        Some(Value::Array(a)) => a.iter().filter_map(Value::as_str).map(str::to_owned).collect(),
+        _ => Vec::new(),
+    }
+}
+
+// === impl Jwks ===
+
+impl Jwks {
+    /// The cached keys, fetched when missing, stale, or lacking `kid`
+    /// (then at most once per [`JWKS_REFETCH_MIN`]). A failed fetch keeps
+    /// serving the keys it had.
+    async fn keys(&self, kid: Option<&str>) -> Result<Arc<KeyCache>, AuthError> {
+        let usable = |c: &KeyCache| c.fetched.elapsed() < self.refresh && kid.is_none_or(|k| c.by_kid.contains_key(k));
+        if let Some(c) = self.cache.load_full()
+            && usable(&c)
+        {
+            return Ok(c);
+        }
+        let mut last = self.fetching.lock().await;
+        // Another request may have fetched while this one waited.
+        let current = self.cache.load_full();
+        if let Some(c) = &current
+            && usable(c)
+        {
+            return Ok(c.clone());
+        }
+        let stale_enough = current.as_ref().is_none_or(|c| c.fetched.elapsed() >= self.refresh);
+        if !stale_enough && last.is_some_and(|t| t.elapsed() < JWKS_REFETCH_MIN) {
+            // An unknown kid shortly after a fetch: do not hammer the IdP.
+            return current.ok_or_else(|| AuthError::Keys("no keys yet".into()));
+        }
+        *last = Some(Instant::now());
+        match self.fetch().await {
+            Ok(fresh) => {
+                let fresh = Arc::new(fresh);
+                self.cache.store(Some(fresh.clone()));
+                Ok(fresh)
+            }
+            Err(e) => {
+                tracing::warn!(url = %self.url, error = %e, "Could not fetch the JWKS.");
+                current.ok_or(AuthError::Keys(e))
+            }
+        }
+    }
+
+    async fn fetch(&self) -> Result<KeyCache, String> {
+        use futures_util::StreamExt as _;
+        let resp = self.http.get(&self.url).timeout(Duration::from_secs(5)).send().await.map_err(|e| e.to_string())?;
+        if !resp.status().is_success() {
+            return Err(format!("HTTP {}", resp.status()));
+        }
+        let mut body = Vec::new();
+        let mut stream = resp.bytes_stream();
+        while let Some(chunk) = stream.next().await {
+            let chunk = chunk.map_err(|e| e.to_string())?;
+            if body.len() + chunk.len() > JWKS_MAX_BYTES {
+                return Err(format!("larger than {JWKS_MAX_BYTES} bytes"));
+            }
+            body.extend_from_slice(&chunk);
+        }
+        let set: jsonwebtoken::jwk::JwkSet = serde_json::from_slice(&body).map_err(|e| format!("not a JWKS: {e}"))?;
+        let mut cache = KeyCache { by_kid: HashMap::new(), unnamed: Vec::new(), fetched: Instant::now() };
+        for jwk in &set.keys {
+            // Keys we cannot use (symmetric, unknown curve) are skipped.
+            let Ok(key) = DecodingKey::from_jwk(jwk) else { continue };
+            if matches!(key.kind(), jsonwebtoken::DecodingKeyKind::SecretOrDer(_)) && jwk.common.key_id.is_none() {
+                continue;
+            }
+            match &jwk.common.key_id {
+                Some(kid) => {
+                    cache.by_kid.insert(kid.clone(), key);
+                }
+                None => cache.unnamed.push(key),
+            }
+        }
+        tracing::info!(url = %self.url, keys = set.keys.len(), "Fetched the JWKS.");
+        Ok(cache)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn keyed() -> Authenticator {
+        let auth = AuthSection {
+            mode: Some(AuthMode::Required),
+            resource: Some("https://gw.example/mcp".into()),
+            api_keys: vec![crate::config::ApiKeySection {
+                principal: "ci-bot".into(),
+                sha256: hash_key("k-123"),
+                groups: vec!["automation".into()],
+            }],
+            ..AuthSection::default()
+        };
+        Authenticator::new(&auth, reqwest::Client::new()).unwrap()
+    }
+
+    #[tokio::test]
+    async fn api_keys_by_bearer_or_header() {
+        let a = keyed();
+        let p = a.authenticate(Some(b"Bearer k-123"), None).await.unwrap();
+        assert_eq!((&*p.id, p.via, p.in_group("automation")), ("ci-bot", Via::ApiKey, true));
+        assert_eq!(a.authenticate(Some(b"bearer  k-123 "), None).await.unwrap().id, p.id);
+        assert_eq!(a.authenticate(None, Some(b"k-123")).await.unwrap().id, p.id);
+        assert_eq!(a.authenticate(None, None).await, Err(AuthError::Missing));
+        assert_eq!(a.authenticate(Some(b"Basic abc"), None).await, Err(AuthError::Missing));
+        assert_eq!(a.authenticate(Some(b"Bearer nope"), None).await, Err(AuthError::UnknownKey));
+        // A JWT when no JWT is configured is refused, not mistaken for a key.
+        let e = a.authenticate(Some(b"Bearer eyJh.eyJz.c2ln"), None).await.unwrap_err();
+        assert_eq!(e.reason(), "invalid");
+    }
+
+    #[test]
+    fn challenges_and_metadata_follow_rfc_9728() {
+        let a = keyed();
+        assert_eq!(a.metadata_path(), "/.well-known/oauth-protected-resource/mcp");
+        let m: Value = serde_json::from_str(a.metadata()).unwrap();
+        assert_eq!(m["resource"], "https://gw.example/mcp");
+        assert_eq!(
+            a.challenge(&AuthError::Missing),
+            "Bearer resource_metadata=\"https://gw.example/.well-known/oauth-protected-resource/mcp\""
+        );
+        let c = a.challenge(&AuthError::Expired);
+        assert!(c.ends_with(", error=\"invalid_token\", error_description=\"token expired\""), "{c}");
+        assert!(a.challenge(&AuthError::InsufficientScope).contains("error=\"insufficient_scope\""));
+        assert_eq!(AuthError::InsufficientScope.status(), 403);
+    }
+
+    #[tokio::test]
+    async fn mode_none_is_anonymous_whatever_is_presented() {
+        let a = Authenticator::new(&AuthSection::default(), reqwest::Client::new()).unwrap();
+        assert!(!a.required());
+        let p = a.authenticate(Some(b"Bearer whatever"), None).await.unwrap();
+        assert_eq!((&*p.id, p.via), ("anonymous", Via::Anonymous));
+    }
+
+    #[test]
+    fn sensitive_headers() {
+        let a = keyed();
+        assert!(a.is_sensitive("Authorization") && a.is_sensitive("x-api-key") && !a.is_sensitive("accept"));
+    }
+}

@@ -1,0 +1,357 @@
+//! Security (issue 6): client authentication by API key and by JWT
+//! (against `tests/fixtures/jwt_issuer.py`), sessions bound to their
+//! principal, per-principal access to tools, prompts and resources,
+//! argument constraints, no client credential ever reaching an upstream,
+//! and secret values masked in everything that reaches a client.
+
+use serde_json::{Value, json};
+
+use crate::support::*;
+use mcp_gateway::security::auth::hash_key;
+
+const RESOURCE: &str = "http://gateway.test/mcp";
+const ALICE: &str = "alice-key-0123456789";
+const BOB: &str = "bob-key-0123456789";
+
+/// `[auth]` with API keys for alice (group analysts) and bob.
+fn keys() -> String {
+    keys_with("")
+}
+
+/// [`keys`] with more `[auth]` lines.
+fn keys_with(auth: &str) -> String {
+    format!(
+        "[auth]\nresource = \"{RESOURCE}\"\n{auth}\
+         [[auth.api_keys]]\nprincipal = \"alice\"\nsha256 = \"{}\"\ngroups = [\"analysts\"]\n\
+         [[auth.api_keys]]\nprincipal = \"bob\"\nsha256 = \"{}\"\n",
+        hash_key(ALICE),
+        hash_key(BOB)
+    )
+}
+
+fn paged(id: &str) -> String {
+    format!("[upstreams.{id}]\ncommand = {:?}\nargs = [{:?}]\n", path_str(&peers().python), fixture("paged_stdio.py"))
+}
+
+/// POSTs an `initialize` with `headers`; returns status, headers and body.
+async fn initialize(gw: &Gateway, headers: &[(&str, &str)]) -> Raw {
+    let c = McpHttp { http: reqwest::Client::new(), url: gw.url(), session: None, next: 0 };
+    let init = json!({"jsonrpc":"2.0","id":0,"method":"initialize","params":{"protocolVersion":"2025-11-25",
+        "capabilities":{},"clientInfo":{"name":"t","version":"0"}}});
+    c.post(&init.to_string(), headers).await
+}
+
+async fn metrics(gw: &Gateway) -> String {
+    gw.http.get(format!("http://{}/metrics", gw.addr)).send().await.unwrap().text().await.unwrap()
+}
+
+fn audit_lines(path: &std::path::Path) -> Vec<Value> {
+    std::fs::read_to_string(path).unwrap_or_default().lines().map(|l| serde_json::from_str(l).unwrap()).collect()
+}
+
+#[tokio::test]
+async fn api_keys_authenticate_and_a_session_stays_with_its_principal() {
+    let logs = tempfile::tempdir_in(root().join("target")).unwrap();
+    let audit = logs.path().join("audit.jsonl");
+    let toml = format!("{}[audit]\npath = {:?}\n{}", keys(), path_str(&audit), raw_stdio("raw", ""));
+    let mut gw = Gateway::start(&toml).await;
+    gw.authorize(ALICE);
+    gw.wait_ready("raw").await;
+
+    // No credentials: 401 and where to find out how to get one (RFC 9728).
+    let r = initialize(&gw, &[]).await;
+    assert_eq!(r.status, 401, "{}", r.body);
+    let challenge = r.headers["www-authenticate"].to_str().unwrap();
+    assert_eq!(challenge, "Bearer resource_metadata=\"http://gateway.test/.well-known/oauth-protected-resource/mcp\"");
+    assert_eq!(r.json()["error"]["code"], -32600);
+    for path in ["/.well-known/oauth-protected-resource/mcp", "/.well-known/oauth-protected-resource"] {
+        let m: Value = reqwest::get(format!("http://{}{path}", gw.addr)).await.unwrap().json().await.unwrap();
+        assert_eq!(m["resource"], RESOURCE, "{path}: {m}");
+        assert_eq!(m["bearer_methods_supported"], json!(["header"]));
+    }
+    // A wrong key: 401 invalid_token; the key itself is in no log line.
+    let r = initialize(&gw, &[("authorization", "Bearer not-a-key-at-all")]).await;
+    assert_eq!(r.status, 401);
+    assert!(r.headers["www-authenticate"].to_str().unwrap().contains("error=\"invalid_token\""));
+    let r = reqwest::get(format!("http://{}/status", gw.addr)).await.unwrap();
+    assert_eq!(r.status(), 401, "/status needs credentials too");
+
+    // Right keys, by bearer or by X-API-Key.
+    let mut alice = McpHttp::connect_as(&gw.url(), ALICE).await;
+    assert!(alice.call("raw__echo", json!({"n":1})).await.get("result").is_some());
+    let mut key_header = reqwest::header::HeaderMap::new();
+    key_header.insert("x-api-key", BOB.parse().unwrap());
+    let http = reqwest::Client::builder().default_headers(key_header).build().unwrap();
+    let mut bob = McpHttp::connect_via(&gw.url(), json!({}), http).await;
+    assert!(bob.call("raw__echo", json!({"n":2})).await.get("result").is_some());
+
+    // Bob presenting alice's session id is refused like an unknown session;
+    // alice's session is untouched.
+    let stolen = McpHttp { session: alice.session.clone(), ..McpHttp::connect_as(&gw.url(), BOB).await };
+    let list = json!({"jsonrpc":"2.0","id":9,"method":"tools/list"}).to_string();
+    assert_eq!(stolen.post(&list, &[]).await.status, 404);
+    let r = reqwest::Client::new()
+        .delete(gw.url())
+        .header("authorization", format!("Bearer {BOB}"))
+        .header("mcp-session-id", alice.session.clone().unwrap())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 404, "bob cannot end alice's session either");
+    assert!(alice.call("raw__echo", json!({"n":3})).await.get("result").is_some());
+
+    let m = metrics(&gw).await;
+    for reason in ["missing", "unknown_key", "session_principal"] {
+        assert!(m.contains(&format!("mcp_gateway_auth_failures_total{{reason=\"{reason}\"}}")), "{reason}:\n{m}");
+    }
+    let logs = gw.proc.logs();
+    assert!(!logs.contains("not-a-key-at-all") && !logs.contains(ALICE), "no credential in the logs");
+    assert!(gw.stop().await.success());
+    let principals: Vec<Value> = audit_lines(&audit).iter().map(|l| l["principal"].clone()).collect();
+    assert_eq!(principals, [json!("alice"), json!("bob"), json!("alice")], "each call under its principal");
+}
+
+#[tokio::test]
+async fn jwts_are_checked_for_signature_issuer_audience_expiry_and_scope() {
+    let idp = Fixture::python("jwt_issuer.py", &[]).await;
+    let issuer = format!("http://127.0.0.1:{}", idp.port);
+    let toml = format!(
+        "[auth]\nresource = \"{RESOURCE}\"\nrequired_scopes = [\"mcp:tools\"]\n\
+         [auth.jwt]\nissuer = \"{issuer}\"\njwks_url = \"{issuer}/jwks.json\"\n{}",
+        raw_stdio("raw", "")
+    );
+    let mint = |q: String| {
+        let url = format!("{issuer}/mint?{q}");
+        async move { reqwest::get(url).await.unwrap().text().await.unwrap() }
+    };
+    let aud = urlencode(RESOURCE);
+    let good = mint(format!("sub=alice&aud={aud}&scope=mcp:tools%20extra")).await;
+    let mut gw = Gateway::start(&toml).await;
+    gw.authorize(&good);
+    gw.wait_ready("raw").await;
+
+    let mut alice = McpHttp::connect_as(&gw.url(), &good).await;
+    assert!(alice.call("raw__echo", json!({"n":1})).await.get("result").is_some());
+
+    let cases = [
+        ("expired", format!("sub=alice&aud={aud}&scope=mcp:tools&exp_in=-120"), 401, "token expired"),
+        ("wrong audience", format!("sub=alice&aud={}&scope=mcp:tools", urlencode("http://other/mcp")), 401, "audience"),
+        ("no audience", "sub=alice&scope=mcp:tools".to_owned(), 401, "audience"),
+        ("wrong issuer", format!("sub=alice&aud={aud}&scope=mcp:tools&iss=http://evil.example"), 401, "issuer"),
+        ("not yet valid", format!("sub=alice&aud={aud}&scope=mcp:tools&nbf_in=600"), 401, "not yet valid"),
+        ("forged signature", format!("sub=alice&aud={aud}&scope=mcp:tools&kid=k1&key=rogue"), 401, "invalid token"),
+        ("unknown key", format!("sub=alice&aud={aud}&scope=mcp:tools&kid=rogue"), 401, "invalid token"),
+        ("unsigned", format!("sub=alice&aud={aud}&scope=mcp:tools&alg=none"), 401, "invalid token"),
+        ("HMAC with the public key", format!("sub=alice&aud={aud}&scope=mcp:tools&alg=HS256"), 401, "invalid token"),
+        ("missing scope", format!("sub=alice&aud={aud}&scope=other"), 403, "scope"),
+    ];
+    for (what, query, status, says) in cases {
+        let token = mint(query).await;
+        let r = initialize(&gw, &[("authorization", &format!("Bearer {token}"))]).await;
+        assert_eq!(r.status, status, "{what}: {}", r.body);
+        assert!(r.body.contains(says), "{what}: {}", r.body);
+        let challenge = r.headers["www-authenticate"].to_str().unwrap();
+        let error = if status == 403 { "insufficient_scope" } else { "invalid_token" };
+        assert!(challenge.contains(&format!("error=\"{error}\"")), "{what}: {challenge}");
+        assert!(challenge.contains("scope=\"mcp:tools\""), "{what}: {challenge}");
+    }
+
+    // Another principal's token on alice's session: refused.
+    let bob = mint(format!("sub=bob&aud={aud}&scope=mcp:tools")).await;
+    let stolen = McpHttp { session: alice.session.clone(), ..McpHttp::connect_as(&gw.url(), &bob).await };
+    let list = json!({"jsonrpc":"2.0","id":9,"method":"tools/list"}).to_string();
+    assert_eq!(stolen.post(&list, &[]).await.status, 404);
+
+    // The JWKS is cached: one fetch at start, at most one more for the
+    // unknown kid (refetches are rate-limited).
+    let stats = idp.get("/control/stats").await;
+    assert!(stats["jwks_fetches"].as_u64().unwrap() <= 2, "{stats}");
+    let m = metrics(&gw).await;
+    for reason in ["expired", "audience", "issuer", "invalid", "insufficient_scope", "not_yet_valid"] {
+        assert!(m.contains(&format!("mcp_gateway_auth_failures_total{{reason=\"{reason}\"}}")), "{reason}:\n{m}");
+    }
+}
+
+#[tokio::test]
+async fn access_hides_and_refuses_what_a_principal_may_not_use() {
+    let logs = tempfile::tempdir_in(root().join("target")).unwrap();
+    let audit = logs.path().join("audit.jsonl");
+    let toml = format!(
+        "{}[audit]\npath = {:?}\n\
+         [[access]]\ngroups = [\"analysts\"]\n\
+         tools = {{ allow = [\"paged__filler_*\", \"paged__log\"] }}\n\
+         prompts = {{ deny = [\"*\"] }}\n\
+         resources = {{ allow = [\"test+paged://static/resource-1\"] }}\n\
+         arguments = [{{ tools = \"paged__log\", argument = \"logger\", prefix = [\"/srv/data\"] }}]\n\
+         [[access]]\nprincipals = [\"bob\"]\ntools = {{ allow = [\"*\"], deny = [\"paged__mutate\"] }}\n\
+         prompts = {{ allow = [\"*\"] }}\n{}",
+        keys(),
+        path_str(&audit),
+        paged("paged")
+    );
+    let mut gw = Gateway::start(&toml).await;
+    gw.authorize(BOB);
+    gw.wait_ready("paged").await;
+    let mut alice = McpHttp::connect_as(&gw.url(), ALICE).await;
+    let mut bob = McpHttp::connect_as(&gw.url(), BOB).await;
+
+    let names = alice.tool_names().await;
+    assert_eq!(names.len(), 14, "13 fillers and log: {names:?}");
+    assert!(names.iter().all(|n| n.starts_with("paged__filler_") || n == "paged__log"), "{names:?}");
+    let bobs = bob.tool_names().await;
+    assert!(bobs.contains(&"paged__state".to_owned()) && !bobs.contains(&"paged__mutate".to_owned()), "{bobs:?}");
+
+    // A hidden tool answers exactly like one that does not exist.
+    let hidden = alice.call("paged__state", json!({})).await;
+    let missing = alice.call("paged__no_such_tool", json!({})).await;
+    assert_eq!(hidden["error"]["code"], missing["error"]["code"]);
+    assert_eq!(hidden["error"]["message"], "Unknown tool: paged__state");
+    assert!(bob.call("paged__mutate", json!({"list":"tools","add":"x"})).await.get("error").is_some());
+    assert!(bob.call("paged__state", json!({})).await.get("result").is_some());
+
+    // Prompts and resources the same way.
+    let r = alice.request("prompts/list", json!({})).await;
+    assert_eq!(r["result"]["prompts"], json!([]), "{r}");
+    let r = alice.request("prompts/get", json!({"name":"paged__prompt_01"})).await;
+    assert!(r["error"]["message"].as_str().unwrap().starts_with("Unknown prompt"), "{r}");
+    assert!(bob.request("prompts/list", json!({})).await["result"]["prompts"].as_array().unwrap().len() > 1);
+    let r = alice.request("resources/list", json!({})).await;
+    let uris: Vec<&str> =
+        r["result"]["resources"].as_array().unwrap().iter().map(|r| r["uri"].as_str().unwrap()).collect();
+    assert_eq!(uris, ["test+paged://static/resource-1"]);
+    let r = alice.request("resources/read", json!({"uri":"test+paged://static/resource-2"})).await;
+    assert_eq!(r["error"]["code"], -32002, "{r}");
+    let r = alice.request("resources/subscribe", json!({"uri":"test+paged://static/resource-2"})).await;
+    assert_eq!(r["error"]["code"], -32002, "{r}");
+    assert!(
+        alice.request("resources/read", json!({"uri":"test+paged://static/resource-1"})).await.get("result").is_some()
+    );
+
+    // Argument constraints: a path must stay under its prefix, `..` and all.
+    let ok = alice.call("paged__log", json!({"level":"info","data":"x","logger":"/srv/data/app"})).await;
+    assert_eq!(text(&ok), "ok", "{ok}");
+    for logger in ["/srv/data/../../etc/passwd", "/srv/database", "/etc"] {
+        let r = alice.call("paged__log", json!({"level":"info","data":"x","logger":logger})).await;
+        assert_eq!(r["error"]["code"], -32602, "{logger}: {r}");
+        assert!(r["error"]["message"].as_str().unwrap().contains("outside what you may use"), "{r}");
+    }
+
+    let m = metrics(&gw).await;
+    assert!(m.contains(r#"mcp_gateway_policy_denials_total{upstream="paged",tool="state",reason="access"} 1"#), "{m}");
+    assert!(m.contains(r#"mcp_gateway_policy_denials_total{upstream="paged",tool="log",reason="argument"} 3"#), "{m}");
+    assert!(gw.stop().await.success());
+    let lines = audit_lines(&audit);
+    let denied: Vec<&Value> = lines.iter().filter(|l| l["class"] == "policy").collect();
+    assert!(denied.iter().any(|l| l["name"] == "paged__state" && l["policy"] == json!(["access:denied"])), "{lines:?}");
+    assert!(denied.iter().any(|l| l["method"] == "resources/read" && l["principal"] == "alice"), "{lines:?}");
+}
+
+#[tokio::test]
+async fn client_credentials_never_reach_upstreams_and_secrets_never_reach_clients() {
+    let (dir, path) = write_config("");
+    std::fs::write(dir.path().join("secrets.env"), "UPSTREAM_TOKEN=upstream-secret-123\nDB_PASSWORD=hunter2-hunter2\n")
+        .unwrap();
+    // The HTTP upstream answers only with its own credential.
+    let upstream =
+        Fixture::python("http_upstream.py", &["--require-header", "authorization=Bearer upstream-secret-123"]).await;
+    let toml = format!(
+        "[gateway]\nsecrets_file = \"secrets.env\"\nlist_secret_names = true\n{}\
+         [upstreams.h]\nurl = \"{}\"\nheaders = {{ Authorization = \"Bearer ${{UPSTREAM_TOKEN}}\" }}\n{}",
+        keys_with("sensitive_headers = [\"x-tenant-token\"]\n"),
+        upstream.url(),
+        raw_stdio("raw", "env = { DB_PASSWORD = \"${DB_PASSWORD}\" }"),
+    );
+    std::fs::write(&path, toml).unwrap();
+    let mut gw = Gateway::start_at(&path, dir).await;
+    gw.authorize(ALICE);
+    gw.wait_ready("h").await;
+    gw.wait_ready("raw").await;
+
+    let mut headers = reqwest::header::HeaderMap::new();
+    headers.insert("authorization", format!("Bearer {ALICE}").parse().unwrap());
+    headers.insert("x-api-key", ALICE.parse().unwrap());
+    headers.insert("cookie", "sid=cookie-secret-1".parse().unwrap());
+    headers.insert("x-tenant-token", "tenant-secret-1".parse().unwrap());
+    headers.insert("proxy-authorization", "Basic cHJveHktc2VjcmV0".parse().unwrap());
+    let http = reqwest::Client::builder().default_headers(headers).build().unwrap();
+    let mut c = McpHttp::connect_via(&gw.url(), json!({}), http).await;
+
+    let client_secrets = [ALICE, "cookie-secret-1", "tenant-secret-1", "cHJveHktc2VjcmV0"];
+    for tool in ["h__echo_context", "raw__echo_context"] {
+        let r = c.call(tool, json!({})).await;
+        let seen = text(&r);
+        assert!(r.get("result").is_some(), "{tool}: {r}");
+        for s in client_secrets {
+            assert!(!seen.contains(s), "{tool} saw the client's {s}: {seen}");
+        }
+        let context: Value = serde_json::from_str(&seen).unwrap();
+        for h in ["cookie", "x-api-key", "x-tenant-token", "proxy-authorization"] {
+            assert!(context["headers"].get(h).is_none(), "{tool} got {h}: {seen}");
+        }
+        if tool == "h__echo_context" {
+            // The upstream's own token reached it (it answered at all), and
+            // is masked on its way back to the client.
+            assert_eq!(context["headers"]["authorization"], "Bearer ***", "{seen}");
+        }
+    }
+    // Everything the HTTP upstream ever received, initialize included.
+    let log = upstream.get("/control/trace").await.to_string();
+    for s in client_secrets {
+        assert!(!log.contains(s), "the upstream's log has {s}");
+    }
+
+    // A secret in a result (here echoed back) is masked, and counted.
+    let r = c.call("raw__echo", json!({"note":"the password is hunter2-hunter2"})).await;
+    let body = r.to_string();
+    assert!(!body.contains("hunter2-hunter2") && body.contains("the password is ***"), "{body}");
+    // The names of the secrets (never the values) through the built-in tool.
+    assert!(c.tool_names().await.contains(&"gateway__list_secret_names".to_owned()));
+    let r = c.call("gateway__list_secret_names", json!({})).await;
+    assert_eq!(r["result"]["structuredContent"]["names"], json!(["DB_PASSWORD", "UPSTREAM_TOKEN"]), "{r}");
+    let m = metrics(&gw).await;
+    assert!(m.contains(r#"mcp_gateway_secrets_masked_total{upstream="raw"} 1"#), "{m}");
+    assert!(m.contains(r#"mcp_gateway_secrets_masked_total{upstream="h"} 1"#), "{m}");
+}
+
+#[tokio::test]
+async fn a_listener_beyond_loopback_needs_authentication() {
+    let (_dir, path) = write_config("[gateway]\nlisten = \"0.0.0.0:8080\"\n");
+    let out = std::process::Command::new(gateway_bin()).args(["check", "--config"]).arg(&path).output().unwrap();
+    assert_eq!(out.status.code(), Some(64), "refused");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("without client authentication") && err.contains("mode = \"none\""), "{err}");
+    let (_dir, path) = write_config("[gateway]\nlisten = \"0.0.0.0:8080\"\n[auth]\nmode = \"none\"\n");
+    let out = std::process::Command::new(gateway_bin()).args(["check", "--config"]).arg(&path).output().unwrap();
+    assert!(out.status.success(), "written out, it is the operator's choice");
+    // `serve --listen` beyond loopback is checked too.
+    let (_dir, path) = write_config("");
+    let out = std::process::Command::new(gateway_bin())
+        .args(["serve", "--config"])
+        .arg(&path)
+        .args(["--listen", "0.0.0.0:0"])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("without client authentication"));
+
+    // `auth hash-key` hashes what the config stores.
+    let mut child = std::process::Command::new(gateway_bin())
+        .args(["auth", "hash-key"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    use std::io::Write as _;
+    child.stdin.take().unwrap().write_all(b"alice-key-0123456789\n").unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), format!("sha256 = \"{}\"", hash_key(ALICE)));
+}
+
+fn urlencode(s: &str) -> String {
+    s.bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'.' | b'_' | b'~' => (b as char).to_string(),
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
+}
