@@ -46,21 +46,39 @@ enum Command {
         #[arg(long, short, default_value = "gateway.toml", env = "MCP_GATEWAY_CONFIG")]
         config: PathBuf,
     },
-    /// Start the upstreams, print the merged tool catalog, and exit.
+    /// Start the upstreams, print the merged tool catalog, and exit; or
+    /// review pinned tool definitions (`pending`, `approve`).
     Tools {
         /// Config file.
-        #[arg(long, short, default_value = "gateway.toml", env = "MCP_GATEWAY_CONFIG")]
+        #[arg(long, short, default_value = "gateway.toml", env = "MCP_GATEWAY_CONFIG", global = true)]
         config: PathBuf,
         /// Give up waiting for upstreams after this many seconds
         /// (default: the longest `startup_timeout`).
         #[arg(long)]
         wait: Option<u64>,
+        #[command(subcommand)]
+        action: Option<ToolsAction>,
     },
     /// Client credentials: `auth hash-key` prints the `sha256` of an API
     /// key for `[[auth.api_keys]]`.
     Auth {
         #[command(subcommand)]
         command: AuthCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum ToolsAction {
+    /// Lists tools held because their definition changed, with what changed.
+    Pending,
+    /// Accepts the changed definition of these tools (a running gateway
+    /// picks it up within seconds).
+    Approve {
+        /// Exposed tool names.
+        names: Vec<String>,
+        /// Every pending tool.
+        #[arg(long, conflicts_with = "names")]
+        all: bool,
     },
 }
 
@@ -104,7 +122,8 @@ fn main() -> ExitCode {
         match cli.command {
             Command::Serve { listen, .. } => serve(config, listen).await,
             Command::Stdio { .. } => stdio(config).await,
-            Command::Tools { wait, .. } => tools(config, wait).await,
+            Command::Tools { wait, action: None, .. } => tools(config, wait).await,
+            Command::Tools { action: Some(action), .. } => pins(&config, action),
             Command::Check { .. } | Command::Auth { .. } => unreachable!("handled above"),
         }
     });
@@ -140,6 +159,41 @@ fn hash_key(generate: bool) -> ExitCode {
     };
     println!("sha256 = \"{}\"", mcp_gateway::security::auth::hash_key(&key));
     ExitCode::SUCCESS
+}
+
+/// `mcp-gateway tools pending | approve`.
+fn pins(config: &Config, action: ToolsAction) -> anyhow::Result<()> {
+    use mcp_gateway::security::pins;
+    let path = config.pinning.file.as_deref().context("tool pinning is off: set [pinning] file in the config")?;
+    match action {
+        ToolsAction::Pending => {
+            let store = pins::read(path)?;
+            let mut any = false;
+            for (name, pin) in &store.tools {
+                let Some(p) = &pin.pending else { continue };
+                any = true;
+                println!("{name} (upstream {}): changed", pin.upstream);
+                for field in ["title", "description", "inputSchema", "outputSchema", "annotations"] {
+                    let (was, now) = (pin.definition.get(field), p.definition.get(field));
+                    if was != now {
+                        let show = |v: Option<&serde_json::Value>| v.map_or("(none)".to_owned(), ToString::to_string);
+                        println!("  {field}:\n    was: {}\n    now: {}", show(was), show(now));
+                    }
+                }
+            }
+            if !any {
+                println!("Nothing pending ({} tools pinned).", store.tools.len());
+            }
+        }
+        ToolsAction::Approve { names, all } => {
+            if names.is_empty() && !all {
+                anyhow::bail!("name the tools to approve, or use --all");
+            }
+            let approved = pins::approve(path, &names, all)?;
+            println!("Approved {}: {}", plural(approved.len(), "tool"), approved.join(", "));
+        }
+    }
+    Ok(())
 }
 
 fn plural(n: usize, noun: &str) -> String {

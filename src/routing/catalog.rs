@@ -69,6 +69,9 @@ pub struct Tool {
     /// Left out of `tools/list` while a breaker is open, but still routed,
     /// so a call fails fast with `breaker_open` rather than "unknown".
     pub hidden: bool,
+    /// Its definition changed since it was pinned (`[pinning]`): calls
+    /// are refused until an operator approves it.
+    pub quarantined: bool,
 }
 
 /// One exposed prompt, resource or resource template.
@@ -164,6 +167,7 @@ impl Catalog {
                             upstream: src.upstream,
                             hints: hints(&obj),
                             hidden: src.hidden || src.hidden_tools.contains(&original),
+                            quarantined: false,
                             original: original.as_str().into(),
                             def: obj.to_raw(),
                         });
@@ -230,6 +234,21 @@ impl Catalog {
         let mut c = Catalog { tools, prompts, resources, templates, by_original_uri, fingerprints: [0; 4], collisions };
         c.fingerprints = KINDS.map(|k| c.fingerprint(k));
         c
+    }
+
+    /// Marks `names` quarantined (and, with `hide`, left out of
+    /// `tools/list`).
+    pub fn quarantine(&mut self, names: &std::collections::HashSet<String>, hide: bool) {
+        if names.is_empty() {
+            return;
+        }
+        for t in &mut self.tools.items {
+            if names.contains(&t.name) {
+                t.quarantined = true;
+                t.hidden |= hide;
+            }
+        }
+        self.fingerprints = KINDS.map(|k| self.fingerprint(k));
     }
 
     /// Looks up an exposed tool name.

@@ -88,6 +88,8 @@ pub struct Gateway {
     http: reqwest::Client,
     /// `[[access]]`, compiled.
     access: Access,
+    /// The pin store (`[pinning]`).
+    pins: Option<crate::security::pins::Pins>,
     /// The grants of a request without a session.
     sessionless: Arc<Grants>,
     upstreams: Vec<Arc<Upstream>>,
@@ -123,6 +125,9 @@ pub struct Gateway {
 
 /// The gateway's own tool listing the secrets file's names (never values).
 pub const LIST_SECRET_NAMES: &str = "gateway__list_secret_names";
+
+/// How often the pin store is checked for approvals.
+const PINS_POLL: Duration = Duration::from_secs(2);
 
 const LIST_SECRET_NAMES_DEF: &str = r#"{"name":"gateway__list_secret_names","description":"Lists the names of the secrets the gateway holds for its upstreams (never their values), so you can tell which credentials are configured.","inputSchema":{"type":"object","properties":{}},"annotations":{"readOnlyHint":true,"openWorldHint":false}}"#;
 
@@ -186,7 +191,9 @@ impl Gateway {
         let subscribed_upstream = upstreams.iter().map(|_| tokio::sync::Mutex::default()).collect();
         let access = Access::new(&config.access);
         let sessionless = access.grants(&Principal::anonymous());
+        let pins = config.pinning.file.as_deref().map(crate::security::pins::Pins::open);
         let gw = Arc::new(Gateway {
+            pins,
             access,
             sessionless,
             http: http_client,
@@ -210,6 +217,7 @@ impl Gateway {
             tasks: tasks::Tasks::default(),
         });
         tokio::spawn(gw.clone().catalog_loop());
+        tokio::spawn(gw.clone().watch_pins());
         tokio::spawn(gw.clone().notes_loop(notes_rx));
         gw
     }
@@ -248,7 +256,8 @@ impl Gateway {
                     _ => None,
                 })
                 .collect();
-            let next = Catalog::build(&sources, self.config.gateway.max_tool_name_length);
+            let mut next = Catalog::build(&sources, self.config.gateway.max_tool_name_length);
+            self.apply_pins(&mut next);
             let changed = next.changed_lists(&self.catalog.load());
             let outcome = if changed.is_empty() { "unchanged" } else { "changed" };
             self.telemetry.metrics.catalog_refreshes.get_or_create(&Outcome { outcome }).inc();
@@ -272,6 +281,66 @@ impl Gateway {
                     tokio::spawn(self.clone().restore(i));
                     connections[i] = r.connection;
                 }
+            }
+        }
+    }
+
+    /// Checks the new catalog against the pin store: first-seen tools are
+    /// pinned, changed ones quarantined (counted, logged, audited).
+    fn apply_pins(&self, next: &mut Catalog) {
+        let Some(pins) = &self.pins else { return };
+        pins.reload_if_changed();
+        let tools = next.tools().iter().map(|t| (&*t.name, self.upstreams[t.upstream].id(), &*t.def));
+        let review = pins.review(tools);
+        let hide = self.config.pinning.on_change == crate::config::QuarantineMode::Hide;
+        next.quarantine(&review.quarantined, hide);
+        self.telemetry.metrics.tools_quarantined.set(review.quarantined.len() as i64);
+        if review.newly_pinned > 0 {
+            tracing::info!(tools = review.newly_pinned, "Pinned tool definitions seen for the first time.");
+        }
+        for (upstream, name) in review.newly_changed {
+            tracing::warn!(
+                upstream = %upstream,
+                tool = %name,
+                "A tool's definition changed since it was pinned: quarantined until `mcp-gateway tools approve`."
+            );
+            if let Some(log) = &self.telemetry.audit {
+                let now = tokio::time::Instant::now();
+                log.record(Record {
+                    time: audit::time_of(now),
+                    session: None,
+                    principal: None,
+                    transport: "gateway",
+                    method: "gateway/tool_changed".to_owned(),
+                    name: Some(name),
+                    upstream: Some(Arc::from(upstream.as_str())),
+                    tool: None,
+                    arguments_sha256: None,
+                    arguments: None,
+                    class: "policy",
+                    is_error: false,
+                    latency_ms: 0.0,
+                    attempts: 0,
+                    trace_id: None,
+                    policy: vec!["pin:quarantined".to_owned()],
+                });
+            }
+        }
+    }
+
+    /// Watches the pin store for approvals (`mcp-gateway tools approve`
+    /// rewrites it) and rebuilds the catalog when it changes.
+    async fn watch_pins(self: Arc<Self>) {
+        let Some(pins) = &self.pins else { return };
+        let mut tick = tokio::time::interval(PINS_POLL);
+        loop {
+            tokio::select! {
+                _ = tick.tick() => {}
+                () = self.shutdown.cancelled() => return,
+            }
+            if pins.reload_if_changed() {
+                tracing::info!("The pin store changed; reviewing the catalog again.");
+                self.changes.bump();
             }
         }
     }
@@ -1200,6 +1269,20 @@ impl Gateway {
                     out.name = Some(name.clone());
                     let err = self.unknown("tool", &name);
                     return Err(self.deny(caller, t.upstream, Some(&t.original), "access", out, err));
+                }
+                Some(t) if t.quarantined => {
+                    out.name = Some(name.clone());
+                    let err = match self.config.pinning.on_change {
+                        crate::config::QuarantineMode::Hide => self.unknown("tool", &name),
+                        crate::config::QuarantineMode::Refuse => CallError::protocol(
+                            protocol::INVALID_PARAMS,
+                            format!(
+                                "{name} is held: its definition changed since it was approved \
+                                 (an operator must run `mcp-gateway tools approve {name}`)"
+                            ),
+                        ),
+                    };
+                    return Err(self.deny(caller, t.upstream, Some(&t.original), "quarantined", out, err));
                 }
                 Some(t) => (t.upstream, t.original.clone(), t.hints),
                 None => {
