@@ -59,6 +59,11 @@ enum Command {
         #[command(subcommand)]
         action: Option<ToolsAction>,
     },
+    /// Sequence rules: validate a rules file, or replay an audit log.
+    Rules {
+        #[command(subcommand)]
+        command: RulesCommand,
+    },
     /// Client credentials: `auth hash-key` prints the `sha256` of an API
     /// key for `[[auth.api_keys]]`.
     Auth {
@@ -83,6 +88,34 @@ enum ToolsAction {
 }
 
 #[derive(Subcommand)]
+enum RulesCommand {
+    /// Validates a rules file (exit 64 when invalid) and lists its rules,
+    /// tags and warnings.
+    Check {
+        /// The rules file.
+        file: PathBuf,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Reports which sessions and principals each rule would have hit in an
+    /// audit log, as if every rule were in shadow mode.
+    Replay {
+        /// The audit log (JSON lines).
+        audit: PathBuf,
+        /// The rules file (default: `[rules] file` of the config).
+        #[arg(long)]
+        rules: Option<PathBuf>,
+        /// Config file, for `[rules] file`.
+        #[arg(long, short, default_value = "gateway.toml", env = "MCP_GATEWAY_CONFIG")]
+        config: PathBuf,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+#[derive(Subcommand)]
 enum AuthCommand {
     /// Reads an API key from stdin (or makes a random one with
     /// `--generate`) and prints its SHA-256 for `[[auth.api_keys]]`.
@@ -98,8 +131,11 @@ fn main() -> ExitCode {
     if let Command::Auth { command: AuthCommand::HashKey { generate } } = cli.command {
         return hash_key(generate);
     }
+    if let Command::Rules { command } = cli.command {
+        return rules(command);
+    }
     let path = match &cli.command {
-        Command::Auth { .. } => unreachable!("handled above"),
+        Command::Auth { .. } | Command::Rules { .. } => unreachable!("handled above"),
         Command::Serve { config, .. }
         | Command::Stdio { config }
         | Command::Check { config }
@@ -124,7 +160,7 @@ fn main() -> ExitCode {
             Command::Stdio { .. } => stdio(config).await,
             Command::Tools { wait, action: None, .. } => tools(config, wait).await,
             Command::Tools { action: Some(action), .. } => pins(&config, action),
-            Command::Check { .. } | Command::Auth { .. } => unreachable!("handled above"),
+            Command::Check { .. } | Command::Auth { .. } | Command::Rules { .. } => unreachable!("handled above"),
         }
     });
     match result {
@@ -132,6 +168,98 @@ fn main() -> ExitCode {
         Err(e) => {
             eprintln!("mcp-gateway: {e:#}");
             ExitCode::FAILURE
+        }
+    }
+}
+
+/// `mcp-gateway rules check | replay`.
+fn rules(command: RulesCommand) -> ExitCode {
+    use mcp_gateway::security::rules::{self, RuleSet};
+    match command {
+        RulesCommand::Check { file, json } => match rules::check(&file) {
+            Ok(report) if json => {
+                println!("{}", serde_json::to_string_pretty(&report).expect("serializes"));
+                ExitCode::SUCCESS
+            }
+            Ok(report) => {
+                println!("{}: ok ({})", report.file, plural(report.rules.len(), "rule"));
+                for r in &report.rules {
+                    let window = match r.window_seconds {
+                        Some(s) => format!("{} calls, {s}s", r.window_calls),
+                        None => format!("{} calls", r.window_calls),
+                    };
+                    println!("  {:<40} {:<8} {:<10} {} steps, window {window}", r.id, r.action, r.scope, r.steps);
+                }
+                for w in &report.warnings {
+                    println!("warning: {w}");
+                }
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("mcp-gateway: {e}");
+                ExitCode::from(EX_USAGE)
+            }
+        },
+        RulesCommand::Replay { audit, rules: file, config, json } => {
+            let file = match file {
+                Some(f) => f,
+                None => match Config::load(&config).map(|c| c.rules.file) {
+                    Ok(Some(f)) => f,
+                    Ok(None) => {
+                        eprintln!(
+                            "mcp-gateway: no rules file: give --rules or set [rules] file in {}",
+                            config.display()
+                        );
+                        return ExitCode::from(EX_USAGE);
+                    }
+                    Err(e) => {
+                        eprintln!("mcp-gateway: invalid config: {e}");
+                        return ExitCode::from(EX_USAGE);
+                    }
+                },
+            };
+            let set = match RuleSet::load(&file) {
+                Ok(s) => s,
+                Err(e) => {
+                    eprintln!("mcp-gateway: {e}");
+                    return ExitCode::from(EX_USAGE);
+                }
+            };
+            let reader = match std::fs::File::open(&audit) {
+                Ok(f) => std::io::BufReader::new(f),
+                Err(e) => {
+                    eprintln!("mcp-gateway: cannot read {}: {e}", audit.display());
+                    return ExitCode::FAILURE;
+                }
+            };
+            let report = match rules::replay(&set, reader) {
+                Ok(r) => r,
+                Err(e) => {
+                    eprintln!("mcp-gateway: reading {}: {e}", audit.display());
+                    return ExitCode::FAILURE;
+                }
+            };
+            if json {
+                println!("{}", serde_json::to_string_pretty(&report).expect("serializes"));
+                return ExitCode::SUCCESS;
+            }
+            println!(
+                "{}: {} evaluated ({} without arguments), {} unreadable lines",
+                audit.display(),
+                plural(report.calls as usize, "call"),
+                report.without_arguments,
+                report.invalid
+            );
+            for r in &report.rules {
+                println!("  {:<40} {:<8} {:>6} hits", r.id, r.action, r.hits);
+                for s in &r.sessions {
+                    println!("      session {} : {} hits", s.id, s.hits);
+                }
+                for p in &r.principals {
+                    println!("      principal {} : {} hits", p.id, p.hits);
+                }
+            }
+            ExitCode::SUCCESS
         }
     }
 }

@@ -34,9 +34,10 @@ use crate::error::CallError;
 use crate::protocol::{self, Message, RawObject, encode};
 use crate::security::access::{Access, Grants, Kind};
 use crate::security::auth::Principal;
+use crate::security::rules::{Action, Call as RuleCall, History, RuleSet, Tags};
 use crate::telemetry::audit::{self, Record};
 use crate::telemetry::metrics::{
-    DenialLabels, DurationLabels, MethodLabels, Name, Outcome, RequestLabels, UpstreamLabels,
+    DenialLabels, DurationLabels, MethodLabels, Name, Outcome, OutcomeLabels, RequestLabels, RuleLabels, UpstreamLabels,
 };
 use crate::telemetry::metrics::{class_label, method_label};
 use crate::telemetry::{Span, Telemetry};
@@ -78,6 +79,8 @@ struct Outcomes {
     cancelled: bool,
     /// Policy decisions taken (`<reason>:<decision>`), for the audit log.
     policy: Vec<String>,
+    /// The tool's tags under the sequence rules (audit log, replay).
+    tags: Vec<String>,
 }
 
 /// The gateway: upstreams, catalog, and the MCP methods it serves.
@@ -90,6 +93,12 @@ pub struct Gateway {
     access: Access,
     /// The pin store (`[pinning]`).
     pins: Option<crate::security::pins::Pins>,
+    /// Rate limits and result caps (`[limits]`).
+    limits: crate::security::limits::Limits,
+    /// Sequence rules and each tool's tags under them (`[rules]`).
+    rules: arc_swap::ArcSwapOption<RulesState>,
+    /// Call histories of principals (principal-scoped rules), bounded.
+    principal_histories: Mutex<HashMap<Arc<str>, History>>,
     /// The grants of a request without a session.
     sessionless: Arc<Grants>,
     upstreams: Vec<Arc<Upstream>>,
@@ -125,6 +134,19 @@ pub struct Gateway {
 
 /// The gateway's own tool listing the secrets file's names (never values).
 pub const LIST_SECRET_NAMES: &str = "gateway__list_secret_names";
+
+/// Most principals whose call history is kept for principal-scoped rules.
+const MAX_PRINCIPAL_HISTORIES: usize = 10_000;
+
+/// How long a `confirm` rule waits for the user.
+const CONFIRM_WAIT: Duration = Duration::from_secs(120);
+
+/// The rules in force and every tool's tags under them.
+#[derive(Debug)]
+struct RulesState {
+    set: Arc<RuleSet>,
+    tags: HashMap<String, Tags>,
+}
 
 /// How often the pin store is checked for approvals.
 const PINS_POLL: Duration = Duration::from_secs(2);
@@ -192,7 +214,20 @@ impl Gateway {
         let access = Access::new(&config.access);
         let sessionless = access.grants(&Principal::anonymous());
         let pins = config.pinning.file.as_deref().map(crate::security::pins::Pins::open);
+        let limits = crate::security::limits::Limits::new(&config.limits);
+        let rules = config.rules.file.as_deref().and_then(|path| match RuleSet::load(path) {
+            Ok(set) => Some(Arc::new(RulesState { set: Arc::new(set), tags: HashMap::new() })),
+            Err(e) => {
+                // Fail closed would block every call; rules are tuned live,
+                // so a bad file is loud, and fixed by a reload.
+                tracing::error!(error = %e, "Sequence rules not loaded.");
+                None
+            }
+        });
         let gw = Arc::new(Gateway {
+            rules: arc_swap::ArcSwapOption::new(rules),
+            principal_histories: Mutex::default(),
+            limits,
             pins,
             access,
             sessionless,
@@ -218,6 +253,7 @@ impl Gateway {
         });
         tokio::spawn(gw.clone().catalog_loop());
         tokio::spawn(gw.clone().watch_pins());
+        tokio::spawn(gw.clone().watch_rules());
         tokio::spawn(gw.clone().notes_loop(notes_rx));
         gw
     }
@@ -264,6 +300,7 @@ impl Gateway {
             // Routing data (hints, hidden flags) may differ even when the
             // lists clients see do not.
             self.catalog.store(Arc::new(next));
+            self.retag();
             if !changed.is_empty() {
                 let kinds: Vec<&str> = changed.iter().map(|k| k.key()).collect();
                 tracing::info!(lists = %kinds.join(","), "Catalog changed.");
@@ -323,9 +360,158 @@ impl Gateway {
                     attempts: 0,
                     trace_id: None,
                     policy: vec!["pin:quarantined".to_owned()],
+                    tags: Vec::new(),
                 });
             }
         }
+    }
+
+    /// Computes every tool's tags under the current rules (once per
+    /// catalog or rules change, so a call pays no glob match).
+    fn retag(&self) {
+        let Some(state) = self.rules.load_full() else { return };
+        let catalog = self.catalog.load();
+        let tags = catalog
+            .tools()
+            .iter()
+            .map(|t| {
+                let u = &self.upstreams[t.upstream];
+                // Only a trusted upstream's annotations count: an untrusted
+                // one could call a destructive tool read-only to slip past
+                // a rule. Untrusted tools get the spec's defaults.
+                let annotations =
+                    RawObject::parse(t.def.get()).ok().and_then(|d| d.get("annotations").map(ToOwned::to_owned));
+                let annotations = annotations.filter(|_| u.spec().trusted);
+                (t.name.clone(), state.set.tags_for(&t.name, u.id(), annotations.as_deref()))
+            })
+            .collect();
+        self.rules.store(Some(Arc::new(RulesState { set: state.set.clone(), tags })));
+    }
+
+    /// Reloads the rules file when it changes; a bad new file is refused
+    /// and the rules in force stay.
+    async fn watch_rules(self: Arc<Self>) {
+        let Some(path) = self.config.rules.file.clone() else { return };
+        let modified = |p: &std::path::Path| std::fs::metadata(p).and_then(|m| m.modified()).ok();
+        let mut seen = modified(&path);
+        let mut tick = tokio::time::interval(self.config.rules.reload_interval);
+        loop {
+            tokio::select! {
+                _ = tick.tick() => {}
+                () = self.shutdown.cancelled() => return,
+            }
+            let now = modified(&path);
+            if now == seen {
+                continue;
+            }
+            seen = now;
+            match RuleSet::load(&path) {
+                Ok(set) => {
+                    tracing::info!(rules = set.rules().len(), "Sequence rules reloaded.");
+                    self.rules.store(Some(Arc::new(RulesState { set: Arc::new(set), tags: HashMap::new() })));
+                    self.retag();
+                }
+                Err(e) => tracing::error!(error = %e, "The changed rules file is refused; the rules in force stay."),
+            }
+        }
+    }
+
+    /// Applies the sequence rules to a call about to be forwarded: counts
+    /// and audits every hit, refuses on `block` (and on `confirm`, which
+    /// asks the user when the client can be asked), and records a call that
+    /// goes ahead in the session's and the principal's histories.
+    async fn apply_rules(
+        &self,
+        name: &str,
+        upstream: usize,
+        arguments: Option<&RawValue>,
+        caller: &Caller<'_>,
+        out: &mut Outcomes,
+    ) -> Result<(), CallError> {
+        let Some(state) = self.rules.load_full() else { return Ok(()) };
+        let set = &state.set;
+        let fallback;
+        let tags = match state.tags.get(name) {
+            Some(t) => t,
+            None => {
+                fallback = set.tags_for(name, self.upstreams[upstream].id(), None);
+                &fallback
+            }
+        };
+        out.tags = tags.names().map(str::to_owned).collect();
+        let at_ms = u64::try_from(self.started.elapsed().as_millis()).unwrap_or(u64::MAX);
+        let call = RuleCall { tool: name, tags, arguments, at_ms };
+        // Anonymous clients share one id; their principal-scoped rules look
+        // at the session instead of joining unrelated clients' calls.
+        let principal = caller
+            .peer
+            .filter(|p| p.principal.via != crate::security::auth::Via::Anonymous)
+            .map(|p| p.principal.id.clone());
+        let eval = {
+            let empty = History::default();
+            let session = caller.peer.map(|p| p.lock_history());
+            let principals = self.principal_histories.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+            let p = principal.as_ref().and_then(|id| principals.get(id));
+            set.evaluate(&call, session.as_deref().unwrap_or(&empty), p)
+        };
+        for hit in eval.hits() {
+            let rule = set.rule(hit.rule);
+            let labels = RuleLabels { rule: Arc::from(rule.id()), action: hit.action.as_str() };
+            self.telemetry.metrics.rule_hits.get_or_create(&labels).inc();
+            out.policy.push(format!("rule:{}:{}", rule.id(), hit.action.as_str()));
+            match hit.action {
+                Action::Shadow => tracing::debug!(rule = rule.id(), tool = name, "Sequence rule hit (shadow)."),
+                _ => tracing::warn!(rule = rule.id(), action = hit.action.as_str(), tool = name, "Sequence rule hit."),
+            }
+        }
+        if let Some(hit) = eval.strongest().filter(|h| h.action.stops_call()) {
+            let rule = set.rule(hit.rule);
+            let allowed = hit.action == Action::Confirm && self.confirm(caller, name, rule.message()).await;
+            if !allowed {
+                out.name = Some(name.to_owned());
+                let msg = format!("Refused by rule `{}`: {}", rule.id(), rule.message());
+                let err = CallError::new(crate::error::ErrorClass::Policy, None, msg);
+                return Err(self.deny(caller, upstream, None, "rule", out, err));
+            }
+            out.policy.push(format!("rule:{}:confirmed", rule.id()));
+        }
+        if let Some(p) = caller.peer {
+            set.record(&mut p.lock_history(), &eval);
+        }
+        if let Some(id) = principal {
+            let mut principals = self.principal_histories.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+            if principals.len() >= MAX_PRINCIPAL_HISTORIES && !principals.contains_key(&id) {
+                // Bounded: forget one (its sequences in progress) to make room.
+                if let Some(k) = principals.keys().next().cloned() {
+                    principals.remove(&k);
+                }
+            }
+            set.record(principals.entry(id).or_insert_with(|| set.new_history()), &eval);
+        }
+        Ok(())
+    }
+
+    /// Asks the user to allow a call a `confirm` rule stopped, through
+    /// elicitation; false when the client cannot be asked, declines, or does
+    /// not answer in time.
+    async fn confirm(&self, caller: &Caller<'_>, tool: &str, message: &str) -> bool {
+        let Some(peer) = caller.peer else { return false };
+        let params = serde_json::json!({
+            "message": format!("{message}\n\nAllow the call to {tool}?"),
+            "requestedSchema": {
+                "type": "object",
+                "properties": { "allow": { "type": "boolean", "title": "Allow this call" } },
+                "required": ["allow"],
+            },
+        });
+        let params = serde_json::value::to_raw_value(&params).expect("valid");
+        if !peer.supports("elicitation/create", Some(&params)) {
+            return false;
+        }
+        let Some(answer) = peer.ask("elicitation/create", &params, caller.stream) else { return false };
+        let Ok(Ok(reply)) = tokio::time::timeout(CONFIRM_WAIT, answer).await else { return false };
+        let result: Option<serde_json::Value> = reply.as_deref().and_then(|r| serde_json::from_str(r.get()).ok());
+        result.is_some_and(|r| r["action"] == "accept" && r["content"]["allow"] == true)
     }
 
     /// Watches the pin store for approvals (`mcp-gateway tools approve`
@@ -683,6 +869,9 @@ impl Gateway {
     /// waits for (late, or never asked) is dropped.
     pub fn respond(&self, msg: &Message, peer: &Peer) {
         let Some(id) = &msg.id else { return };
+        if peer.answer_ask(id.get(), msg) {
+            return;
+        }
         match peer.take_pending(id.get()) {
             Some(r) => r.reply(msg),
             None => tracing::debug!("Dropped a client response nobody waits for."),
@@ -789,6 +978,7 @@ impl Gateway {
             attempts: out.attempts,
             trace_id: span.trace_id(),
             policy: out.policy,
+            tags: out.tags,
         });
     }
 
@@ -1303,6 +1493,14 @@ impl Gateway {
             let err = CallError { code: protocol::INVALID_PARAMS, ..err };
             return Err(self.deny(caller, i, Some(&original), "argument", out, err));
         }
+        let principal = caller.peer.map_or_else(|| Arc::from("anonymous"), |p| p.principal.id.clone());
+        if let Err(limited) = self.limits.check(&principal, &name, tokio::time::Instant::now()) {
+            out.name = Some(name.clone());
+            let err = CallError::new(crate::error::ErrorClass::Policy, None, limited.to_string());
+            let err = CallError { retry_after: Some(limited.retry_after), ..err };
+            return Err(self.deny(caller, i, Some(&original), "rate_limit", out, err));
+        }
+        self.apply_rules(&name, i, obj.get("arguments"), caller, out).await?;
         let upstream = &*self.instance(i, caller).await;
         // A task-augmented call: only to an upstream that runs tools as
         // tasks (one that does not would ignore `task` and answer a plain
@@ -1322,6 +1520,7 @@ impl Gateway {
                 ));
             }
         }
+        let cap = self.limits.result_cap(&name);
         out.name = Some(name);
         out.upstream = Some(upstream.label());
         out.tool = Some(original.clone());
@@ -1366,6 +1565,25 @@ impl Gateway {
         {
             self.tasks.insert(peer.id, i, upstream.id(), &original);
             return Ok(encode::result(id, &created));
+        }
+        if let (Some(cap), Some(result)) = (cap, reply.result.as_deref()) {
+            use crate::security::limits::{Capped, cap_result};
+            let labels = |outcome| OutcomeLabels { upstream: upstream.label(), outcome };
+            let name = out.name.clone().unwrap_or_default();
+            match cap_result(result, cap, &name) {
+                Capped::Fits => {}
+                Capped::Truncated(cut) => {
+                    self.telemetry.metrics.results_capped.get_or_create(&labels("truncated")).inc();
+                    tracing::info!(tool = %name, bytes = result.get().len(), "Truncated a result over its cap.");
+                    out.policy.push("result_size:truncated".to_owned());
+                    return Ok(encode::result(id, &cut));
+                }
+                Capped::Refused(message) => {
+                    self.telemetry.metrics.results_capped.get_or_create(&labels("refused")).inc();
+                    let err = CallError::new(crate::error::ErrorClass::Policy, None, message);
+                    return Err(self.deny(caller, i, Some(&original), "result_size", out, err));
+                }
+            }
         }
         Ok(self.reply_with(id, i, &reply, |_, _| None))
     }

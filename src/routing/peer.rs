@@ -62,7 +62,16 @@ pub struct Peer {
     pub(crate) grants: Arc<Grants>,
     /// Masks secret values in what is sent to the client.
     redactor: crate::config::Redactor,
+    /// The session's calls for session-scoped sequence rules.
+    history: Mutex<crate::security::rules::History>,
+    /// The gateway's own requests to the client (a `confirm` rule's
+    /// elicitation), by the raw id we gave them.
+    asks: Mutex<HashMap<Box<str>, AskAnswer>>,
 }
+
+/// Where the answer to one of the gateway's own requests goes: the
+/// result, or `None` for an error.
+type AskAnswer = tokio::sync::oneshot::Sender<Option<Box<RawValue>>>;
 
 /// Most resource subscriptions of one session.
 pub const MAX_SUBSCRIPTIONS: usize = 1024;
@@ -108,6 +117,8 @@ impl Peer {
             capabilities: capabilities.and_then(|c| RawObject::parse(c.get()).ok()),
             pending: Mutex::default(),
             next_request: std::sync::atomic::AtomicU64::new(1),
+            history: Mutex::default(),
+            asks: Mutex::default(),
             metrics,
             instances: Mutex::default(),
             gone: std::sync::atomic::AtomicBool::new(false),
@@ -173,6 +184,47 @@ impl Peer {
         let body = encode::notification("notifications/cancelled", Some(&params));
         self.send(&Name::from(upstream), "notifications/cancelled", body);
         true
+    }
+
+    /// The session's call history (sequence rules); never held across an
+    /// `.await`.
+    pub(crate) fn lock_history(&self) -> std::sync::MutexGuard<'_, crate::security::rules::History> {
+        self.history.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// Sends the gateway's own request to the client (on the call's stream
+    /// when it has one); the answer comes through the receiver. `None`
+    /// when the client's queue is full. The answer is the result (`None`
+    /// for an error).
+    pub(crate) fn ask(
+        &self,
+        method: &str,
+        params: &RawValue,
+        stream: Option<&mpsc::Sender<String>>,
+    ) -> Option<tokio::sync::oneshot::Receiver<Option<Box<RawValue>>>> {
+        let n = self.next_request.fetch_add(1, Ordering::Relaxed);
+        let id = format!("\"mcpgw-{}-{n}\"", self.id);
+        let body = format!(r#"{{"jsonrpc":"2.0","id":{id},"method":{},"params":{}}}"#, json_str(method), params.get());
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        self.asks.lock().unwrap_or_else(std::sync::PoisonError::into_inner).insert(id.clone().into(), tx);
+        if !send_counted(stream.unwrap_or(&self.out), self, &Name::from(""), method, body) {
+            self.asks.lock().unwrap_or_else(std::sync::PoisonError::into_inner).remove(id.as_str());
+            return None;
+        }
+        Some(rx)
+    }
+
+    /// Delivers the client's answer to one of the gateway's own requests;
+    /// false when `id` is not one.
+    pub(crate) fn answer_ask(&self, id: &str, msg: &Message) -> bool {
+        let tx = self.asks.lock().unwrap_or_else(std::sync::PoisonError::into_inner).remove(id);
+        match tx {
+            Some(tx) => {
+                let _ = tx.send(msg.result.clone());
+                true
+            }
+            None => false,
+        }
     }
 
     /// Takes the upstream's side of a relayed request answered by `id`.

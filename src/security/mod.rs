@@ -8,4 +8,6 @@
 
 pub mod access;
 pub mod auth;
+pub mod limits;
 pub mod pins;
+pub mod rules;

@@ -74,6 +74,9 @@ pub struct Record {
     pub trace_id: Option<String>,
     /// Policy decisions taken on the call (filled by the policy engine).
     pub policy: Vec<String>,
+    /// The tool's tags under the sequence rules (for `rules replay`).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub tags: Vec<String>,
 }
 
 /// The audit log's sending side.
@@ -312,6 +315,7 @@ mod tests {
             attempts: 1,
             trace_id: None,
             policy: Vec::new(),
+            tags: Vec::new(),
         }
     }
 

@@ -408,3 +408,156 @@ async fn a_changed_tool_definition_is_held_until_approved() {
     assert_eq!(events.len(), 1, "{events:?}");
     assert_eq!((events[0]["name"].as_str(), events[0]["upstream"].as_str()), (Some("paged__filler_01"), Some("paged")));
 }
+
+#[tokio::test]
+async fn rate_limits_and_result_caps_hold_per_principal_and_tool() {
+    let toml = format!(
+        "[limits]\nper_principal = {{ rate = 0.1, burst = 3 }}\n\
+         [limits.results]\n\"raw__big\" = {{ max_bytes = 4096 }}\n\"raw__echo\" = {{ max_bytes = 1000, action = \"refuse\" }}\n{}",
+        raw_stdio("raw", "")
+    );
+    let gw = Gateway::start(&toml).await;
+    gw.wait_ready("raw").await;
+    let mut c = gw.client().await;
+
+    // 1 MiB cut to the cap, with a notice for the agent.
+    let r = c.call("raw__big", json!({"mib":1})).await;
+    assert!(r.to_string().len() < 4096 + 100, "{}", r.to_string().len());
+    let content = r["result"]["content"].as_array().unwrap_or_else(|| panic!("{r}"));
+    assert!(content[0]["text"].as_str().unwrap().starts_with("xxxx"));
+    assert!(content.last().unwrap()["text"].as_str().unwrap().contains("truncated this result"), "{r}");
+    // Over a refusing cap: an error, not the result.
+    let r = c.call("raw__echo", json!({"pad":"y".repeat(2000)})).await;
+    assert!(r["error"]["message"].as_str().unwrap().contains("over its 1000-byte limit"), "{r}");
+    assert!(c.call("raw__echo", json!({"n":1})).await.get("result").is_some());
+    // The burst (3) is spent; the next call must wait.
+    let r = c.call("raw__echo", json!({"n":2})).await;
+    let message = r["error"]["message"].as_str().unwrap_or_else(|| panic!("{r}"));
+    assert!(message.contains("rate limit reached (principal: 0.1 calls per second)"), "{r}");
+
+    let m = metrics(&gw).await;
+    for line in [
+        r#"mcp_gateway_results_capped_total{upstream="raw",outcome="truncated"} 1"#,
+        r#"mcp_gateway_results_capped_total{upstream="raw",outcome="refused"} 1"#,
+        r#"mcp_gateway_policy_denials_total{upstream="raw",tool="echo",reason="rate_limit"} 1"#,
+        r#"mcp_gateway_policy_denials_total{upstream="raw",tool="echo",reason="result_size"} 1"#,
+    ] {
+        assert!(m.contains(line), "missing {line}:\n{m}");
+    }
+}
+
+const RULES: &str = r#"
+[tags]
+"paged__state" = ["source:database"]
+"paged__log" = ["sink:external"]
+
+[[rule]]
+id = "db-then-sink"
+action = "block"
+message = "Data read from the database must not leave through an external sink."
+steps = [{ tags = ["source:database"] }, { tags = ["sink:external"] }]
+
+[[rule]]
+id = "watch-fillers"
+action = "shadow"
+steps = [{ tool = "paged__filler_*" }]
+"#;
+
+#[tokio::test]
+async fn sequence_rules_block_shadow_reload_confirm_and_replay() {
+    let (dir, path) = write_config("");
+    let logs = tempfile::tempdir_in(root().join("target")).unwrap();
+    let audit = logs.path().join("audit.jsonl");
+    let rules = logs.path().join("rules.toml");
+    std::fs::write(&rules, RULES).unwrap();
+    let toml = format!(
+        "[rules]\nfile = {:?}\nreload_interval = \"100ms\"\n[audit]\npath = {:?}\n{}",
+        path_str(&rules),
+        path_str(&audit),
+        paged("paged")
+    );
+    std::fs::write(&path, toml).unwrap();
+    let gw = Gateway::start_at(&path, dir).await;
+    gw.wait_ready("paged").await;
+    let log = json!({"level":"info","data":"rows"});
+
+    let mut a = gw.client().await;
+    assert_eq!(text(&a.call("paged__filler_01", json!({})).await), "called filler_01", "shadow never stops a call");
+    assert!(a.call("paged__state", json!({})).await.get("result").is_some());
+    let r = a.call("paged__log", log.clone()).await;
+    let message = r["error"]["message"].as_str().unwrap_or_else(|| panic!("{r}"));
+    assert_eq!(
+        message,
+        "Refused by rule `db-then-sink`: Data read from the database must not leave through an external sink."
+    );
+    // Another session has no such sequence; a refused call is not recorded.
+    let mut b = gw.client().await;
+    assert_eq!(text(&b.call("paged__log", log.clone()).await), "ok");
+    assert_eq!(text(&b.call("paged__log", log.clone()).await), "ok");
+
+    let m = metrics(&gw).await;
+    assert!(m.contains(r#"mcp_gateway_rule_hits_total{rule="db-then-sink",action="block"} 1"#), "{m}");
+    assert!(m.contains(r#"mcp_gateway_rule_hits_total{rule="watch-fillers",action="shadow"} 1"#), "{m}");
+
+    // Hot reload: the rule now asks the user; a client that can be asked
+    // and accepts gets its call through.
+    std::fs::write(&rules, RULES.replace("action = \"block\"", "action = \"confirm\"")).unwrap();
+    let mut c = McpHttp::connect_with(&gw.url(), json!({"elicitation":{}})).await;
+    let mut events = SseReader::open(&c).await;
+    let deadline = tokio::time::Instant::now() + PATIENCE;
+    loop {
+        // (A reload forgets sequences in progress: read again each time.)
+        assert!(c.call("paged__state", json!({})).await.get("result").is_some());
+        let call =
+            json!({"jsonrpc":"2.0","id":"c-1","method":"tools/call","params":{"name":"paged__log","arguments":log}});
+        let body = call.to_string();
+        let (reply, asked) = tokio::join!(c.post(&body, &[]), async {
+            // The old rules block at once; the new ones ask first.
+            let m = tokio::time::timeout(std::time::Duration::from_secs(2), events.next()).await.ok()?;
+            assert_eq!(m["method"], "elicitation/create", "{m}");
+            assert!(m["params"]["message"].as_str().unwrap().contains("must not leave"), "{m}");
+            let yes = json!({"jsonrpc":"2.0","id":m["id"],"result":{"action":"accept","content":{"allow":true}}});
+            assert_eq!(c.post(&yes.to_string(), &[]).await.status, 202);
+            Some(())
+        });
+        if asked.is_some() {
+            assert_eq!(text(&reply.json()), "ok", "confirmed: the call went ahead");
+            break;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "the rules were never reloaded");
+    }
+    // Without elicitation, confirm blocks.
+    let mut d = gw.client().await;
+    assert!(d.call("paged__state", json!({})).await.get("result").is_some());
+    assert!(d.call("paged__log", log.clone()).await["error"]["message"].as_str().unwrap().contains("db-then-sink"));
+    // A broken rules file is refused; the rules in force stay.
+    std::fs::write(&rules, "[[rule]]\nid = \"x\"\nnonsense = 1\n").unwrap();
+    tokio::time::sleep(std::time::Duration::from_millis(400)).await;
+    assert!(gw.proc.logs().contains("The changed rules file is refused"));
+    let mut e = gw.client().await;
+    assert!(e.call("paged__state", json!({})).await.get("result").is_some());
+    assert!(e.call("paged__log", log.clone()).await.get("error").is_some(), "still enforced");
+    assert!(gw.stop().await.success());
+
+    let lines = audit_lines(&audit);
+    let blocked = lines
+        .iter()
+        .find(|l| l["policy"] == json!(["rule:db-then-sink:block", "rule:denied"]))
+        .unwrap_or_else(|| panic!("{lines:?}"));
+    assert_eq!(blocked["class"], "policy");
+    assert!(blocked["tags"].as_array().unwrap().contains(&json!("sink:external")), "{blocked}");
+    // Replay the audit log against the original rules, as in shadow mode.
+    std::fs::write(&rules, RULES).unwrap();
+    let out = std::process::Command::new(gateway_bin())
+        .args(["rules", "replay", "--json", "--rules"])
+        .arg(&rules)
+        .arg(&audit)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let report: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let db = report["rules"].as_array().unwrap().iter().find(|r| r["id"] == "db-then-sink").unwrap();
+    assert!(db["hits"].as_u64().unwrap() >= 3, "a, c and d (and e) each hit it: {db}");
+    let check = std::process::Command::new(gateway_bin()).args(["rules", "check"]).arg(&rules).output().unwrap();
+    assert!(check.status.success() && String::from_utf8_lossy(&check.stdout).contains("db-then-sink"));
+}

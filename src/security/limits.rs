@@ -1,0 +1,274 @@
+//! `[limits]`: token-bucket rate limits per principal and per tool, and
+//! caps on result size per tool.
+//!
+//! Buckets live in process (design.md D10 moves them to Redis when
+//! replicas share them). Their table is bounded: past [`MAX_BUCKETS`] the
+//! full (idle) buckets are forgotten, which loses nothing, since a full
+//! bucket is what a new one starts as.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use globset::{Glob, GlobMatcher};
+use serde_json::Value;
+use tokio::time::Instant;
+
+use crate::config::{LimitsSection, OversizeAction, RateSection, ResultCap};
+
+/// Most buckets kept (principal × rule).
+pub const MAX_BUCKETS: usize = 100_000;
+
+/// The compiled `[limits]`.
+#[derive(Debug, Default)]
+pub struct Limits {
+    per_principal: Option<Rate>,
+    tools: Vec<(GlobMatcher, Rate)>,
+    /// Longest glob first: the most specific cap wins.
+    results: Vec<(GlobMatcher, ResultCap)>,
+    buckets: Mutex<HashMap<(Arc<str>, usize), Bucket>>,
+}
+
+#[derive(Debug, Clone, Copy)]
+struct Rate {
+    per_second: f64,
+    burst: f64,
+}
+
+#[derive(Debug, Clone, Copy)]
+struct Bucket {
+    tokens: f64,
+    at: Instant,
+}
+
+/// A call over a rate limit.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+#[error("rate limit reached ({what}: {rate} calls per second); retry in {:.1}s", retry_after.as_secs_f64())]
+pub struct Limited {
+    /// `principal`, or the tool glob.
+    pub what: String,
+    /// Its rate.
+    pub rate: f64,
+    /// When a token will be there.
+    pub retry_after: Duration,
+}
+
+/// Which bucket of a principal: the principal's own, or a tool rule's.
+const PRINCIPAL_BUCKET: usize = usize::MAX;
+
+// === impl Limits ===
+
+impl Limits {
+    /// Compiles `[limits]` (already checked by the config loader).
+    pub fn new(l: &LimitsSection) -> Self {
+        let glob = |g: &str| Glob::new(g).ok().map(|g| g.compile_matcher());
+        let mut results: Vec<(GlobMatcher, ResultCap)> =
+            l.results.iter().filter_map(|(g, c)| Some((glob(g)?, *c))).collect();
+        results.sort_by_key(|(g, _)| std::cmp::Reverse(g.glob().glob().len()));
+        Limits {
+            per_principal: l.per_principal.map(Rate::from),
+            tools: l.tools.iter().filter_map(|(g, r)| Some((glob(g)?, Rate::from(*r)))).collect(),
+            results,
+            buckets: Mutex::default(),
+        }
+    }
+
+    /// Takes a token for `principal` calling `tool` (namespaced) from each
+    /// bucket that applies, or says when to retry. Nothing is taken when
+    /// any bucket is empty.
+    pub fn check(&self, principal: &Arc<str>, tool: &str, now: Instant) -> Result<(), Limited> {
+        if self.per_principal.is_none() && self.tools.is_empty() {
+            return Ok(());
+        }
+        let mut applying: Vec<(usize, Rate, String)> = Vec::new();
+        if let Some(r) = self.per_principal {
+            applying.push((PRINCIPAL_BUCKET, r, "principal".to_owned()));
+        }
+        for (i, (g, r)) in self.tools.iter().enumerate() {
+            if g.is_match(tool) {
+                applying.push((i, *r, g.glob().glob().to_owned()));
+            }
+        }
+        if applying.is_empty() {
+            return Ok(());
+        }
+        let mut buckets = self.buckets.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        if buckets.len() >= MAX_BUCKETS {
+            let rates: Vec<Rate> = self.tools.iter().map(|(_, r)| *r).collect();
+            let per_principal = self.per_principal;
+            buckets.retain(|(_, i), b| {
+                let rate = if *i == PRINCIPAL_BUCKET { per_principal } else { rates.get(*i).copied() };
+                rate.is_some_and(|r| b.refilled(r, now) < r.burst)
+            });
+        }
+        // Refill all, check all, then take from all: a refused call costs
+        // no bucket anything.
+        for (i, rate, what) in &applying {
+            let b = buckets.entry((principal.clone(), *i)).or_insert(Bucket { tokens: rate.burst, at: now });
+            b.tokens = b.refilled(*rate, now);
+            b.at = now;
+            if b.tokens < 1.0 {
+                let retry_after = Duration::from_secs_f64((1.0 - b.tokens) / rate.per_second);
+                return Err(Limited { what: what.clone(), rate: rate.per_second, retry_after });
+            }
+        }
+        for (i, _, _) in &applying {
+            if let Some(b) = buckets.get_mut(&(principal.clone(), *i)) {
+                b.tokens -= 1.0;
+            }
+        }
+        Ok(())
+    }
+
+    /// The result cap of `tool` (namespaced), if any.
+    pub fn result_cap(&self, tool: &str) -> Option<ResultCap> {
+        self.results.iter().find(|(g, _)| g.is_match(tool)).map(|(_, c)| *c)
+    }
+}
+
+impl From<RateSection> for Rate {
+    fn from(r: RateSection) -> Self {
+        let burst = r.burst.map_or_else(|| r.rate.ceil().max(1.0), f64::from);
+        Rate { per_second: r.rate, burst }
+    }
+}
+
+impl Bucket {
+    fn refilled(&self, rate: Rate, now: Instant) -> f64 {
+        let elapsed = now.saturating_duration_since(self.at).as_secs_f64();
+        (self.tokens + elapsed * rate.per_second).min(rate.burst)
+    }
+}
+
+/// What became of a result over its cap.
+#[derive(Debug)]
+pub enum Capped {
+    /// Within the cap: unchanged.
+    Fits,
+    /// Cut to fit (text content shortened, other content dropped), with a
+    /// notice for the agent.
+    Truncated(Box<serde_json::value::RawValue>),
+    /// Refused (`action = "refuse"`, or nothing could be kept).
+    Refused(String),
+}
+
+/// Applies `cap` to a `tools/call` result (raw JSON).
+pub fn cap_result(result: &serde_json::value::RawValue, cap: ResultCap, tool: &str) -> Capped {
+    let size = result.get().len();
+    if size <= cap.max_bytes {
+        return Capped::Fits;
+    }
+    let refused =
+        || Capped::Refused(format!("The result of {tool} is {size} bytes, over its {}-byte limit", cap.max_bytes));
+    if cap.action == OversizeAction::Refuse {
+        return refused();
+    }
+    let Ok(Value::Object(mut obj)) = serde_json::from_str::<Value>(result.get()) else { return refused() };
+    let notice = format!(
+        "[The gateway truncated this result: it was {size} bytes, over the {}-byte limit for {tool}.]",
+        cap.max_bytes
+    );
+    // What is kept must fit with the notice and the JSON around it.
+    let mut budget = cap.max_bytes.saturating_sub(notice.len() + 256);
+    obj.remove("structuredContent");
+    let content = obj.remove("content").and_then(|c| match c {
+        Value::Array(a) => Some(a),
+        _ => None,
+    });
+    let mut kept = Vec::new();
+    for item in content.unwrap_or_default() {
+        if item.get("type").and_then(Value::as_str) != Some("text") {
+            continue;
+        }
+        let text = item.get("text").and_then(Value::as_str).unwrap_or("");
+        // JSON escaping can grow text up to 6×; count the escaped size.
+        let mut cut = text.len().min(budget);
+        while cut > 0
+            && (!text.is_char_boundary(cut) || serde_json::to_string(&text[..cut]).map_or(0, |s| s.len()) > budget)
+        {
+            cut = cut.saturating_sub(1.max(cut / 16));
+            while cut > 0 && !text.is_char_boundary(cut) {
+                cut -= 1;
+            }
+        }
+        if cut == 0 {
+            break;
+        }
+        budget -= serde_json::to_string(&text[..cut]).map_or(0, |s| s.len());
+        kept.push(serde_json::json!({ "type": "text", "text": &text[..cut] }));
+    }
+    kept.push(serde_json::json!({ "type": "text", "text": notice }));
+    obj.insert("content".into(), Value::Array(kept));
+    match serde_json::value::to_raw_value(&Value::Object(obj)) {
+        Ok(raw) if raw.get().len() <= cap.max_bytes => Capped::Truncated(raw),
+        _ => refused(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn limits(per_principal: Option<(f64, u32)>, tools: &[(&str, f64, u32)]) -> Limits {
+        Limits::new(&LimitsSection {
+            per_principal: per_principal.map(|(rate, burst)| RateSection { rate, burst: Some(burst) }),
+            tools: tools
+                .iter()
+                .map(|(g, rate, burst)| ((*g).to_owned(), RateSection { rate: *rate, burst: Some(*burst) }))
+                .collect(),
+            results: Default::default(),
+        })
+    }
+
+    #[test]
+    fn a_bucket_allows_its_burst_then_refills_at_its_rate() {
+        let l = limits(Some((2.0, 3)), &[]);
+        let (alice, bob): (Arc<str>, Arc<str>) = ("alice".into(), "bob".into());
+        let t0 = Instant::now();
+        for _ in 0..3 {
+            assert!(l.check(&alice, "x__y", t0).is_ok());
+        }
+        let e = l.check(&alice, "x__y", t0).unwrap_err();
+        assert_eq!((e.what.as_str(), e.retry_after), ("principal", Duration::from_millis(500)));
+        assert!(l.check(&bob, "x__y", t0).is_ok(), "each principal has its own bucket");
+        assert!(l.check(&alice, "x__y", t0 + Duration::from_millis(500)).is_ok(), "one token back after 1/rate");
+        assert!(l.check(&alice, "x__y", t0 + Duration::from_millis(600)).is_err());
+    }
+
+    #[test]
+    fn tool_buckets_apply_to_matching_tools_and_a_refusal_costs_nothing() {
+        let l = limits(Some((100.0, 100)), &[("db__*", 1.0, 1)]);
+        let p: Arc<str> = "p".into();
+        let t0 = Instant::now();
+        assert!(l.check(&p, "db__query", t0).is_ok());
+        let e = l.check(&p, "db__query", t0).unwrap_err();
+        assert_eq!(e.what, "db__*");
+        // Other tools still go; the refused calls took no principal token.
+        for _ in 0..99 {
+            assert!(l.check(&p, "fs__read", t0).is_ok());
+        }
+        assert!(l.check(&p, "fs__read", t0).is_err(), "exactly 100: the refused db call cost nothing");
+    }
+
+    #[test]
+    fn results_over_the_cap_are_truncated_with_a_notice_or_refused() {
+        let big = "é".repeat(5000);
+        let result = serde_json::json!({"content":[{"type":"text","text":big},{"type":"image","data":"AAAA","mimeType":"image/png"}],
+            "structuredContent":{"x":1}});
+        let raw = serde_json::value::to_raw_value(&result).unwrap();
+        let cap = ResultCap { max_bytes: 2048, action: OversizeAction::Truncate };
+        let Capped::Truncated(out) = cap_result(&raw, cap, "u__t") else { panic!("truncated") };
+        assert!(out.get().len() <= 2048);
+        let v: Value = serde_json::from_str(out.get()).unwrap();
+        let content = v["content"].as_array().unwrap();
+        assert!(content[0]["text"].as_str().unwrap().starts_with("éé"));
+        assert!(content.last().unwrap()["text"].as_str().unwrap().contains("truncated"));
+        assert!(v.get("structuredContent").is_none());
+        let refuse = ResultCap { max_bytes: 2048, action: OversizeAction::Refuse };
+        assert!(
+            matches!(cap_result(&raw, refuse, "u__t"), Capped::Refused(m) if m.contains("over its 2048-byte limit"))
+        );
+        let small = serde_json::value::to_raw_value(&serde_json::json!({"content":[]})).unwrap();
+        assert!(matches!(cap_result(&small, cap, "u__t"), Capped::Fits));
+    }
+}
