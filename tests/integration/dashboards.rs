@@ -19,12 +19,11 @@ use crate::support::*;
 
 /// Panels that show no data under this load, and why. Anything else that
 /// comes back empty fails the test.
-const EXPECTED_EMPTY: &[(&str, &str, &str)] = &[
-    ("security.json", "Policy denials", "no policy engine yet (issue 6)"),
-    ("security.json", "Rule hits", "no sequence rules yet (issue 6)"),
-    ("security.json", "Secrets masked", "results are not scanned yet (issue 6)"),
-    ("security.json", "class=\"policy\"", "nothing produces the policy class yet (issue 6)"),
-];
+const EXPECTED_EMPTY: &[(&str, &str, &str)] = &[(
+    "security.json",
+    "refused at authentication",
+    "the load runs without client authentication (security.rs covers it)",
+)];
 
 /// Alerts whose condition does not hold under this load, and why.
 const EXPECTED_QUIET: &[(&str, &str)] = &[
@@ -52,7 +51,22 @@ fn load_config(state_dir: &std::path::Path, audit: &std::path::Path, otlp: &str)
             path_str(&state_dir.join(id)),
         )
     };
-    let mut toml = format!("[audit]\npath = {:?}\n[traces]\nendpoint = {otlp:?}\n", path_str(audit));
+    // The security panels: a secret to mask, a denied tool, a capped
+    // result and a shadow rule on every echo.
+    std::fs::write(state_dir.join("secrets.env"), "LOAD_SECRET=load-secret-value\n").unwrap();
+    std::fs::write(
+        state_dir.join("rules.toml"),
+        "[[rule]]\nid = \"echo-watch\"\naction = \"shadow\"\nsteps = [{ tool = \"ok__echo\" }]\n",
+    )
+    .unwrap();
+    let mut toml = format!(
+        "[gateway]\nsecrets_file = {:?}\n[audit]\npath = {:?}\n[traces]\nendpoint = {otlp:?}\n[rules]\nfile = {:?}\n\
+         [limits.results]\n\"ok__big\" = {{ max_bytes = 1024 }}\n\
+         [[access]]\nprincipals = [\"*\"]\ntools = {{ allow = [\"*\"], deny = [\"ok__pid\"] }}\n",
+        path_str(&state_dir.join("secrets.env")),
+        path_str(audit),
+        path_str(&state_dir.join("rules.toml")),
+    );
     toml += &raw_stdio("ok", "");
     // Every read fails and is retried until the small budget runs out.
     toml += &chaos(
@@ -126,6 +140,9 @@ async fn prometheus_evaluates_every_panel_and_alert_under_load() {
     // `dead` hangs from now on; two calls time out and open its tool's
     // breaker, and the pings that time out open its own.
     let mut c = gw.client().await;
+    assert!(c.call("ok__big", json!({"mib":1})).await.to_string().contains("truncated this result"));
+    assert!(c.call("ok__echo", json!({"s":"load-secret-value"})).await.to_string().contains("***"));
+    assert!(c.call("ok__pid", json!({})).await.get("error").is_some());
     let r = c.call("dead__set_mode", json!({"mode":"hang"})).await;
     assert_eq!(text(&r), "mode hang", "{r}");
     for _ in 0..3 {
