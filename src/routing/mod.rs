@@ -368,24 +368,31 @@ impl Gateway {
 
     /// Computes every tool's tags under the current rules (once per
     /// catalog or rules change, so a call pays no glob match).
+    /// Tags always go with the rule set of the moment: the catalog task
+    /// and a rules reload may both retag, and a compare-and-swap keeps the
+    /// first from putting back the rule set the second replaced.
     fn retag(&self) {
-        let Some(state) = self.rules.load_full() else { return };
         let catalog = self.catalog.load();
-        let tags = catalog
-            .tools()
-            .iter()
-            .map(|t| {
-                let u = &self.upstreams[t.upstream];
-                // Only a trusted upstream's annotations count: an untrusted
-                // one could call a destructive tool read-only to slip past
-                // a rule. Untrusted tools get the spec's defaults.
-                let annotations =
-                    RawObject::parse(t.def.get()).ok().and_then(|d| d.get("annotations").map(ToOwned::to_owned));
-                let annotations = annotations.filter(|_| u.spec().trusted);
-                (t.name.clone(), state.set.tags_for(&t.name, u.id(), annotations.as_deref()))
-            })
-            .collect();
-        self.rules.store(Some(Arc::new(RulesState { set: state.set.clone(), tags })));
+        self.rules.rcu(|current| {
+            let state = current.as_ref()?;
+            let tags = catalog
+                .tools()
+                .iter()
+                .map(|t| {
+                    let u = &self.upstreams[t.upstream];
+                    // Only a trusted upstream's annotations count: an
+                    // untrusted one could call a destructive tool read-only
+                    // to slip past a rule. Untrusted tools get the spec's
+                    // defaults.
+                    let annotations = RawObject::parse(t.def.get())
+                        .ok()
+                        .and_then(|d| d.get("annotations").map(ToOwned::to_owned))
+                        .filter(|_| u.spec().trusted);
+                    (t.name.clone(), state.set.tags_for(&t.name, u.id(), annotations.as_deref()))
+                })
+                .collect();
+            Some(Arc::new(RulesState { set: state.set.clone(), tags }))
+        });
     }
 
     /// Reloads the rules file when it changes; a bad new file is refused
@@ -438,7 +445,9 @@ impl Gateway {
                 &fallback
             }
         };
-        out.tags = tags.names().map(str::to_owned).collect();
+        if self.telemetry.audit.is_some() {
+            out.tags = tags.names().map(str::to_owned).collect();
+        }
         let at_ms = u64::try_from(self.started.elapsed().as_millis()).unwrap_or(u64::MAX);
         let call = RuleCall { tool: name, tags, arguments, at_ms };
         // Anonymous clients share one id; their principal-scoped rules look
@@ -1097,7 +1106,7 @@ impl Gateway {
         if let [only] = serving[..] {
             return Ok((only, uri.to_owned()));
         }
-        Err(CallError::protocol(protocol::RESOURCE_NOT_FOUND, format!("Resource not found: {uri}")))
+        Err(self.unknown_resource(uri))
     }
 
     /// The upstream must be serving (else the error says why).
@@ -1493,8 +1502,12 @@ impl Gateway {
             let err = CallError { code: protocol::INVALID_PARAMS, ..err };
             return Err(self.deny(caller, i, Some(&original), "argument", out, err));
         }
-        let principal = caller.peer.map_or_else(|| Arc::from("anonymous"), |p| p.principal.id.clone());
-        if let Err(limited) = self.limits.check(&principal, &name, tokio::time::Instant::now()) {
+        let limited = match caller.peer {
+            _ if !self.limits.rates() => Ok(()),
+            Some(p) => self.limits.check(&p.principal.id, &name, tokio::time::Instant::now()),
+            None => self.limits.check(&Arc::from("anonymous"), &name, tokio::time::Instant::now()),
+        };
+        if let Err(limited) = limited {
             out.name = Some(name.clone());
             let err = CallError::new(crate::error::ErrorClass::Policy, None, limited.to_string());
             let err = CallError { retry_after: Some(limited.retry_after), ..err };

@@ -202,9 +202,7 @@ impl Peer {
         params: &RawValue,
         stream: Option<&mpsc::Sender<String>>,
     ) -> Option<tokio::sync::oneshot::Receiver<Option<Box<RawValue>>>> {
-        let n = self.next_request.fetch_add(1, Ordering::Relaxed);
-        let id = format!("\"mcpgw-{}-{n}\"", self.id);
-        let body = format!(r#"{{"jsonrpc":"2.0","id":{id},"method":{},"params":{}}}"#, json_str(method), params.get());
+        let (id, body) = self.request(method, Some(params));
         let (tx, rx) = tokio::sync::oneshot::channel();
         self.asks.lock().unwrap_or_else(std::sync::PoisonError::into_inner).insert(id.clone().into(), tx);
         if !send_counted(stream.unwrap_or(&self.out), self, &Name::from(""), method, body) {
@@ -212,6 +210,19 @@ impl Peer {
             return None;
         }
         Some(rx)
+    }
+
+    /// A request to the client under a new id of ours (`"mcpgw-<peer>-<n>"`,
+    /// so ids from several upstreams and the gateway never collide in the
+    /// client's id space): the raw id and the message.
+    fn request(&self, method: &str, params: Option<&RawValue>) -> (String, String) {
+        let n = self.next_request.fetch_add(1, Ordering::Relaxed);
+        let id = format!("\"mcpgw-{}-{n}\"", self.id);
+        let body = match params {
+            Some(p) => format!(r#"{{"jsonrpc":"2.0","id":{id},"method":{},"params":{}}}"#, json_str(method), p.get()),
+            None => format!(r#"{{"jsonrpc":"2.0","id":{id},"method":{}}}"#, json_str(method)),
+        };
+        (id, body)
     }
 
     /// Delivers the client's answer to one of the gateway's own requests;
@@ -447,13 +458,8 @@ impl Relay for CallRelay {
         }
         // Our own id, so ids of several upstreams never collide in the
         // client's id space.
-        let n = peer.next_request.fetch_add(1, Ordering::Relaxed);
-        let id = format!("\"mcpgw-{}-{n}\"", peer.id);
         let related = msg.params.as_deref().and_then(|p| super::tasks::expose_related(p, &self.upstream));
-        let body = match related.as_ref().or(msg.params.as_ref()) {
-            Some(p) => format!(r#"{{"jsonrpc":"2.0","id":{id},"method":{},"params":{}}}"#, json_str(method), p.get()),
-            None => format!(r#"{{"jsonrpc":"2.0","id":{id},"method":{}}}"#, json_str(method)),
-        };
+        let (id, body) = peer.request(method, related.as_deref().or(msg.params.as_deref()));
         peer.lock_pending().insert(id.clone().into(), reply);
         let out = self.stream.as_ref().unwrap_or(&peer.out);
         if !send_counted(out, peer, &self.upstream, method, body) {

@@ -73,11 +73,16 @@ impl Limits {
         }
     }
 
+    /// Whether any rate limit is set (callers skip [`Limits::check`]).
+    pub fn rates(&self) -> bool {
+        self.per_principal.is_some() || !self.tools.is_empty()
+    }
+
     /// Takes a token for `principal` calling `tool` (namespaced) from each
     /// bucket that applies, or says when to retry. Nothing is taken when
     /// any bucket is empty.
     pub fn check(&self, principal: &Arc<str>, tool: &str, now: Instant) -> Result<(), Limited> {
-        if self.per_principal.is_none() && self.tools.is_empty() {
+        if !self.rates() {
             return Ok(());
         }
         let mut applying: Vec<(usize, Rate, String)> = Vec::new();
