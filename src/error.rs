@@ -47,6 +47,10 @@ pub enum ErrorClass {
     Policy,
     /// The upstream's circuit breaker is open.
     BreakerOpen,
+    /// The upstream refused the gateway's credential (HTTP 401/403), or
+    /// the gateway has none it may use (no login yet, refresh refused).
+    /// A person must act; retrying would not help.
+    UpstreamAuth,
 }
 
 /// A failure of a call, ready to be turned into a JSON-RPC error.
@@ -83,6 +87,7 @@ impl ErrorClass {
             ErrorClass::ToolError => "tool_error",
             ErrorClass::Policy => "policy",
             ErrorClass::BreakerOpen => "breaker_open",
+            ErrorClass::UpstreamAuth => "upstream_auth",
         }
     }
 
@@ -103,7 +108,7 @@ impl ErrorClass {
     }
 
     /// Every class, for tables and metrics.
-    pub const ALL: [ErrorClass; 8] = [
+    pub const ALL: [ErrorClass; 9] = [
         ErrorClass::Transport,
         ErrorClass::Timeout,
         ErrorClass::Overloaded,
@@ -112,6 +117,7 @@ impl ErrorClass {
         ErrorClass::ToolError,
         ErrorClass::Policy,
         ErrorClass::BreakerOpen,
+        ErrorClass::UpstreamAuth,
     ];
 
     /// The gateway's own JSON-RPC code for failures of this class. Codes in
@@ -124,6 +130,7 @@ impl ErrorClass {
             ErrorClass::Overloaded => -32003,
             ErrorClass::BreakerOpen => -32004,
             ErrorClass::Policy => -32005,
+            ErrorClass::UpstreamAuth => -32006,
             ErrorClass::Protocol => protocol::INVALID_REQUEST,
             ErrorClass::UpstreamInternal | ErrorClass::ToolError => protocol::INTERNAL_ERROR,
         }
@@ -250,6 +257,7 @@ mod tests {
             (ErrorClass::ToolError, "tool_error", -32603),
             (ErrorClass::Policy, "policy", -32005),
             (ErrorClass::BreakerOpen, "breaker_open", -32004),
+            (ErrorClass::UpstreamAuth, "upstream_auth", -32006),
         ];
         for (class, label, code) in table {
             assert_eq!(class.as_str(), label);
@@ -270,6 +278,9 @@ mod tests {
             (ErrorClass::ToolError, false, false),
             (ErrorClass::Policy, false, false),
             (ErrorClass::BreakerOpen, false, false),
+            // A person must log in: retrying cannot help, and the server
+            // is not sick.
+            (ErrorClass::UpstreamAuth, false, false),
         ];
         assert_eq!(table.len(), ErrorClass::ALL.len());
         for (class, retry, breaker) in table {

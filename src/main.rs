@@ -64,8 +64,9 @@ enum Command {
         #[command(subcommand)]
         command: RulesCommand,
     },
-    /// Client credentials: `auth hash-key` prints the `sha256` of an API
-    /// key for `[[auth.api_keys]]`.
+    /// Credentials: `auth hash-key` prints the `sha256` of a client's API
+    /// key; `auth login | logout | tokens` manage the gateway's own OAuth
+    /// tokens for upstreams.
     Auth {
         #[command(subcommand)]
         command: AuthCommand,
@@ -124,6 +125,47 @@ enum AuthCommand {
         #[arg(long)]
         generate: bool,
     },
+    /// Logs the gateway in to an OAuth upstream (authorization code with
+    /// PKCE): prints a URL to open, receives the redirect on 127.0.0.1 and
+    /// stores the tokens (0600) for running gateways to use and refresh.
+    Login {
+        /// The upstream id (`[upstreams.<id>.oauth]`).
+        upstream: String,
+        /// Store the token for this client principal (upstreams with
+        /// `per_principal = true`); without it, the gateway's own token.
+        #[arg(long)]
+        principal: Option<String>,
+        /// Scopes to ask for, space-separated (default: configured, else
+        /// discovered).
+        #[arg(long)]
+        scope: Option<String>,
+        /// `login_hint` for the authorization server (who logs in).
+        #[arg(long)]
+        login_hint: Option<String>,
+        /// Give up after this many seconds without the redirect.
+        #[arg(long, default_value_t = 300)]
+        timeout: u64,
+        /// Config file.
+        #[arg(long, short, default_value = "gateway.toml", env = "MCP_GATEWAY_CONFIG")]
+        config: PathBuf,
+    },
+    /// Removes a stored upstream token and revokes it at the server.
+    Logout {
+        /// The upstream id.
+        upstream: String,
+        /// Whose token (default: the gateway's own).
+        #[arg(long)]
+        principal: Option<String>,
+        /// Config file.
+        #[arg(long, short, default_value = "gateway.toml", env = "MCP_GATEWAY_CONFIG")]
+        config: PathBuf,
+    },
+    /// Lists stored upstream tokens: whose, scope, expiry (never values).
+    Tokens {
+        /// Config file.
+        #[arg(long, short, default_value = "gateway.toml", env = "MCP_GATEWAY_CONFIG")]
+        config: PathBuf,
+    },
 }
 
 fn main() -> ExitCode {
@@ -135,8 +177,14 @@ fn main() -> ExitCode {
         return rules(command);
     }
     let path = match &cli.command {
-        Command::Auth { .. } | Command::Rules { .. } => unreachable!("handled above"),
-        Command::Serve { config, .. }
+        Command::Rules { .. } | Command::Auth { command: AuthCommand::HashKey { .. } } => {
+            unreachable!("handled above")
+        }
+        Command::Auth {
+            command:
+                AuthCommand::Login { config, .. } | AuthCommand::Logout { config, .. } | AuthCommand::Tokens { config },
+        }
+        | Command::Serve { config, .. }
         | Command::Stdio { config }
         | Command::Check { config }
         | Command::Tools { config, .. } => config,
@@ -160,7 +208,8 @@ fn main() -> ExitCode {
             Command::Stdio { .. } => stdio(config).await,
             Command::Tools { wait, action: None, .. } => tools(config, wait).await,
             Command::Tools { action: Some(action), .. } => pins(&config, action),
-            Command::Check { .. } | Command::Auth { .. } | Command::Rules { .. } => unreachable!("handled above"),
+            Command::Auth { command } => upstream_auth(&config, command).await,
+            Command::Check { .. } | Command::Rules { .. } => unreachable!("handled above"),
         }
     });
     match result {
@@ -287,6 +336,91 @@ fn hash_key(generate: bool) -> ExitCode {
     };
     println!("sha256 = \"{}\"", mcp_gateway::security::auth::hash_key(&key));
     ExitCode::SUCCESS
+}
+
+/// `mcp-gateway auth login | logout | tokens`.
+async fn upstream_auth(config: &Config, command: AuthCommand) -> anyhow::Result<()> {
+    use mcp_gateway::oauth;
+    let spec = |id: &str| {
+        let u = config
+            .upstreams
+            .iter()
+            .find(|u| u.id == id)
+            .with_context(|| format!("no upstream `{id}` in the config"))?;
+        u.oauth.clone().with_context(|| format!("upstream `{id}` has no [upstreams.{id}.oauth] section"))
+    };
+    let http = oauth::http_client();
+    match command {
+        AuthCommand::Login { upstream, principal, scope, login_hint, timeout, .. } => {
+            let spec = spec(&upstream)?;
+            if spec.grant != mcp_gateway::config::OAuthGrant::AuthorizationCode {
+                anyhow::bail!("upstream `{upstream}` uses client credentials: the gateway gets its tokens itself");
+            }
+            if principal.is_some() && !spec.per_principal {
+                anyhow::bail!("upstream `{upstream}` is not `per_principal`: log in without --principal");
+            }
+            let opts = oauth::LoginOptions {
+                principal: principal.clone(),
+                scopes: scope.as_deref().map(|s| s.split_whitespace().map(str::to_owned).collect()).unwrap_or_default(),
+                login_hint,
+                timeout: Duration::from_secs(timeout),
+            };
+            let out = oauth::login(&http, &spec, &opts, |url, redirect| {
+                println!("Open this URL in a browser to log in to `{upstream}`:\n{url}");
+                eprintln!("Waiting up to {timeout}s for the redirect to {redirect} …");
+            })
+            .await?;
+            let who = principal.map_or_else(|| "the gateway".to_owned(), |p| format!("principal `{p}`"));
+            let expires = out.expires_in.map_or_else(|| "no expiry given".to_owned(), |s| format!("expires in {s}s"));
+            let refresh =
+                if out.refreshable { "refreshable" } else { "no refresh token: log in again when it expires" };
+            println!(
+                "Logged in to `{upstream}` for {who} (scope {}; {expires}; {refresh}). Stored in {}.",
+                out.scope.as_deref().unwrap_or("-"),
+                out.file.display()
+            );
+            Ok(())
+        }
+        AuthCommand::Logout { upstream, principal, .. } => {
+            let spec = spec(&upstream)?;
+            if oauth::logout(&http, &spec, principal.as_deref()).await? {
+                println!("Removed the token of `{upstream}` from {}.", spec.token_file.display());
+            } else {
+                println!("No token of `{upstream}` was stored.");
+            }
+            Ok(())
+        }
+        AuthCommand::Tokens { .. } => {
+            let file = &config.gateway.token_file;
+            let path = config.path.parent().unwrap_or(std::path::Path::new(".")).join(file);
+            let store = oauth::store::read(&path)?;
+            let now = oauth::store::now();
+            let mut rows = Vec::new();
+            for (id, entry) in &store.upstreams {
+                let tokens = entry.shared.iter().map(|t| ("(gateway)".to_owned(), t));
+                for (who, t) in tokens.chain(entry.principals.iter().map(|(p, t)| (p.clone(), t))) {
+                    let expiry = match t.expires_at {
+                        Some(e) if e > now => format!("in {}s", e - now),
+                        Some(_) => "expired".to_owned(),
+                        None => "-".to_owned(),
+                    };
+                    let refresh = if t.refresh_token.is_some() { "yes" } else { "no" };
+                    rows.push([
+                        format!("{id}  {who}"),
+                        format!("{} {expiry}", t.scope.as_deref().unwrap_or("-")),
+                        refresh.to_owned(),
+                    ]);
+                }
+            }
+            if rows.is_empty() {
+                println!("No upstream tokens in {}.", path.display());
+            } else {
+                print_table(&["UPSTREAM  PRINCIPAL", "SCOPE EXPIRES", "REFRESH"], &rows);
+            }
+            Ok(())
+        }
+        AuthCommand::HashKey { .. } => unreachable!("handled before the config is read"),
+    }
 }
 
 /// `mcp-gateway tools pending | approve`.

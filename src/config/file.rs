@@ -145,6 +145,10 @@ pub struct GatewaySection {
     /// dotenv file with the values of `${NAME}` references, relative to this
     /// file. Overridden by `MCP_GATEWAY_ENV_FILE`. Default: none.
     pub secrets_file: Option<PathBuf>,
+    /// Where upstream OAuth tokens are kept (`mcp-gateway auth login`, and
+    /// refreshed ones), relative to this file; written 0600. Default
+    /// `tokens.json`.
+    pub token_file: PathBuf,
     /// Largest JSON-RPC message accepted from a client or an upstream, in
     /// bytes. Default 16 MiB.
     pub max_message_bytes: usize,
@@ -321,6 +325,10 @@ pub struct UpstreamSection {
     /// `[upstreams.<id>.health]`: periodic pings.
     #[serde(default)]
     pub health: HealthSection,
+    /// `[upstreams.<id>.oauth]`: the gateway's own OAuth 2.1 credential for
+    /// this (http) upstream. Default: none (static `headers` only).
+    #[serde(default)]
+    pub oauth: Option<super::security::OAuthSection>,
     /// `false` keeps the section but does not start the upstream.
     #[serde(default = "yes")]
     pub enabled: bool,
@@ -478,6 +486,7 @@ impl Default for GatewaySection {
         GatewaySection {
             listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
             secrets_file: None,
+            token_file: PathBuf::from("tokens.json"),
             max_message_bytes: 16 * 1024 * 1024,
             max_tool_name_length: 128,
             allowed_hosts: Vec::new(),

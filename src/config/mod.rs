@@ -28,8 +28,9 @@ pub use file::{
 };
 pub use secrets::{MASK, Redactor, Resolved, Secrets};
 pub use security::{
-    AccessSection, ApiKeySection, ArgumentRule, AuthMode, AuthSection, JwtSection, LimitsSection, OversizeAction,
-    PinningSection, QuarantineMode, RateSection, ResultCap, RulesSection,
+    AccessSection, ApiKeySection, ArgumentRule, AuthMode, AuthSection, JwtSection, LimitsSection, OAuthGrant,
+    OAuthSection, OversizeAction, PinningSection, QuarantineMode, RateSection, ResultCap, RulesSection,
+    TokenEndpointAuth,
 };
 
 /// Name of the environment variable that overrides `gateway.secrets_file`.
@@ -118,6 +119,47 @@ pub struct UpstreamSpec {
     pub breaker: BreakerSection,
     /// Health pings.
     pub health: HealthSection,
+    /// The gateway's own OAuth credential for it (http upstreams only).
+    pub oauth: Option<std::sync::Arc<OAuthSpec>>,
+}
+
+/// A validated `[upstreams.<id>.oauth]`.
+#[derive(Debug, Clone)]
+pub struct OAuthSpec {
+    /// The upstream's id.
+    pub upstream: String,
+    /// Which grant.
+    pub grant: OAuthGrant,
+    /// A pre-registered client id.
+    pub client_id: Option<String>,
+    /// Its secret.
+    pub client_secret: Option<Resolved>,
+    /// How the secret is sent.
+    pub token_endpoint_auth: TokenEndpointAuth,
+    /// Scopes to ask for (empty: discovered).
+    pub scopes: Vec<String>,
+    /// The canonical resource URI (RFC 8707).
+    pub resource: String,
+    /// The MCP endpoint (for discovery).
+    pub url: String,
+    /// The issuer, when configured (skips RFC 9728 discovery).
+    pub authorization_server: Option<String>,
+    /// One token per client principal.
+    pub per_principal: bool,
+    /// Login callback port (0: any).
+    pub redirect_port: u16,
+    /// The token store (`gateway.token_file`, resolved).
+    pub token_file: PathBuf,
+}
+
+/// The canonical form of a resource URI (RFC 8707 §2, MCP authorization):
+/// scheme and host lower-cased (the URL parser does that), no fragment or
+/// query, no trailing slash.
+pub fn canonical_resource(url: &reqwest::Url) -> String {
+    let mut u = url.clone();
+    u.set_fragment(None);
+    u.set_query(None);
+    u.as_str().trim_end_matches('/').to_owned()
 }
 
 /// Per-tool deadlines: glob → duration, longest pattern first.
@@ -290,6 +332,21 @@ impl Config {
                     }
                 }
             };
+            let oauth = match (&u.oauth, &transport) {
+                (None, _) => None,
+                (Some(o), TransportSpec::Http { url, .. }) => {
+                    let token_file = base.join(&file.gateway.token_file);
+                    let spec = validate_oauth(id, o, url.expose(), token_file, &secrets)
+                        .map_err(|(k, m)| at(&["upstreams", id, "oauth", k], m))?;
+                    Some(std::sync::Arc::new(spec))
+                }
+                (Some(_), _) => {
+                    return Err(at(
+                        &["upstreams", id, "oauth"],
+                        "`oauth` is for http (Streamable HTTP) upstreams".into(),
+                    ));
+                }
+            };
             let tools = ToolMatcher::new(&u.tools).map_err(|e| at(&key("tools"), e))?;
             for (k, d) in [("startup_timeout", u.startup_timeout), ("request_timeout", u.request_timeout)] {
                 if d.is_zero() {
@@ -335,6 +392,7 @@ impl Config {
                 retry: u.retry.clone(),
                 breaker: u.breaker.clone(),
                 health: u.health.clone(),
+                oauth,
             });
         }
         let traces = validate_traces(&file.traces, &secrets).map_err(|(k, m)| at(&k, m))?;
@@ -534,6 +592,68 @@ fn validate_limits(l: &LimitsSection) -> Result<(), KeyError> {
         }
     }
     Ok(())
+}
+
+/// Checks `[upstreams.<id>.oauth]`; errors name the key under it.
+fn validate_oauth(
+    id: &str,
+    o: &OAuthSection,
+    url: &str,
+    token_file: PathBuf,
+    secrets: &Secrets,
+) -> Result<OAuthSpec, (&'static str, String)> {
+    let parsed = reqwest::Url::parse(url).map_err(|e| ("resource", e.to_string()))?;
+    let resource = match &o.resource {
+        Some(r) => match reqwest::Url::parse(r) {
+            Ok(u) if matches!(u.scheme(), "http" | "https") && u.fragment().is_none() => r.clone(),
+            _ => return Err(("resource", "must be an absolute http(s) URI without a fragment".into())),
+        },
+        None => canonical_resource(&parsed),
+    };
+    if let Some(issuer) = &o.authorization_server {
+        match reqwest::Url::parse(issuer) {
+            Ok(u) if matches!(u.scheme(), "http" | "https") && u.query().is_none() && u.fragment().is_none() => {}
+            _ => {
+                return Err(("authorization_server", "must be an http(s) issuer URL without query or fragment".into()));
+            }
+        }
+    }
+    let client_secret =
+        o.client_secret.as_deref().map(|s| secrets.expand(s)).transpose().map_err(|e| ("client_secret", e))?;
+    if client_secret.is_some() && o.client_id.is_none() {
+        return Err(("client_secret", "needs `client_id`".into()));
+    }
+    if o.client_id.as_deref().is_some_and(|c| c.trim().is_empty()) {
+        return Err(("client_id", "must not be empty".into()));
+    }
+    if let Some(bad) = o.scopes.iter().find(|s| s.is_empty() || s.contains(char::is_whitespace)) {
+        return Err(("scopes", format!("{bad:?} is not a scope (no spaces)")));
+    }
+    if o.grant == OAuthGrant::ClientCredentials {
+        if o.client_id.is_none() || client_secret.is_none() {
+            return Err(("grant", "`client_credentials` needs `client_id` and `client_secret`".into()));
+        }
+        if o.per_principal {
+            return Err((
+                "per_principal",
+                "per-principal tokens come from `auth login`: use `grant = \"authorization_code\"`".into(),
+            ));
+        }
+    }
+    Ok(OAuthSpec {
+        upstream: id.to_owned(),
+        grant: o.grant,
+        client_id: o.client_id.clone(),
+        client_secret,
+        token_endpoint_auth: o.token_endpoint_auth.unwrap_or(TokenEndpointAuth::ClientSecretBasic),
+        scopes: o.scopes.clone(),
+        resource,
+        url: url.to_owned(),
+        authorization_server: o.authorization_server.clone(),
+        per_principal: o.per_principal,
+        redirect_port: o.redirect_port,
+        token_file,
+    })
 }
 
 /// Checks `[traces]` and resolves its header values.

@@ -36,6 +36,71 @@ pub struct AuthSection {
     pub sensitive_headers: Vec<String>,
 }
 
+/// `[upstreams.<id>.oauth]`: how the gateway gets its own token for an
+/// OAuth-protected upstream (never the client's: no passthrough).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct OAuthSection {
+    /// `authorization_code` (a person logs in once with `mcp-gateway auth
+    /// login`; the refresh token keeps it going) or `client_credentials`
+    /// (a confidential client, no person).
+    pub grant: OAuthGrant,
+    /// A pre-registered client id. Required for `client_credentials`;
+    /// without it `auth login` registers a client dynamically (RFC 7591).
+    #[serde(default)]
+    pub client_id: Option<String>,
+    /// Its secret (use `${NAME}` from the secrets file).
+    #[serde(default)]
+    pub client_secret: Option<String>,
+    /// How the secret is sent to the token endpoint: `client_secret_basic`
+    /// (default with a secret) or `client_secret_post`.
+    #[serde(default)]
+    pub token_endpoint_auth: Option<TokenEndpointAuth>,
+    /// Scopes to ask for. Default: the `scope` of the upstream's 401, else
+    /// its metadata's `scopes_supported`, else none.
+    #[serde(default)]
+    pub scopes: Vec<String>,
+    /// The upstream's canonical resource URI (RFC 8707), sent as `resource`.
+    /// Default: `url` without a trailing slash, query or fragment.
+    #[serde(default)]
+    pub resource: Option<String>,
+    /// The authorization server's issuer URL, skipping RFC 9728 discovery.
+    #[serde(default)]
+    pub authorization_server: Option<String>,
+    /// One token per client principal (the upstream sees each user as
+    /// themselves): `auth login <id> --principal NAME` for each, and once
+    /// without `--principal` for the gateway's own listing connection.
+    /// Calls of a principal without a token are refused. Default `false`.
+    #[serde(default)]
+    pub per_principal: bool,
+    /// Port of the login callback (`http://127.0.0.1:<port>/callback`).
+    /// Default 0: any free port (fine for dynamic registration and for
+    /// servers that follow RFC 8252 §7.3); set it for a pre-registered
+    /// client whose redirect URI has a fixed port.
+    #[serde(default)]
+    pub redirect_port: u16,
+}
+
+/// `[upstreams.<id>.oauth] grant`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum OAuthGrant {
+    /// Authorization code with PKCE, through `mcp-gateway auth login`.
+    AuthorizationCode,
+    /// Client credentials (a confidential client).
+    ClientCredentials,
+}
+
+/// How a client secret reaches the token endpoint.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum TokenEndpointAuth {
+    /// HTTP Basic.
+    ClientSecretBasic,
+    /// Form fields.
+    ClientSecretPost,
+}
+
 /// `[auth] mode`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "kebab-case")]

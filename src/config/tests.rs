@@ -183,3 +183,36 @@ fn ids() {
         assert!(!valid_id(bad), "{bad}");
     }
 }
+
+#[test]
+fn oauth_defaults_and_errors() {
+    let http = "[upstreams.bb]\nurl = \"https://BB.example:8443/mcp/?x=1#f\"\n[upstreams.bb.oauth]\n";
+    let cfg = load(&format!("{http}grant = \"authorization_code\"\n")).unwrap();
+    let o = cfg.upstreams[0].oauth.as_deref().unwrap();
+    assert_eq!(o.resource, "https://bb.example:8443/mcp", "canonical: lower-case host, no query, fragment or slash");
+    assert_eq!(o.token_file, Path::new("dir/tokens.json"), "beside the config file");
+    assert!(!o.per_principal && o.client_id.is_none() && o.scopes.is_empty() && o.redirect_port == 0);
+    let bad = [
+        ("[upstreams.s]\ncommand = \"x\"\n[upstreams.s.oauth]\ngrant = \"authorization_code\"\n", "for http"),
+        (
+            &format!("{http}grant = \"client_credentials\"\nclient_id = \"c\"\n") as &str,
+            "needs `client_id` and `client_secret`",
+        ),
+        (
+            &format!(
+                "{http}grant = \"client_credentials\"\nclient_id = \"c\"\nclient_secret = \"s\"\nper_principal = true\n"
+            ),
+            "authorization_code",
+        ),
+        (&format!("{http}grant = \"authorization_code\"\nclient_secret = \"s\"\n"), "needs `client_id`"),
+        (&format!("{http}grant = \"authorization_code\"\nscopes = [\"a b\"]\n"), "not a scope"),
+        (&format!("{http}grant = \"authorization_code\"\nresource = \"urn:x\"\n"), "absolute http(s)"),
+        (&format!("{http}grant = \"authorization_code\"\nauthorization_server = \"https://as/?q\"\n"), "issuer URL"),
+        (&format!("{http}grant = \"implicit\"\n"), "unknown variant"),
+    ];
+    for (src, want) in bad {
+        let e = load(src).unwrap_err().to_string();
+        assert!(e.contains(want), "{src}\n→ {e}");
+        assert!(e.contains("oauth") || e.contains("grant"), "names the key: {e}");
+    }
+}

@@ -130,7 +130,13 @@ pub struct Gateway {
     applied_level: Mutex<Option<usize>>,
     /// Which session owns which upstream task.
     tasks: tasks::Tasks,
+    /// Connections of one principal's own (`per_principal` OAuth), by
+    /// (upstream index, principal). Never held across an `.await`.
+    principal_upstreams: Mutex<HashMap<PrincipalKey, Arc<Upstream>>>,
 }
+
+/// (upstream index, principal id): one connection of a principal's own.
+type PrincipalKey = (usize, Arc<str>);
 
 /// The gateway's own tool listing the secrets file's names (never values).
 pub const LIST_SECRET_NAMES: &str = "gateway__list_secret_names";
@@ -250,6 +256,7 @@ impl Gateway {
             subscribed_upstream,
             applied_level: Mutex::new(None),
             tasks: tasks::Tasks::default(),
+            principal_upstreams: Mutex::default(),
         });
         tokio::spawn(gw.clone().catalog_loop());
         tokio::spawn(gw.clone().watch_pins());
@@ -1696,6 +1703,9 @@ impl Gateway {
     /// client) and waited for up to `startup_timeout`.
     async fn instance(&self, i: usize, caller: &Caller<'_>) -> Arc<Upstream> {
         let shared = &self.upstreams[i];
+        if shared.spec().oauth.as_ref().is_some_and(|o| o.per_principal) {
+            return self.principal_instance(i, caller).await;
+        }
         let per_session = shared.spec().isolation == crate::config::Isolation::PerSession;
         let Some(peer) = caller.peer.filter(|_| per_session) else { return shared.clone() };
         let own = {
@@ -1709,6 +1719,27 @@ impl Gateway {
                     tracing::info!(upstream = %shared.id(), "Starting a connection of the session's own.");
                     let relay: Arc<dyn Relay> = Arc::new(CallRelay::new(peer.clone(), None, None, shared.label()));
                     shared.start_isolated(Isolated { capabilities: peer.relayable_capabilities(), relay })
+                })
+                .clone()
+        };
+        own.wait_settled(tokio::time::Instant::now() + shared.spec().startup_timeout).await;
+        own
+    }
+
+    /// The connection of the caller's principal to a `per_principal`
+    /// OAuth upstream (its calls carry that user's token), started on the
+    /// principal's first call. A request without a session has no
+    /// principal the gateway may act for: it gets a connection that can
+    /// never hold a token (`-`), so it fails with `upstream_auth`.
+    async fn principal_instance(&self, i: usize, caller: &Caller<'_>) -> Arc<Upstream> {
+        let shared = &self.upstreams[i];
+        let principal: Arc<str> = caller.peer.map_or_else(|| Arc::from("-"), |p| p.principal.id.clone());
+        let own = {
+            let mut map = self.principal_upstreams.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+            map.entry((i, principal.clone()))
+                .or_insert_with(|| {
+                    tracing::info!(upstream = %shared.id(), principal = %principal, "Starting the principal's own connection.");
+                    shared.start_for_principal(principal.clone())
                 })
                 .clone()
         };
@@ -1942,7 +1973,14 @@ impl Gateway {
         // Sessions' own connections too (their sessions may outlive this).
         let own: Vec<Arc<Upstream>> =
             self.peers().iter().flat_map(|p| p.lock_instances().drain().map(|(_, u)| u).collect::<Vec<_>>()).collect();
-        let all = self.upstreams.iter().chain(&own);
+        let principals: Vec<Arc<Upstream>> = self
+            .principal_upstreams
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .drain()
+            .map(|(_, u)| u)
+            .collect();
+        let all = self.upstreams.iter().chain(&own).chain(&principals);
         futures_util::future::join_all(all.map(|u| u.shutdown())).await;
         // Flushing spans and audit lines blocks; keep it off the workers.
         let telemetry = self.telemetry.clone();

@@ -175,6 +175,18 @@ pub struct ReasonLabels {
     pub reason: &'static str,
 }
 
+/// `upstream`, `grant`, `outcome` (the gateway's own upstream tokens).
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct TokenLabels {
+    /// The upstream id.
+    pub upstream: Name,
+    /// `client_credentials`, `refresh_token`, or `stored` (read from the
+    /// token file after a login or another process's refresh).
+    pub grant: &'static str,
+    /// `ok` or `error`.
+    pub outcome: &'static str,
+}
+
 /// `rule`, `action` (sequence rules).
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct RuleLabels {
@@ -294,6 +306,8 @@ pub struct Metrics {
     pub rule_hits: Family<RuleLabels, Counter>,
     /// Secret values masked in results (the security work fills it).
     pub secrets_masked: Family<UpstreamLabels, Counter>,
+    /// Upstream OAuth tokens obtained (or failed to), by grant.
+    pub upstream_tokens: Family<TokenLabels, Counter>,
 }
 
 // === impl Metrics ===
@@ -343,6 +357,7 @@ impl Metrics {
             results_capped: Family::default(),
             rule_hits: Family::default(),
             secrets_masked: Family::default(),
+            upstream_tokens: Family::default(),
             registry: Registry::default(),
         };
         let build: Family<BuildLabels, Gauge> = Family::default();
@@ -471,6 +486,12 @@ impl Metrics {
         );
         r.register("rule_hits", "Sequence rule hits, by rule and action", Listed(m.rule_hits.clone()));
         r.register("secrets_masked", "Secret values masked in upstream results", Listed(m.secrets_masked.clone()));
+        r.register(
+            "upstream_tokens",
+            "The gateway's own OAuth tokens for upstreams obtained or failed, by grant (client_credentials, \
+             refresh_token, stored)",
+            Listed(m.upstream_tokens.clone()),
+        );
         Metrics { registry: r, ..m }
     }
 

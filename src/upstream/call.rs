@@ -85,7 +85,7 @@ pub struct Stats {
     /// Calls made (not attempts).
     pub calls: AtomicU64,
     /// Failed calls by class, in [`ErrorClass::ALL`] order.
-    pub failures: [AtomicU64; 8],
+    pub failures: [AtomicU64; ErrorClass::ALL.len()],
     /// Retries made.
     pub retries: AtomicU64,
     /// Breaker transitions (all breakers of the upstream).

@@ -491,13 +491,19 @@ impl Connection {
             // 503 refuses before processing (RFC 9110 §15.6.4); 500, 502
             // and 504 may come after the upstream did the work.
             LinkError::Status { status: 503, retry_after } => (ErrorClass::Transport, true, *retry_after),
+            // Refused at the door for want of credentials: never processed.
+            LinkError::Status { status: 401 | 403, .. } | LinkError::Auth(_) => (ErrorClass::UpstreamAuth, true, None),
             LinkError::Status { .. } | LinkError::Io(_) => (ErrorClass::Transport, false, None),
             LinkError::Closed | LinkError::Connect(_) | LinkError::SessionExpired => {
                 (ErrorClass::Transport, true, None)
             }
             LinkError::TooLarge(_) => (ErrorClass::UpstreamInternal, false, None),
         };
-        let mut err = CallError::new(class, Some(&self.upstream), format!("upstream `{}` {e}", self.upstream));
+        let msg = match e {
+            LinkError::Auth(why) => why.clone(),
+            _ => format!("upstream `{}` {e}", self.upstream),
+        };
+        let mut err = CallError::new(class, Some(&self.upstream), msg);
         err.not_delivered = not_delivered;
         err.retry_after = retry_after;
         err

@@ -13,13 +13,14 @@ use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 
 use reqwest::StatusCode;
-use reqwest::header::{ACCEPT, CONTENT_TYPE, HeaderMap, HeaderName, HeaderValue, RETRY_AFTER};
+use reqwest::header::{ACCEPT, AUTHORIZATION, CONTENT_TYPE, HeaderMap, HeaderName, HeaderValue, RETRY_AFTER};
 use tokio::task::JoinHandle;
 
 use super::conn::Inbox;
 use super::link::LinkError;
 use super::sse;
 use crate::error::{CallError, ErrorClass};
+use crate::oauth::Credential;
 
 const SESSION: HeaderName = HeaderName::from_static("mcp-session-id");
 const VERSION: HeaderName = HeaderName::from_static("mcp-protocol-version");
@@ -35,12 +36,20 @@ pub(crate) struct HttpLink {
     generation: AtomicU64,
     max_bytes: usize,
     listener: Mutex<Option<JoinHandle<()>>>,
+    /// The gateway's own OAuth credential for this upstream, if any.
+    auth: Option<Arc<Credential>>,
 }
 
 // === impl HttpLink ===
 
 impl HttpLink {
-    pub(crate) fn new(client: reqwest::Client, url: reqwest::Url, headers: HeaderMap, max_bytes: usize) -> Self {
+    pub(crate) fn new(
+        client: reqwest::Client,
+        url: reqwest::Url,
+        headers: HeaderMap,
+        max_bytes: usize,
+        auth: Option<Arc<Credential>>,
+    ) -> Self {
         HttpLink {
             client,
             url,
@@ -50,12 +59,29 @@ impl HttpLink {
             generation: AtomicU64::new(0),
             max_bytes,
             listener: Mutex::new(None),
+            auth,
         }
     }
 
-    fn request(&self, method: reqwest::Method, accept: &'static str) -> reqwest::RequestBuilder {
+    /// The bearer token to send, when the upstream uses OAuth.
+    async fn bearer(&self) -> Result<Option<HeaderValue>, LinkError> {
+        match &self.auth {
+            Some(c) => c.bearer().await.map(Some).map_err(|e| LinkError::Auth(e.to_string())),
+            None => Ok(None),
+        }
+    }
+
+    fn request(
+        &self,
+        method: reqwest::Method,
+        accept: &'static str,
+        bearer: Option<&HeaderValue>,
+    ) -> reqwest::RequestBuilder {
         let mut req =
             self.client.request(method, self.url.clone()).headers(self.headers.clone()).header(ACCEPT, accept);
+        if let Some(b) = bearer {
+            req = req.header(AUTHORIZATION, b);
+        }
         if let Some(s) = read(&self.session) {
             req = req.header(SESSION, s);
         }
@@ -73,16 +99,36 @@ impl HttpLink {
         traceparent: Option<&str>,
     ) -> Result<(), LinkError> {
         let had_session = read(&self.session).is_some();
-        let mut req = self
-            .request(reqwest::Method::POST, "application/json, text/event-stream")
-            .header(CONTENT_TYPE, "application/json");
-        if let Some(tp) = traceparent {
-            req = req.header(crate::telemetry::trace::TRACEPARENT, tp);
-        }
-        let resp = req.body(body).send().await.map_err(io_error)?;
+        // Bytes: a resend after a refused token copies nothing.
+        let body = bytes::Bytes::from(body);
+        let mut bearer = self.bearer().await?;
+        let mut renewed = false;
+        let resp = loop {
+            let mut req = self
+                .request(reqwest::Method::POST, "application/json, text/event-stream", bearer.as_ref())
+                .header(CONTENT_TYPE, "application/json");
+            if let Some(tp) = traceparent {
+                req = req.header(crate::telemetry::trace::TRACEPARENT, tp);
+            }
+            let resp = req.body(body.clone()).send().await.map_err(io_error)?;
+            // 401: the token expired early or was revoked. The request was
+            // refused before it was processed, so sending it again with a
+            // new token is safe (once).
+            if let (StatusCode::UNAUTHORIZED, false, Some(cred), Some(old)) =
+                (resp.status(), renewed, &self.auth, &bearer)
+            {
+                renewed = true;
+                bearer = Some(cred.rejected(old).await.map_err(|e| LinkError::Auth(e.to_string()))?);
+                continue;
+            }
+            break resp;
+        };
         let status = resp.status();
         if status == StatusCode::NOT_FOUND && had_session {
             return Err(LinkError::SessionExpired);
+        }
+        if let Some(cred) = self.auth.as_ref().filter(|_| matches!(status.as_u16(), 401 | 403)) {
+            return Err(LinkError::Auth(refusal(cred, &resp)));
         }
         let resp = success(resp)?;
         if let Some(sid) = resp.headers().get(SESSION) {
@@ -153,7 +199,12 @@ impl HttpLink {
         let task = tokio::spawn(async move {
             let mut failures = 0u32;
             while failures < 5 {
-                let resp = this.request(reqwest::Method::GET, "text/event-stream").send().await;
+                let Ok(bearer) = this.bearer().await else {
+                    failures += 1;
+                    tokio::time::sleep(Duration::from_secs(1)).await;
+                    continue;
+                };
+                let resp = this.request(reqwest::Method::GET, "text/event-stream", bearer.as_ref()).send().await;
                 match resp {
                     Ok(r) if r.status().is_success() => {
                         failures = 0;
@@ -181,10 +232,45 @@ impl HttpLink {
     pub(crate) async fn shutdown(&self) {
         self.stop_listening();
         if read(&self.session).is_some() {
-            let req = self.request(reqwest::Method::DELETE, "application/json").timeout(Duration::from_secs(2));
+            let bearer = self.bearer().await.ok().flatten();
+            let req = self
+                .request(reqwest::Method::DELETE, "application/json", bearer.as_ref())
+                .timeout(Duration::from_secs(2));
             let _ = req.send().await;
         }
     }
+}
+
+/// What to tell the operator when the upstream refuses the gateway's
+/// token: a missing scope (step-up needs a person) or a token refused even
+/// after renewal.
+fn refusal(cred: &Credential, resp: &reqwest::Response) -> String {
+    let challenge = resp
+        .headers()
+        .get_all(reqwest::header::WWW_AUTHENTICATE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .find_map(crate::oauth::parse_challenge)
+        .unwrap_or_default();
+    let login = match cred.principal() {
+        Some(p) => format!("mcp-gateway auth login {} --principal {p}", cred.upstream()),
+        None => format!("mcp-gateway auth login {}", cred.upstream()),
+    };
+    if resp.status() == StatusCode::FORBIDDEN {
+        let scope = challenge.scope.unwrap_or_default();
+        if challenge.error.as_deref() == Some("insufficient_scope") && !scope.is_empty() {
+            return format!(
+                "upstream `{}` needs scope `{scope}`, which the gateway's token lacks (403 insufficient_scope); \
+                 run `{login} --scope \"{scope}\"`",
+                cred.upstream()
+            );
+        }
+        return format!("upstream `{}` refused the gateway's token (HTTP 403)", cred.upstream());
+    }
+    format!(
+        "upstream `{}` refused the gateway's token even after renewing it (HTTP 401); run `{login}`",
+        cred.upstream()
+    )
 }
 
 fn read(lock: &RwLock<Option<HeaderValue>>) -> Option<HeaderValue> {

@@ -42,6 +42,10 @@ pub(crate) enum LinkError {
     /// secrets). The request may have reached the upstream.
     #[error("connection failed: {0}")]
     Io(String),
+    /// The upstream refused the gateway's credential, or there is no
+    /// usable one (what to do is in the message; no token in it).
+    #[error("{0}")]
+    Auth(String),
     /// A body over the message size limit.
     #[error("sent a message larger than {0} bytes")]
     TooLarge(usize),

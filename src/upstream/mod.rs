@@ -110,6 +110,9 @@ pub struct Upstream {
     /// Set on a connection of one session's own (`isolation =
     /// "per-session"`).
     isolated: Option<Isolated>,
+    /// The gateway's own OAuth credential (`[upstreams.<id>.oauth]`): the
+    /// shared one, or one principal's on a per-principal connection.
+    credential: Option<Arc<crate::oauth::Credential>>,
 }
 
 /// What a connection of one session's own knows of the session.
@@ -252,7 +255,39 @@ impl Upstream {
         metrics: Arc<Metrics>,
         notes: mpsc::Sender<Note>,
     ) -> Arc<Self> {
-        Self::build(spec, max_bytes, redactor, changed, http, metrics, notes, None)
+        let credential = spec
+            .oauth
+            .clone()
+            .map(|o| Arc::new(crate::oauth::Credential::new(o, None, crate::oauth::http_client(), metrics.clone())));
+        Self::build(spec, max_bytes, redactor, changed, http, metrics, notes, None, credential)
+    }
+
+    /// Starts a connection of one client principal's own to an upstream
+    /// with `per_principal` OAuth tokens: the upstream sees that user's
+    /// token. It has its own breaker and bulkhead and serves every session
+    /// of the principal like a shared connection does; it stops with
+    /// [`Upstream::shutdown`].
+    pub fn start_for_principal(&self, principal: Arc<str>) -> Arc<Self> {
+        let credential = self.spec.oauth.clone().map(|o| {
+            Arc::new(crate::oauth::Credential::new(
+                o,
+                Some(principal),
+                crate::oauth::http_client(),
+                self.metrics.clone(),
+            ))
+        });
+        let (notes, _) = mpsc::channel(1);
+        Self::build(
+            self.spec.clone(),
+            self.max_bytes,
+            self.redactor.clone(),
+            Arc::new(Changes::default()),
+            self.http.clone(),
+            self.metrics.clone(),
+            notes,
+            None,
+            credential,
+        )
     }
 
     /// Starts a connection of one session's own to the same server (see
@@ -270,6 +305,7 @@ impl Upstream {
             self.metrics.clone(),
             notes,
             Some(isolated),
+            self.credential.clone(),
         )
     }
 
@@ -294,6 +330,7 @@ impl Upstream {
         metrics: Arc<Metrics>,
         notes: mpsc::Sender<Note>,
         isolated: Option<Isolated>,
+        credential: Option<Arc<crate::oauth::Credential>>,
     ) -> Arc<Self> {
         let label: Name = Arc::from(spec.id.as_str());
         let counters = metrics.upstream_counters(&label, spec.breaker.enabled);
@@ -317,6 +354,7 @@ impl Upstream {
             breaker_moved: Notify::new(),
             notes,
             isolated,
+            credential,
             spec,
         });
         tokio::spawn(this.clone().supervise());
@@ -364,7 +402,12 @@ impl Upstream {
             State::Stopped => format!("upstream `{id}` is shut down"),
             State::Ready(_) => format!("upstream `{id}` is ready"),
         };
-        CallError::new(ErrorClass::Transport, Some(id), msg).not_delivered()
+        // No token is not a transport failure: a person must log in.
+        let class = match state {
+            State::Down { class: ErrorClass::UpstreamAuth, .. } => ErrorClass::UpstreamAuth,
+            _ => ErrorClass::Transport,
+        };
+        CallError::new(class, Some(id), msg).not_delivered()
     }
 
     fn breaker_opened_total(&self) -> u64 {
@@ -536,7 +579,10 @@ impl Upstream {
                     // The status names the upstream already.
                     let prefix = format!("upstream `{}` ", self.spec.id);
                     let reason = e.message.strip_prefix(&prefix).unwrap_or(&e.message);
-                    short_runs += 1;
+                    // Waiting for a login is not a crash loop.
+                    if e.class != ErrorClass::UpstreamAuth {
+                        short_runs += 1;
+                    }
                     (reason.strip_prefix("is ").unwrap_or(reason).to_owned(), e.class)
                 }
             };
@@ -550,8 +596,19 @@ impl Upstream {
             tracing::warn!(upstream = %self.spec.id, class = %class, retry_in_ms = delay.as_millis() as u64, "Upstream is down: {reason}.");
             self.record_error(class, reason.clone());
             self.set(State::Down { reason, class, retry_at: Instant::now() + delay });
+            // Down for want of a token: a login (the token file changes)
+            // brings it up at once rather than after the backoff.
+            let login = async {
+                match self.credential.as_ref().filter(|c| class == ErrorClass::UpstreamAuth && c.uses_file()) {
+                    Some(c) => c.file_changed().await,
+                    None => std::future::pending().await,
+                }
+            };
             tokio::select! {
                 () = tokio::time::sleep(delay) => {}
+                () = login => {
+                    tracing::info!(upstream = %self.spec.id, "The token file changed; starting again now.");
+                }
                 () = self.shutdown.cancelled() => break,
             }
             self.counters.restarts.inc();
@@ -626,7 +683,13 @@ impl Upstream {
             }
             TransportSpec::Http { url, headers } => {
                 let url = reqwest::Url::parse(url.expose()).map_err(|e| e.to_string())?;
-                let link = http::HttpLink::new(self.http.clone(), url, header_map(headers), self.max_bytes);
+                let link = http::HttpLink::new(
+                    self.http.clone(),
+                    url,
+                    header_map(headers),
+                    self.max_bytes,
+                    self.credential.clone(),
+                );
                 Ok(Link::Http(Arc::new(link)))
             }
             TransportSpec::Sse { url, headers } => {

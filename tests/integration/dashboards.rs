@@ -19,14 +19,18 @@ use crate::support::*;
 
 /// Panels that show no data under this load, and why. Anything else that
 /// comes back empty fails the test.
-const EXPECTED_EMPTY: &[(&str, &str, &str)] = &[(
-    "security.json",
-    "refused at authentication",
-    "the load runs without client authentication (security.rs covers it)",
-)];
+const EXPECTED_EMPTY: &[(&str, &str, &str)] = &[
+    (
+        "security.json",
+        "refused at authentication",
+        "the load runs without client authentication (security.rs covers it)",
+    ),
+    ("security.json", "Upstream OAuth token", "the load has no OAuth upstream (oauth.rs covers it)"),
+];
 
 /// Alerts whose condition does not hold under this load, and why.
 const EXPECTED_QUIET: &[(&str, &str)] = &[
+    ("McpGatewayUpstreamTokenFailing", "the load has no OAuth upstream"),
     ("McpGatewayAuditDropping", "the audit queue never fills here"),
     ("McpGatewayAuditWriteFailing", "the audit file is writable"),
     ("McpGatewayTraceExportFailing", "the OTLP receiver takes every span"),

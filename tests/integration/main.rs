@@ -12,6 +12,7 @@ mod dashboards;
 mod faults;
 mod fidelity;
 mod http_front;
+mod oauth;
 mod observability;
 mod partial;
 mod peers;

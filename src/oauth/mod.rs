@@ -1,0 +1,92 @@
+//! The gateway as an OAuth 2.1 client of its upstreams (design.md D9,
+//! spec.md §1.12): each OAuth-protected upstream gets the gateway's own
+//! token, never the client's (no token passthrough).
+//!
+//! - `discovery`: RFC 9728 resource metadata and RFC 8414 server metadata.
+//! - `flow`: PKCE, dynamic registration, the code, refresh, client
+//!   credentials and revocation requests; `auth login` and `auth logout`.
+//! - `callback`: the loopback redirect listener of `auth login`.
+//! - `store`: the 0600 token file, locked for every read-modify-write.
+//! - `credential`: the live bearer token of one upstream connection.
+//!
+//! Architecture Invariant: depends on `config` and `telemetry` only;
+//! `upstream` uses it, and nothing here knows of connections or sessions.
+//! Token values never reach a log line, a metric or an error message.
+
+mod callback;
+mod credential;
+mod discovery;
+mod flow;
+pub mod store;
+
+pub use credential::Credential;
+pub(crate) use discovery::parse_challenge;
+pub use flow::{LoginOptions, LoginOutcome, login, logout};
+
+/// The HTTP client for authorization servers: it never follows a
+/// redirect (a 307 would resend a refresh token or client secret to
+/// wherever it points) and gives up after 30 s. One per process.
+pub fn http_client() -> reqwest::Client {
+    static CLIENT: std::sync::OnceLock<reqwest::Client> = std::sync::OnceLock::new();
+    CLIENT
+        .get_or_init(|| {
+            reqwest::Client::builder()
+                .redirect(reqwest::redirect::Policy::none())
+                .connect_timeout(std::time::Duration::from_secs(10))
+                .timeout(std::time::Duration::from_secs(30))
+                .build()
+                .expect("the TLS backend initializes")
+        })
+        .clone()
+}
+
+/// Why the gateway has no usable token for an upstream.
+#[derive(Debug, thiserror::Error)]
+pub enum OAuthError {
+    /// Nothing stored, or the stored grant is dead: a person must log in.
+    #[error("no usable token for upstream `{upstream}`{}: {why}; run `mcp-gateway auth login {upstream}{}`",
+        principal.as_deref().map(|p| format!(" (principal `{p}`)")).unwrap_or_default(),
+        principal.as_deref().map(|p| format!(" --principal {p}")).unwrap_or_default())]
+    NoToken {
+        /// The upstream id.
+        upstream: String,
+        /// Whose token (`None`: the shared one).
+        principal: Option<String>,
+        /// What is wrong.
+        why: String,
+    },
+    /// The upstream's authorization server could not be found or is not
+    /// fit to use.
+    #[error("OAuth discovery for upstream `{upstream}` failed: {message}")]
+    Discovery {
+        /// The upstream id.
+        upstream: String,
+        /// What failed.
+        message: String,
+    },
+    /// The authorization server answered with an OAuth error.
+    #[error("the authorization server refused: {error}{}{description}", if description.is_empty() { "" } else { ": " })]
+    Refused {
+        /// The `error` code.
+        error: String,
+        /// `error_description`.
+        description: String,
+    },
+    /// A request to the authorization server failed.
+    #[error("{0}")]
+    Http(String),
+    /// The configuration cannot work with this server.
+    #[error("{0}")]
+    Config(String),
+    /// The login itself failed (callback, state, timeout).
+    #[error("login failed: {0}")]
+    Login(String),
+    /// The token file could not be read or written.
+    #[error("token file {path}: {message}")]
+    Store {
+        /// The file.
+        path: String,
+        /// What failed.
+        message: String,
+    },
+}

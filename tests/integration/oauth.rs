@@ -1,0 +1,374 @@
+//! Upstream OAuth (issue 6, item 4): the gateway's own tokens for an
+//! OAuth-protected upstream, against `tests/fixtures/oauth_upstream.py`
+//! (the official Python SDK as resource server, its own authorization
+//! server): client credentials, `mcp-gateway auth login` done headless
+//! (PKCE S256, RFC 8707 resource, RFC 9728/8414 discovery, dynamic client
+//! registration, loopback callback), the 0600 token file, refresh with
+//! rotation that survives a restart, and per-principal tokens.
+
+use std::os::unix::fs::PermissionsExt as _;
+use std::path::Path;
+use std::process::Stdio;
+
+use serde_json::{Value, json};
+use tokio::io::{AsyncBufReadExt, BufReader};
+use tokio::process::Command;
+
+use crate::support::*;
+use mcp_gateway::security::auth::hash_key;
+
+const ALICE: &str = "alice-key-0123456789";
+const BOB: &str = "bob-key-0123456789";
+
+/// The fixture and its base URL (the issuer; the resource is BASE/mcp).
+async fn upstream(args: &[&str]) -> (Fixture, String) {
+    let up = Fixture::python("oauth_upstream.py", args).await;
+    let base = format!("http://127.0.0.1:{}", up.port);
+    (up, base)
+}
+
+async fn control(base: &str, path: &str) -> Value {
+    reqwest::get(format!("{base}/control/{path}")).await.unwrap().json().await.unwrap()
+}
+
+async fn expire_tokens(base: &str) {
+    let r = reqwest::Client::new().post(format!("{base}/control/expire-tokens")).send().await.unwrap();
+    assert!(r.status().is_success());
+}
+
+/// The `whoami` of a call, or the error it got.
+fn who(r: &Value) -> Value {
+    assert!(r.get("error").is_none() && r["result"]["isError"] != true, "{r}");
+    serde_json::from_str(&text(r)).unwrap()
+}
+
+/// Requests the fixture received at `path`.
+async fn requests(base: &str, path: &str) -> Vec<Value> {
+    control(base, &format!("requests?path={path}")).await.as_array().unwrap().clone()
+}
+
+/// Runs `mcp-gateway auth login` and completes it the way a browser would:
+/// opens the printed URL (plus `extra` query) and follows the redirects to
+/// the loopback callback. Returns the URL, the exit status and the output.
+async fn login(config: &Path, args: &[&str], extra: &str) -> (reqwest::Url, bool, String) {
+    let mut child = Command::new(gateway_bin())
+        .args(["auth", "login"])
+        .args(args)
+        .arg("--config")
+        .arg(config)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let mut out = BufReader::new(child.stdout.take().unwrap()).lines();
+    let mut printed = String::new();
+    let url = loop {
+        let line = tokio::time::timeout(PATIENCE, out.next_line()).await.expect("login prints a URL").unwrap();
+        let Some(line) = line else {
+            let err = child.wait_with_output().await.unwrap();
+            panic!("auth login ended before printing a URL:\n{printed}\n{}", String::from_utf8_lossy(&err.stderr));
+        };
+        printed.push_str(&line);
+        printed.push('\n');
+        if line.starts_with("http") {
+            break reqwest::Url::parse(&line).unwrap();
+        }
+    };
+    let browser = reqwest::Client::new();
+    let page = browser.get(format!("{url}{extra}")).send().await.unwrap();
+    let page = page.text().await.unwrap();
+    let done = tokio::time::timeout(PATIENCE, child.wait_with_output()).await.expect("login ends").unwrap();
+    while let Ok(Some(line)) = out.next_line().await {
+        printed.push_str(&line);
+        printed.push('\n');
+    }
+    let all = format!(
+        "{printed}{}\n{page}\n{}",
+        String::from_utf8_lossy(&done.stdout),
+        String::from_utf8_lossy(&done.stderr)
+    );
+    (url, done.status.success(), all)
+}
+
+/// How a form body encodes `s`.
+fn form(s: &str) -> String {
+    let mut u = reqwest::Url::parse("x:").unwrap();
+    u.query_pairs_mut().append_pair("v", s);
+    u.query().unwrap()[2..].to_owned()
+}
+
+fn query(url: &reqwest::Url, key: &str) -> Option<String> {
+    url.query_pairs().find(|(k, _)| k == key).map(|(_, v)| v.into_owned())
+}
+
+fn token_file(path: &Path) -> Value {
+    serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap()
+}
+
+#[tokio::test]
+async fn client_credentials_get_a_token_with_the_resource_and_a_refused_one_is_renewed() {
+    let (_up, base) = upstream(&["--client", "cc:s3cret-cc"]).await;
+    let (dir, path) = write_config(&format!(
+        "[gateway]\nsecrets_file = \"secrets.env\"\n\
+         [upstreams.bb]\nurl = \"{base}/mcp\"\n\
+         [upstreams.bb.oauth]\ngrant = \"client_credentials\"\nclient_id = \"cc\"\nclient_secret = \"${{CC_SECRET}}\"\n"
+    ));
+    std::fs::write(dir.path().join("secrets.env"), "CC_SECRET=s3cret-cc\n").unwrap();
+    let gw = Gateway::start_at(&path, dir).await;
+    gw.wait_ready("bb").await;
+    let mut c = gw.client().await;
+    let me = who(&c.call("bb__whoami", json!({})).await);
+    assert_eq!((me["sub"].as_str(), me["client_id"].as_str()), (Some("cc"), Some("cc")), "{me}");
+
+    // Every token the gateway holds dies; the next call is refused once,
+    // renewed, and sent again.
+    expire_tokens(&base).await;
+    let r = c.call("bb__echo", json!({"text": "still here"})).await;
+    assert_eq!(text(&r), "still here", "{r}");
+    let stats = control(&base, "stats").await;
+    assert_eq!(stats["tokens_issued"]["client_credentials"], 2, "{stats}");
+
+    // The token requests: client credentials by HTTP Basic, the RFC 8707
+    // resource, nothing else of ours.
+    let token_reqs = requests(&base, "/token").await;
+    assert_eq!(token_reqs.len(), 2, "{token_reqs:?}");
+    for t in &token_reqs {
+        let body = t["body"].as_str().unwrap();
+        assert!(body.contains("grant_type=client_credentials"), "{body}");
+        let resource = format!("resource={}", form(&format!("{base}/mcp")));
+        assert!(body.contains(&resource), "{body} lacks {resource}");
+        assert!(t["headers"]["authorization"].as_str().unwrap().starts_with("Basic "), "{t}");
+    }
+    // Every MCP request after discovery carried a bearer token.
+    let mcp = requests(&base, "/mcp").await;
+    let with_token = mcp
+        .iter()
+        .filter(|r| r["headers"]["authorization"].as_str().is_some_and(|a| a.starts_with("Bearer at_")))
+        .count();
+    assert!(with_token >= 3, "{mcp:?}");
+    let metrics = gw.http.get(format!("http://{}/metrics", gw.addr)).send().await.unwrap().text().await.unwrap();
+    assert!(
+        metrics
+            .contains(r#"mcp_gateway_upstream_tokens_total{upstream="bb",grant="client_credentials",outcome="ok"} 2"#),
+        "{}",
+        metrics.lines().filter(|l| l.contains("upstream_tokens")).collect::<Vec<_>>().join("\n")
+    );
+    // The secret never reached the logs.
+    assert!(!gw.proc.logs().contains("s3cret-cc"));
+}
+
+#[tokio::test]
+async fn auth_login_stores_a_token_that_is_refreshed_rotated_and_survives_a_restart() {
+    let (_up, base) = upstream(&[]).await;
+    let tokens_dir = tempfile::tempdir().unwrap();
+    let tokens = tokens_dir.path().join("tokens.json");
+    let toml = format!(
+        "[gateway]\ntoken_file = {:?}\n[upstreams.bb]\nurl = \"{base}/mcp\"\n\
+         [upstreams.bb.oauth]\ngrant = \"authorization_code\"\n",
+        path_str(&tokens)
+    );
+    // Before any login the upstream waits, and says what to do.
+    let (dir, path) = write_config(&toml);
+    let gw = Gateway::start_at(&path, dir).await;
+    let down = gw.wait_upstream("bb", |u| u["state"] == "down").await;
+    assert!(down.to_string().contains("auth login bb"), "{down}");
+
+    let (cfg_dir, cfg) = write_config(&toml);
+    let (url, ok, out) = login(&cfg, &["bb"], "&login_hint=bob").await;
+    assert!(ok, "{out}");
+    assert!(out.contains("Logged in to `bb` for the gateway"), "{out}");
+    // The authorization request: PKCE S256, the resource, a loopback
+    // redirect, a dynamically registered client, and state.
+    assert_eq!(query(&url, "code_challenge_method").as_deref(), Some("S256"));
+    assert_eq!(query(&url, "code_challenge").map(|c| c.len()), Some(43));
+    assert_eq!(query(&url, "resource"), Some(format!("{base}/mcp")));
+    assert!(query(&url, "redirect_uri").unwrap().starts_with("http://127.0.0.1:"), "{url}");
+    assert!(query(&url, "state").is_some_and(|s| s.len() >= 32));
+    assert_eq!(control(&base, "stats").await["registered_clients"], 1);
+    let code_req = &requests(&base, "/token").await[0];
+    let body = code_req["body"].as_str().unwrap();
+    assert!(body.contains("grant_type=authorization_code") && body.contains("code_verifier="), "{body}");
+    assert!(body.contains(&format!("resource={}", form(&format!("{base}/mcp")))), "{body}");
+
+    let mode = std::fs::metadata(&tokens).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode, 0o600, "the token file is private");
+    let first_refresh = token_file(&tokens)["upstreams"]["bb"]["shared"]["refresh_token"].clone();
+    assert!(first_refresh.is_string());
+
+    // The running gateway notices the login.
+    gw.wait_ready("bb").await;
+    let mut c = gw.client().await;
+    assert_eq!(who(&c.call("bb__whoami", json!({})).await)["sub"], "bob");
+
+    // Expired: refreshed with the refresh token, which rotates; the new
+    // one is in the file before it is used.
+    expire_tokens(&base).await;
+    assert_eq!(text(&c.call("bb__echo", json!({"text": "after refresh"})).await), "after refresh");
+    let stats = control(&base, "stats").await;
+    assert_eq!((stats["refreshes"].as_u64(), stats["refresh_reuse_refused"].as_u64()), (Some(1), Some(0)), "{stats}");
+    let second_refresh = token_file(&tokens)["upstreams"]["bb"]["shared"]["refresh_token"].clone();
+    assert_ne!(first_refresh, second_refresh, "the rotated refresh token was stored");
+    gw.stop().await;
+
+    // A new gateway uses the stored tokens, and refreshes with the rotated
+    // refresh token (the spent one would be refused and counted).
+    let gw = Gateway::start_at(&cfg, cfg_dir).await;
+    gw.wait_ready("bb").await;
+    expire_tokens(&base).await;
+    let mut c = gw.client().await;
+    assert_eq!(who(&c.call("bb__whoami", json!({})).await)["sub"], "bob");
+    let stats = control(&base, "stats").await;
+    assert_eq!((stats["refreshes"].as_u64(), stats["refresh_reuse_refused"].as_u64()), (Some(2), Some(0)), "{stats}");
+
+    // `auth tokens` lists it without its value; `auth logout` revokes it.
+    let (cfg_dir2, cfg2) = write_config(&toml);
+    let listed = Command::new(gateway_bin()).args(["auth", "tokens", "--config"]).arg(&cfg2).output().await.unwrap();
+    let listed = String::from_utf8_lossy(&listed.stdout).into_owned();
+    let access = token_file(&tokens)["upstreams"]["bb"]["shared"]["access_token"].as_str().unwrap().to_owned();
+    assert!(listed.contains("bb  (gateway)") && !listed.contains(&access), "{listed}");
+    let out = Command::new(gateway_bin()).args(["auth", "logout", "bb", "--config"]).arg(&cfg2).output().await.unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(token_file(&tokens)["upstreams"]["bb"]["shared"].is_null());
+    assert_eq!(control(&base, "stats").await["revocations"], 1);
+    drop(cfg_dir2);
+}
+
+#[tokio::test]
+async fn per_principal_upstreams_call_with_each_users_own_token() {
+    let (_up, base) = upstream(&[]).await;
+    let tokens_dir = tempfile::tempdir().unwrap();
+    let tokens = tokens_dir.path().join("tokens.json");
+    let toml = format!(
+        "[gateway]\ntoken_file = {:?}\n\
+         [auth]\nresource = \"http://gateway.test/mcp\"\n\
+         [[auth.api_keys]]\nprincipal = \"alice\"\nsha256 = \"{}\"\n\
+         [[auth.api_keys]]\nprincipal = \"bob\"\nsha256 = \"{}\"\n\
+         [upstreams.bb]\nurl = \"{base}/mcp\"\n\
+         [upstreams.bb.oauth]\ngrant = \"authorization_code\"\nper_principal = true\n",
+        path_str(&tokens),
+        hash_key(ALICE),
+        hash_key(BOB)
+    );
+    let (cfg_dir, cfg) = write_config(&toml);
+    // The gateway's own login (lists the tools) and alice's.
+    for (args, hint) in [(&["bb"][..], "svc"), (&["bb", "--principal", "alice"][..], "alice")] {
+        let (_, ok, out) = login(&cfg, args, &format!("&login_hint={hint}")).await;
+        assert!(ok, "{out}");
+    }
+    let (bad, _, out) = login(&cfg, &["bb", "--principal", "carol"], "&code_challenge_method=plain").await;
+    assert!(out.contains("refused") || out.contains("invalid_request"), "a refused login says so: {bad}\n{out}");
+
+    let mut gw = Gateway::start_at(&cfg, cfg_dir).await;
+    gw.authorize(ALICE);
+    gw.wait_ready("bb").await;
+    let mut alice = McpHttp::connect_as(&gw.url(), ALICE).await;
+    let mut bob = McpHttp::connect_as(&gw.url(), BOB).await;
+    assert_eq!(who(&alice.call("bb__whoami", json!({})).await)["sub"], "alice");
+
+    // bob has no token: refused with what to do, never alice's or the
+    // gateway's token.
+    let r = bob.call("bb__whoami", json!({})).await;
+    assert_eq!(r["error"]["data"]["class"], "upstream_auth", "{r}");
+    let msg = r["error"]["message"].as_str().unwrap();
+    assert!(msg.contains("auth login bb --principal bob"), "{msg}");
+
+    let (_, ok, out) = login(&cfg, &["bb", "--principal", "bob"], "&login_hint=bob").await;
+    assert!(ok, "{out}");
+    // bob's connection notices his login and comes up.
+    let mut last = Value::Null;
+    let start = tokio::time::Instant::now();
+    while start.elapsed() < PATIENCE {
+        last = bob.call("bb__whoami", json!({})).await;
+        if last.get("error").is_none() {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    }
+    assert_eq!(who(&last)["sub"], "bob");
+    assert_eq!(who(&alice.call("bb__whoami", json!({})).await)["sub"], "alice");
+    // The upstream never saw a client's API key.
+    for r in requests(&base, "/mcp").await {
+        let auth = r["headers"]["authorization"].as_str().unwrap_or("");
+        assert!(!auth.contains(ALICE) && !auth.contains(BOB), "{r}");
+    }
+}
+
+#[tokio::test]
+async fn a_login_refuses_forged_callbacks_and_wrong_use() {
+    let (_up, base) = upstream(&[]).await;
+    let toml = format!(
+        "[upstreams.bb]\nurl = \"{base}/mcp\"\n[upstreams.bb.oauth]\ngrant = \"authorization_code\"\n\
+         [upstreams.plain]\nurl = \"{base}/mcp\"\n\
+         [upstreams.elsewhere]\nurl = \"{base}/mcp\"\n[upstreams.elsewhere.oauth]\n\
+         grant = \"authorization_code\"\nresource = \"{base}/elsewhere\"\n"
+    );
+    let (_dir, cfg) = write_config(&toml);
+    let run = |args: Vec<&'static str>| {
+        let cfg = cfg.clone();
+        async move {
+            let out = Command::new(gateway_bin()).args(args).arg("--config").arg(&cfg).output().await.unwrap();
+            (out.status.success(), String::from_utf8_lossy(&out.stderr).into_owned())
+        }
+    };
+    let (ok, err) = run(vec!["auth", "login", "plain"]).await;
+    assert!(!ok && err.contains("has no [upstreams.plain.oauth]"), "{err}");
+    let (ok, err) = run(vec!["auth", "login", "bb", "--principal", "x"]).await;
+    assert!(!ok && err.contains("not `per_principal`"), "{err}");
+    let (ok, err) = run(vec!["auth", "login", "nope"]).await;
+    assert!(!ok && err.contains("no upstream `nope`"), "{err}");
+    // Metadata that names another resource is never used (RFC 9728 §3.3).
+    let (ok, err) = run(vec!["auth", "login", "elsewhere"]).await;
+    assert!(!ok && err.contains("its metadata is for resource"), "{err}");
+
+    // A redirect with someone else's state is refused, and nothing is
+    // stored. (The "browser" here goes straight to the callback.)
+    let mut child = Command::new(gateway_bin())
+        .args(["auth", "login", "bb", "--config"])
+        .arg(&cfg)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let mut out = BufReader::new(child.stdout.take().unwrap()).lines();
+    let url = loop {
+        let line = tokio::time::timeout(PATIENCE, out.next_line()).await.unwrap().unwrap().expect("a URL");
+        if line.starts_with("http") {
+            break reqwest::Url::parse(&line).unwrap();
+        }
+    };
+    let redirect = query(&url, "redirect_uri").unwrap();
+    let r = reqwest::get(format!("{redirect}?code=stolen&state=forged")).await.unwrap();
+    assert_eq!(r.status(), 200);
+    let done = tokio::time::timeout(PATIENCE, child.wait_with_output()).await.unwrap().unwrap();
+    let err = String::from_utf8_lossy(&done.stderr);
+    assert!(!done.status.success() && err.contains("state does not match"), "{err}");
+    assert!(requests(&base, "/token").await.is_empty(), "the forged code was never redeemed");
+    assert!(
+        !cfg.parent().unwrap().join("tokens.json").exists()
+            || token_file(&cfg.parent().unwrap().join("tokens.json"))["upstreams"]["bb"].is_null()
+    );
+}
+
+#[tokio::test]
+async fn a_token_without_the_needed_scope_is_refused_with_the_step_up_to_run() {
+    let (_up, base) = upstream(&[]).await;
+    let toml = format!(
+        "[upstreams.bb]\nurl = \"{base}/mcp\"\n[upstreams.bb.oauth]\ngrant = \"authorization_code\"\n\
+"
+    );
+    let (dir, cfg) = write_config(&toml);
+    let (_, ok, out) = login(&cfg, &["bb", "--scope", "mcp:admin"], "").await;
+    assert!(ok, "{out}");
+    let gw = Gateway::start_at(&cfg, dir).await;
+    // initialize and tools/list pass with this token; tools/call needs mcp:tools.
+    gw.wait_ready("bb").await;
+    let mut c = gw.client().await;
+    let r = c.call("bb__whoami", json!({})).await;
+    assert_eq!(r["error"]["data"]["class"], "upstream_auth", "{r}");
+    let msg = r["error"]["message"].as_str().unwrap();
+    assert!(msg.contains("needs scope `mcp:tools`") && msg.contains("--scope \"mcp:tools\""), "{msg}");
+    assert_eq!(control(&base, "stats").await["mcp_403"], 1, "refused once, not retried");
+}
