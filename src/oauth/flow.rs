@@ -80,6 +80,28 @@ impl Client {
         Some(Client { id, secret, method: method.to_owned() })
     }
 
+    /// Client authentication at a token or revocation endpoint: HTTP
+    /// Basic, form fields, or (public clients) only `client_id`.
+    fn authenticate(
+        &self,
+        req: reqwest::RequestBuilder,
+        form: &mut Vec<(&'static str, String)>,
+    ) -> reqwest::RequestBuilder {
+        match (self.method.as_str(), &self.secret) {
+            // RFC 6749 §2.3.1: each part form-encoded before Basic.
+            ("client_secret_basic", Some(secret)) => req.basic_auth(url_encode(&self.id), Some(url_encode(secret))),
+            ("client_secret_post", Some(secret)) => {
+                form.push(("client_id", self.id.clone()));
+                form.push(("client_secret", secret.clone()));
+                req
+            }
+            _ => {
+                form.push(("client_id", self.id.clone()));
+                req
+            }
+        }
+    }
+
     fn of(token: &Token) -> Client {
         Client { id: token.client_id.clone(), secret: token.client_secret.clone(), method: token.auth_method.clone() }
     }
@@ -119,22 +141,15 @@ async fn token_request(
     http: &reqwest::Client,
     endpoint: &str,
     client: &Client,
-    mut form: Vec<(&str, String)>,
+    mut form: Vec<(&'static str, String)>,
 ) -> Result<TokenAnswer, OAuthError> {
-    let mut req = http.post(endpoint).header(reqwest::header::ACCEPT, "application/json");
-    match (client.method.as_str(), &client.secret) {
-        ("client_secret_basic", Some(secret)) => {
-            // RFC 6749 §2.3.1: each part form-encoded before Basic.
-            let enc = |s: &str| url_encode(s);
-            req = req.basic_auth(enc(&client.id), Some(enc(secret)));
-        }
-        ("client_secret_post", Some(secret)) => {
-            form.push(("client_id", client.id.clone()));
-            form.push(("client_secret", secret.clone()));
-        }
-        _ => form.push(("client_id", client.id.clone())),
-    }
-    let resp = req.form(&form).send().await.map_err(|e| OAuthError::Http(e.without_url().to_string()))?;
+    let req = http.post(endpoint).header(reqwest::header::ACCEPT, "application/json");
+    let resp = client
+        .authenticate(req, &mut form)
+        .form(&form)
+        .send()
+        .await
+        .map_err(|e| OAuthError::Http(e.without_url().to_string()))?;
     let status = resp.status();
     let body = discovery::read_limited(resp, MAX_ANSWER).await.map_err(OAuthError::Http)?;
     if !status.is_success() {
@@ -220,17 +235,13 @@ pub(crate) async fn revoke(http: &reqwest::Client, token: &Token) -> Result<(), 
         Some(rt) => (rt.clone(), "refresh_token"),
         None => (token.access_token.clone(), "access_token"),
     };
-    let mut req = http.post(endpoint);
     let mut form = vec![("token", value), ("token_type_hint", hint.to_owned())];
-    match (client.method.as_str(), &client.secret) {
-        ("client_secret_basic", Some(s)) => req = req.basic_auth(url_encode(&client.id), Some(url_encode(s))),
-        ("client_secret_post", Some(s)) => {
-            form.push(("client_id", client.id.clone()));
-            form.push(("client_secret", s.clone()));
-        }
-        _ => form.push(("client_id", client.id.clone())),
-    }
-    let resp = req.form(&form).send().await.map_err(|e| OAuthError::Http(e.without_url().to_string()))?;
+    let resp = client
+        .authenticate(http.post(endpoint), &mut form)
+        .form(&form)
+        .send()
+        .await
+        .map_err(|e| OAuthError::Http(e.without_url().to_string()))?;
     if resp.status().is_success() {
         Ok(())
     } else {

@@ -276,25 +276,21 @@ impl Upstream {
                 self.metrics.clone(),
             ))
         });
-        let (notes, _) = mpsc::channel(1);
-        Self::build(
-            self.spec.clone(),
-            self.max_bytes,
-            self.redactor.clone(),
-            Arc::new(Changes::default()),
-            self.http.clone(),
-            self.metrics.clone(),
-            notes,
-            None,
-            credential,
-        )
+        self.sibling(None, credential)
     }
 
     /// Starts a connection of one session's own to the same server (see
     /// [`Isolated`]), with its own breaker and bulkhead; metrics count
     /// under the same upstream label. It stops with [`Upstream::shutdown`].
     pub fn start_isolated(&self, isolated: Isolated) -> Arc<Self> {
-        // Its notifications go to the session's relay, never to the notes.
+        self.sibling(Some(isolated), self.credential.clone())
+    }
+
+    /// Another connection to the same server, with its own state, breaker
+    /// and bulkhead. Its notifications about no call never reach the
+    /// shared notes: they may concern one client only (an isolated one's
+    /// go to its session's relay; a principal's are dropped and counted).
+    fn sibling(&self, isolated: Option<Isolated>, credential: Option<Arc<crate::oauth::Credential>>) -> Arc<Self> {
         let (notes, _) = mpsc::channel(1);
         Self::build(
             self.spec.clone(),
@@ -304,8 +300,8 @@ impl Upstream {
             self.http.clone(),
             self.metrics.clone(),
             notes,
-            Some(isolated),
-            self.credential.clone(),
+            isolated,
+            credential,
         )
     }
 

@@ -47,49 +47,65 @@ async fn requests(base: &str, path: &str) -> Vec<Value> {
     control(base, &format!("requests?path={path}")).await.as_array().unwrap().clone()
 }
 
+/// A running `mcp-gateway auth login`, past the point where it printed
+/// the authorization URL.
+struct Login {
+    child: tokio::process::Child,
+    out: tokio::io::Lines<BufReader<tokio::process::ChildStdout>>,
+    printed: String,
+    url: reqwest::Url,
+}
+
+impl Login {
+    async fn start(config: &Path, args: &[&str]) -> Login {
+        let mut child = Command::new(gateway_bin())
+            .args(["auth", "login"])
+            .args(args)
+            .arg("--config")
+            .arg(config)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .kill_on_drop(true)
+            .spawn()
+            .unwrap();
+        let mut out = BufReader::new(child.stdout.take().unwrap()).lines();
+        let mut printed = String::new();
+        loop {
+            let line = tokio::time::timeout(PATIENCE, out.next_line()).await.expect("login prints a URL").unwrap();
+            let Some(line) = line else {
+                let err = child.wait_with_output().await.unwrap();
+                panic!("auth login ended before printing a URL:\n{printed}\n{}", String::from_utf8_lossy(&err.stderr));
+            };
+            printed.push_str(&line);
+            printed.push('\n');
+            if line.starts_with("http") {
+                let url = reqwest::Url::parse(&line).unwrap();
+                return Login { child, out, printed, url };
+            }
+        }
+    }
+
+    /// Waits for the command to end: whether it succeeded, and all it said.
+    async fn finish(mut self) -> (bool, String) {
+        let done = tokio::time::timeout(PATIENCE, self.child.wait_with_output()).await.expect("login ends").unwrap();
+        while let Ok(Some(line)) = self.out.next_line().await {
+            self.printed.push_str(&line);
+            self.printed.push('\n');
+        }
+        (done.status.success(), format!("{}{}", self.printed, String::from_utf8_lossy(&done.stderr)))
+    }
+}
+
 /// Runs `mcp-gateway auth login` and completes it the way a browser would:
 /// opens the printed URL (plus `extra` query) and follows the redirects to
 /// the loopback callback. Returns the URL, the exit status and the output.
 async fn login(config: &Path, args: &[&str], extra: &str) -> (reqwest::Url, bool, String) {
-    let mut child = Command::new(gateway_bin())
-        .args(["auth", "login"])
-        .args(args)
-        .arg("--config")
-        .arg(config)
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .kill_on_drop(true)
-        .spawn()
-        .unwrap();
-    let mut out = BufReader::new(child.stdout.take().unwrap()).lines();
-    let mut printed = String::new();
-    let url = loop {
-        let line = tokio::time::timeout(PATIENCE, out.next_line()).await.expect("login prints a URL").unwrap();
-        let Some(line) = line else {
-            let err = child.wait_with_output().await.unwrap();
-            panic!("auth login ended before printing a URL:\n{printed}\n{}", String::from_utf8_lossy(&err.stderr));
-        };
-        printed.push_str(&line);
-        printed.push('\n');
-        if line.starts_with("http") {
-            break reqwest::Url::parse(&line).unwrap();
-        }
-    };
-    let browser = reqwest::Client::new();
-    let page = browser.get(format!("{url}{extra}")).send().await.unwrap();
-    let page = page.text().await.unwrap();
-    let done = tokio::time::timeout(PATIENCE, child.wait_with_output()).await.expect("login ends").unwrap();
-    while let Ok(Some(line)) = out.next_line().await {
-        printed.push_str(&line);
-        printed.push('\n');
-    }
-    let all = format!(
-        "{printed}{}\n{page}\n{}",
-        String::from_utf8_lossy(&done.stdout),
-        String::from_utf8_lossy(&done.stderr)
-    );
-    (url, done.status.success(), all)
+    let run = Login::start(config, args).await;
+    let url = run.url.clone();
+    let page = reqwest::get(format!("{url}{extra}")).await.unwrap().text().await.unwrap();
+    let (ok, said) = run.finish().await;
+    (url, ok, format!("{said}\n{page}"))
 }
 
 /// How a form body encodes `s`.
@@ -324,27 +340,12 @@ async fn a_login_refuses_forged_callbacks_and_wrong_use() {
 
     // A redirect with someone else's state is refused, and nothing is
     // stored. (The "browser" here goes straight to the callback.)
-    let mut child = Command::new(gateway_bin())
-        .args(["auth", "login", "bb", "--config"])
-        .arg(&cfg)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .kill_on_drop(true)
-        .spawn()
-        .unwrap();
-    let mut out = BufReader::new(child.stdout.take().unwrap()).lines();
-    let url = loop {
-        let line = tokio::time::timeout(PATIENCE, out.next_line()).await.unwrap().unwrap().expect("a URL");
-        if line.starts_with("http") {
-            break reqwest::Url::parse(&line).unwrap();
-        }
-    };
-    let redirect = query(&url, "redirect_uri").unwrap();
+    let run = Login::start(&cfg, &["bb"]).await;
+    let redirect = query(&run.url, "redirect_uri").unwrap();
     let r = reqwest::get(format!("{redirect}?code=stolen&state=forged")).await.unwrap();
     assert_eq!(r.status(), 200);
-    let done = tokio::time::timeout(PATIENCE, child.wait_with_output()).await.unwrap().unwrap();
-    let err = String::from_utf8_lossy(&done.stderr);
-    assert!(!done.status.success() && err.contains("state does not match"), "{err}");
+    let (ok, said) = run.finish().await;
+    assert!(!ok && said.contains("state does not match"), "{said}");
     assert!(requests(&base, "/token").await.is_empty(), "the forged code was never redeemed");
     assert!(
         !cfg.parent().unwrap().join("tokens.json").exists()
