@@ -100,6 +100,35 @@ impl Credential {
         self.renew(Some(header)).await
     }
 
+    /// The upstream refused `header` for want of scope (403
+    /// `insufficient_scope`). A person may since have logged in again with
+    /// more scope: a different token in the token file is adopted and
+    /// returned. Otherwise `None` (refreshing cannot add scope).
+    pub async fn stepped_up(&self, header: &HeaderValue) -> Option<HeaderValue> {
+        if !self.uses_file() {
+            return None;
+        }
+        let _one = self.renewing.lock().await;
+        if let Some(live) = &*self.live.load()
+            && live.header != *header
+        {
+            return Some(live.header.clone());
+        }
+        let path = self.spec.token_file.clone();
+        let file = tokio::task::spawn_blocking(move || store::read(&path)).await.ok()?.ok()?;
+        let stored = file.upstreams.get(&self.spec.upstream)?.get(self.principal.as_deref())?.clone();
+        let current = self.live.load().as_ref().map(|l| l.token.access_token.clone());
+        if current.as_deref() == Some(stored.access_token.as_str()) {
+            return None;
+        }
+        self.count("stored", true);
+        tracing::info!(upstream = %self.spec.upstream, principal = self.principal.as_deref().unwrap_or("-"), "Using the newer token in the token file after a 403.");
+        let live = live(stored).ok()?;
+        let header = live.header.clone();
+        self.live.store(Some(Arc::new(live)));
+        Some(header)
+    }
+
     async fn renew(&self, rejected: Option<&HeaderValue>) -> Result<HeaderValue, OAuthError> {
         let _one = self.renewing.lock().await;
         // Renewed by another task while this one waited?

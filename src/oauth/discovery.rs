@@ -72,6 +72,9 @@ pub(crate) struct Discovered {
     /// Scopes to request when none are configured: the challenge's, else
     /// the resource's `scopes_supported`.
     pub(crate) scopes: Vec<String>,
+    /// The RFC 8707 resource to ask tokens for: the configured one, or the
+    /// one the metadata names when that is a same-origin prefix of it.
+    pub(crate) resource: String,
 }
 
 /// Parses the `Bearer` challenge of a `WWW-Authenticate` value (other
@@ -209,8 +212,8 @@ pub(crate) async fn discover(
         None => probe(http, &spec.url).await,
     };
     let challenge_scopes = challenge.as_ref().and_then(|c| c.scope.as_deref()).map(split_scopes);
-    let (issuer, resource_scopes) = match &spec.authorization_server {
-        Some(issuer) => (issuer.clone(), Vec::new()),
+    let (issuer, resource_scopes, resource) = match &spec.authorization_server {
+        Some(issuer) => (issuer.clone(), Vec::new(), spec.resource.clone()),
         None => {
             let resource_url = Url::parse(&spec.url).map_err(|e| fail(e.to_string()))?;
             let mut candidates = Vec::new();
@@ -233,8 +236,11 @@ pub(crate) async fn discover(
                 fail(format!("no protected resource metadata (RFC 9728) found; tried {}", tried.join("; ")))
             })?;
             // RFC 9728 §3.3: metadata for another resource must not be used
-            // (it would send our users to someone else's server).
-            if meta.resource.trim_end_matches('/') != spec.resource.trim_end_matches('/') {
+            // (it would send our users to someone else's server). Metadata
+            // from the root fallback names the origin: a same-origin prefix
+            // of our resource is the same protected resource, and tokens
+            // are then asked for the resource it names.
+            if !resource_allowed(&spec.resource, &meta.resource) {
                 return Err(fail(format!(
                     "its metadata is for resource {:?}, not {:?}; set `resource` if that is right",
                     meta.resource, spec.resource
@@ -245,7 +251,7 @@ pub(crate) async fn discover(
                 .first()
                 .ok_or_else(|| fail("its metadata names no authorization server".into()))?
                 .clone();
-            (issuer, meta.scopes_supported)
+            (issuer, meta.scopes_supported, meta.resource.trim_end_matches('/').to_owned())
         }
     };
     let issuer_url = Url::parse(&issuer).map_err(|_| fail(format!("bad issuer URL {issuer:?}")))?;
@@ -279,7 +285,19 @@ pub(crate) async fn discover(
         Some(s) if !s.is_empty() => s,
         _ => resource_scopes,
     };
-    Ok(Discovered { server, scopes })
+    Ok(Discovered { server, scopes, resource })
+}
+
+/// Whether metadata naming `advertised` may serve `configured`: the same
+/// origin, and `advertised`'s path a whole-segment prefix of ours (what the
+/// official TypeScript SDK accepts too).
+fn resource_allowed(configured: &str, advertised: &str) -> bool {
+    let (Ok(ours), Ok(theirs)) = (Url::parse(configured), Url::parse(advertised)) else { return false };
+    if ours.origin() != theirs.origin() {
+        return false;
+    }
+    let (ours, theirs) = (ours.path().trim_end_matches('/'), theirs.path().trim_end_matches('/'));
+    ours == theirs || ours.strip_prefix(theirs).is_some_and(|rest| rest.starts_with('/'))
 }
 
 /// Authorization server endpoints must be https, except on loopback.
@@ -373,6 +391,24 @@ mod tests {
                 "https://as/t/1/.well-known/openid-configuration",
             ]
         );
+    }
+
+    #[test]
+    fn metadata_may_name_our_resource_or_a_same_origin_prefix_of_it() {
+        let ours = "https://h:8443/api/mcp";
+        for ok in ["https://h:8443/api/mcp", "https://h:8443/api/mcp/", "https://h:8443", "https://h:8443/api"] {
+            assert!(resource_allowed(ours, ok), "{ok}");
+        }
+        for bad in [
+            "https://h:8444/api/mcp",
+            "http://h:8443/api/mcp",
+            "https://evil/api/mcp",
+            "https://h:8443/ap",
+            "https://h:8443/api/mcp/x",
+            "nope",
+        ] {
+            assert!(!resource_allowed(ours, bad), "{bad}");
+        }
     }
 
     #[test]

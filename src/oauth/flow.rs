@@ -194,13 +194,13 @@ pub(crate) async fn client_credentials(
 ) -> Result<Token, OAuthError> {
     let client =
         Client::configured(spec).ok_or_else(|| OAuthError::Config("client_credentials needs client_id".into()))?;
-    let mut form = vec![("grant_type", "client_credentials".to_owned()), ("resource", spec.resource.clone())];
+    let mut form = vec![("grant_type", "client_credentials".to_owned()), ("resource", found.resource.clone())];
     let scopes = if spec.scopes.is_empty() { &found.scopes } else { &spec.scopes };
     if !scopes.is_empty() {
         form.push(("scope", scopes.join(" ")));
     }
     let answer = token_request(http, &found.server.token_endpoint, &client, form).await?;
-    Ok(token_of(answer, &Issued { server: &found.server, client: &client, resource: &spec.resource }, None))
+    Ok(token_of(answer, &Issued { server: &found.server, client: &client, resource: &found.resource }, None))
 }
 
 /// Refreshes `token` (the server may rotate the refresh token: the new one
@@ -380,7 +380,7 @@ pub async fn login(
             .append_pair("code_challenge", &pkce.challenge)
             .append_pair("code_challenge_method", "S256")
             .append_pair("state", &state)
-            .append_pair("resource", &spec.resource);
+            .append_pair("resource", &found.resource);
         if !scopes.is_empty() {
             q.append_pair("scope", &scopes.join(" "));
         }
@@ -412,10 +412,10 @@ pub async fn login(
         ("code", code),
         ("redirect_uri", redirect_uri),
         ("code_verifier", pkce.verifier),
-        ("resource", spec.resource.clone()),
+        ("resource", found.resource.clone()),
     ];
     let answer = token_request(http, &server.token_endpoint, &client, form).await?;
-    let token = token_of(answer, &Issued { server, client: &client, resource: &spec.resource }, None);
+    let token = token_of(answer, &Issued { server, client: &client, resource: &found.resource }, None);
     let outcome = LoginOutcome {
         file: spec.token_file.clone(),
         expires_in: token.lifetime(),

@@ -121,6 +121,15 @@ impl HttpLink {
                 bearer = Some(cred.rejected(old).await.map_err(|e| LinkError::Auth(e.to_string()))?);
                 continue;
             }
+            // 403: a login with more scope since this token was taken
+            // (step-up) is used at once; there is nothing else to try.
+            if let (StatusCode::FORBIDDEN, false, Some(cred), Some(old)) = (resp.status(), renewed, &self.auth, &bearer)
+                && let Some(newer) = cred.stepped_up(old).await
+            {
+                renewed = true;
+                bearer = Some(newer);
+                continue;
+            }
             break resp;
         };
         let status = resp.status();

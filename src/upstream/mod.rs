@@ -556,7 +556,7 @@ impl Upstream {
                 Ok((conn, negotiated)) => {
                     let since = Instant::now();
                     connection += 1;
-                    let reason = self.serve(conn, negotiated, connection, rx, &inbox).await;
+                    let (reason, class) = self.serve(conn, negotiated, connection, rx, &inbox).await;
                     if self.shutdown.is_cancelled() {
                         break;
                     }
@@ -566,10 +566,10 @@ impl Upstream {
                         if self.crash_loop.swap(false, Ordering::Relaxed) {
                             tracing::info!(upstream = %self.spec.id, "Upstream left its crash loop.");
                         }
-                    } else {
+                    } else if class != ErrorClass::UpstreamAuth {
                         short_runs += 1;
                     }
-                    (reason, ErrorClass::Transport)
+                    (reason, class)
                 }
                 Err(e) => {
                     // The status names the upstream already.
@@ -708,12 +708,15 @@ impl Upstream {
         connection: u64,
         mut events: mpsc::Receiver<Event>,
         inbox: &Arc<Inbox>,
-    ) -> String {
+    ) -> (String, ErrorClass) {
         let lists = match self.fetch_lists(&conn, &negotiated.capabilities).await {
             Ok(l) => l,
             Err(e) => {
                 conn.link.shutdown().await;
-                return format!("tools/list failed: {}", e.message);
+                // Refused for want of a token or scope: a person must act
+                // (and a login brings it back); not a crash.
+                let class = if e.class == ErrorClass::UpstreamAuth { e.class } else { ErrorClass::Transport };
+                return (format!("tools/list failed: {}", e.message), class);
             }
         };
         let ready = |lists: Lists| {
@@ -734,7 +737,7 @@ impl Upstream {
                     tracing::warn!(upstream = %self.spec.id, "Giving up the connection: {reason}.");
                     inbox.close(reason.clone());
                     conn.link.shutdown().await;
-                    return reason;
+                    return (reason, ErrorClass::Transport);
                 }
                 ev = events.recv() => match ev {
                     Some(Event::Request(m, relay)) => self.answer(&conn, m, relay),
@@ -742,16 +745,16 @@ impl Upstream {
                         Some(kind) => self.refresh(&conn, kind, &ready).await,
                         None => self.pass_on(m),
                     },
-                    None => return "event channel closed".into(),
+                    None => return ("event channel closed".into(), ErrorClass::Transport),
                 },
                 () = inbox.closed() => {
                     conn.link.shutdown().await;
-                    return inbox.close_reason();
+                    return (inbox.close_reason(), ErrorClass::Transport);
                 }
                 () = self.shutdown.cancelled() => {
                     conn.link.shutdown().await;
                     inbox.close("gateway shutting down".into());
-                    return "gateway shutting down".into();
+                    return ("gateway shutting down".into(), ErrorClass::Transport);
                 }
             }
         }

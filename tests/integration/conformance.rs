@@ -5,6 +5,10 @@
 //! response modes. Every scenario that passes directly must pass through
 //! the gateway. The matrix is printed (run with `--nocapture` to see it;
 //! the README keeps a copy).
+//!
+//! And the suite's client scenarios with the gateway as the client under
+//! test (`scripts/conformance-client.sh`): its upstream side, the
+//! handshake and above all upstream OAuth. Every one must pass.
 
 use std::collections::BTreeMap;
 use std::process::Command;
@@ -13,24 +17,33 @@ use crate::support::*;
 
 /// `scenario → PASS|FAIL line` from a conformance.sh run.
 fn matrix(args: &[&str]) -> BTreeMap<String, String> {
-    let out = Command::new(root().join("scripts/conformance.sh")).args(args).output().expect("conformance.sh runs");
+    let rows = run_script("conformance.sh", args, &[]);
+    assert!(rows.len() >= 30, "the whole server suite ran: {rows:?}");
+    rows
+}
+
+/// Runs one of the conformance scripts; its matrix rows by scenario.
+fn run_script(script: &str, args: &[&str], env: &[(&str, &str)]) -> BTreeMap<String, String> {
+    let out = Command::new(root().join("scripts").join(script))
+        .args(args)
+        .envs(env.iter().copied())
+        .output()
+        .unwrap_or_else(|e| panic!("{script} runs: {e}"));
     let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
     assert!(
         out.status.success(),
-        "conformance.sh {args:?}: {}\n{stdout}\n{}",
+        "{script} {args:?}: {}\n{stdout}\n{}",
         out.status,
         String::from_utf8_lossy(&out.stderr)
     );
-    let rows: BTreeMap<String, String> = stdout
+    stdout
         .lines()
         .filter_map(|l| {
             let mut words = l.split_whitespace();
             let (name, verdict) = (words.next()?, words.next()?);
             matches!(verdict, "PASS" | "FAIL").then(|| (name.to_owned(), l.to_owned()))
         })
-        .collect();
-    assert!(rows.len() >= 30, "the whole server suite ran: {stdout}");
-    rows
+        .collect()
 }
 
 fn passes(row: &str) -> bool {
@@ -76,4 +89,14 @@ async fn every_scenario_that_passes_directly_passes_through_the_gateway() {
         let failing: Vec<_> = direct.iter().filter(|(_, r)| !passes(r)).map(|(n, _)| n.as_str()).collect();
         assert_eq!(failing, ["server-sse-polling"], "the fixture regressed");
     }
+}
+
+#[tokio::test]
+async fn the_gateway_passes_the_suites_client_auth_scenarios() {
+    let out = tempfile::tempdir().unwrap();
+    let rows = run_script("conformance-client.sh", &[&path_str(out.path())], &[("MCP_GATEWAY_BIN", gateway_bin())]);
+    println!("{}", rows.values().cloned().collect::<Vec<_>>().join("\n"));
+    assert!(rows.len() >= 17, "initialize, tools_call and the auth suite ran: {rows:?}");
+    let failed: Vec<_> = rows.values().filter(|r| !passes(r)).collect();
+    assert!(failed.is_empty(), "client scenarios failed through the gateway:\n{failed:#?}");
 }

@@ -372,4 +372,11 @@ async fn a_token_without_the_needed_scope_is_refused_with_the_step_up_to_run() {
     let msg = r["error"]["message"].as_str().unwrap();
     assert!(msg.contains("needs scope `mcp:tools`") && msg.contains("--scope \"mcp:tools\""), "{msg}");
     assert_eq!(control(&base, "stats").await["mcp_403"], 1, "refused once, not retried");
+
+    // The step-up the message asks for, done while the gateway runs: its
+    // next call uses the new token (no restart).
+    let (_, ok, out) = login(&cfg, &["bb", "--scope", "mcp:tools mcp:admin"], "").await;
+    assert!(ok, "{out}");
+    let me = who(&c.call("bb__whoami", json!({})).await);
+    assert!(me["scopes"].as_array().unwrap().contains(&json!("mcp:tools")), "{me}");
 }
