@@ -15,25 +15,11 @@ use std::time::Duration;
 use serde_json::{Value, json};
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 
+use crate::support::keys::*;
 use crate::support::*;
-use mcp_gateway::security::auth::hash_key;
 
-const RESOURCE: &str = "http://gateway.test/mcp";
-const ALICE: &str = "alice-key-0123456789";
-const BOB: &str = "bob-key-0123456789";
 /// `gateway.max_message_bytes` of the HTTP gateways here.
 const MAX: usize = 65536;
-
-/// `[auth]` with API keys for alice and bob, plus `more` (e.g. `[auth.jwt]`).
-fn keys_with(more: &str) -> String {
-    format!(
-        "[auth]\nresource = \"{RESOURCE}\"\n{more}\
-         [[auth.api_keys]]\nprincipal = \"alice\"\nsha256 = \"{}\"\n\
-         [[auth.api_keys]]\nprincipal = \"bob\"\nsha256 = \"{}\"\n",
-        hash_key(ALICE),
-        hash_key(BOB)
-    )
-}
 
 fn http_config(auth: &str) -> String {
     format!("[gateway]\nmax_message_bytes = {MAX}\n{auth}{}", raw_stdio("raw", ""))
@@ -576,7 +562,7 @@ async fn run_body_matrix(gw: &Gateway, keeper: &mut McpHttp, token: Option<&str>
 
 #[tokio::test]
 async fn hostile_bodies_with_api_keys() {
-    let mut gw = Gateway::start(&http_config(&keys_with(""))).await;
+    let mut gw = Gateway::start(&http_config(&keys())).await;
     gw.authorize(ALICE);
     gw.wait_ready("raw").await;
     let mut keeper = McpHttp::connect_as(&gw.url(), ALICE).await;
