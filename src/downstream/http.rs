@@ -25,16 +25,19 @@
 //!
 //! Every `/mcp`, `/sse` and `/messages` request is checked against the
 //! `Host` and `Origin` allow-lists first (403), which defends against DNS
-//! rebinding.
+//! rebinding, then authenticated (401). A POST's headers are checked next
+//! (declared length, Content-Type, Accept), and only then is its body read:
+//! at most `max_message_bytes` (413), within [`BODY_READ_TIMEOUT`] (408 and
+//! the connection closed). Slow request heads are the accept loop's
+//! business ([`super::listen`]).
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use axum::Router;
 use axum::body::{Body, Bytes};
-use axum::extract::rejection::BytesRejection;
-use axum::extract::{DefaultBodyLimit, State};
-use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::extract::{DefaultBodyLimit, Request, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, Version, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use tokio_util::sync::CancellationToken;
@@ -47,6 +50,14 @@ use crate::routing::Gateway;
 use crate::security::auth::{AuthSetupError, Authenticator, Principal};
 use crate::telemetry::metrics::ReasonLabels;
 use crate::telemetry::trace::TRACEPARENT;
+
+/// Longest a client may take to send a request body, whole, once its
+/// request was admitted. At the smallest rate this allows (a body of the
+/// default `max_message_bytes`, 16 MiB, in 30 s: about 560 KB/s) no client
+/// on a working link is cut off; a slower one gets 408 and its connection
+/// is closed, so it cannot hold a buffer of up to `max_message_bytes`
+/// open indefinitely. A constant: `[gateway]` has no key for it.
+pub const BODY_READ_TIMEOUT: Duration = Duration::from_secs(30);
 
 const SESSION_HEADER: &str = "mcp-session-id";
 const VERSION_HEADER: &str = "mcp-protocol-version";
@@ -119,6 +130,8 @@ pub fn router(gateway: Arc<Gateway>, shutdown: CancellationToken) -> Result<Rout
     if !split {
         main = main.route("/metrics", get(metrics_checked));
     }
+    // Bodies are read by `App::read_body`, after admission; the layer keeps
+    // any extractor that would read one to the same limit.
     Ok(main.layer(DefaultBodyLimit::max(max)).with_state(app))
 }
 
@@ -162,24 +175,18 @@ async fn expire_sessions(app: Arc<App>) {
     }
 }
 
-async fn post_mcp(State(app): State<Arc<App>>, headers: HeaderMap, body: Result<Bytes, BytesRejection>) -> Response {
-    let principal = match app.admit(&headers).await {
+async fn post_mcp(State(app): State<Arc<App>>, request: Request) -> Response {
+    let (parts, body) = request.into_parts();
+    let headers = &parts.headers;
+    // Who the client is and what it sends are checked on the headers
+    // alone: a client that may not post, or whose body would be refused
+    // anyway, is answered before a byte of its body is read.
+    let principal = match app.admit(headers).await {
         Ok(p) => p,
         Err(r) => return r,
     };
-    let body = match body {
-        Ok(b) => b,
-        Err(rej) => {
-            let status = rej.status();
-            let msg = if status == StatusCode::PAYLOAD_TOO_LARGE {
-                format!("Request body exceeds {} bytes", app.gateway.config().gateway.max_message_bytes)
-            } else {
-                rej.body_text()
-            };
-            return rpc_error(status, None, protocol::INVALID_REQUEST, &msg);
-        }
-    };
-    if !header_has(&headers, header::CONTENT_TYPE, "application/json") {
+    if !header_has(headers, header::CONTENT_TYPE, "application/json") {
+        app.rejected("content_type");
         return rpc_error(
             StatusCode::UNSUPPORTED_MEDIA_TYPE,
             None,
@@ -190,8 +197,9 @@ async fn post_mcp(State(app): State<Arc<App>>, headers: HeaderMap, body: Result<
     if headers.contains_key(header::ACCEPT)
         && !["application/json", "text/event-stream", "*/*", "application/*"]
             .iter()
-            .any(|t| header_has(&headers, header::ACCEPT, t))
+            .any(|t| header_has(headers, header::ACCEPT, t))
     {
+        app.rejected("accept");
         return rpc_error(
             StatusCode::NOT_ACCEPTABLE,
             None,
@@ -199,11 +207,15 @@ async fn post_mcp(State(app): State<Arc<App>>, headers: HeaderMap, body: Result<
             "Accept must allow application/json or text/event-stream",
         );
     }
+    let body = match app.read_body(parts.version, body).await {
+        Ok(b) => b,
+        Err(r) => return r,
+    };
     let msg = match Message::parse(&body) {
         Ok(m) => m,
         Err(e) => return (StatusCode::BAD_REQUEST, json_headers(), e.to_response()).into_response(),
     };
-    let sse = app.mode == ResponseMode::Sse && header_has(&headers, header::ACCEPT, "text/event-stream");
+    let sse = app.mode == ResponseMode::Sse && header_has(headers, header::ACCEPT, "text/event-stream");
     match msg.kind() {
         Ok(MessageKind::Request) if msg.method() == "initialize" => {
             let id = msg.id.as_deref().expect("requests have ids");
@@ -229,7 +241,7 @@ async fn post_mcp(State(app): State<Arc<App>>, headers: HeaderMap, body: Result<
         }
         Ok(MessageKind::Request) => {
             let id = msg.id.as_deref().expect("requests have ids");
-            let session = match app.session(&headers, Some(id), &principal) {
+            let session = match app.session(headers, Some(id), &principal) {
                 Ok(s) => s,
                 Err(r) => return r,
             };
@@ -249,7 +261,7 @@ async fn post_mcp(State(app): State<Arc<App>>, headers: HeaderMap, body: Result<
                 Some(reply) => reply_response(reply, false),
                 // Cancelled: no reply (cancellation.mdx). A stream that
                 // ends without one says that, when the client takes SSE.
-                None if header_has(&headers, header::ACCEPT, "text/event-stream") => {
+                None if header_has(headers, header::ACCEPT, "text/event-stream") => {
                     let mut resp = Response::new(Body::empty());
                     resp.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("text/event-stream"));
                     resp
@@ -257,7 +269,7 @@ async fn post_mcp(State(app): State<Arc<App>>, headers: HeaderMap, body: Result<
                 None => rpc_error(StatusCode::OK, Some(id), REQUEST_CANCELLED, "Request cancelled"),
             }
         }
-        Ok(MessageKind::Notification) => match app.session(&headers, None, &principal) {
+        Ok(MessageKind::Notification) => match app.session(headers, None, &principal) {
             Ok(s) => {
                 s.touch();
                 app.gateway.notify(&msg, &s.client.peer);
@@ -265,7 +277,7 @@ async fn post_mcp(State(app): State<Arc<App>>, headers: HeaderMap, body: Result<
             }
             Err(r) => r,
         },
-        Ok(MessageKind::Response) => match app.session(&headers, None, &principal) {
+        Ok(MessageKind::Response) => match app.session(headers, None, &principal) {
             Ok(s) => {
                 s.touch();
                 app.gateway.respond(&msg, &s.client.peer);
@@ -513,11 +525,12 @@ struct LegacyQuery {
 /// session's stream.
 async fn post_messages(
     State(app): State<Arc<App>>,
-    headers: HeaderMap,
     query: Result<axum::extract::Query<LegacyQuery>, axum::extract::rejection::QueryRejection>,
-    body: Result<Bytes, BytesRejection>,
+    request: Request,
 ) -> Response {
-    let principal = match app.admit(&headers).await {
+    let (parts, body) = request.into_parts();
+    let headers = &parts.headers;
+    let principal = match app.admit(headers).await {
         Ok(p) => p,
         Err(r) => return r,
     };
@@ -529,9 +542,9 @@ async fn post_messages(
     let Some(session) = session else {
         return rpc_error(StatusCode::NOT_FOUND, None, protocol::INVALID_REQUEST, "Session not found");
     };
-    let body = match body {
+    let body = match app.read_body(parts.version, body).await {
         Ok(b) => b,
-        Err(rej) => return rpc_error(rej.status(), None, protocol::INVALID_REQUEST, &rej.body_text()),
+        Err(r) => return r,
     };
     let msg = match Message::parse(&body) {
         Ok(m) => m,
@@ -686,6 +699,63 @@ impl App {
         }
     }
 
+    /// Reads a request body of at most `max_message_bytes` within
+    /// [`BODY_READ_TIMEOUT`]: 413 at once when its declared length is over
+    /// the limit (nothing is read) or as soon as it grows over it, 408 when
+    /// it is too slow (and the connection is closed), 400 when the client
+    /// breaks it off.
+    async fn read_body(&self, version: Version, body: Body) -> Result<Bytes, Response> {
+        let max = self.gateway.config().gateway.max_message_bytes;
+        let too_large = || {
+            self.rejected("body_too_large");
+            let msg = format!("Request body exceeds {max} bytes");
+            rpc_error(StatusCode::PAYLOAD_TOO_LARGE, None, protocol::INVALID_REQUEST, &msg)
+        };
+        if usize::try_from(axum::body::HttpBody::size_hint(&body).lower()).map_or(true, |n| n > max) {
+            return Err(too_large());
+        }
+        let read = async {
+            let mut chunks = body.into_data_stream();
+            let mut buf = Vec::new();
+            while let Some(chunk) = futures_util::StreamExt::next(&mut chunks).await {
+                let chunk = chunk.map_err(|e| e.to_string())?;
+                if buf.len() + chunk.len() > max {
+                    return Ok(None);
+                }
+                buf.extend_from_slice(&chunk);
+            }
+            Ok::<_, String>(Some(Bytes::from(buf)))
+        };
+        match tokio::time::timeout(BODY_READ_TIMEOUT, read).await {
+            Ok(Ok(Some(body))) => Ok(body),
+            Ok(Ok(None)) => Err(too_large()),
+            Ok(Err(e)) => {
+                tracing::debug!(error = %e, "Could not read a request body.");
+                let msg = format!("Could not read the request body: {e}");
+                Err(rpc_error(StatusCode::BAD_REQUEST, None, protocol::INVALID_REQUEST, &msg))
+            }
+            Err(_) => {
+                self.rejected("body_timeout");
+                let secs = BODY_READ_TIMEOUT.as_secs();
+                tracing::warn!(timeout_s = secs, "Refused a request whose body did not arrive in time.");
+                let msg = format!("Request Timeout: the body did not arrive within {secs} s");
+                let mut resp = rpc_error(StatusCode::REQUEST_TIMEOUT, None, protocol::INVALID_REQUEST, &msg);
+                // The rest of the body may still come; only closing the
+                // connection gets rid of it. (HTTP/2 has no such header:
+                // the stream is reset when the handler drops the body.)
+                if version < Version::HTTP_2 {
+                    resp.headers_mut().insert(header::CONNECTION, HeaderValue::from_static("close"));
+                }
+                Err(resp)
+            }
+        }
+    }
+
+    /// Counts a request refused before routing, by `reason`.
+    fn rejected(&self, reason: &'static str) {
+        self.gateway.telemetry().metrics.http_rejections.get_or_create(&ReasonLabels { reason }).inc();
+    }
+
     /// Whether a session opened by `owner` may be used by `presenter`;
     /// counts and logs the refusal.
     fn same_principal(&self, owner: &Principal, presenter: &Principal) -> bool {
@@ -703,6 +773,7 @@ impl App {
     fn check_origin(&self, headers: &HeaderMap) -> Result<(), Response> {
         let host = headers.get(header::HOST).and_then(|h| h.to_str().ok()).unwrap_or("");
         if !host_allowed(&self.hosts, host) {
+            self.rejected("host");
             tracing::warn!(host = %host, "Refused a request with a Host that is not allowed.");
             return Err(rpc_error(
                 StatusCode::FORBIDDEN,
@@ -714,6 +785,7 @@ impl App {
         if let Some(origin) = headers.get(header::ORIGIN) {
             let origin = origin.to_str().unwrap_or("");
             if !origin_allowed(&self.origins, origin) {
+                self.rejected("origin");
                 tracing::warn!(origin = %origin, "Refused a request with an Origin that is not allowed.");
                 return Err(rpc_error(
                     StatusCode::FORBIDDEN,

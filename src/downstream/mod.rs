@@ -7,6 +7,7 @@
 //! Architecture Invariant: nothing here talks to an upstream directly.
 
 pub mod http;
+pub mod listen;
 mod session;
 pub mod stdio;
 

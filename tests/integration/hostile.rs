@@ -573,9 +573,24 @@ async fn hostile_bodies_with_api_keys() {
     assert!(n > 80, "{n} cases");
     eprintln!("hostile: {n} body cases passed");
 
-    // Without credentials nothing is parsed: 401 and a challenge, whatever
-    // the body. (The body is still read first, up to the limit, and with
-    // no time limit: see the report of issue 6 item 9.)
+    // Without credentials nothing is read: 401 and a challenge, whatever
+    // the body, before the body. The client here keeps most of its body
+    // back and never closes; the answer must come anyway.
+    let addr = gw.addr;
+    for (name, declared) in
+        [("unauthenticated, body held back", MAX - 10), ("unauthenticated, 16 MiB declared", 16 << 20)]
+    {
+        let head = format!(
+            "POST /mcp HTTP/1.1\r\nHost: {addr}\r\nContent-Type: application/json\r\n\
+             Accept: application/json, text/event-stream\r\nContent-Length: {declared}\r\n\r\n"
+        );
+        let answer = held_open(gw.addr, &cat(&[head.as_bytes(), &[b' '; 1000]]), None)
+            .await
+            .unwrap_or_else(|e| panic!("{name}: {e}"));
+        assert_eq!(statuses(&answer), [401], "{name}: {answer}");
+        assert!(answer.contains("authentication required"), "{name}: {answer}");
+        still_healthy(&gw, &mut keeper, name).await;
+    }
     let unauth = [
         case(
             "unauthenticated malformed JSON",
@@ -622,12 +637,25 @@ async fn hostile_bodies_and_wire_garbage_without_auth() {
     let mut keeper = gw.client().await;
     let survivor = in_flight(&keeper, "survivor-open");
 
+    // Connections that take their time hold nothing for long: they run
+    // during both matrices and are checked at the end.
+    let slow = tokio::spawn(slow_clients(gw.addr));
+
     let n = run_body_matrix(&gw, &mut keeper, None).await;
     assert!(n > 80, "{n} cases");
     eprintln!("hostile: {n} body cases passed");
     let n = run_wire_matrix(&gw, &mut keeper).await;
     assert!(n >= 15, "{n} wire cases");
     eprintln!("hostile: {n} wire cases passed");
+
+    let n = slow.await.unwrap();
+    eprintln!("hostile: {n} slow-client cases passed");
+    still_healthy(&gw, &mut keeper, "the slow clients").await;
+    let m = gw.http.get(format!("http://{}/metrics", gw.addr)).send().await.unwrap().text().await.unwrap();
+    for reason in ["header_timeout", "body_timeout", "body_too_large", "content_type", "accept"] {
+        let series = format!("mcp_gateway_http_rejections_total{{reason=\"{reason}\"}}");
+        assert!(m.contains(&series), "no {series} in the metrics");
+    }
 
     let r = survivor.await.unwrap();
     assert_eq!(text(&r), "survivor-open", "the call in flight during the barrage: {r}");
@@ -647,6 +675,84 @@ enum Wire {
     /// Any 4xx, or the connection closed without an answer (hyper drops
     /// some garbage silently); never a 5xx, never a hang.
     Refused,
+}
+
+/// Sends `first` on a fresh connection, then (with `trickle`) one more
+/// byte of it every second, never closing its side; returns what the
+/// server sent until it closed the connection, or why not within PATIENCE.
+async fn held_open(addr: std::net::SocketAddr, first: &[u8], trickle: Option<u8>) -> Result<String, String> {
+    let s = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let (mut rx, mut tx) = s.into_split();
+    tx.write_all(first).await.unwrap();
+    let writer = tokio::spawn(async move {
+        if let Some(b) = trickle {
+            // Stops when the server has closed the connection.
+            while tx.write_all(&[b]).await.is_ok() {
+                tokio::time::sleep(Duration::from_secs(1)).await;
+            }
+        }
+        // Held (not dropped) so the client never closes its side.
+        std::future::pending::<()>().await;
+    });
+    let mut out = Vec::new();
+    // A reset after the answer counts as closed: what came before it is in
+    // `out` either way.
+    let read = tokio::time::timeout(PATIENCE, rx.read_to_end(&mut out)).await;
+    writer.abort();
+    let answer = String::from_utf8_lossy(&out).into_owned();
+    match read {
+        Ok(_) => Ok(answer),
+        Err(_) => Err(format!("the connection is still open after {PATIENCE:?}; got so far: {answer:?}")),
+    }
+}
+
+/// Clients that are slow on purpose, all at once: each connection must be
+/// closed by the gateway (within PATIENCE), with 408 when a request was
+/// already admitted. Returns how many cases passed.
+async fn slow_clients(addr: std::net::SocketAddr) -> usize {
+    let post = |len: usize| {
+        format!(
+            "POST /mcp HTTP/1.1\r\nHost: {addr}\r\nContent-Type: application/json\r\n\
+             Accept: application/json, text/event-stream\r\nContent-Length: {len}\r\n\r\n"
+        )
+    };
+    type Check = fn(&str) -> bool;
+    let timed_out: Check = |a| {
+        statuses(a) == [408] && a.contains("did not arrive") && a.to_ascii_lowercase().contains("connection: close")
+    };
+    // Closed without an answer, or with 408 at most.
+    let closed: Check = |a| statuses(a).iter().all(|s| *s == 408);
+    let too_large: Check = |a| statuses(a) == [413] && a.contains("exceeds 65536 bytes");
+    let cases: Vec<(&str, Vec<u8>, Option<u8>, Check)> = vec![
+        ("a connection that sends nothing", vec![], None, closed),
+        (
+            "a request head sent a byte a second",
+            format!("POST /mcp HTTP/1.1\r\nHost: {addr}\r\nX-Slow: ").into_bytes(),
+            Some(b'a'),
+            closed,
+        ),
+        (
+            "a request head that stops halfway",
+            format!("POST /mcp HTTP/1.1\r\nHost: {addr}\r\n").into_bytes(),
+            None,
+            closed,
+        ),
+        ("an HTTP/2 preface that stops halfway", b"PRI * HTTP/2.0\r\n".to_vec(), None, closed),
+        ("a body that stops", cat(&[post(1000).as_bytes(), b"{\"jsonrpc\""]), None, timed_out),
+        ("a body sent a byte a second", post(60_000).into_bytes(), Some(b' '), closed),
+        ("16 MiB declared, 1000 bytes sent", cat(&[post(16 << 20).as_bytes(), &[b' '; 1000]]), None, too_large),
+    ];
+    let n = cases.len();
+    let runs = cases.into_iter().map(|(name, first, trickle, check)| async move {
+        match held_open(addr, &first, trickle).await {
+            Ok(a) if check(&a) => None,
+            Ok(a) => Some(format!("{name}: unexpected answer {a:?}")),
+            Err(e) => Some(format!("{name}: {e}")),
+        }
+    });
+    let failures: Vec<String> = futures_util::future::join_all(runs).await.into_iter().flatten().collect();
+    all_passed("slow-client", &failures);
+    n
 }
 
 /// Sends `bytes` on a fresh connection (then half-closes it when `eof`),
