@@ -1586,20 +1586,43 @@ async fn hostile_stdio_lines_keep_the_session() {
     let r = gw.survivor.take().unwrap();
     assert_eq!(text(&r), STDIO_SURVIVOR, "the call in flight during the barrage: {r}");
 
-    // A last line without a newline, then EOF: it is still read and
-    // answered, and the gateway exits cleanly. (A bad line is answered
-    // in the read loop itself. A valid request left this way may go
-    // unanswered: at EOF the calls in flight are dropped, and one just
-    // spawned is in flight. See the report of issue 6 item 9.)
-    gw.write(br#"{"jsonrpc":"1.0","id":"last","method":"ping"}"#).await;
+    // Then the client closes stdin and waits for the exit (lifecycle.mdx):
+    // every request read before EOF is answered first, a call that takes a
+    // second included, and the last line even without its newline.
+    let mut last = Vec::new();
+    let mut want: Vec<(Value, bool)> = Vec::new();
+    for i in 0..20 {
+        let id = json!(format!("eof-{i}"));
+        last.extend(cat(&[&ping(&id.to_string()), b"\n"]));
+        want.push((id, true));
+    }
+    let sleep = json!({"jsonrpc":"2.0","id":"eof-sleep","method":"tools/call",
+        "params":{"name":"raw__sleep","arguments":{"ms":1000,"tag":"eof-sleep"}}});
+    let echo = json!({"jsonrpc":"2.0","id":"eof-echo","method":"tools/call",
+        "params":{"name":"raw__echo","arguments":{"eof":true}}});
+    last.extend(format!("{sleep}\n{echo}\n").into_bytes());
+    last.extend(br#"{"jsonrpc":"1.0","id":"eof-bad","method":"ping"}"#.iter().chain(b"\n"));
+    last.extend(ping("\"eof-last\""));
+    want.extend([(json!("eof-sleep"), true), (json!("eof-echo"), true), (json!("eof-bad"), false)]);
+    want.push((json!("eof-last"), true));
+    gw.write(&last).await;
     let Stdio { mut child, stdin, mut out, stderr, .. } = gw;
     drop(stdin);
     let mut rest = String::new();
     tokio::time::timeout(PATIENCE, out.read_to_string(&mut rest)).await.expect("stdout ends").unwrap();
-    let last: Vec<Value> =
+    let replies: Vec<Value> =
         rest.lines().map(|l| serde_json::from_str(l).unwrap()).filter(|v: &Value| v.get("id").is_some()).collect();
-    assert_eq!(last.len(), 1, "{rest}");
-    assert_eq!((&last[0]["id"], &last[0]["error"]["code"]), (&json!("last"), &json!(-32600)), "{rest}");
+    for (id, ok) in &want {
+        let got: Vec<&Value> = replies.iter().filter(|r| r["id"] == *id).collect();
+        assert_eq!(got.len(), 1, "one reply to {id} after EOF; got {got:?}\n{rest}");
+        match ok {
+            true => assert!(got[0].get("result").is_some(), "{id}: {}", got[0]),
+            false => assert_eq!(got[0]["error"]["code"], -32600, "{id}: {}", got[0]),
+        }
+    }
+    assert_eq!(replies.len(), want.len(), "{rest}");
+    let r = replies.iter().find(|r| r["id"] == "eof-sleep").unwrap();
+    assert_eq!(text(r), "eof-sleep", "{r}");
     let status = tokio::time::timeout(PATIENCE, child.wait()).await.expect("exits").unwrap();
     let logs = stderr.lock().unwrap().clone();
     assert!(status.success(), "{status}\n{logs}");
