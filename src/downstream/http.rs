@@ -42,6 +42,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use tokio_util::sync::CancellationToken;
 
+use super::media;
 use super::session::{Session, Sessions};
 use crate::config::ResponseMode;
 use crate::protocol::{self, Message, MessageKind, encode};
@@ -185,7 +186,7 @@ async fn post_mcp(State(app): State<Arc<App>>, request: Request) -> Response {
         Ok(p) => p,
         Err(r) => return r,
     };
-    if !header_has(headers, header::CONTENT_TYPE, "application/json") {
+    if !media::content_type_is(headers, "application", "json") {
         app.rejected("content_type");
         return rpc_error(
             StatusCode::UNSUPPORTED_MEDIA_TYPE,
@@ -194,11 +195,10 @@ async fn post_mcp(State(app): State<Arc<App>>, request: Request) -> Response {
             "Content-Type must be application/json",
         );
     }
-    if headers.contains_key(header::ACCEPT)
-        && !["application/json", "text/event-stream", "*/*", "application/*"]
-            .iter()
-            .any(|t| header_has(headers, header::ACCEPT, t))
-    {
+    // The reply is JSON, or an SSE stream for a client that names
+    // text/event-stream itself; no Accept at all takes either.
+    let accept = media::Accept::from_headers(headers);
+    if accept.as_ref().is_some_and(|a| !a.allows("application", "json") && !a.names("text", "event-stream")) {
         app.rejected("accept");
         return rpc_error(
             StatusCode::NOT_ACCEPTABLE,
@@ -215,7 +215,7 @@ async fn post_mcp(State(app): State<Arc<App>>, request: Request) -> Response {
         Ok(m) => m,
         Err(e) => return (StatusCode::BAD_REQUEST, json_headers(), e.to_response()).into_response(),
     };
-    let sse = app.mode == ResponseMode::Sse && header_has(headers, header::ACCEPT, "text/event-stream");
+    let sse = app.mode == ResponseMode::Sse && accept.as_ref().is_some_and(|a| a.names("text", "event-stream"));
     match msg.kind() {
         Ok(MessageKind::Request) if msg.method() == "initialize" => {
             let id = msg.id.as_deref().expect("requests have ids");
@@ -261,7 +261,7 @@ async fn post_mcp(State(app): State<Arc<App>>, request: Request) -> Response {
                 Some(reply) => reply_response(reply, false),
                 // Cancelled: no reply (cancellation.mdx). A stream that
                 // ends without one says that, when the client takes SSE.
-                None if header_has(headers, header::ACCEPT, "text/event-stream") => {
+                None if accept.as_ref().is_some_and(|a| a.names("text", "event-stream")) => {
                     let mut resp = Response::new(Body::empty());
                     resp.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("text/event-stream"));
                     resp
@@ -395,7 +395,9 @@ async fn get_mcp(State(app): State<Arc<App>>, headers: HeaderMap) -> Response {
         Ok(p) => p,
         Err(r) => return r,
     };
-    if !header_has(&headers, header::ACCEPT, "text/event-stream") {
+    // The stream is all a GET can get: text/event-stream must be named
+    // (a wildcard is not enough, as the transport asks of clients).
+    if !media::accept_names(&headers, "text", "event-stream") {
         return rpc_error(
             StatusCode::NOT_ACCEPTABLE,
             None,
@@ -851,10 +853,6 @@ fn json_headers() -> [(header::HeaderName, HeaderValue); 1] {
 
 fn rpc_error(status: StatusCode, id: Option<&protocol::RawValue>, code: i64, message: &str) -> Response {
     (status, json_headers(), encode::error(id, code, message, None)).into_response()
-}
-
-fn header_has(headers: &HeaderMap, name: header::HeaderName, value: &str) -> bool {
-    headers.get_all(name).iter().any(|v| v.to_str().is_ok_and(|s| s.to_ascii_lowercase().contains(value)))
 }
 
 const LOOPBACK: &[&str] = &["localhost", "127.0.0.1", "[::1]"];

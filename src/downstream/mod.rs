@@ -8,6 +8,7 @@
 
 pub mod http;
 pub mod listen;
+mod media;
 mod session;
 pub mod stdio;
 

@@ -371,14 +371,33 @@ fn body_cases() -> Vec<Case> {
         case("Content-Type with charset", ping("\"cs\""), SameId("\"cs\""))
             .content_type(Some(b"application/json; charset=utf-8")),
         case("Content-Type in capitals", ping("\"up\""), SameId("\"up\"")).content_type(Some(b"APPLICATION/JSON")),
-        // The check is a substring match, so this passes. Harmless behind
-        // the Origin check, but not what the header says. Reported.
-        case("text/plain naming application/json in a parameter", ping("\"lax\""), SameId("\"lax\""))
+        case("Content-Type with charset, no space", ping("\"cs2\""), SameId("\"cs2\""))
+            .content_type(Some(b"application/json;charset=UTF-8")),
+        case("text/plain naming application/json in a parameter", ping("1"), Error(415, -32600, "Content-Type"))
             .content_type(Some(b"text/plain; x=application/json")),
+        case("Content-Type application/jsonx", ping("1"), Error(415, -32600, "Content-Type"))
+            .content_type(Some(b"application/jsonx")),
+        case("Content-Type application/json-seq", ping("1"), Error(415, -32600, "Content-Type"))
+            .content_type(Some(b"application/json-seq")),
+        case("Content-Type x-application/json", ping("1"), Error(415, -32600, "Content-Type"))
+            .content_type(Some(b"x-application/json")),
         case("Accept text/html", ping("1"), Error(406, -32600, "Accept must allow")).accept(Some(b"text/html")),
         case("Accept application/xml", ping("1"), Error(406, -32600, "Accept")).accept(Some(b"application/xml")),
         case("Accept with non-ASCII bytes", ping("1"), Error(406, -32600, "Accept")).accept(Some(b"\xfftext/html")),
         case("Accept */*", ping("\"any\""), SameId("\"any\"")).accept(Some(b"*/*")),
+        case("Accept application/*", ping("\"app\""), SameId("\"app\"")).accept(Some(b"application/*")),
+        case("Accept in capitals", ping("\"acc\""), SameId("\"acc\"")).accept(Some(b"APPLICATION/JSON")),
+        case("Accept */* with q=0", ping("1"), Error(406, -32600, "Accept")).accept(Some(b"*/*;q=0")),
+        case("Accept application/json with q=0", ping("1"), Error(406, -32600, "Accept"))
+            .accept(Some(b"application/json; q=0")),
+        case("Accept JSON refused, anything else taken", ping("1"), Error(406, -32600, "Accept"))
+            .accept(Some(b"*/*, application/json;q=0")),
+        case("Accept JSON refused, SSE named", ping("\"q0\""), Result)
+            .accept(Some(b"application/json;q=0, text/event-stream")),
+        case("Accept application/jsonx", ping("1"), Error(406, -32600, "Accept")).accept(Some(b"application/jsonx")),
+        case("Accept text/*", ping("1"), Error(406, -32600, "Accept")).accept(Some(b"text/*")),
+        case("Accept naming JSON in a quoted parameter", ping("1"), Error(406, -32600, "Accept"))
+            .accept(Some(b"text/html; x=\"application/json, text/event-stream\"")),
         case("no Accept (reqwest sends */*)", ping("\"none\""), SameId("\"none\"")).accept(None),
         case("Accept text/event-stream only", ping("\"sse\""), Result).accept(Some(b"text/event-stream")),
         // --- the JSON-RPC envelope ---
@@ -1252,6 +1271,35 @@ async fn hostile_headers_sessions_and_tokens() {
     )
     .await;
     check("GET on an ended session", &r, &Error(404, -32600, "Session not found"));
+    // GET gets a stream only for a client that names text/event-stream.
+    for accept in [&b"*/*"[..], b"text/*", b"text/event-stream;q=0", b"text/event-streamx", b"application/json"] {
+        let name = format!("GET with Accept {}", String::from_utf8_lossy(accept));
+        let r = send_raw(
+            reqwest::Method::GET,
+            &gw.url(),
+            &vec![alice.clone(), on(&sid), version.clone(), header("accept", accept)],
+            vec![],
+            false,
+        )
+        .await;
+        check(&name, &r, &Error(406, -32600, "Accept must include text/event-stream"));
+    }
+    let listener = McpHttp::connect_as(&gw.url(), ALICE).await;
+    let r = tokio::time::timeout(
+        PATIENCE,
+        listener
+            .http
+            .get(&listener.url)
+            .header("mcp-session-id", listener.session.as_deref().unwrap())
+            .header("accept", "Text/Event-Stream; q=0.5")
+            .send(),
+    )
+    .await
+    .expect("an answer in time")
+    .unwrap();
+    assert_eq!(r.status(), 200, "GET with Accept Text/Event-Stream; q=0.5");
+    assert_eq!(r.headers()["content-type"], "text/event-stream");
+    drop(r);
     // Resuming a request stream that never existed ends at once.
     let r = send_raw(
         reqwest::Method::GET,
