@@ -25,7 +25,9 @@
 //!
 //! Every `/mcp`, `/sse` and `/messages` request is checked against the
 //! `Host` and `Origin` allow-lists first (403), which defends against DNS
-//! rebinding, then authenticated (401). A POST's headers are checked next
+//! rebinding, then authenticated (401). The host is the URI's authority
+//! when there is one (cleartext HTTP/2 has `:authority`, no `Host`), and a
+//! `Host` that differs from it is refused (400). A POST's headers are checked next
 //! (declared length, Content-Type, Accept), and only then is its body read:
 //! at most `max_message_bytes` (413), within [`BODY_READ_TIMEOUT`] (408 and
 //! the connection closed). Slow request heads are the accept loop's
@@ -37,7 +39,7 @@ use std::time::Duration;
 use axum::Router;
 use axum::body::{Body, Bytes};
 use axum::extract::{DefaultBodyLimit, Request, State};
-use axum::http::{HeaderMap, HeaderValue, StatusCode, Version, header};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, Uri, Version, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use tokio_util::sync::CancellationToken;
@@ -147,8 +149,8 @@ pub fn admin_router(gateway: Arc<Gateway>, shutdown: CancellationToken) -> Route
 }
 
 /// `/metrics` on the main listener: behind the Host check like `/status`.
-async fn metrics_checked(State(app): State<Arc<App>>, headers: HeaderMap) -> Response {
-    if let Err(r) = app.admit(&headers).await {
+async fn metrics_checked(State(app): State<Arc<App>>, uri: Uri, headers: HeaderMap) -> Response {
+    if let Err(r) = app.admit(&headers, &uri).await {
         return r;
     }
     metrics(&app.gateway)
@@ -182,7 +184,7 @@ async fn post_mcp(State(app): State<Arc<App>>, request: Request) -> Response {
     // Who the client is and what it sends are checked on the headers
     // alone: a client that may not post, or whose body would be refused
     // anyway, is answered before a byte of its body is read.
-    let principal = match app.admit(headers).await {
+    let principal = match app.admit(headers, &parts.uri).await {
         Ok(p) => p,
         Err(r) => return r,
     };
@@ -390,8 +392,8 @@ fn replay_body(session: Arc<Session>, stream: u64, after: u64, shutdown: Cancell
 /// A comment line this often keeps idle streams open through proxies.
 const KEEPALIVE: Duration = Duration::from_secs(15);
 
-async fn get_mcp(State(app): State<Arc<App>>, headers: HeaderMap) -> Response {
-    let principal = match app.admit(&headers).await {
+async fn get_mcp(State(app): State<Arc<App>>, uri: Uri, headers: HeaderMap) -> Response {
+    let principal = match app.admit(&headers, &uri).await {
         Ok(p) => p,
         Err(r) => return r,
     };
@@ -468,8 +470,8 @@ impl Drop for StreamState {
 
 /// GET `/sse`: a legacy session; the stream's first event is the endpoint
 /// to POST to.
-async fn get_sse(State(app): State<Arc<App>>, headers: HeaderMap) -> Response {
-    let principal = match app.admit(&headers).await {
+async fn get_sse(State(app): State<Arc<App>>, uri: Uri, headers: HeaderMap) -> Response {
+    let principal = match app.admit(&headers, &uri).await {
         Ok(p) => p,
         Err(r) => return r,
     };
@@ -532,7 +534,7 @@ async fn post_messages(
 ) -> Response {
     let (parts, body) = request.into_parts();
     let headers = &parts.headers;
-    let principal = match app.admit(headers).await {
+    let principal = match app.admit(headers, &parts.uri).await {
         Ok(p) => p,
         Err(r) => return r,
     };
@@ -602,8 +604,8 @@ fn send_legacy(session: &LegacySession, msg: String) {
     }
 }
 
-async fn delete_mcp(State(app): State<Arc<App>>, headers: HeaderMap) -> Response {
-    let principal = match app.admit(&headers).await {
+async fn delete_mcp(State(app): State<Arc<App>>, uri: Uri, headers: HeaderMap) -> Response {
+    let principal = match app.admit(&headers, &uri).await {
         Ok(p) => p,
         Err(r) => return r,
     };
@@ -649,9 +651,10 @@ fn readiness(g: &Gateway, shutdown: &CancellationToken) -> Response {
 async fn upstream_status(
     State(app): State<Arc<App>>,
     axum::extract::Path(id): axum::extract::Path<String>,
+    uri: Uri,
     headers: HeaderMap,
 ) -> Response {
-    if let Err(r) = app.admit(&headers).await {
+    if let Err(r) = app.admit(&headers, &uri).await {
         return r;
     }
     match app.gateway.upstream_status(&id) {
@@ -663,10 +666,10 @@ async fn upstream_status(
     }
 }
 
-async fn status(State(app): State<Arc<App>>, headers: HeaderMap) -> Response {
+async fn status(State(app): State<Arc<App>>, uri: Uri, headers: HeaderMap) -> Response {
     // Pids, errors and server names are not for a DNS-rebinding page; the
     // health probes reveal nothing and stay open to orchestrators.
-    if let Err(r) = app.admit(&headers).await {
+    if let Err(r) = app.admit(&headers, &uri).await {
         return r;
     }
     let mut body = app.gateway.status();
@@ -677,11 +680,12 @@ async fn status(State(app): State<Arc<App>>, headers: HeaderMap) -> Response {
 // === impl App ===
 
 impl App {
-    /// Checks `Host` and `Origin`, then who the client is: 401 with a
-    /// `WWW-Authenticate` challenge (RFC 9728 metadata URL), 403 for a
-    /// missing scope, 503 when the signing keys cannot be fetched.
-    async fn admit(&self, headers: &HeaderMap) -> Result<Arc<Principal>, Response> {
-        self.check_origin(headers)?;
+    /// Checks the host the request is for ([`request_host`]) and `Origin`,
+    /// then who the client is: 401 with a `WWW-Authenticate` challenge
+    /// (RFC 9728 metadata URL), 403 for a missing scope, 503 when the
+    /// signing keys cannot be fetched.
+    async fn admit(&self, headers: &HeaderMap, uri: &Uri) -> Result<Arc<Principal>, Response> {
+        self.check_origin(headers, uri)?;
         let authorization = headers.get(header::AUTHORIZATION).map(HeaderValue::as_bytes);
         let api_key = headers.get("x-api-key").map(HeaderValue::as_bytes);
         match self.auth.authenticate(authorization, api_key).await {
@@ -770,10 +774,19 @@ impl App {
         false
     }
 
-    /// `Host` and `Origin` against the allow-lists.
+    /// The request's host ([`request_host`]) and `Origin` against the
+    /// allow-lists.
     #[allow(clippy::result_large_err)]
-    fn check_origin(&self, headers: &HeaderMap) -> Result<(), Response> {
-        let host = headers.get(header::HOST).and_then(|h| h.to_str().ok()).unwrap_or("");
+    fn check_origin(&self, headers: &HeaderMap, uri: &Uri) -> Result<(), Response> {
+        let host = match request_host(headers, uri) {
+            Ok(host) => host,
+            Err(why) => {
+                self.rejected("authority_mismatch");
+                tracing::warn!(authority = ?uri.authority().map(|a| a.as_str()), "Refused a request: {why}.");
+                let msg = format!("Bad Request: {why}");
+                return Err(rpc_error(StatusCode::BAD_REQUEST, None, protocol::INVALID_REQUEST, &msg));
+            }
+        };
         if !host_allowed(&self.hosts, host) {
             self.rejected("host");
             tracing::warn!(host = %host, "Refused a request with a Host that is not allowed.");
@@ -855,6 +868,29 @@ fn rpc_error(status: StatusCode, id: Option<&protocol::RawValue>, code: i64, mes
     (status, json_headers(), encode::error(id, code, message, None)).into_response()
 }
 
+/// The host a request is for, as `host[:port]` text: the authority of its
+/// URI when it has one (HTTP/2's `:authority`, which replaces `Host`, or an
+/// HTTP/1.1 absolute-form target, which overrides it: RFC 9112 §3.2.2),
+/// else its `Host` (`""` when there is none, or it is not text). Refused
+/// when both are there and differ (RFC 9113 §8.3.1 calls that malformed;
+/// checking one and serving the other would defeat the check), and when
+/// there are several `Host` lines.
+fn request_host<'a>(headers: &'a HeaderMap, uri: &'a Uri) -> Result<&'a str, &'static str> {
+    let mut hosts = headers.get_all(header::HOST).iter();
+    let (host, more) = (hosts.next(), hosts.next());
+    if more.is_some() {
+        return Err("more than one Host header");
+    }
+    let host = host.map(|h| h.to_str().unwrap_or(""));
+    match (uri.authority(), host) {
+        (Some(a), Some(h)) if !a.as_str().eq_ignore_ascii_case(h) => {
+            Err("the Host header and the request's authority differ")
+        }
+        (Some(a), _) => Ok(a.as_str()),
+        (None, h) => Ok(h.unwrap_or("")),
+    }
+}
+
 const LOOPBACK: &[&str] = &["localhost", "127.0.0.1", "[::1]"];
 
 /// `host[:port]` against entries `host` (any port) or `host:port`.
@@ -909,6 +945,28 @@ mod tests {
         assert!(host_allowed(&cfg, "10.0.0.5:8080"));
         assert!(!host_allowed(&cfg, "10.0.0.5:9090"));
         assert!(!host_allowed(&cfg, "localhost"));
+    }
+
+    #[test]
+    fn the_host_comes_from_the_authority_or_host() {
+        let uri = |u: &str| u.parse::<Uri>().unwrap();
+        let hosts = |v: &[&str]| {
+            let mut h = HeaderMap::new();
+            for v in v {
+                h.append(header::HOST, HeaderValue::from_str(v).unwrap());
+            }
+            h
+        };
+        // HTTP/1.1 origin form: Host.
+        assert_eq!(request_host(&hosts(&["localhost:8080"]), &uri("/mcp")), Ok("localhost:8080"));
+        assert_eq!(request_host(&hosts(&[]), &uri("/mcp")), Ok(""));
+        // HTTP/2 (or absolute form): the authority, with or without Host.
+        assert_eq!(request_host(&hosts(&[]), &uri("http://127.0.0.1:9/mcp")), Ok("127.0.0.1:9"));
+        assert_eq!(request_host(&hosts(&["LOCALHOST:9"]), &uri("http://localhost:9/mcp")), Ok("localhost:9"));
+        assert!(request_host(&hosts(&["evil.example"]), &uri("http://localhost:9/mcp")).is_err());
+        assert!(request_host(&hosts(&["localhost:9"]), &uri("http://evil.example/mcp")).is_err());
+        assert!(request_host(&hosts(&["localhost", "evil.example"]), &uri("/mcp")).is_err());
+        assert!(request_host(&hosts(&["localhost", "localhost"]), &uri("/mcp")).is_err());
     }
 
     #[test]

@@ -289,7 +289,7 @@ pub struct Metrics {
     pub auth_failures: Family<ReasonLabels, Counter>,
     /// HTTP requests (or connections) refused before they reached routing,
     /// by reason: `header_timeout`, `body_timeout`, `body_too_large`,
-    /// `content_type`, `accept`, `host`, `origin`.
+    /// `content_type`, `accept`, `host`, `origin`, `authority_mismatch`.
     pub http_rejections: Family<ReasonLabels, Counter>,
     /// Tools whose definition changed since pinned, held until approved.
     pub tools_quarantined: Gauge,

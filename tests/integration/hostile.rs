@@ -663,6 +663,29 @@ async fn hostile_bodies_and_wire_garbage_without_auth() {
     assert!(n >= 15, "{n} wire cases");
     eprintln!("hostile: {n} wire cases passed");
 
+    // Cleartext HTTP/2 with prior knowledge: no Host, only :authority,
+    // which the Host check reads; a Host that differs from it is refused.
+    let h2 = reqwest::Client::builder().http2_prior_knowledge().build().unwrap();
+    let mut c = McpHttp::connect_via(&gw.url(), json!({}), h2.clone()).await;
+    assert_eq!(c.call("raw__echo", json!({"h2":true})).await["result"]["args"], json!({"h2":true}));
+    let status = format!("http://{}/status", gw.addr);
+    let r = h2.get(&status).send().await.unwrap();
+    assert_eq!((r.version(), r.status().as_u16()), (reqwest::Version::HTTP_2, 200));
+    for (host, want) in [("evil.example", 400), (gw.addr.to_string().as_str(), 200)] {
+        let r = h2.get(&status).header("host", host).send().await.unwrap();
+        let (version, code) = (r.version(), r.status().as_u16());
+        let body = r.text().await.unwrap();
+        assert_eq!((version, code), (reqwest::Version::HTTP_2, want), "h2 with Host {host}: {body}");
+        assert!(want == 200 || body.contains("Host header and the request's authority differ"), "{body}");
+    }
+    // An :authority that is not allowed (the name resolves to us here).
+    let rebound =
+        reqwest::Client::builder().http2_prior_knowledge().resolve("localhost.evil.example", gw.addr).build().unwrap();
+    let r = rebound.get(format!("http://localhost.evil.example:{}/status", gw.addr.port())).send().await.unwrap();
+    assert_eq!((r.version(), r.status().as_u16()), (reqwest::Version::HTTP_2, 403), "an :authority not allowed");
+    let raw = send_raw(reqwest::Method::GET, &status, &vec![header("host", "evil.example")], vec![], false).await;
+    assert_eq!(raw.status, 403, "HTTP/1.1 with a Host that is not allowed: {}", raw.body);
+
     let n = slow.await.unwrap();
     eprintln!("hostile: {n} slow-client cases passed");
     still_healthy(&gw, &mut keeper, "the slow clients").await;
@@ -903,9 +926,9 @@ async fn run_wire_matrix(gw: &Gateway, keeper: &mut McpHttp) -> usize {
         ("unknown Transfer-Encoding", head(&format!("{std}Transfer-Encoding: gzip\r\n"), &body), true, Wire::Refused),
         ("garbage request line", b"GARBAGE\r\n\r\n".to_vec(), false, Wire::Statuses(&[400])),
         ("binary garbage", (0u8..=255).cycle().take(4096).collect(), true, Wire::Refused),
-        // hyper's http2 feature is on (through reqwest), so the listener
-        // also speaks cleartext HTTP/2 and answers with its SETTINGS frame
-        // (no HTTP/1 status line); either way nothing breaks.
+        // The listener also speaks cleartext HTTP/2 (prior knowledge): a
+        // bare preface gets its SETTINGS frame (no HTTP/1 status line), and
+        // the connection ends with the client's.
         ("an HTTP/2 preface", b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n".to_vec(), true, Wire::Refused),
         (
             "a 70 KiB path",
@@ -932,6 +955,31 @@ async fn run_wire_matrix(gw: &Gateway, keeper: &mut McpHttp) -> usize {
             Wire::Statuses(&[403]),
         ),
         ("Expect: 100-continue", post("Expect: 100-continue\r\n", &body), false, Wire::Statuses(&[200])),
+        // An absolute-form target's authority is the host (RFC 9112
+        // §3.2.2); a Host beside it must agree, and there is one Host.
+        (
+            "absolute-form target, the same Host",
+            {
+                let mut r = post("", &body);
+                let at = r.windows(5).position(|w| w == b"/mcp ").unwrap();
+                r.splice(at..at, format!("http://{host}").into_bytes());
+                r
+            },
+            false,
+            Wire::Statuses(&[200]),
+        ),
+        (
+            "absolute-form target naming another host",
+            {
+                let mut r = post("", &body);
+                let at = r.windows(5).position(|w| w == b"/mcp ").unwrap();
+                r.splice(at..at, b"http://evil.example".iter().copied());
+                r
+            },
+            false,
+            Wire::Statuses(&[400]),
+        ),
+        ("two Host headers", post("Host: evil.example\r\n", &body), false, Wire::Statuses(&[400])),
     ];
     let n = cases.len();
     let mut failures = Vec::new();
