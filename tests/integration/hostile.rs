@@ -1586,6 +1586,24 @@ async fn hostile_stdio_lines_keep_the_session() {
                 .collect(),
             invalid(json!(77), "exceeds 4096 bytes"),
         ),
+        (
+            "over the limit, a value \"id\" before the id",
+            format!(r#"{{"jsonrpc":"2.0","method":"id","id":78,"params":{{"pad":"{}"}}}}"#, "z".repeat(10_000))
+                .into_bytes()
+                .into_iter()
+                .chain(*b"\n")
+                .collect(),
+            invalid(json!(78), "exceeds 4096 bytes"),
+        ),
+        (
+            "over the limit, the id's name escaped",
+            format!(r#"{{"jsonrpc":"2.0","\u0069d":"esc","params":{{"pad":"{}"}}}}"#, "z".repeat(10_000))
+                .into_bytes()
+                .into_iter()
+                .chain(*b"\n")
+                .collect(),
+            invalid(json!("esc"), "exceeds 4096 bytes"),
+        ),
         ("a 16 MiB line", [vec![b'x'; 16 << 20], b"\n".to_vec()].concat(), invalid(Value::Null, "exceeds 4096 bytes")),
         (
             "a 16 MiB line of newlines-free JSON",
