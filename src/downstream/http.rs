@@ -813,8 +813,9 @@ impl App {
         Ok(())
     }
 
-    /// The session named by `Mcp-Session-Id`: 400 when missing, 404 when
-    /// unknown, 400 when `MCP-Protocol-Version` is unsupported.
+    /// The session named by `Mcp-Session-Id`: 400 when missing or not
+    /// visible ASCII, 404 when unknown, 400 when `MCP-Protocol-Version` is
+    /// unsupported.
     #[allow(clippy::result_large_err)]
     fn session(
         &self,
@@ -825,16 +826,26 @@ impl App {
         if let Some(v) = headers.get(VERSION_HEADER) {
             let v = v.to_str().unwrap_or("");
             if !protocol::is_supported_version(v) {
-                let msg = format!("Unsupported MCP-Protocol-Version: {v}");
+                let msg = format!("Unsupported MCP-Protocol-Version: {}", protocol::echo(v));
                 return Err(rpc_error(StatusCode::BAD_REQUEST, id, protocol::INVALID_REQUEST, &msg));
             }
         }
-        let Some(sid) = headers.get(SESSION_HEADER).and_then(|v| v.to_str().ok()) else {
+        let Some(sid) = headers.get(SESSION_HEADER) else {
             return Err(rpc_error(
                 StatusCode::BAD_REQUEST,
                 id,
                 protocol::INVALID_REQUEST,
                 "Bad Request: Mcp-Session-Id header is required",
+            ));
+        };
+        // Session ids are visible ASCII (transports.mdx, session
+        // management); anything else cannot name a session.
+        let Some(sid) = sid.to_str().ok().filter(|s| !s.is_empty() && s.bytes().all(|b| b.is_ascii_graphic())) else {
+            return Err(rpc_error(
+                StatusCode::BAD_REQUEST,
+                id,
+                protocol::INVALID_REQUEST,
+                "Bad Request: Mcp-Session-Id header is invalid (session ids are visible ASCII)",
             ));
         };
         // Another principal's session is answered like an unknown one: a
