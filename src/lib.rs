@@ -45,12 +45,8 @@ pub async fn serve_admin(gateway: &Arc<Gateway>, stop: CancellationToken) -> std
         .await
         .map_err(|e| std::io::Error::new(e.kind(), format!("cannot listen on {addr} (admin.listen): {e}")))?;
     tracing::info!(addr = %listener.local_addr()?, "Serving /metrics on the admin listener.");
-    tokio::spawn(async move {
-        let served = axum::serve(listener, admin).with_graceful_shutdown(stop.cancelled_owned()).await;
-        if let Err(e) = served {
-            tracing::error!(error = %e, "Admin listener failed.");
-        }
-    });
+    let metrics = gateway.telemetry().metrics.clone();
+    tokio::spawn(downstream::listen::serve(listener, admin, metrics, stop));
     Ok(())
 }
 
@@ -68,22 +64,15 @@ pub async fn serve(
         .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidInput, e.to_string()))?;
     serve_admin(&gateway, stop.clone()).await?;
     let stop2 = stop.clone();
-    // Replies are written whole; without Nagle's delay an SSE event or a
-    // small JSON reply leaves at once.
-    let listener = axum::serve::ListenerExt::tap_io(listener, |tcp| {
-        if let Err(e) = tcp.set_nodelay(true) {
-            tracing::debug!(error = %e, "Could not set TCP_NODELAY.");
-        }
-    });
-    let drain = gateway.config().gateway.drain_timeout;
-    let server = axum::serve(listener, app).with_graceful_shutdown(async move {
+    tokio::spawn(async move {
         shutdown.await;
         stop2.cancel();
     });
-    let server = std::future::IntoFuture::into_future(server);
+    let drain = gateway.config().gateway.drain_timeout;
+    let server = downstream::listen::serve(listener, app, gateway.telemetry().metrics.clone(), stop.clone());
     tokio::pin!(server);
     tokio::select! {
-        r = &mut server => r,
+        () = &mut server => Ok(()),
         // Graceful shutdown waits for every connection; bound that wait.
         _ = async {
             stop.cancelled().await;

@@ -25,20 +25,26 @@
 //!
 //! Every `/mcp`, `/sse` and `/messages` request is checked against the
 //! `Host` and `Origin` allow-lists first (403), which defends against DNS
-//! rebinding.
+//! rebinding, then authenticated (401). The host is the URI's authority
+//! when there is one (cleartext HTTP/2 has `:authority`, no `Host`), and a
+//! `Host` that differs from it is refused (400). A POST's headers are checked next
+//! (declared length, Content-Type, Accept), and only then is its body read:
+//! at most `max_message_bytes` (413), within [`BODY_READ_TIMEOUT`] (408 and
+//! the connection closed). Slow request heads are the accept loop's
+//! business ([`super::listen`]).
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use axum::Router;
 use axum::body::{Body, Bytes};
-use axum::extract::rejection::BytesRejection;
-use axum::extract::{DefaultBodyLimit, State};
-use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::extract::{DefaultBodyLimit, Request, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, Uri, Version, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use tokio_util::sync::CancellationToken;
 
+use super::media;
 use super::session::{Session, Sessions};
 use crate::config::ResponseMode;
 use crate::protocol::{self, Message, MessageKind, encode};
@@ -47,6 +53,14 @@ use crate::routing::Gateway;
 use crate::security::auth::{AuthSetupError, Authenticator, Principal};
 use crate::telemetry::metrics::ReasonLabels;
 use crate::telemetry::trace::TRACEPARENT;
+
+/// Longest a client may take to send a request body, whole, once its
+/// request was admitted. At the smallest rate this allows (a body of the
+/// default `max_message_bytes`, 16 MiB, in 30 s: about 560 KB/s) no client
+/// on a working link is cut off; a slower one gets 408 and its connection
+/// is closed, so it cannot hold a buffer of up to `max_message_bytes`
+/// open indefinitely. A constant: `[gateway]` has no key for it.
+pub const BODY_READ_TIMEOUT: Duration = Duration::from_secs(30);
 
 const SESSION_HEADER: &str = "mcp-session-id";
 const VERSION_HEADER: &str = "mcp-protocol-version";
@@ -119,6 +133,8 @@ pub fn router(gateway: Arc<Gateway>, shutdown: CancellationToken) -> Result<Rout
     if !split {
         main = main.route("/metrics", get(metrics_checked));
     }
+    // Bodies are read by `App::read_body`, after admission; the layer keeps
+    // any extractor that would read one to the same limit.
     Ok(main.layer(DefaultBodyLimit::max(max)).with_state(app))
 }
 
@@ -133,8 +149,8 @@ pub fn admin_router(gateway: Arc<Gateway>, shutdown: CancellationToken) -> Route
 }
 
 /// `/metrics` on the main listener: behind the Host check like `/status`.
-async fn metrics_checked(State(app): State<Arc<App>>, headers: HeaderMap) -> Response {
-    if let Err(r) = app.admit(&headers).await {
+async fn metrics_checked(State(app): State<Arc<App>>, uri: Uri, headers: HeaderMap) -> Response {
+    if let Err(r) = app.admit(&headers, &uri).await {
         return r;
     }
     metrics(&app.gateway)
@@ -162,24 +178,18 @@ async fn expire_sessions(app: Arc<App>) {
     }
 }
 
-async fn post_mcp(State(app): State<Arc<App>>, headers: HeaderMap, body: Result<Bytes, BytesRejection>) -> Response {
-    let principal = match app.admit(&headers).await {
+async fn post_mcp(State(app): State<Arc<App>>, request: Request) -> Response {
+    let (parts, body) = request.into_parts();
+    let headers = &parts.headers;
+    // Who the client is and what it sends are checked on the headers
+    // alone: a client that may not post, or whose body would be refused
+    // anyway, is answered before a byte of its body is read.
+    let principal = match app.admit(headers, &parts.uri).await {
         Ok(p) => p,
         Err(r) => return r,
     };
-    let body = match body {
-        Ok(b) => b,
-        Err(rej) => {
-            let status = rej.status();
-            let msg = if status == StatusCode::PAYLOAD_TOO_LARGE {
-                format!("Request body exceeds {} bytes", app.gateway.config().gateway.max_message_bytes)
-            } else {
-                rej.body_text()
-            };
-            return rpc_error(status, None, protocol::INVALID_REQUEST, &msg);
-        }
-    };
-    if !header_has(&headers, header::CONTENT_TYPE, "application/json") {
+    if !media::content_type_is(headers, "application", "json") {
+        app.rejected("content_type");
         return rpc_error(
             StatusCode::UNSUPPORTED_MEDIA_TYPE,
             None,
@@ -187,11 +197,11 @@ async fn post_mcp(State(app): State<Arc<App>>, headers: HeaderMap, body: Result<
             "Content-Type must be application/json",
         );
     }
-    if headers.contains_key(header::ACCEPT)
-        && !["application/json", "text/event-stream", "*/*", "application/*"]
-            .iter()
-            .any(|t| header_has(&headers, header::ACCEPT, t))
-    {
+    // The reply is JSON, or an SSE stream for a client that names
+    // text/event-stream itself; no Accept at all takes either.
+    let accept = media::Accept::from_headers(headers);
+    if accept.as_ref().is_some_and(|a| !a.allows("application", "json") && !a.names("text", "event-stream")) {
+        app.rejected("accept");
         return rpc_error(
             StatusCode::NOT_ACCEPTABLE,
             None,
@@ -199,11 +209,15 @@ async fn post_mcp(State(app): State<Arc<App>>, headers: HeaderMap, body: Result<
             "Accept must allow application/json or text/event-stream",
         );
     }
+    let body = match app.read_body(parts.version, body).await {
+        Ok(b) => b,
+        Err(r) => return r,
+    };
     let msg = match Message::parse(&body) {
         Ok(m) => m,
         Err(e) => return (StatusCode::BAD_REQUEST, json_headers(), e.to_response()).into_response(),
     };
-    let sse = app.mode == ResponseMode::Sse && header_has(&headers, header::ACCEPT, "text/event-stream");
+    let sse = app.mode == ResponseMode::Sse && accept.as_ref().is_some_and(|a| a.names("text", "event-stream"));
     match msg.kind() {
         Ok(MessageKind::Request) if msg.method() == "initialize" => {
             let id = msg.id.as_deref().expect("requests have ids");
@@ -229,7 +243,7 @@ async fn post_mcp(State(app): State<Arc<App>>, headers: HeaderMap, body: Result<
         }
         Ok(MessageKind::Request) => {
             let id = msg.id.as_deref().expect("requests have ids");
-            let session = match app.session(&headers, Some(id), &principal) {
+            let session = match app.session(headers, Some(id), &principal) {
                 Ok(s) => s,
                 Err(r) => return r,
             };
@@ -249,7 +263,7 @@ async fn post_mcp(State(app): State<Arc<App>>, headers: HeaderMap, body: Result<
                 Some(reply) => reply_response(reply, false),
                 // Cancelled: no reply (cancellation.mdx). A stream that
                 // ends without one says that, when the client takes SSE.
-                None if header_has(&headers, header::ACCEPT, "text/event-stream") => {
+                None if accept.as_ref().is_some_and(|a| a.names("text", "event-stream")) => {
                     let mut resp = Response::new(Body::empty());
                     resp.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("text/event-stream"));
                     resp
@@ -257,7 +271,7 @@ async fn post_mcp(State(app): State<Arc<App>>, headers: HeaderMap, body: Result<
                 None => rpc_error(StatusCode::OK, Some(id), REQUEST_CANCELLED, "Request cancelled"),
             }
         }
-        Ok(MessageKind::Notification) => match app.session(&headers, None, &principal) {
+        Ok(MessageKind::Notification) => match app.session(headers, None, &principal) {
             Ok(s) => {
                 s.touch();
                 app.gateway.notify(&msg, &s.client.peer);
@@ -265,7 +279,7 @@ async fn post_mcp(State(app): State<Arc<App>>, headers: HeaderMap, body: Result<
             }
             Err(r) => r,
         },
-        Ok(MessageKind::Response) => match app.session(&headers, None, &principal) {
+        Ok(MessageKind::Response) => match app.session(headers, None, &principal) {
             Ok(s) => {
                 s.touch();
                 app.gateway.respond(&msg, &s.client.peer);
@@ -378,12 +392,14 @@ fn replay_body(session: Arc<Session>, stream: u64, after: u64, shutdown: Cancell
 /// A comment line this often keeps idle streams open through proxies.
 const KEEPALIVE: Duration = Duration::from_secs(15);
 
-async fn get_mcp(State(app): State<Arc<App>>, headers: HeaderMap) -> Response {
-    let principal = match app.admit(&headers).await {
+async fn get_mcp(State(app): State<Arc<App>>, uri: Uri, headers: HeaderMap) -> Response {
+    let principal = match app.admit(&headers, &uri).await {
         Ok(p) => p,
         Err(r) => return r,
     };
-    if !header_has(&headers, header::ACCEPT, "text/event-stream") {
+    // The stream is all a GET can get: text/event-stream must be named
+    // (a wildcard is not enough, as the transport asks of clients).
+    if !media::accept_names(&headers, "text", "event-stream") {
         return rpc_error(
             StatusCode::NOT_ACCEPTABLE,
             None,
@@ -454,8 +470,8 @@ impl Drop for StreamState {
 
 /// GET `/sse`: a legacy session; the stream's first event is the endpoint
 /// to POST to.
-async fn get_sse(State(app): State<Arc<App>>, headers: HeaderMap) -> Response {
-    let principal = match app.admit(&headers).await {
+async fn get_sse(State(app): State<Arc<App>>, uri: Uri, headers: HeaderMap) -> Response {
+    let principal = match app.admit(&headers, &uri).await {
         Ok(p) => p,
         Err(r) => return r,
     };
@@ -513,11 +529,12 @@ struct LegacyQuery {
 /// session's stream.
 async fn post_messages(
     State(app): State<Arc<App>>,
-    headers: HeaderMap,
     query: Result<axum::extract::Query<LegacyQuery>, axum::extract::rejection::QueryRejection>,
-    body: Result<Bytes, BytesRejection>,
+    request: Request,
 ) -> Response {
-    let principal = match app.admit(&headers).await {
+    let (parts, body) = request.into_parts();
+    let headers = &parts.headers;
+    let principal = match app.admit(headers, &parts.uri).await {
         Ok(p) => p,
         Err(r) => return r,
     };
@@ -529,9 +546,9 @@ async fn post_messages(
     let Some(session) = session else {
         return rpc_error(StatusCode::NOT_FOUND, None, protocol::INVALID_REQUEST, "Session not found");
     };
-    let body = match body {
+    let body = match app.read_body(parts.version, body).await {
         Ok(b) => b,
-        Err(rej) => return rpc_error(rej.status(), None, protocol::INVALID_REQUEST, &rej.body_text()),
+        Err(r) => return r,
     };
     let msg = match Message::parse(&body) {
         Ok(m) => m,
@@ -587,8 +604,8 @@ fn send_legacy(session: &LegacySession, msg: String) {
     }
 }
 
-async fn delete_mcp(State(app): State<Arc<App>>, headers: HeaderMap) -> Response {
-    let principal = match app.admit(&headers).await {
+async fn delete_mcp(State(app): State<Arc<App>>, uri: Uri, headers: HeaderMap) -> Response {
+    let principal = match app.admit(&headers, &uri).await {
         Ok(p) => p,
         Err(r) => return r,
     };
@@ -634,9 +651,10 @@ fn readiness(g: &Gateway, shutdown: &CancellationToken) -> Response {
 async fn upstream_status(
     State(app): State<Arc<App>>,
     axum::extract::Path(id): axum::extract::Path<String>,
+    uri: Uri,
     headers: HeaderMap,
 ) -> Response {
-    if let Err(r) = app.admit(&headers).await {
+    if let Err(r) = app.admit(&headers, &uri).await {
         return r;
     }
     match app.gateway.upstream_status(&id) {
@@ -648,10 +666,10 @@ async fn upstream_status(
     }
 }
 
-async fn status(State(app): State<Arc<App>>, headers: HeaderMap) -> Response {
+async fn status(State(app): State<Arc<App>>, uri: Uri, headers: HeaderMap) -> Response {
     // Pids, errors and server names are not for a DNS-rebinding page; the
     // health probes reveal nothing and stay open to orchestrators.
-    if let Err(r) = app.admit(&headers).await {
+    if let Err(r) = app.admit(&headers, &uri).await {
         return r;
     }
     let mut body = app.gateway.status();
@@ -662,11 +680,12 @@ async fn status(State(app): State<Arc<App>>, headers: HeaderMap) -> Response {
 // === impl App ===
 
 impl App {
-    /// Checks `Host` and `Origin`, then who the client is: 401 with a
-    /// `WWW-Authenticate` challenge (RFC 9728 metadata URL), 403 for a
-    /// missing scope, 503 when the signing keys cannot be fetched.
-    async fn admit(&self, headers: &HeaderMap) -> Result<Arc<Principal>, Response> {
-        self.check_origin(headers)?;
+    /// Checks the host the request is for ([`request_host`]) and `Origin`,
+    /// then who the client is: 401 with a `WWW-Authenticate` challenge
+    /// (RFC 9728 metadata URL), 403 for a missing scope, 503 when the
+    /// signing keys cannot be fetched.
+    async fn admit(&self, headers: &HeaderMap, uri: &Uri) -> Result<Arc<Principal>, Response> {
+        self.check_origin(headers, uri)?;
         let authorization = headers.get(header::AUTHORIZATION).map(HeaderValue::as_bytes);
         let api_key = headers.get("x-api-key").map(HeaderValue::as_bytes);
         match self.auth.authenticate(authorization, api_key).await {
@@ -686,6 +705,63 @@ impl App {
         }
     }
 
+    /// Reads a request body of at most `max_message_bytes` within
+    /// [`BODY_READ_TIMEOUT`]: 413 at once when its declared length is over
+    /// the limit (nothing is read) or as soon as it grows over it, 408 when
+    /// it is too slow (and the connection is closed), 400 when the client
+    /// breaks it off.
+    async fn read_body(&self, version: Version, body: Body) -> Result<Bytes, Response> {
+        let max = self.gateway.config().gateway.max_message_bytes;
+        let too_large = || {
+            self.rejected("body_too_large");
+            let msg = format!("Request body exceeds {max} bytes");
+            rpc_error(StatusCode::PAYLOAD_TOO_LARGE, None, protocol::INVALID_REQUEST, &msg)
+        };
+        if usize::try_from(axum::body::HttpBody::size_hint(&body).lower()).map_or(true, |n| n > max) {
+            return Err(too_large());
+        }
+        let read = async {
+            let mut chunks = body.into_data_stream();
+            let mut buf = Vec::new();
+            while let Some(chunk) = futures_util::StreamExt::next(&mut chunks).await {
+                let chunk = chunk.map_err(|e| e.to_string())?;
+                if buf.len() + chunk.len() > max {
+                    return Ok(None);
+                }
+                buf.extend_from_slice(&chunk);
+            }
+            Ok::<_, String>(Some(Bytes::from(buf)))
+        };
+        match tokio::time::timeout(BODY_READ_TIMEOUT, read).await {
+            Ok(Ok(Some(body))) => Ok(body),
+            Ok(Ok(None)) => Err(too_large()),
+            Ok(Err(e)) => {
+                tracing::debug!(error = %e, "Could not read a request body.");
+                let msg = format!("Could not read the request body: {e}");
+                Err(rpc_error(StatusCode::BAD_REQUEST, None, protocol::INVALID_REQUEST, &msg))
+            }
+            Err(_) => {
+                self.rejected("body_timeout");
+                let secs = BODY_READ_TIMEOUT.as_secs();
+                tracing::warn!(timeout_s = secs, "Refused a request whose body did not arrive in time.");
+                let msg = format!("Request Timeout: the body did not arrive within {secs} s");
+                let mut resp = rpc_error(StatusCode::REQUEST_TIMEOUT, None, protocol::INVALID_REQUEST, &msg);
+                // The rest of the body may still come; only closing the
+                // connection gets rid of it. (HTTP/2 has no such header:
+                // the stream is reset when the handler drops the body.)
+                if version < Version::HTTP_2 {
+                    resp.headers_mut().insert(header::CONNECTION, HeaderValue::from_static("close"));
+                }
+                Err(resp)
+            }
+        }
+    }
+
+    /// Counts a request refused before routing, by `reason`.
+    fn rejected(&self, reason: &'static str) {
+        self.gateway.telemetry().metrics.http_rejections.get_or_create(&ReasonLabels { reason }).inc();
+    }
+
     /// Whether a session opened by `owner` may be used by `presenter`;
     /// counts and logs the refusal.
     fn same_principal(&self, owner: &Principal, presenter: &Principal) -> bool {
@@ -698,11 +774,21 @@ impl App {
         false
     }
 
-    /// `Host` and `Origin` against the allow-lists.
+    /// The request's host ([`request_host`]) and `Origin` against the
+    /// allow-lists.
     #[allow(clippy::result_large_err)]
-    fn check_origin(&self, headers: &HeaderMap) -> Result<(), Response> {
-        let host = headers.get(header::HOST).and_then(|h| h.to_str().ok()).unwrap_or("");
+    fn check_origin(&self, headers: &HeaderMap, uri: &Uri) -> Result<(), Response> {
+        let host = match request_host(headers, uri) {
+            Ok(host) => host,
+            Err(why) => {
+                self.rejected("authority_mismatch");
+                tracing::warn!(authority = ?uri.authority().map(|a| a.as_str()), "Refused a request: {why}.");
+                let msg = format!("Bad Request: {why}");
+                return Err(rpc_error(StatusCode::BAD_REQUEST, None, protocol::INVALID_REQUEST, &msg));
+            }
+        };
         if !host_allowed(&self.hosts, host) {
+            self.rejected("host");
             tracing::warn!(host = %host, "Refused a request with a Host that is not allowed.");
             return Err(rpc_error(
                 StatusCode::FORBIDDEN,
@@ -714,6 +800,7 @@ impl App {
         if let Some(origin) = headers.get(header::ORIGIN) {
             let origin = origin.to_str().unwrap_or("");
             if !origin_allowed(&self.origins, origin) {
+                self.rejected("origin");
                 tracing::warn!(origin = %origin, "Refused a request with an Origin that is not allowed.");
                 return Err(rpc_error(
                     StatusCode::FORBIDDEN,
@@ -726,8 +813,9 @@ impl App {
         Ok(())
     }
 
-    /// The session named by `Mcp-Session-Id`: 400 when missing, 404 when
-    /// unknown, 400 when `MCP-Protocol-Version` is unsupported.
+    /// The session named by `Mcp-Session-Id`: 400 when missing or not
+    /// visible ASCII, 404 when unknown, 400 when `MCP-Protocol-Version` is
+    /// unsupported.
     #[allow(clippy::result_large_err)]
     fn session(
         &self,
@@ -738,16 +826,26 @@ impl App {
         if let Some(v) = headers.get(VERSION_HEADER) {
             let v = v.to_str().unwrap_or("");
             if !protocol::is_supported_version(v) {
-                let msg = format!("Unsupported MCP-Protocol-Version: {v}");
+                let msg = format!("Unsupported MCP-Protocol-Version: {}", protocol::echo(v));
                 return Err(rpc_error(StatusCode::BAD_REQUEST, id, protocol::INVALID_REQUEST, &msg));
             }
         }
-        let Some(sid) = headers.get(SESSION_HEADER).and_then(|v| v.to_str().ok()) else {
+        let Some(sid) = headers.get(SESSION_HEADER) else {
             return Err(rpc_error(
                 StatusCode::BAD_REQUEST,
                 id,
                 protocol::INVALID_REQUEST,
                 "Bad Request: Mcp-Session-Id header is required",
+            ));
+        };
+        // Session ids are visible ASCII (transports.mdx, session
+        // management); anything else cannot name a session.
+        let Some(sid) = sid.to_str().ok().filter(|s| !s.is_empty() && s.bytes().all(|b| b.is_ascii_graphic())) else {
+            return Err(rpc_error(
+                StatusCode::BAD_REQUEST,
+                id,
+                protocol::INVALID_REQUEST,
+                "Bad Request: Mcp-Session-Id header is invalid (session ids are visible ASCII)",
             ));
         };
         // Another principal's session is answered like an unknown one: a
@@ -781,8 +879,27 @@ fn rpc_error(status: StatusCode, id: Option<&protocol::RawValue>, code: i64, mes
     (status, json_headers(), encode::error(id, code, message, None)).into_response()
 }
 
-fn header_has(headers: &HeaderMap, name: header::HeaderName, value: &str) -> bool {
-    headers.get_all(name).iter().any(|v| v.to_str().is_ok_and(|s| s.to_ascii_lowercase().contains(value)))
+/// The host a request is for, as `host[:port]` text: the authority of its
+/// URI when it has one (HTTP/2's `:authority`, which replaces `Host`, or an
+/// HTTP/1.1 absolute-form target, which overrides it: RFC 9112 §3.2.2),
+/// else its `Host` (`""` when there is none, or it is not text). Refused
+/// when both are there and differ (RFC 9113 §8.3.1 calls that malformed;
+/// checking one and serving the other would defeat the check), and when
+/// there are several `Host` lines.
+fn request_host<'a>(headers: &'a HeaderMap, uri: &'a Uri) -> Result<&'a str, &'static str> {
+    let mut hosts = headers.get_all(header::HOST).iter();
+    let (host, more) = (hosts.next(), hosts.next());
+    if more.is_some() {
+        return Err("more than one Host header");
+    }
+    let host = host.map(|h| h.to_str().unwrap_or(""));
+    match (uri.authority(), host) {
+        (Some(a), Some(h)) if !a.as_str().eq_ignore_ascii_case(h) => {
+            Err("the Host header and the request's authority differ")
+        }
+        (Some(a), _) => Ok(a.as_str()),
+        (None, h) => Ok(h.unwrap_or("")),
+    }
 }
 
 const LOOPBACK: &[&str] = &["localhost", "127.0.0.1", "[::1]"];
@@ -839,6 +956,28 @@ mod tests {
         assert!(host_allowed(&cfg, "10.0.0.5:8080"));
         assert!(!host_allowed(&cfg, "10.0.0.5:9090"));
         assert!(!host_allowed(&cfg, "localhost"));
+    }
+
+    #[test]
+    fn the_host_comes_from_the_authority_or_host() {
+        let uri = |u: &str| u.parse::<Uri>().unwrap();
+        let hosts = |v: &[&str]| {
+            let mut h = HeaderMap::new();
+            for v in v {
+                h.append(header::HOST, HeaderValue::from_str(v).unwrap());
+            }
+            h
+        };
+        // HTTP/1.1 origin form: Host.
+        assert_eq!(request_host(&hosts(&["localhost:8080"]), &uri("/mcp")), Ok("localhost:8080"));
+        assert_eq!(request_host(&hosts(&[]), &uri("/mcp")), Ok(""));
+        // HTTP/2 (or absolute form): the authority, with or without Host.
+        assert_eq!(request_host(&hosts(&[]), &uri("http://127.0.0.1:9/mcp")), Ok("127.0.0.1:9"));
+        assert_eq!(request_host(&hosts(&["LOCALHOST:9"]), &uri("http://localhost:9/mcp")), Ok("localhost:9"));
+        assert!(request_host(&hosts(&["evil.example"]), &uri("http://localhost:9/mcp")).is_err());
+        assert!(request_host(&hosts(&["localhost:9"]), &uri("http://evil.example/mcp")).is_err());
+        assert!(request_host(&hosts(&["localhost", "evil.example"]), &uri("/mcp")).is_err());
+        assert!(request_host(&hosts(&["localhost", "localhost"]), &uri("/mcp")).is_err());
     }
 
     #[test]

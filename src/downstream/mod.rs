@@ -7,6 +7,8 @@
 //! Architecture Invariant: nothing here talks to an upstream directly.
 
 pub mod http;
+pub mod listen;
+mod media;
 mod session;
 pub mod stdio;
 

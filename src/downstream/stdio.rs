@@ -3,8 +3,13 @@
 //! Requests are handled concurrently (at most [`IN_FLIGHT`] at once; reading
 //! stops while that many run), so replies may be written out of order, each
 //! with its client's id. Bad lines get a JSON-RPC error and reading goes on.
-//! When stdin closes, calls still in flight are dropped, which cancels them
-//! upstream. Logs never go to stdout.
+//! Logs never go to stdout.
+//!
+//! Closing stdin is how a client ends the session (lifecycle.mdx, stdio
+//! shutdown: it closes the server's input and waits for it to exit). So at
+//! EOF every request already read is still answered: calls in flight get
+//! `gateway.drain_timeout` to finish and their replies are flushed; only
+//! those still running then are dropped, which cancels them upstream.
 
 use std::sync::Arc;
 
@@ -118,9 +123,20 @@ where
             }
         }
     }
-    // The client is gone: dropping in-flight calls sends
+    // The client has said all it will say and waits for its answers: calls
+    // in flight (some perhaps not started yet) may finish for the drain
+    // time. Those still running after it are dropped, which sends
     // notifications/cancelled to their upstreams.
-    tasks.shutdown().await;
+    let drain = gateway.config().gateway.drain_timeout;
+    let finished = tokio::time::timeout(drain, async { while tasks.join_next().await.is_some() {} }).await;
+    if finished.is_err() {
+        tracing::warn!(
+            in_flight = tasks.len(),
+            timeout_ms = drain.as_millis() as u64,
+            "stdin closed; cancelling the calls still in flight after the drain time."
+        );
+        tasks.shutdown().await;
+    }
     // Unregistering drops the session's sender held by the gateway.
     drop(client);
     drop(tx);

@@ -67,27 +67,28 @@ pub async fn read_line<R: AsyncBufRead + Unpin>(r: &mut R, buf: &mut Vec<u8>, ma
 /// The top-level `"id"` of a JSON object, from the first bytes of its text:
 /// a number or a string without escapes, as raw JSON text. Used to fail
 /// the one call whose reply (or request) was too large to read.
+///
+/// Only a member name at the top level counts: a string is a name when it
+/// comes first in the object or right after a top-level comma, so a value
+/// that happens to be `"id"` (`{"method":"id","id":3}`) is passed over,
+/// and a name spelled with escapes (`"\u0069d"`) is decoded. `None` when
+/// the head does not show a whole, usable id.
 pub fn id_in_head(head: &[u8]) -> Option<&str> {
-    let (mut depth, mut i) = (0usize, 0usize);
+    let start = head.iter().position(|b| !b.is_ascii_whitespace())?;
+    if head[start] != b'{' {
+        return None;
+    }
+    let (mut depth, mut i, mut at_name) = (1usize, start + 1, true);
     while i < head.len() {
         match head[i] {
             b'{' | b'[' => depth += 1,
-            b'}' | b']' => depth = depth.checked_sub(1)?,
+            b'}' | b']' => depth = depth.checked_sub(1).filter(|&d| d > 0)?,
+            b',' if depth == 1 => at_name = true,
             b'"' => {
                 let end = i + 1 + string_end(&head[i + 1..])?;
-                if depth == 1 && &head[i + 1..end] == b"id" {
+                if depth == 1 && std::mem::take(&mut at_name) && is_id(&head[i..=end]) {
                     let rest = skip_ws(&head[end + 1..]).strip_prefix(b":")?;
-                    let value = skip_ws(rest);
-                    let len = match value.first()? {
-                        b'"' => string_end(&value[1..]).filter(|&n| !value[1..=n].contains(&b'\\'))? + 2,
-                        b'-' | b'0'..=b'9' => value.iter().take_while(|b| b.is_ascii_digit() || **b == b'-').count(),
-                        _ => return None,
-                    };
-                    // A number cut off by the end of the head is not whole.
-                    if len == value.len() {
-                        return None;
-                    }
-                    return std::str::from_utf8(&value[..len]).ok();
+                    return id_value(skip_ws(rest));
                 }
                 i = end;
             }
@@ -96,6 +97,37 @@ pub fn id_in_head(head: &[u8]) -> Option<&str> {
         i += 1;
     }
     None
+}
+
+/// Whether the JSON string `quoted` (quotes included) says `id`.
+fn is_id(quoted: &[u8]) -> bool {
+    let text = &quoted[1..quoted.len() - 1];
+    if !text.contains(&b'\\') {
+        return text == b"id";
+    }
+    serde_json::from_slice::<String>(quoted).is_ok_and(|name| name == "id")
+}
+
+/// The id value at the start of `value`: a string without escapes, or an
+/// integer followed (after whitespace) by `,` or `}`. A number cut off by
+/// the end of the head is not whole (it might be 123, not 12), and one
+/// followed by `.5` or `e3` is no integer; a string is whole at its quote.
+fn id_value(value: &[u8]) -> Option<&str> {
+    let (len, end_ok) = match value.first()? {
+        b'"' => (string_end(&value[1..]).filter(|&n| !value[1..=n].contains(&b'\\'))? + 2, true),
+        b'-' | b'0'..=b'9' => {
+            let sign = usize::from(value[0] == b'-');
+            let digits = value[sign..].iter().take_while(|b| b.is_ascii_digit()).count();
+            ((digits > 0).then_some(sign + digits)?, false)
+        }
+        _ => return None,
+    };
+    match skip_ws(&value[len..]).first() {
+        Some(b',' | b'}') => {}
+        None if end_ok => {}
+        _ => return None,
+    }
+    std::str::from_utf8(&value[..len]).ok()
 }
 
 /// Index of the closing quote of a string whose text starts at `s[0]`.
@@ -145,7 +177,7 @@ mod tests {
 
     #[test]
     fn finds_the_top_level_id_only() {
-        let table: [(&str, Option<&str>); 8] = [
+        let table: [(&str, Option<&str>); 24] = [
             (r#"{"jsonrpc":"2.0","id":17,"result":{"x"#, Some("17")),
             (r#"{ "id" : "a-b" , "result"#, Some(r#""a-b""#)),
             (r#"{"result":{"id":3,"content":[{"id":4}]},"id":9,"#, Some("9")),
@@ -154,6 +186,25 @@ mod tests {
             (r#"{"id":12"#, None), // cut off: might be 123
             (r#"{"id":"a\"b","#, None),
             (r#"{"id":null,"#, None),
+            // A top-level value "id" is not the member name.
+            (r#"{"method":"id","id":3}"#, Some("3")),
+            (r#"{"params":"id","id":3,"#, Some("3")),
+            (r#"{"jsonrpc":"2.0","method":"id","id":"x"}"#, Some(r#""x""#)),
+            (r#"{"a":["id",1],"b":{"id":2},"id":3}"#, Some("3")),
+            (r#"{"a":"id" , "id" :4}"#, Some("4")),
+            // A name spelled with escapes is still `id`.
+            (r#"{"jsonrpc":"2.0","\u0069d":5,"method":"x"}"#, Some("5")),
+            (r#"{"\u0069\u0064":"s","#, Some(r#""s""#)),
+            (r#"{"i\u0064x":6,"id":7}"#, Some("7")),
+            // Not an object, not at the top level, not a usable integer.
+            (r#"[{"id":1}]"#, None),
+            (r#" "id":1,"#, None),
+            (r#"{"a":{"id":1}}"#, None),
+            (r#"{"id":1.5,"#, None),
+            (r#"{"id":-,"#, None),
+            (r#"{"id":"#, None),
+            (r#"{"id":"whole""#, Some(r#""whole""#)),
+            (r#"{"id":"x" 1,"#, None),
         ];
         for (head, want) in table {
             assert_eq!(id_in_head(head.as_bytes()), want, "{head}");

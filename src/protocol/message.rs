@@ -38,6 +38,9 @@ pub enum ParseError {
     /// Not JSON at all (-32700).
     #[error("parse error: {0}")]
     Json(#[source] serde_json::Error),
+    /// Not UTF-8, so not JSON text either (-32700).
+    #[error("parse error: invalid UTF-8 at byte {}", .0.valid_up_to())]
+    Utf8(#[source] std::str::Utf8Error),
     /// JSON, but not a JSON-RPC 2.0 message (-32600). Carries the id when
     /// one could be read, so the error can still be correlated.
     #[error("invalid request: {reason}")]
@@ -77,13 +80,18 @@ impl Message {
     /// Parses one message. Batches (arrays) are refused: MCP removed them in
     /// 2025-06-18.
     pub fn parse(bytes: &[u8]) -> Result<Self, ParseError> {
-        let first = bytes.iter().copied().find(|b| !b.is_ascii_whitespace());
+        // JSON text is UTF-8 (RFC 8259 §8.1). serde_json checks that only in
+        // the strings it decodes or keeps raw, not in those it skips (members
+        // the envelope does not name), so one pass over the whole message
+        // checks it here; parsing a `str` then checks nothing twice.
+        let text = std::str::from_utf8(bytes).map_err(ParseError::Utf8)?;
+        let first = text.bytes().find(|b| !b.is_ascii_whitespace());
         if first == Some(b'[') {
             // Still validate the JSON so garbage gets -32700, not -32600.
-            serde_json::from_slice::<serde::de::IgnoredAny>(bytes).map_err(ParseError::Json)?;
+            serde_json::from_str::<serde::de::IgnoredAny>(text).map_err(ParseError::Json)?;
             return Err(invalid("batches are not supported", None));
         }
-        let wire: Wire = match serde_json::from_slice(bytes) {
+        let wire: Wire = match serde_json::from_str(text) {
             Ok(w) => w,
             Err(e) if e.is_data() => {
                 // Valid JSON of the wrong shape (e.g. a string, or a method
@@ -143,7 +151,7 @@ impl ParseError {
     /// The JSON-RPC error code this failure answers with.
     pub fn code(&self) -> i64 {
         match self {
-            ParseError::Json(_) => super::PARSE_ERROR,
+            ParseError::Json(_) | ParseError::Utf8(_) => super::PARSE_ERROR,
             ParseError::Invalid { .. } => super::INVALID_REQUEST,
         }
     }
@@ -151,7 +159,7 @@ impl ParseError {
     /// The id to answer with (`null` when unknown).
     pub fn id(&self) -> Option<&RawValue> {
         match self {
-            ParseError::Json(_) => None,
+            ParseError::Json(_) | ParseError::Utf8(_) => None,
             ParseError::Invalid { id, .. } => id.as_deref(),
         }
     }
@@ -160,6 +168,7 @@ impl ParseError {
     pub fn to_response(&self) -> String {
         let message = match self {
             ParseError::Json(e) => format!("Parse error: {e}"),
+            ParseError::Utf8(e) => format!("Parse error: invalid UTF-8 at byte {}", e.valid_up_to()),
             ParseError::Invalid { reason, .. } => format!("Invalid request: {reason}"),
         };
         encode::error(self.id(), self.code(), &message, None)
@@ -268,6 +277,30 @@ mod tests {
             let resp: serde_json::Value = serde_json::from_str(&err.to_response()).unwrap();
             assert_eq!(resp["error"]["code"], *code);
         }
+    }
+
+    #[test]
+    fn invalid_utf8_is_a_parse_error_wherever_it_is() {
+        let cases: &[&[u8]] = &[
+            // In a member nobody reads: serde_json alone skips it unchecked.
+            b"{\"jsonrpc\":\"2.0\",\"id\":1,\"method\":\"ping\",\"x\":\"\xff\"}",
+            b"{\"jsonrpc\":\"2.0\",\"id\":1,\"method\":\"ping\",\"x\":{\"\xc3\x28\":1}}",
+            // In a batch, which is refused for being one only when it is JSON.
+            b"[\"\xff\"]",
+            b"{\"jsonrpc\":\"2.0\",\"id\":1,\"method\":\"p\xed\xa0\x80\"}",
+            b"\xff",
+        ];
+        for input in cases {
+            let err = Message::parse(input).expect_err(&String::from_utf8_lossy(input));
+            assert!(matches!(err, ParseError::Utf8(_)), "{}: {err}", String::from_utf8_lossy(input));
+            assert_eq!(err.code(), -32700);
+            let resp: serde_json::Value = serde_json::from_str(&err.to_response()).unwrap();
+            assert!(resp["id"].is_null());
+            assert!(resp["error"]["message"].as_str().unwrap().starts_with("Parse error: invalid UTF-8 at byte "));
+        }
+        // Non-ASCII that is UTF-8 is fine anywhere.
+        let m = Message::parse("{\"jsonrpc\":\"2.0\",\"id\":\"é\",\"method\":\"ping\",\"x\":\"☃\"}".as_bytes());
+        assert_eq!(m.unwrap().id.unwrap().get(), "\"é\"");
     }
 
     #[test]

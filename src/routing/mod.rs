@@ -810,7 +810,7 @@ impl Gateway {
             Some(None) => {
                 let e = CallError::protocol(
                     protocol::INVALID_REQUEST,
-                    format!("Request id {} is already in flight", id.get()),
+                    format!("Request id {} is already in flight", protocol::echo(id.get())),
                 );
                 out.class = Some(e.class);
                 span.outcome(Some(e.class), || e.message.clone());
@@ -836,13 +836,13 @@ impl Gateway {
         let reply = match result {
             Some(Ok(reply)) => Some(reply),
             Some(Err(e)) => {
-                tracing::debug!(method = %msg.method(), class = %e.class, "Request failed: {}.", e.message);
+                tracing::debug!(method = %protocol::echo(msg.method()), class = %e.class, "Request failed: {}.", e.message);
                 out.class = Some(e.class);
                 span.outcome(Some(e.class), || e.message.clone());
                 Some(e.to_response(id))
             }
             None => {
-                tracing::debug!(method = %msg.method(), "Request cancelled by the client.");
+                tracing::debug!(method = %protocol::echo(msg.method()), "Request cancelled by the client.");
                 out.cancelled = true;
                 span.set(|| KeyValue::new("error.type", "cancelled"));
                 None
@@ -917,9 +917,11 @@ impl Gateway {
         if !tracer.enabled() {
             return Span::NONE;
         }
-        let method = msg.method();
+        // Names a client made up are cut short, like in error messages.
+        let method = protocol::echo(msg.method());
         let params = msg.params.as_deref().and_then(|p| RawObject::parse(p.get()).ok());
         let tool = params.as_ref().filter(|_| method == "tools/call").and_then(|p| p.get_str("name"));
+        let tool = tool.as_deref().map(protocol::echo);
         let from_meta = || {
             let meta = RawObject::parse(params.as_ref()?.get("_meta")?.get()).ok()?;
             meta.get_str(crate::telemetry::trace::TRACEPARENT)
@@ -927,10 +929,10 @@ impl Gateway {
         let traceparent = caller.traceparent.map(str::to_owned).or_else(from_meta);
         let name = match &tool {
             Some(t) => format!("{method} {t}"),
-            None => method.to_owned(),
+            None => method.clone().into_owned(),
         };
         let mut attrs = vec![
-            KeyValue::new("mcp.method.name", method.to_owned()),
+            KeyValue::new("mcp.method.name", method.into_owned()),
             KeyValue::new("network.transport", if caller.transport == "stdio" { "pipe" } else { "tcp" }),
         ];
         if let Some(id) = &msg.id {
@@ -940,7 +942,7 @@ impl Gateway {
             attrs.push(KeyValue::new("mcp.session.id", session_digest(s)));
         }
         if let Some(t) = tool {
-            attrs.push(KeyValue::new("gen_ai.tool.name", t));
+            attrs.push(KeyValue::new("gen_ai.tool.name", t.into_owned()));
             attrs.push(KeyValue::new("gen_ai.operation.name", "execute_tool"));
         }
         tracer.server_span(name, traceparent.as_deref(), attrs)
@@ -1047,7 +1049,10 @@ impl Gateway {
             "tasks/list" => self.list_tasks(id, params, caller).await,
             // 2026-07-28 probe: -32601 makes modern clients fall back to
             // `initialize` (design.md D2).
-            other => Err(CallError::protocol(protocol::METHOD_NOT_FOUND, format!("Method not found: {other}"))),
+            other => Err(CallError::protocol(
+                protocol::METHOD_NOT_FOUND,
+                format!("Method not found: {}", protocol::echo(other)),
+            )),
         }
     }
 
@@ -1304,7 +1309,7 @@ impl Gateway {
         let index = LEVELS.iter().position(|l| *l == level).ok_or_else(|| {
             CallError::protocol(
                 protocol::INVALID_PARAMS,
-                format!("Unknown log level {level:?}; one of {}", LEVELS.join(", ")),
+                format!("Unknown log level {:?}; one of {}", protocol::echo(&level), LEVELS.join(", ")),
             )
         })?;
         if let Some(p) = caller.peer {
@@ -1623,10 +1628,9 @@ impl Gateway {
         let peer = caller.peer.ok_or_else(|| CallError::protocol(protocol::INVALID_REQUEST, "Tasks need a session"))?;
         let (mut obj, task_id) = named_params(params, "taskId")?;
         // Another session's task is as unknown as one that never was.
-        let (i, original) = self
-            .tasks
-            .get(peer.id, &task_id)
-            .ok_or_else(|| CallError::protocol(protocol::INVALID_PARAMS, format!("Unknown task: {task_id}")))?;
+        let (i, original) = self.tasks.get(peer.id, &task_id).ok_or_else(|| {
+            CallError::protocol(protocol::INVALID_PARAMS, format!("Unknown task: {}", protocol::echo(&task_id)))
+        })?;
         obj.set_str("taskId", &original);
         // `tasks/result` waits for the task to end: as long as the gateway
         // waits for anything from this upstream.
@@ -1814,7 +1818,7 @@ impl Gateway {
 
     /// The error of a resource nobody serves.
     fn unknown_resource(&self, uri: &str) -> CallError {
-        CallError::protocol(protocol::RESOURCE_NOT_FOUND, format!("Resource not found: {uri}"))
+        CallError::protocol(protocol::RESOURCE_NOT_FOUND, format!("Resource not found: {}", protocol::echo(uri)))
     }
 
     fn unknown(&self, what: &str, name: &str) -> CallError {
@@ -1826,6 +1830,7 @@ impl Gateway {
         }
         let down: Vec<&str> =
             self.upstreams.iter().filter(|u| !matches!(*u.state(), State::Ready(_))).map(|u| u.id()).collect();
+        let name = protocol::echo(name);
         let msg = if down.is_empty() {
             format!("Unknown {what}: {name}")
         } else {

@@ -167,11 +167,12 @@ pub struct DenialLabels {
     pub reason: &'static str,
 }
 
-/// `reason` (client authentication failures).
+/// `reason` (client authentication failures, HTTP requests refused).
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct ReasonLabels {
-    /// From `AuthError::reason`, or `session_principal` (a session id
-    /// presented by another principal).
+    /// Authentication: from `AuthError::reason`, or `session_principal` (a
+    /// session id presented by another principal). HTTP refusals: a fixed
+    /// word of `downstream` (`header_timeout`, `body_timeout`, ...).
     pub reason: &'static str,
 }
 
@@ -298,6 +299,10 @@ pub struct Metrics {
     pub policy_denials: Family<DenialLabels, Counter>,
     /// Clients refused at authentication, by reason.
     pub auth_failures: Family<ReasonLabels, Counter>,
+    /// HTTP requests (or connections) refused before they reached routing,
+    /// by reason: `header_timeout`, `body_timeout`, `body_too_large`,
+    /// `content_type`, `accept`, `host`, `origin`, `authority_mismatch`.
+    pub http_rejections: Family<ReasonLabels, Counter>,
     /// Tools whose definition changed since pinned, held until approved.
     pub tools_quarantined: Gauge,
     /// Results over their size cap: `truncated` or `refused`.
@@ -353,6 +358,7 @@ impl Metrics {
             notifications: Family::default(),
             policy_denials: Family::default(),
             auth_failures: Family::default(),
+            http_rejections: Family::default(),
             tools_quarantined: Gauge::default(),
             results_capped: Family::default(),
             rule_hits: Family::default(),
@@ -474,6 +480,12 @@ impl Metrics {
         );
         r.register("policy_denials", "Calls refused by policy, by reason", Listed(m.policy_denials.clone()));
         r.register("auth_failures", "Clients refused at authentication, by reason", Listed(m.auth_failures.clone()));
+        r.register(
+            "http_rejections",
+            "HTTP requests or connections refused before routing (time limits, size, media types, Host/Origin), \
+             by reason",
+            Listed(m.http_rejections.clone()),
+        );
         r.register(
             "tools_quarantined",
             "Tools whose definition changed since pinned, held until `mcp-gateway tools approve`",

@@ -180,6 +180,9 @@ async fn prometheus_evaluates_every_panel_and_alert_under_load() {
                 c.call("ok__missing", json!({})).await;
                 c.call("no_such_tool", json!({})).await;
                 c.request("tools/list", json!({})).await;
+                // Refused before routing (406), for the HTTP rejections panel.
+                let r = c.post(r#"{"jsonrpc":"2.0","id":"html","method":"ping"}"#, &[("accept", "text/html")]).await;
+                assert_eq!(r.status, 406, "{}", r.body);
                 tokio::time::sleep(Duration::from_millis(20)).await;
             }
         });

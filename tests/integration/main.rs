@@ -11,6 +11,7 @@ mod conformance;
 mod dashboards;
 mod faults;
 mod fidelity;
+mod hostile;
 mod http_front;
 mod oauth;
 mod observability;

@@ -6,28 +6,9 @@
 
 use serde_json::{Value, json};
 
+use crate::support::keys::*;
 use crate::support::*;
 use mcp_gateway::security::auth::hash_key;
-
-const RESOURCE: &str = "http://gateway.test/mcp";
-const ALICE: &str = "alice-key-0123456789";
-const BOB: &str = "bob-key-0123456789";
-
-/// `[auth]` with API keys for alice (group analysts) and bob.
-fn keys() -> String {
-    keys_with("")
-}
-
-/// [`keys`] with more `[auth]` lines.
-fn keys_with(auth: &str) -> String {
-    format!(
-        "[auth]\nresource = \"{RESOURCE}\"\n{auth}\
-         [[auth.api_keys]]\nprincipal = \"alice\"\nsha256 = \"{}\"\ngroups = [\"analysts\"]\n\
-         [[auth.api_keys]]\nprincipal = \"bob\"\nsha256 = \"{}\"\n",
-        hash_key(ALICE),
-        hash_key(BOB)
-    )
-}
 
 fn paged(id: &str) -> String {
     format!("[upstreams.{id}]\ncommand = {:?}\nargs = [{:?}]\n", path_str(&peers().python), fixture("paged_stdio.py"))

@@ -233,8 +233,9 @@ async fn a_client_that_goes_away_cancels_its_calls_upstream() {
     gw.send(&json!({"jsonrpc":"2.0","id":2,"method":"tools/call","params":{"name":"chaos__work","arguments":{"key":"gone","fault":"hang"}}}).to_string()).await;
     wait_until(|| std::future::ready(state_lines(&state).contains(&"attempt gone".to_owned()))).await;
     assert!(!state_lines(&state).iter().any(|l| l.starts_with("cancelled ")));
-    // The host closes our stdin (it quit): the call is cancelled upstream
-    // before the upstream is shut down.
+    // The host closes our stdin (it quit): the call, which hangs, gets the
+    // drain time (10 s) to finish, then is cancelled upstream before the
+    // upstream is shut down.
     drop(gw.stdin);
     let status = tokio::time::timeout(PATIENCE, gw.child.wait()).await.expect("exits").unwrap();
     assert!(status.success(), "{status}");
