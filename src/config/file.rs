@@ -188,8 +188,9 @@ pub struct GatewaySection {
     /// Log filter, in `RUST_LOG` syntax (e.g. `info,mcp_gateway=debug`);
     /// `RUST_LOG` wins when set. Default `info`.
     pub log_level: String,
-    /// On SIGTERM or Ctrl-C, calls in flight get this long to finish before
-    /// the gateway stops its upstreams and exits. Default `10s`.
+    /// On SIGTERM or Ctrl-C (and for `mcp-gateway stdio`, when stdin
+    /// closes), calls in flight get this long to finish before the gateway
+    /// stops its upstreams and exits. Default `10s`.
     #[serde(with = "humantime_serde")]
     pub drain_timeout: Duration,
     /// Expose the built-in tool `gateway__list_secret_names`, which lists

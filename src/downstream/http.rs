@@ -30,8 +30,10 @@
 //! `Host` that differs from it is refused (400). A POST's headers are checked next
 //! (declared length, Content-Type, Accept), and only then is its body read:
 //! at most `max_message_bytes` (413), within [`BODY_READ_TIMEOUT`] (408 and
-//! the connection closed). Slow request heads are the accept loop's
-//! business ([`super::listen`]).
+//! the connection closed). A refusal that leaves a body unread closes an
+//! HTTP/1.1 connection, after reading and discarding the rest for a moment
+//! so that the client gets the answer rather than a reset. Slow request
+//! heads are the accept loop's business ([`super::listen`]).
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -61,6 +63,16 @@ use crate::telemetry::trace::TRACEPARENT;
 /// is closed, so it cannot hold a buffer of up to `max_message_bytes`
 /// open indefinitely. A constant: `[gateway]` has no key for it.
 pub const BODY_READ_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// How long, and how much of, the body of a request refused before it was
+/// read is still read and thrown away on HTTP/1.1 before the connection is
+/// closed. A client is usually still sending when the refusal comes; if the
+/// gateway closed the connection with its body unread, the kernel would
+/// reset it and many clients (hyper's among them) would report the broken
+/// pipe instead of the answer. Nothing is kept, and both bounds hold the
+/// connection for much less than [`super::listen::HEADER_READ_TIMEOUT`].
+const LINGER: Duration = Duration::from_secs(5);
+const LINGER_BYTES: usize = 16 << 20;
 
 const SESSION_HEADER: &str = "mcp-session-id";
 const VERSION_HEADER: &str = "mcp-protocol-version";
@@ -186,28 +198,30 @@ async fn post_mcp(State(app): State<Arc<App>>, request: Request) -> Response {
     // anyway, is answered before a byte of its body is read.
     let principal = match app.admit(headers, &parts.uri).await {
         Ok(p) => p,
-        Err(r) => return r,
+        Err(r) => return refused_unread(parts.version, body.into_data_stream(), r),
     };
     if !media::content_type_is(headers, "application", "json") {
         app.rejected("content_type");
-        return rpc_error(
+        let r = rpc_error(
             StatusCode::UNSUPPORTED_MEDIA_TYPE,
             None,
             protocol::INVALID_REQUEST,
             "Content-Type must be application/json",
         );
+        return refused_unread(parts.version, body.into_data_stream(), r);
     }
     // The reply is JSON, or an SSE stream for a client that names
     // text/event-stream itself; no Accept at all takes either.
     let accept = media::Accept::from_headers(headers);
     if accept.as_ref().is_some_and(|a| !a.allows("application", "json") && !a.names("text", "event-stream")) {
         app.rejected("accept");
-        return rpc_error(
+        let r = rpc_error(
             StatusCode::NOT_ACCEPTABLE,
             None,
             protocol::INVALID_REQUEST,
             "Accept must allow application/json or text/event-stream",
         );
+        return refused_unread(parts.version, body.into_data_stream(), r);
     }
     let body = match app.read_body(parts.version, body).await {
         Ok(b) => b,
@@ -536,15 +550,17 @@ async fn post_messages(
     let headers = &parts.headers;
     let principal = match app.admit(headers, &parts.uri).await {
         Ok(p) => p,
-        Err(r) => return r,
+        Err(r) => return refused_unread(parts.version, body.into_data_stream(), r),
     };
     let Ok(axum::extract::Query(q)) = query else {
-        return rpc_error(StatusCode::BAD_REQUEST, None, protocol::INVALID_REQUEST, "sessionId is required");
+        let r = rpc_error(StatusCode::BAD_REQUEST, None, protocol::INVALID_REQUEST, "sessionId is required");
+        return refused_unread(parts.version, body.into_data_stream(), r);
     };
     let session = app.legacy.lock().unwrap_or_else(std::sync::PoisonError::into_inner).get(&q.session_id).cloned();
     let session = session.filter(|s| app.same_principal(&s.principal, &principal));
     let Some(session) = session else {
-        return rpc_error(StatusCode::NOT_FOUND, None, protocol::INVALID_REQUEST, "Session not found");
+        let r = rpc_error(StatusCode::NOT_FOUND, None, protocol::INVALID_REQUEST, "Session not found");
+        return refused_unread(parts.version, body.into_data_stream(), r);
     };
     let body = match app.read_body(parts.version, body).await {
         Ok(b) => b,
@@ -707,7 +723,7 @@ impl App {
 
     /// Reads a request body of at most `max_message_bytes` within
     /// [`BODY_READ_TIMEOUT`]: 413 at once when its declared length is over
-    /// the limit (nothing is read) or as soon as it grows over it, 408 when
+    /// the limit (nothing is kept) or as soon as it grows over it, 408 when
     /// it is too slow (and the connection is closed), 400 when the client
     /// breaks it off.
     async fn read_body(&self, version: Version, body: Body) -> Result<Bytes, Response> {
@@ -717,42 +733,38 @@ impl App {
             let msg = format!("Request body exceeds {max} bytes");
             rpc_error(StatusCode::PAYLOAD_TOO_LARGE, None, protocol::INVALID_REQUEST, &msg)
         };
-        if usize::try_from(axum::body::HttpBody::size_hint(&body).lower()).map_or(true, |n| n > max) {
-            return Err(too_large());
+        let declared = axum::body::HttpBody::size_hint(&body).lower();
+        let mut chunks = body.into_data_stream();
+        if usize::try_from(declared).map_or(true, |n| n > max) {
+            return Err(refused_unread(version, chunks, too_large()));
         }
-        let read = async {
-            let mut chunks = body.into_data_stream();
-            let mut buf = Vec::new();
-            while let Some(chunk) = futures_util::StreamExt::next(&mut chunks).await {
-                let chunk = chunk.map_err(|e| e.to_string())?;
-                if buf.len() + chunk.len() > max {
-                    return Ok(None);
+        let deadline = tokio::time::Instant::now() + BODY_READ_TIMEOUT;
+        let mut buf = Vec::new();
+        loop {
+            match tokio::time::timeout_at(deadline, futures_util::StreamExt::next(&mut chunks)).await {
+                Ok(None) => return Ok(Bytes::from(buf)),
+                Ok(Some(Ok(chunk))) if buf.len() + chunk.len() <= max => buf.extend_from_slice(&chunk),
+                Ok(Some(Ok(_))) => return Err(refused_unread(version, chunks, too_large())),
+                Ok(Some(Err(e))) => {
+                    tracing::debug!(error = %e, "Could not read a request body.");
+                    let msg = format!("Could not read the request body: {e}");
+                    return Err(rpc_error(StatusCode::BAD_REQUEST, None, protocol::INVALID_REQUEST, &msg));
                 }
-                buf.extend_from_slice(&chunk);
-            }
-            Ok::<_, String>(Some(Bytes::from(buf)))
-        };
-        match tokio::time::timeout(BODY_READ_TIMEOUT, read).await {
-            Ok(Ok(Some(body))) => Ok(body),
-            Ok(Ok(None)) => Err(too_large()),
-            Ok(Err(e)) => {
-                tracing::debug!(error = %e, "Could not read a request body.");
-                let msg = format!("Could not read the request body: {e}");
-                Err(rpc_error(StatusCode::BAD_REQUEST, None, protocol::INVALID_REQUEST, &msg))
-            }
-            Err(_) => {
-                self.rejected("body_timeout");
-                let secs = BODY_READ_TIMEOUT.as_secs();
-                tracing::warn!(timeout_s = secs, "Refused a request whose body did not arrive in time.");
-                let msg = format!("Request Timeout: the body did not arrive within {secs} s");
-                let mut resp = rpc_error(StatusCode::REQUEST_TIMEOUT, None, protocol::INVALID_REQUEST, &msg);
-                // The rest of the body may still come; only closing the
-                // connection gets rid of it. (HTTP/2 has no such header:
-                // the stream is reset when the handler drops the body.)
-                if version < Version::HTTP_2 {
-                    resp.headers_mut().insert(header::CONNECTION, HeaderValue::from_static("close"));
+                Err(_) => {
+                    self.rejected("body_timeout");
+                    let secs = BODY_READ_TIMEOUT.as_secs();
+                    tracing::warn!(timeout_s = secs, "Refused a request whose body did not arrive in time.");
+                    let msg = format!("Request Timeout: the body did not arrive within {secs} s");
+                    let mut resp = rpc_error(StatusCode::REQUEST_TIMEOUT, None, protocol::INVALID_REQUEST, &msg);
+                    // The rest of the body may still come; only closing the
+                    // connection gets rid of it, at once (no lingering for
+                    // a client this slow). HTTP/2 has no such header: the
+                    // stream is reset when the body is dropped.
+                    if version < Version::HTTP_2 {
+                        resp.headers_mut().insert(header::CONNECTION, HeaderValue::from_static("close"));
+                    }
+                    return Err(resp);
                 }
-                Err(resp)
             }
         }
     }
@@ -860,6 +872,30 @@ impl App {
             )
         })
     }
+}
+
+/// `resp` to a request refused before its body was (all) read. On
+/// HTTP/1.1 the connection closes after it, but the rest of the body is
+/// first read and thrown away for a moment ([`LINGER`], [`LINGER_BYTES`]) so
+/// that the client, likely still sending, gets to read the answer. HTTP/2
+/// needs none of this: the stream alone is reset, after the answer.
+fn refused_unread(version: Version, mut rest: axum::body::BodyDataStream, mut resp: Response) -> Response {
+    if version >= Version::HTTP_2 || axum::body::HttpBody::is_end_stream(&rest) {
+        return resp;
+    }
+    resp.headers_mut().insert(header::CONNECTION, HeaderValue::from_static("close"));
+    tokio::spawn(async move {
+        let mut left = LINGER_BYTES;
+        let discard = async {
+            while let Some(Ok(chunk)) = futures_util::StreamExt::next(&mut rest).await {
+                left = left.checked_sub(chunk.len())?;
+            }
+            Some(())
+        };
+        // Either way the body is dropped here, which closes the connection.
+        let _ = tokio::time::timeout(LINGER, discard).await;
+    });
+    resp
 }
 
 fn reply_response(reply: String, sse: bool) -> Response {

@@ -787,6 +787,7 @@ impl Upstream {
             }
             ("sampling/createMessage" | "elicitation/create", Some(relay)) => relay.request(m, responder),
             (other, _) => {
+                let other = crate::protocol::echo(other);
                 tracing::warn!(upstream = %self.spec.id, method = %other, "Refused a request from the upstream that no client call can be tied to.");
                 responder.error(crate::protocol::METHOD_NOT_FOUND, &format!("Method not found: {other}"));
             }

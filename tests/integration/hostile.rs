@@ -1,7 +1,8 @@
 //! Hostile input (issue 6 item 9): malformed JSON, invalid UTF-8, deep
 //! nesting, huge bodies, wrong content types, bad or missing credentials,
-//! replayed and foreign sessions, header tricks and raw wire garbage, on
-//! the HTTP front end and on `mcp-gateway stdio`.
+//! replayed and foreign sessions, header tricks, raw wire garbage, slow
+//! clients and cleartext HTTP/2, on the HTTP front end and on
+//! `mcp-gateway stdio` (up to EOF).
 //!
 //! Every matrix is a table of named cases against the real binary. After
 //! each case the gateway must still be healthy: `/healthz` answers, a
@@ -614,6 +615,10 @@ async fn hostile_bodies_with_api_keys() {
         assert!(answer.contains("authentication required"), "{name}: {answer}");
         still_healthy(&gw, &mut keeper, name).await;
     }
+    let json = vec![header("content-type", "application/json"), header("accept", "application/json")];
+    let n = refused_unread(&gw, &json, 401).await;
+    eprintln!("hostile: {n} unauthenticated POSTs answered");
+    still_healthy(&gw, &mut keeper, "the unauthenticated bodies").await;
     let unauth = [
         case(
             "unauthenticated malformed JSON",
@@ -694,6 +699,12 @@ async fn hostile_bodies_and_wire_garbage_without_auth() {
     let raw = send_raw(reqwest::Method::GET, &status, &vec![header("host", "evil.example")], vec![], false).await;
     assert_eq!(raw.status, 403, "HTTP/1.1 with a Host that is not allowed: {}", raw.body);
 
+    let json = vec![header("content-type", "application/json"), header("accept", "application/json")];
+    let n = refused_unread(&gw, &json, 413).await;
+    let n = n + refused_unread(&gw, &vec![header("content-type", "text/plain")], 415).await;
+    eprintln!("hostile: {n} refused-unread POSTs answered");
+    still_healthy(&gw, &mut keeper, "the refused unread bodies").await;
+
     let n = slow.await.unwrap();
     eprintln!("hostile: {n} slow-client cases passed");
     still_healthy(&gw, &mut keeper, "the slow clients").await;
@@ -750,6 +761,38 @@ async fn held_open(addr: std::net::SocketAddr, first: &[u8], trickle: Option<u8>
         Ok(_) => Ok(answer),
         Err(_) => Err(format!("the connection is still open after {PATIENCE:?}; got so far: {answer:?}")),
     }
+}
+
+/// Many clients at once POST bodies that are refused before they are read
+/// (too large, wrong Content-Type, no credentials...), each from its own
+/// connection: every one must read its answer (`want`), none may see its
+/// connection reset instead. Returns how many there were.
+async fn refused_unread(gw: &Gateway, headers: &Headers, want: u16) -> usize {
+    let n = 48;
+    let runs = (0..n).map(|i| {
+        let (url, headers) = (gw.url(), headers.clone());
+        async move {
+            // Over the limit 1 to 16 times: some clients finish sending, some not.
+            let body = padded_ping(&i.to_string(), MAX * (1 + i % 16) + 1);
+            let mut map = reqwest::header::HeaderMap::new();
+            for (k, v) in &headers {
+                map.append(
+                    reqwest::header::HeaderName::from_bytes(k.as_bytes()).unwrap(),
+                    reqwest::header::HeaderValue::from_bytes(v).unwrap(),
+                );
+            }
+            let sent = reqwest::Client::new().post(&url).headers(map).body(body).send();
+            match tokio::time::timeout(PATIENCE, sent).await {
+                Ok(Ok(r)) if r.status().as_u16() == want => None,
+                Ok(Ok(r)) => Some(format!("#{i}: status {}", r.status())),
+                Ok(Err(e)) => Some(format!("#{i}: {e:?}")),
+                Err(_) => Some(format!("#{i}: no answer in time")),
+            }
+        }
+    });
+    let failures: Vec<String> = futures_util::future::join_all(runs).await.into_iter().flatten().collect();
+    all_passed(&format!("refused-unread ({want})"), &failures);
+    n
 }
 
 /// Clients that are slow on purpose, all at once: each connection must be
