@@ -14,11 +14,8 @@ use serde_json::{Value, json};
 use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::process::Command;
 
+use crate::support::keys::{ALICE, BOB, keys};
 use crate::support::*;
-use mcp_gateway::security::auth::hash_key;
-
-const ALICE: &str = "alice-key-0123456789";
-const BOB: &str = "bob-key-0123456789";
 
 /// The fixture and its base URL (the issuer; the resource is BASE/mcp).
 async fn upstream(args: &[&str]) -> (Fixture, String) {
@@ -108,13 +105,6 @@ async fn login(config: &Path, args: &[&str], extra: &str) -> (reqwest::Url, bool
     (url, ok, format!("{said}\n{page}"))
 }
 
-/// How a form body encodes `s`.
-fn form(s: &str) -> String {
-    let mut u = reqwest::Url::parse("x:").unwrap();
-    u.query_pairs_mut().append_pair("v", s);
-    u.query().unwrap()[2..].to_owned()
-}
-
 fn query(url: &reqwest::Url, key: &str) -> Option<String> {
     url.query_pairs().find(|(k, _)| k == key).map(|(_, v)| v.into_owned())
 }
@@ -153,7 +143,7 @@ async fn client_credentials_get_a_token_with_the_resource_and_a_refused_one_is_r
     for t in &token_reqs {
         let body = t["body"].as_str().unwrap();
         assert!(body.contains("grant_type=client_credentials"), "{body}");
-        let resource = format!("resource={}", form(&format!("{base}/mcp")));
+        let resource = format!("resource={}", urlencode(&format!("{base}/mcp")));
         assert!(body.contains(&resource), "{body} lacks {resource}");
         assert!(t["headers"]["authorization"].as_str().unwrap().starts_with("Basic "), "{t}");
     }
@@ -206,7 +196,7 @@ async fn auth_login_stores_a_token_that_is_refreshed_rotated_and_survives_a_rest
     let code_req = &requests(&base, "/token").await[0];
     let body = code_req["body"].as_str().unwrap();
     assert!(body.contains("grant_type=authorization_code") && body.contains("code_verifier="), "{body}");
-    assert!(body.contains(&format!("resource={}", form(&format!("{base}/mcp")))), "{body}");
+    assert!(body.contains(&format!("resource={}", urlencode(&format!("{base}/mcp")))), "{body}");
 
     let mode = std::fs::metadata(&tokens).unwrap().permissions().mode() & 0o777;
     assert_eq!(mode, 0o600, "the token file is private");
@@ -257,15 +247,11 @@ async fn per_principal_upstreams_call_with_each_users_own_token() {
     let tokens_dir = tempfile::tempdir().unwrap();
     let tokens = tokens_dir.path().join("tokens.json");
     let toml = format!(
-        "[gateway]\ntoken_file = {:?}\n\
-         [auth]\nresource = \"http://gateway.test/mcp\"\n\
-         [[auth.api_keys]]\nprincipal = \"alice\"\nsha256 = \"{}\"\n\
-         [[auth.api_keys]]\nprincipal = \"bob\"\nsha256 = \"{}\"\n\
+        "[gateway]\ntoken_file = {:?}\n{}\
          [upstreams.bb]\nurl = \"{base}/mcp\"\n\
          [upstreams.bb.oauth]\ngrant = \"authorization_code\"\nper_principal = true\n",
         path_str(&tokens),
-        hash_key(ALICE),
-        hash_key(BOB)
+        keys()
     );
     let (cfg_dir, cfg) = write_config(&toml);
     // The gateway's own login (lists the tools) and alice's.

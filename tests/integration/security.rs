@@ -328,15 +328,6 @@ async fn a_listener_beyond_loopback_needs_authentication() {
     assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), format!("sha256 = \"{}\"", hash_key(ALICE)));
 }
 
-fn urlencode(s: &str) -> String {
-    s.bytes()
-        .map(|b| match b {
-            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'.' | b'_' | b'~' => (b as char).to_string(),
-            _ => format!("%{b:02X}"),
-        })
-        .collect()
-}
-
 #[tokio::test]
 async fn a_changed_tool_definition_is_held_until_approved() {
     let (dir, path) = write_config("");

@@ -609,3 +609,14 @@ pub async fn everything_sse_gateway() -> (Fixture, Gateway) {
     gw.wait_ready("everything").await;
     (everything, gw)
 }
+
+/// Percent-encodes everything but RFC 3986's unreserved characters (a
+/// query value, or a form field as reqwest and the fixtures write one).
+pub fn urlencode(s: &str) -> String {
+    s.bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'.' | b'_' | b'~' => (b as char).to_string(),
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
+}
