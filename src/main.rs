@@ -391,9 +391,8 @@ async fn upstream_auth(config: &Config, command: AuthCommand) -> anyhow::Result<
             Ok(())
         }
         AuthCommand::Tokens { .. } => {
-            let file = &config.gateway.token_file;
-            let path = config.path.parent().unwrap_or(std::path::Path::new(".")).join(file);
-            let store = oauth::store::read(&path)?;
+            let path = &config.gateway.token_file;
+            let store = oauth::store::read(path)?;
             let now = oauth::store::now();
             let mut rows = Vec::new();
             for (id, entry) in &store.upstreams {

@@ -255,6 +255,7 @@ impl Config {
             return Err(at(&["gateway", "max_tool_name_length"], "must be between 16 and 1024".into()));
         }
 
+        let token_file = base.join(&file.gateway.token_file);
         let mut upstreams = Vec::with_capacity(file.upstreams.len());
         for (id, u) in &file.upstreams {
             let key = |k: &'static str| vec!["upstreams", id.as_str(), k];
@@ -335,8 +336,7 @@ impl Config {
             let oauth = match (&u.oauth, &transport) {
                 (None, _) => None,
                 (Some(o), TransportSpec::Http { url, .. }) => {
-                    let token_file = base.join(&file.gateway.token_file);
-                    let spec = validate_oauth(id, o, url.expose(), token_file, &secrets)
+                    let spec = validate_oauth(id, o, url.expose(), token_file.clone(), &secrets)
                         .map_err(|(k, m)| at(&["upstreams", id, "oauth", k], m))?;
                     Some(std::sync::Arc::new(spec))
                 }
@@ -428,7 +428,8 @@ impl Config {
         }
         Ok(Config {
             path: path.to_path_buf(),
-            gateway: file.gateway,
+            // Paths relative to the config file are resolved here, once.
+            gateway: GatewaySection { token_file, ..file.gateway },
             upstreams,
             redactor: secrets.redactor(),
             admin: file.admin,

@@ -223,13 +223,9 @@ async fn post_mcp(State(app): State<Arc<App>>, request: Request) -> Response {
         );
         return refused_unread(parts.version, body.into_data_stream(), r);
     }
-    let body = match app.read_body(parts.version, body).await {
-        Ok(b) => b,
-        Err(r) => return r,
-    };
-    let msg = match Message::parse(&body) {
+    let msg = match app.read_message(parts.version, body).await {
         Ok(m) => m,
-        Err(e) => return (StatusCode::BAD_REQUEST, json_headers(), e.to_response()).into_response(),
+        Err(r) => return r,
     };
     let sse = app.mode == ResponseMode::Sse && accept.as_ref().is_some_and(|a| a.names("text", "event-stream"));
     match msg.kind() {
@@ -562,13 +558,9 @@ async fn post_messages(
         let r = rpc_error(StatusCode::NOT_FOUND, None, protocol::INVALID_REQUEST, "Session not found");
         return refused_unread(parts.version, body.into_data_stream(), r);
     };
-    let body = match app.read_body(parts.version, body).await {
-        Ok(b) => b,
-        Err(r) => return r,
-    };
-    let msg = match Message::parse(&body) {
+    let msg = match app.read_message(parts.version, body).await {
         Ok(m) => m,
-        Err(e) => return (StatusCode::BAD_REQUEST, json_headers(), e.to_response()).into_response(),
+        Err(r) => return r,
     };
     let client = session.client.lock().unwrap_or_else(std::sync::PoisonError::into_inner).clone();
     match (msg.kind(), client) {
@@ -726,6 +718,14 @@ impl App {
     /// the limit (nothing is kept) or as soon as it grows over it, 408 when
     /// it is too slow (and the connection is closed), 400 when the client
     /// breaks it off.
+    /// Reads and parses one JSON-RPC message from an admitted request's
+    /// body: 413, 408 or 400 as [`Self::read_body`] says, 400 with the
+    /// JSON-RPC parse error when it is not a message.
+    async fn read_message(&self, version: Version, body: Body) -> Result<Message, Response> {
+        let body = self.read_body(version, body).await?;
+        Message::parse(&body).map_err(|e| (StatusCode::BAD_REQUEST, json_headers(), e.to_response()).into_response())
+    }
+
     async fn read_body(&self, version: Version, body: Body) -> Result<Bytes, Response> {
         let max = self.gateway.config().gateway.max_message_bytes;
         let too_large = || {
@@ -739,7 +739,9 @@ impl App {
             return Err(refused_unread(version, chunks, too_large()));
         }
         let deadline = tokio::time::Instant::now() + BODY_READ_TIMEOUT;
-        let mut buf = Vec::new();
+        // The declared length is at most `max` here: one allocation for
+        // the usual body that says its length.
+        let mut buf = Vec::with_capacity(usize::try_from(declared).unwrap_or(0));
         loop {
             match tokio::time::timeout_at(deadline, futures_util::StreamExt::next(&mut chunks)).await {
                 Ok(None) => return Ok(Bytes::from(buf)),

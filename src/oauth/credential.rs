@@ -55,17 +55,12 @@ pub struct Credential {
 impl Credential {
     /// The credential of `spec`'s upstream for `principal` (`None`: the
     /// gateway's shared token).
-    pub fn new(
-        spec: Arc<OAuthSpec>,
-        principal: Option<Arc<str>>,
-        http: reqwest::Client,
-        metrics: Arc<Metrics>,
-    ) -> Credential {
+    pub fn new(spec: Arc<OAuthSpec>, principal: Option<Arc<str>>, metrics: Arc<Metrics>) -> Credential {
         let label = Name::from(spec.upstream.as_str());
         Credential {
             spec,
             principal,
-            http,
+            http: super::http_client(),
             live: ArcSwapOption::empty(),
             renewing: tokio::sync::Mutex::new(()),
             found: ArcSwapOption::empty(),

@@ -40,13 +40,22 @@ pub fn http_client() -> reqwest::Client {
         .clone()
 }
 
+/// The command that gives `upstream` a token for `principal` (`None`: the
+/// gateway's own), for messages that tell an operator what to run.
+pub(crate) fn login_command(upstream: &str, principal: Option<&str>) -> String {
+    match principal {
+        Some(p) => format!("mcp-gateway auth login {upstream} --principal {p}"),
+        None => format!("mcp-gateway auth login {upstream}"),
+    }
+}
+
 /// Why the gateway has no usable token for an upstream.
 #[derive(Debug, thiserror::Error)]
 pub enum OAuthError {
     /// Nothing stored, or the stored grant is dead: a person must log in.
-    #[error("no usable token for upstream `{upstream}`{}: {why}; run `mcp-gateway auth login {upstream}{}`",
+    #[error("no usable token for upstream `{upstream}`{}: {why}; run `{}`",
         principal.as_deref().map(|p| format!(" (principal `{p}`)")).unwrap_or_default(),
-        principal.as_deref().map(|p| format!(" --principal {p}")).unwrap_or_default())]
+        login_command(upstream, principal.as_deref()))]
     NoToken {
         /// The upstream id.
         upstream: String,

@@ -111,26 +111,24 @@ impl HttpLink {
                 req = req.header(crate::telemetry::trace::TRACEPARENT, tp);
             }
             let resp = req.body(body.clone()).send().await.map_err(io_error)?;
-            // 401: the token expired early or was revoked. The request was
-            // refused before it was processed, so sending it again with a
-            // new token is safe (once).
-            if let (StatusCode::UNAUTHORIZED, false, Some(cred), Some(old)) =
-                (resp.status(), renewed, &self.auth, &bearer)
-            {
-                renewed = true;
-                bearer = Some(cred.rejected(old).await.map_err(|e| LinkError::Auth(e.to_string()))?);
-                continue;
+            // A refused token was refused before the request was processed,
+            // so sending it again with another token is safe (once). 401:
+            // the token expired early or was revoked: renew it. 403: only a
+            // login with more scope since (step-up) can help.
+            let another = match (resp.status(), renewed, &self.auth, &bearer) {
+                (StatusCode::UNAUTHORIZED, false, Some(cred), Some(old)) => {
+                    Some(cred.rejected(old).await.map_err(|e| LinkError::Auth(e.to_string()))?)
+                }
+                (StatusCode::FORBIDDEN, false, Some(cred), Some(old)) => cred.stepped_up(old).await,
+                _ => None,
+            };
+            match another {
+                Some(b) => {
+                    renewed = true;
+                    bearer = Some(b);
+                }
+                None => break resp,
             }
-            // 403: a login with more scope since this token was taken
-            // (step-up) is used at once; there is nothing else to try.
-            if let (StatusCode::FORBIDDEN, false, Some(cred), Some(old)) = (resp.status(), renewed, &self.auth, &bearer)
-                && let Some(newer) = cred.stepped_up(old).await
-            {
-                renewed = true;
-                bearer = Some(newer);
-                continue;
-            }
-            break resp;
         };
         let status = resp.status();
         if status == StatusCode::NOT_FOUND && had_session {
@@ -261,10 +259,7 @@ fn refusal(cred: &Credential, resp: &reqwest::Response) -> String {
         .filter_map(|v| v.to_str().ok())
         .find_map(crate::oauth::parse_challenge)
         .unwrap_or_default();
-    let login = match cred.principal() {
-        Some(p) => format!("mcp-gateway auth login {} --principal {p}", cred.upstream()),
-        None => format!("mcp-gateway auth login {}", cred.upstream()),
-    };
+    let login = crate::oauth::login_command(cred.upstream(), cred.principal());
     if resp.status() == StatusCode::FORBIDDEN {
         let scope = challenge.scope.unwrap_or_default();
         if challenge.error.as_deref() == Some("insufficient_scope") && !scope.is_empty() {

@@ -241,6 +241,17 @@ impl Responder {
     }
 }
 
+/// The gateway's own OAuth credential for `spec` (`principal`: one
+/// principal's, else the shared one), when it has `[oauth]`.
+fn credential(
+    spec: &UpstreamSpec,
+    principal: Option<Arc<str>>,
+    metrics: &Arc<Metrics>,
+) -> Option<Arc<crate::oauth::Credential>> {
+    let oauth = spec.oauth.clone()?;
+    Some(Arc::new(crate::oauth::Credential::new(oauth, principal, metrics.clone())))
+}
+
 // === impl Upstream ===
 
 impl Upstream {
@@ -255,10 +266,7 @@ impl Upstream {
         metrics: Arc<Metrics>,
         notes: mpsc::Sender<Note>,
     ) -> Arc<Self> {
-        let credential = spec
-            .oauth
-            .clone()
-            .map(|o| Arc::new(crate::oauth::Credential::new(o, None, crate::oauth::http_client(), metrics.clone())));
+        let credential = credential(&spec, None, &metrics);
         Self::build(spec, max_bytes, redactor, changed, http, metrics, notes, None, credential)
     }
 
@@ -268,15 +276,7 @@ impl Upstream {
     /// of the principal like a shared connection does; it stops with
     /// [`Upstream::shutdown`].
     pub fn start_for_principal(&self, principal: Arc<str>) -> Arc<Self> {
-        let credential = self.spec.oauth.clone().map(|o| {
-            Arc::new(crate::oauth::Credential::new(
-                o,
-                Some(principal),
-                crate::oauth::http_client(),
-                self.metrics.clone(),
-            ))
-        });
-        self.sibling(None, credential)
+        self.sibling(None, credential(&self.spec, Some(principal), &self.metrics))
     }
 
     /// Starts a connection of one session's own to the same server (see
