@@ -24,7 +24,7 @@
 use std::fmt;
 use std::time::Duration;
 
-use crate::protocol::{self, Message, RawObject};
+use crate::protocol::{self, Checked, Members, Message};
 
 /// The class of a failure, as reported to clients in `error.data.class`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -71,6 +71,10 @@ pub struct CallError {
     pub not_delivered: bool,
     /// How long the upstream asked us to wait (`Retry-After`).
     pub retry_after: Option<Duration>,
+    /// The upstream's reply was refused unread (design.md D12: ambiguous
+    /// or not JSON-RPC), for this reason. The call did reach the upstream,
+    /// so it is never retried; the audit record says so.
+    pub refused: Option<&'static str>,
 }
 
 // === impl ErrorClass ===
@@ -155,6 +159,7 @@ impl CallError {
             code: class.default_code(),
             not_delivered: false,
             retry_after: None,
+            refused: None,
         }
     }
 
@@ -197,26 +202,32 @@ pub fn classify_rpc_code(code: i64) -> ErrorClass {
 /// code, message and data as the upstream sent them (they may matter to
 /// the client, e.g. URL elicitation's -32042 data), with `class` and
 /// `upstream` added to `data` when it is absent or an object.
-pub fn relay_error(id: &protocol::RawValue, error: &protocol::RawValue, upstream: &str) -> String {
-    let Ok(mut err) = RawObject::parse(error.get()) else {
-        return protocol::encode::raw_error(id, error);
+pub fn relay_error(id: &protocol::RawValue, error: Checked<'_>, upstream: &str) -> String {
+    let Some(mut err) = error.object() else {
+        return protocol::encode::raw_error(id, error.raw());
     };
-    let code = err.get("code").and_then(|c| c.get().parse::<i64>().ok());
+    let code = error_code(&err);
     let class = code.map_or(ErrorClass::UpstreamInternal, classify_rpc_code);
     let data = match err.get("data") {
-        None => RawObject::parse("{}").ok(),
-        Some(d) => RawObject::parse(d.get()).ok(),
+        None => Some(Members::new()),
+        Some(d) => d.object(),
     };
     if let Some(mut data) = data {
-        if data.get("class").is_none() {
+        if !data.contains("class") {
             data.set_str("class", class.as_str());
         }
-        if data.get("upstream").is_none() {
+        if !data.contains("upstream") {
             data.set_str("upstream", upstream);
         }
-        err.set("data", data.to_raw());
+        let data = data.to_checked();
+        err.set("data", data);
     }
     protocol::encode::raw_error(id, &err.to_raw())
+}
+
+/// The numeric `code` of a JSON-RPC error object.
+fn error_code(error: &Members<'_>) -> Option<i64> {
+    error.get("code").and_then(|c| c.text().parse::<i64>().ok())
 }
 
 /// MCP's "resource not found" (server/resources.mdx).
@@ -226,20 +237,15 @@ const RESOURCE_NOT_FOUND: i64 = -32002;
 /// of its failure: the error code's class, or `tool_error` for a result
 /// with `isError: true`.
 ///
-/// Cheap on the hot path: a result is only parsed when its text contains
-/// `"isError"` at all.
+/// Cheap on the hot path: the scan of a tool result already found where
+/// its `isError` is (protocol::ResultCheck).
 pub fn classify_reply(reply: &Message) -> Option<ErrorClass> {
-    if let Some(e) = &reply.error {
-        let code = RawObject::parse(e.get()).ok().and_then(|o| o.get("code").and_then(|c| c.get().parse::<i64>().ok()));
+    if let Some(e) = reply.error() {
+        let code = e.object().and_then(|o| error_code(&o));
         // An error without a numeric code is malformed: the upstream's fault.
         return Some(code.map_or(ErrorClass::UpstreamInternal, classify_rpc_code));
     }
-    let result = reply.result.as_deref()?;
-    if !result.get().contains("\"isError\"") {
-        return None;
-    }
-    let is_error = RawObject::parse(result.get()).ok().and_then(|o| o.get("isError").map(|v| v.get() == "true"));
-    is_error.unwrap_or(false).then_some(ErrorClass::ToolError)
+    reply.result_member("isError").filter(|v| v.is_true()).map(|_| ErrorClass::ToolError)
 }
 
 #[cfg(test)]
@@ -319,9 +325,16 @@ mod tests {
             (r#"{"jsonrpc":"2.0","id":1,"error":{"code":-32602,"message":"bad"}}"#, Some(ErrorClass::Protocol)),
             (r#"{"jsonrpc":"2.0","id":1,"error":{"code":-32603,"message":"x"}}"#, Some(ErrorClass::UpstreamInternal)),
             (r#"{"jsonrpc":"2.0","id":1,"error":{"message":"no code"}}"#, Some(ErrorClass::UpstreamInternal)),
+            // Spelled with escapes, it is the member all the same.
+            (r#"{"jsonrpc":"2.0","id":1,"result":{"is\u0045rror":true,"content":[]}}"#, Some(ErrorClass::ToolError)),
         ];
         for (text, class) in table {
-            let m = Message::parse(text.as_bytes()).unwrap();
+            // As an upstream's reply to tools/call is read: the result only
+            // where the gateway reads it.
+            let m = protocol::Envelope::parse(text.as_bytes())
+                .unwrap()
+                .check(&protocol::Limits::default(), protocol::ResultCheck::Tool)
+                .unwrap();
             assert_eq!(classify_reply(&m), class, "{text}");
         }
     }
@@ -330,8 +343,9 @@ mod tests {
     fn relayed_errors_keep_their_code_message_and_data() {
         let id = protocol::RawValue::from_string("7".into()).unwrap();
         let relay = |e: &str| -> serde_json::Value {
-            let raw = protocol::RawValue::from_string(e.into()).unwrap();
-            serde_json::from_str(&relay_error(&id, &raw, "db")).unwrap()
+            let reply = format!(r#"{{"jsonrpc":"2.0","id":1,"error":{e}}}"#);
+            let m = Message::parse(reply.as_bytes(), &protocol::Limits::default()).unwrap();
+            serde_json::from_str(&relay_error(&id, m.error().unwrap(), "db")).unwrap()
         };
         let v = relay(r#"{"code":-32602,"message":"Unknown tool: x"}"#);
         assert_eq!(v["error"]["code"], -32602);

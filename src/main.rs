@@ -543,7 +543,7 @@ async fn tools(config: Config, wait: Option<u64>) -> anyhow::Result<()> {
     let rows: Vec<[String; 3]> = catalog
         .tools()
         .iter()
-        .map(|t| [t.name.clone(), gateway.upstreams()[t.upstream].id().to_owned(), annotations(&t.def)])
+        .map(|t| [t.name.clone(), gateway.upstreams()[t.upstream].id().to_owned(), annotations(t.def.checked())])
         .collect();
     print_table(&["NAME", "UPSTREAM", "ANNOTATIONS"], &rows);
     let not_ready = gateway.upstreams().iter().filter(|u| !matches!(*u.state(), State::Ready(_))).count();
@@ -557,8 +557,8 @@ async fn tools(config: Config, wait: Option<u64>) -> anyhow::Result<()> {
 
 /// `read-only, destructive, idempotent, open-world` as declared (absent
 /// hints are shown as the spec's defaults would read: nothing).
-fn annotations(def: &serde_json::value::RawValue) -> String {
-    let v: serde_json::Value = serde_json::from_str(def.get()).unwrap_or_default();
+fn annotations(def: mcp_gateway::protocol::Checked<'_>) -> String {
+    let v = def.value().unwrap_or_default();
     let a = &v["annotations"];
     let mut out = Vec::new();
     for (key, label) in [

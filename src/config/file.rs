@@ -152,6 +152,11 @@ pub struct GatewaySection {
     /// Largest JSON-RPC message accepted from a client or an upstream, in
     /// bytes. Default 16 MiB.
     pub max_message_bytes: usize,
+    /// Deepest nesting of objects and arrays accepted in a message from a
+    /// client or an upstream, counted from the message itself (a
+    /// `tools/call` holding `params` holding `arguments` is three deep).
+    /// Deeper messages are refused (design.md D12). Default 64.
+    pub max_json_depth: usize,
     /// Longest exposed tool name; longer names are shortened with a hash
     /// suffix. Default 128 (use 64 for hosts that need it).
     pub max_tool_name_length: usize,
@@ -489,6 +494,7 @@ impl Default for GatewaySection {
             secrets_file: None,
             token_file: PathBuf::from("tokens.json"),
             max_message_bytes: 16 * 1024 * 1024,
+            max_json_depth: crate::protocol::scan::DEFAULT_MAX_DEPTH,
             max_tool_name_length: 128,
             allowed_hosts: Vec::new(),
             allowed_origins: Vec::new(),

@@ -251,6 +251,9 @@ impl Config {
         if g.max_sessions == 0 {
             return Err(at(&["gateway", "max_sessions"], "must be at least 1".into()));
         }
+        if !(8..=1024).contains(&g.max_json_depth) {
+            return Err(at(&["gateway", "max_json_depth"], "must be between 8 and 1024".into()));
+        }
         if !(16..=1024).contains(&g.max_tool_name_length) {
             return Err(at(&["gateway", "max_tool_name_length"], "must be between 16 and 1024".into()));
         }
@@ -442,6 +445,11 @@ impl Config {
             limits: file.limits,
             secret_names: secrets.names(),
         })
+    }
+
+    /// What the strict scan of every message enforces (design.md D12).
+    pub fn json_limits(&self) -> crate::protocol::Limits {
+        crate::protocol::Limits { max_depth: self.gateway.max_json_depth }
     }
 
     /// The listen address (`gateway.listen`).

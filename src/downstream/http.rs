@@ -77,6 +77,12 @@ const LINGER_BYTES: usize = 16 << 20;
 const SESSION_HEADER: &str = "mcp-session-id";
 const VERSION_HEADER: &str = "mcp-protocol-version";
 
+/// Headers that may occur once: the gateway decides on them (who the client
+/// is, which session, which revision, where it comes from), and a proxy in
+/// front might read another copy than the first.
+const SINGLE_HEADERS: [&str; 8] =
+    ["authorization", "x-api-key", SESSION_HEADER, VERSION_HEADER, "host", "origin", "content-type", "last-event-id"];
+
 /// Shared state of the HTTP front end.
 #[derive(Debug)]
 pub struct App {
@@ -231,9 +237,9 @@ async fn post_mcp(State(app): State<Arc<App>>, request: Request) -> Response {
     match msg.kind() {
         Ok(MessageKind::Request) if msg.method() == "initialize" => {
             let id = msg.id.as_deref().expect("requests have ids");
-            let (reply, version) = app.gateway.initialize(id, msg.params.as_deref());
+            let (reply, version) = app.gateway.initialize(id, msg.params());
             let (tx, outbox) = tokio::sync::mpsc::channel(crate::routing::peer::QUEUE);
-            let client = app.gateway.connect(tx, msg.params.as_deref(), principal);
+            let client = app.gateway.connect(tx, msg.params(), principal);
             let Ok(session) = app.sessions.create(version, client, outbox) else {
                 let e = crate::error::CallError::new(crate::error::ErrorClass::Overloaded, None, "Too many sessions");
                 return (StatusCode::SERVICE_UNAVAILABLE, json_headers(), e.to_response(id)).into_response();
@@ -566,9 +572,8 @@ async fn post_messages(
     match (msg.kind(), client) {
         (Ok(MessageKind::Request), _) if msg.method() == "initialize" => {
             let id = msg.id.as_deref().expect("requests have ids");
-            let (reply, _version) = app.gateway.initialize(id, msg.params.as_deref());
-            let client =
-                Arc::new(app.gateway.connect(session.out.clone(), msg.params.as_deref(), session.principal.clone()));
+            let (reply, _version) = app.gateway.initialize(id, msg.params());
+            let client = Arc::new(app.gateway.connect(session.out.clone(), msg.params(), session.principal.clone()));
             if let Some(old) = session.client.lock().unwrap_or_else(std::sync::PoisonError::into_inner).replace(client)
             {
                 old.peer.close();
@@ -693,6 +698,7 @@ impl App {
     /// (RFC 9728 metadata URL), 403 for a missing scope, 503 when the
     /// signing keys cannot be fetched.
     async fn admit(&self, headers: &HeaderMap, uri: &Uri) -> Result<Arc<Principal>, Response> {
+        self.check_single_headers(headers)?;
         self.check_origin(headers, uri)?;
         let authorization = headers.get(header::AUTHORIZATION).map(HeaderValue::as_bytes);
         let api_key = headers.get("x-api-key").map(HeaderValue::as_bytes);
@@ -723,7 +729,9 @@ impl App {
     /// JSON-RPC parse error when it is not a message.
     async fn read_message(&self, version: Version, body: Body) -> Result<Message, Response> {
         let body = self.read_body(version, body).await?;
-        Message::parse(&body).map_err(|e| (StatusCode::BAD_REQUEST, json_headers(), e.to_response()).into_response())
+        self.gateway
+            .parse("http", &body)
+            .map_err(|e| (StatusCode::BAD_REQUEST, json_headers(), e.to_response()).into_response())
     }
 
     async fn read_body(&self, version: Version, body: Body) -> Result<Bytes, Response> {
@@ -790,6 +798,20 @@ impl App {
 
     /// The request's host ([`request_host`]) and `Origin` against the
     /// allow-lists.
+    /// Refuses a request that repeats a header the gateway decides on
+    /// (design.md D12): a proxy in front may read the last copy where the
+    /// gateway reads the first.
+    #[allow(clippy::result_large_err)]
+    fn check_single_headers(&self, headers: &HeaderMap) -> Result<(), Response> {
+        let Some(name) = SINGLE_HEADERS.iter().find(|h| headers.get_all(**h).iter().nth(1).is_some()) else {
+            return Ok(());
+        };
+        self.gateway.refused("http", "duplicate_header");
+        tracing::warn!(header = %name, "Refused a request that repeats a header.");
+        let msg = format!("Bad Request: the {name} header occurs more than once");
+        Err(rpc_error(StatusCode::BAD_REQUEST, None, protocol::INVALID_REQUEST, &msg))
+    }
+
     #[allow(clippy::result_large_err)]
     fn check_origin(&self, headers: &HeaderMap, uri: &Uri) -> Result<(), Response> {
         let host = match request_host(headers, uri) {

@@ -18,7 +18,7 @@ use tokio::sync::{Semaphore, mpsc};
 use tokio::task::JoinSet;
 
 use crate::protocol::framing::{self, Line};
-use crate::protocol::{Message, MessageKind, encode};
+use crate::protocol::{MessageKind, encode};
 use crate::routing::{Caller, Gateway};
 use crate::security::auth::Principal;
 use crate::telemetry::metrics::TransportLabels;
@@ -62,6 +62,7 @@ where
         match line {
             Line::Eof => break,
             Line::TooLong => {
+                gateway.refused("stdio", "too_large");
                 let msg = format!("Invalid request: message exceeds {max} bytes");
                 // Answer with the request's id when its first bytes show it.
                 let id =
@@ -72,7 +73,7 @@ where
             Line::Ok if buf.iter().all(u8::is_ascii_whitespace) => continue,
             Line::Ok => {}
         }
-        let msg = match Message::parse(&buf) {
+        let msg = match gateway.parse("stdio", &buf) {
             Ok(m) => m,
             Err(e) => {
                 let _ = tx.send(e.to_response()).await;
@@ -82,10 +83,10 @@ where
         match msg.kind() {
             Ok(MessageKind::Request) if msg.method() == "initialize" => {
                 let id = msg.id.as_deref().expect("requests have ids");
-                let (reply, _version) = gateway.initialize(id, msg.params.as_deref());
+                let (reply, _version) = gateway.initialize(id, msg.params());
                 let _ = tx.send(reply).await;
                 if client.is_none() {
-                    client = Some(gateway.connect(tx.clone(), msg.params.as_deref(), Arc::new(Principal::stdio())));
+                    client = Some(gateway.connect(tx.clone(), msg.params(), Arc::new(Principal::stdio())));
                 }
             }
             Ok(MessageKind::Request) => {

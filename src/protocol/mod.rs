@@ -1,21 +1,28 @@
-//! JSON-RPC 2.0 over raw JSON (design.md D1).
+//! JSON-RPC 2.0 over raw JSON (design.md D1, D12).
 //!
 //! The gateway parses the envelope (`jsonrpc`, `id`, `method`) and keeps
 //! `params`, `result` and `error` as [`RawValue`]s that are forwarded
-//! byte-for-byte. Only the fields the gateway routes on are ever looked at,
-//! through [`RawObject`], which preserves key order and every unknown member.
+//! byte-for-byte. Before anything reads them, every message is scanned
+//! ([`scan`]): one whose parts parsers would read differently (a member
+//! name twice, nesting past the limit, a number out of range, a lone
+//! surrogate) is refused. Members are then read only through [`Checked`]
+//! views, which only this module hands out; [`Members`] reads one level of
+//! an object, keeps order and every unknown member, and writes it back
+//! with only the routed members replaced.
 //!
 //! Architecture Invariant: this module imports nothing from the rest of the
 //! crate.
 
+mod checked;
 mod codes;
 pub mod framing;
 mod message;
-mod raw_object;
+pub mod scan;
 
+pub use checked::{Checked, CheckedBox, Members};
 pub use codes::*;
-pub use message::{Message, MessageKind, ParseError, encode};
-pub use raw_object::RawObject;
+pub use message::{Envelope, Message, MessageKind, ParseError, ResultCheck, encode};
+pub use scan::{Ambiguous, Limits, Reason};
 pub use serde_json::value::RawValue;
 
 /// Protocol revisions the gateway accepts, newest first. The first one is
@@ -38,6 +45,17 @@ pub fn echo(text: &str) -> std::borrow::Cow<'_, str> {
     match text.char_indices().nth(ECHO_MAX_CHARS) {
         None => std::borrow::Cow::Borrowed(text),
         Some((at, _)) => std::borrow::Cow::Owned(format!("{}…", &text[..at])),
+    }
+}
+
+/// How the gateway checks an upstream's reply to `method`: tool and prompt
+/// results are forwarded unread but for a few members, so only those (and
+/// the result's own member names) are scanned; everything else in full.
+pub fn result_check(method: &str) -> ResultCheck {
+    match method {
+        "tools/call" | "tasks/result" => ResultCheck::Tool,
+        "prompts/get" => ResultCheck::Prompt,
+        _ => ResultCheck::Whole,
     }
 }
 

@@ -27,7 +27,7 @@ use serde_json::value::RawValue;
 use sha2::{Digest, Sha256};
 
 use crate::config::ToolMatcher;
-use crate::protocol::RawObject;
+use crate::protocol::{Checked, CheckedBox, Members};
 use crate::upstream::{ListKind, Lists, ToolHints};
 
 /// Separator between the upstream id and the tool name.
@@ -63,7 +63,7 @@ pub struct Tool {
     /// label).
     pub original: Arc<str>,
     /// The definition as exposed (renamed).
-    pub def: Box<RawValue>,
+    pub def: CheckedBox,
     /// What its annotations claim (for retry safety).
     pub hints: ToolHints,
     /// Left out of `tools/list` while a breaker is open, but still routed,
@@ -84,7 +84,7 @@ pub struct Item {
     /// What the upstream calls it.
     pub original: Arc<str>,
     /// The definition as exposed.
-    pub def: Box<RawValue>,
+    pub def: CheckedBox,
 }
 
 /// An entry that was not exposed because its name or URI was taken.
@@ -151,7 +151,7 @@ impl Catalog {
         let mut seen: HashMap<String, usize> = HashMap::new();
         for src in &ordered {
             for def in src.lists.tools.iter() {
-                let Some((mut obj, original)) = named(def, "name", src.id, "tool") else { continue };
+                let Some((mut obj, original)) = named(def.checked(), "name", src.id, "tool") else { continue };
                 if !src.filter.exposes(&original) {
                     continue;
                 }
@@ -169,7 +169,7 @@ impl Catalog {
                             hidden: src.hidden || src.hidden_tools.contains(&original),
                             quarantined: false,
                             original: original.as_str().into(),
-                            def: obj.to_raw(),
+                            def: obj.to_checked(),
                         });
                         e.insert(tools.len() - 1);
                     }
@@ -190,7 +190,7 @@ impl Catalog {
             let mut seen: HashMap<String, usize> = HashMap::new();
             for src in &ordered {
                 for def in src.lists.get(kind).iter() {
-                    let Some((mut obj, original)) = named(def, field, src.id, what) else { continue };
+                    let Some((mut obj, original)) = named(def.checked(), field, src.id, what) else { continue };
                     let key = if !src.prefix {
                         Some(original.clone())
                     } else if kind == ListKind::Prompts {
@@ -212,7 +212,7 @@ impl Catalog {
                                 key: e.key().clone(),
                                 upstream: src.upstream,
                                 original: original.as_str().into(),
-                                def: obj.to_raw(),
+                                def: obj.to_checked(),
                             });
                             e.insert(items.len() - 1);
                         }
@@ -315,10 +315,10 @@ impl Catalog {
     ) -> Result<String, InvalidCursor> {
         let after = cursor.map(|c| decode_cursor(kind, c)).transpose()?;
         let defs: Box<dyn Iterator<Item = (&str, &RawValue)>> = match kind {
-            ListKind::Tools => {
-                Box::new(self.tools.items.iter().filter(|t| !t.hidden && visible(&t.name)).map(|t| (&*t.name, &*t.def)))
-            }
-            _ => Box::new(self.items(kind).iter().filter(|i| visible(&i.key)).map(|i| (&*i.key, &*i.def))),
+            ListKind::Tools => Box::new(
+                self.tools.items.iter().filter(|t| !t.hidden && visible(&t.name)).map(|t| (&*t.name, t.def.raw())),
+            ),
+            _ => Box::new(self.items(kind).iter().filter(|i| visible(&i.key)).map(|i| (&*i.key, i.def.raw()))),
         };
         let size = if size == 0 { usize::MAX } else { size };
         let mut out = String::with_capacity(1024);
@@ -363,8 +363,8 @@ impl Catalog {
     fn fingerprint(&self, kind: ListKind) -> u64 {
         let mut h = std::collections::hash_map::DefaultHasher::new();
         match kind {
-            ListKind::Tools => self.tools.items.iter().filter(|t| !t.hidden).for_each(|t| t.def.get().hash(&mut h)),
-            _ => self.items(kind).iter().for_each(|i| i.def.get().hash(&mut h)),
+            ListKind::Tools => self.tools.items.iter().filter(|t| !t.hidden).for_each(|t| t.def.text().hash(&mut h)),
+            _ => self.items(kind).iter().for_each(|i| i.def.text().hash(&mut h)),
         }
         h.finish()
     }
@@ -379,12 +379,12 @@ impl<T> Sorted<T> {
 
 /// A definition and the string member `field` it is known by (logged and
 /// skipped when it has none).
-fn named(def: &RawValue, field: &str, upstream: &str, what: &str) -> Option<(RawObject, String)> {
-    let Ok(obj) = RawObject::parse(def.get()) else {
+fn named<'a>(def: Checked<'a>, field: &str, upstream: &str, what: &str) -> Option<(Members<'a>, String)> {
+    let Some(obj) = def.object() else {
         tracing::warn!(upstream = %upstream, "Skipped a {what} definition that is not a JSON object.");
         return None;
     };
-    let Some(name) = obj.get_str(field) else {
+    let Some(name) = obj.str(field) else {
         tracing::warn!(upstream = %upstream, "Skipped a {what} without a string `{field}`.");
         return None;
     };
@@ -493,11 +493,11 @@ pub(crate) fn decode_tagged_cursor(tag: u8, cursor: &str) -> Result<String, Inva
 }
 
 /// `annotations.readOnlyHint` and `annotations.idempotentHint`.
-fn hints(def: &RawObject) -> ToolHints {
-    let Some(a) = def.get("annotations").and_then(|a| RawObject::parse(a.get()).ok()) else {
+fn hints(def: &Members<'_>) -> ToolHints {
+    let Some(a) = def.get("annotations").and_then(Checked::object) else {
         return ToolHints::default();
     };
-    let yes = |k: &str| a.get(k).is_some_and(|v| v.get() == "true");
+    let yes = |k: &str| a.get(k).is_some_and(Checked::is_true);
     ToolHints { read_only: yes("readOnlyHint"), idempotent: yes("idempotentHint") }
 }
 
@@ -520,20 +520,21 @@ pub fn shorten(name: &str, max: usize) -> String {
 mod tests {
     use super::*;
 
-    fn defs(names: &[&str]) -> Arc<[Box<RawValue>]> {
+    fn checked(text: &str) -> CheckedBox {
+        CheckedBox::parse(text, &crate::protocol::Limits::default()).unwrap()
+    }
+
+    fn defs(names: &[&str]) -> Arc<[CheckedBox]> {
         names
             .iter()
             .map(|n| {
-                RawValue::from_string(format!(
-                    r#"{{"name":"{n}","x-extra":{{"b":1,"a":2}},"inputSchema":{{"type":"object"}}}}"#
-                ))
-                .unwrap()
+                checked(&format!(r#"{{"name":"{n}","x-extra":{{"b":1,"a":2}},"inputSchema":{{"type":"object"}}}}"#))
             })
             .collect()
     }
 
-    fn raw(items: &[&str]) -> Arc<[Box<RawValue>]> {
-        items.iter().map(|d| RawValue::from_string((*d).to_owned()).unwrap()).collect()
+    fn raw(items: &[&str]) -> Arc<[CheckedBox]> {
+        items.iter().map(|d| checked(d)).collect()
     }
 
     fn tools(names: &[&str]) -> Lists {
@@ -678,7 +679,7 @@ mod tests {
         assert_eq!(c.prompt("greet").unwrap().upstream, 1);
         let r = c.resource("file+a:///r.txt").unwrap();
         assert_eq!((r.upstream, &*r.original), (0, "file:///r.txt"));
-        assert_eq!(r.def.get(), r#"{"uri":"file+a:///r.txt","name":"r","x":1}"#);
+        assert_eq!(r.def.text(), r#"{"uri":"file+a:///r.txt","name":"r","x":1}"#);
         // The bare URI is b's own (listed unprefixed), not a fallback to a.
         assert_eq!(c.resource("file:///r.txt").unwrap().upstream, 1);
         assert_eq!(c.template("db+a://main/{t}").unwrap().upstream, 0);

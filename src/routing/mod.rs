@@ -31,7 +31,7 @@ pub use self::peer::Peer;
 use self::peer::{CallRelay, LEVELS};
 use crate::config::Config;
 use crate::error::CallError;
-use crate::protocol::{self, Message, RawObject, encode};
+use crate::protocol::{self, Checked, CheckedBox, Members, Message, encode};
 use crate::security::access::{Access, Grants, Kind};
 use crate::security::auth::Principal;
 use crate::security::rules::{Action, Call as RuleCall, History, RuleSet, Tags};
@@ -206,7 +206,7 @@ impl Gateway {
             .map(|spec| {
                 Upstream::start(
                     spec.clone(),
-                    config.gateway.max_message_bytes,
+                    crate::upstream::Bounds { max_bytes: config.gateway.max_message_bytes, json: config.json_limits() },
                     config.redactor.clone(),
                     changed.clone(),
                     http.clone(),
@@ -334,7 +334,7 @@ impl Gateway {
     fn apply_pins(&self, next: &mut Catalog) {
         let Some(pins) = &self.pins else { return };
         pins.reload_if_changed();
-        let tools = next.tools().iter().map(|t| (&*t.name, self.upstreams[t.upstream].id(), &*t.def));
+        let tools = next.tools().iter().map(|t| (&*t.name, self.upstreams[t.upstream].id(), t.def.raw()));
         let review = pins.review(tools);
         let hide = self.config.pinning.on_change == crate::config::QuarantineMode::Hide;
         next.quarantine(&review.quarantined, hide);
@@ -391,11 +391,8 @@ impl Gateway {
                     // untrusted one could call a destructive tool read-only
                     // to slip past a rule. Untrusted tools get the spec's
                     // defaults.
-                    let annotations = RawObject::parse(t.def.get())
-                        .ok()
-                        .and_then(|d| d.get("annotations").map(ToOwned::to_owned))
-                        .filter(|_| u.spec().trusted);
-                    (t.name.clone(), state.set.tags_for(&t.name, u.id(), annotations.as_deref()))
+                    let annotations = t.def.checked().get("annotations").filter(|_| u.spec().trusted);
+                    (t.name.clone(), state.set.tags_for(&t.name, u.id(), annotations.map(Checked::raw)))
                 })
                 .collect();
             Some(Arc::new(RulesState { set: state.set.clone(), tags }))
@@ -520,13 +517,13 @@ impl Gateway {
                 "required": ["allow"],
             },
         });
-        let params = serde_json::value::to_raw_value(&params).expect("valid");
-        if !peer.supports("elicitation/create", Some(&params)) {
+        let params = CheckedBox::from_value(&params);
+        if !peer.supports("elicitation/create", Some(params.checked())) {
             return false;
         }
-        let Some(answer) = peer.ask("elicitation/create", &params, caller.stream) else { return false };
+        let Some(answer) = peer.ask("elicitation/create", params.raw(), caller.stream) else { return false };
         let Ok(Ok(reply)) = tokio::time::timeout(CONFIRM_WAIT, answer).await else { return false };
-        let result: Option<serde_json::Value> = reply.as_deref().and_then(|r| serde_json::from_str(r.get()).ok());
+        let result = reply.and_then(|r| r.checked().value());
         result.is_some_and(|r| r["action"] == "accept" && r["content"]["allow"] == true)
     }
 
@@ -599,23 +596,22 @@ impl Gateway {
                 "notifications/cancelled" => {
                     // The upstream withdrew a request it sent us: the
                     // client it was relayed to is told, under its own id.
-                    let (id, reason) = peer::cancelled_params(note.msg.params.as_deref());
+                    let (id, reason) = peer::cancelled_params(note.msg.params());
                     // A per-session upstream's requests come over the
                     // sessions' own connections (and their relays).
                     let per_session = self.upstreams[i].spec().isolation == crate::config::Isolation::PerSession;
                     let Some(id) = id.filter(|_| !per_session) else { continue };
-                    let told =
-                        self.peers().iter().any(|p| p.cancel_relayed(&note.upstream, id.get(), reason.as_deref()));
+                    let told = self.peers().iter().any(|p| p.cancel_relayed(&note.upstream, id.text(), reason));
                     if !told {
                         tracing::debug!(upstream = %note.upstream, "Upstream cancelled a request no client has.");
                     }
                 }
                 "notifications/message" => {
-                    let params = note.msg.params.as_deref();
+                    let params = note.msg.params();
                     let Some(level) = peer::message_level(params) else { continue };
                     let body = encode::notification(
                         "notifications/message",
-                        peer::with_logger(params, &note.upstream).as_deref(),
+                        peer::with_logger(params, &note.upstream).as_ref().map(CheckedBox::raw),
                     );
                     // Not about any call: only sessions that asked for logs get it.
                     for p in self.peers().iter().filter(|p| p.level().is_some_and(|min| level >= min)) {
@@ -635,8 +631,8 @@ impl Gateway {
     /// the `CreateTaskResult`) has no owner yet and is dropped; clients
     /// poll with `tasks/get` anyway.
     fn task_status(&self, note: &Note) {
-        let Some(params) = note.msg.params.as_deref() else { return };
-        let Some(original) = RawObject::parse(params.get()).ok().and_then(|o| o.get_str("taskId")) else { return };
+        let Some(params) = note.msg.params() else { return };
+        let Some(original) = params.get("taskId").and_then(Checked::str) else { return };
         let owner = self
             .tasks
             .owner(&tasks::expose(&note.upstream, &original))
@@ -646,7 +642,7 @@ impl Gateway {
             return;
         };
         if let Some(exposed) = tasks::expose_task(params, &note.upstream) {
-            let body = encode::notification("notifications/tasks/status", Some(&exposed));
+            let body = encode::notification("notifications/tasks/status", Some(exposed.raw()));
             peer.send(&note.upstream, "notifications/tasks/status", body);
         }
     }
@@ -654,20 +650,20 @@ impl Gateway {
     /// `notifications/resources/updated`: to the sessions subscribed to
     /// the URI, with the URI they know.
     fn resource_updated(&self, i: usize, note: &Note) {
-        let params = note.msg.params.as_deref();
-        let Some(uri) = params.and_then(|p| RawObject::parse(p.get()).ok()).and_then(|o| o.get_str("uri")) else {
+        let params = note.msg.params();
+        let Some(uri) = params.and_then(|p| p.get("uri")).and_then(Checked::str) else {
             return;
         };
         let peers: Vec<u64> = {
             let subs = self.subscriptions.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-            subs.get(&(i, Arc::from(uri.as_str()))).map(|s| s.iter().copied().collect()).unwrap_or_default()
+            subs.get(&(i, Arc::from(&*uri))).map(|s| s.iter().copied().collect()).unwrap_or_default()
         };
         if peers.is_empty() {
             return;
         }
         let exposed = self.expose_uri(i, &uri);
         let params = peer::rewrite(params, |o| o.set_str("uri", &exposed));
-        let body = encode::notification("notifications/resources/updated", params.as_deref());
+        let body = encode::notification("notifications/resources/updated", params.as_ref().map(CheckedBox::raw));
         let subscribed: Vec<Arc<Peer>> = {
             let all = self.peers.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
             peers.iter().filter_map(|id| all.get(id).cloned()).collect()
@@ -692,17 +688,15 @@ impl Gateway {
     pub fn connect(
         self: &Arc<Self>,
         out: mpsc::Sender<String>,
-        init: Option<&RawValue>,
+        init: Option<Checked<'_>>,
         principal: Arc<Principal>,
     ) -> Client {
         let id = self.next_peer.fetch_add(1, Ordering::Relaxed);
-        let caps = init
-            .and_then(|p| RawObject::parse(p.get()).ok())
-            .and_then(|p| p.get("capabilities").map(ToOwned::to_owned));
+        let caps = init.and_then(|p| p.get("capabilities"));
         let grants = self.access.grants(&principal);
         let metrics = self.telemetry.metrics.clone();
         let redactor = self.config.redactor.clone();
-        let peer = Arc::new(Peer::new(id, out, caps.as_deref(), metrics, principal, grants, redactor));
+        let peer = Arc::new(Peer::new(id, out, caps, metrics, principal, grants, redactor));
         self.peers.lock().unwrap_or_else(std::sync::PoisonError::into_inner).insert(id, peer.clone());
         Client { gateway: self.clone(), peer }
     }
@@ -758,6 +752,32 @@ impl Gateway {
         last
     }
 
+    /// Parses one message from a client and scans it (design.md D12): a
+    /// message that is not JSON-RPC, or that parsers would read
+    /// differently, is refused here, before routing, policy, audit or
+    /// forwarding see it; each refusal is counted (`transport`: `http` or
+    /// `stdio`) and an ambiguous one logged.
+    pub fn parse(&self, transport: &'static str, bytes: &[u8]) -> Result<Message, protocol::ParseError> {
+        let refused = match Message::parse(bytes, &self.config.json_limits()) {
+            Ok(m) => return Ok(m),
+            Err(e) => e,
+        };
+        self.refused(transport, refused.reason());
+        match refused.ambiguous() {
+            Some(a) => {
+                tracing::warn!(transport, reason = a.reason.as_str(), path = %a.path, "Refused an ambiguous client message.")
+            }
+            None => tracing::debug!(transport, error = %refused, "Refused a client message that is not JSON-RPC."),
+        }
+        Err(refused)
+    }
+
+    /// Counts a client message refused before routing.
+    pub fn refused(&self, transport: &'static str, reason: &'static str) {
+        let labels = crate::telemetry::metrics::RefusalLabels { transport, reason };
+        self.telemetry.metrics.client_messages_refused.get_or_create(&labels).inc();
+    }
+
     /// The HTTP client (connection pool) the gateway shares.
     pub fn http_client(&self) -> reqwest::Client {
         self.http.clone()
@@ -765,8 +785,8 @@ impl Gateway {
 
     /// Answers `initialize`: echo the client's revision when supported,
     /// otherwise offer the latest. Returns the reply and the revision.
-    pub fn initialize(&self, id: &RawValue, params: Option<&RawValue>) -> (String, String) {
-        let asked = params.and_then(|p| RawObject::parse(p.get()).ok()).and_then(|o| o.get_str("protocolVersion"));
+    pub fn initialize(&self, id: &RawValue, params: Option<Checked<'_>>) -> (String, String) {
+        let asked = params.and_then(|p| p.get("protocolVersion")).and_then(Checked::str).map(|v| v.into_owned());
         let version = match asked {
             Some(v) if protocol::is_supported_version(&v) => v,
             _ => protocol::LATEST_VERSION.to_owned(),
@@ -899,9 +919,8 @@ impl Gateway {
     pub fn notify(&self, msg: &Message, peer: &Peer) {
         match msg.method() {
             "notifications/cancelled" => {
-                let params = msg.params.as_deref().and_then(|p| RawObject::parse(p.get()).ok());
-                let Some(id) = params.as_ref().and_then(|p| p.get("requestId")) else { return };
-                if !peer.cancel(id.get()) {
+                let Some(id) = msg.params().and_then(|p| p.get("requestId")) else { return };
+                if !peer.cancel(id.text()) {
                     // Races are normal: the reply may already be on its way.
                     tracing::debug!("Cancellation for a request not in flight.");
                 }
@@ -919,13 +938,11 @@ impl Gateway {
         }
         // Names a client made up are cut short, like in error messages.
         let method = protocol::echo(msg.method());
-        let params = msg.params.as_deref().and_then(|p| RawObject::parse(p.get()).ok());
-        let tool = params.as_ref().filter(|_| method == "tools/call").and_then(|p| p.get_str("name"));
+        let params = msg.params().and_then(Checked::object);
+        let tool = params.as_ref().filter(|_| method == "tools/call").and_then(|p| p.str("name"));
         let tool = tool.as_deref().map(protocol::echo);
-        let from_meta = || {
-            let meta = RawObject::parse(params.as_ref()?.get("_meta")?.get()).ok()?;
-            meta.get_str(crate::telemetry::trace::TRACEPARENT)
-        };
+        let from_meta =
+            || params.as_ref()?.get("_meta")?.get(crate::telemetry::trace::TRACEPARENT)?.str().map(|t| t.into_owned());
         let traceparent = caller.traceparent.map(str::to_owned).or_else(from_meta);
         let name = match &tool {
             Some(t) => format!("{method} {t}"),
@@ -971,7 +988,7 @@ impl Gateway {
             .get_or_create(&DurationLabels { upstream: upstream.clone(), method, tool })
             .observe(elapsed.as_secs_f64());
         let sizes = MethodLabels { upstream, method };
-        m.request_bytes.get_or_create(&sizes).observe(msg.params.as_ref().map_or(0, |p| p.get().len()) as f64);
+        m.request_bytes.get_or_create(&sizes).observe(msg.params().map_or(0, |p| p.text().len()) as f64);
         m.response_bytes.get_or_create(&sizes).observe(reply_bytes as f64);
         let Some(log) = &self.telemetry.audit else { return };
         // What can read or change data is audited; lists and pings would
@@ -1008,7 +1025,7 @@ impl Gateway {
         out: &mut Outcomes,
     ) -> Result<String, CallError> {
         let id = msg.id.as_deref().expect("requests have ids");
-        let params = msg.params.as_deref();
+        let params = msg.params();
         match msg.method() {
             "ping" => Ok(encode::result(id, &empty())),
             "tools/list" => self.list(id, ListKind::Tools, params, caller).await,
@@ -1026,7 +1043,7 @@ impl Gateway {
                 self.permit(caller, Kind::Prompt, &name, upstream, out, || self.unknown("prompt", &name))?;
                 out.name = Some(name);
                 obj.set_str("name", &original);
-                self.forward(id, "prompts/get", upstream, &obj.to_raw(), caller, span, out).await
+                self.forward(id, "prompts/get", upstream, obj, caller, span, out).await
             }
             "resources/read" => {
                 let (mut obj, uri) = named_params(params, "uri")?;
@@ -1035,8 +1052,7 @@ impl Gateway {
                 self.permit(caller, Kind::Resource, &exposed, upstream, out, || self.unknown_resource(&uri))?;
                 out.name = Some(uri);
                 obj.set_str("uri", &original);
-                let reply =
-                    self.forward_raw("resources/read", upstream, &obj.to_raw(), caller, span, out, None).await?;
+                let reply = self.forward_raw("resources/read", upstream, obj, caller, span, out, None).await?;
                 Ok(self.reply_with(id, upstream, &reply, |i, r| self.expose_contents(i, r)))
             }
             "resources/subscribe" => self.subscribe(id, params, caller).await,
@@ -1061,7 +1077,7 @@ impl Gateway {
         &self,
         id: &RawValue,
         kind: ListKind,
-        params: Option<&RawValue>,
+        params: Option<Checked<'_>>,
         caller: &Caller<'_>,
     ) -> Result<String, CallError> {
         let cursor = cursor_param(params)?;
@@ -1131,27 +1147,34 @@ impl Gateway {
     }
 
     /// `resources/read` contents carry the URI the client knows.
-    fn expose_contents(&self, i: usize, result: &RawValue) -> Option<Box<RawValue>> {
+    fn expose_contents(&self, i: usize, reply: &Message) -> Option<CheckedBox> {
         if !self.upstreams[i].spec().prefix {
             return None;
         }
-        let mut obj = RawObject::parse(result.get()).ok()?;
-        let contents: Vec<Box<RawValue>> = serde_json::from_str(obj.get("contents")?.get()).ok()?;
-        let contents: Vec<Box<RawValue>> = contents
+        let mut obj = reply.result()?.object()?;
+        let contents: Vec<CheckedBox> = obj
+            .get("contents")?
+            .items()?
             .into_iter()
             .map(|c| {
-                match RawObject::parse(c.get()).ok().and_then(|mut o| {
-                    let uri = o.get_str("uri")?;
+                let renamed = c.object().and_then(|mut o| {
+                    let uri = o.str("uri")?;
                     o.set_str("uri", &self.expose_uri(i, &uri));
-                    Some(o.to_raw())
-                }) {
-                    Some(renamed) => renamed,
-                    None => c,
-                }
+                    Some(o.to_checked())
+                });
+                renamed.unwrap_or_else(|| c.to_box())
             })
             .collect();
-        obj.set("contents", serde_json::value::to_raw_value(&contents).ok()?);
-        Some(obj.to_raw())
+        let mut list = String::from("[");
+        for (n, c) in contents.iter().enumerate() {
+            if n > 0 {
+                list.push(',');
+            }
+            list.push_str(c.text());
+        }
+        list.push(']');
+        obj.set("contents", CheckedBox::parse(&list, &self.config.json_limits())?);
+        Some(obj.to_checked())
     }
 
     /// `completion/complete`, routed by its reference: a prompt by name, a
@@ -1159,41 +1182,47 @@ impl Gateway {
     async fn complete(
         &self,
         id: &RawValue,
-        params: Option<&RawValue>,
+        params: Option<Checked<'_>>,
         caller: &Caller<'_>,
         span: &Span,
         out: &mut Outcomes,
     ) -> Result<String, CallError> {
         let invalid = |m: &str| CallError::protocol(protocol::INVALID_PARAMS, m);
-        let mut obj = RawObject::parse(params.ok_or_else(|| invalid("completion/complete needs params"))?.get())
-            .map_err(|_| invalid("params must be an object"))?;
-        let mut reference = obj
-            .get("ref")
-            .and_then(|r| RawObject::parse(r.get()).ok())
-            .ok_or_else(|| invalid("completion/complete needs an object `ref`"))?;
-        let (upstream, field, original) = match reference.get_str("type").as_deref() {
-            Some("ref/prompt") => {
-                let name = reference.get_str("name").ok_or_else(|| invalid("ref/prompt needs a string `name`"))?;
-                let catalog = self.catalog.load();
-                let p = catalog.prompt(&name).ok_or_else(|| self.unknown("prompt", &name))?;
-                self.permit(caller, Kind::Prompt, &name, p.upstream, out, || self.unknown("prompt", &name))?;
-                (p.upstream, "name", p.original.to_string())
-            }
-            Some("ref/resource") => {
-                let uri = reference.get_str("uri").ok_or_else(|| invalid("ref/resource needs a string `uri`"))?;
-                let template = self.catalog.load().template(&uri).map(|t| (t.upstream, t.original.to_string()));
-                let (i, original) = match template {
-                    Some(t) => t,
-                    None => self.resource_owner(&uri)?,
-                };
-                self.permit(caller, Kind::Resource, &uri, i, out, || self.unknown_resource(&uri))?;
-                (i, "uri", original)
-            }
-            _ => return Err(invalid("ref.type must be ref/prompt or ref/resource")),
+        let mut obj = params
+            .ok_or_else(|| invalid("completion/complete needs params"))?
+            .object()
+            .ok_or_else(|| invalid("params must be an object"))?;
+        let reference = {
+            let mut reference = obj
+                .get("ref")
+                .and_then(Checked::object)
+                .ok_or_else(|| invalid("completion/complete needs an object `ref`"))?;
+            let (field, original) = match reference.str("type").as_deref() {
+                Some("ref/prompt") => {
+                    let name = reference.str("name").ok_or_else(|| invalid("ref/prompt needs a string `name`"))?;
+                    let catalog = self.catalog.load();
+                    let p = catalog.prompt(&name).ok_or_else(|| self.unknown("prompt", &name))?;
+                    self.permit(caller, Kind::Prompt, &name, p.upstream, out, || self.unknown("prompt", &name))?;
+                    ("name", (p.upstream, p.original.to_string()))
+                }
+                Some("ref/resource") => {
+                    let uri = reference.str("uri").ok_or_else(|| invalid("ref/resource needs a string `uri`"))?;
+                    let template = self.catalog.load().template(&uri).map(|t| (t.upstream, t.original.to_string()));
+                    let (i, original) = match template {
+                        Some(t) => t,
+                        None => self.resource_owner(&uri)?,
+                    };
+                    self.permit(caller, Kind::Resource, &uri, i, out, || self.unknown_resource(&uri))?;
+                    ("uri", (i, original))
+                }
+                _ => return Err(invalid("ref.type must be ref/prompt or ref/resource")),
+            };
+            reference.set_str(field, &original.1);
+            (original.0, reference.to_checked())
         };
-        reference.set_str(field, &original);
-        obj.set("ref", reference.to_raw());
-        self.forward(id, "completion/complete", upstream, &obj.to_raw(), caller, span, out).await
+        let (upstream, reference) = reference;
+        obj.set("ref", reference);
+        self.forward(id, "completion/complete", upstream, obj, caller, span, out).await
     }
 
     /// `resources/subscribe`: the upstream is subscribed once, while any
@@ -1201,7 +1230,7 @@ impl Gateway {
     async fn subscribe(
         &self,
         id: &RawValue,
-        params: Option<&RawValue>,
+        params: Option<Checked<'_>>,
         caller: &Caller<'_>,
     ) -> Result<String, CallError> {
         let (peer, key) = self.subscription(params, caller)?;
@@ -1230,7 +1259,7 @@ impl Gateway {
     async fn unsubscribe(
         &self,
         id: &RawValue,
-        params: Option<&RawValue>,
+        params: Option<Checked<'_>>,
         caller: &Caller<'_>,
     ) -> Result<String, CallError> {
         let (peer, key) = self.subscription(params, caller)?;
@@ -1244,7 +1273,7 @@ impl Gateway {
     /// The session and the upstream URI a `resources/(un)subscribe` is about.
     fn subscription<'c>(
         &self,
-        params: Option<&RawValue>,
+        params: Option<Checked<'_>>,
         caller: &Caller<'c>,
     ) -> Result<(&'c Arc<Peer>, SubscriptionKey), CallError> {
         let peer = caller
@@ -1284,14 +1313,14 @@ impl Gateway {
 
     /// Sends `resources/subscribe` or `unsubscribe` for `uri` upstream.
     async fn upstream_subscribe(&self, i: usize, method: &'static str, uri: &str) -> Result<(), CallError> {
-        let params = serde_json::value::to_raw_value(&serde_json::json!({ "uri": uri })).expect("valid");
-        let called = self.upstreams[i].call(Request::method(method, Some(&params))).await;
+        let params = CheckedBox::from_value(&serde_json::json!({ "uri": uri }));
+        let called = self.upstreams[i].call(Request::method(method, Some(params.checked()))).await;
         let reply = called.result?;
-        match reply.error {
+        match reply.error() {
             Some(e) => Err(CallError::new(
                 crate::error::ErrorClass::UpstreamInternal,
                 Some(self.upstreams[i].id()),
-                format!("upstream `{}` refused {method}: {}", self.upstreams[i].id(), e.get()),
+                format!("upstream `{}` refused {method}: {}", self.upstreams[i].id(), protocol::echo(e.text())),
             )),
             None => Ok(()),
         }
@@ -1302,7 +1331,7 @@ impl Gateway {
     async fn set_level(
         &self,
         id: &RawValue,
-        params: Option<&RawValue>,
+        params: Option<Checked<'_>>,
         caller: &Caller<'_>,
     ) -> Result<String, CallError> {
         let (_, level) = named_params(params, "level")?;
@@ -1340,14 +1369,14 @@ impl Gateway {
         if !matches!(&*u.state(), State::Ready(r) if r.has_capability("logging")) {
             return;
         }
-        let params = serde_json::value::to_raw_value(&serde_json::json!({ "level": LEVELS[level] })).expect("valid");
-        let called = u.call(Request::method("logging/setLevel", Some(&params))).await;
+        let params = CheckedBox::from_value(&serde_json::json!({ "level": LEVELS[level] }));
+        let called = u.call(Request::method("logging/setLevel", Some(params.checked()))).await;
         match called.result {
-            Ok(r) if r.error.is_none() => {
+            Ok(r) if r.error().is_none() => {
                 tracing::debug!(upstream = %u.id(), level = LEVELS[level], "Upstream log level set.")
             }
             Ok(r) => {
-                tracing::warn!(upstream = %u.id(), error = %r.error.as_deref().map_or("", RawValue::get), "Upstream refused logging/setLevel.")
+                tracing::warn!(upstream = %u.id(), error = %r.error().map_or("", Checked::text), "Upstream refused logging/setLevel.")
             }
             Err(e) => tracing::warn!(upstream = %u.id(), error = %e.message, "Could not set the upstream's log level."),
         }
@@ -1360,7 +1389,7 @@ impl Gateway {
         id: &RawValue,
         method: &'static str,
         upstream: usize,
-        params: &RawValue,
+        params: Members<'_>,
         caller: &Caller<'_>,
         span: &Span,
         out: &mut Outcomes,
@@ -1375,7 +1404,7 @@ impl Gateway {
         &self,
         method: &'static str,
         i: usize,
-        params: &RawValue,
+        mut obj: Members<'_>,
         caller: &Caller<'_>,
         span: &Span,
         out: &mut Outcomes,
@@ -1383,13 +1412,11 @@ impl Gateway {
     ) -> Result<Message, CallError> {
         let upstream = &*self.instance(i, caller).await;
         out.upstream = Some(upstream.label());
-        let mut obj = RawObject::parse(params.get())
-            .map_err(|_| CallError::protocol(protocol::INVALID_PARAMS, "params must be an object"))?;
         let (progress, relay) = self.related(&mut obj, caller, upstream);
-        let params = obj.to_raw();
+        let params = obj.to_checked();
         let req = Request {
             method,
-            params: Some(&params),
+            params: Some(params.checked()),
             tool: None,
             hints: crate::upstream::ToolHints::default(),
             progress: progress.as_deref(),
@@ -1410,11 +1437,11 @@ impl Gateway {
         id: &RawValue,
         i: usize,
         reply: &Message,
-        expose: impl Fn(usize, &RawValue) -> Option<Box<RawValue>>,
+        expose: impl Fn(usize, &Message) -> Option<CheckedBox>,
     ) -> String {
-        match (&reply.result, &reply.error) {
-            (Some(r), _) => match expose(i, r) {
-                Some(r) => encode::result(id, &r),
+        match (reply.result_raw(), reply.error()) {
+            (Some(r), _) => match expose(i, reply) {
+                Some(r) => encode::result(id, r.raw()),
                 None => encode::result(id, r),
             },
             (None, Some(e)) => crate::error::relay_error(id, e, self.upstreams[i].id()),
@@ -1428,7 +1455,7 @@ impl Gateway {
     /// own token) and related notifications back to the client.
     fn related(
         &self,
-        params: &mut RawObject,
+        params: &mut Members<'_>,
         caller: &Caller<'_>,
         upstream: &Upstream,
     ) -> (Option<String>, Option<Arc<dyn Relay>>) {
@@ -1449,15 +1476,15 @@ impl Gateway {
     async fn call_tool(
         &self,
         id: &RawValue,
-        params: Option<&RawValue>,
+        params: Option<Checked<'_>>,
         caller: &Caller<'_>,
         span: &Span,
         out: &mut Outcomes,
     ) -> Result<String, CallError> {
         let invalid = |m: &str| CallError::protocol(protocol::INVALID_PARAMS, m);
         let params = params.ok_or_else(|| invalid("tools/call needs params"))?;
-        let mut obj = RawObject::parse(params.get()).map_err(|_| invalid("tools/call params must be an object"))?;
-        let name = obj.get_str("name").ok_or_else(|| invalid("tools/call needs a string `name`"))?;
+        let mut obj = params.object().ok_or_else(|| invalid("tools/call params must be an object"))?;
+        let name = obj.str("name").ok_or_else(|| invalid("tools/call needs a string `name`"))?;
         if name == LIST_SECRET_NAMES && self.builtin_listed(caller) {
             out.name = Some(name);
             let names = serde_json::to_string(&self.config.secret_names).expect("strings serialize");
@@ -1470,8 +1497,8 @@ impl Gateway {
         }
         if let Some(log) = &self.telemetry.audit {
             let args = obj.get("arguments");
-            out.arguments_sha256 = Some(audit::digest(args.map_or(&b"null"[..], |a| a.get().as_bytes())));
-            out.arguments = args.and_then(|a| log.arguments(a));
+            out.arguments_sha256 = Some(audit::digest(args.map_or(&b"null"[..], |a| a.text().as_bytes())));
+            out.arguments = args.and_then(|a| log.arguments(a.raw()));
         }
         let (i, original, hints) = {
             let catalog = self.catalog.load();
@@ -1508,7 +1535,7 @@ impl Gateway {
                 }
             }
         };
-        if let Err(e) = self.grants(caller).check_arguments(&name, obj.get("arguments")) {
+        if let Err(e) = self.grants(caller).check_arguments(&name, obj.get("arguments").map(Checked::raw)) {
             out.name = Some(name.clone());
             let err = CallError::new(crate::error::ErrorClass::Policy, None, e.to_string());
             let err = CallError { code: protocol::INVALID_PARAMS, ..err };
@@ -1525,13 +1552,13 @@ impl Gateway {
             let err = CallError { retry_after: Some(limited.retry_after), ..err };
             return Err(self.deny(caller, i, Some(&original), "rate_limit", out, err));
         }
-        self.apply_rules(&name, i, obj.get("arguments"), caller, out).await?;
+        self.apply_rules(&name, i, obj.get("arguments").map(Checked::raw), caller, out).await?;
         let upstream = &*self.instance(i, caller).await;
         // A task-augmented call: only to an upstream that runs tools as
         // tasks (one that does not would ignore `task` and answer a plain
         // result the client does not expect), and only with a session to
         // bind the task to.
-        let task = obj.get("task").is_some();
+        let task = obj.contains("task");
         if task {
             if caller.peer.is_none() {
                 return Err(CallError::protocol(protocol::INVALID_REQUEST, "Tasks need a session"));
@@ -1551,7 +1578,7 @@ impl Gateway {
         out.tool = Some(original.clone());
         obj.set_str("name", &original);
         let (progress, relay) = self.related(&mut obj, caller, upstream);
-        let params = obj.to_raw();
+        let params = obj.to_checked();
         let route = if span.is_on() {
             span.child(
                 "route",
@@ -1566,7 +1593,7 @@ impl Gateway {
         };
         let req = Request {
             method: "tools/call",
-            params: Some(&params),
+            params: Some(params.checked()),
             tool: Some(&original),
             hints,
             progress: progress.as_deref(),
@@ -1585,13 +1612,13 @@ impl Gateway {
         route.end();
         let reply = called.result?;
         if task
-            && let (Some(peer), Some(result)) = (caller.peer, reply.result.as_deref())
+            && let (Some(peer), Some(result)) = (caller.peer, reply.result_object())
             && let Some((created, original)) = tasks::expose_created(result, upstream.id())
         {
             self.tasks.insert(peer.id, i, upstream.id(), &original);
-            return Ok(encode::result(id, &created));
+            return Ok(encode::result(id, created.raw()));
         }
-        if let (Some(cap), Some(result)) = (cap, reply.result.as_deref()) {
+        if let (Some(cap), Some(result)) = (cap, reply.result_raw()) {
             use crate::security::limits::{Capped, cap_result};
             let labels = |outcome| OutcomeLabels { upstream: upstream.label(), outcome };
             let name = out.name.clone().unwrap_or_default();
@@ -1620,7 +1647,7 @@ impl Gateway {
         &self,
         id: &RawValue,
         method: &'static str,
-        params: Option<&RawValue>,
+        params: Option<Checked<'_>>,
         caller: &Caller<'_>,
         span: &Span,
         out: &mut Outcomes,
@@ -1635,11 +1662,14 @@ impl Gateway {
         // `tasks/result` waits for the task to end: as long as the gateway
         // waits for anything from this upstream.
         let timeout = (method == "tasks/result").then(|| self.upstreams[i].spec().max_request_timeout);
-        let reply = self.forward_raw(method, i, &obj.to_raw(), caller, span, out, timeout).await?;
+        let reply = self.forward_raw(method, i, obj, caller, span, out, timeout).await?;
         let up = self.upstreams[i].id();
         Ok(self.reply_with(id, i, &reply, |_, r| match method {
-            "tasks/result" => tasks::expose_related(r, up),
-            _ => tasks::expose_task(r, up),
+            "tasks/result" => {
+                r.result_raw()?.get().contains(tasks::RELATED_TASK).then(|| r.result_object())??;
+                tasks::expose_related_of(r.result_object()?, up)
+            }
+            _ => tasks::expose_task(r.result()?, up),
         }))
     }
 
@@ -1650,7 +1680,7 @@ impl Gateway {
     async fn list_tasks(
         &self,
         id: &RawValue,
-        params: Option<&RawValue>,
+        params: Option<Checked<'_>>,
         caller: &Caller<'_>,
     ) -> Result<String, CallError> {
         let peer = caller.peer.ok_or_else(|| CallError::protocol(protocol::INVALID_REQUEST, "Tasks need a session"))?;
@@ -1660,8 +1690,9 @@ impl Gateway {
             .map_err(|e| CallError::protocol(protocol::INVALID_PARAMS, e.to_string()))?;
         let (page, more) = self.tasks.page(peer.id, after.as_deref(), self.config.gateway.page_size);
         let gets = page.iter().map(|(exposed, i, original)| async move {
-            let params = serde_json::value::to_raw_value(&serde_json::json!({ "taskId": &**original })).expect("valid");
-            let called = self.instance(*i, caller).await.call(Request::method("tasks/get", Some(&params))).await;
+            let params = CheckedBox::from_value(&serde_json::json!({ "taskId": &**original }));
+            let called =
+                self.instance(*i, caller).await.call(Request::method("tasks/get", Some(params.checked()))).await;
             (exposed, *i, called.result)
         });
         let mut body = String::from(r#"{"tasks":["#);
@@ -1669,7 +1700,7 @@ impl Gateway {
         for (exposed, i, result) in futures_util::future::join_all(gets).await {
             let upstream = self.upstreams[i].id();
             let task = match result {
-                Ok(Message { result: Some(r), .. }) => tasks::expose_task(&r, upstream),
+                Ok(reply) if reply.result().is_some() => reply.result().and_then(|r| tasks::expose_task(r, upstream)),
                 Ok(_) => {
                     // The upstream no longer knows it (its ttl passed).
                     tracing::debug!(upstream, "A task expired upstream; forgetting it.");
@@ -1686,7 +1717,7 @@ impl Gateway {
                     body.push(',');
                 }
                 first = false;
-                body.push_str(t.get());
+                body.push_str(t.text());
             }
         }
         body.push(']');
@@ -1996,38 +2027,43 @@ impl Gateway {
 /// Replaces a client's `_meta.progressToken` with one unique in the
 /// gateway, so progress from a shared upstream connection is never
 /// confused between clients. Returns ours and theirs (raw JSON).
-fn rewrite_progress_token(params: &mut RawObject) -> Option<(String, Box<RawValue>)> {
+fn rewrite_progress_token(params: &mut Members<'_>) -> Option<(String, CheckedBox)> {
     static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
-    let mut meta = RawObject::parse(params.get("_meta")?.get()).ok()?;
-    let theirs = meta.get("progressToken")?.to_owned();
-    let token = format!("\"mcpgw-{}\"", NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed));
-    meta.set("progressToken", RawValue::from_string(token.clone()).expect("a JSON string"));
-    params.set("_meta", meta.to_raw());
-    Some((token, theirs))
+    let token = format!("mcpgw-{}", NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed));
+    let (meta, theirs) = {
+        let mut meta = params.get("_meta")?.object()?;
+        let theirs = meta.get("progressToken")?.to_box();
+        meta.set_str("progressToken", &token);
+        (meta.to_checked(), theirs)
+    };
+    params.set("_meta", meta);
+    Some((serde_json::to_string(&token).expect("a string always serializes"), theirs))
 }
 
 /// A list request's `cursor`, if any (-32602 when it is not a string).
-fn cursor_param(params: Option<&RawValue>) -> Result<Option<String>, CallError> {
-    match params.map(|p| RawObject::parse(p.get())) {
-        Some(Ok(o)) => match o.get("cursor") {
-            None => Ok(None),
-            Some(c) if c.get() == "null" => Ok(None),
-            Some(c) => serde_json::from_str::<String>(c.get())
-                .map(Some)
-                .map_err(|_| CallError::protocol(protocol::INVALID_PARAMS, "Invalid cursor")),
-        },
-        Some(Err(_)) => Err(CallError::protocol(protocol::INVALID_PARAMS, "params must be an object")),
+fn cursor_param(params: Option<Checked<'_>>) -> Result<Option<String>, CallError> {
+    let Some(params) = params else { return Ok(None) };
+    let obj =
+        params.object().ok_or_else(|| CallError::protocol(protocol::INVALID_PARAMS, "params must be an object"))?;
+    match obj.get("cursor") {
         None => Ok(None),
+        Some(c) if c.is_null() => Ok(None),
+        Some(c) => c
+            .str()
+            .map(|c| Some(c.into_owned()))
+            .ok_or_else(|| CallError::protocol(protocol::INVALID_PARAMS, "Invalid cursor")),
     }
 }
 
 /// The params as an object and its string member `field` (-32602 when
 /// either is missing).
-fn named_params(params: Option<&RawValue>, field: &str) -> Result<(RawObject, String), CallError> {
+fn named_params<'a>(params: Option<Checked<'a>>, field: &str) -> Result<(Members<'a>, String), CallError> {
     let invalid = |m: String| CallError::protocol(protocol::INVALID_PARAMS, m);
-    let obj = RawObject::parse(params.ok_or_else(|| invalid("params are required".into()))?.get())
-        .map_err(|_| invalid("params must be an object".into()))?;
-    let value = obj.get_str(field).ok_or_else(|| invalid(format!("params need a string `{field}`")))?;
+    let obj = params
+        .ok_or_else(|| invalid("params are required".into()))?
+        .object()
+        .ok_or_else(|| invalid("params must be an object".into()))?;
+    let value = obj.str(field).ok_or_else(|| invalid(format!("params need a string `{field}`")))?;
     Ok((obj, value))
 }
 

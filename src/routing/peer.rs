@@ -16,7 +16,7 @@ use serde_json::value::RawValue;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
-use crate::protocol::{Message, RawObject, encode};
+use crate::protocol::{Checked, CheckedBox, Members, Message, encode};
 use crate::security::access::Grants;
 use crate::security::auth::Principal;
 use crate::telemetry::Metrics;
@@ -46,7 +46,7 @@ pub struct Peer {
     /// Requests in flight by raw JSON-RPC id, for `notifications/cancelled`.
     in_flight: Mutex<HashMap<Box<str>, CancellationToken>>,
     /// The client's `initialize` capabilities (what may be relayed to it).
-    capabilities: Option<RawObject>,
+    capabilities: Option<CheckedBox>,
     /// Requests relayed to the client, by the raw id we gave them.
     pending: Mutex<HashMap<Box<str>, Responder>>,
     next_request: std::sync::atomic::AtomicU64,
@@ -71,7 +71,7 @@ pub struct Peer {
 
 /// Where the answer to one of the gateway's own requests goes: the
 /// result, or `None` for an error.
-type AskAnswer = tokio::sync::oneshot::Sender<Option<Box<RawValue>>>;
+type AskAnswer = tokio::sync::oneshot::Sender<Option<CheckedBox>>;
 
 /// Most resource subscriptions of one session.
 pub const MAX_SUBSCRIPTIONS: usize = 1024;
@@ -99,7 +99,7 @@ impl Peer {
     pub(crate) fn new(
         id: u64,
         out: mpsc::Sender<String>,
-        capabilities: Option<&RawValue>,
+        capabilities: Option<Checked<'_>>,
         metrics: Arc<Metrics>,
         principal: Arc<Principal>,
         grants: Arc<Grants>,
@@ -114,7 +114,7 @@ impl Peer {
             level: AtomicU8::new(UNSET),
             subscriptions: Mutex::default(),
             in_flight: Mutex::default(),
-            capabilities: capabilities.and_then(|c| RawObject::parse(c.get()).ok()),
+            capabilities: capabilities.filter(|c| c.object().is_some()).map(Checked::to_box),
             pending: Mutex::default(),
             next_request: std::sync::atomic::AtomicU64::new(1),
             history: Mutex::default(),
@@ -128,11 +128,11 @@ impl Peer {
     /// What of the client's capabilities a connection of its own may be
     /// offered: sampling, elicitation and roots, as the client declared them.
     pub(crate) fn relayable_capabilities(&self) -> Box<RawValue> {
-        let mut out = RawObject::default();
-        if let Some(caps) = &self.capabilities {
+        let mut out = Members::new();
+        if let Some(caps) = self.capabilities.as_ref().and_then(|c| c.checked().object()) {
             for name in ["sampling", "elicitation", "roots"] {
                 if let Some(v) = caps.get(name) {
-                    out.set(name, v.to_owned());
+                    out.set(name, v.to_box());
                 }
             }
         }
@@ -146,19 +146,19 @@ impl Peer {
     /// Whether the client declared what `method` (with `params`) needs:
     /// `sampling`, or `elicitation` in the requested mode (an empty
     /// `elicitation` object means form mode).
-    pub(crate) fn supports(&self, method: &str, params: Option<&RawValue>) -> bool {
-        let Some(caps) = &self.capabilities else { return false };
+    pub(crate) fn supports(&self, method: &str, params: Option<Checked<'_>>) -> bool {
+        let Some(caps) = self.capabilities.as_ref().and_then(|c| c.checked().object()) else { return false };
         match method {
-            "sampling/createMessage" => caps.get("sampling").is_some(),
-            "roots/list" => caps.get("roots").is_some(),
+            "sampling/createMessage" => caps.contains("sampling"),
+            "roots/list" => caps.contains("roots"),
             "elicitation/create" => {
-                let Some(e) = caps.get("elicitation").and_then(|e| RawObject::parse(e.get()).ok()) else {
+                let Some(e) = caps.get("elicitation").and_then(Checked::object) else {
                     return false;
                 };
-                let mode = params.and_then(|p| RawObject::parse(p.get()).ok()).and_then(|p| p.get_str("mode"));
+                let mode = params.and_then(|p| p.get("mode")).and_then(Checked::str);
                 match mode.as_deref() {
-                    Some("url") => e.get("url").is_some(),
-                    _ => e.get("form").is_some() || e.get("url").is_none(),
+                    Some("url") => e.contains("url"),
+                    _ => e.contains("form") || !e.contains("url"),
                 }
             }
             _ => false,
@@ -168,7 +168,7 @@ impl Peer {
     /// The upstream cancelled a request it sent (`requestId`, raw): if it
     /// was relayed to this client, it is forgotten and the client told
     /// under the id it knows. Returns whether it was this client's.
-    pub(crate) fn cancel_relayed(&self, upstream: &str, request_id: &str, reason: Option<&RawValue>) -> bool {
+    pub(crate) fn cancel_relayed(&self, upstream: &str, request_id: &str, reason: Option<Checked<'_>>) -> bool {
         let ours = {
             let mut pending = self.lock_pending();
             let ours = pending.iter().find(|(_, r)| &**r.upstream() == upstream && r.id().get() == request_id);
@@ -177,7 +177,7 @@ impl Peer {
             ours
         };
         let params = match reason {
-            Some(r) => format!(r#"{{"requestId":{ours},"reason":{}}}"#, r.get()),
+            Some(r) => format!(r#"{{"requestId":{ours},"reason":{}}}"#, r.text()),
             None => format!(r#"{{"requestId":{ours}}}"#),
         };
         let params = RawValue::from_string(params).expect("raw JSON parts");
@@ -201,7 +201,7 @@ impl Peer {
         method: &str,
         params: &RawValue,
         stream: Option<&mpsc::Sender<String>>,
-    ) -> Option<tokio::sync::oneshot::Receiver<Option<Box<RawValue>>>> {
+    ) -> Option<tokio::sync::oneshot::Receiver<Option<CheckedBox>>> {
         let (id, body) = self.request(method, Some(params));
         let (tx, rx) = tokio::sync::oneshot::channel();
         self.asks.lock().unwrap_or_else(std::sync::PoisonError::into_inner).insert(id.clone().into(), tx);
@@ -231,7 +231,7 @@ impl Peer {
         let tx = self.asks.lock().unwrap_or_else(std::sync::PoisonError::into_inner).remove(id);
         match tx {
             Some(tx) => {
-                let _ = tx.send(msg.result.clone());
+                let _ = tx.send(msg.result().map(Checked::to_box));
                 true
             }
             None => false,
@@ -348,8 +348,8 @@ fn send_counted(out: &mpsc::Sender<String>, peer: &Peer, upstream: &Name, method
 pub(crate) struct CallRelay {
     pub(crate) peer: Arc<Peer>,
     pub(crate) stream: Option<mpsc::Sender<String>>,
-    /// The client's `progressToken`, raw.
-    pub(crate) token: Option<Box<RawValue>>,
+    /// The client's `progressToken`.
+    pub(crate) token: Option<CheckedBox>,
     pub(crate) upstream: Name,
     /// The highest progress relayed (f64 bits): a retried attempt starts
     /// counting again, and the spec says progress only increases.
@@ -360,7 +360,7 @@ impl CallRelay {
     pub(crate) fn new(
         peer: Arc<Peer>,
         stream: Option<mpsc::Sender<String>>,
-        token: Option<Box<RawValue>>,
+        token: Option<CheckedBox>,
         upstream: Name,
     ) -> Self {
         let progress = std::sync::atomic::AtomicU64::new(f64::NEG_INFINITY.to_bits());
@@ -368,10 +368,8 @@ impl CallRelay {
     }
 
     /// Whether `params` carry progress above any relayed before (recorded).
-    fn advances(&self, params: Option<&RawValue>) -> bool {
-        let Some(p) = params
-            .and_then(|p| RawObject::parse(p.get()).ok())
-            .and_then(|o| o.get("progress").and_then(|v| serde_json::from_str::<f64>(v.get()).ok()))
+    fn advances(&self, params: Option<Checked<'_>>) -> bool {
+        let Some(p) = params.and_then(|p| p.get("progress")).and_then(|v| serde_json::from_str::<f64>(v.text()).ok())
         else {
             return true;
         };
@@ -408,42 +406,40 @@ impl Relay for CallRelay {
         let params = match method {
             "notifications/progress" => {
                 let Some(token) = &self.token else { return };
-                if !self.advances(msg.params.as_deref()) {
+                if !self.advances(msg.params()) {
                     tracing::debug!(upstream = %self.upstream, "Dropped progress that did not advance (a retried attempt).");
                     return;
                 }
-                rewrite(msg.params.as_deref(), |o| o.set("progressToken", token.clone()))
+                rewrite(msg.params(), |o| o.set("progressToken", token.clone()))
             }
             "notifications/message" => {
-                let level = message_level(msg.params.as_deref());
+                let level = message_level(msg.params());
                 // About the client's own call: sent unless it asked for less.
                 if let (Some(min), Some(l)) = (self.peer.level(), level)
                     && l < min
                 {
                     return;
                 }
-                with_logger(msg.params.as_deref(), &self.upstream)
+                with_logger(msg.params(), &self.upstream)
             }
-            "notifications/tasks/status" => {
-                msg.params.as_deref().and_then(|p| super::tasks::expose_task(p, &self.upstream))
-            }
+            "notifications/tasks/status" => msg.params().and_then(|p| super::tasks::expose_task(p, &self.upstream)),
             "notifications/cancelled" => {
                 // A session's own connection withdrew a request it sent.
-                let (id, reason) = cancelled_params(msg.params.as_deref());
+                let (id, reason) = cancelled_params(msg.params());
                 if let Some(id) = id {
-                    self.peer.cancel_relayed(&self.upstream, id.get(), reason.as_deref());
+                    self.peer.cancel_relayed(&self.upstream, id.text(), reason);
                 }
                 return;
             }
-            _ => msg.params.clone(),
+            _ => msg.params().map(Checked::to_box),
         };
         // Progress and log messages of a task name it under the id the
         // client knows.
         let params = match params {
-            Some(p) => super::tasks::expose_related(&p, &self.upstream).or(Some(p)),
+            Some(p) => super::tasks::expose_related(p.checked(), &self.upstream).or(Some(p)),
             None => None,
         };
-        let body = encode::notification(method, params.as_deref());
+        let body = encode::notification(method, params.as_ref().map(CheckedBox::raw));
         let out = self.stream.as_ref().unwrap_or(&self.peer.out);
         send_counted(out, &self.peer, &self.upstream, method, body);
     }
@@ -451,15 +447,16 @@ impl Relay for CallRelay {
     fn request(&self, msg: Message, reply: Responder) {
         let method = msg.method();
         let peer = &self.peer;
-        if !peer.supports(method, msg.params.as_deref()) {
+        if !peer.supports(method, msg.params()) {
             tracing::info!(upstream = %self.upstream, method, "Refused a server request the client did not declare.");
             reply.error(crate::protocol::METHOD_NOT_FOUND, &format!("The client does not support {method}"));
             return;
         }
         // Our own id, so ids of several upstreams never collide in the
         // client's id space.
-        let related = msg.params.as_deref().and_then(|p| super::tasks::expose_related(p, &self.upstream));
-        let (id, body) = peer.request(method, related.as_deref().or(msg.params.as_deref()));
+        let related = msg.params().and_then(|p| super::tasks::expose_related(p, &self.upstream));
+        let params = related.as_ref().map(CheckedBox::raw).or(msg.params().map(Checked::raw));
+        let (id, body) = peer.request(method, params);
         peer.lock_pending().insert(id.clone().into(), reply);
         let out = self.stream.as_ref().unwrap_or(&peer.out);
         if !send_counted(out, peer, &self.upstream, method, body) {
@@ -480,10 +477,10 @@ impl Relay for CallRelay {
     }
 }
 
-/// `requestId` and `reason` of a `notifications/cancelled`, raw.
-pub(crate) fn cancelled_params(params: Option<&RawValue>) -> (Option<Box<RawValue>>, Option<Box<RawValue>>) {
-    let Some(o) = params.and_then(|p| RawObject::parse(p.get()).ok()) else { return (None, None) };
-    (o.get("requestId").map(ToOwned::to_owned), o.get("reason").map(ToOwned::to_owned))
+/// `requestId` and `reason` of a `notifications/cancelled`.
+pub(crate) fn cancelled_params(params: Option<Checked<'_>>) -> (Option<Checked<'_>>, Option<Checked<'_>>) {
+    let Some(p) = params else { return (None, None) };
+    (p.get("requestId"), p.get("reason"))
 }
 
 fn json_str(s: &str) -> String {
@@ -491,28 +488,28 @@ fn json_str(s: &str) -> String {
 }
 
 /// `params` with one change applied (unchanged when not an object).
-pub(crate) fn rewrite(params: Option<&RawValue>, f: impl FnOnce(&mut RawObject)) -> Option<Box<RawValue>> {
+pub(crate) fn rewrite(params: Option<Checked<'_>>, f: impl FnOnce(&mut Members<'_>)) -> Option<CheckedBox> {
     let p = params?;
-    match RawObject::parse(p.get()) {
-        Ok(mut o) => {
+    match p.object() {
+        Some(mut o) => {
             f(&mut o);
-            Some(o.to_raw())
+            Some(o.to_checked())
         }
-        Err(_) => Some(p.to_owned()),
+        None => Some(p.to_box()),
     }
 }
 
 /// The index in [`LEVELS`] of a `notifications/message`'s level.
-pub(crate) fn message_level(params: Option<&RawValue>) -> Option<usize> {
-    let level = RawObject::parse(params?.get()).ok()?.get_str("level")?;
+pub(crate) fn message_level(params: Option<Checked<'_>>) -> Option<usize> {
+    let level = params?.get("level")?.str()?;
     LEVELS.iter().position(|l| *l == level)
 }
 
 /// A log message's `logger`, prefixed with the upstream's id (`<id>`, or
 /// `<id>/<logger>`), so the client knows which server said it.
-pub(crate) fn with_logger(params: Option<&RawValue>, upstream: &str) -> Option<Box<RawValue>> {
+pub(crate) fn with_logger(params: Option<Checked<'_>>, upstream: &str) -> Option<CheckedBox> {
     rewrite(params, |o| {
-        let logger = match o.get_str("logger") {
+        let logger = match o.str("logger") {
             Some(l) => format!("{upstream}/{l}"),
             None => upstream.to_owned(),
         };
@@ -528,14 +525,23 @@ mod tests {
         RawValue::from_string(s.to_owned()).unwrap()
     }
 
+    /// A client's notification with these params (scanned).
+    fn note(params: &str) -> Message {
+        let line = format!(r#"{{"jsonrpc":"2.0","method":"notifications/message","params":{params}}}"#);
+        Message::parse(line.as_bytes(), &crate::protocol::Limits::default()).unwrap()
+    }
+
     #[test]
     fn loggers_name_the_upstream() {
-        let p = raw(r#"{"level":"info","data":{"x":1},"logger":"db"}"#);
-        assert_eq!(with_logger(Some(&p), "pg").unwrap().get(), r#"{"level":"info","data":{"x":1},"logger":"pg/db"}"#);
-        let p = raw(r#"{"level":"error","data":"x"}"#);
-        assert_eq!(with_logger(Some(&p), "pg").unwrap().get(), r#"{"level":"error","data":"x","logger":"pg"}"#);
-        assert_eq!(message_level(Some(&p)), Some(4));
-        assert_eq!(message_level(Some(&raw(r#"{"level":"loud"}"#))), None);
+        let p = note(r#"{"level":"info","data":{"x":1},"logger":"db"}"#);
+        assert_eq!(
+            with_logger(p.params(), "pg").unwrap().text(),
+            r#"{"level":"info","data":{"x":1},"logger":"pg/db"}"#
+        );
+        let p = note(r#"{"level":"error","data":"x"}"#);
+        assert_eq!(with_logger(p.params(), "pg").unwrap().text(), r#"{"level":"error","data":"x","logger":"pg"}"#);
+        assert_eq!(message_level(p.params()), Some(4));
+        assert_eq!(message_level(note(r#"{"level":"loud"}"#).params()), None);
     }
 
     #[tokio::test]
@@ -551,12 +557,12 @@ mod tests {
             Grants::open(),
             Default::default(),
         ));
-        let relay = CallRelay::new(peer.clone(), None, Some(raw("7")), Name::from("u"));
+        let relay = CallRelay::new(peer.clone(), None, Some(CheckedBox::from_value(&7.into())), Name::from("u"));
         let progress = |n: u32| {
             let line = format!(
                 r#"{{"jsonrpc":"2.0","method":"notifications/progress","params":{{"progressToken":"mcpgw-9","progress":{n}}}}}"#
             );
-            Message::parse(line.as_bytes()).unwrap()
+            Message::parse(line.as_bytes(), &crate::protocol::Limits::default()).unwrap()
         };
         relay.notify(&progress(1));
         relay.notify(&progress(2)); // the queue holds one: dropped

@@ -17,9 +17,7 @@
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex};
 
-use serde_json::value::RawValue;
-
-use crate::protocol::RawObject;
+use crate::protocol::{Checked, CheckedBox, Members};
 
 /// Most tasks one session keeps; past it, its oldest is forgotten.
 pub const MAX_TASKS: usize = 1024;
@@ -150,47 +148,56 @@ pub(crate) fn expose(upstream_id: &str, original: &str) -> String {
 /// A `Task` object (a `tasks/get` or `tasks/cancel` result, or the params
 /// of `notifications/tasks/status`) with its `taskId` exposed; `None` when
 /// it has none.
-pub(crate) fn expose_task(task: &RawValue, upstream_id: &str) -> Option<Box<RawValue>> {
-    let mut obj = RawObject::parse(task.get()).ok()?;
-    let id = obj.get_str("taskId")?;
+pub(crate) fn expose_task(task: Checked<'_>, upstream_id: &str) -> Option<CheckedBox> {
+    let mut obj = task.object()?;
+    let id = obj.str("taskId")?;
     obj.set_str("taskId", &expose(upstream_id, &id));
     expose_related_in(&mut obj, upstream_id);
-    Some(obj.to_raw())
+    Some(obj.to_checked())
 }
 
 /// A `CreateTaskResult` with its task's id exposed, and the upstream's id
 /// of the task; `None` when `result` is not one (an upstream that ran the
 /// call without a task answers its plain result).
-pub(crate) fn expose_created(result: &RawValue, upstream_id: &str) -> Option<(Box<RawValue>, String)> {
-    let mut obj = RawObject::parse(result.get()).ok()?;
-    let task = obj.get("task")?;
-    let original = RawObject::parse(task.get()).ok()?.get_str("taskId")?;
-    let task = expose_task(task, upstream_id)?;
-    obj.set("task", task);
-    expose_related_in(&mut obj, upstream_id);
-    Some((obj.to_raw(), original))
+pub(crate) fn expose_created(mut result: Members<'_>, upstream_id: &str) -> Option<(CheckedBox, String)> {
+    let (task, original) = {
+        let task = result.get("task")?;
+        let original = task.get("taskId")?.str()?.into_owned();
+        (expose_task(task, upstream_id)?, original)
+    };
+    result.set("task", task);
+    expose_related_in(&mut result, upstream_id);
+    Some((result.to_checked(), original))
 }
 
 /// Exposes the task id of `_meta["io.modelcontextprotocol/related-task"]`
-/// in a result or params object; `None` when there is none (cheap: the
-/// text is searched before anything is parsed).
-pub(crate) fn expose_related(raw: &RawValue, upstream_id: &str) -> Option<Box<RawValue>> {
-    if !raw.get().contains(RELATED_TASK) {
+/// in params; `None` when there is none (cheap: the text is searched
+/// before anything is parsed).
+pub(crate) fn expose_related(params: Checked<'_>, upstream_id: &str) -> Option<CheckedBox> {
+    if !params.text().contains(RELATED_TASK) {
         return None;
     }
-    let mut obj = RawObject::parse(raw.get()).ok()?;
-    expose_related_in(&mut obj, upstream_id).then(|| obj.to_raw())
+    expose_related_of(params.object()?, upstream_id)
 }
 
-fn expose_related_in(obj: &mut RawObject, upstream_id: &str) -> bool {
-    let Some(mut meta) = obj.get("_meta").and_then(|m| RawObject::parse(m.get()).ok()) else { return false };
-    let Some(mut related) = meta.get(RELATED_TASK).and_then(|r| RawObject::parse(r.get()).ok()) else {
-        return false;
+/// [`expose_related`] of a result or params object already read.
+pub(crate) fn expose_related_of(mut obj: Members<'_>, upstream_id: &str) -> Option<CheckedBox> {
+    expose_related_in(&mut obj, upstream_id).then(|| obj.to_checked())
+}
+
+fn expose_related_in(obj: &mut Members<'_>, upstream_id: &str) -> bool {
+    let meta = {
+        let Some(mut meta) = obj.get("_meta").and_then(Checked::object) else { return false };
+        let related = {
+            let Some(mut related) = meta.get(RELATED_TASK).and_then(Checked::object) else { return false };
+            let Some(id) = related.str("taskId") else { return false };
+            related.set_str("taskId", &expose(upstream_id, &id));
+            related.to_checked()
+        };
+        meta.set(RELATED_TASK, related);
+        meta.to_checked()
     };
-    let Some(id) = related.get_str("taskId") else { return false };
-    related.set_str("taskId", &expose(upstream_id, &id));
-    meta.set(RELATED_TASK, related.to_raw());
-    obj.set("_meta", meta.to_raw());
+    obj.set("_meta", meta);
     true
 }
 
@@ -198,8 +205,10 @@ fn expose_related_in(obj: &mut RawObject, upstream_id: &str) -> bool {
 mod tests {
     use super::*;
 
-    fn raw(s: &str) -> Box<RawValue> {
-        RawValue::from_string(s.to_owned()).unwrap()
+    /// A value as a client's message would carry it (scanned whole).
+    fn msg(s: &str) -> crate::protocol::Message {
+        let text = format!(r#"{{"jsonrpc":"2.0","id":1,"result":{s}}}"#);
+        crate::protocol::Message::parse(text.as_bytes(), &crate::protocol::Limits::default()).unwrap()
     }
 
     #[test]
@@ -251,21 +260,25 @@ mod tests {
 
     #[test]
     fn ids_are_exposed_in_tasks_results_and_related_meta() {
-        let created = raw(r#"{"task":{"taskId":"t1","status":"working","ttl":60000},"_meta":{"x":1}}"#);
-        let (out, original) = expose_created(&created, "ev").unwrap();
+        let created = msg(r#"{"task":{"taskId":"t1","status":"working","ttl":60000},"_meta":{"x":1}}"#);
+        let (out, original) = expose_created(created.result_object().unwrap(), "ev").unwrap();
         assert_eq!(original, "t1");
-        assert_eq!(out.get(), r#"{"task":{"taskId":"ev__t1","status":"working","ttl":60000},"_meta":{"x":1}}"#);
-        assert!(expose_created(&raw(r#"{"content":[]}"#), "ev").is_none(), "a plain result is not a task");
+        assert_eq!(out.text(), r#"{"task":{"taskId":"ev__t1","status":"working","ttl":60000},"_meta":{"x":1}}"#);
+        let plain = msg(r#"{"content":[]}"#);
+        assert!(expose_created(plain.result_object().unwrap(), "ev").is_none(), "a plain result is not a task");
 
-        let status = raw(r#"{"taskId":"t1","status":"completed"}"#);
-        assert_eq!(expose_task(&status, "ev").unwrap().get(), r#"{"taskId":"ev__t1","status":"completed"}"#);
+        let status = msg(r#"{"taskId":"t1","status":"completed"}"#);
+        assert_eq!(
+            expose_task(status.result().unwrap(), "ev").unwrap().text(),
+            r#"{"taskId":"ev__t1","status":"completed"}"#
+        );
 
         let result =
-            raw(r#"{"content":[],"_meta":{"io.modelcontextprotocol/related-task":{"taskId":"t1"},"other":true}}"#);
+            msg(r#"{"content":[],"_meta":{"io.modelcontextprotocol/related-task":{"taskId":"t1"},"other":true}}"#);
         assert_eq!(
-            expose_related(&result, "ev").unwrap().get(),
+            expose_related(result.result().unwrap(), "ev").unwrap().text(),
             r#"{"content":[],"_meta":{"io.modelcontextprotocol/related-task":{"taskId":"ev__t1"},"other":true}}"#
         );
-        assert!(expose_related(&raw(r#"{"content":[]}"#), "ev").is_none());
+        assert!(expose_related(plain.result().unwrap(), "ev").is_none());
     }
 }

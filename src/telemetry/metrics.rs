@@ -155,6 +155,26 @@ pub struct TransportLabels {
     pub transport: &'static str,
 }
 
+/// `transport`, `reason`: a client message refused before routing.
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct RefusalLabels {
+    /// `http` or `stdio`.
+    pub transport: &'static str,
+    /// `duplicate_member`, `too_deep`, `number_out_of_range`,
+    /// `lone_surrogate` (the strict scan), `duplicate_header`, or `json`,
+    /// `utf8`, `invalid` (not a JSON-RPC message at all).
+    pub reason: &'static str,
+}
+
+/// `upstream`, `reason`: an upstream message refused.
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct UpstreamRefusalLabels {
+    /// The upstream id.
+    pub upstream: Name,
+    /// As in [`RefusalLabels`] (no headers).
+    pub reason: &'static str,
+}
+
 /// `upstream`, `tool`, `reason` (policy denials).
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct DenialLabels {
@@ -303,6 +323,11 @@ pub struct Metrics {
     /// by reason: `header_timeout`, `body_timeout`, `body_too_large`,
     /// `content_type`, `accept`, `host`, `origin`, `authority_mismatch`.
     pub http_rejections: Family<ReasonLabels, Counter>,
+    /// Client messages refused before routing (design.md D12), by
+    /// transport and reason.
+    pub client_messages_refused: Family<RefusalLabels, Counter>,
+    /// Upstream messages refused (design.md D12), by upstream and reason.
+    pub upstream_messages_refused: Family<UpstreamRefusalLabels, Counter>,
     /// Tools whose definition changed since pinned, held until approved.
     pub tools_quarantined: Gauge,
     /// Results over their size cap: `truncated` or `refused`.
@@ -359,6 +384,8 @@ impl Metrics {
             policy_denials: Family::default(),
             auth_failures: Family::default(),
             http_rejections: Family::default(),
+            client_messages_refused: Family::default(),
+            upstream_messages_refused: Family::default(),
             tools_quarantined: Gauge::default(),
             results_capped: Family::default(),
             rule_hits: Family::default(),
@@ -485,6 +512,17 @@ impl Metrics {
             "HTTP requests or connections refused before routing (time limits, size, media types, Host/Origin), \
              by reason",
             Listed(m.http_rejections.clone()),
+        );
+        r.register(
+            "client_messages_refused",
+            "Client messages refused before routing: ambiguous JSON (duplicate member, too deep, number out of \
+             range, lone surrogate), duplicate headers, or not JSON-RPC at all, by transport and reason",
+            Listed(m.client_messages_refused.clone()),
+        );
+        r.register(
+            "upstream_messages_refused",
+            "Upstream messages refused as ambiguous JSON or invalid JSON-RPC, by upstream and reason",
+            Listed(m.upstream_messages_refused.clone()),
         );
         r.register(
             "tools_quarantined",

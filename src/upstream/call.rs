@@ -18,13 +18,12 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
-use serde_json::value::RawValue;
 use tokio::time::Instant;
 
 use super::conn::Clock;
 use super::{State, Upstream};
 use crate::error::{CallError, ErrorClass, classify_reply};
-use crate::protocol::Message;
+use crate::protocol::{Checked, Message};
 use crate::resilience::bulkhead::Full;
 use crate::resilience::retry::{self, Delays, NoRetry, Safety};
 use crate::resilience::{Breaker, breaker};
@@ -38,8 +37,8 @@ use opentelemetry::trace::SpanKind;
 pub struct Request<'a> {
     /// The JSON-RPC method.
     pub method: &'a str,
-    /// Its params, raw.
-    pub params: Option<&'a RawValue>,
+    /// Its params: a client's (scanned) or the gateway's own.
+    pub params: Option<Checked<'a>>,
     /// For `tools/call`: the tool's name as the upstream knows it.
     pub tool: Option<&'a str>,
     /// What the tool's annotations say.
@@ -117,7 +116,7 @@ impl LogPace {
 
 impl<'a> Request<'a> {
     /// A request that is not a tool call.
-    pub fn method(method: &'a str, params: Option<&'a RawValue>) -> Self {
+    pub fn method(method: &'a str, params: Option<Checked<'a>>) -> Self {
         Request {
             method,
             params,

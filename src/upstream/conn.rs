@@ -11,7 +11,6 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use serde::Deserialize;
 use serde_json::value::RawValue;
 use tokio::sync::{Notify, mpsc, oneshot};
 use tokio::time::Instant;
@@ -19,7 +18,10 @@ use tokio::time::Instant;
 use super::Relay;
 use super::link::{Link, LinkError};
 use crate::error::{CallError, ErrorClass};
-use crate::protocol::{self, Message, MessageKind, encode};
+use crate::protocol::{
+    self, Checked, CheckedBox, Envelope, Members, Message, MessageKind, ParseError, ResultCheck, encode,
+};
+use crate::telemetry::metrics::{Name, UpstreamRefusalLabels};
 
 /// A call watching its progress token: its waker (deadline extension) and
 /// where its progress goes.
@@ -33,6 +35,9 @@ pub(crate) enum Event {
     Request(Message, Option<Arc<dyn Relay>>),
     /// A notification from the upstream.
     Notification(Message),
+    /// An answer the gateway owes the upstream: an error for a request of
+    /// its that was refused unread.
+    Answer(String),
 }
 
 type Reply = Result<Message, CallError>;
@@ -41,7 +46,13 @@ type Reply = Result<Message, CallError>;
 #[derive(Debug)]
 pub(crate) struct Inbox {
     upstream: Arc<str>,
-    pending: Mutex<HashMap<u64, oneshot::Sender<Reply>>>,
+    /// Calls waiting for their reply, and how much of that reply to scan.
+    pending: Mutex<HashMap<u64, (oneshot::Sender<Reply>, ResultCheck)>>,
+    /// What the strict scan of every message enforces.
+    json: protocol::Limits,
+    /// `mcp_gateway_upstream_messages_refused_total`.
+    refused:
+        prometheus_client::metrics::family::Family<UpstreamRefusalLabels, prometheus_client::metrics::counter::Counter>,
     events: mpsc::Sender<Event>,
     closed: tokio_util::sync::CancellationToken,
     close_reason: Mutex<Option<String>>,
@@ -68,10 +79,10 @@ pub(crate) struct Clock {
 pub(crate) struct Negotiated {
     /// The protocol revision both sides speak.
     pub(crate) version: String,
-    /// The upstream's raw `capabilities`.
-    pub(crate) capabilities: Box<RawValue>,
-    /// The upstream's raw `serverInfo`.
-    pub(crate) server_info: Option<Box<RawValue>>,
+    /// The upstream's `capabilities`.
+    pub(crate) capabilities: CheckedBox,
+    /// The upstream's `serverInfo`.
+    pub(crate) server_info: Option<CheckedBox>,
 }
 
 /// A connection: a transport link plus the id map.
@@ -90,10 +101,17 @@ pub(crate) struct Connection {
 // === impl Inbox ===
 
 impl Inbox {
-    pub(crate) fn new(upstream: Arc<str>, events: mpsc::Sender<Event>) -> Arc<Self> {
+    pub(crate) fn new(
+        upstream: Arc<str>,
+        events: mpsc::Sender<Event>,
+        json: protocol::Limits,
+        metrics: &crate::telemetry::metrics::Metrics,
+    ) -> Arc<Self> {
         Arc::new(Inbox {
             upstream,
             pending: Mutex::new(HashMap::new()),
+            json,
+            refused: metrics.upstream_messages_refused.clone(),
             events,
             closed: tokio_util::sync::CancellationToken::new(),
             close_reason: Mutex::new(None),
@@ -110,12 +128,22 @@ impl Inbox {
     /// Handles one message read from the response stream of request
     /// `related` (HTTP): a notification there is about that call.
     pub(crate) fn deliver_related(&self, bytes: &[u8], related: Option<u64>) {
-        let msg = match Message::parse(bytes) {
-            Ok(m) => m,
-            Err(e) => {
-                tracing::warn!(upstream = %self.upstream, error = %e, "Upstream sent an invalid JSON-RPC message.");
-                return;
+        let (msg, request) = match Envelope::parse(bytes) {
+            Ok(env) => {
+                // A reply is scanned as the request it answers needs: a
+                // tool's result only where the gateway reads it.
+                let check = match env.numeric_id().filter(|_| env.is_response()) {
+                    Some(id) => self.lock().get(&id).map_or(ResultCheck::Whole, |(_, check)| *check),
+                    None => ResultCheck::Whole,
+                };
+                let request = !env.is_response();
+                (env.check(&self.json, check), request)
             }
+            Err(e) => (Err(e), false),
+        };
+        let msg = match msg {
+            Ok(m) => m,
+            Err(e) => return self.refuse(&e, request),
         };
         match msg.kind() {
             Ok(MessageKind::Response) => {
@@ -123,7 +151,7 @@ impl Inbox {
                 let waiter = id.and_then(|id| self.lock().remove(&id));
                 match waiter {
                     // The caller may have given up (timeout, cancel): fine.
-                    Some(tx) => drop(tx.send(Ok(msg))),
+                    Some((tx, _)) => drop(tx.send(Ok(msg))),
                     None => tracing::debug!(upstream = %self.upstream, "Dropped a reply nobody waits for."),
                 }
             }
@@ -153,6 +181,36 @@ impl Inbox {
         }
     }
 
+    /// An upstream message that is not one, or that parsers would read
+    /// differently (design.md D12): counted and logged, never acted on. A
+    /// reply whose id is known fails its call with class `protocol` (the
+    /// call did run upstream, so it is never retried); a request gets an
+    /// error back, so the upstream does not wait for it.
+    fn refuse(&self, e: &ParseError, request: bool) {
+        let labels = UpstreamRefusalLabels { upstream: Name::from(&*self.upstream), reason: e.reason() };
+        self.refused.get_or_create(&labels).inc();
+        match e.ambiguous() {
+            Some(a) => tracing::warn!(
+                upstream = %self.upstream, reason = a.reason.as_str(), path = %a.path,
+                "Upstream sent an ambiguous message; refused."
+            ),
+            None => {
+                tracing::warn!(upstream = %self.upstream, error = %e, "Upstream sent an invalid JSON-RPC message; refused.")
+            }
+        }
+        let Some(id) = e.id() else { return };
+        if request {
+            self.event(Event::Answer(e.to_response()));
+            return;
+        }
+        if let Some((tx, _)) = id.get().parse::<u64>().ok().and_then(|n| self.lock().remove(&n)) {
+            let msg = format!("upstream `{}` sent a reply the gateway refused: {e}", self.upstream);
+            let mut err = CallError::new(ErrorClass::Protocol, Some(&self.upstream), msg);
+            err.refused = Some(e.reason());
+            drop(tx.send(Err(err)));
+        }
+    }
+
     pub(crate) fn event(&self, ev: Event) {
         if let Err(e) = self.events.try_send(ev) {
             tracing::debug!(upstream = %self.upstream, error = %e, "Upstream event dropped: supervisor busy.");
@@ -161,7 +219,7 @@ impl Inbox {
 
     /// Fails one pending call (a transport error for that request only).
     pub(crate) fn fail(&self, id: u64, err: CallError) {
-        if let Some(tx) = self.lock().remove(&id) {
+        if let Some((tx, _)) = self.lock().remove(&id) {
             drop(tx.send(Err(err)));
         }
     }
@@ -178,11 +236,7 @@ impl Inbox {
     /// relays the notification to its client. Progress for no call in
     /// flight (a late one, or a token we never gave) is dropped.
     fn progress_seen(&self, msg: &Message) {
-        let token = msg
-            .params
-            .as_deref()
-            .and_then(|p| protocol::RawObject::parse(p.get()).ok())
-            .and_then(|o| o.get("progressToken").map(|t| t.get().to_owned()));
+        let token = msg.params().and_then(|p| p.get("progressToken")).map(|t| t.text().to_owned());
         let Some(token) = token else { return };
         let entry =
             self.progress.lock().unwrap_or_else(std::sync::PoisonError::into_inner).get(token.as_str()).cloned();
@@ -211,7 +265,7 @@ impl Inbox {
     /// Fails every pending call: the connection is gone.
     pub(crate) fn fail_all(&self, reason: &str) {
         let drained: Vec<_> = self.lock().drain().collect();
-        for (_, tx) in drained {
+        for (_, (tx, _)) in drained {
             let msg = format!("upstream `{}` connection lost: {reason}", self.upstream);
             drop(tx.send(Err(CallError::new(ErrorClass::Transport, Some(&self.upstream), msg))));
         }
@@ -249,7 +303,7 @@ impl Inbox {
         &self.upstream
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<u64, oneshot::Sender<Reply>>> {
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<u64, (oneshot::Sender<Reply>, ResultCheck)>> {
         // A panic while holding this lock cannot leave the map inconsistent
         // (single insert/remove calls), so poisoning is ignored.
         self.pending.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
@@ -310,7 +364,7 @@ impl Connection {
     }
 
     /// Sends a request and waits for its reply until `timeout`.
-    pub(crate) async fn request(&self, method: &str, params: Option<&RawValue>, timeout: Duration) -> Reply {
+    pub(crate) async fn request(&self, method: &str, params: Option<Checked<'_>>, timeout: Duration) -> Reply {
         let now = Instant::now();
         let mut clock = Clock { deadline: now + timeout, extend: timeout, hard: now + timeout, started: now };
         self.request_within(method, params, &mut clock, Related::default(), None).await
@@ -325,7 +379,7 @@ impl Connection {
     pub(crate) async fn request_within(
         &self,
         method: &str,
-        params: Option<&RawValue>,
+        params: Option<Checked<'_>>,
         clock: &mut Clock,
         related: Related<'_>,
         traceparent: Option<&str>,
@@ -334,10 +388,11 @@ impl Connection {
         let (params, header) = match traceparent {
             Some(tp) if !self.link.carries_headers() => {
                 with_meta = set_meta(params, crate::telemetry::trace::TRACEPARENT, tp);
-                (with_meta.as_deref().or(params), None)
+                (with_meta.as_ref().map(CheckedBox::checked).or(params), None)
             }
             other => (params, other),
         };
+        let params = params.map(Checked::raw);
         let watch = related.progress.map(|t| self.inbox.watch_progress(t, related.relay));
         let progress = watch.as_ref().map(|w| &*w.notify);
         // Only an HTTP response stream can carry messages about one call.
@@ -376,7 +431,7 @@ impl Connection {
     ) -> Result<Message, Retry> {
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
         let (tx, rx) = oneshot::channel();
-        self.inbox.lock().insert(id, tx);
+        self.inbox.lock().insert(id, (tx, protocol::result_check(method)));
         if let Some(r) = relay {
             self.inbox.related.lock().unwrap_or_else(std::sync::PoisonError::into_inner).insert(id, r.clone());
         }
@@ -401,9 +456,9 @@ impl Connection {
     }
 
     /// Sends a notification.
-    pub(crate) async fn notify(&self, method: &str, params: Option<&RawValue>) -> Result<(), CallError> {
+    pub(crate) async fn notify(&self, method: &str, params: Option<Checked<'_>>) -> Result<(), CallError> {
         self.link
-            .send(&self.inbox, encode::notification(method, params), None, None)
+            .send(&self.inbox, encode::notification(method, params.map(Checked::raw)), None, None)
             .await
             .map_err(|e| self.link_error(&e))
     }
@@ -424,46 +479,48 @@ impl Connection {
             self.capabilities.get(),
             env!("CARGO_PKG_VERSION")
         );
-        let params = RawValue::from_string(params).expect("valid JSON");
-        let reply = self.request("initialize", Some(&params), timeout).await?;
-        let result = match (reply.result, reply.error) {
+        let params = CheckedBox::from_value(&serde_json::from_str(&params).expect("valid JSON"));
+        let reply = self.request("initialize", Some(params.checked()), timeout).await?;
+        let result = match (reply.result(), reply.error()) {
             (Some(r), _) => r,
             (None, Some(e)) => {
                 return Err(CallError::new(
                     ErrorClass::Protocol,
                     Some(&self.upstream),
-                    format!("upstream `{}` refused initialize: {}", self.upstream, short(e.get())),
+                    format!("upstream `{}` refused initialize: {}", self.upstream, short(e.text())),
                 ));
             }
-            (None, None) => unreachable!("a response has a result or an error"),
+            (None, None) => unreachable!("a response has a result or an error, and initialize's is scanned whole"),
         };
-        #[derive(Deserialize)]
-        #[serde(rename_all = "camelCase")]
-        struct InitResult {
-            protocol_version: String,
-            #[serde(default)]
-            capabilities: Option<Box<RawValue>>,
-            #[serde(default)]
-            server_info: Option<Box<RawValue>>,
-        }
-        let init: InitResult = serde_json::from_str(result.get()).map_err(|e| {
+        let invalid = |why: &str| {
             CallError::new(
                 ErrorClass::Protocol,
                 Some(&self.upstream),
-                format!("upstream `{}` sent an invalid initialize result: {e}", self.upstream),
+                format!("upstream `{}` sent an invalid initialize result: {why}", self.upstream),
             )
-        })?;
-        if !protocol::is_supported_version(&init.protocol_version) {
+        };
+        let result = result.object().ok_or_else(|| invalid("not an object"))?;
+        let version = result.str("protocolVersion").ok_or_else(|| invalid("no string `protocolVersion`"))?;
+        let capabilities = match result.get("capabilities") {
+            Some(c) if c.object().is_some() => c.to_box(),
+            Some(_) => return Err(invalid("`capabilities` is not an object")),
+            None => CheckedBox::from_value(&serde_json::json!({})),
+        };
+        let init = Negotiated { version, capabilities, server_info: result.get("serverInfo").map(Checked::to_box) };
+        if !protocol::is_supported_version(&init.version) {
             return Err(CallError::new(
                 ErrorClass::Protocol,
                 Some(&self.upstream),
-                format!("upstream `{}` speaks unsupported protocol version {:?}", self.upstream, init.protocol_version),
+                format!(
+                    "upstream `{}` speaks unsupported protocol version {:?}",
+                    self.upstream,
+                    protocol::echo(&init.version)
+                ),
             ));
         }
-        self.link.set_protocol_version(&init.protocol_version);
+        self.link.set_protocol_version(&init.version);
         self.notify("notifications/initialized", None).await?;
-        let capabilities = init.capabilities.unwrap_or_else(|| RawValue::from_string("{}".into()).expect("valid"));
-        Ok(Negotiated { version: init.protocol_version, capabilities, server_info: init.server_info })
+        Ok(init)
     }
 
     /// Runs the handshake again after the upstream forgot our session, once
@@ -547,18 +604,21 @@ impl Drop for CancelOnDrop<'_> {
 /// deadline to `extend` from now (never past `hard`). `None` on timeout.
 /// `params` with `_meta.<key>` set to a string (params that are not an
 /// object are left alone: `None`).
-fn set_meta(params: Option<&RawValue>, key: &str, value: &str) -> Option<Box<RawValue>> {
+fn set_meta(params: Option<Checked<'_>>, key: &str, value: &str) -> Option<CheckedBox> {
     let mut obj = match params {
-        Some(p) => crate::protocol::RawObject::parse(p.get()).ok()?,
-        None => crate::protocol::RawObject::parse("{}").ok()?,
+        Some(p) => p.object()?,
+        None => Members::new(),
     };
-    let mut meta = match obj.get("_meta") {
-        Some(m) => crate::protocol::RawObject::parse(m.get()).ok()?,
-        None => crate::protocol::RawObject::parse("{}").ok()?,
+    let meta = {
+        let mut meta = match obj.get("_meta") {
+            Some(m) => m.object()?,
+            None => Members::new(),
+        };
+        meta.set_str(key, value);
+        meta.to_checked()
     };
-    meta.set_str(key, value);
-    obj.set("_meta", meta.to_raw());
-    Some(obj.to_raw())
+    obj.set("_meta", meta);
+    Some(obj.to_checked())
 }
 
 async fn until<F: std::future::Future>(fut: F, clock: &mut Clock, progress: Option<&Notify>) -> Option<F::Output> {

@@ -36,7 +36,7 @@ use self::conn::{Connection, Event, Inbox, Negotiated};
 use self::link::Link;
 use crate::config::{Redactor, TransportSpec, UpstreamSpec};
 use crate::error::{CallError, ErrorClass};
-use crate::protocol::{Message, encode};
+use crate::protocol::{Checked, CheckedBox, Message, encode};
 use crate::resilience::{Breaker, BreakerState, Budget, Bulkhead, Transition};
 use crate::telemetry::Metrics;
 use crate::telemetry::metrics::{
@@ -87,6 +87,8 @@ pub struct Upstream {
     changed: Arc<Changes>,
     shutdown: CancellationToken,
     max_bytes: usize,
+    /// What the strict scan of its messages enforces (design.md D12).
+    json: crate::protocol::Limits,
     redactor: Redactor,
     http: reqwest::Client,
     /// The upstream's breaker (`None` when disabled).
@@ -113,6 +115,15 @@ pub struct Upstream {
     /// The gateway's own OAuth credential (`[upstreams.<id>.oauth]`): the
     /// shared one, or one principal's on a per-principal connection.
     credential: Option<Arc<crate::oauth::Credential>>,
+}
+
+/// What an upstream's messages may be.
+#[derive(Debug, Clone, Copy)]
+pub struct Bounds {
+    /// Largest message, in bytes (`gateway.max_message_bytes`).
+    pub max_bytes: usize,
+    /// What the strict scan enforces (`gateway.max_json_depth`).
+    pub json: crate::protocol::Limits,
 }
 
 /// What a connection of one session's own knows of the session.
@@ -167,13 +178,13 @@ pub struct Ready {
 #[derive(Debug, Clone, Default)]
 pub struct Lists {
     /// `tools/list`.
-    pub tools: Arc<[Box<RawValue>]>,
+    pub tools: Arc<[CheckedBox]>,
     /// `prompts/list`.
-    pub prompts: Arc<[Box<RawValue>]>,
+    pub prompts: Arc<[CheckedBox]>,
     /// `resources/list`.
-    pub resources: Arc<[Box<RawValue>]>,
+    pub resources: Arc<[CheckedBox]>,
     /// `resources/templates/list`.
-    pub templates: Arc<[Box<RawValue>]>,
+    pub templates: Arc<[CheckedBox]>,
 }
 
 /// A notification from an upstream that concerns no single call
@@ -222,9 +233,9 @@ impl Responder {
 
     /// Relays a client's response (its `result` or `error`).
     pub fn reply(self, response: &Message) {
-        let body = match (&response.result, &response.error) {
+        let body = match (response.result_raw(), response.error()) {
             (Some(r), _) => encode::result(&self.id, r),
-            (None, Some(e)) => encode::raw_error(&self.id, e),
+            (None, Some(e)) => encode::raw_error(&self.id, e.raw()),
             (None, None) => encode::error(Some(&self.id), crate::protocol::INTERNAL_ERROR, "empty response", None),
         };
         self.send(body);
@@ -259,7 +270,7 @@ impl Upstream {
     /// whenever its state or tool list changes.
     pub fn start(
         spec: UpstreamSpec,
-        max_bytes: usize,
+        bounds: Bounds,
         redactor: Redactor,
         changed: Arc<Changes>,
         http: reqwest::Client,
@@ -267,7 +278,7 @@ impl Upstream {
         notes: mpsc::Sender<Note>,
     ) -> Arc<Self> {
         let credential = credential(&spec, None, &metrics);
-        Self::build(spec, max_bytes, redactor, changed, http, metrics, notes, None, credential)
+        Self::build(spec, bounds, redactor, changed, http, metrics, notes, None, credential)
     }
 
     /// Starts a connection of one client principal's own to an upstream
@@ -294,7 +305,7 @@ impl Upstream {
         let (notes, _) = mpsc::channel(1);
         Self::build(
             self.spec.clone(),
-            self.max_bytes,
+            Bounds { max_bytes: self.max_bytes, json: self.json },
             self.redactor.clone(),
             Arc::new(Changes::default()),
             self.http.clone(),
@@ -319,7 +330,7 @@ impl Upstream {
     #[allow(clippy::too_many_arguments)]
     fn build(
         spec: UpstreamSpec,
-        max_bytes: usize,
+        bounds: Bounds,
         redactor: Redactor,
         changed: Arc<Changes>,
         http: reqwest::Client,
@@ -338,7 +349,8 @@ impl Upstream {
             settled: AtomicBool::new(false),
             changed,
             shutdown: CancellationToken::new(),
-            max_bytes,
+            max_bytes: bounds.max_bytes,
+            json: bounds.json,
             redactor,
             http,
             breaker: spec.breaker.enabled.then(|| Breaker::new(spec.breaker.clone())),
@@ -547,7 +559,7 @@ impl Upstream {
         loop {
             self.set(State::Starting { since: Instant::now() });
             let (tx, rx) = mpsc::channel(64);
-            let inbox = Inbox::new(Arc::from(self.spec.id.as_str()), tx);
+            let inbox = Inbox::new(Arc::from(self.spec.id.as_str()), tx, self.json, &self.metrics);
             let outcome = tokio::select! {
                 o = self.connect(&inbox) => o,
                 () = self.shutdown.cancelled() => break,
@@ -709,7 +721,7 @@ impl Upstream {
         mut events: mpsc::Receiver<Event>,
         inbox: &Arc<Inbox>,
     ) -> (String, ErrorClass) {
-        let lists = match self.fetch_lists(&conn, &negotiated.capabilities).await {
+        let lists = match self.fetch_lists(&conn, negotiated.capabilities.checked()).await {
             Ok(l) => l,
             Err(e) => {
                 conn.link.shutdown().await;
@@ -741,6 +753,10 @@ impl Upstream {
                 }
                 ev = events.recv() => match ev {
                     Some(Event::Request(m, relay)) => self.answer(&conn, m, relay),
+                    Some(Event::Answer(body)) => {
+                        let conn = conn.clone();
+                        tokio::spawn(async move { conn.respond(body).await });
+                    }
                     Some(Event::Notification(m)) => match ListKind::changed_by(m.method()) {
                         Some(kind) => self.refresh(&conn, kind, &ready).await,
                         None => self.pass_on(m),
@@ -826,7 +842,7 @@ impl Upstream {
     /// Fetches every list the upstream's capabilities declare. Only a
     /// failed `tools/list` fails the start; a failed prompt or resource
     /// list is logged and left empty (the tools still serve).
-    async fn fetch_lists(&self, conn: &Connection, caps: &RawValue) -> Result<Lists, CallError> {
+    async fn fetch_lists(&self, conn: &Connection, caps: Checked<'_>) -> Result<Lists, CallError> {
         let mut lists = Lists::default();
         if capability(caps, "tools") {
             lists.tools = self.fetch_list(conn, ListKind::Tools).await?.into();
@@ -841,7 +857,7 @@ impl Upstream {
         Ok(lists)
     }
 
-    async fn fetch_or_empty(&self, conn: &Connection, kind: ListKind) -> Arc<[Box<RawValue>]> {
+    async fn fetch_or_empty(&self, conn: &Connection, kind: ListKind) -> Arc<[CheckedBox]> {
         match self.fetch_list(conn, kind).await {
             Ok(l) => l.into(),
             Err(e) => {
@@ -887,30 +903,29 @@ impl Upstream {
     }
 
     /// Pages through one list method, following `nextCursor`.
-    async fn fetch_list(&self, conn: &Connection, kind: ListKind) -> Result<Vec<Box<RawValue>>, CallError> {
+    async fn fetch_list(&self, conn: &Connection, kind: ListKind) -> Result<Vec<CheckedBox>, CallError> {
         let method = kind.method();
         let key = kind.key();
         let mut all = Vec::new();
         let mut cursor: Option<String> = None;
         for _ in 0..1000 {
-            let params = cursor
-                .as_ref()
-                .map(|c| serde_json::value::to_raw_value(&serde_json::json!({ "cursor": c })).expect("valid"));
-            let reply = conn.request(method, params.as_deref(), self.spec.request_timeout).await?;
-            let Some(result) = reply.result else {
-                let err = reply.error.map(|e| e.get().to_owned()).unwrap_or_default();
+            let params = cursor.as_ref().map(|c| CheckedBox::from_value(&serde_json::json!({ "cursor": c })));
+            let reply =
+                conn.request(method, params.as_ref().map(CheckedBox::checked), self.spec.request_timeout).await?;
+            let Some(result) = reply.result() else {
+                let err = reply.error().map(|e| e.text().to_owned()).unwrap_or_default();
                 return Err(self.error(ErrorClass::UpstreamInternal, format!("{method} answered an error: {err}")));
             };
             let invalid = |e: &dyn std::fmt::Display| {
                 self.error(ErrorClass::Protocol, format!("{method} result is invalid: {e}"))
             };
-            let page = crate::protocol::RawObject::parse(result.get()).map_err(|e| invalid(&e))?;
-            let items: Vec<Box<RawValue>> = match page.get(key) {
-                Some(v) => serde_json::from_str(v.get()).map_err(|e| invalid(&e))?,
+            let page = result.object().ok_or_else(|| invalid(&"not an object"))?;
+            let items = match page.get(key) {
+                Some(v) => v.items().ok_or_else(|| invalid(&format!("`{key}` is not an array")))?,
                 None => return Err(invalid(&format!("no `{key}` array"))),
             };
-            all.extend(items);
-            match page.get_str("nextCursor") {
+            all.extend(items.into_iter().map(Checked::to_box));
+            match page.str("nextCursor") {
                 Some(c) if Some(&c) != cursor.as_ref() => cursor = Some(c),
                 _ => return Ok(all),
             }
@@ -980,7 +995,7 @@ impl Upstream {
                 }
                 v["protocol_version"] = r.negotiated.version.clone().into();
                 if let Some(info) = &r.negotiated.server_info {
-                    v["server_info"] = serde_json::from_str(info.get()).unwrap_or_default();
+                    v["server_info"] = info.checked().value().unwrap_or_default();
                 }
                 if let Some(pid) = r.conn.link.pid() {
                     v["pid"] = pid.into();
@@ -1007,7 +1022,7 @@ impl Ready {
     /// Whether the upstream declared a capability (`logging`, or a dotted
     /// path such as `tasks.requests.tools.call`).
     pub fn has_capability(&self, name: &str) -> bool {
-        capability(&self.negotiated.capabilities, name)
+        capability(self.negotiated.capabilities.checked(), name)
     }
 }
 
@@ -1068,7 +1083,7 @@ impl ListKind {
 
 impl Lists {
     /// One list.
-    pub fn get(&self, kind: ListKind) -> &Arc<[Box<RawValue>]> {
+    pub fn get(&self, kind: ListKind) -> &Arc<[CheckedBox]> {
         match kind {
             ListKind::Tools => &self.tools,
             ListKind::Prompts => &self.prompts,
@@ -1077,7 +1092,7 @@ impl Lists {
         }
     }
 
-    fn get_mut(&mut self, kind: ListKind) -> &mut Arc<[Box<RawValue>]> {
+    fn get_mut(&mut self, kind: ListKind) -> &mut Arc<[CheckedBox]> {
         match kind {
             ListKind::Tools => &mut self.tools,
             ListKind::Prompts => &mut self.prompts,
@@ -1102,15 +1117,13 @@ fn header_map(headers: &std::collections::BTreeMap<String, crate::config::Resolv
 /// Whether a raw capabilities object declares `name`.
 /// Whether `caps` has the capability at a dotted path (`logging`,
 /// `tasks.requests.tools.call`), present and not null.
-fn capability(caps: &RawValue, path: &str) -> bool {
-    let mut at: Option<Box<RawValue>> = None;
+fn capability(caps: Checked<'_>, path: &str) -> bool {
+    let mut at = caps;
     for name in path.split('.') {
-        let here = at.as_deref().unwrap_or(caps);
-        let next = crate::protocol::RawObject::parse(here.get()).ok().and_then(|o| o.get(name).map(ToOwned::to_owned));
-        match next {
-            Some(v) => at = Some(v),
+        match at.get(name) {
+            Some(v) => at = v,
             None => return false,
         }
     }
-    at.is_some_and(|v| v.get() != "null")
+    !at.is_null()
 }

@@ -183,6 +183,11 @@ async fn prometheus_evaluates_every_panel_and_alert_under_load() {
                 // Refused before routing (406), for the HTTP rejections panel.
                 let r = c.post(r#"{"jsonrpc":"2.0","id":"html","method":"ping"}"#, &[("accept", "text/html")]).await;
                 assert_eq!(r.status, 406, "{}", r.body);
+                // Ambiguous both ways (design.md D12): a client's member twice,
+                // and an upstream's reply with isError twice.
+                let r = c.post(r#"{"jsonrpc":"2.0","id":"dup","method":"ping","params":{"a":1,"a":2}}"#, &[]).await;
+                assert_eq!(r.status, 400, "{}", r.body);
+                c.call("flaky__work", json!({"key": format!("amb{worker}"), "fault": "ambiguous"})).await;
                 tokio::time::sleep(Duration::from_millis(20)).await;
             }
         });

@@ -337,19 +337,32 @@ fn body_cases() -> Vec<Case> {
         case("60 000 unclosed [", "[".repeat(60_000), parse("EOF")),
         case("30 000 nested [ ]", format!("{}{}", "[".repeat(30_000), "]".repeat(30_000)), invalid("batches")),
         case("12 000 nested objects at top level", r#"{"a":"#.repeat(12_000), parse("Parse error")),
-        case("deep nesting in ping params", deep_in(r#""id":"deep-p","method":"ping","params""#), Result),
-        case("deep nesting in an unknown member", deep_in(r#""id":"deep-x","method":"ping","x""#), Result),
+        // Past `max_json_depth` (64) anywhere: refused with the path, the id kept (design.md D12).
+        case(
+            "deep nesting in ping params",
+            deep_in(r#""id":"deep-p","method":"ping","params""#),
+            invalid("nesting deeper than the limit at params[0].a[0].a"),
+        ),
+        case(
+            "deep nesting in an unknown member",
+            deep_in(r#""id":"deep-x","method":"ping","x""#),
+            invalid("nesting deeper than the limit at x[0].a"),
+        ),
         case(
             "deep nesting in tools/list params",
             deep_in(r#""id":"deep-l","method":"tools/list","params""#),
-            Error(200, -32602, ""),
+            invalid("nesting deeper than the limit"),
         ),
         case(
             "deep nesting as the id",
             deep_in(r#""method":"ping","id""#),
             invalid("id must be a string or an integer"),
         ),
-        case("deep nesting as the method", deep_in(r#""id":1,"method""#), invalid("not a JSON-RPC message object")),
+        case(
+            "deep nesting as the method",
+            deep_in(r#""id":1,"method""#),
+            invalid("nesting deeper than the limit at method[0]"),
+        ),
         // --- size ---
         case(
             "one byte over max_message_bytes",
@@ -441,11 +454,15 @@ fn body_cases() -> Vec<Case> {
             invalid("exactly one of result and error"),
         ),
         case("a response without an id", r#"{"jsonrpc":"2.0","result":{}}"#, invalid("exactly one")),
-        case("duplicate id members", r#"{"jsonrpc":"2.0","id":1,"id":2,"method":"ping"}"#, invalid("not a JSON-RPC")),
+        case(
+            "duplicate id members",
+            r#"{"jsonrpc":"2.0","id":1,"id":2,"method":"ping"}"#,
+            invalid("duplicate member name at id"),
+        ),
         case(
             "duplicate method members",
             r#"{"jsonrpc":"2.0","id":1,"method":"ping","method":"tools/list"}"#,
-            invalid("not a JSON-RPC"),
+            invalid("duplicate member name at method"),
         ),
         case("unknown method", msg("\"um\"", "no/such", "{}"), Error(200, -32601, "Method not found: no/such")),
         case("method with a NUL escape", msg("\"nul-m\"", r"ping\u0000", "{}"), Error(200, -32601, "Method not found")),
@@ -483,7 +500,7 @@ fn body_cases() -> Vec<Case> {
         case(
             "tools/call name with a lone surrogate",
             msg("\"ts\"", "tools/call", r#"{"name":"raw__echo\udc00"}"#),
-            Error(200, -32602, ""),
+            invalid("lone UTF-16 surrogate at params.name"),
         ),
         case(
             "tools/list params is a number",
@@ -510,11 +527,14 @@ fn body_cases() -> Vec<Case> {
             ),
             Echo(json!({"s":"a\u{0}b\"c\\d\u{1F600}\u{2028}"})),
         ),
+        // Two parsers round it differently (JavaScript already past 2^53).
         case(
             "a 40-digit integer id",
             ping("1234567890123456789012345678901234567890"),
-            SameId("1234567890123456789012345678901234567890"),
+            invalid("id must be a string or an integer"),
         ),
+        case("the largest 64-bit id", ping("18446744073709551615"), SameId("18446744073709551615")),
+        case("the smallest 64-bit id", ping("-9223372036854775808"), SameId("-9223372036854775808")),
         case("a negative id", ping("-7"), SameId("-7")),
         case("a string id full of escapes", ping(r#""\"\\\u0000\n<>&""#), SameId(r#""\"\\\u0000\n<>&""#)),
         case("a 30 000-character string id", ping(&format!("\"{}\"", "i".repeat(30_000))), Result),
@@ -912,7 +932,7 @@ async fn run_wire_matrix(gw: &Gateway, keeper: &mut McpHttp) -> usize {
         ("obs-fold continuation line", post("X-Note: a\r\n  folded\r\n", &body), false, Wire::Statuses(&[400])),
         ("space inside a header name", post("X Note: a\r\n", &body), false, Wire::Statuses(&[400])),
         // A bare LF ends a header line for HTTP/1 parsers: the injected
-        // session id is a second, later Mcp-Session-Id, and the first wins.
+        // session id is a second Mcp-Session-Id, and two are refused.
         (
             "bare LF injecting a session id",
             {
@@ -924,7 +944,7 @@ async fn run_wire_matrix(gw: &Gateway, keeper: &mut McpHttp) -> usize {
                 r
             },
             false,
-            Wire::Statuses(&[404]),
+            Wire::Statuses(&[400]),
         ),
         (
             "two different Content-Lengths",
@@ -1156,9 +1176,33 @@ async fn hostile_headers_sessions_and_tokens() {
             vec![auth(&format!("Bearer {bob_jwt}")), on(&sid)],
             unknown.clone(),
         ),
-        // Duplicated: the first one counts.
-        ("two session ids, the real one first".into(), vec![alice.clone(), on(&sid), on("garbage")], Result),
-        ("two session ids, the real one second".into(), vec![alice.clone(), on("garbage"), on(&sid)], unknown.clone()),
+        // Duplicated: refused, whichever copy is real (a proxy in front may
+        // read the other one; design.md D12).
+        (
+            "two session ids, the real one first".into(),
+            vec![alice.clone(), on(&sid), on("garbage")],
+            Error(400, -32600, "the mcp-session-id header occurs more than once"),
+        ),
+        (
+            "two session ids, the real one second".into(),
+            vec![alice.clone(), on("garbage"), on(&sid)],
+            Error(400, -32600, "the mcp-session-id header occurs more than once"),
+        ),
+        (
+            "two protocol versions".into(),
+            vec![
+                alice.clone(),
+                on(&sid),
+                header("mcp-protocol-version", "2025-11-25"),
+                header("mcp-protocol-version", "2025-06-18"),
+            ],
+            Error(400, -32600, "the mcp-protocol-version header occurs more than once"),
+        ),
+        (
+            "two X-API-Keys".into(),
+            vec![header("x-api-key", ALICE), header("x-api-key", BOB), on(&sid)],
+            Error(400, -32600, "the x-api-key header occurs more than once"),
+        ),
         (
             "unsupported protocol version".into(),
             vec![alice.clone(), on(&sid), header("mcp-protocol-version", "1999-01-01")],
@@ -1208,16 +1252,16 @@ async fn hostile_headers_sessions_and_tokens() {
             vec![auth(&format!("Bearer {}", "t".repeat(60_000))), on(&sid)],
             unauthorized("unknown API key"),
         ),
-        // Two Authorization headers: only the first is read.
+        // Two Authorization headers: refused before either is read.
         (
             "two Authorizations, a wrong one first".into(),
             vec![auth("Bearer wrong-key"), alice.clone(), on(&sid)],
-            unauthorized("unknown API key"),
+            Error(400, -32600, "the authorization header occurs more than once"),
         ),
         (
             "two Authorizations, the right one first".into(),
             vec![alice.clone(), auth("Bearer wrong-key"), on(&sid)],
-            Result,
+            Error(400, -32600, "the authorization header occurs more than once"),
         ),
         ("X-API-Key".into(), vec![header("x-api-key", ALICE), on(&sid)], Result),
         ("empty X-API-Key".into(), vec![header("x-api-key", ""), on(&sid)], unauthorized("authentication required")),
@@ -1614,7 +1658,7 @@ async fn hostile_stdio_lines_keep_the_session() {
             .into_iter()
             .chain(*b"\n")
             .collect(),
-            Line::Reply(json!("dp")),
+            invalid(json!("dp"), "nesting deeper than the limit at params.a.a.a"),
         ),
         (
             "deep nesting over the limit",
@@ -1662,7 +1706,12 @@ async fn hostile_stdio_lines_keep_the_session() {
         (
             "a 40-digit integer id",
             cat(&[&ping("1234567890123456789012345678901234567890"), b"\n"]),
-            Line::ReplyText(r#"{"jsonrpc":"2.0","id":1234567890123456789012345678901234567890,"result""#),
+            invalid(Value::Null, "id must be a string or an integer"),
+        ),
+        (
+            "the largest 64-bit id",
+            cat(&[&ping("18446744073709551615"), b"\n"]),
+            Line::ReplyText(r#"{"jsonrpc":"2.0","id":18446744073709551615,"result""#),
         ),
         (
             "a response nobody waits for",

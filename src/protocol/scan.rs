@@ -1,0 +1,933 @@
+//! The strict scan (design.md D12): one pass over a JSON text that refuses
+//! what two parsers could read differently.
+//!
+//! JSON lets a member name occur twice in one object, and parsers disagree
+//! on which copy wins (serde's one-level `RawObject` read the first; Node
+//! and Python take the last). They also disagree on numbers out of range
+//! (`1e400`: infinity, an error, or a big decimal) and on lone UTF-16
+//! surrogates (`"\ud800"`: an error, U+FFFD, or kept). A gateway that reads
+//! one copy while the upstream executes another decides on something the
+//! upstream never runs. So before anything looks at a message, [`scan`]
+//! refuses one with
+//!
+//! - a member name that occurs twice in one object **after decoding
+//!   escapes** (`"n\u0061me"` is `name`), at any depth;
+//! - nesting deeper than [`Limits::max_depth`], counted from the root,
+//!   arrays and objects alike;
+//! - a number whose value is not a finite `f64` (integers too: 400 digits
+//!   are out of range; a 30-digit integer is finite and allowed, but the
+//!   gateway never routes on one);
+//! - a lone UTF-16 surrogate escape, in a name or a value.
+//!
+//! and says where (`params.arguments.path`, `params.items[3]`).
+//!
+//! The scan is iterative: its stack holds one small frame per open
+//! container and is bounded by the depth limit, so a body of 16 MiB of `[`
+//! is refused at the limit instead of overflowing anything. Parts of a text
+//! the gateway never reads (the body of an upstream's tool result) can be
+//! *skimmed* (their end found, nothing checked, no stack) or *jumped* (their
+//! length is known from the envelope parse): see [`Plan`].
+//!
+//! Duplicate names are found by comparing decoded names: linearly while an
+//! object has few members, then by a keyed 128-bit hash of each decoded
+//! name (two independent SipHash keys drawn per scan), so a client cannot
+//! make the check quadratic; a false "duplicate" would need a 128-bit
+//! collision.
+
+use std::collections::HashSet;
+use std::fmt;
+use std::hash::{BuildHasher, Hasher, RandomState};
+use std::ops::Range;
+
+/// Default nesting limit (`gateway.max_json_depth`).
+pub const DEFAULT_MAX_DEPTH: usize = 64;
+
+/// Objects with more members than this switch from linear comparison of
+/// names to a hash set.
+const LINEAR_MEMBERS: usize = 16;
+
+/// What the scan enforces.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Limits {
+    /// Most containers (objects and arrays) open at once, counted from the
+    /// root: a message object holding `params` holding `arguments` is
+    /// three deep.
+    pub max_depth: usize,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits { max_depth: DEFAULT_MAX_DEPTH }
+    }
+}
+
+/// Why a text was refused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Reason {
+    /// A member name occurs twice in one object (after decoding escapes).
+    DuplicateMember,
+    /// Nesting deeper than the limit.
+    TooDeep,
+    /// A number whose value is not a finite `f64`.
+    NumberOutOfRange,
+    /// A lone UTF-16 surrogate escape.
+    LoneSurrogate,
+}
+
+impl Reason {
+    /// Every reason, for metrics.
+    pub const ALL: [Reason; 4] =
+        [Reason::DuplicateMember, Reason::TooDeep, Reason::NumberOutOfRange, Reason::LoneSurrogate];
+
+    /// The `reason` label of the refusal metrics.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Reason::DuplicateMember => "duplicate_member",
+            Reason::TooDeep => "too_deep",
+            Reason::NumberOutOfRange => "number_out_of_range",
+            Reason::LoneSurrogate => "lone_surrogate",
+        }
+    }
+
+    fn describe(self) -> &'static str {
+        match self {
+            Reason::DuplicateMember => "duplicate member name",
+            Reason::TooDeep => "nesting deeper than the limit",
+            Reason::NumberOutOfRange => "number out of range",
+            Reason::LoneSurrogate => "lone UTF-16 surrogate",
+        }
+    }
+}
+
+/// A text every parser would not read the same way, and where.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub struct Ambiguous {
+    /// What is wrong.
+    pub reason: Reason,
+    /// Where: `params.arguments.path`, `params.items[3]`, `$` for the
+    /// root. Member names that are not plain (`[A-Za-z0-9_$-]`) are shown
+    /// as the client wrote them, quoted in brackets: `["a b"]`. At most
+    /// [`super::ECHO_MAX_CHARS`] characters (then cut with `…`).
+    pub path: String,
+}
+
+impl fmt::Display for Ambiguous {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{} at {}", self.reason.describe(), self.path)
+    }
+}
+
+/// Why [`scan`] stopped.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum ScanError {
+    /// Not JSON (the caller's JSON parser says why).
+    Syntax,
+    /// JSON, but ambiguous.
+    Ambiguous(Ambiguous),
+}
+
+impl ScanError {
+    /// The same problem, found in the value of member `name` of a
+    /// message scanned on its own.
+    pub(crate) fn under(self, name: &str) -> Self {
+        match self {
+            ScanError::Ambiguous(Ambiguous { reason, path }) => {
+                let path = match path.as_str() {
+                    "$" => name.to_owned(),
+                    p if p.starts_with('[') => format!("{name}{p}"),
+                    p => format!("{name}.{p}"),
+                };
+                ScanError::Ambiguous(Ambiguous { reason, path: super::echo(&path).into_owned() })
+            }
+            syntax => syntax,
+        }
+    }
+}
+
+/// How much of a value to check.
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum Plan<'p> {
+    /// Everything, at every depth.
+    Full,
+    /// Nothing: only find its end (no depth limit, no stack).
+    Skim,
+    /// Nothing: its text is known to be this many bytes long (the envelope
+    /// parse measured it).
+    Jump(usize),
+    /// An object whose own member names must be unique; the listed members
+    /// get their plan, the others the second one. A value that is not an
+    /// object is checked in full.
+    Object(&'p [(&'p str, Plan<'p>)], &'p Plan<'p>),
+}
+
+/// Where the members named by a root [`Plan::Object`] are in the text:
+/// (index in the plan's list, byte range of the value).
+pub(crate) type Found = Vec<(usize, Range<usize>)>;
+
+/// Checks `text` in full against `limits`.
+pub(crate) fn scan(text: &str, limits: &Limits) -> Result<(), ScanError> {
+    scan_with(text, limits, Plan::Full).map(drop)
+}
+
+/// Checks `text` as `plan` says; returns where the root plan's named
+/// members are (when the root plan is [`Plan::Object`]).
+pub(crate) fn scan_with(text: &str, limits: &Limits, plan: Plan<'_>) -> Result<Found, ScanError> {
+    Scanner {
+        text: text.as_bytes(),
+        pos: 0,
+        limits,
+        frames: Vec::new(),
+        names: Vec::new(),
+        scratch: Scratch::default(),
+    }
+    .run(plan)
+}
+
+/// One open container.
+struct Frame<'p> {
+    object: bool,
+    /// Objects: the plan of the members by name (`None`: all in full).
+    members: Option<(&'p [(&'p str, Plan<'p>)], &'p Plan<'p>)>,
+    /// Objects: members so far; arrays: index of the current item.
+    count: usize,
+    /// Objects: the current member's name (raw, between the quotes).
+    name: Range<usize>,
+    name_escaped: bool,
+    /// Objects in linear mode: where their names start in `Scanner::names`.
+    names_from: usize,
+    /// Objects in hash mode: the 128-bit hashes of their decoded names.
+    hashes: Option<Box<Hashes>>,
+}
+
+struct Hashes {
+    seen: HashSet<u128>,
+    keys: (RandomState, RandomState),
+}
+
+/// Reused buffers for decoding escaped names.
+#[derive(Default)]
+struct Scratch {
+    a: Vec<u8>,
+    b: Vec<u8>,
+}
+
+struct Scanner<'t, 'l, 'p> {
+    text: &'t [u8],
+    pos: usize,
+    limits: &'l Limits,
+    frames: Vec<Frame<'p>>,
+    /// Names of the objects in linear mode, innermost last: (raw range,
+    /// escaped).
+    names: Vec<(Range<usize>, bool)>,
+    scratch: Scratch,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum State {
+    /// A value (after `:`, or at the root).
+    Value,
+    /// A value or `]` (right after `[`).
+    ValueOrEnd,
+    /// `,` or the end of the container (after a value).
+    AfterValue,
+    /// A member name or `}` (right after `{`).
+    NameOrEnd,
+    /// A member name (after `,`).
+    Name,
+}
+
+impl<'p> Scanner<'_, '_, 'p> {
+    fn run(mut self, root: Plan<'p>) -> Result<Found, ScanError> {
+        let mut found = Found::new();
+        // The root plan's named member whose value is being read, and where
+        // it started.
+        let mut recording: Option<(usize, usize)> = None;
+        let mut plan = root;
+        let mut state = State::Value;
+        loop {
+            self.skip_ws();
+            match state {
+                State::Value | State::ValueOrEnd => {
+                    let b = self.peek()?;
+                    if state == State::ValueOrEnd && b == b']' {
+                        self.pos += 1;
+                        self.pop();
+                        state = State::AfterValue;
+                        continue;
+                    }
+                    match plan {
+                        Plan::Skim => self.skim_value()?,
+                        Plan::Jump(n) => {
+                            self.pos = self
+                                .pos
+                                .checked_add(n)
+                                .filter(|&end| end <= self.text.len())
+                                .ok_or(ScanError::Syntax)?;
+                        }
+                        Plan::Full | Plan::Object(..) => match b {
+                            b'{' => {
+                                self.open(true, plan)?;
+                                state = State::NameOrEnd;
+                                continue;
+                            }
+                            b'[' => {
+                                self.open(false, plan)?;
+                                plan = Plan::Full;
+                                state = State::ValueOrEnd;
+                                continue;
+                            }
+                            b'"' => {
+                                self.string(true)?;
+                            }
+                            b'-' | b'0'..=b'9' => self.number()?,
+                            b't' => self.literal(b"true")?,
+                            b'f' => self.literal(b"false")?,
+                            b'n' => self.literal(b"null")?,
+                            _ => return Err(ScanError::Syntax),
+                        },
+                    }
+                    state = State::AfterValue;
+                }
+                State::AfterValue => {
+                    if self.frames.len() == 1
+                        && let Some((index, start)) = recording.take()
+                    {
+                        found.push((index, start..self.pos));
+                    }
+                    if self.frames.is_empty() {
+                        // The root value is complete: nothing may follow.
+                        return if self.pos == self.text.len() { Ok(found) } else { Err(ScanError::Syntax) };
+                    }
+                    let b = self.peek()?;
+                    self.pos += 1;
+                    let top = self.frames.last_mut().expect("checked above");
+                    match (top.object, b) {
+                        (true, b',') => state = State::Name,
+                        (false, b',') => {
+                            top.count += 1;
+                            plan = Plan::Full;
+                            state = State::Value;
+                        }
+                        (true, b'}') | (false, b']') => self.pop(),
+                        _ => return Err(ScanError::Syntax),
+                    }
+                }
+                State::NameOrEnd | State::Name => {
+                    let b = self.peek()?;
+                    if state == State::NameOrEnd && b == b'}' {
+                        self.pos += 1;
+                        self.pop();
+                        state = State::AfterValue;
+                        continue;
+                    }
+                    if b != b'"' {
+                        return Err(ScanError::Syntax);
+                    }
+                    let start = self.pos + 1;
+                    let escaped = match self.string(true) {
+                        Ok(escaped) => escaped,
+                        Err(e) => {
+                            // A lone surrogate in the name itself: point at it.
+                            let name = start..self.string_end(start);
+                            return Err(self.at_name(e, name, true));
+                        }
+                    };
+                    let name = start..self.pos - 1;
+                    self.add_name(name.clone(), escaped)?;
+                    self.skip_ws();
+                    if self.peek()? != b':' {
+                        return Err(ScanError::Syntax);
+                    }
+                    self.pos += 1;
+                    let depth = self.frames.len();
+                    let members = self.frames.last().expect("a name is read inside an object").members;
+                    plan = match members {
+                        None => Plan::Full,
+                        Some((listed, rest)) => {
+                            match listed.iter().position(|(n, _)| self.name_is(&name, escaped, n.as_bytes())) {
+                                Some(i) => {
+                                    if depth == 1 {
+                                        self.skip_ws();
+                                        recording = Some((i, self.pos));
+                                    }
+                                    listed[i].1
+                                }
+                                None => *rest,
+                            }
+                        }
+                    };
+                    state = State::Value;
+                }
+            }
+        }
+    }
+
+    fn peek(&self) -> Result<u8, ScanError> {
+        self.text.get(self.pos).copied().ok_or(ScanError::Syntax)
+    }
+
+    fn skip_ws(&mut self) {
+        while let Some(b' ' | b'\t' | b'\n' | b'\r') = self.text.get(self.pos) {
+            self.pos += 1;
+        }
+    }
+
+    /// Opens an object or array at `self.pos` under `plan`.
+    fn open(&mut self, object: bool, plan: Plan<'p>) -> Result<(), ScanError> {
+        if self.frames.len() >= self.limits.max_depth {
+            return Err(self.ambiguous(Reason::TooDeep, None));
+        }
+        self.pos += 1;
+        let members = match plan {
+            Plan::Object(listed, rest) if object => Some((listed, rest)),
+            _ => None,
+        };
+        self.frames.push(Frame {
+            object,
+            members,
+            count: 0,
+            name: 0..0,
+            name_escaped: false,
+            names_from: self.names.len(),
+            hashes: None,
+        });
+        Ok(())
+    }
+
+    fn pop(&mut self) {
+        if let Some(f) = self.frames.pop()
+            && f.object
+            && f.hashes.is_none()
+        {
+            self.names.truncate(f.names_from);
+        }
+    }
+
+    /// Records a member name of the innermost object; a duplicate fails.
+    fn add_name(&mut self, name: Range<usize>, escaped: bool) -> Result<(), ScanError> {
+        let text = self.text;
+        let Scanner { frames, names, scratch, .. } = self;
+        let top = frames.last_mut().expect("a name is read inside an object");
+        top.name = name.clone();
+        top.name_escaped = escaped;
+        top.count += 1;
+        let duplicate = match &mut top.hashes {
+            Some(h) => !h.seen.insert(hash_name(&h.keys, text, &name, escaped, &mut scratch.a)),
+            None => {
+                let mine = &names[top.names_from..];
+                let duplicate = mine
+                    .iter()
+                    .any(|(other, other_escaped)| same_name(text, (&name, escaped), (other, *other_escaped), scratch));
+                let count = mine.len();
+                if !duplicate {
+                    if count < LINEAR_MEMBERS {
+                        names.push((name, escaped));
+                    } else {
+                        let keys = (RandomState::new(), RandomState::new());
+                        let mut seen = HashSet::with_capacity(2 * LINEAR_MEMBERS);
+                        for (n, e) in names.drain(top.names_from..).chain(std::iter::once((name, escaped))) {
+                            seen.insert(hash_name(&keys, text, &n, e, &mut scratch.a));
+                        }
+                        top.hashes = Some(Box::new(Hashes { seen, keys }));
+                    }
+                }
+                duplicate
+            }
+        };
+        if duplicate {
+            return Err(self.ambiguous(Reason::DuplicateMember, None));
+        }
+        Ok(())
+    }
+
+    /// Whether the raw name `name` decodes to `plain`.
+    fn name_is(&mut self, name: &Range<usize>, escaped: bool, plain: &[u8]) -> bool {
+        let raw = &self.text[name.clone()];
+        if !escaped {
+            return raw == plain;
+        }
+        decode(raw, &mut self.scratch.a);
+        self.scratch.a == plain
+    }
+
+    /// Reads a string at `self.pos` (on its opening quote) and moves past
+    /// it; returns whether it has escapes. With `check`, a lone surrogate
+    /// escape fails.
+    fn string(&mut self, check: bool) -> Result<bool, ScanError> {
+        let text = self.text;
+        let mut i = self.pos + 1;
+        let mut escaped = false;
+        loop {
+            let at =
+                i + memchr::memchr2(b'"', b'\\', text.get(i..).ok_or(ScanError::Syntax)?).ok_or(ScanError::Syntax)?;
+            if text[at] == b'"' {
+                self.pos = at + 1;
+                return Ok(escaped);
+            }
+            escaped = true;
+            match text.get(at + 1) {
+                Some(b'u') => {
+                    let unit = hex4(text, at + 2).ok_or(ScanError::Syntax)?;
+                    i = at + 6;
+                    if !check {
+                        continue;
+                    }
+                    match unit {
+                        0xD800..=0xDBFF => {
+                            let low = (text.get(at + 6..at + 8) == Some(b"\\u")).then(|| hex4(text, at + 8)).flatten();
+                            if !matches!(low, Some(0xDC00..=0xDFFF)) {
+                                self.pos = at;
+                                return Err(self.ambiguous(Reason::LoneSurrogate, None));
+                            }
+                            i = at + 12;
+                        }
+                        0xDC00..=0xDFFF => {
+                            self.pos = at;
+                            return Err(self.ambiguous(Reason::LoneSurrogate, None));
+                        }
+                        _ => {}
+                    }
+                }
+                Some(b'"' | b'\\' | b'/' | b'b' | b'f' | b'n' | b'r' | b't') => i = at + 2,
+                _ => return Err(ScanError::Syntax),
+            }
+        }
+    }
+
+    /// Where the string whose text starts at `start` ends (its closing
+    /// quote), or the end of the text.
+    fn string_end(&self, start: usize) -> usize {
+        let mut i = start;
+        while let Some(off) = self.text.get(i..).and_then(|t| memchr::memchr2(b'"', b'\\', t)) {
+            let at = i + off;
+            if self.text[at] == b'"' {
+                return at;
+            }
+            i = at + 2;
+        }
+        self.text.len()
+    }
+
+    fn number(&mut self) -> Result<(), ScanError> {
+        let text = self.text;
+        let start = self.pos;
+        let mut i = start + usize::from(text[start] == b'-');
+        let digits = |i: &mut usize| {
+            let from = *i;
+            while text.get(*i).is_some_and(u8::is_ascii_digit) {
+                *i += 1;
+            }
+            *i - from
+        };
+        let integer = digits(&mut i);
+        if integer == 0 {
+            return Err(ScanError::Syntax);
+        }
+        let mut plain = true;
+        if text.get(i) == Some(&b'.') {
+            i += 1;
+            plain = false;
+            if digits(&mut i) == 0 {
+                return Err(ScanError::Syntax);
+            }
+        }
+        if let Some(b'e' | b'E') = text.get(i) {
+            i += 1;
+            plain = false;
+            if let Some(b'+' | b'-') = text.get(i) {
+                i += 1;
+            }
+            if digits(&mut i) == 0 {
+                return Err(ScanError::Syntax);
+            }
+        }
+        self.pos = i;
+        // f64::MAX is about 1.8e308: an integer of up to 308 digits is
+        // finite; anything else is parsed to be sure.
+        let finite = (plain && integer <= 308)
+            || std::str::from_utf8(&text[start..i])
+                .ok()
+                .and_then(|s| s.parse::<f64>().ok())
+                .is_some_and(f64::is_finite);
+        if finite {
+            Ok(())
+        } else {
+            self.pos = start;
+            Err(self.ambiguous(Reason::NumberOutOfRange, None))
+        }
+    }
+
+    fn literal(&mut self, word: &[u8]) -> Result<(), ScanError> {
+        if self.text.get(self.pos..self.pos + word.len()) != Some(word) {
+            return Err(ScanError::Syntax);
+        }
+        self.pos += word.len();
+        Ok(())
+    }
+
+    /// Moves past the value at `self.pos` checking nothing but where it
+    /// ends: strings are skipped by their quotes, containers by counting
+    /// brackets (no stack, no depth limit).
+    fn skim_value(&mut self) -> Result<(), ScanError> {
+        let mut depth = 0usize;
+        loop {
+            match self.peek()? {
+                b'"' => {
+                    self.string(false)?;
+                }
+                b'{' | b'[' => {
+                    depth += 1;
+                    self.pos += 1;
+                }
+                b'}' | b']' => {
+                    depth = depth.checked_sub(1).ok_or(ScanError::Syntax)?;
+                    self.pos += 1;
+                }
+                _ => {
+                    // A scalar, or the punctuation between values.
+                    let rest = &self.text[self.pos..];
+                    let n = rest
+                        .iter()
+                        .position(|b| matches!(b, b'"' | b'{' | b'[' | b'}' | b']') || (depth == 0 && *b == b','))
+                        .unwrap_or(rest.len());
+                    if n == 0 {
+                        // A `,` where a value should start.
+                        return Err(ScanError::Syntax);
+                    }
+                    self.pos += n;
+                    if depth == 0 {
+                        // A scalar ends at the first delimiter; trailing
+                        // whitespace is the caller's.
+                        while self.pos > 0 && matches!(self.text[self.pos - 1], b' ' | b'\t' | b'\n' | b'\r') {
+                            self.pos -= 1;
+                        }
+                        return Ok(());
+                    }
+                    continue;
+                }
+            }
+            if depth == 0 {
+                return Ok(());
+            }
+        }
+    }
+
+    /// An [`Ambiguous`] at the current path; with `name`, the innermost
+    /// object's member being read is that one (a name that could not be
+    /// read whole).
+    fn ambiguous(&self, reason: Reason, name: Option<(&Range<usize>, bool)>) -> ScanError {
+        let mut path = String::new();
+        let last = self.frames.len().saturating_sub(1);
+        for (i, f) in self.frames.iter().enumerate() {
+            if !f.object {
+                path.push_str(&format!("[{}]", f.count));
+            } else if let (true, Some((range, escaped))) = (i == last, name) {
+                push_name(&mut path, &self.text[range.clone()], escaped);
+            } else if f.count > 0 {
+                push_name(&mut path, &self.text[f.name.clone()], f.name_escaped);
+            }
+        }
+        if path.is_empty() {
+            path.push('$');
+        }
+        let path = super::echo(&path).into_owned();
+        ScanError::Ambiguous(Ambiguous { reason, path })
+    }
+
+    /// A problem inside a member name: the path ends with that name.
+    fn at_name(&self, e: ScanError, name: Range<usize>, escaped: bool) -> ScanError {
+        match e {
+            ScanError::Ambiguous(a) => self.ambiguous(a.reason, Some((&name, escaped))),
+            syntax => syntax,
+        }
+    }
+}
+
+/// Appends `.name`, or `["name"]` (as written) when it is not plain.
+fn push_name(path: &mut String, raw: &[u8], escaped: bool) {
+    let plain =
+        !escaped && !raw.is_empty() && raw.iter().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'$' | b'-'));
+    let raw = String::from_utf8_lossy(raw);
+    if plain {
+        if !path.is_empty() {
+            path.push('.');
+        }
+        path.push_str(&raw);
+    } else {
+        path.push_str("[\"");
+        path.push_str(&raw);
+        path.push_str("\"]");
+    }
+}
+
+/// The UTF-16 unit of the 4 hex digits at `at`.
+fn hex4(text: &[u8], at: usize) -> Option<u32> {
+    let digits = text.get(at..at + 4)?;
+    digits.iter().try_fold(0u32, |acc, &d| Some(acc * 16 + char::from(d).to_digit(16)?))
+}
+
+/// Whether two raw member names decode to the same text.
+fn same_name(text: &[u8], a: (&Range<usize>, bool), b: (&Range<usize>, bool), scratch: &mut Scratch) -> bool {
+    let (ra, rb) = (&text[a.0.clone()], &text[b.0.clone()]);
+    match (a.1, b.1) {
+        (false, false) => ra == rb,
+        (true, false) => {
+            decode(ra, &mut scratch.a);
+            scratch.a == rb
+        }
+        (false, true) => {
+            decode(rb, &mut scratch.a);
+            scratch.a == ra
+        }
+        (true, true) => {
+            decode(ra, &mut scratch.a);
+            decode(rb, &mut scratch.b);
+            scratch.a == scratch.b
+        }
+    }
+}
+
+/// The 128-bit keyed hash of a decoded member name.
+fn hash_name(
+    keys: &(RandomState, RandomState),
+    text: &[u8],
+    name: &Range<usize>,
+    escaped: bool,
+    buf: &mut Vec<u8>,
+) -> u128 {
+    let bytes = if escaped {
+        decode(&text[name.clone()], buf);
+        &buf[..]
+    } else {
+        &text[name.clone()]
+    };
+    let (mut h1, mut h2) = (keys.0.build_hasher(), keys.1.build_hasher());
+    h1.write(bytes);
+    h2.write(bytes);
+    (u128::from(h1.finish()) << 64) | u128::from(h2.finish())
+}
+
+/// Decodes the escapes of a raw JSON string's text into UTF-8 bytes.
+/// Escapes were checked by the scan; a malformed one decodes as U+FFFD
+/// (never reached for checked names).
+fn decode(raw: &[u8], out: &mut Vec<u8>) {
+    out.clear();
+    let mut i = 0;
+    while i < raw.len() {
+        let Some(off) = memchr::memchr(b'\\', &raw[i..]) else {
+            out.extend_from_slice(&raw[i..]);
+            return;
+        };
+        out.extend_from_slice(&raw[i..i + off]);
+        i += off;
+        let simple = match raw.get(i + 1) {
+            Some(b'"') => Some(b'"'),
+            Some(b'\\') => Some(b'\\'),
+            Some(b'/') => Some(b'/'),
+            Some(b'b') => Some(0x08),
+            Some(b'f') => Some(0x0C),
+            Some(b'n') => Some(b'\n'),
+            Some(b'r') => Some(b'\r'),
+            Some(b't') => Some(b'\t'),
+            _ => None,
+        };
+        if let Some(b) = simple {
+            out.push(b);
+            i += 2;
+            continue;
+        }
+        let unit = hex4(raw, i + 2);
+        let (c, len) = match unit {
+            Some(hi @ 0xD800..=0xDBFF) => {
+                match (raw.get(i + 6..i + 8) == Some(b"\\u")).then(|| hex4(raw, i + 8)).flatten() {
+                    Some(lo @ 0xDC00..=0xDFFF) => (char::from_u32(0x10000 + ((hi - 0xD800) << 10) + (lo - 0xDC00)), 12),
+                    _ => (None, 6),
+                }
+            }
+            Some(u) => (char::from_u32(u), 6),
+            None => (None, 2),
+        };
+        let mut utf8 = [0u8; 4];
+        out.extend_from_slice(c.unwrap_or('\u{FFFD}').encode_utf8(&mut utf8).as_bytes());
+        i += len;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn check(text: &str) -> Result<(), ScanError> {
+        scan(text, &Limits::default())
+    }
+
+    fn refused(text: &str) -> (Reason, String) {
+        match check(text) {
+            Err(ScanError::Ambiguous(a)) => (a.reason, a.path),
+            other => panic!("{text}: expected a refusal, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn accepts_ordinary_json() {
+        for ok in [
+            r#"{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"a","arguments":{"x":[1,2.5,-3e10,true,null,"s"]}}}"#,
+            r#"{}"#,
+            r#"[]"#,
+            r#" { "a" : [ { "a" : 1 } , { "a" : 2 } ] , "b" : { "a" : 3 } } "#,
+            // Same names in different objects are fine.
+            r#"{"a":{"a":{"a":1}},"b":[{"a":1,"b":2},{"a":1,"b":2}]}"#,
+            // A surrogate pair is one character.
+            r#"{"s":"\ud83d\ude00","\ud83d\ude00":1}"#,
+            // Big but finite numbers; tiny ones round to zero.
+            r#"{"big":123456789012345678901234567890,"f":1.7976931348623157e308,"tiny":1e-400}"#,
+            r#"{"e":"\u00e9\/\b\f\n\r\t\"\\"}"#,
+        ] {
+            assert_eq!(check(ok), Ok(()), "{ok}");
+        }
+    }
+
+    #[test]
+    fn refuses_duplicates_at_any_depth_after_decoding() {
+        let table = [
+            (r#"{"jsonrpc":"2.0","params":{"name":"a","arguments":{},"name":"b"}}"#, "params.name"),
+            (r#"{"params":{"n\u0061me":"a","name":"b"}}"#, "params.name"),
+            (r#"{"params":{"name":"a","\u006e\u0061\u006d\u0065":"b"}}"#, r#"params["\u006e\u0061\u006d\u0065"]"#),
+            (r#"{"a":1,"a":2}"#, "a"),
+            (r#"{"a":[{"x":1},{"y":1,"y":2}]}"#, "a[1].y"),
+            (r#"{"p":{"_meta":{"progressToken":1,"progressToken":2}}}"#, "p._meta.progressToken"),
+            (r#"{"a\/b":1,"a/b":2}"#, r#"["a/b"]"#),
+            (r#"{"a b":1,"a b":2}"#, r#"["a b"]"#),
+        ];
+        for (text, path) in table {
+            assert_eq!(refused(text), (Reason::DuplicateMember, path.to_owned()), "{text}");
+        }
+    }
+
+    #[test]
+    fn refuses_duplicates_among_many_members() {
+        // Past the linear phase: the hash set finds it, escaped or not.
+        let mut members: Vec<String> = (0..100).map(|i| format!(r#""k{i}":{i}"#)).collect();
+        let ok = format!("{{{}}}", members.join(","));
+        assert_eq!(check(&ok), Ok(()));
+        members.push(r#""k\u0034\u0032":0"#.to_owned());
+        let dup = format!("{{{}}}", members.join(","));
+        assert_eq!(refused(&dup).0, Reason::DuplicateMember);
+        // A duplicate inside a nested object of a big one, and names reused
+        // after a nested object closed.
+        let nested = format!(
+            r#"{{"outer":{{{}, "inner":{{"a":1,"b":{{"a":1}},"a":2}}}}}}"#,
+            (0..40).map(|i| format!(r#""o{i}":1"#)).collect::<Vec<_>>().join(",")
+        );
+        assert_eq!(refused(&nested), (Reason::DuplicateMember, "outer.inner.a".to_owned()));
+    }
+
+    #[test]
+    fn a_duplicate_sixty_levels_down() {
+        let mut text = String::from(r#"{"params":{"arguments":"#);
+        for _ in 0..57 {
+            text.push_str(r#"{"x":"#);
+        }
+        text.push_str(r#"{"path":"/srv/ok","path":"/etc/shadow"}"#);
+        text.push_str(&"}".repeat(57));
+        text.push_str("}}");
+        let (reason, path) = refused(&text);
+        assert_eq!(reason, Reason::DuplicateMember);
+        assert!(path.starts_with("params.arguments.x.x") && path.ends_with("…"), "{path}");
+        // Under a limit that allows it, the same text without the duplicate passes.
+        let fine = text.replace(r#","path":"/etc/shadow""#, "");
+        assert_eq!(check(&fine), Ok(()));
+    }
+
+    #[test]
+    fn refuses_nesting_past_the_limit_iteratively() {
+        let limits = Limits { max_depth: 4 };
+        assert_eq!(scan(r#"{"a":{"b":[{}]}}"#, &limits), Ok(()));
+        match scan(r#"{"a":{"b":[{"c":[]}]}}"#, &limits) {
+            Err(ScanError::Ambiguous(a)) => assert_eq!((a.reason, a.path.as_str()), (Reason::TooDeep, "a.b[0].c")),
+            other => panic!("{other:?}"),
+        }
+        // 16 MiB of `[` ends at the limit, without recursion.
+        let deep = "[".repeat(16 << 20);
+        assert!(matches!(check(&deep), Err(ScanError::Ambiguous(Ambiguous { reason: Reason::TooDeep, .. }))));
+        let depth_64 = format!("{}{}", "[".repeat(64), "]".repeat(64));
+        assert_eq!(check(&depth_64), Ok(()));
+        let depth_65 = format!("{}{}", "[".repeat(65), "]".repeat(65));
+        assert_eq!(refused(&depth_65).0, Reason::TooDeep);
+    }
+
+    #[test]
+    fn refuses_numbers_out_of_range_and_lone_surrogates() {
+        let huge = format!(r#"{{"x":{}}}"#, "9".repeat(400));
+        for (text, reason, path) in [
+            (r#"{"args":{"path":"/srv","x":1e400}}"#, Reason::NumberOutOfRange, "args.x"),
+            (r#"{"a":[-1E+309]}"#, Reason::NumberOutOfRange, "a[0]"),
+            (huge.as_str(), Reason::NumberOutOfRange, "x"),
+            (r#"{"a":"x\ud800"}"#, Reason::LoneSurrogate, "a"),
+            (r#"{"a":"\udc00y"}"#, Reason::LoneSurrogate, "a"),
+            (r#"{"a":"\ud800\u0041"}"#, Reason::LoneSurrogate, "a"),
+            (r#"{"a":["ok","\ud800"]}"#, Reason::LoneSurrogate, "a[1]"),
+            (r#"{"o":{"\ud800":1}}"#, Reason::LoneSurrogate, r#"o["\ud800"]"#),
+        ] {
+            assert_eq!(refused(text), (reason, path.to_owned()), "{text}");
+        }
+    }
+
+    #[test]
+    fn syntax_errors_are_not_ambiguities() {
+        for bad in [
+            "",
+            "{",
+            r#"{"a"}"#,
+            r#"{"a":}"#,
+            "[1,]",
+            "[1 2]",
+            r#"{"a":1,}"#,
+            "tru",
+            "01x",
+            r#""\x""#,
+            "{} {}",
+            r#"{"a":"\u12"}"#,
+            "-",
+            "1.",
+            "1e",
+        ] {
+            assert_eq!(check(bad), Err(ScanError::Syntax), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn plans_skim_jump_and_find_members() {
+        let limits = Limits { max_depth: 3 };
+        // A tool result: its own names unique, `isError` and `_meta` checked,
+        // the rest skimmed (deep and duplicated inside, which is not ours to read).
+        const TOOL: &[(&str, Plan<'static>)] = &[("isError", Plan::Full), ("_meta", Plan::Full)];
+        let plan = Plan::Object(TOOL, &Plan::Skim);
+        let result = r#"{"content":[[[[[{"a":1,"a":2}]]]]],"isError" : true,"_meta":{"k":1}}"#;
+        let found = scan_with(result, &limits, plan).unwrap();
+        let got: Vec<(&str, &str)> = found.iter().map(|(i, r)| (TOOL[*i].0, &result[r.clone()])).collect();
+        assert_eq!(got, [("isError", "true"), ("_meta", r#"{"k":1}"#)]);
+        for bad in [
+            r#"{"content":[],"isError":false,"isError":true}"#,
+            r#"{"content":[],"is\u0045rror":false,"isError":true}"#,
+            r#"{"_meta":{"k":1,"k":2}}"#,
+            r#"{"content":1,"content":2}"#,
+        ] {
+            assert!(matches!(scan_with(bad, &limits, plan), Err(ScanError::Ambiguous(_))), "{bad}");
+        }
+        // The envelope: `result` jumped over by its known length.
+        let envelope = format!(r#"{{"jsonrpc":"2.0","id":1,"result":{result},"x":{{"y":1}}}}"#);
+        let listed = [("result", Plan::Jump(result.len()))];
+        assert!(scan_with(&envelope, &limits, Plan::Object(&listed, &Plan::Full)).is_ok());
+        let dup_outside = envelope.replace(r#""x":{"y":1}"#, r#""x":{"y":1,"y":2}"#);
+        assert!(scan_with(&dup_outside, &limits, Plan::Object(&listed, &Plan::Full)).is_err());
+        // Skimming stops at the value's end, whatever it is.
+        for (text, rest) in [(r#"{"a":12 , "b":2}"#, 1), (r#"{"a":"x\"}" ,"b":2}"#, 1), (r#"{"a":[{"}":1}],"b":2}"#, 1)]
+        {
+            let listed = [("b", Plan::Full)];
+            let found = scan_with(text, &limits, Plan::Object(&listed, &Plan::Skim)).unwrap();
+            assert_eq!(found.len(), rest, "{text}");
+            assert_eq!(&text[found[0].1.clone()], "2");
+        }
+    }
+}
