@@ -68,7 +68,12 @@ fn measure(label: &str, broad: bool, calls: usize) -> Result<(), String> {
     let step = |i: usize, session: &mut History, principal: &mut History| {
         let (t, a) = plan[i];
         let tool = &tools[t];
-        let call = Call { tool: &tool.name, tags: &tool.tags, arguments: Some(&tool.args[a]), at_ms: i as u64 * 100 };
+        let call = Call {
+            tool: tool.name.as_str().into(),
+            tags: &tool.tags,
+            arguments: Some(&tool.args[a]),
+            at_ms: i as u64 * 100,
+        };
         let eval = rules.evaluate(&call, session, Some(principal));
         let stopped = eval.strongest().is_some_and(|h| h.action.stops_call());
         if !stopped {
@@ -193,7 +198,7 @@ fn tools(rules: &RuleSet) -> Result<Vec<Tool>, String> {
                 .map(|a| RawValue::from_string(a.to_owned()))
                 .transpose()
                 .map_err(|e| e.to_string())?;
-            let tags = rules.tags_for(&name, upstream, a.as_deref());
+            let tags = rules.tags_for(name.as_str(), upstream, a.as_deref());
             let args = [
                 format!(r#"{{"path":"/srv/app/data/{tool}.json","limit":100,"recursive":false}}"#),
                 format!(

@@ -132,7 +132,9 @@ enum AuthCommand {
         /// The upstream id (`[upstreams.<id>.oauth]`).
         upstream: String,
         /// Store the token for this client principal (upstreams with
-        /// `per_principal = true`); without it, the gateway's own token.
+        /// `per_principal = true`): `key:NAME` (an API key), `jwt:SUB` (a
+        /// JWT subject), or a bare name when only one of them can be meant.
+        /// Without it, the gateway's own token.
         #[arg(long)]
         principal: Option<String>,
         /// Scopes to ask for, space-separated (default: configured, else
@@ -359,6 +361,11 @@ async fn upstream_auth(config: &Config, command: AuthCommand) -> anyhow::Result<
             if principal.is_some() && !spec.per_principal {
                 anyhow::bail!("upstream `{upstream}` is not `per_principal`: log in without --principal");
             }
+            // Tokens are kept by the principal's whole identity.
+            let principal = principal
+                .map(|p| mcp_gateway::security::auth::identity_for(&config.auth, &p))
+                .transpose()
+                .map_err(|e| anyhow::anyhow!("--principal: {e}"))?;
             let opts = oauth::LoginOptions {
                 principal: principal.clone(),
                 scopes: scope.as_deref().map(|s| s.split_whitespace().map(str::to_owned).collect()).unwrap_or_default(),
@@ -383,6 +390,10 @@ async fn upstream_auth(config: &Config, command: AuthCommand) -> anyhow::Result<
         }
         AuthCommand::Logout { upstream, principal, .. } => {
             let spec = spec(&upstream)?;
+            let principal = principal
+                .map(|p| mcp_gateway::security::auth::identity_for(&config.auth, &p))
+                .transpose()
+                .map_err(|e| anyhow::anyhow!("--principal: {e}"))?;
             if oauth::logout(&http, &spec, principal.as_deref()).await? {
                 println!("Removed the token of `{upstream}` from {}.", spec.token_file.display());
             } else {

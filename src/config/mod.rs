@@ -518,6 +518,11 @@ fn validate_auth(file: &FileConfig, base: &Path) -> Result<AuthSection, KeyError
         if k.principal.trim().is_empty() {
             return Err((at("principal"), "must not be empty".into()));
         }
+        if k.principal.contains(':') {
+            // `key:<name>` and `jwt:<sub>` name one kind of principal in
+            // [[access]]; a `:` in a key's name would blur that.
+            return Err((at("principal"), "must not contain `:`".into()));
+        }
         if k.sha256.len() != 64 || !k.sha256.bytes().all(|b| b.is_ascii_hexdigit()) {
             return Err((at("sha256"), "must be 64 hex digits (`mcp-gateway auth hash-key` prints it)".into()));
         }
@@ -572,8 +577,11 @@ fn validate_access(access: &[AccessSection]) -> Result<(), KeyError> {
         }
         for r in &a.arguments {
             Glob::new(&r.tools).map_err(|e| (at("arguments"), format!("invalid glob `{}`: {e}", r.tools)))?;
+            if r.argument.is_empty() || r.argument.iter().any(String::is_empty) {
+                return Err((at("arguments"), "`argument` must name at least one argument".into()));
+            }
             if r.prefix.is_empty() {
-                return Err((at("arguments"), format!("`{}` needs at least one `prefix`", r.argument)));
+                return Err((at("arguments"), format!("`{}` needs at least one `prefix`", r.argument.join("`, `"))));
             }
         }
     }

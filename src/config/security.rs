@@ -10,7 +10,7 @@ use serde::Deserialize;
 use super::file::ToolFilter;
 
 /// `[auth]`: how clients prove who they are.
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct AuthSection {
     /// `"none"` accepts every client as `anonymous`; `"required"` needs an
@@ -34,6 +34,30 @@ pub struct AuthSection {
     /// Request headers treated like `Authorization`: never sent upstream
     /// and never logged (`authorization`, `cookie`, `x-api-key` always are).
     pub sensitive_headers: Vec<String>,
+    /// Groups whose principals may read `/metrics` and `/status` on the
+    /// main listener (they name every tool, hidden ones included). Others
+    /// get 403; `[admin] listen` is unaffected. Default `["admin"]`.
+    #[serde(default = "default_admin_groups")]
+    pub admin_groups: Vec<String>,
+}
+
+fn default_admin_groups() -> Vec<String> {
+    vec!["admin".to_owned()]
+}
+
+impl Default for AuthSection {
+    fn default() -> Self {
+        AuthSection {
+            mode: None,
+            resource: None,
+            required_scopes: Vec::new(),
+            scopes_supported: Vec::new(),
+            api_keys: Vec::new(),
+            jwt: None,
+            sensitive_headers: Vec::new(),
+            admin_groups: default_admin_groups(),
+        }
+    }
 }
 
 /// `[upstreams.<id>.oauth]`: how the gateway gets its own token for an
@@ -176,17 +200,43 @@ pub struct AccessSection {
     pub arguments: Vec<ArgumentRule>,
 }
 
-/// `[[access.arguments]]`: a tool argument must stay under a path prefix.
+/// `[[access.arguments]]`: tool arguments that must stay under a path
+/// prefix. The check fails closed: a named argument that is present must be
+/// a string or an array of strings, every one under a prefix; `null`,
+/// another type, or `arguments` that are not an object are refused. An
+/// absent argument passes.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ArgumentRule {
-    /// Glob over namespaced tool names.
+    /// Glob over tool names (canonical `<upstream>__<tool>`; see README).
     pub tools: String,
-    /// The top-level argument (a string, or an array of strings).
-    pub argument: String,
+    /// The top-level argument(s): `"path"` or `["path", "paths", …]`.
+    #[serde(deserialize_with = "one_or_many")]
+    pub argument: Vec<String>,
     /// The value, made lexically normal (`.` and `..` resolved), must
-    /// start with one of these.
+    /// start with one of these (whole path components).
     pub prefix: Vec<String>,
+    /// For a stdio upstream (local files): check the canonical path of the
+    /// longest prefix of the value that exists (symlinks followed), not
+    /// only its lexical form. A check at call time: a link made between the
+    /// check and the tool's run is not seen. Ignored for network
+    /// upstreams, whose files the gateway cannot see. Default `false`.
+    #[serde(default)]
+    pub resolve: bool,
+}
+
+/// A string or an array of strings, as a list.
+fn one_or_many<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Vec<String>, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum OneOrMany {
+        One(String),
+        Many(Vec<String>),
+    }
+    Ok(match OneOrMany::deserialize(d)? {
+        OneOrMany::One(s) => vec![s],
+        OneOrMany::Many(v) => v,
+    })
 }
 
 /// `[pinning]`: tool definitions pinned by hash.

@@ -166,9 +166,10 @@ pub fn admin_router(gateway: Arc<Gateway>, shutdown: CancellationToken) -> Route
         .with_state(Admin { gateway, shutdown })
 }
 
-/// `/metrics` on the main listener: behind the Host check like `/status`.
+/// `/metrics` on the main listener: behind the Host check and, like
+/// `/status`, for admins only (its labels name hidden tools).
 async fn metrics_checked(State(app): State<Arc<App>>, uri: Uri, headers: HeaderMap) -> Response {
-    if let Err(r) = app.admit(&headers, &uri).await {
+    if let Err(r) = app.admin(&headers, &uri, "/metrics").await {
         return r;
     }
     metrics(&app.gateway)
@@ -667,7 +668,7 @@ async fn upstream_status(
     uri: Uri,
     headers: HeaderMap,
 ) -> Response {
-    if let Err(r) = app.admit(&headers, &uri).await {
+    if let Err(r) = app.admin(&headers, &uri, "/status").await {
         return r;
     }
     match app.gateway.upstream_status(&id) {
@@ -681,8 +682,9 @@ async fn upstream_status(
 
 async fn status(State(app): State<Arc<App>>, uri: Uri, headers: HeaderMap) -> Response {
     // Pids, errors and server names are not for a DNS-rebinding page; the
-    // health probes reveal nothing and stay open to orchestrators.
-    if let Err(r) = app.admit(&headers, &uri).await {
+    // health probes reveal nothing and stay open to orchestrators. It
+    // names every tool, hidden ones too: admins only.
+    if let Err(r) = app.admin(&headers, &uri, "/status").await {
         return r;
     }
     let mut body = app.gateway.status();
@@ -727,6 +729,26 @@ impl App {
     /// Reads and parses one JSON-RPC message from an admitted request's
     /// body: 413, 408 or 400 as [`Self::read_body`] says, 400 with the
     /// JSON-RPC parse error when it is not a message.
+    /// [`App::admit`], and the principal must be an admin: in one of
+    /// `[auth] admin_groups`. Without authentication (`mode = "none"`, a
+    /// loopback listener unless written out) nobody is told apart, so the
+    /// pages stay open as everything else does.
+    async fn admin(&self, headers: &HeaderMap, uri: &Uri, what: &str) -> Result<Arc<Principal>, Response> {
+        let principal = self.admit(headers, uri).await?;
+        let config = self.gateway.config();
+        let allowed = match principal.via {
+            crate::security::auth::Via::Anonymous => true,
+            _ => config.auth.admin_groups.iter().any(|g| principal.in_group(g)),
+        };
+        if allowed {
+            return Ok(principal);
+        }
+        self.rejected("not_admin");
+        tracing::info!(principal = %principal.identity, page = what, "Refused an admin page to a principal not in an admin group.");
+        let msg = format!("Forbidden: {what} is for principals in an admin group ([auth] admin_groups)");
+        Err(rpc_error(StatusCode::FORBIDDEN, None, protocol::INVALID_REQUEST, &msg))
+    }
+
     async fn read_message(&self, version: Version, body: Body) -> Result<Message, Response> {
         let body = self.read_body(version, body).await?;
         self.gateway
@@ -786,13 +808,15 @@ impl App {
 
     /// Whether a session opened by `owner` may be used by `presenter`;
     /// counts and logs the refusal.
+    /// A session belongs to the whole identity that opened it: an API key
+    /// and a JWT with the same name are two principals (design.md D12).
     fn same_principal(&self, owner: &Principal, presenter: &Principal) -> bool {
-        if owner.id == presenter.id {
+        if owner.identity == presenter.identity {
             return true;
         }
         let metrics = &self.gateway.telemetry().metrics;
         metrics.auth_failures.get_or_create(&ReasonLabels { reason: "session_principal" }).inc();
-        tracing::warn!(owner = %owner.id, presenter = %presenter.id, "A session id was presented by another principal.");
+        tracing::warn!(owner = %owner.identity, presenter = %presenter.identity, "A session id was presented by another principal.");
         false
     }
 

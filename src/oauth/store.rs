@@ -38,37 +38,56 @@ pub struct Entry {
     /// The gateway's own (`auth login <id>`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub shared: Option<Token>,
-    /// Per client principal (`auth login <id> --principal P`).
+    /// Per client principal, by identity (`key:alice`, `jwt:alice`:
+    /// `auth login <id> --principal P`). Entries written before identities
+    /// (design.md D12) are keyed by the bare name; see [`Entry::get`].
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub principals: BTreeMap<String, Token>,
 }
 
 impl Entry {
-    /// The token of `principal` (`None`: the shared one).
+    /// The token of `principal` (an identity; `None`: the shared one). A
+    /// token stored under the bare name before principals had identities
+    /// (`alice` for `key:alice` or `jwt:alice`) is still found: nothing a
+    /// login stored is lost. The next write under the identity moves it.
     pub fn get(&self, principal: Option<&str>) -> Option<&Token> {
         match principal {
             None => self.shared.as_ref(),
-            Some(p) => self.principals.get(p),
+            Some(p) => self.principals.get(p).or_else(|| self.principals.get(legacy(p)?)),
         }
     }
 
-    /// Stores the token of `principal` (`None`: the shared one).
+    /// Stores the token of `principal` (`None`: the shared one), and drops
+    /// a token stored for it under its bare name (its refresh token may
+    /// just have been spent).
     pub fn put(&mut self, principal: Option<&str>, token: Token) {
         match principal {
             None => self.shared = Some(token),
             Some(p) => {
+                if let Some(bare) = legacy(p) {
+                    self.principals.remove(bare);
+                }
                 self.principals.insert(p.to_owned(), token);
             }
         }
     }
 
-    /// Removes the token of `principal`, returning it.
+    /// Removes the token of `principal` (and one under its bare name),
+    /// returning it.
     pub fn take(&mut self, principal: Option<&str>) -> Option<Token> {
         match principal {
             None => self.shared.take(),
-            Some(p) => self.principals.remove(p),
+            Some(p) => {
+                let old = legacy(p).and_then(|bare| self.principals.remove(bare));
+                self.principals.remove(p).or(old)
+            }
         }
     }
+}
+
+/// The bare name an identity was stored under before identities.
+fn legacy(identity: &str) -> Option<&str> {
+    identity.strip_prefix("key:").or_else(|| identity.strip_prefix("jwt:"))
 }
 
 /// One grant's tokens and what refreshing them needs (the client it was
@@ -249,6 +268,20 @@ mod tests {
         assert_eq!(e.get(Some("alice")).unwrap().access_token, "alice");
         assert!(e.get(Some("bob")).is_none());
         assert_eq!(e.get(None).unwrap().lifetime(), Some(1000));
+    }
+
+    #[test]
+    fn tokens_stored_under_a_bare_name_are_found_and_moved_to_the_identity() {
+        let mut e = Entry::default();
+        e.principals.insert("alice".into(), token("old"));
+        assert_eq!(e.get(Some("key:alice")).unwrap().access_token, "old", "found, not lost");
+        assert_eq!(e.get(Some("jwt:alice")).unwrap().access_token, "old");
+        assert!(e.get(Some("key:bob")).is_none());
+        e.put(Some("key:alice"), token("refreshed"));
+        let keys: Vec<&str> = e.principals.keys().map(String::as_str).collect();
+        assert_eq!(keys, ["key:alice"], "moved on write");
+        assert!(e.get(Some("jwt:alice")).is_none(), "now the API key's alone");
+        assert_eq!(e.take(Some("key:alice")).unwrap().access_token, "refreshed");
     }
 
     #[test]

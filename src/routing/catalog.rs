@@ -28,6 +28,7 @@ use sha2::{Digest, Sha256};
 
 use crate::config::ToolMatcher;
 use crate::protocol::{Checked, CheckedBox, Members};
+use crate::security::Ident;
 use crate::upstream::{ListKind, Lists, ToolHints};
 
 /// Separator between the upstream id and the tool name.
@@ -57,6 +58,13 @@ pub struct Source<'a> {
 pub struct Tool {
     /// The name clients see.
     pub name: String,
+    /// Its canonical key, `<upstream>__<original>` (design.md D12): what
+    /// policy, pins, limits and rules know it by, whatever the name
+    /// clients see (shortened, or unprefixed).
+    pub key: String,
+    /// Its upstream is mounted without a prefix: the bare original name
+    /// is a spelling of its identity too.
+    pub bare: bool,
     /// Index of the owning upstream.
     pub upstream: usize,
     /// The name the upstream knows it by (shared: it is also a metric
@@ -79,6 +87,11 @@ pub struct Tool {
 pub struct Item {
     /// The name, URI or URI template clients see.
     pub key: String,
+    /// What policy knows it by: a prompt's `<upstream>__<original>`; a
+    /// resource's or template's exposed URI (never shortened).
+    pub canonical: String,
+    /// A prompt of an unprefixed upstream (its bare name counts too).
+    pub bare: bool,
     /// Index of the owning upstream.
     pub upstream: usize,
     /// What the upstream calls it.
@@ -96,6 +109,22 @@ pub struct Collision {
     pub refused: String,
     /// The upstream that owns the name.
     pub owner: String,
+}
+
+// === impl Tool, Item ===
+
+impl Tool {
+    /// What policy knows it by.
+    pub fn ident(&self) -> Ident<'_> {
+        Ident { key: &self.key, bare: self.bare.then_some(&*self.original) }
+    }
+}
+
+impl Item {
+    /// What policy knows it by.
+    pub fn ident(&self) -> Ident<'_> {
+        Ident { key: &self.canonical, bare: self.bare.then_some(&*self.original) }
+    }
 }
 
 /// A cursor the gateway did not hand out for this list.
@@ -135,47 +164,60 @@ const KINDS: [ListKind; 4] = [ListKind::Tools, ListKind::Prompts, ListKind::Reso
 impl Catalog {
     /// An empty catalog.
     pub fn empty() -> Self {
-        Self::build(&[], 128)
+        Self::build(&[], 128, &[])
     }
 
     /// Merges `sources` (in the order given) with names under `max_len`.
-    pub fn build(sources: &[Source<'_>], max_len: usize) -> Self {
+    /// `namespaces` are the ids of every prefixed upstream configured, up
+    /// or not: an unprefixed upstream never owns a name or URI in one of
+    /// them (nor in the gateway's own `gateway__`), so a call meant for a
+    /// restarting upstream cannot reach a squatter.
+    pub fn build(sources: &[Source<'_>], max_len: usize, namespaces: &[&str]) -> Self {
         let mut collisions = Vec::new();
         // Prefixed upstreams first: their names cannot collide with each
         // other, so they always win over an unprefixed upstream.
         let ordered: Vec<&Source<'_>> =
             sources.iter().filter(|s| s.prefix).chain(sources.iter().filter(|s| !s.prefix)).collect();
-        let owner = |tools_upstream: usize| sources.iter().find(|s| s.upstream == tools_upstream).map_or("", |s| s.id);
+        let squats = |src: &Source<'_>, name: &str| -> Option<String> {
+            if src.prefix {
+                return None;
+            }
+            let (ns, _) = name.split_once(SEPARATOR)?;
+            (ns == "gateway" || namespaces.contains(&ns)).then(|| ns.to_owned())
+        };
 
-        let mut tools: Vec<Tool> = Vec::new();
-        let mut seen: HashMap<String, usize> = HashMap::new();
+        let mut candidates: Vec<Candidate<'_>> = Vec::new();
         for src in &ordered {
             for def in src.lists.tools.iter() {
-                let Some((mut obj, original)) = named(def.checked(), "name", src.id, "tool") else { continue };
+                let Some((obj, original)) = named(def.checked(), "name", src.id, "tool") else { continue };
                 if !src.filter.exposes(&original) {
                     continue;
                 }
-                let full = if src.prefix { format!("{}{SEPARATOR}{original}", src.id) } else { original.clone() };
-                match seen.entry(shorten(&full, max_len)) {
-                    MapEntry::Occupied(e) => {
-                        collisions.push(collide(e.key(), src.id, owner(tools[*e.get()].upstream), "tool"));
-                    }
-                    MapEntry::Vacant(e) => {
-                        obj.set_str("name", e.key());
-                        tools.push(Tool {
-                            name: e.key().clone(),
-                            upstream: src.upstream,
-                            hints: hints(&obj),
-                            hidden: src.hidden || src.hidden_tools.contains(&original),
-                            quarantined: false,
-                            original: original.as_str().into(),
-                            def: obj.to_checked(),
-                        });
-                        e.insert(tools.len() - 1);
-                    }
+                if let Some(ns) = squats(src, &original) {
+                    collisions.push(collide(&original, src.id, &ns, "tool"));
+                    continue;
                 }
+                candidates.push(Candidate::new(src, obj, original, max_len));
             }
         }
+        let mut tools: Vec<Tool> = settle(candidates, &mut collisions, "tool")
+            .into_iter()
+            .map(|c| {
+                let mut obj = c.obj;
+                obj.set_str("name", &c.exposed);
+                Tool {
+                    hints: hints(&obj),
+                    hidden: c.src.hidden || c.src.hidden_tools.contains(&c.original),
+                    quarantined: false,
+                    key: format!("{}{SEPARATOR}{}", c.src.id, c.original),
+                    bare: !c.src.prefix,
+                    name: c.exposed,
+                    upstream: c.src.upstream,
+                    original: c.original.as_str().into(),
+                    def: obj.to_checked(),
+                }
+            })
+            .collect();
         tools.sort_by(|a, b| a.name.cmp(&b.name));
         let tools = Sorted::new(tools, |t| &t.name);
 
@@ -186,39 +228,53 @@ impl Catalog {
                 ListKind::Resources => ("uri", "resource"),
                 _ => ("uriTemplate", "resource template"),
             };
-            let mut items: Vec<Item> = Vec::new();
-            let mut seen: HashMap<String, usize> = HashMap::new();
+            let mut candidates: Vec<Candidate<'_>> = Vec::new();
             for src in &ordered {
                 for def in src.lists.get(kind).iter() {
-                    let Some((mut obj, original)) = named(def.checked(), field, src.id, what) else { continue };
-                    let key = if !src.prefix {
-                        Some(original.clone())
-                    } else if kind == ListKind::Prompts {
-                        Some(shorten(&format!("{}{SEPARATOR}{original}", src.id), max_len))
-                    } else {
-                        namespace_uri(src.id, &original)
-                    };
-                    let Some(key) = key else {
+                    let Some((obj, original)) = named(def.checked(), field, src.id, what) else { continue };
+                    if kind == ListKind::Prompts {
+                        if let Some(ns) = squats(src, &original) {
+                            collisions.push(collide(&original, src.id, &ns, what));
+                            continue;
+                        }
+                        candidates.push(Candidate::new(src, obj, original, max_len));
+                        continue;
+                    }
+                    if !src.prefix
+                        && let Some((ns, _)) = split_uri(&original)
+                        && namespaces.contains(&ns)
+                    {
+                        let ns = ns.to_owned();
+                        collisions.push(collide(&original, src.id, &ns, what));
+                        continue;
+                    }
+                    let exposed = if src.prefix { namespace_uri(src.id, &original) } else { Some(original.clone()) };
+                    let Some(exposed) = exposed else {
                         tracing::warn!(upstream = %src.id, "Skipped a {what} whose URI has no scheme: {original:?}.");
                         continue;
                     };
-                    match seen.entry(key) {
-                        MapEntry::Occupied(e) => {
-                            collisions.push(collide(e.key(), src.id, owner(items[*e.get()].upstream), what));
-                        }
-                        MapEntry::Vacant(e) => {
-                            obj.set_str(field, e.key());
-                            items.push(Item {
-                                key: e.key().clone(),
-                                upstream: src.upstream,
-                                original: original.as_str().into(),
-                                def: obj.to_checked(),
-                            });
-                            e.insert(items.len() - 1);
-                        }
-                    }
+                    candidates.push(Candidate { full: exposed.clone(), exposed, src, obj, original });
                 }
             }
+            let mut items: Vec<Item> = settle(candidates, collisions, what)
+                .into_iter()
+                .map(|c| {
+                    let mut obj = c.obj;
+                    obj.set_str(field, &c.exposed);
+                    let canonical = match kind {
+                        ListKind::Prompts => format!("{}{SEPARATOR}{}", c.src.id, c.original),
+                        _ => c.exposed.clone(),
+                    };
+                    Item {
+                        canonical,
+                        bare: kind == ListKind::Prompts && !c.src.prefix,
+                        key: c.exposed,
+                        upstream: c.src.upstream,
+                        original: c.original.as_str().into(),
+                        def: obj.to_checked(),
+                    }
+                })
+                .collect();
             items.sort_by(|a, b| a.key.cmp(&b.key));
             Sorted::new(items, |i| &i.key)
         };
@@ -236,14 +292,14 @@ impl Catalog {
         c
     }
 
-    /// Marks `names` quarantined (and, with `hide`, left out of
-    /// `tools/list`).
-    pub fn quarantine(&mut self, names: &std::collections::HashSet<String>, hide: bool) {
-        if names.is_empty() {
+    /// Marks the tools with these canonical keys quarantined (and, with
+    /// `hide`, left out of `tools/list`).
+    pub fn quarantine(&mut self, keys: &std::collections::HashSet<String>, hide: bool) {
+        if keys.is_empty() {
             return;
         }
         for t in &mut self.tools.items {
-            if names.contains(&t.name) {
+            if keys.contains(&t.key) {
                 t.quarantined = true;
                 t.hidden |= hide;
             }
@@ -311,14 +367,14 @@ impl Catalog {
         kind: ListKind,
         cursor: Option<&str>,
         size: usize,
-        visible: &dyn Fn(&str) -> bool,
+        visible: &dyn Fn(Ident<'_>) -> bool,
     ) -> Result<String, InvalidCursor> {
         let after = cursor.map(|c| decode_cursor(kind, c)).transpose()?;
         let defs: Box<dyn Iterator<Item = (&str, &RawValue)>> = match kind {
             ListKind::Tools => Box::new(
-                self.tools.items.iter().filter(|t| !t.hidden && visible(&t.name)).map(|t| (&*t.name, t.def.raw())),
+                self.tools.items.iter().filter(|t| !t.hidden && visible(t.ident())).map(|t| (&*t.name, t.def.raw())),
             ),
-            _ => Box::new(self.items(kind).iter().filter(|i| visible(&i.key)).map(|i| (&*i.key, i.def.raw()))),
+            _ => Box::new(self.items(kind).iter().filter(|i| visible(i.ident())).map(|i| (&*i.key, i.def.raw()))),
         };
         let size = if size == 0 { usize::MAX } else { size };
         let mut out = String::with_capacity(1024);
@@ -375,6 +431,62 @@ impl<T> Sorted<T> {
         let by_key = items.iter().enumerate().map(|(i, t)| (key(t).clone(), i)).collect();
         Sorted { items, by_key }
     }
+}
+
+/// An entry on its way into the catalog.
+struct Candidate<'s> {
+    /// The name or URI clients would see.
+    exposed: String,
+    /// The same before shortening: two candidates with the same `exposed`
+    /// and different `full` collided only by shortening.
+    full: String,
+    src: &'s Source<'s>,
+    obj: Members<'s>,
+    original: String,
+}
+
+impl<'s> Candidate<'s> {
+    /// A tool or prompt: `<id>__<name>` (or the bare name), shortened.
+    fn new(src: &'s Source<'s>, obj: Members<'s>, original: String, max_len: usize) -> Self {
+        let full = if src.prefix { format!("{}{SEPARATOR}{original}", src.id) } else { original.clone() };
+        Candidate { exposed: shorten(&full, max_len), full, src, obj, original }
+    }
+}
+
+/// Which candidates are exposed: the first for each exposed name, in the
+/// order given (prefixed upstreams first); the later ones are collisions.
+/// When two different names were shortened to the same one, which one a
+/// client means cannot be told: all of them are refused.
+fn settle<'s>(candidates: Vec<Candidate<'s>>, collisions: &mut Vec<Collision>, what: &str) -> Vec<Candidate<'s>> {
+    let mut fulls: HashMap<&str, Vec<&str>> = HashMap::new();
+    for c in &candidates {
+        let names = fulls.entry(&c.exposed).or_default();
+        if !names.contains(&c.full.as_str()) {
+            names.push(&c.full);
+        }
+    }
+    let ambiguous: std::collections::HashSet<String> =
+        fulls.into_iter().filter(|(_, f)| f.len() > 1).map(|(e, _)| e.to_owned()).collect();
+    let mut owner: HashMap<String, String> = HashMap::new();
+    let mut kept = Vec::new();
+    for c in candidates {
+        if ambiguous.contains(&c.exposed) && c.exposed != c.full {
+            tracing::error!(
+                upstream = %c.src.id, name = %c.full, shortened = %c.exposed,
+                "Two {what} names shorten to the same name; both refused (raise gateway.max_tool_name_length or deny one)."
+            );
+            collisions.push(Collision { name: c.exposed.clone(), refused: c.src.id.to_owned(), owner: String::new() });
+            continue;
+        }
+        match owner.entry(c.exposed.clone()) {
+            MapEntry::Occupied(e) => collisions.push(collide(e.key(), c.src.id, e.get(), what)),
+            MapEntry::Vacant(e) => {
+                e.insert(c.src.id.to_owned());
+                kept.push(c);
+            }
+        }
+    }
+    kept
 }
 
 /// A definition and the string member `field` it is known by (logged and
@@ -549,7 +661,7 @@ mod tests {
     fn prefixes_sorts_and_keeps_other_members() {
         let all = ToolMatcher::all();
         let l = tools(&["read_file", "a.b-c_d"]);
-        let c = Catalog::build(&[src(0, "fs", true, &all, &l)], 128);
+        let c = Catalog::build(&[src(0, "fs", true, &all, &l)], 128, &[]);
         let names: Vec<_> = c.tools().iter().map(|t| t.name.as_str()).collect();
         assert_eq!(names, ["fs__a.b-c_d", "fs__read_file"]);
         assert_eq!(&*c.get("fs__a.b-c_d").unwrap().original, "a.b-c_d");
@@ -566,6 +678,7 @@ mod tests {
         let cat = Catalog::build(
             &[src(0, "b", false, &all, &a), src(1, "c", false, &all, &b), src(2, "d", true, &all, &c)],
             128,
+            &["d"],
         );
         assert_eq!(cat.get("echo").unwrap().upstream, 0);
         assert_eq!(cat.get("d__echo").unwrap().upstream, 2);
@@ -584,6 +697,7 @@ mod tests {
                 Source { hidden: true, ..src(1, "b", true, &all, &b) },
             ],
             128,
+            &["a", "b"],
         );
         assert!(cat.get("a__y").unwrap().hidden && cat.get("b__z").unwrap().hidden);
         assert!(!cat.get("a__x").unwrap().hidden);
@@ -603,7 +717,7 @@ mod tests {
             ]),
             ..Lists::default()
         };
-        let c = Catalog::build(&[src(0, "s", true, &all, &l)], 128);
+        let c = Catalog::build(&[src(0, "s", true, &all, &l)], 128, &[]);
         assert_eq!(c.get("s__r").unwrap().hints, ToolHints { read_only: true, idempotent: false });
         assert_eq!(c.get("s__i").unwrap().hints, ToolHints { read_only: false, idempotent: true });
         assert_eq!(c.get("s__n").unwrap().hints, ToolHints::default());
@@ -614,13 +728,58 @@ mod tests {
         let long = "t".repeat(128);
         let all = ToolMatcher::all();
         let l = tools(&[&long]);
-        let c = Catalog::build(&[src(0, "srv", true, &all, &l)], 64);
+        let c = Catalog::build(&[src(0, "srv", true, &all, &l)], 64, &[]);
         let name = &c.tools()[0].name;
         assert_eq!(name.len(), 64);
         assert_eq!(name, &shorten(&format!("srv__{long}"), 64));
         assert_eq!(*c.get(name).unwrap().original, *long);
         assert_ne!(shorten(&format!("srv__{long}a"), 64), *name);
         assert_eq!(shorten("short", 64), "short");
+        // Policy knows it by its whole name, never the shortened one.
+        let t = c.get(name).unwrap();
+        assert_eq!(t.ident(), Ident { key: &format!("srv__{long}"), bare: None });
+    }
+
+    #[test]
+    fn names_that_shorten_alike_are_refused_both() {
+        // Find two long names whose shortened forms collide (same head, and
+        // the 8 hex digits of their hashes match): rare, so search a little.
+        let all = ToolMatcher::all();
+        let head = "h".repeat(80);
+        let mut seen: HashMap<String, String> = HashMap::new();
+        let (a, b) = (0u32..)
+            .find_map(|n| {
+                let name = format!("{head}{n}");
+                let short = shorten(&format!("s__{name}"), 20);
+                seen.insert(short, name.clone()).map(|other| (other, name))
+            })
+            .unwrap();
+        let l = tools(&[&a, &b, "ok"]);
+        let c = Catalog::build(&[src(0, "s", true, &all, &l)], 20, &[]);
+        let names: Vec<&str> = c.tools().iter().map(|t| t.name.as_str()).collect();
+        assert_eq!(names, ["s__ok"], "neither of the two is exposed");
+        assert_eq!(c.collisions.len(), 2, "{:?}", c.collisions);
+    }
+
+    #[test]
+    fn an_unprefixed_upstream_never_owns_another_upstreams_namespace() {
+        let all = ToolMatcher::all();
+        // `chaos` is configured and prefixed but down: its namespace stays its own.
+        let squatter = Lists {
+            tools: defs(&["chaos__counts", "gateway__list_secret_names", "mine", "other__x"]),
+            prompts: raw(&[r#"{"name":"chaos__p"}"#]),
+            resources: raw(&[r#"{"uri":"file+chaos:///etc/x","name":"r"}"#, r#"{"uri":"file:///ok","name":"ok"}"#]),
+            ..Lists::default()
+        };
+        let c = Catalog::build(&[src(1, "sq", false, &all, &squatter)], 128, &["chaos", "sq2"]);
+        let tools: Vec<&str> = c.tools().iter().map(|t| t.name.as_str()).collect();
+        assert_eq!(tools, ["mine", "other__x"], "`other` is no configured upstream");
+        assert!(c.prompt("chaos__p").is_none());
+        assert!(c.resource("file+chaos:///etc/x").is_none() && c.resource("file:///ok").is_some());
+        assert!(c.collisions.iter().all(|x| x.refused == "sq"));
+        assert_eq!(c.collisions.len(), 4, "{:?}", c.collisions);
+        // The unprefixed tool's identity: its key, and its bare name.
+        assert_eq!(c.get("mine").unwrap().ident(), Ident { key: "sq__mine", bare: Some("mine") });
     }
 
     #[test]
@@ -674,7 +833,7 @@ mod tests {
             resources: raw(&[r#"{"uri":"file:///r.txt","name":"same uri, unprefixed"}"#]),
             ..Lists::default()
         };
-        let c = Catalog::build(&[src(0, "a", true, &all, &a), src(1, "b", false, &all, &b)], 128);
+        let c = Catalog::build(&[src(0, "a", true, &all, &a), src(1, "b", false, &all, &b)], 128, &[]);
         assert_eq!(c.prompt("a__greet").unwrap().upstream, 0);
         assert_eq!(c.prompt("greet").unwrap().upstream, 1);
         let r = c.resource("file+a:///r.txt").unwrap();
@@ -695,7 +854,7 @@ mod tests {
             ..Lists::default()
         };
         let b = Lists { resources: raw(&[r#"{"uri":"file:///both","name":"x"}"#]), ..Lists::default() };
-        let c = Catalog::build(&[src(0, "a", true, &all, &a), src(1, "b", true, &all, &b)], 128);
+        let c = Catalog::build(&[src(0, "a", true, &all, &a), src(1, "b", true, &all, &b)], 128, &[]);
         assert_eq!(c.resource("file:///only-a").unwrap().key, "file+a:///only-a");
         assert!(c.resource("file:///both").is_none(), "ambiguous: never guessed");
     }
@@ -721,7 +880,7 @@ mod tests {
         let names: Vec<String> = (0..25).map(|i| format!("t{i:02}")).collect();
         let refs: Vec<&str> = names.iter().map(String::as_str).collect();
         let l = tools(&refs);
-        let c = Catalog::build(&[src(0, "s", true, &all, &l)], 128);
+        let c = Catalog::build(&[src(0, "s", true, &all, &l)], 128, &[]);
         let walked = walk(&c, ListKind::Tools, 10);
         assert_eq!(walked.len(), 25);
         assert_eq!(walked, refs.iter().map(|n| format!("s__{n}")).collect::<Vec<_>>());
@@ -734,7 +893,7 @@ mod tests {
         let cursor = first["nextCursor"].as_str().unwrap();
         let changed: Vec<&str> = refs.iter().copied().filter(|n| *n != "t05" && *n != "t15").chain(["t99"]).collect();
         let l2 = tools(&changed);
-        let c2 = Catalog::build(&[src(0, "s", true, &all, &l2)], 128);
+        let c2 = Catalog::build(&[src(0, "s", true, &all, &l2)], 128, &[]);
         let second: serde_json::Value =
             serde_json::from_str(&c2.page(ListKind::Tools, Some(cursor), 100).unwrap()).unwrap();
         let rest: Vec<&str> = second["tools"].as_array().unwrap().iter().map(|t| t["name"].as_str().unwrap()).collect();
@@ -752,7 +911,7 @@ mod tests {
             resources: raw(&[r#"{"uri":"a:1","name":"x"}"#, r#"{"uri":"a:2","name":"x"}"#]),
             ..tools(&["x", "y"])
         };
-        let c = Catalog::build(&[src(0, "s", true, &all, &l)], 128);
+        let c = Catalog::build(&[src(0, "s", true, &all, &l)], 128, &[]);
         let page: serde_json::Value = serde_json::from_str(&c.page(ListKind::Tools, None, 1).unwrap()).unwrap();
         let cursor = page["nextCursor"].as_str().unwrap();
         assert!(c.page(ListKind::Tools, Some(cursor), 1).is_ok());

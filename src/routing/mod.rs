@@ -299,7 +299,8 @@ impl Gateway {
                     _ => None,
                 })
                 .collect();
-            let mut next = Catalog::build(&sources, self.config.gateway.max_tool_name_length);
+            let namespaces: Vec<&str> = self.upstreams.iter().filter(|u| u.spec().prefix).map(|u| u.id()).collect();
+            let mut next = Catalog::build(&sources, self.config.gateway.max_tool_name_length, &namespaces);
             self.apply_pins(&mut next);
             let changed = next.changed_lists(&self.catalog.load());
             let outcome = if changed.is_empty() { "unchanged" } else { "changed" };
@@ -334,7 +335,7 @@ impl Gateway {
     fn apply_pins(&self, next: &mut Catalog) {
         let Some(pins) = &self.pins else { return };
         pins.reload_if_changed();
-        let tools = next.tools().iter().map(|t| (&*t.name, self.upstreams[t.upstream].id(), t.def.raw()));
+        let tools = next.tools().iter().map(|t| (&*t.key, &*t.name, self.upstreams[t.upstream].id(), t.def.raw()));
         let review = pins.review(tools);
         let hide = self.config.pinning.on_change == crate::config::QuarantineMode::Hide;
         next.quarantine(&review.quarantined, hide);
@@ -392,7 +393,7 @@ impl Gateway {
                     // to slip past a rule. Untrusted tools get the spec's
                     // defaults.
                     let annotations = t.def.checked().get("annotations").filter(|_| u.spec().trusted);
-                    (t.name.clone(), state.set.tags_for(&t.name, u.id(), annotations.map(Checked::raw)))
+                    (t.key.clone(), state.set.tags_for(t.ident(), u.id(), annotations.map(Checked::raw)))
                 })
                 .collect();
             Some(Arc::new(RulesState { set: state.set.clone(), tags }))
@@ -433,7 +434,7 @@ impl Gateway {
     /// goes ahead in the session's and the principal's histories.
     async fn apply_rules(
         &self,
-        name: &str,
+        tool: crate::security::Ident<'_>,
         upstream: usize,
         arguments: Option<&RawValue>,
         caller: &Caller<'_>,
@@ -442,24 +443,25 @@ impl Gateway {
         let Some(state) = self.rules.load_full() else { return Ok(()) };
         let set = &state.set;
         let fallback;
-        let tags = match state.tags.get(name) {
+        let tags = match state.tags.get(tool.key) {
             Some(t) => t,
             None => {
-                fallback = set.tags_for(name, self.upstreams[upstream].id(), None);
+                fallback = set.tags_for(tool, self.upstreams[upstream].id(), None);
                 &fallback
             }
         };
+        let name = tool.key;
         if self.telemetry.audit.is_some() {
             out.tags = tags.names().map(str::to_owned).collect();
         }
         let at_ms = u64::try_from(self.started.elapsed().as_millis()).unwrap_or(u64::MAX);
-        let call = RuleCall { tool: name, tags, arguments, at_ms };
+        let call = RuleCall { tool, tags, arguments, at_ms };
         // Anonymous clients share one id; their principal-scoped rules look
         // at the session instead of joining unrelated clients' calls.
         let principal = caller
             .peer
             .filter(|p| p.principal.via != crate::security::auth::Via::Anonymous)
-            .map(|p| p.principal.id.clone());
+            .map(|p| p.principal.identity.clone());
         let eval = {
             let empty = History::default();
             let session = caller.peer.map(|p| p.lock_history());
@@ -481,7 +483,6 @@ impl Gateway {
             let rule = set.rule(hit.rule);
             let allowed = hit.action == Action::Confirm && self.confirm(caller, name, rule.message()).await;
             if !allowed {
-                out.name = Some(name.to_owned());
                 let msg = format!("Refused by rule `{}`: {}", rule.id(), rule.message());
                 let err = CallError::new(crate::error::ErrorClass::Policy, None, msg);
                 return Err(self.deny(caller, upstream, None, "rule", out, err));
@@ -857,7 +858,14 @@ impl Gateway {
             Some(Ok(reply)) => Some(reply),
             Some(Err(e)) => {
                 tracing::debug!(method = %protocol::echo(msg.method()), class = %e.class, "Request failed: {}.", e.message);
-                out.class = Some(e.class);
+                // A refusal hidden as "unknown" stays `policy` for metrics
+                // and audit; everything else is what the client is told.
+                if out.class != Some(crate::error::ErrorClass::Policy) {
+                    out.class = Some(e.class);
+                }
+                if let Some(reason) = e.refused {
+                    out.policy.push(format!("reply_refused:{reason}"));
+                }
                 span.outcome(Some(e.class), || e.message.clone());
                 Some(e.to_response(id))
             }
@@ -1038,9 +1046,10 @@ impl Gateway {
                 let (upstream, original) = {
                     let catalog = self.catalog.load();
                     let p = catalog.prompt(&name).ok_or_else(|| self.unknown("prompt", &name))?;
+                    let unknown = || self.unknown("prompt", &name);
+                    self.permit(caller, Kind::Prompt, &name, p.ident(), p.upstream, out, unknown)?;
                     (p.upstream, p.original.clone())
                 };
-                self.permit(caller, Kind::Prompt, &name, upstream, out, || self.unknown("prompt", &name))?;
                 out.name = Some(name);
                 obj.set_str("name", &original);
                 self.forward(id, "prompts/get", upstream, obj, caller, span, out).await
@@ -1049,7 +1058,8 @@ impl Gateway {
                 let (mut obj, uri) = named_params(params, "uri")?;
                 let (upstream, original) = self.resource_owner(&uri)?;
                 let exposed = self.exposed_uri(upstream, &original);
-                self.permit(caller, Kind::Resource, &exposed, upstream, out, || self.unknown_resource(&uri))?;
+                let ident = crate::security::Ident::plain(&exposed);
+                self.permit(caller, Kind::Resource, &exposed, ident, upstream, out, || self.unknown_resource(&uri))?;
                 out.name = Some(uri);
                 obj.set_str("uri", &original);
                 let reply = self.forward_raw("resources/read", upstream, obj, caller, span, out, None).await?;
@@ -1093,7 +1103,7 @@ impl Gateway {
         let page = if grants.is_open() {
             catalog.page(kind, cursor.as_deref(), size)
         } else {
-            catalog.page_visible(kind, cursor.as_deref(), size, &|key| grants.allows(what, key))
+            catalog.page_visible(kind, cursor.as_deref(), size, &|ident| grants.allows(what, ident))
         };
         let mut page = page.map_err(|e| CallError::protocol(protocol::INVALID_PARAMS, e.to_string()))?;
         if kind == ListKind::Tools && cursor.is_none() && self.builtin_listed(caller) {
@@ -1202,7 +1212,9 @@ impl Gateway {
                     let name = reference.str("name").ok_or_else(|| invalid("ref/prompt needs a string `name`"))?;
                     let catalog = self.catalog.load();
                     let p = catalog.prompt(&name).ok_or_else(|| self.unknown("prompt", &name))?;
-                    self.permit(caller, Kind::Prompt, &name, p.upstream, out, || self.unknown("prompt", &name))?;
+                    self.permit(caller, Kind::Prompt, &name, p.ident(), p.upstream, out, || {
+                        self.unknown("prompt", &name)
+                    })?;
                     ("name", (p.upstream, p.original.to_string()))
                 }
                 Some("ref/resource") => {
@@ -1212,7 +1224,8 @@ impl Gateway {
                         Some(t) => t,
                         None => self.resource_owner(&uri)?,
                     };
-                    self.permit(caller, Kind::Resource, &uri, i, out, || self.unknown_resource(&uri))?;
+                    let ident = crate::security::Ident::plain(&uri);
+                    self.permit(caller, Kind::Resource, &uri, ident, i, out, || self.unknown_resource(&uri))?;
                     ("uri", (i, original))
                 }
                 _ => return Err(invalid("ref.type must be ref/prompt or ref/resource")),
@@ -1283,7 +1296,8 @@ impl Gateway {
         let (i, original) = self.resource_owner(&uri)?;
         let exposed = self.exposed_uri(i, &original);
         let mut out = Outcomes::default();
-        self.permit(caller, Kind::Resource, &exposed, i, &mut out, || self.unknown_resource(&uri))?;
+        let ident = crate::security::Ident::plain(&exposed);
+        self.permit(caller, Kind::Resource, &exposed, ident, i, &mut out, || self.unknown_resource(&uri))?;
         Ok((peer, (i, Arc::from(original))))
     }
 
@@ -1485,8 +1499,10 @@ impl Gateway {
         let params = params.ok_or_else(|| invalid("tools/call needs params"))?;
         let mut obj = params.object().ok_or_else(|| invalid("tools/call params must be an object"))?;
         let name = obj.str("name").ok_or_else(|| invalid("tools/call needs a string `name`"))?;
+        // What the client asked for, for the audit record and the log,
+        // whatever becomes of the call.
+        out.name = Some(name.clone());
         if name == LIST_SECRET_NAMES && self.builtin_listed(caller) {
-            out.name = Some(name);
             let names = serde_json::to_string(&self.config.secret_names).expect("strings serialize");
             let result = serde_json::json!({
                 "content": [{ "type": "text", "text": names }],
@@ -1500,29 +1516,37 @@ impl Gateway {
             out.arguments_sha256 = Some(audit::digest(args.map_or(&b"null"[..], |a| a.text().as_bytes())));
             out.arguments = args.and_then(|a| log.arguments(a.raw()));
         }
-        let (i, original, hints) = {
+        // The order of checks is part of the contract (tests pin it): what
+        // is hidden answers like what does not exist and costs the same;
+        // no refused call spends a rate-limit token or enters a rule
+        // history.
+        let (i, original, hints, key, bare) = {
             let catalog = self.catalog.load();
             match catalog.get(&name) {
-                Some(t) if !self.grants(caller).allows(Kind::Tool, &name) => {
-                    out.name = Some(name.clone());
+                Some(t) if !self.grants(caller).allows(Kind::Tool, t.ident()) => {
                     let err = self.unknown("tool", &name);
-                    return Err(self.deny(caller, t.upstream, Some(&t.original), "access", out, err));
+                    return Err(self.hide(caller, t.upstream, Some(&t.original), "access", out, err));
                 }
                 Some(t) if t.quarantined => {
-                    out.name = Some(name.clone());
-                    let err = match self.config.pinning.on_change {
-                        crate::config::QuarantineMode::Hide => self.unknown("tool", &name),
-                        crate::config::QuarantineMode::Refuse => CallError::protocol(
-                            protocol::INVALID_PARAMS,
-                            format!(
-                                "{name} is held: its definition changed since it was approved \
-                                 (an operator must run `mcp-gateway tools approve {name}`)"
-                            ),
-                        ),
-                    };
-                    return Err(self.deny(caller, t.upstream, Some(&t.original), "quarantined", out, err));
+                    return Err(match self.config.pinning.on_change {
+                        crate::config::QuarantineMode::Hide => {
+                            let err = self.unknown("tool", &name);
+                            self.hide(caller, t.upstream, Some(&t.original), "quarantined", out, err)
+                        }
+                        crate::config::QuarantineMode::Refuse => {
+                            let err = CallError::protocol(
+                                protocol::INVALID_PARAMS,
+                                format!(
+                                    "{name} is held: its definition changed since it was approved \
+                                     (an operator must run `mcp-gateway tools approve {}`)",
+                                    t.key
+                                ),
+                            );
+                            self.deny(caller, t.upstream, Some(&t.original), "quarantined", out, err)
+                        }
+                    });
                 }
-                Some(t) => (t.upstream, t.original.clone(), t.hints),
+                Some(t) => (t.upstream, t.original.clone(), t.hints, t.key.clone(), t.bare),
                 None => {
                     // Counted against the upstream whose namespace it is
                     // (down, or the tool is gone), when there is one.
@@ -1530,29 +1554,31 @@ impl Gateway {
                         .split_once(catalog::SEPARATOR)
                         .and_then(|(ns, _)| self.by_id.get(ns))
                         .map(|&i| self.upstreams[i].label());
-                    out.name = Some(name.clone());
                     return Err(self.unknown("tool", &name));
                 }
             }
         };
-        if let Err(e) = self.grants(caller).check_arguments(&name, obj.get("arguments").map(Checked::raw)) {
-            out.name = Some(name.clone());
+        let ident = crate::security::Ident { key: &key, bare: bare.then_some(&*original) };
+        let local = match &self.upstreams[i].spec().transport {
+            crate::config::TransportSpec::Stdio { cwd, .. } => Some(cwd.as_path()),
+            _ => None,
+        };
+        if let Err(e) = self.grants(caller).check_arguments(ident, obj.get("arguments"), local) {
             let err = CallError::new(crate::error::ErrorClass::Policy, None, e.to_string());
             let err = CallError { code: protocol::INVALID_PARAMS, ..err };
             return Err(self.deny(caller, i, Some(&original), "argument", out, err));
         }
         let limited = match caller.peer {
             _ if !self.limits.rates() => Ok(()),
-            Some(p) => self.limits.check(&p.principal.id, &name, tokio::time::Instant::now()),
-            None => self.limits.check(&Arc::from("anonymous"), &name, tokio::time::Instant::now()),
+            Some(p) => self.limits.check(&p.principal.identity, ident, tokio::time::Instant::now()),
+            None => self.limits.check(&Arc::from("anonymous"), ident, tokio::time::Instant::now()),
         };
         if let Err(limited) = limited {
-            out.name = Some(name.clone());
             let err = CallError::new(crate::error::ErrorClass::Policy, None, limited.to_string());
             let err = CallError { retry_after: Some(limited.retry_after), ..err };
             return Err(self.deny(caller, i, Some(&original), "rate_limit", out, err));
         }
-        self.apply_rules(&name, i, obj.get("arguments").map(Checked::raw), caller, out).await?;
+        self.apply_rules(ident, i, obj.get("arguments").map(Checked::raw), caller, out).await?;
         let upstream = &*self.instance(i, caller).await;
         // A task-augmented call: only to an upstream that runs tools as
         // tasks (one that does not would ignore `task` and answer a plain
@@ -1572,8 +1598,7 @@ impl Gateway {
                 ));
             }
         }
-        let cap = self.limits.result_cap(&name);
-        out.name = Some(name);
+        let cap = self.limits.result_cap(ident);
         out.upstream = Some(upstream.label());
         out.tool = Some(original.clone());
         obj.set_str("name", &original);
@@ -1768,7 +1793,7 @@ impl Gateway {
     /// never hold a token (`-`), so it fails with `upstream_auth`.
     async fn principal_instance(&self, i: usize, caller: &Caller<'_>) -> Arc<Upstream> {
         let shared = &self.upstreams[i];
-        let principal: Arc<str> = caller.peer.map_or_else(|| Arc::from("-"), |p| p.principal.id.clone());
+        let principal: Arc<str> = caller.peer.map_or_else(|| Arc::from("-"), |p| p.principal.identity.clone());
         let own = {
             let mut map = self.principal_upstreams.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
             map.entry((i, principal.clone()))
@@ -1786,7 +1811,8 @@ impl Gateway {
     /// known but the upstream is not serving, so the agent learns why.
     /// Whether `gateway__list_secret_names` is on and the caller may use it.
     fn builtin_listed(&self, caller: &Caller<'_>) -> bool {
-        self.config.gateway.list_secret_names && self.grants(caller).allows(Kind::Tool, LIST_SECRET_NAMES)
+        self.config.gateway.list_secret_names
+            && self.grants(caller).allows(Kind::Tool, crate::security::Ident::plain(LIST_SECRET_NAMES))
     }
 
     /// The grants of the caller's principal.
@@ -1796,26 +1822,46 @@ impl Gateway {
 
     /// Checks `[[access]]` for a prompt or resource: a denied one is
     /// answered like an unknown one (`unknown`), and counted.
+    #[allow(clippy::too_many_arguments)]
     fn permit(
         &self,
         caller: &Caller<'_>,
         kind: Kind,
         name: &str,
+        ident: crate::security::Ident<'_>,
         upstream: usize,
         out: &mut Outcomes,
         unknown: impl FnOnce() -> CallError,
     ) -> Result<(), CallError> {
-        if self.grants(caller).allows(kind, name) {
+        if self.grants(caller).allows(kind, ident) {
             return Ok(());
         }
         out.name = Some(name.to_owned());
-        Err(self.deny(caller, upstream, None, "access", out, unknown()))
+        Err(self.hide(caller, upstream, None, "access", out, unknown()))
     }
 
-    /// A refusal by policy: `err` (what the client sees) classed `policy`,
-    /// counted in `mcp_gateway_policy_denials_total`, logged and noted for
-    /// the audit record.
+    /// A refusal by policy the client is told of: `err` (what the client
+    /// sees) classed `policy`, counted in
+    /// `mcp_gateway_policy_denials_total`, logged and noted for the audit
+    /// record.
     fn deny(
+        &self,
+        caller: &Caller<'_>,
+        upstream: usize,
+        tool: Option<&Arc<str>>,
+        reason: &'static str,
+        out: &mut Outcomes,
+        err: CallError,
+    ) -> CallError {
+        let err = self.hide(caller, upstream, tool, reason, out, err);
+        CallError { class: crate::error::ErrorClass::Policy, ..err }
+    }
+
+    /// A refusal by policy of something the caller may not know exists
+    /// (design.md D12): the client gets `err`, the very answer an unknown
+    /// name gets (class `protocol`, nothing that tells them apart); the
+    /// metrics, the log and the audit record say `policy`.
+    fn hide(
         &self,
         caller: &Caller<'_>,
         upstream: usize,
@@ -1830,12 +1876,13 @@ impl Gateway {
             reason,
         };
         self.telemetry.metrics.policy_denials.get_or_create(&labels).inc();
-        let principal = caller.peer.map_or("anonymous", |p| &*p.principal.id);
+        let principal = caller.peer.map_or("anonymous", |p| &*p.principal.identity);
         tracing::info!(principal, reason, name = out.name.as_deref().unwrap_or(""), "Refused by policy.");
         out.upstream = Some(labels.upstream);
         out.tool = tool.cloned();
+        out.class = Some(crate::error::ErrorClass::Policy);
         out.policy.push(format!("{reason}:denied"));
-        CallError { class: crate::error::ErrorClass::Policy, ..err }
+        err
     }
 
     /// The URI clients see for an upstream's `original` one.

@@ -17,12 +17,15 @@
 
 use std::sync::Arc;
 
+use std::path::{Path, PathBuf};
+
 use globset::{Glob, GlobMatcher};
 use serde_json::Value;
-use serde_json::value::RawValue;
 
+use super::Ident;
 use super::auth::Principal;
 use crate::config::{AccessSection, ToolMatcher};
+use crate::protocol::Checked;
 
 /// The kinds of named things `[[access]]` governs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -54,8 +57,9 @@ struct Entry {
 #[derive(Debug)]
 struct ArgumentCheck {
     tools: GlobMatcher,
-    argument: String,
+    arguments: Vec<String>,
     prefixes: Vec<String>,
+    resolve: bool,
 }
 
 /// What one principal may do; shared by its sessions' requests.
@@ -92,8 +96,9 @@ impl Access {
                     .filter_map(|r| {
                         Some(ArgumentCheck {
                             tools: Glob::new(&r.tools).ok()?.compile_matcher(),
-                            argument: r.argument.clone(),
+                            arguments: r.argument.clone(),
                             prefixes: r.prefix.clone(),
+                            resolve: r.resolve,
                         })
                     })
                     .collect();
@@ -118,7 +123,7 @@ impl Access {
         let entries = self
             .entries
             .iter()
-            .filter(|e| e.principals.iter().any(|x| x == "*" || *x == *p.id) || e.groups.iter().any(|g| p.in_group(g)))
+            .filter(|e| e.principals.iter().any(|x| p.is_named(x)) || e.groups.iter().any(|g| p.in_group(g)))
             .cloned()
             .collect();
         Arc::new(Grants { open: false, entries })
@@ -138,8 +143,11 @@ impl Grants {
         self.open
     }
 
-    /// Whether the principal may see and use the `kind` item `name`.
-    pub fn allows(&self, kind: Kind, name: &str) -> bool {
+    /// Whether the principal may see and use the `kind` item `name` (a
+    /// tool or prompt by every spelling of its identity, a resource by its
+    /// exposed URI).
+    pub fn allows<'n>(&self, kind: Kind, name: impl Into<Ident<'n>>) -> bool {
+        let name = name.into();
         if self.open {
             return true;
         }
@@ -159,27 +167,57 @@ impl Grants {
         allowed
     }
 
-    /// Checks the argument constraints of `tool` (namespaced) against
-    /// `arguments`; parses them only when a constraint applies.
-    pub fn check_arguments(&self, tool: &str, arguments: Option<&RawValue>) -> Result<(), ArgumentDenied> {
-        let mut checks = self.entries.iter().flat_map(|e| e.arguments.iter()).filter(|c| c.tools.is_match(tool));
-        let Some(first) = checks.next() else { return Ok(()) };
-        let args: Value = arguments.and_then(|a| serde_json::from_str(a.get()).ok()).unwrap_or(Value::Null);
-        for c in std::iter::once(first).chain(checks) {
-            let denied = |reason| ArgumentDenied { tool: tool.to_owned(), argument: c.argument.clone(), reason };
-            let values: Vec<&str> = match args.get(&c.argument) {
-                None | Some(Value::Null) => continue,
-                Some(Value::String(s)) => vec![s.as_str()],
-                Some(Value::Array(a)) => {
-                    let strings: Option<Vec<&str>> = a.iter().map(Value::as_str).collect();
-                    strings.ok_or_else(|| denied("not a string or a list of strings"))?
-                }
-                Some(_) => return Err(denied("not a string or a list of strings")),
-            };
-            for v in values {
-                let normal = normalize(v).ok_or_else(|| denied("not a clean path"))?;
-                if !c.prefixes.iter().any(|p| under(&normal, p)) {
-                    return Err(denied("not under an allowed prefix"));
+    /// Checks the argument constraints of `tool` against `arguments`
+    /// (parsed only when a constraint applies). Fails closed: a named
+    /// argument that is present must be a string or an array of strings,
+    /// each under an allowed prefix; `null`, any other type, or arguments
+    /// that are not an object are refused. An absent argument passes.
+    ///
+    /// `local` is the working directory of a stdio upstream (its files are
+    /// this machine's): rules with `resolve` then check the canonical path
+    /// of the longest existing prefix of each value. Elsewhere the check
+    /// is lexical. Every refusal of a path says the same, whether or not
+    /// the file exists.
+    pub fn check_arguments(
+        &self,
+        tool: Ident<'_>,
+        arguments: Option<Checked<'_>>,
+        local: Option<&Path>,
+    ) -> Result<(), ArgumentDenied> {
+        let mut checks =
+            self.entries.iter().flat_map(|e| e.arguments.iter()).filter(|c| tool.is_match(&c.tools)).peekable();
+        let Some(first) = checks.peek() else { return Ok(()) };
+        let denied = |argument: &str, reason| ArgumentDenied {
+            tool: tool.key.to_owned(),
+            argument: argument.to_owned(),
+            reason,
+        };
+        // No arguments at all: every named one is absent.
+        let Some(arguments) = arguments else { return Ok(()) };
+        // Checked text always parses; anything but an object cannot be checked.
+        let Some(Value::Object(args)) = arguments.value() else {
+            return Err(denied(&first.arguments[0], "the arguments are not an object"));
+        };
+        for c in checks {
+            for name in &c.arguments {
+                let values: Vec<&str> = match args.get(name) {
+                    None => continue,
+                    Some(Value::String(s)) => vec![s.as_str()],
+                    Some(Value::Array(a)) => {
+                        let strings: Option<Vec<&str>> = a.iter().map(Value::as_str).collect();
+                        strings.ok_or_else(|| denied(name, "not a string or a list of strings"))?
+                    }
+                    Some(_) => return Err(denied(name, "not a string or a list of strings")),
+                };
+                for v in values {
+                    let normal = normalize(v).ok_or_else(|| denied(name, "not a clean path"))?;
+                    let inside = match (c.resolve, local) {
+                        (true, Some(base)) => resolved_under(&normal, base, &c.prefixes),
+                        _ => c.prefixes.iter().any(|p| under(&normal, p)),
+                    };
+                    if !inside {
+                        return Err(denied(name, "not under an allowed prefix"));
+                    }
                 }
             }
         }
@@ -188,13 +226,48 @@ impl Grants {
 }
 
 impl ToolMatcher {
-    /// `Some(false)`: denied; `Some(true)`: allowed; `None`: this entry
-    /// does not name it (it says nothing).
-    fn allows(&self, name: &str) -> Option<bool> {
-        if self.denies(name) {
+    /// `Some(false)`: a deny glob matches a spelling; `Some(true)`: an allow
+    /// glob does; `None`: this entry does not name it (it says nothing).
+    fn allows(&self, name: Ident<'_>) -> Option<bool> {
+        if name.names().any(|n| self.denies(n)) {
             return Some(false);
         }
-        self.allow_matches(name).then_some(true)
+        name.names().any(|n| self.allow_matches(n)).then_some(true)
+    }
+}
+
+/// Whether `path` (lexically normal; relative to `base`) is under a prefix
+/// once symlinks are followed: the canonical path of its longest existing
+/// prefix, the rest appended, against each prefix's canonical path. A link
+/// that exists but leads nowhere cannot be checked: not under.
+fn resolved_under(path: &str, base: &Path, prefixes: &[String]) -> bool {
+    let absolute = |p: &str| if Path::new(p).is_absolute() { PathBuf::from(p) } else { base.join(p) };
+    let Some(real) = canonical_prefix(&absolute(path)) else { return false };
+    prefixes.iter().any(|p| {
+        let p = absolute(p.trim_end_matches('/'));
+        let p = canonical_prefix(&p).unwrap_or(p);
+        real.starts_with(&p)
+    })
+}
+
+/// The canonical path of the longest existing prefix of `path`, with the
+/// rest appended; `None` when a dangling symlink is in the way.
+fn canonical_prefix(path: &Path) -> Option<PathBuf> {
+    let mut rest = Vec::new();
+    let mut at = path;
+    loop {
+        match std::fs::canonicalize(at) {
+            Ok(mut real) => {
+                real.extend(rest.iter().rev());
+                return Some(real);
+            }
+            // There, but not followable: a link to nowhere (or a loop).
+            Err(_) if std::fs::symlink_metadata(at).is_ok_and(|m| m.file_type().is_symlink()) => return None,
+            Err(_) => {
+                rest.push(at.file_name()?);
+                at = at.parent()?;
+            }
+        }
     }
 }
 
@@ -232,12 +305,8 @@ mod tests {
     use crate::config::{ArgumentRule, ToolFilter};
 
     fn principal(id: &str, groups: &[&str]) -> Principal {
-        Principal {
-            id: id.into(),
-            groups: groups.iter().map(|g| Arc::from(*g)).collect(),
-            scopes: Box::new([]),
-            via: crate::security::auth::Via::ApiKey,
-        }
+        let groups = groups.iter().map(|g| Arc::from(*g)).collect();
+        Principal::new(id, crate::security::auth::Via::ApiKey, groups, Box::new([]))
     }
 
     fn filter(allow: &[&str], deny: &[&str]) -> ToolFilter {
@@ -255,8 +324,9 @@ mod tests {
                 resources: filter(&["file+filesystem://*"], &[]),
                 arguments: vec![ArgumentRule {
                     tools: "filesystem__*".into(),
-                    argument: "path".into(),
+                    argument: vec!["path".into(), "paths".into(), "source".into(), "destination".into()],
                     prefix: vec!["/srv/data/".into()],
+                    resolve: false,
                 }],
                 ..AccessSection::default()
             },
@@ -311,23 +381,28 @@ mod tests {
         assert!(!g.allows(Kind::Tool, "fs__read") && !g.allows(Kind::Resource, "x://y"));
     }
 
+    /// `arguments` as a scanned message carries them.
+    fn args(text: &str) -> crate::protocol::CheckedBox {
+        crate::protocol::CheckedBox::parse(text, &crate::protocol::Limits::default()).unwrap()
+    }
+
     #[test]
     fn path_arguments_stay_under_their_prefix() {
         let g = access().grants(&principal("ann", &["analysts"]));
-        let check = |args: &str| {
-            let raw = RawValue::from_string(args.to_owned()).unwrap();
-            g.check_arguments("filesystem__read_text_file", Some(&raw))
-        };
+        let check =
+            |a: &str| g.check_arguments(Ident::plain("filesystem__read_text_file"), Some(args(a).checked()), None);
         assert_eq!(check(r#"{"path":"/srv/data/a.txt"}"#), Ok(()));
         assert_eq!(check(r#"{"path":"/srv/data"}"#), Ok(()));
         assert_eq!(check(r#"{"other":1}"#), Ok(()), "absent: nothing to check");
+        assert_eq!(g.check_arguments(Ident::plain("filesystem__x"), None, None), Ok(()), "no arguments at all");
         for bad in [
             r#"{"path":"/srv/data/../../etc/passwd"}"#,
             r#"{"path":"/srv/database/x"}"#,
             r#"{"path":"relative.txt"}"#,
-            r#"{"path":"/srv/data/ok","paths":1}"#.replace("\"path\":\"/srv/data/ok\",", "\"path\":7,").as_str(),
+            r#"{"path":7}"#,
             r#"{"path":["/srv/data/a","/etc/shadow"]}"#,
             r#"{"path":"/../srv/data"}"#,
+            r#"{"path":"/srv/data/a\u0000b"}"#,
         ] {
             assert!(check(bad).is_err(), "{bad}");
         }
@@ -335,7 +410,85 @@ mod tests {
         let e = check(r#"{"path":"/etc/passwd"}"#).unwrap_err();
         assert!(!e.to_string().contains("passwd"), "the value is not echoed: {e}");
         // Other tools are unconstrained.
-        let raw = RawValue::from_string(r#"{"path":"/etc"}"#.into()).unwrap();
-        assert_eq!(g.check_arguments("postgres__query", Some(&raw)), Ok(()));
+        let any = args(r#"{"path":"/etc"}"#);
+        assert_eq!(g.check_arguments(Ident::plain("postgres__query"), Some(any.checked()), None), Ok(()));
+    }
+
+    #[test]
+    fn argument_rules_fail_closed() {
+        let g = access().grants(&principal("ann", &["analysts"]));
+        let check = |a: &str| g.check_arguments(Ident::plain("filesystem__move_file"), Some(args(a).checked()), None);
+        // What cannot be checked is refused: null, other types, arguments that are no object.
+        for (bad, reason) in [
+            (r#"{"path":null}"#, "not a string or a list of strings"),
+            (r#"{"path":{"p":"/srv/data/a"}}"#, "not a string or a list of strings"),
+            (r#"{"path":true}"#, "not a string or a list of strings"),
+            (r#"{"paths":["/srv/data/a",null]}"#, "not a string or a list of strings"),
+            (r#"{"paths":[["/srv/data/a"]]}"#, "not a string or a list of strings"),
+            (r#"[{"path":"/srv/data/a"}]"#, "the arguments are not an object"),
+            (r#""/srv/data/a""#, "the arguments are not an object"),
+            ("null", "the arguments are not an object"),
+        ] {
+            assert_eq!(check(bad).map_err(|e| e.reason), Err(reason), "{bad}");
+        }
+        // Every named argument, strings inside arrays too.
+        assert_eq!(check(r#"{"source":"/srv/data/a","destination":"/srv/data/b"}"#), Ok(()));
+        let e = check(r#"{"source":"/srv/data/a","destination":"/etc/cron.d/x"}"#).unwrap_err();
+        assert_eq!((e.argument.as_str(), e.reason), ("destination", "not under an allowed prefix"));
+        let e = check(r#"{"paths":["/srv/data/a","/root/.ssh/id_rsa"]}"#).unwrap_err();
+        assert_eq!(e.argument, "paths");
+        // A rule written for the whole name covers the tool however it is shown.
+        let long = Ident { key: "filesystem__read_text_file", bare: None };
+        assert!(g.check_arguments(long, Some(args(r#"{"path":"/etc"}"#).checked()), None).is_err());
+    }
+
+    #[test]
+    fn resolve_follows_symlinks_and_says_the_same_whether_a_file_exists_or_not() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path().canonicalize().unwrap();
+        let data = root.join("data");
+        let secret = root.join("secret");
+        std::fs::create_dir_all(data.join("sub")).unwrap();
+        std::fs::create_dir_all(&secret).unwrap();
+        std::fs::write(secret.join("key"), "k").unwrap();
+        std::fs::write(data.join("ok.txt"), "ok").unwrap();
+        std::os::unix::fs::symlink(&secret, data.join("escape")).unwrap();
+        std::os::unix::fs::symlink(data.join("sub"), data.join("inside")).unwrap();
+        std::os::unix::fs::symlink(root.join("nowhere"), data.join("dangling")).unwrap();
+        let rule = |resolve| {
+            Access::new(&[AccessSection {
+                principals: vec!["*".into()],
+                tools: filter(&["*"], &[]),
+                arguments: vec![ArgumentRule {
+                    tools: "fs__*".into(),
+                    argument: vec!["path".into()],
+                    prefix: vec![data.display().to_string()],
+                    resolve,
+                }],
+                ..AccessSection::default()
+            }])
+            .grants(&principal("p", &[]))
+        };
+        let (lexical, resolved) = (rule(false), rule(true));
+        let check = |g: &Grants, local: Option<&Path>, path: &Path| {
+            let a = args(&serde_json::json!({ "path": path }).to_string());
+            g.check_arguments(Ident::plain("fs__read"), Some(a.checked()), local).map_err(|e| e.to_string())
+        };
+        let base = Some(root.as_path());
+        // Lexically inside, really outside: only resolve sees it.
+        assert_eq!(check(&lexical, base, &data.join("escape/key")), Ok(()));
+        let exists = check(&resolved, base, &data.join("escape/key")).unwrap_err();
+        let missing = check(&resolved, base, &data.join("escape/no-such-file")).unwrap_err();
+        assert_eq!(exists, missing, "no existence oracle");
+        assert!(check(&resolved, base, &data.join("dangling/new")).is_err(), "a link to nowhere cannot be checked");
+        // Inside, existing or not, through a link that stays inside.
+        for ok in [data.join("ok.txt"), data.join("new/file"), data.join("inside/x"), data.clone()] {
+            assert_eq!(check(&resolved, base, &ok), Ok(()), "{}", ok.display());
+        }
+        // A relative path resolves against the upstream's working directory.
+        assert_eq!(check(&resolved, Some(&data), Path::new("ok.txt")), Ok(()));
+        assert!(check(&resolved, Some(&data), Path::new("escape/key")).is_err());
+        // A network upstream's files are not ours to look at: lexical.
+        assert_eq!(check(&resolved, None, &data.join("escape/key")), Ok(()));
     }
 }

@@ -33,8 +33,14 @@ const JWKS_MAX_BYTES: usize = 1024 * 1024;
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Principal {
     /// The principal id (API key's `principal`, the JWT's `sub`, or
-    /// `anonymous` / `stdio`).
+    /// `anonymous` / `stdio`): what `[[access]] principals` name.
     pub id: Arc<str>,
+    /// The whole identity, `<how>:<id>` (`key:bob`, `jwt:bob`) or
+    /// `anonymous` / `stdio` (design.md D12): an API key `bob` and a JWT
+    /// whose `sub` is `bob` are two principals. Sessions are bound to it,
+    /// and rate limits, rule histories and per-principal upstream tokens
+    /// are kept by it.
+    pub identity: Arc<str>,
     /// Groups, for `[[access]]`.
     pub groups: Box<[Arc<str>]>,
     /// Scopes the token granted (JWT only).
@@ -152,12 +158,49 @@ impl Principal {
     }
 
     fn named(id: &str, via: Via) -> Self {
-        Principal { id: id.into(), groups: Box::new([]), scopes: Box::new([]), via }
+        Self::new(id, via, Box::new([]), Box::new([]))
+    }
+
+    /// A principal established `via`, with its groups and scopes.
+    pub fn new(id: &str, via: Via, groups: Box<[Arc<str>]>, scopes: Box<[Arc<str>]>) -> Self {
+        let identity = match via {
+            Via::Anonymous | Via::Stdio => Arc::from(id),
+            Via::ApiKey => format!("key:{id}").into(),
+            Via::Jwt => format!("jwt:{id}").into(),
+        };
+        Principal { id: id.into(), identity, groups, scopes, via }
+    }
+
+    /// Whether an `[[access]] principals` entry names it: `"*"`, its id
+    /// (however it authenticated), or its whole identity (`key:bob` names
+    /// the API key only, `jwt:bob` the JWT subject only).
+    pub fn is_named(&self, entry: &str) -> bool {
+        entry == "*" || entry == &*self.id || entry == &*self.identity
     }
 
     /// Whether it is in `group`.
     pub fn in_group(&self, group: &str) -> bool {
         self.groups.iter().any(|g| &**g == group)
+    }
+}
+
+/// The identity `--principal NAME` of `mcp-gateway auth login` means under
+/// `auth`: `key:NAME` or `jwt:NAME` as written, `anonymous` and `stdio` as
+/// they are, and a bare name by what can authenticate as it (an API key of
+/// that name, or a JWT subject). A bare name both could be is ambiguous:
+/// the error says to write which.
+pub fn identity_for(auth: &AuthSection, name: &str) -> Result<String, String> {
+    if name.starts_with("key:") || name.starts_with("jwt:") || matches!(name, "anonymous" | "stdio") {
+        return Ok(name.to_owned());
+    }
+    let key = auth.api_keys.iter().any(|k| k.principal == name);
+    match (key, auth.jwt.is_some()) {
+        (true, true) => Err(format!(
+            "`{name}` could be the API key `{name}` or a JWT subject `{name}`: write `key:{name}` or `jwt:{name}`"
+        )),
+        (true, false) => Ok(format!("key:{name}")),
+        (false, true) => Ok(format!("jwt:{name}")),
+        (false, false) => Err(format!("no API key is named `{name}` and no [auth.jwt] is configured")),
     }
 }
 
@@ -215,7 +258,7 @@ impl Authenticator {
                     *b = u8::from_str_radix(&k.sha256[2 * i..2 * i + 2], 16).unwrap_or(0);
                 }
                 let groups = k.groups.iter().map(|g| Arc::from(g.as_str())).collect();
-                let p = Principal { id: k.principal.as_str().into(), groups, scopes: Box::new([]), via: Via::ApiKey };
+                let p = Principal::new(&k.principal, Via::ApiKey, groups, Box::new([]));
                 (hash, Arc::new(p))
             })
             .collect();
@@ -442,12 +485,12 @@ impl Jwt {
         let groups = strings(claims.get(&self.groups_claim));
         let mut scopes = strings(claims.get("scope"));
         scopes.extend(strings(claims.get("scp")));
-        Ok(Principal {
-            id: id.into(),
-            groups: groups.into_iter().map(Arc::from).collect(),
-            scopes: scopes.into_iter().map(Arc::from).collect(),
-            via: Via::Jwt,
-        })
+        Ok(Principal::new(
+            id,
+            Via::Jwt,
+            groups.into_iter().map(Arc::from).collect(),
+            scopes.into_iter().map(Arc::from).collect(),
+        ))
     }
 
     fn decode(&self, token: &str, key: &DecodingKey, v: &Validation) -> Result<Map<String, Value>, AuthError> {

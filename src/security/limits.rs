@@ -14,6 +14,7 @@ use globset::{Glob, GlobMatcher};
 use serde_json::Value;
 use tokio::time::Instant;
 
+use super::Ident;
 use crate::config::{LimitsSection, OversizeAction, RateSection, ResultCap};
 
 /// Most buckets kept (principal × rule).
@@ -78,10 +79,10 @@ impl Limits {
         self.per_principal.is_some() || !self.tools.is_empty()
     }
 
-    /// Takes a token for `principal` calling `tool` (namespaced) from each
-    /// bucket that applies, or says when to retry. Nothing is taken when
-    /// any bucket is empty.
-    pub fn check(&self, principal: &Arc<str>, tool: &str, now: Instant) -> Result<(), Limited> {
+    /// Takes a token for `principal` (its identity) calling `tool` from
+    /// each bucket that applies, or says when to retry. Nothing is taken
+    /// when any bucket is empty.
+    pub fn check(&self, principal: &Arc<str>, tool: Ident<'_>, now: Instant) -> Result<(), Limited> {
         if !self.rates() {
             return Ok(());
         }
@@ -90,7 +91,7 @@ impl Limits {
             applying.push((PRINCIPAL_BUCKET, r, "principal".to_owned()));
         }
         for (i, (g, r)) in self.tools.iter().enumerate() {
-            if g.is_match(tool) {
+            if tool.is_match(g) {
                 applying.push((i, *r, g.glob().glob().to_owned()));
             }
         }
@@ -125,9 +126,9 @@ impl Limits {
         Ok(())
     }
 
-    /// The result cap of `tool` (namespaced), if any.
-    pub fn result_cap(&self, tool: &str) -> Option<ResultCap> {
-        self.results.iter().find(|(g, _)| g.is_match(tool)).map(|(_, c)| *c)
+    /// The result cap of `tool`, if any.
+    pub fn result_cap(&self, tool: Ident<'_>) -> Option<ResultCap> {
+        self.results.iter().find(|(g, _)| tool.is_match(g)).map(|(_, c)| *c)
     }
 }
 
@@ -231,13 +232,16 @@ mod tests {
         let (alice, bob): (Arc<str>, Arc<str>) = ("alice".into(), "bob".into());
         let t0 = Instant::now();
         for _ in 0..3 {
-            assert!(l.check(&alice, "x__y", t0).is_ok());
+            assert!(l.check(&alice, Ident::plain("x__y"), t0).is_ok());
         }
-        let e = l.check(&alice, "x__y", t0).unwrap_err();
+        let e = l.check(&alice, Ident::plain("x__y"), t0).unwrap_err();
         assert_eq!((e.what.as_str(), e.retry_after), ("principal", Duration::from_millis(500)));
-        assert!(l.check(&bob, "x__y", t0).is_ok(), "each principal has its own bucket");
-        assert!(l.check(&alice, "x__y", t0 + Duration::from_millis(500)).is_ok(), "one token back after 1/rate");
-        assert!(l.check(&alice, "x__y", t0 + Duration::from_millis(600)).is_err());
+        assert!(l.check(&bob, Ident::plain("x__y"), t0).is_ok(), "each principal has its own bucket");
+        assert!(
+            l.check(&alice, Ident::plain("x__y"), t0 + Duration::from_millis(500)).is_ok(),
+            "one token back after 1/rate"
+        );
+        assert!(l.check(&alice, Ident::plain("x__y"), t0 + Duration::from_millis(600)).is_err());
     }
 
     #[test]
@@ -245,14 +249,14 @@ mod tests {
         let l = limits(Some((100.0, 100)), &[("db__*", 1.0, 1)]);
         let p: Arc<str> = "p".into();
         let t0 = Instant::now();
-        assert!(l.check(&p, "db__query", t0).is_ok());
-        let e = l.check(&p, "db__query", t0).unwrap_err();
+        assert!(l.check(&p, Ident::plain("db__query"), t0).is_ok());
+        let e = l.check(&p, Ident::plain("db__query"), t0).unwrap_err();
         assert_eq!(e.what, "db__*");
         // Other tools still go; the refused calls took no principal token.
         for _ in 0..99 {
-            assert!(l.check(&p, "fs__read", t0).is_ok());
+            assert!(l.check(&p, Ident::plain("fs__read"), t0).is_ok());
         }
-        assert!(l.check(&p, "fs__read", t0).is_err(), "exactly 100: the refused db call cost nothing");
+        assert!(l.check(&p, Ident::plain("fs__read"), t0).is_err(), "exactly 100: the refused db call cost nothing");
     }
 
     #[test]

@@ -11,3 +11,40 @@ pub mod auth;
 pub mod limits;
 pub mod pins;
 pub mod rules;
+
+/// What policy knows a tool or prompt by (design.md D12): its canonical
+/// key `<upstream>__<original>` and, for an upstream mounted without a
+/// prefix, its bare original name (the name clients see). Never the
+/// shortened form of a long name: a glob written for the full name covers
+/// it. Every glob of `[[access]]`, `[limits]` and the sequence rules
+/// matches a tool when it matches any of these spellings.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Ident<'a> {
+    /// `<upstream>__<original>`.
+    pub key: &'a str,
+    /// The original name, for an upstream with `prefix = false`.
+    pub bare: Option<&'a str>,
+}
+
+impl<'a> Ident<'a> {
+    /// A name with one spelling (the gateway's own tool, a URI).
+    pub fn plain(name: &'a str) -> Self {
+        Ident { key: name, bare: None }
+    }
+
+    /// Every spelling, the key first.
+    pub fn names(self) -> impl Iterator<Item = &'a str> {
+        std::iter::once(self.key).chain(self.bare)
+    }
+
+    /// Whether `glob` matches a spelling.
+    pub fn is_match(self, glob: &globset::GlobMatcher) -> bool {
+        self.names().any(|n| glob.is_match(n))
+    }
+}
+
+impl<'a> From<&'a str> for Ident<'a> {
+    fn from(name: &'a str) -> Self {
+        Ident::plain(name)
+    }
+}

@@ -607,7 +607,7 @@ async fn run_body_matrix(gw: &Gateway, keeper: &mut McpHttp, token: Option<&str>
 #[tokio::test]
 async fn hostile_bodies_with_api_keys() {
     let mut gw = Gateway::start(&http_config(&keys())).await;
-    gw.authorize(ALICE);
+    gw.authorize(OPS);
     gw.wait_ready("raw").await;
     let mut keeper = McpHttp::connect_as(&gw.url(), ALICE).await;
     still_healthy(&gw, &mut keeper, "start").await;
@@ -1106,7 +1106,7 @@ async fn hostile_headers_sessions_and_tokens() {
     let issuer = format!("http://127.0.0.1:{}", idp.port);
     let jwt = format!("[auth.jwt]\nissuer = \"{issuer}\"\njwks_url = \"{issuer}/jwks.json\"\n");
     let mut gw = Gateway::start(&http_config(&keys_with(&jwt))).await;
-    gw.authorize(ALICE);
+    gw.authorize(OPS);
     gw.wait_ready("raw").await;
     let mint = |q: String| {
         let url = format!("{issuer}/mint?{q}");

@@ -15,6 +15,7 @@ mod hostile;
 mod http_front;
 mod oauth;
 mod observability;
+mod one_view;
 mod partial;
 mod peers;
 mod resilience;

@@ -14,7 +14,7 @@ use serde_json::{Value, json};
 use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::process::Command;
 
-use crate::support::keys::{ALICE, BOB, keys};
+use crate::support::keys::{ALICE, BOB, OPS, keys};
 use crate::support::*;
 
 /// The fixture and its base URL (the issuer; the resource is BASE/mcp).
@@ -259,11 +259,19 @@ async fn per_principal_upstreams_call_with_each_users_own_token() {
         let (_, ok, out) = login(&cfg, args, &format!("&login_hint={hint}")).await;
         assert!(ok, "{out}");
     }
-    let (bad, _, out) = login(&cfg, &["bb", "--principal", "carol"], "&code_challenge_method=plain").await;
+    // A name no principal can have is refused before anything is asked.
+    let none = std::process::Command::new(gateway_bin())
+        .args(["auth", "login", "bb", "--principal", "carol", "--config"])
+        .arg(&cfg)
+        .output()
+        .unwrap();
+    let said = String::from_utf8_lossy(&none.stderr);
+    assert!(!none.status.success() && said.contains("no API key is named `carol`"), "{said}");
+    let (bad, _, out) = login(&cfg, &["bb", "--principal", "key:carol"], "&code_challenge_method=plain").await;
     assert!(out.contains("refused") || out.contains("invalid_request"), "a refused login says so: {bad}\n{out}");
 
     let mut gw = Gateway::start_at(&cfg, cfg_dir).await;
-    gw.authorize(ALICE);
+    gw.authorize(OPS);
     gw.wait_ready("bb").await;
     let mut alice = McpHttp::connect_as(&gw.url(), ALICE).await;
     let mut bob = McpHttp::connect_as(&gw.url(), BOB).await;
@@ -274,7 +282,7 @@ async fn per_principal_upstreams_call_with_each_users_own_token() {
     let r = bob.call("bb__whoami", json!({})).await;
     assert_eq!(r["error"]["data"]["class"], "upstream_auth", "{r}");
     let msg = r["error"]["message"].as_str().unwrap();
-    assert!(msg.contains("auth login bb --principal bob"), "{msg}");
+    assert!(msg.contains("auth login bb --principal key:bob"), "{msg}");
 
     let (_, ok, out) = login(&cfg, &["bb", "--principal", "bob"], "&login_hint=bob").await;
     assert!(ok, "{out}");

@@ -36,7 +36,7 @@ async fn api_keys_authenticate_and_a_session_stays_with_its_principal() {
     let audit = logs.path().join("audit.jsonl");
     let toml = format!("{}[audit]\npath = {:?}\n{}", keys(), path_str(&audit), raw_stdio("raw", ""));
     let mut gw = Gateway::start(&toml).await;
-    gw.authorize(ALICE);
+    gw.authorize(OPS);
     gw.wait_ready("raw").await;
 
     // No credentials: 401 and where to find out how to get one (RFC 9728).
@@ -56,6 +56,19 @@ async fn api_keys_authenticate_and_a_session_stays_with_its_principal() {
     assert!(r.headers["www-authenticate"].to_str().unwrap().contains("error=\"invalid_token\""));
     let r = reqwest::get(format!("http://{}/status", gw.addr)).await.unwrap();
     assert_eq!(r.status(), 401, "/status needs credentials too");
+    // They name hidden tools: an admin's only (design.md D12).
+    let as_alice = bearer_client(ALICE);
+    for page in ["/status", "/status/upstreams/raw", "/metrics"] {
+        let r = as_alice.get(format!("http://{}{page}", gw.addr)).send().await.unwrap();
+        assert_eq!(r.status(), 403, "{page} is not for alice");
+        let body = r.text().await.unwrap();
+        assert!(body.contains("admin group"), "{body}");
+    }
+    assert_eq!(
+        gw.http.get(format!("http://{}/status", gw.addr)).send().await.unwrap().status(),
+        200,
+        "ops is an admin"
+    );
 
     // Right keys, by bearer or by X-API-Key.
     let mut alice = McpHttp::connect_as(&gw.url(), ALICE).await;
@@ -107,8 +120,9 @@ async fn jwts_are_checked_for_signature_issuer_audience_expiry_and_scope() {
     };
     let aud = urlencode(RESOURCE);
     let good = mint(format!("sub=alice&aud={aud}&scope=mcp:tools%20extra")).await;
+    let ops = mint(format!("sub=ops&aud={aud}&scope=mcp:tools&groups=admin")).await;
     let mut gw = Gateway::start(&toml).await;
-    gw.authorize(&good);
+    gw.authorize(&ops);
     gw.wait_ready("raw").await;
 
     let mut alice = McpHttp::connect_as(&gw.url(), &good).await;
@@ -171,7 +185,7 @@ async fn access_hides_and_refuses_what_a_principal_may_not_use() {
         paged("paged")
     );
     let mut gw = Gateway::start(&toml).await;
-    gw.authorize(BOB);
+    gw.authorize(OPS);
     gw.wait_ready("paged").await;
     let mut alice = McpHttp::connect_as(&gw.url(), ALICE).await;
     let mut bob = McpHttp::connect_as(&gw.url(), BOB).await;
@@ -244,7 +258,7 @@ async fn client_credentials_never_reach_upstreams_and_secrets_never_reach_client
     );
     std::fs::write(&path, toml).unwrap();
     let mut gw = Gateway::start_at(&path, dir).await;
-    gw.authorize(ALICE);
+    gw.authorize(OPS);
     gw.wait_ready("h").await;
     gw.wait_ready("raw").await;
 

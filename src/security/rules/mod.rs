@@ -151,8 +151,9 @@ pub struct Hit {
 /// One `tools/call` as the engine sees it.
 #[derive(Debug, Clone, Copy)]
 pub struct Call<'a> {
-    /// The exposed (namespaced) tool name, e.g. `postgres__query`.
-    pub tool: &'a str,
+    /// The tool: its canonical key `<upstream>__<original>` (e.g.
+    /// `postgres__query`) and, on an unprefixed upstream, its bare name.
+    pub tool: crate::security::Ident<'a>,
     /// The tool's tags from [`RuleSet::tags_for`] of the same rule set.
     pub tags: &'a Tags,
     /// The call's `arguments` as the client sent them; parsed only when

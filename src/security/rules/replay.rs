@@ -12,6 +12,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
 
 use super::{Action, Call, History, RuleSet, RulesError, Scope, Tags, Warning};
+use crate::security::Ident;
 
 /// How many unreadable line numbers a replay report lists.
 const MAX_INVALID_LINES: usize = 20;
@@ -147,6 +148,9 @@ struct AuditLine<'a> {
     name: Option<Cow<'a, str>>,
     #[serde(borrow, default)]
     upstream: Option<Cow<'a, str>>,
+    /// The upstream's own name of the tool.
+    #[serde(borrow, default)]
+    tool: Option<Cow<'a, str>>,
     #[serde(borrow, default)]
     arguments: Option<&'a RawValue>,
     #[serde(borrow, default)]
@@ -280,8 +284,19 @@ impl Replayer<'_> {
         report.last_time = Some(record.time.to_string());
 
         let rules = self.rules;
-        let tool_tags = tags_of(rules, &mut self.tags, name, record);
-        let call = Call { tool: name, tags: &tool_tags, arguments: record.arguments, at_ms };
+        // The tool as the gateway matched it: `<upstream>__<tool>`, and its
+        // bare name when that is what the client called (an unprefixed
+        // upstream); lines without them (older logs) by the name called.
+        let key;
+        let ident = match (record.upstream.as_deref(), record.tool.as_deref()) {
+            (Some(u), Some(t)) => {
+                key = format!("{u}__{t}");
+                Ident { key: &key, bare: (name == t).then_some(t) }
+            }
+            _ => Ident::plain(name),
+        };
+        let tool_tags = tags_of(rules, &mut self.tags, ident, record);
+        let call = Call { tool: ident, tags: &tool_tags, arguments: record.arguments, at_ms };
         let (session, principal) = (record.session.as_deref(), record.principal.as_deref());
         let none = History::default();
         let eval = rules.evaluate(
@@ -336,8 +351,10 @@ fn read(line: &str) -> Option<(AuditLine<'_>, u64)> {
 }
 
 /// The tool's tags for a line, compiled once per distinct (tool, tags).
-fn tags_of(rules: &RuleSet, cache: &mut HashMap<String, Tags>, name: &str, record: &AuditLine<'_>) -> Tags {
-    let mut key = String::from(name);
+fn tags_of(rules: &RuleSet, cache: &mut HashMap<String, Tags>, tool: Ident<'_>, record: &AuditLine<'_>) -> Tags {
+    let mut key = String::from(tool.key);
+    key.push('\u{2}');
+    key.push_str(tool.bare.unwrap_or(""));
     match (&record.tags, &record.upstream) {
         (Some(list), _) => list.iter().for_each(|t| {
             key.push('\0');
@@ -351,13 +368,13 @@ fn tags_of(rules: &RuleSet, cache: &mut HashMap<String, Tags>, name: &str, recor
     cache
         .entry(key)
         .or_insert_with(|| match (&record.tags, &record.upstream) {
-            (Some(list), _) => rules.tags_from_names(name, list.iter().map(|t| &**t)),
+            (Some(list), _) => rules.tags_from_names(tool, list.iter().map(|t| &**t)),
             (None, upstream) => {
-                let mut names = rules.glob_tags(name);
+                let mut names = rules.glob_tags(tool);
                 if let Some(u) = upstream {
                     names.push(format!("upstream:{u}").into());
                 }
-                rules.compile_tags(name, names)
+                rules.compile_tags(tool, names)
             }
         })
         .clone()

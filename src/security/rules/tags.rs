@@ -6,6 +6,8 @@ use std::sync::Arc;
 use serde::Deserialize;
 use serde_json::value::RawValue;
 
+use crate::security::Ident;
+
 use super::{RuleSet, words};
 
 /// A tool's tags, compiled against one rule set: which steps the tool can
@@ -36,40 +38,55 @@ struct Hints {
 // === impl RuleSet ===
 
 impl RuleSet {
-    /// The tags of a tool: those of every `[tags]` glob matching
-    /// `exposed`, those derived from its MCP `annotations` object with the
+    /// The tags of a tool: those of every `[tags]` glob matching a
+    /// spelling of `tool` (its canonical key, or its bare name on an
+    /// unprefixed upstream; never a shortened name), those derived from its MCP `annotations` object with the
     /// spec's defaults (`read-only`, `destructive`, `idempotent`,
     /// `open-world`), and `upstream:<upstream>`. Meant to be computed once per
     /// tool per catalog build; this is where globs are matched.
     ///
     /// Annotations that are not a JSON object of hints count as absent.
-    pub fn tags_for(&self, exposed: &str, upstream: &str, annotations: Option<&RawValue>) -> Tags {
-        let mut names = self.glob_tags(exposed);
+    pub fn tags_for<'t>(&self, tool: impl Into<Ident<'t>>, upstream: &str, annotations: Option<&RawValue>) -> Tags {
+        let tool = tool.into();
+        let mut names = self.glob_tags(tool);
         names.extend(derived_tags(annotations).into_iter().map(Box::from));
         names.push(format!("upstream:{upstream}").into());
-        self.compile_tags(exposed, names)
+        self.compile_tags(tool, names)
     }
 
     /// Tags from names recorded earlier (an audit line's `tags`), taken as
     /// they are: nothing is derived or added.
-    pub fn tags_from_names<'n>(&self, exposed: &str, names: impl IntoIterator<Item = &'n str>) -> Tags {
-        self.compile_tags(exposed, names.into_iter().map(Box::from).collect())
+    pub fn tags_from_names<'t, 'n>(
+        &self,
+        tool: impl Into<Ident<'t>>,
+        names: impl IntoIterator<Item = &'n str>,
+    ) -> Tags {
+        self.compile_tags(tool.into(), names.into_iter().map(Box::from).collect())
     }
 
-    pub(super) fn glob_tags(&self, exposed: &str) -> Vec<Box<str>> {
+    /// The `[tags]` of every glob that matches a spelling of `tool`.
+    pub(super) fn glob_tags(&self, tool: Ident<'_>) -> Vec<Box<str>> {
+        let mut hit = vec![false; self.tag_lists.len()];
+        for name in tool.names() {
+            for i in self.tag_globs.matches(name) {
+                hit[i] = true;
+            }
+        }
         let mut names = Vec::new();
-        for i in self.tag_globs.matches(exposed) {
+        for (i, _) in hit.iter().enumerate().filter(|(_, h)| **h) {
             names.extend(self.tag_lists[i].tags.iter().map(|t| Box::from(t.as_str())));
         }
         names
     }
 
-    pub(super) fn compile_tags(&self, exposed: &str, mut names: Vec<Box<str>>) -> Tags {
+    pub(super) fn compile_tags(&self, tool: Ident<'_>, mut names: Vec<Box<str>>) -> Tags {
         names.sort_unstable();
         names.dedup();
         let mut globs = vec![false; self.tool_globs.len()];
-        for g in self.tool_globs.matches(exposed) {
-            globs[g] = true;
+        for name in tool.names() {
+            for g in self.tool_globs.matches(name) {
+                globs[g] = true;
+            }
         }
         let mut steps = vec![0u64; words(self.steps.len())].into_boxed_slice();
         for (id, step) in self.steps.iter().enumerate() {

@@ -348,13 +348,13 @@ fn a_reloaded_rule_set_starts_histories_afresh_and_reads_old_tags() {
     let new = rules(A_THEN_B);
     let mut history = old.new_history();
     let old_a = old.tags_for("x__a", "x", None);
-    let eval = old.evaluate(&Call { tool: "x__a", tags: &old_a, arguments: None, at_ms: 0 }, &history, None);
+    let eval = old.evaluate(&Call { tool: "x__a".into(), tags: &old_a, arguments: None, at_ms: 0 }, &history, None);
     old.record(&mut history, &eval);
     assert_eq!(history.len(), 1);
 
     // The new rule set does not read the old step bits...
     let old_b = old.tags_for("x__b", "x", None);
-    let call = Call { tool: "x__b", tags: &old_b, arguments: None, at_ms: 1 };
+    let call = Call { tool: "x__b".into(), tags: &old_b, arguments: None, at_ms: 1 };
     assert!(new.evaluate(&call, &history, None).hits().is_empty());
     // ...ignores evaluations of the old one...
     let stale = old.evaluate(&call, &history, None);
@@ -363,7 +363,7 @@ fn a_reloaded_rule_set_starts_histories_afresh_and_reads_old_tags() {
     assert_eq!(history.len(), 1);
     // ...and starts the history afresh at its first record; tags compiled
     // by the old rule set still work, through their names.
-    let eval = new.evaluate(&Call { tool: "x__a", tags: &old_a, arguments: None, at_ms: 2 }, &history, None);
+    let eval = new.evaluate(&Call { tool: "x__a".into(), tags: &old_a, arguments: None, at_ms: 2 }, &history, None);
     new.record(&mut history, &eval);
     assert_eq!(history.len(), 1);
     assert_eq!(new.evaluate(&call, &history, None).hits().len(), 1);

@@ -83,7 +83,7 @@ impl<'r> Sim<'r> {
     fn evaluate(&self, session: &str, tool: &str, args: Option<&str>, at_ms: u64) -> Evaluation {
         let tags = self.tags(tool);
         let args = args.map(raw);
-        let call = super::Call { tool, tags: &tags, arguments: args.as_deref(), at_ms };
+        let call = super::Call { tool: tool.into(), tags: &tags, arguments: args.as_deref(), at_ms };
         let empty = History::default();
         let history = self.sessions.get(session).unwrap_or(&empty);
         self.rules.evaluate(&call, history, self.principal.as_ref())

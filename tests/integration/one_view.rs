@@ -1,0 +1,424 @@
+//! One view of every request (design.md D12, issue 15): the gateway
+//! decides on exactly what the upstream executes, and every check fails
+//! closed. Each case here is a finding of the hostile review of commit
+//! 1984ce6, where it passed the gateway's policy and ran upstream; every one
+//! of them fails against that commit.
+//!
+//! - members twice (plain and spelled with escapes, 60 levels down, in
+//!   `_meta`), numbers out of range, lone surrogates and deep nesting are
+//!   refused before any policy looks at them, with the path named;
+//! - an upstream's ambiguous reply fails its call, is never retried and is
+//!   audited as refused;
+//! - argument rules fail closed and cover every path argument of the
+//!   filesystem server's real tools;
+//! - what is hidden answers exactly like what does not exist, and costs the
+//!   same: no rate-limit token, no rule history;
+//! - identities are canonical: a rule for a tool's whole name covers its
+//!   shortened form, an unprefixed upstream never squats another's
+//!   namespace (even while that one restarts), and an API key and a JWT of
+//!   the same name are two principals.
+
+use std::time::Duration;
+
+use serde_json::{Value, json};
+
+use crate::support::keys::*;
+use crate::support::*;
+
+/// Counts lines of a chaos state file.
+fn count(state: &std::path::Path, line: &str) -> usize {
+    std::fs::read_to_string(state).unwrap_or_default().lines().filter(|l| *l == line).count()
+}
+
+/// `[upstreams.<id>]` running the chaos fixture with a state file.
+fn chaos(id: &str, state: &std::path::Path, extra: &str) -> String {
+    format!(
+        "[upstreams.{id}]\ncommand = {:?}\nargs = [{:?}, \"--stdio\", \"--state-file\", {:?}]\n{extra}\n",
+        path_str(&peers().python),
+        fixture("chaos.py"),
+        path_str(state)
+    )
+}
+
+/// Asserts a 400 JSON-RPC -32600 refusal whose message says `says`.
+fn refused(what: &str, r: &Raw, says: &str) {
+    assert_eq!(r.status, 400, "{what}: {}", r.body);
+    let v = r.json();
+    assert_eq!(v["error"]["code"], -32600, "{what}: {v}");
+    let msg = v["error"]["message"].as_str().unwrap_or_default();
+    assert!(msg.contains(says), "{what}: the message should say {says:?}: {msg}");
+}
+
+/// One tools/call body with `params` as raw JSON text.
+fn call_text(id: u32, params: &str) -> String {
+    format!(r#"{{"jsonrpc":"2.0","id":{id},"method":"tools/call","params":{params}}}"#)
+}
+
+#[tokio::test]
+async fn ambiguous_messages_are_refused_before_policy_and_never_run() {
+    let everything = Fixture::everything_http().await;
+    let dir = tempfile::Builder::new().prefix("oneview").tempdir_in(root().join("target")).unwrap();
+    let data = dir.path().join("data");
+    let secret = dir.path().join("secret");
+    std::fs::create_dir_all(&data).unwrap();
+    std::fs::create_dir_all(&secret).unwrap();
+    std::fs::write(data.join("a.txt"), "public a").unwrap();
+    std::fs::write(data.join("b.txt"), "public b").unwrap();
+    std::fs::write(secret.join("key.txt"), "the secret").unwrap();
+    let state = dir.path().join("chaos.log");
+    let audit = dir.path().join("audit.jsonl");
+    let p = peers();
+    let toml = format!(
+        "{}[audit]\npath = {:?}\n\
+         [[access]]\nprincipals = [\"alice\"]\n\
+         tools = {{ allow = [\"everything__echo\", \"filesystem__*\", \"chaos__*\"], deny = [\"filesystem__write_file\"] }}\n\
+         arguments = [{{ tools = \"filesystem__*\", argument = [\"path\", \"paths\", \"source\", \"destination\"], prefix = [{:?}] }}]\n\
+         [upstreams.everything]\nurl = \"{}\"\ntools = {{ deny = [\"get-env\"] }}\n\
+         [upstreams.filesystem]\ncommand = \"node\"\nargs = [{:?}, {:?}]\n{}",
+        keys(),
+        path_str(&audit),
+        path_str(&data),
+        everything.url(),
+        path_str(&p.filesystem),
+        path_str(dir.path()),
+        chaos(
+            "chaos",
+            &state,
+            "idempotent_tools = [\"idem\"]\n[upstreams.chaos.retry]\nattempts = 3\ninitial_delay = \"5ms\"\nmax_delay = \"10ms\""
+        ),
+    );
+    let mut gw = Gateway::start(&toml).await;
+    gw.authorize(OPS);
+    for id in ["everything", "filesystem", "chaos"] {
+        gw.wait_ready(id).await;
+    }
+    let alice = McpHttp::connect_as(&gw.url(), ALICE).await;
+
+    // The finding: `everything__echo` for the gateway, `get-env` (hidden,
+    // it hands out the whole environment) for a last-wins upstream.
+    let get_env = [
+        r#"{"name":"everything__echo","arguments":{"message":"x"},"name":"get-env"}"#,
+        r#"{"name":"everything__echo","arguments":{"message":"x"},"n\u0061me":"get-env"}"#,
+        r#"{"n\u0061me":"everything__echo","arguments":{"message":"x"},"\u006e\u0061\u006d\u0065":"get-env"}"#,
+    ];
+    for (i, params) in get_env.iter().enumerate() {
+        let r = alice.post(&call_text(10 + i as u32, params), &[]).await;
+        refused(params, &r, "duplicate member name at params");
+        assert!(!r.body.contains("PATH"), "no environment: {}", r.body);
+        assert_eq!(r.json()["error"]["data"]["reason"], "duplicate_member");
+        assert_eq!(r.json()["id"], 10 + i as u32, "the id is kept");
+    }
+
+    // Retried as the idempotent tool, executed as the other one: refused,
+    // nothing ran, nothing was retried.
+    let r = alice
+        .post(
+            &call_text(
+                20,
+                r#"{"name":"chaos__idem","arguments":{"key":"dup","fault":"rpc_error"},"name":"chaos__work"}"#,
+            ),
+            &[],
+        )
+        .await;
+    refused("idem then work", &r, "duplicate member name at params.name");
+    assert_eq!((count(&state, "attempt dup"), count(&state, "exec dup")), (0, 0));
+
+    // Path rules: a second `arguments`, and a value the old check could not
+    // parse (so it saw null and let it pass) next to a path outside.
+    let outside = path_str(&secret.join("key.txt"));
+    let inside = path_str(&data.join("a.txt"));
+    let deep = format!("{}1{}", "[".repeat(130), "]".repeat(130));
+    let cases = [
+        (
+            format!(r#"{{"name":"filesystem__read_text_file","arguments":{{"path":{inside:?}}},"arguments":{{"path":{outside:?}}}}}"#),
+            "duplicate member name at params.arguments",
+        ),
+        (
+            format!(r#"{{"name":"filesystem__read_text_file","arguments":{{"path":{inside:?},"path":{outside:?}}}}}"#),
+            "duplicate member name at params.arguments.path",
+        ),
+        (
+            format!(r#"{{"name":"filesystem__read_text_file","arguments":{{"path":{outside:?},"x":1e400}}}}"#),
+            "number out of range at params.arguments.x",
+        ),
+        (
+            format!(r#"{{"name":"filesystem__read_text_file","arguments":{{"path":{outside:?},"x":{deep}}}}}"#),
+            "nesting deeper than the limit at params.arguments.x",
+        ),
+        (
+            format!(r#"{{"name":"filesystem__read_text_file","arguments":{{"path":{outside:?},"x":"\ud800"}}}}"#),
+            "lone UTF-16 surrogate at params.arguments.x",
+        ),
+        (
+            format!(
+                r#"{{"name":"filesystem__read_text_file","arguments":{{"path":{inside:?},"deep":{}{{"k":1,"k":2}}{}}}}}"#,
+                r#"{"d":"#.repeat(57),
+                "}".repeat(57)
+            ),
+            "duplicate member name at params.arguments.deep.d.d",
+        ),
+        (
+            r#"{"name":"everything__echo","arguments":{"message":"m"},"_meta":{"progressToken":"a","progressToken":"b"}}"#
+                .to_owned(),
+            "duplicate member name at params._meta.progressToken",
+        ),
+    ];
+    for (i, (params, says)) in cases.iter().enumerate() {
+        let r = alice.post(&call_text(30 + i as u32, params), &[]).await;
+        refused(params, &r, says);
+        assert!(!r.body.contains("the secret"), "{}", r.body);
+    }
+    // Other methods' routed members: a task id, a resource URI.
+    for (method, params, says) in [
+        ("tasks/get", r#"{"taskId":"everything__a","taskId":"everything__b"}"#, "params.taskId"),
+        (
+            "resources/read",
+            r#"{"uri":"demo://resource/static/document/architecture.md","uri":"file:///etc/passwd"}"#,
+            "params.uri",
+        ),
+        ("prompts/get", r#"{"name":"everything__simple-prompt","name":"everything__args-prompt"}"#, "params.name"),
+    ] {
+        let body = format!(r#"{{"jsonrpc":"2.0","id":"m","method":"{method}","params":{params}}}"#);
+        refused(method, &alice.post(&body, &[]).await, says);
+    }
+    // A client's answer to a server request is a message like any other.
+    refused(
+        "a response",
+        &alice.post(r#"{"jsonrpc":"2.0","id":"mcpgw-1-1","result":{"action":"accept","action":"decline"}}"#, &[]).await,
+        "duplicate member name at result.action",
+    );
+
+    // Argument rules fail closed, on every path argument of the real tools.
+    let mut alice = alice;
+    let denied = |r: &Value, arg: &str| {
+        assert_eq!(r["error"]["code"], -32602, "{r}");
+        let msg = r["error"]["message"].as_str().unwrap();
+        assert!(msg.contains(&format!("argument `{arg}`")), "{msg}");
+    };
+    denied(&alice.call("filesystem__read_text_file", json!({"path": null})).await, "path");
+    denied(&alice.call("filesystem__read_text_file", json!({"path": 7})).await, "path");
+    denied(&alice.call("filesystem__read_text_file", json!({"path": {"p": inside}})).await, "path");
+    let r = alice.request("tools/call", json!({"name":"filesystem__read_text_file","arguments":"x"})).await;
+    assert_eq!(r["error"]["code"], -32602, "arguments that are not an object: {r}");
+    denied(&alice.call("filesystem__read_multiple_files", json!({"paths": [inside, outside]})).await, "paths");
+    let both =
+        alice.call("filesystem__read_multiple_files", json!({"paths": [inside, path_str(&data.join("b.txt"))]})).await;
+    assert!(text(&both).contains("public a") && text(&both).contains("public b"), "{both}");
+    let moved = path_str(&secret.join("moved.txt"));
+    denied(&alice.call("filesystem__move_file", json!({"source": inside, "destination": moved})).await, "destination");
+    assert!(data.join("a.txt").exists() && !secret.join("moved.txt").exists(), "nothing moved");
+
+    // An upstream's ambiguous reply: the work ran once, the call fails with
+    // class protocol, it is not retried (though `idem` is idempotent), and
+    // the audit record says the reply was refused.
+    let r = alice.call("chaos__idem", json!({"key":"amb","fault":"ambiguous"})).await;
+    assert_eq!(r["error"]["data"]["class"], "protocol", "{r}");
+    assert!(r["error"]["message"].as_str().unwrap().contains("duplicate member name at result.isError"), "{r}");
+    assert_eq!((count(&state, "attempt amb"), count(&state, "exec amb")), (1, 1));
+    let logged = wait_for(Duration::from_secs(10), || {
+        let text = std::fs::read_to_string(&audit).ok()?;
+        text.lines()
+            .map(|l| serde_json::from_str::<Value>(l).unwrap())
+            .find(|l| l["tool"] == "idem" && l["class"] == "protocol")
+    })
+    .await
+    .expect("an audit record of the refused reply");
+    assert!(logged["policy"].as_array().unwrap().contains(&json!("reply_refused:duplicate_member")), "{logged}");
+
+    // Counted, by reason, for both sides.
+    let metrics = gw.http.get(format!("http://{}/metrics", gw.addr)).send().await.unwrap().text().await.unwrap();
+    for series in [
+        r#"mcp_gateway_client_messages_refused_total{transport="http",reason="duplicate_member"}"#,
+        r#"mcp_gateway_client_messages_refused_total{transport="http",reason="number_out_of_range"}"#,
+        r#"mcp_gateway_client_messages_refused_total{transport="http",reason="too_deep"}"#,
+        r#"mcp_gateway_client_messages_refused_total{transport="http",reason="lone_surrogate"}"#,
+        r#"mcp_gateway_upstream_messages_refused_total{upstream="chaos",reason="duplicate_member"} 1"#,
+    ] {
+        assert!(metrics.contains(series), "{series}\n{metrics}");
+    }
+    // And the gateway serves on.
+    assert_eq!(text(&alice.call("everything__echo", json!({"message":"still here"})).await), "Echo: still here");
+}
+
+/// `a` and `b` are the same answer apart from the names the client sent.
+fn same_apart_from(a: &Raw, name_a: &str, b: &Raw, name_b: &str) {
+    assert_eq!(a.status, b.status);
+    let (a, b) = (a.body.replace(name_a, "<NAME>"), b.body.replace(name_b, "<NAME>"));
+    assert_eq!(a, b, "a hidden name and an unknown one must answer alike");
+}
+
+#[tokio::test]
+async fn hidden_answers_like_unknown_and_costs_the_same() {
+    let dir = tempfile::Builder::new().prefix("hidden").tempdir_in(root().join("target")).unwrap();
+    let audit = dir.path().join("audit.jsonl");
+    let rules = dir.path().join("rules.toml");
+    // Blocks paged__filler_02 after paged__filler_01 for the principal: a
+    // denied filler_01 must not count as that first step.
+    std::fs::write(
+        &rules,
+        "[[rule]]\nid = \"one-then-two\"\naction = \"block\"\nscope = \"principal\"\n\
+         steps = [{ tool = \"paged__filler_01\" }, { tool = \"paged__filler_02\" }]\n",
+    )
+    .unwrap();
+    let toml = format!(
+        "{}[audit]\npath = {:?}\n[rules]\nfile = {:?}\n[limits]\nper_principal = {{ rate = 0.001, burst = 3 }}\n\
+         [[access]]\nprincipals = [\"bob\"]\n\
+         tools = {{ allow = [\"*\"], deny = [\"paged__filler_01\", \"paged__mutate\"] }}\n\
+         prompts = {{ allow = [\"*\"], deny = [\"paged__greet\"] }}\n\
+         resources = {{ allow = [\"*\"], deny = [\"db+paged://main/*\"] }}\n\
+         [upstreams.paged]\ncommand = {:?}\nargs = [{:?}]\n",
+        keys(),
+        path_str(&audit),
+        path_str(&rules),
+        path_str(&peers().python),
+        fixture("paged_stdio.py"),
+    );
+    let mut gw = Gateway::start(&toml).await;
+    gw.authorize(OPS);
+    gw.wait_ready("paged").await;
+    let bob = McpHttp::connect_as(&gw.url(), BOB).await;
+    let ask =
+        |method: &str, params: Value| json!({"jsonrpc":"2.0","id":"same","method":method,"params":params}).to_string();
+    // Each pair: a hidden name, and an unknown one, in the same request.
+    let pairs = [
+        ("tools/call", "paged__filler_01", "paged__filler_99", json!({"name":"{N}","arguments":{}})),
+        ("tools/call", "paged__mutate", "paged__mutatX", json!({"name":"{N}","arguments":{"list":"tools"}})),
+        ("prompts/get", "paged__greet", "paged__greeX", json!({"name":"{N}","arguments":{"name":"x"}})),
+        // A URI no upstream serves (one in a served namespace but not
+        // listed goes to its upstream, which answers for itself).
+        ("resources/read", "db+paged://main/users", "db+pagex://main/users", json!({"uri":"{N}"})),
+        ("resources/subscribe", "db+paged://main/users", "db+pagex://main/users", json!({"uri":"{N}"})),
+        (
+            "completion/complete",
+            "paged__greet",
+            "paged__greeX",
+            json!({"ref":{"type":"ref/prompt","name":"{N}"},"argument":{"name":"name","value":"a"}}),
+        ),
+        (
+            "completion/complete",
+            "db+paged://main/{table}",
+            "db+pagex://main/{table}",
+            json!({"ref":{"type":"ref/resource","uri":"{N}"},"argument":{"name":"table","value":"u"}}),
+        ),
+    ];
+    for (method, hidden, unknown, params) in &pairs {
+        let with = |name: &str| ask(method, serde_json::from_str(&params.to_string().replace("{N}", name)).unwrap());
+        let a = bob.post(&with(hidden), &[]).await;
+        let b = bob.post(&with(unknown), &[]).await;
+        same_apart_from(&a, hidden, &b, unknown);
+        assert_eq!(a.json()["error"]["data"]["class"], "protocol", "{method} {hidden}: {}", a.body);
+    }
+    // Lists leave them out.
+    let mut bob = bob;
+    let tools = bob.tool_names().await;
+    assert!(!tools.iter().any(|t| t == "paged__filler_01" || t == "paged__mutate"), "{tools:?}");
+
+    // None of the refusals above spent a token: all three of the bucket
+    // are left for calls that go ahead, and the fourth is limited.
+    for n in 1..=3 {
+        let r = bob.call("paged__filler_02", json!({})).await;
+        assert_eq!(text(&r), "called filler_02", "call {n}: a hidden filler_01 is no first step: {r}");
+    }
+    let r = bob.call("paged__filler_03", json!({})).await;
+    assert_eq!(r["error"]["data"]["class"], "policy", "{r}");
+    assert!(r["error"]["message"].as_str().unwrap().contains("rate limit"), "{r}");
+
+    // The audit log and the metrics know what the client was not told.
+    let hidden = wait_for(Duration::from_secs(10), || {
+        let text = std::fs::read_to_string(&audit).ok()?;
+        text.lines().map(|l| serde_json::from_str::<Value>(l).unwrap()).find(|l| l["name"] == "paged__filler_01")
+    })
+    .await
+    .expect("the hidden call is audited");
+    assert_eq!(hidden["class"], "policy", "{hidden}");
+    assert!(hidden["policy"].as_array().unwrap().contains(&json!("access:denied")), "{hidden}");
+    let metrics = gw.http.get(format!("http://{}/metrics", gw.addr)).send().await.unwrap().text().await.unwrap();
+    assert!(
+        metrics.contains(r#"mcp_gateway_policy_denials_total{upstream="paged",tool="filler_01",reason="access"}"#),
+        "{metrics}"
+    );
+}
+
+#[tokio::test]
+async fn identities_are_canonical() {
+    let idp = Fixture::python("jwt_issuer.py", &[]).await;
+    let issuer = format!("http://127.0.0.1:{}", idp.port);
+    let long = format!("tool_{}", "x".repeat(130));
+    let limited = format!("slow_{}", "y".repeat(130));
+    let toml = format!(
+        "[gateway]\nmax_tool_name_length = 64\n\
+         {}[[access]]\nprincipals = [\"*\"]\ntools = {{ allow = [\"*\"], deny = [\"raw__{long}\"] }}\n\
+         [limits.tools]\n\"raw__{limited}\" = {{ rate = 0.001, burst = 1 }}\n\
+         {}{}",
+        keys_with(&format!("[auth.jwt]\nissuer = \"{issuer}\"\njwks_url = \"{issuer}/jwks.json\"\n")),
+        raw_stdio("raw", ""),
+        raw_stdio("sq", "prefix = false"),
+    );
+    let mut gw = Gateway::start(&toml).await;
+    gw.authorize(OPS);
+    gw.wait_ready("raw").await;
+    gw.wait_ready("sq").await;
+    let mut alice = McpHttp::connect_as(&gw.url(), ALICE).await;
+
+    // Two tools with names past the limit: shown shortened, ruled by their
+    // whole names.
+    for name in [&long, &limited] {
+        assert_eq!(text(&alice.call("raw__add_tool", json!({"name": name})).await), "added");
+    }
+    let mut names = Vec::new();
+    for _ in 0..50 {
+        names = alice.tool_names().await;
+        if names.iter().any(|n| n.starts_with("raw__slow_")) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(!names.iter().any(|n| n.starts_with("raw__tool_")), "denied by its whole name: {names:?}");
+    let short = names.iter().find(|n| n.starts_with("raw__slow_")).expect("the limited tool is listed").clone();
+    assert_eq!(short.len(), 64, "{short}");
+    let hidden_short = mcp_gateway::routing::catalog::shorten(&format!("raw__{long}"), 64);
+    let r = alice.call(&hidden_short, json!({})).await;
+    assert!(r["error"]["message"].as_str().unwrap().starts_with("Unknown tool"), "{r}");
+    assert!(alice.call(&short, json!({})).await.get("result").is_some());
+    let r = alice.call(&short, json!({})).await;
+    assert!(r["error"]["message"].as_str().unwrap().contains("rate limit"), "the whole name's limit: {r}");
+
+    // `sq` (unprefixed) lists `raw__pid`: never exposed, and calls for
+    // `raw__pid` reach `raw` only, also while `raw` restarts.
+    let sq_pid = text(&alice.call("pid", json!({})).await);
+    assert_eq!(text(&alice.call("add_tool", json!({"name":"raw__pid"})).await), "added");
+    let mut status = Value::Null;
+    for _ in 0..50 {
+        status = gw.status().await;
+        if status["collisions"].as_array().is_some_and(|c| c.iter().any(|x| x["name"] == "raw__pid")) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let squat = json!({"name":"raw__pid","refused":"sq","owner":"raw"});
+    assert!(status["collisions"].as_array().unwrap().contains(&squat), "{status}");
+    let r = alice.call("raw__crash", json!({})).await;
+    assert!(r.get("error").is_some(), "{r}");
+    let until = tokio::time::Instant::now() + Duration::from_secs(3);
+    while tokio::time::Instant::now() < until {
+        let r = alice.call("raw__pid", json!({})).await;
+        if r.get("result").is_some() {
+            assert_ne!(text(&r), sq_pid, "a call for raw__pid reached the squatter");
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+
+    // An API key `bob` and a JWT whose subject is `bob` are two principals:
+    // neither takes the other's session.
+    let aud = urlencode(RESOURCE);
+    let bob_jwt = reqwest::get(format!("{issuer}/mint?sub=bob&aud={aud}")).await.unwrap().text().await.unwrap();
+    let bob = McpHttp::connect_as(&gw.url(), BOB).await;
+    let ping = r#"{"jsonrpc":"2.0","id":"p","method":"ping"}"#;
+    assert_eq!(bob.post(ping, &[]).await.status, 200);
+    let as_jwt = McpHttp { http: bearer_client(&bob_jwt), url: gw.url(), session: bob.session.clone(), next: 0 };
+    assert_eq!(as_jwt.post(ping, &[]).await.status, 404, "the JWT bob does not get the key bob's session");
+    let jwt_bob = McpHttp::connect_as(&gw.url(), &bob_jwt).await;
+    let as_key = McpHttp { http: bearer_client(BOB), url: gw.url(), session: jwt_bob.session.clone(), next: 0 };
+    assert_eq!(as_key.post(ping, &[]).await.status, 404, "nor the other way round");
+    drop(idp);
+}
