@@ -18,13 +18,13 @@ use std::task::{Context, Poll, Waker};
 
 use libfuzzer_sys::fuzz_target;
 use mcp_gateway::protocol::framing::{self, Line};
-use mcp_gateway::protocol::{Message, MessageKind, ParseError, RawObject, RawValue, encode};
+use mcp_gateway::protocol::{CheckedBox, Limits, Message, MessageKind, ParseError, RawValue, encode};
 use serde_json::Value;
 
 fuzz_target!(|data: &[u8]| {
     message(data);
     if let Ok(text) = std::str::from_utf8(data) {
-        raw_object(text);
+        members(text);
         one_line(text);
         error_encoding(text);
     }
@@ -40,14 +40,18 @@ fn is_json(text: &str) -> bool {
 /// `Message::parse`: no panic; an error answers with a valid JSON-RPC
 /// error; an accepted message is classified consistently, its id is a
 /// string or an integer, and re-encoding it gives back the same message.
+fn parse(data: &[u8]) -> Result<Message, ParseError> {
+    Message::parse(data, &Limits::default())
+}
+
 fn message(data: &[u8]) {
-    let m = match Message::parse(data) {
+    let m = match parse(data) {
         Ok(m) => m,
         Err(e) => return parse_error(&e),
     };
     assert!(std::str::from_utf8(data).is_ok(), "accepted input that is not UTF-8");
     let kind = m.kind().expect("parse only accepts what kind() accepts");
-    let has = (m.method.is_some(), m.id.is_some(), m.result.is_some(), m.error.is_some());
+    let has = (m.method.is_some(), m.id.is_some(), m.result().is_some(), m.error().is_some());
     match kind {
         MessageKind::Request => assert_eq!(has, (true, true, false, false)),
         MessageKind::Notification => assert_eq!(has, (true, false, false, false)),
@@ -57,51 +61,52 @@ fn message(data: &[u8]) {
     }
     if let Some(id) = &m.id {
         let t = id.get();
-        // A string (escapes kept as sent, even a lone surrogate) or an
-        // integer of any size; never null, a fraction or an exponent.
+        // A string (escapes kept as sent) or an integer of at most 64
+        // bits; never null, a fraction or an exponent.
         assert!(is_json(t), "id {t}");
         if !t.starts_with('"') {
             assert!(t.bytes().all(|b| b == b'-' || b.is_ascii_digit()), "id {t} is not an integer");
-            assert!(serde_json::from_str::<Value>(t).is_ok_and(|v| v.is_number()), "id {t}");
+            assert!(t.parse::<i64>().is_ok() || t.parse::<u64>().is_ok(), "id {t} is over 64 bits");
         }
         if !t.contains('\\') {
             assert_eq!(framing::id_in_head(data), Some(t), "id_in_head misses the id");
         }
     }
-    for raw in [&m.params, &m.result, &m.error].into_iter().flatten() {
-        assert!(is_json(raw.get()), "a raw member is not JSON: {}", raw.get());
+    for raw in [m.params(), m.result(), m.error()].into_iter().flatten() {
+        assert!(is_json(raw.text()), "a raw member is not JSON: {raw}");
     }
     // Re-encoding what was accepted gives back the same message.
     let again = match kind {
-        MessageKind::Request => encode::request(7, m.method(), m.params.as_deref()),
-        MessageKind::Notification => encode::notification(m.method(), m.params.as_deref()),
-        MessageKind::Response => match (&m.result, &m.error) {
+        MessageKind::Request => encode::request(7, m.method(), m.params().map(|p| p.raw())),
+        MessageKind::Notification => encode::notification(m.method(), m.params().map(|p| p.raw())),
+        MessageKind::Response => match (m.result_raw(), m.error()) {
             (Some(r), _) => encode::result(m.id.as_deref().unwrap(), r),
-            (_, Some(e)) => encode::raw_error(m.id.as_deref().unwrap(), e),
+            (_, Some(e)) => encode::raw_error(m.id.as_deref().unwrap(), e.raw()),
             _ => unreachable!(),
         },
     };
-    let n = Message::parse(again.as_bytes()).unwrap_or_else(|e| panic!("re-encoded message refused ({e}): {again}"));
+    let n = parse(again.as_bytes()).unwrap_or_else(|e| panic!("re-encoded message refused ({e}): {again}"));
     assert_eq!(n.kind().unwrap(), kind);
     assert_eq!(n.method, m.method);
     // A response's `params` (JSON-RPC has none) is accepted and ignored,
     // so it is not written back.
+    let text = |c: Option<mcp_gateway::protocol::Checked<'_>>| c.map(|c| c.text().to_owned());
     if kind != MessageKind::Response {
-        assert_eq!(raw(&n.params), raw(&m.params));
+        assert_eq!(text(n.params()), text(m.params()));
     }
-    assert_eq!(raw(&n.result), raw(&m.result));
-    assert_eq!(raw(&n.error), raw(&m.error));
+    assert_eq!(text(n.result()), text(m.result()));
+    assert_eq!(text(n.error()), text(m.error()));
     if kind != MessageKind::Request {
         assert_eq!(raw(&n.id), raw(&m.id));
     }
     // What a proxy writes on a stdio line or an SSE `data:` field.
     let flat = framing::one_line(again);
     assert!(!flat.contains(['\n', '\r']));
-    assert!(Message::parse(flat.as_bytes()).is_ok(), "{flat}");
+    assert!(parse(flat.as_bytes()).is_ok(), "{flat}");
     // The gateway's own error reply for this id.
     if let Some(id) = m.id.as_deref() {
         let e = encode::error(Some(id), -32603, "x", None);
-        let back = Message::parse(e.as_bytes()).unwrap_or_else(|err| panic!("{err}: {e}"));
+        let back = parse(e.as_bytes()).unwrap_or_else(|err| panic!("{err}: {e}"));
         assert_eq!(back.kind().unwrap(), MessageKind::Response);
         assert_eq!(raw(&back.id), Some(id.get()));
     }
@@ -131,7 +136,7 @@ fn parse_error(e: &ParseError) {
         None => assert!(v["id"].is_null()),
     }
     // And it is itself a message the gateway accepts, as a response.
-    let m = Message::parse(resp.as_bytes());
+    let m = parse(resp.as_bytes());
     match e.id() {
         Some(_) => assert_eq!(m.unwrap().kind().unwrap(), MessageKind::Response),
         // An id-less error response is refused ("id" null): never a panic.
@@ -139,26 +144,25 @@ fn parse_error(e: &ParseError) {
     }
 }
 
-/// `RawObject`: what it accepts it writes back as an object that parses to
-/// the same members; get/set/remove behave.
-fn raw_object(text: &str) {
-    let Ok(mut o) = RawObject::parse(text) else { return };
+/// `Members` (over a text the scan accepted): what it reads it writes back
+/// as an object that parses to the same members; get/set/remove behave.
+fn members(text: &str) {
+    let Some(checked) = CheckedBox::parse(text, &Limits::default()) else { return };
+    let Some(mut o) = checked.checked().object() else { return };
     let out = o.to_raw();
     assert!(is_json(out.get()));
-    let again = RawObject::parse(out.get()).expect("to_raw() is an object");
-    assert_eq!(again.to_raw().get(), out.get(), "to_raw() is not stable");
+    let again = CheckedBox::parse(out.get(), &Limits::default()).expect("to_raw() of checked members is checked");
+    assert_eq!(again.checked().object().expect("an object").to_raw().get(), out.get(), "to_raw() is not stable");
     if let Some(v) = o.get("name") {
-        let decoded = serde_json::from_str::<String>(v.get()).ok();
-        assert_eq!(o.get_str("name"), decoded);
+        let decoded = serde_json::from_str::<String>(v.text()).ok();
+        assert_eq!(o.str("name"), decoded);
     }
     o.set_str("name", "fuzz\u{0}\"\\é");
-    assert_eq!(o.get_str("name").as_deref(), Some("fuzz\u{0}\"\\é"));
-    let set = o.to_raw();
-    let back = RawObject::parse(set.get()).expect("still an object after set_str");
-    assert_eq!(back.get_str("name").as_deref(), Some("fuzz\u{0}\"\\é"));
+    assert_eq!(o.str("name").as_deref(), Some("fuzz\u{0}\"\\é"));
+    let set = o.to_checked();
+    assert_eq!(set.checked().object().unwrap().str("name").as_deref(), Some("fuzz\u{0}\"\\é"));
     o.remove("name");
     assert!(o.get("name").is_none());
-    assert!(RawObject::parse(o.to_raw().get()).is_ok());
 }
 
 /// `one_line`: no CR or LF left, same length, same JSON meaning.

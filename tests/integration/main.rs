@@ -16,6 +16,7 @@ mod http_front;
 mod oauth;
 mod observability;
 mod one_view;
+mod one_view_check;
 mod partial;
 mod peers;
 mod resilience;

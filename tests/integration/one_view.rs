@@ -422,3 +422,279 @@ async fn identities_are_canonical() {
     assert_eq!(as_key.post(ping, &[]).await.status, 404, "nor the other way round");
     drop(idp);
 }
+
+// === the differential property, over a seeded generator ===
+
+/// A JSON value to write in many spellings.
+#[derive(Debug, Clone)]
+enum Node {
+    Null,
+    Bool(bool),
+    /// A number, as written.
+    Num(String),
+    Str(String),
+    Arr(Vec<Node>),
+    Obj(Vec<(String, Node)>),
+}
+
+/// Writes messages, some with one hazard (a member twice, a number out of
+/// range, a lone surrogate, nesting past the limit) that the gateway must
+/// refuse; the others it must accept.
+struct Gen {
+    rng: fastrand::Rng,
+}
+
+const NAMES: &[&str] = &[
+    "name",
+    "arguments",
+    "path",
+    "paths",
+    "uri",
+    "taskId",
+    "_meta",
+    "progressToken",
+    "x",
+    "é",
+    "a\"b",
+    "k\\",
+    "\u{1F600}",
+    "\u{1}",
+];
+
+impl Gen {
+    fn name(&mut self) -> String {
+        NAMES[self.rng.usize(..NAMES.len())].to_owned()
+    }
+
+    fn scalar(&mut self) -> Node {
+        match self.rng.u8(..7) {
+            0 => Node::Null,
+            1 => Node::Bool(self.rng.bool()),
+            2 => Node::Num(self.rng.i64(..).to_string()),
+            3 => Node::Num(format!("{}e{}", self.rng.i32(-1000..1000), self.rng.i32(-300..300))),
+            // Finite big integers stay allowed.
+            4 => Node::Num("123456789012345678901234567890".into()),
+            _ => Node::Str((0..self.rng.usize(..6)).map(|_| self.name()).collect::<Vec<_>>().join("/")),
+        }
+    }
+
+    /// A value nested at most `room` more levels.
+    fn value(&mut self, room: usize) -> Node {
+        if room == 0 || self.rng.u8(..3) == 0 {
+            return self.scalar();
+        }
+        let n = self.rng.usize(..4);
+        if self.rng.bool() {
+            Node::Arr((0..n).map(|_| self.value(room - 1)).collect())
+        } else {
+            Node::Obj(self.members(n, room - 1))
+        }
+    }
+
+    /// `n` members with distinct names.
+    fn members(&mut self, n: usize, room: usize) -> Vec<(String, Node)> {
+        let mut out: Vec<(String, Node)> = Vec::new();
+        for _ in 0..n {
+            let k = self.name();
+            if !out.iter().any(|(o, _)| *o == k) {
+                out.push((k, self.value(room)));
+            }
+        }
+        out
+    }
+
+    /// A string in JSON, each character raw or escaped at random.
+    fn string(&mut self, s: &str, out: &mut String) {
+        out.push('"');
+        for c in s.chars() {
+            let must = matches!(c, '"' | '\\') || (c as u32) < 0x20;
+            if must || self.rng.u8(..5) == 0 {
+                match c {
+                    '"' if self.rng.bool() => out.push_str("\\\""),
+                    '\\' if self.rng.bool() => out.push_str("\\\\"),
+                    '/' => out.push_str("\\/"),
+                    _ => {
+                        let mut units = [0u16; 2];
+                        for u in c.encode_utf16(&mut units) {
+                            out.push_str(&format!("\\u{:04x}", u));
+                        }
+                    }
+                }
+            } else {
+                out.push(c);
+            }
+        }
+        out.push('"');
+    }
+
+    fn write(&mut self, n: &Node, out: &mut String) {
+        match n {
+            Node::Null => out.push_str("null"),
+            Node::Bool(b) => out.push_str(if *b { "true" } else { "false" }),
+            Node::Num(t) => out.push_str(t),
+            Node::Str(s) => self.string(s, out),
+            Node::Arr(items) => {
+                out.push('[');
+                for (i, x) in items.iter().enumerate() {
+                    if i > 0 {
+                        out.push_str(if self.rng.bool() { "," } else { " , " });
+                    }
+                    self.write(x, out);
+                }
+                out.push(']');
+            }
+            Node::Obj(members) => {
+                out.push('{');
+                for (i, (k, v)) in members.iter().enumerate() {
+                    if i > 0 {
+                        out.push(',');
+                    }
+                    self.string(k, out);
+                    out.push(':');
+                    self.write(v, out);
+                }
+                out.push('}');
+            }
+        }
+    }
+
+    /// A `tools/call` (or another routed method), and whether it has a hazard.
+    fn message(&mut self) -> (String, bool) {
+        let n = self.rng.usize(..5);
+        let mut params = vec![
+            ("name".to_owned(), Node::Str("fs__read".into())),
+            ("arguments".to_owned(), Node::Obj(self.members(n, 4))),
+        ];
+        if self.rng.bool() {
+            params.push(("_meta".into(), Node::Obj(vec![("progressToken".into(), self.scalar())])));
+        }
+        for extra in ["uri", "taskId", "cursor"] {
+            if self.rng.u8(..4) == 0 {
+                params.push((extra.into(), Node::Str(format!("{extra}-value"))));
+            }
+        }
+        let mut params = Node::Obj(params);
+        let hazard = self.rng.u8(..2) == 0;
+        if hazard {
+            self.plant(&mut params);
+        } else if self.rng.u8(..8) == 0 {
+            // Right at the limit: message (1), params (2), then 62 more.
+            let mut deep = Node::Num("1".into());
+            for _ in 0..62 {
+                deep = Node::Arr(vec![deep]);
+            }
+            let Node::Obj(m) = &mut params else { unreachable!() };
+            m.push(("deep".into(), deep));
+        }
+        let method = ["tools/call", "prompts/get", "resources/read", "tasks/get"][self.rng.usize(..4)];
+        let mut out = format!(r#"{{"jsonrpc":"2.0","id":{},"method":"{method}","params":"#, self.rng.u32(..));
+        self.write(&params, &mut out);
+        out.push('}');
+        (out, hazard)
+    }
+
+    /// Puts one hazard somewhere in `params`.
+    fn plant(&mut self, params: &mut Node) {
+        match self.rng.u8(..4) {
+            0 => {
+                // A member twice: find an object, repeat one of its names.
+                let extra = self.value(2);
+                if !Self::duplicate(&mut self.rng, params, extra) {
+                    // `params` itself always has `name`.
+                    let Node::Obj(m) = params else { unreachable!() };
+                    m.push(("name".into(), Node::Str("other".into())));
+                }
+            }
+            1 => {
+                let n = ["1e400", "-1E+309", &"9".repeat(400)][self.rng.usize(..3)].to_owned();
+                Self::somewhere(&mut self.rng, params, Node::Num(n));
+            }
+            2 => {
+                // A lone surrogate: written raw below, whatever the spelling.
+                Self::somewhere(&mut self.rng, params, Node::Num(r#""x\ud800""#.into()));
+            }
+            _ => {
+                let mut deep = Node::Null;
+                for _ in 0..70 {
+                    deep = if self.rng.bool() { Node::Arr(vec![deep]) } else { Node::Obj(vec![("d".into(), deep)]) };
+                }
+                Self::somewhere(&mut self.rng, params, deep);
+            }
+        }
+    }
+
+    /// Adds `value` as a new member or item of a random container.
+    fn somewhere(rng: &mut fastrand::Rng, at: &mut Node, value: Node) {
+        match at {
+            Node::Obj(m) if !m.is_empty() && rng.bool() => {
+                let i = rng.usize(..m.len());
+                if matches!(m[i].1, Node::Obj(_) | Node::Arr(_)) {
+                    return Self::somewhere(rng, &mut m[i].1, value);
+                }
+                m.push((format!("h{}", rng.u32(..)), value));
+            }
+            Node::Arr(a) if !a.is_empty() && rng.bool() => {
+                let i = rng.usize(..a.len());
+                if matches!(a[i], Node::Obj(_) | Node::Arr(_)) {
+                    return Self::somewhere(rng, &mut a[i], value);
+                }
+                a.push(value);
+            }
+            Node::Obj(m) => m.push((format!("h{}", rng.u32(..)), value)),
+            Node::Arr(a) => a.push(value),
+            _ => unreachable!("only containers are walked"),
+        }
+    }
+
+    /// Repeats a name of some non-empty object under `at`; false if none.
+    fn duplicate(rng: &mut fastrand::Rng, at: &mut Node, value: Node) -> bool {
+        match at {
+            Node::Obj(m) => {
+                let inner: Vec<usize> =
+                    (0..m.len()).filter(|&i| matches!(m[i].1, Node::Obj(_) | Node::Arr(_))).collect();
+                if !inner.is_empty() && rng.bool() {
+                    let i = inner[rng.usize(..inner.len())];
+                    if Self::duplicate(rng, &mut m[i].1, value.clone()) {
+                        return true;
+                    }
+                }
+                if m.is_empty() {
+                    return false;
+                }
+                let k = m[rng.usize(..m.len())].0.clone();
+                let at = rng.usize(..=m.len());
+                m.insert(at, (k, value));
+                true
+            }
+            Node::Arr(a) => {
+                let n = a.len();
+                (0..n).any(|i| Self::duplicate(rng, &mut a[i], value.clone()))
+            }
+            _ => false,
+        }
+    }
+}
+
+#[test]
+fn every_accepted_message_reads_the_same_to_every_parser() {
+    let limits = mcp_gateway::protocol::Limits::default();
+    let mut refused = 0;
+    for seed in 0..20_000u64 {
+        let mut g = Gen { rng: fastrand::Rng::with_seed(seed) };
+        let (text, hazard) = g.message();
+        let parsed = mcp_gateway::protocol::Message::parse(text.as_bytes(), &limits);
+        match (hazard, &parsed) {
+            (true, Err(e)) => {
+                assert!(e.ambiguous().is_some(), "seed {seed}: refused, but not as ambiguous: {e}\n{text}");
+                refused += 1;
+            }
+            (true, Ok(_)) => panic!("seed {seed}: accepted a message with a hazard:\n{text}"),
+            (false, Err(e)) => panic!("seed {seed}: refused a clean message ({e}):\n{text}"),
+            (false, Ok(_)) => {}
+        }
+        if let Err(why) = crate::one_view_check::one_view(text.as_bytes(), &limits) {
+            panic!("seed {seed}: {why}\n{text}");
+        }
+    }
+    assert!(refused > 5_000, "the generator plants hazards in about half: {refused}");
+}
