@@ -68,6 +68,40 @@ pub fn is_supported_version(version: &str) -> bool {
 mod tests {
     use super::*;
 
+    /// Design D12: outside this module, members are read only through
+    /// `Checked`. A one-level raw reader (`RawObject`, gone), a `Message`
+    /// built by hand (its parts would not have been scanned), or a parse
+    /// of a result's unscanned text would each be a way around it.
+    #[test]
+    fn members_are_read_only_through_checked_views_outside_protocol() {
+        let src = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("src");
+        let mut files = vec![src.clone()];
+        let mut offenders = Vec::new();
+        while let Some(path) = files.pop() {
+            if path.is_dir() {
+                if path.ends_with("protocol") {
+                    continue;
+                }
+                files.extend(std::fs::read_dir(&path).unwrap().map(|e| e.unwrap().path()));
+                continue;
+            }
+            if path.extension().is_none_or(|e| e != "rs") {
+                continue;
+            }
+            let text = std::fs::read_to_string(&path).unwrap();
+            for (n, line) in text.lines().enumerate() {
+                let code = line.split("//").next().unwrap_or("");
+                let bad = code.contains("RawObject")
+                    || (code.contains("Message {") && !code.contains("fn "))
+                    || (code.contains("result_raw()") && (code.contains("from_str") || code.contains("from_slice")));
+                if bad {
+                    offenders.push(format!("{}:{}: {}", path.display(), n + 1, line.trim()));
+                }
+            }
+        }
+        assert!(offenders.is_empty(), "raw member access outside protocol:\n{}", offenders.join("\n"));
+    }
+
     #[test]
     fn echo_cuts_long_text_at_a_character() {
         assert_eq!(echo("tools/list"), "tools/list");
