@@ -477,6 +477,7 @@ fn ids(config: &Config) -> String {
 }
 
 async fn serve(config: Config, listen: Option<SocketAddr>) -> anyhow::Result<()> {
+    let signals = shutdown_signal();
     let addr = listen.unwrap_or(config.listen());
     config.check_exposure(addr)?;
     let listener = tokio::net::TcpListener::bind(addr).await.with_context(|| format!("cannot listen on {addr}"))?;
@@ -484,7 +485,7 @@ async fn serve(config: Config, listen: Option<SocketAddr>) -> anyhow::Result<()>
     let telemetry = Telemetry::from_config(&config)?;
     let gateway = Gateway::start(config, telemetry);
     tracing::info!(%addr, upstreams = gateway.upstreams().len(), "Listening on http://{addr}/mcp.");
-    mcp_gateway::serve(listener, gateway.clone(), shutdown_signal()).await?;
+    mcp_gateway::serve(listener, gateway.clone(), signals).await?;
     tracing::info!("Shutting down upstreams.");
     let stopping = tokio::time::Instant::now();
     gateway.shutdown().await;
@@ -493,6 +494,7 @@ async fn serve(config: Config, listen: Option<SocketAddr>) -> anyhow::Result<()>
 }
 
 async fn stdio(config: Config) -> anyhow::Result<()> {
+    let signals = shutdown_signal();
     let telemetry = Telemetry::from_config(&config)?;
     let gateway = Gateway::start(config, telemetry);
     let admin_stop = tokio_util::sync::CancellationToken::new();
@@ -503,7 +505,7 @@ async fn stdio(config: Config) -> anyhow::Result<()> {
     tokio::pin!(run);
     tokio::select! {
         r = &mut run => r?,
-        () = shutdown_signal() => {
+        () = signals => {
             // Calls in flight may finish (and be answered) within the drain time.
             let drain = gateway.config().gateway.drain_timeout;
             tokio::select! {
@@ -598,12 +600,25 @@ fn print_table(head: &[&str; 3], rows: &[[String; 3]]) {
     }
 }
 
-async fn shutdown_signal() {
-    let mut term =
-        tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).expect("SIGTERM handler installs");
-    tokio::select! {
-        _ = tokio::signal::ctrl_c() => {}
-        _ = term.recv() => {}
+/// Resolves on SIGTERM or Ctrl-C. The handlers (SIGHUP's too) are
+/// installed when this is called, not when it is first polled, so a signal
+/// that comes early does not kill the process. SIGHUP (a reload, for most
+/// daemons) is logged and ignored until the gateway can reload: the
+/// default action would exit at once, dropping every session.
+fn shutdown_signal() -> impl std::future::Future<Output = ()> {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut term = signal(SignalKind::terminate()).expect("SIGTERM handler installs");
+    let mut hup = signal(SignalKind::hangup()).expect("SIGHUP handler installs");
+    async move {
+        loop {
+            tokio::select! {
+                _ = tokio::signal::ctrl_c() => break,
+                _ = term.recv() => break,
+                _ = hup.recv() => {
+                    tracing::warn!("SIGHUP received: reloading the config is not supported yet; still serving with the config loaded at start.");
+                }
+            }
+        }
+        tracing::info!("Shutdown signal received.");
     }
-    tracing::info!("Shutdown signal received.");
 }

@@ -178,3 +178,19 @@ async fn a_request_id_in_flight_cannot_be_reused() {
     // Once answered, the id is free again.
     assert_eq!(text(&c.post(call, &[]).await.json()), "once");
 }
+
+#[tokio::test]
+async fn sighup_keeps_the_gateway_serving() {
+    let gw = Gateway::start(&raw_stdio("raw", "")).await;
+    gw.wait_ready("raw").await;
+    let mut c = gw.client().await;
+    let pid = gw.upstream("raw").await["pid"].clone();
+    // Before this, SIGHUP's default action ended the process at once
+    // (exit 129), dropping every session and call without a drain.
+    gw.proc.signal(nix::sys::signal::Signal::SIGHUP);
+    let logged = wait_for(PATIENCE, || gw.proc.logs().contains("SIGHUP received").then_some(())).await;
+    assert!(logged.is_some(), "{}", gw.proc.logs());
+    assert!(c.call("raw__echo", json!({"n":1})).await.get("result").is_some(), "the same session serves on");
+    assert_eq!(gw.upstream("raw").await["pid"], pid, "the upstream was not restarted");
+    assert!(gw.stop().await.success(), "and a SIGTERM still ends it cleanly");
+}
