@@ -75,7 +75,7 @@ mod tests {
     #[test]
     fn members_are_read_only_through_checked_views_outside_protocol() {
         let src = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("src");
-        let mut files = vec![src.clone()];
+        let mut files = vec![src];
         let mut offenders = Vec::new();
         while let Some(path) = files.pop() {
             if path.is_dir() {
