@@ -285,6 +285,17 @@ pub struct UpstreamSection {
     /// Default `60s`.
     #[serde(default = "default_startup", with = "humantime_serde")]
     pub startup_timeout: Duration,
+    /// Longest wait between two starts (or connection attempts) of a
+    /// down upstream; the wait doubles from 0.5 s up to it. Default `30s`
+    /// for stdio (a crashing process should not spin), `5s` for http and
+    /// sse (a server that is not up yet is picked up soon after it is).
+    #[serde(default, with = "humantime_serde")]
+    pub restart_max_delay: Option<Duration>,
+    /// Up this long, an upstream counts as stable again: its restart delay
+    /// starts over and a crash loop (`crash_loop`,
+    /// `mcp_gateway_upstream_crash_looping`) clears. Default `60s`.
+    #[serde(default = "default_stable_after", with = "humantime_serde")]
+    pub stable_after: Duration,
     /// Deadline for one request to this upstream, shared by its retries.
     /// Default `60s`.
     #[serde(default = "default_request", with = "humantime_serde")]
@@ -473,6 +484,9 @@ fn yes() -> bool {
 }
 fn default_grace() -> Duration {
     Duration::from_secs(2)
+}
+fn default_stable_after() -> Duration {
+    Duration::from_secs(60)
 }
 fn default_startup() -> Duration {
     Duration::from_secs(60)

@@ -95,6 +95,11 @@ pub struct UpstreamSpec {
     pub tools: ToolMatcher,
     /// Deadline for the `initialize` handshake.
     pub startup_timeout: Duration,
+    /// Longest wait between two starts of a down upstream.
+    pub restart_max_delay: Duration,
+    /// Up this long, the upstream is stable again (delays reset, a crash
+    /// loop clears).
+    pub stable_after: Duration,
     /// Deadline for one request.
     pub request_timeout: Duration,
     /// Per-tool deadlines (longest matching pattern wins).
@@ -351,7 +356,14 @@ impl Config {
                 }
             };
             let tools = ToolMatcher::new(&u.tools).map_err(|e| at(&key("tools"), e))?;
-            for (k, d) in [("startup_timeout", u.startup_timeout), ("request_timeout", u.request_timeout)] {
+            if u.restart_max_delay.is_some_and(|d| d < Duration::from_millis(500)) {
+                return Err(at(&key("restart_max_delay"), "must be at least 500ms".into()));
+            }
+            for (k, d) in [
+                ("startup_timeout", u.startup_timeout),
+                ("request_timeout", u.request_timeout),
+                ("stable_after", u.stable_after),
+            ] {
                 if d.is_zero() {
                     return Err(at(&key(k), "must be greater than zero".into()));
                 }
@@ -383,6 +395,11 @@ impl Config {
                 prefix: u.prefix,
                 tools,
                 startup_timeout: u.startup_timeout,
+                restart_max_delay: u.restart_max_delay.unwrap_or(match kind {
+                    TransportKind::Stdio => Duration::from_secs(30),
+                    TransportKind::Http | TransportKind::Sse => Duration::from_secs(5),
+                }),
+                stable_after: u.stable_after,
                 request_timeout: u.request_timeout,
                 tool_timeouts,
                 max_request_timeout,

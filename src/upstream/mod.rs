@@ -44,10 +44,9 @@ use crate::telemetry::metrics::{
     UpstreamLabels,
 };
 
-/// Restart delays: 0.5 s doubling to 30 s; reset after 60 s of health.
+/// Restart delays start at 0.5 s and double up to the upstream's
+/// `restart_max_delay`; they start over once it stays up `stable_after`.
 const RESTART_MIN: Duration = Duration::from_millis(500);
-const RESTART_MAX: Duration = Duration::from_secs(30);
-const HEALTHY_RESET: Duration = Duration::from_secs(60);
 /// Failed starts (or short lives) in a row that count as a crash loop.
 const CRASH_LOOP: u32 = 3;
 
@@ -552,7 +551,9 @@ impl Upstream {
     }
 
     async fn supervise(self: Arc<Self>) {
-        let mut backoff = Backoff::try_new(RESTART_MIN, RESTART_MAX).expect("constants are valid");
+        let max = self.spec.restart_max_delay.max(RESTART_MIN);
+        let mut backoff = Backoff::try_new(RESTART_MIN, max).expect("the config checks restart_max_delay");
+        let network = self.spec.transport.network() == "tcp";
         // Failed starts and short lives in a row.
         let mut short_runs = 0u32;
         let mut connection = 0u64;
@@ -572,12 +573,10 @@ impl Upstream {
                     if self.shutdown.is_cancelled() {
                         break;
                     }
-                    if since.elapsed() >= HEALTHY_RESET {
+                    if since.elapsed() >= self.spec.stable_after {
+                        // Stable (`serve` cleared a crash loop already).
                         backoff.reset();
                         short_runs = 0;
-                        if self.crash_loop.swap(false, Ordering::Relaxed) {
-                            tracing::info!(upstream = %self.spec.id, "Upstream left its crash loop.");
-                        }
                     } else if class != ErrorClass::UpstreamAuth {
                         short_runs += 1;
                     }
@@ -587,8 +586,10 @@ impl Upstream {
                     // The status names the upstream already.
                     let prefix = format!("upstream `{}` ", self.spec.id);
                     let reason = e.message.strip_prefix(&prefix).unwrap_or(&e.message);
-                    // Waiting for a login is not a crash loop.
-                    if e.class != ErrorClass::UpstreamAuth {
+                    // Waiting for a login is not a crash loop, and neither is
+                    // a server that cannot be reached (not up yet, or away):
+                    // nothing of ours crashed, it is "unreachable".
+                    if e.class != ErrorClass::UpstreamAuth && !(network && e.not_delivered) {
                         short_runs += 1;
                     }
                     (reason.strip_prefix("is ").unwrap_or(reason).to_owned(), e.class)
@@ -598,10 +599,15 @@ impl Upstream {
             if short_runs >= CRASH_LOOP && !self.crash_loop.swap(true, Ordering::Relaxed) {
                 tracing::error!(
                     upstream = %self.spec.id, failures = short_runs, retry_in_ms = delay.as_millis() as u64,
-                    "Upstream is crash-looping; restart delays keep growing (up to {}s).", RESTART_MAX.as_secs()
+                    "Upstream is crash-looping; restart delays keep growing (up to {}s).", max.as_secs_f64()
                 );
             }
-            tracing::warn!(upstream = %self.spec.id, class = %class, retry_in_ms = delay.as_millis() as u64, "Upstream is down: {reason}.");
+            let unreachable = network && matches!(&*self.state(), State::Starting { .. }) && class == ErrorClass::Transport;
+            if unreachable {
+                tracing::warn!(upstream = %self.spec.id, retry_in_ms = delay.as_millis() as u64, "Upstream is unreachable: {reason}.");
+            } else {
+                tracing::warn!(upstream = %self.spec.id, class = %class, retry_in_ms = delay.as_millis() as u64, "Upstream is down: {reason}.");
+            }
             self.record_error(class, reason.clone());
             self.set(State::Down { reason, class, retry_at: Instant::now() + delay });
             // Down for want of a token: a login (the token file changes)
@@ -743,8 +749,22 @@ impl Upstream {
         self.set(ready(lists));
         let health = self.health_loop(&conn);
         tokio::pin!(health);
+        // Up `stable_after`: a crash loop is over, while it stays up (not
+        // only when this connection ends).
+        let stable = tokio::time::sleep(self.spec.stable_after);
+        tokio::pin!(stable);
+        let mut stable_seen = false;
         loop {
             tokio::select! {
+                () = &mut stable, if !stable_seen => {
+                    stable_seen = true;
+                    if self.crash_loop.swap(false, Ordering::Relaxed) {
+                        tracing::info!(
+                            upstream = %self.spec.id, stable_s = self.spec.stable_after.as_secs_f64(),
+                            "Upstream left its crash loop: up and stable."
+                        );
+                    }
+                }
                 reason = &mut health => {
                     tracing::warn!(upstream = %self.spec.id, "Giving up the connection: {reason}.");
                     inbox.close(reason.clone());

@@ -526,3 +526,47 @@ async fn retry_budget_caps_retries() {
     assert_eq!((u["retries"].as_u64(), u["retry_budget_exhausted"].as_u64()), (Some(10), Some(2)), "{u}");
     gw.assert_no_leaks(base).await;
 }
+
+#[tokio::test]
+async fn a_crash_loop_clears_once_the_upstream_is_up_and_stable() {
+    // Fails its first three starts, then serves for good.
+    let dir = tempfile::tempdir_in(root().join("target")).unwrap();
+    let count = dir.path().join("starts");
+    let script = format!(
+        "n=$(cat {count:?} 2>/dev/null || echo 0); echo $((n+1)) > {count:?}; [ \"$n\" -lt 3 ] && exit 1; exec {:?} {:?}",
+        path_str(&peers().python),
+        fixture("raw_stdio.py"),
+        count = path_str(&count),
+    );
+    let toml = format!(
+        "[upstreams.flappy]\ncommand = \"sh\"\nargs = [\"-c\", {script:?}]\nstable_after = \"1s\"\nrestart_max_delay = \"1s\"\n"
+    );
+    let gw = Gateway::start(&toml).await;
+    gw.wait_upstream("flappy", |u| u["crash_loop"] == true).await;
+    gw.wait_upstream("flappy", |u| u["state"] == "ready").await;
+    // Before, the flag stayed set for the life of the process, and the
+    // restart-loop alert fired on a healthy upstream.
+    let u = gw.wait_upstream("flappy", |u| u["crash_loop"] == false).await;
+    assert_eq!(u["state"], "ready", "{u}");
+    let metrics = gw.http.get(format!("http://{}/metrics", gw.addr)).send().await.unwrap().text().await.unwrap();
+    assert!(metrics.contains(r#"mcp_gateway_upstream_crash_looping{upstream="flappy"} 0"#), "{metrics}");
+    assert!(gw.proc.logs().contains("left its crash loop"));
+}
+
+#[tokio::test]
+async fn an_http_upstream_that_is_not_up_yet_is_unreachable_and_picked_up_soon() {
+    let port = free_port();
+    let toml = format!("[upstreams.later]\nurl = \"http://127.0.0.1:{port}/mcp\"\nstartup_timeout = \"2s\"\n");
+    let gw = Gateway::start(&toml).await;
+    // Several attempts fail: more than a crash loop would need.
+    gw.wait_upstream("later", |u| u["restarts"].as_u64().unwrap_or(0) >= 4).await;
+    let u = gw.upstream("later").await;
+    assert_eq!((u["state"].as_str(), u["crash_loop"].as_bool()), (Some("down"), Some(false)), "{u}");
+    let logs = gw.proc.logs();
+    assert!(logs.contains("Upstream is unreachable") && !logs.contains("crash-looping"), "{logs}");
+    // Up now: picked up within the default 5 s ceiling (plus a start).
+    let _fx = Fixture::python("http_upstream.py", &["--port", &port.to_string()]).await;
+    let started = tokio::time::Instant::now();
+    gw.wait_ready("later").await;
+    assert!(started.elapsed() < Duration::from_secs(8), "picked up {:?} after it came up", started.elapsed());
+}
