@@ -75,6 +75,9 @@ pub struct CallError {
     /// or not JSON-RPC), for this reason. The call did reach the upstream,
     /// so it is never retried; the audit record says so.
     pub refused: Option<&'static str>,
+    /// For `breaker_open` after retries: the class of the failure before
+    /// (the breaker opened while the call was being retried).
+    pub cause: Option<ErrorClass>,
 }
 
 // === impl ErrorClass ===
@@ -160,6 +163,7 @@ impl CallError {
             not_delivered: false,
             retry_after: None,
             refused: None,
+            cause: None,
         }
     }
 
@@ -177,6 +181,9 @@ impl CallError {
     /// The JSON-RPC error response for request `id`.
     pub fn to_response(&self, id: &protocol::RawValue) -> String {
         let mut data = serde_json::json!({ "class": self.class.as_str() });
+        if let Some(cause) = self.cause {
+            data["cause"] = cause.as_str().into();
+        }
         if let Some(u) = &self.upstream {
             data["upstream"] = serde_json::Value::String(u.clone());
         }

@@ -71,6 +71,8 @@ struct Outcomes {
     /// The name the client asked for (tools/call).
     name: Option<String>,
     class: Option<crate::error::ErrorClass>,
+    /// What failed before the breaker opened (`breaker_open` after retries).
+    cause: Option<crate::error::ErrorClass>,
     attempts: u32,
     /// `sha256:` of the arguments (tools/call, when audited).
     arguments_sha256: Option<String>,
@@ -363,6 +365,7 @@ impl Gateway {
                     arguments_sha256: None,
                     arguments: None,
                     class: "policy",
+                    cause: None,
                     is_error: false,
                     latency_ms: 0.0,
                     attempts: 0,
@@ -866,6 +869,7 @@ impl Gateway {
                 if let Some(reason) = e.refused {
                     out.policy.push(format!("reply_refused:{reason}"));
                 }
+                out.cause = e.cause;
                 span.outcome(Some(e.class), || e.message.clone());
                 Some(e.to_response(id))
             }
@@ -1016,6 +1020,7 @@ impl Gateway {
             arguments_sha256: out.arguments_sha256,
             arguments: out.arguments,
             class,
+            cause: out.cause.map(crate::error::ErrorClass::as_str),
             is_error: out.class == Some(crate::error::ErrorClass::ToolError),
             latency_ms: elapsed.as_secs_f64() * 1000.0,
             attempts: out.attempts,

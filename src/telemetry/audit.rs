@@ -63,6 +63,10 @@ pub struct Record {
     pub arguments: Option<Box<serde_json::value::RawValue>>,
     /// `ok` or the error class.
     pub class: &'static str,
+    /// With `class` `breaker_open` after retries: the class of the failure
+    /// before it (the breaker opened while the call was being retried).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cause: Option<&'static str>,
     /// Whether the tool reported an error in its result (`isError`).
     pub is_error: bool,
     /// Milliseconds from arrival to reply.
@@ -310,6 +314,7 @@ mod tests {
             arguments_sha256: Some(digest(b"{}")),
             arguments: None,
             class: "ok",
+            cause: None,
             is_error: false,
             latency_ms: 1.5,
             attempts: 1,

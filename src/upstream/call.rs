@@ -206,8 +206,19 @@ impl Upstream {
         let tool_breaker = self.tool_breaker(req.tool);
         let mut delays = Delays::new(&self.spec.retry, true);
         let mut attempt = 1u32;
+        // The failure that made the last retry, for an attempt refused
+        // because the breaker opened meanwhile: the client and the audit
+        // log still learn what was wrong.
+        let mut before: Option<(ErrorClass, String)> = None;
         loop {
-            let (outcome, class) = self.attempt(req, &mut clock, tool_breaker.as_deref(), attempt, attempts).await;
+            let (mut outcome, class) =
+                self.attempt(req, &mut clock, tool_breaker.as_deref(), attempt, attempts).await;
+            if let (Err(e), Some((cause, why))) = (&mut outcome, &before)
+                && e.class == ErrorClass::BreakerOpen
+            {
+                e.cause = Some(*cause);
+                e.message = format!("{}; the attempt before failed ({cause}): {why}", e.message);
+            }
             // An upstream's own error reply is retried like a failure, but
             // relayed as it is when given up on.
             let err = match (&outcome, class) {
@@ -251,6 +262,7 @@ impl Upstream {
                 upstream = %self.spec.id, method = req.method, tool = req.tool.unwrap_or(""),
                 class = %err.class, attempt, wait_ms = wait.as_millis() as u64, "Retrying: {}.", err.message
             );
+            before = Some((err.class, err.message.clone()));
             self.stats.retries.fetch_add(1, Ordering::Relaxed);
             self.metrics
                 .retries

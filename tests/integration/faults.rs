@@ -570,3 +570,30 @@ async fn an_http_upstream_that_is_not_up_yet_is_unreachable_and_picked_up_soon()
     gw.wait_ready("later").await;
     assert!(started.elapsed() < Duration::from_secs(8), "picked up {:?} after it came up", started.elapsed());
 }
+
+#[tokio::test]
+async fn a_breaker_that_opens_during_retries_keeps_the_cause() {
+    let chaos = Chaos::stdio(&[]);
+    let dir = tempfile::tempdir_in(root().join("target")).unwrap();
+    let audit = dir.path().join("audit.jsonl");
+    let sections = format!(
+        "[upstreams.chaos.retry]\nattempts = 5\ninitial_delay = \"1ms\"\nmax_delay = \"2ms\"\n\
+         [upstreams.chaos.breaker]\nconsecutive_failures = 2\ncooldown = \"30s\"\n{NO_PINGS}\
+         [audit]\npath = {:?}\n",
+        path_str(&audit)
+    );
+    let (_gw, mut c, _) = start(&chaos, "idempotent_tools = [\"idem\"]", &sections).await;
+    // Two failed attempts open the breaker; the third is refused by it.
+    let r = c.call("chaos__idem", json!({"key":"bo","fault":"rpc_error","code":-32603})).await;
+    assert_eq!(class(&r), "breaker_open", "{r}");
+    assert_eq!(r["error"]["data"]["cause"], "upstream_internal", "{r}");
+    assert!(r["error"]["message"].as_str().unwrap().contains("the attempt before failed (upstream_internal)"), "{r}");
+    assert_eq!(chaos.count("attempt bo"), 2);
+    let line = wait_for(PATIENCE, || {
+        let text = std::fs::read_to_string(&audit).ok()?;
+        text.lines().map(|l| serde_json::from_str::<Value>(l).unwrap()).find(|l| l["tool"] == "idem")
+    })
+    .await
+    .unwrap();
+    assert_eq!((line["class"].as_str(), line["cause"].as_str()), (Some("breaker_open"), Some("upstream_internal")));
+}
