@@ -880,6 +880,12 @@ impl Upstream {
     async fn fetch_or_empty(&self, conn: &Connection, kind: ListKind) -> Arc<[CheckedBox]> {
         match self.fetch_list(conn, kind).await {
             Ok(l) => l.into(),
+            // An optional list it does not have (server-postgres has no
+            // resource templates): nothing to warn about.
+            Err(e) if e.code == crate::protocol::METHOD_NOT_FOUND => {
+                tracing::debug!(upstream = %self.spec.id, "{} is not served (-32601); serving none.", kind.method());
+                Arc::new([])
+            }
             Err(e) => {
                 tracing::warn!(upstream = %self.spec.id, class = %e.class, "{} failed; serving none: {}.", kind.method(), e.message);
                 Arc::new([])
@@ -933,8 +939,13 @@ impl Upstream {
             let reply =
                 conn.request(method, params.as_ref().map(CheckedBox::checked), self.spec.request_timeout).await?;
             let Some(result) = reply.result() else {
-                let err = reply.error().map(|e| e.text().to_owned()).unwrap_or_default();
-                return Err(self.error(ErrorClass::UpstreamInternal, format!("{method} answered an error: {err}")));
+                let error = reply.error();
+                let code = error.and_then(|e| e.get("code")).and_then(|c| c.text().parse::<i64>().ok());
+                let class = code.map_or(ErrorClass::UpstreamInternal, crate::error::classify_rpc_code);
+                let text = error.map(|e| e.text().to_owned()).unwrap_or_default();
+                let mut e = self.error(class, format!("{method} answered an error: {}", crate::protocol::echo(&text)));
+                e.code = code.unwrap_or(e.code);
+                return Err(e);
             };
             let invalid = |e: &dyn std::fmt::Display| {
                 self.error(ErrorClass::Protocol, format!("{method} result is invalid: {e}"))

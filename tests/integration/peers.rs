@@ -145,4 +145,10 @@ async fn postgres_server_negotiates_2024_11_05() {
     .await;
     let text = out[0]["text"][0].as_str().unwrap_or_default();
     assert!(text.contains("alpha") && text.contains("gamma"), "{out:?}");
+    // It has resources but no resource templates: its -32601 for that
+    // optional list is no failure, nor worth a warning at every start.
+    let logs = gw.proc.logs();
+    assert!(!logs.contains("resources/templates/list failed"), "{logs}");
+    let u = gw.upstream("pg").await;
+    assert_eq!(u["failures"]["upstream_internal"], 0, "{u}");
 }
