@@ -72,12 +72,22 @@ pub enum Reason {
     NumberOutOfRange,
     /// A lone UTF-16 surrogate escape.
     LoneSurrogate,
+    /// Two member names in one object that differ only in letter case
+    /// (`name` and `Name`; Unicode simple case folding, so `ſ` is `s`):
+    /// case-insensitive parsers (Go's `encoding/json`, .NET with
+    /// `PropertyNameCaseInsensitive`) read them as one member.
+    CaseVariant,
 }
 
 impl Reason {
     /// Every reason, for metrics.
-    pub const ALL: [Reason; 4] =
-        [Reason::DuplicateMember, Reason::TooDeep, Reason::NumberOutOfRange, Reason::LoneSurrogate];
+    pub const ALL: [Reason; 5] = [
+        Reason::DuplicateMember,
+        Reason::TooDeep,
+        Reason::NumberOutOfRange,
+        Reason::LoneSurrogate,
+        Reason::CaseVariant,
+    ];
 
     /// The `reason` label of the refusal metrics.
     pub fn as_str(self) -> &'static str {
@@ -86,6 +96,7 @@ impl Reason {
             Reason::TooDeep => "too_deep",
             Reason::NumberOutOfRange => "number_out_of_range",
             Reason::LoneSurrogate => "lone_surrogate",
+            Reason::CaseVariant => "case_variant",
         }
     }
 
@@ -95,6 +106,7 @@ impl Reason {
             Reason::TooDeep => "nesting deeper than the limit",
             Reason::NumberOutOfRange => "number out of range",
             Reason::LoneSurrogate => "lone UTF-16 surrogate",
+            Reason::CaseVariant => "member names that differ only in letter case",
         }
     }
 }
@@ -200,15 +212,20 @@ struct Frame<'p> {
 }
 
 struct Hashes {
-    seen: HashSet<u128>,
+    /// Of the case-folded names.
+    folded: HashSet<u128>,
+    /// Of the names as decoded (to tell a duplicate from a case variant).
+    exact: HashSet<u128>,
     keys: (RandomState, RandomState),
 }
 
-/// Reused buffers for decoding escaped names.
+/// Reused buffers for decoding and folding names.
 #[derive(Default)]
 struct Scratch {
     a: Vec<u8>,
     b: Vec<u8>,
+    fold_a: Vec<u8>,
+    fold_b: Vec<u8>,
 }
 
 struct Scanner<'t, 'l, 'p> {
@@ -411,33 +428,43 @@ impl<'p> Scanner<'_, '_, 'p> {
         top.name = name.clone();
         top.name_escaped = escaped;
         top.count += 1;
-        let duplicate = match &mut top.hashes {
-            Some(h) => !h.seen.insert(hash_name(&h.keys, text, &name, escaped, &mut scratch.a)),
+        let clash = match &mut top.hashes {
+            Some(h) => {
+                let exact = !h.exact.insert(hash_name(&h.keys, text, &name, escaped, false, scratch));
+                let folded = !h.folded.insert(hash_name(&h.keys, text, &name, escaped, true, scratch));
+                match (exact, folded) {
+                    (true, _) => Some(Reason::DuplicateMember),
+                    (false, true) => Some(Reason::CaseVariant),
+                    (false, false) => None,
+                }
+            }
             None => {
                 let mine = &names[top.names_from..];
-                let duplicate = mine
-                    .iter()
-                    .any(|(other, other_escaped)| same_name(text, (&name, escaped), (other, *other_escaped), scratch));
+                let clash = mine.iter().find_map(|(other, other_escaped)| {
+                    compare_names(text, (&name, escaped), (other, *other_escaped), scratch)
+                });
                 let count = mine.len();
-                if !duplicate {
+                if clash.is_none() {
                     if count < LINEAR_MEMBERS {
                         names.push((name, escaped));
                     } else {
                         let keys = (RandomState::new(), RandomState::new());
-                        let mut seen = HashSet::with_capacity(2 * LINEAR_MEMBERS);
+                        let mut exact = HashSet::with_capacity(2 * LINEAR_MEMBERS);
+                        let mut folded = HashSet::with_capacity(2 * LINEAR_MEMBERS);
                         for (n, e) in names.drain(top.names_from..).chain(std::iter::once((name, escaped))) {
-                            seen.insert(hash_name(&keys, text, &n, e, &mut scratch.a));
+                            exact.insert(hash_name(&keys, text, &n, e, false, scratch));
+                            folded.insert(hash_name(&keys, text, &n, e, true, scratch));
                         }
-                        top.hashes = Some(Box::new(Hashes { seen, keys }));
+                        top.hashes = Some(Box::new(Hashes { folded, exact, keys }));
                     }
                 }
-                duplicate
+                clash
             }
         };
-        if duplicate {
-            return Err(self.ambiguous(Reason::DuplicateMember, None));
+        match clash {
+            Some(reason) => Err(self.ambiguous(reason, None)),
+            None => Ok(()),
         }
-        Ok(())
     }
 
     /// Whether the raw name `name` decodes to `plain`.
@@ -666,40 +693,92 @@ fn hex4(text: &[u8], at: usize) -> Option<u32> {
     digits.iter().try_fold(0u32, |acc, &d| Some(acc * 16 + char::from(d).to_digit(16)?))
 }
 
-/// Whether two raw member names decode to the same text.
-fn same_name(text: &[u8], a: (&Range<usize>, bool), b: (&Range<usize>, bool), scratch: &mut Scratch) -> bool {
+/// Whether two raw member names clash: the same text once decoded
+/// (`DuplicateMember`), or the same but for letter case (`CaseVariant`).
+fn compare_names(
+    text: &[u8],
+    a: (&Range<usize>, bool),
+    b: (&Range<usize>, bool),
+    scratch: &mut Scratch,
+) -> Option<Reason> {
     let (ra, rb) = (&text[a.0.clone()], &text[b.0.clone()]);
-    match (a.1, b.1) {
-        (false, false) => ra == rb,
-        (true, false) => {
-            decode(ra, &mut scratch.a);
-            scratch.a == rb
+    if !a.1 && !b.1 && ra.is_ascii() && rb.is_ascii() {
+        // The usual case: plain ASCII names, compared in place.
+        return match (ra == rb, ra.eq_ignore_ascii_case(rb)) {
+            (true, _) => Some(Reason::DuplicateMember),
+            (false, true) => Some(Reason::CaseVariant),
+            (false, false) => None,
+        };
+    }
+    let Scratch { a: buf_a, b: buf_b, fold_a, fold_b } = scratch;
+    let da: &[u8] = if a.1 {
+        decode(ra, buf_a);
+        buf_a
+    } else {
+        ra
+    };
+    let db: &[u8] = if b.1 {
+        decode(rb, buf_b);
+        buf_b
+    } else {
+        rb
+    };
+    if da == db {
+        return Some(Reason::DuplicateMember);
+    }
+    fold(da, fold_a);
+    fold(db, fold_b);
+    (fold_a == fold_b).then_some(Reason::CaseVariant)
+}
+
+/// `bytes` (UTF-8) under Unicode simple case folding, as case-insensitive
+/// JSON decoders compare names: each character to the lower case of its
+/// upper case when both are one character (`ſ` and `S` are `s`, the Kelvin
+/// sign is `k`), else to its lower case.
+fn fold(bytes: &[u8], out: &mut Vec<u8>) {
+    out.clear();
+    if bytes.is_ascii() {
+        out.extend(bytes.iter().map(u8::to_ascii_lowercase));
+        return;
+    }
+    fn one(mut it: impl Iterator<Item = char>) -> Option<char> {
+        match (it.next(), it.next()) {
+            (Some(c), None) => Some(c),
+            _ => None,
         }
-        (false, true) => {
-            decode(rb, &mut scratch.a);
-            scratch.a == ra
-        }
-        (true, true) => {
-            decode(ra, &mut scratch.a);
-            decode(rb, &mut scratch.b);
-            scratch.a == scratch.b
-        }
+    }
+    let mut utf8 = [0u8; 4];
+    for c in String::from_utf8_lossy(bytes).chars() {
+        let folded = match one(c.to_uppercase()) {
+            Some(upper) => one(upper.to_lowercase()).unwrap_or(c),
+            None => one(c.to_lowercase()).unwrap_or(c),
+        };
+        out.extend_from_slice(folded.encode_utf8(&mut utf8).as_bytes());
     }
 }
 
-/// The 128-bit keyed hash of a decoded member name.
+/// The 128-bit keyed hash of a decoded member name (case-folded with
+/// `folded`).
 fn hash_name(
     keys: &(RandomState, RandomState),
     text: &[u8],
     name: &Range<usize>,
     escaped: bool,
-    buf: &mut Vec<u8>,
+    folded: bool,
+    scratch: &mut Scratch,
 ) -> u128 {
-    let bytes = if escaped {
-        decode(&text[name.clone()], buf);
-        &buf[..]
+    let raw = &text[name.clone()];
+    let decoded: &[u8] = if escaped {
+        decode(raw, &mut scratch.a);
+        &scratch.a
     } else {
-        &text[name.clone()]
+        raw
+    };
+    let bytes: &[u8] = if folded {
+        fold(decoded, &mut scratch.fold_a);
+        &scratch.fold_a
+    } else {
+        decoded
     };
     let (mut h1, mut h2) = (keys.0.build_hasher(), keys.1.build_hasher());
     h1.write(bytes);
@@ -802,6 +881,29 @@ mod tests {
         for (text, path) in table {
             assert_eq!(refused(text), (Reason::DuplicateMember, path.to_owned()), "{text}");
         }
+    }
+
+    #[test]
+    fn refuses_names_that_differ_only_in_letter_case() {
+        for (text, path) in [
+            (r#"{"params":{"name":"a","Name":"b"}}"#, "params.Name"),
+            (r#"{"params":{"NAME":"a","name":"b"}}"#, "params.name"),
+            // Long s and the Kelvin sign fold to ASCII (Go's EqualFold).
+            ("{\"params\":{\"taskId\":\"a\",\"ta\u{17f}kId\":\"b\"}}", "params[\"ta\u{17f}kId\"]"),
+            (r#"{"a":{"k":1,"\u212a":2}}"#, r#"a["\u212a"]"#),
+            (r#"{"a":{"Path":1,"p\u0061th":2}}"#, r#"a["p\u0061th"]"#),
+        ] {
+            assert_eq!(refused(text), (Reason::CaseVariant, path.to_owned()), "{text}");
+        }
+        // Among many members too (the hash set).
+        let mut members: Vec<String> = (0..40).map(|i| format!(r#""k{i}":{i}"#)).collect();
+        members.push(r#""K7":0"#.to_owned());
+        assert_eq!(refused(&format!("{{{}}}", members.join(","))).0, Reason::CaseVariant);
+        members.pop();
+        members.push(r#""k7":0"#.to_owned());
+        assert_eq!(refused(&format!("{{{}}}", members.join(","))).0, Reason::DuplicateMember);
+        // Different letters are different names; ß is not SS.
+        assert_eq!(check(r#"{"a":1,"b":2,"ab":3,"straße":4,"STRASSE":5}"#), Ok(()));
     }
 
     #[test]

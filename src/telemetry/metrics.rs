@@ -160,8 +160,8 @@ pub struct TransportLabels {
 pub struct RefusalLabels {
     /// `http` or `stdio`.
     pub transport: &'static str,
-    /// `duplicate_member`, `too_deep`, `number_out_of_range`,
-    /// `lone_surrogate` (the strict scan), `duplicate_header`, or `json`,
+    /// `duplicate_member`, `case_variant`, `too_deep`,
+    /// `number_out_of_range`, `lone_surrogate` (the strict scan), `duplicate_header`, or `json`,
     /// `utf8`, `invalid` (not a JSON-RPC message at all).
     pub reason: &'static str,
 }

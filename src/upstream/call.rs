@@ -211,8 +211,7 @@ impl Upstream {
         // log still learn what was wrong.
         let mut before: Option<(ErrorClass, String)> = None;
         loop {
-            let (mut outcome, class) =
-                self.attempt(req, &mut clock, tool_breaker.as_deref(), attempt, attempts).await;
+            let (mut outcome, class) = self.attempt(req, &mut clock, tool_breaker.as_deref(), attempt, attempts).await;
             if let (Err(e), Some((cause, why))) = (&mut outcome, &before)
                 && e.class == ErrorClass::BreakerOpen
             {

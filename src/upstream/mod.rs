@@ -602,7 +602,8 @@ impl Upstream {
                     "Upstream is crash-looping; restart delays keep growing (up to {}s).", max.as_secs_f64()
                 );
             }
-            let unreachable = network && matches!(&*self.state(), State::Starting { .. }) && class == ErrorClass::Transport;
+            let unreachable =
+                network && matches!(&*self.state(), State::Starting { .. }) && class == ErrorClass::Transport;
             if unreachable {
                 tracing::warn!(upstream = %self.spec.id, retry_in_ms = delay.as_millis() as u64, "Upstream is unreachable: {reason}.");
             } else {

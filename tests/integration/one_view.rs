@@ -109,6 +109,19 @@ async fn ambiguous_messages_are_refused_before_policy_and_never_run() {
         assert_eq!(r.json()["id"], 10 + i as u32, "the id is kept");
     }
 
+    // The same name but for letter case: a Go upstream (encoding/json
+    // matches struct fields case-insensitively, the last one wins) would
+    // run get-env; `ſ` folds to `s` there too.
+    for params in [
+        r#"{"name":"everything__echo","arguments":{"message":"x"},"Name":"get-env"}"#,
+        r#"{"name":"filesystem__read_text_file","arguments":{"path":"/x"},"Arguments":{"path":"/etc/passwd"}}"#,
+        "{\"name\":\"everything__echo\",\"arguments\":{\"message\":\"x\"},\"argument\u{17f}\":{}}",
+    ] {
+        let r = alice.post(&call_text(15, params), &[]).await;
+        refused(params, &r, "member names that differ only in letter case at params");
+        assert_eq!(r.json()["error"]["data"]["reason"], "case_variant");
+    }
+
     // Retried as the idempotent tool, executed as the other one: refused,
     // nothing ran, nothing was retried.
     let r = alice
@@ -232,6 +245,7 @@ async fn ambiguous_messages_are_refused_before_policy_and_never_run() {
         r#"mcp_gateway_client_messages_refused_total{transport="http",reason="number_out_of_range"}"#,
         r#"mcp_gateway_client_messages_refused_total{transport="http",reason="too_deep"}"#,
         r#"mcp_gateway_client_messages_refused_total{transport="http",reason="lone_surrogate"}"#,
+        r#"mcp_gateway_client_messages_refused_total{transport="http",reason="case_variant"}"#,
         r#"mcp_gateway_upstream_messages_refused_total{upstream="chaos",reason="duplicate_member"} 1"#,
     ] {
         assert!(metrics.contains(series), "{series}\n{metrics}");
@@ -595,7 +609,14 @@ impl Gen {
 
     /// Puts one hazard somewhere in `params`.
     fn plant(&mut self, params: &mut Node) {
-        match self.rng.u8(..4) {
+        match self.rng.u8(..5) {
+            4 => {
+                // The same name but for letter case, beside it in `params`
+                // (`ſ` folds to `s`, as Go's EqualFold has it).
+                let Node::Obj(m) = params else { unreachable!() };
+                let spelling = ["Name", "NAME", "nAme", "Arguments", "argument\u{17f}"][self.rng.usize(..5)];
+                m.push((spelling.to_owned(), Node::Str("other".into())));
+            }
             0 => {
                 // A member twice: find an object, repeat one of its names.
                 let extra = self.value(2);

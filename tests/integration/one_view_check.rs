@@ -46,6 +46,9 @@ pub(crate) fn one_view(data: &[u8], limits: &Limits) -> Result<(), String> {
     if first != last {
         return Err("accepted, but first-wins and last-wins parsers read different messages".into());
     }
+    if let Some(pair) = case_variants(&last) {
+        return Err(format!("accepted names that differ only in letter case: {pair:?}"));
+    }
     let depth = depth(&last);
     if depth > limits.max_depth {
         return Err(format!("accepted nesting {depth} deep (limit {})", limits.max_depth));
@@ -74,6 +77,33 @@ pub(crate) fn one_view(data: &[u8], limits: &Limits) -> Result<(), String> {
 /// A member through the gateway's view.
 fn walk<'a>(at: Checked<'a>, path: &[&str]) -> Option<Checked<'a>> {
     path.iter().try_fold(at, |c, k| c.get(k))
+}
+
+/// Two names of one object that a case-insensitive parser (Go's
+/// `encoding/json`) would take for one, anywhere in `v`.
+fn case_variants(v: &Value) -> Option<(String, String)> {
+    let fold = |k: &str| -> String {
+        k.chars()
+            .map(|c| match c {
+                '\u{17f}' => 's',
+                '\u{212a}' => 'k',
+                c => c.to_lowercase().next().filter(|_| c.to_lowercase().count() == 1).unwrap_or(c),
+            })
+            .collect()
+    };
+    match v {
+        Value::Object(o) => {
+            let keys: Vec<&String> = o.keys().collect();
+            for (i, a) in keys.iter().enumerate() {
+                if let Some(b) = keys[i + 1..].iter().find(|b| fold(b) == fold(a)) {
+                    return Some(((*a).clone(), (*b).clone()));
+                }
+            }
+            o.values().find_map(case_variants)
+        }
+        Value::Array(a) => a.iter().find_map(case_variants),
+        _ => None,
+    }
 }
 
 fn depth(v: &Value) -> usize {
