@@ -212,7 +212,15 @@ impl Grants {
                 for v in values {
                     let normal = normalize(v).ok_or_else(|| denied(name, "not a clean path"))?;
                     let inside = match (c.resolve, local) {
-                        (true, Some(base)) => resolved_under(&normal, base, &c.prefixes),
+                        (true, Some(base)) => {
+                            // Relative to the upstream's working directory.
+                            let lexical = match Path::new(&normal).is_absolute() {
+                                true => Some(normal.clone()),
+                                false => normalize(&format!("{}/{normal}", base.display())),
+                            };
+                            lexical.is_some_and(|l| c.prefixes.iter().any(|p| under(&l, p)))
+                                && resolved_under(v, &normal, base, &c.prefixes)
+                        }
                         _ => c.prefixes.iter().any(|p| under(&normal, p)),
                     };
                     if !inside {
@@ -236,39 +244,71 @@ impl ToolMatcher {
     }
 }
 
-/// Whether `path` (lexically normal; relative to `base`) is under a prefix
-/// once symlinks are followed: the canonical path of its longest existing
-/// prefix, the rest appended, against each prefix's canonical path. A link
-/// that exists but leads nowhere cannot be checked: not under.
-fn resolved_under(path: &str, base: &Path, prefixes: &[String]) -> bool {
-    let absolute = |p: &str| if Path::new(p).is_absolute() { PathBuf::from(p) } else { base.join(p) };
-    let Some(real) = canonical_prefix(&absolute(path)) else { return false };
-    prefixes.iter().any(|p| {
-        let p = absolute(p.trim_end_matches('/'));
-        let p = canonical_prefix(&p).unwrap_or(p);
-        real.starts_with(&p)
-    })
+/// Longest path value a `resolve` rule looks up on disk, and most
+/// components: a real path is shorter (`PATH_MAX` is 4096), and the walk
+/// costs a `lstat` per component on the request path.
+const RESOLVE_MAX_BYTES: usize = 4096;
+const RESOLVE_MAX_COMPONENTS: usize = 256;
+
+/// Whether `raw` (as the client sent it; `normal` its lexical form,
+/// already under a prefix) is under a prefix once symlinks are followed,
+/// however the upstream opens it: walked on disk component by component
+/// as the kernel does (a link followed before a `..` after it), and its
+/// lexical form walked (what Node's `path.resolve` then opens). Both must
+/// land under a prefix. A link that leads nowhere, a `..` below a part
+/// that does not exist, or a value too long to walk cannot be checked:
+/// not under.
+fn resolved_under(raw: &str, normal: &str, base: &Path, prefixes: &[String]) -> bool {
+    if raw.len() > RESOLVE_MAX_BYTES || Path::new(raw).components().count() > RESOLVE_MAX_COMPONENTS {
+        return false;
+    }
+    let prefixes: Vec<PathBuf> = prefixes
+        .iter()
+        .map(|p| {
+            let p = p.trim_end_matches('/');
+            let p = if p.is_empty() { "/" } else { p };
+            walk(Path::new(p), base).unwrap_or_else(|| base.join(p))
+        })
+        .collect();
+    let inside = |real: Option<PathBuf>| real.is_some_and(|r| prefixes.iter().any(|p| r.starts_with(p)));
+    inside(walk(Path::new(raw), base)) && inside(walk(Path::new(normal), base))
 }
 
-/// The canonical path of the longest existing prefix of `path`, with the
-/// rest appended; `None` when a dangling symlink is in the way.
-fn canonical_prefix(path: &Path) -> Option<PathBuf> {
-    let mut rest = Vec::new();
-    let mut at = path;
-    loop {
-        match std::fs::canonicalize(at) {
-            Ok(mut real) => {
-                real.extend(rest.iter().rev());
-                return Some(real);
+/// Where `path` (relative to `base`) leads on disk: each existing
+/// component followed (symlinks resolved), `..` applied to what the
+/// component before led to, the part that does not exist appended as it
+/// is. `None` when a symlink leads nowhere (or loops) or a `..` follows a
+/// part that does not exist. One `lstat` per component: linear.
+fn walk(path: &Path, base: &Path) -> Option<PathBuf> {
+    use std::path::Component;
+    let mut real = if path.is_absolute() { PathBuf::from("/") } else { std::fs::canonicalize(base).ok()? };
+    let mut missing = false;
+    for part in path.components() {
+        match part {
+            Component::RootDir | Component::Prefix(_) => real = PathBuf::from("/"),
+            Component::CurDir => {}
+            Component::ParentDir if missing => return None,
+            Component::ParentDir => {
+                real.pop();
             }
-            // There, but not followable: a link to nowhere (or a loop).
-            Err(_) if std::fs::symlink_metadata(at).is_ok_and(|m| m.file_type().is_symlink()) => return None,
-            Err(_) => {
-                rest.push(at.file_name()?);
-                at = at.parent()?;
+            Component::Normal(name) => {
+                let next = real.join(name);
+                if missing {
+                    real = next;
+                    continue;
+                }
+                real = match std::fs::symlink_metadata(&next) {
+                    Ok(m) if m.file_type().is_symlink() => std::fs::canonicalize(&next).ok()?,
+                    Ok(_) => next,
+                    Err(_) => {
+                        missing = true;
+                        next
+                    }
+                };
             }
         }
     }
+    Some(real)
 }
 
 /// `path` with `.` and `..` resolved lexically (`None` for a NUL byte or a
@@ -490,5 +530,18 @@ mod tests {
         assert!(check(&resolved, Some(&data), Path::new("escape/key")).is_err());
         // A network upstream's files are not ours to look at: lexical.
         assert_eq!(check(&resolved, None, &data.join("escape/key")), Ok(()));
+        // `..` after a link: the kernel follows the link first. Lexically
+        // this is data/secret/key (inside); on disk it is root/secret/key.
+        std::os::unix::fs::symlink(&root, data.join("up")).unwrap();
+        assert_eq!(check(&lexical, base, Path::new(&format!("{}/up/../secret/key", data.display()))), Ok(()));
+        let dotdot = check(&resolved, base, Path::new(&format!("{}/up/../secret/key", data.display())));
+        assert!(dotdot.is_err(), "a link then `..` leaves the prefix");
+        // Through a link that stays inside, `..` stays inside too.
+        assert_eq!(check(&resolved, base, Path::new(&format!("{}/inside/../ok.txt", data.display()))), Ok(()));
+        // A `..` below a part that does not exist cannot be checked.
+        assert!(check(&resolved, base, Path::new(&format!("{}/nope/../ok.txt", data.display()))).is_err());
+        // Too long to walk: refused, at once.
+        let long = format!("{}/{}", data.display(), "a/".repeat(3000));
+        assert!(check(&resolved, base, Path::new(&long)).is_err());
     }
 }
