@@ -85,9 +85,12 @@ impl Entry {
     }
 }
 
-/// The bare name an identity was stored under before identities.
+/// The bare name an identity was stored under before identities. A name
+/// that is itself an identity (a JWT subject `key:admin`) had none: its
+/// "bare name" would be the API key `admin`'s identity.
 fn legacy(identity: &str) -> Option<&str> {
-    identity.strip_prefix("key:").or_else(|| identity.strip_prefix("jwt:"))
+    let bare = identity.strip_prefix("key:").or_else(|| identity.strip_prefix("jwt:"))?;
+    (!bare.contains(':') && !matches!(bare, "anonymous" | "stdio")).then_some(bare)
 }
 
 /// One grant's tokens and what refreshing them needs (the client it was
@@ -282,6 +285,11 @@ mod tests {
         assert_eq!(keys, ["key:alice"], "moved on write");
         assert!(e.get(Some("jwt:alice")).is_none(), "now the API key's alone");
         assert_eq!(e.take(Some("key:alice")).unwrap().access_token, "refreshed");
+        // A JWT subject that looks like an identity finds no one else's token.
+        e.principals.insert("key:admin".into(), token("admin's"));
+        assert!(e.get(Some("jwt:key:admin")).is_none());
+        e.put(Some("jwt:key:admin"), token("theirs"));
+        assert_eq!(e.get(Some("key:admin")).unwrap().access_token, "admin's", "not deleted by the other's write");
     }
 
     #[test]

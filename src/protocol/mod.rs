@@ -42,7 +42,13 @@ pub const ECHO_MAX_CHARS: usize = 128;
 /// that sends a 60 000-character method name gets a short error, and a log
 /// line quoting it stays one line's worth.
 pub fn echo(text: &str) -> std::borrow::Cow<'_, str> {
-    match text.char_indices().nth(ECHO_MAX_CHARS) {
+    cut(text, ECHO_MAX_CHARS)
+}
+
+/// `text` whole when it has at most `max` characters, else its first ones
+/// and `…`.
+pub fn cut(text: &str, max: usize) -> std::borrow::Cow<'_, str> {
+    match text.char_indices().nth(max) {
         None => std::borrow::Cow::Borrowed(text),
         Some((at, _)) => std::borrow::Cow::Owned(format!("{}…", &text[..at])),
     }

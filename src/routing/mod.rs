@@ -146,6 +146,9 @@ pub const LIST_SECRET_NAMES: &str = "gateway__list_secret_names";
 /// Most principals whose call history is kept for principal-scoped rules.
 const MAX_PRINCIPAL_HISTORIES: usize = 10_000;
 
+/// Most characters of a requested name or URI an audit record keeps.
+const AUDIT_NAME_MAX_CHARS: usize = 1024;
+
 /// How long a `confirm` rule waits for the user.
 const CONFIRM_WAIT: Duration = Duration::from_secs(120);
 
@@ -1011,10 +1014,11 @@ impl Gateway {
         log.record(Record {
             time: audit::time_of(started),
             session: caller.session.map(session_digest),
-            principal: caller.peer.map(|p| p.principal.id.to_string()),
+            principal: caller.peer.map(|p| p.principal.identity.to_string()),
             transport: caller.transport,
             method: msg.method().to_owned(),
-            name: out.name,
+            // What the client asked for, bounded: a URI can be megabytes.
+            name: out.name.map(|n| protocol::cut(&n, AUDIT_NAME_MAX_CHARS).into_owned()),
             upstream: out.upstream,
             tool: out.tool,
             arguments_sha256: out.arguments_sha256,
@@ -1882,7 +1886,8 @@ impl Gateway {
         };
         self.telemetry.metrics.policy_denials.get_or_create(&labels).inc();
         let principal = caller.peer.map_or("anonymous", |p| &*p.principal.identity);
-        tracing::info!(principal, reason, name = out.name.as_deref().unwrap_or(""), "Refused by policy.");
+        let name = protocol::echo(out.name.as_deref().unwrap_or(""));
+        tracing::info!(principal, reason, name = %name, "Refused by policy.");
         out.upstream = Some(labels.upstream);
         out.tool = tool.cloned();
         out.class = Some(crate::error::ErrorClass::Policy);

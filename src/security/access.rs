@@ -411,6 +411,22 @@ mod tests {
     }
 
     #[test]
+    fn entries_name_identities_or_bare_names_and_nothing_in_between() {
+        use crate::security::auth::Via;
+        let p = |id: &str, via| Principal::new(id, via, Box::new([]), Box::new([]));
+        let key_bob = p("bob", Via::ApiKey);
+        let jwt_bob = p("bob", Via::Jwt);
+        assert!(key_bob.is_named("bob") && jwt_bob.is_named("bob"), "a bare name is either");
+        assert!(key_bob.is_named("key:bob") && !jwt_bob.is_named("key:bob"));
+        assert!(jwt_bob.is_named("jwt:bob") && !key_bob.is_named("jwt:bob"));
+        // A JWT whose subject is written like an identity is not that one.
+        let sly = p("key:admin", Via::Jwt);
+        assert!(!sly.is_named("key:admin") && sly.is_named("jwt:key:admin"));
+        let fake_stdio = p("stdio", Via::Jwt);
+        assert!(!fake_stdio.is_named("stdio") && Principal::stdio().is_named("stdio"));
+    }
+
+    #[test]
     fn a_principal_no_entry_names_gets_nothing() {
         let a = Access::new(&[AccessSection {
             principals: vec!["alice".into()],

@@ -72,6 +72,10 @@ pub enum AuthError {
     /// An API key nobody has.
     #[error("unknown API key")]
     UnknownKey,
+    /// Both `Authorization` and `X-API-Key`: which one a proxy in front
+    /// checked cannot be told, so neither counts (design.md D12).
+    #[error("two credentials (Authorization and X-API-Key): send one")]
+    TwoCredentials,
     /// Malformed, badly signed, wrong algorithm, unknown key id, …
     #[error("invalid token: {0}")]
     Invalid(String),
@@ -171,11 +175,14 @@ impl Principal {
         Principal { id: id.into(), identity, groups, scopes, via }
     }
 
-    /// Whether an `[[access]] principals` entry names it: `"*"`, its id
-    /// (however it authenticated), or its whole identity (`key:bob` names
-    /// the API key only, `jwt:bob` the JWT subject only).
+    /// Whether an `[[access]] principals` entry names it: `"*"`; an
+    /// identity (`key:bob` the API key only, `jwt:bob` the JWT subject only,
+    /// `anonymous`, `stdio`), compared with its identity alone, so a JWT
+    /// whose subject is `key:admin` is not the API key `admin`; or a bare
+    /// name (`bob`), compared with its id (an API key or a JWT subject).
     pub fn is_named(&self, entry: &str) -> bool {
-        entry == "*" || entry == &*self.id || entry == &*self.identity
+        let identity = entry.starts_with("key:") || entry.starts_with("jwt:") || matches!(entry, "anonymous" | "stdio");
+        entry == "*" || if identity { entry == &*self.identity } else { entry == &*self.id }
     }
 
     /// Whether it is in `group`.
@@ -212,6 +219,7 @@ impl AuthError {
         match self {
             AuthError::Missing => "missing",
             AuthError::UnknownKey => "unknown_key",
+            AuthError::TwoCredentials => "two_credentials",
             AuthError::Invalid(_) => "invalid",
             AuthError::Expired => "expired",
             AuthError::NotYetValid => "not_yet_valid",
@@ -309,6 +317,9 @@ impl Authenticator {
     ) -> Result<Arc<Principal>, AuthError> {
         if self.mode == AuthMode::None {
             return Ok(self.anonymous.clone());
+        }
+        if authorization.is_some() && api_key.is_some() {
+            return Err(AuthError::TwoCredentials);
         }
         let token = match (authorization.and_then(bearer), api_key) {
             (Some(t), _) => t,

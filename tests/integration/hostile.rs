@@ -1270,11 +1270,16 @@ async fn hostile_headers_sessions_and_tokens() {
             vec![header("x-api-key", b"\xff\xfe\xfd"), on(&sid)],
             unauthorized("unknown API key"),
         ),
-        // The bearer token wins over X-API-Key, even a wrong one.
+        // Two credentials: which one a proxy checked cannot be told.
         (
             "a wrong bearer and a right X-API-Key".into(),
             vec![auth("Bearer wrong-key"), header("x-api-key", ALICE), on(&sid)],
-            unauthorized("unknown API key"),
+            unauthorized("two credentials"),
+        ),
+        (
+            "a right bearer and a wrong X-API-Key".into(),
+            vec![alice.clone(), header("x-api-key", "wrong"), on(&sid)],
+            unauthorized("two credentials"),
         ),
         // --- JWTs ---
         ("expired JWT".into(), vec![auth(&format!("Bearer {expired}")), on(&sid)], unauthorized("token expired")),

@@ -102,7 +102,7 @@ async fn api_keys_authenticate_and_a_session_stays_with_its_principal() {
     assert!(!logs.contains("not-a-key-at-all") && !logs.contains(ALICE), "no credential in the logs");
     assert!(gw.stop().await.success());
     let principals: Vec<Value> = audit_lines(&audit).iter().map(|l| l["principal"].clone()).collect();
-    assert_eq!(principals, [json!("alice"), json!("bob"), json!("alice")], "each call under its principal");
+    assert_eq!(principals, [json!("key:alice"), json!("key:bob"), json!("key:alice")], "each call under its principal");
 }
 
 #[tokio::test]
@@ -238,7 +238,7 @@ async fn access_hides_and_refuses_what_a_principal_may_not_use() {
     let lines = audit_lines(&audit);
     let denied: Vec<&Value> = lines.iter().filter(|l| l["class"] == "policy").collect();
     assert!(denied.iter().any(|l| l["name"] == "paged__state" && l["policy"] == json!(["access:denied"])), "{lines:?}");
-    assert!(denied.iter().any(|l| l["method"] == "resources/read" && l["principal"] == "alice"), "{lines:?}");
+    assert!(denied.iter().any(|l| l["method"] == "resources/read" && l["principal"] == "key:alice"), "{lines:?}");
 }
 
 #[tokio::test]
