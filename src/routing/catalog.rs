@@ -168,10 +168,11 @@ impl Catalog {
     }
 
     /// Merges `sources` (in the order given) with names under `max_len`.
-    /// `namespaces` are the ids of every prefixed upstream configured, up
-    /// or not: an unprefixed upstream never owns a name or URI in one of
-    /// them (nor in the gateway's own `gateway__`), so a call meant for a
-    /// restarting upstream cannot reach a squatter.
+    /// `namespaces` are the ids of every upstream configured, up or not: an
+    /// unprefixed upstream never owns a name or URI in another's (nor in
+    /// the gateway's own `gateway__`), so a call meant for a restarting
+    /// upstream cannot reach a squatter, and a bare name never matches
+    /// globs written for another upstream's canonical names.
     pub fn build(sources: &[Source<'_>], max_len: usize, namespaces: &[&str]) -> Self {
         let mut collisions = Vec::new();
         // Prefixed upstreams first: their names cannot collide with each
@@ -183,7 +184,7 @@ impl Catalog {
                 return None;
             }
             let (ns, _) = name.split_once(SEPARATOR)?;
-            (ns == "gateway" || namespaces.contains(&ns)).then(|| ns.to_owned())
+            (ns == "gateway" || (ns != src.id && namespaces.contains(&ns))).then(|| ns.to_owned())
         };
 
         let mut candidates: Vec<Candidate<'_>> = Vec::new();
@@ -242,6 +243,7 @@ impl Catalog {
                     }
                     if !src.prefix
                         && let Some((ns, _)) = split_uri(&original)
+                        && ns != src.id
                         && namespaces.contains(&ns)
                     {
                         let ns = ns.to_owned();
@@ -766,18 +768,19 @@ mod tests {
         let all = ToolMatcher::all();
         // `chaos` is configured and prefixed but down: its namespace stays its own.
         let squatter = Lists {
-            tools: defs(&["chaos__counts", "gateway__list_secret_names", "mine", "other__x"]),
+            tools: defs(&["chaos__counts", "gateway__list_secret_names", "mine", "other__x", "sq2__y", "sq__own"]),
             prompts: raw(&[r#"{"name":"chaos__p"}"#]),
             resources: raw(&[r#"{"uri":"file+chaos:///etc/x","name":"r"}"#, r#"{"uri":"file:///ok","name":"ok"}"#]),
             ..Lists::default()
         };
-        let c = Catalog::build(&[src(1, "sq", false, &all, &squatter)], 128, &["chaos", "sq2"]);
+        // `sq2` is another unprefixed upstream: its namespace is its own too.
+        let c = Catalog::build(&[src(1, "sq", false, &all, &squatter)], 128, &["chaos", "sq", "sq2"]);
         let tools: Vec<&str> = c.tools().iter().map(|t| t.name.as_str()).collect();
-        assert_eq!(tools, ["mine", "other__x"], "`other` is no configured upstream");
+        assert_eq!(tools, ["mine", "other__x", "sq__own"], "`other` is no configured upstream; `sq__` is its own");
         assert!(c.prompt("chaos__p").is_none());
         assert!(c.resource("file+chaos:///etc/x").is_none() && c.resource("file:///ok").is_some());
         assert!(c.collisions.iter().all(|x| x.refused == "sq"));
-        assert_eq!(c.collisions.len(), 4, "{:?}", c.collisions);
+        assert_eq!(c.collisions.len(), 5, "{:?}", c.collisions);
         // The unprefixed tool's identity: its key, and its bare name.
         assert_eq!(c.get("mine").unwrap().ident(), Ident { key: "sq__mine", bare: Some("mine") });
     }

@@ -304,7 +304,7 @@ impl Gateway {
                     _ => None,
                 })
                 .collect();
-            let namespaces: Vec<&str> = self.upstreams.iter().filter(|u| u.spec().prefix).map(|u| u.id()).collect();
+            let namespaces: Vec<&str> = self.upstreams.iter().map(|u| u.id()).collect();
             let mut next = Catalog::build(&sources, self.config.gateway.max_tool_name_length, &namespaces);
             self.apply_pins(&mut next);
             let changed = next.changed_lists(&self.catalog.load());
@@ -1233,7 +1233,10 @@ impl Gateway {
                         Some(t) => t,
                         None => self.resource_owner(&uri)?,
                     };
-                    let ident = crate::security::Ident::plain(&uri);
+                    // Checked as what it is, like resources/read: its exposed
+                    // URI, however the client spelled it.
+                    let exposed = self.exposed_uri(i, &original);
+                    let ident = crate::security::Ident::plain(&exposed);
                     self.permit(caller, Kind::Resource, &uri, ident, i, out, || self.unknown_resource(&uri))?;
                     ("uri", (i, original))
                 }
