@@ -303,7 +303,7 @@ pub struct RateSection {
 }
 
 /// A result size cap.
-#[derive(Debug, Clone, Copy, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ResultCap {
     /// Largest result in bytes (its JSON text).

@@ -233,8 +233,15 @@ impl<'a> Members<'a> {
         }
     }
 
-    /// Writes the object out: untouched members byte for byte.
+    /// Writes the object out: untouched members byte for byte. Not for a
+    /// result scanned only in part (its other members were not checked):
+    /// write that with [`Members::to_raw`].
     pub fn to_checked(&self) -> CheckedBox {
+        debug_assert!(self.readable.is_none(), "a partly scanned object is not checked");
+        CheckedBox(self.write())
+    }
+
+    fn write(&self) -> Box<RawValue> {
         let raw = |v: &Val<'_>| -> usize {
             match v {
                 Val::Borrowed(r) => r.get().len(),
@@ -256,12 +263,12 @@ impl<'a> Members<'a> {
             });
         }
         out.push('}');
-        CheckedBox(RawValue::from_string(out).expect("members were valid JSON"))
+        RawValue::from_string(out).expect("members were valid JSON")
     }
 
-    /// [`Members::to_checked`], raw.
+    /// The object written out, raw (also for a partly scanned one).
     pub fn to_raw(&self) -> Box<RawValue> {
-        self.to_checked().0
+        self.write()
     }
 }
 

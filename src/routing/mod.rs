@@ -1072,7 +1072,7 @@ impl Gateway {
                 out.name = Some(uri);
                 obj.set_str("uri", &original);
                 let reply = self.forward_raw("resources/read", upstream, obj, caller, span, out, None).await?;
-                Ok(self.reply_with(id, upstream, &reply, |i, r| self.expose_contents(i, r)))
+                Ok(self.reply_with(id, upstream, &reply, |i, r| self.expose_contents(i, r).map(CheckedBox::into_raw)))
             }
             "resources/subscribe" => self.subscribe(id, params, caller).await,
             "resources/unsubscribe" => self.unsubscribe(id, params, caller).await,
@@ -1463,11 +1463,11 @@ impl Gateway {
         id: &RawValue,
         i: usize,
         reply: &Message,
-        expose: impl Fn(usize, &Message) -> Option<CheckedBox>,
+        expose: impl Fn(usize, &Message) -> Option<Box<RawValue>>,
     ) -> String {
         match (reply.result_raw(), reply.error()) {
             (Some(r), _) => match expose(i, reply) {
-                Some(r) => encode::result(id, r.raw()),
+                Some(r) => encode::result(id, &r),
                 None => encode::result(id, r),
             },
             (None, Some(e)) => crate::error::relay_error(id, e, self.upstreams[i].id()),
@@ -1652,29 +1652,47 @@ impl Gateway {
             && let (Some(peer), Some(result)) = (caller.peer, reply.result_object())
             && let Some((created, original)) = tasks::expose_created(result, upstream.id())
         {
-            self.tasks.insert(peer.id, i, upstream.id(), &original);
-            return Ok(encode::result(id, created.raw()));
+            // Its result comes with `tasks/result`, under the same cap.
+            self.tasks.insert(peer.id, i, upstream.id(), &original, cap);
+            return Ok(encode::result(id, &created));
         }
-        if let (Some(cap), Some(result)) = (cap, reply.result_raw()) {
-            use crate::security::limits::{Capped, cap_result};
-            let labels = |outcome| OutcomeLabels { upstream: upstream.label(), outcome };
-            let name = out.name.clone().unwrap_or_default();
-            match cap_result(result, cap, &name) {
-                Capped::Fits => {}
-                Capped::Truncated(cut) => {
-                    self.telemetry.metrics.results_capped.get_or_create(&labels("truncated")).inc();
-                    tracing::info!(tool = %name, bytes = result.get().len(), "Truncated a result over its cap.");
-                    out.policy.push("result_size:truncated".to_owned());
-                    return Ok(encode::result(id, &cut));
-                }
-                Capped::Refused(message) => {
-                    self.telemetry.metrics.results_capped.get_or_create(&labels("refused")).inc();
-                    let err = CallError::new(crate::error::ErrorClass::Policy, None, message);
-                    return Err(self.deny(caller, i, Some(&original), "result_size", out, err));
-                }
-            }
+        if let Some(capped) = self.capped(id, cap, &reply, i, Some(&original), caller, out) {
+            return capped;
         }
         Ok(self.reply_with(id, i, &reply, |_, _| None))
+    }
+
+    /// A tool's result over its `[limits.results]` cap: truncated (counted,
+    /// logged, audited) or refused. `None`: it fits, or there is no cap.
+    #[allow(clippy::too_many_arguments)]
+    fn capped(
+        &self,
+        id: &RawValue,
+        cap: Option<crate::config::ResultCap>,
+        reply: &Message,
+        i: usize,
+        tool: Option<&Arc<str>>,
+        caller: &Caller<'_>,
+        out: &mut Outcomes,
+    ) -> Option<Result<String, CallError>> {
+        use crate::security::limits::{Capped, cap_result};
+        let (cap, result) = (cap?, reply.result_raw()?);
+        let labels = |outcome| OutcomeLabels { upstream: self.upstreams[i].label(), outcome };
+        let name = out.name.clone().unwrap_or_default();
+        match cap_result(result, cap, &name, &self.config.json_limits()) {
+            Capped::Fits => None,
+            Capped::Truncated(cut) => {
+                self.telemetry.metrics.results_capped.get_or_create(&labels("truncated")).inc();
+                tracing::info!(tool = %protocol::echo(&name), bytes = result.get().len(), "Truncated a result over its cap.");
+                out.policy.push("result_size:truncated".to_owned());
+                Some(Ok(encode::result(id, &cut)))
+            }
+            Capped::Refused(message) => {
+                self.telemetry.metrics.results_capped.get_or_create(&labels("refused")).inc();
+                let err = CallError::new(crate::error::ErrorClass::Policy, None, message);
+                Some(Err(self.deny(caller, i, tool, "result_size", out, err)))
+            }
+        }
     }
 
     /// `tasks/get`, `tasks/result` and `tasks/cancel`: only on a task of
@@ -1692,7 +1710,7 @@ impl Gateway {
         let peer = caller.peer.ok_or_else(|| CallError::protocol(protocol::INVALID_REQUEST, "Tasks need a session"))?;
         let (mut obj, task_id) = named_params(params, "taskId")?;
         // Another session's task is as unknown as one that never was.
-        let (i, original) = self.tasks.get(peer.id, &task_id).ok_or_else(|| {
+        let (i, original, cap) = self.tasks.get(peer.id, &task_id).ok_or_else(|| {
             CallError::protocol(protocol::INVALID_PARAMS, format!("Unknown task: {}", protocol::echo(&task_id)))
         })?;
         obj.set_str("taskId", &original);
@@ -1700,13 +1718,18 @@ impl Gateway {
         // waits for anything from this upstream.
         let timeout = (method == "tasks/result").then(|| self.upstreams[i].spec().max_request_timeout);
         let reply = self.forward_raw(method, i, obj, caller, span, out, timeout).await?;
+        if method == "tasks/result"
+            && let Some(capped) = self.capped(id, cap, &reply, i, None, caller, out)
+        {
+            return capped;
+        }
         let up = self.upstreams[i].id();
         Ok(self.reply_with(id, i, &reply, |_, r| match method {
             "tasks/result" => {
                 r.result_raw()?.get().contains(tasks::RELATED_TASK).then(|| r.result_object())??;
                 tasks::expose_related_of(r.result_object()?, up)
             }
-            _ => tasks::expose_task(r.result()?, up),
+            _ => tasks::expose_task(r.result()?, up).map(CheckedBox::into_raw),
         }))
     }
 

@@ -17,7 +17,8 @@
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex};
 
-use crate::protocol::{Checked, CheckedBox, Members};
+use crate::config::ResultCap;
+use crate::protocol::{Checked, CheckedBox, Members, RawValue};
 
 /// Most tasks one session keeps; past it, its oldest is forgotten.
 pub const MAX_TASKS: usize = 1024;
@@ -33,6 +34,9 @@ pub(crate) const CURSOR_TAG: u8 = b'k';
 struct Entry {
     upstream: usize,
     original: Arc<str>,
+    /// The result cap of the tool that made it (`tasks/result` is capped
+    /// like the call would have been).
+    cap: Option<ResultCap>,
     /// Creation order, for forgetting the oldest.
     seq: u64,
 }
@@ -58,7 +62,14 @@ pub(crate) type Owned = (Arc<str>, usize, Arc<str>);
 
 impl Tasks {
     /// Records that session `peer` created a task; returns its exposed id.
-    pub(crate) fn insert(&self, peer: u64, upstream: usize, upstream_id: &str, original: &str) -> Arc<str> {
+    pub(crate) fn insert(
+        &self,
+        peer: u64,
+        upstream: usize,
+        upstream_id: &str,
+        original: &str,
+        cap: Option<ResultCap>,
+    ) -> Arc<str> {
         let exposed: Arc<str> = Arc::from(expose(upstream_id, original));
         let mut inner = self.lock();
         // A reused upstream id (after its old task expired) changes hands.
@@ -79,14 +90,14 @@ impl Tasks {
         }
         inner.next += 1;
         let seq = inner.next;
-        inner.owned.insert((peer, exposed.clone()), Entry { upstream, original: Arc::from(original), seq });
+        inner.owned.insert((peer, exposed.clone()), Entry { upstream, original: Arc::from(original), cap, seq });
         exposed
     }
 
     /// The upstream and upstream id of `exposed`, if `peer` owns it.
-    pub(crate) fn get(&self, peer: u64, exposed: &str) -> Option<(usize, Arc<str>)> {
+    pub(crate) fn get(&self, peer: u64, exposed: &str) -> Option<(usize, Arc<str>, Option<ResultCap>)> {
         let inner = self.lock();
-        inner.owned.get(&(peer, Arc::from(exposed))).map(|e| (e.upstream, e.original.clone()))
+        inner.owned.get(&(peer, Arc::from(exposed))).map(|e| (e.upstream, e.original.clone(), e.cap))
     }
 
     /// The session that owns `exposed`.
@@ -159,7 +170,7 @@ pub(crate) fn expose_task(task: Checked<'_>, upstream_id: &str) -> Option<Checke
 /// A `CreateTaskResult` with its task's id exposed, and the upstream's id
 /// of the task; `None` when `result` is not one (an upstream that ran the
 /// call without a task answers its plain result).
-pub(crate) fn expose_created(mut result: Members<'_>, upstream_id: &str) -> Option<(CheckedBox, String)> {
+pub(crate) fn expose_created(mut result: Members<'_>, upstream_id: &str) -> Option<(Box<RawValue>, String)> {
     let (task, original) = {
         let task = result.get("task")?;
         let original = task.get("taskId")?.str()?.into_owned();
@@ -167,7 +178,8 @@ pub(crate) fn expose_created(mut result: Members<'_>, upstream_id: &str) -> Opti
     };
     result.set("task", task);
     expose_related_in(&mut result, upstream_id);
-    Some((result.to_checked(), original))
+    // Raw: a result is scanned only where the gateway reads it.
+    Some((result.to_raw(), original))
 }
 
 /// Exposes the task id of `_meta["io.modelcontextprotocol/related-task"]`
@@ -177,12 +189,13 @@ pub(crate) fn expose_related(params: Checked<'_>, upstream_id: &str) -> Option<C
     if !params.text().contains(RELATED_TASK) {
         return None;
     }
-    expose_related_of(params.object()?, upstream_id)
+    let mut obj = params.object()?;
+    expose_related_in(&mut obj, upstream_id).then(|| obj.to_checked())
 }
 
-/// [`expose_related`] of a result or params object already read.
-pub(crate) fn expose_related_of(mut obj: Members<'_>, upstream_id: &str) -> Option<CheckedBox> {
-    expose_related_in(&mut obj, upstream_id).then(|| obj.to_checked())
+/// [`expose_related`] of a result read in part: written back raw.
+pub(crate) fn expose_related_of(mut obj: Members<'_>, upstream_id: &str) -> Option<Box<RawValue>> {
+    expose_related_in(&mut obj, upstream_id).then(|| obj.to_raw())
 }
 
 fn expose_related_in(obj: &mut Members<'_>, upstream_id: &str) -> bool {
@@ -214,11 +227,11 @@ mod tests {
     #[test]
     fn tasks_belong_to_the_session_that_made_them() {
         let t = Tasks::default();
-        let a = t.insert(1, 0, "ev", "abc");
+        let a = t.insert(1, 0, "ev", "abc", None);
         assert_eq!(&*a, "ev__abc");
-        let b = t.insert(2, 1, "other", "abc");
+        let b = t.insert(2, 1, "other", "abc", None);
         assert_eq!(&*b, "other__abc", "the same upstream id on two upstreams stays two tasks");
-        assert_eq!(t.get(1, "ev__abc"), Some((0, Arc::from("abc"))));
+        assert_eq!(t.get(1, "ev__abc").map(|(i, o, _)| (i, o)), Some((0, Arc::from("abc"))));
         assert_eq!(t.get(2, "ev__abc"), None, "another session's task is unknown to it");
         assert_eq!(t.get(1, "other__abc"), None);
         assert_eq!(t.owner("other__abc"), Some(2));
@@ -232,10 +245,10 @@ mod tests {
     fn pages_walk_one_sessions_tasks_in_id_order() {
         let t = Tasks::default();
         for id in ["c", "a", "b", "d"] {
-            t.insert(7, 0, "u", id);
+            t.insert(7, 0, "u", id, None);
         }
-        t.insert(6, 0, "u", "x");
-        t.insert(8, 0, "u", "y");
+        t.insert(6, 0, "u", "x", None);
+        t.insert(8, 0, "u", "y", None);
         let (first, more) = t.page(7, None, 3);
         let ids: Vec<&str> = first.iter().map(|(id, _, _)| &**id).collect();
         assert_eq!(ids, ["u__a", "u__b", "u__c"]);
@@ -251,7 +264,7 @@ mod tests {
     fn a_session_keeps_at_most_max_tasks() {
         let t = Tasks::default();
         for n in 0..=MAX_TASKS {
-            t.insert(1, 0, "u", &format!("{n:05}"));
+            t.insert(1, 0, "u", &format!("{n:05}"), None);
         }
         assert_eq!(t.page(1, None, 0).0.len(), MAX_TASKS);
         assert_eq!(t.get(1, "u__00000"), None, "the oldest went");
@@ -263,7 +276,7 @@ mod tests {
         let created = msg(r#"{"task":{"taskId":"t1","status":"working","ttl":60000},"_meta":{"x":1}}"#);
         let (out, original) = expose_created(created.result_object().unwrap(), "ev").unwrap();
         assert_eq!(original, "t1");
-        assert_eq!(out.text(), r#"{"task":{"taskId":"ev__t1","status":"working","ttl":60000},"_meta":{"x":1}}"#);
+        assert_eq!(out.get(), r#"{"task":{"taskId":"ev__t1","status":"working","ttl":60000},"_meta":{"x":1}}"#);
         let plain = msg(r#"{"content":[]}"#);
         assert!(expose_created(plain.result_object().unwrap(), "ev").is_none(), "a plain result is not a task");
 

@@ -15,6 +15,7 @@ use serde_json::Value;
 use tokio::time::Instant;
 
 use super::Ident;
+use crate::protocol::{CheckedBox, Limits as JsonLimits};
 use crate::config::{LimitsSection, OversizeAction, RateSection, ResultCap};
 
 /// Most buckets kept (principal × rule).
@@ -158,8 +159,11 @@ pub enum Capped {
     Refused(String),
 }
 
-/// Applies `cap` to a `tools/call` result (raw JSON).
-pub fn cap_result(result: &serde_json::value::RawValue, cap: ResultCap, tool: &str) -> Capped {
+/// Applies `cap` to a `tools/call` result (raw JSON). A result over its
+/// cap is cut from what every parser reads the same way: it is scanned in
+/// full first (design.md D12; a result is otherwise read only at the
+/// members the gateway routes on), and refused when it is ambiguous.
+pub fn cap_result(result: &serde_json::value::RawValue, cap: ResultCap, tool: &str, json: &JsonLimits) -> Capped {
     let size = result.get().len();
     if size <= cap.max_bytes {
         return Capped::Fits;
@@ -169,7 +173,9 @@ pub fn cap_result(result: &serde_json::value::RawValue, cap: ResultCap, tool: &s
     if cap.action == OversizeAction::Refuse {
         return refused();
     }
-    let Ok(Value::Object(mut obj)) = serde_json::from_str::<Value>(result.get()) else { return refused() };
+    let Some(Value::Object(mut obj)) = CheckedBox::parse(result.get(), json).and_then(|c| c.checked().value()) else {
+        return refused();
+    };
     let notice = format!(
         "[The gateway truncated this result: it was {size} bytes, over the {}-byte limit for {tool}.]",
         cap.max_bytes
@@ -266,7 +272,7 @@ mod tests {
             "structuredContent":{"x":1}});
         let raw = serde_json::value::to_raw_value(&result).unwrap();
         let cap = ResultCap { max_bytes: 2048, action: OversizeAction::Truncate };
-        let Capped::Truncated(out) = cap_result(&raw, cap, "u__t") else { panic!("truncated") };
+        let Capped::Truncated(out) = cap_result(&raw, cap, "u__t", &JsonLimits::default()) else { panic!("truncated") };
         assert!(out.get().len() <= 2048);
         let v: Value = serde_json::from_str(out.get()).unwrap();
         let content = v["content"].as_array().unwrap();
@@ -275,9 +281,9 @@ mod tests {
         assert!(v.get("structuredContent").is_none());
         let refuse = ResultCap { max_bytes: 2048, action: OversizeAction::Refuse };
         assert!(
-            matches!(cap_result(&raw, refuse, "u__t"), Capped::Refused(m) if m.contains("over its 2048-byte limit"))
+            matches!(cap_result(&raw, refuse, "u__t", &JsonLimits::default()), Capped::Refused(m) if m.contains("over its 2048-byte limit"))
         );
         let small = serde_json::value::to_raw_value(&serde_json::json!({"content":[]})).unwrap();
-        assert!(matches!(cap_result(&small, cap, "u__t"), Capped::Fits));
+        assert!(matches!(cap_result(&small, cap, "u__t", &JsonLimits::default()), Capped::Fits));
     }
 }

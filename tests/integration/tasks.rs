@@ -149,3 +149,21 @@ async fn tasks_over_a_stdio_upstream() {
     let result = a.request("tasks/result", json!({"taskId": id})).await;
     assert!(text(&result).contains("Research Report: pipes"), "{result}");
 }
+
+#[tokio::test]
+async fn a_tasks_result_is_capped_like_the_call_would_have_been() {
+    let everything = Fixture::everything_http().await;
+    let toml = format!(
+        "[limits.results]\n\"everything__simulate-research-query\" = {{ max_bytes = 400, action = \"refuse\" }}\n\
+         [upstreams.everything]\nurl = \"{}\"\n",
+        everything.url()
+    );
+    let gw = Gateway::start(&toml).await;
+    gw.wait_ready("everything").await;
+    let mut a = gw.client().await;
+    let id = start_task(&mut a, json!({"topic":"gateways"})).await;
+    // The report is longer than the cap: a task does not get around it.
+    let r = a.request("tasks/result", json!({"taskId": id})).await;
+    assert_eq!(r["error"]["data"]["class"], "policy", "{r}");
+    assert!(r["error"]["message"].as_str().unwrap().contains("over its 400-byte limit"), "{r}");
+}
