@@ -188,8 +188,9 @@ pub(crate) fn scan_with(text: &str, limits: &Limits, plan: Plan<'_>) -> Result<F
         text: text.as_bytes(),
         pos: 0,
         limits,
-        frames: Vec::new(),
-        names: Vec::new(),
+        // Sized for a usual message, so they seldom grow.
+        frames: Vec::with_capacity(16),
+        names: Vec::with_capacity(32),
         scratch: Scratch::default(),
     }
     .run(plan)

@@ -15,8 +15,8 @@ use serde_json::Value;
 use tokio::time::Instant;
 
 use super::Ident;
-use crate::protocol::{CheckedBox, Limits as JsonLimits};
 use crate::config::{LimitsSection, OversizeAction, RateSection, ResultCap};
+use crate::protocol::{CheckedBox, Limits as JsonLimits};
 
 /// Most buckets kept (principal × rule).
 pub const MAX_BUCKETS: usize = 100_000;
