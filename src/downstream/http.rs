@@ -238,7 +238,7 @@ async fn post_mcp(State(app): State<Arc<App>>, request: Request) -> Response {
     match msg.kind() {
         Ok(MessageKind::Request) if msg.method() == "initialize" => {
             let id = msg.id.as_deref().expect("requests have ids");
-            let (reply, version) = app.gateway.initialize(id, msg.params());
+            let (reply, version) = app.gateway.initialize(id, msg.params(), &principal);
             let (tx, outbox) = tokio::sync::mpsc::channel(crate::routing::peer::QUEUE);
             let client = app.gateway.connect(tx, msg.params(), principal);
             let Ok(session) = app.sessions.create(version, client, outbox) else {
@@ -573,7 +573,7 @@ async fn post_messages(
     match (msg.kind(), client) {
         (Ok(MessageKind::Request), _) if msg.method() == "initialize" => {
             let id = msg.id.as_deref().expect("requests have ids");
-            let (reply, _version) = app.gateway.initialize(id, msg.params());
+            let (reply, _version) = app.gateway.initialize(id, msg.params(), &session.principal);
             let client = Arc::new(app.gateway.connect(session.out.clone(), msg.params(), session.principal.clone()));
             if let Some(old) = session.client.lock().unwrap_or_else(std::sync::PoisonError::into_inner).replace(client)
             {

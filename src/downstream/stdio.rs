@@ -83,7 +83,7 @@ where
         match msg.kind() {
             Ok(MessageKind::Request) if msg.method() == "initialize" => {
                 let id = msg.id.as_deref().expect("requests have ids");
-                let (reply, _version) = gateway.initialize(id, msg.params());
+                let (reply, _version) = gateway.initialize(id, msg.params(), &Principal::stdio());
                 let _ = tx.send(reply).await;
                 if client.is_none() {
                     client = Some(gateway.connect(tx.clone(), msg.params(), Arc::new(Principal::stdio())));

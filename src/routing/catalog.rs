@@ -419,12 +419,32 @@ impl Catalog {
     }
 
     fn fingerprint(&self, kind: ListKind) -> u64 {
+        self.visible_fingerprint(kind, &|_| true)
+    }
+
+    /// A hash of what a list shows to a caller who sees what `visible`
+    /// accepts (for resources, templates too): whether its `list_changed`
+    /// concerns that caller.
+    pub fn visible_fingerprint(&self, kind: ListKind, visible: &dyn Fn(Ident<'_>) -> bool) -> u64 {
         let mut h = std::collections::hash_map::DefaultHasher::new();
         match kind {
-            ListKind::Tools => self.tools.items.iter().filter(|t| !t.hidden).for_each(|t| t.def.text().hash(&mut h)),
-            _ => self.items(kind).iter().for_each(|i| i.def.text().hash(&mut h)),
+            ListKind::Tools => self
+                .tools
+                .items
+                .iter()
+                .filter(|t| !t.hidden && visible(t.ident()))
+                .for_each(|t| t.def.text().hash(&mut h)),
+            _ => self.items(kind).iter().filter(|i| visible(i.ident())).for_each(|i| i.def.text().hash(&mut h)),
         }
         h.finish()
+    }
+
+    /// Whether upstream `i` has anything `visible` accepts in this catalog.
+    pub fn shows_upstream(&self, i: usize, visible: &dyn Fn(ListKind, Ident<'_>) -> bool) -> bool {
+        self.tools.items.iter().any(|t| t.upstream == i && visible(ListKind::Tools, t.ident()))
+            || [ListKind::Prompts, ListKind::Resources, ListKind::Templates]
+                .into_iter()
+                .any(|k| self.items(k).iter().any(|it| it.upstream == i && visible(k, it.ident())))
     }
 }
 

@@ -106,6 +106,8 @@ pub struct Gateway {
     upstreams: Vec<Arc<Upstream>>,
     by_id: HashMap<String, usize>,
     catalog: ArcSwap<Catalog>,
+    /// Counts catalog builds (what a peer's cached visibility is for).
+    catalog_version: AtomicU64,
     /// The upstream-change generation the current catalog was built from.
     built: watch::Sender<u64>,
     changes: Arc<Changes>,
@@ -247,6 +249,7 @@ impl Gateway {
             upstreams,
             by_id,
             catalog: ArcSwap::from_pointee(Catalog::empty()),
+            catalog_version: AtomicU64::new(0),
             built: watch::Sender::new(0),
             changes: changed,
             startup_done: std::sync::atomic::AtomicBool::new(false),
@@ -307,19 +310,20 @@ impl Gateway {
             let namespaces: Vec<&str> = self.upstreams.iter().map(|u| u.id()).collect();
             let mut next = Catalog::build(&sources, self.config.gateway.max_tool_name_length, &namespaces);
             self.apply_pins(&mut next);
-            let changed = next.changed_lists(&self.catalog.load());
+            let before = self.catalog.load_full();
+            let changed = next.changed_lists(&before);
             let outcome = if changed.is_empty() { "unchanged" } else { "changed" };
             self.telemetry.metrics.catalog_refreshes.get_or_create(&Outcome { outcome }).inc();
             // Routing data (hints, hidden flags) may differ even when the
             // lists clients see do not.
-            self.catalog.store(Arc::new(next));
+            let next = Arc::new(next);
+            self.catalog.store(next.clone());
+            self.catalog_version.fetch_add(1, Ordering::Release);
             self.retag();
             if !changed.is_empty() {
                 let kinds: Vec<&str> = changed.iter().map(|k| k.key()).collect();
                 tracing::info!(lists = %kinds.join(","), "Catalog changed.");
-                for kind in changed {
-                    self.broadcast(kind.changed_notification());
-                }
+                self.announce(&before, &next, &changed);
             }
             self.built.send_replace(generation);
             for (i, (state, _)) in states.iter().enumerate() {
@@ -574,12 +578,50 @@ impl Gateway {
         }
     }
 
-    /// Sends a notification to every session.
-    fn broadcast(&self, method: &str) {
-        let body = encode::notification(method, None);
+    /// Sends each session `list_changed` for the lists that changed as it
+    /// sees them: a session from which `[[access]]` hides an upstream is
+    /// not told when that upstream's tools come, go or change (it would
+    /// learn the upstream exists and when it restarts).
+    fn announce(&self, before: &Catalog, after: &Catalog, changed: &[ListKind]) {
         for p in self.peers() {
-            p.send(&self.no_label, method, body.clone());
+            for &kind in changed {
+                let tells = p.grants.is_open() || {
+                    let what = kind_of(kind);
+                    let visible = |ident: crate::security::Ident<'_>| p.grants.allows(what, ident);
+                    let seen = |c: &Catalog| {
+                        let mut h = c.visible_fingerprint(kind, &visible);
+                        if kind == ListKind::Resources {
+                            h ^= c.visible_fingerprint(ListKind::Templates, &visible).rotate_left(1);
+                        }
+                        h
+                    };
+                    seen(before) != seen(after)
+                };
+                if tells {
+                    let method = kind.changed_notification();
+                    p.send(&self.no_label, method, encode::notification(method, None));
+                }
+            }
         }
+    }
+
+    /// Whether `peer` may hear what upstream `i` says about no call (its
+    /// log messages): it sees at least one of its tools, prompts or
+    /// resources. Cached per catalog.
+    fn hears(&self, peer: &Peer, i: usize) -> bool {
+        if peer.grants.is_open() {
+            return true;
+        }
+        let key = self.catalog_version.load(Ordering::Acquire);
+        let catalog = self.catalog.load();
+        let mut cache = peer.lock_hears();
+        if cache.as_ref().is_none_or(|(k, _)| *k != key) {
+            let sees: Vec<bool> = (0..self.upstreams.len())
+                .map(|u| catalog.shows_upstream(u, &|kind, ident| peer.grants.allows(kind_of(kind), ident)))
+                .collect();
+            *cache = Some((key, sees.into()));
+        }
+        cache.as_ref().is_some_and(|(_, sees)| sees.get(i).copied().unwrap_or(false))
     }
 
     fn peers(&self) -> Vec<Arc<Peer>> {
@@ -620,8 +662,11 @@ impl Gateway {
                         "notifications/message",
                         peer::with_logger(params, &note.upstream).as_ref().map(CheckedBox::raw),
                     );
-                    // Not about any call: only sessions that asked for logs get it.
-                    for p in self.peers().iter().filter(|p| p.level().is_some_and(|min| level >= min)) {
+                    // Not about any call: only sessions that asked for logs
+                    // and may see something of the upstream get it.
+                    for p in
+                        self.peers().iter().filter(|p| p.level().is_some_and(|min| level >= min) && self.hears(p, i))
+                    {
                         p.send(&note.upstream, "notifications/message", body.clone());
                     }
                 }
@@ -792,13 +837,18 @@ impl Gateway {
 
     /// Answers `initialize`: echo the client's revision when supported,
     /// otherwise offer the latest. Returns the reply and the revision.
-    pub fn initialize(&self, id: &RawValue, params: Option<Checked<'_>>) -> (String, String) {
+    pub fn initialize(&self, id: &RawValue, params: Option<Checked<'_>>, principal: &Principal) -> (String, String) {
         let asked = params.and_then(|p| p.get("protocolVersion")).and_then(Checked::str).map(|v| v.into_owned());
         let version = match asked {
             Some(v) if protocol::is_supported_version(&v) => v,
             _ => protocol::LATEST_VERSION.to_owned(),
         };
-        let ids: Vec<&str> = self.upstreams.iter().map(|u| u.id()).collect();
+        // Which servers are behind the gateway is for one whom nothing is
+        // hidden; the others learn them from the names they may see.
+        let ids: Vec<&str> = match self.access.grants(principal).is_open() {
+            true => self.upstreams.iter().map(|u| u.id()).collect(),
+            false => Vec::new(),
+        };
         let result = serde_json::json!({
             "protocolVersion": version,
             // What the gateway itself serves; list_changed is real: it
@@ -814,10 +864,10 @@ impl Gateway {
                 "tasks": { "list": {}, "cancel": {}, "requests": { "tools": { "call": {} } } },
             },
             "serverInfo": { "name": "mcp-gateway", "version": env!("CARGO_PKG_VERSION") },
-            "instructions": format!(
-                "Tools of several MCP servers ({}) are exposed as <server>__<tool>.",
-                ids.join(", ")
-            ),
+            "instructions": match ids.is_empty() {
+                true => "Tools of several MCP servers are exposed as <server>__<tool>.".to_owned(),
+                false => format!("Tools of several MCP servers ({}) are exposed as <server>__<tool>.", ids.join(", ")),
+            },
         });
         let result = serde_json::value::to_raw_value(&result).expect("json! always serializes");
         (encode::result(id, &result), version)
@@ -1054,8 +1104,8 @@ impl Gateway {
                 let (mut obj, name) = named_params(params, "name")?;
                 let (upstream, original) = {
                     let catalog = self.catalog.load();
-                    let p = catalog.prompt(&name).ok_or_else(|| self.unknown("prompt", &name))?;
-                    let unknown = || self.unknown("prompt", &name);
+                    let p = catalog.prompt(&name).ok_or_else(|| self.unknown("prompt", &name, caller))?;
+                    let unknown = || self.unknown("prompt", &name, caller);
                     self.permit(caller, Kind::Prompt, &name, p.ident(), p.upstream, out, unknown)?;
                     (p.upstream, p.original.clone())
                 };
@@ -1102,11 +1152,7 @@ impl Gateway {
         let cursor = cursor_param(params)?;
         self.wait_for_first_start().await;
         let grants = self.grants(caller);
-        let what = match kind {
-            ListKind::Tools => Kind::Tool,
-            ListKind::Prompts => Kind::Prompt,
-            ListKind::Resources | ListKind::Templates => Kind::Resource,
-        };
+        let what = kind_of(kind);
         let catalog = self.catalog.load();
         let size = self.config.gateway.page_size;
         let page = if grants.is_open() {
@@ -1134,7 +1180,8 @@ impl Gateway {
             && let Some(&i) = self.by_id.get(ns)
             && self.upstreams[i].spec().prefix
         {
-            self.ready(i)?;
+            // Not checked for readiness here: access first, so a hidden
+            // upstream's outage tells nothing (the call says it, if allowed).
             return Ok((i, original));
         }
         let catalog = self.catalog.load();
@@ -1220,9 +1267,9 @@ impl Gateway {
                 Some("ref/prompt") => {
                     let name = reference.str("name").ok_or_else(|| invalid("ref/prompt needs a string `name`"))?;
                     let catalog = self.catalog.load();
-                    let p = catalog.prompt(&name).ok_or_else(|| self.unknown("prompt", &name))?;
+                    let p = catalog.prompt(&name).ok_or_else(|| self.unknown("prompt", &name, caller))?;
                     self.permit(caller, Kind::Prompt, &name, p.ident(), p.upstream, out, || {
-                        self.unknown("prompt", &name)
+                        self.unknown("prompt", &name, caller)
                     })?;
                     ("name", (p.upstream, p.original.to_string()))
                 }
@@ -1536,13 +1583,13 @@ impl Gateway {
             let catalog = self.catalog.load();
             match catalog.get(&name) {
                 Some(t) if !self.grants(caller).allows(Kind::Tool, t.ident()) => {
-                    let err = self.unknown("tool", &name);
+                    let err = self.unknown("tool", &name, caller);
                     return Err(self.hide(caller, t.upstream, Some(&t.original), "access", out, err));
                 }
                 Some(t) if t.quarantined => {
                     return Err(match self.config.pinning.on_change {
                         crate::config::QuarantineMode::Hide => {
-                            let err = self.unknown("tool", &name);
+                            let err = self.unknown("tool", &name, caller);
                             self.hide(caller, t.upstream, Some(&t.original), "quarantined", out, err)
                         }
                         crate::config::QuarantineMode::Refuse => {
@@ -1566,7 +1613,7 @@ impl Gateway {
                         .split_once(catalog::SEPARATOR)
                         .and_then(|(ns, _)| self.by_id.get(ns))
                         .map(|&i| self.upstreams[i].label());
-                    return Err(self.unknown("tool", &name));
+                    return Err(self.unknown("tool", &name, caller));
                 }
             }
         };
@@ -1935,15 +1982,27 @@ impl Gateway {
         CallError::protocol(protocol::RESOURCE_NOT_FOUND, format!("Resource not found: {}", protocol::echo(uri)))
     }
 
-    fn unknown(&self, what: &str, name: &str) -> CallError {
-        if let Some((ns, _)) = name.split_once(catalog::SEPARATOR)
+    /// The answer to a tool or prompt that does not exist, or that the
+    /// caller may not see (the same answer). It names what is down only to
+    /// a caller who may know: every upstream's state to one whom nothing is
+    /// hidden, the state of the name's own upstream to one who may use that
+    /// name; to anyone else the bare "Unknown …", so a hidden upstream is
+    /// not revealed by its outages.
+    fn unknown(&self, what: &str, name: &str, caller: &Caller<'_>) -> CallError {
+        let grants = self.grants(caller);
+        let kind = if what == "prompt" { Kind::Prompt } else { Kind::Tool };
+        let may_know = grants.allows(kind, crate::security::Ident::plain(name));
+        if may_know
+            && let Some((ns, _)) = name.split_once(catalog::SEPARATOR)
             && let Some(&i) = self.by_id.get(ns)
             && let Err(e) = self.ready(i)
         {
             return e;
         }
-        let down: Vec<&str> =
-            self.upstreams.iter().filter(|u| !matches!(*u.state(), State::Ready(_))).map(|u| u.id()).collect();
+        let down: Vec<&str> = match grants.is_open() {
+            true => self.upstreams.iter().filter(|u| !matches!(*u.state(), State::Ready(_))).map(|u| u.id()).collect(),
+            false => Vec::new(),
+        };
         let name = protocol::echo(name);
         let msg = if down.is_empty() {
             format!("Unknown {what}: {name}")
@@ -2104,6 +2163,15 @@ impl Gateway {
         // Flushing spans and audit lines blocks; keep it off the workers.
         let telemetry = self.telemetry.clone();
         let _ = tokio::task::spawn_blocking(move || telemetry.shutdown()).await;
+    }
+}
+
+/// What `[[access]]` calls the items of a list.
+fn kind_of(list: ListKind) -> Kind {
+    match list {
+        ListKind::Tools => Kind::Tool,
+        ListKind::Prompts => Kind::Prompt,
+        ListKind::Resources | ListKind::Templates => Kind::Resource,
     }
 }
 

@@ -67,6 +67,9 @@ pub struct Peer {
     /// The gateway's own requests to the client (a `confirm` rule's
     /// elicitation), by the raw id we gave them.
     asks: Mutex<HashMap<Box<str>, AskAnswer>>,
+    /// Which upstreams it may hear about no call (log messages): computed
+    /// for one catalog build (its version), see `Gateway::hears`.
+    hears: Mutex<Option<(u64, Arc<[bool]>)>>,
 }
 
 /// Where the answer to one of the gateway's own requests goes: the
@@ -119,6 +122,7 @@ impl Peer {
             next_request: std::sync::atomic::AtomicU64::new(1),
             history: Mutex::default(),
             asks: Mutex::default(),
+            hears: Mutex::default(),
             metrics,
             instances: Mutex::default(),
             gone: std::sync::atomic::AtomicBool::new(false),
@@ -137,6 +141,10 @@ impl Peer {
             }
         }
         out.to_raw()
+    }
+
+    pub(crate) fn lock_hears(&self) -> std::sync::MutexGuard<'_, Option<(u64, Arc<[bool]>)>> {
+        self.hears.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
     pub(crate) fn lock_instances(&self) -> std::sync::MutexGuard<'_, HashMap<usize, Arc<crate::upstream::Upstream>>> {

@@ -719,3 +719,41 @@ fn every_accepted_message_reads_the_same_to_every_parser() {
     }
     assert!(refused > 5_000, "the generator plants hazards in about half: {refused}");
 }
+
+#[tokio::test]
+async fn a_hidden_upstream_says_nothing_to_those_it_is_hidden_from() {
+    let toml = format!(
+        "{}[[access]]\nprincipals = [\"alice\"]\ntools = {{ allow = [\"*\"] }}\nprompts = {{ allow = [\"*\"] }}\n\
+         resources = {{ allow = [\"*\"] }}\n\
+         [[access]]\nprincipals = [\"bob\"]\ntools = {{ allow = [\"seen__*\"] }}\n\
+         [upstreams.secret]\ncommand = {:?}\nargs = [{:?}]\n{}",
+        keys(),
+        path_str(&peers().python),
+        fixture("paged_stdio.py"),
+        raw_stdio("seen", ""),
+    );
+    let mut gw = Gateway::start(&toml).await;
+    gw.authorize(OPS);
+    gw.wait_ready("secret").await;
+    gw.wait_ready("seen").await;
+    let mut alice = McpHttp::connect_as(&gw.url(), ALICE).await;
+    let mut bob = McpHttp::connect_as(&gw.url(), BOB).await;
+    for c in [&mut alice, &mut bob] {
+        assert!(c.request("logging/setLevel", json!({"level":"debug"})).await.get("result").is_some());
+    }
+    let (mut heard_a, mut heard_b) = (SseReader::open(&alice).await, SseReader::open(&bob).await);
+    // `secret` changes its tools and logs something: alice hears both.
+    let r = alice.call("secret__mutate", json!({"list":"tools","add":"newtool"})).await;
+    assert_eq!(text(&r), "ok", "{r}");
+    heard_a.until(|m| is_note(m, "notifications/tools/list_changed")).await;
+    assert_eq!(text(&alice.call("secret__log", json!({"level":"info","data":"hush"})).await), "ok");
+    heard_a.until(|m| is_note(m, "notifications/message") && m["params"]["data"] == "hush").await;
+    // Then `seen` changes: bob's first list_changed is that one, and he
+    // heard neither of secret's (his queue is in order).
+    assert_eq!(text(&alice.call("seen__add_tool", json!({"name":"visible"})).await), "added");
+    let got = heard_b.until(|m| is_note(m, "notifications/tools/list_changed")).await;
+    assert!(!got.iter().any(|m| m["params"]["data"] == "hush"), "bob heard secret's log: {got:?}");
+    assert!(bob.tool_names().await.contains(&"seen__visible".to_owned()), "the list_changed was seen's");
+    let more = tokio::time::timeout(Duration::from_millis(500), heard_b.next()).await;
+    assert!(more.is_err(), "nothing else for bob: {more:?}");
+}

@@ -262,18 +262,27 @@ async fn client_credentials_never_reach_upstreams_and_secrets_never_reach_client
     gw.wait_ready("h").await;
     gw.wait_ready("raw").await;
 
-    let mut headers = reqwest::header::HeaderMap::new();
-    headers.insert("authorization", format!("Bearer {ALICE}").parse().unwrap());
-    headers.insert("x-api-key", ALICE.parse().unwrap());
-    headers.insert("cookie", "sid=cookie-secret-1".parse().unwrap());
-    headers.insert("x-tenant-token", "tenant-secret-1".parse().unwrap());
-    headers.insert("proxy-authorization", "Basic cHJveHktc2VjcmV0".parse().unwrap());
-    let http = reqwest::Client::builder().default_headers(headers).build().unwrap();
-    let mut c = McpHttp::connect_via(&gw.url(), json!({}), http).await;
+    // Each credential header in turn (both at once are refused), with the
+    // other sensitive headers.
+    let client = |credential: (&'static str, String)| {
+        let mut headers = reqwest::header::HeaderMap::new();
+        headers.insert(credential.0, credential.1.parse().unwrap());
+        headers.insert("cookie", "sid=cookie-secret-1".parse().unwrap());
+        headers.insert("x-tenant-token", "tenant-secret-1".parse().unwrap());
+        headers.insert("proxy-authorization", "Basic cHJveHktc2VjcmV0".parse().unwrap());
+        reqwest::Client::builder().default_headers(headers).build().unwrap()
+    };
+    let mut by_key = McpHttp::connect_via(&gw.url(), json!({}), client(("x-api-key", ALICE.to_owned()))).await;
+    let mut c = McpHttp::connect_via(&gw.url(), json!({}), client(("authorization", format!("Bearer {ALICE}")))).await;
 
     let client_secrets = [ALICE, "cookie-secret-1", "tenant-secret-1", "cHJveHktc2VjcmV0"];
-    for tool in ["h__echo_context", "raw__echo_context"] {
-        let r = c.call(tool, json!({})).await;
+    for (by_header, tool) in [
+        (false, "h__echo_context"),
+        (false, "raw__echo_context"),
+        (true, "h__echo_context"),
+        (true, "raw__echo_context"),
+    ] {
+        let r = if by_header { by_key.call(tool, json!({})).await } else { c.call(tool, json!({})).await };
         let seen = text(&r);
         assert!(r.get("result").is_some(), "{tool}: {r}");
         for s in client_secrets {
@@ -305,7 +314,7 @@ async fn client_credentials_never_reach_upstreams_and_secrets_never_reach_client
     assert_eq!(r["result"]["structuredContent"]["names"], json!(["DB_PASSWORD", "UPSTREAM_TOKEN"]), "{r}");
     let m = metrics(&gw).await;
     assert!(m.contains(r#"mcp_gateway_secrets_masked_total{upstream="raw"} 1"#), "{m}");
-    assert!(m.contains(r#"mcp_gateway_secrets_masked_total{upstream="h"} 1"#), "{m}");
+    assert!(m.contains(r#"mcp_gateway_secrets_masked_total{upstream="h"} 2"#), "{m}");
 }
 
 #[tokio::test]
