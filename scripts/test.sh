@@ -35,6 +35,7 @@ RUST_BACKTRACE=0 cargo test --locked --lib --test integration 2>&1 | tee "$log"
 echo "test.sh: benchmark smoke runs" >&2
 cargo test --locked --bench proxy_hop
 cargo test --locked --bench isolation
+cargo test --locked --bench scan
 
 # One closing line with the totals of every test run above.
 read -r passed failed < <(awk '/^test result:/ {
