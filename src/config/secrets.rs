@@ -178,11 +178,28 @@ impl Redactor {
         self.redact_counted(text).0
     }
 
-    /// [`Redactor::redact`] and how many values it masked. Borrows (no
-    /// copy) when there is none, the common case on the hot path. The
-    /// mask keeps JSON text valid: it replaces text within a string.
+    /// [`Redactor::redact`] and how many values it masked, in every
+    /// spelling JSON has for them (design.md D12): as written, and inside
+    /// any string literal whose escapes decode to them (`\u00e4`, `\/`,
+    /// `\u0026`, a value escaped in full or in part), also when that text
+    /// is itself a JSON string inside another (a message quoted in a JSON
+    /// log line). Borrows (no copy) when there is none; a text without a
+    /// backslash is searched once, as it is. The mask keeps JSON text
+    /// valid: a literal that held a secret is written again, masked.
     pub fn redact_counted<'a>(&self, text: &'a str) -> (std::borrow::Cow<'a, str>, usize) {
         let Some(m) = &self.matcher else { return (std::borrow::Cow::Borrowed(text), 0) };
+        let (plain, n) = self.redact_plain(m, text);
+        if !plain.contains('\\') {
+            return (plain, n);
+        }
+        match self.redact_escaped(m, &plain, ESCAPE_DEPTH) {
+            (Some(out), more) => (std::borrow::Cow::Owned(out), n + more),
+            (None, _) => (plain, n),
+        }
+    }
+
+    /// The values as written (and as serde escapes them).
+    fn redact_plain<'a>(&self, m: &aho_corasick::AhoCorasick, text: &'a str) -> (std::borrow::Cow<'a, str>, usize) {
         let mut found = m.find_iter(text).peekable();
         if found.peek().is_none() {
             return (std::borrow::Cow::Borrowed(text), 0);
@@ -198,5 +215,166 @@ impl Redactor {
         }
         out.push_str(&text[last..]);
         (std::borrow::Cow::Owned(out), n)
+    }
+
+    /// The string literals of `text` that have escapes, decoded, searched,
+    /// and written again masked when they held a value; `depth` more levels
+    /// of JSON quoted inside a decoded literal. `None`: nothing masked.
+    fn redact_escaped(&self, m: &aho_corasick::AhoCorasick, text: &str, depth: usize) -> (Option<String>, usize) {
+        let bytes = text.as_bytes();
+        let mut out: Option<String> = None;
+        let (mut n, mut copied, mut at) = (0, 0, 0);
+        while let Some(open) = memchr::memchr(b'"', &bytes[at..]).map(|i| at + i) {
+            let Some(close) = string_end(bytes, open + 1) else { break };
+            at = close + 1;
+            let literal = &text[open..=close];
+            if !literal.contains('\\') {
+                continue;
+            }
+            // Not a JSON string (a lone surrogate, a bad escape): left as
+            // it is, and its text was searched as written already.
+            let Ok(decoded) = serde_json::from_str::<String>(literal) else { continue };
+            let (masked, mut hits) = self.redact_plain(m, &decoded);
+            let mut masked = masked.into_owned();
+            if depth > 1 && masked.contains('\\') {
+                let (deeper, more) = self.redact_escaped(m, &masked, depth - 1);
+                if let Some(d) = deeper {
+                    masked = d;
+                    hits += more;
+                }
+            }
+            if hits == 0 {
+                continue;
+            }
+            n += hits;
+            let out = out.get_or_insert_with(|| String::with_capacity(text.len()));
+            out.push_str(&text[copied..open]);
+            out.push_str(&serde_json::to_string(&masked).expect("a string serializes"));
+            copied = close + 1;
+        }
+        match out {
+            Some(mut out) => {
+                out.push_str(&text[copied..]);
+                (Some(out), n)
+            }
+            None => (None, 0),
+        }
+    }
+}
+
+/// How many levels of JSON quoted in JSON the escaped search decodes.
+const ESCAPE_DEPTH: usize = 3;
+
+/// Index of the quote that ends the string whose text starts at `from`.
+fn string_end(bytes: &[u8], from: usize) -> Option<usize> {
+    let mut i = from;
+    loop {
+        let at = i + memchr::memchr2(b'"', b'\\', bytes.get(i..)?)?;
+        if bytes[at] == b'"' {
+            return Some(at);
+        }
+        i = at + 2;
+    }
+}
+
+#[cfg(test)]
+mod spelling_tests {
+    use super::*;
+
+    /// Every character escaped as `\uXXXX`.
+    fn all_escaped(s: &str) -> String {
+        let mut out = String::new();
+        for u in s.encode_utf16() {
+            out.push_str(&format!("\\u{u:04x}"));
+        }
+        out
+    }
+
+    /// Characters escaped as Python's `json.dumps` (ensure_ascii) does.
+    fn python(s: &str) -> String {
+        let text = serde_json::to_string(s).unwrap();
+        let mut out = String::new();
+        for c in text[1..text.len() - 1].chars() {
+            if c.is_ascii() {
+                out.push(c);
+            } else {
+                let mut units = [0u16; 2];
+                for u in c.encode_utf16(&mut units) {
+                    out.push_str(&format!("\\u{u:04x}"));
+                }
+            }
+        }
+        out
+    }
+
+    /// As Go's `json.Marshal` writes `&`, `<`, `>`, and `/` as `\/`.
+    fn go(s: &str) -> String {
+        let text = serde_json::to_string(s).unwrap();
+        text[1..text.len() - 1]
+            .replace('&', "\\u0026")
+            .replace('<', "\\u003c")
+            .replace('>', "\\u003e")
+            .replace('/', "\\/")
+    }
+
+    #[test]
+    fn secrets_are_masked_in_every_json_spelling() {
+        let secrets = ["tok/en&<more>", "pa\"ss\\word", "gehëim-wört", "s3cr3t-value", "日本語の秘密"];
+        let r = Redactor::from_values(secrets.iter().map(|s| (*s).to_owned()).collect());
+        for secret in secrets {
+            let mixed: String = secret
+                .chars()
+                .enumerate()
+                .map(|(i, c)| {
+                    if i % 2 == 0 {
+                        all_escaped(&c.to_string())
+                    } else {
+                        serde_json::to_string(&c.to_string()).unwrap().trim_matches('"').to_owned()
+                    }
+                })
+                .collect();
+            for spelling in [python(secret), go(secret), all_escaped(secret), mixed] {
+                for (what, text) in [
+                    ("a result", format!(r#"{{"content":[{{"type":"text","text":"key: {spelling} (ok)"}}]}}"#)),
+                    (
+                        "an error",
+                        format!(r#"{{"code":-32603,"message":"bad {spelling}","data":{{"k":"{spelling}"}}}}"#),
+                    ),
+                    // A message quoted in a JSON log line.
+                    ("nested", serde_json::to_string(&format!(r#"{{"x":"{spelling}"}}"#)).unwrap()),
+                ] {
+                    let (masked, n) = r.redact_counted(&text);
+                    let decoded = |t: &str| {
+                        let mut all = String::new();
+                        let mut v: serde_json::Value = serde_json::from_str(t).unwrap_or_default();
+                        // Decode a nested message too.
+                        if let serde_json::Value::String(inner) = &v {
+                            v = serde_json::from_str(inner).unwrap_or(v.clone());
+                        }
+                        fn walk(v: &serde_json::Value, all: &mut String) {
+                            match v {
+                                serde_json::Value::String(s) => all.push_str(s),
+                                serde_json::Value::Array(a) => a.iter().for_each(|x| walk(x, all)),
+                                serde_json::Value::Object(o) => o.values().for_each(|x| walk(x, all)),
+                                _ => {}
+                            }
+                        }
+                        walk(&v, &mut all);
+                        all
+                    };
+                    assert!(decoded(&text).contains(secret), "the test spells it: {text}");
+                    assert!(n >= 1, "{what}, {spelling}: not masked: {masked}");
+                    let plain = decoded(&masked);
+                    assert!(!plain.contains(secret), "{what}, {spelling}: still there: {masked}");
+                    assert!(plain.contains("***"), "{what}: {masked}");
+                    assert!(serde_json::from_str::<serde_json::Value>(&masked).is_ok(), "still JSON: {masked}");
+                }
+            }
+        }
+        // The fast path: no backslash, no secret, nothing copied.
+        let clean = r#"{"content":[{"type":"text","text":"nothing to see"}]}"#;
+        assert!(matches!(r.redact_counted(clean), (std::borrow::Cow::Borrowed(_), 0)));
+        let escaped_clean = r#"{"text":"line\nline \u00e9"}"#;
+        assert!(matches!(r.redact_counted(escaped_clean), (std::borrow::Cow::Borrowed(_), 0)));
     }
 }

@@ -672,12 +672,18 @@ async fn upstream_status(
         return r;
     }
     match app.gateway.upstream_status(&id) {
-        Some(body) => (StatusCode::OK, json_headers(), body.to_string()).into_response(),
+        Some(body) => (StatusCode::OK, json_headers(), masked(&app, &body)).into_response(),
         None => {
             let body = serde_json::json!({ "error": format!("no upstream `{id}`") });
             (StatusCode::NOT_FOUND, json_headers(), body.to_string()).into_response()
         }
     }
+}
+
+/// A status body with every secret value masked: an upstream's
+/// `serverInfo` and instructions are its own words, and may hold one.
+fn masked(app: &App, body: &serde_json::Value) -> String {
+    app.gateway.config().redactor.redact(&body.to_string()).into_owned()
 }
 
 async fn status(State(app): State<Arc<App>>, uri: Uri, headers: HeaderMap) -> Response {
@@ -689,7 +695,7 @@ async fn status(State(app): State<Arc<App>>, uri: Uri, headers: HeaderMap) -> Re
     }
     let mut body = app.gateway.status();
     body["sessions"] = app.sessions.len().into();
-    (StatusCode::OK, json_headers(), body.to_string()).into_response()
+    (StatusCode::OK, json_headers(), masked(&app, &body)).into_response()
 }
 
 // === impl App ===

@@ -308,12 +308,24 @@ async fn client_credentials_never_reach_upstreams_and_secrets_never_reach_client
     let r = c.call("raw__echo", json!({"note":"the password is hunter2-hunter2"})).await;
     let body = r.to_string();
     assert!(!body.contains("hunter2-hunter2") && body.contains("the password is ***"), "{body}");
+    // In any JSON spelling the upstream may use (the echo gives back the
+    // arguments' bytes as they came): escaped in part, in full, `\/`.
+    for spelling in [r"hunter2-hunte\u0072\u0032", r"\u0068\u0075nter2\u002dhunter2", r"hunter2-hun\u0074er2"] {
+        let call = format!(
+            r#"{{"jsonrpc":"2.0","id":"sp","method":"tools/call","params":{{"name":"raw__echo","arguments":{{"note":"the password is {spelling}"}}}}}}"#
+        );
+        let r = c.post(&call, &[]).await;
+        assert!(r.body.contains(spelling) || r.body.contains("***"), "{}", r.body);
+        let decoded = serde_json::from_str::<Value>(&r.body).unwrap().to_string();
+        assert!(!decoded.contains("hunter2-hunter2"), "{spelling} reached the client: {}", r.body);
+        assert!(decoded.contains("the password is ***"), "{}", r.body);
+    }
     // The names of the secrets (never the values) through the built-in tool.
     assert!(c.tool_names().await.contains(&"gateway__list_secret_names".to_owned()));
     let r = c.call("gateway__list_secret_names", json!({})).await;
     assert_eq!(r["result"]["structuredContent"]["names"], json!(["DB_PASSWORD", "UPSTREAM_TOKEN"]), "{r}");
     let m = metrics(&gw).await;
-    assert!(m.contains(r#"mcp_gateway_secrets_masked_total{upstream="raw"} 1"#), "{m}");
+    assert!(m.contains(r#"mcp_gateway_secrets_masked_total{upstream="raw"} 4"#), "{m}");
     assert!(m.contains(r#"mcp_gateway_secrets_masked_total{upstream="h"} 2"#), "{m}");
 }
 
