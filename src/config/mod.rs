@@ -65,6 +65,9 @@ pub struct Config {
     pub limits: LimitsSection,
     /// Names in the secrets file (never values), sorted.
     pub secret_names: Vec<String>,
+    /// The key of the audit log's argument digests
+    /// (`MCP_GATEWAY_AUDIT_KEY` in the secrets file), when set.
+    pub audit_key: Option<AuditKey>,
 }
 
 /// `[traces]`, with secrets in headers resolved.
@@ -222,6 +225,53 @@ pub struct ToolMatcher {
     deny: GlobSet,
 }
 
+/// The secrets-file name of the audit log's digest key.
+pub const AUDIT_KEY_VAR: &str = "MCP_GATEWAY_AUDIT_KEY";
+
+/// A key for the audit log's keyed digests: at least 32 bytes. Its `Debug`
+/// shows nothing of it.
+#[derive(Clone, PartialEq, Eq)]
+pub struct AuditKey(Vec<u8>);
+
+impl std::fmt::Debug for AuditKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("AuditKey(***)")
+    }
+}
+
+impl AuditKey {
+    /// A key from its base64 text (standard alphabet, padded or not).
+    pub fn decode(text: &str) -> Result<Self, String> {
+        use base64::Engine as _;
+        let text = text.trim().trim_end_matches('=');
+        let bytes = base64::engine::general_purpose::STANDARD_NO_PAD
+            .decode(text)
+            .map_err(|_| "is not base64 (make one with `openssl rand -base64 32`)".to_owned())?;
+        if bytes.len() < 32 {
+            return Err(format!("is {} bytes; it must be at least 32", bytes.len()));
+        }
+        Ok(AuditKey(bytes))
+    }
+
+    /// A new random key.
+    pub fn generate() -> Self {
+        let mut bytes = vec![0u8; 32];
+        getrandom::fill(&mut bytes).expect("the OS has randomness");
+        AuditKey(bytes)
+    }
+
+    /// Its base64 text.
+    pub fn encode(&self) -> String {
+        use base64::Engine as _;
+        base64::engine::general_purpose::STANDARD.encode(&self.0)
+    }
+
+    /// The key's bytes.
+    pub fn bytes(&self) -> &[u8] {
+        &self.0
+    }
+}
+
 // === impl Config ===
 
 impl Config {
@@ -262,6 +312,11 @@ impl Config {
         if !(16..=1024).contains(&g.max_tool_name_length) {
             return Err(at(&["gateway", "max_tool_name_length"], "must be between 16 and 1024".into()));
         }
+
+        let audit_key = match secrets.value(AUDIT_KEY_VAR) {
+            None => None,
+            Some(v) => Some(AuditKey::decode(v).map_err(|e| ConfigError::plain(format!("{AUDIT_KEY_VAR}: {e}")))?),
+        };
 
         let token_file = base.join(&file.gateway.token_file);
         let mut upstreams = Vec::with_capacity(file.upstreams.len());
@@ -461,6 +516,7 @@ impl Config {
             rules,
             limits: file.limits,
             secret_names: secrets.names(),
+            audit_key,
         })
     }
 

@@ -57,6 +57,11 @@ impl Secrets {
         Ok(Secrets { values })
     }
 
+    /// A value by name (`None` when the file has none).
+    pub fn value(&self, name: &str) -> Option<&str> {
+        self.values.get(name).map(String::as_str)
+    }
+
     /// Secrets given directly (tests).
     pub fn from_pairs<'a>(pairs: impl IntoIterator<Item = (&'a str, &'a str)>) -> Self {
         Secrets { values: pairs.into_iter().map(|(k, v)| (k.to_owned(), v.to_owned())).collect() }

@@ -74,8 +74,8 @@ struct Outcomes {
     /// What failed before the breaker opened (`breaker_open` after retries).
     cause: Option<crate::error::ErrorClass>,
     attempts: u32,
-    /// `sha256:` of the arguments (tools/call, when audited).
-    arguments_sha256: Option<String>,
+    /// `hmac-sha256:` of the arguments (tools/call, when audited).
+    arguments_hmac: Option<String>,
     arguments: Option<Box<RawValue>>,
     /// The client cancelled the request.
     cancelled: bool,
@@ -369,7 +369,7 @@ impl Gateway {
                     name: Some(name),
                     upstream: Some(Arc::from(upstream.as_str())),
                     tool: None,
-                    arguments_sha256: None,
+                    arguments_hmac: None,
                     arguments: None,
                     class: "policy",
                     cause: None,
@@ -1071,7 +1071,7 @@ impl Gateway {
             name: out.name.map(|n| protocol::cut(&n, AUDIT_NAME_MAX_CHARS).into_owned()),
             upstream: out.upstream,
             tool: out.tool,
-            arguments_sha256: out.arguments_sha256,
+            arguments_hmac: out.arguments_hmac,
             arguments: out.arguments,
             class,
             cause: out.cause.map(crate::error::ErrorClass::as_str),
@@ -1572,7 +1572,7 @@ impl Gateway {
         }
         if let Some(log) = &self.telemetry.audit {
             let args = obj.get("arguments");
-            out.arguments_sha256 = Some(audit::digest(args.map_or(&b"null"[..], |a| a.text().as_bytes())));
+            out.arguments_hmac = Some(log.keyed_digest(args.map_or(&b"null"[..], |a| a.text().as_bytes())));
             out.arguments = args.and_then(|a| log.arguments(a.raw()));
         }
         // The order of checks is part of the contract (tests pin it): what

@@ -25,7 +25,7 @@ use serde::Serialize;
 use sha2::{Digest, Sha256};
 
 use super::metrics::{Metrics, Outcome};
-use crate::config::{AuditSection, Redactor};
+use crate::config::{AuditKey, AuditSection, Redactor};
 use crate::upstream::LogPace;
 
 /// Why the audit log could not start.
@@ -56,8 +56,11 @@ pub struct Record {
     pub upstream: Option<Arc<str>>,
     /// The tool's name as the upstream knows it.
     pub tool: Option<Arc<str>>,
-    /// `sha256:<hex>` of the arguments' JSON text as the client sent it.
-    pub arguments_sha256: Option<String>,
+    /// `hmac-sha256:<hex>` of the arguments' JSON text as the client sent
+    /// it, keyed (`MCP_GATEWAY_AUDIT_KEY`): equal arguments give equal
+    /// digests, but a short secret cannot be found by trying candidates
+    /// without the key.
+    pub arguments_hmac: Option<String>,
     /// The arguments, secrets masked; only with `include_arguments`.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub arguments: Option<Box<serde_json::value::RawValue>>,
@@ -86,6 +89,8 @@ pub struct Record {
 /// The audit log's sending side.
 #[derive(Debug)]
 pub struct AuditLog {
+    /// Keys the argument digests.
+    key: AuditKey,
     tx: SyncSender<Msg>,
     writer: Mutex<Option<std::thread::JoinHandle<()>>>,
     include_arguments: bool,
@@ -116,6 +121,7 @@ impl AuditLog {
     pub fn open(
         cfg: &AuditSection,
         path: &Path,
+        key: Option<AuditKey>,
         redactor: Redactor,
         metrics: Arc<Metrics>,
     ) -> Result<Self, AuditError> {
@@ -123,6 +129,14 @@ impl AuditLog {
         if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
             std::fs::create_dir_all(dir).map_err(err)?;
         }
+        let key = match key {
+            Some(k) => k,
+            None => {
+                let key_path = key_file(path);
+                let key_err = |source| AuditError { path: key_path.clone(), source };
+                load_or_generate_key(&key_path).map_err(key_err)?
+            }
+        };
         let (file, size) = open_append(path).map_err(err)?;
         let (tx, rx) = sync_channel(cfg.queue.max(1));
         let mut writer = Writer {
@@ -137,6 +151,7 @@ impl AuditLog {
             std::thread::Builder::new().name("audit-log".into()).spawn(move || writer.run(&rx)).map_err(err)?;
         tracing::info!(path = %path.display(), include_arguments = cfg.include_arguments, "Audit log open.");
         Ok(AuditLog {
+            key,
             tx,
             writer: Mutex::new(Some(handle)),
             include_arguments: cfg.include_arguments,
@@ -149,6 +164,20 @@ impl AuditLog {
     /// Whether argument values are recorded (so the caller copies them).
     pub fn wants_arguments(&self) -> bool {
         self.include_arguments
+    }
+
+    /// `hmac-sha256:<hex>` of `bytes` under the audit key.
+    pub fn keyed_digest(&self, bytes: &[u8]) -> String {
+        use hmac::{KeyInit, Mac};
+        let mut mac = hmac::Hmac::<Sha256>::new_from_slice(self.key.bytes()).expect("HMAC takes any key length");
+        mac.update(bytes);
+        let tag = mac.finalize().into_bytes();
+        let mut out = String::with_capacity(12 + 64);
+        out.push_str("hmac-sha256:");
+        for b in tag {
+            let _ = write!(out, "{b:02x}");
+        }
+        out
     }
 
     /// The `arguments` of a record: masked, and only when configured.
@@ -186,6 +215,38 @@ impl AuditLog {
             let _ = self.tx.send(Msg::Stop);
             let _ = h.join();
         }
+    }
+}
+
+/// Where the audit key is kept when the secrets file has none: beside the
+/// log, `<log>.key`.
+fn key_file(log: &Path) -> PathBuf {
+    let mut name = log.as_os_str().to_owned();
+    name.push(".key");
+    PathBuf::from(name)
+}
+
+/// The key in `path`, or a new one written there (0600) when there is none.
+fn load_or_generate_key(path: &Path) -> std::io::Result<AuditKey> {
+    use std::io::Write as _;
+    use std::os::unix::fs::OpenOptionsExt as _;
+    match std::fs::read_to_string(path) {
+        Ok(text) => AuditKey::decode(&text).map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidData, e)),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            let key = AuditKey::generate();
+            let mut f = std::fs::OpenOptions::new().write(true).create_new(true).mode(0o600).open(path)?;
+            f.write_all(key.encode().as_bytes())?;
+            f.write_all(b"\n")?;
+            f.sync_all()?;
+            tracing::warn!(
+                path = %path.display(),
+                "Generated the audit log's digest key: gateways with other keys give other digests; \
+                 set {} in the secrets file to share one across replicas.",
+                crate::config::AUDIT_KEY_VAR
+            );
+            Ok(key)
+        }
+        Err(e) => Err(e),
     }
 }
 
@@ -311,7 +372,7 @@ mod tests {
             name: Some(format!("fs__read_{n}")),
             upstream: Some(Arc::from("fs")),
             tool: Some(Arc::from("read")),
-            arguments_sha256: Some(digest(b"{}")),
+            arguments_hmac: Some("hmac-sha256:00".into()),
             arguments: None,
             class: "ok",
             cause: None,
@@ -333,7 +394,7 @@ mod tests {
         let dir = tempfile::tempdir().expect("tempdir");
         let path = dir.path().join("audit.jsonl");
         let metrics = Arc::new(Metrics::new());
-        let log = AuditLog::open(&section(600, 2), &path, Redactor::default(), metrics.clone()).expect("opens");
+        let log = AuditLog::open(&section(600, 2), &path, None, Redactor::default(), metrics.clone()).expect("opens");
         for n in 0..20 {
             // A full queue would drop; pace the writes so this test counts lines.
             while log.tx.try_send(Msg::Record(Box::new(record(n)))).is_err() {
@@ -360,7 +421,7 @@ mod tests {
             assert_eq!(a + 1, b, "{names:?}");
         }
         assert_eq!(lines[0]["class"], "ok");
-        assert_eq!(lines[0]["arguments_sha256"], digest(b"{}"));
+        assert_eq!(lines[0]["arguments_hmac"], "hmac-sha256:00");
         assert!(lines[0].get("arguments").is_none());
         assert!(metrics.encode().contains("mcp_gateway_audit_records_total{outcome=\"written\"} 20"));
     }
@@ -371,8 +432,8 @@ mod tests {
         let metrics = Arc::new(Metrics::new());
         let mut cfg = section(1 << 20, 1);
         cfg.queue = 1;
-        let log =
-            AuditLog::open(&cfg, &dir.path().join("a.jsonl"), Redactor::default(), metrics.clone()).expect("opens");
+        let log = AuditLog::open(&cfg, &dir.path().join("a.jsonl"), None, Redactor::default(), metrics.clone())
+            .expect("opens");
         for n in 0..2000 {
             log.record(record(n));
         }
@@ -393,10 +454,46 @@ mod tests {
         let redactor = Redactor::from_values(vec!["hunter2".into()]);
         let mut cfg = section(1 << 20, 1);
         let raw = serde_json::value::RawValue::from_string(r#"{"password":"hunter2","n":1}"#.into()).expect("json");
-        let off = AuditLog::open(&cfg, &dir.path().join("a.jsonl"), redactor.clone(), metrics.clone()).expect("opens");
+        let off =
+            AuditLog::open(&cfg, &dir.path().join("a.jsonl"), None, redactor.clone(), metrics.clone()).expect("opens");
         assert!(off.arguments(&raw).is_none());
         cfg.include_arguments = true;
-        let on = AuditLog::open(&cfg, &dir.path().join("b.jsonl"), redactor, metrics).expect("opens");
+        let on = AuditLog::open(&cfg, &dir.path().join("b.jsonl"), None, redactor, metrics).expect("opens");
         assert_eq!(on.arguments(&raw).expect("kept").get(), r#"{"password":"***","n":1}"#);
+    }
+
+    #[test]
+    fn argument_digests_are_keyed_and_the_key_is_kept() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let metrics = Arc::new(Metrics::new());
+        let path = dir.path().join("a.jsonl");
+        let open = |key| AuditLog::open(&section(1 << 20, 1), &path, key, Redactor::default(), metrics.clone());
+        // Without a configured key: one is made, 0600, and kept.
+        let first = open(None).expect("opens");
+        let d = first.keyed_digest(b"{\"pin\":\"1234\"}");
+        assert!(d.starts_with("hmac-sha256:") && d.len() == 12 + 64, "{d}");
+        assert_ne!(d, format!("hmac-{}", digest(b"{\"pin\":\"1234\"}")), "not a bare SHA-256");
+        use std::os::unix::fs::PermissionsExt as _;
+        let mode = std::fs::metadata(dir.path().join("a.jsonl.key")).unwrap().permissions().mode();
+        assert_eq!(mode & 0o777, 0o600);
+        first.close();
+        let again = open(None).expect("opens");
+        assert_eq!(again.keyed_digest(b"{\"pin\":\"1234\"}"), d, "the same key after a restart");
+        again.close();
+        // A configured key wins, and gives other digests.
+        let key = crate::config::AuditKey::decode("AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA=").unwrap();
+        let keyed = open(Some(key)).expect("opens");
+        assert_ne!(keyed.keyed_digest(b"{\"pin\":\"1234\"}"), d);
+        // RFC 4231 test case 2 shape: HMAC-SHA256 of "what do ya want for
+        // nothing?" under a 32-byte zero key, checked against a reference.
+        let reference = {
+            use hmac::{KeyInit, Mac};
+            let mut mac = hmac::Hmac::<Sha256>::new_from_slice(&[0u8; 32]).unwrap();
+            mac.update(b"what do ya want for nothing?");
+            mac.finalize().into_bytes().iter().map(|b| format!("{b:02x}")).collect::<String>()
+        };
+        assert_eq!(keyed.keyed_digest(b"what do ya want for nothing?"), format!("hmac-sha256:{reference}"));
+        keyed.close();
+        assert!(crate::config::AuditKey::decode("c2hvcnQ=").is_err(), "a short key is refused");
     }
 }

@@ -54,7 +54,13 @@ impl Telemetry {
         let audit = match &config.audit.path {
             Some(path) => {
                 metrics.init_audit();
-                Some(Arc::new(AuditLog::open(&config.audit, path, config.redactor.clone(), metrics.clone())?))
+                Some(Arc::new(AuditLog::open(
+                    &config.audit,
+                    path,
+                    config.audit_key.clone(),
+                    config.redactor.clone(),
+                    metrics.clone(),
+                )?))
             }
             None => None,
         };

@@ -185,7 +185,14 @@ async fn admin_listener_serves_metrics_instead_of_the_main_one() {
 async fn audit_log_has_one_line_per_call_with_digest_and_masked_values() {
     // A secret the model passes back in arguments must not land in the file.
     let (dir, path) = write_config("");
-    std::fs::write(dir.path().join("secrets.env"), "API_TOKEN=s3cr3t-token-value\n").unwrap();
+    // A key for the argument digests, shared by every replica through the
+    // secrets file (32 bytes of 7).
+    let key = "BwcHBwcHBwcHBwcHBwcHBwcHBwcHBwcHBwcHBwcHBwc=";
+    std::fs::write(
+        dir.path().join("secrets.env"),
+        format!("API_TOKEN=s3cr3t-token-value\nMCP_GATEWAY_AUDIT_KEY={key}\n"),
+    )
+    .unwrap();
     let state = tempfile::NamedTempFile::new_in(root().join("target")).unwrap();
     // Outside the config's folder, which goes with the gateway.
     let logs = tempfile::tempdir_in(root().join("target")).unwrap();
@@ -219,7 +226,19 @@ async fn audit_log_has_one_line_per_call_with_digest_and_masked_values() {
     assert_eq!(echo["class"], "ok");
     assert_eq!(echo["attempts"], 1);
     assert_eq!(echo["arguments"], json!({"note":"***","n":1}));
-    assert!(echo["arguments_sha256"].as_str().unwrap().starts_with("sha256:"));
+    // Keyed: a digest that cannot be checked against guesses without the key.
+    let digest = echo["arguments_hmac"].as_str().unwrap();
+    let audit_key = mcp_gateway::config::AuditKey::decode(key).unwrap();
+    let expected = {
+        use hmac::{KeyInit, Mac};
+        let mut mac = hmac::Hmac::<sha2::Sha256>::new_from_slice(audit_key.bytes()).unwrap();
+        // The arguments' text as the client sent it.
+        mac.update(json!({"note":"s3cr3t-token-value","n":1}).to_string().as_bytes());
+        mac.finalize().into_bytes().iter().map(|b| format!("{b:02x}")).collect::<String>()
+    };
+    assert_eq!(digest, format!("hmac-sha256:{expected}"), "{echo}");
+    assert!(echo.get("arguments_sha256").is_none());
+    assert!(!logs.path().join("logs/audit.jsonl.key").exists(), "the configured key is used, none made");
     assert_eq!(echo["transport"], "http");
     assert_eq!(echo["principal"], "anonymous", "no [auth]: everyone is anonymous");
     assert_eq!(echo["session"].as_str().unwrap().len(), 16);
