@@ -180,6 +180,16 @@ impl CallError {
 
     /// The JSON-RPC error response for request `id`.
     pub fn to_response(&self, id: &protocol::RawValue) -> String {
+        self.encode(Some(id))
+    }
+
+    /// The error reply with `"id": null`: for a request refused before its
+    /// id could be read (its body was not read).
+    pub fn to_response_null(&self) -> String {
+        self.encode(None)
+    }
+
+    fn encode(&self, id: Option<&protocol::RawValue>) -> String {
         let mut data = serde_json::json!({ "class": self.class.as_str() });
         if let Some(cause) = self.cause {
             data["cause"] = cause.as_str().into();
@@ -187,7 +197,7 @@ impl CallError {
         if let Some(u) = &self.upstream {
             data["upstream"] = serde_json::Value::String(u.clone());
         }
-        protocol::encode::error(Some(id), self.code, &self.message, Some(&data))
+        protocol::encode::error(id, self.code, &self.message, Some(&data))
     }
 }
 

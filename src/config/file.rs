@@ -181,6 +181,34 @@ pub struct GatewaySection {
     pub session_idle_timeout: Duration,
     /// Most downstream sessions at once; more get HTTP 503. Default 10000.
     pub max_sessions: usize,
+    /// Most sessions one principal may hold open at once (HTTP and legacy
+    /// SSE together); more get HTTP 429. Without `[auth]` every client is
+    /// the one principal `anonymous`, and only `max_sessions` applies.
+    /// Default 1000: a tenth of `max_sessions`.
+    pub max_sessions_per_principal: usize,
+    /// Largest `capabilities` object a client may declare in `initialize`,
+    /// in bytes of its JSON text. The session keeps it (raw: it is relayed
+    /// to per-session upstreams); larger is refused (-32602) and no session
+    /// is made. Default 64 KiB.
+    pub max_client_capabilities_bytes: usize,
+    /// Most client connections open at once on each listener (the main one
+    /// and `admin.listen`); a connection over it is closed as soon as it is
+    /// accepted. Default 1024.
+    pub max_connections: usize,
+    /// A client connection with no request under way for this long is
+    /// closed: HTTP/1.1 between requests (and before the first), HTTP/2
+    /// with no open stream (GOAWAY). An open SSE stream is a request under
+    /// way. Default `30s`.
+    #[serde(with = "humantime_serde")]
+    pub connection_idle_timeout: Duration,
+    /// Most bytes of client request bodies the gateway holds at once: read,
+    /// being read (counted by their declared length) or being handled.
+    /// More get HTTP 503 with `Retry-After`. Default 256 MiB.
+    pub max_inflight_request_bytes: usize,
+    /// Most of `max_inflight_request_bytes` one principal may hold, so one
+    /// client cannot make the gateway refuse every other (not applied to
+    /// `anonymous`). At least `max_message_bytes`. Default 64 MiB.
+    pub max_inflight_request_bytes_per_principal: usize,
     /// The first `tools/list` calls after start wait up to this long (since
     /// the gateway started) for upstreams still on their first start, so a
     /// host that lists once and ignores `list_changed` sees their tools.
@@ -516,6 +544,12 @@ impl Default for GatewaySection {
             response_mode: ResponseMode::Json,
             session_idle_timeout: Duration::from_secs(3600),
             max_sessions: 10_000,
+            max_sessions_per_principal: 1000,
+            max_client_capabilities_bytes: 64 * 1024,
+            max_connections: 1024,
+            connection_idle_timeout: Duration::from_secs(30),
+            max_inflight_request_bytes: 256 * 1024 * 1024,
+            max_inflight_request_bytes_per_principal: 64 * 1024 * 1024,
             startup_list_wait: Duration::from_secs(5),
             log_format: LogFormat::Human,
             log_level: "info".into(),

@@ -306,6 +306,32 @@ impl Config {
         if g.max_sessions == 0 {
             return Err(at(&["gateway", "max_sessions"], "must be at least 1".into()));
         }
+        if g.max_sessions_per_principal == 0 {
+            return Err(at(&["gateway", "max_sessions_per_principal"], "must be at least 1".into()));
+        }
+        if g.max_client_capabilities_bytes < 256 {
+            return Err(at(&["gateway", "max_client_capabilities_bytes"], "must be at least 256".into()));
+        }
+        if g.max_connections == 0 {
+            return Err(at(&["gateway", "max_connections"], "must be at least 1".into()));
+        }
+        if g.connection_idle_timeout < Duration::from_secs(1) {
+            return Err(at(&["gateway", "connection_idle_timeout"], "must be at least 1s".into()));
+        }
+        // A message of the largest size must fit in a principal's share,
+        // and the share in the whole budget, or it could never be sent.
+        if g.max_inflight_request_bytes_per_principal < g.max_message_bytes {
+            return Err(at(
+                &["gateway", "max_inflight_request_bytes_per_principal"],
+                format!("must be at least max_message_bytes ({})", g.max_message_bytes),
+            ));
+        }
+        if g.max_inflight_request_bytes < g.max_inflight_request_bytes_per_principal {
+            return Err(at(
+                &["gateway", "max_inflight_request_bytes"],
+                "must be at least max_inflight_request_bytes_per_principal".into(),
+            ));
+        }
         if !(8..=1024).contains(&g.max_json_depth) {
             return Err(at(&["gateway", "max_json_depth"], "must be between 8 and 1024".into()));
         }

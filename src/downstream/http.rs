@@ -46,6 +46,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use tokio_util::sync::CancellationToken;
 
+use super::bounds::{Held, Over, Quota};
 use super::media;
 use super::session::{Session, Sessions};
 use crate::config::ResponseMode;
@@ -70,7 +71,7 @@ pub const BODY_READ_TIMEOUT: Duration = Duration::from_secs(30);
 /// gateway closed the connection with its body unread, the kernel would
 /// reset it and many clients (hyper's among them) would report the broken
 /// pipe instead of the answer. Nothing is kept, and both bounds hold the
-/// connection for much less than [`super::listen::HEADER_READ_TIMEOUT`].
+/// connection for much less than a reasonable `connection_idle_timeout`.
 const LINGER: Duration = Duration::from_secs(5);
 const LINGER_BYTES: usize = 16 << 20;
 
@@ -96,6 +97,10 @@ pub struct App {
     legacy: std::sync::Mutex<std::collections::HashMap<String, Arc<LegacySession>>>,
     /// Client authentication (`[auth]`).
     auth: Authenticator,
+    /// Bytes of request bodies in flight, whole and per principal.
+    bytes: Arc<Quota>,
+    /// Sessions per principal (the whole count is the tables').
+    sessions_each: Arc<Quota>,
 }
 
 /// A legacy HTTP+SSE session: its stream carries every message to the
@@ -107,6 +112,8 @@ struct LegacySession {
     principal: Arc<Principal>,
     /// Registered with the gateway at `initialize`.
     client: std::sync::Mutex<Option<Arc<crate::routing::Client>>>,
+    /// Its place in its principal's sessions.
+    _quota: Held,
 }
 
 /// What the admin router's handlers need: no sessions, no Host check.
@@ -125,7 +132,15 @@ pub fn router(gateway: Arc<Gateway>, shutdown: CancellationToken) -> Result<Rout
     let split = gateway.config().admin.listen.is_some();
     let auth = Authenticator::new(&gateway.config().auth, gateway.http_client())?;
     let metadata_path = auth.metadata_path().to_owned();
+    let metrics = &gateway.telemetry().metrics;
+    let bytes = Quota::new(
+        g.max_inflight_request_bytes,
+        g.max_inflight_request_bytes_per_principal,
+        Some(metrics.inflight_request_bytes.clone()),
+    );
     let app = Arc::new(App {
+        bytes,
+        sessions_each: Quota::new(usize::MAX, g.max_sessions_per_principal, None),
         auth,
         sessions: Sessions::new(g.max_sessions, &gateway.telemetry().metrics),
         hosts: g.allowed_hosts.clone(),
@@ -230,7 +245,7 @@ async fn post_mcp(State(app): State<Arc<App>>, request: Request) -> Response {
         );
         return refused_unread(parts.version, body.into_data_stream(), r);
     }
-    let msg = match app.read_message(parts.version, body).await {
+    let (msg, held) = match app.read_message(parts.version, body, &principal).await {
         Ok(m) => m,
         Err(r) => return r,
     };
@@ -238,10 +253,21 @@ async fn post_mcp(State(app): State<Arc<App>>, request: Request) -> Response {
     match msg.kind() {
         Ok(MessageKind::Request) if msg.method() == "initialize" => {
             let id = msg.id.as_deref().expect("requests have ids");
-            let (reply, version) = app.gateway.initialize(id, msg.params(), &principal);
+            let quota = match app.take_session(&principal) {
+                Ok(q) => q,
+                Err(r) => return *r,
+            };
+            let (reply, version) = match app.gateway.initialize("http", id, msg.params(), &principal) {
+                Ok(r) => r,
+                Err(refusal) => {
+                    app.rejected("capabilities_too_large");
+                    return (StatusCode::BAD_REQUEST, json_headers(), refusal).into_response();
+                }
+            };
             let (tx, outbox) = tokio::sync::mpsc::channel(crate::routing::peer::QUEUE);
             let client = app.gateway.connect(tx, msg.params(), principal);
-            let Ok(session) = app.sessions.create(version, client, outbox) else {
+            let Ok(session) = app.sessions.create(version, client, outbox, quota) else {
+                app.rejected("sessions");
                 let e = crate::error::CallError::new(crate::error::ErrorClass::Overloaded, None, "Too many sessions");
                 return (StatusCode::SERVICE_UNAVAILABLE, json_headers(), e.to_response(id)).into_response();
             };
@@ -267,7 +293,7 @@ async fn post_mcp(State(app): State<Arc<App>>, request: Request) -> Response {
             session.touch();
             let traceparent = headers.get(TRACEPARENT).and_then(|v| v.to_str().ok()).map(str::to_owned);
             if sse {
-                return streamed(app.gateway.clone(), session, msg, traceparent, app.shutdown.clone());
+                return streamed(app.gateway.clone(), session, msg, held, traceparent, app.shutdown.clone());
             }
             let caller = Caller {
                 transport: "http",
@@ -276,7 +302,10 @@ async fn post_mcp(State(app): State<Arc<App>>, request: Request) -> Response {
                 peer: Some(&session.client.peer),
                 stream: None,
             };
-            match app.gateway.handle(&msg, &caller).await {
+            let reply = app.gateway.handle(&msg, &caller).await;
+            // The request's bytes are held until its reply is in.
+            drop(held);
+            match reply {
                 Some(reply) => reply_response(reply, false),
                 // Cancelled: no reply (cancellation.mdx). A stream that
                 // ends without one says that, when the client takes SSE.
@@ -323,6 +352,7 @@ fn streamed(
     gateway: Arc<Gateway>,
     session: Arc<Session>,
     msg: Message,
+    held: Held,
     traceparent: Option<String>,
     shutdown: CancellationToken,
 ) -> Response {
@@ -349,6 +379,7 @@ fn streamed(
         while let Ok(m) = rx.try_recv() {
             s.replay.record(stream, m);
         }
+        drop(held);
         if let Some(reply) = reply {
             s.replay.record(stream, reply);
         }
@@ -492,14 +523,21 @@ async fn get_sse(State(app): State<Arc<App>>, uri: Uri, headers: HeaderMap) -> R
         Ok(p) => p,
         Err(r) => return r,
     };
+    let quota = match app.take_session(&principal) {
+        Ok(q) => q,
+        Err(r) => return *r,
+    };
     let (out, rx) = tokio::sync::mpsc::channel::<String>(crate::routing::peer::QUEUE);
     let id = super::session::random_id::<32>();
     {
         let mut legacy = app.legacy.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
         if legacy.len() + app.sessions.len() >= app.gateway.config().gateway.max_sessions {
+            drop(legacy);
+            app.rejected("sessions");
             return rpc_error(StatusCode::SERVICE_UNAVAILABLE, None, protocol::INVALID_REQUEST, "Too many sessions");
         }
-        legacy.insert(id.clone(), Arc::new(LegacySession { out, principal, client: Default::default() }));
+        let session = LegacySession { out, principal, client: Default::default(), _quota: quota };
+        legacy.insert(id.clone(), Arc::new(session));
     }
     tracing::debug!("Legacy HTTP+SSE session opened.");
     let endpoint = Bytes::from(format!("event: endpoint\ndata: /messages?sessionId={id}\n\n"));
@@ -565,7 +603,7 @@ async fn post_messages(
         let r = rpc_error(StatusCode::NOT_FOUND, None, protocol::INVALID_REQUEST, "Session not found");
         return refused_unread(parts.version, body.into_data_stream(), r);
     };
-    let msg = match app.read_message(parts.version, body).await {
+    let (msg, held) = match app.read_message(parts.version, body, &principal).await {
         Ok(m) => m,
         Err(r) => return r,
     };
@@ -573,7 +611,14 @@ async fn post_messages(
     match (msg.kind(), client) {
         (Ok(MessageKind::Request), _) if msg.method() == "initialize" => {
             let id = msg.id.as_deref().expect("requests have ids");
-            let (reply, _version) = app.gateway.initialize(id, msg.params(), &session.principal);
+            let reply = match app.gateway.initialize("http", id, msg.params(), &session.principal) {
+                Ok((reply, _version)) => reply,
+                Err(refusal) => {
+                    app.rejected("capabilities_too_large");
+                    send_legacy(&session, refusal);
+                    return (StatusCode::ACCEPTED, "Accepted").into_response();
+                }
+            };
             let client = Arc::new(app.gateway.connect(session.out.clone(), msg.params(), session.principal.clone()));
             if let Some(old) = session.client.lock().unwrap_or_else(std::sync::PoisonError::into_inner).replace(client)
             {
@@ -592,7 +637,9 @@ async fn post_messages(
                     peer: Some(&client.peer),
                     stream: None,
                 };
-                if let Some(reply) = gateway.handle(&msg, &caller).await {
+                let reply = gateway.handle(&msg, &caller).await;
+                drop(held);
+                if let Some(reply) = reply {
                     // Waits for room: a reply is never dropped, and a client
                     // that does not read holds only its own calls.
                     let _ = session.out.send(reply).await;
@@ -727,14 +774,6 @@ impl App {
         }
     }
 
-    /// Reads a request body of at most `max_message_bytes` within
-    /// [`BODY_READ_TIMEOUT`]: 413 at once when its declared length is over
-    /// the limit (nothing is kept) or as soon as it grows over it, 408 when
-    /// it is too slow (and the connection is closed), 400 when the client
-    /// breaks it off.
-    /// Reads and parses one JSON-RPC message from an admitted request's
-    /// body: 413, 408 or 400 as [`Self::read_body`] says, 400 with the
-    /// JSON-RPC parse error when it is not a message.
     /// [`App::admit`], and the principal must be an admin: in one of
     /// `[auth] admin_groups`. Without authentication (`mode = "none"`, a
     /// loopback listener unless written out) nobody is told apart, so the
@@ -755,14 +794,32 @@ impl App {
         Err(rpc_error(StatusCode::FORBIDDEN, None, protocol::INVALID_REQUEST, &msg))
     }
 
-    async fn read_message(&self, version: Version, body: Body) -> Result<Message, Response> {
-        let body = self.read_body(version, body).await?;
-        self.gateway
+    /// Reads and parses one JSON-RPC message from an admitted request's
+    /// body: 413, 408, 400 or 503 as [`Self::read_body`] says, 400 with the
+    /// JSON-RPC parse error when it is not a message. The [`Held`] keeps
+    /// the body's bytes counted until it is dropped.
+    async fn read_message(
+        &self,
+        version: Version,
+        body: Body,
+        principal: &Principal,
+    ) -> Result<(Message, Held), Response> {
+        let (body, held) = self.read_body(version, body, principal).await?;
+        let msg = self
+            .gateway
             .parse("http", &body)
-            .map_err(|e| (StatusCode::BAD_REQUEST, json_headers(), e.to_response()).into_response())
+            .map_err(|e| (StatusCode::BAD_REQUEST, json_headers(), e.to_response()).into_response())?;
+        Ok((msg, held))
     }
 
-    async fn read_body(&self, version: Version, body: Body) -> Result<Bytes, Response> {
+    /// Reads a request body of at most `max_message_bytes` within
+    /// [`BODY_READ_TIMEOUT`]: 413 at once when its declared length is over
+    /// the limit (nothing is kept) or as soon as it grows over it, 408 when
+    /// it is too slow (and the connection is closed), 400 when the client
+    /// breaks it off. Its bytes are taken from the in-flight budget (its
+    /// declared length at once, or as it arrives): 503 with `Retry-After`
+    /// when the principal's share or the whole budget has no room.
+    async fn read_body(&self, version: Version, body: Body, principal: &Principal) -> Result<(Bytes, Held), Response> {
         let max = self.gateway.config().gateway.max_message_bytes;
         let too_large = || {
             self.rejected("body_too_large");
@@ -774,14 +831,26 @@ impl App {
         if usize::try_from(declared).map_or(true, |n| n > max) {
             return Err(refused_unread(version, chunks, too_large()));
         }
+        let mut held = match self.bytes.take(principal, declared as usize) {
+            Ok(h) => h,
+            Err(over) => return Err(refused_unread(version, chunks, self.over_budget(over, principal))),
+        };
         let deadline = tokio::time::Instant::now() + BODY_READ_TIMEOUT;
         // The declared length is at most `max` here: one allocation for
         // the usual body that says its length.
         let mut buf = Vec::with_capacity(usize::try_from(declared).unwrap_or(0));
         loop {
             match tokio::time::timeout_at(deadline, futures_util::StreamExt::next(&mut chunks)).await {
-                Ok(None) => return Ok(Bytes::from(buf)),
-                Ok(Some(Ok(chunk))) if buf.len() + chunk.len() <= max => buf.extend_from_slice(&chunk),
+                Ok(None) => return Ok((Bytes::from(buf), held)),
+                Ok(Some(Ok(chunk))) if buf.len() + chunk.len() <= max => {
+                    // Past its declared length (or with none), a body takes
+                    // what it brings.
+                    let more = (buf.len() + chunk.len()).saturating_sub(held.amount());
+                    if let Err(over) = held.grow(more) {
+                        return Err(refused_unread(version, chunks, self.over_budget(over, principal)));
+                    }
+                    buf.extend_from_slice(&chunk);
+                }
                 Ok(Some(Ok(_))) => return Err(refused_unread(version, chunks, too_large())),
                 Ok(Some(Err(e))) => {
                     tracing::debug!(error = %e, "Could not read a request body.");
@@ -805,6 +874,54 @@ impl App {
                 }
             }
         }
+    }
+
+    /// The refusal of a body the in-flight budget has no room for: 503
+    /// with `Retry-After` (bodies in flight are short-lived), counted and
+    /// logged with the principal whose share, or the whole, is full.
+    fn over_budget(&self, over: Over, principal: &Principal) -> Response {
+        self.rejected(over.reason("bytes"));
+        let g = &self.gateway.config().gateway;
+        let (msg, held) = match over {
+            Over::Share => (
+                format!(
+                    "Service Unavailable: this principal's requests in flight hold {} bytes \
+                     (gateway.max_inflight_request_bytes_per_principal is {}); retry shortly",
+                    self.bytes.held_by(&principal.identity),
+                    g.max_inflight_request_bytes_per_principal
+                ),
+                self.bytes.held_by(&principal.identity),
+            ),
+            Over::Whole => (
+                format!(
+                    "Service Unavailable: requests in flight hold {} bytes (gateway.max_inflight_request_bytes \
+                     is {}); retry shortly",
+                    self.bytes.total(),
+                    g.max_inflight_request_bytes
+                ),
+                self.bytes.total(),
+            ),
+        };
+        tracing::info!(principal = %principal.identity, reason = over.reason("bytes"), held, "Refused a request: no room for its body in the in-flight budget.");
+        let body = crate::error::CallError::new(crate::error::ErrorClass::Overloaded, None, msg).to_response_null();
+        let mut resp = (StatusCode::SERVICE_UNAVAILABLE, json_headers(), body).into_response();
+        resp.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+        resp
+    }
+
+    /// A place among `principal`'s sessions, or 429 when it has
+    /// `max_sessions_per_principal` open.
+    fn take_session(&self, principal: &Principal) -> Result<Held, Box<Response>> {
+        self.sessions_each.take(principal, 1).map_err(|over| {
+            self.rejected(over.reason("sessions"));
+            let max = self.gateway.config().gateway.max_sessions_per_principal;
+            tracing::info!(principal = %principal.identity, max, "Refused a session: the principal has max_sessions_per_principal open.");
+            let msg = format!(
+                "Too Many Requests: this principal has {max} sessions open (gateway.max_sessions_per_principal); \
+                 end one (DELETE /mcp) or wait for idle ones to expire"
+            );
+            Box::new(rpc_error(StatusCode::TOO_MANY_REQUESTS, None, protocol::INVALID_REQUEST, &msg))
+        })
     }
 
     /// Counts a request refused before routing, by `reason`.

@@ -1,46 +1,80 @@
 //! The accept loop of the HTTP listeners (`gateway.listen` and
 //! `admin.listen`): one task per connection, HTTP/1.1 or cleartext HTTP/2
-//! (prior knowledge), with time limits a client cannot stretch, and a
-//! graceful stop.
+//! (prior knowledge), with a bound on connections and time limits a client
+//! cannot stretch, and a graceful stop.
 //!
+//! - At most `gateway.max_connections` connections are open on a listener
+//!   (gauge `mcp_gateway_http_connections{listener}`). One more is closed
+//!   as soon as it is accepted and counted (`http_rejections{reason=
+//!   "connections"}`): it is not left in the kernel's backlog, where a
+//!   client would wait without knowing why.
 //! - A connection must send a whole request head within
-//!   [`HEADER_READ_TIMEOUT`] of being opened, and on HTTP/1.1 within as long
-//!   of its last reply; otherwise it is closed. Without this a client that
-//!   opens connections and sends nothing, or a byte now and then, holds a
-//!   socket and a task each for as long as it likes.
+//!   `gateway.connection_idle_timeout` of being opened, or it is dropped.
+//!   After that it is closed once it has had no request under way for as
+//!   long: HTTP/1.1 between requests (hyper's header timer, which also ends
+//!   a head sent a byte at a time), HTTP/2 when no stream is open (a
+//!   GOAWAY). A response still being sent (an SSE stream) is a request
+//!   under way. Without this a client holds a socket and a task for as long
+//!   as it likes.
 //! - Bodies have their own limit ([`super::http::BODY_READ_TIMEOUT`]),
 //!   applied where a handler reads one, after the request was admitted.
 //! - When `stop` is cancelled, [`serve`] stops accepting, every connection
 //!   finishes the request it is on and closes, and [`serve`] returns once
 //!   all are closed (callers bound that wait).
 
+use std::future::Future;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::time::Duration;
 
 use axum::Router;
+use axum::body::{Body, Bytes, HttpBody};
 use axum::extract::Request;
+use axum::response::Response;
 use hyper::body::Incoming;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
 use hyper_util::service::TowerToHyperService;
+use prometheus_client::metrics::gauge::Gauge;
 use tokio::net::{TcpListener, TcpStream};
+use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
-use crate::telemetry::metrics::{Metrics, ReasonLabels};
+use crate::telemetry::metrics::{ListenerLabels, Metrics, ReasonLabels};
 
-/// Longest a client may take to send a request head: from opening the
-/// connection (or, on a kept-alive HTTP/1.1 connection, from the last
-/// reply) to the blank line that ends the headers. hyper's own default;
-/// a client that sends its request in one go needs milliseconds.
-pub const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(30);
+/// What a listener allows its clients.
+#[derive(Debug, Clone, Copy)]
+pub struct Limits {
+    /// `main` or `admin`: the gauge's and the log's label.
+    pub listener: &'static str,
+    /// Most connections open at once.
+    pub max_connections: usize,
+    /// How long a connection may go without a request under way.
+    pub idle_timeout: Duration,
+}
+
+impl Limits {
+    /// The limits of `config`'s listeners.
+    pub fn of(config: &crate::config::Config, listener: &'static str) -> Self {
+        let g = &config.gateway;
+        Limits { listener, max_connections: g.max_connections, idle_timeout: g.connection_idle_timeout }
+    }
+}
 
 /// Serves `app` on `listener` until `stop` is cancelled and every
 /// connection has closed (see the module docs).
-pub async fn serve(mut listener: TcpListener, app: Router, metrics: Arc<Metrics>, stop: CancellationToken) {
+pub async fn serve(
+    mut listener: TcpListener,
+    app: Router,
+    metrics: Arc<Metrics>,
+    stop: CancellationToken,
+    limits: Limits,
+) {
     // Each connection task holds a receiver; `closed()` resolves when the
     // last one is dropped.
     let (all_closed, open) = tokio::sync::watch::channel(());
+    let gauge = metrics.connections.get_or_create(&ListenerLabels { listener: limits.listener }).clone();
+    let slots = Arc::new(tokio::sync::Semaphore::new(limits.max_connections));
     loop {
         let (tcp, _addr) = tokio::select! {
             // axum's `Listener` retries (and logs) accept errors such as
@@ -48,57 +82,94 @@ pub async fn serve(mut listener: TcpListener, app: Router, metrics: Arc<Metrics>
             accepted = axum::serve::Listener::accept(&mut listener) => accepted,
             () = stop.cancelled() => break,
         };
+        let Ok(slot) = slots.clone().try_acquire_owned() else {
+            // Dropping the stream closes it.
+            metrics.http_rejections.get_or_create(&ReasonLabels { reason: "connections" }).inc();
+            tracing::debug!(
+                listener = limits.listener,
+                max = limits.max_connections,
+                "Closed a client connection: the listener has max_connections open."
+            );
+            continue;
+        };
         // Replies are written whole; without Nagle's delay an SSE event or a
         // small JSON reply leaves at once.
         if let Err(e) = tcp.set_nodelay(true) {
             tracing::debug!(error = %e, "Could not set TCP_NODELAY.");
         }
-        tokio::spawn(connection(tcp, app.clone(), metrics.clone(), stop.clone(), open.clone()));
+        gauge.inc();
+        let held = Open { _slot: slot, gauge: gauge.clone(), _open: open.clone() };
+        tokio::spawn(connection(tcp, app.clone(), metrics.clone(), stop.clone(), limits.idle_timeout, held));
     }
     drop(open);
     drop(listener);
     all_closed.closed().await;
 }
 
-/// Serves one connection; `_open` is dropped when it closes.
+/// What an open connection holds: a slot of `max_connections`, a count in
+/// the gauge and the listener's "not all closed" receiver.
+struct Open {
+    _slot: tokio::sync::OwnedSemaphorePermit,
+    gauge: Gauge,
+    _open: tokio::sync::watch::Receiver<()>,
+}
+
+impl Drop for Open {
+    fn drop(&mut self) {
+        self.gauge.dec();
+    }
+}
+
+/// Serves one connection until it ends, idles out or the listener stops.
 async fn connection(
     tcp: TcpStream,
     app: Router,
     metrics: Arc<Metrics>,
     stop: CancellationToken,
-    _open: tokio::sync::watch::Receiver<()>,
+    idle: Duration,
+    _held: Open,
 ) {
-    let started = Arc::new(AtomicBool::new(false));
-    let service = FirstRequest { started: started.clone(), inner: TowerToHyperService::new(app) };
+    let activity = Arc::new(Activity::new());
+    let service = Tracked { activity: activity.clone(), inner: TowerToHyperService::new(app) };
     let mut builder = auto::Builder::new(TokioExecutor::new());
-    builder.http1().timer(TokioTimer::new()).header_read_timeout(HEADER_READ_TIMEOUT);
+    builder.http1().timer(TokioTimer::new()).header_read_timeout(idle);
     let conn = builder.serve_connection(TokioIo::new(tcp), service);
     let mut conn = std::pin::pin!(conn);
     // hyper's header timer starts only once it knows the connection speaks
     // HTTP/1.1, which takes the first bytes; HTTP/2 has no such timer. So
-    // the first request head has a deadline of its own, on both.
-    let first = tokio::time::sleep(HEADER_READ_TIMEOUT);
-    let mut first = std::pin::pin!(first);
-    let (mut awaiting_first, mut stopping) = (true, false);
+    // the first request head has a deadline of its own, on both, and then
+    // the connection is closed when nothing has been under way for `idle`.
+    let check = tokio::time::sleep(idle);
+    let mut check = std::pin::pin!(check);
+    let mut stopping = false;
     loop {
         tokio::select! {
             served = conn.as_mut() => {
                 if let Err(e) = served {
                     let timeout = e.downcast_ref::<hyper::Error>().is_some_and(hyper::Error::is_timeout);
                     if timeout {
-                        timed_out(&metrics);
+                        timed_out(&metrics, idle);
                     } else {
                         tracing::debug!(error = %e, "A client connection ended with an error.");
                     }
                 }
                 return;
             }
-            () = &mut first, if awaiting_first => {
-                awaiting_first = false;
-                if !started.load(Ordering::Relaxed) {
+            () = &mut check, if !stopping => {
+                match activity.idle_since() {
                     // Dropping the connection closes the socket.
-                    timed_out(&metrics);
-                    return;
+                    None if !activity.started.load(Ordering::Relaxed) => {
+                        timed_out(&metrics, idle);
+                        return;
+                    }
+                    Some(since) if since.elapsed() >= idle => {
+                        tracing::debug!(idle_s = idle.as_secs(), "Closing a client connection that has been idle.");
+                        stopping = true;
+                        conn.as_mut().graceful_shutdown();
+                    }
+                    Some(since) => check.as_mut().reset(since + idle),
+                    // A request is under way: look again in a while.
+                    None => check.as_mut().reset(Instant::now() + idle),
                 }
             }
             () = stop.cancelled(), if !stopping => {
@@ -109,31 +180,139 @@ async fn connection(
     }
 }
 
+/// Requests under way on one connection, and since when none has been.
+#[derive(Debug)]
+struct Activity {
+    opened: Instant,
+    /// A request has arrived.
+    started: AtomicBool,
+    active: AtomicUsize,
+    /// When the last request ended, in milliseconds since `opened`, plus
+    /// one (0: none has ended yet). Milliseconds are plenty for a timeout
+    /// of seconds.
+    last_end_ms: AtomicU64,
+}
+
+impl Activity {
+    fn new() -> Self {
+        Activity {
+            opened: Instant::now(),
+            started: AtomicBool::new(false),
+            active: AtomicUsize::new(0),
+            last_end_ms: AtomicU64::new(0),
+        }
+    }
+
+    /// Since when nothing has been under way; `None` while something is,
+    /// and before the first request.
+    fn idle_since(&self) -> Option<Instant> {
+        if self.active.load(Ordering::Acquire) > 0 {
+            return None;
+        }
+        match self.last_end_ms.load(Ordering::Acquire) {
+            0 => None,
+            ms => Some(self.opened + Duration::from_millis(ms - 1)),
+        }
+    }
+
+    fn ended_one(&self) {
+        let ms = self.opened.elapsed().as_millis() as u64 + 1;
+        self.last_end_ms.store(ms, Ordering::Release);
+        self.active.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
 /// Counts and logs a connection closed for not sending its request head
 /// in time. At debug level: idle pre-connections of browsers end this way
 /// too, and a flood of them must not flood the log.
-fn timed_out(metrics: &Metrics) {
+fn timed_out(metrics: &Metrics, idle: Duration) {
     metrics.http_rejections.get_or_create(&ReasonLabels { reason: "header_timeout" }).inc();
-    tracing::debug!(
-        timeout_s = HEADER_READ_TIMEOUT.as_secs(),
-        "Closed a client connection that sent no whole request head in time."
-    );
+    tracing::debug!(timeout_s = idle.as_secs(), "Closed a client connection that sent no whole request head in time.");
 }
 
-/// The router as a hyper service that notes that a request arrived.
+/// The router as a hyper service that counts the requests under way on its
+/// connection: from the call until the response body is done or dropped.
 #[derive(Debug, Clone)]
-struct FirstRequest {
-    started: Arc<AtomicBool>,
+struct Tracked {
+    activity: Arc<Activity>,
     inner: TowerToHyperService<Router>,
 }
 
-impl hyper::service::Service<Request<Incoming>> for FirstRequest {
-    type Response = <TowerToHyperService<Router> as hyper::service::Service<Request<Incoming>>>::Response;
-    type Error = <TowerToHyperService<Router> as hyper::service::Service<Request<Incoming>>>::Error;
-    type Future = <TowerToHyperService<Router> as hyper::service::Service<Request<Incoming>>>::Future;
+type Inner = TowerToHyperService<Router>;
+type InnerFuture = <Inner as hyper::service::Service<Request<Incoming>>>::Future;
+type InnerError = <Inner as hyper::service::Service<Request<Incoming>>>::Error;
+
+impl hyper::service::Service<Request<Incoming>> for Tracked {
+    type Response = Response;
+    type Error = InnerError;
+    type Future = Call;
 
     fn call(&self, req: Request<Incoming>) -> Self::Future {
-        self.started.store(true, Ordering::Relaxed);
-        self.inner.call(req)
+        self.activity.started.store(true, Ordering::Relaxed);
+        self.activity.active.fetch_add(1, Ordering::AcqRel);
+        Call { inner: self.inner.call(req), guard: Some(UnderWay(self.activity.clone())) }
+    }
+}
+
+/// Ends a request's time under way when dropped.
+#[derive(Debug)]
+struct UnderWay(Arc<Activity>);
+
+impl Drop for UnderWay {
+    fn drop(&mut self) {
+        self.0.ended_one();
+    }
+}
+
+pin_project_lite::pin_project! {
+    /// The router's response future; its response's body carries the
+    /// guard on.
+    struct Call {
+        #[pin]
+        inner: InnerFuture,
+        guard: Option<UnderWay>,
+    }
+}
+
+impl Future for Call {
+    type Output = Result<Response, InnerError>;
+
+    fn poll(self: std::pin::Pin<&mut Self>, cx: &mut std::task::Context<'_>) -> std::task::Poll<Self::Output> {
+        let this = self.project();
+        let resp = std::task::ready!(this.inner.poll(cx))?;
+        let guard = this.guard.take();
+        std::task::Poll::Ready(Ok(resp.map(|body| Body::new(Guarded { body, _guard: guard }))))
+    }
+}
+
+/// A response body that holds its request's [`UnderWay`] until it is done.
+struct Guarded {
+    body: Body,
+    _guard: Option<UnderWay>,
+}
+
+impl HttpBody for Guarded {
+    type Data = Bytes;
+    type Error = axum::Error;
+
+    fn poll_frame(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<hyper::body::Frame<Bytes>, axum::Error>>> {
+        let polled = std::pin::Pin::new(&mut self.body).poll_frame(cx);
+        if let std::task::Poll::Ready(None) = polled {
+            // Done: the request is no longer under way, even if hyper keeps
+            // the body a while.
+            self._guard = None;
+        }
+        polled
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.body.is_end_stream()
+    }
+
+    fn size_hint(&self) -> hyper::body::SizeHint {
+        self.body.size_hint()
     }
 }

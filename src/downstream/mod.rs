@@ -6,6 +6,7 @@
 //!
 //! Architecture Invariant: nothing here talks to an upstream directly.
 
+mod bounds;
 pub mod http;
 pub mod listen;
 mod media;

@@ -34,6 +34,9 @@ pub struct Session {
     pub replay: Replay,
     created: Instant,
     last_seen_ms: AtomicU64,
+    /// Its place among its principal's sessions, given back when the last
+    /// reference to the session goes.
+    _quota: super::bounds::Held,
 }
 
 /// The session table.
@@ -189,7 +192,7 @@ pub(crate) fn parse_event_id(id: &str) -> Option<(u64, u64)> {
 /// The session table is full.
 #[derive(Debug, thiserror::Error)]
 #[error("too many sessions")]
-pub struct Full;
+pub(crate) struct Full;
 
 // === impl Session ===
 
@@ -224,11 +227,12 @@ impl Sessions {
     /// Creates a session with a cryptographically random id; `client` is
     /// its registration with the gateway and `outbox` the receiving end of
     /// the client's queue.
-    pub fn create(
+    pub(crate) fn create(
         &self,
         version: String,
         client: Client,
         outbox: mpsc::Receiver<String>,
+        quota: super::bounds::Held,
     ) -> Result<Arc<Session>, Full> {
         let id = random_id::<32>();
         let s = Arc::new(Session {
@@ -240,6 +244,7 @@ impl Sessions {
             replay: Replay::default(),
             created: Instant::now(),
             last_seen_ms: AtomicU64::new(0),
+            _quota: quota,
         });
         let mut map = self.lock();
         if map.len() >= self.max {
@@ -340,13 +345,12 @@ mod tests {
         let metrics = telemetry.metrics.clone();
         let gateway = crate::routing::Gateway::start(config, telemetry);
         let t = Sessions::new(2, &metrics);
+        let quota = super::super::bounds::Quota::new(usize::MAX, 10, None);
         let create = || {
             let (tx, rx) = mpsc::channel(1);
-            t.create(
-                "2025-11-25".into(),
-                gateway.connect(tx, None, Arc::new(crate::security::auth::Principal::anonymous())),
-                rx,
-            )
+            let anonymous = Arc::new(crate::security::auth::Principal::anonymous());
+            let held = quota.take(&anonymous, 1).unwrap();
+            t.create("2025-11-25".into(), gateway.connect(tx, None, anonymous), rx, held)
         };
         let a = create().unwrap();
         let b = create().unwrap();
@@ -360,8 +364,12 @@ mod tests {
         assert!(t.get(&a.id).is_none());
         assert!(t.get(&b.id).is_some());
         assert!(metrics.encode().contains("mcp_gateway_downstream_sessions{transport=\"http\"} 1"));
+        drop(a);
+        assert_eq!(quota.total(), 1, "an expired session gives its place back");
         assert!(t.remove(&b.id));
         assert!(!t.remove(&b.id));
+        drop(b);
+        assert_eq!(quota.total(), 0);
         assert!(metrics.encode().contains("mcp_gateway_downstream_sessions{transport=\"http\"} 0"));
     }
 }

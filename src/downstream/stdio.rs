@@ -83,9 +83,10 @@ where
         match msg.kind() {
             Ok(MessageKind::Request) if msg.method() == "initialize" => {
                 let id = msg.id.as_deref().expect("requests have ids");
-                let (reply, _version) = gateway.initialize(id, msg.params(), &Principal::stdio());
-                let _ = tx.send(reply).await;
-                if client.is_none() {
+                let reply = gateway.initialize("stdio", id, msg.params(), &Principal::stdio());
+                let refused = reply.is_err();
+                let _ = tx.send(reply.map_or_else(|e| e, |(r, _)| r)).await;
+                if client.is_none() && !refused {
                     client = Some(gateway.connect(tx.clone(), msg.params(), Arc::new(Principal::stdio())));
                 }
             }

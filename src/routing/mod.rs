@@ -836,8 +836,34 @@ impl Gateway {
     }
 
     /// Answers `initialize`: echo the client's revision when supported,
-    /// otherwise offer the latest. Returns the reply and the revision.
-    pub fn initialize(&self, id: &RawValue, params: Option<Checked<'_>>, principal: &Principal) -> (String, String) {
+    /// otherwise offer the latest. Returns the reply and the revision, or
+    /// the error reply when the client's `capabilities` are larger than
+    /// `max_client_capabilities_bytes` (the session would keep them): then
+    /// no session may be made.
+    pub fn initialize(
+        &self,
+        transport: &'static str,
+        id: &RawValue,
+        params: Option<Checked<'_>>,
+        principal: &Principal,
+    ) -> Result<(String, String), String> {
+        let cap = self.config.gateway.max_client_capabilities_bytes;
+        let declared = params.and_then(|p| p.get("capabilities")).map_or(0, |c| c.text().len());
+        if declared > cap {
+            self.refused(transport, "capabilities_too_large");
+            tracing::warn!(
+                transport,
+                principal = %principal.identity,
+                bytes = declared,
+                max = cap,
+                "Refused an initialize whose client capabilities are over max_client_capabilities_bytes."
+            );
+            let msg = format!(
+                "Invalid params: the client capabilities are {declared} bytes; this gateway keeps at most {cap} \
+                 (gateway.max_client_capabilities_bytes)"
+            );
+            return Err(encode::error(Some(id), protocol::INVALID_PARAMS, &msg, None));
+        }
         let asked = params.and_then(|p| p.get("protocolVersion")).and_then(Checked::str).map(|v| v.into_owned());
         let version = match asked {
             Some(v) if protocol::is_supported_version(&v) => v,
@@ -870,7 +896,7 @@ impl Gateway {
             },
         });
         let result = serde_json::value::to_raw_value(&result).expect("json! always serializes");
-        (encode::result(id, &result), version)
+        Ok((encode::result(id, &result), version))
     }
 
     /// Handles one request (not `initialize`) and returns the reply, or

@@ -96,6 +96,13 @@ impl Drop for InFlightCall<'_> {
     }
 }
 
+impl Drop for Peer {
+    fn drop(&mut self) {
+        let kept = self.capabilities.as_ref().map_or(0, |c| c.text().len());
+        self.metrics.client_capabilities_bytes.dec_by(kept as i64);
+    }
+}
+
 // === impl Peer ===
 
 impl Peer {
@@ -108,6 +115,8 @@ impl Peer {
         grants: Arc<Grants>,
         redactor: crate::config::Redactor,
     ) -> Self {
+        let capabilities = capabilities.filter(|c| c.object().is_some()).map(Checked::to_box);
+        metrics.client_capabilities_bytes.inc_by(capabilities.as_ref().map_or(0, |c| c.text().len()) as i64);
         Peer {
             redactor,
             principal,
@@ -117,7 +126,7 @@ impl Peer {
             level: AtomicU8::new(UNSET),
             subscriptions: Mutex::default(),
             in_flight: Mutex::default(),
-            capabilities: capabilities.filter(|c| c.object().is_some()).map(Checked::to_box),
+            capabilities,
             pending: Mutex::default(),
             next_request: std::sync::atomic::AtomicU64::new(1),
             history: Mutex::default(),

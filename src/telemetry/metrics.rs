@@ -155,6 +155,13 @@ pub struct TransportLabels {
     pub transport: &'static str,
 }
 
+/// `listener`.
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ListenerLabels {
+    /// `main` (`gateway.listen`) or `admin` (`admin.listen`).
+    pub listener: &'static str,
+}
+
 /// `transport`, `reason`: a client message refused before routing.
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct RefusalLabels {
@@ -309,6 +316,13 @@ pub struct Metrics {
     pub catalog_refreshes: Family<Outcome, Counter>,
     /// Open client sessions, by transport.
     pub sessions: Family<TransportLabels, Gauge>,
+    /// Open client connections, by listener.
+    pub connections: Family<ListenerLabels, Gauge>,
+    /// Bytes of client request bodies held now (read, being read, or being
+    /// handled).
+    pub inflight_request_bytes: Gauge,
+    /// Bytes of client `capabilities` kept by open sessions.
+    pub client_capabilities_bytes: Gauge,
     /// Audit records: `written`, `dropped` (queue full), `failed`.
     pub audit_records: Family<Outcome, Counter>,
     /// Spans handed to the OTLP exporter: `ok` or `failed` (lost).
@@ -321,7 +335,9 @@ pub struct Metrics {
     pub auth_failures: Family<ReasonLabels, Counter>,
     /// HTTP requests (or connections) refused before they reached routing,
     /// by reason: `header_timeout`, `body_timeout`, `body_too_large`,
-    /// `content_type`, `accept`, `host`, `origin`, `authority_mismatch`.
+    /// `content_type`, `accept`, `host`, `origin`, `authority_mismatch`,
+    /// `connections`, `inflight_bytes`, `principal_inflight_bytes`,
+    /// `sessions`, `principal_sessions`, `capabilities_too_large`.
     pub http_rejections: Family<ReasonLabels, Counter>,
     /// Client messages refused before routing (design.md D12), by
     /// transport and reason.
@@ -378,6 +394,9 @@ impl Metrics {
             tools_exposed: Family::default(),
             catalog_refreshes: Family::default(),
             sessions: Family::default(),
+            connections: Family::default(),
+            inflight_request_bytes: Gauge::default(),
+            client_capabilities_bytes: Gauge::default(),
             audit_records: Family::default(),
             trace_exports: Family::default(),
             notifications: Family::default(),
@@ -489,6 +508,24 @@ impl Metrics {
             Listed(m.catalog_refreshes.clone()),
         );
         r.register("downstream_sessions", "Open client sessions, by transport", Listed(m.sessions.clone()));
+        r.register(
+            "http_connections",
+            "Open client connections, by listener (main, admin); at most gateway.max_connections each",
+            Listed(m.connections.clone()),
+        );
+        r.register_with_unit(
+            "inflight_request",
+            "Client request bodies the gateway holds now (read, being read, or being handled); at most \
+             gateway.max_inflight_request_bytes",
+            Unit::Bytes,
+            m.inflight_request_bytes.clone(),
+        );
+        r.register_with_unit(
+            "client_capabilities",
+            "Client capabilities kept by open sessions (each at most gateway.max_client_capabilities_bytes)",
+            Unit::Bytes,
+            m.client_capabilities_bytes.clone(),
+        );
         r.register(
             "audit_records",
             "Audit log records, by outcome (written, dropped when the queue is full, failed)",

@@ -6,6 +6,7 @@
 
 mod support;
 
+mod bounds;
 mod cli;
 mod conformance;
 mod dashboards;
