@@ -129,6 +129,11 @@ def write_config(workdir, url, oauth, context):
         "[upstreams.%s]" % UPSTREAM,
         "url = %s" % toml_str(url),
     ]
+    # A server that asks its client things outside any call's stream (the
+    # elicitation scenarios ask on the standalone GET stream) needs a
+    # connection of the session's own, so the question has one client.
+    if SCENARIO.startswith("elicitation"):
+        lines.append('isolation = "per-session"')
     env = {}
     if oauth:
         grant = "client_credentials" if SCENARIO.startswith("auth/client-credentials") else "authorization_code"
@@ -241,9 +246,8 @@ class Gateway:
                 continue
             if m.get("id") == rid and ("result" in m or "error" in m):
                 return m
-            if "method" in m and "id" in m:  # a server request: we offer no capabilities
-                self.send({"jsonrpc": "2.0", "id": m["id"],
-                           "error": {"code": -32601, "message": "driver: not supported"}})
+            if "method" in m and "id" in m:  # a server request, relayed by the gateway
+                self.send(answer_server_request(m))
             elif "method" in m:
                 log("notification: %s" % m["method"])
 
@@ -286,6 +290,19 @@ class Gateway:
         log("gateway exit %s" % self.proc.returncode)
 
 
+def answer_server_request(m):
+    """The host's answer to a server request the gateway relays: an
+    elicitation is accepted with every default its schema gives (SEP-1034:
+    the client applies them); anything else is not offered."""
+    if m["method"] == "elicitation/create":
+        props = ((m.get("params") or {}).get("requestedSchema") or {}).get("properties") or {}
+        content = {k: v["default"] for k, v in props.items() if isinstance(v, dict) and "default" in v}
+        log("elicitation/create answered: accept %s" % json.dumps(content))
+        return {"jsonrpc": "2.0", "id": m["id"], "result": {"action": "accept", "content": content}}
+    log("server request %s refused: the driver offers no such capability" % m["method"])
+    return {"jsonrpc": "2.0", "id": m["id"], "error": {"code": -32601, "message": "driver: not supported"}}
+
+
 def example_args(name, schema):
     if name == "add_numbers":
         return {"a": 1, "b": 2}
@@ -323,7 +340,7 @@ class Run:
         self.gw = Gateway(self.cfg, self.env, os.path.join(self.workdir, "gateway-%d.log" % self.runs))
         init = self.gw.request("initialize", {
             "protocolVersion": "2025-11-25",
-            "capabilities": {},
+            "capabilities": {"elicitation": {"form": {}}},
             "clientInfo": {"name": "conformance-client-driver", "version": "1.0.0"},
         })
         if "error" in init:

@@ -24,7 +24,8 @@
 #
 # Scenarios run one at a time (the suite's --suite runs them all at once,
 # which a small machine turns into timeouts). Which ones:
-#   CONFORMANCE_SUITE=auth (default)  initialize, tools_call, the suite's `auth`
+#   CONFORMANCE_SUITE=auth (default)  initialize, tools_call, sse-retry,
+#       elicitation-sep1034-client-defaults, the suite's `auth`
 #       suite (in 0.1.16: metadata-default, metadata-var1..3, basic-cimd, the
 #       five scope-* ones, token-endpoint-auth-basic/post/none,
 #       pre-registration) and the extension auth/client-credentials-basic
@@ -69,6 +70,11 @@ AUTH_SUITE=(auth/metadata-default auth/metadata-var1 auth/metadata-var2 auth/met
   auth/scope-omitted-when-undefined auth/scope-step-up auth/scope-retry-limit
   auth/token-endpoint-auth-basic auth/token-endpoint-auth-post auth/token-endpoint-auth-none
   auth/pre-registration)
+# The upstream's streams: a response stream closed before its reply and resumed
+# with GET and Last-Event-ID after `retry` (SEP-1699), and a server request on
+# the standalone GET stream of a per-session upstream (the driver configures
+# `isolation = "per-session"` for elicitation scenarios and answers as a host).
+STREAMS=(sse-retry elicitation-sep1034-client-defaults)
 AUTH_MORE=(auth/2025-03-26-oauth-metadata-backcompat auth/2025-03-26-oauth-endpoint-fallback
   auth/resource-mismatch auth/offline-access-scope auth/offline-access-not-supported
   auth/client-credentials-jwt auth/cross-app-access-complete-flow)
@@ -76,8 +82,8 @@ if [[ -n "${CONFORMANCE_SCENARIO:-}" ]]; then
   read -r -a SCENARIOS <<<"$CONFORMANCE_SCENARIO"
 else
   case "${CONFORMANCE_SUITE:-auth}" in
-    auth) SCENARIOS=(initialize tools_call "${AUTH_SUITE[@]}" auth/client-credentials-basic) ;;
-    all) SCENARIOS=(initialize tools_call "${AUTH_SUITE[@]}" auth/client-credentials-basic "${AUTH_MORE[@]}") ;;
+    auth) SCENARIOS=(initialize tools_call "${STREAMS[@]}" "${AUTH_SUITE[@]}" auth/client-credentials-basic) ;;
+    all) SCENARIOS=(initialize tools_call "${STREAMS[@]}" "${AUTH_SUITE[@]}" auth/client-credentials-basic "${AUTH_MORE[@]}") ;;
     *) echo "conformance-client: CONFORMANCE_SUITE is auth or all" >&2; exit 2 ;;
   esac
 fi

@@ -535,7 +535,7 @@ impl Connection {
         let left = deadline.saturating_duration_since(Instant::now());
         Box::pin(self.initialize(left)).await?;
         // The old session's notification stream died with it.
-        self.link.start_listening(&self.inbox);
+        self.link.start_listening(&self.inbox).await;
         *done = self.link.generation();
         Ok(())
     }

@@ -152,12 +152,12 @@ impl HttpLink {
             .is_some_and(|v| v.starts_with("text/event-stream"));
         if is_sse {
             // The reply (and messages related to it) arrive on the stream.
-            let (inbox, max) = (inbox.clone(), self.max_bytes);
+            let (inbox, max, reopen) = (inbox.clone(), self.max_bytes, self.reopen());
             tokio::spawn(async move {
-                let outcome = read_events(resp, &inbox, max, id).await;
+                let outcome = follow(resp, &inbox, max, id, reopen).await;
                 if let Some(id) = id.filter(|id| inbox.is_pending(*id)) {
                     let why = match outcome {
-                        Ok(()) => "ended the response stream without a reply".to_owned(),
+                        Ok(_) => "ended the response stream without a reply".to_owned(),
                         Err(e) => e.to_string(),
                     };
                     let msg = format!("upstream `{}` {why}", inbox.upstream());
@@ -179,6 +179,19 @@ impl HttpLink {
         Ok(())
     }
 
+    /// What it takes to reopen a response stream later: this session's
+    /// request, as it stands now.
+    fn reopen(&self) -> Reopen {
+        let mut headers = self.headers.clone();
+        if let Some(s) = read(&self.session) {
+            headers.insert(SESSION, s);
+        }
+        if let Some(v) = read(&self.version) {
+            headers.insert(VERSION, v);
+        }
+        Reopen { client: self.client.clone(), url: self.url.clone(), headers, auth: self.auth.clone() }
+    }
+
     pub(crate) fn generation(&self) -> u64 {
         self.generation.load(Ordering::Relaxed)
     }
@@ -195,15 +208,21 @@ impl HttpLink {
         }
     }
 
-    /// Opens the GET stream for server-initiated messages (list_changed),
-    /// reconnecting while the session lives. Only with a session: stateless
-    /// servers have nothing to push.
-    pub(crate) fn start_listening(self: &Arc<Self>, inbox: &Arc<Inbox>) {
+    /// Opens the GET stream for server-initiated messages (list_changed,
+    /// requests outside any call's stream), reconnecting while the session
+    /// lives. Only with a session: stateless servers have nothing to push.
+    /// Returns once the server has answered the first GET (at most
+    /// [`LISTEN_WAIT`]): a server sends what it has outside a call only on
+    /// that stream, and a message sent before it is open is lost, so the
+    /// connection is not called ready before then.
+    pub(crate) async fn start_listening(self: &Arc<Self>, inbox: &Arc<Inbox>) {
         if read(&self.session).is_none() {
             return;
         }
         let (this, inbox) = (self.clone(), inbox.clone());
+        let (opened, first) = tokio::sync::oneshot::channel::<()>();
         let task = tokio::spawn(async move {
+            let mut opened = Some(opened);
             let mut failures = 0u32;
             while failures < 5 {
                 let Ok(bearer) = this.bearer().await else {
@@ -212,10 +231,13 @@ impl HttpLink {
                     continue;
                 };
                 let resp = this.request(reqwest::Method::GET, "text/event-stream", bearer.as_ref()).send().await;
+                if let Some(o) = opened.take() {
+                    let _ = o.send(());
+                }
                 match resp {
                     Ok(r) if r.status().is_success() => {
                         failures = 0;
-                        let _ = read_events(r, &inbox, this.max_bytes, None).await;
+                        let _ = read_events(r, &inbox, this.max_bytes, None, Resume::default()).await;
                     }
                     // 405: the server offers no GET stream. That is allowed.
                     Ok(r) if r.status() == StatusCode::METHOD_NOT_ALLOWED => return,
@@ -227,6 +249,7 @@ impl HttpLink {
         if let Some(old) = self.listener.lock().unwrap_or_else(std::sync::PoisonError::into_inner).replace(task) {
             old.abort();
         }
+        let _ = tokio::time::timeout(LISTEN_WAIT, first).await;
     }
 
     fn stop_listening(&self) {
@@ -322,23 +345,114 @@ pub(crate) async fn read_body(mut resp: reqwest::Response, max: usize) -> Result
     Ok(body)
 }
 
+/// Longest the start of an upstream waits for the server to answer its GET
+/// stream (see [`HttpLink::start_listening`]).
+const LISTEN_WAIT: Duration = Duration::from_secs(2);
+
+/// Where a closed response stream can be picked up again: the last event
+/// id it carried and the reconnection time the server asked for.
+#[derive(Debug, Default, Clone)]
+pub(crate) struct Resume {
+    last_id: Option<String>,
+    retry: Option<Duration>,
+}
+
+/// A request's response stream that ended before its reply is resumed
+/// (transports.mdx §Resumability; SEP-1699 polling): after the server's
+/// `retry` time, a GET with `Last-Event-ID` picks it up where it stopped,
+/// as often as the server closes it, for as long as the call waits. Without
+/// an event id there is nothing to resume: the call fails.
+const DEFAULT_RETRY: Duration = Duration::from_secs(1);
+/// Bounds on the server's `retry`: a hostile or broken server can neither
+/// make the gateway reconnect in a tight loop nor park the call (its own
+/// deadline still ends it).
+const MIN_RETRY: Duration = Duration::from_millis(100);
+const MAX_RETRY: Duration = Duration::from_secs(30);
+
+/// The session's request headers and credential, taken when the call was
+/// sent, to reopen its stream with.
+#[derive(Debug)]
+struct Reopen {
+    client: reqwest::Client,
+    url: reqwest::Url,
+    headers: HeaderMap,
+    auth: Option<Arc<Credential>>,
+}
+
+/// Reads request `id`'s response stream, resuming it while the call is
+/// still waiting for its reply; see [`DEFAULT_RETRY`].
+async fn follow(
+    resp: reqwest::Response,
+    inbox: &Arc<Inbox>,
+    max: usize,
+    id: Option<u64>,
+    reopen: Reopen,
+) -> Result<Resume, LinkError> {
+    let mut resume = read_events(resp, inbox, max, id, Resume::default()).await?;
+    while let (Some(id), Some(last)) = (id, resume.last_id.clone()) {
+        if !inbox.is_pending(id) {
+            break;
+        }
+        let wait = resume.retry.unwrap_or(DEFAULT_RETRY).clamp(MIN_RETRY, MAX_RETRY);
+        tokio::time::sleep(wait).await;
+        if !inbox.is_pending(id) {
+            break;
+        }
+        tracing::debug!(upstream = %inbox.upstream(), last_event_id = %last, "Resuming a response stream the upstream closed before its reply.");
+        let mut req = reopen.client.get(reopen.url.clone()).headers(reopen.headers.clone());
+        req = req.header(ACCEPT, "text/event-stream").header("last-event-id", last.as_str());
+        if let Some(c) = &reopen.auth {
+            let bearer = c.bearer().await.map_err(|e| LinkError::Auth(e.to_string()))?;
+            req = req.header(AUTHORIZATION, bearer);
+        }
+        let resp = success(req.send().await.map_err(io_error)?)?;
+        // A GET stream may stay open after the reply, or without one: the
+        // reading ends when the call stops waiting (answered, timed out,
+        // cancelled), so no stream outlives its call.
+        let answered = async {
+            while inbox.is_pending(id) {
+                tokio::time::sleep(Duration::from_millis(250)).await;
+            }
+        };
+        tokio::select! {
+            r = read_events(resp, inbox, max, Some(id), resume.clone()) => resume = r?,
+            () = answered => break,
+        }
+    }
+    Ok(resume)
+}
+
 /// Delivers every `message` event of an SSE body to `inbox`; `related` is
 /// the request whose response stream this is (None: the GET stream).
+/// Returns where the stream could be resumed (`resume`, carried over from
+/// an earlier part of the same stream, updated by this one). A request's
+/// stream is left as soon as its reply is in: a resumed one may be a GET
+/// stream the server keeps open.
 pub(crate) async fn read_events(
     mut resp: reqwest::Response,
     inbox: &Inbox,
     max: usize,
     related: Option<u64>,
-) -> Result<(), LinkError> {
+    mut resume: Resume,
+) -> Result<Resume, LinkError> {
     let mut decoder = sse::Decoder::new(max);
     while let Some(chunk) = resp.chunk().await.map_err(io_error)? {
         let events = decoder.feed(&chunk).map_err(|_| LinkError::TooLarge(max))?;
         for ev in events {
+            if let Some(id) = ev.id {
+                resume.last_id = Some(id).filter(|id| !id.is_empty());
+            }
+            if let Some(ms) = ev.retry {
+                resume.retry = Some(Duration::from_millis(ms));
+            }
             // Priming events carry an id and empty data (SEP-1699).
             if matches!(ev.event.as_deref(), None | Some("message")) && !ev.data.trim().is_empty() {
                 inbox.deliver_related(ev.data.as_bytes(), related);
             }
         }
+        if related.is_some_and(|id| !inbox.is_pending(id)) {
+            break;
+        }
     }
-    Ok(())
+    Ok(resume)
 }

@@ -113,9 +113,9 @@ impl Link {
     }
 
     /// After `initialize`: open the stream for server-initiated messages.
-    pub(crate) fn start_listening(&self, inbox: &Arc<Inbox>) {
+    pub(crate) async fn start_listening(&self, inbox: &Arc<Inbox>) {
         if let Link::Http(l) = self {
-            l.start_listening(inbox);
+            l.start_listening(inbox).await;
         }
     }
 

@@ -657,7 +657,7 @@ impl Upstream {
         observe(if negotiated.is_ok() { "ok" } else { "error" });
         match negotiated {
             Ok(n) => {
-                conn.link.start_listening(inbox);
+                conn.link.start_listening(inbox).await;
                 tracing::info!(
                     upstream = %self.spec.id,
                     protocol_version = %n.version,

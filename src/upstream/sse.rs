@@ -15,6 +15,9 @@ pub(crate) struct Event {
     pub(crate) data: String,
     /// `id:` field.
     pub(crate) id: Option<String>,
+    /// `retry:` field: the reconnection time the server asks for, in
+    /// milliseconds (ignored unless all ASCII digits, as the SSE spec says).
+    pub(crate) retry: Option<u64>,
 }
 
 /// An event or line larger than the limit.
@@ -87,7 +90,10 @@ impl Decoder {
             }
             "event" => self.current.event = Some(value.to_owned()),
             "id" => self.current.id = Some(value.to_owned()),
-            _ => {} // `retry` and unknown fields are not needed here.
+            "retry" if !value.is_empty() && value.bytes().all(|b| b.is_ascii_digit()) => {
+                self.current.retry = value.parse().ok();
+            }
+            _ => {} // Unknown fields are ignored.
         }
         self.has_fields = true;
     }
@@ -102,7 +108,18 @@ mod tests {
         let mut d = Decoder::new(1024);
         assert!(d.feed(b"id: 0\ndata:\n\nevent: mess").unwrap().len() == 1);
         let ev = d.feed(b"age\r\ndata: {\"a\":1}\ndata: x\n\n: keepalive\n\n").unwrap();
-        assert_eq!(ev, vec![Event { event: Some("message".into()), data: "{\"a\":1}\nx".into(), id: None }]);
+        assert_eq!(
+            ev,
+            vec![Event { event: Some("message".into()), data: "{\"a\":1}\nx".into(), id: None, retry: None }]
+        );
+    }
+
+    #[test]
+    fn keeps_the_retry_time_when_it_is_a_number() {
+        let mut d = Decoder::new(1024);
+        let ev = d.feed(b"id: e-1\nretry: 500\ndata:\n\nretry: 5s\ndata: x\n\n").unwrap();
+        assert_eq!((ev[0].id.as_deref(), ev[0].retry), (Some("e-1"), Some(500)));
+        assert_eq!(ev[1].retry, None, "not all digits: ignored");
     }
 
     #[test]
