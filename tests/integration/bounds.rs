@@ -323,34 +323,39 @@ async fn connections_are_capped_per_listener() {
     assert!(gw.stop().await.success());
 }
 
+/// Open connections on the main listener, read with a scrape on a
+/// connection of its own (closed after it, so it counts itself once).
+async fn open_connections(scraper: &reqwest::Client, addr: std::net::SocketAddr) -> f64 {
+    let text = scraper.get(format!("http://{addr}/metrics")).send().await.unwrap().text().await.unwrap();
+    let v = text.lines().find_map(|l| l.strip_prefix("mcp_gateway_http_connections{listener=\"main\"} "));
+    v.unwrap().parse().unwrap()
+}
+
+/// Whether the open connections come down to `want` within 10 s.
+async fn connections_become(scraper: &reqwest::Client, addr: std::net::SocketAddr, want: f64) -> bool {
+    for _ in 0..100 {
+        if open_connections(scraper, addr).await == want {
+            return true;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    false
+}
+
 #[tokio::test]
 async fn idle_connections_are_closed_on_http2_too() {
     let config = format!("[gateway]\nconnection_idle_timeout = \"2s\"\n{}", raw_stdio("raw", ""));
     let gw = Gateway::start(&config).await;
     gw.wait_ready("raw").await;
-    // Each scrape on a connection of its own, closed after it.
     let scraper = reqwest::Client::builder().pool_max_idle_per_host(0).build().unwrap();
-    let open = || async {
-        let text = scraper.get(format!("http://{}/metrics", gw.addr)).send().await.unwrap().text().await.unwrap();
-        let v = text.lines().find_map(|l| l.strip_prefix("mcp_gateway_http_connections{listener=\"main\"} "));
-        v.unwrap().parse::<f64>().unwrap()
-    };
     // The harness's own HTTP/1.1 connection (readiness) idles out first.
-    let mut alone = false;
-    for _ in 0..100 {
-        if open().await == 1.0 {
-            alone = true;
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    assert!(alone, "an idle HTTP/1.1 connection was never closed");
+    assert!(connections_become(&scraper, gw.addr, 1.0).await, "an idle HTTP/1.1 connection was never closed");
     let h2 = reqwest::Client::builder().http2_prior_knowledge().build().unwrap();
     let mut c = McpHttp::connect_via(&gw.url(), json!({}), h2.clone()).await;
     let reply = c.call("raw__echo", json!({"m": "h2"})).await;
     assert!(reply.get("result").is_some(), "{reply}");
     // The HTTP/2 connection is open (the scrape's is the other) ...
-    assert_eq!(open().await, 2.0);
+    assert_eq!(open_connections(&scraper, gw.addr).await, 2.0);
     // ... and a GET stream open on it keeps it so past the idle time ...
     let stream = h2
         .get(gw.url())
@@ -362,18 +367,10 @@ async fn idle_connections_are_closed_on_http2_too() {
         .unwrap();
     assert_eq!(stream.status(), 200);
     tokio::time::sleep(Duration::from_secs(4)).await;
-    assert_eq!(open().await, 2.0, "a connection with a stream open is not idle");
+    assert_eq!(open_connections(&scraper, gw.addr).await, 2.0, "a connection with a stream open is not idle");
     // ... until the stream ends: then the gateway closes it (GOAWAY).
     drop(stream);
-    let mut closed = false;
-    for _ in 0..100 {
-        if open().await == 1.0 {
-            closed = true;
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    assert!(closed, "an idle HTTP/2 connection was never closed");
+    assert!(connections_become(&scraper, gw.addr, 1.0).await, "an idle HTTP/2 connection was never closed");
     // A new request opens a new connection and is served.
     let reply = c.call("raw__echo", json!({"m": "after"})).await;
     assert!(reply.get("result").is_some(), "{reply}");

@@ -254,12 +254,22 @@ async fn client_credentials_never_reach_upstreams_and_secrets_never_reach_client
          [upstreams.h]\nurl = \"{}\"\nheaders = {{ Authorization = \"Bearer ${{UPSTREAM_TOKEN}}\" }}\n{}",
         keys_with("sensitive_headers = [\"x-tenant-token\"]\n"),
         upstream.url(),
-        raw_stdio("raw", "env = { DB_PASSWORD = \"${DB_PASSWORD}\" }"),
+        raw_stdio(
+            "raw",
+            "env = { DB_PASSWORD = \"${DB_PASSWORD}\", RAW_STDIO_SERVER_NAME = \"raw for ${DB_PASSWORD}\" }"
+        ),
     );
     std::fs::write(&path, toml).unwrap();
     let mut gw = Gateway::start_at(&path, dir).await;
     gw.authorize(OPS);
     gw.wait_ready("h").await;
+    // /status shows an upstream's own words (serverInfo), masked.
+    gw.wait_ready("raw").await;
+    for page in ["/status", "/status/upstreams/raw"] {
+        let body = gw.http.get(format!("http://{}{page}", gw.addr)).send().await.unwrap().text().await.unwrap();
+        assert!(!body.contains("hunter2-hunter2"), "{page} shows the secret: {body}");
+        assert!(body.contains("raw for ***"), "{page}: {body}");
+    }
     gw.wait_ready("raw").await;
 
     // Each credential header in turn (both at once are refused), with the
