@@ -255,7 +255,8 @@ class Gateway:
         while b"\n" not in self.buf:
             left = deadline - time.monotonic()
             if left <= 0:
-                raise Failed("gateway: no answer to %s in time" % what)
+                raise Failed("gateway: no answer to %s in time (gateway's last warning: %s)"
+                             % (what, self.last_log_line(" WARN ")))
             ready, _, _ = select.select([self.proc.stdout], [], [], left)
             if ready:
                 chunk = os.read(self.proc.stdout.fileno(), 65536)
@@ -270,10 +271,10 @@ class Gateway:
         line, self.buf = self.buf.split(b"\n", 1)
         return line.decode("utf-8", "replace") if line.strip() else self._line(deadline, what)
 
-    def last_log_line(self):
+    def last_log_line(self, containing=""):
         with open(self.logpath, encoding="utf-8", errors="replace") as f:
-            lines = [l.strip() for l in f if l.strip()]
-        return lines[-1] if lines else "(no log)"
+            lines = [l.strip() for l in f if l.strip() and containing in l]
+        return lines[-1] if lines else "(none in the log)"
 
     def close(self):
         try:

@@ -184,7 +184,9 @@ pub struct GatewaySection {
     /// Most sessions one principal may hold open at once (HTTP and legacy
     /// SSE together); more get HTTP 429. Without `[auth]` every client is
     /// the one principal `anonymous`, and only `max_sessions` applies.
-    /// Default 1000: a tenth of `max_sessions`.
+    /// Default 256: well below `max_sessions`, and a quarter of
+    /// `max_connections`, so one principal's GET streams cannot take every
+    /// connection.
     pub max_sessions_per_principal: usize,
     /// Largest `capabilities` object a client may declare in `initialize`,
     /// in bytes of its JSON text. The session keeps it (raw: it is relayed
@@ -544,7 +546,7 @@ impl Default for GatewaySection {
             response_mode: ResponseMode::Json,
             session_idle_timeout: Duration::from_secs(3600),
             max_sessions: 10_000,
-            max_sessions_per_principal: 1000,
+            max_sessions_per_principal: 256,
             max_client_capabilities_bytes: 64 * 1024,
             max_connections: 1024,
             connection_idle_timeout: Duration::from_secs(30),

@@ -266,8 +266,9 @@ async fn post_mcp(State(app): State<Arc<App>>, request: Request) -> Response {
             };
             let (tx, outbox) = tokio::sync::mpsc::channel(crate::routing::peer::QUEUE);
             let client = app.gateway.connect(tx, msg.params(), principal);
-            let Ok(session) = app.sessions.create(version, client, outbox, quota) else {
-                app.rejected("sessions");
+            let legacy = app.legacy.lock().unwrap_or_else(std::sync::PoisonError::into_inner).len();
+            let Ok(session) = app.sessions.create(version, client, outbox, quota, legacy) else {
+                app.too_many_sessions();
                 let e = crate::error::CallError::new(crate::error::ErrorClass::Overloaded, None, "Too many sessions");
                 return (StatusCode::SERVICE_UNAVAILABLE, json_headers(), e.to_response(id)).into_response();
             };
@@ -357,6 +358,12 @@ fn streamed(
     shutdown: CancellationToken,
 ) -> Response {
     let stream = session.replay.open_stream();
+    // Revisions from 2025-11-25 know priming events (SEP-1699); the
+    // session's negotiated revision decides, as older clients may choke on
+    // an event with empty data.
+    if session.version.as_str() >= PRIMING_SINCE {
+        session.replay.prime(stream, RECONNECT_AFTER);
+    }
     let s = session.clone();
     tokio::spawn(async move {
         let (tx, mut rx) = tokio::sync::mpsc::channel::<String>(crate::routing::peer::QUEUE);
@@ -436,6 +443,14 @@ fn replay_body(session: Arc<Session>, stream: u64, after: u64, shutdown: Cancell
     });
     Body::from_stream(events)
 }
+
+/// The first revision whose clients expect a priming event on a request's
+/// SSE stream (an id and empty data).
+const PRIMING_SINCE: &str = "2025-11-25";
+
+/// The `retry` of a priming event: how long a client that lost a request's
+/// stream waits before it resumes it.
+const RECONNECT_AFTER: Duration = Duration::from_secs(1);
 
 /// A comment line this often keeps idle streams open through proxies.
 const KEEPALIVE: Duration = Duration::from_secs(15);
@@ -533,11 +548,12 @@ async fn get_sse(State(app): State<Arc<App>>, uri: Uri, headers: HeaderMap) -> R
         let mut legacy = app.legacy.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
         if legacy.len() + app.sessions.len() >= app.gateway.config().gateway.max_sessions {
             drop(legacy);
-            app.rejected("sessions");
+            app.too_many_sessions();
             return rpc_error(StatusCode::SERVICE_UNAVAILABLE, None, protocol::INVALID_REQUEST, "Too many sessions");
         }
         let session = LegacySession { out, principal, client: Default::default(), _quota: quota };
         legacy.insert(id.clone(), Arc::new(session));
+        app.legacy_gauge(legacy.len());
     }
     tracing::debug!("Legacy HTTP+SSE session opened.");
     let endpoint = Bytes::from(format!("event: endpoint\ndata: /messages?sessionId={id}\n\n"));
@@ -565,7 +581,12 @@ struct LegacyStream {
 
 impl Drop for LegacyStream {
     fn drop(&mut self) {
-        let gone = self.app.legacy.lock().unwrap_or_else(std::sync::PoisonError::into_inner).remove(&self.id);
+        let gone = {
+            let mut legacy = self.app.legacy.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+            let gone = legacy.remove(&self.id);
+            self.app.legacy_gauge(legacy.len());
+            gone
+        };
         let client = gone.and_then(|s| s.client.lock().unwrap_or_else(std::sync::PoisonError::into_inner).take());
         if let Some(c) = client {
             c.peer.close();
@@ -893,12 +914,10 @@ impl App {
                 self.bytes.held_by(&principal.identity),
             ),
             Over::Whole => (
-                format!(
-                    "Service Unavailable: requests in flight hold {} bytes (gateway.max_inflight_request_bytes \
-                     is {}); retry shortly",
-                    self.bytes.total(),
-                    g.max_inflight_request_bytes
-                ),
+                // What others hold is not this client's business.
+                "Service Unavailable: the gateway's budget of request bytes in flight \
+                 (gateway.max_inflight_request_bytes) is full; retry shortly"
+                    .to_owned(),
                 self.bytes.total(),
             ),
         };
@@ -907,6 +926,20 @@ impl App {
         let mut resp = (StatusCode::SERVICE_UNAVAILABLE, json_headers(), body).into_response();
         resp.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
         resp
+    }
+
+    /// Sets `mcp_gateway_downstream_sessions{transport="sse"}`: the legacy
+    /// transport's sessions.
+    fn legacy_gauge(&self, open: usize) {
+        let labels = crate::telemetry::metrics::TransportLabels { transport: "sse" };
+        self.gateway.telemetry().metrics.sessions.get_or_create(&labels).set(open as i64);
+    }
+
+    /// Counts and logs a session refused because `max_sessions` are open.
+    fn too_many_sessions(&self) {
+        self.rejected("sessions");
+        let max = self.gateway.config().gateway.max_sessions;
+        tracing::warn!(max, "Refused a session: max_sessions are open.");
     }
 
     /// A place among `principal`'s sessions, or 429 when it has

@@ -8,14 +8,17 @@
 //!   as soon as it is accepted and counted (`http_rejections{reason=
 //!   "connections"}`): it is not left in the kernel's backlog, where a
 //!   client would wait without knowing why.
-//! - A connection must send a whole request head within
-//!   `gateway.connection_idle_timeout` of being opened, or it is dropped.
-//!   After that it is closed once it has had no request under way for as
-//!   long: HTTP/1.1 between requests (hyper's header timer, which also ends
-//!   a head sent a byte at a time), HTTP/2 when no stream is open (a
-//!   GOAWAY). A response still being sent (an SSE stream) is a request
-//!   under way. Without this a client holds a socket and a task for as long
-//!   as it likes.
+//! - A connection must send a whole request head within [`HEAD_TIMEOUT`]
+//!   (or `gateway.connection_idle_timeout`, when shorter) of being opened,
+//!   and on HTTP/1.1 of its last reply, or it is dropped. After that it is
+//!   closed once it has had no request under way for
+//!   `connection_idle_timeout`: HTTP/2 when no stream is open (a GOAWAY). A
+//!   response still being sent (an SSE stream) is a request under way; an
+//!   HTTP/2 peer that stops answering pings is gone. A closing connection
+//!   gets [`CLOSE_GRACE`] to finish. Without this a client holds a socket
+//!   and a task for as long as it likes.
+//! - HTTP/2 streams per connection and flow-control windows are bounded
+//!   (see [`H2_STREAMS`]).
 //! - Bodies have their own limit ([`super::http::BODY_READ_TIMEOUT`]),
 //!   applied where a handler reads one, after the request was admitted.
 //! - When `stop` is cancelled, [`serve`] stops accepting, every connection
@@ -41,6 +44,26 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use crate::telemetry::metrics::{ListenerLabels, Metrics, ReasonLabels};
+
+/// Longest a client may take to send a request head: from opening the
+/// connection, or on HTTP/1.1 from its last reply (hyper's header timer).
+/// A client that sends its request in one go needs milliseconds; a shorter
+/// `connection_idle_timeout` wins. Without it, a client that opens
+/// connections and sends nothing holds each slot for the whole idle time.
+pub const HEAD_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// How long a closing connection may take to finish (see [`connection`]).
+const CLOSE_GRACE: Duration = Duration::from_secs(10);
+
+/// HTTP/2 limits: streams at once on one connection (each a request, and a
+/// task), and flow-control windows, which bound what a client can make the
+/// gateway buffer before a body is admitted and read (hyper's defaults: 200
+/// streams, 1 MiB windows).
+const H2_STREAMS: u32 = 64;
+const H2_STREAM_WINDOW: u32 = 256 * 1024;
+const H2_CONNECTION_WINDOW: u32 = 512 * 1024;
+/// An HTTP/2 keep-alive ping unanswered this long closes the connection.
+const H2_PING_TIMEOUT: Duration = Duration::from_secs(20);
 
 /// What a listener allows its clients.
 #[derive(Debug, Clone, Copy)]
@@ -131,24 +154,40 @@ async fn connection(
 ) {
     let activity = Arc::new(Activity::new());
     let service = Tracked { activity: activity.clone(), inner: TowerToHyperService::new(app) };
+    let head = idle.min(HEAD_TIMEOUT);
     let mut builder = auto::Builder::new(TokioExecutor::new());
-    builder.http1().timer(TokioTimer::new()).header_read_timeout(idle);
+    builder.http1().timer(TokioTimer::new()).header_read_timeout(head);
+    builder
+        .http2()
+        .timer(TokioTimer::new())
+        .max_concurrent_streams(H2_STREAMS)
+        .initial_stream_window_size(H2_STREAM_WINDOW)
+        .initial_connection_window_size(H2_CONNECTION_WINDOW)
+        // A peer that is gone (its SSE stream open, nobody reading) is
+        // found by an unanswered ping and closed.
+        .keep_alive_interval(idle)
+        .keep_alive_timeout(H2_PING_TIMEOUT);
     let conn = builder.serve_connection(TokioIo::new(tcp), service);
     let mut conn = std::pin::pin!(conn);
     // hyper's header timer starts only once it knows the connection speaks
     // HTTP/1.1, which takes the first bytes; HTTP/2 has no such timer. So
     // the first request head has a deadline of its own, on both, and then
     // the connection is closed when nothing has been under way for `idle`.
-    let check = tokio::time::sleep(idle);
+    let check = tokio::time::sleep(head);
     let mut check = std::pin::pin!(check);
+    // Once closing (idle, or the listener stopping), a connection gets
+    // [`CLOSE_GRACE`] to finish: a client that never reads its last reply,
+    // or never answers HTTP/2's closing ping, does not keep its slot.
     let mut stopping = false;
+    let grace = tokio::time::sleep(Duration::MAX);
+    let mut grace = std::pin::pin!(grace);
     loop {
         tokio::select! {
             served = conn.as_mut() => {
                 if let Err(e) = served {
                     let timeout = e.downcast_ref::<hyper::Error>().is_some_and(hyper::Error::is_timeout);
                     if timeout {
-                        timed_out(&metrics, idle);
+                        timed_out(&metrics, head);
                     } else {
                         tracing::debug!(error = %e, "A client connection ended with an error.");
                     }
@@ -159,12 +198,13 @@ async fn connection(
                 match activity.idle_since() {
                     // Dropping the connection closes the socket.
                     None if !activity.started.load(Ordering::Relaxed) => {
-                        timed_out(&metrics, idle);
+                        timed_out(&metrics, head);
                         return;
                     }
                     Some(since) if since.elapsed() >= idle => {
                         tracing::debug!(idle_s = idle.as_secs(), "Closing a client connection that has been idle.");
                         stopping = true;
+                        grace.as_mut().reset(Instant::now() + CLOSE_GRACE);
                         conn.as_mut().graceful_shutdown();
                     }
                     Some(since) => check.as_mut().reset(since + idle),
@@ -174,7 +214,12 @@ async fn connection(
             }
             () = stop.cancelled(), if !stopping => {
                 stopping = true;
+                grace.as_mut().reset(Instant::now() + CLOSE_GRACE);
                 conn.as_mut().graceful_shutdown();
+            }
+            () = &mut grace => {
+                tracing::debug!(grace_s = CLOSE_GRACE.as_secs(), "Dropped a client connection that did not close in time.");
+                return;
             }
         }
     }

@@ -114,10 +114,22 @@ impl Replay {
     /// Frames a message as an SSE event of `stream` and keeps it; returns
     /// the event (framed once: sending and replaying share the bytes).
     pub fn record(&self, stream: u64, data: String) -> Bytes {
+        self.keep(stream, |id| sse_event(Some(id), data))
+    }
+
+    /// Starts `stream` with a priming event (SEP-1699): an id and empty
+    /// data, and the reconnection time, so a client that loses the stream
+    /// before its first message can still resume it with `Last-Event-ID`.
+    pub fn prime(&self, stream: u64, retry: Duration) {
+        let retry = retry.as_millis();
+        self.keep(stream, |(s, n)| format!("id: {s}-{n}\nretry: {retry}\ndata: \n\n"));
+    }
+
+    fn keep(&self, stream: u64, frame: impl FnOnce((u64, u64)) -> String) -> Bytes {
         let mut inner = self.lock();
         inner.next_event += 1;
         let n = inner.next_event;
-        let event = Bytes::from(sse_event(Some((stream, n)), data));
+        let event = Bytes::from(frame((stream, n)));
         inner.bytes += event.len();
         inner.events.push_back((stream, n, event.clone()));
         while inner.events.len() > 1 && (inner.events.len() > REPLAY_EVENTS || inner.bytes > REPLAY_BYTES) {
@@ -226,13 +238,14 @@ impl Sessions {
 
     /// Creates a session with a cryptographically random id; `client` is
     /// its registration with the gateway and `outbox` the receiving end of
-    /// the client's queue.
+    /// the client's queue; `others` sessions elsewhere share the limit.
     pub(crate) fn create(
         &self,
         version: String,
         client: Client,
         outbox: mpsc::Receiver<String>,
         quota: super::bounds::Held,
+        others: usize,
     ) -> Result<Arc<Session>, Full> {
         let id = random_id::<32>();
         let s = Arc::new(Session {
@@ -247,7 +260,8 @@ impl Sessions {
             _quota: quota,
         });
         let mut map = self.lock();
-        if map.len() >= self.max {
+        // `others`: sessions of the legacy transport, which count too.
+        if map.len() + others >= self.max {
             return Err(Full);
         }
         map.insert(id, s.clone());
@@ -335,6 +349,13 @@ mod tests {
         r.record(0, big);
         assert_eq!(r.after(0, 0).events.len(), 1, "the newest stays, whatever its size");
         assert_eq!(parse_event_id("3-17"), Some((3, 17)));
+        let p = r.open_stream();
+        r.prime(p, Duration::from_millis(1500));
+        let primed = r.after(p, 0);
+        assert_eq!(
+            &primed.events[0].1[..],
+            format!("id: {p}-{}\nretry: 1500\ndata: \n\n", primed.events[0].0).as_bytes()
+        );
         assert_eq!(parse_event_id("x-1"), None);
     }
 
@@ -350,7 +371,7 @@ mod tests {
             let (tx, rx) = mpsc::channel(1);
             let anonymous = Arc::new(crate::security::auth::Principal::anonymous());
             let held = quota.take(&anonymous, 1).unwrap();
-            t.create("2025-11-25".into(), gateway.connect(tx, None, anonymous), rx, held)
+            t.create("2025-11-25".into(), gateway.connect(tx, None, anonymous), rx, held, 0)
         };
         let a = create().unwrap();
         let b = create().unwrap();

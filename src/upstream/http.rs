@@ -211,10 +211,11 @@ impl HttpLink {
     /// Opens the GET stream for server-initiated messages (list_changed,
     /// requests outside any call's stream), reconnecting while the session
     /// lives. Only with a session: stateless servers have nothing to push.
-    /// Returns once the server has answered the first GET (at most
-    /// [`LISTEN_WAIT`]): a server sends what it has outside a call only on
-    /// that stream, and a message sent before it is open is lost, so the
-    /// connection is not called ready before then.
+    /// Returns once the stream is open, or the server says it offers none
+    /// (405), at most after [`LISTEN_WAIT`]: a server sends what it has
+    /// outside a call only on that stream, and a message sent before it is
+    /// open is lost (the TypeScript SDK drops it), so the connection is not
+    /// called ready before then.
     pub(crate) async fn start_listening(self: &Arc<Self>, inbox: &Arc<Inbox>) {
         if read(&self.session).is_none() {
             return;
@@ -231,7 +232,12 @@ impl HttpLink {
                     continue;
                 };
                 let resp = this.request(reqwest::Method::GET, "text/event-stream", bearer.as_ref()).send().await;
-                if let Some(o) = opened.take() {
+                // Open, or none offered: start-up may go on. A failure is
+                // retried first (start-up waits, within its bound).
+                let settled = resp
+                    .as_ref()
+                    .is_ok_and(|r| r.status().is_success() || r.status() == StatusCode::METHOD_NOT_ALLOWED);
+                if settled && let Some(o) = opened.take() {
                     let _ = o.send(());
                 }
                 match resp {
@@ -241,7 +247,14 @@ impl HttpLink {
                     }
                     // 405: the server offers no GET stream. That is allowed.
                     Ok(r) if r.status() == StatusCode::METHOD_NOT_ALLOWED => return,
-                    _ => failures += 1,
+                    Ok(r) => {
+                        failures += 1;
+                        tracing::debug!(upstream = %inbox.upstream(), status = r.status().as_u16(), "The upstream refused its GET stream.");
+                    }
+                    Err(e) => {
+                        failures += 1;
+                        tracing::debug!(upstream = %inbox.upstream(), error = %io_error(e), "The upstream's GET stream failed.");
+                    }
                 }
                 tokio::time::sleep(Duration::from_secs(1)).await;
             }
@@ -347,7 +360,7 @@ pub(crate) async fn read_body(mut resp: reqwest::Response, max: usize) -> Result
 
 /// Longest the start of an upstream waits for the server to answer its GET
 /// stream (see [`HttpLink::start_listening`]).
-const LISTEN_WAIT: Duration = Duration::from_secs(2);
+const LISTEN_WAIT: Duration = Duration::from_secs(10);
 
 /// Where a closed response stream can be picked up again: the last event
 /// id it carried and the reconnection time the server asked for.
@@ -388,8 +401,32 @@ async fn follow(
     id: Option<u64>,
     reopen: Reopen,
 ) -> Result<Resume, LinkError> {
-    let mut resume = read_events(resp, inbox, max, id, Resume::default()).await?;
-    while let (Some(id), Some(last)) = (id, resume.last_id.clone()) {
+    let Some(id) = id else {
+        return read_events(resp, inbox, max, None, Resume::default()).await;
+    };
+    // Every step (reading, reconnecting, a server that sends no headers)
+    // ends when the call stops waiting (answered, timed out, cancelled), so
+    // no stream or task outlives its call.
+    let answered = async {
+        while inbox.is_pending(id) {
+            tokio::time::sleep(Duration::from_millis(250)).await;
+        }
+    };
+    tokio::select! {
+        r = resume_until_answered(resp, inbox, max, id, reopen) => r,
+        () = answered => Ok(Resume::default()),
+    }
+}
+
+async fn resume_until_answered(
+    resp: reqwest::Response,
+    inbox: &Arc<Inbox>,
+    max: usize,
+    id: u64,
+    reopen: Reopen,
+) -> Result<Resume, LinkError> {
+    let mut resume = read_events(resp, inbox, max, Some(id), Resume::default()).await?;
+    while let Some(last) = resume.last_id.clone() {
         if !inbox.is_pending(id) {
             break;
         }
@@ -406,18 +443,7 @@ async fn follow(
             req = req.header(AUTHORIZATION, bearer);
         }
         let resp = success(req.send().await.map_err(io_error)?)?;
-        // A GET stream may stay open after the reply, or without one: the
-        // reading ends when the call stops waiting (answered, timed out,
-        // cancelled), so no stream outlives its call.
-        let answered = async {
-            while inbox.is_pending(id) {
-                tokio::time::sleep(Duration::from_millis(250)).await;
-            }
-        };
-        tokio::select! {
-            r = read_events(resp, inbox, max, Some(id), resume.clone()) => resume = r?,
-            () = answered => break,
-        }
+        resume = read_events(resp, inbox, max, Some(id), resume).await?;
     }
     Ok(resume)
 }

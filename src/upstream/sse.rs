@@ -89,6 +89,9 @@ impl Decoder {
                 self.data_lines += 1;
             }
             "event" => self.current.event = Some(value.to_owned()),
+            // The SSE spec ignores an id with a NUL; one with a lone CR
+            // could not be sent back as `Last-Event-ID` either.
+            "id" if value.contains(['\0', '\r']) => {}
             "id" => self.current.id = Some(value.to_owned()),
             "retry" if !value.is_empty() && value.bytes().all(|b| b.is_ascii_digit()) => {
                 self.current.retry = value.parse().ok();
@@ -120,6 +123,8 @@ mod tests {
         let ev = d.feed(b"id: e-1\nretry: 500\ndata:\n\nretry: 5s\ndata: x\n\n").unwrap();
         assert_eq!((ev[0].id.as_deref(), ev[0].retry), (Some("e-1"), Some(500)));
         assert_eq!(ev[1].retry, None, "not all digits: ignored");
+        let ev = d.feed(b"id: a\rb\ndata: x\n\nid: a\0b\ndata: y\n\n").unwrap();
+        assert_eq!((ev[0].id.as_deref(), ev[1].id.as_deref()), (None, None), "ids that cannot be sent back");
     }
 
     #[test]

@@ -168,13 +168,25 @@ async fn sessions_keep_little_and_one_principal_cannot_take_them_all() {
 /// Sends the head of a POST to `/mcp` declaring `length` bytes, as
 /// `token`, and `sent` bytes of its body; the connection, held open.
 async fn slow_upload(addr: std::net::SocketAddr, token: &str, length: Option<usize>, sent: usize) -> TcpStream {
-    let mut tcp = TcpStream::connect(addr).await.unwrap();
+    let tcp = TcpStream::connect(addr).await.unwrap();
+    upload_on(tcp, addr, Some(token), length, sent).await
+}
+
+/// [`slow_upload`] on `tcp`, as `token` or anonymous.
+async fn upload_on(
+    mut tcp: TcpStream,
+    addr: std::net::SocketAddr,
+    token: Option<&str>,
+    length: Option<usize>,
+    sent: usize,
+) -> TcpStream {
     let framing = match length {
         Some(n) => format!("content-length: {n}\r\n"),
         None => "transfer-encoding: chunked\r\n".to_owned(),
     };
+    let auth = token.map_or(String::new(), |t| format!("authorization: Bearer {t}\r\n"));
     let head = format!(
-        "POST /mcp HTTP/1.1\r\nhost: {addr}\r\nauthorization: Bearer {token}\r\ncontent-type: application/json\r\n\
+        "POST /mcp HTTP/1.1\r\nhost: {addr}\r\n{auth}content-type: application/json\r\n\
          accept: application/json\r\n{framing}\r\n"
     );
     tcp.write_all(head.as_bytes()).await.unwrap();
@@ -282,10 +294,15 @@ async fn connections_are_capped_per_listener() {
         format!("[gateway]\nmax_connections = 20\nconnection_idle_timeout = \"60s\"\n{}", raw_stdio("raw", ""));
     let gw = Gateway::start(&config).await;
     gw.wait_ready("raw").await;
-    // 20 connections that send nothing hold every slot ...
-    let mut idle = Vec::new();
-    for _ in 0..20 {
-        idle.push(TcpStream::connect(gw.addr).await.unwrap());
+    // A connection that sends nothing is dropped once the head deadline
+    // (10 s) passes, long before the idle timeout (60 s).
+    let mut silent = TcpStream::connect(gw.addr).await.unwrap();
+    // 19 connections with a request under way (a body that trickles) and
+    // the silent one hold every slot ...
+    let mut busy = Vec::new();
+    for _ in 0..19 {
+        let tcp = TcpStream::connect(gw.addr).await.unwrap();
+        busy.push(upload_on(tcp, gw.addr, None, Some(100), 10).await);
     }
     // ... (the gateway may still be accepting the last of them) ...
     let mut probes = 0;
@@ -301,8 +318,9 @@ async fn connections_are_capped_per_listener() {
         }
     };
     assert!(refused, "a connection over max_connections was not closed");
+    assert!(closed_within(&mut silent, Duration::from_secs(30)).await, "a silent connection was never dropped");
     // Freeing slots lets clients in again.
-    idle.truncate(10);
+    busy.truncate(10);
     let mut served = false;
     for _ in 0..100 {
         let healthz = reqwest::Client::new().get(format!("http://{}/healthz", gw.addr)).send().await;
@@ -313,13 +331,16 @@ async fn connections_are_capped_per_listener() {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     assert!(served, "no client got in after connections were freed");
-    let metrics = reqwest::get(format!("http://{}/metrics", gw.addr)).await.unwrap().text().await.unwrap();
-    let open =
-        metrics.lines().find_map(|l| l.strip_prefix("mcp_gateway_http_connections{listener=\"main\"} ")).unwrap();
-    let open: f64 = open.parse().unwrap();
-    assert!((10.0..=12.0).contains(&open), "{open} connections open: 10 idle ones and the scrape's");
+    let scraper = reqwest::Client::builder().pool_max_idle_per_host(0).build().unwrap();
+    let open = open_connections(&scraper, gw.addr).await;
+    assert!((11.0..=12.0).contains(&open), "{open} connections open: 10 busy ones and the scrape's");
+    let metrics = scraper.get(format!("http://{}/metrics", gw.addr)).send().await.unwrap().text().await.unwrap();
     assert!(metrics.contains("mcp_gateway_http_rejections_total{reason=\"connections\"}"), "refusals are counted");
-    drop(idle);
+    // The silent connection, and perhaps the harness's own kept-alive one.
+    let timeouts =
+        metrics.lines().find_map(|l| l.strip_prefix("mcp_gateway_http_rejections_total{reason=\"header_timeout\"} "));
+    assert!(timeouts.is_some_and(|n| n.parse::<f64>().unwrap() >= 1.0), "{metrics}");
+    drop(busy);
     assert!(gw.stop().await.success());
 }
 

@@ -148,8 +148,12 @@ async fn sse_response_mode() {
         )
         .await;
     assert_eq!(r.headers["content-type"], "text/event-stream");
+    // A priming event first (SEP-1699: an id, the reconnection time, empty
+    // data), so even a stream lost before its first message can resume.
+    let (priming, r_body) = r.body.split_once("\n\n").unwrap();
+    assert_eq!(priming, "id: 1-1\nretry: 1000\ndata: ", "{}", r.body);
     // An event id (`<stream>-<n>`) lets the client resume the stream.
-    let (id_line, rest) = r.body.split_once('\n').unwrap();
+    let (id_line, rest) = r_body.split_once('\n').unwrap();
     assert!(id_line.starts_with("id: 1-"), "{}", r.body);
     assert!(
         rest.starts_with("event: message\ndata: {\"jsonrpc\":\"2.0\",\"id\":1,\"result\":{\"zeta\":1"),

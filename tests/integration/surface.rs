@@ -578,7 +578,8 @@ async fn a_lost_stream_resumes_from_its_last_event_id() {
     let call = json!({"jsonrpc":"2.0","id":"r-1","method":"tools/call",
         "params":{"name":"paged__progress","arguments":{"steps":4,"ms":200},"_meta":{"progressToken":1}}});
     let mut resp = a.send(&call.to_string(), &[]).await;
-    let (last, seen) = read_events(&mut resp, 1).await;
+    // The priming event (an id, no message), then the first progress.
+    let (last, seen) = read_events(&mut resp, 2).await;
     drop(resp);
     let seen_progress = seen.last().unwrap()["params"]["progress"].as_u64().unwrap();
     let body = resume(&a, &last).await.text().await.unwrap();
