@@ -1653,17 +1653,24 @@ impl Gateway {
             let err = CallError { code: protocol::INVALID_PARAMS, ..err };
             return Err(self.deny(caller, i, Some(&original), "argument", out, err));
         }
-        let limited = match caller.peer {
-            _ if !self.limits.rates() => Ok(()),
-            Some(p) => self.limits.check(&p.principal.identity, ident, tokio::time::Instant::now()),
-            None => self.limits.check(&Arc::from("anonymous"), ident, tokio::time::Instant::now()),
-        };
-        if let Err(limited) = limited {
+        let who: Option<Arc<str>> = self
+            .limits
+            .rates()
+            .then(|| caller.peer.map_or_else(|| Arc::from("anonymous"), |p| p.principal.identity.clone()));
+        if let Some(who) = &who
+            && let Err(limited) = self.limits.check(who, ident, tokio::time::Instant::now())
+        {
             let err = CallError::new(crate::error::ErrorClass::Policy, None, limited.to_string());
             let err = CallError { retry_after: Some(limited.retry_after), ..err };
             return Err(self.deny(caller, i, Some(&original), "rate_limit", out, err));
         }
-        self.apply_rules(ident, i, obj.get("arguments").map(Checked::raw), caller, out).await?;
+        if let Err(refused) = self.apply_rules(ident, i, obj.get("arguments").map(Checked::raw), caller, out).await {
+            // A call the rules refuse costs no token either.
+            if let Some(who) = &who {
+                self.limits.give_back(who, ident);
+            }
+            return Err(refused);
+        }
         let upstream = &*self.instance(i, caller).await;
         // A task-augmented call: only to an upstream that runs tools as
         // tasks (one that does not would ignore `task` and answer a plain

@@ -127,6 +127,30 @@ impl Limits {
         Ok(())
     }
 
+    /// Gives back the tokens a [`Limits::check`] of the same `principal`
+    /// and `tool` took, for a call a later check refused (a sequence rule):
+    /// a refused call costs no bucket anything. A bucket is never filled
+    /// past its burst.
+    pub fn give_back(&self, principal: &Arc<str>, tool: Ident<'_>) {
+        if !self.rates() {
+            return;
+        }
+        let mut buckets = self.buckets.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let mut refund = |i: usize, rate: Rate| {
+            if let Some(b) = buckets.get_mut(&(principal.clone(), i)) {
+                b.tokens = (b.tokens + 1.0).min(rate.burst);
+            }
+        };
+        if let Some(r) = self.per_principal {
+            refund(PRINCIPAL_BUCKET, r);
+        }
+        for (i, (g, r)) in self.tools.iter().enumerate() {
+            if tool.is_match(g) {
+                refund(i, *r);
+            }
+        }
+    }
+
     /// The result cap of `tool`, if any.
     pub fn result_cap(&self, tool: Ident<'_>) -> Option<ResultCap> {
         self.results.iter().find(|(g, _)| tool.is_match(g)).map(|(_, c)| *c)
@@ -263,6 +287,24 @@ mod tests {
             assert!(l.check(&p, Ident::plain("fs__read"), t0).is_ok());
         }
         assert!(l.check(&p, Ident::plain("fs__read"), t0).is_err(), "exactly 100: the refused db call cost nothing");
+    }
+
+    #[test]
+    fn tokens_given_back_return_to_every_bucket_taken_from_but_never_past_the_burst() {
+        let l = limits(Some((0.001, 2)), &[("db__*", 0.001, 1)]);
+        let p: Arc<str> = "p".into();
+        let t0 = Instant::now();
+        assert!(l.check(&p, Ident::plain("db__query"), t0).is_ok());
+        assert!(l.check(&p, Ident::plain("db__query"), t0).is_err(), "the tool bucket is empty");
+        l.give_back(&p, Ident::plain("db__query"));
+        assert!(l.check(&p, Ident::plain("db__query"), t0).is_ok(), "its token came back");
+        l.give_back(&p, Ident::plain("db__query"));
+        // Given back more than taken: the principal bucket stays at its burst.
+        l.give_back(&p, Ident::plain("fs__read"));
+        l.give_back(&p, Ident::plain("fs__read"));
+        assert!(l.check(&p, Ident::plain("fs__read"), t0).is_ok());
+        assert!(l.check(&p, Ident::plain("fs__read"), t0).is_ok());
+        assert!(l.check(&p, Ident::plain("fs__read"), t0).is_err(), "never past the burst of 2");
     }
 
     #[test]

@@ -578,3 +578,63 @@ async fn sequence_rules_block_shadow_reload_confirm_and_replay() {
     let check = std::process::Command::new(gateway_bin()).args(["rules", "check"]).arg(&rules).output().unwrap();
     assert!(check.status.success() && String::from_utf8_lossy(&check.stdout).contains("db-then-sink"));
 }
+
+/// The security checks of a `tools/call` run in one order (access,
+/// quarantine, arguments, rate limits, sequence rules), and a call refused
+/// by one costs nothing at the others: no rate-limit token, no step in a
+/// rule's history. Pinned before the routing room is restructured (access
+/// refusals are pinned in `one_view.rs`).
+#[tokio::test]
+async fn a_refused_call_spends_no_token_and_enters_no_history() {
+    let (dir, path) = write_config("");
+    let rules = dir.path().join("rules.toml");
+    std::fs::write(
+        &rules,
+        "[[rule]]\nid = \"echo-then-sleep\"\naction = \"block\"\nscope = \"principal\"\n\
+         steps = [{ tool = \"raw__echo\" }, { tool = \"raw__sleep\" }]\n",
+    )
+    .unwrap();
+    let toml = format!(
+        "[limits]\nper_principal = {{ rate = 0.001, burst = 3 }}\n[rules]\nfile = {:?}\n\
+         [[access]]\nprincipals = [\"*\"]\ntools = {{ allow = [\"*\"] }}\n\
+         arguments = [{{ tools = \"raw__echo\", argument = \"path\", prefix = [\"/srv\"] }}]\n{}",
+        path_str(&rules),
+        raw_stdio("raw", "")
+    );
+    std::fs::write(&path, toml).unwrap();
+    let gw = Gateway::start_at(&path, dir).await;
+    gw.wait_ready("raw").await;
+    let mut c = gw.client().await;
+    let message = |r: &Value| r["error"]["message"].as_str().unwrap_or_default().to_owned();
+
+    // Refused by its arguments: no token, and no first step of the rule.
+    for _ in 0..3 {
+        let r = c.call("raw__echo", json!({"path": "/etc/passwd"})).await;
+        assert_eq!(r["error"]["data"]["class"], "policy", "{r}");
+    }
+    // So a sleep is no second step, and it gets the first of three tokens.
+    let r = c.call("raw__sleep", json!({"ms": 1, "tag": "first"})).await;
+    assert_eq!(text(&r), "first", "an argument refusal entered the history or spent a token: {r}");
+    // An echo that runs (the second token) is a first step ...
+    let r = c.call("raw__echo", json!({"path": "/srv/a"})).await;
+    assert!(r.get("result").is_some(), "{r}");
+    // ... so a sleep now is blocked by the rule, and takes no token:
+    let r = c.call("raw__sleep", json!({"ms": 1, "tag": "second"})).await;
+    assert_eq!(r["error"]["data"]["class"], "policy", "{r}");
+    assert!(!message(&r).contains("rate limit"), "the rule, not the limit: {r}");
+    // the third token is still there ...
+    let r = c.call("raw__echo", json!({"path": "/srv/b"})).await;
+    assert!(r.get("result").is_some(), "a rule refusal spent a token: {r}");
+    // ... and then the bucket is empty.
+    let r = c.call("raw__echo", json!({"path": "/srv/c"})).await;
+    assert!(message(&r).contains("rate limit"), "{r}");
+
+    let m = metrics(&gw).await;
+    for line in [
+        r#"mcp_gateway_policy_denials_total{upstream="raw",tool="echo",reason="argument"} 3"#,
+        r#"mcp_gateway_policy_denials_total{upstream="raw",tool="echo",reason="rate_limit"} 1"#,
+        r#"mcp_gateway_rule_hits_total{rule="echo-then-sleep",action="block"} 1"#,
+    ] {
+        assert!(m.contains(line), "missing {line}:\n{m}");
+    }
+}
