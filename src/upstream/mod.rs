@@ -83,6 +83,10 @@ pub struct Upstream {
     spec: UpstreamSpec,
     state: ArcSwap<State>,
     settled: AtomicBool,
+    /// `settled`, for waiters: a watch never loses a wake-up, and waiting
+    /// on it takes nothing from `changed`, whose one consumer is the
+    /// catalog.
+    settled_watch: tokio::sync::watch::Sender<bool>,
     changed: Arc<Changes>,
     shutdown: CancellationToken,
     max_bytes: usize,
@@ -318,12 +322,11 @@ impl Upstream {
     /// Waits until its first start has ended (ready or not), at most until
     /// `deadline`.
     pub async fn wait_settled(&self, deadline: Instant) {
-        while !self.has_settled() {
-            tokio::select! {
-                () = self.changed.changed() => {}
-                () = tokio::time::sleep_until(deadline) => return,
-            }
-        }
+        // Waiting on `changed` lost wake-ups: `set` bumps before it marks
+        // the start settled (a waiter woken in between slept until its
+        // deadline), and its one permit belongs to the catalog.
+        let mut settled = self.settled_watch.subscribe();
+        let _ = tokio::time::timeout_at(deadline, settled.wait_for(|s| *s)).await;
     }
 
     #[allow(clippy::too_many_arguments)]
@@ -346,6 +349,7 @@ impl Upstream {
             state: ArcSwap::from_pointee(State::Starting { since: Instant::now() }),
             counters,
             settled: AtomicBool::new(false),
+            settled_watch: tokio::sync::watch::Sender::new(false),
             changed,
             shutdown: CancellationToken::new(),
             max_bytes: bounds.max_bytes,
@@ -547,6 +551,7 @@ impl Upstream {
         // that includes this state (Release here, Acquire in has_settled).
         if settles {
             self.settled.store(true, Ordering::Release);
+            self.settled_watch.send_replace(true);
         }
     }
 

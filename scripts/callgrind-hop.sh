@@ -1,0 +1,88 @@
+#!/usr/bin/env bash
+# Instructions the gateway executes per `tools/call` on proxy_hop's HTTP path,
+# counted with valgrind's callgrind: the same totals on every run, where
+# wall-clock ratios move by ±12 % here. Use it to show what a change costs
+# per call (design: performance targets; issue 17 item 9).
+#
+#   scripts/callgrind-hop.sh [calls]        (default 1000)
+#
+# It builds the release gateway and the proxy_hop bench binary (whose
+# `--echo-upstream` is the lean Rust upstream of proxy_hop: ~1 KiB results,
+# JSON replies), starts the gateway under callgrind in front of it, and sends
+# one client's `initialize` then N `tools/call`s of proxy_hop's shape over one
+# kept-alive HTTP/1.1 connection. It does this twice, with 100 and with
+# 100 + N calls, and prints the difference divided by N: start-up, the
+# upstream's `initialize` and shutdown cancel out. Every process stops by
+# itself; only 127.0.0.1 is used.
+set -euo pipefail
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+cd "$ROOT"
+CALLS="${1:-1000}"
+BASE=100
+command -v valgrind >/dev/null || { echo "callgrind-hop: valgrind is missing (apt-get install valgrind)" >&2; exit 1; }
+
+cargo build --release --quiet --bin mcp-gateway
+BENCH="$(cargo bench --bench proxy_hop --no-run --message-format=json 2>/dev/null \
+  | python3 -c 'import json,sys
+for l in sys.stdin:
+    m = json.loads(l)
+    if m.get("reason") == "compiler-artifact" and m["target"]["name"] == "proxy_hop" and m.get("executable"):
+        print(m["executable"])')"
+[[ -x "$BENCH" ]] || { echo "callgrind-hop: no proxy_hop bench binary" >&2; exit 1; }
+WORK="$(mktemp -d)"
+trap 'kill $(jobs -p) 2>/dev/null || true; rm -rf "$WORK"' EXIT
+
+# The upstream stops when its stdin closes (this script's end) or after 600 s.
+coproc UPSTREAM { exec "$BENCH" --echo-upstream 600; }
+read -r line <&"${UPSTREAM[0]}"
+PORT="${line#LISTENING }"
+printf '[upstreams.echo]\nurl = "http://127.0.0.1:%s/mcp"\n' "$PORT" >"$WORK/gateway.toml"
+
+# One run: the gateway under callgrind, `n` calls, SIGTERM; prints its total.
+run() {
+  local n="$1" out="$WORK/cg.$1" log="$WORK/log.$1"
+  valgrind --tool=callgrind --callgrind-out-file="$out" target/release/mcp-gateway serve \
+    --config "$WORK/gateway.toml" --listen 127.0.0.1:0 2>"$log" &
+  local pid=$!
+  python3 - "$log" "$n" <<'EOF'
+import http.client, json, re, sys, time
+log, n = sys.argv[1], int(sys.argv[2])
+deadline = time.time() + 120
+port = None
+while port is None and time.time() < deadline:
+    m = re.search(r"Listening on http://127\.0\.0\.1:(\d+)/mcp", open(log).read())
+    port = m and int(m.group(1))
+    time.sleep(0.2)
+if port is None:
+    sys.exit("callgrind-hop: the gateway did not start:\n" + open(log).read())
+c = http.client.HTTPConnection("127.0.0.1", port, timeout=60)
+def post(body, session=None):
+    h = {"content-type": "application/json", "accept": "application/json, text/event-stream"}
+    if session:
+        h.update({"mcp-session-id": session, "mcp-protocol-version": "2025-11-25"})
+    c.request("POST", "/mcp", body, h)
+    r = c.getresponse()
+    return r, r.read()
+# The upstream is ready once /status says so.
+while time.time() < deadline:
+    c.request("GET", "/status"); r = c.getresponse(); s = json.loads(r.read())
+    if s["upstreams"][0]["state"] == "ready":
+        break
+    time.sleep(0.2)
+r, _ = post('{"jsonrpc":"2.0","id":0,"method":"initialize","params":{"protocolVersion":"2025-11-25","capabilities":{},"clientInfo":{"name":"callgrind-hop","version":"0"}}}')
+session = r.getheader("mcp-session-id")
+post('{"jsonrpc":"2.0","method":"notifications/initialized"}', session)
+for i in range(1, n + 1):
+    r, body = post('{"jsonrpc":"2.0","id":%d,"method":"tools/call","params":{"name":"echo__echo","arguments":{"text":"hello"}}}' % i, session)
+    if r.status != 200 or b'"result"' not in body:
+        sys.exit("callgrind-hop: call %d failed: %s %r" % (i, r.status, body[:300]))
+EOF
+  kill -TERM "$pid"
+  wait "$pid" || true
+  awk '/^(summary|totals):/ { print $2; exit }' "$out"
+}
+
+small="$(run "$BASE")"
+large="$(run "$((BASE + CALLS))")"
+echo "callgrind-hop: $BASE calls: $small instructions; $((BASE + CALLS)) calls: $large"
+echo "callgrind-hop: $(( (large - small) / CALLS )) instructions per tools/call (HTTP, JSON replies, 1 client)"
