@@ -24,6 +24,9 @@ pub mod security;
 pub mod telemetry;
 pub mod upstream;
 
+#[cfg(test)]
+mod layering;
+
 use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;

@@ -7,6 +7,8 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
+use super::filter::ToolFilter;
+
 /// The whole file.
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -495,18 +497,6 @@ pub enum TransportKind {
     Http,
     /// Legacy HTTP+SSE.
     Sse,
-}
-
-/// `[upstreams.<id>.tools]`.
-#[derive(Debug, Clone, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct ToolFilter {
-    /// Only tools matching one of these globs are exposed (empty: all).
-    #[serde(default)]
-    pub allow: Vec<String>,
-    /// Tools matching one of these globs are never exposed. Deny wins.
-    #[serde(default)]
-    pub deny: Vec<String>,
 }
 
 fn yes() -> bool {

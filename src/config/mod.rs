@@ -11,6 +11,7 @@
 
 mod error;
 mod file;
+mod filter;
 mod secrets;
 mod security;
 
@@ -19,13 +20,14 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use globset::{Glob, GlobSet, GlobSetBuilder};
+use globset::Glob;
 
 pub use error::ConfigError;
 pub use file::{
     AdminSection, AuditSection, BreakerSection, FileConfig, GatewaySection, HealthSection, Isolation, LogFormat,
-    OtlpProtocol, ResponseMode, RetrySection, ToolFilter, TracesSection, TransportKind, UpstreamSection,
+    OtlpProtocol, ResponseMode, RetrySection, TracesSection, TransportKind, UpstreamSection,
 };
+pub use filter::{ToolFilter, ToolMatcher};
 pub use secrets::{MASK, Redactor, Resolved, Secrets};
 pub use security::{
     AccessSection, ApiKeySection, ArgumentRule, AuthMode, AuthSection, JwtSection, LimitsSection, OAuthGrant,
@@ -216,13 +218,6 @@ impl TransportSpec {
             TransportSpec::Http { .. } | TransportSpec::Sse { .. } => "tcp",
         }
     }
-}
-
-/// Compiled allow/deny globs over an upstream's original tool names.
-#[derive(Debug, Clone)]
-pub struct ToolMatcher {
-    allow: Option<GlobSet>,
-    deny: GlobSet,
 }
 
 /// The secrets-file name of the audit log's digest key.
@@ -840,57 +835,6 @@ fn validate_resilience(u: &UpstreamSection) -> Result<(), (&'static str, &'stati
 /// exposed name always ends the namespace.
 pub fn valid_id(id: &str) -> bool {
     (1..=32).contains(&id.len()) && id.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
-}
-
-// === impl ToolMatcher ===
-
-impl ToolMatcher {
-    /// Compiles an allow/deny filter (errors name the bad glob).
-    pub fn new(f: &ToolFilter) -> Result<Self, String> {
-        let build = |globs: &[String]| -> Result<GlobSet, String> {
-            let mut b = GlobSetBuilder::new();
-            for g in globs {
-                b.add(Glob::new(g).map_err(|e| format!("invalid glob `{g}`: {e}"))?);
-            }
-            b.build().map_err(|e| e.to_string())
-        };
-        Ok(ToolMatcher { allow: if f.allow.is_empty() { None } else { Some(build(&f.allow)?) }, deny: build(&f.deny)? })
-    }
-
-    /// Whether a tool of this upstream is exposed: allowed (or no allow list)
-    /// and not denied. Deny wins.
-    pub fn exposes(&self, tool: &str) -> bool {
-        self.allow.as_ref().is_none_or(|a| a.is_match(tool)) && !self.deny.is_match(tool)
-    }
-
-    /// Whether an allow glob matches `tool` (false with no allow list).
-    pub fn allow_matches(&self, tool: &str) -> bool {
-        self.allow.as_ref().is_some_and(|a| a.is_match(tool))
-    }
-
-    /// Whether a deny glob matches `tool`.
-    pub fn denies(&self, tool: &str) -> bool {
-        self.deny.is_match(tool)
-    }
-
-    /// Matches everything.
-    pub fn all() -> Self {
-        ToolMatcher { allow: None, deny: GlobSet::empty() }
-    }
-
-    /// Matches exactly the names that match one of `globs` (none if empty).
-    fn only(globs: &[String]) -> Result<Self, String> {
-        let mut b = GlobSetBuilder::new();
-        for g in globs {
-            b.add(Glob::new(g).map_err(|e| format!("invalid glob `{g}`: {e}"))?);
-        }
-        Ok(ToolMatcher { allow: Some(b.build().map_err(|e| e.to_string())?), deny: GlobSet::empty() })
-    }
-
-    /// Matches nothing.
-    pub fn none() -> Self {
-        ToolMatcher { allow: Some(GlobSet::empty()), deny: GlobSet::empty() }
-    }
 }
 
 // === impl ToolTimeouts ===

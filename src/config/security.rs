@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
-use super::file::ToolFilter;
+use super::filter::ToolFilter;
 
 /// `[auth]`: how clients prove who they are.
 #[derive(Debug, Clone, Deserialize)]

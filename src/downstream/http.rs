@@ -716,8 +716,7 @@ fn readiness(g: &Gateway, shutdown: &CancellationToken) -> Response {
     // Ready means "serving", not "every upstream is up" (partial
     // availability is the point of the gateway): not while starting (until
     // the start-up list wait is over) or draining.
-    let ready_upstreams =
-        g.upstreams().iter().filter(|u| matches!(*u.state(), crate::upstream::State::Ready(_))).count();
+    let ready_upstreams = g.ready_upstreams();
     let draining = shutdown.is_cancelled();
     let ready = g.started_up() && !draining;
     let body = serde_json::json!({

@@ -2088,6 +2088,12 @@ impl Gateway {
         &self.upstreams
     }
 
+    /// How many upstreams are ready now (for readiness probes, which must
+    /// not reach into the upstream layer themselves).
+    pub fn ready_upstreams(&self) -> usize {
+        self.upstreams.iter().filter(|u| matches!(*u.state(), State::Ready(_))).count()
+    }
+
     /// The config the gateway runs with.
     pub fn config(&self) -> &Config {
         &self.config

@@ -24,9 +24,9 @@ use std::time::SystemTime;
 use serde::Serialize;
 use sha2::{Digest, Sha256};
 
+use super::LogPace;
 use super::metrics::{Metrics, Outcome};
 use crate::config::{AuditKey, AuditSection, Redactor};
-use crate::upstream::LogPace;
 
 /// Why the audit log could not start.
 #[derive(Debug, thiserror::Error)]

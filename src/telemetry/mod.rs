@@ -8,12 +8,14 @@
 pub mod audit;
 pub mod log;
 pub mod metrics;
+pub mod pace;
 pub mod trace;
 
 use std::sync::Arc;
 
 pub use self::audit::{AuditLog, Record};
 pub use self::metrics::Metrics;
+pub use self::pace::LogPace;
 pub use self::trace::{Span, Tracer};
 use crate::config::Config;
 

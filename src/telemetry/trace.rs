@@ -31,10 +31,10 @@ use std::sync::Arc;
 use opentelemetry_sdk::error::OTelSdkResult;
 use opentelemetry_sdk::trace::{SpanData, SpanExporter};
 
+use super::LogPace;
 use super::metrics::{Metrics, Outcome};
 use crate::config::{OtlpProtocol, Traces};
 use crate::error::ErrorClass;
-use crate::upstream::LogPace;
 
 /// The W3C trace context header (and `_meta` key).
 pub const TRACEPARENT: &str = "traceparent";

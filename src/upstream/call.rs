@@ -27,8 +27,8 @@ use crate::protocol::{Checked, Message};
 use crate::resilience::bulkhead::Full;
 use crate::resilience::retry::{self, Delays, NoRetry, Safety};
 use crate::resilience::{Breaker, breaker};
-use crate::telemetry::Span;
 use crate::telemetry::metrics::{ClassLabels, class_label};
+use crate::telemetry::{LogPace, Span};
 use opentelemetry::KeyValue;
 use opentelemetry::trace::SpanKind;
 
@@ -94,24 +94,6 @@ pub struct Stats {
     pub last_error: std::sync::Mutex<Option<(ErrorClass, String, Instant)>>,
     /// Paces the "bulkhead full" warning.
     pub overload_log: LogPace,
-}
-
-/// Allows one log line a second (a flood of identical warnings under
-/// overload would bury everything else).
-#[derive(Debug, Default)]
-pub struct LogPace(std::sync::Mutex<Option<Instant>>);
-
-impl LogPace {
-    /// Whether a line may be written now; if so, the next one waits 1 s.
-    pub fn ready(&self) -> bool {
-        let mut last = self.0.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-        let now = Instant::now();
-        if last.is_some_and(|t| now.saturating_duration_since(t) < Duration::from_secs(1)) {
-            return false;
-        }
-        *last = Some(now);
-        true
-    }
 }
 
 impl<'a> Request<'a> {

@@ -31,7 +31,7 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use self::backoff::Backoff;
-pub use self::call::{Called, LogPace, Request, Stats, ToolHints};
+pub use self::call::{Called, Request, Stats, ToolHints};
 use self::conn::{Connection, Event, Inbox, Negotiated};
 use self::link::Link;
 use crate::config::{Redactor, TransportSpec, UpstreamSpec};

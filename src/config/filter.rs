@@ -1,0 +1,77 @@
+//! Allow/deny glob filters: `[upstreams.<id>.tools]` and the `[[access]]`
+//! filters as written (`ToolFilter`), and compiled (`ToolMatcher`). Both
+//! the file layout and the security sections use them, so they live below
+//! both.
+
+use globset::{Glob, GlobSet, GlobSetBuilder};
+use serde::Deserialize;
+
+/// `[upstreams.<id>.tools]`.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ToolFilter {
+    /// Only tools matching one of these globs are exposed (empty: all).
+    #[serde(default)]
+    pub allow: Vec<String>,
+    /// Tools matching one of these globs are never exposed. Deny wins.
+    #[serde(default)]
+    pub deny: Vec<String>,
+}
+
+/// Compiled allow/deny globs over an upstream's original tool names.
+#[derive(Debug, Clone)]
+pub struct ToolMatcher {
+    allow: Option<GlobSet>,
+    deny: GlobSet,
+}
+
+// === impl ToolMatcher ===
+
+impl ToolMatcher {
+    /// Compiles an allow/deny filter (errors name the bad glob).
+    pub fn new(f: &ToolFilter) -> Result<Self, String> {
+        let build = |globs: &[String]| -> Result<GlobSet, String> {
+            let mut b = GlobSetBuilder::new();
+            for g in globs {
+                b.add(Glob::new(g).map_err(|e| format!("invalid glob `{g}`: {e}"))?);
+            }
+            b.build().map_err(|e| e.to_string())
+        };
+        Ok(ToolMatcher { allow: if f.allow.is_empty() { None } else { Some(build(&f.allow)?) }, deny: build(&f.deny)? })
+    }
+
+    /// Whether a tool of this upstream is exposed: allowed (or no allow list)
+    /// and not denied. Deny wins.
+    pub fn exposes(&self, tool: &str) -> bool {
+        self.allow.as_ref().is_none_or(|a| a.is_match(tool)) && !self.deny.is_match(tool)
+    }
+
+    /// Whether an allow glob matches `tool` (false with no allow list).
+    pub fn allow_matches(&self, tool: &str) -> bool {
+        self.allow.as_ref().is_some_and(|a| a.is_match(tool))
+    }
+
+    /// Whether a deny glob matches `tool`.
+    pub fn denies(&self, tool: &str) -> bool {
+        self.deny.is_match(tool)
+    }
+
+    /// Matches everything.
+    pub fn all() -> Self {
+        ToolMatcher { allow: None, deny: GlobSet::empty() }
+    }
+
+    /// Matches exactly the names that match one of `globs` (none if empty).
+    pub(super) fn only(globs: &[String]) -> Result<Self, String> {
+        let mut b = GlobSetBuilder::new();
+        for g in globs {
+            b.add(Glob::new(g).map_err(|e| format!("invalid glob `{g}`: {e}"))?);
+        }
+        Ok(ToolMatcher { allow: Some(b.build().map_err(|e| e.to_string())?), deny: GlobSet::empty() })
+    }
+
+    /// Matches nothing.
+    pub fn none() -> Self {
+        ToolMatcher { allow: Some(GlobSet::empty()), deny: GlobSet::empty() }
+    }
+}

@@ -1,0 +1,111 @@
+//! The layering of the crate's modules, checked against the table in
+//! ARCHITECTURE.md ("Layers"): no module reaches one its row does not name,
+//! and the table itself has no circle.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::{Path, PathBuf};
+
+/// The table: module → the modules it may use.
+fn table() -> BTreeMap<String, BTreeSet<String>> {
+    let text = std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("ARCHITECTURE.md")).unwrap();
+    let section = text.split("### Layers").nth(1).expect("ARCHITECTURE.md has a Layers section");
+    let names = |cell: &str| -> BTreeSet<String> {
+        cell.split(',').map(|n| n.trim().trim_matches('`').to_owned()).filter(|n| !n.is_empty() && n != "—").collect()
+    };
+    let mut rows = BTreeMap::new();
+    for line in section.lines().skip_while(|l| !l.starts_with("| `")).take_while(|l| l.starts_with('|')) {
+        let cells: Vec<&str> = line.trim_matches('|').split('|').collect();
+        let module = cells[0].trim().trim_matches('`').to_owned();
+        rows.insert(module, names(cells[1]));
+    }
+    rows
+}
+
+/// The `crate::<module>` paths in `file`'s code: comments and the test
+/// module at its end left out.
+fn uses(file: &Path) -> BTreeSet<String> {
+    let text = std::fs::read_to_string(file).unwrap();
+    let code = text.split("#[cfg(test)]").next().unwrap_or("");
+    let mut found = BTreeSet::new();
+    for line in code.lines().filter(|l| !l.trim_start().starts_with("//")) {
+        for (at, _) in line.match_indices("crate::") {
+            let rest = &line[at + "crate::".len()..];
+            let name: String = rest.chars().take_while(|c| c.is_ascii_lowercase() || *c == '_').collect();
+            // `$crate::`, or a path in another crate (`mcp_gateway::…`).
+            let before = &line[..at];
+            if !name.is_empty() && !before.ends_with('$') && !before.ends_with("_") {
+                found.insert(name);
+            }
+        }
+    }
+    found
+}
+
+fn files(dir: &Path, out: &mut Vec<PathBuf>) {
+    for entry in std::fs::read_dir(dir).unwrap() {
+        let path = entry.unwrap().path();
+        if path.is_dir() {
+            files(&path, out);
+        } else if path.extension().is_some_and(|e| e == "rs") {
+            out.push(path);
+        }
+    }
+}
+
+#[test]
+fn every_module_uses_only_what_the_layer_table_allows() {
+    let table = table();
+    assert!(table.len() >= 10, "the Layers table was not read: {table:?}");
+    let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("src");
+    let mut all = Vec::new();
+    files(&src, &mut all);
+    let mut wrong = Vec::new();
+    for file in &all {
+        let relative = file.strip_prefix(&src).unwrap();
+        let mut parts = relative.components().map(|c| c.as_os_str().to_string_lossy().into_owned());
+        let first = parts.next().unwrap();
+        let module = first.trim_end_matches(".rs").to_owned();
+        // The crate root, the CLI and this test wire everything together.
+        if ["lib", "main", "layering"].contains(&module.as_str()) {
+            continue;
+        }
+        // Test files beside the code (`tests.rs`, `tests/…`) may use anything.
+        if relative.components().any(|c| c.as_os_str() == "tests" || c.as_os_str() == "tests.rs") {
+            continue;
+        }
+        let allowed = table.get(&module).unwrap_or_else(|| panic!("{module} has no row in the Layers table"));
+        for used in uses(file) {
+            if used != module && !allowed.contains(&used) {
+                wrong.push(format!("{} uses crate::{used}", relative.display()));
+            }
+        }
+    }
+    assert!(wrong.is_empty(), "edges the Layers table does not allow:\n{}", wrong.join("\n"));
+}
+
+#[test]
+fn the_layer_table_has_no_circle() {
+    let table = table();
+    // Depth-first search for a back edge.
+    fn visit<'a>(
+        m: &'a str,
+        table: &'a BTreeMap<String, BTreeSet<String>>,
+        path: &mut Vec<&'a str>,
+        done: &mut BTreeSet<&'a str>,
+    ) {
+        if done.contains(m) {
+            return;
+        }
+        assert!(!path.contains(&m), "a circle: {} -> {m}", path.join(" -> "));
+        path.push(m);
+        for next in table.get(m).into_iter().flatten() {
+            visit(next, table, path, done);
+        }
+        path.pop();
+        done.insert(m);
+    }
+    let mut done = BTreeSet::new();
+    for m in table.keys() {
+        visit(m, &table, &mut Vec::new(), &mut done);
+    }
+}
