@@ -14,11 +14,12 @@
 //! One short lock per take and give back; never held across `.await`.
 
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::{Arc, Mutex};
 
 use prometheus_client::metrics::gauge::Gauge;
 
 use crate::security::auth::{Principal, Via};
+use crate::sync::Locked;
 
 /// A limit on the whole and on each principal's share of it.
 #[derive(Debug)]
@@ -98,7 +99,7 @@ impl Quota {
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, Inner> {
-        self.inner.lock().unwrap_or_else(PoisonError::into_inner)
+        self.inner.locked()
     }
 }
 

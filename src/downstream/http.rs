@@ -54,6 +54,7 @@ use crate::protocol::{self, Message, MessageKind, encode};
 use crate::routing::Caller;
 use crate::routing::Gateway;
 use crate::security::auth::{AuthSetupError, Authenticator, Principal};
+use crate::sync::Locked;
 use crate::telemetry::metrics::ReasonLabels;
 use crate::telemetry::trace::TRACEPARENT;
 
@@ -266,7 +267,7 @@ async fn post_mcp(State(app): State<Arc<App>>, request: Request) -> Response {
             };
             let (tx, outbox) = tokio::sync::mpsc::channel(crate::routing::peer::QUEUE);
             let client = app.gateway.connect(tx, msg.params(), principal);
-            let legacy = app.legacy.lock().unwrap_or_else(std::sync::PoisonError::into_inner).len();
+            let legacy = app.legacy.locked().len();
             let Ok(session) = app.sessions.create(version, client, outbox, quota, legacy) else {
                 app.too_many_sessions();
                 let e = crate::error::CallError::new(crate::error::ErrorClass::Overloaded, None, "Too many sessions");
@@ -481,7 +482,7 @@ async fn get_mcp(State(app): State<Arc<App>>, uri: Uri, headers: HeaderMap) -> R
         tracing::debug!(stream, after, "Resuming a request stream.");
         return sse_response(replay_body(session, stream, after, app.shutdown.clone()));
     }
-    let taken = session.outbox.lock().unwrap_or_else(std::sync::PoisonError::into_inner).take();
+    let taken = session.outbox.locked().take();
     let Some(outbox) = taken else {
         return rpc_error(
             StatusCode::CONFLICT,
@@ -527,7 +528,7 @@ struct StreamState {
 
 impl Drop for StreamState {
     fn drop(&mut self) {
-        *self.session.outbox.lock().unwrap_or_else(std::sync::PoisonError::into_inner) = self.outbox.take();
+        *self.session.outbox.locked() = self.outbox.take();
     }
 }
 
@@ -545,7 +546,7 @@ async fn get_sse(State(app): State<Arc<App>>, uri: Uri, headers: HeaderMap) -> R
     let (out, rx) = tokio::sync::mpsc::channel::<String>(crate::routing::peer::QUEUE);
     let id = super::session::random_id::<32>();
     {
-        let mut legacy = app.legacy.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let mut legacy = app.legacy.locked();
         if legacy.len() + app.sessions.len() >= app.gateway.config().gateway.max_sessions {
             drop(legacy);
             app.too_many_sessions();
@@ -582,12 +583,12 @@ struct LegacyStream {
 impl Drop for LegacyStream {
     fn drop(&mut self) {
         let gone = {
-            let mut legacy = self.app.legacy.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+            let mut legacy = self.app.legacy.locked();
             let gone = legacy.remove(&self.id);
             self.app.legacy_gauge(legacy.len());
             gone
         };
-        let client = gone.and_then(|s| s.client.lock().unwrap_or_else(std::sync::PoisonError::into_inner).take());
+        let client = gone.and_then(|s| s.client.locked().take());
         if let Some(c) = client {
             c.peer.close();
         }
@@ -618,7 +619,7 @@ async fn post_messages(
         let r = rpc_error(StatusCode::BAD_REQUEST, None, protocol::INVALID_REQUEST, "sessionId is required");
         return refused_unread(parts.version, body.into_data_stream(), r);
     };
-    let session = app.legacy.lock().unwrap_or_else(std::sync::PoisonError::into_inner).get(&q.session_id).cloned();
+    let session = app.legacy.locked().get(&q.session_id).cloned();
     let session = session.filter(|s| app.same_principal(&s.principal, &principal));
     let Some(session) = session else {
         let r = rpc_error(StatusCode::NOT_FOUND, None, protocol::INVALID_REQUEST, "Session not found");
@@ -628,7 +629,7 @@ async fn post_messages(
         Ok(m) => m,
         Err(r) => return r,
     };
-    let client = session.client.lock().unwrap_or_else(std::sync::PoisonError::into_inner).clone();
+    let client = session.client.locked().clone();
     match (msg.kind(), client) {
         (Ok(MessageKind::Request), _) if msg.method() == "initialize" => {
             let id = msg.id.as_deref().expect("requests have ids");
@@ -641,8 +642,7 @@ async fn post_messages(
                 }
             };
             let client = Arc::new(app.gateway.connect(session.out.clone(), msg.params(), session.principal.clone()));
-            if let Some(old) = session.client.lock().unwrap_or_else(std::sync::PoisonError::into_inner).replace(client)
-            {
+            if let Some(old) = session.client.locked().replace(client) {
                 old.peer.close();
             }
             send_legacy(&session, reply);

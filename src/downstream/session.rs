@@ -12,6 +12,7 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use crate::routing::Client;
+use crate::sync::Locked;
 use crate::telemetry::Metrics;
 use crate::telemetry::metrics::TransportLabels;
 
@@ -180,7 +181,7 @@ impl Replay {
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, ReplayInner> {
-        self.inner.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+        self.inner.locked()
     }
 }
 
@@ -217,7 +218,7 @@ impl Session {
 
     /// Whether a GET stream holds the session's queue now.
     pub fn streaming(&self) -> bool {
-        self.outbox.lock().unwrap_or_else(std::sync::PoisonError::into_inner).is_none()
+        self.outbox.locked().is_none()
     }
 
     fn idle_for(&self) -> Duration {
@@ -314,7 +315,7 @@ impl Sessions {
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, Arc<Session>>> {
-        self.map.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+        self.map.locked()
     }
 }
 

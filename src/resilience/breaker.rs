@@ -25,6 +25,7 @@ use tokio::time::Instant;
 
 use crate::config::BreakerSection;
 use crate::error::ErrorClass;
+use crate::sync::Locked;
 
 /// The breaker's state, as shown in status and metrics.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -190,7 +191,7 @@ impl Breaker {
 
     fn lock(&self) -> std::sync::MutexGuard<'_, Inner> {
         // Every update is a few assignments; a panic cannot leave it torn.
-        self.inner.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+        self.inner.locked()
     }
 }
 

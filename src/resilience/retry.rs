@@ -9,6 +9,7 @@ use tokio::time::Instant;
 
 use crate::config::RetrySection;
 use crate::error::CallError;
+use crate::sync::Locked;
 
 /// What is known about the call being retried.
 #[derive(Debug, Clone, Copy)]
@@ -137,7 +138,7 @@ impl Budget {
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, (f64, Instant)> {
-        self.inner.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+        self.inner.locked()
     }
 }
 

@@ -35,6 +35,7 @@ use crate::protocol::{self, Checked, CheckedBox, Members, Message, encode};
 use crate::security::access::{Access, Grants, Kind};
 use crate::security::auth::Principal;
 use crate::security::rules::{Action, Call as RuleCall, History, RuleSet, Tags};
+use crate::sync::Locked;
 use crate::telemetry::audit::{self, Record};
 use crate::telemetry::metrics::{
     DenialLabels, DurationLabels, MethodLabels, Name, Outcome, OutcomeLabels, RequestLabels, RuleLabels, UpstreamLabels,
@@ -475,7 +476,7 @@ impl Gateway {
         let eval = {
             let empty = History::default();
             let session = caller.peer.map(|p| p.lock_history());
-            let principals = self.principal_histories.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+            let principals = self.principal_histories.locked();
             let p = principal.as_ref().and_then(|id| principals.get(id));
             set.evaluate(&call, session.as_deref().unwrap_or(&empty), p)
         };
@@ -503,7 +504,7 @@ impl Gateway {
             set.record(&mut p.lock_history(), &eval);
         }
         if let Some(id) = principal {
-            let mut principals = self.principal_histories.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+            let mut principals = self.principal_histories.locked();
             if principals.len() >= MAX_PRINCIPAL_HISTORIES && !principals.contains_key(&id) {
                 // Bounded: forget one (its sequences in progress) to make room.
                 if let Some(k) = principals.keys().next().cloned() {
@@ -564,7 +565,7 @@ impl Gateway {
             actual.clear();
         }
         let uris: Vec<Arc<str>> = {
-            let subs = self.subscriptions.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+            let subs = self.subscriptions.locked();
             subs.keys().filter(|(u, _)| *u == i).map(|(_, uri)| uri.clone()).collect()
         };
         for uri in uris {
@@ -572,7 +573,7 @@ impl Gateway {
                 tracing::warn!(upstream = %self.upstreams[i].id(), error = %e.message, "Could not renew a resource subscription.");
             }
         }
-        let level = *self.applied_level.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let level = *self.applied_level.locked();
         if let Some(level) = level {
             self.set_upstream_level(i, level).await;
         }
@@ -625,7 +626,7 @@ impl Gateway {
     }
 
     fn peers(&self) -> Vec<Arc<Peer>> {
-        self.peers.lock().unwrap_or_else(std::sync::PoisonError::into_inner).values().cloned().collect()
+        self.peers.locked().values().cloned().collect()
     }
 
     /// Routes notifications from upstreams that concern no single call.
@@ -688,7 +689,7 @@ impl Gateway {
         let owner = self
             .tasks
             .owner(&tasks::expose(&note.upstream, &original))
-            .and_then(|p| self.peers.lock().unwrap_or_else(std::sync::PoisonError::into_inner).get(&p).cloned());
+            .and_then(|p| self.peers.locked().get(&p).cloned());
         let Some(peer) = owner else {
             tracing::debug!(upstream = %note.upstream, "Task status for a task no session owns (yet); dropped.");
             return;
@@ -707,7 +708,7 @@ impl Gateway {
             return;
         };
         let peers: Vec<u64> = {
-            let subs = self.subscriptions.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+            let subs = self.subscriptions.locked();
             subs.get(&(i, Arc::from(&*uri))).map(|s| s.iter().copied().collect()).unwrap_or_default()
         };
         if peers.is_empty() {
@@ -717,7 +718,7 @@ impl Gateway {
         let params = peer::rewrite(params, |o| o.set_str("uri", &exposed));
         let body = encode::notification("notifications/resources/updated", params.as_ref().map(CheckedBox::raw));
         let subscribed: Vec<Arc<Peer>> = {
-            let all = self.peers.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+            let all = self.peers.locked();
             peers.iter().filter_map(|id| all.get(id).cloned()).collect()
         };
         for p in subscribed {
@@ -749,14 +750,14 @@ impl Gateway {
         let metrics = self.telemetry.metrics.clone();
         let redactor = self.config.redactor.clone();
         let peer = Arc::new(Peer::new(id, out, caps, metrics, principal, grants, redactor));
-        self.peers.lock().unwrap_or_else(std::sync::PoisonError::into_inner).insert(id, peer.clone());
+        self.peers.locked().insert(id, peer.clone());
         Client { gateway: self.clone(), peer }
     }
 
     /// Forgets a session: its subscriptions end (the upstream's too, when
     /// it was the last subscriber) and its log level stops counting.
     fn disconnect(self: &Arc<Self>, peer: &Peer) {
-        self.peers.lock().unwrap_or_else(std::sync::PoisonError::into_inner).remove(&peer.id);
+        self.peers.locked().remove(&peer.id);
         peer.fail_pending();
         self.tasks.forget_session(peer.id);
         // The session's own connections end with it (this also breaks the
@@ -790,7 +791,7 @@ impl Gateway {
 
     /// Removes a peer from subscriptions; returns those it was the last of.
     fn unsubscribe_keys(&self, peer: u64, keys: Vec<(usize, Arc<str>)>) -> Vec<(usize, Arc<str>)> {
-        let mut subs = self.subscriptions.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let mut subs = self.subscriptions.locked();
         let mut last = Vec::new();
         for key in keys {
             if let Some(set) = subs.get_mut(&key) {
@@ -1342,7 +1343,7 @@ impl Gateway {
             }
         }
         {
-            let mut subs = self.subscriptions.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+            let mut subs = self.subscriptions.locked();
             subs.entry(key.clone()).or_default().insert(peer.id);
         }
         peer.lock_subscriptions().insert(key.clone());
@@ -1392,7 +1393,7 @@ impl Gateway {
     async fn sync_subscription(&self, i: usize, uri: &Arc<str>) -> Result<(), CallError> {
         let mut actual = self.subscribed_upstream[i].lock().await;
         let wanted = {
-            let subs = self.subscriptions.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+            let subs = self.subscriptions.locked();
             subs.contains_key(&(i, uri.clone()))
         };
         match (wanted, actual.contains(uri)) {
@@ -1453,7 +1454,7 @@ impl Gateway {
         let wanted = self.peers().iter().filter_map(|p| p.level()).min();
         let Some(level) = wanted else { return };
         {
-            let mut applied = self.applied_level.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+            let mut applied = self.applied_level.locked();
             if *applied == Some(level) {
                 return;
             }
@@ -1910,7 +1911,7 @@ impl Gateway {
         let shared = &self.upstreams[i];
         let principal: Arc<str> = caller.peer.map_or_else(|| Arc::from("-"), |p| p.principal.identity.clone());
         let own = {
-            let mut map = self.principal_upstreams.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+            let mut map = self.principal_upstreams.locked();
             map.entry((i, principal.clone()))
                 .or_insert_with(|| {
                     tracing::info!(upstream = %shared.id(), principal = %principal, "Starting the principal's own connection.");
@@ -2190,13 +2191,7 @@ impl Gateway {
         // Sessions' own connections too (their sessions may outlive this).
         let own: Vec<Arc<Upstream>> =
             self.peers().iter().flat_map(|p| p.lock_instances().drain().map(|(_, u)| u).collect::<Vec<_>>()).collect();
-        let principals: Vec<Arc<Upstream>> = self
-            .principal_upstreams
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .drain()
-            .map(|(_, u)| u)
-            .collect();
+        let principals: Vec<Arc<Upstream>> = self.principal_upstreams.locked().drain().map(|(_, u)| u).collect();
         let all = self.upstreams.iter().chain(&own).chain(&principals);
         futures_util::future::join_all(all.map(|u| u.shutdown())).await;
         // Flushing spans and audit lines blocks; keep it off the workers.

@@ -19,6 +19,7 @@ use tokio_util::sync::CancellationToken;
 use crate::protocol::{Checked, CheckedBox, Members, Message, encode};
 use crate::security::access::Grants;
 use crate::security::auth::Principal;
+use crate::sync::Locked;
 use crate::telemetry::Metrics;
 use crate::telemetry::metrics::{Name, NotificationLabels, notification_label};
 use crate::upstream::{Relay, Responder};
@@ -153,11 +154,11 @@ impl Peer {
     }
 
     pub(crate) fn lock_hears(&self) -> std::sync::MutexGuard<'_, Option<(u64, Arc<[bool]>)>> {
-        self.hears.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+        self.hears.locked()
     }
 
     pub(crate) fn lock_instances(&self) -> std::sync::MutexGuard<'_, HashMap<usize, Arc<crate::upstream::Upstream>>> {
-        self.instances.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+        self.instances.locked()
     }
 
     /// Whether the client declared what `method` (with `params`) needs:
@@ -206,7 +207,7 @@ impl Peer {
     /// The session's call history (sequence rules); never held across an
     /// `.await`.
     pub(crate) fn lock_history(&self) -> std::sync::MutexGuard<'_, crate::security::rules::History> {
-        self.history.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+        self.history.locked()
     }
 
     /// Sends the gateway's own request to the client (on the call's stream
@@ -221,9 +222,9 @@ impl Peer {
     ) -> Option<tokio::sync::oneshot::Receiver<Option<CheckedBox>>> {
         let (id, body) = self.request(method, Some(params));
         let (tx, rx) = tokio::sync::oneshot::channel();
-        self.asks.lock().unwrap_or_else(std::sync::PoisonError::into_inner).insert(id.clone().into(), tx);
+        self.asks.locked().insert(id.clone().into(), tx);
         if !send_counted(stream.unwrap_or(&self.out), self, &Name::from(""), method, body) {
-            self.asks.lock().unwrap_or_else(std::sync::PoisonError::into_inner).remove(id.as_str());
+            self.asks.locked().remove(id.as_str());
             return None;
         }
         Some(rx)
@@ -245,7 +246,7 @@ impl Peer {
     /// Delivers the client's answer to one of the gateway's own requests;
     /// false when `id` is not one.
     pub(crate) fn answer_ask(&self, id: &str, msg: &Message) -> bool {
-        let tx = self.asks.lock().unwrap_or_else(std::sync::PoisonError::into_inner).remove(id);
+        let tx = self.asks.locked().remove(id);
         match tx {
             Some(tx) => {
                 let _ = tx.send(msg.result().map(Checked::to_box));
@@ -278,7 +279,7 @@ impl Peer {
     }
 
     fn lock_pending(&self) -> std::sync::MutexGuard<'_, HashMap<Box<str>, Responder>> {
-        self.pending.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+        self.pending.locked()
     }
 
     /// Queues a message on the session stream; false when the queue is full
@@ -322,11 +323,11 @@ impl Peer {
     }
 
     pub(crate) fn lock_subscriptions(&self) -> std::sync::MutexGuard<'_, HashSet<(usize, Arc<str>)>> {
-        self.subscriptions.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+        self.subscriptions.locked()
     }
 
     fn lock_in_flight(&self) -> std::sync::MutexGuard<'_, HashMap<Box<str>, CancellationToken>> {
-        self.in_flight.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+        self.in_flight.locked()
     }
 }
 

@@ -19,6 +19,7 @@ use std::sync::{Arc, Mutex};
 
 use crate::config::ResultCap;
 use crate::protocol::{Checked, CheckedBox, Members, RawValue};
+use crate::sync::Locked;
 
 /// Most tasks one session keeps; past it, its oldest is forgotten.
 pub const MAX_TASKS: usize = 1024;
@@ -147,7 +148,7 @@ impl Tasks {
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, Inner> {
-        self.inner.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+        self.inner.locked()
     }
 }
 

@@ -17,6 +17,7 @@ use tokio::time::Instant;
 use super::Ident;
 use crate::config::{LimitsSection, OversizeAction, RateSection, ResultCap};
 use crate::protocol::{CheckedBox, Limits as JsonLimits};
+use crate::sync::Locked;
 
 /// Most buckets kept (principal × rule).
 pub const MAX_BUCKETS: usize = 100_000;
@@ -99,7 +100,7 @@ impl Limits {
         if applying.is_empty() {
             return Ok(());
         }
-        let mut buckets = self.buckets.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let mut buckets = self.buckets.locked();
         if buckets.len() >= MAX_BUCKETS {
             let rates: Vec<Rate> = self.tools.iter().map(|(_, r)| *r).collect();
             let per_principal = self.per_principal;
@@ -135,7 +136,7 @@ impl Limits {
         if !self.rates() {
             return;
         }
-        let mut buckets = self.buckets.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let mut buckets = self.buckets.locked();
         let mut refund = |i: usize, rate: Rate| {
             if let Some(b) = buckets.get_mut(&(principal.clone(), i)) {
                 b.tokens = (b.tokens + 1.0).min(rate.burst);

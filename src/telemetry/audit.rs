@@ -27,6 +27,7 @@ use sha2::{Digest, Sha256};
 use super::LogPace;
 use super::metrics::{Metrics, Outcome};
 use crate::config::{AuditKey, AuditSection, Redactor};
+use crate::sync::Locked;
 
 /// Why the audit log could not start.
 #[derive(Debug, thiserror::Error)]
@@ -210,7 +211,7 @@ impl AuditLog {
     /// Writes what is queued and stops the writer (blocking: call it off
     /// the async workers).
     pub fn close(&self) {
-        let handle = self.writer.lock().unwrap_or_else(std::sync::PoisonError::into_inner).take();
+        let handle = self.writer.locked().take();
         if let Some(h) = handle {
             let _ = self.tx.send(Msg::Stop);
             let _ = h.join();

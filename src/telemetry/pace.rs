@@ -2,6 +2,7 @@
 
 use std::time::Duration;
 
+use crate::sync::Locked;
 use tokio::time::Instant;
 
 /// Allows one log line a second (a flood of identical warnings under
@@ -12,7 +13,7 @@ pub struct LogPace(std::sync::Mutex<Option<Instant>>);
 impl LogPace {
     /// Whether a line may be written now; if so, the next one waits 1 s.
     pub fn ready(&self) -> bool {
-        let mut last = self.0.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let mut last = self.0.locked();
         let now = Instant::now();
         if last.is_some_and(|t| now.saturating_duration_since(t) < Duration::from_secs(1)) {
             return false;

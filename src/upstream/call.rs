@@ -27,6 +27,7 @@ use crate::protocol::{Checked, Message};
 use crate::resilience::bulkhead::Full;
 use crate::resilience::retry::{self, Delays, NoRetry, Safety};
 use crate::resilience::{Breaker, breaker};
+use crate::sync::Locked;
 use crate::telemetry::metrics::{ClassLabels, class_label};
 use crate::telemetry::{LogPace, Span};
 use opentelemetry::KeyValue;
@@ -377,7 +378,7 @@ impl Upstream {
     /// The tool's own breaker, with `breaker.per_tool`.
     fn tool_breaker(&self, tool: Option<&str>) -> Option<Arc<Breaker>> {
         let tool = tool.filter(|_| self.spec.breaker.enabled && self.spec.breaker.per_tool)?;
-        let mut map = self.tool_breakers.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let mut map = self.tool_breakers.locked();
         if let Some(b) = map.get(tool) {
             return Some(b.clone());
         }

@@ -21,6 +21,7 @@ use crate::error::{CallError, ErrorClass};
 use crate::protocol::{
     self, Checked, CheckedBox, Envelope, Members, Message, MessageKind, ParseError, ResultCheck, encode,
 };
+use crate::sync::Locked;
 use crate::telemetry::metrics::{Name, UpstreamRefusalLabels};
 
 /// A call watching its progress token: its waker (deadline extension) and
@@ -156,9 +157,7 @@ impl Inbox {
                 }
             }
             Ok(MessageKind::Request) => {
-                let relay = related.and_then(|id| {
-                    self.related.lock().unwrap_or_else(std::sync::PoisonError::into_inner).get(&id).cloned()
-                });
+                let relay = related.and_then(|id| self.related.locked().get(&id).cloned());
                 self.event(Event::Request(msg, relay));
             }
             Ok(MessageKind::Notification) if msg.method() == "notifications/progress" => self.progress_seen(&msg),
@@ -168,9 +167,7 @@ impl Inbox {
             Ok(MessageKind::Notification)
                 if matches!(msg.method(), "notifications/message" | "notifications/tasks/status") =>
             {
-                let relay = related.and_then(|id| {
-                    self.related.lock().unwrap_or_else(std::sync::PoisonError::into_inner).get(&id).cloned()
-                });
+                let relay = related.and_then(|id| self.related.locked().get(&id).cloned());
                 match relay {
                     Some(r) => r.notify(&msg),
                     None => self.event(Event::Notification(msg)),
@@ -238,8 +235,7 @@ impl Inbox {
     fn progress_seen(&self, msg: &Message) {
         let token = msg.params().and_then(|p| p.get("progressToken")).map(|t| t.text().to_owned());
         let Some(token) = token else { return };
-        let entry =
-            self.progress.lock().unwrap_or_else(std::sync::PoisonError::into_inner).get(token.as_str()).cloned();
+        let entry = self.progress.locked().get(token.as_str()).cloned();
         match entry {
             Some((waker, relay)) => {
                 waker.notify_one();
@@ -255,10 +251,7 @@ impl Inbox {
     /// drops; its progress goes to `relay`.
     pub(crate) fn watch_progress(self: &Arc<Self>, token: &str, relay: Option<&Arc<dyn Relay>>) -> ProgressWatch {
         let notify = Arc::new(Notify::new());
-        self.progress
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .insert(token.into(), (notify.clone(), relay.cloned()));
+        self.progress.locked().insert(token.into(), (notify.clone(), relay.cloned()));
         ProgressWatch { inbox: self.clone(), token: token.into(), notify }
     }
 
@@ -275,7 +268,7 @@ impl Inbox {
     /// pending call. Never lost, unlike events.
     pub(crate) fn close(&self, reason: String) {
         {
-            let mut r = self.close_reason.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+            let mut r = self.close_reason.locked();
             r.get_or_insert(reason);
         }
         self.closed.cancel();
@@ -290,7 +283,7 @@ impl Inbox {
 
     /// Why the transport is gone.
     pub(crate) fn close_reason(&self) -> String {
-        let r = self.close_reason.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let r = self.close_reason.locked();
         r.clone().unwrap_or_else(|| "closed".to_owned())
     }
 
@@ -306,7 +299,7 @@ impl Inbox {
     fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<u64, (oneshot::Sender<Reply>, ResultCheck)>> {
         // A panic while holding this lock cannot leave the map inconsistent
         // (single insert/remove calls), so poisoning is ignored.
-        self.pending.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+        self.pending.locked()
     }
 }
 
@@ -320,7 +313,7 @@ pub(crate) struct ProgressWatch {
 
 impl Drop for ProgressWatch {
     fn drop(&mut self) {
-        self.inbox.progress.lock().unwrap_or_else(std::sync::PoisonError::into_inner).remove(&self.token);
+        self.inbox.progress.locked().remove(&self.token);
     }
 }
 
@@ -335,7 +328,7 @@ impl Drop for PendingGuard<'_> {
     fn drop(&mut self) {
         self.inbox.lock().remove(&self.id);
         if self.related {
-            self.inbox.related.lock().unwrap_or_else(std::sync::PoisonError::into_inner).remove(&self.id);
+            self.inbox.related.locked().remove(&self.id);
         }
     }
 }
@@ -433,7 +426,7 @@ impl Connection {
         let (tx, rx) = oneshot::channel();
         self.inbox.lock().insert(id, (tx, protocol::result_check(method)));
         if let Some(r) = relay {
-            self.inbox.related.lock().unwrap_or_else(std::sync::PoisonError::into_inner).insert(id, r.clone());
+            self.inbox.related.locked().insert(id, r.clone());
         }
         let guard = PendingGuard { inbox: &self.inbox, id, related: relay.is_some() };
         let body = encode::request(id, method, params);

@@ -21,6 +21,7 @@ use super::link::LinkError;
 use super::sse;
 use crate::error::{CallError, ErrorClass};
 use crate::oauth::Credential;
+use crate::sync::{Locked, RwLocked};
 
 const SESSION: HeaderName = HeaderName::from_static("mcp-session-id");
 const VERSION: HeaderName = HeaderName::from_static("mcp-protocol-version");
@@ -139,7 +140,7 @@ impl HttpLink {
         }
         let resp = success(resp)?;
         if let Some(sid) = resp.headers().get(SESSION) {
-            let mut s = self.session.write().unwrap_or_else(std::sync::PoisonError::into_inner);
+            let mut s = self.session.write_locked();
             if s.as_ref() != Some(sid) {
                 *s = Some(sid.clone());
                 self.generation.fetch_add(1, Ordering::Relaxed);
@@ -197,14 +198,14 @@ impl HttpLink {
     }
 
     pub(crate) fn reset_session(&self) {
-        *self.session.write().unwrap_or_else(std::sync::PoisonError::into_inner) = None;
-        *self.version.write().unwrap_or_else(std::sync::PoisonError::into_inner) = None;
+        *self.session.write_locked() = None;
+        *self.version.write_locked() = None;
         self.stop_listening();
     }
 
     pub(crate) fn set_protocol_version(&self, v: &str) {
         if let Ok(v) = HeaderValue::from_str(v) {
-            *self.version.write().unwrap_or_else(std::sync::PoisonError::into_inner) = Some(v);
+            *self.version.write_locked() = Some(v);
         }
     }
 
@@ -259,14 +260,14 @@ impl HttpLink {
                 tokio::time::sleep(Duration::from_secs(1)).await;
             }
         });
-        if let Some(old) = self.listener.lock().unwrap_or_else(std::sync::PoisonError::into_inner).replace(task) {
+        if let Some(old) = self.listener.locked().replace(task) {
             old.abort();
         }
         let _ = tokio::time::timeout(LISTEN_WAIT, first).await;
     }
 
     fn stop_listening(&self) {
-        if let Some(t) = self.listener.lock().unwrap_or_else(std::sync::PoisonError::into_inner).take() {
+        if let Some(t) = self.listener.locked().take() {
             t.abort();
         }
     }
@@ -314,7 +315,7 @@ fn refusal(cred: &Credential, resp: &reqwest::Response) -> String {
 }
 
 fn read(lock: &RwLock<Option<HeaderValue>>) -> Option<HeaderValue> {
-    lock.read().unwrap_or_else(std::sync::PoisonError::into_inner).clone()
+    lock.read_locked().clone()
 }
 
 pub(crate) fn io_error(e: reqwest::Error) -> LinkError {

@@ -15,6 +15,7 @@ use super::conn::Inbox;
 use super::http::{io_error, success};
 use super::link::LinkError;
 use super::sse;
+use crate::sync::Locked;
 
 /// An open SSE stream and the endpoint to post to.
 #[derive(Debug)]
@@ -92,7 +93,7 @@ impl LegacyLink {
     }
 
     pub(crate) fn shutdown(&self) {
-        if let Some(r) = self.reader.lock().unwrap_or_else(std::sync::PoisonError::into_inner).take() {
+        if let Some(r) = self.reader.locked().take() {
             r.abort();
         }
     }

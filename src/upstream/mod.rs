@@ -38,6 +38,7 @@ use crate::config::{Redactor, TransportSpec, UpstreamSpec};
 use crate::error::{CallError, ErrorClass};
 use crate::protocol::{Checked, CheckedBox, Message, encode};
 use crate::resilience::{Breaker, BreakerState, Budget, Bulkhead, Transition};
+use crate::sync::Locked;
 use crate::telemetry::Metrics;
 use crate::telemetry::metrics::{
     BreakerLabels, Name, NotificationLabels, OutcomeLabels, StateLabels, TransitionLabels, UpstreamCounters,
@@ -422,15 +423,14 @@ impl Upstream {
     }
 
     fn breaker_opened_total(&self) -> u64 {
-        let tools = self.tool_breakers.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let tools = self.tool_breakers.locked();
         self.breaker.as_ref().map_or(0, Breaker::times_opened) + tools.values().map(|b| b.times_opened()).sum::<u64>()
     }
 
     /// Records the upstream's most recent failure (a call failure that
     /// says it is sick, or a failed start), for status.
     fn record_error(&self, class: ErrorClass, message: String) {
-        *self.stats.last_error.lock().unwrap_or_else(std::sync::PoisonError::into_inner) =
-            Some((class, message, Instant::now()));
+        *self.stats.last_error.locked() = Some((class, message, Instant::now()));
     }
 
     /// Whether its tools are hidden: its breaker is not closed.
@@ -442,7 +442,7 @@ impl Upstream {
     /// upstream's (probed by health pings), a tool's breaker is probed by
     /// calls, so the tool is listed again once its cooldown ends.
     pub fn hidden_tools(&self) -> Vec<String> {
-        let map = self.tool_breakers.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let map = self.tool_breakers.locked();
         map.iter().filter(|(_, b)| b.state() == BreakerState::Open).map(|(t, _)| t.clone()).collect()
     }
 
@@ -450,7 +450,7 @@ impl Upstream {
     /// ones only: an ended cooldown waits for a call to probe).
     fn next_tool_probe(&self) -> Option<Instant> {
         let now = Instant::now();
-        let map = self.tool_breakers.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let map = self.tool_breakers.locked();
         map.values().filter_map(|b| b.probe_at()).filter(|t| *t > now).min()
     }
 
@@ -517,7 +517,7 @@ impl Upstream {
                 .get_or_create(&BreakerLabels { upstream: self.label.clone(), tool: Name::from("") })
                 .set(value(b.state()));
         }
-        let tools = self.tool_breakers.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let tools = self.tool_breakers.locked();
         for (tool, b) in tools.iter() {
             m.breaker_state
                 .get_or_create(&BreakerLabels { upstream: self.label.clone(), tool: Name::from(tool.as_str()) })
@@ -1001,7 +1001,7 @@ impl Upstream {
         if !open_tools.is_empty() {
             v["breaker_open_tools"] = open_tools.into();
         }
-        let last = self.stats.last_error.lock().unwrap_or_else(std::sync::PoisonError::into_inner).clone();
+        let last = self.stats.last_error.locked().clone();
         if let Some((class, message, at)) = last {
             v["last_error_class"] = class.as_str().into();
             v["last_error"] = message.into();

@@ -24,6 +24,7 @@ use super::conn::Inbox;
 use super::link::LinkError;
 use crate::config::{Redactor, Resolved};
 use crate::protocol::framing::{self, Line};
+use crate::sync::Locked;
 
 /// Outbound queue depth per stdio upstream (bounded: callers wait).
 const QUEUE: usize = 1024;
@@ -96,7 +97,7 @@ impl StdioLink {
     /// Stops the child with the spec's escalation and waits until it is reaped.
     pub(crate) async fn shutdown(&self) {
         self.stop.cancel();
-        let handle = self.process.lock().unwrap_or_else(std::sync::PoisonError::into_inner).take();
+        let handle = self.process.locked().take();
         if let Some(h) = handle {
             let _ = h.await;
         }
