@@ -1,4 +1,4 @@
-//! Error classes (design.md D5): the one place where a failure is
+//! Error classes (docs/design.md D5): the one place where a failure is
 //! classified.
 //!
 //! Every failure of a call gets exactly one [`ErrorClass`], whether the
@@ -71,7 +71,7 @@ pub struct CallError {
     pub not_delivered: bool,
     /// How long the upstream asked us to wait (`Retry-After`).
     pub retry_after: Option<Duration>,
-    /// The upstream's reply was refused unread (design.md D12: ambiguous
+    /// The upstream's reply was refused unread (docs/design.md D12: ambiguous
     /// or not JSON-RPC), for this reason. The call did reach the upstream,
     /// so it is never retried; the audit record says so.
     pub refused: Option<&'static str>,

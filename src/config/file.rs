@@ -93,7 +93,7 @@ pub enum OtlpProtocol {
     Grpc,
 }
 
-/// `[audit]`: one JSON line per routed call (schema in the README).
+/// `[audit]`: one JSON line per routed call (schema in docs/observability.md).
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct AuditSection {
@@ -157,7 +157,7 @@ pub struct GatewaySection {
     /// Deepest nesting of objects and arrays accepted in a message from a
     /// client or an upstream, counted from the message itself (a
     /// `tools/call` holding `params` holding `arguments` is three deep).
-    /// Deeper messages are refused (design.md D12). Default 64.
+    /// Deeper messages are refused (docs/design.md D12). Default 64.
     pub max_json_depth: usize,
     /// Longest exposed tool name; longer names are shortened with a hash
     /// suffix. Default 128 (use 64 for hosts that need it).
@@ -342,7 +342,7 @@ pub struct UpstreamSection {
     #[serde(default, with = "humantime_serde")]
     pub max_request_timeout: Option<Duration>,
     /// Globs over the upstream's tool names whose calls are safe to retry
-    /// (design.md D6). Default: none.
+    /// (docs/design.md D6). Default: none.
     #[serde(default)]
     pub idempotent_tools: Vec<String>,
     /// Trust this upstream's tool annotations: `readOnlyHint` or
@@ -383,7 +383,7 @@ pub struct UpstreamSection {
     pub enabled: bool,
 }
 
-/// `[upstreams.<id>.retry]` (design.md D6). Only safe calls are retried:
+/// `[upstreams.<id>.retry]` (docs/design.md D6). Only safe calls are retried:
 /// not delivered, read methods, or idempotent tools.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -407,7 +407,7 @@ pub struct RetrySection {
     pub budget_min_per_second: f64,
 }
 
-/// `[upstreams.<id>.breaker]` (design.md D7).
+/// `[upstreams.<id>.breaker]` (docs/design.md D7).
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct BreakerSection {

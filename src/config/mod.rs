@@ -1,4 +1,4 @@
-//! `gateway.toml`: serde structs that map one-to-one to the file (design.md
+//! `gateway.toml`: serde structs that map one-to-one to the file (docs/design.md
 //! D11), and [`Config::load`], which validates them into a checked config.
 //!
 //! Unknown keys are errors (`deny_unknown_fields`): a mistyped resilience key
@@ -541,7 +541,7 @@ impl Config {
         })
     }
 
-    /// What the strict scan of every message enforces (design.md D12).
+    /// What the strict scan of every message enforces (docs/design.md D12).
     pub fn json_limits(&self) -> crate::protocol::Limits {
         crate::protocol::Limits { max_depth: self.gateway.max_json_depth }
     }

@@ -184,7 +184,7 @@ impl Redactor {
     }
 
     /// [`Redactor::redact`] and how many values it masked, in every
-    /// spelling JSON has for them (design.md D12): as written, and inside
+    /// spelling JSON has for them (docs/design.md D12): as written, and inside
     /// any string literal whose escapes decode to them (`\u00e4`, `\/`,
     /// `\u0026`, a value escaped in full or in part), also when that text
     /// is itself a JSON string inside another (a message quoted in a JSON

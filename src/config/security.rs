@@ -1,4 +1,4 @@
-//! The serde structs of the security sections (design.md D9): `[auth]`,
+//! The serde structs of the security sections (docs/design.md D9): `[auth]`,
 //! `[[access]]`, `[pinning]`, `[rules]` and `[limits]`.
 
 use std::collections::BTreeMap;
@@ -208,7 +208,7 @@ pub struct AccessSection {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ArgumentRule {
-    /// Glob over tool names (canonical `<upstream>__<tool>`; see README).
+    /// Glob over tool names (canonical `<upstream>__<tool>`; see docs/security.md).
     pub tools: String,
     /// The top-level argument(s): `"path"` or `["path", "paths", …]`.
     #[serde(deserialize_with = "one_or_many")]

@@ -1,4 +1,4 @@
-//! Shares of what clients can make the gateway hold (design.md D12): a
+//! Shares of what clients can make the gateway hold (docs/design.md D12): a
 //! whole limit, and a share of it for each principal, so that one client
 //! that fills its own share leaves room for every other.
 //!

@@ -281,7 +281,7 @@ async fn post_mcp(State(app): State<Arc<App>>, request: Request) -> Response {
         }
         Ok(MessageKind::Request) if msg.method() == "server/discover" => {
             // The 2026-07-28 probe comes without a session; -32601 at once
-            // makes modern clients fall back to `initialize` (design.md D2).
+            // makes modern clients fall back to `initialize` (docs/design.md D2).
             let id = msg.id.as_deref().expect("requests have ids");
             let reply = encode::error(Some(id), protocol::METHOD_NOT_FOUND, "Method not found: server/discover", None);
             reply_response(reply, false)
@@ -964,7 +964,7 @@ impl App {
     /// Whether a session opened by `owner` may be used by `presenter`;
     /// counts and logs the refusal.
     /// A session belongs to the whole identity that opened it: an API key
-    /// and a JWT with the same name are two principals (design.md D12).
+    /// and a JWT with the same name are two principals (docs/design.md D12).
     fn same_principal(&self, owner: &Principal, presenter: &Principal) -> bool {
         if owner.identity == presenter.identity {
             return true;
@@ -978,7 +978,7 @@ impl App {
     /// The request's host ([`request_host`]) and `Origin` against the
     /// allow-lists.
     /// Refuses a request that repeats a header the gateway decides on
-    /// (design.md D12): a proxy in front may read the last copy where the
+    /// (docs/design.md D12): a proxy in front may read the last copy where the
     /// gateway reads the first.
     #[allow(clippy::result_large_err)]
     fn check_single_headers(&self, headers: &HeaderMap) -> Result<(), Response> {

@@ -1,4 +1,4 @@
-//! The gateway as an OAuth 2.1 client of its upstreams (design.md D9,
+//! The gateway as an OAuth 2.1 client of its upstreams (docs/design.md D9,
 //! spec.md §1.12): each OAuth-protected upstream gets the gateway's own
 //! token, never the client's (no token passthrough).
 //!

@@ -40,7 +40,7 @@ pub struct Entry {
     pub shared: Option<Token>,
     /// Per client principal, by identity (`key:alice`, `jwt:alice`:
     /// `auth login <id> --principal P`). Entries written before identities
-    /// (design.md D12) are keyed by the bare name; see [`Entry::get`].
+    /// (docs/design.md D12) are keyed by the bare name; see [`Entry::get`].
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub principals: BTreeMap<String, Token>,
 }

@@ -1,5 +1,5 @@
 //! The only way to read a member of a message: values that passed the
-//! strict scan (design.md D12).
+//! strict scan (docs/design.md D12).
 //!
 //! [`Checked`] is a borrowed JSON text that passed [`super::scan`] (or is a
 //! part of one that did, or was written by the gateway), so every parser

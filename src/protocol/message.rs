@@ -6,7 +6,7 @@ use serde_json::value::RawValue;
 use super::checked::{Checked, Members};
 use super::scan::{self, Ambiguous, Found, Limits, Plan, ScanError};
 
-/// One JSON-RPC message with its payload left raw and scanned (design.md
+/// One JSON-RPC message with its payload left raw and scanned (docs/design.md
 /// D12): its members are read only through [`Checked`] views.
 ///
 /// `id` is kept as the exact JSON text the peer sent (a string or an
@@ -92,7 +92,7 @@ pub enum ParseError {
         /// The request's id, if it had a usable one.
         id: Option<Box<RawValue>>,
     },
-    /// JSON that parsers would read differently (design.md D12): refused
+    /// JSON that parsers would read differently (docs/design.md D12): refused
     /// (-32600) before anything looks at it.
     #[error("invalid request: {ambiguous}")]
     Ambiguous {
@@ -226,7 +226,7 @@ impl<'t> Envelope<'t> {
 // === impl Message ===
 
 impl Message {
-    /// Parses one message from a client and scans it in full (design.md
+    /// Parses one message from a client and scans it in full (docs/design.md
     /// D12): every part of it is checked before anything reads it.
     pub fn parse(bytes: &[u8], limits: &Limits) -> Result<Self, ParseError> {
         Envelope::parse(bytes)?.check(limits, ResultCheck::Whole)

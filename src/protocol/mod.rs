@@ -1,4 +1,4 @@
-//! JSON-RPC 2.0 over raw JSON (design.md D1, D12).
+//! JSON-RPC 2.0 over raw JSON (docs/design.md D1, D12).
 //!
 //! The gateway parses the envelope (`jsonrpc`, `id`, `method`) and keeps
 //! `params`, `result` and `error` as [`RawValue`]s that are forwarded

@@ -1,4 +1,4 @@
-//! The strict scan (design.md D12): one pass over a JSON text that refuses
+//! The strict scan (docs/design.md D12): one pass over a JSON text that refuses
 //! what two parsers could read differently.
 //!
 //! JSON lets a member name occur twice in one object, and parsers disagree

@@ -1,4 +1,4 @@
-//! A circuit breaker (design.md D7), small and our own.
+//! A circuit breaker (docs/design.md D7), small and our own.
 //!
 //! Closed → open on `consecutive_failures` failures in a row, or when the
 //! share of failures among the last `window` outcomes reaches

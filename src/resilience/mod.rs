@@ -1,4 +1,4 @@
-//! Resilience policies (design.md D5–D7): circuit breakers, safe retries
+//! Resilience policies (docs/design.md D5–D7): circuit breakers, safe retries
 //! with backoff and a budget, and bulkheads.
 //!
 //! Pure policy: nothing here does I/O or knows about connections. The

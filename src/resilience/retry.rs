@@ -1,4 +1,4 @@
-//! Safe retries (design.md D6): when a retry is allowed, how long to wait,
+//! Safe retries (docs/design.md D6): when a retry is allowed, how long to wait,
 //! and a budget that keeps retries from storming a struggling upstream.
 
 use std::sync::Mutex;

@@ -1,5 +1,5 @@
 //! The merged catalog: tools, prompts, resources and resource templates of
-//! every ready upstream (design.md D4).
+//! every ready upstream (docs/design.md D4).
 //!
 //! Exposed names are `<id>__<name>` (or the bare name with `prefix =
 //! false`); a name longer than the maximum is shortened to a stable
@@ -58,7 +58,7 @@ pub struct Source<'a> {
 pub struct Tool {
     /// The name clients see.
     pub name: String,
-    /// Its canonical key, `<upstream>__<original>` (design.md D12): what
+    /// Its canonical key, `<upstream>__<original>` (docs/design.md D12): what
     /// policy, pins, limits and rules know it by, whatever the name
     /// clients see (shortened, or unprefixed).
     pub key: String,
@@ -592,7 +592,7 @@ fn cursor_tag(kind: ListKind) -> u8 {
 /// The cursor after `last`: hex of the list's tag, the key and 4 bytes of
 /// their SHA-256, so it is opaque, any byte is safe, and a cursor that was
 /// cut or altered is refused. Unkeyed on purpose: any replica of the
-/// gateway, or a restarted one, takes it (design.md D10).
+/// gateway, or a restarted one, takes it (docs/design.md D10).
 fn encode_cursor(kind: ListKind, last: &str) -> String {
     encode_tagged_cursor(cursor_tag(kind), last)
 }

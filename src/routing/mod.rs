@@ -805,7 +805,7 @@ impl Gateway {
         last
     }
 
-    /// Parses one message from a client and scans it (design.md D12): a
+    /// Parses one message from a client and scans it (docs/design.md D12): a
     /// message that is not JSON-RPC, or that parsers would read
     /// differently, is refused here, before routing, policy, audit or
     /// forwarding see it; each refusal is counted (`transport`: `http` or
@@ -1160,7 +1160,7 @@ impl Gateway {
             "tasks/cancel" => self.task_request(id, "tasks/cancel", params, caller, span, out).await,
             "tasks/list" => self.list_tasks(id, params, caller).await,
             // 2026-07-28 probe: -32601 makes modern clients fall back to
-            // `initialize` (design.md D2).
+            // `initialize` (docs/design.md D2).
             other => Err(CallError::protocol(
                 protocol::METHOD_NOT_FOUND,
                 format!("Method not found: {}", protocol::echo(other)),
@@ -1974,7 +1974,7 @@ impl Gateway {
     }
 
     /// A refusal by policy of something the caller may not know exists
-    /// (design.md D12): the client gets `err`, the very answer an unknown
+    /// (docs/design.md D12): the client gets `err`, the very answer an unknown
     /// name gets (class `protocol`, nothing that tells them apart); the
     /// metrics, the log and the audit record say `policy`.
     fn hide(

@@ -2,7 +2,7 @@
 //! prompts and resources a principal may see and use, and constraints on
 //! argument values.
 //!
-//! Semantics (written in README "Access control"):
+//! Semantics (written in docs/security.md, "What a principal may use"):
 //! - no `[[access]]` entry at all: everything is open (the default);
 //! - otherwise an entry applies to a principal named in `principals`
 //!   (`"*"`: everyone) or in one of its `groups`; an item is allowed when

@@ -1,4 +1,4 @@
-//! Client authentication (design.md D9, spec §1.12): API keys stored as
+//! Client authentication (docs/design.md D9, spec §1.12): API keys stored as
 //! SHA-256 hashes, and OAuth 2.1 bearer JWTs checked against a JWKS (or a
 //! PEM key) for signature, issuer, audience (this gateway's resource URI),
 //! expiry and required scopes. Also the RFC 9728 protected-resource
@@ -36,7 +36,7 @@ pub struct Principal {
     /// `anonymous` / `stdio`): what `[[access]] principals` name.
     pub id: Arc<str>,
     /// The whole identity, `<how>:<id>` (`key:bob`, `jwt:bob`) or
-    /// `anonymous` / `stdio` (design.md D12): an API key `bob` and a JWT
+    /// `anonymous` / `stdio` (docs/design.md D12): an API key `bob` and a JWT
     /// whose `sub` is `bob` are two principals. Sessions are bound to it,
     /// and rate limits, rule histories and per-principal upstream tokens
     /// are kept by it.
@@ -73,7 +73,7 @@ pub enum AuthError {
     #[error("unknown API key")]
     UnknownKey,
     /// Both `Authorization` and `X-API-Key`: which one a proxy in front
-    /// checked cannot be told, so neither counts (design.md D12).
+    /// checked cannot be told, so neither counts (docs/design.md D12).
     #[error("two credentials (Authorization and X-API-Key): send one")]
     TwoCredentials,
     /// Malformed, badly signed, wrong algorithm, unknown key id, …

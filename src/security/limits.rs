@@ -1,7 +1,7 @@
 //! `[limits]`: token-bucket rate limits per principal and per tool, and
 //! caps on result size per tool.
 //!
-//! Buckets live in process (design.md D10 moves them to Redis when
+//! Buckets live in process (docs/design.md D10 moves them to Redis when
 //! replicas share them). Their table is bounded: past [`MAX_BUCKETS`] the
 //! full (idle) buckets are forgotten, which loses nothing, since a full
 //! bucket is what a new one starts as.
@@ -186,7 +186,7 @@ pub enum Capped {
 
 /// Applies `cap` to a `tools/call` result (raw JSON). A result over its
 /// cap is cut from what every parser reads the same way: it is scanned in
-/// full first (design.md D12; a result is otherwise read only at the
+/// full first (docs/design.md D12; a result is otherwise read only at the
 /// members the gateway routes on), and refused when it is ambiguous.
 pub fn cap_result(result: &serde_json::value::RawValue, cap: ResultCap, tool: &str, json: &JsonLimits) -> Capped {
     let size = result.get().len();

@@ -1,4 +1,4 @@
-//! Security (design.md D9, issue 6): who the client is, what it may do,
+//! Security (docs/design.md D9, issue 6): who the client is, what it may do,
 //! and what the gateway refuses or masks on its behalf.
 //!
 //! Architecture Invariant: these modules decide; they never do I/O on the
@@ -12,7 +12,7 @@ pub mod limits;
 pub mod pins;
 pub mod rules;
 
-/// What policy knows a tool or prompt by (design.md D12): its canonical
+/// What policy knows a tool or prompt by (docs/design.md D12): its canonical
 /// key `<upstream>__<original>` and, for an upstream mounted without a
 /// prefix, its bare original name (the name clients see). Never the
 /// shortened form of a long name: a glob written for the full name covers

@@ -53,7 +53,7 @@ pub enum PinsError {
 #[serde(deny_unknown_fields)]
 pub struct Store {
     /// Format version: 2 keys tools by their canonical key; 1 (before
-    /// design.md D12) by the name clients saw, migrated as tools are seen.
+    /// docs/design.md D12) by the name clients saw, migrated as tools are seen.
     pub version: u32,
     /// By canonical tool key, `<upstream>__<tool>`.
     pub tools: BTreeMap<String, Pin>,

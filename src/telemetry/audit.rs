@@ -1,4 +1,4 @@
-//! The audit log: one JSON line per routed call (design.md D8, D9), the
+//! The audit log: one JSON line per routed call (docs/design.md D8, D9), the
 //! input the security rules will replay.
 //!
 //! The request path only builds a [`Record`] and hands it to a bounded

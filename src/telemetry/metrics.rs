@@ -1,4 +1,4 @@
-//! Every Prometheus metric the gateway exports, in one place (design.md D8).
+//! Every Prometheus metric the gateway exports, in one place (docs/design.md D8).
 //!
 //! Names are an API: dashboards and alert rules in `dashboards/` use them,
 //! and a test checks that each name they use is exported. Labels are
@@ -339,10 +339,10 @@ pub struct Metrics {
     /// `connections`, `inflight_bytes`, `principal_inflight_bytes`,
     /// `sessions`, `principal_sessions`, `capabilities_too_large`.
     pub http_rejections: Family<ReasonLabels, Counter>,
-    /// Client messages refused before routing (design.md D12), by
+    /// Client messages refused before routing (docs/design.md D12), by
     /// transport and reason.
     pub client_messages_refused: Family<RefusalLabels, Counter>,
-    /// Upstream messages refused (design.md D12), by upstream and reason.
+    /// Upstream messages refused (docs/design.md D12), by upstream and reason.
     pub upstream_messages_refused: Family<UpstreamRefusalLabels, Counter>,
     /// Tools whose definition changed since pinned, held until approved.
     pub tools_quarantined: Gauge,

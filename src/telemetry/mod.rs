@@ -1,5 +1,5 @@
 //! Telemetry: Prometheus metrics, OpenTelemetry traces, the audit log and
-//! log output (design.md D8).
+//! log output (docs/design.md D8).
 //!
 //! Architecture Invariant: a leaf like `config` and `error`: every layer
 //! records into it; it calls into none of them. Nothing here is global:

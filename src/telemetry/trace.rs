@@ -1,4 +1,4 @@
-//! OpenTelemetry traces (design.md D8): one span per client request, one
+//! OpenTelemetry traces (docs/design.md D8): one span per client request, one
 //! for routing, one per upstream attempt, exported over OTLP.
 //!
 //! Off unless an endpoint is configured (`[traces] endpoint` or the

@@ -1,5 +1,5 @@
 //! One call to an upstream, with the resilience policies applied in order
-//! (design.md D5–D7):
+//! (docs/design.md D5–D7):
 //!
 //! 1. the deadline: the tool's timeout or the upstream's, shared by every
 //!    attempt, extended by progress up to `max_request_timeout`;

@@ -1,5 +1,5 @@
 //! One live connection to an upstream, shared by every downstream session
-//! (design.md D3).
+//! (docs/design.md D3).
 //!
 //! Requests get gateway-assigned numeric ids; the caller keeps the client's
 //! id and gets the upstream's reply through a oneshot, so replies that arrive
@@ -179,7 +179,7 @@ impl Inbox {
     }
 
     /// An upstream message that is not one, or that parsers would read
-    /// differently (design.md D12): counted and logged, never acted on. A
+    /// differently (docs/design.md D12): counted and logged, never acted on. A
     /// reply whose id is known fails its call with class `protocol` (the
     /// call did run upstream, so it is never retried); a request gets an
     /// error back, so the upstream does not wait for it.

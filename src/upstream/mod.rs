@@ -91,7 +91,7 @@ pub struct Upstream {
     changed: Arc<Changes>,
     shutdown: CancellationToken,
     max_bytes: usize,
-    /// What the strict scan of its messages enforces (design.md D12).
+    /// What the strict scan of its messages enforces (docs/design.md D12).
     json: crate::protocol::Limits,
     redactor: Redactor,
     http: reqwest::Client,
