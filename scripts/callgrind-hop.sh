@@ -6,6 +6,9 @@
 #
 #   scripts/callgrind-hop.sh [calls]        (default 1000)
 #
+# GATEWAY_BIN=path measures that gateway binary instead of building this
+# checkout's (e.g. one built from an older commit, to compare).
+#
 # It builds the release gateway and the proxy_hop bench binary (whose
 # `--echo-upstream` is the lean Rust upstream of proxy_hop: ~1 KiB results,
 # JSON replies), starts the gateway under callgrind in front of it, and sends
@@ -21,7 +24,10 @@ CALLS="${1:-1000}"
 BASE=100
 command -v valgrind >/dev/null || { echo "callgrind-hop: valgrind is missing (apt-get install valgrind)" >&2; exit 1; }
 
-cargo build --release --quiet --bin mcp-gateway
+if [[ -z "${GATEWAY_BIN:-}" ]]; then
+  cargo build --release --quiet --bin mcp-gateway
+  GATEWAY_BIN="${CARGO_TARGET_DIR:-$ROOT/target}/release/mcp-gateway"
+fi
 BENCH="$(cargo bench --bench proxy_hop --no-run --message-format=json 2>/dev/null \
   | python3 -c 'import json,sys
 for l in sys.stdin:
@@ -41,7 +47,7 @@ printf '[upstreams.echo]\nurl = "http://127.0.0.1:%s/mcp"\n' "$PORT" >"$WORK/gat
 # One run: the gateway under callgrind, `n` calls, SIGTERM; prints its total.
 run() {
   local n="$1" out="$WORK/cg.$1" log="$WORK/log.$1"
-  valgrind --tool=callgrind --callgrind-out-file="$out" target/release/mcp-gateway serve \
+  valgrind --tool=callgrind --callgrind-out-file="$out" "$GATEWAY_BIN" serve \
     --config "$WORK/gateway.toml" --listen 127.0.0.1:0 2>"$log" &
   local pid=$!
   python3 - "$log" "$n" <<'EOF'
