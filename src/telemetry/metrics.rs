@@ -679,6 +679,41 @@ pub fn notification_label(method: &str) -> &'static str {
 mod tests {
     use super::*;
 
+    /// The metrics reference (docs/observability.md) and the registry say
+    /// the same: every exported metric is documented, with its type, and
+    /// every documented one is exported.
+    #[test]
+    fn the_metrics_reference_matches_the_registry() {
+        let docs = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/docs/observability.md")).unwrap();
+        let documented: std::collections::BTreeMap<String, String> = docs
+            .lines()
+            .filter_map(|l| l.strip_prefix("| `mcp_gateway_"))
+            .map(|rest| {
+                let cells: Vec<&str> = rest.split('|').map(str::trim).collect();
+                (format!("mcp_gateway_{}", cells[0].trim_end_matches('`')), cells[1].to_owned())
+            })
+            .collect();
+        let exported: std::collections::BTreeMap<String, String> = Metrics::new()
+            .encode()
+            .lines()
+            .filter_map(|l| l.strip_prefix("# TYPE "))
+            .map(|l| {
+                let (name, kind) = l.split_once(' ').unwrap();
+                // OpenMetrics names a counter's family without `_total`.
+                let name = if kind == "counter" { format!("{name}_total") } else { name.to_owned() };
+                (name, kind.to_owned())
+            })
+            .collect();
+        assert!(exported.len() >= 30, "{exported:?}");
+        let undocumented: Vec<_> = exported.keys().filter(|n| !documented.contains_key(*n)).collect();
+        let missing: Vec<_> = documented.keys().filter(|n| !exported.contains_key(*n)).collect();
+        assert!(undocumented.is_empty(), "exported but not in docs/observability.md: {undocumented:?}");
+        assert!(missing.is_empty(), "documented but not exported: {missing:?}");
+        for (name, kind) in &exported {
+            assert_eq!(&documented[name], kind, "{name}: the reference says another type");
+        }
+    }
+
     #[test]
     fn names_carry_the_prefix_and_suffixes() {
         let m = Metrics::new();
