@@ -216,3 +216,57 @@ fn oauth_defaults_and_errors() {
         assert!(e.contains("oauth") || e.contains("grant"), "names the key: {e}");
     }
 }
+
+/// The names of `T`'s fields, from serde itself: a struct that denies
+/// unknown fields lists them all when it meets one.
+fn fields<T: serde::de::DeserializeOwned>() -> Vec<String> {
+    let err = serde_json::from_str::<T>(r#"{"__probe__": 1}"#).err().expect("an unknown field is refused").to_string();
+    let (_, expected) = err.split_once("expected").unwrap_or_else(|| panic!("no field list in {err:?}"));
+    expected.split('`').skip(1).step_by(2).map(str::to_owned).collect()
+}
+
+/// Every key of every `gateway.toml` section is in the configuration
+/// reference (docs/configuration.md), written in backticks (alone or as
+/// the end of a dotted path), so a new key cannot ship undocumented.
+#[test]
+fn every_config_key_is_in_the_configuration_reference() {
+    let docs = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/docs/configuration.md")).unwrap();
+    let spans: Vec<&str> = docs.split('`').skip(1).step_by(2).collect();
+    let sections: Vec<(&str, Vec<String>)> = vec![
+        ("", fields::<FileConfig>()),
+        ("gateway", fields::<GatewaySection>()),
+        ("admin", fields::<AdminSection>()),
+        ("traces", fields::<TracesSection>()),
+        ("audit", fields::<AuditSection>()),
+        ("upstreams.<id>", fields::<UpstreamSection>()),
+        ("retry", fields::<RetrySection>()),
+        ("breaker", fields::<BreakerSection>()),
+        ("health", fields::<HealthSection>()),
+        ("auth", fields::<AuthSection>()),
+        ("oauth", fields::<OAuthSection>()),
+        ("auth.api_keys", fields::<ApiKeySection>()),
+        ("auth.jwt", fields::<JwtSection>()),
+        ("access", fields::<AccessSection>()),
+        ("access.arguments", fields::<ArgumentRule>()),
+        ("pinning", fields::<PinningSection>()),
+        ("rules", fields::<RulesSection>()),
+        ("limits", fields::<LimitsSection>()),
+        ("rate", fields::<RateSection>()),
+        ("limits.results", fields::<ResultCap>()),
+        ("tools", fields::<ToolFilter>()),
+    ];
+    let mut missing = Vec::new();
+    for (section, names) in &sections {
+        assert!(!names.is_empty(), "{section}: no fields read");
+        for name in names {
+            // `name`, `a.name`, `…name`, `name = …`, `{ name, … }`.
+            let documented = spans
+                .iter()
+                .any(|s| s.split(|c: char| !(c.is_ascii_alphanumeric() || c == '_')).any(|word| word == name));
+            if !documented {
+                missing.push(format!("{section}.{name}"));
+            }
+        }
+    }
+    assert!(missing.is_empty(), "keys not in docs/configuration.md: {missing:?}");
+}
