@@ -50,7 +50,7 @@ use super::bounds::{Held, Over, Quota};
 use super::media;
 use super::session::{Session, Sessions};
 use crate::config::ResponseMode;
-use crate::protocol::{self, Message, MessageKind, encode};
+use crate::protocol::{self, Classified, Message, encode};
 use crate::routing::Caller;
 use crate::routing::Gateway;
 use crate::security::auth::{AuthSetupError, Authenticator, Principal};
@@ -251,9 +251,9 @@ async fn post_mcp(State(app): State<Arc<App>>, request: Request) -> Response {
         Err(r) => return r,
     };
     let sse = app.mode == ResponseMode::Sse && accept.as_ref().is_some_and(|a| a.names("text", "event-stream"));
-    match msg.kind() {
-        Ok(MessageKind::Request) if msg.method() == "initialize" => {
-            let id = msg.id.as_deref().expect("requests have ids");
+    match msg.classify() {
+        Ok(Classified::Request(msg)) if msg.method() == "initialize" => {
+            let id = msg.id();
             let quota = match app.take_session(&principal) {
                 Ok(q) => q,
                 Err(r) => return *r,
@@ -279,16 +279,15 @@ async fn post_mcp(State(app): State<Arc<App>>, request: Request) -> Response {
                 .insert(SESSION_HEADER, HeaderValue::from_str(&session.id).expect("hex is a valid header"));
             resp
         }
-        Ok(MessageKind::Request) if msg.method() == "server/discover" => {
+        Ok(Classified::Request(msg)) if msg.method() == "server/discover" => {
             // The 2026-07-28 probe comes without a session; -32601 at once
             // makes modern clients fall back to `initialize` (docs/design.md D2).
-            let id = msg.id.as_deref().expect("requests have ids");
-            let reply = encode::error(Some(id), protocol::METHOD_NOT_FOUND, "Method not found: server/discover", None);
+            let reply =
+                encode::error(Some(msg.id()), protocol::METHOD_NOT_FOUND, "Method not found: server/discover", None);
             reply_response(reply, false)
         }
-        Ok(MessageKind::Request) => {
-            let id = msg.id.as_deref().expect("requests have ids");
-            let session = match app.session(headers, Some(id), &principal) {
+        Ok(Classified::Request(msg)) => {
+            let session = match app.session(headers, Some(msg.id()), &principal) {
                 Ok(s) => s,
                 Err(r) => return r,
             };
@@ -316,10 +315,10 @@ async fn post_mcp(State(app): State<Arc<App>>, request: Request) -> Response {
                     resp.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("text/event-stream"));
                     resp
                 }
-                None => rpc_error(StatusCode::OK, Some(id), REQUEST_CANCELLED, "Request cancelled"),
+                None => rpc_error(StatusCode::OK, Some(msg.id()), REQUEST_CANCELLED, "Request cancelled"),
             }
         }
-        Ok(MessageKind::Notification) => match app.session(headers, None, &principal) {
+        Ok(Classified::Notification(msg)) => match app.session(headers, None, &principal) {
             Ok(s) => {
                 s.touch();
                 app.gateway.notify(&msg, &s.client.peer);
@@ -327,7 +326,7 @@ async fn post_mcp(State(app): State<Arc<App>>, request: Request) -> Response {
             }
             Err(r) => r,
         },
-        Ok(MessageKind::Response) => match app.session(headers, None, &principal) {
+        Ok(Classified::Response(msg)) => match app.session(headers, None, &principal) {
             Ok(s) => {
                 s.touch();
                 app.gateway.respond(&msg, &s.client.peer);
@@ -353,7 +352,7 @@ const REQUEST_CANCELLED: i64 = -32800;
 fn streamed(
     gateway: Arc<Gateway>,
     session: Arc<Session>,
-    msg: Message,
+    msg: protocol::Request,
     held: Held,
     traceparent: Option<String>,
     shutdown: CancellationToken,
@@ -630,10 +629,9 @@ async fn post_messages(
         Err(r) => return r,
     };
     let client = session.client.locked().clone();
-    match (msg.kind(), client) {
-        (Ok(MessageKind::Request), _) if msg.method() == "initialize" => {
-            let id = msg.id.as_deref().expect("requests have ids");
-            let reply = match app.gateway.initialize("http", id, msg.params(), &session.principal) {
+    match (msg.classify(), client) {
+        (Ok(Classified::Request(msg)), _) if msg.method() == "initialize" => {
+            let reply = match app.gateway.initialize("http", msg.id(), msg.params(), &session.principal) {
                 Ok((reply, _version)) => reply,
                 Err(refusal) => {
                     app.rejected("capabilities_too_large");
@@ -647,7 +645,7 @@ async fn post_messages(
             }
             send_legacy(&session, reply);
         }
-        (Ok(MessageKind::Request), Some(client)) => {
+        (Ok(Classified::Request(msg)), Some(client)) => {
             let gateway = app.gateway.clone();
             let traceparent = headers.get(TRACEPARENT).and_then(|v| v.to_str().ok()).map(str::to_owned);
             tokio::spawn(async move {
@@ -667,12 +665,14 @@ async fn post_messages(
                 }
             });
         }
-        (Ok(MessageKind::Request), None) => {
-            let id = msg.id.as_deref();
-            send_legacy(&session, encode::error(id, protocol::INVALID_REQUEST, "Send initialize first", None));
+        (Ok(Classified::Request(msg)), None) => {
+            send_legacy(
+                &session,
+                encode::error(Some(msg.id()), protocol::INVALID_REQUEST, "Send initialize first", None),
+            );
         }
-        (Ok(MessageKind::Notification), Some(c)) => app.gateway.notify(&msg, &c.peer),
-        (Ok(MessageKind::Response), Some(c)) => app.gateway.respond(&msg, &c.peer),
+        (Ok(Classified::Notification(msg)), Some(c)) => app.gateway.notify(&msg, &c.peer),
+        (Ok(Classified::Response(msg)), Some(c)) => app.gateway.respond(&msg, &c.peer),
         (Ok(_), None) => {}
         (Err(e), _) => return (StatusCode::BAD_REQUEST, json_headers(), e.to_response()).into_response(),
     }

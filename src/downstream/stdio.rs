@@ -18,7 +18,7 @@ use tokio::sync::{Semaphore, mpsc};
 use tokio::task::JoinSet;
 
 use crate::protocol::framing::{self, Line};
-use crate::protocol::{MessageKind, encode};
+use crate::protocol::{Classified, encode};
 use crate::routing::{Caller, Gateway};
 use crate::security::auth::Principal;
 use crate::telemetry::metrics::TransportLabels;
@@ -80,17 +80,16 @@ where
                 continue;
             }
         };
-        match msg.kind() {
-            Ok(MessageKind::Request) if msg.method() == "initialize" => {
-                let id = msg.id.as_deref().expect("requests have ids");
-                let reply = gateway.initialize("stdio", id, msg.params(), &Principal::stdio());
+        match msg.classify() {
+            Ok(Classified::Request(msg)) if msg.method() == "initialize" => {
+                let reply = gateway.initialize("stdio", msg.id(), msg.params(), &Principal::stdio());
                 let refused = reply.is_err();
                 let _ = tx.send(reply.map_or_else(|e| e, |(r, _)| r)).await;
                 if client.is_none() && !refused {
                     client = Some(gateway.connect(tx.clone(), msg.params(), Arc::new(Principal::stdio())));
                 }
             }
-            Ok(MessageKind::Request) => {
+            Ok(Classified::Request(msg)) => {
                 let permit = permits.clone().acquire_owned().await.expect("never closed");
                 let (gw, tx, session) = (gateway.clone(), tx.clone(), session.clone());
                 let peer = client.as_ref().map(|c| c.peer.clone());
@@ -109,13 +108,13 @@ where
                     drop(permit);
                 });
             }
-            Ok(MessageKind::Notification) => {
+            Ok(Classified::Notification(msg)) => {
                 if let Some(c) = &client {
                     gateway.notify(&msg, &c.peer);
                 }
             }
             // The client's answer to a server request relayed to it.
-            Ok(MessageKind::Response) => {
+            Ok(Classified::Response(msg)) => {
                 if let Some(c) = &client {
                     gateway.respond(&msg, &c.peer);
                 }

@@ -74,6 +74,38 @@ pub enum MessageKind {
     Response,
 }
 
+/// A [`Message`] by what it is: see [`Message::classify`].
+#[derive(Debug)]
+pub enum Classified {
+    /// Has `method` and `id`.
+    Request(Request),
+    /// Has `method`, no `id`.
+    Notification(Message),
+    /// Has `id` and `result` or `error`.
+    Response(Message),
+}
+
+/// A request: a [`Message`] with a `method` and an `id` (made only by
+/// [`Message::classify`], so [`Request::id`] needs no check). It reads as
+/// the message it is.
+#[derive(Debug)]
+pub struct Request(Message);
+
+impl Request {
+    /// The request's id, as the client wrote it.
+    pub fn id(&self) -> &RawValue {
+        self.0.id.as_deref().expect("a Request is made only from a message with an id")
+    }
+}
+
+impl std::ops::Deref for Request {
+    type Target = Message;
+
+    fn deref(&self) -> &Message {
+        &self.0
+    }
+}
+
 /// Why bytes are not a valid JSON-RPC message.
 #[derive(Debug, thiserror::Error)]
 pub enum ParseError {
@@ -235,6 +267,16 @@ impl Message {
     /// Classifies the message, rejecting impossible member combinations.
     pub fn kind(&self) -> Result<MessageKind, ParseError> {
         kind(&self.method, &self.id, self.result.is_some(), self.error.is_some())
+    }
+
+    /// Classifies the message and hands a request out as a [`Request`],
+    /// whose id the type guarantees.
+    pub fn classify(self) -> Result<Classified, ParseError> {
+        Ok(match self.kind()? {
+            MessageKind::Request => Classified::Request(Request(self)),
+            MessageKind::Notification => Classified::Notification(self),
+            MessageKind::Response => Classified::Response(self),
+        })
     }
 
     /// The method, or `""` for responses.
@@ -444,6 +486,19 @@ mod tests {
 
     fn parse(bytes: &[u8]) -> Result<Message, ParseError> {
         Message::parse(bytes, &Limits::default())
+    }
+
+    #[test]
+    fn classify_hands_out_requests_with_their_ids() {
+        let Ok(Classified::Request(r)) = parse(br#"{"jsonrpc":"2.0","id":"a-1","method":"ping"}"#).unwrap().classify()
+        else {
+            panic!("a request")
+        };
+        assert_eq!((r.id().get(), r.method()), (r#""a-1""#, "ping"));
+        let n = parse(br#"{"jsonrpc":"2.0","method":"notifications/initialized"}"#).unwrap();
+        assert!(matches!(n.classify(), Ok(Classified::Notification(_))));
+        let a = parse(br#"{"jsonrpc":"2.0","id":1,"result":{}}"#).unwrap();
+        assert!(matches!(a.classify(), Ok(Classified::Response(_))));
     }
 
     #[test]

@@ -21,7 +21,7 @@ pub mod scan;
 
 pub use checked::{Checked, CheckedBox, Members};
 pub use codes::*;
-pub use message::{Envelope, Message, MessageKind, ParseError, ResultCheck, encode};
+pub use message::{Classified, Envelope, Message, MessageKind, ParseError, Request, ResultCheck, encode};
 pub use scan::{Ambiguous, Limits, Reason};
 pub use serde_json::value::RawValue;
 

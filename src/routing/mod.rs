@@ -903,11 +903,11 @@ impl Gateway {
     /// Handles one request (not `initialize`) and returns the reply, or
     /// `None` when the client cancelled it (`notifications/cancelled`):
     /// the spec says a cancelled request gets no reply.
-    pub async fn handle(&self, msg: &Message, caller: &Caller<'_>) -> Option<String> {
+    pub async fn handle(&self, msg: &protocol::Request, caller: &Caller<'_>) -> Option<String> {
         self.in_flight.fetch_add(1, std::sync::atomic::Ordering::AcqRel);
         let _in_flight = InFlight(&self.in_flight);
         let started = tokio::time::Instant::now();
-        let id = msg.id.as_deref().expect("handle is called for requests");
+        let id = msg.id();
         let span = self.server_span(msg, caller);
         let mut out = Outcomes::default();
         let call = match caller.peer.map(|p| p.start_call(id)) {
@@ -1113,12 +1113,12 @@ impl Gateway {
 
     async fn dispatch(
         &self,
-        msg: &Message,
+        msg: &protocol::Request,
         caller: &Caller<'_>,
         span: &Span,
         out: &mut Outcomes,
     ) -> Result<String, CallError> {
-        let id = msg.id.as_deref().expect("requests have ids");
+        let id = msg.id();
         let params = msg.params();
         match msg.method() {
             "ping" => Ok(encode::result(id, &empty())),
