@@ -1,0 +1,163 @@
+//! The command line: clap's definitions of every command and flag.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use clap::{Parser, Subcommand};
+
+/// Exit code for a bad config (`EX_USAGE` from sysexits.h).
+pub(crate) const EX_USAGE: u8 = 64;
+
+#[derive(Parser)]
+#[command(name = "mcp-gateway", version, about = "One MCP endpoint in front of many MCP servers")]
+pub(crate) struct Cli {
+    #[command(subcommand)]
+    pub(crate) command: Command,
+}
+
+#[derive(Subcommand)]
+pub(crate) enum Command {
+    /// Serve Streamable HTTP at http://<listen>/mcp.
+    Serve {
+        /// Config file.
+        #[arg(long, short, default_value = "gateway.toml", env = "MCP_GATEWAY_CONFIG")]
+        config: PathBuf,
+        /// Listen address; overrides `gateway.listen`.
+        #[arg(long)]
+        listen: Option<SocketAddr>,
+    },
+    /// Serve one client over stdin/stdout (for hosts that launch a command).
+    Stdio {
+        /// Config file.
+        #[arg(long, short, default_value = "gateway.toml", env = "MCP_GATEWAY_CONFIG")]
+        config: PathBuf,
+    },
+    /// Validate the config and exit (64 when it is invalid).
+    Check {
+        /// Config file.
+        #[arg(long, short, default_value = "gateway.toml", env = "MCP_GATEWAY_CONFIG")]
+        config: PathBuf,
+    },
+    /// Start the upstreams, print the merged tool catalog, and exit; or
+    /// review pinned tool definitions (`pending`, `approve`).
+    Tools {
+        /// Config file.
+        #[arg(long, short, default_value = "gateway.toml", env = "MCP_GATEWAY_CONFIG", global = true)]
+        config: PathBuf,
+        /// Give up waiting for upstreams after this many seconds
+        /// (default: the longest `startup_timeout`).
+        #[arg(long)]
+        wait: Option<u64>,
+        #[command(subcommand)]
+        action: Option<ToolsAction>,
+    },
+    /// Sequence rules: validate a rules file, or replay an audit log.
+    Rules {
+        #[command(subcommand)]
+        command: RulesCommand,
+    },
+    /// Credentials: `auth hash-key` prints the `sha256` of a client's API
+    /// key; `auth login | logout | tokens` manage the gateway's own OAuth
+    /// tokens for upstreams.
+    Auth {
+        #[command(subcommand)]
+        command: AuthCommand,
+    },
+}
+
+#[derive(Subcommand)]
+pub(crate) enum ToolsAction {
+    /// Lists tools held because their definition changed, with what changed.
+    Pending,
+    /// Accepts the changed definition of these tools (a running gateway
+    /// picks it up within seconds).
+    Approve {
+        /// Exposed tool names.
+        names: Vec<String>,
+        /// Every pending tool.
+        #[arg(long, conflicts_with = "names")]
+        all: bool,
+    },
+}
+
+#[derive(Subcommand)]
+pub(crate) enum RulesCommand {
+    /// Validates a rules file (exit 64 when invalid) and lists its rules,
+    /// tags and warnings.
+    Check {
+        /// The rules file.
+        file: PathBuf,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Reports which sessions and principals each rule would have hit in an
+    /// audit log, as if every rule were in shadow mode.
+    Replay {
+        /// The audit log (JSON lines).
+        audit: PathBuf,
+        /// The rules file (default: `[rules] file` of the config).
+        #[arg(long)]
+        rules: Option<PathBuf>,
+        /// Config file, for `[rules] file`.
+        #[arg(long, short, default_value = "gateway.toml", env = "MCP_GATEWAY_CONFIG")]
+        config: PathBuf,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+#[derive(Subcommand)]
+pub(crate) enum AuthCommand {
+    /// Reads an API key from stdin (or makes a random one with
+    /// `--generate`) and prints its SHA-256 for `[[auth.api_keys]]`.
+    HashKey {
+        /// Make a new random key, print it once, then its hash.
+        #[arg(long)]
+        generate: bool,
+    },
+    /// Logs the gateway in to an OAuth upstream (authorization code with
+    /// PKCE): prints a URL to open, receives the redirect on 127.0.0.1 and
+    /// stores the tokens (0600) for running gateways to use and refresh.
+    Login {
+        /// The upstream id (`[upstreams.<id>.oauth]`).
+        upstream: String,
+        /// Store the token for this client principal (upstreams with
+        /// `per_principal = true`): `key:NAME` (an API key), `jwt:SUB` (a
+        /// JWT subject), or a bare name when only one of them can be meant.
+        /// Without it, the gateway's own token.
+        #[arg(long)]
+        principal: Option<String>,
+        /// Scopes to ask for, space-separated (default: configured, else
+        /// discovered).
+        #[arg(long)]
+        scope: Option<String>,
+        /// `login_hint` for the authorization server (who logs in).
+        #[arg(long)]
+        login_hint: Option<String>,
+        /// Give up after this many seconds without the redirect.
+        #[arg(long, default_value_t = 300)]
+        timeout: u64,
+        /// Config file.
+        #[arg(long, short, default_value = "gateway.toml", env = "MCP_GATEWAY_CONFIG")]
+        config: PathBuf,
+    },
+    /// Removes a stored upstream token and revokes it at the server.
+    Logout {
+        /// The upstream id.
+        upstream: String,
+        /// Whose token (default: the gateway's own).
+        #[arg(long)]
+        principal: Option<String>,
+        /// Config file.
+        #[arg(long, short, default_value = "gateway.toml", env = "MCP_GATEWAY_CONFIG")]
+        config: PathBuf,
+    },
+    /// Lists stored upstream tokens: whose, scope, expiry (never values).
+    Tokens {
+        /// Config file.
+        #[arg(long, short, default_value = "gateway.toml", env = "MCP_GATEWAY_CONFIG")]
+        config: PathBuf,
+    },
+}

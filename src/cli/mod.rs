@@ -1,0 +1,19 @@
+//! The `mcp-gateway` command, one file per command: `args` (the flags),
+//! `serve` (also `stdio`), `tools`, `rules`, `auth`. `main.rs` parses,
+//! loads the config and dispatches here.
+
+pub(crate) mod args;
+pub(crate) mod auth;
+pub(crate) mod rules;
+pub(crate) mod serve;
+pub(crate) mod tools;
+
+use mcp_gateway::config::Config;
+
+pub(crate) fn plural(n: usize, noun: &str) -> String {
+    if n == 1 { format!("1 {noun}") } else { format!("{n} {noun}s") }
+}
+
+pub(crate) fn ids(config: &Config) -> String {
+    config.upstreams.iter().map(|u| u.id.as_str()).collect::<Vec<_>>().join(", ")
+}
