@@ -50,7 +50,7 @@ use super::bounds::{Held, Over, Quota};
 use super::media;
 use super::session::{Session, Sessions};
 use crate::config::ResponseMode;
-use crate::protocol::{self, Classified, Message, encode};
+use crate::protocol::{self, Classified, Message, Transport, encode};
 use crate::routing::Caller;
 use crate::routing::Gateway;
 use crate::security::auth::{AuthSetupError, Authenticator, Principal};
@@ -258,7 +258,7 @@ async fn post_mcp(State(app): State<Arc<App>>, request: Request) -> Response {
                 Ok(q) => q,
                 Err(r) => return *r,
             };
-            let (reply, version) = match app.gateway.initialize("http", id, msg.params(), &principal) {
+            let (reply, version) = match app.gateway.initialize(Transport::Http, id, msg.params(), &principal) {
                 Ok(r) => r,
                 Err(refusal) => {
                     app.rejected("capabilities_too_large");
@@ -297,7 +297,7 @@ async fn post_mcp(State(app): State<Arc<App>>, request: Request) -> Response {
                 return streamed(app.gateway.clone(), session, msg, held, traceparent, app.shutdown.clone());
             }
             let caller = Caller {
-                transport: "http",
+                transport: Transport::Http,
                 session: Some(&session.id),
                 traceparent: traceparent.as_deref(),
                 peer: Some(&session.client.peer),
@@ -368,7 +368,7 @@ fn streamed(
     tokio::spawn(async move {
         let (tx, mut rx) = tokio::sync::mpsc::channel::<String>(crate::routing::peer::QUEUE);
         let caller = Caller {
-            transport: "http",
+            transport: Transport::Http,
             session: Some(&s.id),
             traceparent: traceparent.as_deref(),
             peer: Some(&s.client.peer),
@@ -631,7 +631,7 @@ async fn post_messages(
     let client = session.client.locked().clone();
     match (msg.classify(), client) {
         (Ok(Classified::Request(msg)), _) if msg.method() == "initialize" => {
-            let reply = match app.gateway.initialize("http", msg.id(), msg.params(), &session.principal) {
+            let reply = match app.gateway.initialize(Transport::Http, msg.id(), msg.params(), &session.principal) {
                 Ok((reply, _version)) => reply,
                 Err(refusal) => {
                     app.rejected("capabilities_too_large");
@@ -650,7 +650,7 @@ async fn post_messages(
             let traceparent = headers.get(TRACEPARENT).and_then(|v| v.to_str().ok()).map(str::to_owned);
             tokio::spawn(async move {
                 let caller = Caller {
-                    transport: "http",
+                    transport: Transport::Http,
                     session: Some(&q.session_id),
                     traceparent: traceparent.as_deref(),
                     peer: Some(&client.peer),
@@ -827,7 +827,7 @@ impl App {
         let (body, held) = self.read_body(version, body, principal).await?;
         let msg = self
             .gateway
-            .parse("http", &body)
+            .parse(Transport::Http, &body)
             .map_err(|e| (StatusCode::BAD_REQUEST, json_headers(), e.to_response()).into_response())?;
         Ok((msg, held))
     }
@@ -985,7 +985,7 @@ impl App {
         let Some(name) = SINGLE_HEADERS.iter().find(|h| headers.get_all(**h).iter().nth(1).is_some()) else {
             return Ok(());
         };
-        self.gateway.refused("http", "duplicate_header");
+        self.gateway.refused(Transport::Http, "duplicate_header");
         tracing::warn!(header = %name, "Refused a request that repeats a header.");
         let msg = format!("Bad Request: the {name} header occurs more than once");
         Err(rpc_error(StatusCode::BAD_REQUEST, None, protocol::INVALID_REQUEST, &msg))

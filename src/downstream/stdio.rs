@@ -18,7 +18,7 @@ use tokio::sync::{Semaphore, mpsc};
 use tokio::task::JoinSet;
 
 use crate::protocol::framing::{self, Line};
-use crate::protocol::{Classified, encode};
+use crate::protocol::{Classified, Transport, encode};
 use crate::routing::{Caller, Gateway};
 use crate::security::auth::Principal;
 use crate::telemetry::metrics::TransportLabels;
@@ -62,7 +62,7 @@ where
         match line {
             Line::Eof => break,
             Line::TooLong => {
-                gateway.refused("stdio", "too_large");
+                gateway.refused(Transport::Stdio, "too_large");
                 let msg = format!("Invalid request: message exceeds {max} bytes");
                 // Answer with the request's id when its first bytes show it.
                 let id =
@@ -73,7 +73,7 @@ where
             Line::Ok if buf.iter().all(u8::is_ascii_whitespace) => continue,
             Line::Ok => {}
         }
-        let msg = match gateway.parse("stdio", &buf) {
+        let msg = match gateway.parse(Transport::Stdio, &buf) {
             Ok(m) => m,
             Err(e) => {
                 let _ = tx.send(e.to_response()).await;
@@ -82,7 +82,7 @@ where
         };
         match msg.classify() {
             Ok(Classified::Request(msg)) if msg.method() == "initialize" => {
-                let reply = gateway.initialize("stdio", msg.id(), msg.params(), &Principal::stdio());
+                let reply = gateway.initialize(Transport::Stdio, msg.id(), msg.params(), &Principal::stdio());
                 let refused = reply.is_err();
                 let _ = tx.send(reply.map_or_else(|e| e, |(r, _)| r)).await;
                 if client.is_none() && !refused {
@@ -95,7 +95,7 @@ where
                 let peer = client.as_ref().map(|c| c.peer.clone());
                 tasks.spawn(async move {
                     let caller = Caller {
-                        transport: "stdio",
+                        transport: Transport::Stdio,
                         session: Some(&session),
                         traceparent: None,
                         peer: peer.as_ref(),

@@ -119,3 +119,34 @@ mod tests {
         assert!(cut.starts_with(&"é".repeat(ECHO_MAX_CHARS)) && cut.ends_with('…'));
     }
 }
+
+/// How a client's message reached the gateway: the `transport` of logs,
+/// traces, the audit log and metric labels.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Transport {
+    /// HTTP: Streamable HTTP at `/mcp`, or the legacy `/sse` + `/messages`.
+    Http,
+    /// `mcp-gateway stdio`.
+    Stdio,
+    /// The gateway itself (its own audit events).
+    Gateway,
+}
+
+impl Transport {
+    /// The label: `http`, `stdio` or `gateway`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Transport::Http => "http",
+            Transport::Stdio => "stdio",
+            Transport::Gateway => "gateway",
+        }
+    }
+
+    /// OpenTelemetry's `network.transport`: `pipe` or `tcp`.
+    pub fn network(self) -> &'static str {
+        match self {
+            Transport::Stdio | Transport::Gateway => "pipe",
+            Transport::Http => "tcp",
+        }
+    }
+}

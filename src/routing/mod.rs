@@ -49,8 +49,8 @@ use opentelemetry::trace::SpanKind;
 /// Who sent a request, and how: for metrics, traces and the audit log.
 #[derive(Debug, Clone, Copy)]
 pub struct Caller<'a> {
-    /// `http` or `stdio`.
-    pub transport: &'static str,
+    /// How the request came.
+    pub transport: protocol::Transport,
     /// The downstream session id, when there is one.
     pub session: Option<&'a str>,
     /// The client's W3C `traceparent` header (HTTP).
@@ -365,7 +365,7 @@ impl Gateway {
                     time: audit::time_of(now),
                     session: None,
                     principal: None,
-                    transport: "gateway",
+                    transport: protocol::Transport::Gateway.as_str(),
                     method: "gateway/tool_changed".to_owned(),
                     name: Some(name),
                     upstream: Some(Arc::from(upstream.as_str())),
@@ -810,7 +810,7 @@ impl Gateway {
     /// differently, is refused here, before routing, policy, audit or
     /// forwarding see it; each refusal is counted (`transport`: `http` or
     /// `stdio`) and an ambiguous one logged.
-    pub fn parse(&self, transport: &'static str, bytes: &[u8]) -> Result<Message, protocol::ParseError> {
+    pub fn parse(&self, transport: protocol::Transport, bytes: &[u8]) -> Result<Message, protocol::ParseError> {
         let refused = match Message::parse(bytes, &self.config.json_limits()) {
             Ok(m) => return Ok(m),
             Err(e) => e,
@@ -818,16 +818,18 @@ impl Gateway {
         self.refused(transport, refused.reason());
         match refused.ambiguous() {
             Some(a) => {
-                tracing::warn!(transport, reason = a.reason.as_str(), path = %a.path, "Refused an ambiguous client message.")
+                tracing::warn!(transport = transport.as_str(), reason = a.reason.as_str(), path = %a.path, "Refused an ambiguous client message.")
             }
-            None => tracing::debug!(transport, error = %refused, "Refused a client message that is not JSON-RPC."),
+            None => {
+                tracing::debug!(transport = transport.as_str(), error = %refused, "Refused a client message that is not JSON-RPC.")
+            }
         }
         Err(refused)
     }
 
     /// Counts a client message refused before routing.
-    pub fn refused(&self, transport: &'static str, reason: &'static str) {
-        let labels = crate::telemetry::metrics::RefusalLabels { transport, reason };
+    pub fn refused(&self, transport: protocol::Transport, reason: &'static str) {
+        let labels = crate::telemetry::metrics::RefusalLabels { transport: transport.as_str(), reason };
         self.telemetry.metrics.client_messages_refused.get_or_create(&labels).inc();
     }
 
@@ -843,7 +845,7 @@ impl Gateway {
     /// no session may be made.
     pub fn initialize(
         &self,
-        transport: &'static str,
+        transport: protocol::Transport,
         id: &RawValue,
         params: Option<Checked<'_>>,
         principal: &Principal,
@@ -853,7 +855,7 @@ impl Gateway {
         if declared > cap {
             self.refused(transport, "capabilities_too_large");
             tracing::warn!(
-                transport,
+                transport = transport.as_str(),
                 principal = %principal.identity,
                 bytes = declared,
                 max = cap,
@@ -1042,7 +1044,7 @@ impl Gateway {
         };
         let mut attrs = vec![
             KeyValue::new("mcp.method.name", method.into_owned()),
-            KeyValue::new("network.transport", if caller.transport == "stdio" { "pipe" } else { "tcp" }),
+            KeyValue::new("network.transport", caller.transport.network()),
         ];
         if let Some(id) = &msg.id {
             attrs.push(KeyValue::new("jsonrpc.request.id", id.get().trim_matches('"').to_owned()));
@@ -1092,7 +1094,7 @@ impl Gateway {
             time: audit::time_of(started),
             session: caller.session.map(session_digest),
             principal: caller.peer.map(|p| p.principal.identity.to_string()),
-            transport: caller.transport,
+            transport: caller.transport.as_str(),
             method: msg.method().to_owned(),
             // What the client asked for, bounded: a URI can be megabytes.
             name: out.name.map(|n| protocol::cut(&n, AUDIT_NAME_MAX_CHARS).into_owned()),
