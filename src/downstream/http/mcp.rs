@@ -1,0 +1,338 @@
+//! Streamable HTTP at `/mcp`: POST (one message; `initialize` makes a
+//! session; requests answered as JSON or as an SSE stream through the
+//! session's replay buffer), GET (the session's stream, resumable with
+//! `Last-Event-ID`) and DELETE.
+
+use super::*;
+
+pub(super) async fn post_mcp(State(app): State<Arc<App>>, request: Request) -> Response {
+    let (parts, body) = request.into_parts();
+    let headers = &parts.headers;
+    // Who the client is and what it sends are checked on the headers
+    // alone: a client that may not post, or whose body would be refused
+    // anyway, is answered before a byte of its body is read.
+    let principal = match app.admit(headers, &parts.uri).await {
+        Ok(p) => p,
+        Err(r) => return refused_unread(parts.version, body.into_data_stream(), r),
+    };
+    if !media::content_type_is(headers, "application", "json") {
+        app.rejected("content_type");
+        let r = rpc_error(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            None,
+            protocol::INVALID_REQUEST,
+            "Content-Type must be application/json",
+        );
+        return refused_unread(parts.version, body.into_data_stream(), r);
+    }
+    // The reply is JSON, or an SSE stream for a client that names
+    // text/event-stream itself; no Accept at all takes either.
+    let accept = media::Accept::from_headers(headers);
+    if accept.as_ref().is_some_and(|a| !a.allows("application", "json") && !a.names("text", "event-stream")) {
+        app.rejected("accept");
+        let r = rpc_error(
+            StatusCode::NOT_ACCEPTABLE,
+            None,
+            protocol::INVALID_REQUEST,
+            "Accept must allow application/json or text/event-stream",
+        );
+        return refused_unread(parts.version, body.into_data_stream(), r);
+    }
+    let (msg, held) = match app.read_message(parts.version, body, &principal).await {
+        Ok(m) => m,
+        Err(r) => return r,
+    };
+    let sse = app.mode == ResponseMode::Sse && accept.as_ref().is_some_and(|a| a.names("text", "event-stream"));
+    match msg.classify() {
+        Ok(Classified::Request(msg)) if msg.method() == "initialize" => {
+            let id = msg.id();
+            let quota = match app.take_session(&principal) {
+                Ok(q) => q,
+                Err(r) => return *r,
+            };
+            let (reply, version) = match app.gateway.initialize(Transport::Http, id, msg.params(), &principal) {
+                Ok(r) => r,
+                Err(refusal) => {
+                    app.rejected("capabilities_too_large");
+                    return (StatusCode::BAD_REQUEST, json_headers(), refusal).into_response();
+                }
+            };
+            let (tx, outbox) = tokio::sync::mpsc::channel(crate::routing::peer::QUEUE);
+            let client = app.gateway.connect(tx, msg.params(), principal);
+            let legacy = app.legacy.locked().len();
+            let Ok(session) = app.sessions.create(version, client, outbox, quota, legacy) else {
+                app.too_many_sessions();
+                let e = crate::error::CallError::new(crate::error::ErrorClass::Overloaded, None, "Too many sessions");
+                return (StatusCode::SERVICE_UNAVAILABLE, json_headers(), e.to_response(id)).into_response();
+            };
+            tracing::debug!(session_version = %session.version, "Downstream session created.");
+            let mut resp = reply_response(reply, sse);
+            resp.headers_mut()
+                .insert(SESSION_HEADER, HeaderValue::from_str(&session.id).expect("hex is a valid header"));
+            resp
+        }
+        Ok(Classified::Request(msg)) if msg.method() == "server/discover" => {
+            // The 2026-07-28 probe comes without a session; -32601 at once
+            // makes modern clients fall back to `initialize` (docs/design.md D2).
+            let reply =
+                encode::error(Some(msg.id()), protocol::METHOD_NOT_FOUND, "Method not found: server/discover", None);
+            reply_response(reply, false)
+        }
+        Ok(Classified::Request(msg)) => {
+            let session = match app.session(headers, Some(msg.id()), &principal) {
+                Ok(s) => s,
+                Err(r) => return r,
+            };
+            session.touch();
+            let traceparent = headers.get(TRACEPARENT).and_then(|v| v.to_str().ok()).map(str::to_owned);
+            if sse {
+                return streamed(app.gateway.clone(), session, msg, held, traceparent, app.shutdown.clone());
+            }
+            let caller = Caller {
+                transport: Transport::Http,
+                session: Some(&session.id),
+                traceparent: traceparent.as_deref(),
+                peer: Some(&session.client.peer),
+                stream: None,
+            };
+            let reply = app.gateway.handle(&msg, &caller).await;
+            // The request's bytes are held until its reply is in.
+            drop(held);
+            match reply {
+                Some(reply) => reply_response(reply, false),
+                // Cancelled: no reply (cancellation.mdx). A stream that
+                // ends without one says that, when the client takes SSE.
+                None if accept.as_ref().is_some_and(|a| a.names("text", "event-stream")) => {
+                    let mut resp = Response::new(Body::empty());
+                    resp.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("text/event-stream"));
+                    resp
+                }
+                None => rpc_error(StatusCode::OK, Some(msg.id()), REQUEST_CANCELLED, "Request cancelled"),
+            }
+        }
+        Ok(Classified::Notification(msg)) => match app.session(headers, None, &principal) {
+            Ok(s) => {
+                s.touch();
+                app.gateway.notify(&msg, &s.client.peer);
+                StatusCode::ACCEPTED.into_response()
+            }
+            Err(r) => r,
+        },
+        Ok(Classified::Response(msg)) => match app.session(headers, None, &principal) {
+            Ok(s) => {
+                s.touch();
+                app.gateway.respond(&msg, &s.client.peer);
+                StatusCode::ACCEPTED.into_response()
+            }
+            Err(r) => r,
+        },
+        Err(e) => (StatusCode::BAD_REQUEST, json_headers(), e.to_response()).into_response(),
+    }
+}
+
+/// JSON-RPC code of a reply to a request the client cancelled, for a
+/// client that takes only JSON (the LSP convention; MCP says to send
+/// nothing, which a JSON POST cannot do).
+pub(super) const REQUEST_CANCELLED: i64 = -32800;
+
+/// Answers a request as an SSE stream: the messages about the call as they
+/// come (progress, its log messages), then the reply. The call runs in its
+/// own task and every event goes through the session's replay buffer, so a
+/// client that loses the stream resumes it with a GET and `Last-Event-ID`.
+/// Losing the stream does not cancel the call (transports.mdx: only
+/// `notifications/cancelled` or the session's end does).
+pub(super) fn streamed(
+    gateway: Arc<Gateway>,
+    session: Arc<Session>,
+    msg: protocol::Request,
+    held: Held,
+    traceparent: Option<String>,
+    shutdown: CancellationToken,
+) -> Response {
+    let stream = session.replay.open_stream();
+    // Revisions from 2025-11-25 know priming events (SEP-1699); the
+    // session's negotiated revision decides, as older clients may choke on
+    // an event with empty data.
+    if session.version.as_str() >= PRIMING_SINCE {
+        session.replay.prime(stream, RECONNECT_AFTER);
+    }
+    let s = session.clone();
+    tokio::spawn(async move {
+        let (tx, mut rx) = tokio::sync::mpsc::channel::<String>(crate::routing::peer::QUEUE);
+        let caller = Caller {
+            transport: Transport::Http,
+            session: Some(&s.id),
+            traceparent: traceparent.as_deref(),
+            peer: Some(&s.client.peer),
+            stream: Some(&tx),
+        };
+        let handled = gateway.handle(&msg, &caller);
+        tokio::pin!(handled);
+        let reply = loop {
+            tokio::select! {
+                biased;
+                Some(m) = rx.recv() => drop(s.replay.record(stream, m)),
+                r = &mut handled => break r,
+            }
+        };
+        while let Ok(m) = rx.try_recv() {
+            s.replay.record(stream, m);
+        }
+        drop(held);
+        if let Some(reply) = reply {
+            s.replay.record(stream, reply);
+        }
+        s.replay.end(stream);
+    });
+    sse_response(replay_body(session, stream, 0, shutdown))
+}
+
+pub(super) fn sse_response(body: Body) -> Response {
+    let mut resp = Response::new(body);
+    resp.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("text/event-stream"));
+    resp.headers_mut().insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
+    resp
+}
+
+/// The events of request stream `stream` after event `after`, read from
+/// the session's replay buffer as they come, until the stream ends.
+pub(super) fn replay_body(session: Arc<Session>, stream: u64, after: u64, shutdown: CancellationToken) -> Body {
+    struct Reader {
+        session: Arc<Session>,
+        stream: u64,
+        last: u64,
+        changed: tokio::sync::watch::Receiver<u64>,
+        ready: std::collections::VecDeque<Bytes>,
+        shutdown: CancellationToken,
+    }
+    let changed = session.replay.subscribe();
+    let reader = Reader { session, stream, last: after, changed, ready: Default::default(), shutdown };
+    let events = futures_util::stream::unfold(reader, |mut r| async move {
+        loop {
+            if let Some(b) = r.ready.pop_front() {
+                return Some((Ok::<_, std::convert::Infallible>(b), r));
+            }
+            // Marked seen before reading, so no event slips between.
+            r.changed.borrow_and_update();
+            let found = r.session.replay.after(r.stream, r.last);
+            if let Some((n, _)) = found.events.last() {
+                r.last = *n;
+            }
+            r.ready.extend(found.events.into_iter().map(|(_, b)| b));
+            if !r.ready.is_empty() {
+                continue;
+            }
+            if found.ended {
+                return None;
+            }
+            tokio::select! {
+                c = r.changed.changed() => c.ok()?,
+                () = tokio::time::sleep(KEEPALIVE) => return Some((Ok(Bytes::from_static(b": keep-alive\n\n")), r)),
+                () = r.session.closed.cancelled() => return None,
+                () = r.shutdown.cancelled() => return None,
+            }
+        }
+    });
+    Body::from_stream(events)
+}
+
+/// The first revision whose clients expect a priming event on a request's
+/// SSE stream (an id and empty data).
+pub(super) const PRIMING_SINCE: &str = "2025-11-25";
+
+/// The `retry` of a priming event: how long a client that lost a request's
+/// stream waits before it resumes it.
+pub(super) const RECONNECT_AFTER: Duration = Duration::from_secs(1);
+
+/// A comment line this often keeps idle streams open through proxies.
+pub(super) const KEEPALIVE: Duration = Duration::from_secs(15);
+
+pub(super) async fn get_mcp(State(app): State<Arc<App>>, uri: Uri, headers: HeaderMap) -> Response {
+    let principal = match app.admit(&headers, &uri).await {
+        Ok(p) => p,
+        Err(r) => return r,
+    };
+    // The stream is all a GET can get: text/event-stream must be named
+    // (a wildcard is not enough, as the transport asks of clients).
+    if !media::accept_names(&headers, "text", "event-stream") {
+        return rpc_error(
+            StatusCode::NOT_ACCEPTABLE,
+            None,
+            protocol::INVALID_REQUEST,
+            "Accept must include text/event-stream",
+        );
+    }
+    let session = match app.session(&headers, None, &principal) {
+        Ok(s) => s,
+        Err(r) => return r,
+    };
+    // Resuming: a request stream is replayed here (and followed to its
+    // end); the GET stream replays what it sent after the id, then goes on.
+    let resume =
+        headers.get("last-event-id").and_then(|v| v.to_str().ok()).and_then(super::super::session::parse_event_id);
+    if let Some((stream, after)) = resume.filter(|(s, _)| *s != 0) {
+        tracing::debug!(stream, after, "Resuming a request stream.");
+        return sse_response(replay_body(session, stream, after, app.shutdown.clone()));
+    }
+    let taken = session.outbox.locked().take();
+    let Some(outbox) = taken else {
+        return rpc_error(
+            StatusCode::CONFLICT,
+            None,
+            protocol::INVALID_REQUEST,
+            "A stream is already open for this session",
+        );
+    };
+    // What this stream sent after the client's last event and may have
+    // lost; the queue then has everything not sent yet.
+    let replayed = match resume {
+        Some((_, after)) => session.replay.after(0, after).events.into_iter().map(|(_, b)| b).collect(),
+        None => std::collections::VecDeque::new(),
+    };
+    let state = StreamState { outbox: Some(outbox), replayed, session, shutdown: app.shutdown.clone() };
+    let stream = futures_util::stream::unfold(state, |mut st| async move {
+        if let Some(b) = st.replayed.pop_front() {
+            return Some((Ok::<_, std::convert::Infallible>(b), st));
+        }
+        let outbox = st.outbox.as_mut().expect("held until drop");
+        tokio::select! {
+            m = outbox.recv() => {
+                let event = st.session.replay.record(0, m?);
+                Some((Ok(event), st))
+            }
+            () = tokio::time::sleep(KEEPALIVE) => Some((Ok(Bytes::from_static(b": keep-alive\n\n")), st)),
+            () = st.shutdown.cancelled() => None,
+            () = st.session.closed.cancelled() => None,
+        }
+    });
+    sse_response(Body::from_stream(stream))
+}
+
+/// The state of a GET stream; gives the session its queue back on drop, so
+/// notifications wait for the next stream.
+pub(super) struct StreamState {
+    outbox: Option<tokio::sync::mpsc::Receiver<String>>,
+    /// Events to send again first (`Last-Event-ID`).
+    replayed: std::collections::VecDeque<Bytes>,
+    session: Arc<Session>,
+    shutdown: CancellationToken,
+}
+
+impl Drop for StreamState {
+    fn drop(&mut self) {
+        *self.session.outbox.locked() = self.outbox.take();
+    }
+}
+
+pub(super) async fn delete_mcp(State(app): State<Arc<App>>, uri: Uri, headers: HeaderMap) -> Response {
+    let principal = match app.admit(&headers, &uri).await {
+        Ok(p) => p,
+        Err(r) => return r,
+    };
+    let session = match app.session(&headers, None, &principal) {
+        Ok(s) => s,
+        Err(r) => return r,
+    };
+    app.sessions.remove(&session.id);
+    StatusCode::OK.into_response()
+}

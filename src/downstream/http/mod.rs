@@ -1,0 +1,167 @@
+//! Streamable HTTP for clients at `/mcp` (transports.mdx §Streamable HTTP),
+//! plus `/healthz`, `/readyz` and `/status`.
+//!
+//! - POST: one JSON-RPC message. `initialize` creates a session (random
+//!   256-bit id in `Mcp-Session-Id`); requests are answered as JSON or as a
+//!   one-event SSE stream (`gateway.response_mode`); notifications and
+//!   responses get 202. Missing session → 400, unknown session → 404,
+//!   unsupported `MCP-Protocol-Version` → 400, body over the limit → 413.
+//! - GET: an SSE stream of the session's notifications (list changes,
+//!   resource updates, log messages, progress of calls answered as JSON);
+//!   one per session (409 for a second). Notifications wait in a bounded
+//!   queue while no stream is open.
+//! - A request answered as SSE streams the messages about that call
+//!   (progress, its log messages) before the reply.
+//! - Every SSE event has an id `<stream>-<n>`; the session keeps its recent
+//!   events (bounded), and a GET with `Last-Event-ID` resumes the stream it
+//!   names: a request stream is replayed and followed to its reply, the GET
+//!   stream replays what it sent after that event and goes on.
+//! - DELETE: ends the session.
+//!
+//! - The legacy HTTP+SSE transport (2024-11-05) for older clients: GET
+//!   `/sse` opens a session whose first event names its POST endpoint
+//!   (`/messages?sessionId=…`); POSTs there get 202 and every answer comes
+//!   on the stream. The session ends with the stream.
+//!
+//! Every `/mcp`, `/sse` and `/messages` request is checked against the
+//! `Host` and `Origin` allow-lists first (403), which defends against DNS
+//! rebinding, then authenticated (401). The host is the URI's authority
+//! when there is one (cleartext HTTP/2 has `:authority`, no `Host`), and a
+//! `Host` that differs from it is refused (400). A POST's headers are checked next
+//! (declared length, Content-Type, Accept), and only then is its body read:
+//! at most `max_message_bytes` (413), within [`BODY_READ_TIMEOUT`] (408 and
+//! the connection closed). A refusal that leaves a body unread closes an
+//! HTTP/1.1 connection, after reading and discarding the rest for a moment
+//! so that the client gets the answer rather than a reset. Slow request
+//! heads are the accept loop's business ([`super::listen`]).
+
+mod admin;
+mod guard;
+mod legacy;
+mod mcp;
+mod respond;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::Router;
+use axum::body::{Body, Bytes};
+use axum::extract::{DefaultBodyLimit, Request, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, Uri, Version, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use tokio_util::sync::CancellationToken;
+
+pub use self::admin::admin_router;
+use self::admin::*;
+use self::{legacy::*, mcp::*, respond::*};
+use super::bounds::{Held, Over, Quota};
+use super::media;
+use super::session::{Session, Sessions};
+use crate::config::ResponseMode;
+use crate::protocol::{self, Classified, Message, Transport, encode};
+use crate::routing::Caller;
+use crate::routing::Gateway;
+use crate::security::auth::{AuthSetupError, Authenticator, Principal};
+use crate::sync::Locked;
+use crate::telemetry::metrics::ReasonLabels;
+use crate::telemetry::trace::TRACEPARENT;
+
+/// Longest a client may take to send a request body, whole, once its
+/// request was admitted. At the smallest rate this allows (a body of the
+/// default `max_message_bytes`, 16 MiB, in 30 s: about 560 KB/s) no client
+/// on a working link is cut off; a slower one gets 408 and its connection
+/// is closed, so it cannot hold a buffer of up to `max_message_bytes`
+/// open indefinitely. A constant: `[gateway]` has no key for it.
+pub const BODY_READ_TIMEOUT: Duration = Duration::from_secs(30);
+
+const SESSION_HEADER: &str = "mcp-session-id";
+const VERSION_HEADER: &str = "mcp-protocol-version";
+
+/// Headers that may occur once: the gateway decides on them (who the client
+/// is, which session, which revision, where it comes from), and a proxy in
+/// front might read another copy than the first.
+const SINGLE_HEADERS: [&str; 8] =
+    ["authorization", "x-api-key", SESSION_HEADER, VERSION_HEADER, "host", "origin", "content-type", "last-event-id"];
+
+/// Shared state of the HTTP front end.
+#[derive(Debug)]
+pub struct App {
+    gateway: Arc<Gateway>,
+    sessions: Sessions,
+    hosts: Vec<String>,
+    origins: Vec<String>,
+    mode: ResponseMode,
+    shutdown: CancellationToken,
+    /// Sessions of the legacy HTTP+SSE transport, by id.
+    legacy: std::sync::Mutex<std::collections::HashMap<String, Arc<LegacySession>>>,
+    /// Client authentication (`[auth]`).
+    auth: Authenticator,
+    /// Bytes of request bodies in flight, whole and per principal.
+    bytes: Arc<Quota>,
+    /// Sessions per principal (the whole count is the tables').
+    sessions_each: Arc<Quota>,
+}
+
+/// Builds the router. `shutdown` ends open GET streams so a graceful
+/// shutdown does not wait on them. With `admin.listen` set, `/metrics` is
+/// not on this router but on [`admin_router`]'s.
+pub fn router(gateway: Arc<Gateway>, shutdown: CancellationToken) -> Result<Router, AuthSetupError> {
+    let g = &gateway.config().gateway;
+    let max = g.max_message_bytes;
+    let split = gateway.config().admin.listen.is_some();
+    let auth = Authenticator::new(&gateway.config().auth, gateway.http_client())?;
+    let metadata_path = auth.metadata_path().to_owned();
+    let metrics = &gateway.telemetry().metrics;
+    let bytes = Quota::new(
+        g.max_inflight_request_bytes,
+        g.max_inflight_request_bytes_per_principal,
+        Some(metrics.inflight_request_bytes.clone()),
+    );
+    let app = Arc::new(App {
+        bytes,
+        sessions_each: Quota::new(usize::MAX, g.max_sessions_per_principal, None),
+        auth,
+        sessions: Sessions::new(g.max_sessions, &gateway.telemetry().metrics),
+        hosts: g.allowed_hosts.clone(),
+        origins: g.allowed_origins.clone(),
+        mode: g.response_mode,
+        shutdown,
+        gateway,
+        legacy: Default::default(),
+    });
+    tokio::spawn(expire_sessions(app.clone()));
+    let mut main = Router::new()
+        .route("/mcp", get(get_mcp).post(post_mcp).delete(delete_mcp))
+        .route("/sse", get(get_sse))
+        .route("/messages", axum::routing::post(post_messages))
+        .route("/healthz", get(|| async { "ok\n" }))
+        .route("/readyz", get(readyz))
+        .route("/status", get(status))
+        .route("/status/upstreams/{id}", get(upstream_status))
+        .route(WELL_KNOWN_RESOURCE, get(resource_metadata));
+    if metadata_path != WELL_KNOWN_RESOURCE {
+        main = main.route(&metadata_path, get(resource_metadata));
+    }
+    if !split {
+        main = main.route("/metrics", get(metrics_checked));
+    }
+    // Bodies are read by `App::read_body`, after admission; the layer keeps
+    // any extractor that would read one to the same limit.
+    Ok(main.layer(DefaultBodyLimit::max(max)).with_state(app))
+}
+
+async fn expire_sessions(app: Arc<App>) {
+    let idle = app.gateway.config().gateway.session_idle_timeout;
+    let mut tick = tokio::time::interval(Duration::from_secs(30).min(idle));
+    loop {
+        tokio::select! {
+            _ = tick.tick() => {}
+            () = app.shutdown.cancelled() => return,
+        }
+        let n = app.sessions.expire(idle);
+        if n > 0 {
+            tracing::info!(expired = n, "Closed idle downstream sessions.");
+        }
+    }
+}

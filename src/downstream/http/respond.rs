@@ -1,0 +1,56 @@
+//! Answers: JSON-RPC errors with their HTTP status, replies as JSON or one
+//! SSE event, and refusals that leave a body unread.
+
+use super::*;
+
+/// How long, and how much of, the body of a request refused before it was
+/// read is still read and thrown away on HTTP/1.1 before the connection is
+/// closed. A client is usually still sending when the refusal comes; if the
+/// gateway closed the connection with its body unread, the kernel would
+/// reset it and many clients (hyper's among them) would report the broken
+/// pipe instead of the answer. Nothing is kept, and both bounds hold the
+/// connection for much less than a reasonable `connection_idle_timeout`.
+pub(super) const LINGER: Duration = Duration::from_secs(5);
+
+pub(super) const LINGER_BYTES: usize = 16 << 20;
+
+/// `resp` to a request refused before its body was (all) read. On
+/// HTTP/1.1 the connection closes after it, but the rest of the body is
+/// first read and thrown away for a moment ([`LINGER`], [`LINGER_BYTES`]) so
+/// that the client, likely still sending, gets to read the answer. HTTP/2
+/// needs none of this: the stream alone is reset, after the answer.
+pub(super) fn refused_unread(version: Version, mut rest: axum::body::BodyDataStream, mut resp: Response) -> Response {
+    if version >= Version::HTTP_2 || axum::body::HttpBody::is_end_stream(&rest) {
+        return resp;
+    }
+    resp.headers_mut().insert(header::CONNECTION, HeaderValue::from_static("close"));
+    tokio::spawn(async move {
+        let mut left = LINGER_BYTES;
+        let discard = async {
+            while let Some(Ok(chunk)) = futures_util::StreamExt::next(&mut rest).await {
+                left = left.checked_sub(chunk.len())?;
+            }
+            Some(())
+        };
+        // Either way the body is dropped here, which closes the connection.
+        let _ = tokio::time::timeout(LINGER, discard).await;
+    });
+    resp
+}
+
+pub(super) fn reply_response(reply: String, sse: bool) -> Response {
+    if sse {
+        let mut resp = Response::new(Body::from(super::super::session::sse_event(None, reply)));
+        resp.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("text/event-stream"));
+        return resp;
+    }
+    (StatusCode::OK, json_headers(), reply).into_response()
+}
+
+pub(super) fn json_headers() -> [(header::HeaderName, HeaderValue); 1] {
+    [(header::CONTENT_TYPE, HeaderValue::from_static("application/json"))]
+}
+
+pub(super) fn rpc_error(status: StatusCode, id: Option<&protocol::RawValue>, code: i64, message: &str) -> Response {
+    (status, json_headers(), encode::error(id, code, message, None)).into_response()
+}
