@@ -1,0 +1,70 @@
+//! Requests the upstream sends the gateway: `ping`, `roots/list`, and
+//! sampling and elicitation relayed to the client whose call they came
+//! with; what the gateway declares it can answer.
+
+use super::*;
+
+impl Upstream {
+    /// Answers requests the upstream sends us: `ping`; `roots/list` from
+    /// the config (the connection serves every client, so no client's
+    /// roots); sampling and elicitation go to the client whose call they
+    /// came with, and are refused when no call can be told (a stdio or GET
+    /// stream message on a shared connection: the gateway never guesses).
+    pub(super) fn answer(&self, conn: &Arc<Connection>, m: Message, relay: Option<Arc<dyn Relay>>) {
+        let Some(id) = m.id.clone() else { return };
+        let responder = Responder { conn: conn.clone(), id, upstream: self.label.clone() };
+        // A session's own connection: everything it asks is that client's.
+        if let Some(isolated) = &self.isolated
+            && m.method() != "ping"
+        {
+            return isolated.relay.request(m, responder);
+        }
+        match (m.method(), relay) {
+            ("ping", _) => {
+                let body = encode::result(&responder.id, &RawValue::from_string("{}".into()).expect("valid"));
+                responder.send(body);
+            }
+            ("roots/list", _) => {
+                let roots: Vec<_> = self.spec.roots.iter().map(|r| serde_json::json!({ "uri": r })).collect();
+                let result = serde_json::value::to_raw_value(&serde_json::json!({ "roots": roots })).expect("valid");
+                let body = encode::result(&responder.id, &result);
+                responder.send(body);
+            }
+            ("sampling/createMessage" | "elicitation/create", Some(relay)) => relay.request(m, responder),
+            (other, _) => {
+                let other = crate::protocol::echo(other);
+                tracing::warn!(upstream = %self.spec.id, method = %other, "Refused a request from the upstream that no client call can be tied to.");
+                responder.error(crate::protocol::METHOD_NOT_FOUND, &format!("Method not found: {other}"));
+            }
+        }
+    }
+
+    /// What the gateway declares to the upstream: roots when the config
+    /// gives some; sampling and elicitation only where a request can be
+    /// tied to the call that caused it (on that call's Streamable HTTP
+    /// response stream).
+    pub(super) fn client_capabilities(&self) -> Box<RawValue> {
+        if let Some(isolated) = &self.isolated {
+            return isolated.capabilities.clone();
+        }
+        let mut caps = serde_json::Map::new();
+        if self.spec.isolation == crate::config::Isolation::PerSession {
+            // The catalog connection of a per-session upstream: it declares
+            // all a session's own connection may, so servers that list tools
+            // by capability (server-everything) list them all. Calls never
+            // go over it; its own requests get what a shared one's get.
+            caps.insert("roots".into(), serde_json::json!({}));
+            caps.insert("sampling".into(), serde_json::json!({}));
+            caps.insert("elicitation".into(), serde_json::json!({ "form": {}, "url": {} }));
+            return serde_json::value::to_raw_value(&caps).expect("valid");
+        }
+        if !self.spec.roots.is_empty() {
+            caps.insert("roots".into(), serde_json::json!({}));
+        }
+        if matches!(self.spec.transport, TransportSpec::Http { .. }) {
+            caps.insert("sampling".into(), serde_json::json!({}));
+            caps.insert("elicitation".into(), serde_json::json!({ "form": {}, "url": {} }));
+        }
+        serde_json::value::to_raw_value(&caps).expect("valid")
+    }
+}

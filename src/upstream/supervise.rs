@@ -1,0 +1,266 @@
+//! The supervisor: start (connect, `initialize`, the GET stream), serve
+//! (health checks, events from the connection, list changes), restart
+//! with backoff, and crash-loop and unreachable detection.
+
+use super::*;
+
+impl Upstream {
+    pub(super) async fn supervise(self: Arc<Self>) {
+        let max = self.spec.restart_max_delay.max(RESTART_MIN);
+        let mut backoff = Backoff::try_new(RESTART_MIN, max).expect("the config checks restart_max_delay");
+        let network = self.spec.transport.network() == "tcp";
+        // Failed starts and short lives in a row.
+        let mut short_runs = 0u32;
+        let mut connection = 0u64;
+        loop {
+            self.set(State::Starting { since: Instant::now() });
+            let (tx, rx) = mpsc::channel(64);
+            let inbox = Inbox::new(Arc::from(self.spec.id.as_str()), tx, self.json, &self.metrics);
+            let outcome = tokio::select! {
+                o = self.connect(&inbox) => o,
+                () = self.shutdown.cancelled() => break,
+            };
+            let (reason, class) = match outcome {
+                Ok((conn, negotiated)) => {
+                    let since = Instant::now();
+                    connection += 1;
+                    let (reason, class) = self.serve(conn, negotiated, connection, rx, &inbox).await;
+                    if self.shutdown.is_cancelled() {
+                        break;
+                    }
+                    if since.elapsed() >= self.spec.stable_after {
+                        // Stable (`serve` cleared a crash loop already).
+                        backoff.reset();
+                        short_runs = 0;
+                    } else if class != ErrorClass::UpstreamAuth {
+                        short_runs += 1;
+                    }
+                    (reason, class)
+                }
+                Err(e) => {
+                    // The status names the upstream already.
+                    let prefix = format!("upstream `{}` ", self.spec.id);
+                    let reason = e.message.strip_prefix(&prefix).unwrap_or(&e.message);
+                    // Waiting for a login is not a crash loop, and neither is
+                    // a server that cannot be reached (not up yet, or away):
+                    // nothing of ours crashed, it is "unreachable".
+                    if e.class != ErrorClass::UpstreamAuth && !(network && e.not_delivered) {
+                        short_runs += 1;
+                    }
+                    (reason.strip_prefix("is ").unwrap_or(reason).to_owned(), e.class)
+                }
+            };
+            let delay = backoff.next_delay();
+            if short_runs >= CRASH_LOOP && !self.crash_loop.swap(true, Ordering::Relaxed) {
+                tracing::error!(
+                    upstream = %self.spec.id, failures = short_runs, retry_in_ms = delay.as_millis() as u64,
+                    "Upstream is crash-looping; restart delays keep growing (up to {}s).", max.as_secs_f64()
+                );
+            }
+            let unreachable =
+                network && matches!(&*self.state(), State::Starting { .. }) && class == ErrorClass::Transport;
+            if unreachable {
+                tracing::warn!(upstream = %self.spec.id, retry_in_ms = delay.as_millis() as u64, "Upstream is unreachable: {reason}.");
+            } else {
+                tracing::warn!(upstream = %self.spec.id, class = %class, retry_in_ms = delay.as_millis() as u64, "Upstream is down: {reason}.");
+            }
+            self.record_error(class, reason.clone());
+            self.set(State::Down { reason, class, retry_at: Instant::now() + delay });
+            // Down for want of a token: a login (the token file changes)
+            // brings it up at once rather than after the backoff.
+            let login = async {
+                match self.credential.as_ref().filter(|c| class == ErrorClass::UpstreamAuth && c.uses_file()) {
+                    Some(c) => c.file_changed().await,
+                    None => std::future::pending().await,
+                }
+            };
+            tokio::select! {
+                () = tokio::time::sleep(delay) => {}
+                () = login => {
+                    tracing::info!(upstream = %self.spec.id, "The token file changed; starting again now.");
+                }
+                () = self.shutdown.cancelled() => break,
+            }
+            self.counters.restarts.inc();
+        }
+        self.set(State::Stopped);
+    }
+
+    /// Opens the transport and runs `initialize` within the start-up
+    /// deadline. On failure the half-open transport is shut down properly.
+    pub(super) async fn connect(&self, inbox: &Arc<Inbox>) -> Result<(Arc<Connection>, Negotiated), CallError> {
+        let started = Instant::now();
+        let deadline = self.spec.startup_timeout;
+        let observe = |outcome| {
+            self.metrics
+                .initialize_duration
+                .get_or_create(&OutcomeLabels { upstream: self.label.clone(), outcome })
+                .observe(started.elapsed().as_secs_f64());
+        };
+        let link = tokio::time::timeout(deadline, self.open_link(inbox))
+            .await
+            .map_err(|_| self.error(ErrorClass::Timeout, format!("did not connect within {}s", deadline.as_secs_f64())))
+            .and_then(|r| r.map_err(|e| self.error(ErrorClass::Transport, e)))
+            .inspect_err(|_| observe("error"))?;
+        let conn = Arc::new(Connection::new(inbox.clone(), link, self.client_capabilities()));
+        let left = deadline.saturating_sub(started.elapsed());
+        let negotiated = tokio::select! {
+            r = conn.initialize(left) => r,
+            // A process that dies during start-up fails fast, not at the deadline.
+            () = inbox.closed() => Err(self.error(ErrorClass::Transport, format!("{} during initialize", inbox.close_reason()))),
+        };
+        observe(if negotiated.is_ok() { "ok" } else { "error" });
+        match negotiated {
+            Ok(n) => {
+                conn.link.start_listening(inbox).await;
+                tracing::info!(
+                    upstream = %self.spec.id,
+                    protocol_version = %n.version,
+                    elapsed_ms = started.elapsed().as_millis() as u64,
+                    "Upstream initialized."
+                );
+                Ok((conn, n))
+            }
+            Err(mut e) => {
+                conn.link.shutdown().await;
+                if e.class == ErrorClass::Timeout {
+                    e.message = format!(
+                        "upstream `{}` did not answer initialize within {}s",
+                        self.spec.id,
+                        deadline.as_secs_f64()
+                    );
+                }
+                Err(e)
+            }
+        }
+    }
+
+    pub(super) async fn open_link(&self, inbox: &Arc<Inbox>) -> Result<Link, String> {
+        match &self.spec.transport {
+            TransportSpec::Stdio { command, args, env, cwd, shutdown_grace } => {
+                let launch = stdio::Launch {
+                    command,
+                    args,
+                    env,
+                    cwd,
+                    grace: *shutdown_grace,
+                    max_bytes: self.max_bytes,
+                    redactor: &self.redactor,
+                };
+                let link =
+                    stdio::StdioLink::spawn(&launch, inbox).map_err(|e| format!("cannot start `{command}`: {e}"))?;
+                Ok(Link::Stdio(Arc::new(link)))
+            }
+            TransportSpec::Http { url, headers } => {
+                let url = reqwest::Url::parse(url.expose()).map_err(|e| e.to_string())?;
+                let link = http::HttpLink::new(
+                    self.http.clone(),
+                    url,
+                    header_map(headers),
+                    self.max_bytes,
+                    self.credential.clone(),
+                );
+                Ok(Link::Http(Arc::new(link)))
+            }
+            TransportSpec::Sse { url, headers } => {
+                let url = reqwest::Url::parse(url.expose()).map_err(|e| e.to_string())?;
+                let link =
+                    legacy::LegacyLink::connect(self.http.clone(), url, header_map(headers), self.max_bytes, inbox)
+                        .await
+                        .map_err(|e| format!("SSE endpoint {e}"))?;
+                Ok(Link::Legacy(Arc::new(link)))
+            }
+        }
+    }
+
+    /// Serves a ready connection until it closes or the gateway shuts down;
+    /// returns why it ended.
+    pub(super) async fn serve(
+        &self,
+        conn: Arc<Connection>,
+        negotiated: Negotiated,
+        connection: u64,
+        mut events: mpsc::Receiver<Event>,
+        inbox: &Arc<Inbox>,
+    ) -> (String, ErrorClass) {
+        let lists = match self.fetch_lists(&conn, negotiated.capabilities.checked()).await {
+            Ok(l) => l,
+            Err(e) => {
+                conn.link.shutdown().await;
+                // Refused for want of a token or scope: a person must act
+                // (and a login brings it back); not a crash.
+                let class = if e.class == ErrorClass::UpstreamAuth { e.class } else { ErrorClass::Transport };
+                return (format!("tools/list failed: {}", e.message), class);
+            }
+        };
+        let ready = |lists: Lists| {
+            State::Ready(Ready {
+                conn: conn.clone(),
+                negotiated: negotiated.clone(),
+                lists,
+                connection,
+                since: Instant::now(),
+            })
+        };
+        self.set(ready(lists));
+        let health = self.health_loop(&conn);
+        tokio::pin!(health);
+        // Up `stable_after`: a crash loop is over, while it stays up (not
+        // only when this connection ends).
+        let stable = tokio::time::sleep(self.spec.stable_after);
+        tokio::pin!(stable);
+        let mut stable_seen = false;
+        loop {
+            tokio::select! {
+                () = &mut stable, if !stable_seen => {
+                    stable_seen = true;
+                    if self.crash_loop.swap(false, Ordering::Relaxed) {
+                        tracing::info!(
+                            upstream = %self.spec.id, stable_s = self.spec.stable_after.as_secs_f64(),
+                            "Upstream left its crash loop: up and stable."
+                        );
+                    }
+                }
+                reason = &mut health => {
+                    tracing::warn!(upstream = %self.spec.id, "Giving up the connection: {reason}.");
+                    inbox.close(reason.clone());
+                    conn.link.shutdown().await;
+                    return (reason, ErrorClass::Transport);
+                }
+                ev = events.recv() => match ev {
+                    Some(Event::Request(m, relay)) => self.answer(&conn, m, relay),
+                    Some(Event::Answer(body)) => {
+                        let conn = conn.clone();
+                        tokio::spawn(async move { conn.respond(body).await });
+                    }
+                    Some(Event::Notification(m)) => match ListKind::changed_by(m.method()) {
+                        Some(kind) => self.refresh(&conn, kind, &ready).await,
+                        None => self.pass_on(m),
+                    },
+                    None => return ("event channel closed".into(), ErrorClass::Transport),
+                },
+                () = inbox.closed() => {
+                    conn.link.shutdown().await;
+                    return (inbox.close_reason(), ErrorClass::Transport);
+                }
+                () = self.shutdown.cancelled() => {
+                    conn.link.shutdown().await;
+                    inbox.close("gateway shutting down".into());
+                    return ("gateway shutting down".into(), ErrorClass::Transport);
+                }
+            }
+        }
+    }
+}
+
+pub(super) fn header_map(headers: &std::collections::BTreeMap<String, crate::config::Resolved>) -> HeaderMap {
+    let mut map = HeaderMap::new();
+    for (k, v) in headers {
+        // Validated at config load.
+        if let (Ok(name), Ok(mut value)) = (HeaderName::try_from(k.as_str()), HeaderValue::try_from(v.expose())) {
+            value.set_sensitive(v.is_secret());
+            map.insert(name, value);
+        }
+    }
+    map
+}
