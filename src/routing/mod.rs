@@ -32,6 +32,7 @@ use self::peer::{CallRelay, LEVELS};
 use crate::config::Config;
 use crate::error::CallError;
 use crate::protocol::{self, Checked, CheckedBox, Members, Message, encode};
+use crate::security::DenyReason;
 use crate::security::access::{Access, Grants, Kind};
 use crate::security::auth::Principal;
 use crate::security::rules::{Action, Call as RuleCall, History, RuleSet, Tags};
@@ -496,7 +497,7 @@ impl Gateway {
             if !allowed {
                 let msg = format!("Refused by rule `{}`: {}", rule.id(), rule.message());
                 let err = CallError::new(crate::error::ErrorClass::Policy, None, msg);
-                return Err(self.deny(caller, upstream, None, "rule", out, err));
+                return Err(self.deny(caller, upstream, None, DenyReason::Rule, out, err));
             }
             out.policy.push(format!("rule:{}:confirmed", rule.id()));
         }
@@ -1613,13 +1614,13 @@ impl Gateway {
             match catalog.get(&name) {
                 Some(t) if !self.grants(caller).allows(Kind::Tool, t.ident()) => {
                     let err = self.unknown("tool", &name, caller);
-                    return Err(self.hide(caller, t.upstream, Some(&t.original), "access", out, err));
+                    return Err(self.hide(caller, t.upstream, Some(&t.original), DenyReason::Access, out, err));
                 }
                 Some(t) if t.quarantined => {
                     return Err(match self.config.pinning.on_change {
                         crate::config::QuarantineMode::Hide => {
                             let err = self.unknown("tool", &name, caller);
-                            self.hide(caller, t.upstream, Some(&t.original), "quarantined", out, err)
+                            self.hide(caller, t.upstream, Some(&t.original), DenyReason::Quarantined, out, err)
                         }
                         crate::config::QuarantineMode::Refuse => {
                             let err = CallError::protocol(
@@ -1630,7 +1631,7 @@ impl Gateway {
                                     t.key
                                 ),
                             );
-                            self.deny(caller, t.upstream, Some(&t.original), "quarantined", out, err)
+                            self.deny(caller, t.upstream, Some(&t.original), DenyReason::Quarantined, out, err)
                         }
                     });
                 }
@@ -1654,7 +1655,7 @@ impl Gateway {
         if let Err(e) = self.grants(caller).check_arguments(ident, obj.get("arguments"), local) {
             let err = CallError::new(crate::error::ErrorClass::Policy, None, e.to_string());
             let err = CallError { code: protocol::INVALID_PARAMS, ..err };
-            return Err(self.deny(caller, i, Some(&original), "argument", out, err));
+            return Err(self.deny(caller, i, Some(&original), DenyReason::Argument, out, err));
         }
         let who: Option<Arc<str>> = self
             .limits
@@ -1665,7 +1666,7 @@ impl Gateway {
         {
             let err = CallError::new(crate::error::ErrorClass::Policy, None, limited.to_string());
             let err = CallError { retry_after: Some(limited.retry_after), ..err };
-            return Err(self.deny(caller, i, Some(&original), "rate_limit", out, err));
+            return Err(self.deny(caller, i, Some(&original), DenyReason::RateLimit, out, err));
         }
         if let Err(refused) = self.apply_rules(ident, i, obj.get("arguments").map(Checked::raw), caller, out).await {
             // A call the rules refuse costs no token either.
@@ -1773,7 +1774,7 @@ impl Gateway {
             Capped::Refused(message) => {
                 self.telemetry.metrics.results_capped.get_or_create(&labels("refused")).inc();
                 let err = CallError::new(crate::error::ErrorClass::Policy, None, message);
-                Some(Err(self.deny(caller, i, tool, "result_size", out, err)))
+                Some(Err(self.deny(caller, i, tool, DenyReason::ResultSize, out, err)))
             }
         }
     }
@@ -1955,7 +1956,7 @@ impl Gateway {
             return Ok(());
         }
         out.name = Some(name.to_owned());
-        Err(self.hide(caller, upstream, None, "access", out, unknown()))
+        Err(self.hide(caller, upstream, None, DenyReason::Access, out, unknown()))
     }
 
     /// A refusal by policy the client is told of: `err` (what the client
@@ -1967,7 +1968,7 @@ impl Gateway {
         caller: &Caller<'_>,
         upstream: usize,
         tool: Option<&Arc<str>>,
-        reason: &'static str,
+        reason: DenyReason,
         out: &mut Outcomes,
         err: CallError,
     ) -> CallError {
@@ -1984,23 +1985,23 @@ impl Gateway {
         caller: &Caller<'_>,
         upstream: usize,
         tool: Option<&Arc<str>>,
-        reason: &'static str,
+        reason: DenyReason,
         out: &mut Outcomes,
         err: CallError,
     ) -> CallError {
         let labels = DenialLabels {
             upstream: self.upstreams[upstream].label(),
             tool: tool.cloned().unwrap_or_else(|| self.no_label.clone()),
-            reason,
+            reason: reason.as_str(),
         };
         self.telemetry.metrics.policy_denials.get_or_create(&labels).inc();
         let principal = caller.peer.map_or("anonymous", |p| &*p.principal.identity);
         let name = protocol::echo(out.name.as_deref().unwrap_or(""));
-        tracing::info!(principal, reason, name = %name, "Refused by policy.");
+        tracing::info!(principal, reason = reason.as_str(), name = %name, "Refused by policy.");
         out.upstream = Some(labels.upstream);
         out.tool = tool.cloned();
         out.class = Some(crate::error::ErrorClass::Policy);
-        out.policy.push(format!("{reason}:denied"));
+        out.policy.push(format!("{}:denied", reason.as_str()));
         err
     }
 

@@ -48,3 +48,36 @@ impl<'a> From<&'a str> for Ident<'a> {
         Ident::plain(name)
     }
 }
+
+/// Why a policy refused a call: the `reason` of
+/// `mcp_gateway_policy_denials_total`, the log line and the audit record's
+/// `policy` entry (`<reason>:denied`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DenyReason {
+    /// `[[access]]` does not grant it (answered like an unknown name).
+    Access,
+    /// `[pinning]` holds it: its definition changed since approved.
+    Quarantined,
+    /// An `[[access]] arguments` rule refused its arguments.
+    Argument,
+    /// A `[limits]` bucket is empty.
+    RateLimit,
+    /// A sequence rule stopped it.
+    Rule,
+    /// Its result was over a `[limits.results]` cap that refuses.
+    ResultSize,
+}
+
+impl DenyReason {
+    /// The label text.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            DenyReason::Access => "access",
+            DenyReason::Quarantined => "quarantined",
+            DenyReason::Argument => "argument",
+            DenyReason::RateLimit => "rate_limit",
+            DenyReason::Rule => "rule",
+            DenyReason::ResultSize => "result_size",
+        }
+    }
+}
