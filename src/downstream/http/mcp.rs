@@ -42,7 +42,8 @@ pub(super) async fn post_mcp(State(app): State<Arc<App>>, request: Request) -> R
         Ok(m) => m,
         Err(r) => return r,
     };
-    let sse = app.mode == ResponseMode::Sse && accept.as_ref().is_some_and(|a| a.names("text", "event-stream"));
+    let takes_sse = accept.as_ref().is_some_and(|a| a.names("text", "event-stream"));
+    let sse = app.mode == ResponseMode::Sse && takes_sse;
     match msg.classify() {
         Ok(Classified::Request(msg)) if msg.method() == "initialize" => {
             let id = msg.id();
@@ -85,7 +86,11 @@ pub(super) async fn post_mcp(State(app): State<Arc<App>>, request: Request) -> R
             };
             session.touch();
             let traceparent = headers.get(TRACEPARENT).and_then(|v| v.to_str().ok()).map(str::to_owned);
-            if sse {
+            // A request that asks for progress is answered on a stream of its
+            // own even in `json` mode, when the client takes one: on the
+            // session's GET stream its progress would race its reply, and a
+            // client drops progress that comes after the reply.
+            if sse || (takes_sse && asks_for_progress(&msg)) {
                 return streamed(app.gateway.clone(), session, msg, held, traceparent, app.shutdown.clone());
             }
             let caller = Caller {
@@ -335,4 +340,9 @@ pub(super) async fn delete_mcp(State(app): State<Arc<App>>, uri: Uri, headers: H
     };
     app.sessions.remove(&session.id);
     StatusCode::OK.into_response()
+}
+
+/// Whether a request carries `_meta.progressToken`.
+fn asks_for_progress(msg: &Message) -> bool {
+    msg.params().and_then(|p| p.get("_meta")).and_then(|m| m.get("progressToken")).is_some_and(|t| !t.is_null())
 }
