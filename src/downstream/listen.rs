@@ -27,7 +27,7 @@
 
 use std::future::Future;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::time::Duration;
 
 use axum::Router;
@@ -197,7 +197,7 @@ async fn connection(
             () = &mut check, if !stopping => {
                 match activity.idle_since() {
                     // Dropping the connection closes the socket.
-                    None if !activity.started.load(Ordering::Relaxed) => {
+                    None if !activity.started() => {
                         timed_out(&metrics, head);
                         return;
                     }
@@ -229,8 +229,6 @@ async fn connection(
 #[derive(Debug)]
 struct Activity {
     opened: Instant,
-    /// A request has arrived.
-    started: AtomicBool,
     active: AtomicUsize,
     /// When the last request ended, in milliseconds since `opened`, plus
     /// one (0: none has ended yet). Milliseconds are plenty for a timeout
@@ -239,13 +237,13 @@ struct Activity {
 }
 
 impl Activity {
+    /// Whether a request has arrived: one is under way, or one has ended.
+    fn started(&self) -> bool {
+        self.active.load(Ordering::Acquire) > 0 || self.last_end_ms.load(Ordering::Acquire) > 0
+    }
+
     fn new() -> Self {
-        Activity {
-            opened: Instant::now(),
-            started: AtomicBool::new(false),
-            active: AtomicUsize::new(0),
-            last_end_ms: AtomicU64::new(0),
-        }
+        Activity { opened: Instant::now(), active: AtomicUsize::new(0), last_end_ms: AtomicU64::new(0) }
     }
 
     /// Since when nothing has been under way; `None` while something is,
@@ -293,7 +291,6 @@ impl hyper::service::Service<Request<Incoming>> for Tracked {
     type Future = Call;
 
     fn call(&self, req: Request<Incoming>) -> Self::Future {
-        self.activity.started.store(true, Ordering::Relaxed);
         self.activity.active.fetch_add(1, Ordering::AcqRel);
         Call { inner: self.inner.call(req), guard: Some(UnderWay(self.activity.clone())) }
     }

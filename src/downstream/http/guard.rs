@@ -147,17 +147,17 @@ impl App {
         self.rejected(over.reason("bytes"));
         let g = &self.gateway.config().gateway;
         let (msg, held) = match over {
-            Over::Share => (
-                format!(
-                    "Service Unavailable: this principal's requests in flight hold {} bytes \
+            Over::Share => {
+                let held = self.bytes.held_by(&principal.identity);
+                let msg = format!(
+                    "Service Unavailable: this principal's requests in flight hold {held} bytes \
                      (gateway.max_inflight_request_bytes_per_principal is {}); retry shortly",
-                    self.bytes.held_by(&principal.identity),
                     g.max_inflight_request_bytes_per_principal
-                ),
-                self.bytes.held_by(&principal.identity),
-            ),
+                );
+                (msg, held)
+            }
+            // What others hold is not this client's business.
             Over::Whole => (
-                // What others hold is not this client's business.
                 "Service Unavailable: the gateway's budget of request bytes in flight \
                  (gateway.max_inflight_request_bytes) is full; retry shortly"
                     .to_owned(),

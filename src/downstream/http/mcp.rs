@@ -342,7 +342,35 @@ pub(super) async fn delete_mcp(State(app): State<Arc<App>>, uri: Uri, headers: H
     StatusCode::OK.into_response()
 }
 
-/// Whether a request carries `_meta.progressToken`.
+/// Whether a request carries `_meta.progressToken`. Most requests have
+/// none, and every request passes here: the params are parsed only when
+/// their text can hold one (the name as written, or any escape, which
+/// could spell it).
 fn asks_for_progress(msg: &Message) -> bool {
-    msg.params().and_then(|p| p.get("_meta")).and_then(|m| m.get("progressToken")).is_some_and(|t| !t.is_null())
+    let Some(params) = msg.params() else { return false };
+    let text = params.text().as_bytes();
+    if memchr::memmem::find(text, b"progressToken").is_none() && memchr::memchr(b'\\', text).is_none() {
+        return false;
+    }
+    params.get("_meta").and_then(|m| m.get("progressToken")).is_some_and(|t| !t.is_null())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn asks(text: &str) -> bool {
+        asks_for_progress(&Message::parse(text.as_bytes(), &protocol::Limits::default()).unwrap())
+    }
+
+    #[test]
+    fn a_progress_token_is_found_however_it_is_spelled() {
+        let call = |params: &str| format!(r#"{{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{params}}}"#);
+        assert!(asks(&call(r#"{"name":"t","_meta":{"progressToken":7}}"#)));
+        assert!(asks(&call(r#"{"name":"t","_meta":{"progress\u0054oken":"a"}}"#)), "an escaped name");
+        assert!(!asks(&call(r#"{"name":"t","_meta":{"progressToken":null}}"#)));
+        assert!(!asks(&call(r#"{"name":"t","arguments":{"progressToken":1}}"#)), "not under _meta");
+        assert!(!asks(&call(r#"{"name":"t","arguments":{"path":"C:\\x"}}"#)));
+        assert!(!asks(r#"{"jsonrpc":"2.0","id":1,"method":"ping"}"#));
+    }
 }
