@@ -85,7 +85,9 @@ pub(crate) async fn tools(config: Config, wait: Option<u64>) -> anyhow::Result<(
     let rows: Vec<[String; 3]> = catalog
         .tools()
         .iter()
-        .map(|t| [t.name.clone(), gateway.upstreams()[t.upstream].id().to_owned(), annotations(t.def.checked())])
+        .map(|t| {
+            [t.name.clone(), gateway.upstreams()[t.upstream.index()].id().to_owned(), annotations(t.def.checked())]
+        })
         .collect();
     print_table(&["NAME", "UPSTREAM", "ANNOTATIONS"], &rows);
     let not_ready = gateway.upstreams().iter().filter(|u| !matches!(*u.state(), State::Ready(_))).count();

@@ -23,13 +23,13 @@ use std::collections::hash_map::Entry as MapEntry;
 use std::hash::{Hash, Hasher};
 use std::sync::Arc;
 
-use serde_json::value::RawValue;
-use sha2::{Digest, Sha256};
-
+use super::ix::UpstreamIx;
 use crate::config::ToolMatcher;
 use crate::protocol::{Checked, CheckedBox, Members};
 use crate::security::Ident;
 use crate::upstream::{ListKind, Lists, ToolHints};
+use serde_json::value::RawValue;
+use sha2::{Digest, Sha256};
 
 /// Separator between the upstream id and the tool name.
 pub const SEPARATOR: &str = "__";
@@ -38,7 +38,7 @@ pub const SEPARATOR: &str = "__";
 #[derive(Debug)]
 pub struct Source<'a> {
     /// Index of the upstream in the gateway's list.
-    pub upstream: usize,
+    pub upstream: UpstreamIx,
     /// Its id.
     pub id: &'a str,
     /// Whether its names and URIs are namespaced.
@@ -66,7 +66,7 @@ pub struct Tool {
     /// is a spelling of its identity too.
     pub bare: bool,
     /// Index of the owning upstream.
-    pub upstream: usize,
+    pub upstream: UpstreamIx,
     /// The name the upstream knows it by (shared: it is also a metric
     /// label).
     pub original: Arc<str>,
@@ -93,7 +93,7 @@ pub struct Item {
     /// A prompt of an unprefixed upstream (its bare name counts too).
     pub bare: bool,
     /// Index of the owning upstream.
-    pub upstream: usize,
+    pub upstream: UpstreamIx,
     /// What the upstream calls it.
     pub original: Arc<str>,
     /// The definition as exposed.
@@ -332,7 +332,7 @@ impl Catalog {
     }
 
     /// The unprefixed upstream whose listed template `uri` matches.
-    pub fn template_owner(&self, uri: &str, unprefixed: impl Fn(usize) -> bool) -> Option<usize> {
+    pub fn template_owner(&self, uri: &str, unprefixed: impl Fn(UpstreamIx) -> bool) -> Option<UpstreamIx> {
         self.templates
             .items
             .iter()
@@ -440,7 +440,7 @@ impl Catalog {
     }
 
     /// Whether upstream `i` has anything `visible` accepts in this catalog.
-    pub fn shows_upstream(&self, i: usize, visible: &dyn Fn(ListKind, Ident<'_>) -> bool) -> bool {
+    pub fn shows_upstream(&self, i: UpstreamIx, visible: &dyn Fn(ListKind, Ident<'_>) -> bool) -> bool {
         self.tools.items.iter().any(|t| t.upstream == i && visible(ListKind::Tools, t.ident()))
             || [ListKind::Prompts, ListKind::Resources, ListKind::Templates]
                 .into_iter()

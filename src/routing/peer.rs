@@ -16,6 +16,7 @@ use serde_json::value::RawValue;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
+use super::ix::UpstreamIx;
 use crate::protocol::{Checked, CheckedBox, Members, Message, encode};
 use crate::security::access::Grants;
 use crate::security::auth::Principal;
@@ -43,7 +44,7 @@ pub struct Peer {
     /// Index in [`LEVELS`] of the session's `logging/setLevel`, or unset.
     level: AtomicU8,
     /// Resource subscriptions: (upstream index, original URI).
-    subscriptions: Mutex<HashSet<(usize, Arc<str>)>>,
+    subscriptions: Mutex<HashSet<super::subscriptions::Key>>,
     /// Requests in flight by raw JSON-RPC id, for `notifications/cancelled`.
     in_flight: Mutex<HashMap<Box<str>, CancellationToken>>,
     /// The client's `initialize` capabilities (what may be relayed to it).
@@ -54,7 +55,7 @@ pub struct Peer {
     metrics: Arc<Metrics>,
     /// The session's own connections (`isolation = "per-session"`), by
     /// upstream index; shut down when the session ends.
-    instances: Mutex<HashMap<usize, Arc<crate::upstream::Upstream>>>,
+    instances: Mutex<HashMap<UpstreamIx, Arc<crate::upstream::Upstream>>>,
     /// The session was unregistered: no new connection of its own starts.
     pub(crate) gone: std::sync::atomic::AtomicBool,
     /// Who the client is (fixed for the session's life).
@@ -157,7 +158,9 @@ impl Peer {
         self.hears.locked()
     }
 
-    pub(crate) fn lock_instances(&self) -> std::sync::MutexGuard<'_, HashMap<usize, Arc<crate::upstream::Upstream>>> {
+    pub(crate) fn lock_instances(
+        &self,
+    ) -> std::sync::MutexGuard<'_, HashMap<UpstreamIx, Arc<crate::upstream::Upstream>>> {
         self.instances.locked()
     }
 
@@ -322,7 +325,7 @@ impl Peer {
         }
     }
 
-    pub(crate) fn lock_subscriptions(&self) -> std::sync::MutexGuard<'_, HashSet<(usize, Arc<str>)>> {
+    pub(crate) fn lock_subscriptions(&self) -> std::sync::MutexGuard<'_, HashSet<super::subscriptions::Key>> {
         self.subscriptions.locked()
     }
 

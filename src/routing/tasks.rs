@@ -17,6 +17,7 @@
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex};
 
+use super::ix::UpstreamIx;
 use crate::config::ResultCap;
 use crate::protocol::{Checked, CheckedBox, Members, RawValue};
 use crate::sync::Locked;
@@ -33,7 +34,7 @@ pub(crate) const CURSOR_TAG: u8 = b'k';
 /// One task as the gateway knows it.
 #[derive(Debug, Clone)]
 struct Entry {
-    upstream: usize,
+    upstream: UpstreamIx,
     original: Arc<str>,
     /// The result cap of the tool that made it (`tasks/result` is capped
     /// like the call would have been).
@@ -59,14 +60,14 @@ struct Inner {
 }
 
 /// A task of a session: its exposed id, upstream and upstream id.
-pub(crate) type Owned = (Arc<str>, usize, Arc<str>);
+pub(crate) type Owned = (Arc<str>, UpstreamIx, Arc<str>);
 
 impl Tasks {
     /// Records that session `peer` created a task; returns its exposed id.
     pub(crate) fn insert(
         &self,
         peer: u64,
-        upstream: usize,
+        upstream: UpstreamIx,
         upstream_id: &str,
         original: &str,
         cap: Option<ResultCap>,
@@ -96,7 +97,7 @@ impl Tasks {
     }
 
     /// The upstream and upstream id of `exposed`, if `peer` owns it.
-    pub(crate) fn get(&self, peer: u64, exposed: &str) -> Option<(usize, Arc<str>, Option<ResultCap>)> {
+    pub(crate) fn get(&self, peer: u64, exposed: &str) -> Option<(UpstreamIx, Arc<str>, Option<ResultCap>)> {
         let inner = self.lock();
         inner.owned.get(&(peer, Arc::from(exposed))).map(|e| (e.upstream, e.original.clone(), e.cap))
     }
@@ -228,11 +229,11 @@ mod tests {
     #[test]
     fn tasks_belong_to_the_session_that_made_them() {
         let t = Tasks::default();
-        let a = t.insert(1, 0, "ev", "abc", None);
+        let a = t.insert(1, UpstreamIx::new(0), "ev", "abc", None);
         assert_eq!(&*a, "ev__abc");
-        let b = t.insert(2, 1, "other", "abc", None);
+        let b = t.insert(2, UpstreamIx::new(1), "other", "abc", None);
         assert_eq!(&*b, "other__abc", "the same upstream id on two upstreams stays two tasks");
-        assert_eq!(t.get(1, "ev__abc").map(|(i, o, _)| (i, o)), Some((0, Arc::from("abc"))));
+        assert_eq!(t.get(1, "ev__abc").map(|(i, o, _)| (i.index(), o)), Some((0, Arc::from("abc"))));
         assert_eq!(t.get(2, "ev__abc"), None, "another session's task is unknown to it");
         assert_eq!(t.get(1, "other__abc"), None);
         assert_eq!(t.owner("other__abc"), Some(2));
@@ -246,10 +247,10 @@ mod tests {
     fn pages_walk_one_sessions_tasks_in_id_order() {
         let t = Tasks::default();
         for id in ["c", "a", "b", "d"] {
-            t.insert(7, 0, "u", id, None);
+            t.insert(7, UpstreamIx::new(0), "u", id, None);
         }
-        t.insert(6, 0, "u", "x", None);
-        t.insert(8, 0, "u", "y", None);
+        t.insert(6, UpstreamIx::new(0), "u", "x", None);
+        t.insert(8, UpstreamIx::new(0), "u", "y", None);
         let (first, more) = t.page(7, None, 3);
         let ids: Vec<&str> = first.iter().map(|(id, _, _)| &**id).collect();
         assert_eq!(ids, ["u__a", "u__b", "u__c"]);
@@ -265,7 +266,7 @@ mod tests {
     fn a_session_keeps_at_most_max_tasks() {
         let t = Tasks::default();
         for n in 0..=MAX_TASKS {
-            t.insert(1, 0, "u", &format!("{n:05}"), None);
+            t.insert(1, UpstreamIx::new(0), "u", &format!("{n:05}"), None);
         }
         assert_eq!(t.page(1, None, 0).0.len(), MAX_TASKS);
         assert_eq!(t.get(1, "u__00000"), None, "the oldest went");

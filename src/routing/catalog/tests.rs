@@ -22,7 +22,7 @@ fn tools(names: &[&str]) -> Lists {
 }
 
 fn src<'a>(upstream: usize, id: &'a str, prefix: bool, all: &'a ToolMatcher, lists: &'a Lists) -> Source<'a> {
-    Source { upstream, id, prefix, filter: all, lists, hidden: false, hidden_tools: &[] }
+    Source { upstream: UpstreamIx::new(upstream), id, prefix, filter: all, lists, hidden: false, hidden_tools: &[] }
 }
 
 #[test]
@@ -48,8 +48,8 @@ fn unprefixed_collisions_are_refused_not_shadowed() {
         128,
         &["d"],
     );
-    assert_eq!(cat.get("echo").unwrap().upstream, 0);
-    assert_eq!(cat.get("d__echo").unwrap().upstream, 2);
+    assert_eq!(cat.get("echo").unwrap().upstream.index(), 0);
+    assert_eq!(cat.get("d__echo").unwrap().upstream.index(), 2);
     assert_eq!(cat.collisions, vec![Collision { name: "echo".into(), refused: "c".into(), owner: "b".into() }]);
     assert_eq!(cat.tools().len(), 4);
 }
@@ -200,14 +200,14 @@ fn prompts_resources_and_templates_merge() {
         ..Lists::default()
     };
     let c = Catalog::build(&[src(0, "a", true, &all, &a), src(1, "b", false, &all, &b)], 128, &[]);
-    assert_eq!(c.prompt("a__greet").unwrap().upstream, 0);
-    assert_eq!(c.prompt("greet").unwrap().upstream, 1);
+    assert_eq!(c.prompt("a__greet").unwrap().upstream.index(), 0);
+    assert_eq!(c.prompt("greet").unwrap().upstream.index(), 1);
     let r = c.resource("file+a:///r.txt").unwrap();
-    assert_eq!((r.upstream, &*r.original), (0, "file:///r.txt"));
+    assert_eq!((r.upstream.index(), &*r.original), (0, "file:///r.txt"));
     assert_eq!(r.def.text(), r#"{"uri":"file+a:///r.txt","name":"r","x":1}"#);
     // The bare URI is b's own (listed unprefixed), not a fallback to a.
-    assert_eq!(c.resource("file:///r.txt").unwrap().upstream, 1);
-    assert_eq!(c.template("db+a://main/{t}").unwrap().upstream, 0);
+    assert_eq!(c.resource("file:///r.txt").unwrap().upstream.index(), 1);
+    assert_eq!(c.template("db+a://main/{t}").unwrap().upstream.index(), 0);
     assert_eq!(c.items(ListKind::Templates).len(), 1, "a template without a literal scheme is skipped");
     assert_eq!(c.items(ListKind::Resources).len(), 2);
 }

@@ -1,0 +1,359 @@
+//! The components every method family reaches, owned in one place, and the
+//! steps they share: refusing by policy, answering "unknown", finding a
+//! resource's owner, forwarding upstream and relaying the reply.
+//!
+//! Method families (`methods/`) take a [`Core`] and one [`Rq`]; they never
+//! call each other, and nothing here calls them.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde_json::value::RawValue;
+
+use super::caller::Caller;
+use super::catalog;
+use super::gate::Gate;
+use super::ix::UpstreamIx;
+use super::levels::Levels;
+use super::outcome::Outcome;
+use super::peer::CallRelay;
+use super::published::Published;
+use super::sessions::Sessions;
+use super::subscriptions::Subscriptions;
+use super::tasks::Tasks;
+use super::upstreams::Upstreams;
+use crate::config::{Config, ResultCap};
+use crate::error::{CallError, ErrorClass};
+use crate::protocol::{self, Checked, CheckedBox, Members, Message, encode};
+use crate::security::access::Kind;
+use crate::security::{DenyReason, Ident};
+use crate::telemetry::metrics::{DenialLabels, Name, OutcomeLabels};
+use crate::telemetry::{Span, Telemetry};
+use crate::upstream::{Changes, Relay, Request, Upstream};
+
+/// The gateway's own tool listing the secrets file's names (never values).
+pub const LIST_SECRET_NAMES: &str = "gateway__list_secret_names";
+
+/// The gateway's own tool as `tools/list` shows it.
+pub(crate) const LIST_SECRET_NAMES_DEF: &str = r#"{"name":"gateway__list_secret_names","description":"Lists the names of the secrets the gateway holds for its upstreams (never their values), so you can tell which credentials are configured.","inputSchema":{"type":"object","properties":{}},"annotations":{"readOnlyHint":true,"openWorldHint":false}}"#;
+
+/// The components of the gateway, each owning its state.
+#[derive(Debug)]
+pub(crate) struct Core {
+    /// The config the gateway runs with.
+    pub(crate) config: Config,
+    /// The configured upstreams and their per-session and per-principal
+    /// connections.
+    pub(crate) upstreams: Upstreams,
+    /// The catalog clients see now.
+    pub(crate) published: Published,
+    /// Every policy a routed call meets.
+    pub(crate) gate: Gate,
+    /// Client sessions.
+    pub(crate) sessions: Sessions,
+    /// Resource subscriptions.
+    pub(crate) subscriptions: Subscriptions,
+    /// The log level upstreams were told.
+    pub(crate) levels: Levels,
+    /// Which session owns which upstream task.
+    pub(crate) tasks: Tasks,
+    /// Metrics, traces and the audit log.
+    pub(crate) telemetry: Telemetry,
+    /// Upstream state and list changes (what the catalog task waits on).
+    pub(crate) changes: Arc<Changes>,
+    /// The empty label value (requests the gateway answers itself).
+    pub(crate) no_label: Name,
+}
+
+/// One request as a method family sees it.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Rq<'a> {
+    /// Its JSON-RPC id (a request always has one: [`protocol::Request`]).
+    pub(crate) id: &'a RawValue,
+    /// Its params, scanned.
+    pub(crate) params: Option<Checked<'a>>,
+    /// Who sent it.
+    pub(crate) caller: &'a Caller<'a>,
+    /// The request's span.
+    pub(crate) span: &'a Span,
+}
+
+// === impl Core ===
+
+impl Core {
+    /// Whether `gateway__list_secret_names` is on and the caller may use it.
+    pub(crate) fn builtin_listed(&self, caller: &Caller<'_>) -> bool {
+        self.config.gateway.list_secret_names && self.gate.allows(caller, Kind::Tool, Ident::plain(LIST_SECRET_NAMES))
+    }
+
+    /// Checks `[[access]]` for a prompt or resource: a denied one is
+    /// answered like an unknown one (`unknown`), and counted.
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) fn permit(
+        &self,
+        caller: &Caller<'_>,
+        kind: Kind,
+        name: &str,
+        ident: Ident<'_>,
+        upstream: UpstreamIx,
+        out: &mut Outcome,
+        unknown: impl FnOnce() -> CallError,
+    ) -> Result<(), CallError> {
+        if self.gate.allows(caller, kind, ident) {
+            return Ok(());
+        }
+        out.name = Some(name.to_owned());
+        Err(self.hide(caller, upstream, None, DenyReason::Access, out, unknown()))
+    }
+
+    /// A refusal by policy the client is told of: `err` (what the client
+    /// sees) classed `policy`, counted in
+    /// `mcp_gateway_policy_denials_total`, logged and noted for the audit
+    /// record.
+    pub(crate) fn deny(
+        &self,
+        caller: &Caller<'_>,
+        upstream: UpstreamIx,
+        tool: Option<&Arc<str>>,
+        reason: DenyReason,
+        out: &mut Outcome,
+        err: CallError,
+    ) -> CallError {
+        let err = self.hide(caller, upstream, tool, reason, out, err);
+        CallError { class: ErrorClass::Policy, ..err }
+    }
+
+    /// A refusal by policy of something the caller may not know exists
+    /// (docs/design.md D12): the client gets `err`, the very answer an
+    /// unknown name gets (class `protocol`, nothing that tells them apart);
+    /// the metrics, the log and the audit record say `policy`.
+    pub(crate) fn hide(
+        &self,
+        caller: &Caller<'_>,
+        upstream: UpstreamIx,
+        tool: Option<&Arc<str>>,
+        reason: DenyReason,
+        out: &mut Outcome,
+        err: CallError,
+    ) -> CallError {
+        let labels = DenialLabels {
+            upstream: self.upstreams[upstream].label(),
+            tool: tool.cloned().unwrap_or_else(|| self.no_label.clone()),
+            reason: reason.as_str(),
+        };
+        self.telemetry.metrics.policy_denials.get_or_create(&labels).inc();
+        let principal = caller.peer.map_or("anonymous", |p| &*p.principal.identity);
+        let name = protocol::echo(out.name.as_deref().unwrap_or(""));
+        tracing::info!(principal, reason = reason.as_str(), name = %name, "Refused by policy.");
+        out.upstream = Some(labels.upstream);
+        out.tool = tool.cloned();
+        out.class = Some(ErrorClass::Policy);
+        out.policy.push(format!("{}:denied", reason.as_str()));
+        err
+    }
+
+    /// The error of a resource nobody serves.
+    pub(crate) fn unknown_resource(&self, uri: &str) -> CallError {
+        CallError::protocol(protocol::RESOURCE_NOT_FOUND, format!("Resource not found: {}", protocol::echo(uri)))
+    }
+
+    /// The answer to a tool or prompt that does not exist, or that the
+    /// caller may not see (the same answer). It names what is down only to
+    /// a caller who may know: every upstream's state to one whom nothing is
+    /// hidden, the state of the name's own upstream to one who may use that
+    /// name; to anyone else the bare "Unknown …", so a hidden upstream is
+    /// not revealed by its outages.
+    pub(crate) fn unknown(&self, kind: Kind, name: &str, caller: &Caller<'_>) -> CallError {
+        let grants = self.gate.grants(caller);
+        let may_know = grants.allows(kind, Ident::plain(name));
+        if may_know
+            && let Some((ns, _)) = name.split_once(catalog::SEPARATOR)
+            && let Some(i) = self.upstreams.find(ns)
+            && let Err(e) = self.upstreams.ready(i)
+        {
+            return e;
+        }
+        let down = match grants.is_open() {
+            true => self.upstreams.not_serving(),
+            false => Vec::new(),
+        };
+        let what = if kind == Kind::Prompt { "prompt" } else { "tool" };
+        let name = protocol::echo(name);
+        let msg = if down.is_empty() {
+            format!("Unknown {what}: {name}")
+        } else {
+            format!("Unknown {what}: {name} (not serving right now: {})", down.join(", "))
+        };
+        CallError::protocol(protocol::INVALID_PARAMS, msg)
+    }
+
+    /// Routes a resource URI: a namespaced one to its upstream; a bare one
+    /// to the upstream that lists it, or whose template matches it, or to
+    /// the only unprefixed upstream serving resources. Never guesses among
+    /// several.
+    pub(crate) fn resource_owner(&self, uri: &str) -> Result<(UpstreamIx, String), CallError> {
+        let ups = &self.upstreams;
+        if let Some((ns, original)) = catalog::split_uri(uri)
+            && let Some(i) = ups.find(ns)
+            && ups[i].spec().prefix
+        {
+            // Not checked for readiness here: access first, so a hidden
+            // upstream's outage tells nothing (the call says it, if allowed).
+            return Ok((i, original));
+        }
+        let catalog = self.published.load();
+        if let Some(r) = catalog.resource(uri) {
+            return Ok((r.upstream, r.original.to_string()));
+        }
+        let unprefixed = |i: UpstreamIx| !ups[i].spec().prefix;
+        if let Some(i) = catalog.template(uri).map(|t| t.upstream).or_else(|| catalog.template_owner(uri, unprefixed)) {
+            return Ok((i, uri.to_owned()));
+        }
+        let serving: Vec<UpstreamIx> = ups
+            .iter()
+            .filter(|&(i, u)| {
+                unprefixed(i)
+                    && matches!(&*u.state(), crate::upstream::State::Ready(r) if r.has_capability("resources"))
+            })
+            .map(|(i, _)| i)
+            .collect();
+        if let [only] = serving[..] {
+            return Ok((only, uri.to_owned()));
+        }
+        Err(self.unknown_resource(uri))
+    }
+
+    /// Forwards a routed request and relays its reply as it came.
+    pub(crate) async fn forward(
+        &self,
+        rq: &Rq<'_>,
+        method: &'static str,
+        upstream: UpstreamIx,
+        params: Members<'_>,
+        out: &mut Outcome,
+    ) -> Result<String, CallError> {
+        let reply = self.forward_raw(rq, method, upstream, params, out, None).await?;
+        Ok(self.reply_with(rq.id, upstream, &reply, |_, _| None))
+    }
+
+    /// Forwards a routed request; returns the upstream's reply message.
+    pub(crate) async fn forward_raw(
+        &self,
+        rq: &Rq<'_>,
+        method: &'static str,
+        i: UpstreamIx,
+        mut obj: Members<'_>,
+        out: &mut Outcome,
+        timeout: Option<Duration>,
+    ) -> Result<Message, CallError> {
+        let upstream = &*self.upstreams.instance(i, rq.caller.peer).await;
+        out.upstream = Some(upstream.label());
+        let (progress, relay) = related(&mut obj, rq.caller, upstream);
+        let params = obj.to_checked();
+        let req = Request {
+            method,
+            params: Some(params.checked()),
+            tool: None,
+            hints: crate::upstream::ToolHints::default(),
+            progress: progress.as_deref(),
+            relay: relay.as_ref(),
+            span: rq.span,
+            timeout,
+        };
+        let called = upstream.call(req).await;
+        out.class = called.class;
+        out.attempts = called.attempts;
+        called.result
+    }
+
+    /// The reply to the client: the upstream's result (after `expose`,
+    /// which may rewrite it) or its error, relayed.
+    pub(crate) fn reply_with(
+        &self,
+        id: &RawValue,
+        i: UpstreamIx,
+        reply: &Message,
+        expose: impl Fn(UpstreamIx, &Message) -> Option<Box<RawValue>>,
+    ) -> String {
+        match (reply.result_raw(), reply.error()) {
+            (Some(r), _) => match expose(i, reply) {
+                Some(r) => encode::result(id, &r),
+                None => encode::result(id, r),
+            },
+            (None, Some(e)) => crate::error::relay_error(id, e, self.upstreams[i].id()),
+            (None, None) => unreachable!("a response has a result or an error"),
+        }
+    }
+
+    /// A tool's result over its `[limits.results]` cap: truncated (counted,
+    /// logged, audited) or refused. `None`: it fits, or there is no cap.
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) fn capped(
+        &self,
+        id: &RawValue,
+        cap: Option<ResultCap>,
+        reply: &Message,
+        i: UpstreamIx,
+        tool: Option<&Arc<str>>,
+        caller: &Caller<'_>,
+        out: &mut Outcome,
+    ) -> Option<Result<String, CallError>> {
+        use crate::security::limits::{Capped, cap_result};
+        let (cap, result) = (cap?, reply.result_raw()?);
+        let labels = |outcome| OutcomeLabels { upstream: self.upstreams[i].label(), outcome };
+        let name = out.name.clone().unwrap_or_default();
+        match cap_result(result, cap, &name, &self.config.json_limits()) {
+            Capped::Fits => None,
+            Capped::Truncated(cut) => {
+                self.telemetry.metrics.results_capped.get_or_create(&labels("truncated")).inc();
+                tracing::info!(tool = %protocol::echo(&name), bytes = result.get().len(), "Truncated a result over its cap.");
+                out.policy.push("result_size:truncated".to_owned());
+                Some(Ok(encode::result(id, &cut)))
+            }
+            Capped::Refused(message) => {
+                self.telemetry.metrics.results_capped.get_or_create(&labels("refused")).inc();
+                let err = CallError::new(ErrorClass::Policy, None, message);
+                Some(Err(self.deny(caller, i, tool, DenyReason::ResultSize, out, err)))
+            }
+        }
+    }
+}
+
+/// Gives the call a gateway-unique progress token (so progress from a
+/// shared connection is never confused between clients) and, when the
+/// client can hear them, a relay that takes progress (with the client's
+/// own token) and related notifications back to the client.
+pub(crate) fn related(
+    params: &mut Members<'_>,
+    caller: &Caller<'_>,
+    upstream: &Upstream,
+) -> (Option<String>, Option<Arc<dyn Relay>>) {
+    let client_token = rewrite_progress_token(params);
+    let Some(peer) = caller.peer else { return (client_token.map(|(ours, _)| ours), None) };
+    // Only an HTTP upstream's response stream carries other messages
+    // about one call.
+    let network = matches!(upstream.spec().transport.network(), "tcp");
+    if client_token.is_none() && !network {
+        return (None, None);
+    }
+    let (ours, theirs) = client_token.unzip();
+    let relay: Arc<dyn Relay> =
+        Arc::new(CallRelay::new(peer.clone(), caller.stream.cloned(), theirs, upstream.label()));
+    (ours, Some(relay))
+}
+
+/// Replaces a client's `_meta.progressToken` with one unique in the
+/// gateway, so progress from a shared upstream connection is never
+/// confused between clients. Returns ours and theirs (raw JSON).
+fn rewrite_progress_token(params: &mut Members<'_>) -> Option<(String, CheckedBox)> {
+    static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
+    let token = format!("mcpgw-{}", NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed));
+    let (meta, theirs) = {
+        let mut meta = params.get("_meta")?.object()?;
+        let theirs = meta.get("progressToken")?.to_box();
+        meta.set_str("progressToken", &token);
+        (meta.to_checked(), theirs)
+    };
+    params.set("_meta", meta);
+    Some((serde_json::to_string(&token).expect("a string always serializes"), theirs))
+}

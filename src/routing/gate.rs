@@ -1,0 +1,409 @@
+//! The security gate (docs/design.md D9, D12): every policy a routed call
+//! meets — `[[access]]` grants, pinned definitions, argument checks, rate
+//! limits, sequence rules and their histories — behind one [`Gate::check_tool`]
+//! that returns a typed decision.
+//!
+//! The order of the checks is part of the contract (tests pin it): what is
+//! hidden answers like what does not exist and costs the same; no refused
+//! call spends a rate-limit token or enters a rule history.
+//!
+//! Architecture Invariant: the gate decides and counts; it does not answer
+//! the client or write the request's outcome. Routing turns a [`Refusal`]
+//! into the reply and the audit record.
+
+use std::collections::HashMap;
+use std::path::Path;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use arc_swap::ArcSwapOption;
+use serde_json::value::RawValue;
+
+use super::caller::Caller;
+use super::catalog::Catalog;
+use super::peer::Peer;
+use super::upstreams::Upstreams;
+use crate::config::{Config, QuarantineMode, ResultCap};
+use crate::error::{CallError, ErrorClass};
+use crate::protocol::{self, Checked, CheckedBox};
+use crate::security::access::{Access, Grants, Kind};
+use crate::security::auth::{Principal, Via};
+use crate::security::limits::Limits;
+use crate::security::pins::Pins;
+use crate::security::rules::{Action, Call as RuleCall, History, RuleSet, Tags};
+use crate::security::{DenyReason, Ident};
+use crate::sync::Locked;
+use crate::telemetry::Telemetry;
+use crate::telemetry::audit::{self, Record};
+use crate::telemetry::metrics::RuleLabels;
+
+/// Most principals whose call history is kept for principal-scoped rules.
+const MAX_PRINCIPAL_HISTORIES: usize = 10_000;
+
+/// How long a `confirm` rule waits for the user.
+const CONFIRM_WAIT: Duration = Duration::from_secs(120);
+
+/// The rules in force and every tool's tags under them.
+#[derive(Debug)]
+struct RulesState {
+    set: Arc<RuleSet>,
+    tags: HashMap<String, Tags>,
+}
+
+/// The tool a call is for, as the catalog knows it.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct ToolRef<'a> {
+    /// What policy knows it by.
+    pub(crate) ident: Ident<'a>,
+    /// Its definition changed since it was pinned.
+    pub(crate) quarantined: bool,
+}
+
+/// A call the gate lets through, with what the audit record says of it.
+#[derive(Debug, Default)]
+pub(crate) struct Admitted {
+    /// Rule hits and confirmations (`rule:<id>:<action>`).
+    pub(crate) policy: Vec<String>,
+    /// The tool's tags under the rules (when audited).
+    pub(crate) tags: Vec<String>,
+}
+
+/// A call the gate refuses.
+#[derive(Debug)]
+pub(crate) struct Refusal {
+    /// Which check refused it.
+    pub(crate) reason: DenyReason,
+    /// What the client is told.
+    pub(crate) answer: Answer,
+    /// Rule hits before the refusal (`rule:<id>:<action>`).
+    pub(crate) policy: Vec<String>,
+    /// The tool's tags under the rules (when audited).
+    pub(crate) tags: Vec<String>,
+}
+
+/// What a refused client is told.
+#[derive(Debug)]
+pub(crate) enum Answer {
+    /// Exactly what an unknown name gets (docs/design.md D12): the caller
+    /// may not learn that it exists.
+    AsUnknown,
+    /// This error, classed `policy`.
+    Told(CallError),
+}
+
+/// The security gate.
+#[derive(Debug)]
+pub(crate) struct Gate {
+    /// `[[access]]`, compiled.
+    access: Access,
+    /// The grants of a request without a session.
+    sessionless: Arc<Grants>,
+    /// The pin store (`[pinning]`).
+    pins: Option<Pins>,
+    quarantine: QuarantineMode,
+    /// Rate limits and result caps (`[limits]`).
+    limits: Limits,
+    /// Sequence rules and each tool's tags under them (`[rules]`).
+    rules: ArcSwapOption<RulesState>,
+    /// Call histories of principals (principal-scoped rules), bounded.
+    principal_histories: Mutex<HashMap<Arc<str>, History>>,
+    /// Rule times are counted from here.
+    started: tokio::time::Instant,
+    telemetry: Telemetry,
+}
+
+// === impl Gate ===
+
+impl Gate {
+    /// The gate of `config`'s `[[access]]`, `[pinning]`, `[limits]` and
+    /// `[rules]`. A rules file that does not load is loud, and no rules
+    /// are in force until a good one replaces it.
+    pub(crate) fn new(config: &Config, telemetry: Telemetry, started: tokio::time::Instant) -> Self {
+        let access = Access::new(&config.access);
+        let sessionless = access.grants(&Principal::anonymous());
+        let rules = config.rules.file.as_deref().and_then(|path| match RuleSet::load(path) {
+            Ok(set) => Some(Arc::new(RulesState { set: Arc::new(set), tags: HashMap::new() })),
+            Err(e) => {
+                // Fail closed would block every call; rules are tuned live,
+                // so a bad file is loud, and fixed by a reload.
+                tracing::error!(error = %e, "Sequence rules not loaded.");
+                None
+            }
+        });
+        Self {
+            sessionless,
+            access,
+            pins: config.pinning.file.as_deref().map(Pins::open),
+            quarantine: config.pinning.on_change,
+            limits: Limits::new(&config.limits),
+            rules: ArcSwapOption::new(rules),
+            principal_histories: Mutex::default(),
+            started,
+            telemetry,
+        }
+    }
+
+    /// The grants of `principal`.
+    pub(crate) fn grants_of(&self, principal: &Principal) -> Arc<Grants> {
+        self.access.grants(principal)
+    }
+
+    /// The grants of the caller's principal.
+    pub(crate) fn grants(&self, caller: &Caller<'_>) -> Arc<Grants> {
+        caller.peer.map_or_else(|| self.sessionless.clone(), |p| p.grants.clone())
+    }
+
+    /// Whether the caller may see and use `ident` (a prompt, a resource,
+    /// the gateway's own tool).
+    pub(crate) fn allows(&self, caller: &Caller<'_>, kind: Kind, ident: Ident<'_>) -> bool {
+        self.grants(caller).allows(kind, ident)
+    }
+
+    /// The `[limits.results]` cap of a tool's results.
+    pub(crate) fn result_cap(&self, tool: Ident<'_>) -> Option<ResultCap> {
+        self.limits.result_cap(tool)
+    }
+
+    /// Decides a `tools/call` of `tool` (found in the catalog under `name`,
+    /// upstream `upstream_id`) with `arguments`; `local` is the working
+    /// directory of a stdio upstream (path arguments resolve against it).
+    /// In order: access, quarantine, arguments, rate limit, rules; a call
+    /// the rules refuse gives its rate-limit token back, and only a call
+    /// that goes ahead enters the rule histories.
+    pub(crate) async fn check_tool(
+        &self,
+        caller: &Caller<'_>,
+        name: &str,
+        tool: ToolRef<'_>,
+        upstream_id: &str,
+        arguments: Option<Checked<'_>>,
+        local: Option<&Path>,
+    ) -> Result<Admitted, Refusal> {
+        let grants = self.grants(caller);
+        let ident = tool.ident;
+        let refuse = |reason, answer| Refusal { reason, answer, policy: Vec::new(), tags: Vec::new() };
+        if !grants.allows(Kind::Tool, ident) {
+            return Err(refuse(DenyReason::Access, Answer::AsUnknown));
+        }
+        if tool.quarantined {
+            return Err(match self.quarantine {
+                QuarantineMode::Hide => refuse(DenyReason::Quarantined, Answer::AsUnknown),
+                QuarantineMode::Refuse => {
+                    let msg = format!(
+                        "{name} is held: its definition changed since it was approved \
+                         (an operator must run `mcp-gateway tools approve {}`)",
+                        ident.key
+                    );
+                    refuse(DenyReason::Quarantined, Answer::Told(CallError::protocol(protocol::INVALID_PARAMS, msg)))
+                }
+            });
+        }
+        if let Err(e) = grants.check_arguments(ident, arguments, local) {
+            let err = CallError::new(ErrorClass::Policy, None, e.to_string());
+            let err = CallError { code: protocol::INVALID_PARAMS, ..err };
+            return Err(refuse(DenyReason::Argument, Answer::Told(err)));
+        }
+        let who = self.limits.rates().then(|| caller.principal_id());
+        if let Some(who) = &who
+            && let Err(limited) = self.limits.check(who, ident, tokio::time::Instant::now())
+        {
+            let err = CallError::new(ErrorClass::Policy, None, limited.to_string());
+            let err = CallError { retry_after: Some(limited.retry_after), ..err };
+            return Err(refuse(DenyReason::RateLimit, Answer::Told(err)));
+        }
+        let ruled = self.apply_rules(ident, upstream_id, arguments.map(Checked::raw), caller).await;
+        if ruled.is_err()
+            && let Some(who) = &who
+        {
+            // A call the rules refuse costs no token either.
+            self.limits.give_back(who, ident);
+        }
+        ruled
+    }
+
+    /// Applies the sequence rules to a call about to be forwarded: counts
+    /// and logs every hit, refuses on `block` (and on `confirm`, which asks
+    /// the user when the client can be asked), and records a call that
+    /// goes ahead in the session's and the principal's histories.
+    async fn apply_rules(
+        &self,
+        tool: Ident<'_>,
+        upstream_id: &str,
+        arguments: Option<&RawValue>,
+        caller: &Caller<'_>,
+    ) -> Result<Admitted, Refusal> {
+        let mut admitted = Admitted::default();
+        let Some(state) = self.rules.load_full() else { return Ok(admitted) };
+        let set = &state.set;
+        let fallback;
+        let tags = match state.tags.get(tool.key) {
+            Some(t) => t,
+            None => {
+                fallback = set.tags_for(tool, upstream_id, None);
+                &fallback
+            }
+        };
+        let name = tool.key;
+        if self.telemetry.audit.is_some() {
+            admitted.tags = tags.names().map(str::to_owned).collect();
+        }
+        let at_ms = u64::try_from(self.started.elapsed().as_millis()).unwrap_or(u64::MAX);
+        let call = RuleCall { tool, tags, arguments, at_ms };
+        // Anonymous clients share one id; their principal-scoped rules look
+        // at the session instead of joining unrelated clients' calls.
+        let principal = caller.peer.filter(|p| p.principal.via != Via::Anonymous).map(|p| p.principal.identity.clone());
+        let eval = {
+            let empty = History::default();
+            let session = caller.peer.map(|p| p.lock_history());
+            let principals = self.principal_histories.locked();
+            let p = principal.as_ref().and_then(|id| principals.get(id));
+            set.evaluate(&call, session.as_deref().unwrap_or(&empty), p)
+        };
+        for hit in eval.hits() {
+            let rule = set.rule(hit.rule);
+            let labels = RuleLabels { rule: Arc::from(rule.id()), action: hit.action.as_str() };
+            self.telemetry.metrics.rule_hits.get_or_create(&labels).inc();
+            admitted.policy.push(format!("rule:{}:{}", rule.id(), hit.action.as_str()));
+            match hit.action {
+                Action::Shadow => tracing::debug!(rule = rule.id(), tool = name, "Sequence rule hit (shadow)."),
+                _ => tracing::warn!(rule = rule.id(), action = hit.action.as_str(), tool = name, "Sequence rule hit."),
+            }
+        }
+        if let Some(hit) = eval.strongest().filter(|h| h.action.stops_call()) {
+            let rule = set.rule(hit.rule);
+            let allowed = hit.action == Action::Confirm && confirm(caller, name, rule.message()).await;
+            if !allowed {
+                let msg = format!("Refused by rule `{}`: {}", rule.id(), rule.message());
+                let err = CallError::new(ErrorClass::Policy, None, msg);
+                let Admitted { policy, tags } = admitted;
+                return Err(Refusal { reason: DenyReason::Rule, answer: Answer::Told(err), policy, tags });
+            }
+            admitted.policy.push(format!("rule:{}:confirmed", rule.id()));
+        }
+        if let Some(p) = caller.peer {
+            set.record(&mut p.lock_history(), &eval);
+        }
+        if let Some(id) = principal {
+            let mut principals = self.principal_histories.locked();
+            if principals.len() >= MAX_PRINCIPAL_HISTORIES && !principals.contains_key(&id) {
+                // Bounded: forget one (its sequences in progress) to make room.
+                if let Some(k) = principals.keys().next().cloned() {
+                    principals.remove(&k);
+                }
+            }
+            set.record(principals.entry(id).or_insert_with(|| set.new_history()), &eval);
+        }
+        Ok(admitted)
+    }
+
+    /// Puts `set` in force (its tags are computed by the next
+    /// [`Gate::retag`]).
+    pub(crate) fn load_rules(&self, set: RuleSet) {
+        self.rules.store(Some(Arc::new(RulesState { set: Arc::new(set), tags: HashMap::new() })));
+    }
+
+    /// Computes every tool's tags under the current rules (once per
+    /// catalog or rules change, so a call pays no glob match). Tags always
+    /// go with the rule set of the moment: the catalog task and a rules
+    /// reload may both retag, and a compare-and-swap keeps the first from
+    /// putting back the rule set the second replaced.
+    pub(crate) fn retag(&self, catalog: &Catalog, upstreams: &Upstreams) {
+        self.rules.rcu(|current| {
+            let state = current.as_ref()?;
+            let tags = catalog
+                .tools()
+                .iter()
+                .map(|t| {
+                    let u = &upstreams[t.upstream];
+                    // Only a trusted upstream's annotations count: an
+                    // untrusted one could call a destructive tool read-only
+                    // to slip past a rule. Untrusted tools get the spec's
+                    // defaults.
+                    let annotations = t.def.checked().get("annotations").filter(|_| u.spec().trusted);
+                    (t.key.clone(), state.set.tags_for(t.ident(), u.id(), annotations.map(Checked::raw)))
+                })
+                .collect();
+            Some(Arc::new(RulesState { set: state.set.clone(), tags }))
+        });
+    }
+
+    /// Whether the pin store changed on disk (an operator approved a
+    /// tool); false without one.
+    pub(crate) fn pins_changed(&self) -> bool {
+        self.pins.as_ref().is_some_and(Pins::reload_if_changed)
+    }
+
+    /// Whether a pin store is configured.
+    pub(crate) fn has_pins(&self) -> bool {
+        self.pins.is_some()
+    }
+
+    /// Checks a new catalog against the pin store: first-seen tools are
+    /// pinned, changed ones quarantined (counted, logged, audited).
+    pub(crate) fn review_pins(&self, next: &mut Catalog, upstreams: &Upstreams) {
+        let Some(pins) = &self.pins else { return };
+        pins.reload_if_changed();
+        let tools = next.tools().iter().map(|t| (&*t.key, &*t.name, upstreams[t.upstream].id(), t.def.raw()));
+        let review = pins.review(tools);
+        next.quarantine(&review.quarantined, self.quarantine == QuarantineMode::Hide);
+        self.telemetry.metrics.tools_quarantined.set(review.quarantined.len() as i64);
+        if review.newly_pinned > 0 {
+            tracing::info!(tools = review.newly_pinned, "Pinned tool definitions seen for the first time.");
+        }
+        for (upstream, name) in review.newly_changed {
+            tracing::warn!(
+                upstream = %upstream,
+                tool = %name,
+                "A tool's definition changed since it was pinned: quarantined until `mcp-gateway tools approve`."
+            );
+            if let Some(log) = &self.telemetry.audit {
+                log.record(Record {
+                    time: audit::time_of(tokio::time::Instant::now()),
+                    session: None,
+                    principal: None,
+                    transport: protocol::Transport::Gateway.as_str(),
+                    method: "gateway/tool_changed".to_owned(),
+                    name: Some(name),
+                    upstream: Some(Arc::from(upstream.as_str())),
+                    tool: None,
+                    arguments_hmac: None,
+                    arguments: None,
+                    class: "policy",
+                    cause: None,
+                    is_error: false,
+                    latency_ms: 0.0,
+                    attempts: 0,
+                    trace_id: None,
+                    policy: vec!["pin:quarantined".to_owned()],
+                    tags: Vec::new(),
+                });
+            }
+        }
+    }
+}
+
+/// Asks the user to allow a call a `confirm` rule stopped, through
+/// elicitation; false when the client cannot be asked, declines, or does
+/// not answer in time.
+async fn confirm(caller: &Caller<'_>, tool: &str, message: &str) -> bool {
+    let Some(peer): Option<&Arc<Peer>> = caller.peer else { return false };
+    let params = serde_json::json!({
+        "message": format!("{message}\n\nAllow the call to {tool}?"),
+        "requestedSchema": {
+            "type": "object",
+            "properties": { "allow": { "type": "boolean", "title": "Allow this call" } },
+            "required": ["allow"],
+        },
+    });
+    let params = CheckedBox::from_value(&params);
+    if !peer.supports("elicitation/create", Some(params.checked())) {
+        return false;
+    }
+    let Some(answer) = peer.ask("elicitation/create", params.raw(), caller.stream) else { return false };
+    let Ok(Ok(reply)) = tokio::time::timeout(CONFIRM_WAIT, answer).await else { return false };
+    let result = reply.and_then(|r| r.checked().value());
+    result.is_some_and(|r| r["action"] == "accept" && r["content"]["allow"] == true)
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,173 @@
+//! The background tasks that keep the catalog current: rebuilt on every
+//! upstream change, reviewed against the pins, retagged under the rules;
+//! sessions told what changed as they see it; a new upstream connection
+//! told the subscriptions and log level of the last one.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio_util::sync::CancellationToken;
+
+use super::catalog::{self, Catalog};
+use super::core::Core;
+use super::ix::UpstreamIx;
+use super::methods::{lists::kind_of, logging, resources};
+use crate::protocol::encode;
+use crate::security::rules::RuleSet;
+use crate::telemetry::metrics::Outcome;
+use crate::upstream::{ListKind, State};
+
+/// How often the pin store is checked for approvals.
+const PINS_POLL: Duration = Duration::from_secs(2);
+
+/// Rebuilds the catalog whenever an upstream's state or lists change, and
+/// sends every session `list_changed` for each list it would see
+/// differently.
+pub(crate) async fn catalog_loop(core: Arc<Core>, shutdown: CancellationToken) {
+    // Each upstream's connection last seen ready: a new connection has to
+    // be told the subscriptions and log level again.
+    let mut connections: Vec<u64> = vec![0; core.upstreams.len()];
+    loop {
+        tokio::select! {
+            () = core.changes.changed() => {}
+            () = shutdown.cancelled() => return,
+        }
+        // Read the generation before the states: the catalog built below
+        // reflects at least every change up to it.
+        let generation = core.changes.generation();
+        let states: Vec<_> = core.upstreams.all().iter().map(|u| (u.state(), u.hidden_tools())).collect();
+        let sources: Vec<_> = core
+            .upstreams
+            .iter()
+            .zip(&states)
+            .filter_map(|((i, u), (s, hidden_tools))| match &**s {
+                State::Ready(r) => Some(catalog::Source {
+                    upstream: i,
+                    id: u.id(),
+                    prefix: u.spec().prefix,
+                    filter: &u.spec().tools,
+                    lists: &r.lists,
+                    hidden: u.tools_hidden(),
+                    hidden_tools,
+                }),
+                _ => None,
+            })
+            .collect();
+        let namespaces: Vec<&str> = core.upstreams.all().iter().map(|u| u.id()).collect();
+        let mut next = Catalog::build(&sources, core.config.gateway.max_tool_name_length, &namespaces);
+        core.gate.review_pins(&mut next, &core.upstreams);
+        let before = core.published.load_full();
+        let changed = next.changed_lists(&before);
+        let outcome = if changed.is_empty() { "unchanged" } else { "changed" };
+        core.telemetry.metrics.catalog_refreshes.get_or_create(&Outcome { outcome }).inc();
+        // Routing data (hints, hidden flags) may differ even when the lists
+        // clients see do not.
+        let next = Arc::new(next);
+        core.published.store(next.clone());
+        core.gate.retag(&next, &core.upstreams);
+        if !changed.is_empty() {
+            let kinds: Vec<&str> = changed.iter().map(|k| k.key()).collect();
+            tracing::info!(lists = %kinds.join(","), "Catalog changed.");
+            announce(&core, &before, &next, &changed);
+        }
+        core.published.built(generation);
+        for (i, (state, _)) in states.iter().enumerate() {
+            if let State::Ready(r) = &**state
+                && r.connection != connections[i]
+            {
+                // The first connection too: a log level or subscription may
+                // have come while the upstream was still starting.
+                tokio::spawn(restore(core.clone(), UpstreamIx::new(i)));
+                connections[i] = r.connection;
+            }
+        }
+    }
+}
+
+/// Sends each session `list_changed` for the lists that changed as it sees
+/// them: a session from which `[[access]]` hides an upstream is not told
+/// when that upstream's tools come, go or change (it would learn the
+/// upstream exists and when it restarts).
+fn announce(core: &Core, before: &Catalog, after: &Catalog, changed: &[ListKind]) {
+    for p in core.sessions.all() {
+        for &kind in changed {
+            let tells = p.grants.is_open() || {
+                let what = kind_of(kind);
+                let visible = |ident: crate::security::Ident<'_>| p.grants.allows(what, ident);
+                let seen = |c: &Catalog| {
+                    let mut h = c.visible_fingerprint(kind, &visible);
+                    if kind == ListKind::Resources {
+                        h ^= c.visible_fingerprint(ListKind::Templates, &visible).rotate_left(1);
+                    }
+                    h
+                };
+                seen(before) != seen(after)
+            };
+            if tells {
+                let method = kind.changed_notification();
+                p.send(&core.no_label, method, encode::notification(method, None));
+            }
+        }
+    }
+}
+
+/// Tells an upstream that just became ready what its previous connection
+/// knew: the subscriptions and the log level.
+async fn restore(core: Arc<Core>, i: UpstreamIx) {
+    core.subscriptions.forget_told(i).await;
+    for uri in core.subscriptions.uris_of(i) {
+        if let Err(e) = resources::sync(&core, &(i, uri)).await {
+            tracing::warn!(upstream = %core.upstreams[i].id(), error = %e.message, "Could not renew a resource subscription.");
+        }
+    }
+    if let Some(level) = core.levels.applied() {
+        logging::tell(&core, i, level).await;
+    }
+}
+
+/// Watches the pin store for approvals (`mcp-gateway tools approve`
+/// rewrites it) and rebuilds the catalog when it changes.
+pub(crate) async fn watch_pins(core: Arc<Core>, shutdown: CancellationToken) {
+    if !core.gate.has_pins() {
+        return;
+    }
+    let mut tick = tokio::time::interval(PINS_POLL);
+    loop {
+        tokio::select! {
+            _ = tick.tick() => {}
+            () = shutdown.cancelled() => return,
+        }
+        if core.gate.pins_changed() {
+            tracing::info!("The pin store changed; reviewing the catalog again.");
+            core.changes.bump();
+        }
+    }
+}
+
+/// Reloads the rules file when it changes; a bad new file is refused and
+/// the rules in force stay.
+pub(crate) async fn watch_rules(core: Arc<Core>, shutdown: CancellationToken) {
+    let Some(path) = core.config.rules.file.clone() else { return };
+    let modified = |p: &std::path::Path| std::fs::metadata(p).and_then(|m| m.modified()).ok();
+    let mut seen = modified(&path);
+    let mut tick = tokio::time::interval(core.config.rules.reload_interval);
+    loop {
+        tokio::select! {
+            _ = tick.tick() => {}
+            () = shutdown.cancelled() => return,
+        }
+        let now = modified(&path);
+        if now == seen {
+            continue;
+        }
+        seen = now;
+        match RuleSet::load(&path) {
+            Ok(set) => {
+                tracing::info!(rules = set.rules().len(), "Sequence rules reloaded.");
+                core.gate.load_rules(set);
+                core.gate.retag(&core.published.load(), &core.upstreams);
+            }
+            Err(e) => tracing::error!(error = %e, "The changed rules file is refused; the rules in force stay."),
+        }
+    }
+}
