@@ -119,7 +119,6 @@ const MAX_LINES: usize = 600;
 /// the limit leaves this list (the test says so).
 const OVER: &[(&str, usize)] = &[
     ("routing/mod.rs", 2266),
-    ("config/mod.rs", 866),
     ("protocol/scan.rs", 835),
     ("telemetry/metrics.rs", 677),
     ("routing/catalog.rs", 652),

@@ -1,15 +1,23 @@
+use std::collections::BTreeMap;
 use std::path::Path;
+use std::time::Duration;
 
 use super::*;
 
+/// An environment with nothing set: what a test loads does not depend on
+/// the machine it runs on.
+fn no_env() -> BTreeMap<String, String> {
+    BTreeMap::new()
+}
+
 fn load(src: &str) -> Result<Config, ConfigError> {
-    Config::from_str(src, Path::new("dir/gateway.toml"))
+    Config::from_str(src, Path::new("dir/gateway.toml"), &no_env())
 }
 
 #[test]
 fn committed_config_loads() {
     let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("gateway.toml");
-    let cfg = Config::load(&path).unwrap();
+    let cfg = Config::load(&path, &no_env()).unwrap();
     assert!(cfg.upstreams.iter().any(|u| u.id == "filesystem"));
     assert!(cfg.upstreams.iter().any(|u| u.id == "everything"));
 }
@@ -132,14 +140,15 @@ fn errors_name_file_line_and_key() {
 #[test]
 fn secrets_expand_and_stay_hidden() {
     let s = Secrets::from_pairs([("TOKEN", "s3cr3t-value"), ("A", "b")]);
-    let r = s.expand("Bearer ${TOKEN}").unwrap();
+    let env = no_env();
+    let r = s.expand("Bearer ${TOKEN}", &env).unwrap();
     assert_eq!(r.expose(), "Bearer s3cr3t-value");
     assert_eq!(format!("{r:?}"), "\"***\"");
-    assert_eq!(s.expand("$$HOME").unwrap().expose(), "$HOME");
-    assert_eq!(format!("{:?}", s.expand("plain").unwrap()), "\"plain\"");
-    let e = s.expand("${MISSING_ONE_X}").unwrap_err();
+    assert_eq!(s.expand("$$HOME", &env).unwrap().expose(), "$HOME");
+    assert_eq!(format!("{:?}", s.expand("plain", &env).unwrap()), "\"plain\"");
+    let e = s.expand("${MISSING_ONE_X}", &env).unwrap_err().to_string();
     assert!(e.contains("MISSING_ONE_X"));
-    assert!(s.expand("${TOKEN").is_err());
+    assert!(s.expand("${TOKEN", &env).is_err());
     assert_eq!(s.redactor().redact("token=s3cr3t-value;"), "token=***;");
 }
 
