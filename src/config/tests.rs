@@ -417,3 +417,5 @@ fn documented_keys_are_read_as_the_page_writes_them() {
         ]
     );
 }
+
+mod validate;
