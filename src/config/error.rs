@@ -7,9 +7,8 @@ use std::path::Path;
 /// a terminal: `gateway.toml:12:1: upstreams.fs.command: must not be empty`.
 ///
 /// A section's `validate()` returns one with its key relative to the section
-/// and no location; the caller puts it [`under`](ConfigError::under) the
-/// section's own key, and loading [`locate`](ConfigError::locate)s it in the
-/// file once, at the end.
+/// and no location; the caller puts it `under` the section's own key, and
+/// loading `locate`s it in the file once, at the end.
 #[derive(Debug, thiserror::Error)]
 pub struct ConfigError {
     location: Option<String>,

@@ -400,7 +400,7 @@ impl GatewaySection {
 
 impl TracesSection {
     /// Checks the endpoint, the ratio and the service name (headers are
-    /// checked once expanded, by [`TracesSection::resolve`]); an error
+    /// checked once expanded, by `TracesSection::resolve`); an error
     /// names a key of the section.
     pub fn validate(&self) -> Result<(), ConfigError> {
         if let Some(e) = &self.endpoint {

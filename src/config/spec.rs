@@ -19,7 +19,7 @@ use super::upstream::{BreakerSection, HealthSection, Isolation, RetrySection, Tr
 ///
 /// Its settings that need no resolving (`prefix`, the timeouts, `retry`,
 /// …) are those of [`UpstreamSection`] (see it for their meaning and
-/// defaults); [`UpstreamSpec::new`] takes the section apart whole, so a key
+/// defaults); `UpstreamSpec::new` takes the section apart whole, so a key
 /// added there and forgotten here does not compile.
 #[derive(Debug, Clone)]
 pub struct UpstreamSpec {
