@@ -188,7 +188,6 @@ const MAX_LINES: usize = 600;
 /// the structural work of issue 17 shrinks them, and a file shrunk below
 /// the limit leaves this list (the test says so).
 const OVER: &[(&str, usize)] = &[
-    ("config/mod.rs", 866),
     ("protocol/scan.rs", 835),
     ("telemetry/metrics.rs", 677),
     ("routing/catalog.rs", 652),

@@ -33,7 +33,7 @@ fn main() -> ExitCode {
         | Command::Check { config }
         | Command::Tools { config, .. } => config,
     };
-    let config = match Config::load(path) {
+    let config = match Config::load(path, &cli::ProcessEnv) {
         Ok(c) => c,
         Err(e) => {
             eprintln!("mcp-gateway: invalid config: {e}");

@@ -8,7 +8,19 @@ pub(crate) mod rules;
 pub(crate) mod serve;
 pub(crate) mod tools;
 
-use mcp_gateway::config::Config;
+use std::ffi::OsString;
+
+use mcp_gateway::config::{Config, Env};
+
+/// The process's environment, which config is given rather than reading it
+/// itself (tests give it a map).
+pub(crate) struct ProcessEnv;
+
+impl Env for ProcessEnv {
+    fn var_os(&self, name: &str) -> Option<OsString> {
+        std::env::var_os(name)
+    }
+}
 
 pub(crate) fn plural(n: usize, noun: &str) -> String {
     if n == 1 { format!("1 {noun}") } else { format!("{n} {noun}s") }

@@ -38,7 +38,7 @@ pub(crate) fn rules(command: RulesCommand) -> ExitCode {
         RulesCommand::Replay { audit, rules: file, config, json } => {
             let file = match file {
                 Some(f) => f,
-                None => match Config::load(&config).map(|c| c.rules.file) {
+                None => match Config::load(&config, &super::ProcessEnv).map(|c| c.rules.file) {
                     Ok(Some(f)) => f,
                     Ok(None) => {
                         eprintln!(

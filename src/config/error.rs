@@ -5,9 +5,17 @@ use std::path::Path;
 
 /// A configuration that cannot be used. Its `Display` is one line meant for
 /// a terminal: `gateway.toml:12:1: upstreams.fs.command: must not be empty`.
+///
+/// A section's `validate()` returns one with its key relative to the section
+/// and no location; the caller puts it `under` the section's own key, and
+/// loading `locate`s it in the file once, at the end.
 #[derive(Debug, thiserror::Error)]
 pub struct ConfigError {
     location: Option<String>,
+    /// The key as path components: a component may itself hold a `.` (a
+    /// header name, a glob), so the file is searched by components.
+    keys: Vec<String>,
+    /// `keys` joined with `.`, as shown.
     key: Option<String>,
     message: String,
 }
@@ -28,11 +36,51 @@ impl fmt::Display for ConfigError {
 
 impl ConfigError {
     pub(super) fn io(path: &Path, e: &std::io::Error) -> Self {
-        ConfigError { location: Some(path.display().to_string()), key: None, message: format!("cannot read: {e}") }
+        ConfigError {
+            location: Some(path.display().to_string()),
+            keys: Vec::new(),
+            key: None,
+            message: format!("cannot read: {e}"),
+        }
     }
 
     pub(super) fn plain(message: String) -> Self {
-        ConfigError { location: None, key: None, message }
+        ConfigError { location: None, keys: Vec::new(), key: None, message }
+    }
+
+    /// A semantic error at `keys` (relative to the section that found it),
+    /// not yet located in the file.
+    pub(super) fn new(keys: &[&str], message: impl Into<String>) -> Self {
+        let mut e = ConfigError { location: None, keys: Vec::new(), key: None, message: message.into() };
+        e.set_keys(keys.iter().map(|k| (*k).to_owned()).collect());
+        e
+    }
+
+    /// The same error with `prefix` put before its key: a section's
+    /// `validate()` names keys within it, its caller knows where it is.
+    pub(super) fn under(mut self, prefix: &[&str]) -> Self {
+        let keys = prefix.iter().map(|k| (*k).to_owned()).chain(std::mem::take(&mut self.keys)).collect();
+        self.set_keys(keys);
+        self
+    }
+
+    /// Finds the error's key in `src` for its `file:line:col` (the file
+    /// alone when the key is not written there). Errors without a key, and
+    /// errors already located, are left as they are.
+    pub(super) fn locate(mut self, path: &Path, src: &str) -> Self {
+        if self.location.is_none() && !self.keys.is_empty() {
+            let keys: Vec<&str> = self.keys.iter().map(String::as_str).collect();
+            self.location = Some(match locate(src, &keys) {
+                Some(offset) => position(path, src, offset),
+                None => path.display().to_string(),
+            });
+        }
+        self
+    }
+
+    fn set_keys(&mut self, keys: Vec<String>) {
+        self.key = if keys.is_empty() { None } else { Some(keys.join(".")) };
+        self.keys = keys;
     }
 
     /// A TOML syntax or type error; toml reports the byte span.
@@ -41,16 +89,8 @@ impl ConfigError {
             Some(span) => (position(path, src, span.start), key_at(src, span.start)),
             None => (path.display().to_string(), None),
         };
-        ConfigError { location: Some(location), key, message: e.message().trim().to_owned() }
-    }
-
-    /// A semantic error at `keys`, located with toml_edit's spans.
-    pub(super) fn at(path: &Path, src: &str, keys: &[&str], message: String) -> Self {
-        let location = match locate(src, keys) {
-            Some(offset) => position(path, src, offset),
-            None => path.display().to_string(),
-        };
-        ConfigError { location: Some(location), key: Some(keys.join(".")), message }
+        // Already located: no path components to search for.
+        ConfigError { location: Some(location), keys: Vec::new(), key, message: e.message().trim().to_owned() }
     }
 
     /// The dotted key the error is about, if any.

@@ -1,4 +1,7 @@
-//! The serde structs of `gateway.toml`, key by key.
+//! The serde structs of `gateway.toml`, key by key: the whole file and the
+//! `[gateway]`, `[admin]`, `[traces]` and `[audit]` sections, each with its
+//! `validate()`. `[upstreams.<id>]` is in `upstream.rs`, the security
+//! sections in `security.rs`.
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -7,7 +10,9 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
-use super::filter::ToolFilter;
+use super::error::ConfigError;
+use super::secrets::{Expander, Resolved};
+use super::upstream::UpstreamSection;
 
 /// The whole file.
 #[derive(Debug, Clone, Default, Deserialize)]
@@ -79,6 +84,21 @@ pub struct TracesSection {
     pub sample_ratio: Option<f64>,
     /// Headers sent to the collector (values may use `${NAME}`).
     pub headers: BTreeMap<String, String>,
+}
+
+/// `[traces]`, with secrets in headers resolved.
+#[derive(Debug, Clone, Default)]
+pub struct Traces {
+    /// The collector's base URL (see [`TracesSection::endpoint`]).
+    pub endpoint: Option<String>,
+    /// HTTP/protobuf or gRPC; `None`: from the environment.
+    pub protocol: Option<OtlpProtocol>,
+    /// `service.name`.
+    pub service_name: String,
+    /// Share of new traces sampled.
+    pub sample_ratio: Option<f64>,
+    /// Headers for the collector.
+    pub headers: BTreeMap<String, Resolved>,
 }
 
 /// The OTLP transport.
@@ -247,21 +267,6 @@ pub enum ResponseMode {
     Sse,
 }
 
-/// How an upstream's connections are shared between client sessions.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
-#[serde(rename_all = "kebab-case")]
-pub enum Isolation {
-    /// One connection serves every session (the default): server requests
-    /// are relayed only when their call is known (a Streamable HTTP call
-    /// stream), and `roots/list` is answered from `roots`.
-    #[default]
-    Shared,
-    /// Each session that calls it gets a connection of its own, started on
-    /// its first call with that client's capabilities and closed with the
-    /// session: sampling, elicitation and `roots/list` go to that client.
-    PerSession,
-}
-
 /// Log output format.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -271,254 +276,6 @@ pub enum LogFormat {
     Human,
     /// One JSON object per line.
     Json,
-}
-
-/// `[upstreams.<id>]`.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct UpstreamSection {
-    /// `stdio`, `http` (Streamable HTTP) or `sse` (legacy HTTP+SSE).
-    /// Default: `stdio` when `command` is set, `http` when `url` is set.
-    #[serde(default)]
-    pub transport: Option<TransportKind>,
-    /// stdio: program to run.
-    #[serde(default)]
-    pub command: Option<String>,
-    /// stdio: its arguments; `${NAME}` is replaced from the secrets file.
-    #[serde(default)]
-    pub args: Vec<String>,
-    /// stdio: extra environment variables (values may use `${NAME}`). The
-    /// child inherits the gateway's environment too.
-    #[serde(default)]
-    pub env: BTreeMap<String, String>,
-    /// stdio: working directory, relative to this file. Default: this file's
-    /// folder.
-    #[serde(default)]
-    pub cwd: Option<PathBuf>,
-    /// stdio: wait this long after closing stdin, then after SIGTERM, before
-    /// escalating. Default `2s`.
-    #[serde(default = "default_grace", with = "humantime_serde")]
-    pub shutdown_grace: Duration,
-    /// http/sse: the endpoint URL (may use `${NAME}`).
-    #[serde(default)]
-    pub url: Option<String>,
-    /// http/sse: static headers (values may use `${NAME}`).
-    #[serde(default)]
-    pub headers: BTreeMap<String, String>,
-    /// Expose tools as `<id>__<tool>` (default) or, with `false`, unprefixed.
-    /// An unprefixed name that collides with another exposed name is
-    /// refused (never shadowed) and logged.
-    #[serde(default = "yes")]
-    pub prefix: bool,
-    /// Tool allow/deny globs over the upstream's own tool names.
-    #[serde(default)]
-    pub tools: ToolFilter,
-    /// Deadline for `initialize`. A slow upstream never delays the others.
-    /// Default `60s`.
-    #[serde(default = "default_startup", with = "humantime_serde")]
-    pub startup_timeout: Duration,
-    /// Longest wait between two starts (or connection attempts) of a
-    /// down upstream; the wait doubles from 0.5 s up to it. Default `30s`
-    /// for stdio (a crashing process should not spin), `5s` for http and
-    /// sse (a server that is not up yet is picked up soon after it is).
-    #[serde(default, with = "humantime_serde")]
-    pub restart_max_delay: Option<Duration>,
-    /// Up this long, an upstream counts as stable again: its restart delay
-    /// starts over and a crash loop (`crash_loop`,
-    /// `mcp_gateway_upstream_crash_looping`) clears. Default `60s`.
-    #[serde(default = "default_stable_after", with = "humantime_serde")]
-    pub stable_after: Duration,
-    /// Deadline for one request to this upstream, shared by its retries.
-    /// Default `60s`.
-    #[serde(default = "default_request", with = "humantime_serde")]
-    pub request_timeout: Duration,
-    /// Per-tool deadlines over the upstream's own tool names, as globs, e.g.
-    /// `{ "export_*" = "5m" }`. When several match, the longest pattern wins.
-    #[serde(default)]
-    pub tool_timeouts: BTreeMap<String, humantime_serde::Serde<Duration>>,
-    /// Progress notifications extend a call's deadline (by its timeout from
-    /// the last progress) up to this hard maximum since the call began.
-    /// Default: `10m`, or the longest timeout above if that is longer.
-    #[serde(default, with = "humantime_serde")]
-    pub max_request_timeout: Option<Duration>,
-    /// Globs over the upstream's tool names whose calls are safe to retry
-    /// (docs/design.md D6). Default: none.
-    #[serde(default)]
-    pub idempotent_tools: Vec<String>,
-    /// Trust this upstream's tool annotations: `readOnlyHint` or
-    /// `idempotentHint` then make a tool retryable. Default `false`.
-    #[serde(default)]
-    pub trusted: bool,
-    /// What the gateway answers when this upstream asks `roots/list`: these
-    /// URIs (e.g. `file:///srv/data`). The upstream serves every client, so
-    /// one client's roots are never shown to it. Empty (the default): the
-    /// gateway declares no `roots` capability to it.
-    #[serde(default)]
-    pub roots: Vec<String>,
-    /// `shared` (default) or `per-session`; see [`Isolation`].
-    #[serde(default)]
-    pub isolation: Isolation,
-    /// Most calls in flight to this upstream at once (bulkhead). Default 64.
-    #[serde(default = "default_concurrency")]
-    pub max_concurrency: usize,
-    /// Most calls waiting for a slot; one more is refused at once with
-    /// class `overloaded`. Default 256.
-    #[serde(default = "default_queue")]
-    pub max_queue: usize,
-    /// `[upstreams.<id>.retry]`: when and how often to retry.
-    #[serde(default)]
-    pub retry: RetrySection,
-    /// `[upstreams.<id>.breaker]`: the circuit breaker.
-    #[serde(default)]
-    pub breaker: BreakerSection,
-    /// `[upstreams.<id>.health]`: periodic pings.
-    #[serde(default)]
-    pub health: HealthSection,
-    /// `[upstreams.<id>.oauth]`: the gateway's own OAuth 2.1 credential for
-    /// this (http) upstream. Default: none (static `headers` only).
-    #[serde(default)]
-    pub oauth: Option<super::security::OAuthSection>,
-    /// `false` keeps the section but does not start the upstream.
-    #[serde(default = "yes")]
-    pub enabled: bool,
-}
-
-/// `[upstreams.<id>.retry]` (docs/design.md D6). Only safe calls are retried:
-/// not delivered, read methods, or idempotent tools.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct RetrySection {
-    /// Most attempts per call, the first included; 1 disables retries.
-    /// Default 5.
-    pub attempts: u32,
-    /// Ceiling of the first backoff delay; each retry doubles it (full
-    /// jitter: the delay is uniform between zero and the ceiling). Default
-    /// `100ms`.
-    #[serde(with = "humantime_serde")]
-    pub initial_delay: Duration,
-    /// Largest backoff ceiling. Default `2s`.
-    #[serde(with = "humantime_serde")]
-    pub max_delay: Duration,
-    /// Retries may add at most this share of the calls as extra load (retry
-    /// budget, 0 to 1). Default 0.2.
-    pub budget_ratio: f64,
-    /// Retries allowed per second whatever the traffic, so a quiet upstream
-    /// can still be retried. Default 5.
-    pub budget_min_per_second: f64,
-}
-
-/// `[upstreams.<id>.breaker]` (docs/design.md D7).
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct BreakerSection {
-    /// `false` turns the breaker off. Default `true`.
-    pub enabled: bool,
-    /// Opens after this many failures in a row. Default 5.
-    pub consecutive_failures: u32,
-    /// Opens when at least this share of the last `window` calls failed
-    /// (0 to 1)... Default 0.5.
-    pub failure_rate: f64,
-    /// ...counting the last this many calls... Default 20.
-    pub window: u32,
-    /// ...once at least this many are in the window. Default 10.
-    pub min_calls: u32,
-    /// How long it stays open before probing; doubles on each trip in a
-    /// row. Default `5s`.
-    #[serde(with = "humantime_serde")]
-    pub cooldown: Duration,
-    /// Largest cooldown. Default `60s`.
-    #[serde(with = "humantime_serde")]
-    pub max_cooldown: Duration,
-    /// Calls admitted at once while half-open; that many successes close
-    /// it, one failure opens it again. Default 1.
-    pub half_open_probes: u32,
-    /// Also keep a breaker per tool, so one failing tool is cut off while
-    /// the upstream's other tools keep serving. Default `false`.
-    pub per_tool: bool,
-}
-
-/// `[upstreams.<id>.health]`.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct HealthSection {
-    /// Ping the upstream this often (`0s`: never). Pings feed the breaker
-    /// and probe it when its cooldown ends. Default `30s`.
-    #[serde(with = "humantime_serde")]
-    pub interval: Duration,
-    /// A ping unanswered for this long fails. Default `5s`.
-    #[serde(with = "humantime_serde")]
-    pub timeout: Duration,
-    /// After this many failed pings in a row the connection is dropped and
-    /// re-established (stdio: the process is restarted). 0: never. Default 3.
-    pub failures_to_restart: u32,
-}
-
-impl Default for RetrySection {
-    fn default() -> Self {
-        RetrySection {
-            attempts: 5,
-            initial_delay: Duration::from_millis(100),
-            max_delay: Duration::from_secs(2),
-            budget_ratio: 0.2,
-            budget_min_per_second: 5.0,
-        }
-    }
-}
-
-impl Default for BreakerSection {
-    fn default() -> Self {
-        BreakerSection {
-            enabled: true,
-            consecutive_failures: 5,
-            failure_rate: 0.5,
-            window: 20,
-            min_calls: 10,
-            cooldown: Duration::from_secs(5),
-            max_cooldown: Duration::from_secs(60),
-            half_open_probes: 1,
-            per_tool: false,
-        }
-    }
-}
-
-impl Default for HealthSection {
-    fn default() -> Self {
-        HealthSection { interval: Duration::from_secs(30), timeout: Duration::from_secs(5), failures_to_restart: 3 }
-    }
-}
-
-/// Upstream transport.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum TransportKind {
-    /// Child process, newline-delimited JSON-RPC.
-    Stdio,
-    /// Streamable HTTP.
-    Http,
-    /// Legacy HTTP+SSE.
-    Sse,
-}
-
-fn yes() -> bool {
-    true
-}
-fn default_grace() -> Duration {
-    Duration::from_secs(2)
-}
-fn default_stable_after() -> Duration {
-    Duration::from_secs(60)
-}
-fn default_startup() -> Duration {
-    Duration::from_secs(60)
-}
-fn default_request() -> Duration {
-    Duration::from_secs(60)
-}
-fn default_concurrency() -> usize {
-    64
-}
-fn default_queue() -> usize {
-    256
 }
 
 impl Default for GatewaySection {
@@ -548,5 +305,154 @@ impl Default for GatewaySection {
             drain_timeout: Duration::from_secs(10),
             list_secret_names: false,
         }
+    }
+}
+
+// === impl FileConfig ===
+
+impl FileConfig {
+    /// Checks every section, in file order, through its own `validate()`:
+    /// all that can be checked before the secrets file is read and
+    /// `${NAME}` expanded. Errors are not located in the file yet.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        self.gateway.validate().map_err(|e| e.under(&["gateway"]))?;
+        for (id, u) in &self.upstreams {
+            if !super::valid_id(id) {
+                return Err(ConfigError::new(
+                    &["upstreams", id],
+                    format!(
+                        "upstream id `{id}` must match [a-z0-9-]{{1,32}} (no `_`: it separates namespace and tool)"
+                    ),
+                ));
+            }
+            // A disabled upstream is kept as written, unchecked.
+            if u.enabled {
+                u.validate().map_err(|e| e.under(&["upstreams", id]))?;
+            }
+        }
+        self.traces.validate().map_err(|e| e.under(&["traces"]))?;
+        self.audit.validate().map_err(|e| e.under(&["audit"]))?;
+        self.auth.validate(self.gateway.listen).map_err(|e| e.under(&["auth"]))?;
+        for (i, a) in self.access.iter().enumerate() {
+            a.validate().map_err(|e| e.under(&["access", &i.to_string()]))?;
+        }
+        self.limits.validate().map_err(|e| e.under(&["limits"]))?;
+        if let Some(id) = self.upstreams.keys().find(|id| *id == super::BUILTIN_NAMESPACE) {
+            return Err(ConfigError::new(
+                &["upstreams", id],
+                format!("`{}` is reserved for the gateway's own tools", super::BUILTIN_NAMESPACE),
+            ));
+        }
+        self.rules.validate().map_err(|e| e.under(&["rules"]))
+    }
+}
+
+// === impl GatewaySection ===
+
+impl GatewaySection {
+    /// Checks the limits and the log filter; an error names a key of the
+    /// section.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let at = |key: &str, msg: &str| Err(ConfigError::new(&[key], msg));
+        if self.max_message_bytes < 1024 {
+            return at("max_message_bytes", "must be at least 1024");
+        }
+        if self.max_sessions == 0 {
+            return at("max_sessions", "must be at least 1");
+        }
+        if self.max_sessions_per_principal == 0 {
+            return at("max_sessions_per_principal", "must be at least 1");
+        }
+        if self.max_client_capabilities_bytes < 256 {
+            return at("max_client_capabilities_bytes", "must be at least 256");
+        }
+        if self.max_connections == 0 {
+            return at("max_connections", "must be at least 1");
+        }
+        if self.connection_idle_timeout < Duration::from_secs(1) {
+            return at("connection_idle_timeout", "must be at least 1s");
+        }
+        // A message of the largest size must fit in a principal's share,
+        // and the share in the whole budget, or it could never be sent.
+        if self.max_inflight_request_bytes_per_principal < self.max_message_bytes {
+            return Err(ConfigError::new(
+                &["max_inflight_request_bytes_per_principal"],
+                format!("must be at least max_message_bytes ({})", self.max_message_bytes),
+            ));
+        }
+        if self.max_inflight_request_bytes < self.max_inflight_request_bytes_per_principal {
+            return at("max_inflight_request_bytes", "must be at least max_inflight_request_bytes_per_principal");
+        }
+        if !(8..=1024).contains(&self.max_json_depth) {
+            return at("max_json_depth", "must be between 8 and 1024");
+        }
+        if !(16..=1024).contains(&self.max_tool_name_length) {
+            return at("max_tool_name_length", "must be between 16 and 1024");
+        }
+        if let Err(e) = tracing_subscriber::EnvFilter::try_new(&self.log_level) {
+            return Err(ConfigError::new(&["log_level"], format!("not a valid filter: {e}")));
+        }
+        Ok(())
+    }
+}
+
+// === impl TracesSection ===
+
+impl TracesSection {
+    /// Checks the endpoint, the ratio and the service name (headers are
+    /// checked once expanded, by `TracesSection::resolve`); an error
+    /// names a key of the section.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        if let Some(e) = &self.endpoint {
+            match reqwest::Url::parse(e) {
+                Ok(u) if matches!(u.scheme(), "http" | "https") => {}
+                _ => return Err(ConfigError::new(&["endpoint"], "must be an absolute http:// or https:// URL")),
+            }
+        }
+        if self.sample_ratio.is_some_and(|r| !(0.0..=1.0).contains(&r)) {
+            return Err(ConfigError::new(&["sample_ratio"], "must be between 0 and 1"));
+        }
+        if self.service_name.trim().is_empty() {
+            return Err(ConfigError::new(&["service_name"], "must not be empty"));
+        }
+        Ok(())
+    }
+
+    /// The section with its header values expanded and checked; an error
+    /// names a key of the section.
+    pub(super) fn resolve(self, x: Expander<'_>) -> Result<Traces, ConfigError> {
+        let mut headers = BTreeMap::new();
+        for (k, v) in &self.headers {
+            let value = x.expand(v, &["headers"])?;
+            if reqwest::header::HeaderName::try_from(k.as_str()).is_err()
+                || reqwest::header::HeaderValue::try_from(value.expose()).is_err()
+            {
+                return Err(ConfigError::new(&["headers"], format!("`{k}` is not a valid HTTP header")));
+            }
+            headers.insert(k.clone(), value);
+        }
+        Ok(Traces {
+            endpoint: self.endpoint,
+            protocol: self.protocol,
+            service_name: self.service_name,
+            sample_ratio: self.sample_ratio,
+            headers,
+        })
+    }
+}
+
+// === impl AuditSection ===
+
+impl AuditSection {
+    /// Checks the rotation size and the queue; an error names a key of the
+    /// section.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        if self.max_file_bytes < 1024 {
+            return Err(ConfigError::new(&["max_file_bytes"], "must be at least 1024"));
+        }
+        if self.queue == 0 {
+            return Err(ConfigError::new(&["queue"], "must be at least 1"));
+        }
+        Ok(())
     }
 }

@@ -18,6 +18,22 @@ pub struct ToolFilter {
     pub deny: Vec<String>,
 }
 
+/// A filter whose globs do not compile.
+#[derive(Debug, thiserror::Error)]
+pub enum FilterError {
+    /// One glob is malformed.
+    #[error("invalid glob `{glob}`: {error}")]
+    Glob {
+        /// The glob as written.
+        glob: String,
+        /// globset's reason.
+        error: globset::Error,
+    },
+    /// The set as a whole does not build.
+    #[error("{0}")]
+    Set(globset::Error),
+}
+
 /// Compiled allow/deny globs over an upstream's original tool names.
 #[derive(Debug, Clone)]
 pub struct ToolMatcher {
@@ -29,15 +45,11 @@ pub struct ToolMatcher {
 
 impl ToolMatcher {
     /// Compiles an allow/deny filter (errors name the bad glob).
-    pub fn new(f: &ToolFilter) -> Result<Self, String> {
-        let build = |globs: &[String]| -> Result<GlobSet, String> {
-            let mut b = GlobSetBuilder::new();
-            for g in globs {
-                b.add(Glob::new(g).map_err(|e| format!("invalid glob `{g}`: {e}"))?);
-            }
-            b.build().map_err(|e| e.to_string())
-        };
-        Ok(ToolMatcher { allow: if f.allow.is_empty() { None } else { Some(build(&f.allow)?) }, deny: build(&f.deny)? })
+    pub fn new(f: &ToolFilter) -> Result<Self, FilterError> {
+        Ok(ToolMatcher {
+            allow: if f.allow.is_empty() { None } else { Some(glob_set(&f.allow)?) },
+            deny: glob_set(&f.deny)?,
+        })
     }
 
     /// Whether a tool of this upstream is exposed: allowed (or no allow list)
@@ -62,16 +74,21 @@ impl ToolMatcher {
     }
 
     /// Matches exactly the names that match one of `globs` (none if empty).
-    pub(super) fn only(globs: &[String]) -> Result<Self, String> {
-        let mut b = GlobSetBuilder::new();
-        for g in globs {
-            b.add(Glob::new(g).map_err(|e| format!("invalid glob `{g}`: {e}"))?);
-        }
-        Ok(ToolMatcher { allow: Some(b.build().map_err(|e| e.to_string())?), deny: GlobSet::empty() })
+    pub(super) fn only(globs: &[String]) -> Result<Self, FilterError> {
+        Ok(ToolMatcher { allow: Some(glob_set(globs)?), deny: GlobSet::empty() })
     }
 
     /// Matches nothing.
     pub fn none() -> Self {
         ToolMatcher { allow: Some(GlobSet::empty()), deny: GlobSet::empty() }
     }
+}
+
+/// One set of `globs`; an error names the first bad one.
+fn glob_set(globs: &[String]) -> Result<GlobSet, FilterError> {
+    let mut b = GlobSetBuilder::new();
+    for g in globs {
+        b.add(Glob::new(g).map_err(|error| FilterError::Glob { glob: g.clone(), error })?);
+    }
+    b.build().map_err(FilterError::Set)
 }

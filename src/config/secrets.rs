@@ -3,10 +3,13 @@
 //! Values are held in [`Resolved`], whose `Debug` prints `***` when the
 //! string contains a secret, so a config dumped into a log leaks nothing.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::fmt;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
+
+use super::env::Env;
+use super::error::ConfigError;
 
 /// The contents of the secrets file.
 #[derive(Default)]
@@ -35,6 +38,52 @@ pub struct Redactor {
 /// What replaces a secret value.
 pub const MASK: &str = "***";
 
+/// A secrets file that cannot be used. Its messages carry the file's path
+/// and dotenvy's reason (which names a line, never a value).
+#[derive(Debug, thiserror::Error)]
+pub enum SecretsError {
+    /// The file cannot be opened.
+    #[error("cannot read secrets file {}: {error}", path.display())]
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        error: dotenvy::Error,
+    },
+    /// A line of it is not `NAME=value`.
+    #[error("invalid secrets file {}: {error}", path.display())]
+    Parse {
+        /// The file.
+        path: PathBuf,
+        /// Where and why.
+        error: dotenvy::Error,
+    },
+}
+
+/// A `${NAME}` reference that cannot be expanded. Messages name the
+/// reference, never a value.
+#[derive(Debug, thiserror::Error)]
+pub enum ExpandError {
+    /// `${` without its `}`.
+    #[error("unterminated `${{` in `{input}`")]
+    Unterminated {
+        /// The whole string as written.
+        input: String,
+    },
+    /// A name that is empty or not `[A-Za-z0-9_]+`.
+    #[error("invalid reference `${{{name}}}`")]
+    InvalidName {
+        /// The name as written.
+        name: String,
+    },
+    /// A name in neither the secrets file nor the environment.
+    #[error("`${{{name}}}` is not defined in the secrets file or the environment")]
+    Undefined {
+        /// The name.
+        name: String,
+    },
+}
+
 // === impl Secrets ===
 
 impl fmt::Debug for Secrets {
@@ -45,13 +94,13 @@ impl fmt::Debug for Secrets {
 
 impl Secrets {
     /// Reads a dotenv file (`NAME=value`, quotes, `#` comments).
-    pub fn load(path: &Path) -> Result<Self, String> {
+    pub fn load(path: &Path) -> Result<Self, SecretsError> {
         let iter =
-            dotenvy::from_path_iter(path).map_err(|e| format!("cannot read secrets file {}: {e}", path.display()))?;
+            dotenvy::from_path_iter(path).map_err(|error| SecretsError::Read { path: path.to_owned(), error })?;
         let mut values = HashMap::new();
         for item in iter {
             // dotenvy's errors carry the line but never the value.
-            let (k, v) = item.map_err(|e| format!("invalid secrets file {}: {e}", path.display()))?;
+            let (k, v) = item.map_err(|error| SecretsError::Parse { path: path.to_owned(), error })?;
             values.insert(k, v);
         }
         Ok(Secrets { values })
@@ -67,10 +116,10 @@ impl Secrets {
         Secrets { values: pairs.into_iter().map(|(k, v)| (k.to_owned(), v.to_owned())).collect() }
     }
 
-    /// Expands `${NAME}` from the secrets file, then from the process
-    /// environment; `$$` is a literal `$`. An unknown name is an error that
-    /// names it (never its value).
-    pub fn expand(&self, input: &str) -> Result<Resolved, String> {
+    /// Expands `${NAME}` from the secrets file, then from `env` (the
+    /// process environment, passed in); `$$` is a literal `$`. An unknown
+    /// name is an error that names it (never its value).
+    pub fn expand(&self, input: &str, env: &dyn Env) -> Result<Resolved, ExpandError> {
         let mut out = String::with_capacity(input.len());
         let mut secret = false;
         let mut rest = input;
@@ -81,18 +130,18 @@ impl Secrets {
                 out.push('$');
                 rest = r;
             } else if let Some(r) = rest.strip_prefix("${") {
-                let end = r.find('}').ok_or_else(|| format!("unterminated `${{` in `{input}`"))?;
+                let end = r.find('}').ok_or_else(|| ExpandError::Unterminated { input: input.to_owned() })?;
                 let name = &r[..end];
                 if name.is_empty() || !name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_') {
-                    return Err(format!("invalid reference `${{{name}}}`"));
+                    return Err(ExpandError::InvalidName { name: name.to_owned() });
                 }
                 if let Some(v) = self.values.get(name) {
                     out.push_str(v);
                     secret = true;
-                } else if let Ok(v) = std::env::var(name) {
+                } else if let Some(v) = env.var(name) {
                     out.push_str(&v);
                 } else {
-                    return Err(format!("`${{{name}}}` is not defined in the secrets file or the environment"));
+                    return Err(ExpandError::Undefined { name: name.to_owned() });
                 }
                 rest = &r[end + 1..];
             } else {
@@ -114,6 +163,30 @@ impl Secrets {
         let mut names: Vec<String> = self.values.keys().cloned().collect();
         names.sort();
         names
+    }
+}
+
+/// `${NAME}` expansion as loading does it: the secrets file, then the
+/// environment passed in; an error names the key the text came from.
+#[derive(Clone, Copy)]
+pub(super) struct Expander<'a> {
+    pub(super) secrets: &'a Secrets,
+    pub(super) env: &'a dyn Env,
+}
+
+impl Expander<'_> {
+    /// `input` expanded; an error is at `keys`.
+    pub(super) fn expand(&self, input: &str, keys: &[&str]) -> Result<Resolved, ConfigError> {
+        self.secrets.expand(input, self.env).map_err(|e| ConfigError::new(keys, e.to_string()))
+    }
+
+    /// Every value of `map` expanded; an error is at `<field>.<name>`.
+    pub(super) fn expand_map(
+        &self,
+        map: &BTreeMap<String, String>,
+        field: &str,
+    ) -> Result<BTreeMap<String, Resolved>, ConfigError> {
+        map.iter().map(|(k, v)| Ok((k.clone(), self.expand(v, &[field, k])?))).collect()
     }
 }
 

@@ -1,13 +1,16 @@
 //! The serde structs of the security sections (docs/design.md D9): `[auth]`,
 //! `[[access]]`, `[pinning]`, `[rules]` and `[limits]`.
 
-use std::collections::BTreeMap;
-use std::path::PathBuf;
+use std::collections::{BTreeMap, HashSet};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use globset::Glob;
 use serde::Deserialize;
 
-use super::filter::ToolFilter;
+use super::error::ConfigError;
+use super::filter::{ToolFilter, ToolMatcher};
 
 /// `[auth]`: how clients prove who they are.
 #[derive(Debug, Clone, Deserialize)]
@@ -338,4 +341,242 @@ fn default_leeway() -> Duration {
 }
 fn default_jwks_refresh() -> Duration {
     Duration::from_secs(600)
+}
+
+// === impl AuthSection ===
+
+impl AuthSection {
+    /// Checks the section for a gateway listening on `listen` (which
+    /// decides whether no authentication is allowed, and the default
+    /// `resource`); an error names a key of the section.
+    pub fn validate(&self, listen: SocketAddr) -> Result<(), ConfigError> {
+        let configured = self.configured();
+        match self.mode {
+            Some(AuthMode::None) if configured => {
+                return Err(ConfigError::new(&["mode"], "is \"none\" but api_keys or jwt are configured"));
+            }
+            Some(AuthMode::Required) if !configured => {
+                return Err(ConfigError::new(&["mode"], "is \"required\" but neither api_keys nor jwt is configured"));
+            }
+            None if !configured && !listen.ip().is_loopback() => {
+                return Err(ConfigError::new(
+                    &[],
+                    format!(
+                        "the gateway listens on {listen} (not loopback) without client authentication: configure \
+                         [[auth.api_keys]] or [auth.jwt], or write `mode = \"none\"` to accept anyone"
+                    ),
+                ));
+            }
+            _ => {}
+        }
+        match reqwest::Url::parse(&self.resource_for(listen)) {
+            Ok(u) if matches!(u.scheme(), "http" | "https") && u.fragment().is_none() => {}
+            _ => return Err(ConfigError::new(&["resource"], "must be an absolute http(s) URL without a fragment")),
+        }
+        let mut seen = HashSet::new();
+        for (i, k) in self.api_keys.iter().enumerate() {
+            let at = |f: &str, msg: &str| Err(ConfigError::new(&["api_keys", &i.to_string(), f], msg));
+            if k.principal.trim().is_empty() {
+                return at("principal", "must not be empty");
+            }
+            if k.principal.contains(':') {
+                // `key:<name>` and `jwt:<sub>` name one kind of principal in
+                // [[access]]; a `:` in a key's name would blur that.
+                return at("principal", "must not contain `:`");
+            }
+            if k.sha256.len() != 64 || !k.sha256.bytes().all(|b| b.is_ascii_hexdigit()) {
+                return at("sha256", "must be 64 hex digits (`mcp-gateway auth hash-key` prints it)");
+            }
+            if !seen.insert(k.sha256.to_ascii_lowercase()) {
+                return at("sha256", "the same key is listed twice");
+            }
+        }
+        if let Some(jwt) = &self.jwt {
+            jwt.validate().map_err(|e| e.under(&["jwt"]))?;
+        }
+        for h in &self.sensitive_headers {
+            if reqwest::header::HeaderName::try_from(h.as_str()).is_err() {
+                return Err(ConfigError::new(&["sensitive_headers"], format!("`{h}` is not a header name")));
+            }
+        }
+        Ok(())
+    }
+
+    /// The section as the gateway uses it: `mode` made explicit when keys or
+    /// a JWT are configured, `resource` filled in, and the PEM path
+    /// resolved against `base` (the config file's folder).
+    pub(super) fn resolve(mut self, listen: SocketAddr, base: &Path) -> AuthSection {
+        // `None` stays `None` (anonymous because the listener is loopback), so
+        // a `--listen` elsewhere can still be refused (`Config::check_exposure`).
+        if self.configured() {
+            self.mode = Some(AuthMode::Required);
+        }
+        self.resource = Some(self.resource_for(listen).trim_end_matches('/').to_owned());
+        if let Some(jwt) = &mut self.jwt {
+            jwt.public_key_pem = jwt.public_key_pem.take().map(|p| base.join(p));
+        }
+        self
+    }
+
+    /// Whether API keys or a JWT are configured.
+    fn configured(&self) -> bool {
+        !self.api_keys.is_empty() || self.jwt.is_some()
+    }
+
+    /// `resource` as written, or the default for `listen`.
+    fn resource_for(&self, listen: SocketAddr) -> String {
+        self.resource.clone().unwrap_or_else(|| format!("http://{listen}/mcp"))
+    }
+}
+
+// === impl JwtSection ===
+
+impl JwtSection {
+    /// Checks the key source, the issuer and the algorithms; an error names
+    /// a key of the section.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        match (&self.jwks_url, &self.public_key_pem) {
+            (Some(u), None) => {
+                if !reqwest::Url::parse(u).is_ok_and(|u| matches!(u.scheme(), "http" | "https")) {
+                    return Err(ConfigError::new(&["jwks_url"], "must be an absolute http(s) URL"));
+                }
+            }
+            (None, Some(_)) => {}
+            _ => return Err(ConfigError::new(&[], "set exactly one of `jwks_url` and `public_key_pem`")),
+        }
+        if self.issuer.is_empty() {
+            return Err(ConfigError::new(&["issuer"], "must not be empty"));
+        }
+        for a in &self.algorithms {
+            if !matches!(
+                a.as_str(),
+                "RS256" | "RS384" | "RS512" | "PS256" | "PS384" | "PS512" | "ES256" | "ES384" | "EdDSA"
+            ) {
+                return Err(ConfigError::new(
+                    &["algorithms"],
+                    format!("`{a}` is not an asymmetric JWS algorithm (RS*, PS*, ES256, ES384, EdDSA)"),
+                ));
+            }
+        }
+        Ok(())
+    }
+}
+
+// === impl OAuthSection ===
+
+impl OAuthSection {
+    /// Checks what can be checked before `client_secret` is expanded; an
+    /// error names a key of the section.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        if let Some(r) = &self.resource {
+            match reqwest::Url::parse(r) {
+                Ok(u) if matches!(u.scheme(), "http" | "https") && u.fragment().is_none() => {}
+                _ => return Err(ConfigError::new(&["resource"], "must be an absolute http(s) URI without a fragment")),
+            }
+        }
+        if let Some(issuer) = &self.authorization_server {
+            match reqwest::Url::parse(issuer) {
+                Ok(u) if matches!(u.scheme(), "http" | "https") && u.query().is_none() && u.fragment().is_none() => {}
+                _ => {
+                    return Err(ConfigError::new(
+                        &["authorization_server"],
+                        "must be an http(s) issuer URL without query or fragment",
+                    ));
+                }
+            }
+        }
+        if self.client_secret.is_some() && self.client_id.is_none() {
+            return Err(ConfigError::new(&["client_secret"], "needs `client_id`"));
+        }
+        if self.client_id.as_deref().is_some_and(|c| c.trim().is_empty()) {
+            return Err(ConfigError::new(&["client_id"], "must not be empty"));
+        }
+        if let Some(bad) = self.scopes.iter().find(|s| s.is_empty() || s.contains(char::is_whitespace)) {
+            return Err(ConfigError::new(&["scopes"], format!("{bad:?} is not a scope (no spaces)")));
+        }
+        if self.grant == OAuthGrant::ClientCredentials {
+            if self.client_id.is_none() || self.client_secret.is_none() {
+                return Err(ConfigError::new(&["grant"], "`client_credentials` needs `client_id` and `client_secret`"));
+            }
+            if self.per_principal {
+                return Err(ConfigError::new(
+                    &["per_principal"],
+                    "per-principal tokens come from `auth login`: use `grant = \"authorization_code\"`",
+                ));
+            }
+        }
+        Ok(())
+    }
+}
+
+// === impl AccessSection ===
+
+impl AccessSection {
+    /// Checks one `[[access]]` entry's principals and globs; an error names
+    /// a key of the entry.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        if self.principals.is_empty() && self.groups.is_empty() {
+            return Err(ConfigError::new(
+                &["principals"],
+                "an entry needs `principals` or `groups` (\"*\" for everyone)",
+            ));
+        }
+        for (f, filter) in [("tools", &self.tools), ("prompts", &self.prompts), ("resources", &self.resources)] {
+            ToolMatcher::new(filter).map_err(|e| ConfigError::new(&[f], e.to_string()))?;
+        }
+        for r in &self.arguments {
+            Glob::new(&r.tools)
+                .map_err(|e| ConfigError::new(&["arguments"], format!("invalid glob `{}`: {e}", r.tools)))?;
+            if r.argument.is_empty() || r.argument.iter().any(String::is_empty) {
+                return Err(ConfigError::new(&["arguments"], "`argument` must name at least one argument"));
+            }
+            if r.prefix.is_empty() {
+                return Err(ConfigError::new(
+                    &["arguments"],
+                    format!("`{}` needs at least one `prefix`", r.argument.join("`, `")),
+                ));
+            }
+        }
+        Ok(())
+    }
+}
+
+// === impl LimitsSection ===
+
+impl LimitsSection {
+    /// Checks the rates and globs; an error names a key of the section.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        const BAD_RATE: &str = "rate must be > 0 and burst ≥ 1";
+        let rate_ok = |r: &RateSection| r.rate.is_finite() && r.rate > 0.0 && r.burst != Some(0);
+        if self.per_principal.as_ref().is_some_and(|r| !rate_ok(r)) {
+            return Err(ConfigError::new(&["per_principal"], BAD_RATE));
+        }
+        for (glob, r) in &self.tools {
+            let at = |msg: String| ConfigError::new(&["tools", glob], msg);
+            Glob::new(glob).map_err(|e| at(format!("invalid glob: {e}")))?;
+            if !rate_ok(r) {
+                return Err(at(BAD_RATE.into()));
+            }
+        }
+        for (glob, c) in &self.results {
+            let at = |msg: String| ConfigError::new(&["results", glob], msg);
+            Glob::new(glob).map_err(|e| at(format!("invalid glob: {e}")))?;
+            if c.max_bytes < 256 {
+                return Err(at("max_bytes must be at least 256".into()));
+            }
+        }
+        Ok(())
+    }
+}
+
+// === impl RulesSection ===
+
+impl RulesSection {
+    /// Checks the reload interval; an error names a key of the section.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        if self.reload_interval.is_zero() {
+            return Err(ConfigError::new(&["reload_interval"], "must be greater than zero"));
+        }
+        Ok(())
+    }
 }

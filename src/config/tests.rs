@@ -1,15 +1,23 @@
+use std::collections::BTreeMap;
 use std::path::Path;
+use std::time::Duration;
 
 use super::*;
 
+/// An environment with nothing set: what a test loads does not depend on
+/// the machine it runs on.
+fn no_env() -> BTreeMap<String, String> {
+    BTreeMap::new()
+}
+
 fn load(src: &str) -> Result<Config, ConfigError> {
-    Config::from_str(src, Path::new("dir/gateway.toml"))
+    Config::from_str(src, Path::new("dir/gateway.toml"), &no_env())
 }
 
 #[test]
 fn committed_config_loads() {
     let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("gateway.toml");
-    let cfg = Config::load(&path).unwrap();
+    let cfg = Config::load(&path, &no_env()).unwrap();
     assert!(cfg.upstreams.iter().any(|u| u.id == "filesystem"));
     assert!(cfg.upstreams.iter().any(|u| u.id == "everything"));
 }
@@ -132,14 +140,15 @@ fn errors_name_file_line_and_key() {
 #[test]
 fn secrets_expand_and_stay_hidden() {
     let s = Secrets::from_pairs([("TOKEN", "s3cr3t-value"), ("A", "b")]);
-    let r = s.expand("Bearer ${TOKEN}").unwrap();
+    let env = no_env();
+    let r = s.expand("Bearer ${TOKEN}", &env).unwrap();
     assert_eq!(r.expose(), "Bearer s3cr3t-value");
     assert_eq!(format!("{r:?}"), "\"***\"");
-    assert_eq!(s.expand("$$HOME").unwrap().expose(), "$HOME");
-    assert_eq!(format!("{:?}", s.expand("plain").unwrap()), "\"plain\"");
-    let e = s.expand("${MISSING_ONE_X}").unwrap_err();
+    assert_eq!(s.expand("$$HOME", &env).unwrap().expose(), "$HOME");
+    assert_eq!(format!("{:?}", s.expand("plain", &env).unwrap()), "\"plain\"");
+    let e = s.expand("${MISSING_ONE_X}", &env).unwrap_err().to_string();
     assert!(e.contains("MISSING_ONE_X"));
-    assert!(s.expand("${TOKEN").is_err());
+    assert!(s.expand("${TOKEN", &env).is_err());
     assert_eq!(s.redactor().redact("token=s3cr3t-value;"), "token=***;");
 }
 
@@ -225,25 +234,21 @@ fn fields<T: serde::de::DeserializeOwned>() -> Vec<String> {
     expected.split('`').skip(1).step_by(2).map(str::to_owned).collect()
 }
 
-/// Every key of every `gateway.toml` section is in the configuration
-/// reference (docs/configuration.md), written in backticks (alone or as
-/// the end of a dotted path), so a new key cannot ship undocumented.
-#[test]
-fn every_config_key_is_in_the_configuration_reference() {
-    let docs = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/docs/configuration.md")).unwrap();
-    let spans: Vec<&str> = docs.split('`').skip(1).step_by(2).collect();
-    let sections: Vec<(&str, Vec<String>)> = vec![
+/// Every section of `gateway.toml` by its dotted path (`<id>` for an
+/// upstream's id, `<glob>` for a map's key), with its keys from serde.
+fn sections() -> Vec<(&'static str, Vec<String>)> {
+    vec![
         ("", fields::<FileConfig>()),
         ("gateway", fields::<GatewaySection>()),
         ("admin", fields::<AdminSection>()),
         ("traces", fields::<TracesSection>()),
         ("audit", fields::<AuditSection>()),
         ("upstreams.<id>", fields::<UpstreamSection>()),
-        ("retry", fields::<RetrySection>()),
-        ("breaker", fields::<BreakerSection>()),
-        ("health", fields::<HealthSection>()),
+        ("upstreams.<id>.retry", fields::<RetrySection>()),
+        ("upstreams.<id>.breaker", fields::<BreakerSection>()),
+        ("upstreams.<id>.health", fields::<HealthSection>()),
         ("auth", fields::<AuthSection>()),
-        ("oauth", fields::<OAuthSection>()),
+        ("upstreams.<id>.oauth", fields::<OAuthSection>()),
         ("auth.api_keys", fields::<ApiKeySection>()),
         ("auth.jwt", fields::<JwtSection>()),
         ("access", fields::<AccessSection>()),
@@ -251,10 +256,20 @@ fn every_config_key_is_in_the_configuration_reference() {
         ("pinning", fields::<PinningSection>()),
         ("rules", fields::<RulesSection>()),
         ("limits", fields::<LimitsSection>()),
-        ("rate", fields::<RateSection>()),
-        ("limits.results", fields::<ResultCap>()),
-        ("tools", fields::<ToolFilter>()),
-    ];
+        ("limits.tools.<glob>", fields::<RateSection>()),
+        ("limits.results.<glob>", fields::<ResultCap>()),
+        ("upstreams.<id>.tools", fields::<ToolFilter>()),
+    ]
+}
+
+/// Every key of every `gateway.toml` section is in the configuration
+/// reference (docs/configuration.md), written in backticks (alone or as
+/// the end of a dotted path), so a new key cannot ship undocumented.
+#[test]
+fn every_config_key_is_in_the_configuration_reference() {
+    let docs = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/docs/configuration.md")).unwrap();
+    let spans: Vec<&str> = docs.split('`').skip(1).step_by(2).collect();
+    let sections = sections();
     let mut missing = Vec::new();
     for (section, names) in &sections {
         assert!(!names.is_empty(), "{section}: no fields read");
@@ -270,3 +285,137 @@ fn every_config_key_is_in_the_configuration_reference() {
     }
     assert!(missing.is_empty(), "keys not in docs/configuration.md: {missing:?}");
 }
+
+/// The text between backticks in `text`.
+fn backticked(text: &str) -> impl Iterator<Item = &str> {
+    text.split('`').skip(1).step_by(2)
+}
+
+/// `a.b.c` → `a.b`; `a` → the root, ``.
+fn parent(path: &str) -> &str {
+    path.rsplit_once('.').map_or("", |(p, _)| p)
+}
+
+/// The keys of docs/configuration.md, as full dotted paths with what was
+/// written: the first cell of every row of its tables, and the `[section]`
+/// names of the paragraph that introduces each table.
+///
+/// How the page writes them: a key is relative to the section its table's
+/// paragraph names (one: that section; several: their common parent, as in
+/// "`[admin]`, `[traces]`, `[audit]`"; none, under a heading: the root). A
+/// cell may list more keys; one without a dot is a sibling of the cell's
+/// first (`auth.jwt.jwks_url` / `public_key_pem`). A key that starts with
+/// `…` continues the path of the row above from its first name
+/// (`…oauth.scopes` after `upstreams.<id>.oauth.grant`).
+fn documented_keys(docs: &str) -> Vec<(String, String)> {
+    let join = |a: &str, b: &str| if a.is_empty() { b.to_owned() } else { format!("{a}.{b}") };
+    let mut keys = Vec::new();
+    let (mut paragraph, mut last_paragraph) = (Vec::new(), Vec::new());
+    let mut context: Option<String> = None;
+    let mut above = String::new();
+    for line in docs.lines() {
+        if !line.starts_with('|') {
+            context = None;
+            if line.trim().is_empty() {
+                if !paragraph.is_empty() {
+                    last_paragraph = std::mem::take(&mut paragraph);
+                }
+            } else {
+                paragraph.push(line);
+            }
+            continue;
+        }
+        let context = context.get_or_insert_with(|| {
+            let named: Vec<&str> = last_paragraph
+                .iter()
+                .flat_map(|l| backticked(l))
+                .filter(|s| s.starts_with('[') && s.ends_with(']'))
+                .map(|s| s.trim_matches(|c| c == '[' || c == ']'))
+                .collect();
+            for s in &named {
+                keys.push(((*s).to_owned(), format!("[{s}]")));
+            }
+            let mut common: Vec<&str> = named.first().map(|s| s.split('.').collect()).unwrap_or_default();
+            for s in named.iter().skip(1) {
+                let same = common.iter().zip(s.split('.')).take_while(|(a, b)| *a == b).count();
+                common.truncate(same);
+            }
+            common.join(".")
+        });
+        let first = line.trim_matches('|').split('|').next().unwrap_or("").trim();
+        if first == "key" || first.starts_with("---") {
+            continue;
+        }
+        let mut siblings_of: Option<String> = None;
+        for written in backticked(first) {
+            let full = if let Some(rest) = written.strip_prefix('…') {
+                let head = rest.split('.').next().unwrap_or(rest);
+                let segments: Vec<&str> = above.split('.').collect();
+                match segments.iter().rposition(|s| *s == head) {
+                    Some(at) => join(&segments[..at].join("."), rest),
+                    None => written.to_owned(),
+                }
+            } else if let (Some(p), false) = (&siblings_of, written.contains('.')) {
+                join(p, written)
+            } else {
+                join(context, written)
+            };
+            siblings_of.get_or_insert_with(|| parent(&full).to_owned());
+            above = full.clone();
+            keys.push((full, written.to_owned()));
+        }
+    }
+    keys
+}
+
+/// The converse of the test above: every key docs/configuration.md
+/// documents is a key of its section, so a key renamed or removed in the
+/// code cannot stay documented.
+#[test]
+fn every_documented_key_exists() {
+    let docs = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/docs/configuration.md")).unwrap();
+    let sections = sections();
+    let keys = documented_keys(&docs);
+    assert!(keys.len() >= 80, "the tables were not read: {keys:?}");
+    let is_section = |path: &str| sections.iter().any(|(s, _)| *s == path);
+    let mut stale = Vec::new();
+    for (path, written) in &keys {
+        let leaf = path.rsplit('.').next().unwrap_or(path);
+        let known =
+            is_section(path) || sections.iter().any(|(s, names)| *s == parent(path) && names.iter().any(|n| n == leaf));
+        if !known {
+            stale.push(format!("`{written}` ({path})"));
+        }
+    }
+    assert!(stale.is_empty(), "docs/configuration.md documents keys the config does not have: {stale:?}");
+}
+
+#[test]
+fn documented_keys_are_read_as_the_page_writes_them() {
+    let page = "`[upstreams.<id>]`: an upstream.\n\n| key | default |\n| --- | --- |\n\
+                | `command`, `args` | — |\n| `tools.allow`, `tools.deny` | all |\n\n\
+                `[admin]`, `[traces]`\n\n| key |\n| --- |\n| `admin.listen` |\n\n\
+                ## Security\n\n| key |\n| --- |\n| `auth.jwt.jwks_url` / `public_key_pem` |\n\
+                | `upstreams.<id>.oauth.grant` |\n| `…oauth.client_id`, `client_secret` |\n";
+    let paths: Vec<String> = documented_keys(page).into_iter().map(|(p, _)| p).collect();
+    assert_eq!(
+        paths,
+        [
+            "upstreams.<id>",
+            "upstreams.<id>.command",
+            "upstreams.<id>.args",
+            "upstreams.<id>.tools.allow",
+            "upstreams.<id>.tools.deny",
+            "admin",
+            "traces",
+            "admin.listen",
+            "auth.jwt.jwks_url",
+            "auth.jwt.public_key_pem",
+            "upstreams.<id>.oauth.grant",
+            "upstreams.<id>.oauth.client_id",
+            "upstreams.<id>.oauth.client_secret",
+        ]
+    );
+}
+
+mod validate;

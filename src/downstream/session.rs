@@ -362,7 +362,12 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn ids_are_random_and_idle_sessions_expire() {
-        let config = crate::config::Config::from_str("", std::path::Path::new("gateway.toml")).unwrap();
+        let config = crate::config::Config::from_str(
+            "",
+            std::path::Path::new("gateway.toml"),
+            &std::collections::BTreeMap::new(),
+        )
+        .unwrap();
         let telemetry = crate::telemetry::Telemetry::metrics_only();
         let metrics = telemetry.metrics.clone();
         let gateway = crate::routing::Gateway::start(config, telemetry);

@@ -24,7 +24,8 @@ fn gate(dir: &tempfile::TempDir, scope: &str, extra: &str) -> Gate {
          arguments = [{{ tools = \"raw__echo\", argument = \"path\", prefix = [\"/srv\"] }}]\n{extra}",
         rules.to_str().unwrap()
     );
-    let config = Config::from_str(&src, &dir.path().join("gateway.toml")).expect("the test config is valid");
+    let config = Config::from_str(&src, &dir.path().join("gateway.toml"), &std::collections::BTreeMap::new())
+        .expect("the test config is valid");
     Gate::new(&config, Telemetry::metrics_only(), tokio::time::Instant::now())
 }
 

@@ -15,7 +15,8 @@ const CONFIG: &str = "[gateway]\nlist_secret_names = true\n\
     [[access]]\nprincipals = [\"key:bob\"]\ntools = { allow = [\"gateway__*\"] }\n";
 
 fn gateway() -> Arc<Gateway> {
-    let config = Config::from_str(CONFIG, std::path::Path::new("gateway.toml")).expect("the test config is valid");
+    let config = Config::from_str(CONFIG, std::path::Path::new("gateway.toml"), &std::collections::BTreeMap::new())
+        .expect("the test config is valid");
     Gateway::start(config, Telemetry::metrics_only())
 }
 
