@@ -21,11 +21,9 @@ pub fn admin_router(gateway: Arc<Gateway>, shutdown: CancellationToken) -> Route
 }
 
 /// `/metrics` on the main listener: behind the Host check and, like
-/// `/status`, for admins only (its labels name hidden tools).
-pub(super) async fn metrics_checked(State(app): State<Arc<App>>, uri: Uri, headers: HeaderMap) -> Response {
-    if let Err(r) = app.admin(&headers, &uri, "/metrics").await {
-        return r;
-    }
+/// `/status`, for admins only (its labels name hidden tools; the router
+/// puts [`layers::admin_admission`] in front of it).
+pub(super) async fn metrics_checked(State(app): State<Arc<App>>) -> Response {
     metrics(&app.gateway)
 }
 
@@ -69,12 +67,7 @@ pub(super) fn readiness(g: &Gateway, shutdown: &CancellationToken) -> Response {
 pub(super) async fn upstream_status(
     State(app): State<Arc<App>>,
     axum::extract::Path(id): axum::extract::Path<String>,
-    uri: Uri,
-    headers: HeaderMap,
 ) -> Response {
-    if let Err(r) = app.admin(&headers, &uri, "/status").await {
-        return r;
-    }
     match app.gateway.upstream_status(&id) {
         Some(body) => (StatusCode::OK, json_headers(), masked(&app, &body)).into_response(),
         None => {
@@ -90,13 +83,11 @@ pub(super) fn masked(app: &App, body: &serde_json::Value) -> String {
     app.gateway.config().redactor.redact(&body.to_string()).into_owned()
 }
 
-pub(super) async fn status(State(app): State<Arc<App>>, uri: Uri, headers: HeaderMap) -> Response {
-    // Pids, errors and server names are not for a DNS-rebinding page; the
-    // health probes reveal nothing and stay open to orchestrators. It
-    // names every tool, hidden ones too: admins only.
-    if let Err(r) = app.admin(&headers, &uri, "/status").await {
-        return r;
-    }
+/// `/status`. Pids, errors and server names are not for a DNS-rebinding
+/// page; the health probes reveal nothing and stay open to orchestrators.
+/// It names every tool, hidden ones too: admins only (the router puts
+/// [`layers::admin_admission`] in front of it).
+pub(super) async fn status(State(app): State<Arc<App>>) -> Response {
     let mut body = app.gateway.status();
     body["sessions"] = app.sessions.len().into();
     (StatusCode::OK, json_headers(), masked(&app, &body)).into_response()

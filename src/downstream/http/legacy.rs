@@ -19,11 +19,7 @@ pub(super) struct LegacySession {
 
 /// GET `/sse`: a legacy session; the stream's first event is the endpoint
 /// to POST to.
-pub(super) async fn get_sse(State(app): State<Arc<App>>, uri: Uri, headers: HeaderMap) -> Response {
-    let principal = match app.admit(&headers, &uri).await {
-        Ok(p) => p,
-        Err(r) => return r,
-    };
+pub(super) async fn get_sse(State(app): State<Arc<App>>, Extension(principal): Extension<Arc<Principal>>) -> Response {
     let quota = match app.take_session(&principal) {
         Ok(q) => q,
         Err(r) => return *r,
@@ -91,15 +87,12 @@ pub(super) struct LegacyQuery {
 /// session's stream.
 pub(super) async fn post_messages(
     State(app): State<Arc<App>>,
+    Extension(principal): Extension<Arc<Principal>>,
     query: Result<axum::extract::Query<LegacyQuery>, axum::extract::rejection::QueryRejection>,
     request: Request,
 ) -> Response {
     let (parts, body) = request.into_parts();
     let headers = &parts.headers;
-    let principal = match app.admit(headers, &parts.uri).await {
-        Ok(p) => p,
-        Err(r) => return refused_unread(parts.version, body.into_data_stream(), r),
-    };
     let Ok(axum::extract::Query(q)) = query else {
         let r = rpc_error(StatusCode::BAD_REQUEST, None, protocol::INVALID_REQUEST, "sessionId is required");
         return refused_unread(parts.version, body.into_data_stream(), r);

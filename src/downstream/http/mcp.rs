@@ -5,16 +5,16 @@
 
 use super::*;
 
-pub(super) async fn post_mcp(State(app): State<Arc<App>>, request: Request) -> Response {
+pub(super) async fn post_mcp(
+    State(app): State<Arc<App>>,
+    Extension(principal): Extension<Arc<Principal>>,
+    request: Request,
+) -> Response {
     let (parts, body) = request.into_parts();
     let headers = &parts.headers;
-    // Who the client is and what it sends are checked on the headers
-    // alone: a client that may not post, or whose body would be refused
-    // anyway, is answered before a byte of its body is read.
-    let principal = match app.admit(headers, &parts.uri).await {
-        Ok(p) => p,
-        Err(r) => return refused_unread(parts.version, body.into_data_stream(), r),
-    };
+    // Who the client is was settled by the layers, and what it sends is
+    // checked on the headers alone: a client whose body would be refused
+    // anyway is answered before a byte of its body is read.
     if !media::content_type_is(headers, "application", "json") {
         app.rejected("content_type");
         let r = rpc_error(
@@ -252,11 +252,11 @@ pub(super) const RECONNECT_AFTER: Duration = Duration::from_secs(1);
 /// A comment line this often keeps idle streams open through proxies.
 pub(super) const KEEPALIVE: Duration = Duration::from_secs(15);
 
-pub(super) async fn get_mcp(State(app): State<Arc<App>>, uri: Uri, headers: HeaderMap) -> Response {
-    let principal = match app.admit(&headers, &uri).await {
-        Ok(p) => p,
-        Err(r) => return r,
-    };
+pub(super) async fn get_mcp(
+    State(app): State<Arc<App>>,
+    Extension(principal): Extension<Arc<Principal>>,
+    headers: HeaderMap,
+) -> Response {
     // The stream is all a GET can get: text/event-stream must be named
     // (a wildcard is not enough, as the transport asks of clients).
     if !media::accept_names(&headers, "text", "event-stream") {
@@ -329,11 +329,11 @@ impl Drop for StreamState {
     }
 }
 
-pub(super) async fn delete_mcp(State(app): State<Arc<App>>, uri: Uri, headers: HeaderMap) -> Response {
-    let principal = match app.admit(&headers, &uri).await {
-        Ok(p) => p,
-        Err(r) => return r,
-    };
+pub(super) async fn delete_mcp(
+    State(app): State<Arc<App>>,
+    Extension(principal): Extension<Arc<Principal>>,
+    headers: HeaderMap,
+) -> Response {
     let session = match app.session(&headers, None, &principal) {
         Ok(s) => s,
         Err(r) => return r,

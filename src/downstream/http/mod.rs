@@ -25,7 +25,8 @@
 //!
 //! Every `/mcp`, `/sse` and `/messages` request is checked against the
 //! `Host` and `Origin` allow-lists first (403), which defends against DNS
-//! rebinding, then authenticated (401). The host is the URI's authority
+//! rebinding, then authenticated (401); both are tower layers in front of
+//! those routes ([`layers`]). The host is the URI's authority
 //! when there is one (cleartext HTTP/2 has `:authority`, no `Host`), and a
 //! `Host` that differs from it is refused (400). A POST's headers are checked next
 //! (declared length, Content-Type, Accept), and only then is its body read:
@@ -37,6 +38,7 @@
 
 mod admin;
 mod guard;
+mod layers;
 mod legacy;
 mod mcp;
 mod respond;
@@ -46,7 +48,7 @@ use std::time::Duration;
 
 use axum::Router;
 use axum::body::{Body, Bytes};
-use axum::extract::{DefaultBodyLimit, Request, State};
+use axum::extract::{DefaultBodyLimit, Extension, Request, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, Uri, Version, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
@@ -77,12 +79,6 @@ pub const BODY_READ_TIMEOUT: Duration = Duration::from_secs(30);
 
 const SESSION_HEADER: &str = "mcp-session-id";
 const VERSION_HEADER: &str = "mcp-protocol-version";
-
-/// Headers that may occur once: the gateway decides on them (who the client
-/// is, which session, which revision, where it comes from), and a proxy in
-/// front might read another copy than the first.
-const SINGLE_HEADERS: [&str; 8] =
-    ["authorization", "x-api-key", SESSION_HEADER, VERSION_HEADER, "host", "origin", "content-type", "last-event-id"];
 
 /// Shared state of the HTTP front end.
 #[derive(Debug)]
@@ -131,24 +127,31 @@ pub fn router(gateway: Arc<Gateway>, shutdown: CancellationToken) -> Result<Rout
         legacy: Default::default(),
     });
     tokio::spawn(expire_sessions(app.clone()));
+    // Each route a client uses, and each admin page, is behind the
+    // admission layers (`layers/`); `MethodRouter::route_layer` keeps them
+    // off the 405 of a method the route does not serve. The probes and the
+    // protected-resource metadata are public.
+    let admitted = layers::admission(&app);
     let mut main = Router::new()
-        .route("/mcp", get(get_mcp).post(post_mcp).delete(delete_mcp))
-        .route("/sse", get(get_sse))
-        .route("/messages", axum::routing::post(post_messages))
+        .route("/mcp", get(get_mcp).post(post_mcp).delete(delete_mcp).route_layer(admitted.clone()))
+        .route("/sse", get(get_sse).route_layer(admitted.clone()))
+        .route("/messages", axum::routing::post(post_messages).route_layer(admitted))
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/readyz", get(readyz))
-        .route("/status", get(status))
-        .route("/status/upstreams/{id}", get(upstream_status))
+        .route("/status", get(status).route_layer(layers::admin_admission(&app, "/status")))
+        .route("/status/upstreams/{id}", get(upstream_status).route_layer(layers::admin_admission(&app, "/status")))
         .route(WELL_KNOWN_RESOURCE, get(resource_metadata));
     if metadata_path != WELL_KNOWN_RESOURCE {
         main = main.route(&metadata_path, get(resource_metadata));
     }
     if !split {
-        main = main.route("/metrics", get(metrics_checked));
+        main = main.route("/metrics", get(metrics_checked).route_layer(layers::admin_admission(&app, "/metrics")));
     }
     // Bodies are read by `App::read_body`, after admission; the layer keeps
-    // any extractor that would read one to the same limit.
-    Ok(main.layer(DefaultBodyLimit::max(max)).with_state(app))
+    // any extractor that would read one to the same limit. The trace span
+    // is outermost, so everything a request does, refusals included, is
+    // inside it.
+    Ok(main.layer(DefaultBodyLimit::max(max)).layer(layers::trace()).with_state(app))
 }
 
 async fn expire_sessions(app: Arc<App>) {

@@ -1,0 +1,83 @@
+//! The admission stack of the HTTP front end, as tower layers (design.md,
+//! "The edges speak tower"): what is checked on a request's head before a
+//! handler runs, one check per file.
+//!
+//! | layer | answers | file |
+//! | --- | --- | --- |
+//! | [`trace`] | (never) a `request` span around everything below | here |
+//! | [`CheckHost`] | 400 repeated header or authority mismatch, 403 Host or Origin | `host.rs` |
+//! | [`Authenticate`] | 401, 403 scope, 503 keys; puts the `Principal` in the extensions | `auth.rs` |
+//! | [`RequireAdmin`] | 403 not an admin (`/status`, `/metrics` only) | `admin.rs` |
+//!
+//! What stays in the handlers, and why: a POST's `Content-Type` and
+//! `Accept` (415, 406) and the legacy `sessionId` (400, 404) are checked
+//! next, and only then is the body read (`App::read_body`: 413 on the
+//! declared length or as it grows, the in-flight budget, 408 past
+//! [`BODY_READ_TIMEOUT`]). tower-http's `RequestBodyLimitLayer` answers 413
+//! on a declared length as soon as it is called, which would come before
+//! those checks and drop the body without the linger of
+//! [`refused_unread`]; its `RequestBodyTimeoutLayer` bounds the wait for
+//! each frame, not the whole body, so a client sending a byte now and then
+//! would never be cut off. The request head's deadline is the accept
+//! loop's (`listen.rs`): it runs before there is a request to call a
+//! service with.
+
+mod admin;
+mod auth;
+mod host;
+
+use tower::ServiceBuilder;
+use tower::layer::util::{Identity, Stack};
+use tower_http::auth::AsyncRequireAuthorizationLayer;
+use tower_http::classify::{ServerErrorsAsFailures, SharedClassifier};
+use tower_http::trace::{DefaultOnFailure, TraceLayer};
+use tower_http::validate_request::ValidateRequestHeaderLayer;
+
+pub(super) use self::admin::RequireAdmin;
+pub(super) use self::auth::Authenticate;
+pub(super) use self::host::CheckHost;
+use super::*;
+
+/// The layers of [`admission`], outermost last.
+type AdmissionStack =
+    Stack<AsyncRequireAuthorizationLayer<Authenticate>, Stack<ValidateRequestHeaderLayer<CheckHost>, Identity>>;
+
+/// The layers in front of every route a client uses: `/mcp`, `/sse`,
+/// `/messages`.
+pub(super) type Admission = ServiceBuilder<AdmissionStack>;
+
+/// The layers in front of an admin page: [`Admission`], then the admin
+/// check.
+pub(super) type AdminAdmission = ServiceBuilder<Stack<ValidateRequestHeaderLayer<RequireAdmin>, AdmissionStack>>;
+
+/// The admission stack. Layers wrap from the outside in: the first one
+/// named sees the request first.
+pub(super) fn admission(app: &Arc<App>) -> Admission {
+    ServiceBuilder::new()
+        // First the host: it defends against DNS rebinding, and a request
+        // for a host we do not serve learns nothing more, not even whether
+        // its credential is good.
+        .layer(CheckHost::layer(app.clone()))
+        // Then who the client is, still on the head alone: the handlers
+        // read a body only for an authenticated client.
+        .layer(Authenticate::layer(app.clone()))
+}
+
+/// [`admission`] for the admin page `page`: only principals in an admin
+/// group get past it.
+pub(super) fn admin_admission(app: &Arc<App>, page: &'static str) -> AdminAdmission {
+    // Innermost: the admin check reads the principal `Authenticate` put in
+    // the request's extensions.
+    admission(app).layer(RequireAdmin::layer(app.clone(), page))
+}
+
+/// The `request` span (method, URI, version) around everything a request
+/// does, at `debug`, so a refusal's log line says which request it was
+/// when debug logs are on. With the default `info` nothing is logged and
+/// nothing is formatted: the span's level is off. Failures are logged by
+/// the code that refuses or fails, with their reason, so the layer's own
+/// failure line is at `debug` too (its default, `error`, would log every
+/// 503 twice).
+pub(super) fn trace() -> TraceLayer<SharedClassifier<ServerErrorsAsFailures>> {
+    TraceLayer::new_for_http().on_failure(DefaultOnFailure::new().level(tracing::Level::DEBUG))
+}
