@@ -550,7 +550,7 @@ impl Connection {
             LinkError::TooLarge(_) => (ErrorClass::UpstreamInternal, false, None),
         };
         let msg = match e {
-            LinkError::Auth(why) => why.clone(),
+            LinkError::Auth(why) => why.to_string(),
             _ => format!("upstream `{}` {e}", self.upstream),
         };
         let mut err = CallError::new(class, Some(&self.upstream), msg);

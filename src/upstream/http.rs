@@ -17,7 +17,7 @@ use reqwest::header::{ACCEPT, AUTHORIZATION, CONTENT_TYPE, HeaderMap, HeaderName
 use tokio::task::JoinHandle;
 
 use super::conn::Inbox;
-use super::link::LinkError;
+use super::link::{AuthFailure, IoError, LinkError};
 use super::sse;
 use crate::error::{CallError, ErrorClass};
 use crate::oauth::Credential;
@@ -67,7 +67,7 @@ impl HttpLink {
     /// The bearer token to send, when the upstream uses OAuth.
     async fn bearer(&self) -> Result<Option<HeaderValue>, LinkError> {
         match &self.auth {
-            Some(c) => c.bearer().await.map(Some).map_err(|e| LinkError::Auth(e.to_string())),
+            Some(c) => c.bearer().await.map(Some).map_err(|e| LinkError::Auth(e.into())),
             None => Ok(None),
         }
     }
@@ -118,7 +118,7 @@ impl HttpLink {
             // login with more scope since (step-up) can help.
             let another = match (resp.status(), renewed, &self.auth, &bearer) {
                 (StatusCode::UNAUTHORIZED, false, Some(cred), Some(old)) => {
-                    Some(cred.rejected(old).await.map_err(|e| LinkError::Auth(e.to_string()))?)
+                    Some(cred.rejected(old).await.map_err(|e| LinkError::Auth(e.into()))?)
                 }
                 (StatusCode::FORBIDDEN, false, Some(cred), Some(old)) => cred.stepped_up(old).await,
                 _ => None,
@@ -136,7 +136,7 @@ impl HttpLink {
             return Err(LinkError::SessionExpired);
         }
         if let Some(cred) = self.auth.as_ref().filter(|_| matches!(status.as_u16(), 401 | 403)) {
-            return Err(LinkError::Auth(refusal(cred, &resp)));
+            return Err(LinkError::Auth(AuthFailure::Refused(refusal(cred, &resp))));
         }
         let resp = success(resp)?;
         if let Some(sid) = resp.headers().get(SESSION) {
@@ -319,16 +319,9 @@ fn read(lock: &RwLock<Option<HeaderValue>>) -> Option<HeaderValue> {
 }
 
 pub(crate) fn io_error(e: reqwest::Error) -> LinkError {
-    let connect = e.is_connect();
     // The URL may carry a secret; never let it into a message.
     let e = e.without_url();
-    let mut msg = e.to_string();
-    let mut src = std::error::Error::source(&e);
-    while let Some(s) = src {
-        msg = format!("{msg}: {s}");
-        src = s.source();
-    }
-    if connect { LinkError::Connect(msg) } else { LinkError::Io(msg) }
+    if e.is_connect() { LinkError::Connect(e) } else { LinkError::Io(IoError::Http(e)) }
 }
 
 /// The response when its status is 2xx, else [`LinkError::Status`].
@@ -440,7 +433,7 @@ async fn resume_until_answered(
         let mut req = reopen.client.get(reopen.url.clone()).headers(reopen.headers.clone());
         req = req.header(ACCEPT, "text/event-stream").header("last-event-id", last.as_str());
         if let Some(c) = &reopen.auth {
-            let bearer = c.bearer().await.map_err(|e| LinkError::Auth(e.to_string()))?;
+            let bearer = c.bearer().await.map_err(|e| LinkError::Auth(e.into()))?;
             req = req.header(AUTHORIZATION, bearer);
         }
         let resp = success(req.send().await.map_err(io_error)?)?;

@@ -13,7 +13,7 @@ use tokio::task::JoinHandle;
 
 use super::conn::Inbox;
 use super::http::{io_error, success};
-use super::link::LinkError;
+use super::link::{IoError, LinkError};
 use super::sse;
 use crate::sync::Locked;
 
@@ -58,8 +58,7 @@ impl LegacyLink {
             }
         };
         // The endpoint is usually relative (`/messages?session_id=…`).
-        let endpoint =
-            url.join(endpoint.trim()).map_err(|e| LinkError::Io(format!("sent an invalid endpoint: {e}")))?;
+        let endpoint = url.join(endpoint.trim()).map_err(|e| LinkError::Io(IoError::Endpoint(e)))?;
         let inbox = inbox.clone();
         let reader = tokio::spawn(async move {
             deliver(&inbox, early);

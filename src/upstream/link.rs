@@ -35,20 +35,78 @@ pub(crate) enum LinkError {
         /// `Retry-After`, when given in seconds.
         retry_after: Option<Duration>,
     },
-    /// The connection could not be made: the request never left.
-    #[error("is unreachable: {0}")]
-    Connect(String),
-    /// Read or write failure after connecting (URL stripped: it may hold
-    /// secrets). The request may have reached the upstream.
-    #[error("connection failed: {0}")]
-    Io(String),
+    /// The connection could not be made: the request never left. (The
+    /// error's URL is stripped: it may hold secrets.)
+    #[error("is unreachable: {}", Chain(.0))]
+    Connect(#[source] reqwest::Error),
+    /// Read or write failure after connecting. The request may have
+    /// reached the upstream.
+    #[error("connection failed: {}", Chain(.0))]
+    Io(#[source] IoError),
     /// The upstream refused the gateway's credential, or there is no
     /// usable one (what to do is in the message; no token in it).
     #[error("{0}")]
-    Auth(String),
+    Auth(#[source] AuthFailure),
     /// A body over the message size limit.
     #[error("sent a message larger than {0} bytes")]
     TooLarge(usize),
+}
+
+/// Why a link could not be opened.
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum OpenError {
+    /// The process did not start.
+    #[error("cannot start `{command}`: {source}")]
+    Spawn {
+        /// The command, as configured.
+        command: String,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// The configured URL is not one.
+    #[error(transparent)]
+    Url(#[from] url::ParseError),
+    /// The legacy SSE stream did not name its message endpoint.
+    #[error("SSE endpoint {0}")]
+    Sse(#[source] LinkError),
+}
+
+/// A failure after connecting, by where it came from.
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum IoError {
+    /// The HTTP exchange (URL stripped).
+    #[error(transparent)]
+    Http(reqwest::Error),
+    /// A legacy SSE server named a message endpoint that is not a URL.
+    #[error("sent an invalid endpoint")]
+    Endpoint(#[source] url::ParseError),
+}
+
+/// Why the gateway's credential did not get a request through.
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum AuthFailure {
+    /// No usable token: getting or renewing it failed.
+    #[error(transparent)]
+    Credential(#[from] crate::oauth::OAuthError),
+    /// The upstream refused the token it was given (the message says what
+    /// to do: which scope, which command).
+    #[error("{0}")]
+    Refused(String),
+}
+
+/// An error and its sources, `: `-separated, as one line.
+struct Chain<'a, E>(&'a E);
+
+impl<E: std::error::Error> std::fmt::Display for Chain<'_, E> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}", self.0)?;
+        let mut source = self.0.source();
+        while let Some(s) = source {
+            write!(f, ": {s}")?;
+            source = s.source();
+        }
+        Ok(())
+    }
 }
 
 // === impl Link ===
@@ -135,5 +193,21 @@ impl Link {
             Link::Http(l) => l.shutdown().await,
             Link::Legacy(l) => l.shutdown(),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_link_error_says_its_sources_on_one_line() {
+        let e = LinkError::Io(IoError::Endpoint(url::ParseError::RelativeUrlWithoutBase));
+        assert_eq!(e.to_string(), "connection failed: sent an invalid endpoint: relative URL without a base");
+        assert!(std::error::Error::source(&e).is_some(), "the source is kept, typed");
+        let open = OpenError::Sse(LinkError::Closed);
+        assert_eq!(open.to_string(), "SSE endpoint is not running");
+        let spawn = OpenError::Spawn { command: "nope".into(), source: std::io::ErrorKind::NotFound.into() };
+        assert_eq!(spawn.to_string(), "cannot start `nope`: entity not found");
     }
 }

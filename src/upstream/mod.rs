@@ -37,7 +37,7 @@ use tokio_util::sync::CancellationToken;
 use self::backoff::Backoff;
 pub use self::call::{Called, Request, Stats, ToolHints};
 use self::conn::{Connection, Event, Inbox, Negotiated};
-use self::link::Link;
+use self::link::{Link, OpenError};
 pub use self::lists::ListKind;
 use crate::config::{Redactor, TransportSpec, UpstreamSpec};
 use crate::error::{CallError, ErrorClass};

@@ -135,7 +135,7 @@ impl Upstream {
         }
     }
 
-    pub(super) async fn open_link(&self, inbox: &Arc<Inbox>) -> Result<Link, String> {
+    pub(super) async fn open_link(&self, inbox: &Arc<Inbox>) -> Result<Link, OpenError> {
         match &self.spec.transport {
             TransportSpec::Stdio { command, args, env, cwd, shutdown_grace } => {
                 let launch = stdio::Launch {
@@ -147,12 +147,12 @@ impl Upstream {
                     max_bytes: self.max_bytes,
                     redactor: &self.redactor,
                 };
-                let link =
-                    stdio::StdioLink::spawn(&launch, inbox).map_err(|e| format!("cannot start `{command}`: {e}"))?;
+                let link = stdio::StdioLink::spawn(&launch, inbox)
+                    .map_err(|source| OpenError::Spawn { command: command.clone(), source })?;
                 Ok(Link::Stdio(Arc::new(link)))
             }
             TransportSpec::Http { url, headers } => {
-                let url = reqwest::Url::parse(url.expose()).map_err(|e| e.to_string())?;
+                let url = reqwest::Url::parse(url.expose())?;
                 let link = http::HttpLink::new(
                     self.http.clone(),
                     url,
@@ -163,11 +163,11 @@ impl Upstream {
                 Ok(Link::Http(Arc::new(link)))
             }
             TransportSpec::Sse { url, headers } => {
-                let url = reqwest::Url::parse(url.expose()).map_err(|e| e.to_string())?;
+                let url = reqwest::Url::parse(url.expose())?;
                 let link =
                     legacy::LegacyLink::connect(self.http.clone(), url, header_map(headers), self.max_bytes, inbox)
                         .await
-                        .map_err(|e| format!("SSE endpoint {e}"))?;
+                        .map_err(OpenError::Sse)?;
                 Ok(Link::Legacy(Arc::new(link)))
             }
         }
