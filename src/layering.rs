@@ -187,13 +187,8 @@ const MAX_LINES: usize = 600;
 /// Files over [`MAX_LINES`] today, each with the ceiling it may not pass:
 /// the structural work of issue 17 shrinks them, and a file shrunk below
 /// the limit leaves this list (the test says so).
-const OVER: &[(&str, usize)] = &[
-    ("protocol/scan.rs", 835),
-    ("telemetry/metrics.rs", 677),
-    ("routing/catalog.rs", 652),
-    ("upstream/conn.rs", 642),
-    ("security/auth.rs", 604),
-];
+const OVER: &[(&str, usize)] =
+    &[("protocol/scan.rs", 835), ("telemetry/metrics.rs", 677), ("routing/catalog.rs", 652), ("upstream/conn.rs", 642)];
 
 #[test]
 fn no_file_grows_past_600_lines() {

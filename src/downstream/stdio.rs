@@ -84,7 +84,7 @@ where
             Ok(Classified::Request(msg)) if msg.method() == "initialize" => {
                 let reply = gateway.initialize(Transport::Stdio, msg.id(), msg.params(), &Principal::stdio());
                 let refused = reply.is_err();
-                let _ = tx.send(reply.map_or_else(|e| e, |(r, _)| r)).await;
+                let _ = tx.send(reply.map_or_else(|e| e.reply, |i| i.reply)).await;
                 if client.is_none() && !refused {
                     client = Some(gateway.connect(tx.clone(), msg.params(), Arc::new(Principal::stdio())));
                 }

@@ -255,7 +255,7 @@ pub(crate) async fn discover(
         }
     };
     let issuer_url = Url::parse(&issuer).map_err(|_| fail(format!("bad issuer URL {issuer:?}")))?;
-    secure(&issuer_url).map_err(&fail)?;
+    secure(&issuer_url).map_err(|e| fail(e.to_string()))?;
     let mut tried = Vec::new();
     let mut server = None;
     for u in server_metadata_urls(&issuer_url) {
@@ -279,7 +279,7 @@ pub(crate) async fn discover(
             .flatten()
     {
         let u = Url::parse(e).map_err(|_| fail(format!("bad endpoint URL {e:?}")))?;
-        secure(&u).map_err(&fail)?;
+        secure(&u).map_err(|e| fail(e.to_string()))?;
     }
     let scopes = match challenge_scopes {
         Some(s) if !s.is_empty() => s,
@@ -301,14 +301,40 @@ fn resource_allowed(configured: &str, advertised: &str) -> bool {
 }
 
 /// Authorization server endpoints must be https, except on loopback.
-fn secure(u: &Url) -> Result<(), String> {
+fn secure(u: &Url) -> Result<(), Insecure> {
     let host = u.host_str().unwrap_or("");
     let ip = host.trim_start_matches('[').trim_end_matches(']').parse::<std::net::IpAddr>();
     let loopback = host == "localhost" || ip.is_ok_and(|ip| ip.is_loopback());
-    if u.scheme() == "https" || (u.scheme() == "http" && loopback) {
-        Ok(())
-    } else {
-        Err(format!("{u} is not https (OAuth endpoints must be, except on loopback)"))
+    if u.scheme() == "https" || (u.scheme() == "http" && loopback) { Ok(()) } else { Err(Insecure(u.clone())) }
+}
+
+/// An OAuth endpoint that is neither https nor on loopback.
+#[derive(Debug, thiserror::Error)]
+#[error("{0} is not https (OAuth endpoints must be, except on loopback)")]
+pub(crate) struct Insecure(Url);
+
+/// Why a metadata document or an authorization server's answer could not
+/// be read.
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum FetchError {
+    /// The request or the body failed (the URL stripped: it may hold
+    /// secrets).
+    #[error("{0}")]
+    Http(reqwest::Error),
+    /// A status other than 2xx.
+    #[error("HTTP {0}")]
+    Status(u16),
+    /// A body over the bound.
+    #[error("answer larger than {0} bytes")]
+    TooLarge(usize),
+    /// Not the JSON expected.
+    #[error("not the expected JSON: {0}")]
+    Json(#[source] serde_json::Error),
+}
+
+impl From<reqwest::Error> for FetchError {
+    fn from(e: reqwest::Error) -> Self {
+        FetchError::Http(e.without_url())
     }
 }
 
@@ -317,26 +343,21 @@ pub(crate) fn split_scopes(s: &str) -> Vec<String> {
     s.split_ascii_whitespace().map(str::to_owned).collect()
 }
 
-async fn fetch_json<T: serde::de::DeserializeOwned>(http: &reqwest::Client, url: &Url) -> Result<T, String> {
-    let resp = http
-        .get(url.clone())
-        .header(reqwest::header::ACCEPT, "application/json")
-        .send()
-        .await
-        .map_err(|e| e.without_url().to_string())?;
+async fn fetch_json<T: serde::de::DeserializeOwned>(http: &reqwest::Client, url: &Url) -> Result<T, FetchError> {
+    let resp = http.get(url.clone()).header(reqwest::header::ACCEPT, "application/json").send().await?;
     if !resp.status().is_success() {
-        return Err(format!("HTTP {}", resp.status().as_u16()));
+        return Err(FetchError::Status(resp.status().as_u16()));
     }
     let body = read_limited(resp, MAX_METADATA).await?;
-    serde_json::from_slice(&body).map_err(|e| format!("not the expected JSON: {e}"))
+    serde_json::from_slice(&body).map_err(FetchError::Json)
 }
 
 /// Reads a body of at most `max` bytes.
-pub(crate) async fn read_limited(mut resp: reqwest::Response, max: usize) -> Result<Vec<u8>, String> {
+pub(crate) async fn read_limited(mut resp: reqwest::Response, max: usize) -> Result<Vec<u8>, FetchError> {
     let mut body = Vec::new();
-    while let Some(chunk) = resp.chunk().await.map_err(|e| e.without_url().to_string())? {
+    while let Some(chunk) = resp.chunk().await? {
         if body.len() + chunk.len() > max {
-            return Err(format!("answer larger than {max} bytes"));
+            return Err(FetchError::TooLarge(max));
         }
         body.extend_from_slice(&chunk);
     }

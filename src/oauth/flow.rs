@@ -151,7 +151,7 @@ async fn token_request(
         .await
         .map_err(|e| OAuthError::Http(e.without_url().to_string()))?;
     let status = resp.status();
-    let body = discovery::read_limited(resp, MAX_ANSWER).await.map_err(OAuthError::Http)?;
+    let body = discovery::read_limited(resp, MAX_ANSWER).await.map_err(|e| OAuthError::Http(e.to_string()))?;
     if !status.is_success() {
         return Err(match serde_json::from_slice::<ErrorAnswer>(&body) {
             Ok(e) => OAuthError::Refused { error: e.error, description: e.error_description.unwrap_or_default() },
@@ -281,7 +281,7 @@ async fn register(
         .await
         .map_err(|e| OAuthError::Http(e.without_url().to_string()))?;
     let status = resp.status();
-    let answer = discovery::read_limited(resp, MAX_ANSWER).await.map_err(OAuthError::Http)?;
+    let answer = discovery::read_limited(resp, MAX_ANSWER).await.map_err(|e| OAuthError::Http(e.to_string()))?;
     if !status.is_success() {
         let why = serde_json::from_slice::<ErrorAnswer>(&answer)
             .map(|e| format!("{}: {}", e.error, e.error_description.unwrap_or_default()))

@@ -88,6 +88,22 @@ impl Drop for Client {
     }
 }
 
+/// An `initialize` answered: a session may be made.
+#[derive(Debug)]
+pub struct Initialized {
+    /// The reply to send.
+    pub reply: String,
+    /// The protocol revision agreed on.
+    pub version: String,
+}
+
+/// An `initialize` refused: no session may be made.
+#[derive(Debug)]
+pub struct InitializeRefused {
+    /// The error reply to send.
+    pub reply: String,
+}
+
 // === impl Gateway ===
 
 impl Gateway {
@@ -227,17 +243,16 @@ impl Gateway {
     }
 
     /// Answers `initialize`: echo the client's revision when supported,
-    /// otherwise offer the latest. Returns the reply and the revision, or
-    /// the error reply when the client's `capabilities` are larger than
-    /// `max_client_capabilities_bytes` (the session would keep them): then
-    /// no session may be made.
+    /// otherwise offer the latest. Refused when the client's
+    /// `capabilities` are larger than `max_client_capabilities_bytes` (the
+    /// session would keep them): then no session may be made.
     pub fn initialize(
         &self,
         transport: protocol::Transport,
         id: &RawValue,
         params: Option<Checked<'_>>,
         principal: &Principal,
-    ) -> Result<(String, String), String> {
+    ) -> Result<Initialized, InitializeRefused> {
         let core = &self.core;
         let cap = core.config.gateway.max_client_capabilities_bytes;
         let declared = params.and_then(|p| p.get("capabilities")).map_or(0, |c| c.text().len());
@@ -254,7 +269,7 @@ impl Gateway {
                 "Invalid params: the client capabilities are {declared} bytes; this gateway keeps at most {cap} \
                  (gateway.max_client_capabilities_bytes)"
             );
-            return Err(encode::error(Some(id), protocol::INVALID_PARAMS, &msg, None));
+            return Err(InitializeRefused { reply: encode::error(Some(id), protocol::INVALID_PARAMS, &msg, None) });
         }
         let asked = params.and_then(|p| p.get("protocolVersion")).and_then(Checked::str).map(|v| v.into_owned());
         let version = match asked {
@@ -288,7 +303,7 @@ impl Gateway {
             },
         });
         let result = serde_json::value::to_raw_value(&result).expect("json! always serializes");
-        Ok((encode::result(id, &result), version))
+        Ok(Initialized { reply: encode::result(id, &result), version })
     }
 
     /// Handles one request (not `initialize`) and returns the reply, or

@@ -9,25 +9,18 @@
 
 use std::collections::HashMap;
 use std::sync::Arc;
-use std::time::Duration;
 
-use tokio::time::Instant;
-
-use arc_swap::ArcSwapOption;
-use jsonwebtoken::{Algorithm, DecodingKey, Validation};
-use serde_json::{Map, Value};
 use sha2::{Digest, Sha256};
 
-use crate::config::{AuthMode, AuthSection, JwtSection};
+use crate::config::{AuthMode, AuthSection};
+
+mod jwt;
+
+use self::jwt::Jwt;
 
 /// Headers that carry client credentials and are never logged or sent
 /// upstream, whatever the config adds.
 pub const ALWAYS_SENSITIVE: [&str; 4] = ["authorization", "cookie", "x-api-key", "proxy-authorization"];
-
-/// A JWKS is fetched again for an unknown `kid` at most this often.
-const JWKS_REFETCH_MIN: Duration = Duration::from_secs(30);
-/// Largest JWKS document read.
-const JWKS_MAX_BYTES: usize = 1024 * 1024;
 
 /// Who a client is.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -113,36 +106,6 @@ pub struct Authenticator {
     sensitive: Vec<String>,
 }
 
-struct Jwt {
-    /// One validation per accepted algorithm: the library wants every
-    /// algorithm of a validation in the key's family.
-    validations: Vec<(Algorithm, Validation)>,
-    keys: Keys,
-    principal_claim: String,
-    groups_claim: String,
-}
-
-enum Keys {
-    Pem(DecodingKey),
-    Jwks(Jwks),
-}
-
-struct Jwks {
-    url: String,
-    http: reqwest::Client,
-    refresh: Duration,
-    cache: ArcSwapOption<KeyCache>,
-    /// One fetch at a time; holds when the last one started.
-    fetching: tokio::sync::Mutex<Option<Instant>>,
-}
-
-struct KeyCache {
-    by_kid: HashMap<String, DecodingKey>,
-    /// Keys without a `kid` (tried when the token has none).
-    unnamed: Vec<DecodingKey>,
-    fetched: Instant,
-}
-
 /// Why the authenticator could not be built (a PEM that does not parse).
 #[derive(Debug, thiserror::Error)]
 #[error("[auth.jwt] {0}")]
@@ -196,19 +159,28 @@ impl Principal {
 /// they are, and a bare name by what can authenticate as it (an API key of
 /// that name, or a JWT subject). A bare name both could be is ambiguous:
 /// the error says to write which.
-pub fn identity_for(auth: &AuthSection, name: &str) -> Result<String, String> {
+pub fn identity_for(auth: &AuthSection, name: &str) -> Result<String, IdentityError> {
     if name.starts_with("key:") || name.starts_with("jwt:") || matches!(name, "anonymous" | "stdio") {
         return Ok(name.to_owned());
     }
     let key = auth.api_keys.iter().any(|k| k.principal == name);
     match (key, auth.jwt.is_some()) {
-        (true, true) => Err(format!(
-            "`{name}` could be the API key `{name}` or a JWT subject `{name}`: write `key:{name}` or `jwt:{name}`"
-        )),
+        (true, true) => Err(IdentityError::Ambiguous(name.to_owned())),
         (true, false) => Ok(format!("key:{name}")),
         (false, true) => Ok(format!("jwt:{name}")),
-        (false, false) => Err(format!("no API key is named `{name}` and no [auth.jwt] is configured")),
+        (false, false) => Err(IdentityError::Unknown(name.to_owned())),
     }
+}
+
+/// Why [`identity_for`] cannot tell which principal a name means.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum IdentityError {
+    /// Both an API key and a JWT subject could have it.
+    #[error("`{0}` could be the API key `{0}` or a JWT subject `{0}`: write `key:{0}` or `jwt:{0}`")]
+    Ambiguous(String),
+    /// Nothing can authenticate as it.
+    #[error("no API key is named `{0}` and no [auth.jwt] is configured")]
+    Unknown(String),
 }
 
 // === impl AuthError ===
@@ -251,6 +223,15 @@ impl std::fmt::Debug for Authenticator {
             .field("jwt", &self.jwt.is_some())
             .finish_non_exhaustive()
     }
+}
+
+/// What [`Authenticator::decide`] could tell at once.
+#[derive(Debug)]
+pub enum Decided<'t> {
+    /// Decided: the principal, or why not.
+    Now(Result<Arc<Principal>, AuthError>),
+    /// A bearer JWT, for [`Authenticator::verify_jwt`].
+    Jwt(&'t str),
 }
 
 impl Authenticator {
@@ -315,36 +296,58 @@ impl Authenticator {
         authorization: Option<&[u8]>,
         api_key: Option<&[u8]>,
     ) -> Result<Arc<Principal>, AuthError> {
+        match self.decide(authorization, api_key) {
+            Decided::Now(decided) => decided,
+            Decided::Jwt(token) => self.verify_jwt(token).await,
+        }
+    }
+
+    /// What can be decided without waiting: everything but a bearer JWT
+    /// (whose issuer's keys may have to be fetched). The hot path of every
+    /// request with `mode = "none"` or an API key, so it never allocates.
+    pub fn decide<'t>(&self, authorization: Option<&'t [u8]>, api_key: Option<&'t [u8]>) -> Decided<'t> {
         if self.mode == AuthMode::None {
-            return Ok(self.anonymous.clone());
+            return Decided::Now(Ok(self.anonymous.clone()));
         }
         if authorization.is_some() && api_key.is_some() {
-            return Err(AuthError::TwoCredentials);
+            return Decided::Now(Err(AuthError::TwoCredentials));
         }
         let token = match (authorization.and_then(bearer), api_key) {
             (Some(t), _) => t,
-            (None, Some(k)) => std::str::from_utf8(k).map_err(|_| AuthError::UnknownKey)?.trim(),
-            (None, None) => return Err(AuthError::Missing),
+            (None, Some(k)) => match std::str::from_utf8(k) {
+                Ok(k) => k.trim(),
+                Err(_) => return Decided::Now(Err(AuthError::UnknownKey)),
+            },
+            (None, None) => return Decided::Now(Err(AuthError::Missing)),
         };
         if token.is_empty() {
-            return Err(AuthError::Missing);
+            return Decided::Now(Err(AuthError::Missing));
         }
         let hash: [u8; 32] = Sha256::digest(token.as_bytes()).into();
         if let Some(p) = self.api_keys.get(&hash) {
-            return Ok(p.clone());
+            return Decided::Now(Ok(p.clone()));
         }
         match &self.jwt {
-            Some(jwt) if looks_like_jwt(token) => {
-                let p = jwt.verify(token).await?;
-                if let Some(missing) = self.required_scopes.iter().find(|s| !p.scopes.iter().any(|g| &**g == *s)) {
-                    tracing::debug!(principal = %p.id, scope = %missing, "A token lacks a required scope.");
-                    return Err(AuthError::InsufficientScope);
-                }
-                Ok(Arc::new(p))
+            Some(_) if looks_like_jwt(token) => Decided::Jwt(token),
+            _ if looks_like_jwt(token) => {
+                Decided::Now(Err(AuthError::Invalid("bearer JWTs are not accepted here".into())))
             }
-            _ if looks_like_jwt(token) => Err(AuthError::Invalid("bearer JWTs are not accepted here".into())),
-            _ => Err(AuthError::UnknownKey),
+            _ => Decided::Now(Err(AuthError::UnknownKey)),
         }
+    }
+
+    /// Verifies a bearer JWT that [`Authenticator::decide`] left to wait
+    /// for, and its required scopes.
+    pub async fn verify_jwt(&self, token: &str) -> Result<Arc<Principal>, AuthError> {
+        let Some(jwt) = &self.jwt else {
+            return Err(AuthError::Invalid("bearer JWTs are not accepted here".into()));
+        };
+        let p = jwt.verify(token).await?;
+        if let Some(missing) = self.required_scopes.iter().find(|s| !p.scopes.iter().any(|g| &**g == *s)) {
+            tracing::debug!(principal = %p.id, scope = %missing, "A token lacks a required scope.");
+            return Err(AuthError::InsufficientScope);
+        }
+        Ok(Arc::new(p))
     }
 
     /// The `WWW-Authenticate` value for a refusal.
@@ -415,195 +418,10 @@ pub fn hash_key(key: &str) -> String {
     Sha256::digest(key.trim().as_bytes()).iter().map(|b| format!("{b:02x}")).collect()
 }
 
-// === impl Jwt ===
-
-impl Jwt {
-    fn new(j: &JwtSection, resource: &str, http: reqwest::Client) -> Result<Self, AuthSetupError> {
-        let validations = j
-            .algorithms
-            .iter()
-            .filter_map(|a| a.parse::<Algorithm>().ok())
-            .map(|alg| {
-                let mut v = Validation::new(alg);
-                v.leeway = j.leeway.as_secs();
-                v.validate_nbf = true;
-                v.set_issuer(&[&j.issuer]);
-                v.set_audience(&[j.audience.as_deref().unwrap_or(resource)]);
-                v.set_required_spec_claims(&["exp", "iss", "aud"]);
-                (alg, v)
-            })
-            .collect();
-        let keys = match (&j.jwks_url, &j.public_key_pem) {
-            (_, Some(path)) => {
-                let pem = std::fs::read(path)
-                    .map_err(|e| AuthSetupError(format!("cannot read public_key_pem {}: {e}", path.display())))?;
-                let key = DecodingKey::from_rsa_pem(&pem)
-                    .or_else(|_| DecodingKey::from_ec_pem(&pem))
-                    .or_else(|_| DecodingKey::from_ed_pem(&pem))
-                    .map_err(|e| AuthSetupError(format!("public_key_pem {}: {e}", path.display())))?;
-                Keys::Pem(key)
-            }
-            (Some(url), None) => Keys::Jwks(Jwks {
-                url: url.clone(),
-                http,
-                refresh: j.jwks_refresh,
-                cache: ArcSwapOption::empty(),
-                fetching: tokio::sync::Mutex::new(None),
-            }),
-            (None, None) => return Err(AuthSetupError("needs jwks_url or public_key_pem".into())),
-        };
-        Ok(Jwt { validations, keys, principal_claim: j.principal_claim.clone(), groups_claim: j.groups_claim.clone() })
-    }
-
-    async fn verify(&self, token: &str) -> Result<Principal, AuthError> {
-        let header = jsonwebtoken::decode_header(token).map_err(|e| AuthError::Invalid(e.to_string()))?;
-        let validation = self
-            .validations
-            .iter()
-            .find(|(alg, _)| *alg == header.alg)
-            .map(|(_, v)| v)
-            .ok_or_else(|| AuthError::Invalid(format!("algorithm {:?} is not accepted", header.alg)))?;
-        let claims = match &self.keys {
-            Keys::Pem(key) => self.decode(token, key, validation)?,
-            Keys::Jwks(jwks) => {
-                let cache = jwks.keys(header.kid.as_deref()).await?;
-                let candidates: Vec<&DecodingKey> = match header.kid.as_deref() {
-                    Some(kid) => cache.by_kid.get(kid).into_iter().collect(),
-                    None => cache.unnamed.iter().chain(cache.by_kid.values()).collect(),
-                };
-                if candidates.is_empty() {
-                    return Err(AuthError::Invalid("unknown signing key id".into()));
-                }
-                let mut last = AuthError::Invalid("no key matched".into());
-                let mut found = None;
-                for key in candidates {
-                    match self.decode(token, key, validation) {
-                        Ok(c) => {
-                            found = Some(c);
-                            break;
-                        }
-                        Err(e) => last = e,
-                    }
-                }
-                found.ok_or(last)?
-            }
-        };
-        let id = claims
-            .get(&self.principal_claim)
-            .and_then(Value::as_str)
-            .filter(|s| !s.is_empty())
-            .ok_or_else(|| AuthError::Invalid(format!("no `{}` claim", self.principal_claim)))?;
-        let groups = strings(claims.get(&self.groups_claim));
-        let mut scopes = strings(claims.get("scope"));
-        scopes.extend(strings(claims.get("scp")));
-        Ok(Principal::new(
-            id,
-            Via::Jwt,
-            groups.into_iter().map(Arc::from).collect(),
-            scopes.into_iter().map(Arc::from).collect(),
-        ))
-    }
-
-    fn decode(&self, token: &str, key: &DecodingKey, v: &Validation) -> Result<Map<String, Value>, AuthError> {
-        use jsonwebtoken::errors::ErrorKind as K;
-        jsonwebtoken::decode::<Map<String, Value>>(token, key, v).map(|d| d.claims).map_err(|e| match e.kind() {
-            K::ExpiredSignature => AuthError::Expired,
-            K::ImmatureSignature => AuthError::NotYetValid,
-            K::InvalidAudience => AuthError::Audience,
-            K::InvalidIssuer => AuthError::Issuer,
-            K::MissingRequiredClaim(c) if c == "aud" => AuthError::Audience,
-            K::MissingRequiredClaim(c) if c == "iss" => AuthError::Issuer,
-            _ => AuthError::Invalid(e.to_string()),
-        })
-    }
-}
-
-/// A claim that is an array of strings or a space-separated string.
-fn strings(v: Option<&Value>) -> Vec<String> {
-    match v {
-        Some(Value::String(s)) => s.split_whitespace().map(str::to_owned).collect(),
-        Some(Value::Array(a)) => a.iter().filter_map(Value::as_str).map(str::to_owned).collect(),
-        _ => Vec::new(),
-    }
-}
-
-// === impl Jwks ===
-
-impl Jwks {
-    /// The cached keys, fetched when missing, stale, or lacking `kid`
-    /// (then at most once per [`JWKS_REFETCH_MIN`]). A failed fetch keeps
-    /// serving the keys it had.
-    async fn keys(&self, kid: Option<&str>) -> Result<Arc<KeyCache>, AuthError> {
-        let usable = |c: &KeyCache| c.fetched.elapsed() < self.refresh && kid.is_none_or(|k| c.by_kid.contains_key(k));
-        if let Some(c) = self.cache.load_full()
-            && usable(&c)
-        {
-            return Ok(c);
-        }
-        let mut last = self.fetching.lock().await;
-        // Another request may have fetched while this one waited.
-        let current = self.cache.load_full();
-        if let Some(c) = &current
-            && usable(c)
-        {
-            return Ok(c.clone());
-        }
-        let stale_enough = current.as_ref().is_none_or(|c| c.fetched.elapsed() >= self.refresh);
-        if !stale_enough && last.is_some_and(|t| t.elapsed() < JWKS_REFETCH_MIN) {
-            // An unknown kid shortly after a fetch: do not hammer the IdP.
-            return current.ok_or_else(|| AuthError::Keys("no keys yet".into()));
-        }
-        *last = Some(Instant::now());
-        match self.fetch().await {
-            Ok(fresh) => {
-                let fresh = Arc::new(fresh);
-                self.cache.store(Some(fresh.clone()));
-                Ok(fresh)
-            }
-            Err(e) => {
-                tracing::warn!(url = %self.url, error = %e, "Could not fetch the JWKS.");
-                current.ok_or(AuthError::Keys(e))
-            }
-        }
-    }
-
-    async fn fetch(&self) -> Result<KeyCache, String> {
-        use futures_util::StreamExt as _;
-        let resp = self.http.get(&self.url).timeout(Duration::from_secs(5)).send().await.map_err(|e| e.to_string())?;
-        if !resp.status().is_success() {
-            return Err(format!("HTTP {}", resp.status()));
-        }
-        let mut body = Vec::new();
-        let mut stream = resp.bytes_stream();
-        while let Some(chunk) = stream.next().await {
-            let chunk = chunk.map_err(|e| e.to_string())?;
-            if body.len() + chunk.len() > JWKS_MAX_BYTES {
-                return Err(format!("larger than {JWKS_MAX_BYTES} bytes"));
-            }
-            body.extend_from_slice(&chunk);
-        }
-        let set: jsonwebtoken::jwk::JwkSet = serde_json::from_slice(&body).map_err(|e| format!("not a JWKS: {e}"))?;
-        let mut cache = KeyCache { by_kid: HashMap::new(), unnamed: Vec::new(), fetched: Instant::now() };
-        for jwk in &set.keys {
-            // Keys we cannot use (symmetric, unknown curve) are skipped.
-            let Ok(key) = DecodingKey::from_jwk(jwk) else { continue };
-            if matches!(key.kind(), jsonwebtoken::DecodingKeyKind::SecretOrDer(_)) && jwk.common.key_id.is_none() {
-                continue;
-            }
-            match &jwk.common.key_id {
-                Some(kid) => {
-                    cache.by_kid.insert(kid.clone(), key);
-                }
-                None => cache.unnamed.push(key),
-            }
-        }
-        tracing::info!(url = %self.url, keys = set.keys.len(), "Fetched the JWKS.");
-        Ok(cache)
-    }
-}
-
 #[cfg(test)]
 mod tests {
+    use serde_json::Value;
+
     use super::*;
 
     fn keyed() -> Authenticator {

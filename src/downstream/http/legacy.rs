@@ -111,10 +111,10 @@ pub(super) async fn post_messages(
     match (msg.classify(), client) {
         (Ok(Classified::Request(msg)), _) if msg.method() == "initialize" => {
             let reply = match app.gateway.initialize(Transport::Http, msg.id(), msg.params(), &session.principal) {
-                Ok((reply, _version)) => reply,
+                Ok(initialized) => initialized.reply,
                 Err(refusal) => {
                     app.rejected("capabilities_too_large");
-                    send_legacy(&session, refusal);
+                    send_legacy(&session, refusal.reply);
                     return (StatusCode::ACCEPTED, "Accepted").into_response();
                 }
             };

@@ -51,13 +51,14 @@ pub(super) async fn post_mcp(
                 Ok(q) => q,
                 Err(r) => return *r,
             };
-            let (reply, version) = match app.gateway.initialize(Transport::Http, id, msg.params(), &principal) {
-                Ok(r) => r,
-                Err(refusal) => {
-                    app.rejected("capabilities_too_large");
-                    return (StatusCode::BAD_REQUEST, json_headers(), refusal).into_response();
-                }
-            };
+            let Initialized { reply, version } =
+                match app.gateway.initialize(Transport::Http, id, msg.params(), &principal) {
+                    Ok(r) => r,
+                    Err(refusal) => {
+                        app.rejected("capabilities_too_large");
+                        return (StatusCode::BAD_REQUEST, json_headers(), refusal.reply).into_response();
+                    }
+                };
             let (tx, outbox) = tokio::sync::mpsc::channel(crate::routing::peer::QUEUE);
             let client = app.gateway.connect(tx, msg.params(), principal);
             let legacy = app.legacy.locked().len();

@@ -63,7 +63,7 @@ use super::session::{Session, Sessions};
 use crate::config::ResponseMode;
 use crate::protocol::{self, Classified, Message, Transport, encode};
 use crate::routing::Caller;
-use crate::routing::Gateway;
+use crate::routing::{Gateway, Initialized};
 use crate::security::auth::{AuthSetupError, Authenticator, Principal};
 use crate::sync::Locked;
 use crate::telemetry::metrics::ReasonLabels;
