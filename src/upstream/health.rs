@@ -87,3 +87,49 @@ impl Upstream {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::super::tests::{Frozen, conn, fixture, settle, start};
+    use super::super::{ErrorClass, State};
+    use super::*;
+
+    /// Lets the tasks that `advance` woke run (the health loop sends its
+    /// ping into the writer queue at once).
+    async fn advance(d: Duration) {
+        tokio::time::advance(d).await;
+        for _ in 0..10 {
+            tokio::task::yield_now().await;
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn unanswered_pings_in_a_row_give_the_connection_up() {
+        let _frozen = Frozen::new();
+        let h = start(fixture(
+            "[upstreams.x.health]\ninterval = \"1s\"\ntimeout = \"1s\"\nfailures_to_restart = 2\n\
+             [upstreams.x.breaker]\nenabled = false",
+        ));
+        let ready = h.ready(1).await;
+        let c = conn(&ready);
+        let counters = &h.up.counters;
+        advance(Duration::from_secs(1)).await;
+        // The server reads in order: once this is answered, so was the ping.
+        c.request("test/mute", None, Duration::from_secs(5)).await.expect("answered");
+        assert!(settle(|| counters.pings_ok.get() == 1).await, "the first ping was answered");
+        advance(Duration::from_secs(1)).await;
+        advance(Duration::from_secs(1)).await;
+        assert!(settle(|| counters.pings_failed.get() == 1).await, "the second ping timed out");
+        assert!(matches!(&*h.up.state(), State::Ready(_)), "one failure is not enough");
+        advance(Duration::from_secs(1)).await;
+        let down = h.wait_for("down", |s| matches!(s, State::Down { .. })).await;
+        let State::Down { reason, class, .. } = &*down else { unreachable!() };
+        assert_eq!(
+            (reason.as_str(), *class),
+            ("2 health pings in a row failed (last: timeout)", ErrorClass::Transport)
+        );
+        assert_eq!((counters.pings_ok.get(), counters.pings_failed.get()), (1, 2));
+        assert_eq!(h.up.status()["health"], serde_json::json!({ "pings": 3, "failed": 2 }));
+        h.stop().await;
+    }
+}

@@ -185,3 +185,116 @@ impl Lists {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    //! `ListKind`'s names, and lists fetched from a scripted server: pages
+    //! followed, optional lists that fail left empty, a change re-fetched.
+
+    use super::super::tests::{Frozen, conn, fixture, start};
+    use super::*;
+
+    const ALL: [ListKind; 4] = [ListKind::Tools, ListKind::Prompts, ListKind::Resources, ListKind::Templates];
+
+    /// The `name`s of a list's items.
+    fn names(items: &[CheckedBox]) -> Vec<String> {
+        items.iter().map(|i| i.checked().get("name").and_then(|n| n.str()).unwrap_or_default().into_owned()).collect()
+    }
+
+    fn lists(state: &State) -> Lists {
+        match state {
+            State::Ready(r) => r.lists.clone(),
+            other => panic!("not ready: {other:?}"),
+        }
+    }
+
+    #[test]
+    fn each_list_has_its_method_key_and_change_notification() {
+        let got: Vec<_> = ALL.iter().map(|k| (k.method(), k.key(), k.changed_notification())).collect();
+        assert_eq!(
+            got,
+            [
+                ("tools/list", "tools", "notifications/tools/list_changed"),
+                ("prompts/list", "prompts", "notifications/prompts/list_changed"),
+                ("resources/list", "resources", "notifications/resources/list_changed"),
+                ("resources/templates/list", "resourceTemplates", "notifications/resources/list_changed"),
+            ]
+        );
+        // A change notification names the list it is about; templates share
+        // the resources one (and a resources change re-fetches both).
+        let back: Vec<_> = ALL.iter().map(|k| ListKind::changed_by(k.changed_notification())).collect();
+        assert_eq!(
+            back,
+            [Some(ListKind::Tools), Some(ListKind::Prompts), Some(ListKind::Resources), Some(ListKind::Resources)]
+        );
+        for other in ["notifications/resources/updated", "notifications/message", "tools/list", ""] {
+            assert_eq!(ListKind::changed_by(other), None, "{other}");
+        }
+    }
+
+    #[test]
+    fn lists_get_and_get_mut_pick_the_same_list() {
+        let mut l = Lists::default();
+        for (n, k) in ALL.into_iter().enumerate() {
+            *l.get_mut(k) = vec![CheckedBox::from_value(&serde_json::json!({ "name": "x" })); n + 1].into();
+        }
+        let lens: Vec<_> = ALL.iter().map(|k| l.get(*k).len()).collect();
+        assert_eq!(lens, [1, 2, 3, 4]);
+        assert_eq!((l.tools.len(), l.prompts.len(), l.resources.len(), l.templates.len()), (1, 2, 3, 4));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn lists_are_fetched_across_pages_and_a_failed_optional_one_is_empty() {
+        let _frozen = Frozen::new();
+        let h = start(fixture("health.interval = \"0s\""));
+        let ready = h.ready(1).await;
+        let l = lists(&ready);
+        assert_eq!(names(&l.tools), ["a", "b", "c", "d"], "three pages, in order");
+        assert_eq!(names(&l.prompts), ["first", "again"], "a cursor that repeats ends the list");
+        assert!(l.resources.is_empty() && l.templates.is_empty());
+
+        // Why those two are empty.
+        let c = conn(&ready);
+        let e = h.up.fetch_list(&c, ListKind::Resources).await.unwrap_err();
+        assert_eq!((e.class, e.code), (ErrorClass::Protocol, crate::protocol::METHOD_NOT_FOUND));
+        assert!(e.message.starts_with("upstream `x` resources/list answered an error: "), "{}", e.message);
+        let e = h.up.fetch_list(&c, ListKind::Templates).await.unwrap_err();
+        assert_eq!(e.class, ErrorClass::Protocol);
+        assert_eq!(
+            e.message,
+            "upstream `x` resources/templates/list result is invalid: `resourceTemplates` is not an array"
+        );
+        h.stop().await;
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_list_change_refetches_that_list_on_the_same_connection() {
+        let _frozen = Frozen::new();
+        let h = start(fixture("health.interval = \"0s\""));
+        let ready = h.ready(1).await;
+        let generation = h.changes.generation();
+        let c = conn(&ready);
+        c.request("test/change", None, Duration::from_secs(5)).await.expect("answered");
+        let changed = h.wait_for("tools changed", |s| matches!(s, State::Ready(r) if r.lists.tools.len() == 1)).await;
+        let State::Ready(r) = &*changed else { unreachable!() };
+        assert_eq!(names(&r.lists.tools), ["e"]);
+        assert_eq!(names(&r.lists.prompts), ["first", "again"], "the other lists are kept");
+        assert_eq!(r.connection, 1, "no restart");
+        assert!(h.changes.generation() > generation, "the catalog is told");
+        h.stop().await;
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_notification_about_no_call_goes_to_the_gateway() {
+        let _frozen = Frozen::new();
+        let mut h = start(fixture("health.interval = \"0s\""));
+        let ready = h.ready(1).await;
+        conn(&ready).request("test/note", None, Duration::from_secs(5)).await.expect("answered");
+        let note =
+            tokio::time::timeout(Duration::from_secs(3600), h.notes.recv()).await.expect("a note").expect("open");
+        assert_eq!(&*note.upstream, "x");
+        assert_eq!(note.msg.method(), "notifications/resources/updated");
+        assert_eq!(note.msg.params().and_then(|p| p.get("uri")).and_then(|u| u.str()).as_deref(), Some("file:///x"));
+        h.stop().await;
+    }
+}

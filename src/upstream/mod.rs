@@ -549,3 +549,6 @@ fn capability(caps: Checked<'_>, path: &str) -> bool {
     }
     !at.is_null()
 }
+
+#[cfg(test)]
+mod tests;

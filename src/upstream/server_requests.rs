@@ -68,3 +68,52 @@ impl Upstream {
         serde_json::value::to_raw_value(&caps).expect("valid")
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use serde_json::json;
+
+    use super::super::tests::{Frozen, NO_SUCH_COMMAND, conn, fixture, spec, start};
+
+    /// What `body`'s upstream declares, as JSON.
+    async fn declared(body: &str) -> serde_json::Value {
+        let h = start(spec(body));
+        let caps = serde_json::from_str(h.up.client_capabilities().get()).unwrap();
+        h.up.shutdown().await;
+        caps
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn the_gateway_declares_only_what_it_can_answer() {
+        let stdio = format!("command = {NO_SUCH_COMMAND:?}");
+        let relayed = json!({ "sampling": {}, "elicitation": { "form": {}, "url": {} } });
+        assert_eq!(declared(&stdio).await, json!({}));
+        assert_eq!(declared(&format!("{stdio}\nroots = [\"file:///srv\"]")).await, json!({ "roots": {} }));
+        // Only a Streamable HTTP call stream ties a request to its call.
+        assert_eq!(declared("url = \"http://127.0.0.1:9/mcp\"").await, relayed);
+        let mut all = relayed;
+        all["roots"] = json!({});
+        assert_eq!(declared(&format!("{stdio}\nisolation = \"per-session\"")).await, all);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn the_upstreams_requests_are_answered_or_refused() {
+        let _frozen = Frozen::new();
+        let h = start(fixture("roots = [\"file:///srv\"]\nhealth.interval = \"0s\""));
+        let ready = h.ready(1).await;
+        let reply = conn(&ready).request("test/ask", None, Duration::from_secs(5)).await.expect("answered");
+        let answers = reply.result().and_then(|r| r.get("answers")).and_then(|a| a.value()).expect("answers");
+        assert_eq!(
+            answers,
+            json!([
+                { "jsonrpc": "2.0", "id": "r1", "result": {} },
+                { "jsonrpc": "2.0", "id": "r2", "result": { "roots": [{ "uri": "file:///srv" }] } },
+                // A shared stdio connection cannot tell whose call it is.
+                { "jsonrpc": "2.0", "id": "r3", "error": { "code": -32601, "message": "Method not found: sampling/createMessage" } },
+            ])
+        );
+        h.stop().await;
+    }
+}

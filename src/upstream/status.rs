@@ -121,3 +121,95 @@ impl Upstream {
         v
     }
 }
+
+#[cfg(test)]
+mod tests {
+    //! `/status` and the gauges, for an upstream in each state it can be in.
+
+    use std::time::Duration;
+
+    use serde_json::json;
+
+    use super::super::tests::{Frozen, Harness, NO_SUCH_COMMAND, fixture, spec, start};
+    use super::*;
+
+    /// The state gauges: `upstream_up`, then `upstream_state` for starting,
+    /// ready, down and stopped, then `upstream_crash_looping`.
+    fn gauges(h: &Harness) -> (i64, [i64; 4], i64) {
+        h.up.export_gauges();
+        let m = &h.metrics;
+        let labels = h.up.labels();
+        let state = |state| m.upstream_state.get_or_create(&StateLabels { upstream: h.up.label(), state }).get();
+        (
+            m.upstream_up.get_or_create(&labels).get(),
+            ["starting", "ready", "down", "stopped"].map(state),
+            m.upstream_crash_looping.get_or_create(&labels).get(),
+        )
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_crash_looping_upstream_says_why_when_it_retries_and_since_when_it_fails() {
+        let h = start(spec(&format!("command = {NO_SUCH_COMMAND:?}")));
+        // The supervisor has not run yet.
+        let s = h.up.status();
+        assert_eq!((&s["state"], &s["starting_for_ms"]), (&json!("starting"), &json!(0)));
+        assert_eq!(gauges(&h), (0, [1, 0, 0, 0], 0));
+
+        let mut last = None;
+        for _ in 0..3 {
+            last = Some(h.next_down(last).await.0);
+        }
+        let reason = format!("cannot start `{NO_SUCH_COMMAND}`: No such file or directory (os error 2)");
+        let s = h.up.status();
+        let mut expected = json!({
+            "id": "x",
+            "transport": "stdio",
+            "state": "down",
+            "restarts": 2,
+            "crash_loop": true,
+            "down_reason": reason,
+            "down_class": "transport",
+            "retry_in_ms": 2000,
+            "last_error": reason,
+            "last_error_class": "transport",
+            "last_error_age_ms": 0,
+            "health": { "pings": 0, "failed": 0 },
+            "breaker": { "state": "closed", "opened_total": 0, "transitions_total": 0, "probe_in_ms": null },
+        });
+        // The call counters are `call_status`'s (and tested with it).
+        for k in ["calls", "failures", "retries", "retry_budget_exhausted", "bulkhead"] {
+            expected[k] = s[k].clone();
+        }
+        assert_eq!(s, expected);
+        assert_eq!(gauges(&h), (0, [0, 0, 1, 0], 1));
+
+        // Half-way through the wait, the error is older and the retry nearer.
+        tokio::time::advance(Duration::from_millis(500)).await;
+        let s = h.up.status();
+        assert_eq!((&s["retry_in_ms"], &s["last_error_age_ms"]), (&json!(1500), &json!(500)));
+
+        h.up.shutdown().await;
+        assert_eq!(h.up.status()["state"], "stopped");
+        assert_eq!(gauges(&h), (0, [0, 0, 0, 1], 1));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_ready_upstream_shows_what_it_serves_and_who_it_is() {
+        let _frozen = Frozen::new();
+        let h = start(fixture("health.interval = \"0s\"\n[upstreams.x.breaker]\nenabled = false"));
+        h.ready(1).await;
+        tokio::time::advance(Duration::from_millis(1500)).await;
+        let s = h.up.status();
+        assert_eq!(s["state"], "ready");
+        assert_eq!(s["ready_for_ms"], 1500);
+        assert_eq!((&s["tools"], &s["prompts"]), (&json!(4), &json!(2)), "{s}");
+        // It lists no resources and no templates (both failed): no counts.
+        assert!(s.get("resources").is_none() && s.get("resource_templates").is_none(), "{s}");
+        assert_eq!(s["protocol_version"], crate::protocol::LATEST_VERSION);
+        assert_eq!(s["server_info"], json!({ "name": "fixture", "version": "1.0" }));
+        assert!(s["pid"].as_u64().is_some_and(|p| p > 1), "{s}");
+        assert!(s.get("breaker").is_none(), "no breaker, no breaker status: {s}");
+        assert_eq!(gauges(&h), (1, [0, 1, 0, 0], 0));
+        h.stop().await;
+    }
+}

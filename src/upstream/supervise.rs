@@ -264,3 +264,124 @@ pub(super) fn header_map(headers: &std::collections::BTreeMap<String, crate::con
     }
     map
 }
+
+#[cfg(test)]
+mod tests {
+    //! The supervisor, over real processes: a command that cannot start, a
+    //! scripted server that lives as long as the test says, and an HTTP port
+    //! nobody listens on. Time is paused; where a child process or a socket is
+    //! awaited it is also frozen ([`Frozen`]), so only the test moves it and
+    //! every delay is exact.
+
+    use std::time::Duration;
+
+    use super::super::tests::{Frozen, NO_SUCH_COMMAND, conn, fixture, settle, spec, start};
+    use super::*;
+
+    fn ms(n: u64) -> Duration {
+        Duration::from_millis(n)
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn failed_starts_back_off_to_the_maximum_and_are_a_crash_loop_from_the_third() {
+        let h = start(spec(&format!("command = {NO_SUCH_COMMAND:?}\nrestart_max_delay = \"4s\"")));
+        let mut last = None;
+        let mut seen = Vec::new();
+        for _ in 0..6 {
+            let (at, delay) = h.next_down(last).await;
+            last = Some(at);
+            seen.push((delay, h.up.restarts(), h.crash_looping()));
+        }
+        assert_eq!(
+            seen,
+            [
+                (ms(500), 0, false),
+                (ms(1000), 1, false),
+                (ms(2000), 2, true),
+                (ms(4000), 3, true),
+                (ms(4000), 4, true),
+                (ms(4000), 5, true),
+            ]
+        );
+        let State::Down { reason, class, .. } = &*h.up.state() else { unreachable!() };
+        assert_eq!(*class, ErrorClass::Transport);
+        assert_eq!(reason, &format!("cannot start `{NO_SUCH_COMMAND}`: No such file or directory (os error 2)"));
+        h.up.shutdown().await;
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_maximum_below_the_first_delay_is_raised_to_it() {
+        // The config refuses less than 500ms; the supervisor does not rely on it.
+        let mut s = spec(&format!("command = {NO_SUCH_COMMAND:?}"));
+        s.restart_max_delay = ms(100);
+        let h = start(s);
+        let mut last = None;
+        let mut delays = Vec::new();
+        for _ in 0..3 {
+            let (at, delay) = h.next_down(last).await;
+            last = Some(at);
+            delays.push(delay);
+        }
+        assert_eq!(delays, [RESTART_MIN; 3]);
+        h.up.shutdown().await;
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn shutdown_ends_the_wait_for_a_restart() {
+        let h = start(spec(&format!("command = {NO_SUCH_COMMAND:?}")));
+        h.next_down(None).await;
+        h.up.shutdown().await;
+        assert!(matches!(&*h.up.state(), State::Stopped));
+        assert_eq!(h.up.restarts(), 0, "stopped during the backoff, not after another start");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn short_lives_are_a_crash_loop_that_a_stable_run_ends_and_resets() {
+        let _frozen = Frozen::new();
+        let h = start(fixture("stable_after = \"10s\"\nrestart_max_delay = \"4s\"\nhealth.interval = \"0s\""));
+        let mut last = None;
+        let mut seen = Vec::new();
+        for n in 1..=3 {
+            // Up, and gone at once (no time passes while it is up).
+            let ready = h.ready(n).await;
+            conn(&ready).notify("test/exit", None).await.expect("sent");
+            let (at, delay) = h.next_down(last).await;
+            last = Some(at);
+            seen.push((delay, h.crash_looping()));
+            tokio::time::advance(delay).await;
+        }
+        assert_eq!(seen, [(ms(500), false), (ms(1000), false), (ms(2000), true)]);
+
+        // The fourth stays up `stable_after`: the crash loop ends while it is up ...
+        let ready = h.ready(4).await;
+        assert_eq!(h.up.restarts(), 3);
+        tokio::time::advance(Duration::from_secs(10)).await;
+        assert!(settle(|| !h.crash_looping()).await, "the crash loop still stands after a stable run");
+        // ... and when it goes, the next start waits the shortest delay again.
+        conn(&ready).notify("test/exit", None).await.expect("sent");
+        let (_, delay) = h.next_down(last).await;
+        assert_eq!((delay, h.crash_looping()), (RESTART_MIN, false));
+        h.stop().await;
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_server_that_cannot_be_reached_is_unreachable_not_a_crash_loop() {
+        let _frozen = Frozen::new();
+        // A port nobody listens on (bound, then let go).
+        let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+        let h = start(spec(&format!("url = \"http://127.0.0.1:{port}/mcp\"\nhealth.interval = \"0s\"")));
+        let mut last = None;
+        let mut seen = Vec::new();
+        for _ in 0..4 {
+            let (at, delay) = h.next_down(last).await;
+            last = Some(at);
+            let State::Down { reason, class, .. } = &*h.up.state() else { unreachable!() };
+            assert!(reason.starts_with("unreachable: "), "{reason}");
+            seen.push((delay, *class, h.crash_looping()));
+            tokio::time::advance(delay).await;
+        }
+        let t = ErrorClass::Transport;
+        assert_eq!(seen, [(ms(500), t, false), (ms(1000), t, false), (ms(2000), t, false), (ms(4000), t, false)]);
+        h.stop().await;
+    }
+}
