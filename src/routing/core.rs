@@ -357,3 +357,6 @@ fn rewrite_progress_token(params: &mut Members<'_>) -> Option<(String, CheckedBo
     params.set("_meta", meta);
     Some((serde_json::to_string(&token).expect("a string always serializes"), theirs))
 }
+
+#[cfg(test)]
+mod tests;

@@ -464,3 +464,6 @@ impl Gateway {
         let _ = tokio::task::spawn_blocking(move || telemetry.shutdown()).await;
     }
 }
+
+#[cfg(test)]
+mod tests;

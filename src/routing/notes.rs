@@ -123,3 +123,6 @@ fn resource_updated(core: &Core, i: UpstreamIx, note: &Note) {
         p.send(&note.upstream, "notifications/resources/updated", body.clone());
     }
 }
+
+#[cfg(test)]
+mod tests;

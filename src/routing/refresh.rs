@@ -171,3 +171,6 @@ pub(crate) async fn watch_rules(core: Arc<Core>, shutdown: CancellationToken) {
         }
     }
 }
+
+#[cfg(test)]
+mod tests;

@@ -154,3 +154,121 @@ impl Upstreams {
         self.principals.locked().drain().map(|(_, u)| u).collect()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    // The upstreams alone: finding them, their readiness, the URIs clients
+    // know, and which connection a session's request goes over.
+
+    use std::sync::Arc;
+    use std::sync::atomic::Ordering;
+
+    use super::*;
+    use crate::error::ErrorClass;
+    use crate::routing::tests::{Mock, config_in, core, core_of, down, eventually, principal, session};
+
+    #[tokio::test]
+    async fn find_index_and_iter_follow_the_configured_order() {
+        let core = core(&format!("{}{}", down("beta", ""), down("alpha", "")));
+        let ups = &core.upstreams;
+        assert_eq!(ups.len(), 2);
+        let ids: Vec<(usize, &str)> = ups.iter().map(|(i, u)| (i.index(), u.id())).collect();
+        assert_eq!(ids, [(0, "alpha"), (1, "beta")], "id order");
+        assert_eq!(ups.find("beta"), Some(UpstreamIx::new(1)));
+        assert_eq!(ups[ups.find("alpha").unwrap()].id(), "alpha");
+        assert_eq!(ups.find("gamma"), None);
+        let all: Vec<&str> = ups.all().iter().map(|u| u.id()).collect();
+        assert_eq!(all, ["alpha", "beta"]);
+    }
+
+    #[tokio::test]
+    async fn readiness_names_the_upstreams_not_serving() {
+        let mock = Mock::start(serde_json::json!({ "tools": {} }), serde_json::json!({})).await;
+        // Takes the connection but never answers: starting for a minute.
+        let silent = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let slow = format!("[upstreams.slow]\nurl = \"http://{}/mcp\"\n", silent.local_addr().unwrap());
+        let core = core(&format!("{}{}{slow}", mock.section("up", ""), down("broken", "")));
+        let ix = |id| core.upstreams.find(id).unwrap();
+        let ups = &core.upstreams;
+        eventually("`up` is ready and `broken` down", || ups.ready_count() == 1 && ups[ix("broken")].has_settled())
+            .await;
+
+        assert!(ups.ready(ix("up")).is_ok());
+        let e = ups.ready(ix("broken")).unwrap_err();
+        assert_eq!(e.class, ErrorClass::Transport);
+        assert!(e.message.starts_with("upstream `broken` is unavailable: "), "{}", e.message);
+        let e = ups.ready(ix("slow")).unwrap_err();
+        assert!(e.message.starts_with("upstream `slow` is starting"), "{}", e.message);
+        assert_eq!(ups.not_serving(), ["broken", "slow"]);
+        assert!(!ups.all_settled(), "`slow` is still in its first start");
+    }
+
+    #[tokio::test]
+    async fn all_settled_once_every_first_start_ended() {
+        let core = core(&format!("{}{}", down("a", ""), down("b", "")));
+        eventually("both failed their first start", || core.upstreams.all_settled()).await;
+        assert_eq!(core.upstreams.ready_count(), 0);
+        assert_eq!(core.upstreams.not_serving(), ["a", "b"]);
+    }
+
+    #[tokio::test]
+    async fn exposed_uris_carry_the_namespace_of_prefixed_upstreams_only() {
+        let core = core(&format!("{}{}", down("a", ""), down("b", "prefix = false")));
+        let (a, b) = (core.upstreams.find("a").unwrap(), core.upstreams.find("b").unwrap());
+        assert_eq!(core.upstreams.exposed_uri(a, "file:///srv/x"), "file+a:///srv/x");
+        assert_eq!(core.upstreams.exposed_uri(b, "file:///srv/x"), "file:///srv/x");
+        // Without a valid scheme there is nothing to namespace.
+        assert_eq!(core.upstreams.exposed_uri(a, "1nvalid:x"), "1nvalid:x");
+    }
+
+    #[tokio::test]
+    async fn a_per_session_upstream_gives_each_session_a_connection_of_its_own() {
+        let core = core(&format!("{}{}", down("iso", "isolation = \"per-session\""), down("shared", "")));
+        let (iso, shared) = (core.upstreams.find("iso").unwrap(), core.upstreams.find("shared").unwrap());
+        let (one, _rx1) = session(&core, principal("bob"), None);
+        let (two, _rx2) = session(&core, principal("bob"), None);
+        let ups = &core.upstreams;
+
+        let own = ups.instance(iso, Some(&one)).await;
+        assert!(!Arc::ptr_eq(&own, &ups[iso]), "not the shared connection");
+        assert!(Arc::ptr_eq(&own, &ups.instance(iso, Some(&one)).await), "the same one on the next request");
+        assert!(!Arc::ptr_eq(&own, &ups.instance(iso, Some(&two)).await), "another session's is another");
+        assert_eq!(one.lock_instances().len(), 1);
+        assert!(Arc::ptr_eq(&ups.instance(iso, None).await, &ups[iso]), "without a session: the shared one");
+        assert!(Arc::ptr_eq(&ups.instance(shared, Some(&one)).await, &ups[shared]), "a shared upstream");
+
+        // A session that ended starts nothing new.
+        let (three, _rx3) = session(&core, principal("bob"), None);
+        three.gone.store(true, Ordering::Relaxed);
+        assert!(Arc::ptr_eq(&ups.instance(iso, Some(&three)).await, &ups[iso]));
+        assert!(three.lock_instances().is_empty());
+    }
+
+    #[tokio::test]
+    async fn a_per_principal_upstream_gives_each_principal_a_connection_of_its_own() {
+        let dir = tempfile::tempdir().unwrap();
+        // Nobody logged in: each connection is down for want of a token,
+        // before it reaches the network.
+        let src = "[upstreams.o]\nurl = \"http://127.0.0.1:9/mcp\"\nstartup_timeout = \"5s\"\n\
+                   [upstreams.o.oauth]\ngrant = \"authorization_code\"\nper_principal = true\n";
+        let core = core_of(config_in(dir.path(), src));
+        let o = core.upstreams.find("o").unwrap();
+        let ups = &core.upstreams;
+        let (bob1, _r1) = session(&core, principal("bob"), None);
+        let (bob2, _r2) = session(&core, principal("bob"), None);
+        let (alice, _r3) = session(&core, principal("alice"), None);
+
+        let bobs = ups.instance(o, Some(&bob1)).await;
+        assert!(!Arc::ptr_eq(&bobs, &ups[o]));
+        assert!(Arc::ptr_eq(&bobs, &ups.instance(o, Some(&bob2)).await), "one connection for all of bob's sessions");
+        let alices = ups.instance(o, Some(&alice)).await;
+        assert!(!Arc::ptr_eq(&bobs, &alices));
+        let nobody = ups.instance(o, None).await;
+        assert!(!Arc::ptr_eq(&nobody, &ups[o]) && !Arc::ptr_eq(&nobody, &bobs) && !Arc::ptr_eq(&nobody, &alices));
+        assert!(bob1.lock_instances().is_empty(), "a principal's connection is not the session's");
+
+        let taken = ups.take_principal_connections();
+        assert_eq!(taken.len(), 3, "bob's, alice's and the one without a principal");
+        assert!(ups.take_principal_connections().is_empty());
+    }
+}

@@ -1,0 +1,161 @@
+//! The background tasks alone: what the catalog task publishes and whom it
+//! tells, what a new connection is told again, and the pin and rules
+//! watchers (on paused time).
+
+use std::time::{Duration, SystemTime};
+
+use super::*;
+use crate::routing::gate::ToolRef;
+use crate::routing::tests::{
+    Mock, caller, catalog, checked, config_in, core, core_of, down, drain, eventually, methods, principal, session,
+    tool_defs,
+};
+use crate::security::access::Grants;
+use crate::security::{DenyReason, Ident};
+use crate::upstream::Lists;
+
+fn tools(names: &[&str]) -> Lists {
+    Lists { tools: tool_defs(names), ..Lists::default() }
+}
+
+#[tokio::test]
+async fn sessions_are_told_only_of_the_lists_they_see_change() {
+    let access = "[[access]]\nprincipals = [\"key:bob\"]\ntools = { allow = [\"a__*\"] }\n\
+                  resources = { allow = [\"file+a:*\"] }\n";
+    let core = core(&format!("{}{}{access}", down("a", ""), down("b", "")));
+    let (_root, mut root_rx) = session(&core, principal("root"), Some(Grants::open()));
+    let (_bob, mut bob_rx) = session(&core, principal("bob"), None);
+    let told = |rx: &mut tokio::sync::mpsc::Receiver<String>| -> Vec<String> {
+        methods(&drain(rx)).into_iter().map(str::to_owned).collect()
+    };
+    let (a_x, b_y, b_yz, a_xw) = (tools(&["x"]), tools(&["y"]), tools(&["y", "z"]), tools(&["x", "w"]));
+    let before = catalog(&core, &[(0, &a_x), (1, &b_y)]);
+
+    // Only `b`'s tools changed: bob, who sees none of them, hears nothing.
+    let after = catalog(&core, &[(0, &a_x), (1, &b_yz)]);
+    announce(&core, &before, &after, &[ListKind::Tools]);
+    assert_eq!(told(&mut root_rx), ["notifications/tools/list_changed"]);
+    assert!(told(&mut bob_rx).is_empty(), "bob would learn of `b`");
+
+    let after = catalog(&core, &[(0, &a_xw), (1, &b_y)]);
+    announce(&core, &before, &after, &[ListKind::Tools]);
+    assert_eq!(told(&mut root_rx), ["notifications/tools/list_changed"]);
+    assert_eq!(told(&mut bob_rx), ["notifications/tools/list_changed"]);
+
+    // Resources and templates share one notification, and one look.
+    let with = |templates: &[&str]| Lists {
+        resources: [checked(r#"{"uri":"file:///one","name":"one"}"#)].into(),
+        templates: templates.iter().map(|t| checked(&format!(r#"{{"uriTemplate":"{t}","name":"t"}}"#))).collect(),
+        ..Lists::default()
+    };
+    let (plain, templated) = (with(&[]), with(&["file:///t/{id}"]));
+    let before = catalog(&core, &[(0, &plain), (1, &plain)]);
+    let after = catalog(&core, &[(0, &templated), (1, &plain)]);
+    announce(&core, &before, &after, &[ListKind::Resources]);
+    assert_eq!(told(&mut bob_rx), ["notifications/resources/list_changed"], "a template of `a` came");
+    let after_b = catalog(&core, &[(0, &plain), (1, &templated)]);
+    announce(&core, &before, &after_b, &[ListKind::Resources]);
+    assert!(told(&mut bob_rx).is_empty(), "one of `b` came");
+    assert_eq!(told(&mut root_rx), ["notifications/resources/list_changed"; 2]);
+}
+
+#[tokio::test]
+async fn the_catalog_follows_a_ready_upstream_and_its_new_connection_is_told_again() {
+    let caps = serde_json::json!({ "tools": {}, "logging": {}, "resources": { "subscribe": true } });
+    let mock = Mock::start(caps, serde_json::json!({ "tools": [{ "name": "echo", "inputSchema": {} }] })).await;
+    let core = core(&mock.section("m", ""));
+    let m = core.upstreams.find("m").unwrap();
+    let (root, mut rx) = session(&core, principal("root"), Some(Grants::open()));
+    // Asked for while the upstream was still starting.
+    assert_eq!(core.levels.next(Some(1)), Some(1));
+    core.subscriptions.want(root.id, (m, Arc::from("file:///watched")));
+
+    let shutdown = CancellationToken::new();
+    let task = tokio::spawn(catalog_loop(core.clone(), shutdown.clone()));
+    eventually("m__echo is published", || core.published.load().get("m__echo").is_some()).await;
+    assert_eq!(core.published.load().tools().len(), 1);
+    eventually("the session is told", || !rx.is_empty()).await;
+    assert_eq!(methods(&drain(&mut rx)), ["notifications/tools/list_changed"]);
+    let changed = core.telemetry.metrics.catalog_refreshes.get_or_create(&Outcome { outcome: "changed" }).get();
+    assert_eq!(changed, 1);
+    eventually("the level and the subscription are told upstream", || {
+        let seen = mock.seen();
+        seen.iter().any(|m| m == "logging/setLevel") && seen.iter().any(|m| m == "resources/subscribe")
+    })
+    .await;
+
+    shutdown.cancel();
+    tokio::time::timeout(Duration::from_secs(5), task).await.expect("the loop ends on shutdown").unwrap();
+}
+
+/// Writes `text` to `path` with a modification time of its own, so a
+/// watcher comparing times sees every write.
+fn write(path: &std::path::Path, text: &str, secs: u64) {
+    std::fs::write(path, text).unwrap();
+    let f = std::fs::File::options().write(true).open(path).unwrap();
+    f.set_modified(SystemTime::UNIX_EPOCH + Duration::from_secs(secs)).unwrap();
+}
+
+#[tokio::test(start_paused = true)]
+async fn an_approval_in_the_pin_store_is_seen_within_a_poll() {
+    let dir = tempfile::tempdir().unwrap();
+    let core = core_of(config_in(dir.path(), "[pinning]\nfile = \"pins.json\"\n"));
+    let shutdown = CancellationToken::new();
+    let task = tokio::spawn(watch_pins(core.clone(), shutdown.clone()));
+    let start = core.changes.generation();
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    assert_eq!(core.changes.generation(), start, "nothing changed");
+
+    // Written at 2.5 s: the poll at 4 s sees it, once.
+    write(&dir.path().join("pins.json"), r#"{"version":2,"tools":{}}"#, 1_000_000);
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    assert_eq!(core.changes.generation(), start, "before the next poll");
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    assert_eq!(core.changes.generation(), start + 1);
+    tokio::time::sleep(Duration::from_secs(10)).await;
+    assert_eq!(core.changes.generation(), start + 1);
+
+    shutdown.cancel();
+    tokio::time::timeout(Duration::from_secs(1), task).await.expect("ends on shutdown").unwrap();
+    // Without a pin store there is nothing to watch.
+    let none = tokio::spawn(watch_pins(crate::routing::tests::core(""), CancellationToken::new()));
+    tokio::time::timeout(Duration::from_millis(1), none).await.expect("returns at once").unwrap();
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_changed_rules_file_is_put_in_force_and_a_bad_one_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let rules = dir.path().join("rules.toml");
+    let block = |tool: &str| {
+        format!("[[rule]]\nid = \"no-{tool}\"\naction = \"block\"\nsteps = [{{ tool = \"raw__{tool}\" }}]\n")
+    };
+    write(&rules, &block("sleep"), 1_000_000);
+    let core = core_of(config_in(dir.path(), "[rules]\nfile = \"rules.toml\"\nreload_interval = \"1s\"\n"));
+    let (bob, _rx) = session(&core, principal("bob"), None);
+    let refused = async |tool: &str| {
+        let key = format!("raw__{tool}");
+        let tool = ToolRef { ident: Ident { key: &key, bare: None }, quarantined: false };
+        let c = caller(Some(&bob));
+        core.gate.check_tool(&c, &key, tool, "raw", None, None).await.err().map(|r| r.reason)
+    };
+    let shutdown = CancellationToken::new();
+    let task = tokio::spawn(watch_rules(core.clone(), shutdown.clone()));
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    assert_eq!(refused("sleep").await, Some(DenyReason::Rule));
+    assert_eq!(refused("echo").await, None);
+
+    write(&rules, &block("echo"), 1_000_001);
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(refused("sleep").await, Some(DenyReason::Rule), "before the next look");
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    assert_eq!((refused("sleep").await, refused("echo").await), (None, Some(DenyReason::Rule)));
+
+    write(&rules, "[[rule]]\nid = \"Not Valid\"\n", 1_000_002);
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert_eq!((refused("sleep").await, refused("echo").await), (None, Some(DenyReason::Rule)), "the rules stay");
+
+    shutdown.cancel();
+    tokio::time::timeout(Duration::from_secs(1), task).await.expect("ends on shutdown").unwrap();
+    let none = tokio::spawn(watch_rules(crate::routing::tests::core(""), CancellationToken::new()));
+    tokio::time::timeout(Duration::from_millis(1), none).await.expect("no rules file: returns at once").unwrap();
+}
