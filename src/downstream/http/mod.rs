@@ -149,9 +149,11 @@ pub fn router(gateway: Arc<Gateway>, shutdown: CancellationToken) -> Result<Rout
     }
     // Bodies are read by `App::read_body`, after admission; the layer keeps
     // any extractor that would read one to the same limit. The trace span
-    // is outermost, so everything a request does, refusals included, is
-    // inside it.
-    Ok(main.layer(DefaultBodyLimit::max(max)).layer(layers::trace()).with_state(app))
+    // (when `debug` is on for `tower_http`) is outermost, so everything a
+    // request does, refusals included, is inside it.
+    let main = main.layer(DefaultBodyLimit::max(max));
+    let main = if layers::tracing_requests() { main.layer(layers::trace()) } else { main };
+    Ok(main.with_state(app))
 }
 
 async fn expire_sessions(app: Arc<App>) {

@@ -28,7 +28,6 @@ mod host;
 
 use tower::ServiceBuilder;
 use tower::layer::util::{Identity, Stack};
-use tower_http::auth::AsyncRequireAuthorizationLayer;
 use tower_http::classify::{ServerErrorsAsFailures, SharedClassifier};
 use tower_http::trace::{DefaultOnFailure, TraceLayer};
 use tower_http::validate_request::ValidateRequestHeaderLayer;
@@ -39,8 +38,7 @@ pub(super) use self::host::CheckHost;
 use super::*;
 
 /// The layers of [`admission`], outermost last.
-type AdmissionStack =
-    Stack<AsyncRequireAuthorizationLayer<Authenticate>, Stack<ValidateRequestHeaderLayer<CheckHost>, Identity>>;
+type AdmissionStack = Stack<Authenticate, Stack<ValidateRequestHeaderLayer<CheckHost>, Identity>>;
 
 /// The layers in front of every route a client uses: `/mcp`, `/sse`,
 /// `/messages`.
@@ -80,4 +78,14 @@ pub(super) fn admin_admission(app: &Arc<App>, page: &'static str) -> AdminAdmiss
 /// 503 twice).
 pub(super) fn trace() -> TraceLayer<SharedClassifier<ServerErrorsAsFailures>> {
     TraceLayer::new_for_http().on_failure(DefaultOnFailure::new().level(tracing::Level::DEBUG))
+}
+
+/// Whether [`trace`]'s span would be recorded: `debug` is on for
+/// `tower_http`. Only then is the layer added, because even with its span
+/// off it wraps every response body, which axum boxes again (about 1 % of
+/// a proxied call's instructions). The log filter is set at start-up and
+/// not changed while running, so deciding when the router is built is
+/// exact.
+pub(super) fn tracing_requests() -> bool {
+    tracing::enabled!(target: "tower_http::trace::make_span", tracing::Level::DEBUG)
 }
