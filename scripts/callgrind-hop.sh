@@ -8,6 +8,8 @@
 #
 # GATEWAY_BIN=path measures that gateway binary instead of building this
 # checkout's (e.g. one built from an older commit, to compare).
+# CALLGRIND_KEEP=dir copies both callgrind outputs there (cg.<calls>), for
+# `callgrind_annotate` per function when a change moves the total.
 #
 # It builds the release gateway and the proxy_hop bench binary (whose
 # `--echo-upstream` is the lean Rust upstream of proxy_hop: ~1 KiB results,
@@ -90,5 +92,9 @@ EOF
 
 small="$(run "$BASE")"
 large="$(run "$((BASE + CALLS))")"
+if [[ -n "${CALLGRIND_KEEP:-}" ]]; then
+  mkdir -p "$CALLGRIND_KEEP"
+  cp "$WORK/cg.$BASE" "$WORK/cg.$((BASE + CALLS))" "$CALLGRIND_KEEP/"
+fi
 echo "callgrind-hop: $BASE calls: $small instructions; $((BASE + CALLS)) calls: $large"
 echo "callgrind-hop: $(( (large - small) / CALLS )) instructions per tools/call (HTTP, JSON replies, 1 client)"

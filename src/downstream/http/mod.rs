@@ -48,7 +48,7 @@ use std::time::Duration;
 
 use axum::Router;
 use axum::body::{Body, Bytes};
-use axum::extract::{DefaultBodyLimit, Extension, Request, State};
+use axum::extract::{Extension, Request, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, Uri, Version, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
@@ -104,7 +104,6 @@ pub struct App {
 /// not on this router but on [`admin_router`]'s.
 pub fn router(gateway: Arc<Gateway>, shutdown: CancellationToken) -> Result<Router, AuthSetupError> {
     let g = &gateway.config().gateway;
-    let max = g.max_message_bytes;
     let split = gateway.config().admin.listen.is_some();
     let auth = Authenticator::new(&gateway.config().auth, gateway.http_client())?;
     let metadata_path = auth.metadata_path().to_owned();
@@ -133,7 +132,7 @@ pub fn router(gateway: Arc<Gateway>, shutdown: CancellationToken) -> Result<Rout
     // protected-resource metadata are public.
     let admitted = layers::admission(&app);
     let mut main = Router::new()
-        .route("/mcp", get(get_mcp).post(post_mcp).delete(delete_mcp).route_layer(admitted.clone()))
+        .route("/mcp", get(get_mcp).post(post_mcp_boxed).delete(delete_mcp).route_layer(admitted.clone()))
         .route("/sse", get(get_sse).route_layer(admitted.clone()))
         .route("/messages", axum::routing::post(post_messages).route_layer(admitted))
         .route("/healthz", get(|| async { "ok\n" }))
@@ -147,11 +146,8 @@ pub fn router(gateway: Arc<Gateway>, shutdown: CancellationToken) -> Result<Rout
     if !split {
         main = main.route("/metrics", get(metrics_checked).route_layer(layers::admin_admission(&app, "/metrics")));
     }
-    // Bodies are read by `App::read_body`, after admission; the layer keeps
-    // any extractor that would read one to the same limit. The trace span
-    // (when `debug` is on for `tower_http`) is outermost, so everything a
-    // request does, refusals included, is inside it.
-    let main = main.layer(DefaultBodyLimit::max(max));
+    // The trace span (when `debug` is on for `tower_http`) is outermost,
+    // so everything a request does, refusals included, is inside it.
     let main = if layers::tracing_requests() { main.layer(layers::trace()) } else { main };
     Ok(main.with_state(app))
 }

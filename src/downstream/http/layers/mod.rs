@@ -4,10 +4,18 @@
 //!
 //! | layer | answers | file |
 //! | --- | --- | --- |
-//! | [`trace`] | (never) a `request` span around everything below | here |
+//! | [`trace`] | (never) a `request` span around everything below; only when `debug` is on for `tower_http` at start-up | here |
 //! | [`CheckHost`] | 400 repeated header or authority mismatch, 403 Host or Origin | `host.rs` |
 //! | [`Authenticate`] | 401, 403 scope, 503 keys; puts the `Principal` in the extensions | `auth.rs` |
 //! | [`RequireAdmin`] | 403 not an admin (`/status`, `/metrics` only) | `admin.rs` |
+//!
+//! No handler takes a body extractor: every body is read by
+//! `App::read_body`, to `max_message_bytes`. An extractor added later is
+//! still bounded by axum's default (2 MiB). There is no `DefaultBodyLimit`
+//! layer: on the `Router` it wraps every route once more (one more boxed
+//! service to clone per request), and even inside this stack its extension
+//! cost ~400 instructions per `tools/call` (`scripts/callgrind-hop.sh`), to
+//! bound an extractor no handler uses.
 //!
 //! What stays in the handlers, and why: a POST's `Content-Type` and
 //! `Accept` (415, 406) and the legacy `sessionId` (400, 404) are checked
