@@ -35,9 +35,15 @@
 //! collision.
 
 use std::collections::HashSet;
-use std::fmt;
-use std::hash::{BuildHasher, Hasher, RandomState};
+use std::hash::RandomState;
 use std::ops::Range;
+
+mod errors;
+mod names;
+
+pub(crate) use self::errors::ScanError;
+pub use self::errors::{Ambiguous, Reason};
+use self::names::{compare_names, decode, hash_name, hex4, push_name};
 
 /// Default nesting limit (`gateway.max_json_depth`).
 pub const DEFAULT_MAX_DEPTH: usize = 64;
@@ -58,101 +64,6 @@ pub struct Limits {
 impl Default for Limits {
     fn default() -> Self {
         Limits { max_depth: DEFAULT_MAX_DEPTH }
-    }
-}
-
-/// Why a text was refused.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum Reason {
-    /// A member name occurs twice in one object (after decoding escapes).
-    DuplicateMember,
-    /// Nesting deeper than the limit.
-    TooDeep,
-    /// A number whose value is not a finite `f64`.
-    NumberOutOfRange,
-    /// A lone UTF-16 surrogate escape.
-    LoneSurrogate,
-    /// Two member names in one object that differ only in letter case
-    /// (`name` and `Name`; Unicode simple case folding, so `ſ` is `s`):
-    /// case-insensitive parsers (Go's `encoding/json`, .NET with
-    /// `PropertyNameCaseInsensitive`) read them as one member.
-    CaseVariant,
-}
-
-impl Reason {
-    /// Every reason, for metrics.
-    pub const ALL: [Reason; 5] = [
-        Reason::DuplicateMember,
-        Reason::TooDeep,
-        Reason::NumberOutOfRange,
-        Reason::LoneSurrogate,
-        Reason::CaseVariant,
-    ];
-
-    /// The `reason` label of the refusal metrics.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Reason::DuplicateMember => "duplicate_member",
-            Reason::TooDeep => "too_deep",
-            Reason::NumberOutOfRange => "number_out_of_range",
-            Reason::LoneSurrogate => "lone_surrogate",
-            Reason::CaseVariant => "case_variant",
-        }
-    }
-
-    fn describe(self) -> &'static str {
-        match self {
-            Reason::DuplicateMember => "duplicate member name",
-            Reason::TooDeep => "nesting deeper than the limit",
-            Reason::NumberOutOfRange => "number out of range",
-            Reason::LoneSurrogate => "lone UTF-16 surrogate",
-            Reason::CaseVariant => "member names that differ only in letter case",
-        }
-    }
-}
-
-/// A text every parser would not read the same way, and where.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub struct Ambiguous {
-    /// What is wrong.
-    pub reason: Reason,
-    /// Where: `params.arguments.path`, `params.items[3]`, `$` for the
-    /// root. Member names that are not plain (`[A-Za-z0-9_$-]`) are shown
-    /// as the client wrote them, quoted in brackets: `["a b"]`. At most
-    /// [`super::ECHO_MAX_CHARS`] characters (then cut with `…`).
-    pub path: String,
-}
-
-impl fmt::Display for Ambiguous {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{} at {}", self.reason.describe(), self.path)
-    }
-}
-
-/// Why [`scan`] stopped.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub(crate) enum ScanError {
-    /// Not JSON (the caller's JSON parser says why).
-    Syntax,
-    /// JSON, but ambiguous.
-    Ambiguous(Ambiguous),
-}
-
-impl ScanError {
-    /// The same problem, found in the value of member `name` of a
-    /// message scanned on its own.
-    pub(crate) fn under(self, name: &str) -> Self {
-        match self {
-            ScanError::Ambiguous(Ambiguous { reason, path }) => {
-                let path = match path.as_str() {
-                    "$" => name.to_owned(),
-                    p if p.starts_with('[') => format!("{name}{p}"),
-                    p => format!("{name}.{p}"),
-                };
-                ScanError::Ambiguous(Ambiguous { reason, path: super::echo(&path).into_owned() })
-            }
-            syntax => syntax,
-        }
     }
 }
 
@@ -668,168 +579,6 @@ impl<'p> Scanner<'_, '_, 'p> {
             ScanError::Ambiguous(a) => self.ambiguous(a.reason, Some((&name, escaped))),
             syntax => syntax,
         }
-    }
-}
-
-/// Appends `.name`, or `["name"]` (as written) when it is not plain.
-fn push_name(path: &mut String, raw: &[u8], escaped: bool) {
-    let plain =
-        !escaped && !raw.is_empty() && raw.iter().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'$' | b'-'));
-    let raw = String::from_utf8_lossy(raw);
-    if plain {
-        if !path.is_empty() {
-            path.push('.');
-        }
-        path.push_str(&raw);
-    } else {
-        path.push_str("[\"");
-        path.push_str(&raw);
-        path.push_str("\"]");
-    }
-}
-
-/// The UTF-16 unit of the 4 hex digits at `at`.
-fn hex4(text: &[u8], at: usize) -> Option<u32> {
-    let digits = text.get(at..at + 4)?;
-    digits.iter().try_fold(0u32, |acc, &d| Some(acc * 16 + char::from(d).to_digit(16)?))
-}
-
-/// Whether two raw member names clash: the same text once decoded
-/// (`DuplicateMember`), or the same but for letter case (`CaseVariant`).
-fn compare_names(
-    text: &[u8],
-    a: (&Range<usize>, bool),
-    b: (&Range<usize>, bool),
-    scratch: &mut Scratch,
-) -> Option<Reason> {
-    let (ra, rb) = (&text[a.0.clone()], &text[b.0.clone()]);
-    if !a.1 && !b.1 && ra.is_ascii() && rb.is_ascii() {
-        // The usual case: plain ASCII names, compared in place.
-        return match (ra == rb, ra.eq_ignore_ascii_case(rb)) {
-            (true, _) => Some(Reason::DuplicateMember),
-            (false, true) => Some(Reason::CaseVariant),
-            (false, false) => None,
-        };
-    }
-    let Scratch { a: buf_a, b: buf_b, fold_a, fold_b } = scratch;
-    let da: &[u8] = if a.1 {
-        decode(ra, buf_a);
-        buf_a
-    } else {
-        ra
-    };
-    let db: &[u8] = if b.1 {
-        decode(rb, buf_b);
-        buf_b
-    } else {
-        rb
-    };
-    if da == db {
-        return Some(Reason::DuplicateMember);
-    }
-    fold(da, fold_a);
-    fold(db, fold_b);
-    (fold_a == fold_b).then_some(Reason::CaseVariant)
-}
-
-/// `bytes` (UTF-8) under Unicode simple case folding, as case-insensitive
-/// JSON decoders compare names: each character to the lower case of its
-/// upper case when both are one character (`ſ` and `S` are `s`, the Kelvin
-/// sign is `k`), else to its lower case.
-fn fold(bytes: &[u8], out: &mut Vec<u8>) {
-    out.clear();
-    if bytes.is_ascii() {
-        out.extend(bytes.iter().map(u8::to_ascii_lowercase));
-        return;
-    }
-    fn one(mut it: impl Iterator<Item = char>) -> Option<char> {
-        match (it.next(), it.next()) {
-            (Some(c), None) => Some(c),
-            _ => None,
-        }
-    }
-    let mut utf8 = [0u8; 4];
-    for c in String::from_utf8_lossy(bytes).chars() {
-        let folded = match one(c.to_uppercase()) {
-            Some(upper) => one(upper.to_lowercase()).unwrap_or(c),
-            None => one(c.to_lowercase()).unwrap_or(c),
-        };
-        out.extend_from_slice(folded.encode_utf8(&mut utf8).as_bytes());
-    }
-}
-
-/// The 128-bit keyed hash of a decoded member name (case-folded with
-/// `folded`).
-fn hash_name(
-    keys: &(RandomState, RandomState),
-    text: &[u8],
-    name: &Range<usize>,
-    escaped: bool,
-    folded: bool,
-    scratch: &mut Scratch,
-) -> u128 {
-    let raw = &text[name.clone()];
-    let decoded: &[u8] = if escaped {
-        decode(raw, &mut scratch.a);
-        &scratch.a
-    } else {
-        raw
-    };
-    let bytes: &[u8] = if folded {
-        fold(decoded, &mut scratch.fold_a);
-        &scratch.fold_a
-    } else {
-        decoded
-    };
-    let (mut h1, mut h2) = (keys.0.build_hasher(), keys.1.build_hasher());
-    h1.write(bytes);
-    h2.write(bytes);
-    (u128::from(h1.finish()) << 64) | u128::from(h2.finish())
-}
-
-/// Decodes the escapes of a raw JSON string's text into UTF-8 bytes.
-/// Escapes were checked by the scan; a malformed one decodes as U+FFFD
-/// (never reached for checked names).
-fn decode(raw: &[u8], out: &mut Vec<u8>) {
-    out.clear();
-    let mut i = 0;
-    while i < raw.len() {
-        let Some(off) = memchr::memchr(b'\\', &raw[i..]) else {
-            out.extend_from_slice(&raw[i..]);
-            return;
-        };
-        out.extend_from_slice(&raw[i..i + off]);
-        i += off;
-        let simple = match raw.get(i + 1) {
-            Some(b'"') => Some(b'"'),
-            Some(b'\\') => Some(b'\\'),
-            Some(b'/') => Some(b'/'),
-            Some(b'b') => Some(0x08),
-            Some(b'f') => Some(0x0C),
-            Some(b'n') => Some(b'\n'),
-            Some(b'r') => Some(b'\r'),
-            Some(b't') => Some(b'\t'),
-            _ => None,
-        };
-        if let Some(b) = simple {
-            out.push(b);
-            i += 2;
-            continue;
-        }
-        let unit = hex4(raw, i + 2);
-        let (c, len) = match unit {
-            Some(hi @ 0xD800..=0xDBFF) => {
-                match (raw.get(i + 6..i + 8) == Some(b"\\u")).then(|| hex4(raw, i + 8)).flatten() {
-                    Some(lo @ 0xDC00..=0xDFFF) => (char::from_u32(0x10000 + ((hi - 0xD800) << 10) + (lo - 0xDC00)), 12),
-                    _ => (None, 6),
-                }
-            }
-            Some(u) => (char::from_u32(u), 6),
-            None => (None, 2),
-        };
-        let mut utf8 = [0u8; 4];
-        out.extend_from_slice(c.unwrap_or('\u{FFFD}').encode_utf8(&mut utf8).as_bytes());
-        i += len;
     }
 }
 

@@ -31,6 +31,13 @@ use crate::upstream::{ListKind, Lists, ToolHints};
 use serde_json::value::RawValue;
 use sha2::{Digest, Sha256};
 
+mod cursor;
+mod uri;
+
+use self::cursor::{decode_cursor, encode_cursor};
+pub(crate) use self::cursor::{decode_tagged_cursor, encode_tagged_cursor};
+pub use self::uri::{namespace_uri, split_uri, template_matches};
+
 /// Separator between the upstream id and the tool name.
 pub const SEPARATOR: &str = "__";
 
@@ -531,99 +538,6 @@ fn collide(name: &str, refused: &str, owner: &str, what: &str) -> Collision {
         "A {what} collides with an exposed one; refused (set `prefix = true` or a deny glob)."
     );
     Collision { name: name.to_owned(), refused: refused.to_owned(), owner: owner.to_owned() }
-}
-
-/// `<scheme>+<id>:<rest>` for `<scheme>:<rest>`; `None` when `uri` does not
-/// start with a valid scheme (RFC 3986 §3.1).
-pub fn namespace_uri(id: &str, uri: &str) -> Option<String> {
-    let (scheme, rest) = uri.split_once(':')?;
-    valid_scheme(scheme).then(|| format!("{scheme}+{id}:{rest}"))
-}
-
-/// Splits a namespaced URI into the upstream id and the original URI.
-/// `None` when the scheme carries no `+<id>` suffix.
-pub fn split_uri(uri: &str) -> Option<(&str, String)> {
-    let (scheme, rest) = uri.split_once(':')?;
-    if !valid_scheme(scheme) {
-        return None;
-    }
-    let (original, id) = scheme.rsplit_once('+')?;
-    (!original.is_empty() && crate::config::valid_id(id)).then(|| (id, format!("{original}:{rest}")))
-}
-
-fn valid_scheme(s: &str) -> bool {
-    let mut chars = s.chars();
-    chars.next().is_some_and(|c| c.is_ascii_alphabetic())
-        && chars.all(|c| c.is_ascii_alphanumeric() || matches!(c, '+' | '-' | '.'))
-}
-
-/// Whether `uri` could come from the RFC 6570 `template`: its literal parts
-/// appear in order, the first at the start and the last at the end.
-pub fn template_matches(template: &str, uri: &str) -> bool {
-    let mut literals = Vec::new();
-    let mut rest = template;
-    while let Some(open) = rest.find('{') {
-        literals.push(&rest[..open]);
-        let Some(close) = rest[open..].find('}') else { return false };
-        rest = &rest[open + close + 1..];
-    }
-    let tail = rest;
-    let Some((first, middle)) = literals.split_first() else { return template == uri };
-    let Some(mut at) = uri.strip_prefix(first).map(|r| uri.len() - r.len()) else { return false };
-    for lit in middle {
-        match uri[at..].find(lit) {
-            Some(i) => at += i + lit.len(),
-            None => return false,
-        }
-    }
-    uri.len() >= at + tail.len() && uri.ends_with(tail)
-}
-
-/// The first byte of a cursor: which list it walks.
-fn cursor_tag(kind: ListKind) -> u8 {
-    match kind {
-        ListKind::Tools => b't',
-        ListKind::Prompts => b'p',
-        ListKind::Resources => b'r',
-        ListKind::Templates => b'T',
-    }
-}
-
-/// The cursor after `last`: hex of the list's tag, the key and 4 bytes of
-/// their SHA-256, so it is opaque, any byte is safe, and a cursor that was
-/// cut or altered is refused. Unkeyed on purpose: any replica of the
-/// gateway, or a restarted one, takes it (docs/design.md D10).
-fn encode_cursor(kind: ListKind, last: &str) -> String {
-    encode_tagged_cursor(cursor_tag(kind), last)
-}
-
-/// [`encode_cursor`] for any list the gateway pages by key (`tag` names
-/// the list; tasks use `k`).
-pub(crate) fn encode_tagged_cursor(tag: u8, last: &str) -> String {
-    let mut payload = Vec::with_capacity(last.len() + 1);
-    payload.push(tag);
-    payload.extend_from_slice(last.as_bytes());
-    let check = Sha256::digest(&payload);
-    payload.iter().chain(&check[..4]).map(|b| format!("{b:02x}")).collect()
-}
-
-fn decode_cursor(kind: ListKind, cursor: &str) -> Result<String, InvalidCursor> {
-    decode_tagged_cursor(cursor_tag(kind), cursor)
-}
-
-/// The key a cursor of list `tag` resumes after.
-pub(crate) fn decode_tagged_cursor(tag: u8, cursor: &str) -> Result<String, InvalidCursor> {
-    if !cursor.len().is_multiple_of(2) || cursor.len() < 10 {
-        return Err(InvalidCursor);
-    }
-    let bytes: Result<Vec<u8>, _> =
-        (0..cursor.len()).step_by(2).map(|i| u8::from_str_radix(cursor.get(i..i + 2).unwrap_or("zz"), 16)).collect();
-    let bytes = bytes.map_err(|_| InvalidCursor)?;
-    let (payload, check) = bytes.split_at(bytes.len() - 4);
-    if Sha256::digest(payload)[..4] != *check || payload[0] != tag {
-        return Err(InvalidCursor);
-    }
-    String::from_utf8(payload[1..].to_vec()).map_err(|_| InvalidCursor)
 }
 
 /// `annotations.readOnlyHint` and `annotations.idempotentHint`.

@@ -16,7 +16,7 @@ use reqwest::StatusCode;
 use reqwest::header::{ACCEPT, AUTHORIZATION, CONTENT_TYPE, HeaderMap, HeaderName, HeaderValue, RETRY_AFTER};
 use tokio::task::JoinHandle;
 
-use super::conn::Inbox;
+use super::inbox::Inbox;
 use super::link::{AuthFailure, IoError, LinkError};
 use super::sse;
 use crate::error::{CallError, ErrorClass};

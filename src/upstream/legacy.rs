@@ -11,8 +11,8 @@ use std::time::Duration;
 use reqwest::header::{ACCEPT, CONTENT_TYPE, HeaderMap};
 use tokio::task::JoinHandle;
 
-use super::conn::Inbox;
 use super::http::{io_error, success};
+use super::inbox::Inbox;
 use super::link::{IoError, LinkError};
 use super::sse;
 use crate::sync::Locked;

@@ -4,7 +4,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use super::conn::Inbox;
+use super::inbox::Inbox;
 use super::{http::HttpLink, legacy::LegacyLink, stdio::StdioLink};
 
 /// A transport link. Cheap to clone.

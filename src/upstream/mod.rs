@@ -14,6 +14,7 @@ mod call;
 mod conn;
 mod health;
 mod http;
+mod inbox;
 mod legacy;
 mod link;
 mod lists;
@@ -36,7 +37,8 @@ use tokio_util::sync::CancellationToken;
 
 use self::backoff::Backoff;
 pub use self::call::{Called, Request, Stats, ToolHints};
-use self::conn::{Connection, Event, Inbox, Negotiated};
+use self::conn::{Connection, Negotiated};
+use self::inbox::{Event, Inbox};
 use self::link::{Link, OpenError};
 pub use self::lists::ListKind;
 use crate::config::{Redactor, TransportSpec, UpstreamSpec};

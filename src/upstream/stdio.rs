@@ -20,7 +20,7 @@ use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
-use super::conn::Inbox;
+use super::inbox::Inbox;
 use super::link::LinkError;
 use crate::config::{Redactor, Resolved};
 use crate::protocol::framing::{self, Line};
