@@ -200,3 +200,30 @@ fn no_file_grows_past_600_lines() {
     }
     assert!(wrong.is_empty(), "{}", wrong.join("\n"));
 }
+
+/// Every request body is read by `App::read_body` (`max_message_bytes`,
+/// the in-flight budget, the whole-body deadline): an axum body extractor
+/// or `to_bytes` in the HTTP front end would skip the budget and be held
+/// only to axum's default 2 MiB (there is no `DefaultBodyLimit` layer,
+/// `downstream/http/layers/mod.rs` says why).
+#[test]
+fn http_bodies_are_read_only_by_read_body() {
+    const READERS: [&str; 7] = ["Json<", "Form<", "RawForm", "to_bytes(", ": Bytes", "body: String", "Multipart"];
+    let mut all = Vec::new();
+    files(&Path::new(env!("CARGO_MANIFEST_DIR")).join("src/downstream/http"), &mut all);
+    assert!(all.len() >= 5, "{all:?}");
+    let mut wrong = Vec::new();
+    for file in &all {
+        let text = std::fs::read_to_string(file).unwrap();
+        let code = text.split("#[cfg(test)]").next().unwrap_or("");
+        for (n, line) in code.lines().enumerate() {
+            if line.trim_start().starts_with("//") {
+                continue;
+            }
+            for r in READERS.iter().filter(|r| line.contains(**r)) {
+                wrong.push(format!("{}:{}: `{r}`: read bodies with App::read_body", file.display(), n + 1));
+            }
+        }
+    }
+    assert!(wrong.is_empty(), "{}", wrong.join("\n"));
+}

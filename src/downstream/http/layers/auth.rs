@@ -82,12 +82,13 @@ where
         let api_key = headers.get("x-api-key").map(HeaderValue::as_bytes);
         let decided = match self.app.auth.decide(authorization, api_key) {
             Decided::Now(decided) => decided,
-            Decided::Jwt(_) => {
+            Decided::Jwt(token) => {
                 // The service that was made ready goes into the future; a
                 // clone stays here for the next request.
+                let token = token.to_owned();
                 let clone = self.inner.clone();
                 let inner = std::mem::replace(&mut self.inner, clone);
-                return Either::Right(Box::pin(verify_then_call(self.app.clone(), inner, request)));
+                return Either::Right(Box::pin(verify_then_call(self.app.clone(), inner, token, request)));
             }
         };
         match decided {
@@ -100,16 +101,18 @@ where
     }
 }
 
-/// Verifies the request's bearer JWT, then calls `inner` with its
-/// principal, or answers the refusal.
-async fn verify_then_call<S>(app: Arc<App>, mut inner: S, mut request: Request) -> Result<Response, Infallible>
+/// Verifies the request's bearer JWT `token` (which `decide` found), then
+/// calls `inner` with its principal, or answers the refusal.
+async fn verify_then_call<S>(
+    app: Arc<App>,
+    mut inner: S,
+    token: String,
+    mut request: Request,
+) -> Result<Response, Infallible>
 where
     S: Service<Request, Response = Response, Error = Infallible>,
 {
-    let headers = request.headers();
-    let authorization = headers.get(header::AUTHORIZATION).map(HeaderValue::as_bytes);
-    let api_key = headers.get("x-api-key").map(HeaderValue::as_bytes);
-    match app.auth.authenticate(authorization, api_key).await {
+    match app.auth.verify_jwt(&token).await {
         Ok(principal) => {
             request.extensions_mut().insert(principal);
             inner.call(request).await

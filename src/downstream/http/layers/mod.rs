@@ -10,8 +10,12 @@
 //! | [`RequireAdmin`] | 403 not an admin (`/status`, `/metrics` only) | `admin.rs` |
 //!
 //! No handler takes a body extractor: every body is read by
-//! `App::read_body`, to `max_message_bytes`. An extractor added later is
-//! still bounded by axum's default (2 MiB). There is no `DefaultBodyLimit`
+//! `App::read_body`, to `max_message_bytes`, within the in-flight budget,
+//! and the unit test `http_bodies_are_read_only_by_read_body` (in
+//! `src/layering.rs`) fails on a body extractor (`Json`, `Bytes`, `Form`,
+//! `String`) or `to_bytes` anywhere in `src/downstream/http/`: such a
+//! reader would skip the budget, and be held to axum's default 2 MiB
+//! rather than `max_message_bytes`. There is no `DefaultBodyLimit`
 //! layer: on the `Router` it wraps every route once more (one more boxed
 //! service to clone per request), and even inside this stack its extension
 //! cost ~400 instructions per `tools/call` (`scripts/callgrind-hop.sh`), to
@@ -88,12 +92,16 @@ pub(super) fn trace() -> TraceLayer<SharedClassifier<ServerErrorsAsFailures>> {
     TraceLayer::new_for_http().on_failure(DefaultOnFailure::new().level(tracing::Level::DEBUG))
 }
 
-/// Whether [`trace`]'s span would be recorded: `debug` is on for
-/// `tower_http`. Only then is the layer added, because even with its span
-/// off it wraps every response body, which axum boxes again (about 1 % of
-/// a proxied call's instructions). The log filter is set at start-up and
-/// not changed while running, so deciding when the router is built is
+/// Whether anything [`trace`] makes would be recorded: its span or any of
+/// its events (`debug` on for `tower_http`, or for one of the trace
+/// targets alone). Only then is the layer added, because even with all of
+/// it off it wraps every response body, which axum boxes again (about 1 %
+/// of a proxied call's instructions). The log filter is set at start-up
+/// and not changed while running, so deciding when the router is built is
 /// exact.
 pub(super) fn tracing_requests() -> bool {
     tracing::enabled!(target: "tower_http::trace::make_span", tracing::Level::DEBUG)
+        || tracing::enabled!(target: "tower_http::trace::on_request", tracing::Level::DEBUG)
+        || tracing::enabled!(target: "tower_http::trace::on_response", tracing::Level::DEBUG)
+        || tracing::enabled!(target: "tower_http::trace::on_failure", tracing::Level::DEBUG)
 }
