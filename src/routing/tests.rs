@@ -156,27 +156,39 @@ pub(crate) async fn eventually(what: &str, done: impl Fn() -> bool) {
 
 /// An MCP server on 127.0.0.1 in the test's runtime: it answers
 /// `initialize` with `capabilities`, each list method from `lists` (by the
-/// list's key), and anything else with `{}`; it records every method it
-/// is sent. It stops with the runtime.
+/// list's key), a method named in `replies` ([`Mock::with_replies`]) with
+/// that result, and anything else with `{}`; it records every method it
+/// is sent, and its params. It stops with the runtime.
 #[derive(Debug, Clone)]
 pub(crate) struct Mock {
     /// Its endpoint.
     pub(crate) url: String,
-    seen: Arc<Mutex<Vec<String>>>,
+    seen: Arc<Mutex<Vec<(String, serde_json::Value)>>>,
 }
 
 #[derive(Debug)]
 struct MockState {
     capabilities: serde_json::Value,
     lists: serde_json::Value,
-    seen: Arc<Mutex<Vec<String>>>,
+    replies: serde_json::Value,
+    seen: Arc<Mutex<Vec<(String, serde_json::Value)>>>,
 }
 
 impl Mock {
     pub(crate) async fn start(capabilities: serde_json::Value, lists: serde_json::Value) -> Mock {
+        Self::with_replies(capabilities, lists, serde_json::json!({})).await
+    }
+
+    /// [`Mock::start`], answering each method `replies` names with the
+    /// result it gives that method.
+    pub(crate) async fn with_replies(
+        capabilities: serde_json::Value,
+        lists: serde_json::Value,
+        replies: serde_json::Value,
+    ) -> Mock {
         use axum::routing::post;
         let seen = Arc::new(Mutex::new(Vec::new()));
-        let state = Arc::new(MockState { capabilities, lists, seen: seen.clone() });
+        let state = Arc::new(MockState { capabilities, lists, replies, seen: seen.clone() });
         let app = axum::Router::new()
             .route(
                 "/mcp",
@@ -200,14 +212,20 @@ impl Mock {
 
     /// The methods it was sent, in order.
     pub(crate) fn seen(&self) -> Vec<String> {
-        self.seen.lock().unwrap().clone()
+        self.seen.lock().unwrap().iter().map(|(m, _)| m.clone()).collect()
+    }
+
+    /// The params of every `method` it was sent, in order (`null` when
+    /// a message had none).
+    pub(crate) fn params_of(&self, method: &str) -> Vec<serde_json::Value> {
+        self.seen.lock().unwrap().iter().filter(|(m, _)| m == method).map(|(_, p)| p.clone()).collect()
     }
 
     fn answer(m: &MockState, body: &str) -> axum::response::Response {
         use axum::response::IntoResponse;
         let msg: serde_json::Value = serde_json::from_str(body).unwrap_or_default();
         let method = msg["method"].as_str().unwrap_or_default().to_owned();
-        m.seen.lock().unwrap().push(method.clone());
+        m.seen.lock().unwrap().push((method.clone(), msg.get("params").cloned().unwrap_or_default()));
         let Some(id) = msg.get("id") else { return axum::http::StatusCode::ACCEPTED.into_response() };
         let list =
             |key: &str| serde_json::json!({ key: m.lists.get(key).cloned().unwrap_or_else(|| serde_json::json!([])) });
@@ -221,7 +239,7 @@ impl Mock {
             "prompts/list" => list("prompts"),
             "resources/list" => list("resources"),
             "resources/templates/list" => list("resourceTemplates"),
-            _ => serde_json::json!({}),
+            other => m.replies.get(other).cloned().unwrap_or_else(|| serde_json::json!({})),
         };
         let reply = serde_json::json!({ "jsonrpc": "2.0", "id": id, "result": result });
         ([(axum::http::header::CONTENT_TYPE, "application/json")], reply.to_string()).into_response()

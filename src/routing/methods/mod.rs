@@ -47,3 +47,6 @@ pub(crate) async fn dispatch(core: &Core, method: &str, rq: &Rq<'_>, out: &mut O
         }
     }
 }
+
+#[cfg(test)]
+mod tests;
