@@ -418,3 +418,21 @@ async fn a_task_call_needs_an_upstream_that_runs_tasks() {
     assert_eq!((e.code, e.message.as_str()), (protocol::INVALID_REQUEST, "Tasks need a session"));
     assert!(!mock.seen().contains(&"tools/call".to_owned()), "neither was sent");
 }
+
+#[tokio::test]
+async fn a_sessionless_task_call_is_refused_before_the_gate_and_spends_no_token() {
+    let mock = Mock::start(json!({ "tools": {} }), json!({})).await;
+    let limits = "[limits]\nper_principal = { rate = 0.001, burst = 1 }\n";
+    let core = core_over(&mock, limits, &tools(&["echo"])).await;
+    let anonymous = caller(None);
+
+    for name in ["m__echo", "m__unknown"] {
+        let params = format!(r#"{{"name":"{name}","task":{{}}}}"#);
+        let e = refused(&core, &anonymous, "tools/call", Some(&params)).await;
+        assert_eq!((e.code, e.message.as_str()), (protocol::INVALID_REQUEST, "Tasks need a session"), "{name}");
+    }
+    // The bucket's one token is still there for a plain call.
+    result(&core, &anonymous, "tools/call", r#"{"name":"m__echo"}"#).await;
+    let e = refused(&core, &anonymous, "tools/call", r#"{"name":"m__echo"}"#.into()).await;
+    assert!(e.message.starts_with("rate limit reached"), "the next one is limited: {}", e.message);
+}

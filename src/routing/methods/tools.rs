@@ -27,6 +27,13 @@ pub(crate) async fn call(core: &Core, rq: &Rq<'_>, out: &mut Outcome) -> Result<
     if name == LIST_SECRET_NAMES && core.builtin_listed(caller) {
         return Ok(list_secret_names(core, id));
     }
+    // A task-augmented call needs a session to bind the task to. Refused
+    // before the catalog and the gate: it says nothing about the tool, and
+    // a call refused here spends no rate-limit token and enters no history.
+    let task = obj.contains("task");
+    if task && caller.peer.is_none() {
+        return Err(CallError::protocol(protocol::INVALID_REQUEST, "Tasks need a session"));
+    }
     if let Some(log) = &core.telemetry.audit {
         let args = obj.get("arguments");
         out.arguments_hmac = Some(log.keyed_digest(args.map_or(&b"null"[..], |a| a.text().as_bytes())));
@@ -72,22 +79,18 @@ pub(crate) async fn call(core: &Core, rq: &Rq<'_>, out: &mut Outcome) -> Result<
     }
     let cap = core.gate.result_cap(ident);
     let upstream = &*core.upstreams.instance(i, caller.peer).await;
-    // A task-augmented call: only to an upstream that runs tools as tasks
+    // A task-augmented call only to an upstream that runs tools as tasks
     // (one that does not would ignore `task` and answer a plain result the
-    // client does not expect), and only with a session to bind the task to.
-    let task = obj.contains("task");
-    if task {
-        if caller.peer.is_none() {
-            return Err(CallError::protocol(protocol::INVALID_REQUEST, "Tasks need a session"));
-        }
-        if let State::Ready(r) = &*upstream.state()
-            && !r.has_capability("tasks.requests.tools.call")
-        {
-            return Err(CallError::protocol(
-                protocol::INVALID_PARAMS,
-                format!("{name} cannot run as a task: upstream `{}` does not support tasks", upstream.id()),
-            ));
-        }
+    // client does not expect). Known only once the instance is ready, so
+    // after the gate: this refusal has spent the call's token.
+    if task
+        && let State::Ready(r) = &*upstream.state()
+        && !r.has_capability("tasks.requests.tools.call")
+    {
+        return Err(CallError::protocol(
+            protocol::INVALID_PARAMS,
+            format!("{name} cannot run as a task: upstream `{}` does not support tasks", upstream.id()),
+        ));
     }
     out.upstream = Some(upstream.label());
     out.tool = Some(original.clone());
