@@ -63,20 +63,26 @@ fn expose_contents(core: &Core, i: UpstreamIx, reply: &Message) -> Option<Checke
 /// session is; its updates reach only subscribed sessions.
 pub(crate) async fn subscribe(core: &Core, rq: &Rq<'_>) -> Result<String, CallError> {
     let (peer, key) = subscription(core, rq)?;
-    {
-        let mine = peer.lock_subscriptions();
+    // Checked and taken under one lock: two subscribes of one session on
+    // two workers cannot both pass the bound.
+    let fresh = {
+        let mut mine = peer.lock_subscriptions();
         if mine.len() >= peer::MAX_SUBSCRIPTIONS && !mine.contains(&key) {
             return Err(CallError::protocol(
                 protocol::INVALID_REQUEST,
                 format!("Too many subscriptions (at most {} per session)", peer::MAX_SUBSCRIPTIONS),
             ));
         }
-    }
+        mine.insert(key.clone())
+    };
     core.subscriptions.want(peer.id, key.clone());
-    peer.lock_subscriptions().insert(key.clone());
     if let Err(e) = sync(core, &key).await {
-        peer.lock_subscriptions().remove(&key);
-        core.subscriptions.drop_wants(peer.id, vec![key]);
+        // Undone only if this request made it: a repeated subscribe that
+        // fails leaves the session's earlier one in place.
+        if fresh {
+            peer.lock_subscriptions().remove(&key);
+            core.subscriptions.drop_wants(peer.id, vec![key]);
+        }
         return Err(e);
     }
     Ok(encode::result(rq.id, &params::empty()))
