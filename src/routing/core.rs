@@ -81,6 +81,44 @@ pub(crate) struct Rq<'a> {
 // === impl Core ===
 
 impl Core {
+    /// The components over `config`, every upstream started (in the
+    /// background: nothing here waits for one). The background tasks
+    /// (`refresh`, `notes`) are the caller's to spawn.
+    pub(crate) fn start(
+        config: Config,
+        telemetry: Telemetry,
+        http: &reqwest::Client,
+        notes: &tokio::sync::mpsc::Sender<crate::upstream::Note>,
+    ) -> Arc<Core> {
+        let changes = Arc::new(Changes::default());
+        let bounds =
+            crate::upstream::Bounds { max_bytes: config.gateway.max_message_bytes, json: config.json_limits() };
+        let list = config
+            .upstreams
+            .iter()
+            .map(|spec| {
+                let metrics = telemetry.metrics.clone();
+                let (redactor, changes) = (config.redactor.clone(), changes.clone());
+                Upstream::start(spec.clone(), bounds, redactor, changes, http.clone(), metrics, notes.clone())
+            })
+            .collect();
+        let upstreams = Upstreams::new(list);
+        let published = Published::new(config.gateway.startup_list_wait);
+        Arc::new(Core {
+            gate: Gate::new(&config, telemetry.clone(), published.started()),
+            subscriptions: Subscriptions::new(upstreams.len()),
+            sessions: Sessions::default(),
+            levels: Levels::default(),
+            tasks: Tasks::default(),
+            no_label: Name::from(""),
+            upstreams,
+            published,
+            telemetry,
+            changes,
+            config,
+        })
+    }
+
     /// Whether `gateway__list_secret_names` is on and the caller may use it.
     pub(crate) fn builtin_listed(&self, caller: &Caller<'_>) -> bool {
         self.config.gateway.list_secret_names && self.gate.allows(caller, Kind::Tool, Ident::plain(LIST_SECRET_NAMES))

@@ -58,8 +58,8 @@ use crate::config::Config;
 use crate::protocol::{self, Checked, Message, encode};
 use crate::security::auth::Principal;
 use crate::telemetry::Telemetry;
-use crate::telemetry::metrics::{Name, UpstreamLabels};
-use crate::upstream::{Changes, Upstream};
+use crate::telemetry::metrics::UpstreamLabels;
+use crate::upstream::Upstream;
 
 /// The gateway: the components, wired, and the background tasks that keep
 /// them current.
@@ -110,43 +110,13 @@ impl Gateway {
     /// Starts every upstream (in the background: nothing here waits for
     /// one) and the tasks that keep the catalog current.
     pub fn start(config: Config, telemetry: Telemetry) -> Arc<Self> {
-        let changes = Arc::new(Changes::default());
         let (notes, notes_rx) = mpsc::channel(1024);
         let http = reqwest::Client::builder()
             .connect_timeout(Duration::from_secs(10))
             .pool_idle_timeout(Duration::from_secs(90))
             .build()
             .expect("the TLS backend initializes");
-        let list: Vec<_> = config
-            .upstreams
-            .iter()
-            .map(|spec| {
-                Upstream::start(
-                    spec.clone(),
-                    crate::upstream::Bounds { max_bytes: config.gateway.max_message_bytes, json: config.json_limits() },
-                    config.redactor.clone(),
-                    changes.clone(),
-                    http.clone(),
-                    telemetry.metrics.clone(),
-                    notes.clone(),
-                )
-            })
-            .collect();
-        let upstreams = upstreams::Upstreams::new(list);
-        let published = published::Published::new(config.gateway.startup_list_wait);
-        let core = Arc::new(Core {
-            gate: gate::Gate::new(&config, telemetry.clone(), published.started()),
-            subscriptions: subscriptions::Subscriptions::new(upstreams.len()),
-            sessions: sessions::Sessions::default(),
-            levels: levels::Levels::default(),
-            tasks: tasks::Tasks::default(),
-            no_label: Name::from(""),
-            upstreams,
-            published,
-            telemetry,
-            changes,
-            config,
-        });
+        let core = Core::start(config, telemetry, &http, &notes);
         let shutdown = CancellationToken::new();
         tokio::spawn(refresh::catalog_loop(core.clone(), shutdown.clone()));
         tokio::spawn(refresh::watch_pins(core.clone(), shutdown.clone()));

@@ -12,14 +12,12 @@ use super::catalog::{Catalog, Source};
 use super::core::Core;
 use super::ix::UpstreamIx;
 use super::peer::Peer;
-use super::{gate, levels, published, sessions, subscriptions, tasks, upstreams};
 use crate::config::{Config, ToolMatcher};
 use crate::protocol::{self, CheckedBox};
 use crate::security::access::Grants;
 use crate::security::auth::{Principal, Via};
 use crate::telemetry::Telemetry;
-use crate::telemetry::metrics::Name;
-use crate::upstream::{Changes, Lists, Upstream};
+use crate::upstream::Lists;
 
 /// A stdio command no system has: the upstream fails to start at once
 /// (no process is made) and is `Down`.
@@ -38,40 +36,9 @@ pub(crate) fn config_in(dir: &std::path::Path, src: &str) -> Config {
 /// The components over `config`, its upstreams started, but none of the
 /// background tasks (`refresh`, `notes`): a test drives those itself.
 pub(crate) fn core_of(config: Config) -> Arc<Core> {
-    let changes = Arc::new(Changes::default());
-    let telemetry = Telemetry::metrics_only();
     // Nobody routes the upstreams' notes here; a test feeds `notes_loop`.
     let (notes, _) = mpsc::channel(1);
-    let list = config
-        .upstreams
-        .iter()
-        .map(|spec| {
-            Upstream::start(
-                spec.clone(),
-                crate::upstream::Bounds { max_bytes: config.gateway.max_message_bytes, json: config.json_limits() },
-                config.redactor.clone(),
-                changes.clone(),
-                reqwest::Client::new(),
-                telemetry.metrics.clone(),
-                notes.clone(),
-            )
-        })
-        .collect();
-    let upstreams = upstreams::Upstreams::new(list);
-    let published = published::Published::new(config.gateway.startup_list_wait);
-    Arc::new(Core {
-        gate: gate::Gate::new(&config, telemetry.clone(), published.started()),
-        subscriptions: subscriptions::Subscriptions::new(upstreams.len()),
-        sessions: sessions::Sessions::default(),
-        levels: levels::Levels::default(),
-        tasks: tasks::Tasks::default(),
-        no_label: Name::from(""),
-        upstreams,
-        published,
-        telemetry,
-        changes,
-        config,
-    })
+    Core::start(config, Telemetry::metrics_only(), &reqwest::Client::new(), &notes)
 }
 
 /// [`core_of`] a config from `src` (no file of its own needed).
