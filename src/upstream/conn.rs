@@ -369,3 +369,6 @@ fn short(s: &str) -> &str {
         None => s,
     }
 }
+
+#[cfg(test)]
+mod tests;

@@ -289,3 +289,6 @@ impl Drop for PendingGuard<'_> {
         }
     }
 }
+
+#[cfg(test)]
+mod tests;
