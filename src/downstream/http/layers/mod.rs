@@ -1,5 +1,5 @@
 //! The admission stack of the HTTP front end, as tower layers (design.md,
-//! "The edges speak tower"): what is checked on a request's head before a
+//! "Tower at the edges"): what is checked on a request's head before a
 //! handler runs, one check per file.
 //!
 //! | layer | answers | file |
