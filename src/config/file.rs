@@ -15,7 +15,7 @@ use super::secrets::{Expander, Resolved};
 use super::upstream::UpstreamSection;
 
 /// The whole file.
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct FileConfig {
     /// `[gateway]`: the listener and downstream behaviour.
@@ -51,7 +51,7 @@ pub struct FileConfig {
 }
 
 /// `[admin]`.
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct AdminSection {
     /// Serve `/metrics` here instead of on `gateway.listen` (with
@@ -65,7 +65,7 @@ pub struct AdminSection {
 /// `OTEL_EXPORTER_OTLP_TRACES_ENDPOINT`) is set. The other standard
 /// `OTEL_*` variables apply (`OTEL_SERVICE_NAME`, `OTEL_TRACES_SAMPLER`,
 /// `OTEL_BSP_*`, `OTEL_EXPORTER_OTLP_HEADERS`, `OTEL_SDK_DISABLED`).
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct TracesSection {
     /// The collector's base URL, e.g. `http://127.0.0.1:4318` (HTTP:
@@ -87,7 +87,7 @@ pub struct TracesSection {
 }
 
 /// `[traces]`, with secrets in headers resolved.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone, Default, PartialEq)]
 pub struct Traces {
     /// The collector's base URL (see [`TracesSection::endpoint`]).
     pub endpoint: Option<String>,
@@ -114,7 +114,7 @@ pub enum OtlpProtocol {
 }
 
 /// `[audit]`: one JSON line per routed call (schema in docs/observability.md).
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct AuditSection {
     /// The file, relative to this config file. Default: none (no audit
@@ -158,7 +158,7 @@ impl Default for AuditSection {
 }
 
 /// `[gateway]`.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct GatewaySection {
     /// Address of the HTTP listener (`/mcp`, `/healthz`, `/readyz`,
@@ -254,6 +254,10 @@ pub struct GatewaySection {
     /// the secrets file's names (never values), as PyAirbyte's server does.
     /// Default `false`.
     pub list_secret_names: bool,
+    /// Reload when the config file or the secrets file changes (a watch on
+    /// their folders, so a ConfigMap's symlink swap is seen). `false`
+    /// reloads only on SIGHUP and `mcp-gateway reload`. Default `true`.
+    pub watch_config: bool,
 }
 
 /// How `/mcp` answers requests.
@@ -304,6 +308,7 @@ impl Default for GatewaySection {
             log_level: "info".into(),
             drain_timeout: Duration::from_secs(10),
             list_secret_names: false,
+            watch_config: true,
         }
     }
 }

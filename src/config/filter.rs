@@ -7,7 +7,7 @@ use globset::{Glob, GlobSet, GlobSetBuilder};
 use serde::Deserialize;
 
 /// `[upstreams.<id>.tools]`.
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ToolFilter {
     /// Only tools matching one of these globs are exposed (empty: all).
@@ -39,6 +39,15 @@ pub enum FilterError {
 pub struct ToolMatcher {
     allow: Option<GlobSet>,
     deny: GlobSet,
+    /// The globs as written (allow, deny): what equality compares, since
+    /// a compiled set cannot be (a reload tells changed filters by them).
+    globs: (Option<Vec<String>>, Vec<String>),
+}
+
+impl PartialEq for ToolMatcher {
+    fn eq(&self, other: &Self) -> bool {
+        self.globs == other.globs
+    }
 }
 
 // === impl ToolMatcher ===
@@ -49,6 +58,7 @@ impl ToolMatcher {
         Ok(ToolMatcher {
             allow: if f.allow.is_empty() { None } else { Some(glob_set(&f.allow)?) },
             deny: glob_set(&f.deny)?,
+            globs: ((!f.allow.is_empty()).then(|| f.allow.clone()), f.deny.clone()),
         })
     }
 
@@ -70,17 +80,21 @@ impl ToolMatcher {
 
     /// Matches everything.
     pub fn all() -> Self {
-        ToolMatcher { allow: None, deny: GlobSet::empty() }
+        ToolMatcher { allow: None, deny: GlobSet::empty(), globs: (None, Vec::new()) }
     }
 
     /// Matches exactly the names that match one of `globs` (none if empty).
     pub(super) fn only(globs: &[String]) -> Result<Self, FilterError> {
-        Ok(ToolMatcher { allow: Some(glob_set(globs)?), deny: GlobSet::empty() })
+        Ok(ToolMatcher {
+            allow: Some(glob_set(globs)?),
+            deny: GlobSet::empty(),
+            globs: (Some(globs.to_vec()), Vec::new()),
+        })
     }
 
     /// Matches nothing.
     pub fn none() -> Self {
-        ToolMatcher { allow: Some(GlobSet::empty()), deny: GlobSet::empty() }
+        ToolMatcher { allow: Some(GlobSet::empty()), deny: GlobSet::empty(), globs: (Some(Vec::new()), Vec::new()) }
     }
 }
 

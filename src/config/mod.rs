@@ -55,7 +55,7 @@ pub const ENV_FILE_VAR: &str = "MCP_GATEWAY_ENV_FILE";
 pub const BUILTIN_NAMESPACE: &str = "gateway";
 
 /// A validated configuration.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct Config {
     /// The file it was loaded from.
     pub path: PathBuf,
@@ -86,6 +86,9 @@ pub struct Config {
     /// The key of the audit log's argument digests
     /// (`MCP_GATEWAY_AUDIT_KEY` in the secrets file), when set.
     pub audit_key: Option<AuditKey>,
+    /// The secrets file read (`MCP_GATEWAY_ENV_FILE` or
+    /// `gateway.secrets_file`, resolved), which a reload watches.
+    pub secrets_path: Option<PathBuf>,
 }
 
 // === impl Config ===
@@ -110,6 +113,11 @@ impl Config {
     /// expanded, and paths made relative to `base` (the config file's
     /// folder), once. Errors are not located yet.
     fn resolve(file: FileConfig, path: &Path, base: &Path, env: &dyn Env) -> Result<Config, ConfigError> {
+        let secrets_path = match (env.var_os(ENV_FILE_VAR).map(PathBuf::from), &file.gateway.secrets_file) {
+            (Some(p), _) => Some(p),
+            (None, Some(p)) => Some(base.join(p)),
+            (None, None) => None,
+        };
         let secrets = match (env.var_os(ENV_FILE_VAR).map(PathBuf::from), &file.gateway.secrets_file) {
             (Some(p), _) => {
                 Secrets::load(&p).map_err(|e| ConfigError::plain(format!("{ENV_FILE_VAR}={}: {e}", p.display())))?
@@ -147,6 +155,7 @@ impl Config {
             limits,
             secret_names: secrets.names(),
             audit_key,
+            secrets_path,
         })
     }
 

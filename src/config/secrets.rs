@@ -33,6 +33,16 @@ pub struct Redactor {
     matcher: Option<Arc<aho_corasick::AhoCorasick>>,
     /// How many distinct values it masks.
     values: usize,
+    /// A digest of the values (sorted): two redactors are equal when they
+    /// mask the same values, which is how a reload tells that the
+    /// secrets changed without keeping them a second time.
+    fingerprint: [u8; 32],
+}
+
+impl PartialEq for Redactor {
+    fn eq(&self, other: &Self) -> bool {
+        self.fingerprint == other.fingerprint
+    }
 }
 
 /// What replaces a secret value.
@@ -223,7 +233,15 @@ impl Redactor {
     /// A redactor for these values (values shorter than 4 bytes are
     /// ignored: masking every `a` would garble everything). Each value is
     /// also matched as JSON would escape it inside a string.
-    pub fn from_values(values: Vec<String>) -> Self {
+    pub fn from_values(mut values: Vec<String>) -> Self {
+        use sha2::Digest as _;
+        values.sort_unstable();
+        let mut digest = sha2::Sha256::new();
+        for v in values.iter().filter(|v| v.len() >= 4) {
+            digest.update(v.as_bytes());
+            digest.update([0]);
+        }
+        let fingerprint: [u8; 32] = digest.finalize().into();
         let mut patterns: Vec<String> = Vec::with_capacity(values.len());
         let mut distinct = 0;
         for v in values.into_iter().filter(|v| v.len() >= 4) {
@@ -243,7 +261,7 @@ impl Redactor {
             .match_kind(aho_corasick::MatchKind::LeftmostLongest)
             .build(&patterns)
             .expect("plain string patterns build");
-        Redactor { matcher: Some(Arc::new(matcher)), values: distinct }
+        Redactor { matcher: Some(Arc::new(matcher)), values: distinct, fingerprint }
     }
 
     /// Whether there is nothing to mask.

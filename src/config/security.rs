@@ -13,7 +13,7 @@ use super::error::ConfigError;
 use super::filter::{ToolFilter, ToolMatcher};
 
 /// `[auth]`: how clients prove who they are.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct AuthSection {
     /// `"none"` accepts every client as `anonymous`; `"required"` needs an
@@ -65,7 +65,7 @@ impl Default for AuthSection {
 
 /// `[upstreams.<id>.oauth]`: how the gateway gets its own token for an
 /// OAuth-protected upstream (never the client's: no passthrough).
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct OAuthSection {
     /// `authorization_code` (a person logs in once with `mcp-gateway auth
@@ -139,7 +139,7 @@ pub enum AuthMode {
 }
 
 /// `[[auth.api_keys]]`.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ApiKeySection {
     /// Who presents it (audit log, `[[access]]`, rate limits).
@@ -152,7 +152,7 @@ pub struct ApiKeySection {
 }
 
 /// `[auth.jwt]`.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct JwtSection {
     /// Required `iss`.
@@ -186,7 +186,7 @@ pub struct JwtSection {
 }
 
 /// `[[access]]`: what a set of principals may see and call.
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct AccessSection {
     /// Principal ids this entry applies to (`"*"`: every principal).
@@ -208,7 +208,7 @@ pub struct AccessSection {
 /// a string or an array of strings, every one under a prefix; `null`,
 /// another type, or `arguments` that are not an object are refused. An
 /// absent argument passes.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ArgumentRule {
     /// Glob over tool names (canonical `<upstream>__<tool>`; see docs/security.md).
@@ -243,7 +243,7 @@ fn one_or_many<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Vec<String>, D:
 }
 
 /// `[pinning]`: tool definitions pinned by hash.
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct PinningSection {
     /// The pin store (JSON, relative to the config file). Default: none
@@ -266,7 +266,7 @@ pub enum QuarantineMode {
 }
 
 /// `[rules]`: sequence rules over tool calls.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct RulesSection {
     /// The rules file (relative to the config file). Default: none.
@@ -283,7 +283,7 @@ impl Default for RulesSection {
 }
 
 /// `[limits]`: rate limits and result size caps.
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct LimitsSection {
     /// Every principal's calls (`tools/call`), all tools together.
@@ -296,7 +296,7 @@ pub struct LimitsSection {
 }
 
 /// A token bucket.
-#[derive(Debug, Clone, Copy, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RateSection {
     /// Tokens added per second.

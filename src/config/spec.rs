@@ -21,7 +21,7 @@ use super::upstream::{BreakerSection, HealthSection, Isolation, RetrySection, Tr
 /// …) are those of [`UpstreamSection`] (see it for their meaning and
 /// defaults); `UpstreamSpec::new` takes the section apart whole, so a key
 /// added there and forgotten here does not compile.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct UpstreamSpec {
     /// `[a-z0-9-]{1,32}`: the namespace prefix of its tools.
     pub id: String,
@@ -67,7 +67,7 @@ pub struct UpstreamSpec {
 }
 
 /// A validated `[upstreams.<id>.oauth]`.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct OAuthSpec {
     /// The upstream's id.
     pub upstream: String,
@@ -96,7 +96,7 @@ pub struct OAuthSpec {
 }
 
 /// How an upstream is reached, with secrets resolved.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub enum TransportSpec {
     /// A child process speaking newline-delimited JSON-RPC.
     Stdio {
@@ -131,6 +131,13 @@ pub enum TransportSpec {
 #[derive(Debug, Clone, Default)]
 pub struct ToolTimeouts {
     rules: Vec<(globset::GlobMatcher, Duration)>,
+}
+
+impl PartialEq for ToolTimeouts {
+    fn eq(&self, other: &Self) -> bool {
+        let globs = |t: &Self| t.rules.iter().map(|(g, d)| (g.glob().glob().to_owned(), *d)).collect::<Vec<_>>();
+        globs(self) == globs(other)
+    }
 }
 
 /// A `tool_timeouts` entry that cannot be used.

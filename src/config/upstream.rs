@@ -13,7 +13,7 @@ use super::filter::{ToolFilter, ToolMatcher};
 use super::spec::ToolTimeouts;
 
 /// `[upstreams.<id>]`.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct UpstreamSection {
     /// `stdio`, `http` (Streamable HTTP) or `sse` (legacy HTTP+SSE).
@@ -124,7 +124,7 @@ pub struct UpstreamSection {
 
 /// `[upstreams.<id>.retry]` (docs/design.md D6). Only safe calls are retried:
 /// not delivered, read methods, or idempotent tools.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct RetrySection {
     /// Most attempts per call, the first included; 1 disables retries.
@@ -147,7 +147,7 @@ pub struct RetrySection {
 }
 
 /// `[upstreams.<id>.breaker]` (docs/design.md D7).
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct BreakerSection {
     /// `false` turns the breaker off. Default `true`.
@@ -177,7 +177,7 @@ pub struct BreakerSection {
 }
 
 /// `[upstreams.<id>.health]`.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct HealthSection {
     /// Ping the upstream this often (`0s`: never). Pings feed the breaker
