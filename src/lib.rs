@@ -50,7 +50,7 @@ pub async fn serve_admin(gateway: &Arc<Gateway>, stop: CancellationToken) -> std
         .map_err(|e| std::io::Error::new(e.kind(), format!("cannot listen on {addr} (admin.listen): {e}")))?;
     tracing::info!(addr = %listener.local_addr()?, "Serving /metrics on the admin listener.");
     let metrics = gateway.telemetry().metrics.clone();
-    let limits = downstream::listen::Limits::of(gateway.config(), "admin");
+    let limits = downstream::listen::Limits::of(&gateway.config(), "admin");
     tokio::spawn(downstream::listen::serve(listener, admin, metrics, stop, limits));
     Ok(())
 }
@@ -74,7 +74,7 @@ pub async fn serve(
         stop2.cancel();
     });
     let drain = gateway.config().gateway.drain_timeout;
-    let limits = downstream::listen::Limits::of(gateway.config(), "main");
+    let limits = downstream::listen::Limits::of(&gateway.config(), "main");
     let server = downstream::listen::serve(listener, app, gateway.telemetry().metrics.clone(), stop.clone(), limits);
     tokio::pin!(server);
     tokio::select! {

@@ -10,7 +10,7 @@ use clap::Parser as _;
 use mcp_gateway::config::Config;
 
 use cli::args::{AuthCommand, Cli, Command, EX_USAGE};
-use cli::{auth, plural, rules, serve, tools};
+use cli::{auth, plural, reload, rules, serve, tools};
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
@@ -20,8 +20,11 @@ fn main() -> ExitCode {
     if let Command::Rules { command } = cli.command {
         return rules::rules(command);
     }
+    if let Command::Reload { config, url, api_key } = cli.command {
+        return reload::reload(&config, url, api_key);
+    }
     let path = match &cli.command {
-        Command::Rules { .. } | Command::Auth { command: AuthCommand::HashKey { .. } } => {
+        Command::Rules { .. } | Command::Reload { .. } | Command::Auth { command: AuthCommand::HashKey { .. } } => {
             unreachable!("handled above")
         }
         Command::Auth {
@@ -53,7 +56,7 @@ fn main() -> ExitCode {
             Command::Tools { wait, action: None, .. } => tools::tools(config, wait).await,
             Command::Tools { action: Some(action), .. } => tools::pins(&config, action),
             Command::Auth { command } => auth::upstream_auth(&config, command).await,
-            Command::Check { .. } | Command::Rules { .. } => unreachable!("handled above"),
+            Command::Check { .. } | Command::Rules { .. } | Command::Reload { .. } => unreachable!("handled above"),
         }
     });
     match result {

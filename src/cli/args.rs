@@ -51,6 +51,20 @@ pub(crate) enum Command {
         #[command(subcommand)]
         action: Option<ToolsAction>,
     },
+    /// Ask a running gateway to reload its config (`POST /admin/reload`,
+    /// admin groups only) and print what changed. Exits 1 when the
+    /// gateway refused the new config (the old one keeps running).
+    Reload {
+        /// Config file (for the gateway's address when `--url` is not given).
+        #[arg(long, short, default_value = "gateway.toml", env = "MCP_GATEWAY_CONFIG")]
+        config: PathBuf,
+        /// The gateway's base URL (default: `http://` and `gateway.listen`).
+        #[arg(long)]
+        url: Option<String>,
+        /// The API key to present (`X-API-Key`), when `[auth]` requires one.
+        #[arg(long, env = "MCP_GATEWAY_API_KEY", hide_env_values = true)]
+        api_key: Option<String>,
+    },
     /// Sequence rules: validate a rules file, or replay an audit log.
     Rules {
         #[command(subcommand)]

@@ -1,9 +1,10 @@
 //! The `mcp-gateway` command, one file per command: `args` (the flags),
-//! `serve` (also `stdio`), `tools`, `rules`, `auth`. `main.rs` parses,
+//! `serve` (also `stdio`), `tools`, `rules`, `auth`, `reload`. `main.rs` parses,
 //! loads the config and dispatches here.
 
 pub(crate) mod args;
 pub(crate) mod auth;
+pub(crate) mod reload;
 pub(crate) mod rules;
 pub(crate) mod serve;
 pub(crate) mod tools;

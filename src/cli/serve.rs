@@ -2,20 +2,28 @@
 //! them.
 
 use std::net::SocketAddr;
+use std::sync::Arc;
 
 use anyhow::Context as _;
 use mcp_gateway::config::Config;
+use mcp_gateway::routing::reloader::Reloader;
 use mcp_gateway::telemetry::Telemetry;
 use mcp_gateway::{Gateway, downstream};
 
+use super::ProcessEnv;
+
 pub(crate) async fn serve(config: Config, listen: Option<SocketAddr>) -> anyhow::Result<()> {
-    let signals = shutdown_signal();
+    let (hup, hups) = tokio::sync::mpsc::channel(1);
+    let signals = shutdown_signal(hup);
     let addr = listen.unwrap_or(config.listen());
     config.check_exposure(addr)?;
     let listener = tokio::net::TcpListener::bind(addr).await.with_context(|| format!("cannot listen on {addr}"))?;
     let addr = listener.local_addr()?;
     let telemetry = Telemetry::from_config(&config)?;
     let gateway = Gateway::start(config, telemetry);
+    let stop_reloads = tokio_util::sync::CancellationToken::new();
+    let _stop_reloads = stop_reloads.clone().drop_guard();
+    reload_on_sighup(Reloader::start(gateway.clone(), Arc::new(ProcessEnv), stop_reloads), hups);
     tracing::info!(%addr, upstreams = gateway.upstreams().len(), "Listening on http://{addr}/mcp.");
     mcp_gateway::serve(listener, gateway.clone(), signals).await?;
     tracing::info!("Shutting down upstreams.");
@@ -26,9 +34,13 @@ pub(crate) async fn serve(config: Config, listen: Option<SocketAddr>) -> anyhow:
 }
 
 pub(crate) async fn stdio(config: Config) -> anyhow::Result<()> {
-    let signals = shutdown_signal();
+    let (hup, hups) = tokio::sync::mpsc::channel(1);
+    let signals = shutdown_signal(hup);
     let telemetry = Telemetry::from_config(&config)?;
     let gateway = Gateway::start(config, telemetry);
+    let stop_reloads = tokio_util::sync::CancellationToken::new();
+    let _stop_reloads = stop_reloads.clone().drop_guard();
+    reload_on_sighup(Reloader::start(gateway.clone(), Arc::new(ProcessEnv), stop_reloads), hups);
     let admin_stop = tokio_util::sync::CancellationToken::new();
     let _stop_admin = admin_stop.clone().drop_guard();
     mcp_gateway::serve_admin(&gateway, admin_stop).await?;
@@ -50,12 +62,21 @@ pub(crate) async fn stdio(config: Config) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Asks `reloader` for a reload on each SIGHUP `hups` passes on.
+fn reload_on_sighup(reloader: Reloader, mut hups: tokio::sync::mpsc::Receiver<()>) {
+    tokio::spawn(async move {
+        while hups.recv().await.is_some() {
+            tracing::info!("SIGHUP received: reloading the config.");
+            reloader.request("sighup");
+        }
+    });
+}
+
 /// Resolves on SIGTERM or Ctrl-C. The handlers (SIGHUP's too) are
 /// installed when this is called, not when it is first polled, so a signal
-/// that comes early does not kill the process. SIGHUP (a reload, for most
-/// daemons) is logged and ignored until the gateway can reload: the
-/// default action would exit at once, dropping every session.
-fn shutdown_signal() -> impl std::future::Future<Output = ()> {
+/// that comes early does not kill the process. SIGHUP asks for a reload
+/// (passed on to `hup`; one waiting is enough).
+fn shutdown_signal(hup_to: tokio::sync::mpsc::Sender<()>) -> impl std::future::Future<Output = ()> {
     use tokio::signal::unix::{SignalKind, signal};
     let mut term = signal(SignalKind::terminate()).expect("SIGTERM handler installs");
     let mut hup = signal(SignalKind::hangup()).expect("SIGHUP handler installs");
@@ -65,7 +86,7 @@ fn shutdown_signal() -> impl std::future::Future<Output = ()> {
                 _ = tokio::signal::ctrl_c() => break,
                 _ = term.recv() => break,
                 _ = hup.recv() => {
-                    tracing::warn!("SIGHUP received: reloading the config is not supported yet; still serving with the config loaded at start.");
+                    let _ = hup_to.try_send(());
                 }
             }
         }

@@ -8,6 +8,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use arc_swap::ArcSwap;
 use serde_json::value::RawValue;
 
 use super::caller::Caller;
@@ -40,8 +41,9 @@ pub(crate) const LIST_SECRET_NAMES_DEF: &str = r#"{"name":"gateway__list_secret_
 /// The components of the gateway, each owning its state.
 #[derive(Debug)]
 pub(crate) struct Core {
-    /// The config the gateway runs with.
-    pub(crate) config: Config,
+    /// The config in force: swapped whole by a reload, read once per use
+    /// (never held across an `.await`).
+    config: ArcSwap<Config>,
     /// The configured upstreams and their per-session and per-principal
     /// connections.
     pub(crate) upstreams: Upstreams,
@@ -115,13 +117,23 @@ impl Core {
             published,
             telemetry,
             changes,
-            config,
+            config: ArcSwap::from_pointee(config),
         })
+    }
+
+    /// The config in force now.
+    pub(crate) fn config(&self) -> arc_swap::Guard<Arc<Config>> {
+        self.config.load()
+    }
+
+    /// Puts `config` in force for every request that starts from now.
+    pub(crate) fn set_config(&self, config: Arc<Config>) {
+        self.config.store(config);
     }
 
     /// Whether `gateway__list_secret_names` is on and the caller may use it.
     pub(crate) fn builtin_listed(&self, caller: &Caller<'_>) -> bool {
-        self.config.gateway.list_secret_names && self.gate.allows(caller, Kind::Tool, Ident::plain(LIST_SECRET_NAMES))
+        self.config().gateway.list_secret_names && self.gate.allows(caller, Kind::Tool, Ident::plain(LIST_SECRET_NAMES))
     }
 
     /// Checks `[[access]]` for a prompt or resource: a denied one is
@@ -340,7 +352,7 @@ impl Core {
         let (cap, result) = (cap?, reply.result_raw()?);
         let labels = |outcome| OutcomeLabels { upstream: self.upstreams[i].label(), outcome };
         let name = out.name.clone().unwrap_or_default();
-        match cap_result(result, cap, &name, &self.config.json_limits()) {
+        match cap_result(result, cap, &name, &self.config().json_limits()) {
             Capped::Fits => None,
             Capped::Truncated(cut) => {
                 self.telemetry.metrics.results_capped.get_or_create(&labels("truncated")).inc();

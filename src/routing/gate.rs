@@ -16,7 +16,7 @@ use std::path::Path;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use arc_swap::ArcSwapOption;
+use arc_swap::{ArcSwap, ArcSwapOption};
 use serde_json::value::RawValue;
 
 use super::caller::Caller;
@@ -91,18 +91,42 @@ pub(crate) enum Answer {
     Told(CallError),
 }
 
-/// The security gate.
+/// What a reload replaces whole (docs/design.md D11): the policy of the
+/// config in force. The gate's state (rate-limit buckets, histories) is
+/// kept across reloads.
 #[derive(Debug)]
-pub(crate) struct Gate {
+struct Policy {
     /// `[[access]]`, compiled.
     access: Access,
     /// The grants of a request without a session.
     sessionless: Arc<Grants>,
-    /// The pin store (`[pinning]`).
-    pins: Option<Pins>,
+    /// The pin store (`[pinning]`), kept by a reload that keeps its file.
+    pins: Option<Arc<Pins>>,
     quarantine: QuarantineMode,
-    /// Rate limits and result caps (`[limits]`).
+    /// Rate limits and result caps (`[limits]`); a reload moves the
+    /// buckets of unchanged rules over.
     limits: Limits,
+}
+
+/// A new config's policy, built and checked, ready to put in force with
+/// [`Gate::apply`]: building it is where a reload can still fail.
+#[derive(Debug)]
+pub(crate) struct Prepared {
+    policy: Policy,
+    /// `Some`: the rules file changed (to this set, or to none).
+    rules: Option<Option<RuleSet>>,
+}
+
+/// Why a new config's policy cannot be put in force.
+#[derive(Debug, thiserror::Error)]
+#[error("[rules] file: {0}")]
+pub(crate) struct PrepareError(String);
+
+/// The security gate.
+#[derive(Debug)]
+pub(crate) struct Gate {
+    /// The policy in force (swapped whole by a reload).
+    policy: ArcSwap<Policy>,
     /// Sequence rules and each tool's tags under them (`[rules]`).
     rules: ArcSwapOption<RulesState>,
     /// Call histories of principals (principal-scoped rules), bounded.
@@ -119,8 +143,6 @@ impl Gate {
     /// `[rules]`. A rules file that does not load is loud, and no rules
     /// are in force until a good one replaces it.
     pub(crate) fn new(config: &Config, telemetry: Telemetry, started: tokio::time::Instant) -> Self {
-        let access = Access::new(&config.access);
-        let sessionless = access.grants(&Principal::anonymous());
         let rules = config.rules.file.as_deref().and_then(|path| match RuleSet::load(path) {
             Ok(set) => Some(Arc::new(RulesState { set: Arc::new(set), tags: HashMap::new() })),
             Err(e) => {
@@ -131,11 +153,7 @@ impl Gate {
             }
         });
         Self {
-            sessionless,
-            access,
-            pins: config.pinning.file.as_deref().map(Pins::open),
-            quarantine: config.pinning.on_change,
-            limits: Limits::new(&config.limits),
+            policy: ArcSwap::from_pointee(Policy::new(config, None)),
             rules: ArcSwapOption::new(rules),
             principal_histories: Mutex::default(),
             started,
@@ -143,14 +161,40 @@ impl Gate {
         }
     }
 
-    /// The grants of `principal`.
+    /// Builds the policy of `next` (the config replacing `now`), loading
+    /// its rules file when it names another one; nothing changes yet.
+    pub(crate) fn prepare(&self, now: &Config, next: &Config) -> Result<Prepared, PrepareError> {
+        let rules = match (&next.rules.file, now.rules.file == next.rules.file) {
+            (_, true) => None,
+            (None, false) => Some(None),
+            (Some(path), false) => Some(Some(RuleSet::load(path).map_err(|e| PrepareError(e.to_string()))?)),
+        };
+        let pins = (now.pinning.file == next.pinning.file).then(|| self.policy.load().pins.clone()).flatten();
+        Ok(Prepared { policy: Policy::new(next, pins), rules })
+    }
+
+    /// Puts a prepared policy in force for every call that starts from
+    /// now: the buckets of unchanged rate rules move over. The sessions'
+    /// grants are the caller's to recompute ([`Gate::grants_of`]).
+    pub(crate) fn apply(&self, prepared: Prepared) {
+        let Prepared { policy, rules } = prepared;
+        let old = self.policy.swap(Arc::new(policy));
+        self.policy.load().limits.take_buckets_from(&old.limits);
+        match rules {
+            None => {}
+            Some(None) => self.rules.store(None),
+            Some(Some(set)) => self.load_rules(set),
+        }
+    }
+
+    /// The grants of `principal` under the policy in force.
     pub(crate) fn grants_of(&self, principal: &Principal) -> Arc<Grants> {
-        self.access.grants(principal)
+        self.policy.load().access.grants(principal)
     }
 
     /// The grants of the caller's principal.
     pub(crate) fn grants(&self, caller: &Caller<'_>) -> Arc<Grants> {
-        caller.peer.map_or_else(|| self.sessionless.clone(), |p| p.grants.clone())
+        caller.peer.map_or_else(|| self.policy.load().sessionless.clone(), |p| p.grants())
     }
 
     /// Whether the caller may see and use `ident` (a prompt, a resource,
@@ -161,7 +205,7 @@ impl Gate {
 
     /// The `[limits.results]` cap of a tool's results.
     pub(crate) fn result_cap(&self, tool: Ident<'_>) -> Option<ResultCap> {
-        self.limits.result_cap(tool)
+        self.policy.load().limits.result_cap(tool)
     }
 
     /// Decides a `tools/call` of `tool` (found in the catalog under `name`,
@@ -185,8 +229,9 @@ impl Gate {
         if !grants.allows(Kind::Tool, ident) {
             return Err(refuse(DenyReason::Access, Answer::AsUnknown));
         }
+        let policy = self.policy.load_full();
         if tool.quarantined {
-            return Err(match self.quarantine {
+            return Err(match policy.quarantine {
                 QuarantineMode::Hide => refuse(DenyReason::Quarantined, Answer::AsUnknown),
                 QuarantineMode::Refuse => {
                     let msg = format!(
@@ -203,9 +248,9 @@ impl Gate {
             let err = CallError { code: protocol::INVALID_PARAMS, ..err };
             return Err(refuse(DenyReason::Argument, Answer::Told(err)));
         }
-        let who = self.limits.rates().then(|| caller.principal_id());
+        let who = policy.limits.rates().then(|| caller.principal_id());
         if let Some(who) = &who
-            && let Err(limited) = self.limits.check(who, ident, tokio::time::Instant::now())
+            && let Err(limited) = policy.limits.check(who, ident, tokio::time::Instant::now())
         {
             let err = CallError::new(ErrorClass::Policy, None, limited.to_string());
             let err = CallError { retry_after: Some(limited.retry_after), ..err };
@@ -215,8 +260,10 @@ impl Gate {
         if ruled.is_err()
             && let Some(who) = &who
         {
-            // A call the rules refuse costs no token either.
-            self.limits.give_back(who, ident);
+            // A call the rules refuse costs no token either (to the
+            // limits in force now, which took the buckets over if a
+            // reload came in between).
+            self.policy.load().limits.give_back(who, ident);
         }
         ruled
     }
@@ -330,22 +377,18 @@ impl Gate {
     /// Whether the pin store changed on disk (an operator approved a
     /// tool); false without one.
     pub(crate) fn pins_changed(&self) -> bool {
-        self.pins.as_ref().is_some_and(Pins::reload_if_changed)
-    }
-
-    /// Whether a pin store is configured.
-    pub(crate) fn has_pins(&self) -> bool {
-        self.pins.is_some()
+        self.policy.load().pins.as_ref().is_some_and(|p| p.reload_if_changed())
     }
 
     /// Checks a new catalog against the pin store: first-seen tools are
     /// pinned, changed ones quarantined (counted, logged, audited).
     pub(crate) fn review_pins(&self, next: &mut Catalog, upstreams: &Upstreams) {
-        let Some(pins) = &self.pins else { return };
+        let policy = self.policy.load();
+        let Some(pins) = &policy.pins else { return };
         pins.reload_if_changed();
         let tools = next.tools().iter().map(|t| (&*t.key, &*t.name, upstreams[t.upstream].id(), t.def.raw()));
         let review = pins.review(tools);
-        next.quarantine(&review.quarantined, self.quarantine == QuarantineMode::Hide);
+        next.quarantine(&review.quarantined, policy.quarantine == QuarantineMode::Hide);
         self.telemetry.metrics.tools_quarantined.set(review.quarantined.len() as i64);
         if review.newly_pinned > 0 {
             tracing::info!(tools = review.newly_pinned, "Pinned tool definitions seen for the first time.");
@@ -378,6 +421,23 @@ impl Gate {
                     tags: Vec::new(),
                 });
             }
+        }
+    }
+}
+
+// === impl Policy ===
+
+impl Policy {
+    /// The policy of `config`; `pins` is the store to keep (a reload that
+    /// keeps the file), else the file is opened.
+    fn new(config: &Config, pins: Option<Arc<Pins>>) -> Self {
+        let access = Access::new(&config.access);
+        Policy {
+            sessionless: access.grants(&Principal::anonymous()),
+            access,
+            pins: pins.or_else(|| config.pinning.file.as_deref().map(|p| Arc::new(Pins::open(p)))),
+            quarantine: config.pinning.on_change,
+            limits: Limits::new(&config.limits),
         }
     }
 }

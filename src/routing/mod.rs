@@ -34,6 +34,8 @@ mod params;
 mod pipeline;
 mod published;
 mod refresh;
+pub mod reload;
+pub mod reloader;
 mod sessions;
 mod subscriptions;
 mod upstreams;
@@ -71,6 +73,10 @@ pub struct Gateway {
     /// Requests being handled now (for graceful drain).
     in_flight: InFlight,
     shutdown: CancellationToken,
+    /// Parts outside routing that take their share of a reload.
+    participants: std::sync::Mutex<Vec<Arc<dyn reload::Participant>>>,
+    /// The reload task, once started ([`reloader::Reloader::start`]).
+    reloader: std::sync::OnceLock<reloader::Reloader>,
 }
 
 /// A client session registered with the gateway; unregistered (its
@@ -122,7 +128,14 @@ impl Gateway {
         tokio::spawn(refresh::watch_pins(core.clone(), shutdown.clone()));
         tokio::spawn(refresh::watch_rules(core.clone(), shutdown.clone()));
         tokio::spawn(notes::notes_loop(core.clone(), notes_rx, shutdown.clone()));
-        Arc::new(Gateway { core, http, in_flight: InFlight::default(), shutdown })
+        Arc::new(Gateway {
+            core,
+            http,
+            in_flight: InFlight::default(),
+            shutdown,
+            participants: Default::default(),
+            reloader: Default::default(),
+        })
     }
 
     /// Registers a client session; `out` is its stream (bounded), `init`
@@ -138,7 +151,7 @@ impl Gateway {
         let caps = init.and_then(|p| p.get("capabilities"));
         let grants = core.gate.grants_of(&principal);
         let metrics = core.telemetry.metrics.clone();
-        let redactor = core.config.redactor.clone();
+        let redactor = core.config().redactor.clone();
         let peer = core.sessions.register(|id| Peer::new(id, out, caps, metrics, principal, grants, redactor));
         Client { gateway: self.clone(), peer }
     }
@@ -185,7 +198,7 @@ impl Gateway {
     /// forwarding see it; each refusal is counted (`transport`: `http` or
     /// `stdio`) and an ambiguous one logged.
     pub fn parse(&self, transport: protocol::Transport, bytes: &[u8]) -> Result<Message, protocol::ParseError> {
-        let refused = match Message::parse(bytes, &self.core.config.json_limits()) {
+        let refused = match Message::parse(bytes, &self.core.config().json_limits()) {
             Ok(m) => return Ok(m),
             Err(e) => e,
         };
@@ -224,7 +237,7 @@ impl Gateway {
         principal: &Principal,
     ) -> Result<Initialized, InitializeRefused> {
         let core = &self.core;
-        let cap = core.config.gateway.max_client_capabilities_bytes;
+        let cap = core.config().gateway.max_client_capabilities_bytes;
         let declared = params.and_then(|p| p.get("capabilities")).map_or(0, |c| c.text().len());
         if declared > cap {
             self.refused(transport, "capabilities_too_large");
@@ -312,6 +325,12 @@ impl Gateway {
         }
     }
 
+    /// The reload task, when one was started (`serve` and `stdio` start
+    /// it; tests may not).
+    pub fn reloader(&self) -> Option<&reloader::Reloader> {
+        self.reloader.get()
+    }
+
     /// The current catalog.
     pub fn catalog(&self) -> Arc<Catalog> {
         self.core.published.load_full()
@@ -328,9 +347,10 @@ impl Gateway {
         self.core.upstreams.ready_count()
     }
 
-    /// The config the gateway runs with.
-    pub fn config(&self) -> &Config {
-        &self.core.config
+    /// The config in force now (a reload may replace it at any time:
+    /// read what you need from it, do not keep it).
+    pub fn config(&self) -> Arc<Config> {
+        self.core.config().clone()
     }
 
     /// Whether start-up is over: every upstream's first start ended, or

@@ -69,7 +69,7 @@ pub(crate) async fn notes_loop(core: Arc<Core>, mut notes: mpsc::Receiver<Note>,
 /// messages): it sees at least one of its tools, prompts or resources.
 /// Cached per catalog.
 fn hears(core: &Core, peer: &Peer, i: UpstreamIx) -> bool {
-    if peer.grants.is_open() {
+    if peer.grants().is_open() {
         return true;
     }
     let key = core.published.version();
@@ -79,7 +79,7 @@ fn hears(core: &Core, peer: &Peer, i: UpstreamIx) -> bool {
         let sees: Vec<bool> = core
             .upstreams
             .iter()
-            .map(|(u, _)| catalog.shows_upstream(u, &|kind, ident| peer.grants.allows(kind_of(kind), ident)))
+            .map(|(u, _)| catalog.shows_upstream(u, &|kind, ident| peer.grants().allows(kind_of(kind), ident)))
             .collect();
         *cache = Some((key, sees.into()));
     }

@@ -12,6 +12,7 @@ use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicU8, Ordering};
 use std::sync::{Arc, Mutex};
 
+use arc_swap::ArcSwap;
 use serde_json::value::RawValue;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
@@ -60,10 +61,12 @@ pub struct Peer {
     pub(crate) gone: std::sync::atomic::AtomicBool,
     /// Who the client is (fixed for the session's life).
     pub principal: Arc<Principal>,
-    /// What the principal may see and use (`[[access]]`).
-    pub(crate) grants: Arc<Grants>,
-    /// Masks secret values in what is sent to the client.
-    redactor: crate::config::Redactor,
+    /// What the principal may see and use (`[[access]]`), recomputed
+    /// when a reload changes the policy.
+    grants: ArcSwap<Grants>,
+    /// Masks secret values in what is sent to the client (a reload that
+    /// changes the secrets replaces it).
+    redactor: ArcSwap<crate::config::Redactor>,
     /// The session's calls for session-scoped sequence rules.
     history: Mutex<crate::security::rules::History>,
     /// The gateway's own requests to the client (a `confirm` rule's
@@ -108,6 +111,18 @@ impl Drop for Peer {
 // === impl Peer ===
 
 impl Peer {
+    /// What the principal may see and use now.
+    pub(crate) fn grants(&self) -> Arc<Grants> {
+        self.grants.load_full()
+    }
+
+    /// Puts a reload's policy in force for this session: its grants
+    /// (recomputed by the caller for this principal) and the redactor.
+    pub(crate) fn reconfigure(&self, grants: Arc<Grants>, redactor: crate::config::Redactor) {
+        self.grants.store(grants);
+        self.redactor.store(Arc::new(redactor));
+    }
+
     pub(crate) fn new(
         id: u64,
         out: mpsc::Sender<String>,
@@ -120,9 +135,9 @@ impl Peer {
         let capabilities = capabilities.filter(|c| c.object().is_some()).map(Checked::to_box);
         metrics.client_capabilities_bytes.inc_by(capabilities.as_ref().map_or(0, |c| c.text().len()) as i64);
         Peer {
-            redactor,
+            redactor: ArcSwap::from_pointee(redactor),
             principal,
-            grants,
+            grants: ArcSwap::new(grants),
             id,
             out,
             level: AtomicU8::new(UNSET),
@@ -339,7 +354,7 @@ fn send_counted(out: &mpsc::Sender<String>, peer: &Peer, upstream: &Name, method
     let m = &peer.metrics;
     // What an upstream sends a client (log messages, requests) is masked
     // like its replies: secret values never reach the model.
-    let (masked, n) = peer.redactor.redact_counted(&msg);
+    let (masked, n) = peer.redactor.load().redact_counted(&msg);
     let msg = match masked {
         std::borrow::Cow::Borrowed(_) => msg,
         std::borrow::Cow::Owned(masked) => {

@@ -13,6 +13,7 @@ use super::core::Core;
 use super::ix::UpstreamIx;
 use super::methods::{lists::kind_of, logging, resources};
 use crate::protocol::encode;
+use crate::security::access::Grants;
 use crate::security::rules::RuleSet;
 use crate::telemetry::metrics::Outcome;
 use crate::upstream::{ListKind, State};
@@ -54,7 +55,7 @@ pub(crate) async fn catalog_loop(core: Arc<Core>, shutdown: CancellationToken) {
             })
             .collect();
         let namespaces: Vec<&str> = core.upstreams.all().iter().map(|u| u.id()).collect();
-        let mut next = Catalog::build(&sources, core.config.gateway.max_tool_name_length, &namespaces);
+        let mut next = Catalog::build(&sources, core.config().gateway.max_tool_name_length, &namespaces);
         core.gate.review_pins(&mut next, &core.upstreams);
         let before = core.published.load_full();
         let changed = next.changed_lists(&before);
@@ -90,25 +91,31 @@ pub(crate) async fn catalog_loop(core: Arc<Core>, shutdown: CancellationToken) {
 /// upstream exists and when it restarts).
 fn announce(core: &Core, before: &Catalog, after: &Catalog, changed: &[ListKind]) {
     for p in core.sessions.all() {
+        let grants = p.grants();
         for &kind in changed {
-            let tells = p.grants.is_open() || {
-                let what = kind_of(kind);
-                let visible = |ident: crate::security::Ident<'_>| p.grants.allows(what, ident);
-                let seen = |c: &Catalog| {
-                    let mut h = c.visible_fingerprint(kind, &visible);
-                    if kind == ListKind::Resources {
-                        h ^= c.visible_fingerprint(ListKind::Templates, &visible).rotate_left(1);
-                    }
-                    h
-                };
-                seen(before) != seen(after)
-            };
+            let tells = grants.is_open() || seen_by(before, kind, &grants) != seen_by(after, kind, &grants);
             if tells {
                 let method = kind.changed_notification();
                 p.send(&core.no_label, method, encode::notification(method, None));
             }
         }
     }
+}
+
+/// The lists a session is told of (`list_changed`): templates count as
+/// resources.
+pub(crate) const TOLD: [ListKind; 3] = [ListKind::Tools, ListKind::Prompts, ListKind::Resources];
+
+/// A fingerprint of what `grants` see of `catalog`'s list `kind`
+/// (resources with their templates).
+pub(crate) fn seen_by(catalog: &Catalog, kind: ListKind, grants: &Grants) -> u64 {
+    let what = kind_of(kind);
+    let visible = |ident: crate::security::Ident<'_>| grants.allows(what, ident);
+    let mut h = catalog.visible_fingerprint(kind, &visible);
+    if kind == ListKind::Resources {
+        h ^= catalog.visible_fingerprint(ListKind::Templates, &visible).rotate_left(1);
+    }
+    h
 }
 
 /// Tells an upstream that just became ready what its previous connection
@@ -126,11 +133,9 @@ async fn restore(core: Arc<Core>, i: UpstreamIx) {
 }
 
 /// Watches the pin store for approvals (`mcp-gateway tools approve`
-/// rewrites it) and rebuilds the catalog when it changes.
+/// rewrites it) and rebuilds the catalog when it changes. It runs with or
+/// without a store: a reload may add one.
 pub(crate) async fn watch_pins(core: Arc<Core>, shutdown: CancellationToken) {
-    if !core.gate.has_pins() {
-        return;
-    }
     let mut tick = tokio::time::interval(PINS_POLL);
     loop {
         tokio::select! {
@@ -145,22 +150,37 @@ pub(crate) async fn watch_pins(core: Arc<Core>, shutdown: CancellationToken) {
 }
 
 /// Reloads the rules file when it changes; a bad new file is refused and
-/// the rules in force stay.
+/// the rules in force stay. The file and the interval are those of the
+/// config in force at each tick (a reload may change them; the reload
+/// itself loads a newly named file).
 pub(crate) async fn watch_rules(core: Arc<Core>, shutdown: CancellationToken) {
-    let Some(path) = core.config.rules.file.clone() else { return };
     let modified = |p: &std::path::Path| std::fs::metadata(p).and_then(|m| m.modified()).ok();
-    let mut seen = modified(&path);
-    let mut tick = tokio::time::interval(core.config.rules.reload_interval);
+    let mut watched = core.config().rules.file.clone().map(|p| (modified(&p), p));
     loop {
+        let interval = core.config().rules.reload_interval;
         tokio::select! {
-            _ = tick.tick() => {}
+            () = tokio::time::sleep(interval) => {}
             () = shutdown.cancelled() => return,
         }
-        let now = modified(&path);
-        if now == seen {
+        let Some(path) = core.config().rules.file.clone() else {
+            watched = None;
             continue;
+        };
+        let now = modified(&path);
+        match &watched {
+            Some((seen, p)) if *p == path && *seen == now => continue,
+            // Another file: the reload that named it loaded it.
+            Some((_, p)) if *p != path => {
+                watched = Some((now, path));
+                continue;
+            }
+            None => {
+                watched = Some((now, path));
+                continue;
+            }
+            _ => {}
         }
-        seen = now;
+        watched = Some((now, path.clone()));
         match RuleSet::load(&path) {
             Ok(set) => {
                 tracing::info!(rules = set.rules().len(), "Sequence rules reloaded.");

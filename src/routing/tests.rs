@@ -62,7 +62,7 @@ pub(crate) fn session(
     let principal = Arc::new(principal);
     let grants = grants.unwrap_or_else(|| core.gate.grants_of(&principal));
     let metrics = core.telemetry.metrics.clone();
-    let redactor = core.config.redactor.clone();
+    let redactor = core.config().redactor.clone();
     let peer = core.sessions.register(|id| Peer::new(id, tx, None, metrics, principal, grants, redactor));
     (peer, rx)
 }

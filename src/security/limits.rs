@@ -32,7 +32,7 @@ pub struct Limits {
     buckets: Mutex<HashMap<(Arc<str>, usize), Bucket>>,
 }
 
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone, Copy, PartialEq)]
 struct Rate {
     per_second: f64,
     burst: f64,
@@ -74,6 +74,27 @@ impl Limits {
             results,
             buckets: Mutex::default(),
         }
+    }
+
+    /// Takes over the buckets of `old` (the limits a reload replaces)
+    /// whose rule is still here with the same rate: a reload does not
+    /// refill what a client has spent. Buckets of a rule that changed or
+    /// went start full under the new one (a full bucket is what a new
+    /// principal gets too).
+    pub fn take_buckets_from(&self, old: &Limits) {
+        let moved: HashMap<(Arc<str>, usize), Bucket> = {
+            let mut from = old.buckets.locked();
+            let index = |i: usize| -> Option<usize> {
+                if i == PRINCIPAL_BUCKET {
+                    return (self.per_principal.is_some() && self.per_principal == old.per_principal)
+                        .then_some(PRINCIPAL_BUCKET);
+                }
+                let (glob, rate) = old.tools.get(i)?;
+                self.tools.iter().position(|(g, r)| g.glob() == glob.glob() && r == rate)
+            };
+            from.drain().filter_map(|((who, i), b)| Some(((who, index(i)?), b))).collect()
+        };
+        self.buckets.locked().extend(moved);
     }
 
     /// Whether any rate limit is set (callers skip [`Limits::check`]).
@@ -306,6 +327,32 @@ mod tests {
         assert!(l.check(&p, Ident::plain("fs__read"), t0).is_ok());
         assert!(l.check(&p, Ident::plain("fs__read"), t0).is_ok());
         assert!(l.check(&p, Ident::plain("fs__read"), t0).is_err(), "never past the burst of 2");
+    }
+
+    #[test]
+    fn a_reload_keeps_what_was_spent_under_rules_that_stayed_and_refills_changed_ones() {
+        let old = limits(Some((0.001, 2)), &[("db__*", 0.001, 1), ("fs__*", 0.001, 1)]);
+        let p: Arc<str> = "p".into();
+        let t0 = Instant::now();
+        assert!(old.check(&p, Ident::plain("db__query"), t0).is_ok());
+        assert!(old.check(&p, Ident::plain("fs__read"), t0).is_ok());
+        // db__* moves to index 0 of a different list and keeps its rate;
+        // fs__* changes its rate; the principal's rate stays.
+        let new = limits(Some((0.001, 2)), &[("fs__*", 0.002, 1), ("db__*", 0.001, 1)]);
+        new.take_buckets_from(&old);
+        assert!(new.check(&p, Ident::plain("db__query"), t0).is_err(), "db__* stayed: its spent token stays spent");
+        assert!(new.check(&p, Ident::plain("fs__read"), t0).is_err(), "the principal bucket (2) is spent: kept");
+        let fresh: Arc<str> = "q".into();
+        assert!(new.check(&fresh, Ident::plain("fs__read"), t0).is_ok());
+        // With the principal's rate changed too, only fs__*'s spent token
+        // would have been forgotten; check that a changed rule starts full.
+        let changed = limits(None, &[("fs__*", 0.002, 1)]);
+        let before = limits(None, &[("fs__*", 0.001, 1)]);
+        assert!(before.check(&p, Ident::plain("fs__read"), t0).is_ok());
+        assert!(before.check(&p, Ident::plain("fs__read"), t0).is_err());
+        changed.take_buckets_from(&before);
+        assert!(changed.check(&p, Ident::plain("fs__read"), t0).is_ok(), "a changed rule starts full");
+        assert!(old.buckets.locked().is_empty(), "the old limits gave their buckets away");
     }
 
     #[test]

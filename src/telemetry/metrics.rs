@@ -135,6 +135,11 @@ pub struct Metrics {
     pub tools_exposed: Family<UpstreamLabels, Gauge>,
     /// Catalog rebuilds: `changed` or `unchanged`.
     pub catalog_refreshes: Family<Outcome, Counter>,
+    /// Config reloads: `applied`, `unchanged` or `refused`.
+    pub config_reloads: Family<Outcome, Counter>,
+    /// When a reload was last applied (Unix seconds; the start-up load
+    /// counts as the first).
+    pub config_last_reload_success: Gauge<f64, std::sync::atomic::AtomicU64>,
     /// Open client sessions, by transport.
     pub sessions: Family<TransportLabels, Gauge>,
     /// Open client connections, by listener.
@@ -214,6 +219,8 @@ impl Metrics {
             health_checks: Family::default(),
             tools_exposed: Family::default(),
             catalog_refreshes: Family::default(),
+            config_reloads: Family::default(),
+            config_last_reload_success: Gauge::default(),
             sessions: Family::default(),
             connections: Family::default(),
             inflight_request_bytes: Gauge::default(),
@@ -327,6 +334,17 @@ impl Metrics {
             "catalog_refreshes",
             "Rebuilds of the merged catalog, by outcome (changed, unchanged)",
             Listed(m.catalog_refreshes.clone()),
+        );
+        r.register(
+            "config_reloads",
+            "Config reloads, by outcome (applied, unchanged, refused)",
+            Listed(m.config_reloads.clone()),
+        );
+        r.register_with_unit(
+            "config_last_reload_success_timestamp",
+            "When the config in force was loaded (start-up or the last applied reload), Unix time",
+            Unit::Seconds,
+            Listed(m.config_last_reload_success.clone()),
         );
         r.register("downstream_sessions", "Open client sessions, by transport", Listed(m.sessions.clone()));
         r.register(

@@ -20,6 +20,7 @@ mod one_view;
 mod one_view_check;
 mod partial;
 mod peers;
+mod reload;
 mod resilience;
 mod rmcp_client;
 mod sdk_callbacks;

@@ -34,13 +34,29 @@ pub(super) fn metrics(gateway: &Gateway) -> Response {
     (StatusCode::OK, [(header::CONTENT_TYPE, content_type)], body).into_response()
 }
 
+/// `POST /admin/reload` (admin groups only): reloads the config file and
+/// answers the report — 200 when applied or unchanged, 422 when refused
+/// (the config in force stays), 503 when this gateway runs no reload task.
+pub(super) async fn reload(State(app): State<Arc<App>>) -> Response {
+    let Some(reloader) = app.gateway.reloader() else {
+        return (StatusCode::SERVICE_UNAVAILABLE, "no reload task runs in this gateway\n").into_response();
+    };
+    let report = reloader.reload("admin").await;
+    let status = match report.outcome {
+        crate::routing::reload::Outcome::Refused => StatusCode::UNPROCESSABLE_ENTITY,
+        _ => StatusCode::OK,
+    };
+    let body = serde_json::to_string_pretty(&report).expect("a report serializes");
+    (status, json_headers(), body).into_response()
+}
+
 /// Where RFC 9728 protected-resource metadata is looked for first.
 pub(super) const WELL_KNOWN_RESOURCE: &str = "/.well-known/oauth-protected-resource";
 
 /// RFC 9728 protected-resource metadata: public, so clients can discover
 /// where to get a token.
 pub(super) async fn resource_metadata(State(app): State<Arc<App>>) -> Response {
-    (StatusCode::OK, json_headers(), app.auth.metadata().to_owned()).into_response()
+    (StatusCode::OK, json_headers(), app.auth.load().metadata().to_owned()).into_response()
 }
 
 pub(super) async fn readyz(State(app): State<Arc<App>>) -> Response {

@@ -46,6 +46,7 @@ mod respond;
 use std::sync::Arc;
 use std::time::Duration;
 
+use arc_swap::ArcSwap;
 use axum::Router;
 use axum::body::{Body, Bytes};
 use axum::extract::{Extension, Request, State};
@@ -91,8 +92,9 @@ pub struct App {
     shutdown: CancellationToken,
     /// Sessions of the legacy HTTP+SSE transport, by id.
     legacy: std::sync::Mutex<std::collections::HashMap<String, Arc<LegacySession>>>,
-    /// Client authentication (`[auth]`).
-    auth: Authenticator,
+    /// Client authentication (`[auth]`), swapped whole by a reload
+    /// ([`AuthReload`]).
+    auth: Arc<ArcSwap<Authenticator>>,
     /// Bytes of request bodies in flight, whole and per principal.
     bytes: Arc<Quota>,
     /// Sessions per principal (the whole count is the tables').
@@ -107,6 +109,8 @@ pub fn router(gateway: Arc<Gateway>, shutdown: CancellationToken) -> Result<Rout
     let split = gateway.config().admin.listen.is_some();
     let auth = Authenticator::new(&gateway.config().auth, gateway.http_client())?;
     let metadata_path = auth.metadata_path().to_owned();
+    let auth = Arc::new(ArcSwap::from_pointee(auth));
+    gateway.add_participant(Arc::new(AuthReload { auth: auth.clone(), http: gateway.http_client() }));
     let metrics = &gateway.telemetry().metrics;
     let bytes = Quota::new(
         g.max_inflight_request_bytes,
@@ -137,6 +141,7 @@ pub fn router(gateway: Arc<Gateway>, shutdown: CancellationToken) -> Result<Rout
         .route("/messages", axum::routing::post(post_messages).route_layer(admitted))
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/readyz", get(readyz))
+        .route("/admin/reload", axum::routing::post(reload).route_layer(layers::admin_admission(&app, "/admin/reload")))
         .route("/status", get(status).route_layer(layers::admin_admission(&app, "/status")))
         .route("/status/upstreams/{id}", get(upstream_status).route_layer(layers::admin_admission(&app, "/status")))
         .route(WELL_KNOWN_RESOURCE, get(resource_metadata));
@@ -150,6 +155,31 @@ pub fn router(gateway: Arc<Gateway>, shutdown: CancellationToken) -> Result<Rout
     // so everything a request does, refusals included, is inside it.
     let main = if layers::tracing_requests() { main.layer(layers::trace()) } else { main };
     Ok(main.with_state(app))
+}
+
+/// The HTTP front end's share of a reload: a new `[auth]` builds a new
+/// authenticator (which can still fail: a PEM file that does not read),
+/// swapped in for the next request. The protected-resource metadata's
+/// route stays where it was until a restart.
+#[derive(Debug)]
+struct AuthReload {
+    auth: Arc<ArcSwap<Authenticator>>,
+    http: reqwest::Client,
+}
+
+impl crate::routing::reload::Participant for AuthReload {
+    fn prepare(
+        &self,
+        now: &crate::config::Config,
+        next: &crate::config::Config,
+    ) -> Result<Option<crate::routing::reload::Commit>, String> {
+        if now.auth == next.auth {
+            return Ok(None);
+        }
+        let auth = Authenticator::new(&next.auth, self.http.clone()).map_err(|e| e.to_string())?;
+        let slot = self.auth.clone();
+        Ok(Some(Box::new(move || slot.store(Arc::new(auth)))))
+    }
 }
 
 async fn expire_sessions(app: Arc<App>) {

@@ -19,7 +19,7 @@ pub(crate) async fn page(core: &Core, rq: &Rq<'_>, kind: ListKind) -> Result<Str
     let grants = core.gate.grants(rq.caller);
     let what = kind_of(kind);
     let catalog = core.published.load();
-    let size = core.config.gateway.page_size;
+    let size = core.config().gateway.page_size;
     let page = match grants.is_open() {
         true => catalog.page(kind, cursor.as_deref(), size),
         false => catalog.page_visible(kind, cursor.as_deref(), size, &|ident| grants.allows(what, ident)),

@@ -55,7 +55,7 @@ fn expose_contents(core: &Core, i: UpstreamIx, reply: &Message) -> Option<Checke
         list.push_str(c.text());
     }
     list.push(']');
-    obj.set("contents", CheckedBox::parse(&list, &core.config.json_limits())?);
+    obj.set("contents", CheckedBox::parse(&list, &core.config().json_limits())?);
     Some(obj.to_checked())
 }
 

@@ -71,7 +71,7 @@ pub(crate) async fn list(core: &Core, rq: &Rq<'_>) -> Result<String, CallError> 
         .map(|c| catalog::decode_tagged_cursor(tasks::CURSOR_TAG, &c))
         .transpose()
         .map_err(|e| CallError::protocol(protocol::INVALID_PARAMS, e.to_string()))?;
-    let (page, more) = core.tasks.page(peer.id, after.as_deref(), core.config.gateway.page_size);
+    let (page, more) = core.tasks.page(peer.id, after.as_deref(), core.config().gateway.page_size);
     let gets = page.iter().map(|(exposed, i, original)| async move {
         let params = CheckedBox::from_value(&serde_json::json!({ "taskId": &**original }));
         let upstream = core.upstreams.instance(*i, caller.peer).await;

@@ -144,10 +144,10 @@ pub(crate) async fn call(core: &Core, rq: &Rq<'_>, out: &mut Outcome) -> Result<
 
 /// `gateway__list_secret_names`: the names in the secrets file.
 fn list_secret_names(core: &Core, id: &serde_json::value::RawValue) -> String {
-    let names = serde_json::to_string(&core.config.secret_names).expect("strings serialize");
+    let names = serde_json::to_string(&core.config().secret_names).expect("strings serialize");
     let result = serde_json::json!({
         "content": [{ "type": "text", "text": names }],
-        "structuredContent": { "names": core.config.secret_names },
+        "structuredContent": { "names": core.config().secret_names },
     });
     let result = serde_json::value::to_raw_value(&result).expect("valid");
     encode::result(id, &result)

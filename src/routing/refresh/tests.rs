@@ -117,9 +117,14 @@ async fn an_approval_in_the_pin_store_is_seen_within_a_poll() {
 
     shutdown.cancel();
     tokio::time::timeout(Duration::from_secs(1), task).await.expect("ends on shutdown").unwrap();
-    // Without a pin store there is nothing to watch.
-    let none = tokio::spawn(watch_pins(crate::routing::tests::core(""), CancellationToken::new()));
-    tokio::time::timeout(Duration::from_millis(1), none).await.expect("returns at once").unwrap();
+    // Without a pin store the watch still runs (a reload may add one),
+    // and ends on shutdown.
+    let stop = CancellationToken::new();
+    let none = tokio::spawn(watch_pins(crate::routing::tests::core(""), stop.clone()));
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    assert!(!none.is_finished(), "runs without a store");
+    stop.cancel();
+    tokio::time::timeout(Duration::from_secs(1), none).await.expect("ends on shutdown").unwrap();
 }
 
 #[tokio::test(start_paused = true)]
@@ -156,6 +161,11 @@ async fn a_changed_rules_file_is_put_in_force_and_a_bad_one_refused() {
 
     shutdown.cancel();
     tokio::time::timeout(Duration::from_secs(1), task).await.expect("ends on shutdown").unwrap();
-    let none = tokio::spawn(watch_rules(crate::routing::tests::core(""), CancellationToken::new()));
-    tokio::time::timeout(Duration::from_millis(1), none).await.expect("no rules file: returns at once").unwrap();
+    // Without a rules file the watch still runs (a reload may name one).
+    let stop = CancellationToken::new();
+    let none = tokio::spawn(watch_rules(crate::routing::tests::core(""), stop.clone()));
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    assert!(!none.is_finished(), "runs without a rules file");
+    stop.cancel();
+    tokio::time::timeout(Duration::from_secs(5), none).await.expect("ends on shutdown").unwrap();
 }

@@ -80,7 +80,7 @@ where
         let headers = request.headers();
         let authorization = headers.get(header::AUTHORIZATION).map(HeaderValue::as_bytes);
         let api_key = headers.get("x-api-key").map(HeaderValue::as_bytes);
-        let decided = match self.app.auth.decide(authorization, api_key) {
+        let decided = match self.app.auth.load().decide(authorization, api_key) {
             Decided::Now(decided) => decided,
             Decided::Jwt(token) => {
                 // The service that was made ready goes into the future; a
@@ -112,7 +112,10 @@ async fn verify_then_call<S>(
 where
     S: Service<Request, Response = Response, Error = Infallible>,
 {
-    match app.auth.verify_jwt(&token).await {
+    // The authenticator in force when the request came: a reload may swap
+    // it while the JWKS is fetched.
+    let auth = app.auth.load_full();
+    match auth.verify_jwt(&token).await {
         Ok(principal) => {
             request.extensions_mut().insert(principal);
             inner.call(request).await
@@ -130,7 +133,7 @@ fn refuse(app: &App, e: &AuthError, request: Request) -> Response {
     tracing::warn!(reason = e.reason(), error = %e, "Refused a client at authentication.");
     let status = StatusCode::from_u16(e.status()).unwrap_or(StatusCode::UNAUTHORIZED);
     let mut resp = rpc_error(status, None, protocol::INVALID_REQUEST, &format!("Unauthorized: {e}"));
-    if let Ok(v) = HeaderValue::from_str(&app.auth.challenge(e)) {
+    if let Ok(v) = HeaderValue::from_str(&app.auth.load().challenge(e)) {
         resp.headers_mut().insert(header::WWW_AUTHENTICATE, v);
     }
     let (parts, body) = request.into_parts();

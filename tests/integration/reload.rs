@@ -1,0 +1,234 @@
+//! Hot reload (issue 18, first part): `POST /admin/reload` and `mcp-gateway
+//! reload`, SIGHUP, and a Kubernetes ConfigMap's `..data` symlink swap
+//! reload the config as a diff; a bad file is refused whole with the
+//! loader's `file:line:col` and the old config keeps serving; open
+//! sessions keep going, get the new policy at their next request and
+//! `list_changed` when what they see changed; an unchanged upstream keeps
+//! its process; what needs a restart is named, not ignored.
+
+use std::time::Duration;
+
+use serde_json::{Value, json};
+
+use crate::support::keys::*;
+use crate::support::*;
+
+/// The config of the first test: alice (analysts) may use `raw__pid` and
+/// `raw__sleep`, or only `raw__sleep` with `alice_pid = false`.
+fn access_config(alice_pid: bool, max_sessions: usize) -> String {
+    let allow = if alice_pid { "\"raw__pid\", \"raw__sleep\"" } else { "\"raw__sleep\"" };
+    format!(
+        "[gateway]\nmax_sessions = {max_sessions}\nwatch_config = false\n{}\
+         [[access]]\ngroups = [\"analysts\"]\ntools = {{ allow = [{allow}] }}\n\
+         [[access]]\nprincipals = [\"ops\"]\ntools = {{ allow = [\"*\"] }}\n{}",
+        keys(),
+        raw_stdio("raw", "")
+    )
+}
+
+async fn post_reload(gw: &Gateway, key: &str) -> (u16, Value) {
+    let r = reqwest::Client::new()
+        .post(format!("http://{}/admin/reload", gw.addr))
+        .header("x-api-key", key)
+        .send()
+        .await
+        .unwrap();
+    let status = r.status().as_u16();
+    let body = r.text().await.unwrap();
+    (status, serde_json::from_str(&body).unwrap_or(Value::String(body)))
+}
+
+async fn metrics(gw: &Gateway) -> String {
+    gw.http.get(format!("http://{}/metrics", gw.addr)).send().await.unwrap().text().await.unwrap()
+}
+
+fn reloads(metrics: &str, outcome: &str) -> u64 {
+    let line = format!("mcp_gateway_config_reloads_total{{outcome=\"{outcome}\"}} ");
+    metrics.lines().find_map(|l| l.strip_prefix(&line)).map_or(0, |v| v.trim().parse().unwrap())
+}
+
+#[tokio::test]
+async fn a_reload_applies_policy_to_open_sessions_keeps_upstreams_and_refuses_a_bad_file_whole() {
+    let (dir, path) = write_config(&access_config(true, 1000));
+    let audit = dir.path().join("audit.jsonl");
+    let with_audit = |toml: String| format!("[audit]\npath = {:?}\n{toml}", path_str(&audit));
+    std::fs::write(&path, with_audit(access_config(true, 1000))).unwrap();
+    let mut gw = Gateway::start_at(&path, dir).await;
+    gw.authorize(OPS);
+    gw.wait_ready("raw").await;
+
+    let mut alice = McpHttp::connect_as(&gw.url(), ALICE).await;
+    let mut stream = SseReader::open(&alice).await;
+    let before = alice.call("raw__pid", json!({})).await;
+    let pid = text(&before);
+    assert!(pid.parse::<u32>().is_ok(), "{before}");
+
+    // Only an admin may reload.
+    let (status, _) = post_reload(&gw, ALICE).await;
+    assert_eq!(status, 403);
+
+    // A call of several seconds in flight across the reload succeeds.
+    let url = gw.url();
+    let slow = tokio::spawn(async move {
+        let mut c = McpHttp::connect_as(&url, ALICE).await;
+        c.call("raw__sleep", json!({"ms": 2000, "tag": "slow"})).await
+    });
+    tokio::time::sleep(Duration::from_millis(300)).await;
+
+    // alice loses raw__pid; max_sessions changes too, which needs a restart.
+    std::fs::write(&path, with_audit(access_config(false, 999))).unwrap();
+    let (status, report) = post_reload(&gw, OPS).await;
+    assert_eq!(status, 200, "{report}");
+    assert_eq!(report["outcome"], "applied", "{report}");
+    assert_eq!(report["applied"], json!(["access"]), "{report}");
+    assert_eq!(report["needs_restart"], json!(["gateway.max_sessions"]), "{report}");
+
+    // The open session sees the new policy at once, and is told.
+    let told = stream.until(|m| m["method"] == "notifications/tools/list_changed").await;
+    assert!(!told.is_empty());
+    assert_eq!(alice.tool_names().await, vec!["raw__sleep".to_owned()]);
+    let refused = alice.call("raw__pid", json!({})).await;
+    assert_eq!(refused["error"]["message"], "Unknown tool: raw__pid", "refused as unknown: {refused}");
+    let slow = slow.await.unwrap();
+    assert!(slow.get("result").is_some(), "the call in flight finished: {slow}");
+
+    // The unchanged upstream kept its process.
+    let mut ops = McpHttp::connect_as(&gw.url(), OPS).await;
+    assert_eq!(text(&ops.call("raw__pid", json!({})).await), pid, "the upstream was not restarted");
+
+    // A bad file is refused with where it is wrong; the config in force stays.
+    std::fs::write(&path, with_audit(access_config(true, 1000)).replace("max_sessions =", "max_sesions =")).unwrap();
+    let (status, report) = post_reload(&gw, OPS).await;
+    assert_eq!(status, 422, "{report}");
+    assert_eq!(report["outcome"], "refused");
+    let error = report["error"].as_str().unwrap();
+    assert!(error.contains("gateway.toml:") && error.contains("max_sesions"), "{error}");
+    assert_eq!(alice.tool_names().await, vec!["raw__sleep".to_owned()], "the old config still serves");
+
+    // `mcp-gateway reload` says the same, and exits 1.
+    let out = tokio::process::Command::new(gateway_bin())
+        .args(["reload", "--url", &format!("http://{}", gw.addr)])
+        .env("MCP_GATEWAY_API_KEY", OPS)
+        .output()
+        .await
+        .unwrap();
+    let printed = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(1), "{printed}");
+    assert!(printed.contains("reload: refused") && printed.contains("max_sesions"), "{printed}");
+
+    // Fixed: applied, and the CLI prints what changed.
+    std::fs::write(&path, with_audit(access_config(true, 999))).unwrap();
+    let out = tokio::process::Command::new(gateway_bin())
+        .args(["reload", "--url", &format!("http://{}", gw.addr)])
+        .env("MCP_GATEWAY_API_KEY", OPS)
+        .output()
+        .await
+        .unwrap();
+    let printed = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{printed}");
+    assert!(printed.contains("reload: applied") && printed.contains("applied: access"), "{printed}");
+    assert!(text(&alice.call("raw__pid", json!({})).await) == pid, "alice may call raw__pid again");
+
+    let m = metrics(&gw).await;
+    assert_eq!((reloads(&m, "applied"), reloads(&m, "refused")), (2, 2), "{m}");
+    assert!(m.contains("mcp_gateway_config_last_reload_success_timestamp_seconds "), "{m}");
+
+    // Each reload is in the audit log.
+    let records: Vec<Value> = wait_for(Duration::from_secs(10), || {
+        let lines: Vec<Value> = std::fs::read_to_string(&audit)
+            .unwrap_or_default()
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .filter(|r: &Value| r["method"] == "gateway/config_reload")
+            .collect();
+        (lines.len() == 4).then_some(lines)
+    })
+    .await
+    .unwrap_or_else(|| panic!("four reload records: {}", std::fs::read_to_string(&audit).unwrap_or_default()));
+    assert_eq!(records[0]["name"], "admin");
+    assert!(records[1]["is_error"] == true && records[1]["cause"] == "config_refused", "{}", records[1]);
+    gw.stop().await;
+}
+
+/// A ConfigMap as the kubelet writes it: the files live in a timestamped
+/// folder, `..data` points at it, and `gateway.toml` points into `..data`.
+/// An update writes a new folder and swaps `..data` by a rename.
+#[tokio::test]
+async fn a_configmap_symlink_swap_and_sighup_reload_and_a_secrets_change_is_seen() {
+    let dir = tempfile::Builder::new().prefix("mcpgw-cm").tempdir_in(root().join("target")).unwrap();
+    let d = dir.path().to_path_buf();
+    let secrets = d.join("secrets.env");
+    std::fs::write(&secrets, "FIRST_TOKEN=first-secret-value\n").unwrap();
+    let config = |page: usize, list: bool| {
+        format!(
+            "[gateway]\nsecrets_file = {:?}\npage_size = {page}\nlist_secret_names = {list}\n{}",
+            path_str(&secrets),
+            raw_stdio("raw", "")
+        )
+    };
+    let version = |name: &str, toml: String| {
+        std::fs::create_dir(d.join(name)).unwrap();
+        std::fs::write(d.join(name).join("gateway.toml"), toml).unwrap();
+    };
+    version("..2026_12_06_a", config(100, false));
+    std::os::unix::fs::symlink("..2026_12_06_a", d.join("..data")).unwrap();
+    std::os::unix::fs::symlink("..data/gateway.toml", d.join("gateway.toml")).unwrap();
+    let path = d.join("gateway.toml");
+    let gw = Gateway::start_at(&path, dir).await;
+    gw.wait_ready("raw").await;
+    let mut c = gw.client().await;
+    let mut stream = SseReader::open(&c).await;
+    assert!(!c.tool_names().await.iter().any(|n| n == "gateway__list_secret_names"));
+
+    // The kubelet's update: a new folder, a new link, renamed over `..data`.
+    version("..2026_12_06_b", config(100, true));
+    std::os::unix::fs::symlink("..2026_12_06_b", d.join("..data_tmp")).unwrap();
+    std::fs::rename(d.join("..data_tmp"), d.join("..data")).unwrap();
+    let applied = async {
+        loop {
+            let m = metrics(&gw).await;
+            if reloads(&m, "applied") >= 1 {
+                return m;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    };
+    tokio::time::timeout(Duration::from_secs(20), applied).await.expect("the swap was seen and applied");
+    stream.until(|m| m["method"] == "notifications/tools/list_changed").await;
+    let listed = c.call("gateway__list_secret_names", json!({})).await;
+    assert_eq!(listed["result"]["structuredContent"]["names"], json!(["FIRST_TOKEN"]), "{listed}");
+
+    // The secrets file is watched too: a new name is seen.
+    std::fs::write(&secrets, "FIRST_TOKEN=first-secret-value\nSECOND_TOKEN=second-secret-value\n").unwrap();
+    let names = async {
+        loop {
+            let listed = c.call("gateway__list_secret_names", json!({})).await;
+            if listed["result"]["structuredContent"]["names"] == json!(["FIRST_TOKEN", "SECOND_TOKEN"]) {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    };
+    tokio::time::timeout(Duration::from_secs(20), names).await.expect("the secrets change was applied");
+
+    // An edit the watch does not see (inside the versioned folder), then
+    // SIGHUP: reloaded.
+    let before = reloads(&metrics(&gw).await, "applied");
+    std::fs::write(d.join("..2026_12_06_b").join("gateway.toml"), config(3, true)).unwrap();
+    gw.proc.signal(nix::sys::signal::Signal::SIGHUP);
+    let sighup = async {
+        loop {
+            if reloads(&metrics(&gw).await, "applied") > before {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    };
+    tokio::time::timeout(Duration::from_secs(20), sighup).await.expect("SIGHUP reloaded");
+    assert!(gw.proc.logs().contains("SIGHUP received: reloading the config."));
+    assert!(gw.proc.logs().contains("applied=gateway.page_size"), "{}", gw.proc.logs());
+    let page = c.request("tools/list", json!({})).await;
+    assert!(page["result"]["nextCursor"].is_string(), "page_size 3 pages the list now: {page}");
+    let status = gw.stop().await;
+    assert!(status.success(), "SIGHUP did not end the process");
+}
