@@ -353,6 +353,12 @@ impl Gateway {
         self.core.config().clone()
     }
 
+    /// The config in force now, for a short read on a request's path (no
+    /// reference count taken; never hold it across an `.await`).
+    pub fn config_now(&self) -> arc_swap::Guard<Arc<Config>> {
+        self.core.config()
+    }
+
     /// Whether start-up is over: every upstream's first start ended, or
     /// `startup_list_wait` passed.
     pub fn started_up(&self) -> bool {

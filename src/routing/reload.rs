@@ -43,6 +43,10 @@ pub const APPLIED_GATEWAY_KEYS: &[&str] = &[
     "max_client_capabilities_bytes",
     "list_secret_names",
     "secrets_file",
+    "allowed_hosts",
+    "allowed_origins",
+    "response_mode",
+    "session_idle_timeout",
 ];
 
 /// A part of the gateway outside routing that holds its own view of the
@@ -178,7 +182,11 @@ fn diff(now: &Config, mut next: Config) -> (Vec<String>, Vec<String>, Config) {
         page_size,
         max_client_capabilities_bytes,
         list_secret_names,
-        secrets_file
+        secrets_file,
+        allowed_hosts,
+        allowed_origins,
+        response_mode,
+        session_idle_timeout
     );
     let mut section = |name: &str, changed: bool, at_once: bool| {
         if changed {
@@ -338,6 +346,18 @@ mod tests {
         next.redactor = crate::config::Redactor::from_values(vec!["a-new-secret".into()]);
         let (applied, _, _) = diff(&now, next);
         assert_eq!(applied, ["secrets"]);
+    }
+
+    #[test]
+    fn the_front_door_keys_apply_and_every_applied_key_is_taken_over() {
+        let now = config(UPSTREAMS);
+        let next = config(&format!(
+            "[gateway]\nallowed_hosts = [\"gw.example\"]\nresponse_mode = \"sse\"\nsession_idle_timeout = \"5m\"\n{UPSTREAMS}"
+        ));
+        let (applied, restart, kept) = diff(&now, next.clone());
+        assert_eq!(applied, ["gateway.allowed_hosts", "gateway.response_mode", "gateway.session_idle_timeout"]);
+        assert!(restart.is_empty());
+        assert_eq!(kept.gateway, next.gateway, "every key named applied is in force");
     }
 
     #[test]

@@ -158,6 +158,15 @@ async fn prometheus_evaluates_every_panel_and_alert_under_load() {
     // Prometheus from the start of the load, so a breaker that never
     // closed shows as never closed.
     let prom = Prometheus::start(&[gw.addr], &[alerts_file()]).await;
+    // A reload refused (a typo) and one that finds nothing to change, for
+    // the reload panel and its alert.
+    let file = gw.dir.path().join("gateway.toml");
+    let good = std::fs::read_to_string(&file).unwrap();
+    std::fs::write(&file, format!("{good}\n[gateway.typo]\n")).unwrap();
+    let reload = || gw.http.post(format!("http://{}/admin/reload", gw.addr)).send();
+    assert_eq!(reload().await.unwrap().status(), 422);
+    std::fs::write(&file, &good).unwrap();
+    assert_eq!(reload().await.unwrap().status(), 200);
     let url = gw.url();
     let stop = tokio::time::Instant::now() + Duration::from_secs(12);
     let mut load = tokio::task::JoinSet::new();

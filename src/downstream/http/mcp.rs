@@ -56,7 +56,7 @@ async fn post_mcp(
         Err(r) => return r,
     };
     let takes_sse = accept.as_ref().is_some_and(|a| a.names("text", "event-stream"));
-    let sse = app.mode == ResponseMode::Sse && takes_sse;
+    let sse = takes_sse && app.gateway.config_now().gateway.response_mode == ResponseMode::Sse;
     match msg.classify() {
         Ok(Classified::Request(msg)) if msg.method() == "initialize" => {
             let id = msg.id();

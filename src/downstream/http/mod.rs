@@ -86,9 +86,6 @@ const VERSION_HEADER: &str = "mcp-protocol-version";
 pub struct App {
     gateway: Arc<Gateway>,
     sessions: Sessions,
-    hosts: Vec<String>,
-    origins: Vec<String>,
-    mode: ResponseMode,
     shutdown: CancellationToken,
     /// Sessions of the legacy HTTP+SSE transport, by id.
     legacy: std::sync::Mutex<std::collections::HashMap<String, Arc<LegacySession>>>,
@@ -122,9 +119,6 @@ pub fn router(gateway: Arc<Gateway>, shutdown: CancellationToken) -> Result<Rout
         sessions_each: Quota::new(usize::MAX, g.max_sessions_per_principal, None),
         auth,
         sessions: Sessions::new(g.max_sessions, &gateway.telemetry().metrics),
-        hosts: g.allowed_hosts.clone(),
-        origins: g.allowed_origins.clone(),
-        mode: g.response_mode,
         shutdown,
         gateway,
         legacy: Default::default(),
@@ -183,11 +177,11 @@ impl crate::routing::reload::Participant for AuthReload {
 }
 
 async fn expire_sessions(app: Arc<App>) {
-    let idle = app.gateway.config().gateway.session_idle_timeout;
-    let mut tick = tokio::time::interval(Duration::from_secs(30).min(idle));
     loop {
+        // Read at each look: a reload may change it.
+        let idle = app.gateway.config_now().gateway.session_idle_timeout;
         tokio::select! {
-            _ = tick.tick() => {}
+            () = tokio::time::sleep(Duration::from_secs(30).min(idle)) => {}
             () = app.shutdown.cancelled() => return,
         }
         let n = app.sessions.expire(idle);

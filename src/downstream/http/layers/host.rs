@@ -83,14 +83,15 @@ fn check_origin(app: &App, headers: &HeaderMap, uri: &Uri) -> Result<(), Respons
             return Err(rpc_error(StatusCode::BAD_REQUEST, None, protocol::INVALID_REQUEST, &msg));
         }
     };
-    if !host_allowed(&app.hosts, host) {
+    let config = app.gateway.config_now();
+    if !host_allowed(&config.gateway.allowed_hosts, host) {
         app.rejected("host");
         tracing::warn!(host = %host, "Refused a request with a Host that is not allowed.");
         return Err(rpc_error(StatusCode::FORBIDDEN, None, protocol::INVALID_REQUEST, "Forbidden: Host not allowed"));
     }
     if let Some(origin) = headers.get(header::ORIGIN) {
         let origin = origin.to_str().unwrap_or("");
-        if !origin_allowed(&app.origins, origin) {
+        if !origin_allowed(&config.gateway.allowed_origins, origin) {
             app.rejected("origin");
             tracing::warn!(origin = %origin, "Refused a request with an Origin that is not allowed.");
             return Err(rpc_error(
