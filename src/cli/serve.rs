@@ -21,6 +21,7 @@ pub(crate) async fn serve(config: Config, listen: Option<SocketAddr>) -> anyhow:
     let addr = listener.local_addr()?;
     let telemetry = Telemetry::from_config(&config)?;
     let gateway = Gateway::start(config, telemetry);
+    gateway.set_bound(addr);
     let stop_reloads = tokio_util::sync::CancellationToken::new();
     let _stop_reloads = stop_reloads.clone().drop_guard();
     reload_on_sighup(Reloader::start(gateway.clone(), Arc::new(ProcessEnv), stop_reloads), hups);

@@ -33,6 +33,9 @@ pub struct Redactor {
     matcher: Option<Arc<aho_corasick::AhoCorasick>>,
     /// How many distinct values it masks.
     values: usize,
+    /// The values it masks (at least 4 bytes each, sorted), for
+    /// [`Redactor::union`].
+    masked: Arc<[String]>,
     /// A digest of the values (sorted): two redactors are equal when they
     /// mask the same values, which is how a reload tells that the
     /// secrets changed without keeping them a second time.
@@ -60,13 +63,21 @@ pub enum SecretsError {
         /// Why.
         error: dotenvy::Error,
     },
-    /// A line of it is not `NAME=value`.
-    #[error("invalid secrets file {}: {error}", path.display())]
+    /// An entry of it is not `NAME=value`. The message never quotes the
+    /// file: the parser's own error carries the rest of the line (after an
+    /// unclosed quote, the rest of the file), which may hold secret values.
+    #[error(
+        "invalid secrets file {}: entry {entry} ({}) is not NAME=value; its text is not shown, since it may hold a secret",
+        path.display(),
+        after.as_deref().map_or_else(|| "the first".to_owned(), |a| format!("after `{a}`"))
+    )]
     Parse {
         /// The file.
         path: PathBuf,
-        /// Where and why.
-        error: dotenvy::Error,
+        /// Which entry (1 = the first).
+        entry: usize,
+        /// The name of the last entry that parsed.
+        after: Option<String>,
     },
 }
 
@@ -108,9 +119,12 @@ impl Secrets {
         let iter =
             dotenvy::from_path_iter(path).map_err(|error| SecretsError::Read { path: path.to_owned(), error })?;
         let mut values = HashMap::new();
-        for item in iter {
-            // dotenvy's errors carry the line but never the value.
-            let (k, v) = item.map_err(|error| SecretsError::Parse { path: path.to_owned(), error })?;
+        let mut after: Option<String> = None;
+        for (i, item) in iter.enumerate() {
+            let Ok((k, v)) = item else {
+                return Err(SecretsError::Parse { path: path.to_owned(), entry: i + 1, after });
+            };
+            after = Some(k.clone());
             values.insert(k, v);
         }
         Ok(Secrets { values })
@@ -236,12 +250,14 @@ impl Redactor {
     pub fn from_values(mut values: Vec<String>) -> Self {
         use sha2::Digest as _;
         values.sort_unstable();
+        values.dedup();
         let mut digest = sha2::Sha256::new();
         for v in values.iter().filter(|v| v.len() >= 4) {
             digest.update(v.as_bytes());
             digest.update([0]);
         }
         let fingerprint: [u8; 32] = digest.finalize().into();
+        let masked: Arc<[String]> = values.iter().filter(|v| v.len() >= 4).cloned().collect();
         let mut patterns: Vec<String> = Vec::with_capacity(values.len());
         let mut distinct = 0;
         for v in values.into_iter().filter(|v| v.len() >= 4) {
@@ -261,7 +277,17 @@ impl Redactor {
             .match_kind(aho_corasick::MatchKind::LeftmostLongest)
             .build(&patterns)
             .expect("plain string patterns build");
-        Redactor { matcher: Some(Arc::new(matcher)), values: distinct, fingerprint }
+        Redactor { matcher: Some(Arc::new(matcher)), values: distinct, fingerprint, masked }
+    }
+
+    /// A redactor masking the values of both: what a reload puts in force
+    /// while upstreams still run with the values it replaced (a rotated-out
+    /// token an upstream echoes must stay masked).
+    pub fn union(&self, other: &Redactor) -> Redactor {
+        let mut values: Vec<String> = self.masked.iter().chain(other.masked.iter()).cloned().collect();
+        values.sort_unstable();
+        values.dedup();
+        Redactor::from_values(values)
     }
 
     /// Whether there is nothing to mask.

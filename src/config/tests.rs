@@ -153,6 +153,18 @@ fn secrets_expand_and_stay_hidden() {
 }
 
 #[test]
+fn a_secrets_file_that_does_not_parse_is_refused_without_quoting_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("secrets.env");
+    std::fs::write(&path, "FIRST=first-secret-1\nOTHER=\"unterminated-secret-2\nLAST=supersecret3\n").unwrap();
+    let e = Secrets::load(&path).unwrap_err().to_string();
+    assert!(e.contains("entry 2 (after `FIRST`)"), "{e}");
+    for value in ["first-secret-1", "unterminated-secret-2", "supersecret3"] {
+        assert!(!e.contains(value), "the error quotes a value: {e}");
+    }
+}
+
+#[test]
 fn redaction_masks_every_value_in_one_pass_and_keeps_json_valid() {
     let r = Redactor::from_values(vec!["abc".into(), "pa\"ss\\word".into(), "s3cr3t".into(), "s3cr3t-longer".into()]);
     // Short values are never masked (everything would be).

@@ -41,7 +41,6 @@ where
     R: AsyncBufRead + Unpin,
     W: AsyncWrite + Unpin + Send + 'static,
 {
-    let max = gateway.config().gateway.max_message_bytes;
     // One session for the life of the process, so the audit log and traces
     // can tell its calls from another stdio client's.
     let session: Arc<str> = super::session::random_id::<16>().into();
@@ -58,6 +57,8 @@ where
     loop {
         // Reap finished calls so the set stays small.
         while tasks.try_join_next().is_some() {}
+        // Read per message: a reload may change it.
+        let max = gateway.config_now().gateway.max_message_bytes;
         let line = framing::read_line(&mut input, &mut buf, max).await?;
         match line {
             Line::Eof => break,

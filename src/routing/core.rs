@@ -44,6 +44,10 @@ pub(crate) struct Core {
     /// The config in force: swapped whole by a reload, read once per use
     /// (never held across an `.await`).
     config: ArcSwap<Config>,
+    /// Masks secret values in what reaches clients: the secrets of the
+    /// config in force and every value a reload replaced while upstreams
+    /// may still use it (until a restart).
+    mask: ArcSwap<crate::config::Redactor>,
     /// The configured upstreams and their per-session and per-principal
     /// connections.
     pub(crate) upstreams: Upstreams,
@@ -117,6 +121,7 @@ impl Core {
             published,
             telemetry,
             changes,
+            mask: ArcSwap::from_pointee(config.redactor.clone()),
             config: ArcSwap::from_pointee(config),
         })
     }
@@ -124,6 +129,16 @@ impl Core {
     /// The config in force now.
     pub(crate) fn config(&self) -> arc_swap::Guard<Arc<Config>> {
         self.config.load()
+    }
+
+    /// The mask of secret values in force now.
+    pub(crate) fn mask(&self) -> arc_swap::Guard<Arc<crate::config::Redactor>> {
+        self.mask.load()
+    }
+
+    /// Puts `mask` in force for every reply from now.
+    pub(crate) fn set_mask(&self, mask: crate::config::Redactor) {
+        self.mask.store(Arc::new(mask));
     }
 
     /// Puts `config` in force for every request that starts from now.

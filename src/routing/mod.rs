@@ -77,6 +77,9 @@ pub struct Gateway {
     participants: std::sync::Mutex<Vec<Arc<dyn reload::Participant>>>,
     /// The reload task, once started ([`reloader::Reloader::start`]).
     reloader: std::sync::OnceLock<reloader::Reloader>,
+    /// The address the main listener is bound to (set by `serve`): a
+    /// reload is checked against it, not against the file's `listen`.
+    bound: std::sync::OnceLock<std::net::SocketAddr>,
 }
 
 /// A client session registered with the gateway; unregistered (its
@@ -135,6 +138,7 @@ impl Gateway {
             shutdown,
             participants: Default::default(),
             reloader: Default::default(),
+            bound: Default::default(),
         })
     }
 
@@ -151,8 +155,12 @@ impl Gateway {
         let caps = init.and_then(|p| p.get("capabilities"));
         let grants = core.gate.grants_of(&principal);
         let metrics = core.telemetry.metrics.clone();
-        let redactor = core.config().redactor.clone();
+        let redactor = (**core.mask()).clone();
         let peer = core.sessions.register(|id| Peer::new(id, out, caps, metrics, principal, grants, redactor));
+        // A reload that ran between the grants above and the registration
+        // did not see this session: take the policy in force again, now
+        // that any later reload will.
+        peer.reconfigure(core.gate.grants_of(&peer.principal), (**core.mask()).clone());
         Client { gateway: self.clone(), peer }
     }
 
@@ -325,6 +333,12 @@ impl Gateway {
         }
     }
 
+    /// Records the address the main listener is bound to, which every
+    /// reload's `[auth]` is checked against.
+    pub fn set_bound(&self, addr: std::net::SocketAddr) {
+        let _ = self.bound.set(addr);
+    }
+
     /// The reload task, when one was started (`serve` and `stdio` start
     /// it; tests may not).
     pub fn reloader(&self) -> Option<&reloader::Reloader> {
@@ -351,6 +365,12 @@ impl Gateway {
     /// read what you need from it, do not keep it).
     pub fn config(&self) -> Arc<Config> {
         self.core.config().clone()
+    }
+
+    /// The mask of secret values in force (the secrets file's, and those a
+    /// reload replaced while upstreams may still use them).
+    pub fn redactor(&self) -> arc_swap::Guard<Arc<crate::config::Redactor>> {
+        self.core.mask()
     }
 
     /// The config in force now, for a short read on a request's path (no

@@ -138,7 +138,7 @@ async fn run(core: &Core, msg: &protocol::Request, caller: &Caller<'_>, span: &S
 /// Masks secret values (the secrets file's) in a reply to the client:
 /// results, errors and lists alike, whatever the upstream put there.
 fn mask(core: &Core, reply: String, out: &mut Outcome) -> String {
-    let redactor = &core.config().redactor;
+    let redactor = &core.mask();
     if redactor.is_empty() {
         return reply;
     }

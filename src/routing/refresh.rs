@@ -182,6 +182,8 @@ pub(crate) async fn watch_rules(core: Arc<Core>, shutdown: CancellationToken) {
         }
         watched = Some((now, path.clone()));
         match RuleSet::load(&path) {
+            // A reload may have named another file while this one loaded.
+            Ok(_) if core.config().rules.file.as_ref() != Some(&path) => {}
             Ok(set) => {
                 tracing::info!(rules = set.rules().len(), "Sequence rules reloaded.");
                 core.gate.load_rules(set);

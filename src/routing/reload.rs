@@ -27,9 +27,10 @@ use std::sync::Arc;
 use super::Gateway;
 use super::catalog::Catalog;
 use super::refresh;
-use crate::config::Config;
+use crate::config::{AuthSection, Config};
 use crate::security::Ident;
 use crate::security::access::{Grants, Kind};
+use crate::security::auth::{Principal, Via};
 use crate::upstream::ListKind;
 
 /// The `[gateway]` keys a reload puts in force at once: each is read from
@@ -70,6 +71,9 @@ pub enum Outcome {
     Applied,
     /// The file says what is running already.
     Unchanged,
+    /// Nothing could be applied: everything that changed needs a restart
+    /// (named in the report).
+    NeedsRestart,
     /// Refused: the config in force stays, whole.
     Refused,
 }
@@ -80,6 +84,7 @@ impl Outcome {
         match self {
             Outcome::Applied => "applied",
             Outcome::Unchanged => "unchanged",
+            Outcome::NeedsRestart => "needs_restart",
             Outcome::Refused => "refused",
         }
     }
@@ -239,9 +244,13 @@ impl Gateway {
     pub fn reload(&self, trigger: &'static str, next: Config) -> Report {
         let core = &self.core;
         let now = core.config().clone();
+        if let Err(why) = self.guard(&now, &next) {
+            return Report::refused(trigger, why);
+        }
         let (applied, needs_restart, next) = diff(&now, next);
         if applied.is_empty() {
-            return Report { outcome: Outcome::Unchanged, trigger, applied, needs_restart, error: None };
+            let outcome = if needs_restart.is_empty() { Outcome::Unchanged } else { Outcome::NeedsRestart };
+            return Report { outcome, trigger, applied, needs_restart, error: None };
         }
         let gate = match core.gate.prepare(&now, &next) {
             Ok(g) => g,
@@ -257,9 +266,13 @@ impl Gateway {
         }
         // Everything is prepared: from here on nothing fails.
         let before = core.published.load_full();
-        let redactor = next.redactor.clone();
+        // Upstreams keep the values they were started with: mask both.
+        let redactor = core.mask().union(&next.redactor);
         core.set_config(Arc::new(next));
+        core.set_mask(redactor.clone());
         core.gate.apply(gate);
+        // A new rule set is tagged at once, not at the next catalog build.
+        core.gate.retag(&core.published.load(), &core.upstreams);
         for commit in commits {
             commit();
         }
@@ -267,7 +280,7 @@ impl Gateway {
         let seen_before: Vec<_> =
             sessions.iter().map(|p| visible(&before, &p.grants(), now.gateway.list_secret_names)).collect();
         for p in &sessions {
-            p.reconfigure(core.gate.grants_of(&p.principal), redactor.clone());
+            p.reconfigure(self.grants_under(&p.principal, &core.config().auth), redactor.clone());
         }
         // The catalog is rebuilt (pins, the tool-name limit, the rules'
         // tags) by the catalog task, which tells sessions what changed in
@@ -285,6 +298,61 @@ impl Gateway {
         }
         core.changes.bump();
         Report { outcome: Outcome::Applied, trigger, applied, needs_restart, error: None }
+    }
+}
+
+impl Gateway {
+    /// The grants of a session's principal under the policy in force. An
+    /// API key's groups come from `[[auth.api_keys]]`, so they are looked
+    /// up again (a reload may have moved the key to other groups); a
+    /// session whose key is gone may use nothing more. A JWT's groups are
+    /// the token's, fixed for the session.
+    fn grants_under(&self, p: &Principal, auth: &AuthSection) -> Arc<Grants> {
+        if p.via != Via::ApiKey {
+            return self.core.gate.grants_of(p);
+        }
+        let keys: Vec<_> = auth.api_keys.iter().filter(|k| *k.principal == *p.id).collect();
+        if keys.is_empty() {
+            return Grants::none();
+        }
+        let mut groups: Vec<Arc<str>> =
+            keys.iter().flat_map(|k| k.groups.iter().map(|g| Arc::from(g.as_str()))).collect();
+        groups.sort();
+        groups.dedup();
+        let now = Principal::new(&p.id, Via::ApiKey, groups.into(), p.scopes.clone());
+        self.core.gate.grants_of(&now)
+    }
+
+    /// What a reload may not do, whatever the file says, because a file
+    /// can be half-written, truncated or wrong (docs/operations.md):
+    /// serve without authentication on a listener that is not loopback,
+    /// turn client authentication off, or leave no upstream at all. Each
+    /// of these needs a restart, which `check_exposure` and a person see.
+    fn guard(&self, now: &Config, next: &Config) -> Result<(), String> {
+        if let Some(addr) = self.bound.get() {
+            next.check_exposure(*addr).map_err(|e| e.to_string())?;
+        }
+        let required = |c: &Config| c.auth.mode == Some(crate::config::AuthMode::Required);
+        if required(now) && !required(next) {
+            return Err(format!(
+                "{}: this reload would turn client authentication off ([auth]); that needs a restart",
+                next.path.display()
+            ));
+        }
+        if next.access.is_empty() && !now.access.is_empty() {
+            return Err(format!(
+                "{}: this reload would remove every [[access]] entry, which opens every tool to every client; \
+                 that needs a restart",
+                next.path.display()
+            ));
+        }
+        if next.upstreams.is_empty() && !now.upstreams.is_empty() {
+            return Err(format!(
+                "{}: the new config has no upstream (a truncated file?); removing every upstream needs a restart",
+                next.path.display()
+            ));
+        }
+        Ok(())
     }
 }
 

@@ -32,10 +32,17 @@ use crate::telemetry::metrics::Outcome as OutcomeLabel;
 /// How long the file watch waits after an event for the burst to end.
 pub const DEBOUNCE: Duration = Duration::from_millis(300);
 
+/// How often the files are compared even without an event: a watch on a
+/// folder that was replaced (a `current -> releases/N` symlink swapped
+/// above it, the folder deleted and made again) hears nothing more.
+pub const POLL: Duration = Duration::from_secs(10);
+
 /// A reload asked for.
 #[derive(Debug)]
 struct Ask {
     trigger: &'static str,
+    /// Who asked (`POST /admin/reload`), for the audit record.
+    principal: Option<Arc<str>>,
     reply: Option<oneshot::Sender<Report>>,
 }
 
@@ -66,11 +73,12 @@ impl Reloader {
         reloader
     }
 
-    /// Asks for a reload and waits for its report.
-    pub async fn reload(&self, trigger: &'static str) -> Report {
+    /// Asks for a reload on behalf of `principal` and waits for its
+    /// report.
+    pub async fn reload(&self, trigger: &'static str, principal: Option<Arc<str>>) -> Report {
         let (tx, rx) = oneshot::channel();
         let gone = || Report::refused(trigger, "the gateway is shutting down".to_owned());
-        if self.asks.send(Ask { trigger, reply: Some(tx) }).await.is_err() {
+        if self.asks.send(Ask { trigger, principal, reply: Some(tx) }).await.is_err() {
             return gone();
         }
         rx.await.unwrap_or_else(|_| gone())
@@ -80,7 +88,7 @@ impl Reloader {
     /// asks are queued already, one more adds nothing: the next run reads
     /// the file as it is then.
     pub fn request(&self, trigger: &'static str) {
-        let _ = self.asks.try_send(Ask { trigger, reply: None });
+        let _ = self.asks.try_send(Ask { trigger, principal: None, reply: None });
     }
 }
 
@@ -102,16 +110,21 @@ async fn run(
             asks.push(a);
         }
         let trigger = asks[0].trigger;
+        let principal = asks[0].principal.clone();
         let path = gateway.config().path.clone();
         let env2 = env.clone();
         // Reading files blocks; keep it off the workers.
         let loaded = tokio::task::spawn_blocking(move || Config::load(&path, &*env2)).await;
-        let report = match loaded {
+        let mut report = match loaded {
             Ok(Ok(next)) => gateway.reload(trigger, next),
             Ok(Err(e)) => Report::refused(trigger, e.to_string()),
             Err(e) => Report::refused(trigger, format!("the loader failed: {e}")),
         };
-        observe(&gateway, &report);
+        // An error quotes the file: never a secret value the gateway knows.
+        if let Some(e) = &report.error {
+            report.error = Some(gateway.redactor().redact(e).into_owned());
+        }
+        observe(&gateway, &report, principal);
         for a in asks {
             if let Some(reply) = a.reply {
                 let _ = reply.send(report.clone());
@@ -121,7 +134,7 @@ async fn run(
 }
 
 /// Counts, logs and audits a reload.
-fn observe(gateway: &Gateway, report: &Report) {
+fn observe(gateway: &Gateway, report: &Report, principal: Option<Arc<str>>) {
     let t = gateway.telemetry();
     t.metrics.config_reloads.get_or_create(&OutcomeLabel { outcome: report.outcome.as_str() }).inc();
     let applied = report.applied.join(", ");
@@ -131,8 +144,8 @@ fn observe(gateway: &Gateway, report: &Report) {
             t.metrics.config_last_reload_success.set(unix_now());
             tracing::info!(trigger = report.trigger, applied = %applied, needs_restart = %restart, "Config reloaded.");
         }
-        Outcome::Unchanged => {
-            tracing::info!(trigger = report.trigger, needs_restart = %restart, "Config reload: nothing to apply.")
+        Outcome::Unchanged | Outcome::NeedsRestart => {
+            tracing::info!(trigger = report.trigger, needs_restart = %restart, "Config reload: nothing to apply now.")
         }
         Outcome::Refused => tracing::error!(
             trigger = report.trigger,
@@ -150,7 +163,7 @@ fn observe(gateway: &Gateway, report: &Report) {
     log.record(Record {
         time: audit::time_of(tokio::time::Instant::now()),
         session: None,
-        principal: None,
+        principal: principal.map(|p| p.to_string()),
         transport: protocol::Transport::Gateway.as_str(),
         method: "gateway/config_reload".to_owned(),
         name: Some(report.trigger.to_owned()),
@@ -218,20 +231,34 @@ fn watch(config: &Config, reloader: Reloader, shutdown: CancellationToken) -> no
         // The watcher lives as long as this task.
         let _watcher = watcher;
         let mut seen = contents(&files);
+        let mut poll = tokio::time::interval(POLL);
+        poll.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             tokio::select! {
-                r = rx.recv() => if r.is_none() { return },
+                r = rx.recv() => {
+                    if r.is_none() { return }
+                    tokio::time::sleep(DEBOUNCE).await;
+                    while rx.try_recv().is_ok() {}
+                }
+                _ = poll.tick() => {}
                 () = shutdown.cancelled() => return,
             }
-            tokio::time::sleep(DEBOUNCE).await;
-            while rx.try_recv().is_ok() {}
             let files2 = files.clone();
             let Ok(now) = tokio::task::spawn_blocking(move || contents(&files2)).await else { return };
-            if now != seen {
-                seen = now;
-                tracing::info!("The config or secrets file changed; reloading.");
-                reloader.request("file");
+            if now == seen {
+                continue;
             }
+            // A writer still at work (not every editor renames into
+            // place): wait until two reads a moment apart agree.
+            tokio::time::sleep(DEBOUNCE).await;
+            let files2 = files.clone();
+            let Ok(again) = tokio::task::spawn_blocking(move || contents(&files2)).await else { return };
+            if again != now {
+                continue;
+            }
+            seen = now;
+            tracing::info!("The config or secrets file changed; reloading.");
+            reloader.request("file");
         }
     });
     Ok(())

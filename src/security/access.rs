@@ -133,6 +133,12 @@ impl Access {
 // === impl Grants ===
 
 impl Grants {
+    /// Nothing allowed: the grants of a session whose API key a reload
+    /// removed.
+    pub fn none() -> Arc<Self> {
+        Arc::new(Grants { open: false, entries: Vec::new() })
+    }
+
     /// Everything allowed (no `[[access]]`).
     pub fn open() -> Arc<Self> {
         Arc::new(Grants { open: true, entries: Vec::new() })

@@ -129,8 +129,32 @@ async fn a_reload_applies_policy_to_open_sessions_keeps_upstreams_and_refuses_a_
     assert!(printed.contains("reload: applied") && printed.contains("applied: access"), "{printed}");
     assert!(text(&alice.call("raw__pid", json!({})).await) == pid, "alice may call raw__pid again");
 
+    // What a truncated or wrong file must not do by a reload: turn
+    // authentication off, or open every tool by dropping [[access]].
+    let no_auth = with_audit(access_config(true, 999)).replace(&keys(), "");
+    std::fs::write(&path, no_auth).unwrap();
+    let (status, report) = post_reload(&gw, OPS).await;
+    assert_eq!(status, 422, "{report}");
+    assert!(report["error"].as_str().unwrap().contains("turn client authentication off"), "{report}");
+    let open = with_audit(access_config(true, 999));
+    let open = &open[..open.find("[[access]]").unwrap()];
+    std::fs::write(&path, format!("{open}{}", raw_stdio("raw", ""))).unwrap();
+    let (status, report) = post_reload(&gw, OPS).await;
+    assert_eq!(status, 422, "{report}");
+    assert!(report["error"].as_str().unwrap().contains("remove every [[access]] entry"), "{report}");
+    std::fs::write(&path, with_audit(access_config(true, 999))).unwrap();
+    // A key that may not reload: the CLI says so and fails.
+    let out = tokio::process::Command::new(gateway_bin())
+        .args(["reload", "--url", &format!("http://{}", gw.addr)])
+        .env("MCP_GATEWAY_API_KEY", ALICE)
+        .output()
+        .await
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("403"), "{}", String::from_utf8_lossy(&out.stderr));
+
     let m = metrics(&gw).await;
-    assert_eq!((reloads(&m, "applied"), reloads(&m, "refused")), (2, 2), "{m}");
+    assert_eq!((reloads(&m, "applied"), reloads(&m, "refused")), (2, 4), "{m}");
     assert!(m.contains("mcp_gateway_config_last_reload_success_timestamp_seconds "), "{m}");
 
     // Each reload is in the audit log.
@@ -141,11 +165,12 @@ async fn a_reload_applies_policy_to_open_sessions_keeps_upstreams_and_refuses_a_
             .map(|l| serde_json::from_str(l).unwrap())
             .filter(|r: &Value| r["method"] == "gateway/config_reload")
             .collect();
-        (lines.len() == 4).then_some(lines)
+        (lines.len() == 6).then_some(lines)
     })
     .await
-    .unwrap_or_else(|| panic!("four reload records: {}", std::fs::read_to_string(&audit).unwrap_or_default()));
+    .unwrap_or_else(|| panic!("six reload records: {}", std::fs::read_to_string(&audit).unwrap_or_default()));
     assert_eq!(records[0]["name"], "admin");
+    assert_eq!(records[0]["principal"], "key:ops", "who reloaded");
     assert!(records[1]["is_error"] == true && records[1]["cause"] == "config_refused", "{}", records[1]);
     gw.stop().await;
 }

@@ -37,11 +37,11 @@ pub(super) fn metrics(gateway: &Gateway) -> Response {
 /// `POST /admin/reload` (admin groups only): reloads the config file and
 /// answers the report — 200 when applied or unchanged, 422 when refused
 /// (the config in force stays), 503 when this gateway runs no reload task.
-pub(super) async fn reload(State(app): State<Arc<App>>) -> Response {
+pub(super) async fn reload(State(app): State<Arc<App>>, Extension(principal): Extension<Arc<Principal>>) -> Response {
     let Some(reloader) = app.gateway.reloader() else {
         return (StatusCode::SERVICE_UNAVAILABLE, "no reload task runs in this gateway\n").into_response();
     };
-    let report = reloader.reload("admin").await;
+    let report = reloader.reload("admin", Some(principal.identity.clone())).await;
     let status = match report.outcome {
         crate::routing::reload::Outcome::Refused => StatusCode::UNPROCESSABLE_ENTITY,
         _ => StatusCode::OK,
@@ -96,7 +96,7 @@ pub(super) async fn upstream_status(
 /// A status body with every secret value masked: an upstream's
 /// `serverInfo` and instructions are its own words, and may hold one.
 pub(super) fn masked(app: &App, body: &serde_json::Value) -> String {
-    app.gateway.config().redactor.redact(&body.to_string()).into_owned()
+    app.gateway.redactor().redact(&body.to_string()).into_owned()
 }
 
 /// `/status`. Pids, errors and server names are not for a DNS-rebinding
