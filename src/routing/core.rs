@@ -112,7 +112,7 @@ impl Core {
         let published = Published::new(config.gateway.startup_list_wait);
         Arc::new(Core {
             gate: Gate::new(&config, telemetry.clone(), published.started()),
-            subscriptions: Subscriptions::new(upstreams.len()),
+            subscriptions: Subscriptions::new(),
             sessions: Sessions::default(),
             levels: Levels::default(),
             tasks: Tasks::default(),
@@ -202,7 +202,7 @@ impl Core {
         err: CallError,
     ) -> CallError {
         let labels = DenialLabels {
-            upstream: self.upstreams[upstream].label(),
+            upstream: self.upstreams.get(upstream).label(),
             tool: tool.cloned().unwrap_or_else(|| self.no_label.clone()),
             reason: reason.as_str(),
         };
@@ -257,7 +257,7 @@ impl Core {
     /// the only unprefixed upstream serving resources. Never guesses among
     /// several.
     pub(crate) fn resource_owner(&self, uri: &str) -> Result<(UpstreamIx, String), CallError> {
-        let ups = &self.upstreams;
+        let ups = self.upstreams.now();
         if let Some((ns, original)) = catalog::split_uri(uri)
             && let Some(i) = ups.find(ns)
             && ups[i].spec().prefix
@@ -345,7 +345,7 @@ impl Core {
                 Some(r) => encode::result(id, &r),
                 None => encode::result(id, r),
             },
-            (None, Some(e)) => crate::error::relay_error(id, e, self.upstreams[i].id()),
+            (None, Some(e)) => crate::error::relay_error(id, e, self.upstreams.get(i).id()),
             (None, None) => unreachable!("a response has a result or an error"),
         }
     }
@@ -365,7 +365,7 @@ impl Core {
     ) -> Option<Result<String, CallError>> {
         use crate::security::limits::{Capped, cap_result};
         let (cap, result) = (cap?, reply.result_raw()?);
-        let labels = |outcome| OutcomeLabels { upstream: self.upstreams[i].label(), outcome };
+        let labels = |outcome| OutcomeLabels { upstream: self.upstreams.get(i).label(), outcome };
         let name = out.name.clone().unwrap_or_default();
         match cap_result(result, cap, &name, &self.config().json_limits()) {
             Capped::Fits => None,

@@ -355,6 +355,7 @@ impl Gate {
     /// reload may both retag, and a compare-and-swap keeps the first from
     /// putting back the rule set the second replaced.
     pub(crate) fn retag(&self, catalog: &Catalog, upstreams: &Upstreams) {
+        let upstreams = upstreams.now();
         self.rules.rcu(|current| {
             let state = current.as_ref()?;
             let tags = catalog
@@ -386,6 +387,7 @@ impl Gate {
         let policy = self.policy.load();
         let Some(pins) = &policy.pins else { return };
         pins.reload_if_changed();
+        let upstreams = upstreams.now();
         let tools = next.tools().iter().map(|t| (&*t.key, &*t.name, upstreams[t.upstream].id(), t.def.raw()));
         let review = pins.review(tools);
         next.quarantine(&review.quarantined, policy.quarantine == QuarantineMode::Hide);

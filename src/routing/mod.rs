@@ -269,8 +269,8 @@ impl Gateway {
         };
         // Which servers are behind the gateway is for one whom nothing is
         // hidden; the others learn them from the names they may see.
-        let ids: Vec<&str> = match core.gate.grants_of(principal).is_open() {
-            true => core.upstreams.all().iter().map(|u| u.id()).collect(),
+        let ids: Vec<String> = match core.gate.grants_of(principal).is_open() {
+            true => core.upstreams.all().iter().map(|u| u.id().to_owned()).collect(),
             false => Vec::new(),
         };
         let result = serde_json::json!({
@@ -350,8 +350,8 @@ impl Gateway {
         self.core.published.load_full()
     }
 
-    /// The upstreams, in id order.
-    pub fn upstreams(&self) -> &[Arc<Upstream>] {
+    /// The configured upstreams, in id order.
+    pub fn upstreams(&self) -> Vec<Arc<Upstream>> {
         self.core.upstreams.all()
     }
 
@@ -392,7 +392,7 @@ impl Gateway {
     }
 
     fn upstream_status_at(&self, i: UpstreamIx, catalog: &Catalog) -> serde_json::Value {
-        let mut v = self.core.upstreams[i].status();
+        let mut v = self.core.upstreams.get(i).status();
         if let Some(offered) = v.get("tools").cloned() {
             // What clients see, after filters, collisions and breakers.
             v["tools_offered"] = offered;
@@ -404,7 +404,8 @@ impl Gateway {
     /// Status of every upstream, for `/status`.
     pub fn status(&self) -> serde_json::Value {
         let catalog = self.core.published.load();
-        let upstreams: Vec<_> = self.core.upstreams.iter().map(|(i, _)| self.upstream_status_at(i, &catalog)).collect();
+        let table = self.core.upstreams.now();
+        let upstreams: Vec<_> = table.iter().map(|(i, _)| self.upstream_status_at(i, &catalog)).collect();
         serde_json::json!({
             "upstreams": upstreams,
             "tools": catalog.tools().iter().filter(|t| !t.hidden).count(),
@@ -426,13 +427,14 @@ impl Gateway {
         let m = &self.core.telemetry.metrics;
         m.in_flight_requests.set(self.in_flight() as i64);
         let catalog = self.core.published.load();
-        let mut exposed = vec![0i64; self.core.upstreams.len()];
+        let table = self.core.upstreams.now();
+        let mut exposed = vec![0i64; table.slots()];
         for t in catalog.tools().iter().filter(|t| !t.hidden) {
             exposed[t.upstream.index()] += 1;
         }
-        for (u, n) in self.core.upstreams.all().iter().zip(exposed) {
+        for (i, u) in table.iter() {
             u.export_gauges();
-            m.tools_exposed.get_or_create(&UpstreamLabels { upstream: u.label() }).set(n);
+            m.tools_exposed.get_or_create(&UpstreamLabels { upstream: u.label() }).set(exposed[i.index()]);
         }
         m.encode()
     }
@@ -473,7 +475,8 @@ impl Gateway {
             .flat_map(|p| p.lock_instances().drain().map(|(_, u)| u).collect::<Vec<_>>())
             .collect();
         let principals = core.upstreams.take_principal_connections();
-        let all = core.upstreams.all().iter().chain(&own).chain(&principals);
+        let table = core.upstreams.now();
+        let all = table.every().chain(&own).chain(&principals);
         futures_util::future::join_all(all.map(|u| u.shutdown())).await;
         // Flushing spans and audit lines blocks; keep it off the workers.
         let telemetry = core.telemetry.clone();

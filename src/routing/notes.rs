@@ -37,7 +37,7 @@ pub(crate) async fn notes_loop(core: Arc<Core>, mut notes: mpsc::Receiver<Note>,
                 let (id, reason) = peer::cancelled_params(note.msg.params());
                 // A per-session upstream's requests come over the sessions'
                 // own connections (and their relays).
-                let per_session = core.upstreams[i].spec().isolation == Isolation::PerSession;
+                let per_session = core.upstreams.get(i).spec().isolation == Isolation::PerSession;
                 let Some(id) = id.filter(|_| !per_session) else { continue };
                 let told = core.sessions.all().iter().any(|p| p.cancel_relayed(&note.upstream, id.text(), reason));
                 if !told {
@@ -76,10 +76,10 @@ fn hears(core: &Core, peer: &Peer, i: UpstreamIx) -> bool {
     let catalog = core.published.load();
     let mut cache = peer.lock_hears();
     if cache.as_ref().is_none_or(|(k, _)| *k != key) {
-        let sees: Vec<bool> = core
-            .upstreams
-            .iter()
-            .map(|(u, _)| catalog.shows_upstream(u, &|kind, ident| peer.grants().allows(kind_of(kind), ident)))
+        let slots = core.upstreams.now().slots();
+        let grants = peer.grants();
+        let sees: Vec<bool> = (0..slots)
+            .map(|u| catalog.shows_upstream(UpstreamIx::new(u), &|kind, ident| grants.allows(kind_of(kind), ident)))
             .collect();
         *cache = Some((key, sees.into()));
     }

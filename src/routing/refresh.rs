@@ -27,7 +27,7 @@ const PINS_POLL: Duration = Duration::from_secs(2);
 pub(crate) async fn catalog_loop(core: Arc<Core>, shutdown: CancellationToken) {
     // Each upstream's connection last seen ready: a new connection has to
     // be told the subscriptions and log level again.
-    let mut connections: Vec<u64> = vec![0; core.upstreams.len()];
+    let mut connections: std::collections::HashMap<UpstreamIx, u64> = Default::default();
     loop {
         tokio::select! {
             () = core.changes.changed() => {}
@@ -36,9 +36,9 @@ pub(crate) async fn catalog_loop(core: Arc<Core>, shutdown: CancellationToken) {
         // Read the generation before the states: the catalog built below
         // reflects at least every change up to it.
         let generation = core.changes.generation();
-        let states: Vec<_> = core.upstreams.all().iter().map(|u| (u.state(), u.hidden_tools())).collect();
-        let sources: Vec<_> = core
-            .upstreams
+        let table = core.upstreams.now();
+        let states: Vec<_> = table.all().map(|u| (u.state(), u.hidden_tools())).collect();
+        let sources: Vec<_> = table
             .iter()
             .zip(&states)
             .filter_map(|((i, u), (s, hidden_tools))| match &**s {
@@ -54,7 +54,7 @@ pub(crate) async fn catalog_loop(core: Arc<Core>, shutdown: CancellationToken) {
                 _ => None,
             })
             .collect();
-        let namespaces: Vec<&str> = core.upstreams.all().iter().map(|u| u.id()).collect();
+        let namespaces: Vec<&str> = table.all().map(|u| u.id()).collect();
         let mut next = Catalog::build(&sources, core.config().gateway.max_tool_name_length, &namespaces);
         core.gate.review_pins(&mut next, &core.upstreams);
         let before = core.published.load_full();
@@ -72,14 +72,14 @@ pub(crate) async fn catalog_loop(core: Arc<Core>, shutdown: CancellationToken) {
             announce(&core, &before, &next, &changed);
         }
         core.published.built(generation);
-        for (i, (state, _)) in states.iter().enumerate() {
+        for ((i, _), (state, _)) in table.iter().zip(&states) {
             if let State::Ready(r) = &**state
-                && r.connection != connections[i]
+                && connections.get(&i) != Some(&r.connection)
             {
                 // The first connection too: a log level or subscription may
                 // have come while the upstream was still starting.
-                tokio::spawn(restore(core.clone(), UpstreamIx::new(i)));
-                connections[i] = r.connection;
+                tokio::spawn(restore(core.clone(), i));
+                connections.insert(i, r.connection);
             }
         }
     }
@@ -124,7 +124,7 @@ async fn restore(core: Arc<Core>, i: UpstreamIx) {
     core.subscriptions.forget_told(i).await;
     for uri in core.subscriptions.uris_of(i) {
         if let Err(e) = resources::sync(&core, &(i, uri)).await {
-            tracing::warn!(upstream = %core.upstreams[i].id(), error = %e.message, "Could not renew a resource subscription.");
+            tracing::warn!(upstream = %core.upstreams.get(i).id(), error = %e.message, "Could not renew a resource subscription.");
         }
     }
     if let Some(level) = core.levels.applied() {

@@ -42,15 +42,21 @@ pub(crate) struct Subscriptions {
     /// Per upstream, the URIs it has actually been told to watch. Each
     /// upstream's lock serialises its `resources/(un)subscribe`, so a last
     /// unsubscribe and a new subscribe cannot reach it in the wrong order.
-    told: Vec<tokio::sync::Mutex<HashSet<Arc<str>>>>,
+    /// Upstreams a reload adds get theirs on first use.
+    told: Mutex<HashMap<UpstreamIx, Arc<tokio::sync::Mutex<HashSet<Arc<str>>>>>>,
 }
 
 // === impl Subscriptions ===
 
 impl Subscriptions {
-    /// No subscriptions, for `upstreams` upstreams.
-    pub(crate) fn new(upstreams: usize) -> Self {
-        Self { wanted: Mutex::default(), told: (0..upstreams).map(|_| tokio::sync::Mutex::default()).collect() }
+    /// No subscriptions.
+    pub(crate) fn new() -> Self {
+        Self { wanted: Mutex::default(), told: Mutex::default() }
+    }
+
+    /// What upstream `i` was told, behind its own lock.
+    fn told(&self, i: UpstreamIx) -> Arc<tokio::sync::Mutex<HashSet<Arc<str>>>> {
+        self.told.locked().entry(i).or_default().clone()
     }
 
     /// Session `peer` wants `key`.
@@ -87,7 +93,7 @@ impl Subscriptions {
 
     /// Upstream `i` has a new connection, which watches nothing yet.
     pub(crate) async fn forget_told(&self, i: UpstreamIx) {
-        self.told[i.index()].lock().await.clear();
+        self.told(i).lock().await.clear();
     }
 
     /// Brings upstream `key.0`'s subscription to `key.1` in line with
@@ -103,7 +109,8 @@ impl Subscriptions {
         Fut: Future<Output = Result<(), CallError>>,
     {
         let (i, uri) = key;
-        let mut told = self.told[i.index()].lock().await;
+        let told = self.told(*i);
+        let mut told = told.lock().await;
         let wanted = self.wanted.locked().contains_key(key);
         match (wanted, told.contains(uri)) {
             (true, false) => {
@@ -145,7 +152,7 @@ mod tests {
 
     #[test]
     fn the_last_session_to_leave_is_reported() {
-        let s = Subscriptions::new(2);
+        let s = Subscriptions::new();
         s.want(1, key(0, "a"));
         s.want(2, key(0, "a"));
         s.want(1, key(1, "b"));
@@ -159,7 +166,7 @@ mod tests {
 
     #[tokio::test]
     async fn an_upstream_is_told_once_per_change() {
-        let s = Subscriptions::new(1);
+        let s = Subscriptions::new();
         let log = Mutex::new(Vec::new());
         let k = key(0, "file:///a");
         s.sync(&k, teller(&log, false)).await.unwrap();
@@ -179,7 +186,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_refused_subscribe_is_tried_again_and_a_refused_unsubscribe_forgotten() {
-        let s = Subscriptions::new(1);
+        let s = Subscriptions::new();
         let log = Mutex::new(Vec::new());
         let k = key(0, "a");
         s.want(1, k.clone());
@@ -194,7 +201,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_new_connection_is_told_again() {
-        let s = Subscriptions::new(1);
+        let s = Subscriptions::new();
         let log = Mutex::new(Vec::new());
         let k = key(0, "a");
         s.want(1, k.clone());
@@ -208,7 +215,7 @@ mod tests {
     async fn racing_changes_end_in_the_state_wanted_last() {
         // An unsubscribe whose telling is slow, and a subscribe that comes
         // meanwhile: the second waits for the first, then sees it wanted.
-        let s = Arc::new(Subscriptions::new(1));
+        let s = Arc::new(Subscriptions::new());
         let log = Arc::new(Mutex::new(Vec::new()));
         let k = key(0, "a");
         s.want(1, k.clone());

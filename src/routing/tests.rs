@@ -92,10 +92,11 @@ pub(crate) fn tool_defs(names: &[&str]) -> Arc<[CheckedBox]> {
 /// says otherwise).
 pub(crate) fn catalog(core: &Core, lists: &[(usize, &Lists)]) -> Catalog {
     let all = ToolMatcher::all();
+    let table = core.upstreams.now();
     let sources: Vec<Source<'_>> = lists
         .iter()
         .map(|&(i, lists)| {
-            let u = &core.upstreams[UpstreamIx::new(i)];
+            let u = &table[UpstreamIx::new(i)];
             Source {
                 upstream: UpstreamIx::new(i),
                 id: u.id(),
@@ -107,7 +108,7 @@ pub(crate) fn catalog(core: &Core, lists: &[(usize, &Lists)]) -> Catalog {
             }
         })
         .collect();
-    let namespaces: Vec<&str> = core.upstreams.all().iter().map(|u| u.id()).collect();
+    let namespaces: Vec<&str> = table.all().map(|u| u.id()).collect();
     Catalog::build(&sources, 128, &namespaces)
 }
 

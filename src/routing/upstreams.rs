@@ -7,6 +7,8 @@ use std::ops::Index;
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
 
+use arc_swap::ArcSwap;
+
 use super::catalog;
 use super::ix::UpstreamIx;
 use super::peer::{CallRelay, Peer};
@@ -18,22 +20,68 @@ use crate::upstream::{Isolated, Relay, State, Upstream};
 /// (upstream, principal id): one connection of a principal's own.
 type PrincipalKey = (UpstreamIx, Arc<str>);
 
-/// The upstreams, in the configured order.
+/// The upstreams at one moment: every one ever started, by index (a
+/// replaced or removed upstream keeps its slot, so a catalog or a call
+/// that still names it reaches the old one while it drains), and the
+/// configured ones among them, in id order.
 #[derive(Debug)]
-pub(crate) struct Upstreams {
-    list: Vec<Arc<Upstream>>,
+pub(crate) struct Table {
+    slots: Vec<Arc<Upstream>>,
+    /// The configured upstreams, in id order.
+    live: Vec<UpstreamIx>,
     by_id: HashMap<String, UpstreamIx>,
-    /// Connections of one principal's own, started on its first call.
-    /// Never held across an `.await`.
-    principals: Mutex<HashMap<PrincipalKey, Arc<Upstream>>>,
 }
 
-impl Index<UpstreamIx> for Upstreams {
+impl Index<UpstreamIx> for Table {
     type Output = Arc<Upstream>;
 
     fn index(&self, i: UpstreamIx) -> &Arc<Upstream> {
-        &self.list[i.index()]
+        &self.slots[i.index()]
     }
+}
+
+// === impl Table ===
+
+impl Table {
+    /// The configured upstreams, in id order.
+    pub(crate) fn all(&self) -> impl Iterator<Item = &Arc<Upstream>> {
+        self.live.iter().map(|i| &self.slots[i.index()])
+    }
+
+    /// The configured upstreams with their indexes.
+    pub(crate) fn iter(&self) -> impl Iterator<Item = (UpstreamIx, &Arc<Upstream>)> {
+        self.live.iter().map(|&i| (i, &self.slots[i.index()]))
+    }
+
+    /// Every upstream with a slot: the configured ones and those a reload
+    /// replaced or removed (stopped, or draining).
+    pub(crate) fn every(&self) -> impl Iterator<Item = &Arc<Upstream>> {
+        self.slots.iter()
+    }
+
+    /// How many slots (configured or not): an index is below this.
+    pub(crate) fn slots(&self) -> usize {
+        self.slots.len()
+    }
+
+    /// The configured upstream whose id is `id`.
+    pub(crate) fn find(&self, id: &str) -> Option<UpstreamIx> {
+        self.by_id.get(id).copied()
+    }
+}
+
+/// The upstreams, in the configured order.
+#[derive(Debug)]
+pub(crate) struct Upstreams {
+    /// Swapped whole when a reload adds, removes or replaces one; read
+    /// without a lock.
+    table: ArcSwap<Table>,
+    /// Serialises the writers of `table` (a reload, a replacement that
+    /// became ready); never held across an `.await`.
+    write: Mutex<()>,
+    /// Connections of one principal's own, started on its first call.
+    /// Never held across an `.await`.
+    principals: Mutex<HashMap<PrincipalKey, Arc<Upstream>>>,
 }
 
 // === impl Upstreams ===
@@ -42,56 +90,73 @@ impl Upstreams {
     /// The upstreams of `list`, in its order.
     pub(crate) fn new(list: Vec<Arc<Upstream>>) -> Self {
         let by_id = list.iter().enumerate().map(|(i, u)| (u.id().to_owned(), UpstreamIx::new(i))).collect();
-        Self { list, by_id, principals: Mutex::default() }
+        let live = (0..list.len()).map(UpstreamIx::new).collect();
+        let table = Table { slots: list, live, by_id };
+        Self { table: ArcSwap::from_pointee(table), write: Mutex::default(), principals: Mutex::default() }
     }
 
-    /// The upstream whose id is `id`.
+    /// The upstreams now.
+    pub(crate) fn now(&self) -> Arc<Table> {
+        self.table.load_full()
+    }
+
+    /// The upstream in slot `i` (configured, or draining after a reload).
+    pub(crate) fn get(&self, i: UpstreamIx) -> Arc<Upstream> {
+        self.table.load()[i].clone()
+    }
+
+    /// The configured upstream whose id is `id`.
     pub(crate) fn find(&self, id: &str) -> Option<UpstreamIx> {
-        self.by_id.get(id).copied()
+        self.table.load().find(id)
     }
 
-    /// Every upstream, in order.
-    pub(crate) fn all(&self) -> &[Arc<Upstream>] {
-        &self.list
-    }
-
-    /// Every upstream with its index.
-    pub(crate) fn iter(&self) -> impl Iterator<Item = (UpstreamIx, &Arc<Upstream>)> {
-        self.list.iter().enumerate().map(|(i, u)| (UpstreamIx::new(i), u))
+    /// Every configured upstream, in order.
+    pub(crate) fn all(&self) -> Vec<Arc<Upstream>> {
+        self.table.load().all().cloned().collect()
     }
 
     /// How many are configured.
     pub(crate) fn len(&self) -> usize {
-        self.list.len()
+        self.table.load().live.len()
+    }
+
+    /// Changes the table under the writers' lock: `change` gets the
+    /// current one and returns the next.
+    pub(crate) fn update(&self, change: impl FnOnce(&Table) -> Table) {
+        let _writer = self.write.locked();
+        let next = change(&self.table.load());
+        self.table.store(Arc::new(next));
     }
 
     /// Upstream `i` must be serving (else the error says why).
     pub(crate) fn ready(&self, i: UpstreamIx) -> Result<(), CallError> {
-        let state = self[i].state();
+        let u = self.get(i);
+        let state = u.state();
         match *state {
             State::Ready(_) => Ok(()),
-            _ => Err(self[i].unavailable(&state)),
+            _ => Err(u.unavailable(&state)),
         }
     }
 
     /// How many are ready now.
     pub(crate) fn ready_count(&self) -> usize {
-        self.list.iter().filter(|u| matches!(*u.state(), State::Ready(_))).count()
+        self.table.load().all().filter(|u| matches!(*u.state(), State::Ready(_))).count()
     }
 
     /// The ids of those not serving now.
-    pub(crate) fn not_serving(&self) -> Vec<&str> {
-        self.list.iter().filter(|u| !matches!(*u.state(), State::Ready(_))).map(|u| u.id()).collect()
+    pub(crate) fn not_serving(&self) -> Vec<String> {
+        let table = self.table.load();
+        table.all().filter(|u| !matches!(*u.state(), State::Ready(_))).map(|u| u.id().to_owned()).collect()
     }
 
     /// Whether every upstream's first start has ended.
     pub(crate) fn all_settled(&self) -> bool {
-        self.list.iter().all(|u| u.has_settled())
+        self.table.load().all().all(|u| u.has_settled())
     }
 
     /// The URI clients know upstream `i`'s `original` one by.
     pub(crate) fn exposed_uri(&self, i: UpstreamIx, original: &str) -> String {
-        let u = &self[i];
+        let u = self.get(i);
         match u.spec().prefix {
             true => catalog::namespace_uri(u.id(), original).unwrap_or_else(|| original.to_owned()),
             false => original.to_owned(),
@@ -104,7 +169,7 @@ impl Upstreams {
     /// sampling, elicitation and `roots/list` requests then go to that
     /// client) and waited for up to `startup_timeout`.
     pub(crate) async fn instance(&self, i: UpstreamIx, peer: Option<&Arc<Peer>>) -> Arc<Upstream> {
-        let shared = &self[i];
+        let shared = &self.get(i);
         if shared.spec().oauth.as_ref().is_some_and(|o| o.per_principal) {
             return self.principal_instance(i, peer.map(|p| &p.principal.identity)).await;
         }
@@ -134,7 +199,7 @@ impl Upstreams {
     /// gateway may act for: it gets a connection that can never hold a
     /// token (`-`), so it fails with `upstream_auth`.
     async fn principal_instance(&self, i: UpstreamIx, principal: Option<&Arc<str>>) -> Arc<Upstream> {
-        let shared = &self[i];
+        let shared = &self.get(i);
         let principal: Arc<str> = principal.cloned().unwrap_or_else(|| Arc::from("-"));
         let own = {
             let mut map = self.principals.locked();
@@ -172,12 +237,13 @@ mod tests {
         let core = core(&format!("{}{}", down("beta", ""), down("alpha", "")));
         let ups = &core.upstreams;
         assert_eq!(ups.len(), 2);
-        let ids: Vec<(usize, &str)> = ups.iter().map(|(i, u)| (i.index(), u.id())).collect();
+        let table = ups.now();
+        let ids: Vec<(usize, &str)> = table.iter().map(|(i, u)| (i.index(), u.id())).collect();
         assert_eq!(ids, [(0, "alpha"), (1, "beta")], "id order");
         assert_eq!(ups.find("beta"), Some(UpstreamIx::new(1)));
-        assert_eq!(ups[ups.find("alpha").unwrap()].id(), "alpha");
+        assert_eq!(ups.get(ups.find("alpha").unwrap()).id(), "alpha");
         assert_eq!(ups.find("gamma"), None);
-        let all: Vec<&str> = ups.all().iter().map(|u| u.id()).collect();
+        let all: Vec<String> = ups.all().iter().map(|u| u.id().to_owned()).collect();
         assert_eq!(all, ["alpha", "beta"]);
     }
 
@@ -190,7 +256,7 @@ mod tests {
         let core = core(&format!("{}{}{slow}", mock.section("up", ""), down("broken", "")));
         let ix = |id| core.upstreams.find(id).unwrap();
         let ups = &core.upstreams;
-        eventually("`up` is ready and `broken` down", || ups.ready_count() == 1 && ups[ix("broken")].has_settled())
+        eventually("`up` is ready and `broken` down", || ups.ready_count() == 1 && ups.get(ix("broken")).has_settled())
             .await;
 
         assert!(ups.ready(ix("up")).is_ok());
@@ -230,17 +296,17 @@ mod tests {
         let ups = &core.upstreams;
 
         let own = ups.instance(iso, Some(&one)).await;
-        assert!(!Arc::ptr_eq(&own, &ups[iso]), "not the shared connection");
+        assert!(!Arc::ptr_eq(&own, &ups.get(iso)), "not the shared connection");
         assert!(Arc::ptr_eq(&own, &ups.instance(iso, Some(&one)).await), "the same one on the next request");
         assert!(!Arc::ptr_eq(&own, &ups.instance(iso, Some(&two)).await), "another session's is another");
         assert_eq!(one.lock_instances().len(), 1);
-        assert!(Arc::ptr_eq(&ups.instance(iso, None).await, &ups[iso]), "without a session: the shared one");
-        assert!(Arc::ptr_eq(&ups.instance(shared, Some(&one)).await, &ups[shared]), "a shared upstream");
+        assert!(Arc::ptr_eq(&ups.instance(iso, None).await, &ups.get(iso)), "without a session: the shared one");
+        assert!(Arc::ptr_eq(&ups.instance(shared, Some(&one)).await, &ups.get(shared)), "a shared upstream");
 
         // A session that ended starts nothing new.
         let (three, _rx3) = session(&core, principal("bob"), None);
         three.gone.store(true, Ordering::Relaxed);
-        assert!(Arc::ptr_eq(&ups.instance(iso, Some(&three)).await, &ups[iso]));
+        assert!(Arc::ptr_eq(&ups.instance(iso, Some(&three)).await, &ups.get(iso)));
         assert!(three.lock_instances().is_empty());
     }
 
@@ -259,12 +325,12 @@ mod tests {
         let (alice, _r3) = session(&core, principal("alice"), None);
 
         let bobs = ups.instance(o, Some(&bob1)).await;
-        assert!(!Arc::ptr_eq(&bobs, &ups[o]));
+        assert!(!Arc::ptr_eq(&bobs, &ups.get(o)));
         assert!(Arc::ptr_eq(&bobs, &ups.instance(o, Some(&bob2)).await), "one connection for all of bob's sessions");
         let alices = ups.instance(o, Some(&alice)).await;
         assert!(!Arc::ptr_eq(&bobs, &alices));
         let nobody = ups.instance(o, None).await;
-        assert!(!Arc::ptr_eq(&nobody, &ups[o]) && !Arc::ptr_eq(&nobody, &bobs) && !Arc::ptr_eq(&nobody, &alices));
+        assert!(!Arc::ptr_eq(&nobody, &ups.get(o)) && !Arc::ptr_eq(&nobody, &bobs) && !Arc::ptr_eq(&nobody, &alices));
         assert!(bob1.lock_instances().is_empty(), "a principal's connection is not the session's");
 
         let taken = ups.take_principal_connections();

@@ -102,7 +102,7 @@ fn a_progress_token_is_replaced_by_one_unique_in_the_gateway() {
 async fn a_relay_is_made_only_for_a_session_that_can_hear_about_the_call() {
     let mock = Mock::start(serde_json::json!({}), serde_json::json!({})).await;
     let core = core(&format!("{}{}", mock.section("net", ""), down("pipe", "")));
-    let (net, pipe) = (&core.upstreams[UpstreamIx::new(0)], &core.upstreams[UpstreamIx::new(1)]);
+    let (net, pipe) = (&core.upstreams.get(UpstreamIx::new(0)), &core.upstreams.get(UpstreamIx::new(1)));
     assert_eq!((net.id(), pipe.id()), ("net", "pipe"));
     let (peer, _rx) = session(&core, principal("bob"), None);
     let with_token = checked(r#"{"_meta":{"progressToken":"p"}}"#);

@@ -31,12 +31,13 @@ pub(crate) async fn set_level(core: &Core, rq: &Rq<'_>) -> Result<String, CallEr
 /// declares `logging`, when it changed.
 pub(crate) async fn apply(core: &Core) {
     let Some(level) = core.levels.next(core.sessions.most_verbose_level()) else { return };
-    join_all(core.upstreams.iter().map(|(i, _)| tell(core, i, level))).await;
+    let ixs: Vec<UpstreamIx> = core.upstreams.now().iter().map(|(i, _)| i).collect();
+    join_all(ixs.into_iter().map(|i| tell(core, i, level))).await;
 }
 
 /// Tells upstream `i` the log `level` (index in [`LEVELS`]), if it logs.
 pub(crate) async fn tell(core: &Core, i: UpstreamIx, level: usize) {
-    let u = &core.upstreams[i];
+    let u = &core.upstreams.get(i);
     if !matches!(&*u.state(), State::Ready(r) if r.has_capability("logging")) {
         return;
     }

@@ -30,7 +30,7 @@ pub(crate) async fn read(core: &Core, rq: &Rq<'_>, out: &mut Outcome) -> Result<
 
 /// `resources/read` contents carry the URI the client knows.
 fn expose_contents(core: &Core, i: UpstreamIx, reply: &Message) -> Option<CheckedBox> {
-    if !core.upstreams[i].spec().prefix {
+    if !core.upstreams.get(i).spec().prefix {
         return None;
     }
     let mut obj = reply.result()?.object()?;
@@ -122,7 +122,7 @@ pub(crate) async fn sync(core: &Core, key: &Key) -> Result<(), CallError> {
 /// Sends `resources/subscribe` or `unsubscribe` for `uri` upstream.
 async fn tell(core: &Core, i: UpstreamIx, change: Change, uri: &str) -> Result<(), CallError> {
     let method = change.method();
-    let upstream = &core.upstreams[i];
+    let upstream = &core.upstreams.get(i);
     let params = CheckedBox::from_value(&serde_json::json!({ "uri": uri }));
     let called = upstream.call(Request::method(method, Some(params.checked()))).await;
     let reply = called.result?;

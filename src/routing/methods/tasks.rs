@@ -43,14 +43,15 @@ pub(crate) async fn one(core: &Core, rq: &Rq<'_>, ask: Ask, out: &mut Outcome) -
     obj.set_str("taskId", &original);
     // `tasks/result` waits for the task to end: as long as the gateway
     // waits for anything from this upstream.
-    let timeout = (ask == Ask::Result).then(|| core.upstreams[i].spec().max_request_timeout);
+    let timeout = (ask == Ask::Result).then(|| core.upstreams.get(i).spec().max_request_timeout);
     let reply = core.forward_raw(rq, ask.method(), i, obj, out, timeout).await?;
     if ask == Ask::Result
         && let Some(capped) = core.capped(rq.id, cap, &reply, i, None, rq.caller, out)
     {
         return capped;
     }
-    let up = core.upstreams[i].id();
+    let owner = core.upstreams.get(i);
+    let up = owner.id();
     Ok(core.reply_with(rq.id, i, &reply, |_, r| match ask {
         Ask::Result => {
             r.result_raw()?.get().contains(tasks::RELATED_TASK).then(|| r.result_object())??;
@@ -81,7 +82,8 @@ pub(crate) async fn list(core: &Core, rq: &Rq<'_>) -> Result<String, CallError> 
     let mut body = String::from(r#"{"tasks":["#);
     let mut first = true;
     for (exposed, i, result) in futures_util::future::join_all(gets).await {
-        let upstream = core.upstreams[i].id();
+        let owner = core.upstreams.get(i);
+        let upstream = owner.id();
         let task = match result {
             Ok(reply) if reply.result().is_some() => reply.result().and_then(|r| tasks::expose_task(r, upstream)),
             Ok(_) => {

@@ -50,17 +50,18 @@ pub(crate) async fn call(core: &Core, rq: &Rq<'_>, out: &mut Outcome) -> Result<
         out.upstream = name
             .split_once(catalog::SEPARATOR)
             .and_then(|(ns, _)| core.upstreams.find(ns))
-            .map(|i| core.upstreams[i].label());
+            .map(|i| core.upstreams.get(i).label());
         return Err(core.unknown(Kind::Tool, &name, caller));
     };
     let ident = crate::security::Ident { key: &key, bare: bare.then_some(&*original) };
-    let local = match &core.upstreams[i].spec().transport {
+    let upstream = core.upstreams.get(i);
+    let local = match &upstream.spec().transport {
         crate::config::TransportSpec::Stdio { cwd, .. } => Some(cwd.as_path()),
         _ => None,
     };
     let arguments = obj.get("arguments");
     let tool = ToolRef { ident, quarantined };
-    match core.gate.check_tool(caller, &name, tool, core.upstreams[i].id(), arguments, local).await {
+    match core.gate.check_tool(caller, &name, tool, upstream.id(), arguments, local).await {
         Ok(admitted) => {
             out.policy.extend(admitted.policy);
             out.tags = admitted.tags;
