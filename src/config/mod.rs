@@ -43,7 +43,7 @@ pub use security::{
     TokenEndpointAuth,
 };
 pub use spec::{OAuthSpec, ToolTimeouts, ToolTimeoutsError, TransportSpec, UpstreamSpec, canonical_resource, valid_id};
-pub use upstream::{BreakerSection, HealthSection, Isolation, RetrySection, TransportKind, UpstreamSection};
+pub use upstream::{BreakerSection, HealthSection, Isolation, Replace, RetrySection, TransportKind, UpstreamSection};
 
 use secrets::Expander;
 

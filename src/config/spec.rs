@@ -52,6 +52,8 @@ pub struct UpstreamSpec {
     pub roots: Vec<String>,
     /// Shared by every session, or one connection per session.
     pub isolation: Isolation,
+    /// How a reload replaces it.
+    pub replace: super::upstream::Replace,
     /// Bulkhead: calls in flight at once.
     pub max_concurrency: usize,
     /// Bulkhead: calls waiting for a slot.
@@ -216,6 +218,7 @@ impl UpstreamSpec {
             trusted,
             roots,
             isolation,
+            replace,
             max_concurrency,
             max_queue,
             retry,
@@ -286,6 +289,7 @@ impl UpstreamSpec {
             trusted,
             roots,
             isolation,
+            replace,
             max_concurrency,
             max_queue,
             retry,

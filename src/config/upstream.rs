@@ -97,6 +97,10 @@ pub struct UpstreamSection {
     /// `shared` (default) or `per-session`; see [`Isolation`].
     #[serde(default)]
     pub isolation: Isolation,
+    /// How a reload replaces it when it changed: `make-before-break`
+    /// (default) or `break-before-make`; see [`Replace`].
+    #[serde(default)]
+    pub replace: Replace,
     /// Most calls in flight to this upstream at once (bulkhead). Default 64.
     #[serde(default = "default_concurrency")]
     pub max_concurrency: usize,
@@ -239,6 +243,21 @@ pub enum Isolation {
     /// its first call with that client's capabilities and closed with the
     /// session: sampling, elicitation and `roots/list` go to that client.
     PerSession,
+}
+
+/// How a reload replaces a changed upstream.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Replace {
+    /// The new one starts beside the old; it takes new calls once ready,
+    /// and the old one drains its calls in flight and stops (the default).
+    #[default]
+    MakeBeforeBreak,
+    /// The old one drains and stops first, then the new one starts: for
+    /// servers that cannot run twice at once (two `airbyte-mcp` in one
+    /// `cwd` share a DuckDB file; two OAuth clients rotating one refresh
+    /// token invalidate each other). Its tools are gone in between.
+    BreakBeforeMake,
 }
 
 /// Upstream transport.

@@ -69,6 +69,9 @@ pub(crate) struct Core {
     pub(crate) changes: Arc<Changes>,
     /// The empty label value (requests the gateway answers itself).
     pub(crate) no_label: Name,
+    /// What starting an upstream takes, for those a reload adds.
+    http: reqwest::Client,
+    notes: tokio::sync::mpsc::Sender<crate::upstream::Note>,
 }
 
 /// One request as a method family sees it.
@@ -122,6 +125,8 @@ impl Core {
             telemetry,
             changes,
             mask: ArcSwap::from_pointee(config.redactor.clone()),
+            http: http.clone(),
+            notes: notes.clone(),
             config: ArcSwap::from_pointee(config),
         })
     }
@@ -129,6 +134,17 @@ impl Core {
     /// The config in force now.
     pub(crate) fn config(&self) -> arc_swap::Guard<Arc<Config>> {
         self.config.load()
+    }
+
+    /// Starts upstream `spec` under the config in force (in the
+    /// background: nothing here waits for it).
+    pub(crate) fn start_upstream(&self, spec: crate::config::UpstreamSpec) -> Arc<Upstream> {
+        let config = self.config();
+        let bounds =
+            crate::upstream::Bounds { max_bytes: config.gateway.max_message_bytes, json: config.json_limits() };
+        let redactor = (**self.mask()).clone();
+        let metrics = self.telemetry.metrics.clone();
+        Upstream::start(spec, bounds, redactor, self.changes.clone(), self.http.clone(), metrics, self.notes.clone())
     }
 
     /// The mask of secret values in force now.

@@ -36,6 +36,7 @@ mod published;
 mod refresh;
 pub mod reload;
 pub mod reloader;
+mod replace;
 mod sessions;
 mod subscriptions;
 mod upstreams;

@@ -13,10 +13,11 @@
 //! session that now sees other tools, prompts or resources is sent
 //! `list_changed`.
 //!
-//! What needs a restart today is kept as it runs (the config in force says
-//! what really runs) and reported: the listen addresses, `[traces]`,
-//! `[audit]` and the audit key, the other `[gateway]` keys, and the
-//! upstreams (replacing them as a diff is the next step of issue 18).
+//! Upstreams are compared with what runs and added, removed or replaced
+//! ([`replace`]). What needs a restart is kept as it runs (the config in
+//! force says what really runs) and reported: the listen addresses,
+//! `[admin]`, `[traces]`, `[audit]` and the audit key, and the other
+//! `[gateway]` keys.
 //!
 //! Architecture Invariant: a reload is synchronous once prepared — nothing
 //! awaits between the first and the last swap, and no request waits for a
@@ -27,6 +28,7 @@ use std::sync::Arc;
 use super::Gateway;
 use super::catalog::Catalog;
 use super::refresh;
+use super::replace;
 use crate::config::{AuthSection, Config};
 use crate::security::Ident;
 use crate::security::access::{Grants, Kind};
@@ -211,19 +213,8 @@ fn diff(now: &Config, mut next: Config) -> (Vec<String>, Vec<String>, Config) {
     next.traces = now.traces.clone();
     next.audit = now.audit.clone();
     next.audit_key = now.audit_key.clone();
-    // Upstreams: added, removed and changed ones are named; the running
-    // ones stay as they are until the upstream diff lands.
-    for u in &next.upstreams {
-        match now.upstreams.iter().find(|o| o.id == u.id) {
-            None => restart.push(format!("upstreams.{}: added", u.id)),
-            Some(o) if o != u => restart.push(format!("upstreams.{}: changed", u.id)),
-            Some(_) => {}
-        }
-    }
-    for o in now.upstreams.iter().filter(|o| !next.upstreams.iter().any(|u| u.id == o.id)) {
-        restart.push(format!("upstreams.{}: removed", o.id));
-    }
-    next.upstreams = now.upstreams.clone();
+    // Upstreams are compared with what runs, not with this file's
+    // predecessor (`replace::plan`).
     (applied, restart, next)
 }
 
@@ -247,7 +238,10 @@ impl Gateway {
         if let Err(why) = self.guard(&now, &next) {
             return Report::refused(trigger, why);
         }
-        let (applied, needs_restart, next) = diff(&now, next);
+        let (mut applied, needs_restart, next) = diff(&now, next);
+        let table = core.upstreams.now();
+        let steps = replace::plan(core, &table, &next.upstreams);
+        applied.extend(steps.iter().map(|s| s.describe(&table)));
         if applied.is_empty() {
             let outcome = if needs_restart.is_empty() { Outcome::Unchanged } else { Outcome::NeedsRestart };
             return Report { outcome, trigger, applied, needs_restart, error: None };
@@ -271,6 +265,7 @@ impl Gateway {
         core.set_config(Arc::new(next));
         core.set_mask(redactor.clone());
         core.gate.apply(gate);
+        replace::apply(core, steps);
         // A new rule set is tagged at once, not at the next catalog build.
         core.gate.retag(&core.published.load(), &core.upstreams);
         for commit in commits {
@@ -391,17 +386,14 @@ mod tests {
         );
         let (applied, restart, kept) = diff(&now, next.clone());
         assert_eq!(applied, ["gateway.page_size", "access"]);
-        assert_eq!(
-            restart,
-            ["gateway.max_connections", "traces", "upstreams.a: changed", "upstreams.c: added", "upstreams.b: removed"]
-        );
+        assert_eq!(restart, ["gateway.max_connections", "traces"]);
         // What runs: the new page size and access, the old connection
-        // limit, traces and upstreams.
+        // limit and traces; upstreams are planned against what runs.
         assert_eq!(kept.gateway.page_size, 20);
         assert_eq!(kept.access, next.access);
         assert_eq!(kept.gateway.max_connections, 100);
         assert_eq!(kept.traces, now.traces);
-        assert_eq!(kept.upstreams, now.upstreams);
+        assert_eq!(kept.upstreams, next.upstreams);
     }
 
     #[test]
@@ -426,13 +418,5 @@ mod tests {
         assert_eq!(applied, ["gateway.allowed_hosts", "gateway.response_mode", "gateway.session_idle_timeout"]);
         assert!(restart.is_empty());
         assert_eq!(kept.gateway, next.gateway, "every key named applied is in force");
-    }
-
-    #[test]
-    fn a_tool_filter_that_changed_its_globs_is_a_changed_upstream() {
-        let now = config("[upstreams.a]\ncommand = \"a\"\ntools = { allow = [\"x*\"] }\n");
-        let next = config("[upstreams.a]\ncommand = \"a\"\ntools = { allow = [\"y*\"] }\n");
-        let (_, restart, _) = diff(&now, next);
-        assert_eq!(restart, ["upstreams.a: changed"]);
     }
 }

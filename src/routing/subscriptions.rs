@@ -34,6 +34,9 @@ impl Change {
     }
 }
 
+/// The URIs one upstream was told to watch, behind its own lock.
+type Told = tokio::sync::Mutex<HashSet<Arc<str>>>;
+
 /// Who wants which subscription, and what each upstream was told.
 #[derive(Debug)]
 pub(crate) struct Subscriptions {
@@ -43,7 +46,7 @@ pub(crate) struct Subscriptions {
     /// upstream's lock serialises its `resources/(un)subscribe`, so a last
     /// unsubscribe and a new subscribe cannot reach it in the wrong order.
     /// Upstreams a reload adds get theirs on first use.
-    told: Mutex<HashMap<UpstreamIx, Arc<tokio::sync::Mutex<HashSet<Arc<str>>>>>>,
+    told: Mutex<HashMap<UpstreamIx, Arc<Told>>>,
 }
 
 // === impl Subscriptions ===
@@ -55,7 +58,7 @@ impl Subscriptions {
     }
 
     /// What upstream `i` was told, behind its own lock.
-    fn told(&self, i: UpstreamIx) -> Arc<tokio::sync::Mutex<HashSet<Arc<str>>>> {
+    fn told(&self, i: UpstreamIx) -> Arc<Told> {
         self.told.locked().entry(i).or_default().clone()
     }
 

@@ -68,6 +68,44 @@ impl Table {
     pub(crate) fn find(&self, id: &str) -> Option<UpstreamIx> {
         self.by_id.get(id).copied()
     }
+
+    /// A copy to change.
+    fn copy(&self) -> Table {
+        Table { slots: self.slots.clone(), live: self.live.clone(), by_id: self.by_id.clone() }
+    }
+
+    /// This table with `u` in a new slot, configured (in id order).
+    pub(crate) fn with_added(&self, u: Arc<Upstream>) -> Table {
+        let mut t = self.copy();
+        let i = t.push(u);
+        t.configure(i);
+        t
+    }
+
+    /// This table without upstream `i` configured (its slot stays).
+    pub(crate) fn without(&self, i: UpstreamIx) -> Table {
+        let mut t = self.copy();
+        t.live.retain(|&x| x != i);
+        t.by_id.retain(|_, x| *x != i);
+        t
+    }
+
+    fn push(&mut self, u: Arc<Upstream>) -> UpstreamIx {
+        self.slots.push(u);
+        UpstreamIx::new(self.slots.len() - 1)
+    }
+
+    /// Configures slot `i` under its id (in place of any upstream that had
+    /// it), keeping `live` in id order.
+    fn configure(&mut self, i: UpstreamIx) {
+        let id = self.slots[i.index()].id().to_owned();
+        if let Some(old) = self.by_id.insert(id, i) {
+            self.live.retain(|&x| x != old);
+        }
+        self.live.push(i);
+        let slots = &self.slots;
+        self.live.sort_by(|a, b| slots[a.index()].id().cmp(slots[b.index()].id()));
+    }
 }
 
 /// The upstreams, in the configured order.
@@ -82,6 +120,8 @@ pub(crate) struct Upstreams {
     /// Connections of one principal's own, started on its first call.
     /// Never held across an `.await`.
     principals: Mutex<HashMap<PrincipalKey, Arc<Upstream>>>,
+    /// Replacements still starting (make-before-break), by slot.
+    pending: Mutex<HashMap<UpstreamIx, Arc<Upstream>>>,
 }
 
 // === impl Upstreams ===
@@ -92,7 +132,12 @@ impl Upstreams {
         let by_id = list.iter().enumerate().map(|(i, u)| (u.id().to_owned(), UpstreamIx::new(i))).collect();
         let live = (0..list.len()).map(UpstreamIx::new).collect();
         let table = Table { slots: list, live, by_id };
-        Self { table: ArcSwap::from_pointee(table), write: Mutex::default(), principals: Mutex::default() }
+        Self {
+            table: ArcSwap::from_pointee(table),
+            write: Mutex::default(),
+            principals: Mutex::default(),
+            pending: Mutex::default(),
+        }
     }
 
     /// The upstreams now.
@@ -115,17 +160,57 @@ impl Upstreams {
         self.table.load().all().cloned().collect()
     }
 
-    /// How many are configured.
-    pub(crate) fn len(&self) -> usize {
-        self.table.load().live.len()
-    }
-
     /// Changes the table under the writers' lock: `change` gets the
     /// current one and returns the next.
     pub(crate) fn update(&self, change: impl FnOnce(&Table) -> Table) {
         let _writer = self.write.locked();
         let next = change(&self.table.load());
         self.table.store(Arc::new(next));
+    }
+
+    /// Gives `new` (a replacement still starting) a slot, not configured.
+    pub(crate) fn add_pending(&self, new: Arc<Upstream>) -> UpstreamIx {
+        let _writer = self.write.locked();
+        let mut t = self.table.load().copy();
+        let slot = t.push(new.clone());
+        self.table.store(Arc::new(t));
+        self.pending.locked().insert(slot, new);
+        slot
+    }
+
+    /// The replacement of upstream `id` still starting, if any.
+    pub(crate) fn pending_of(&self, id: &str) -> Option<(UpstreamIx, Arc<Upstream>)> {
+        self.pending.locked().iter().find(|(_, u)| u.id() == id).map(|(i, u)| (*i, u.clone()))
+    }
+
+    /// Gives up the replacement in `slot`; false when a newer reload took
+    /// it already.
+    pub(crate) fn cancel_pending(&self, slot: UpstreamIx) -> bool {
+        self.pending.locked().remove(&slot).is_some()
+    }
+
+    /// Puts the ready replacement in `slot` in the place of `old`, unless
+    /// a newer reload overtook it; returns the upstream it replaced.
+    pub(crate) fn promote(&self, slot: UpstreamIx, old: UpstreamIx) -> Option<Arc<Upstream>> {
+        let _writer = self.write.locked();
+        self.pending.locked().remove(&slot)?;
+        let mut t = self.table.load().copy();
+        let retired = t.slots[old.index()].clone();
+        t.live.retain(|&x| x != old);
+        t.configure(slot);
+        self.table.store(Arc::new(t));
+        Some(retired)
+    }
+
+    /// Takes the connections of sessions (`isolation = "per-session"`)
+    /// and principals (`per_principal`) opened to slot `i`: their next
+    /// call opens one to whatever is configured now.
+    pub(crate) fn take_connections_of(&self, i: UpstreamIx, sessions: &[Arc<Peer>]) -> Vec<Arc<Upstream>> {
+        let mut own: Vec<Arc<Upstream>> = sessions.iter().filter_map(|p| p.lock_instances().remove(&i)).collect();
+        let mut principals = self.principals.locked();
+        let keys: Vec<PrincipalKey> = principals.keys().filter(|(u, _)| *u == i).cloned().collect();
+        own.extend(keys.iter().filter_map(|k| principals.remove(k)));
+        own
     }
 
     /// Upstream `i` must be serving (else the error says why).
@@ -236,7 +321,7 @@ mod tests {
     async fn find_index_and_iter_follow_the_configured_order() {
         let core = core(&format!("{}{}", down("beta", ""), down("alpha", "")));
         let ups = &core.upstreams;
-        assert_eq!(ups.len(), 2);
+        assert_eq!(ups.all().len(), 2);
         let table = ups.now();
         let ids: Vec<(usize, &str)> = table.iter().map(|(i, u)| (i.index(), u.id())).collect();
         assert_eq!(ids, [(0, "alpha"), (1, "beta")], "id order");

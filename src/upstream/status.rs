@@ -46,6 +46,12 @@ impl Upstream {
         }
     }
 
+    /// Calls in flight or waiting for a slot now (a retired upstream
+    /// drains until this is zero).
+    pub fn busy(&self) -> usize {
+        self.bulkhead.in_flight() + self.bulkhead.queued()
+    }
+
     /// A JSON status snapshot for `/status` and the CLI.
     pub fn status(&self) -> serde_json::Value {
         let state = self.state();

@@ -184,11 +184,13 @@ async fn a_configmap_symlink_swap_and_sighup_reload_and_a_secrets_change_is_seen
     let d = dir.path().to_path_buf();
     let secrets = d.join("secrets.env");
     std::fs::write(&secrets, "FIRST_TOKEN=first-secret-value\n").unwrap();
+    // The upstream's environment takes a secret: changing its value in
+    // the secrets file replaces the upstream.
     let config = |page: usize, list: bool| {
         format!(
             "[gateway]\nsecrets_file = {:?}\npage_size = {page}\nlist_secret_names = {list}\n{}",
             path_str(&secrets),
-            raw_stdio("raw", "")
+            raw_stdio("raw", "env = { UPSTREAM_TOKEN = \"${FIRST_TOKEN}\" }")
         )
     };
     let version = |name: &str, toml: String| {
@@ -223,8 +225,10 @@ async fn a_configmap_symlink_swap_and_sighup_reload_and_a_secrets_change_is_seen
     let listed = c.call("gateway__list_secret_names", json!({})).await;
     assert_eq!(listed["result"]["structuredContent"]["names"], json!(["FIRST_TOKEN"]), "{listed}");
 
-    // The secrets file is watched too: a new name is seen.
-    std::fs::write(&secrets, "FIRST_TOKEN=first-secret-value\nSECOND_TOKEN=second-secret-value\n").unwrap();
+    // The secrets file is watched too: a new name is seen, and a changed
+    // value the upstream uses replaces it.
+    let pid = text(&c.call("raw__pid", json!({})).await);
+    std::fs::write(&secrets, "FIRST_TOKEN=rotated-secret-value\nSECOND_TOKEN=second-secret-value\n").unwrap();
     let names = async {
         loop {
             let listed = c.call("gateway__list_secret_names", json!({})).await;
@@ -235,6 +239,16 @@ async fn a_configmap_symlink_swap_and_sighup_reload_and_a_secrets_change_is_seen
         }
     };
     tokio::time::timeout(Duration::from_secs(20), names).await.expect("the secrets change was applied");
+    let replaced = async {
+        loop {
+            let now = text(&c.call("raw__pid", json!({})).await);
+            if now.parse::<u32>().is_ok() && now != pid {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    };
+    tokio::time::timeout(Duration::from_secs(20), replaced).await.expect("the upstream using the secret was replaced");
 
     // An edit the watch does not see (inside the versioned folder), then
     // SIGHUP: reloaded.
@@ -256,4 +270,120 @@ async fn a_configmap_symlink_swap_and_sighup_reload_and_a_secrets_change_is_seen
     assert!(page["result"]["nextCursor"].is_string(), "page_size 3 pages the list now: {page}");
     let status = gw.stop().await;
     assert!(status.success(), "SIGHUP did not end the process");
+}
+
+/// Steady calls of 3 s to `swap` and quick ones to `raw` from three
+/// sessions until `stop`; returns the calls made and those that failed.
+async fn load(url: String, stop: tokio::sync::watch::Receiver<bool>) -> (u32, Vec<Value>) {
+    let mut workers = tokio::task::JoinSet::new();
+    for w in 0..3u32 {
+        let (url, stop) = (url.clone(), stop.clone());
+        workers.spawn(async move {
+            let mut c = McpHttp::connect(&url).await;
+            let (mut n, mut failed) = (0u32, Vec::new());
+            while !*stop.borrow() {
+                n += 1;
+                let (tool, args) = match w {
+                    0 => ("raw__echo", json!({"n": n})),
+                    _ => ("swap__sleep", json!({"ms": 3000, "tag": format!("{w}-{n}")})),
+                };
+                let r = c.call(tool, args).await;
+                if r.get("result").is_none() || r["result"]["isError"] == true {
+                    failed.push(json!({"tool": tool, "reply": r}));
+                }
+            }
+            (n, failed)
+        });
+    }
+    let (mut calls, mut failed) = (0, Vec::new());
+    while let Some(r) = workers.join_next().await {
+        let (n, f) = r.unwrap();
+        calls += n;
+        failed.extend(f);
+    }
+    (calls, failed)
+}
+
+#[tokio::test]
+async fn upstreams_are_added_replaced_and_removed_by_a_reload_without_a_failed_call() {
+    let config = |name: &str, replace: &str, added: bool| {
+        let mut toml = format!("[gateway]\nwatch_config = false\n{}", raw_stdio("raw", ""));
+        // A grace shorter than a call: only the drain lets calls in flight
+        // on a replaced process finish.
+        let swap = format!("env = {{ RAW_STDIO_SERVER_NAME = {name:?} }}\nshutdown_grace = \"500ms\"\n{replace}");
+        toml += &raw_stdio("swap", &swap);
+        if added {
+            toml += &raw_stdio("added", "");
+        }
+        toml
+    };
+    let (dir, path) = write_config(&config("one", "", false));
+    let gw = Gateway::start_at(&path, dir).await;
+    gw.wait_ready("raw").await;
+    gw.wait_ready("swap").await;
+    let mut c = gw.client().await;
+    let mut stream = SseReader::open(&c).await;
+    let raw_pid = text(&c.call("raw__pid", json!({})).await);
+    let swap_pid = text(&c.call("swap__pid", json!({})).await);
+
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let loader = tokio::spawn(load(gw.url(), stop_rx));
+    tokio::time::sleep(Duration::from_millis(700)).await;
+
+    // `swap` changes its environment (replaced make-before-break) and
+    // `added` comes.
+    std::fs::write(&path, config("two", "", true)).unwrap();
+    let (status, report) = post_reload(&gw, "").await;
+    assert_eq!(status, 200, "{report}");
+    assert_eq!(
+        report["applied"],
+        json!(["upstreams.added: added", "upstreams.swap: replaced (make-before-break)"]),
+        "{report}"
+    );
+    gw.wait_upstream("swap", |u| u["server_info"]["name"] == "two").await;
+    stream.until(|m| m["method"] == "notifications/tools/list_changed").await;
+    gw.wait_ready("added").await;
+    let added = async {
+        while !c.tool_names().await.iter().any(|n| n == "added__pid") {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    };
+    tokio::time::timeout(Duration::from_secs(20), added).await.expect("the added upstream's tools are listed");
+    assert_ne!(text(&c.call("swap__pid", json!({})).await), swap_pid, "a new process serves swap");
+    assert_eq!(text(&c.call("raw__pid", json!({})).await), raw_pid, "the unchanged upstream kept its process");
+    let old_gone = async {
+        while alive(swap_pid.parse().unwrap()) {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    };
+    tokio::time::timeout(Duration::from_secs(20), old_gone).await.expect("the old swap process drained and stopped");
+
+    // Not one call failed while the upstream was added and swapped.
+    stop_tx.send(true).unwrap();
+    let (calls, failed) = loader.await.unwrap();
+    assert!(calls > 10, "{calls} calls");
+    assert!(failed.is_empty(), "failed calls: {failed:#?}");
+
+    // Break-before-make (its tools are gone in between, by design), and
+    // `added` removed.
+    let before = text(&c.call("swap__pid", json!({})).await);
+    std::fs::write(&path, config("three", "replace = \"break-before-make\"", false)).unwrap();
+    let (status, report) = post_reload(&gw, "").await;
+    assert_eq!(status, 200, "{report}");
+    assert_eq!(
+        report["applied"],
+        json!(["upstreams.swap: replaced (break-before-make)", "upstreams.added: removed"]),
+        "{report}"
+    );
+    gw.wait_upstream("swap", |u| u["server_info"]["name"] == "three" && u["state"] == "ready").await;
+    assert!(!alive(before.parse().unwrap()), "break-before-make stopped the old process before the new one served");
+    let gone = async {
+        while c.tool_names().await.iter().any(|n| n.starts_with("added__")) {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    };
+    tokio::time::timeout(Duration::from_secs(20), gone).await.expect("the removed upstream's tools are withdrawn");
+    assert!(gw.upstream("added").await.is_null(), "no longer configured");
+
+    gw.stop().await;
 }

@@ -1,0 +1,227 @@
+//! The upstream half of a reload (docs/design.md D11): which configured
+//! upstreams to add, remove or replace, and doing it without failing a
+//! call.
+//!
+//! - **Added**: started and configured at once; its tools appear (with
+//!   `list_changed`) when it is ready.
+//! - **Removed**: no longer configured at once (its tools go); it keeps
+//!   its slot while it drains the calls in flight (at most
+//!   `drain_timeout`), then stops.
+//! - **Replaced, make-before-break** (the default): the new one starts in
+//!   a slot of its own beside the old, which keeps serving; once the new
+//!   one is ready it takes the old one's place (the catalog moves to it)
+//!   and the old one drains and stops. If the new one does not become
+//!   ready within its `startup_timeout`, it is stopped and the old one
+//!   keeps serving (logged; the next reload tries again).
+//! - **Replaced, break-before-make** (`replace = "break-before-make"`):
+//!   the old one leaves the configured set at once (its tools go), drains
+//!   and stops; then the new one starts.
+//!
+//! A session's own connections (`isolation = "per-session"`) and a
+//! principal's (`per_principal`) are keyed by the upstream's slot, so the
+//! first call after the switch opens a new one to the new upstream; the
+//! old ones drain and stop with the old upstream.
+//!
+//! A reload that comes while a replacement is still starting cancels it
+//! (the new one stops) and decides again against what runs.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use super::core::Core;
+use super::ix::UpstreamIx;
+use super::upstreams::Table;
+use crate::config::{Replace, UpstreamSpec};
+use crate::upstream::{State, Upstream};
+
+/// One step of a reload's upstream diff.
+#[derive(Debug)]
+pub(crate) enum Step {
+    /// A new upstream.
+    Add(UpstreamSpec),
+    /// A configured upstream the file no longer has.
+    Remove(UpstreamIx),
+    /// A configured upstream whose spec changed.
+    Replace(UpstreamIx, UpstreamSpec),
+    /// A replacement still starting that the file no longer asks for (it
+    /// went back to what runs).
+    Cancel(UpstreamIx),
+}
+
+impl Step {
+    /// What the reload report says of it.
+    pub(crate) fn describe(&self, table: &Table) -> String {
+        match self {
+            Step::Add(spec) => format!("upstreams.{}: added", spec.id),
+            Step::Remove(i) => format!("upstreams.{}: removed", table[*i].id()),
+            Step::Replace(_, spec) => match spec.replace {
+                Replace::MakeBeforeBreak => format!("upstreams.{}: replaced (make-before-break)", spec.id),
+                Replace::BreakBeforeMake => format!("upstreams.{}: replaced (break-before-make)", spec.id),
+            },
+            Step::Cancel(i) => format!("upstreams.{}: replacement cancelled", table[*i].id()),
+        }
+    }
+}
+
+/// Whether two specs describe the same running upstream: equal in
+/// everything but how a reload would replace it.
+fn same(a: &UpstreamSpec, b: &UpstreamSpec) -> bool {
+    UpstreamSpec { replace: a.replace, ..b.clone() } == *a
+}
+
+/// The steps that take the configured upstreams of `table` to `next`. A
+/// replacement still starting counts as what will run: a reload that asks
+/// for it again (a second write of the same file) lets it go on.
+pub(crate) fn plan(core: &Core, table: &Table, next: &[UpstreamSpec]) -> Vec<Step> {
+    let mut steps = Vec::new();
+    for spec in next {
+        let Some(i) = table.find(&spec.id) else {
+            steps.push(Step::Add(spec.clone()));
+            continue;
+        };
+        match core.upstreams.pending_of(&spec.id) {
+            Some((_, p)) if same(p.spec(), spec) => {}
+            Some((slot, _)) if same(table[i].spec(), spec) => steps.push(Step::Cancel(slot)),
+            _ if same(table[i].spec(), spec) => {}
+            _ => steps.push(Step::Replace(i, spec.clone())),
+        }
+    }
+    for (i, u) in table.iter() {
+        if !next.iter().any(|s| s.id == u.id()) {
+            steps.push(Step::Remove(i));
+        }
+    }
+    steps
+}
+
+/// Carries out `steps` (see the module's doc). Returns at once: starting,
+/// draining and switching happen in the background.
+pub(crate) fn apply(core: &Arc<Core>, steps: Vec<Step>) {
+    for step in steps {
+        // A replacement still starting is overtaken by any step on its id.
+        let id = match &step {
+            Step::Add(spec) | Step::Replace(_, spec) => spec.id.clone(),
+            Step::Remove(i) | Step::Cancel(i) => core.upstreams.get(*i).id().to_owned(),
+        };
+        if let Some((slot, pending)) = core.upstreams.pending_of(&id)
+            && core.upstreams.cancel_pending(slot)
+        {
+            tracing::info!(upstream = %id, "A newer reload overtook this replacement; stopping it.");
+            tokio::spawn(async move { pending.shutdown().await });
+        }
+        match step {
+            Step::Cancel(_) => {}
+            Step::Add(spec) => {
+                tracing::info!(upstream = %spec.id, "Starting an upstream the reload added.");
+                let u = core.start_upstream(spec);
+                core.upstreams.update(|t| t.with_added(u));
+            }
+            Step::Remove(i) => {
+                let mut old = None;
+                core.upstreams.update(|t| {
+                    old = Some(t[i].clone());
+                    t.without(i)
+                });
+                if let Some(old) = old {
+                    tracing::info!(upstream = %old.id(), "Draining and stopping an upstream the reload removed.");
+                    tokio::spawn(retire(core.clone(), i, old));
+                }
+            }
+            Step::Replace(i, spec) if spec.replace == Replace::BreakBeforeMake => {
+                let old = core.upstreams.get(i);
+                core.upstreams.update(|t| t.without(i));
+                tracing::info!(upstream = %old.id(), "Replacing an upstream break-before-make: stopping the old one first.");
+                let core = core.clone();
+                tokio::spawn(async move {
+                    retire(core.clone(), i, old).await;
+                    let u = core.start_upstream(spec);
+                    core.upstreams.update(|t| t.with_added(u));
+                    core.changes.bump();
+                });
+            }
+            Step::Replace(i, spec) => {
+                tracing::info!(upstream = %spec.id, "Replacing an upstream make-before-break: starting the new one beside it.");
+                let new = core.start_upstream(spec);
+                let slot = core.upstreams.add_pending(new.clone());
+                tokio::spawn(switch_when_ready(core.clone(), i, slot, new));
+            }
+        }
+    }
+    core.changes.bump();
+}
+
+/// Make-before-break: waits for `new` (in `slot`) to become ready, then
+/// puts it in `old`'s place and retires the old one. A new one that does
+/// not become ready in time is stopped; the old one keeps serving.
+async fn switch_when_ready(core: Arc<Core>, old: UpstreamIx, slot: UpstreamIx, new: Arc<Upstream>) {
+    let deadline = tokio::time::Instant::now() + new.spec().startup_timeout;
+    new.wait_settled(deadline).await;
+    // Ready now, or not at all: a first start that failed is retried by
+    // the supervisor, but the old one serves meanwhile.
+    let ready = matches!(*new.state(), State::Ready(_));
+    if !ready {
+        if core.upstreams.cancel_pending(slot) {
+            tracing::error!(
+                upstream = %new.id(),
+                "The replacement did not become ready within its startup_timeout; the old one keeps serving. \
+                 Fix the config and reload again."
+            );
+            new.shutdown().await;
+        }
+        return;
+    }
+    let Some(retired) = core.upstreams.promote(slot, old) else {
+        // A newer reload overtook it (and stopped it).
+        return;
+    };
+    tracing::info!(upstream = %new.id(), "The replacement is ready and takes new calls; draining the old one.");
+    core.changes.bump();
+    retire(core, old, retired).await;
+}
+
+/// Lets `old` (in slot `i`, no longer configured) finish its calls in
+/// flight, at most `drain_timeout`, then stops it, with the connections
+/// of sessions and principals that were opened to it.
+async fn retire(core: Arc<Core>, i: UpstreamIx, old: Arc<Upstream>) {
+    let own = core.upstreams.take_connections_of(i, &core.sessions.all());
+    let drain = core.config().gateway.drain_timeout;
+    let deadline = tokio::time::Instant::now() + drain;
+    let busy = || old.busy() + own.iter().map(|u| u.busy()).sum::<usize>();
+    while busy() > 0 && tokio::time::Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    if busy() > 0 {
+        tracing::warn!(upstream = %old.id(), in_flight = busy(), "Drain time is over; stopping a retired upstream with calls in flight.");
+    }
+    futures_util::future::join_all(std::iter::once(&old).chain(&own).map(|u| u.shutdown())).await;
+    tracing::info!(upstream = %old.id(), "A retired upstream stopped.");
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+    use std::path::Path;
+
+    use super::*;
+    use crate::config::Config;
+
+    fn spec(toml: &str) -> UpstreamSpec {
+        let c = Config::from_str(toml, Path::new("/etc/gw/gateway.toml"), &BTreeMap::new()).expect("valid");
+        c.upstreams.into_iter().next().expect("one upstream")
+    }
+
+    #[test]
+    fn specs_are_the_same_upstream_whatever_replace_says_and_differ_in_anything_else() {
+        let a = spec("[upstreams.a]\ncommand = \"a\"\ntools = { allow = [\"x*\"] }\n");
+        let bbm =
+            spec("[upstreams.a]\ncommand = \"a\"\ntools = { allow = [\"x*\"] }\nreplace = \"break-before-make\"\n");
+        assert!(same(&a, &bbm), "how it is replaced is not what it is");
+        for other in [
+            "[upstreams.a]\ncommand = \"a\"\ntools = { allow = [\"y*\"] }\n",
+            "[upstreams.a]\ncommand = \"a\"\nargs = [\"-v\"]\ntools = { allow = [\"x*\"] }\n",
+            "[upstreams.a]\ncommand = \"a\"\ntools = { allow = [\"x*\"] }\nrequest_timeout = \"5s\"\n",
+        ] {
+            assert!(!same(&a, &spec(other)), "{other}");
+        }
+    }
+}
