@@ -69,6 +69,8 @@ pub(crate) struct Core {
     pub(crate) changes: Arc<Changes>,
     /// The empty label value (requests the gateway answers itself).
     pub(crate) no_label: Name,
+    /// Cancelled when the gateway shuts down (background work stops).
+    pub(crate) shutdown: tokio_util::sync::CancellationToken,
     /// What starting an upstream takes, for those a reload adds.
     http: reqwest::Client,
     notes: tokio::sync::mpsc::Sender<crate::upstream::Note>,
@@ -127,6 +129,7 @@ impl Core {
             mask: ArcSwap::from_pointee(config.redactor.clone()),
             http: http.clone(),
             notes: notes.clone(),
+            shutdown: tokio_util::sync::CancellationToken::new(),
             config: ArcSwap::from_pointee(config),
         })
     }

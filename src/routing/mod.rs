@@ -127,7 +127,7 @@ impl Gateway {
             .build()
             .expect("the TLS backend initializes");
         let core = Core::start(config, telemetry, &http, &notes);
-        let shutdown = CancellationToken::new();
+        let shutdown = core.shutdown.clone();
         tokio::spawn(refresh::catalog_loop(core.clone(), shutdown.clone()));
         tokio::spawn(refresh::watch_pins(core.clone(), shutdown.clone()));
         tokio::spawn(refresh::watch_rules(core.clone(), shutdown.clone()));
@@ -432,6 +432,13 @@ impl Gateway {
         let mut exposed = vec![0i64; table.slots()];
         for t in catalog.tools().iter().filter(|t| !t.hidden) {
             exposed[t.upstream.index()] += 1;
+        }
+        // Upstreams a reload removed or replaced first (stopped: their
+        // gauges say so, and a removed id's series do not keep its last
+        // values), then the configured ones, which win for an id in both.
+        for u in table.every().filter(|u| u.is_retired()) {
+            u.export_gauges();
+            m.tools_exposed.get_or_create(&UpstreamLabels { upstream: u.label() }).set(0);
         }
         for (i, u) in table.iter() {
             u.export_gauges();

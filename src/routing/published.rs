@@ -72,6 +72,13 @@ impl Published {
         self.built.send_replace(generation);
     }
 
+    /// Waits until the catalog reflects every upstream change up to
+    /// `generation`, at most `patience`.
+    pub(crate) async fn wait_built(&self, generation: u64, patience: Duration) {
+        let mut built = self.built.subscribe();
+        let _ = tokio::time::timeout(patience, built.wait_for(|b| *b >= generation)).await;
+    }
+
     /// When the gateway started.
     pub(crate) fn started(&self) -> Instant {
         self.started

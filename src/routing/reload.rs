@@ -239,8 +239,13 @@ impl Gateway {
             return Report::refused(trigger, why);
         }
         let (mut applied, needs_restart, next) = diff(&now, next);
+        // No replacement takes its place between this plan and its steps.
+        let _reload = core.upstreams.lock_reload();
         let table = core.upstreams.now();
-        let steps = replace::plan(core, &table, &next.upstreams);
+        let steps = match replace::plan(core, &table, &next.upstreams) {
+            Ok(steps) => steps,
+            Err(why) => return Report::refused(trigger, why),
+        };
         applied.extend(steps.iter().map(|s| s.describe(&table)));
         if applied.is_empty() {
             let outcome = if needs_restart.is_empty() { Outcome::Unchanged } else { Outcome::NeedsRestart };

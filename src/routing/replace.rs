@@ -22,8 +22,14 @@
 //! first call after the switch opens a new one to the new upstream; the
 //! old ones drain and stop with the old upstream.
 //!
-//! A reload that comes while a replacement is still starting cancels it
-//! (the new one stops) and decides again against what runs.
+//! A reload that comes while a make-before-break replacement is still
+//! starting lets it go on if it asks for the same, and stops it
+//! otherwise. One that would change an id being replaced
+//! break-before-make is refused until the new one is configured.
+//!
+//! A retired upstream is marked first (no new session or principal
+//! connection is opened to it: such a call goes to the one configured
+//! now), stops being named by the catalog, drains and stops.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -71,10 +77,19 @@ fn same(a: &UpstreamSpec, b: &UpstreamSpec) -> bool {
 
 /// The steps that take the configured upstreams of `table` to `next`. A
 /// replacement still starting counts as what will run: a reload that asks
-/// for it again (a second write of the same file) lets it go on.
-pub(crate) fn plan(core: &Core, table: &Table, next: &[UpstreamSpec]) -> Vec<Step> {
+/// for it again (a second write of the same file) lets it go on. An id
+/// being replaced break-before-make may not change again until its new
+/// upstream is configured (two of it must never run at once): such a
+/// reload is refused.
+pub(crate) fn plan(core: &Core, table: &Table, next: &[UpstreamSpec]) -> Result<Vec<Step>, String> {
     let mut steps = Vec::new();
     for spec in next {
+        if let Some(breaking) = core.upstreams.breaking_of(&spec.id) {
+            if same(&breaking, spec) {
+                continue;
+            }
+            return Err(busy_breaking(&spec.id));
+        }
         let Some(i) = table.find(&spec.id) else {
             steps.push(Step::Add(spec.clone()));
             continue;
@@ -91,7 +106,17 @@ pub(crate) fn plan(core: &Core, table: &Table, next: &[UpstreamSpec]) -> Vec<Ste
             steps.push(Step::Remove(i));
         }
     }
-    steps
+    if let Some(id) = core.upstreams.breaking_ids().into_iter().find(|id| !next.iter().any(|s| s.id == *id)) {
+        return Err(busy_breaking(&id));
+    }
+    Ok(steps)
+}
+
+fn busy_breaking(id: &str) -> String {
+    format!(
+        "upstream `{id}` is being replaced break-before-make (its old process is draining or its new one starting); \
+         reload again once it is ready"
+    )
 }
 
 /// Carries out `steps` (see the module's doc). Returns at once: starting,
@@ -117,33 +142,34 @@ pub(crate) fn apply(core: &Arc<Core>, steps: Vec<Step>) {
                 core.upstreams.update(|t| t.with_added(u));
             }
             Step::Remove(i) => {
-                let mut old = None;
-                core.upstreams.update(|t| {
-                    old = Some(t[i].clone());
-                    t.without(i)
-                });
-                if let Some(old) = old {
-                    tracing::info!(upstream = %old.id(), "Draining and stopping an upstream the reload removed.");
-                    tokio::spawn(retire(core.clone(), i, old));
-                }
+                let old = core.upstreams.get(i);
+                old.retire();
+                core.upstreams.update(|t| t.without(i));
+                tracing::info!(upstream = %old.id(), "Draining and stopping an upstream the reload removed.");
+                tokio::spawn(retire(core.clone(), i, old));
             }
             Step::Replace(i, spec) if spec.replace == Replace::BreakBeforeMake => {
                 let old = core.upstreams.get(i);
+                old.retire();
+                core.upstreams.begin_breaking(&spec);
                 core.upstreams.update(|t| t.without(i));
                 tracing::info!(upstream = %old.id(), "Replacing an upstream break-before-make: stopping the old one first.");
                 let core = core.clone();
                 tokio::spawn(async move {
                     retire(core.clone(), i, old).await;
+                    if core.shutdown.is_cancelled() {
+                        return;
+                    }
                     let u = core.start_upstream(spec);
-                    core.upstreams.update(|t| t.with_added(u));
+                    core.upstreams.finish_breaking(u);
                     core.changes.bump();
                 });
             }
-            Step::Replace(i, spec) => {
+            Step::Replace(_, spec) => {
                 tracing::info!(upstream = %spec.id, "Replacing an upstream make-before-break: starting the new one beside it.");
                 let new = core.start_upstream(spec);
                 let slot = core.upstreams.add_pending(new.clone());
-                tokio::spawn(switch_when_ready(core.clone(), i, slot, new));
+                tokio::spawn(switch_when_ready(core.clone(), slot, new));
             }
         }
     }
@@ -151,43 +177,52 @@ pub(crate) fn apply(core: &Arc<Core>, steps: Vec<Step>) {
 }
 
 /// Make-before-break: waits for `new` (in `slot`) to become ready, then
-/// puts it in `old`'s place and retires the old one. A new one that does
-/// not become ready in time is stopped; the old one keeps serving.
-async fn switch_when_ready(core: Arc<Core>, old: UpstreamIx, slot: UpstreamIx, new: Arc<Upstream>) {
+/// puts it in the place of the upstream configured under its id and
+/// retires that one. A new one that is not ready within its
+/// `startup_timeout` is stopped; the old one keeps serving.
+async fn switch_when_ready(core: Arc<Core>, slot: UpstreamIx, new: Arc<Upstream>) {
     let deadline = tokio::time::Instant::now() + new.spec().startup_timeout;
-    new.wait_settled(deadline).await;
-    // Ready now, or not at all: a first start that failed is retried by
-    // the supervisor, but the old one serves meanwhile.
-    let ready = matches!(*new.state(), State::Ready(_));
-    if !ready {
-        if core.upstreams.cancel_pending(slot) {
-            tracing::error!(
-                upstream = %new.id(),
-                "The replacement did not become ready within its startup_timeout; the old one keeps serving. \
-                 Fix the config and reload again."
-            );
-            new.shutdown().await;
+    // Ready, or the deadline: a first start that fails is retried by its
+    // supervisor meanwhile.
+    loop {
+        if matches!(*new.state(), State::Ready(_)) {
+            break;
         }
-        return;
+        if tokio::time::Instant::now() >= deadline || core.shutdown.is_cancelled() {
+            if core.upstreams.cancel_pending(slot) {
+                tracing::error!(
+                    upstream = %new.id(),
+                    "The replacement did not become ready within its startup_timeout; the old one keeps serving. \
+                     Fix the config and reload again."
+                );
+                new.shutdown().await;
+            }
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    let Some(retired) = core.upstreams.promote(slot, old) else {
+    let Some((old, retired)) = core.upstreams.promote(slot) else {
         // A newer reload overtook it (and stopped it).
         return;
     };
     tracing::info!(upstream = %new.id(), "The replacement is ready and takes new calls; draining the old one.");
-    core.changes.bump();
     retire(core, old, retired).await;
 }
 
-/// Lets `old` (in slot `i`, no longer configured) finish its calls in
-/// flight, at most `drain_timeout`, then stops it, with the connections
-/// of sessions and principals that were opened to it.
+/// Lets `old` (in slot `i`, retired: no longer configured) finish its
+/// calls in flight, at most `drain_timeout`, then stops it, with the
+/// connections of sessions and principals that were opened to it. It
+/// first waits (briefly) for the catalog to stop naming it, so a call
+/// that looked a tool up a moment ago still finds it serving.
 async fn retire(core: Arc<Core>, i: UpstreamIx, old: Arc<Upstream>) {
+    core.changes.bump();
+    let generation = core.changes.generation();
+    core.published.wait_built(generation, Duration::from_secs(5)).await;
     let own = core.upstreams.take_connections_of(i, &core.sessions.all());
     let drain = core.config().gateway.drain_timeout;
     let deadline = tokio::time::Instant::now() + drain;
     let busy = || old.busy() + own.iter().map(|u| u.busy()).sum::<usize>();
-    while busy() > 0 && tokio::time::Instant::now() < deadline {
+    while busy() > 0 && tokio::time::Instant::now() < deadline && !core.shutdown.is_cancelled() {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     if busy() > 0 {

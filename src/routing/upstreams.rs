@@ -122,6 +122,13 @@ pub(crate) struct Upstreams {
     principals: Mutex<HashMap<PrincipalKey, Arc<Upstream>>>,
     /// Replacements still starting (make-before-break), by slot.
     pending: Mutex<HashMap<UpstreamIx, Arc<Upstream>>>,
+    /// Ids being replaced break-before-make (old one draining, new one
+    /// not configured yet), with the spec they are replaced by.
+    breaking: Mutex<HashMap<String, crate::config::UpstreamSpec>>,
+    /// Held by a reload from its plan to its last step, and by a
+    /// replacement taking its place, so neither acts on a table the other
+    /// changed in between. Never held across an `.await`.
+    reload: Mutex<()>,
 }
 
 // === impl Upstreams ===
@@ -137,6 +144,8 @@ impl Upstreams {
             write: Mutex::default(),
             principals: Mutex::default(),
             pending: Mutex::default(),
+            breaking: Mutex::default(),
+            reload: Mutex::default(),
         }
     }
 
@@ -189,17 +198,64 @@ impl Upstreams {
         self.pending.locked().remove(&slot).is_some()
     }
 
-    /// Puts the ready replacement in `slot` in the place of `old`, unless
-    /// a newer reload overtook it; returns the upstream it replaced.
-    pub(crate) fn promote(&self, slot: UpstreamIx, old: UpstreamIx) -> Option<Arc<Upstream>> {
+    /// Holds off promotions while a reload plans and applies.
+    pub(crate) fn lock_reload(&self) -> std::sync::MutexGuard<'_, ()> {
+        self.reload.locked()
+    }
+
+    /// Puts the ready replacement in `slot` in the place of whatever is
+    /// configured under its id, unless a newer reload overtook it; returns
+    /// the slot and upstream it replaced, marked retired.
+    pub(crate) fn promote(&self, slot: UpstreamIx) -> Option<(UpstreamIx, Arc<Upstream>)> {
+        let _reload = self.reload.locked();
         let _writer = self.write.locked();
         self.pending.locked().remove(&slot)?;
         let mut t = self.table.load().copy();
-        let retired = t.slots[old.index()].clone();
-        t.live.retain(|&x| x != old);
+        let old = t.find(t.slots[slot.index()].id());
         t.configure(slot);
+        self.table.store(Arc::new(t.copy()));
+        let old = old.map(|i| (i, t.slots[i.index()].clone()));
+        if let Some((_, u)) = &old {
+            u.retire();
+        }
+        old
+    }
+
+    /// The spec an id is being replaced by break-before-make, if it is.
+    pub(crate) fn breaking_of(&self, id: &str) -> Option<crate::config::UpstreamSpec> {
+        self.breaking.locked().get(id).cloned()
+    }
+
+    /// The ids being replaced break-before-make.
+    pub(crate) fn breaking_ids(&self) -> Vec<String> {
+        self.breaking.locked().keys().cloned().collect()
+    }
+
+    /// Records that `spec.id` is being replaced break-before-make.
+    pub(crate) fn begin_breaking(&self, spec: &crate::config::UpstreamSpec) {
+        self.breaking.locked().insert(spec.id.clone(), spec.clone());
+    }
+
+    /// Configures `new`, which replaced its id break-before-make, and
+    /// ends the replacement.
+    pub(crate) fn finish_breaking(&self, new: Arc<Upstream>) {
+        let _writer = self.write.locked();
+        let mut t = self.table.load().copy();
+        let i = t.push(new.clone());
+        t.configure(i);
         self.table.store(Arc::new(t));
-        Some(retired)
+        self.breaking.locked().remove(new.id());
+    }
+
+    /// Upstream `i`, or when a reload replaced it, the one configured under
+    /// its id now.
+    fn current(&self, i: UpstreamIx) -> (UpstreamIx, Arc<Upstream>) {
+        let table = self.table.load();
+        let u = &table[i];
+        match table.find(u.id()) {
+            Some(j) if u.is_retired() => (j, table[j].clone()),
+            _ => (i, u.clone()),
+        }
     }
 
     /// Takes the connections of sessions (`isolation = "per-session"`)
@@ -254,7 +310,8 @@ impl Upstreams {
     /// sampling, elicitation and `roots/list` requests then go to that
     /// client) and waited for up to `startup_timeout`.
     pub(crate) async fn instance(&self, i: UpstreamIx, peer: Option<&Arc<Peer>>) -> Arc<Upstream> {
-        let shared = &self.get(i);
+        let (i, shared) = self.current(i);
+        let shared = &shared;
         if shared.spec().oauth.as_ref().is_some_and(|o| o.per_principal) {
             return self.principal_instance(i, peer.map(|p| &p.principal.identity)).await;
         }
@@ -262,8 +319,9 @@ impl Upstreams {
         let Some(peer) = peer.filter(|_| per_session) else { return shared.clone() };
         let own = {
             let mut own = peer.lock_instances();
-            // A call still running as its session ends: no new process.
-            if peer.gone.load(Ordering::Relaxed) {
+            // A call still running as its session ends, or one that found
+            // an upstream a reload replaced: no new process for it.
+            if peer.gone.load(Ordering::Relaxed) || shared.is_retired() {
                 return shared.clone();
             }
             own.entry(i)
@@ -284,10 +342,14 @@ impl Upstreams {
     /// gateway may act for: it gets a connection that can never hold a
     /// token (`-`), so it fails with `upstream_auth`.
     async fn principal_instance(&self, i: UpstreamIx, principal: Option<&Arc<str>>) -> Arc<Upstream> {
-        let shared = &self.get(i);
+        let (i, shared) = self.current(i);
+        let shared = &shared;
         let principal: Arc<str> = principal.cloned().unwrap_or_else(|| Arc::from("-"));
         let own = {
             let mut map = self.principals.locked();
+            if shared.is_retired() {
+                return shared.clone();
+            }
             map.entry((i, principal.clone()))
                 .or_insert_with(|| {
                     tracing::info!(upstream = %shared.id(), principal = %principal, "Starting the principal's own connection.");

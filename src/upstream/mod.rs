@@ -111,6 +111,8 @@ pub struct Upstream {
     stats: Stats,
     /// Set while the supervisor sees a crash loop.
     crash_loop: AtomicBool,
+    /// Set when a reload replaced or removed it.
+    retired: AtomicBool,
     /// Wakes the health loop on breaker transitions (to probe on time).
     breaker_moved: Notify,
     /// The id as a metric label.
@@ -369,6 +371,7 @@ impl Upstream {
             bulkhead: Bulkhead::new(spec.max_concurrency, spec.max_queue),
             budget: Budget::new(&spec.retry),
             stats: Stats::default(),
+            retired: AtomicBool::new(false),
             crash_loop: AtomicBool::new(false),
             breaker_moved: Notify::new(),
             notes,

@@ -46,6 +46,17 @@ impl Upstream {
         }
     }
 
+    /// Marks it retired: a reload replaced or removed it, so no new
+    /// connection of a session or principal is opened to it.
+    pub fn retire(&self) {
+        self.retired.store(true, std::sync::atomic::Ordering::Release);
+    }
+
+    /// Whether a reload replaced or removed it.
+    pub fn is_retired(&self) -> bool {
+        self.retired.load(std::sync::atomic::Ordering::Acquire)
+    }
+
     /// Calls in flight or waiting for a slot now (a retired upstream
     /// drains until this is zero).
     pub fn busy(&self) -> usize {
