@@ -240,11 +240,11 @@ impl Upstreams {
     /// ends the replacement.
     pub(crate) fn finish_breaking(&self, new: Arc<Upstream>) {
         let _writer = self.write.locked();
+        self.breaking.locked().remove(new.id());
         let mut t = self.table.load().copy();
-        let i = t.push(new.clone());
+        let i = t.push(new);
         t.configure(i);
         self.table.store(Arc::new(t));
-        self.breaking.locked().remove(new.id());
     }
 
     /// Upstream `i`, or when a reload replaced it, the one configured under
