@@ -387,3 +387,37 @@ async fn upstreams_are_added_replaced_and_removed_by_a_reload_without_a_failed_c
 
     gw.stop().await;
 }
+
+/// The issue's case exactly: an HTTP upstream's header takes a secret,
+/// and the server accepts only the rotated value. Rotating it in the
+/// secrets file and reloading replaces the upstream, which then serves.
+#[tokio::test]
+async fn a_rotated_secret_reaches_an_http_upstreams_header() {
+    let web = Fixture::python("http_upstream.py", &["--require-header", "x-upstream-token=rotated-token-2"]).await;
+    let dir = tempfile::Builder::new().prefix("mcpgw-secret").tempdir_in(root().join("target")).unwrap();
+    let secrets = dir.path().join("secrets.env");
+    std::fs::write(&secrets, "UPSTREAM_TOKEN=first-token-1\n").unwrap();
+    let toml = format!(
+        "[gateway]\nsecrets_file = {:?}\nwatch_config = false\n\
+         [upstreams.web]\nurl = {:?}\nheaders = {{ x-upstream-token = \"${{UPSTREAM_TOKEN}}\" }}\n{}",
+        path_str(&secrets),
+        web.url(),
+        raw_stdio("raw", "")
+    );
+    let path = dir.path().join("gateway.toml");
+    std::fs::write(&path, toml).unwrap();
+    let gw = Gateway::start_at(&path, dir).await;
+    gw.wait_ready("raw").await;
+    let refused = gw.wait_upstream("web", |u| u["state"] == "down").await;
+    assert!(refused["down_reason"].to_string().contains("401"), "{refused}");
+
+    std::fs::write(&secrets, "UPSTREAM_TOKEN=rotated-token-2\n").unwrap();
+    let (status, report) = post_reload(&gw, "").await;
+    assert_eq!(status, 200, "{report}");
+    assert_eq!(report["applied"], json!(["secrets", "upstreams.web: replaced (make-before-break)"]), "{report}");
+    gw.wait_ready("web").await;
+    let mut c = gw.client().await;
+    let echoed = c.call("web__echo", json!({"text": "through"})).await;
+    assert!(echoed.get("result").is_some(), "{echoed}");
+    gw.stop().await;
+}
