@@ -337,7 +337,7 @@ impl Metrics {
         );
         r.register(
             "config_reloads",
-            "Config reloads, by outcome (applied, unchanged, refused)",
+            "Config reloads, by outcome (applied, unchanged, needs_restart, refused)",
             Listed(m.config_reloads.clone()),
         );
         r.register_with_unit(

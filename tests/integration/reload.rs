@@ -38,6 +38,16 @@ async fn post_reload(gw: &Gateway, key: &str) -> (u16, Value) {
     (status, serde_json::from_str(&body).unwrap_or(Value::String(body)))
 }
 
+/// `mcp-gateway reload` against `gw`, presenting `key`.
+async fn cli_reload(gw: &Gateway, key: &str) -> std::process::Output {
+    tokio::process::Command::new(gateway_bin())
+        .args(["reload", "--url", &format!("http://{}", gw.addr)])
+        .env("MCP_GATEWAY_API_KEY", key)
+        .output()
+        .await
+        .unwrap()
+}
+
 async fn metrics(gw: &Gateway) -> String {
     gw.http.get(format!("http://{}/metrics", gw.addr)).send().await.unwrap().text().await.unwrap()
 }
@@ -106,24 +116,14 @@ async fn a_reload_applies_policy_to_open_sessions_keeps_upstreams_and_refuses_a_
     assert_eq!(alice.tool_names().await, vec!["raw__sleep".to_owned()], "the old config still serves");
 
     // `mcp-gateway reload` says the same, and exits 1.
-    let out = tokio::process::Command::new(gateway_bin())
-        .args(["reload", "--url", &format!("http://{}", gw.addr)])
-        .env("MCP_GATEWAY_API_KEY", OPS)
-        .output()
-        .await
-        .unwrap();
+    let out = cli_reload(&gw, OPS).await;
     let printed = String::from_utf8_lossy(&out.stdout);
     assert_eq!(out.status.code(), Some(1), "{printed}");
     assert!(printed.contains("reload: refused") && printed.contains("max_sesions"), "{printed}");
 
     // Fixed: applied, and the CLI prints what changed.
     std::fs::write(&path, with_audit(access_config(true, 999))).unwrap();
-    let out = tokio::process::Command::new(gateway_bin())
-        .args(["reload", "--url", &format!("http://{}", gw.addr)])
-        .env("MCP_GATEWAY_API_KEY", OPS)
-        .output()
-        .await
-        .unwrap();
+    let out = cli_reload(&gw, OPS).await;
     let printed = String::from_utf8_lossy(&out.stdout);
     assert!(out.status.success(), "{printed}");
     assert!(printed.contains("reload: applied") && printed.contains("applied: access"), "{printed}");
@@ -144,12 +144,7 @@ async fn a_reload_applies_policy_to_open_sessions_keeps_upstreams_and_refuses_a_
     assert!(report["error"].as_str().unwrap().contains("remove every [[access]] entry"), "{report}");
     std::fs::write(&path, with_audit(access_config(true, 999))).unwrap();
     // A key that may not reload: the CLI says so and fails.
-    let out = tokio::process::Command::new(gateway_bin())
-        .args(["reload", "--url", &format!("http://{}", gw.addr)])
-        .env("MCP_GATEWAY_API_KEY", ALICE)
-        .output()
-        .await
-        .unwrap();
+    let out = cli_reload(&gw, ALICE).await;
     assert_eq!(out.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&out.stderr).contains("403"), "{}", String::from_utf8_lossy(&out.stderr));
 
