@@ -239,6 +239,7 @@ mod tests {
 
     use super::*;
     use crate::config::Config;
+    use crate::routing::tests::{core, down};
 
     fn spec(toml: &str) -> UpstreamSpec {
         let c = Config::from_str(toml, Path::new("/etc/gw/gateway.toml"), &BTreeMap::new()).expect("valid");
@@ -258,5 +259,60 @@ mod tests {
         ] {
             assert!(!same(&a, &spec(other)), "{other}");
         }
+    }
+
+    fn specs(src: &str) -> Vec<UpstreamSpec> {
+        Config::from_str(src, Path::new("gateway.toml"), &BTreeMap::new()).expect("valid").upstreams
+    }
+
+    fn described(core: &Core, steps: &[Step]) -> Vec<String> {
+        let table = core.upstreams.now();
+        steps.iter().map(|s| s.describe(&table)).collect()
+    }
+
+    #[tokio::test]
+    async fn the_plan_adds_removes_and_replaces_against_what_runs() {
+        let core = core(&format!("{}{}{}", down("keep", ""), down("gone", ""), down("swap", "")));
+        let table = core.upstreams.now();
+        let next =
+            specs(&format!("{}{}{}", down("keep", ""), down("swap", "request_timeout = \"5s\""), down("new", "")));
+        let steps = plan(&core, &table, &next).unwrap();
+        assert_eq!(
+            described(&core, &steps),
+            ["upstreams.new: added", "upstreams.swap: replaced (make-before-break)", "upstreams.gone: removed"]
+        );
+        assert!(
+            plan(&core, &table, &specs(&format!("{}{}{}", down("gone", ""), down("keep", ""), down("swap", ""))))
+                .unwrap()
+                .is_empty()
+        );
+    }
+
+    #[tokio::test]
+    async fn a_pending_replacement_goes_on_when_asked_again_and_is_cancelled_when_the_file_goes_back() {
+        let core = core(&down("swap", ""));
+        let changed = specs(&down("swap", "request_timeout = \"5s\""));
+        let pending = core.start_upstream(changed[0].clone());
+        let slot = core.upstreams.add_pending(pending);
+        let table = core.upstreams.now();
+        assert!(plan(&core, &table, &changed).unwrap().is_empty(), "the same again: it goes on");
+        let back = plan(&core, &table, &specs(&down("swap", ""))).unwrap();
+        assert!(matches!(back[..], [Step::Cancel(s)] if s == slot), "{back:?}");
+    }
+
+    #[tokio::test]
+    async fn an_id_being_replaced_break_before_make_may_not_change_or_go_until_it_is_done() {
+        let core = core(&format!("{}{}", down("a", ""), down("bbm", "replace = \"break-before-make\"")));
+        let next = specs(&format!(
+            "{}{}",
+            down("a", ""),
+            down("bbm", "replace = \"break-before-make\"\nrequest_timeout = \"5s\"")
+        ));
+        core.upstreams.begin_breaking(&next[1]);
+        let table = core.upstreams.now();
+        assert!(plan(&core, &table, &next).unwrap().is_empty(), "asking for the same: nothing to do");
+        let other = specs(&format!("{}{}", down("a", ""), down("bbm", "request_timeout = \"9s\"")));
+        assert!(plan(&core, &table, &other).unwrap_err().contains("break-before-make"));
+        assert!(plan(&core, &table, &specs(&down("a", ""))).unwrap_err().contains("`bbm`"), "nor be removed");
     }
 }
