@@ -433,9 +433,10 @@ impl Gateway {
         for t in catalog.tools().iter().filter(|t| !t.hidden) {
             exposed[t.upstream.index()] += 1;
         }
-        // Upstreams a reload removed or replaced first (stopped: their
-        // gauges say so, and a removed id's series do not keep its last
-        // values), then the configured ones, which win for an id in both.
+        // Upstreams a reload removed or replaced first (draining, then
+        // stopped: a removed id's series follow them down rather than keep
+        // their last values), then the configured ones, which win for an
+        // id in both.
         for u in table.every().filter(|u| u.is_retired()) {
             u.export_gauges();
             m.tools_exposed.get_or_create(&UpstreamLabels { upstream: u.label() }).set(0);
@@ -482,7 +483,9 @@ impl Gateway {
             .iter()
             .flat_map(|p| p.lock_instances().drain().map(|(_, u)| u).collect::<Vec<_>>())
             .collect();
-        let principals = core.upstreams.take_principal_connections();
+        let mut principals = core.upstreams.take_principal_connections();
+        // Connections a retirement took and has not stopped yet.
+        principals.extend(core.upstreams.take_retiring());
         let table = core.upstreams.now();
         let all = table.every().chain(&own).chain(&principals);
         futures_util::future::join_all(all.map(|u| u.shutdown())).await;

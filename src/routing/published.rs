@@ -8,6 +8,7 @@ use std::time::Duration;
 use arc_swap::ArcSwap;
 use tokio::sync::watch;
 use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
 
 use super::catalog::Catalog;
 
@@ -74,9 +75,12 @@ impl Published {
 
     /// Waits until the catalog reflects every upstream change up to
     /// `generation`, at most `patience`.
-    pub(crate) async fn wait_built(&self, generation: u64, patience: Duration) {
+    pub(crate) async fn wait_built(&self, generation: u64, patience: Duration, stop: &CancellationToken) {
         let mut built = self.built.subscribe();
-        let _ = tokio::time::timeout(patience, built.wait_for(|b| *b >= generation)).await;
+        tokio::select! {
+            _ = tokio::time::timeout(patience, built.wait_for(|b| *b >= generation)) => {}
+            () = stop.cancelled() => {}
+        }
     }
 
     /// When the gateway started.

@@ -156,13 +156,22 @@ pub(crate) fn apply(core: &Arc<Core>, steps: Vec<Step>) {
                 tracing::info!(upstream = %old.id(), "Replacing an upstream break-before-make: stopping the old one first.");
                 let core = core.clone();
                 tokio::spawn(async move {
+                    // Whatever ends this task (shutdown, a panic), the id
+                    // does not stay "being replaced".
+                    let mut guard = Abandon { core: core.clone(), id: spec.id.clone(), finished: false };
                     retire(core.clone(), i, old).await;
                     if core.shutdown.is_cancelled() {
                         return;
                     }
                     let u = core.start_upstream(spec);
-                    core.upstreams.finish_breaking(u);
+                    core.upstreams.finish_breaking(u.clone());
+                    guard.finished = true;
                     core.changes.bump();
+                    // Shutdown may have taken its list of upstreams just
+                    // before this one was configured.
+                    if core.shutdown.is_cancelled() {
+                        u.shutdown().await;
+                    }
                 });
             }
             Step::Replace(_, spec) => {
@@ -188,7 +197,13 @@ async fn switch_when_ready(core: Arc<Core>, slot: UpstreamIx, new: Arc<Upstream>
         if matches!(*new.state(), State::Ready(_)) {
             break;
         }
-        if tokio::time::Instant::now() >= deadline || core.shutdown.is_cancelled() {
+        if core.shutdown.is_cancelled() {
+            if core.upstreams.cancel_pending(slot) {
+                new.shutdown().await;
+            }
+            return;
+        }
+        if tokio::time::Instant::now() >= deadline {
             if core.upstreams.cancel_pending(slot) {
                 tracing::error!(
                     upstream = %new.id(),
@@ -209,6 +224,22 @@ async fn switch_when_ready(core: Arc<Core>, slot: UpstreamIx, new: Arc<Upstream>
     retire(core, old, retired).await;
 }
 
+/// Removes `id` from the break-before-make replacements in progress when
+/// its task ends without finishing it (shutdown, a panic).
+struct Abandon {
+    core: Arc<Core>,
+    id: String,
+    finished: bool,
+}
+
+impl Drop for Abandon {
+    fn drop(&mut self) {
+        if !self.finished {
+            self.core.upstreams.abandon_breaking(&self.id);
+        }
+    }
+}
+
 /// Lets `old` (in slot `i`, retired: no longer configured) finish its
 /// calls in flight, at most `drain_timeout`, then stops it, with the
 /// connections of sessions and principals that were opened to it. It
@@ -217,7 +248,7 @@ async fn switch_when_ready(core: Arc<Core>, slot: UpstreamIx, new: Arc<Upstream>
 async fn retire(core: Arc<Core>, i: UpstreamIx, old: Arc<Upstream>) {
     core.changes.bump();
     let generation = core.changes.generation();
-    core.published.wait_built(generation, Duration::from_secs(5)).await;
+    core.published.wait_built(generation, Duration::from_secs(5), &core.shutdown).await;
     let own = core.upstreams.take_connections_of(i, &core.sessions.all());
     let drain = core.config().gateway.drain_timeout;
     let deadline = tokio::time::Instant::now() + drain;
@@ -229,6 +260,7 @@ async fn retire(core: Arc<Core>, i: UpstreamIx, old: Arc<Upstream>) {
         tracing::warn!(upstream = %old.id(), in_flight = busy(), "Drain time is over; stopping a retired upstream with calls in flight.");
     }
     futures_util::future::join_all(std::iter::once(&old).chain(&own).map(|u| u.shutdown())).await;
+    core.upstreams.forget_retiring(&own);
     tracing::info!(upstream = %old.id(), "A retired upstream stopped.");
 }
 

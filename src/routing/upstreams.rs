@@ -122,6 +122,9 @@ pub(crate) struct Upstreams {
     principals: Mutex<HashMap<PrincipalKey, Arc<Upstream>>>,
     /// Replacements still starting (make-before-break), by slot.
     pending: Mutex<HashMap<UpstreamIx, Arc<Upstream>>>,
+    /// Connections a retirement took from sessions and principals, until
+    /// they stopped (the gateway's shutdown stops those still here).
+    retiring: Mutex<Vec<Arc<Upstream>>>,
     /// Ids being replaced break-before-make (old one draining, new one
     /// not configured yet), with the spec they are replaced by.
     breaking: Mutex<HashMap<String, crate::config::UpstreamSpec>>,
@@ -145,6 +148,7 @@ impl Upstreams {
             principals: Mutex::default(),
             pending: Mutex::default(),
             breaking: Mutex::default(),
+            retiring: Mutex::default(),
             reload: Mutex::default(),
         }
     }
@@ -211,19 +215,36 @@ impl Upstreams {
         let _writer = self.write.locked();
         self.pending.locked().remove(&slot)?;
         let mut t = self.table.load().copy();
-        let old = t.find(t.slots[slot.index()].id());
-        t.configure(slot);
-        self.table.store(Arc::new(t.copy()));
-        let old = old.map(|i| (i, t.slots[i.index()].clone()));
+        let old = t.find(t.slots[slot.index()].id()).map(|i| (i, t.slots[i.index()].clone()));
+        // Retired before the table says so: no connection of a session or
+        // principal opens to it in between.
         if let Some((_, u)) = &old {
             u.retire();
         }
+        t.configure(slot);
+        self.table.store(Arc::new(t));
         old
     }
 
     /// The spec an id is being replaced by break-before-make, if it is.
     pub(crate) fn breaking_of(&self, id: &str) -> Option<crate::config::UpstreamSpec> {
         self.breaking.locked().get(id).cloned()
+    }
+
+    /// Gives up a break-before-make replacement that will not finish (the
+    /// gateway is shutting down, or its task failed).
+    pub(crate) fn abandon_breaking(&self, id: &str) {
+        self.breaking.locked().remove(id);
+    }
+
+    /// The connections retirements took and have not stopped yet.
+    pub(crate) fn take_retiring(&self) -> Vec<Arc<Upstream>> {
+        std::mem::take(&mut *self.retiring.locked())
+    }
+
+    /// Forgets connections a retirement has stopped.
+    pub(crate) fn forget_retiring(&self, stopped: &[Arc<Upstream>]) {
+        self.retiring.locked().retain(|u| !stopped.iter().any(|s| Arc::ptr_eq(u, s)));
     }
 
     /// The ids being replaced break-before-make.
@@ -239,6 +260,9 @@ impl Upstreams {
     /// Configures `new`, which replaced its id break-before-make, and
     /// ends the replacement.
     pub(crate) fn finish_breaking(&self, new: Arc<Upstream>) {
+        // The reload lock first, as `promote` does: a reload planning now
+        // sees the id either breaking or configured, never neither.
+        let _reload = self.reload.locked();
         let _writer = self.write.locked();
         self.breaking.locked().remove(new.id());
         let mut t = self.table.load().copy();
@@ -266,6 +290,7 @@ impl Upstreams {
         let mut principals = self.principals.locked();
         let keys: Vec<PrincipalKey> = principals.keys().filter(|(u, _)| *u == i).cloned().collect();
         own.extend(keys.iter().filter_map(|k| principals.remove(k)));
+        self.retiring.locked().extend(own.iter().cloned());
         own
     }
 
