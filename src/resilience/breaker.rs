@@ -57,7 +57,8 @@ pub struct Rejected {
 /// One circuit breaker.
 #[derive(Debug)]
 pub struct Breaker {
-    cfg: BreakerSection,
+    /// Its thresholds: a reload may change them, keeping the state.
+    cfg: arc_swap::ArcSwap<BreakerSection>,
     inner: Mutex<Inner>,
 }
 
@@ -93,11 +94,17 @@ pub struct Permit<'a> {
 // === impl Breaker ===
 
 impl Breaker {
+    /// Puts new thresholds in force, keeping the state and the window
+    /// (a reload that changed `[upstreams.<id>.breaker]`).
+    pub fn reconfigure(&self, cfg: BreakerSection) {
+        self.cfg.store(std::sync::Arc::new(cfg));
+    }
+
     /// A closed breaker.
     pub fn new(cfg: BreakerSection) -> Self {
         let window = VecDeque::with_capacity(cfg.window as usize);
         Breaker {
-            cfg,
+            cfg: arc_swap::ArcSwap::from_pointee(cfg),
             inner: Mutex::new(Inner {
                 state: BreakerState::Closed,
                 generation: 0,
@@ -127,7 +134,7 @@ impl Breaker {
         }
         let probe = s.state == BreakerState::HalfOpen;
         if probe {
-            if s.probes_in_flight >= self.cfg.half_open_probes {
+            if s.probes_in_flight >= self.cfg.load().half_open_probes {
                 return (Err(Rejected { retry_in: Duration::ZERO }), transition);
             }
             s.probes_in_flight += 1;
@@ -146,20 +153,23 @@ impl Breaker {
         }
         match s.state {
             BreakerState::Closed => {
-                s.push(failed, self.cfg.window as usize);
+                s.push(failed, self.cfg.load().window as usize);
                 s.consecutive = if failed { s.consecutive + 1 } else { 0 };
                 let len = s.window.len() as u32;
-                let rate_trips =
-                    len >= self.cfg.min_calls && f64::from(s.failures) >= self.cfg.failure_rate * f64::from(len);
-                (failed && (s.consecutive >= self.cfg.consecutive_failures || rate_trips)).then(|| s.open(&self.cfg))
+                let rate_trips = {
+                    let cfg = self.cfg.load();
+                    len >= cfg.min_calls && f64::from(s.failures) >= cfg.failure_rate * f64::from(len)
+                };
+                (failed && (s.consecutive >= self.cfg.load().consecutive_failures || rate_trips))
+                    .then(|| s.open(&self.cfg.load()))
             }
             BreakerState::HalfOpen => {
                 s.probes_in_flight = s.probes_in_flight.saturating_sub(1);
                 if failed {
-                    return Some(s.open(&self.cfg));
+                    return Some(s.open(&self.cfg.load()));
                 }
                 s.probe_successes += 1;
-                (s.probe_successes >= self.cfg.half_open_probes).then(|| {
+                (s.probe_successes >= self.cfg.load().half_open_probes).then(|| {
                     s.trips = 0;
                     s.go(BreakerState::Closed)
                 })

@@ -37,16 +37,16 @@ pub(crate) async fn catalog_loop(core: Arc<Core>, shutdown: CancellationToken) {
         // reflects at least every change up to it.
         let generation = core.changes.generation();
         let table = core.upstreams.now();
-        let states: Vec<_> = table.all().map(|u| (u.state(), u.hidden_tools())).collect();
+        let states: Vec<_> = table.all().map(|u| (u.state(), u.hidden_tools(), u.spec())).collect();
         let sources: Vec<_> = table
             .iter()
             .zip(&states)
-            .filter_map(|((i, u), (s, hidden_tools))| match &**s {
+            .filter_map(|((i, u), (s, hidden_tools, spec))| match &**s {
                 State::Ready(r) => Some(catalog::Source {
                     upstream: i,
                     id: u.id(),
-                    prefix: u.spec().prefix,
-                    filter: &u.spec().tools,
+                    prefix: spec.prefix,
+                    filter: &spec.tools,
                     lists: &r.lists,
                     hidden: u.tools_hidden(),
                     hidden_tools,
@@ -72,7 +72,7 @@ pub(crate) async fn catalog_loop(core: Arc<Core>, shutdown: CancellationToken) {
             announce(&core, &before, &next, &changed);
         }
         core.published.built(generation);
-        for ((i, _), (state, _)) in table.iter().zip(&states) {
+        for ((i, _), (state, _, _)) in table.iter().zip(&states) {
             if let State::Ready(r) = &**state
                 && connections.get(&i) != Some(&r.connection)
             {

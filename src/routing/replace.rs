@@ -49,6 +49,9 @@ pub(crate) enum Step {
     Remove(UpstreamIx),
     /// A configured upstream whose spec changed.
     Replace(UpstreamIx, UpstreamSpec),
+    /// A configured upstream whose settings changed, not what it is: they
+    /// apply in place, keeping its connection and breakers' state.
+    Settings(UpstreamIx, UpstreamSpec),
     /// A replacement still starting that the file no longer asks for (it
     /// went back to what runs).
     Cancel(UpstreamIx),
@@ -65,6 +68,7 @@ impl Step {
                 Replace::BreakBeforeMake => format!("upstreams.{}: replaced (break-before-make)", spec.id),
             },
             Step::Cancel(i) => format!("upstreams.{}: replacement cancelled", table[*i].id()),
+            Step::Settings(_, spec) => format!("upstreams.{}: settings applied in place", spec.id),
         }
     }
 }
@@ -73,6 +77,24 @@ impl Step {
 /// everything but how a reload would replace it.
 fn same(a: &UpstreamSpec, b: &UpstreamSpec) -> bool {
     UpstreamSpec { replace: a.replace, ..b.clone() } == *a
+}
+
+/// Whether `next` differs from `now` only in settings that apply to the
+/// running upstream ([`Upstream::reconfigure`]): not in what it connects
+/// to or how (transport, `env`, `headers`, `shutdown_grace`, OAuth,
+/// isolation), nor in what is sized or built once (the bulkhead, whether
+/// breakers are on and per tool, the retry budget).
+fn in_place(now: &UpstreamSpec, next: &UpstreamSpec) -> bool {
+    now.id == next.id
+        && now.transport == next.transport
+        && now.oauth == next.oauth
+        && now.isolation == next.isolation
+        && now.max_concurrency == next.max_concurrency
+        && now.max_queue == next.max_queue
+        && now.breaker.enabled == next.breaker.enabled
+        && now.breaker.per_tool == next.breaker.per_tool
+        && now.retry.budget_ratio == next.retry.budget_ratio
+        && now.retry.budget_min_per_second == next.retry.budget_min_per_second
 }
 
 /// The steps that take the configured upstreams of `table` to `next`. A
@@ -95,9 +117,10 @@ pub(crate) fn plan(core: &Core, table: &Table, next: &[UpstreamSpec]) -> Result<
             continue;
         };
         match core.upstreams.pending_of(&spec.id) {
-            Some((_, p)) if same(p.spec(), spec) => {}
-            Some((slot, _)) if same(table[i].spec(), spec) => steps.push(Step::Cancel(slot)),
-            _ if same(table[i].spec(), spec) => {}
+            Some((_, p)) if same(&p.spec(), spec) => {}
+            Some((slot, _)) if same(&table[i].spec(), spec) => steps.push(Step::Cancel(slot)),
+            _ if same(&table[i].spec(), spec) => {}
+            _ if in_place(&table[i].spec(), spec) => steps.push(Step::Settings(i, spec.clone())),
             _ => steps.push(Step::Replace(i, spec.clone())),
         }
     }
@@ -125,7 +148,7 @@ pub(crate) fn apply(core: &Arc<Core>, steps: Vec<Step>) {
     for step in steps {
         // A replacement still starting is overtaken by any step on its id.
         let id = match &step {
-            Step::Add(spec) | Step::Replace(_, spec) => spec.id.clone(),
+            Step::Add(spec) | Step::Replace(_, spec) | Step::Settings(_, spec) => spec.id.clone(),
             Step::Remove(i) | Step::Cancel(i) => core.upstreams.get(*i).id().to_owned(),
         };
         if let Some((slot, pending)) = core.upstreams.pending_of(&id)
@@ -136,6 +159,13 @@ pub(crate) fn apply(core: &Arc<Core>, steps: Vec<Step>) {
         }
         match step {
             Step::Cancel(_) => {}
+            Step::Settings(i, spec) => {
+                tracing::info!(upstream = %spec.id, "Applying an upstream's new settings in place.");
+                for u in core.upstreams.connections_of(i, &core.sessions.all()) {
+                    u.reconfigure(spec.clone());
+                }
+                core.upstreams.get(i).reconfigure(spec);
+            }
             Step::Add(spec) => {
                 tracing::info!(upstream = %spec.id, "Starting an upstream the reload added.");
                 let u = core.start_upstream(spec);
@@ -279,6 +309,36 @@ mod tests {
     }
 
     #[test]
+    fn settings_apply_in_place_and_what_it_is_replaces_it() {
+        let now = spec("[upstreams.a]\ncommand = \"a\"\n");
+        for settings in [
+            "request_timeout = \"5s\"",
+            "tools = { deny = [\"x\"] }",
+            "trusted = true",
+            "idempotent_tools = [\"read_*\"]",
+            "retry.attempts = 2",
+            "breaker.cooldown = \"1s\"",
+            "health.interval = \"5s\"",
+            "roots = [\"file:///srv\"]",
+        ] {
+            let next = spec(&format!("[upstreams.a]\ncommand = \"a\"\n{settings}\n"));
+            assert!(!same(&now, &next) && in_place(&now, &next), "{settings}");
+        }
+        for identity in [
+            "args = [\"-v\"]",
+            "env = { A = \"1\" }",
+            "shutdown_grace = \"5s\"",
+            "isolation = \"per-session\"",
+            "max_concurrency = 3",
+            "breaker.enabled = false",
+            "retry.budget_ratio = 0.5",
+        ] {
+            let next = spec(&format!("[upstreams.a]\ncommand = \"a\"\n{identity}\n"));
+            assert!(!in_place(&now, &next), "{identity}");
+        }
+    }
+
+    #[test]
     fn specs_are_the_same_upstream_whatever_replace_says_and_differ_in_anything_else() {
         let a = spec("[upstreams.a]\ncommand = \"a\"\ntools = { allow = [\"x*\"] }\n");
         let bbm =
@@ -311,7 +371,14 @@ mod tests {
         let steps = plan(&core, &table, &next).unwrap();
         assert_eq!(
             described(&core, &steps),
-            ["upstreams.new: added", "upstreams.swap: replaced (make-before-break)", "upstreams.gone: removed"]
+            ["upstreams.new: added", "upstreams.swap: settings applied in place", "upstreams.gone: removed"]
+        );
+        // What it connects to: replaced.
+        let moved = specs(&format!("{}{}", down("keep", "args = [\"-v\"]"), down("swap", "")));
+        let steps = plan(&core, &table, &moved).unwrap();
+        assert_eq!(
+            described(&core, &steps),
+            ["upstreams.keep: replaced (make-before-break)", "upstreams.gone: removed"]
         );
         assert!(
             plan(&core, &table, &specs(&format!("{}{}{}", down("gone", ""), down("keep", ""), down("swap", ""))))

@@ -282,6 +282,14 @@ impl Upstreams {
         }
     }
 
+    /// The connections of sessions and principals open to slot `i` (they
+    /// take new settings with it).
+    pub(crate) fn connections_of(&self, i: UpstreamIx, sessions: &[Arc<Peer>]) -> Vec<Arc<Upstream>> {
+        let mut own: Vec<Arc<Upstream>> = sessions.iter().filter_map(|p| p.lock_instances().get(&i).cloned()).collect();
+        own.extend(self.principals.locked().iter().filter(|((u, _), _)| *u == i).map(|(_, c)| c.clone()));
+        own
+    }
+
     /// Takes the connections of sessions (`isolation = "per-session"`)
     /// and principals (`per_principal`) opened to slot `i`: their next
     /// call opens one to whatever is configured now.

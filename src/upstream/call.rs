@@ -167,14 +167,14 @@ impl Upstream {
         attempts: &mut u32,
     ) -> (Result<Message, CallError>, Option<ErrorClass>) {
         let started = Instant::now();
-        let timeout = req
-            .timeout
-            .or_else(|| req.tool.and_then(|t| self.spec.tool_timeouts.get(t)))
-            .unwrap_or(self.spec.request_timeout);
+        // The settings in force when the call began, for all its attempts.
+        let spec = self.spec();
+        let timeout =
+            req.timeout.or_else(|| req.tool.and_then(|t| spec.tool_timeouts.get(t))).unwrap_or(spec.request_timeout);
         let mut clock = Clock {
             deadline: started + timeout,
             extend: timeout,
-            hard: started + self.spec.max_request_timeout.max(timeout),
+            hard: started + spec.max_request_timeout.max(timeout),
             started,
         };
         let _slot = match self.bulkhead.acquire(clock.deadline).await {
@@ -186,8 +186,8 @@ impl Upstream {
             }
         };
         self.budget.deposit();
-        let tool_breaker = self.tool_breaker(req.tool);
-        let mut delays = Delays::new(&self.spec.retry, true);
+        let tool_breaker = self.tool_breaker(req.tool, &spec);
+        let mut delays = Delays::new(&spec.retry, true);
         let mut attempt = 1u32;
         // The failure that made the last retry, for an attempt refused
         // because the breaker opened meanwhile: the client and the audit
@@ -205,7 +205,7 @@ impl Upstream {
             // relayed as it is when given up on.
             let err = match (&outcome, class) {
                 (Ok(_), Some(ErrorClass::UpstreamInternal)) => {
-                    CallError::new(ErrorClass::UpstreamInternal, Some(&self.spec.id), "answered an error")
+                    CallError::new(ErrorClass::UpstreamInternal, Some(self.id()), "answered an error")
                 }
                 (Ok(_), _) => return (outcome, class),
                 (Err(e), _) => e.clone(),
@@ -217,7 +217,7 @@ impl Upstream {
             }
             // Safety is only asked once an attempt failed: it matches globs.
             let verdict = retry::allowed(&err, self.safety(req)).and_then(|()| {
-                if attempt >= self.spec.retry.attempts {
+                if attempt >= spec.retry.attempts {
                     return Err(NoRetry::Attempts);
                 }
                 let backoff = delays.next().unwrap_or_default();
@@ -229,11 +229,11 @@ impl Upstream {
                 Err(why) => {
                     if why == NoRetry::Budget {
                         self.counters.budget_exhausted.inc();
-                        tracing::warn!(upstream = %self.spec.id, method = req.method, "Retry budget exhausted; not retrying.");
+                        tracing::warn!(upstream = %self.id(), method = req.method, "Retry budget exhausted; not retrying.");
                     }
                     if attempt > 1 || why == NoRetry::Unsafe {
                         tracing::debug!(
-                            upstream = %self.spec.id, method = req.method, class = %err.class,
+                            upstream = %self.id(), method = req.method, class = %err.class,
                             attempts = attempt, reason = why.as_str(), "Not retrying."
                         );
                     }
@@ -241,7 +241,7 @@ impl Upstream {
                 }
             };
             tracing::info!(
-                upstream = %self.spec.id, method = req.method, tool = req.tool.unwrap_or(""),
+                upstream = %self.id(), method = req.method, tool = req.tool.unwrap_or(""),
                 class = %err.class, attempt, wait_ms = wait.as_millis() as u64, "Retrying: {}.", err.message
             );
             before = Some((err.class, err.message.clone()));
@@ -338,9 +338,9 @@ impl Upstream {
         };
         let mut attrs = vec![
             KeyValue::new("mcp.method.name", req.method.to_owned()),
-            KeyValue::new("mcp_gateway.upstream", self.spec.id.clone()),
+            KeyValue::new("mcp_gateway.upstream", self.id().to_owned()),
             KeyValue::new("mcp_gateway.attempt", i64::from(number)),
-            KeyValue::new("network.transport", self.spec.transport.network()),
+            KeyValue::new("network.transport", self.spec.load().transport.network()),
         ];
         if let Some(t) = req.tool {
             attrs.push(KeyValue::new("gen_ai.tool.name", t.to_owned()));
@@ -361,8 +361,8 @@ impl Upstream {
             Ok(p) => Ok(Some(p)),
             Err(r) => {
                 let what = match tool {
-                    Some(t) => format!("tool `{t}` of upstream `{}`", self.spec.id),
-                    None => format!("upstream `{}`", self.spec.id),
+                    Some(t) => format!("tool `{t}` of upstream `{}`", self.id()),
+                    None => format!("upstream `{}`", self.id()),
                 };
                 let when = if r.retry_in.is_zero() {
                     "a probe is in flight".to_owned()
@@ -370,19 +370,19 @@ impl Upstream {
                     format!("next probe in {:.1}s", r.retry_in.as_secs_f64())
                 };
                 let msg = format!("{what} is failing; its circuit breaker is open ({when})");
-                Err(CallError::new(ErrorClass::BreakerOpen, Some(&self.spec.id), msg).not_delivered())
+                Err(CallError::new(ErrorClass::BreakerOpen, Some(self.id()), msg).not_delivered())
             }
         }
     }
 
     /// The tool's own breaker, with `breaker.per_tool`.
-    fn tool_breaker(&self, tool: Option<&str>) -> Option<Arc<Breaker>> {
-        let tool = tool.filter(|_| self.spec.breaker.enabled && self.spec.breaker.per_tool)?;
+    fn tool_breaker(&self, tool: Option<&str>, spec: &crate::config::UpstreamSpec) -> Option<Arc<Breaker>> {
+        let tool = tool.filter(|_| spec.breaker.enabled && spec.breaker.per_tool)?;
         let mut map = self.tool_breakers.locked();
         if let Some(b) = map.get(tool) {
             return Some(b.clone());
         }
-        let b = Arc::new(Breaker::new(self.spec.breaker.clone()));
+        let b = Arc::new(Breaker::new(spec.breaker.clone()));
         map.insert(tool.to_owned(), b.clone());
         Some(b)
     }
@@ -392,14 +392,14 @@ impl Upstream {
     /// the upstream is trusted.
     fn safety(&self, req: &Request<'_>) -> Safety {
         let idempotent_tool = req.tool.is_some_and(|t| {
-            self.spec.idempotent_tools.exposes(t)
-                || (self.spec.trusted && (req.hints.read_only || req.hints.idempotent))
+            self.spec().idempotent_tools.exposes(t)
+                || (self.spec().trusted && (req.hints.read_only || req.hints.idempotent))
         });
         Safety { read_method: is_read_method(req.method), idempotent_tool }
     }
 
     fn bulkhead_error(&self, full: Full, timeout: Duration) -> CallError {
-        let id = &self.spec.id;
+        let id = self.id();
         match full {
             Full::Queue => {
                 let rejected = self.counters.rejected_queue_full.inc() + 1;
@@ -446,8 +446,8 @@ impl Upstream {
                 "in_flight": self.bulkhead.in_flight(),
                 "queued": self.bulkhead.queued(),
                 "rejected": self.counters.rejected_queue_full.get(),
-                "max_concurrency": self.spec.max_concurrency,
-                "max_queue": self.spec.max_queue,
+                "max_concurrency": self.spec().max_concurrency,
+                "max_queue": self.spec().max_queue,
             },
         })
     }

@@ -23,14 +23,22 @@ const HALF_OPEN_RECHECK: Duration = Duration::from_secs(1);
 impl Upstream {
     /// Pings until too many pings in a row failed; returns why.
     pub(super) async fn health_loop(&self, conn: &Connection) -> String {
-        let h = &self.spec.health;
+        let mut h = self.spec().health.clone();
         // With `interval = 0s` there are no periodic pings, but an open
         // breaker is still probed when its cooldown ends.
-        let period = (!h.interval.is_zero()).then_some(h.interval);
+        let period_of = |h: &crate::config::HealthSection| (!h.interval.is_zero()).then_some(h.interval);
+        let mut period = period_of(&h);
         let far = || Instant::now() + Duration::from_secs(86_400 * 365);
         let mut next = period.map_or_else(far, |p| Instant::now() + p);
         let mut failures = 0u32;
         loop {
+            // A reload may have changed the settings in place.
+            let now_h = self.spec().health.clone();
+            if now_h != h {
+                h = now_h;
+                period = period_of(&h);
+                next = period.map_or_else(far, |p| Instant::now() + p);
+            }
             let probe_at = match self.breaker.as_ref().map(|b| (b.state(), b.probe_at())) {
                 Some((BreakerState::Open, Some(at))) => Some(at),
                 Some((BreakerState::HalfOpen, _)) => Some(Instant::now() + HALF_OPEN_RECHECK),
@@ -77,7 +85,7 @@ impl Upstream {
                 None => failures = 0,
                 Some((class, message)) => {
                     failures += 1;
-                    tracing::warn!(upstream = %self.spec.id, class = %class, failures, "Health ping failed: {message}.");
+                    tracing::warn!(upstream = %self.id(), class = %class, failures, "Health ping failed: {message}.");
                     self.record_error(class, format!("health ping: {message}"));
                     if h.failures_to_restart > 0 && failures >= h.failures_to_restart {
                         return format!("{failures} health pings in a row failed (last: {class})");

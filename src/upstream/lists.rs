@@ -28,11 +28,11 @@ impl Upstream {
             // An optional list it does not have (server-postgres has no
             // resource templates): nothing to warn about.
             Err(e) if e.code == crate::protocol::METHOD_NOT_FOUND => {
-                tracing::debug!(upstream = %self.spec.id, "{} is not served (-32601); serving none.", kind.method());
+                tracing::debug!(upstream = %self.id(), "{} is not served (-32601); serving none.", kind.method());
                 Arc::new([])
             }
             Err(e) => {
-                tracing::warn!(upstream = %self.spec.id, class = %e.class, "{} failed; serving none: {}.", kind.method(), e.message);
+                tracing::warn!(upstream = %self.id(), class = %e.class, "{} failed; serving none: {}.", kind.method(), e.message);
                 Arc::new([])
             }
         }
@@ -52,7 +52,7 @@ impl Upstream {
             match self.fetch_list(conn, k).await {
                 Ok(l) => *lists.get_mut(k) = l.into(),
                 Err(e) => {
-                    tracing::warn!(upstream = %self.spec.id, error = %e, "Refreshing {} failed; keeping the old list.", k.method());
+                    tracing::warn!(upstream = %self.id(), error = %e, "Refreshing {} failed; keeping the old list.", k.method());
                 }
             }
         }
@@ -61,7 +61,7 @@ impl Upstream {
 
     /// Hands a notification that concerns no single call to the gateway.
     pub(super) fn pass_on(&self, msg: Message) {
-        tracing::debug!(upstream = %self.spec.id, method = %msg.method(), "Upstream notification.");
+        tracing::debug!(upstream = %self.id(), method = %msg.method(), "Upstream notification.");
         if let Some(isolated) = &self.isolated {
             return isolated.relay.notify(&msg);
         }
@@ -69,7 +69,7 @@ impl Upstream {
         if self.notes.try_send(Note { upstream: self.label.clone(), msg }).is_err() {
             let labels = NotificationLabels { upstream: self.label.clone(), method, outcome: "dropped" };
             self.metrics.notifications.get_or_create(&labels).inc();
-            tracing::debug!(upstream = %self.spec.id, "Dropped an upstream notification: the gateway is behind.");
+            tracing::debug!(upstream = %self.id(), "Dropped an upstream notification: the gateway is behind.");
         }
     }
 
@@ -82,7 +82,7 @@ impl Upstream {
         for _ in 0..1000 {
             let params = cursor.as_ref().map(|c| CheckedBox::from_value(&serde_json::json!({ "cursor": c })));
             let reply =
-                conn.request(method, params.as_ref().map(CheckedBox::checked), self.spec.request_timeout).await?;
+                conn.request(method, params.as_ref().map(CheckedBox::checked), self.spec().request_timeout).await?;
             let Some(result) = reply.result() else {
                 let error = reply.error();
                 let code = error.and_then(|e| e.get("code")).and_then(|c| c.text().parse::<i64>().ok());

@@ -88,7 +88,10 @@ impl Changes {
 /// One upstream server and its supervisor.
 #[derive(Debug)]
 pub struct Upstream {
-    spec: UpstreamSpec,
+    /// What it is and how it behaves: its identity (transport, OAuth,
+    /// isolation) never changes; a reload may swap in new settings
+    /// ([`Upstream::reconfigure`]).
+    spec: ArcSwap<UpstreamSpec>,
     state: ArcSwap<State>,
     settled: AtomicBool,
     /// `settled`, for waiters: a watch never loses a wake-up, and waiting
@@ -300,7 +303,7 @@ impl Upstream {
     /// of the principal like a shared connection does; it stops with
     /// [`Upstream::shutdown`].
     pub fn start_for_principal(&self, principal: Arc<str>) -> Arc<Self> {
-        self.sibling(None, credential(&self.spec, Some(principal), &self.metrics))
+        self.sibling(None, credential(&self.spec(), Some(principal), &self.metrics))
     }
 
     /// Starts a connection of one session's own to the same server (see
@@ -317,7 +320,7 @@ impl Upstream {
     fn sibling(&self, isolated: Option<Isolated>, credential: Option<Arc<crate::oauth::Credential>>) -> Arc<Self> {
         let (notes, _) = mpsc::channel(1);
         Self::build(
-            self.spec.clone(),
+            (*self.spec()).clone(),
             Bounds { max_bytes: self.max_bytes, json: self.json },
             self.redactor.clone(),
             Arc::new(Changes::default()),
@@ -377,7 +380,7 @@ impl Upstream {
             notes,
             isolated,
             credential,
-            spec,
+            spec: ArcSwap::from_pointee(spec),
         });
         tokio::spawn(this.clone().supervise());
         this
@@ -385,7 +388,7 @@ impl Upstream {
 
     /// The upstream's id.
     pub fn id(&self) -> &str {
-        &self.spec.id
+        &self.label
     }
 
     /// The id as a metric label.
@@ -393,9 +396,28 @@ impl Upstream {
         self.label.clone()
     }
 
-    /// Its validated config.
-    pub fn spec(&self) -> &UpstreamSpec {
-        &self.spec
+    /// Its validated config, as in force now (a reload may change its
+    /// settings in place: read it once per use).
+    pub fn spec(&self) -> Arc<UpstreamSpec> {
+        self.spec.load_full()
+    }
+
+    /// Puts `spec`'s settings in force in place (a reload changed only
+    /// what needs no new connection: timeouts, retry, breaker thresholds,
+    /// health, filters, `trusted`, idempotent globs, roots): the
+    /// connection, the breakers' state and the counters are kept. The
+    /// caller has checked that the identity (transport, OAuth, isolation,
+    /// the bulkhead's sizes, whether breakers are on) is the same.
+    pub fn reconfigure(&self, spec: UpstreamSpec) {
+        if let Some(b) = &self.breaker {
+            b.reconfigure(spec.breaker.clone());
+        }
+        for b in self.tool_breakers.lock().unwrap_or_else(|e| e.into_inner()).values() {
+            b.reconfigure(spec.breaker.clone());
+        }
+        self.spec.store(Arc::new(spec));
+        // The health loop picks up a new interval now.
+        self.breaker_moved.notify_one();
     }
 
     /// A snapshot of its state.
@@ -410,7 +432,7 @@ impl Upstream {
 
     /// The error for a call that arrives while the upstream is not ready.
     pub fn unavailable(&self, state: &State) -> CallError {
-        let id = &self.spec.id;
+        let id = self.id();
         let now = Instant::now();
         let msg = match state {
             State::Starting { since } => format!(
@@ -473,14 +495,14 @@ impl Upstream {
         let cause = cause.map_or("-", ErrorClass::as_str);
         match t.to {
             BreakerState::Open => tracing::warn!(
-                upstream = %self.spec.id, from = t.from.as_str(), cause, opened_total = self.breaker_opened_total(),
+                upstream = %self.id(), from = t.from.as_str(), cause, opened_total = self.breaker_opened_total(),
                 "{whose} opened after a {cause} failure: calls fail fast and the tools are hidden until a probe succeeds."
             ),
             BreakerState::HalfOpen => {
-                tracing::info!(upstream = %self.spec.id, "{whose} half-open: probing.");
+                tracing::info!(upstream = %self.id(), "{whose} half-open: probing.");
             }
             BreakerState::Closed => {
-                tracing::info!(upstream = %self.spec.id, "{whose} closed: the tools are back.");
+                tracing::info!(upstream = %self.id(), "{whose} closed: the tools are back.");
             }
         }
         self.stats.breaker_transitions.fetch_add(1, Ordering::Relaxed);
@@ -524,7 +546,7 @@ impl Upstream {
     }
 
     fn error(&self, class: ErrorClass, what: impl std::fmt::Display) -> CallError {
-        CallError::new(class, Some(&self.spec.id), format!("upstream `{}` {what}", self.spec.id))
+        CallError::new(class, Some(self.id()), format!("upstream `{}` {what}", self.id()))
     }
 }
 

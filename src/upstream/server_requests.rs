@@ -25,7 +25,7 @@ impl Upstream {
                 responder.send(body);
             }
             ("roots/list", _) => {
-                let roots: Vec<_> = self.spec.roots.iter().map(|r| serde_json::json!({ "uri": r })).collect();
+                let roots: Vec<_> = self.spec().roots.iter().map(|r| serde_json::json!({ "uri": r })).collect();
                 let result = serde_json::value::to_raw_value(&serde_json::json!({ "roots": roots })).expect("valid");
                 let body = encode::result(&responder.id, &result);
                 responder.send(body);
@@ -33,7 +33,7 @@ impl Upstream {
             ("sampling/createMessage" | "elicitation/create", Some(relay)) => relay.request(m, responder),
             (other, _) => {
                 let other = crate::protocol::echo(other);
-                tracing::warn!(upstream = %self.spec.id, method = %other, "Refused a request from the upstream that no client call can be tied to.");
+                tracing::warn!(upstream = %self.id(), method = %other, "Refused a request from the upstream that no client call can be tied to.");
                 responder.error(crate::protocol::METHOD_NOT_FOUND, &format!("Method not found: {other}"));
             }
         }
@@ -48,7 +48,7 @@ impl Upstream {
             return isolated.capabilities.clone();
         }
         let mut caps = serde_json::Map::new();
-        if self.spec.isolation == crate::config::Isolation::PerSession {
+        if self.spec().isolation == crate::config::Isolation::PerSession {
             // The catalog connection of a per-session upstream: it declares
             // all a session's own connection may, so servers that list tools
             // by capability (server-everything) list them all. Calls never
@@ -58,10 +58,10 @@ impl Upstream {
             caps.insert("elicitation".into(), serde_json::json!({ "form": {}, "url": {} }));
             return serde_json::value::to_raw_value(&caps).expect("valid");
         }
-        if !self.spec.roots.is_empty() {
+        if !self.spec().roots.is_empty() {
             caps.insert("roots".into(), serde_json::json!({}));
         }
-        if matches!(self.spec.transport, TransportSpec::Http { .. }) {
+        if matches!(self.spec().transport, TransportSpec::Http { .. }) {
             caps.insert("sampling".into(), serde_json::json!({}));
             caps.insert("elicitation".into(), serde_json::json!({ "form": {}, "url": {} }));
         }

@@ -68,8 +68,8 @@ impl Upstream {
         let state = self.state();
         let now = Instant::now();
         let mut v = serde_json::json!({
-            "id": self.spec.id,
-            "transport": match self.spec.transport {
+            "id": self.spec().id,
+            "transport": match self.spec().transport {
                 TransportSpec::Stdio { .. } => "stdio",
                 TransportSpec::Http { .. } => "http",
                 TransportSpec::Sse { .. } => "sse",

@@ -6,16 +6,16 @@ use super::*;
 
 impl Upstream {
     pub(super) async fn supervise(self: Arc<Self>) {
-        let max = self.spec.restart_max_delay.max(RESTART_MIN);
+        let max = self.spec().restart_max_delay.max(RESTART_MIN);
         let mut backoff = Backoff::try_new(RESTART_MIN, max).expect("the config checks restart_max_delay");
-        let network = self.spec.transport.network() == "tcp";
+        let network = self.spec().transport.network() == "tcp";
         // Failed starts and short lives in a row.
         let mut short_runs = 0u32;
         let mut connection = 0u64;
         loop {
             self.set(State::Starting { since: Instant::now() });
             let (tx, rx) = mpsc::channel(64);
-            let inbox = Inbox::new(Arc::from(self.spec.id.as_str()), tx, self.json, &self.metrics);
+            let inbox = Inbox::new(Arc::from(self.spec().id.as_str()), tx, self.json, &self.metrics);
             let outcome = tokio::select! {
                 o = self.connect(&inbox) => o,
                 () = self.shutdown.cancelled() => break,
@@ -28,7 +28,7 @@ impl Upstream {
                     if self.shutdown.is_cancelled() {
                         break;
                     }
-                    if since.elapsed() >= self.spec.stable_after {
+                    if since.elapsed() >= self.spec().stable_after {
                         // Stable (`serve` cleared a crash loop already).
                         backoff.reset();
                         short_runs = 0;
@@ -39,7 +39,7 @@ impl Upstream {
                 }
                 Err(e) => {
                     // The status names the upstream already.
-                    let prefix = format!("upstream `{}` ", self.spec.id);
+                    let prefix = format!("upstream `{}` ", self.id());
                     let reason = e.message.strip_prefix(&prefix).unwrap_or(&e.message);
                     // Waiting for a login is not a crash loop, and neither is
                     // a server that cannot be reached (not up yet, or away):
@@ -53,16 +53,16 @@ impl Upstream {
             let delay = backoff.next_delay();
             if short_runs >= CRASH_LOOP && !self.crash_loop.swap(true, Ordering::Relaxed) {
                 tracing::error!(
-                    upstream = %self.spec.id, failures = short_runs, retry_in_ms = delay.as_millis() as u64,
+                    upstream = %self.id(), failures = short_runs, retry_in_ms = delay.as_millis() as u64,
                     "Upstream is crash-looping; restart delays keep growing (up to {}s).", max.as_secs_f64()
                 );
             }
             let unreachable =
                 network && matches!(&*self.state(), State::Starting { .. }) && class == ErrorClass::Transport;
             if unreachable {
-                tracing::warn!(upstream = %self.spec.id, retry_in_ms = delay.as_millis() as u64, "Upstream is unreachable: {reason}.");
+                tracing::warn!(upstream = %self.id(), retry_in_ms = delay.as_millis() as u64, "Upstream is unreachable: {reason}.");
             } else {
-                tracing::warn!(upstream = %self.spec.id, class = %class, retry_in_ms = delay.as_millis() as u64, "Upstream is down: {reason}.");
+                tracing::warn!(upstream = %self.id(), class = %class, retry_in_ms = delay.as_millis() as u64, "Upstream is down: {reason}.");
             }
             self.record_error(class, reason.clone());
             self.set(State::Down { reason, class, retry_at: Instant::now() + delay });
@@ -77,7 +77,7 @@ impl Upstream {
             tokio::select! {
                 () = tokio::time::sleep(delay) => {}
                 () = login => {
-                    tracing::info!(upstream = %self.spec.id, "The token file changed; starting again now.");
+                    tracing::info!(upstream = %self.id(), "The token file changed; starting again now.");
                 }
                 () = self.shutdown.cancelled() => break,
             }
@@ -90,7 +90,7 @@ impl Upstream {
     /// deadline. On failure the half-open transport is shut down properly.
     pub(super) async fn connect(&self, inbox: &Arc<Inbox>) -> Result<(Arc<Connection>, Negotiated), CallError> {
         let started = Instant::now();
-        let deadline = self.spec.startup_timeout;
+        let deadline = self.spec().startup_timeout;
         let observe = |outcome| {
             self.metrics
                 .initialize_duration
@@ -114,7 +114,7 @@ impl Upstream {
             Ok(n) => {
                 conn.link.start_listening(inbox).await;
                 tracing::info!(
-                    upstream = %self.spec.id,
+                    upstream = %self.id(),
                     protocol_version = %n.version,
                     elapsed_ms = started.elapsed().as_millis() as u64,
                     "Upstream initialized."
@@ -126,7 +126,7 @@ impl Upstream {
                 if e.class == ErrorClass::Timeout {
                     e.message = format!(
                         "upstream `{}` did not answer initialize within {}s",
-                        self.spec.id,
+                        self.spec().id,
                         deadline.as_secs_f64()
                     );
                 }
@@ -136,7 +136,7 @@ impl Upstream {
     }
 
     pub(super) async fn open_link(&self, inbox: &Arc<Inbox>) -> Result<Link, OpenError> {
-        match &self.spec.transport {
+        match &self.spec().transport {
             TransportSpec::Stdio { command, args, env, cwd, shutdown_grace } => {
                 let launch = stdio::Launch {
                     command,
@@ -207,7 +207,7 @@ impl Upstream {
         tokio::pin!(health);
         // Up `stable_after`: a crash loop is over, while it stays up (not
         // only when this connection ends).
-        let stable = tokio::time::sleep(self.spec.stable_after);
+        let stable = tokio::time::sleep(self.spec().stable_after);
         tokio::pin!(stable);
         let mut stable_seen = false;
         loop {
@@ -216,13 +216,13 @@ impl Upstream {
                     stable_seen = true;
                     if self.crash_loop.swap(false, Ordering::Relaxed) {
                         tracing::info!(
-                            upstream = %self.spec.id, stable_s = self.spec.stable_after.as_secs_f64(),
+                            upstream = %self.id(), stable_s = self.spec().stable_after.as_secs_f64(),
                             "Upstream left its crash loop: up and stable."
                         );
                     }
                 }
                 reason = &mut health => {
-                    tracing::warn!(upstream = %self.spec.id, "Giving up the connection: {reason}.");
+                    tracing::warn!(upstream = %self.id(), "Giving up the connection: {reason}.");
                     inbox.close(reason.clone());
                     conn.link.shutdown().await;
                     return (reason, ErrorClass::Transport);

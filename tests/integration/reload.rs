@@ -416,3 +416,33 @@ async fn a_rotated_secret_reaches_an_http_upstreams_header() {
     assert!(echoed.get("result").is_some(), "{echoed}");
     gw.stop().await;
 }
+
+/// A timeout and a tool filter are settings, not what the upstream is: a
+/// reload applies them to the running upstream, which keeps its process
+/// and its counters.
+#[tokio::test]
+async fn settings_apply_in_place_keeping_the_process_and_its_counters() {
+    let config = |extra: &str| format!("[gateway]\nwatch_config = false\n{}", raw_stdio("tuned", extra));
+    let (dir, path) = write_config(&config("request_timeout = \"30s\""));
+    let gw = Gateway::start_at(&path, dir).await;
+    gw.wait_ready("tuned").await;
+    let mut c = gw.client().await;
+    let mut stream = SseReader::open(&c).await;
+    let pid = text(&c.call("tuned__pid", json!({})).await);
+    let slow = c.call("tuned__sleep", json!({"ms": 1500, "tag": "before"})).await;
+    assert_eq!(text(&slow), "before", "{slow}");
+    let calls_before = gw.upstream("tuned").await["calls"].as_u64().unwrap();
+
+    std::fs::write(&path, config("request_timeout = \"500ms\"\ntools = { deny = [\"crash\"] }")).unwrap();
+    let (status, report) = post_reload(&gw, "").await;
+    assert_eq!(status, 200, "{report}");
+    assert_eq!(report["applied"], json!(["upstreams.tuned: settings applied in place"]), "{report}");
+    stream.until(|m| m["method"] == "notifications/tools/list_changed").await;
+    assert!(!c.tool_names().await.iter().any(|n| n == "tuned__crash"), "the new filter is in force");
+    let slow = c.call("tuned__sleep", json!({"ms": 1500, "tag": "after"})).await;
+    assert_eq!(slow["error"]["data"]["class"], "timeout", "the new timeout is in force: {slow}");
+    assert_eq!(text(&c.call("tuned__pid", json!({})).await), pid, "the same process");
+    let calls_after = gw.upstream("tuned").await["calls"].as_u64().unwrap();
+    assert!(calls_after > calls_before, "its counters were kept: {calls_before} then {calls_after}");
+    gw.stop().await;
+}
