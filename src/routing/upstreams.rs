@@ -365,7 +365,8 @@ impl Upstreams {
                 })
                 .clone()
         };
-        own.wait_settled(tokio::time::Instant::now() + shared.spec().startup_timeout).await;
+        let deadline = tokio::time::Instant::now() + shared.spec().startup_timeout;
+        own.wait_settled(deadline).await;
         own
     }
 
@@ -390,7 +391,8 @@ impl Upstreams {
                 })
                 .clone()
         };
-        own.wait_settled(tokio::time::Instant::now() + shared.spec().startup_timeout).await;
+        let deadline = tokio::time::Instant::now() + shared.spec().startup_timeout;
+        own.wait_settled(deadline).await;
         own
     }
 

@@ -168,7 +168,7 @@ impl Upstream {
     ) -> (Result<Message, CallError>, Option<ErrorClass>) {
         let started = Instant::now();
         // The settings in force when the call began, for all its attempts.
-        let spec = self.spec();
+        let spec = self.spec_full();
         let timeout =
             req.timeout.or_else(|| req.tool.and_then(|t| spec.tool_timeouts.get(t))).unwrap_or(spec.request_timeout);
         let mut clock = Clock {

@@ -81,8 +81,8 @@ impl Upstream {
         let mut cursor: Option<String> = None;
         for _ in 0..1000 {
             let params = cursor.as_ref().map(|c| CheckedBox::from_value(&serde_json::json!({ "cursor": c })));
-            let reply =
-                conn.request(method, params.as_ref().map(CheckedBox::checked), self.spec().request_timeout).await?;
+            let timeout = self.spec().request_timeout;
+            let reply = conn.request(method, params.as_ref().map(CheckedBox::checked), timeout).await?;
             let Some(result) = reply.result() else {
                 let error = reply.error();
                 let code = error.and_then(|e| e.get("code")).and_then(|c| c.text().parse::<i64>().ok());

@@ -320,7 +320,7 @@ impl Upstream {
     fn sibling(&self, isolated: Option<Isolated>, credential: Option<Arc<crate::oauth::Credential>>) -> Arc<Self> {
         let (notes, _) = mpsc::channel(1);
         Self::build(
-            (*self.spec()).clone(),
+            (**self.spec()).clone(),
             Bounds { max_bytes: self.max_bytes, json: self.json },
             self.redactor.clone(),
             Arc::new(Changes::default()),
@@ -397,8 +397,14 @@ impl Upstream {
     }
 
     /// Its validated config, as in force now (a reload may change its
-    /// settings in place: read it once per use).
-    pub fn spec(&self) -> Arc<UpstreamSpec> {
+    /// settings in place): for a short read, never held across an
+    /// `.await` ([`Upstream::spec_full`] for that).
+    pub fn spec(&self) -> arc_swap::Guard<Arc<UpstreamSpec>> {
+        self.spec.load()
+    }
+
+    /// [`Upstream::spec`], to keep.
+    pub fn spec_full(&self) -> Arc<UpstreamSpec> {
         self.spec.load_full()
     }
 

@@ -6,7 +6,7 @@ use super::*;
 
 impl Upstream {
     pub(super) async fn supervise(self: Arc<Self>) {
-        let max = self.spec().restart_max_delay.max(RESTART_MIN);
+        let mut max = self.spec().restart_max_delay.max(RESTART_MIN);
         let mut backoff = Backoff::try_new(RESTART_MIN, max).expect("the config checks restart_max_delay");
         let network = self.spec().transport.network() == "tcp";
         // Failed starts and short lives in a row.
@@ -50,6 +50,12 @@ impl Upstream {
                     (reason.strip_prefix("is ").unwrap_or(reason).to_owned(), e.class)
                 }
             };
+            // A reload may have changed the longest delay in place.
+            let want = self.spec().restart_max_delay.max(RESTART_MIN);
+            if want != max {
+                max = want;
+                backoff = Backoff::try_new(RESTART_MIN, max).expect("the config checks restart_max_delay");
+            }
             let delay = backoff.next_delay();
             if short_runs >= CRASH_LOOP && !self.crash_loop.swap(true, Ordering::Relaxed) {
                 tracing::error!(
@@ -136,7 +142,8 @@ impl Upstream {
     }
 
     pub(super) async fn open_link(&self, inbox: &Arc<Inbox>) -> Result<Link, OpenError> {
-        match &self.spec().transport {
+        let spec = self.spec_full();
+        match &spec.transport {
             TransportSpec::Stdio { command, args, env, cwd, shutdown_grace } => {
                 let launch = stdio::Launch {
                     command,

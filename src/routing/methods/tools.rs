@@ -55,7 +55,7 @@ pub(crate) async fn call(core: &Core, rq: &Rq<'_>, out: &mut Outcome) -> Result<
     };
     let ident = crate::security::Ident { key: &key, bare: bare.then_some(&*original) };
     let upstream = core.upstreams.get(i);
-    let spec = upstream.spec();
+    let spec = upstream.spec_full();
     let local = match &spec.transport {
         crate::config::TransportSpec::Stdio { cwd, .. } => Some(cwd.as_path()),
         _ => None,
