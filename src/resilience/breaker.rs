@@ -242,8 +242,11 @@ impl Inner {
     }
 
     fn push(&mut self, failed: bool, cap: usize) {
-        if self.window.len() == cap && self.window.pop_front() == Some(true) {
-            self.failures -= 1;
+        // `while`: a reload may have made the window smaller than it is.
+        while self.window.len() >= cap.max(1) {
+            if self.window.pop_front() == Some(true) {
+                self.failures -= 1;
+            }
         }
         self.window.push_back(failed);
         self.failures += u32::from(failed);

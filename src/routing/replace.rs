@@ -89,6 +89,8 @@ fn in_place(now: &UpstreamSpec, next: &UpstreamSpec) -> bool {
         && now.transport == next.transport
         && now.oauth == next.oauth
         && now.isolation == next.isolation
+        // Declared to the upstream at `initialize` (the `roots` capability).
+        && now.roots == next.roots
         && now.max_concurrency == next.max_concurrency
         && now.max_queue == next.max_queue
         && now.breaker.enabled == next.breaker.enabled
@@ -161,10 +163,12 @@ pub(crate) fn apply(core: &Arc<Core>, steps: Vec<Step>) {
             Step::Cancel(_) => {}
             Step::Settings(i, spec) => {
                 tracing::info!(upstream = %spec.id, "Applying an upstream's new settings in place.");
+                // The shared one first: a session's or principal's own
+                // connection opened from now on copies its new spec.
+                core.upstreams.get(i).reconfigure(spec.clone());
                 for u in core.upstreams.connections_of(i, &core.sessions.all()) {
                     u.reconfigure(spec.clone());
                 }
-                core.upstreams.get(i).reconfigure(spec);
             }
             Step::Add(spec) => {
                 tracing::info!(upstream = %spec.id, "Starting an upstream the reload added.");
@@ -319,7 +323,6 @@ mod tests {
             "retry.attempts = 2",
             "breaker.cooldown = \"1s\"",
             "health.interval = \"5s\"",
-            "roots = [\"file:///srv\"]",
         ] {
             let next = spec(&format!("[upstreams.a]\ncommand = \"a\"\n{settings}\n"));
             assert!(!same(&now, &next) && in_place(&now, &next), "{settings}");
@@ -332,6 +335,7 @@ mod tests {
             "max_concurrency = 3",
             "breaker.enabled = false",
             "retry.budget_ratio = 0.5",
+            "roots = [\"file:///srv\"]",
         ] {
             let next = spec(&format!("[upstreams.a]\ncommand = \"a\"\n{identity}\n"));
             assert!(!in_place(&now, &next), "{identity}");

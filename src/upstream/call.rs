@@ -382,7 +382,9 @@ impl Upstream {
         if let Some(b) = map.get(tool) {
             return Some(b.clone());
         }
-        let b = Arc::new(Breaker::new(spec.breaker.clone()));
+        // From the spec in force now, under the map's lock (a reload that
+        // changed the thresholds updates the map under it too).
+        let b = Arc::new(Breaker::new(self.spec().breaker.clone()));
         map.insert(tool.to_owned(), b.clone());
         Some(b)
     }

@@ -410,18 +410,22 @@ impl Upstream {
 
     /// Puts `spec`'s settings in force in place (a reload changed only
     /// what needs no new connection: timeouts, retry, breaker thresholds,
-    /// health, filters, `trusted`, idempotent globs, roots): the
+    /// health, filters, `trusted`, idempotent globs, start-up timings): the
     /// connection, the breakers' state and the counters are kept. The
     /// caller has checked that the identity (transport, OAuth, isolation,
     /// the bulkhead's sizes, whether breakers are on) is the same.
     pub fn reconfigure(&self, spec: UpstreamSpec) {
+        let breaker = spec.breaker.clone();
+        // The spec first: a tool breaker made from now on takes the new
+        // thresholds (it is made under the map's lock, from the spec in
+        // force), and those made before are updated under that lock.
+        self.spec.store(Arc::new(spec));
         if let Some(b) = &self.breaker {
-            b.reconfigure(spec.breaker.clone());
+            b.reconfigure(breaker.clone());
         }
         for b in self.tool_breakers.lock().unwrap_or_else(|e| e.into_inner()).values() {
-            b.reconfigure(spec.breaker.clone());
+            b.reconfigure(breaker.clone());
         }
-        self.spec.store(Arc::new(spec));
         // The health loop picks up a new interval now.
         self.breaker_moved.notify_one();
     }

@@ -163,3 +163,23 @@ async fn stale_outcomes_are_ignored() {
     assert_eq!(b.state(), BreakerState::HalfOpen);
     drop(probe);
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_reload_changes_the_thresholds_keeping_the_state_and_a_smaller_window_forgets_the_oldest() {
+    let b = Breaker::new(BreakerSection { consecutive_failures: 100, window: 10, min_calls: 4, ..cfg() });
+    // F F S S S S S S: 2/8 failures, under 50 %.
+    for o in [FAIL, FAIL, OK, OK, OK, OK, OK, OK] {
+        assert_eq!(call(&b, o), Ok(None));
+    }
+    // A window of 4 keeps the newest 3 and this one: the two early
+    // failures are gone, so one failure is 1/4, not 3/9.
+    b.reconfigure(BreakerSection { consecutive_failures: 100, window: 4, min_calls: 4, ..cfg() });
+    assert_eq!(call(&b, FAIL), Ok(None));
+    assert_eq!(b.state(), BreakerState::Closed);
+    assert_eq!(b.inner.lock().unwrap().window.len(), 4, "bounded by the new window");
+    assert_eq!(call(&b, FAIL).unwrap().map(|t| t.to), Some(BreakerState::Open), "2/4 under the new window");
+    // The state was kept: it is open, and a lower consecutive threshold
+    // does not close it.
+    b.reconfigure(cfg());
+    assert_eq!(b.state(), BreakerState::Open);
+}
