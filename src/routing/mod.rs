@@ -154,13 +154,15 @@ impl Gateway {
     ) -> Client {
         let core = &self.core;
         let caps = init.and_then(|p| p.get("capabilities"));
-        let grants = core.gate.grants_of(&principal);
         let metrics = core.telemetry.metrics.clone();
-        let redactor = (**core.mask()).clone();
-        let peer = core.sessions.register(|id| Peer::new(id, out, caps, metrics, principal, grants, redactor));
-        // A reload that ran between the grants above and the registration
-        // did not see this session: take the policy in force again, now
-        // that any later reload will.
+        // Registered with no grants, then given the policy in force: a
+        // reload from now on sees the session, and one that ran before is
+        // already in force (policy taken before registering could be
+        // replaced by a reload that did not see this session yet). No
+        // request of the session comes before `connect` returns.
+        let peer = core.sessions.register(|id| {
+            Peer::new(id, out, caps, metrics, principal, crate::security::access::Grants::none(), Default::default())
+        });
         peer.reconfigure(core.gate.grants_of(&peer.principal), (**core.mask()).clone());
         Client { gateway: self.clone(), peer }
     }

@@ -35,22 +35,34 @@ use crate::security::access::{Grants, Kind};
 use crate::security::auth::{Principal, Via};
 use crate::upstream::ListKind;
 
-/// The `[gateway]` keys a reload puts in force at once: each is read from
-/// the config in force when it is used. The others keep their value until
-/// a restart.
-pub const APPLIED_GATEWAY_KEYS: &[&str] = &[
-    "max_message_bytes",
-    "max_json_depth",
-    "max_tool_name_length",
-    "page_size",
-    "max_client_capabilities_bytes",
-    "list_secret_names",
-    "secrets_file",
-    "allowed_hosts",
-    "allowed_origins",
-    "response_mode",
-    "session_idle_timeout",
-];
+/// Names the `[gateway]` keys a reload puts in force at once (each is
+/// read from the config in force when it is used) once, for both the list
+/// and the copy; the others keep their value until a restart.
+macro_rules! applied_gateway_keys {
+    ($($k:ident),* $(,)?) => {
+        /// The `[gateway]` keys a reload puts in force at once.
+        pub const APPLIED_GATEWAY_KEYS: &[&str] = &[$(stringify!($k)),*];
+
+        /// Copies the keys a reload puts in force from `from` into `into`.
+        fn take_applied(into: &mut crate::config::GatewaySection, from: &crate::config::GatewaySection) {
+            $(into.$k = from.$k.clone();)*
+        }
+    };
+}
+
+applied_gateway_keys!(
+    max_message_bytes,
+    max_json_depth,
+    max_tool_name_length,
+    page_size,
+    max_client_capabilities_bytes,
+    list_secret_names,
+    secrets_file,
+    allowed_hosts,
+    allowed_origins,
+    response_mode,
+    session_idle_timeout,
+);
 
 /// A part of the gateway outside routing that holds its own view of the
 /// config (the HTTP front end's authenticator): it prepares its share of
@@ -175,26 +187,11 @@ fn diff(now: &Config, mut next: Config) -> (Vec<String>, Vec<String>, Config) {
             false => restart.push(format!("gateway.{key}")),
         }
     }
-    // Put back what keeps running, field by field, so that the config in
-    // force says what really runs.
-    let applied_gateway = next.gateway.clone();
-    next.gateway = now.gateway.clone();
-    macro_rules! take {
-        ($($k:ident),*) => { $(next.gateway.$k = applied_gateway.$k;)* };
-    }
-    take!(
-        max_message_bytes,
-        max_json_depth,
-        max_tool_name_length,
-        page_size,
-        max_client_capabilities_bytes,
-        list_secret_names,
-        secrets_file,
-        allowed_hosts,
-        allowed_origins,
-        response_mode,
-        session_idle_timeout
-    );
+    // What runs keeps the rest, so that the config in force says what
+    // really runs.
+    let mut kept = now.gateway.clone();
+    take_applied(&mut kept, &next.gateway);
+    next.gateway = kept;
     let mut section = |name: &str, changed: bool, at_once: bool| {
         if changed {
             if at_once { applied.push(name.to_owned()) } else { restart.push(name.to_owned()) }

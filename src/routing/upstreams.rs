@@ -271,14 +271,16 @@ impl Upstreams {
         self.table.store(Arc::new(t));
     }
 
-    /// Upstream `i`, or when a reload replaced it, the one configured under
-    /// its id now.
-    fn current(&self, i: UpstreamIx) -> (UpstreamIx, Arc<Upstream>) {
+    /// `u` (upstream `i`), or when a reload replaced it, the one
+    /// configured under its id now (the table is read only then).
+    fn current(&self, i: UpstreamIx, u: Arc<Upstream>) -> (UpstreamIx, Arc<Upstream>) {
+        if !u.is_retired() {
+            return (i, u);
+        }
         let table = self.table.load();
-        let u = &table[i];
         match table.find(u.id()) {
-            Some(j) if u.is_retired() => (j, table[j].clone()),
-            _ => (i, u.clone()),
+            Some(j) => (j, table[j].clone()),
+            None => (i, u),
         }
     }
 
@@ -343,10 +345,21 @@ impl Upstreams {
     /// sampling, elicitation and `roots/list` requests then go to that
     /// client) and waited for up to `startup_timeout`.
     pub(crate) async fn instance(&self, i: UpstreamIx, peer: Option<&Arc<Peer>>) -> Arc<Upstream> {
-        let (i, shared) = self.current(i);
+        self.instance_of(i, self.get(i), peer).await
+    }
+
+    /// [`Upstreams::instance`] of `shared` (upstream `i`), which the caller
+    /// has already looked up.
+    pub(crate) async fn instance_of(
+        &self,
+        i: UpstreamIx,
+        shared: Arc<Upstream>,
+        peer: Option<&Arc<Peer>>,
+    ) -> Arc<Upstream> {
+        let (i, shared) = self.current(i, shared);
         let shared = &shared;
         if shared.spec().oauth.as_ref().is_some_and(|o| o.per_principal) {
-            return self.principal_instance(i, peer.map(|p| &p.principal.identity)).await;
+            return self.principal_instance(i, shared, peer.map(|p| &p.principal.identity)).await;
         }
         let per_session = shared.spec().isolation == Isolation::PerSession;
         let Some(peer) = peer.filter(|_| per_session) else { return shared.clone() };
@@ -375,9 +388,12 @@ impl Upstreams {
     /// first call. A request without a session has no principal the
     /// gateway may act for: it gets a connection that can never hold a
     /// token (`-`), so it fails with `upstream_auth`.
-    async fn principal_instance(&self, i: UpstreamIx, principal: Option<&Arc<str>>) -> Arc<Upstream> {
-        let (i, shared) = self.current(i);
-        let shared = &shared;
+    async fn principal_instance(
+        &self,
+        i: UpstreamIx,
+        shared: &Arc<Upstream>,
+        principal: Option<&Arc<str>>,
+    ) -> Arc<Upstream> {
         let principal: Arc<str> = principal.cloned().unwrap_or_else(|| Arc::from("-"));
         let own = {
             let mut map = self.principals.locked();

@@ -80,7 +80,7 @@ pub(crate) async fn call(core: &Core, rq: &Rq<'_>, out: &mut Outcome) -> Result<
         }
     }
     let cap = core.gate.result_cap(ident);
-    let upstream = &*core.upstreams.instance(i, caller.peer).await;
+    let upstream = &*core.upstreams.instance_of(i, upstream, caller.peer).await;
     // A task-augmented call only to an upstream that runs tools as tasks
     // (one that does not would ignore `task` and answer a plain result the
     // client does not expect). Known only once the instance is ready, so
