@@ -240,6 +240,20 @@ pub struct GatewaySection {
     /// never waits. Default `5s`.
     #[serde(with = "humantime_serde")]
     pub startup_list_wait: Duration,
+    /// Keep every upstream's last good `tools/list` on disk
+    /// (`catalog_cache`), so after a restart or a reload the tools of an
+    /// upstream still on its first start are listed at once and a call to
+    /// one waits for it (`startup_call_wait`). Default `true`.
+    pub warm_start: bool,
+    /// The warm-start cache file (relative to the config file; written
+    /// 0600 by an atomic rename). Default `catalog-cache.json` beside the
+    /// pin store (`[pinning] file`), else beside the config file.
+    pub catalog_cache: Option<PathBuf>,
+    /// How long a call to a tool listed from the warm-start cache waits
+    /// for its upstream's first start before it fails; it is then checked
+    /// against the live definition. Default `30s`.
+    #[serde(with = "humantime_serde")]
+    pub startup_call_wait: Duration,
     /// Log output: `human` or `json`. Default `human`.
     pub log_format: LogFormat,
     /// Log filter, in `RUST_LOG` syntax (e.g. `info,mcp_gateway=debug`);
@@ -304,6 +318,9 @@ impl Default for GatewaySection {
             max_inflight_request_bytes: 256 * 1024 * 1024,
             max_inflight_request_bytes_per_principal: 64 * 1024 * 1024,
             startup_list_wait: Duration::from_secs(5),
+            warm_start: true,
+            catalog_cache: None,
+            startup_call_wait: Duration::from_secs(30),
             log_format: LogFormat::Human,
             log_level: "info".into(),
             drain_timeout: Duration::from_secs(10),
@@ -390,6 +407,13 @@ impl GatewaySection {
         }
         if !(8..=1024).contains(&self.max_json_depth) {
             return at("max_json_depth", "must be between 8 and 1024");
+        }
+        // A call held longer than a host waits for its answer helps no one.
+        if self.startup_call_wait > Duration::from_secs(600) {
+            return at("startup_call_wait", "must be at most 10m");
+        }
+        if self.catalog_cache.as_ref().is_some_and(|p| p.as_os_str().is_empty()) {
+            return at("catalog_cache", "must name a file (turn warm starts off with warm_start = false)");
         }
         if !(16..=1024).contains(&self.max_tool_name_length) {
             return at("max_tool_name_length", "must be between 16 and 1024");

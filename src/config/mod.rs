@@ -54,6 +54,9 @@ pub const ENV_FILE_VAR: &str = "MCP_GATEWAY_ENV_FILE";
 /// may take it.
 pub const BUILTIN_NAMESPACE: &str = "gateway";
 
+/// The warm-start cache's file name when `gateway.catalog_cache` is unset.
+pub const CATALOG_CACHE: &str = "catalog-cache.json";
+
 /// A validated configuration.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Config {
@@ -140,9 +143,15 @@ impl Config {
             .collect::<Result<_, _>>()?;
         let traces = traces.resolve(x).map_err(|e| e.under(&["traces"]))?;
         let auth = auth.resolve(gateway.listen, base);
+        let pins = pinning.file.map(|p| base.join(p));
+        // Beside the pin store: one folder holds what the gateway learned.
+        let catalog_cache = Some(match &gateway.catalog_cache {
+            Some(p) => base.join(p),
+            None => pins.as_deref().and_then(Path::parent).unwrap_or(base).join(CATALOG_CACHE),
+        });
         Ok(Config {
             path: path.to_path_buf(),
-            gateway: GatewaySection { token_file, ..gateway },
+            gateway: GatewaySection { token_file, catalog_cache, ..gateway },
             upstreams,
             redactor: secrets.redactor(),
             admin,
@@ -150,7 +159,7 @@ impl Config {
             audit: AuditSection { path: audit.path.map(|p| base.join(p)), ..audit },
             auth,
             access,
-            pinning: PinningSection { file: pinning.file.map(|p| base.join(p)), ..pinning },
+            pinning: PinningSection { file: pins, ..pinning },
             rules: RulesSection { file: rules.file.map(|p| base.join(p)), ..rules },
             limits,
             secret_names: secrets.names(),

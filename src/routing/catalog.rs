@@ -58,6 +58,9 @@ pub struct Source<'a> {
     pub hidden: bool,
     /// Its tools (original names) hidden by their own breaker.
     pub hidden_tools: &'a [String],
+    /// `lists` is the warm-start cache of an upstream still on its first
+    /// start, not what it answered (routing/warm.rs).
+    pub cached: bool,
 }
 
 /// One exposed tool.
@@ -87,6 +90,10 @@ pub struct Tool {
     /// Its definition changed since it was pinned (`[pinning]`): calls
     /// are refused until an operator approves it.
     pub quarantined: bool,
+    /// Listed from the warm-start cache while its upstream is on its first
+    /// start: a call waits for the upstream and is then checked against
+    /// the live definition (routing/warm.rs).
+    pub cached: bool,
 }
 
 /// One exposed prompt, resource or resource template.
@@ -217,6 +224,7 @@ impl Catalog {
                     hints: hints(&obj),
                     hidden: c.src.hidden || c.src.hidden_tools.contains(&c.original),
                     quarantined: false,
+                    cached: c.src.cached,
                     key: format!("{}{SEPARATOR}{}", c.src.id, c.original),
                     bare: !c.src.prefix,
                     name: c.exposed,

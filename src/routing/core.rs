@@ -23,6 +23,7 @@ use super::sessions::Sessions;
 use super::subscriptions::Subscriptions;
 use super::tasks::Tasks;
 use super::upstreams::Upstreams;
+use super::warm::Warm;
 use crate::config::{Config, ResultCap};
 use crate::error::{CallError, ErrorClass};
 use crate::protocol::{self, Checked, CheckedBox, Members, Message, encode};
@@ -53,6 +54,8 @@ pub(crate) struct Core {
     pub(crate) upstreams: Upstreams,
     /// The catalog clients see now.
     pub(crate) published: Published,
+    /// Every upstream's last good tool list (warm starts).
+    pub(crate) warm: Warm,
     /// Every policy a routed call meets.
     pub(crate) gate: Gate,
     /// Client sessions.
@@ -115,6 +118,33 @@ impl Core {
             .collect();
         let upstreams = Upstreams::new(list);
         let published = Published::new(config.gateway.startup_list_wait);
+        let (warm, loaded) = Warm::load(&config);
+        // Every outcome exported from the start, at 0: a rate over a
+        // series that appears only with its first call reads as no data.
+        for outcome in ["live", "changed", "withdrawn", "timed_out", "failed_start"] {
+            telemetry.metrics.warm_start_calls.get_or_create(&crate::telemetry::metrics::Outcome { outcome });
+        }
+        let counted = |outcome| {
+            telemetry
+                .metrics
+                .catalog_cache_operations
+                .get_or_create(&crate::telemetry::metrics::Outcome { outcome })
+                .inc()
+        };
+        match loaded {
+            Ok(0) => {}
+            Ok(n) => {
+                tracing::info!(
+                    upstreams = n,
+                    "Warm start: listing the last good tools of upstreams until they are ready."
+                );
+                counted("loaded");
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "The warm-start cache is refused; upstreams are listed once ready.");
+                counted("load_refused");
+            }
+        }
         Arc::new(Core {
             gate: Gate::new(&config, telemetry.clone(), published.started()),
             subscriptions: Subscriptions::new(),
@@ -124,6 +154,7 @@ impl Core {
             no_label: Name::from(""),
             upstreams,
             published,
+            warm,
             telemetry,
             changes,
             mask: ArcSwap::from_pointee(config.redactor.clone()),
@@ -132,6 +163,13 @@ impl Core {
             shutdown: tokio_util::sync::CancellationToken::new(),
             config: ArcSwap::from_pointee(config),
         })
+    }
+
+    /// Whether no upstream holds the first lists any longer: each has
+    /// ended its first start, or is listed from the warm-start cache.
+    pub(crate) fn first_starts_listed(&self) -> bool {
+        let warm = self.config().gateway.warm_start;
+        self.upstreams.now().all().all(|u| u.has_settled() || (warm && self.warm.tools_of(&u.spec()).is_some()))
     }
 
     /// The config in force now.

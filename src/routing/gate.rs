@@ -388,8 +388,21 @@ impl Gate {
         let Some(pins) = &policy.pins else { return };
         pins.reload_if_changed();
         let upstreams = upstreams.now();
-        let tools = next.tools().iter().map(|t| (&*t.key, &*t.name, upstreams[t.upstream].id(), t.def.raw()));
+        let tools = next
+            .tools()
+            .iter()
+            .filter(|t| !t.cached)
+            .map(|t| (&*t.key, &*t.name, upstreams[t.upstream].id(), t.def.raw()));
         let review = pins.review(tools);
+        // A cached definition pins nothing and is listed only as approved:
+        // the cache file is not the upstream (routing/warm.rs).
+        let unverified: std::collections::HashSet<String> = next
+            .tools()
+            .iter()
+            .filter(|t| t.cached && !pins.verify(&t.key, t.def.raw()))
+            .map(|t| t.key.clone())
+            .collect();
+        next.quarantine(&unverified, true);
         next.quarantine(&review.quarantined, policy.quarantine == QuarantineMode::Hide);
         self.telemetry.metrics.tools_quarantined.set(review.quarantined.len() as i64);
         if review.newly_pinned > 0 {

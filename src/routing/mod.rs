@@ -40,6 +40,7 @@ mod replace;
 mod sessions;
 mod subscriptions;
 mod upstreams;
+mod warm;
 
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
@@ -81,6 +82,8 @@ pub struct Gateway {
     /// The address the main listener is bound to (set by `serve`): a
     /// reload is checked against it, not against the file's `listen`.
     bound: std::sync::OnceLock<std::net::SocketAddr>,
+    /// The warm-start cache writer, awaited at shutdown (its last write).
+    saver: std::sync::Mutex<Option<tokio::task::JoinHandle<()>>>,
 }
 
 /// A client session registered with the gateway; unregistered (its
@@ -116,6 +119,9 @@ pub struct InitializeRefused {
 
 // === impl Gateway ===
 
+/// How long shutdown waits for the warm-start cache's last write.
+const SAVER_PATIENCE: Duration = Duration::from_secs(5);
+
 impl Gateway {
     /// Starts every upstream (in the background: nothing here waits for
     /// one) and the tasks that keep the catalog current.
@@ -132,6 +138,7 @@ impl Gateway {
         tokio::spawn(refresh::watch_pins(core.clone(), shutdown.clone()));
         tokio::spawn(refresh::watch_rules(core.clone(), shutdown.clone()));
         tokio::spawn(notes::notes_loop(core.clone(), notes_rx, shutdown.clone()));
+        let saver = tokio::spawn(refresh::save_warm(core.clone(), shutdown.clone()));
         Arc::new(Gateway {
             core,
             http,
@@ -140,6 +147,7 @@ impl Gateway {
             participants: Default::default(),
             reloader: Default::default(),
             bound: Default::default(),
+            saver: std::sync::Mutex::new(Some(saver)),
         })
     }
 
@@ -385,7 +393,7 @@ impl Gateway {
     /// Whether start-up is over: every upstream's first start ended, or
     /// `startup_list_wait` passed.
     pub fn started_up(&self) -> bool {
-        self.core.published.started_up(self.core.upstreams.all_settled())
+        self.core.published.started_up(self.core.first_starts_listed())
     }
 
     /// Status of one upstream (`/status/upstreams/<id>`).
@@ -491,6 +499,11 @@ impl Gateway {
         let table = core.upstreams.now();
         let all = table.every().chain(&own).chain(&principals);
         futures_util::future::join_all(all.map(|u| u.shutdown())).await;
+        // The cache writer's last write (a change still pending).
+        let saver = crate::sync::Locked::locked(&self.saver).take();
+        if let Some(saver) = saver {
+            let _ = tokio::time::timeout(SAVER_PATIENCE, saver).await;
+        }
         // Flushing spans and audit lines blocks; keep it off the workers.
         let telemetry = core.telemetry.clone();
         let _ = tokio::task::spawn_blocking(move || telemetry.shutdown()).await;

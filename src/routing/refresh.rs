@@ -12,11 +12,15 @@ use super::catalog::{self, Catalog};
 use super::core::Core;
 use super::ix::UpstreamIx;
 use super::methods::{lists::kind_of, logging, resources};
+use super::warm;
 use crate::protocol::encode;
 use crate::security::access::Grants;
 use crate::security::rules::RuleSet;
 use crate::telemetry::metrics::Outcome;
-use crate::upstream::{ListKind, State};
+use crate::upstream::{ListKind, Lists, State};
+
+/// How long the cache writer lets changes gather before it writes.
+const SAVE_COALESCE: Duration = Duration::from_millis(200);
 
 /// How often the pin store is checked for approvals.
 const PINS_POLL: Duration = Duration::from_secs(2);
@@ -38,25 +42,56 @@ pub(crate) async fn catalog_loop(core: Arc<Core>, shutdown: CancellationToken) {
         let generation = core.changes.generation();
         let table = core.upstreams.now();
         let states: Vec<_> = table.all().map(|u| (u.state(), u.hidden_tools(), u.spec())).collect();
+        // An upstream on its first start is listed from the warm-start
+        // cache (settled: read after the state, see `Upstream::set`).
+        let warm = core.config().gateway.warm_start;
+        let cached: Vec<Option<Lists>> = table
+            .all()
+            .zip(&states)
+            .map(|(u, (s, _, spec))| match &**s {
+                State::Starting { .. } if warm && !u.has_settled() => {
+                    core.warm.tools_of(spec).map(|tools| Lists { tools, ..Lists::default() })
+                }
+                _ => None,
+            })
+            .collect();
         let sources: Vec<_> = table
             .iter()
             .zip(&states)
-            .filter_map(|((i, u), (s, hidden_tools, spec))| match &**s {
-                State::Ready(r) => Some(catalog::Source {
+            .zip(&cached)
+            .filter_map(|(((i, u), (s, hidden_tools, spec)), cached)| {
+                let source = |lists, cached| catalog::Source {
                     upstream: i,
                     id: u.id(),
                     prefix: spec.prefix,
                     filter: &spec.tools,
-                    lists: &r.lists,
+                    lists,
                     hidden: u.tools_hidden(),
                     hidden_tools,
-                }),
-                _ => None,
+                    cached,
+                };
+                match (&**s, cached) {
+                    (State::Ready(r), _) => Some(source(&r.lists, false)),
+                    (_, Some(lists)) => Some(source(lists, true)),
+                    _ => None,
+                }
             })
             .collect();
         let namespaces: Vec<&str> = table.all().map(|u| u.id()).collect();
         let mut next = Catalog::build(&sources, core.config().gateway.max_tool_name_length, &namespaces);
         core.gate.review_pins(&mut next, &core.upstreams);
+        let listed_from_cache = next.tools().iter().filter(|t| t.cached && !t.hidden).count();
+        core.telemetry.metrics.tools_cached.set(listed_from_cache as i64);
+        // What the ready upstreams list is their last good tools (not a
+        // retired one's, draining beside its replacement).
+        let config = core.config();
+        let configured: Vec<&str> = config.upstreams.iter().map(|s| s.id.as_str()).collect();
+        let live = table.all().zip(&states).filter_map(|(u, (s, _, spec))| match &**s {
+            State::Ready(r) if !u.is_retired() => Some((&***spec, &r.lists.tools)),
+            _ => None,
+        });
+        core.warm.record(live, &configured);
+        drop(config);
         let before = core.published.load_full();
         let changed = next.changed_lists(&before);
         let outcome = if changed.is_empty() { "unchanged" } else { "changed" };
@@ -81,6 +116,59 @@ pub(crate) async fn catalog_loop(core: Arc<Core>, shutdown: CancellationToken) {
                 tokio::spawn(restore(core.clone(), i));
                 connections.insert(i, r.connection);
             }
+        }
+    }
+}
+
+/// Writes the warm-start cache file (`gateway.catalog_cache`) when what it
+/// holds changed: a burst of changes (upstreams ready together) is one
+/// write, and one more is made on shutdown if a change is pending. Never
+/// on the catalog task: a slow disk must not hold the catalog.
+pub(crate) async fn save_warm(core: Arc<Core>, shutdown: CancellationToken) {
+    let mut changed = core.warm.subscribe();
+    // The file read at start names upstreams no longer configured: they
+    // leave it now, not at the next change.
+    let mut stale = core.warm.take_stale();
+    loop {
+        let stopping = match std::mem::take(&mut stale) {
+            true => false,
+            false => tokio::select! {
+                r = changed.changed() => r.is_err(),
+                () = shutdown.cancelled() => true,
+            },
+        };
+        if !stopping {
+            tokio::select! {
+                () = tokio::time::sleep(SAVE_COALESCE) => {}
+                () = shutdown.cancelled() => {}
+            }
+        }
+        if !changed.has_changed().unwrap_or(false) && stopping {
+            return;
+        }
+        changed.borrow_and_update();
+        let (on, path) = {
+            let gw = &core.config().gateway;
+            (gw.warm_start, gw.catalog_cache.clone())
+        };
+        if let (true, Some(path)) = (on, path) {
+            let text = core.warm.snapshot();
+            let wrote = tokio::task::spawn_blocking(move || warm::write(&path, &text)).await;
+            let outcome = match wrote {
+                Ok(Ok(())) => "saved",
+                Ok(Err(e)) => {
+                    tracing::warn!(error = %e, "Could not write the warm-start cache; the next restart lists slow upstreams late.");
+                    "save_failed"
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, "Could not write the warm-start cache.");
+                    "save_failed"
+                }
+            };
+            core.telemetry.metrics.catalog_cache_operations.get_or_create(&Outcome { outcome }).inc();
+        }
+        if stopping {
+            return;
         }
     }
 }

@@ -62,6 +62,9 @@ applied_gateway_keys!(
     allowed_origins,
     response_mode,
     session_idle_timeout,
+    warm_start,
+    catalog_cache,
+    startup_call_wait,
 );
 
 /// A part of the gateway outside routing that holds its own view of the
@@ -167,6 +170,9 @@ fn gateway_changes(now: &Config, next: &Config) -> Vec<&'static str> {
         max_inflight_request_bytes,
         max_inflight_request_bytes_per_principal,
         startup_list_wait,
+        warm_start,
+        catalog_cache,
+        startup_call_wait,
         log_format,
         log_level,
         drain_timeout,

@@ -105,6 +105,7 @@ pub(crate) fn catalog(core: &Core, lists: &[(usize, &Lists)]) -> Catalog {
                 lists,
                 hidden: false,
                 hidden_tools: &[],
+                cached: false,
             }
         })
         .collect();

@@ -326,6 +326,7 @@ impl Upstreams {
     }
 
     /// Whether every upstream's first start has ended.
+    #[cfg(test)]
     pub(crate) fn all_settled(&self) -> bool {
         self.table.load().all().all(|u| u.has_settled())
     }

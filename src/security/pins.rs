@@ -214,6 +214,16 @@ impl Pins {
         review
     }
 
+    /// Whether `def` is exactly what is approved for the tool `key`,
+    /// without pinning anything: what a definition the gateway did not
+    /// see its upstream answer (the warm-start cache) must pass to be
+    /// listed. A tool never pinned, a pending change or a broken store
+    /// fails it.
+    pub fn verify(&self, key: &str, def: &RawValue) -> bool {
+        let st = self.lock();
+        st.broken.is_none() && st.store.tools.get(key).is_some_and(|p| p.sha256 == fingerprint(def).0)
+    }
+
     fn lock(&self) -> std::sync::MutexGuard<'_, State> {
         self.state.locked()
     }

@@ -135,6 +135,15 @@ pub struct Metrics {
     pub tools_exposed: Family<UpstreamLabels, Gauge>,
     /// Catalog rebuilds: `changed` or `unchanged`.
     pub catalog_refreshes: Family<Outcome, Counter>,
+    /// Calls to a tool listed from the warm-start cache, by what became of
+    /// the wait (`live`, `changed`, `withdrawn`, `timed_out`,
+    /// `failed_start`).
+    pub warm_start_calls: Family<Outcome, Counter>,
+    /// Loads and writes of the warm-start cache file (`loaded`,
+    /// `load_refused`, `saved`, `save_failed`).
+    pub catalog_cache_operations: Family<Outcome, Counter>,
+    /// Tools listed from the warm-start cache now.
+    pub tools_cached: Gauge,
     /// Config reloads: `applied`, `unchanged` or `refused`.
     pub config_reloads: Family<Outcome, Counter>,
     /// When a reload was last applied (Unix seconds; the start-up load
@@ -219,6 +228,9 @@ impl Metrics {
             health_checks: Family::default(),
             tools_exposed: Family::default(),
             catalog_refreshes: Family::default(),
+            warm_start_calls: Family::default(),
+            catalog_cache_operations: Family::default(),
+            tools_cached: Gauge::default(),
             config_reloads: Family::default(),
             config_last_reload_success: Gauge::default(),
             sessions: Family::default(),
@@ -334,6 +346,22 @@ impl Metrics {
             "catalog_refreshes",
             "Rebuilds of the merged catalog, by outcome (changed, unchanged)",
             Listed(m.catalog_refreshes.clone()),
+        );
+        r.register(
+            "warm_start_calls",
+            "Calls to a tool listed from the warm-start cache, by what the wait for its upstream's first start \
+             ended in (live, changed, withdrawn, timed_out, failed_start)",
+            Listed(m.warm_start_calls.clone()),
+        );
+        r.register(
+            "catalog_cache_operations",
+            "Loads and writes of the warm-start cache file, by outcome (loaded, load_refused, saved, save_failed)",
+            Listed(m.catalog_cache_operations.clone()),
+        );
+        r.register(
+            "tools_cached",
+            "Tools listed from the warm-start cache now (their upstream is on its first start)",
+            m.tools_cached.clone(),
         );
         r.register(
             "config_reloads",

@@ -35,6 +35,7 @@ const EXPECTED_QUIET: &[(&str, &str)] = &[
     ("McpGatewayAuditWriteFailing", "the audit file is writable"),
     ("McpGatewayTraceExportFailing", "the OTLP receiver takes every span"),
     ("McpGatewayMetricsAbsent", "the gateway is scraped the whole time"),
+    ("McpGatewayWarmStartCacheNotWritten", "the warm-start cache's folder is writable"),
 ];
 
 fn dashboards_dir() -> PathBuf {

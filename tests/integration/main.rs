@@ -29,3 +29,4 @@ mod stdio_front;
 mod surface;
 mod tasks;
 mod upstreams;
+mod warm_start;

@@ -22,7 +22,16 @@ fn tools(names: &[&str]) -> Lists {
 }
 
 fn src<'a>(upstream: usize, id: &'a str, prefix: bool, all: &'a ToolMatcher, lists: &'a Lists) -> Source<'a> {
-    Source { upstream: UpstreamIx::new(upstream), id, prefix, filter: all, lists, hidden: false, hidden_tools: &[] }
+    Source {
+        upstream: UpstreamIx::new(upstream),
+        id,
+        prefix,
+        filter: all,
+        lists,
+        hidden: false,
+        hidden_tools: &[],
+        cached: false,
+    }
 }
 
 #[test]

@@ -14,8 +14,7 @@ use crate::upstream::ListKind;
 /// `resources/templates/list`.
 pub(crate) async fn page(core: &Core, rq: &Rq<'_>, kind: ListKind) -> Result<String, CallError> {
     let cursor = params::cursor(rq.params)?;
-    let ups = &core.upstreams;
-    core.published.wait_for_first_start(|| ups.all_settled(), || core.changes.generation()).await;
+    core.published.wait_for_first_start(|| core.first_starts_listed(), || core.changes.generation()).await;
     let grants = core.gate.grants(rq.caller);
     let what = kind_of(kind);
     let catalog = core.published.load();

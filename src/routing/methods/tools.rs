@@ -39,12 +39,16 @@ pub(crate) async fn call(core: &Core, rq: &Rq<'_>, out: &mut Outcome) -> Result<
         out.arguments_hmac = Some(log.keyed_digest(args.map_or(&b"null"[..], |a| a.text().as_bytes())));
         out.arguments = args.and_then(|a| log.arguments(a.raw()));
     }
-    let found = core
-        .published
-        .load()
-        .get(&name)
-        .map(|t| (t.upstream, t.original.clone(), t.hints, t.key.clone(), t.bare, t.quarantined));
-    let Some((i, original, hints, key, bare, quarantined)) = found else {
+    let mut found = lookup(core, &name);
+    if let Some(f) = &found
+        && let Some(listed) = &f.listed
+        // Only a caller who may see the tool waits for it; the gate
+        // refuses the others below, as for any tool.
+        && core.gate.grants(caller).allows(Kind::Tool, f.ident())
+    {
+        found = wait_for_first_start(core, f.upstream, &name, listed, out).await?;
+    }
+    let Some(Found { upstream: i, original, hints, key, bare, quarantined, .. }) = found else {
         // Counted against the upstream whose namespace it is (down, or the
         // tool is gone), when there is one.
         out.upstream = name
@@ -143,6 +147,91 @@ pub(crate) async fn call(core: &Core, rq: &Rq<'_>, out: &mut Outcome) -> Result<
     }
     Ok(core.reply_with(id, i, &reply, |_, _| None))
 }
+
+/// What a call needs of its tool's catalog entry.
+struct Found {
+    upstream: crate::routing::ix::UpstreamIx,
+    original: std::sync::Arc<str>,
+    hints: crate::upstream::ToolHints,
+    key: String,
+    bare: bool,
+    quarantined: bool,
+    /// The definition listed, when it came from the warm-start cache.
+    listed: Option<String>,
+}
+
+impl Found {
+    fn ident(&self) -> crate::security::Ident<'_> {
+        crate::security::Ident { key: &self.key, bare: self.bare.then_some(&*self.original) }
+    }
+}
+
+/// The tool `name` in the catalog in force.
+fn lookup(core: &Core, name: &str) -> Option<Found> {
+    core.published.load().get(name).map(|t| Found {
+        upstream: t.upstream,
+        original: t.original.clone(),
+        hints: t.hints,
+        key: t.key.clone(),
+        bare: t.bare,
+        quarantined: t.quarantined,
+        listed: t.cached.then(|| t.def.text().to_owned()),
+    })
+}
+
+/// A tool listed from the warm-start cache: waits (at most
+/// `startup_call_wait`) for its upstream's first start to end and the
+/// catalog to show it, then looks the tool up again, so the call is
+/// decided on the live definition under its pins. An upstream still
+/// starting, or whose start failed, is answered as unavailable; a tool
+/// that did not come back is unknown (`None`).
+async fn wait_for_first_start(
+    core: &Core,
+    i: crate::routing::ix::UpstreamIx,
+    name: &str,
+    listed: &str,
+    out: &mut Outcome,
+) -> Result<Option<Found>, CallError> {
+    let upstream = core.upstreams.get(i);
+    let deadline = tokio::time::Instant::now() + core.config().gateway.startup_call_wait;
+    upstream.wait_settled(deadline).await;
+    // Settled is set after the change it brought is counted: the catalog
+    // built from this generation shows the start's outcome.
+    let generation = core.changes.generation();
+    let left = deadline.saturating_duration_since(tokio::time::Instant::now()).max(REBUILD_PATIENCE);
+    core.published.wait_built(generation, left, &core.shutdown).await;
+    let found = lookup(core, name);
+    let state = upstream.state();
+    let outcome = match &found {
+        Some(f) if f.listed.is_some() => "timed_out",
+        Some(_) => match core.published.load().get(name).is_some_and(|t| t.def.text() == listed) {
+            true => "live",
+            false => "changed",
+        },
+        None if matches!(&*state, State::Ready(_)) => "withdrawn",
+        None if upstream.has_settled() => "failed_start",
+        None => "timed_out",
+    };
+    core.telemetry.metrics.warm_start_calls.get_or_create(&crate::telemetry::metrics::Outcome { outcome }).inc();
+    match outcome {
+        "live" => tracing::debug!(tool = %name, "A call to a tool listed from the warm-start cache found it live."),
+        "changed" => {
+            tracing::info!(tool = %name, "A tool listed from the warm-start cache came back changed; the call goes by the live definition.")
+        }
+        _ => {
+            tracing::warn!(tool = %name, upstream = %upstream.id(), outcome, "A call to a tool listed from the warm-start cache found no live tool.")
+        }
+    }
+    if outcome == "timed_out" || outcome == "failed_start" {
+        out.upstream = Some(upstream.label());
+        return Err(upstream.unavailable(&state));
+    }
+    Ok(found)
+}
+
+/// How long a call that waited gives the catalog to show its upstream's
+/// start, even when `startup_call_wait` has passed.
+const REBUILD_PATIENCE: std::time::Duration = std::time::Duration::from_secs(1);
 
 /// `gateway__list_secret_names`: the names in the secrets file.
 fn list_secret_names(core: &Core, id: &serde_json::value::RawValue) -> String {

@@ -4,6 +4,8 @@
 
 use std::time::{Duration, SystemTime};
 
+use serde_json::value::RawValue;
+
 use super::*;
 use crate::routing::gate::ToolRef;
 use crate::routing::tests::{
@@ -168,4 +170,91 @@ async fn a_changed_rules_file_is_put_in_force_and_a_bad_one_refused() {
     assert!(!none.is_finished(), "runs without a rules file");
     stop.cancel();
     tokio::time::timeout(Duration::from_secs(5), none).await.expect("ends on shutdown").unwrap();
+}
+
+#[tokio::test]
+async fn an_upstream_on_its_first_start_is_listed_from_the_cache_and_withdrawn_when_the_start_fails() {
+    use std::os::unix::fs::PermissionsExt as _;
+    let dir = tempfile::tempdir().unwrap();
+    let cache = dir.path().join(crate::config::CATALOG_CACHE);
+    let entry = |id: &str| format!(r#"{{"id":"{id}","tools":[{{"name":"t","inputSchema":{{"type":"object"}}}}]}}"#);
+    let text = format!(r#"{{"version":1,"upstreams":[{},{},{}]}}"#, entry("slow"), entry("fails"), entry("gone"));
+    std::fs::write(&cache, text).unwrap();
+    std::fs::set_permissions(&cache, std::fs::Permissions::from_mode(0o600)).unwrap();
+    // `slow` never answers `initialize` (it stays on its first start);
+    // `fails` cannot start; `gone` is not configured.
+    let slow = "[upstreams.slow]\ncommand = \"sleep\"\nargs = [\"30\"]\n";
+    let core = core_of(config_in(dir.path(), &format!("{slow}{}", down("fails", ""))));
+    let shutdown = CancellationToken::new();
+    let task = tokio::spawn(catalog_loop(core.clone(), shutdown.clone()));
+    eventually("fails's first start ended", || core.upstreams.get(core.upstreams.find("fails").unwrap()).has_settled())
+        .await;
+    eventually("slow__t is listed from the cache", || core.published.load().get("slow__t").is_some()).await;
+    eventually("the catalog shows fails down", || core.published.load().get("fails__t").is_none()).await;
+    let catalog = core.published.load_full();
+    assert!(catalog.get("slow__t").unwrap().cached);
+    assert!(catalog.get("gone__t").is_none(), "a removed upstream never comes back from the cache");
+    assert!(core.first_starts_listed(), "the first list need not wait for a cached upstream");
+    assert_eq!(core.telemetry.metrics.tools_cached.get(), 1);
+    // What is remembered: the loaded entries of configured upstreams
+    // (`fails` keeps its last good list: it may start next time).
+    let snapshot = core.warm.snapshot();
+    assert!(snapshot.contains("\"slow\"") && snapshot.contains("\"fails\"") && !snapshot.contains("\"gone\""));
+
+    shutdown.cancel();
+    tokio::time::timeout(Duration::from_secs(5), task).await.expect("the loop ends on shutdown").unwrap();
+    for u in core.upstreams.all() {
+        u.shutdown().await;
+    }
+}
+
+#[tokio::test]
+async fn with_a_pin_store_a_cached_definition_is_listed_only_as_approved_and_pins_nothing() {
+    use crate::security::pins::{self, Pin, Store};
+    use std::os::unix::fs::PermissionsExt as _;
+    let dir = tempfile::tempdir().unwrap();
+    let def =
+        |d: &str| format!(r#"{{"name":"{d}","description":"{d} as approved","inputSchema":{{"type":"object"}}}}"#);
+    let approved = |name: &str| {
+        let (sha256, definition) = pins::fingerprint(&RawValue::from_string(def(name)).unwrap());
+        Pin { upstream: "slow".into(), sha256, definition, pending: None }
+    };
+    // `same` is cached as approved, `other` cached changed, `new` never pinned.
+    let store = Store {
+        version: 2,
+        tools: [("slow__same", approved("same")), ("slow__other", approved("other"))]
+            .into_iter()
+            .map(|(k, p)| (k.to_owned(), p))
+            .collect(),
+    };
+    pins::write(&dir.path().join("pins.json"), &store).unwrap();
+    let changed = r#"{"name":"other","description":"something else","inputSchema":{"type":"object"}}"#;
+    let text =
+        format!(r#"{{"version":1,"upstreams":[{{"id":"slow","tools":[{},{changed},{}]}}]}}"#, def("same"), def("new"));
+    let cache = dir.path().join(crate::config::CATALOG_CACHE);
+    std::fs::write(&cache, text).unwrap();
+    std::fs::set_permissions(&cache, std::fs::Permissions::from_mode(0o600)).unwrap();
+
+    let slow = "[pinning]\nfile = \"pins.json\"\n[upstreams.slow]\ncommand = \"sleep\"\nargs = [\"30\"]\n";
+    let core = core_of(config_in(dir.path(), slow));
+    let shutdown = CancellationToken::new();
+    let task = tokio::spawn(catalog_loop(core.clone(), shutdown.clone()));
+    eventually("the cache is listed", || core.published.load().get("slow__same").is_some()).await;
+    let catalog = core.published.load_full();
+    let (grants, none) = (Grants::open(), None);
+    let page =
+        catalog.page_visible(ListKind::Tools, none, 10, &|i| grants.allows(crate::security::access::Kind::Tool, i));
+    let page = page.unwrap();
+    assert!(page.contains("\"slow__same\""), "{page}");
+    assert!(!page.contains("slow__other") && !page.contains("slow__new"), "unverified: not listed: {page}");
+    assert!(catalog.get("slow__other").unwrap().quarantined && catalog.get("slow__new").unwrap().quarantined);
+    let stored = pins::read(&dir.path().join("pins.json")).unwrap();
+    assert_eq!(stored.tools.len(), 2, "nothing pinned from the cache");
+    assert!(stored.tools.values().all(|p| p.pending.is_none()), "no change recorded from the cache");
+
+    shutdown.cancel();
+    tokio::time::timeout(Duration::from_secs(5), task).await.expect("the loop ends on shutdown").unwrap();
+    for u in core.upstreams.all() {
+        u.shutdown().await;
+    }
 }

@@ -197,6 +197,15 @@ impl Gateway {
         tokio::time::timeout(PATIENCE, self.proc.child.wait()).await.expect("gateway exits after SIGTERM").unwrap()
     }
 
+    /// SIGTERM, a clean exit, and the folder back (to start again over
+    /// what this run left there).
+    pub async fn stop_keeping_dir(mut self) -> tempfile::TempDir {
+        self.proc.signal(nix::sys::signal::Signal::SIGTERM);
+        let exit = tokio::time::timeout(PATIENCE, self.proc.child.wait()).await.expect("gateway exits after SIGTERM");
+        assert!(exit.unwrap().success(), "{}", self.proc.logs());
+        self.dir
+    }
+
     pub async fn client(&self) -> McpHttp {
         McpHttp::connect(&self.url()).await
     }
