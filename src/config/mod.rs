@@ -149,6 +149,24 @@ impl Config {
             Some(p) => base.join(p),
             None => pins.as_deref().and_then(Path::parent).unwrap_or(base).join(CATALOG_CACHE),
         });
+        // The cache is rewritten whole: never over a file that holds
+        // something else.
+        let audit_path = audit.path.as_ref().map(|p| base.join(p));
+        let rules_path = rules.file.as_ref().map(|p| base.join(p));
+        let others = [
+            ("the config file", Some(path.to_path_buf())),
+            ("the pin store", pins.clone()),
+            ("gateway.token_file", Some(token_file.clone())),
+            ("the secrets file", secrets_path.clone()),
+            ("the audit log", audit_path),
+            ("the rules file", rules_path),
+        ];
+        if let Some((what, _)) = others.iter().find(|(_, p)| p.is_some() && *p == catalog_cache) {
+            return Err(ConfigError::new(
+                &["gateway", "catalog_cache"],
+                format!("must be a file of its own, not {what}"),
+            ));
+        }
         Ok(Config {
             path: path.to_path_buf(),
             gateway: GatewaySection { token_file, catalog_cache, ..gateway },

@@ -190,9 +190,12 @@ impl Catalog {
     pub fn build(sources: &[Source<'_>], max_len: usize, namespaces: &[&str]) -> Self {
         let mut collisions = Vec::new();
         // Prefixed upstreams first: their names cannot collide with each
-        // other, so they always win over an unprefixed upstream.
+        // other, so they always win over an unprefixed upstream. Among the
+        // unprefixed, what an upstream answered wins over what the
+        // warm-start cache says another once did.
+        let unprefixed = |cached: bool| sources.iter().filter(move |s| !s.prefix && s.cached == cached);
         let ordered: Vec<&Source<'_>> =
-            sources.iter().filter(|s| s.prefix).chain(sources.iter().filter(|s| !s.prefix)).collect();
+            sources.iter().filter(|s| s.prefix).chain(unprefixed(false)).chain(unprefixed(true)).collect();
         let squats = |src: &Source<'_>, name: &str| -> Option<String> {
             if src.prefix {
                 return None;

@@ -74,6 +74,9 @@ pub(crate) struct Core {
     pub(crate) no_label: Name,
     /// Cancelled when the gateway shuts down (background work stops).
     pub(crate) shutdown: tokio_util::sync::CancellationToken,
+    /// Cancelled when the gateway starts to drain (and at shutdown): what
+    /// waits for an upstream's first start stops waiting.
+    pub(crate) draining: tokio_util::sync::CancellationToken,
     /// What starting an upstream takes, for those a reload adds.
     http: reqwest::Client,
     notes: tokio::sync::mpsc::Sender<crate::upstream::Note>,
@@ -118,11 +121,16 @@ impl Core {
             .collect();
         let upstreams = Upstreams::new(list);
         let published = Published::new(config.gateway.startup_list_wait);
+        let shutdown = tokio_util::sync::CancellationToken::new();
         let (warm, loaded) = Warm::load(&config);
         // Every outcome exported from the start, at 0: a rate over a
         // series that appears only with its first call reads as no data.
-        for outcome in ["live", "changed", "withdrawn", "timed_out", "failed_start"] {
-            telemetry.metrics.warm_start_calls.get_or_create(&crate::telemetry::metrics::Outcome { outcome });
+        let m = &telemetry.metrics;
+        for outcome in ["live", "changed", "withdrawn", "timed_out", "failed_start", "overloaded"] {
+            let _ = m.warm_start_calls.get_or_create(&crate::telemetry::metrics::Outcome { outcome });
+        }
+        for outcome in ["loaded", "load_refused", "saved", "save_failed"] {
+            let _ = m.catalog_cache_operations.get_or_create(&crate::telemetry::metrics::Outcome { outcome });
         }
         let counted = |outcome| {
             telemetry
@@ -160,16 +168,19 @@ impl Core {
             mask: ArcSwap::from_pointee(config.redactor.clone()),
             http: http.clone(),
             notes: notes.clone(),
-            shutdown: tokio_util::sync::CancellationToken::new(),
+            draining: shutdown.child_token(),
+            shutdown,
             config: ArcSwap::from_pointee(config),
         })
     }
 
     /// Whether no upstream holds the first lists any longer: each has
-    /// ended its first start, or is listed from the warm-start cache.
+    /// ended its first start, or the catalog shows tools of it from the
+    /// warm-start cache (not merely has some: a pin store may hide them
+    /// all, and then the first list waits for the live ones).
     pub(crate) fn first_starts_listed(&self) -> bool {
         let warm = self.config().gateway.warm_start;
-        self.upstreams.now().all().all(|u| u.has_settled() || (warm && self.warm.tools_of(&u.spec()).is_some()))
+        self.upstreams.now().all().all(|u| u.has_settled() || (warm && self.warm.shown(u.id())))
     }
 
     /// The config in force now.

@@ -402,6 +402,12 @@ impl Gate {
             .filter(|t| t.cached && !pins.verify(&t.key, t.def.raw()))
             .map(|t| t.key.clone())
             .collect();
+        if !unverified.is_empty() {
+            tracing::info!(
+                tools = unverified.len(),
+                "Cached tool definitions not listed: not as approved in the pin store (listed once their upstream answers)."
+            );
+        }
         next.quarantine(&unverified, true);
         next.quarantine(&review.quarantined, policy.quarantine == QuarantineMode::Hide);
         self.telemetry.metrics.tools_quarantined.set(review.quarantined.len() as i64);

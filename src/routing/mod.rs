@@ -466,6 +466,7 @@ impl Gateway {
     /// Waits until no request is in flight, at most `timeout`; returns how
     /// many were still in flight at the end.
     pub async fn drain(&self, timeout: Duration) -> usize {
+        self.core.draining.cancel();
         let deadline = tokio::time::Instant::now() + timeout;
         let n = self.in_flight();
         if n > 0 {

@@ -41,15 +41,18 @@ pub(crate) async fn catalog_loop(core: Arc<Core>, shutdown: CancellationToken) {
         // reflects at least every change up to it.
         let generation = core.changes.generation();
         let table = core.upstreams.now();
+        // Settled before the state: an upstream read as unsettled and then
+        // as `Starting` is still on its first start (a first start that
+        // ends in between shows as `Ready` or `Down`, never as missing).
+        let settled: Vec<bool> = table.all().map(|u| u.has_settled()).collect();
         let states: Vec<_> = table.all().map(|u| (u.state(), u.hidden_tools(), u.spec())).collect();
-        // An upstream on its first start is listed from the warm-start
-        // cache (settled: read after the state, see `Upstream::set`).
+        // An upstream on its first start is listed from the warm-start cache.
         let warm = core.config().gateway.warm_start;
-        let cached: Vec<Option<Lists>> = table
-            .all()
-            .zip(&states)
-            .map(|(u, (s, _, spec))| match &**s {
-                State::Starting { .. } if warm && !u.has_settled() => {
+        let cached: Vec<Option<Lists>> = states
+            .iter()
+            .zip(&settled)
+            .map(|((s, _, spec), settled)| match &**s {
+                State::Starting { .. } if warm && !settled => {
                     core.warm.tools_of(spec).map(|tools| Lists { tools, ..Lists::default() })
                 }
                 _ => None,
@@ -80,8 +83,9 @@ pub(crate) async fn catalog_loop(core: Arc<Core>, shutdown: CancellationToken) {
         let namespaces: Vec<&str> = table.all().map(|u| u.id()).collect();
         let mut next = Catalog::build(&sources, core.config().gateway.max_tool_name_length, &namespaces);
         core.gate.review_pins(&mut next, &core.upstreams);
-        let listed_from_cache = next.tools().iter().filter(|t| t.cached && !t.hidden).count();
-        core.telemetry.metrics.tools_cached.set(listed_from_cache as i64);
+        let shown: Vec<_> = next.tools().iter().filter(|t| t.cached && !t.hidden).collect();
+        core.telemetry.metrics.tools_cached.set(shown.len() as i64);
+        core.warm.set_shown(shown.iter().map(|t| table[t.upstream].id().to_owned()).collect());
         // What the ready upstreams list is their last good tools (not a
         // retired one's, draining beside its replacement).
         let config = core.config();
@@ -152,8 +156,15 @@ pub(crate) async fn save_warm(core: Arc<Core>, shutdown: CancellationToken) {
             (gw.warm_start, gw.catalog_cache.clone())
         };
         if let (true, Some(path)) = (on, path) {
-            let text = core.warm.snapshot();
-            let wrote = tokio::task::spawn_blocking(move || warm::write(&path, &text)).await;
+            let entries = core.warm.entries();
+            let wrote = tokio::task::spawn_blocking(move || {
+                let (text, left_out) = warm::render(&entries, warm::MAX_FILE_BYTES as usize);
+                if !left_out.is_empty() {
+                    tracing::warn!(upstreams = %left_out.join(","), "Left out of the warm-start cache: the file would pass its size limit.");
+                }
+                warm::write(&path, &text)
+            })
+            .await;
             let outcome = match wrote {
                 Ok(Ok(())) => "saved",
                 Ok(Err(e)) => {

@@ -270,7 +270,13 @@ impl Gateway {
         let before = core.published.load_full();
         // Upstreams keep the values they were started with: mask both.
         let redactor = core.mask().union(&next.redactor);
+        // A cache file named or turned on now is written now.
+        let (a, b) = (&now.gateway, &next.gateway);
+        let rewrite = b.warm_start && (a.catalog_cache != b.catalog_cache || !a.warm_start);
         core.set_config(Arc::new(next));
+        if rewrite {
+            core.warm.touch();
+        }
         core.set_mask(redactor.clone());
         core.gate.apply(gate);
         replace::apply(core, steps);

@@ -179,6 +179,9 @@ pub(crate) fn apply(core: &Arc<Core>, steps: Vec<Step>) {
                 let old = core.upstreams.get(i);
                 old.retire();
                 core.upstreams.update(|t| t.without(i));
+                // Its last tools go now: a reload that adds it back must
+                // not list them from the cache.
+                core.warm.forget(old.id());
                 tracing::info!(upstream = %old.id(), "Draining and stopping an upstream the reload removed.");
                 tokio::spawn(retire(core.clone(), i, old));
             }

@@ -137,7 +137,7 @@ pub struct Metrics {
     pub catalog_refreshes: Family<Outcome, Counter>,
     /// Calls to a tool listed from the warm-start cache, by what became of
     /// the wait (`live`, `changed`, `withdrawn`, `timed_out`,
-    /// `failed_start`).
+    /// `failed_start`, `overloaded`).
     pub warm_start_calls: Family<Outcome, Counter>,
     /// Loads and writes of the warm-start cache file (`loaded`,
     /// `load_refused`, `saved`, `save_failed`).
@@ -350,7 +350,7 @@ impl Metrics {
         r.register(
             "warm_start_calls",
             "Calls to a tool listed from the warm-start cache, by what the wait for its upstream's first start \
-             ended in (live, changed, withdrawn, timed_out, failed_start)",
+             ended in (live, changed, withdrawn, timed_out, failed_start, overloaded)",
             Listed(m.warm_start_calls.clone()),
         );
         r.register(

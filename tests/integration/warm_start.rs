@@ -90,13 +90,13 @@ async fn cached_tools_are_checked_against_live_ones_and_pins_and_removed_upstrea
     let dir = gw.stop_keeping_dir().await;
 
     // Next start: `a` is slow, lost `read` and changed `work`; `b` cannot
-    // start at all (it exits); `gone` is no longer configured.
-    // `b` exits after 2 s without answering `initialize`.
-    let b_fails = "[upstreams.b]\ncommand = \"/bin/sh\"\nargs = [\"-c\", \"sleep 2\"]\n";
-    let second = format!(
-        "{pinning}{}{b_fails}",
-        chaos("a", &["--init-delay", "10", "--without", "read", "--describe", "Changed."])
-    );
+    // start at all: it exits after 8 s without answering `initialize`;
+    // `gone` is no longer configured. `a` answers after 25 s. Both margins
+    // are wide for a loaded machine: the first list must come before `b`
+    // fails, and `b` must fail before `a` answers.
+    let b_fails = "[upstreams.b]\ncommand = \"/bin/sh\"\nargs = [\"-c\", \"sleep 8\"]\n";
+    let a_flags = ["--init-delay", "25", "--without", "read", "--describe", "Changed."];
+    let second = format!("{pinning}{}{b_fails}", chaos("a", &a_flags));
     std::fs::write(&path, second).unwrap();
     let gw = Gateway::start_at(&path, dir).await;
     let mut c = gw.client().await;
@@ -126,13 +126,14 @@ async fn cached_tools_are_checked_against_live_ones_and_pins_and_removed_upstrea
     assert_eq!(r["error"]["data"]["class"], "transport", "{r}");
     assert!(r["error"]["message"].as_str().unwrap().contains("upstream `b` is unavailable"), "{r}");
 
-    // A call to `a__read` waits for `a`, which no longer lists it: unknown.
-    let r = c.call("a__read", json!({"key": "r"})).await;
-    assert!(r["error"]["message"].as_str().unwrap().contains("a__read"), "withdrawn: {r}");
-    // `a__work` came back changed: quarantined by its pin, not served from
-    // the cache.
-    let r = c.call("a__work", json!({"key": "w"})).await;
-    assert!(r.get("error").is_some(), "a changed definition is held: {r}");
+    // Two calls wait for `a` together. `a__read` is no longer listed by
+    // it: unknown. `a__work` came back changed: quarantined by its pin
+    // (hidden), not served from the cache.
+    let mut c2 = gw.client().await;
+    let (read, work) = tokio::join!(c.call("a__read", json!({"key": "r"})), c2.call("a__work", json!({"key": "w"})));
+    let message = |r: &Value| r["error"]["message"].as_str().unwrap_or_default().to_owned();
+    assert!(message(&read).starts_with("Unknown tool: a__read"), "withdrawn: {read}");
+    assert!(message(&work).starts_with("Unknown tool: a__work"), "a changed definition is held: {work}");
     let idem = c.call("a__idem", json!({"key": "i"})).await;
     assert_eq!(text(&idem), "ok i 1", "{idem}");
     let tools = c.tool_names().await;
@@ -140,6 +141,8 @@ async fn cached_tools_are_checked_against_live_ones_and_pins_and_removed_upstrea
     assert!(!tools.contains(&"a__work".to_owned()), "quarantined and hidden: {tools:?}");
     let m = metrics(&gw).await;
     assert_eq!(sample(&m, "mcp_gateway_warm_start_calls_total{outcome=\"withdrawn\"}"), 1.0, "{m}");
+    assert_eq!(sample(&m, "mcp_gateway_warm_start_calls_total{outcome=\"changed\"}"), 1.0, "{m}");
+    assert_eq!(sample(&m, "mcp_gateway_warm_start_calls_total{outcome=\"live\"}"), 0.0, "a__idem came after: {m}");
     assert_eq!(sample(&m, "mcp_gateway_tools_quarantined"), 1.0, "{m}");
     assert!(gw.stop().await.success());
 }

@@ -436,3 +436,52 @@ async fn a_sessionless_task_call_is_refused_before_the_gate_and_spends_no_token(
     let e = refused(&core, &anonymous, "tools/call", r#"{"name":"m__echo"}"#.into()).await;
     assert!(e.message.starts_with("rate limit reached"), "the next one is limited: {}", e.message);
 }
+
+#[tokio::test]
+async fn calls_to_a_cached_tool_wait_for_the_first_start_in_bounded_numbers_and_stop_waiting_at_a_drain() {
+    use crate::routing::catalog::{Catalog, Source};
+    use crate::telemetry::metrics::Outcome as Counted;
+    // `slow` never answers `initialize`; at most one call may wait for it.
+    let slow = "[gateway]\nstartup_call_wait = \"10m\"\n\
+                [upstreams.slow]\ncommand = \"sleep\"\nargs = [\"60\"]\nmax_concurrency = 1\nmax_queue = 0\n";
+    let core = core(slow);
+    let lists = tools(&["t"]);
+    let all = crate::config::ToolMatcher::all();
+    let source = Source {
+        upstream: crate::routing::ix::UpstreamIx::new(0),
+        id: "slow",
+        prefix: true,
+        filter: &all,
+        lists: &lists,
+        hidden: false,
+        hidden_tools: &[],
+        cached: true,
+    };
+    core.published.store(Arc::new(Catalog::build(&[source], 128, &["slow"])));
+    let (root, _rx) = session(&core, principal("root"), None);
+    let params = r#"{"name":"slow__t","arguments":{}}"#;
+    let counted = |outcome| core.telemetry.metrics.warm_start_calls.get_or_create(&Counted { outcome }).get();
+
+    let first = {
+        let (core, root) = (core.clone(), root.clone());
+        tokio::spawn(async move { ask(&core, &caller(Some(&root)), "tools/call", Some(params)).await.0 })
+    };
+    eventually("the first call waits", || core.warm.waiting_for("slow") == 1).await;
+    let e = refused(&core, &caller(Some(&root)), "tools/call", Some(params)).await;
+    assert_eq!(e.class, ErrorClass::Overloaded, "{}", e.message);
+    assert!(e.message.contains("1 calls already wait"), "{}", e.message);
+    assert_eq!(counted("overloaded"), 1);
+
+    // A drain ends the wait: the call is answered, retryable, not held
+    // until the drain deadline cuts it off.
+    core.draining.cancel();
+    let e = tokio::time::timeout(std::time::Duration::from_secs(10), first).await.expect("answered").unwrap();
+    let e = e.expect_err("the upstream is still starting");
+    assert_eq!(e.class, ErrorClass::Transport);
+    assert!(e.message.contains("upstream `slow` is starting"), "{}", e.message);
+    assert_eq!(counted("timed_out"), 1);
+    assert_eq!(core.warm.waiting_for("slow"), 0, "the waiter is let go");
+    for u in core.upstreams.all() {
+        u.shutdown().await;
+    }
+}

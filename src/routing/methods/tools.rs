@@ -41,14 +41,14 @@ pub(crate) async fn call(core: &Core, rq: &Rq<'_>, out: &mut Outcome) -> Result<
     }
     let mut found = lookup(core, &name);
     if let Some(f) = &found
-        && let Some(listed) = &f.listed
+        && let Some(listed) = f.listed
         // Only a caller who may see the tool waits for it; the gate
         // refuses the others below, as for any tool.
         && core.gate.grants(caller).allows(Kind::Tool, f.ident())
     {
         found = wait_for_first_start(core, f.upstream, &name, listed, out).await?;
     }
-    let Some(Found { upstream: i, original, hints, key, bare, quarantined, .. }) = found else {
+    let Some(Found { upstream: i, original, hints, key, bare, quarantined, listed }) = found else {
         // Counted against the upstream whose namespace it is (down, or the
         // tool is gone), when there is one.
         out.upstream = name
@@ -82,6 +82,13 @@ pub(crate) async fn call(core: &Core, rq: &Rq<'_>, out: &mut Outcome) -> Result<
                 Answer::Told(err) => core.deny(caller, i, Some(&original), refusal.reason, out, err),
             });
         }
+    }
+    // Never a call on a cached definition: one that did not wait was
+    // refused above unless a reload opened the tool to this caller since.
+    if listed.is_some() {
+        let upstream = core.upstreams.get(i);
+        out.upstream = Some(upstream.label());
+        return Err(upstream.unavailable(&upstream.state()));
     }
     let cap = core.gate.result_cap(ident);
     let upstream = &*core.upstreams.instance_of(i, upstream, caller.peer).await;
@@ -156,8 +163,9 @@ struct Found {
     key: String,
     bare: bool,
     quarantined: bool,
-    /// The definition listed, when it came from the warm-start cache.
-    listed: Option<String>,
+    /// A hash of the definition listed, when it came from the warm-start
+    /// cache (to tell whether the live one differs).
+    listed: Option<u64>,
 }
 
 impl Found {
@@ -175,36 +183,58 @@ fn lookup(core: &Core, name: &str) -> Option<Found> {
         key: t.key.clone(),
         bare: t.bare,
         quarantined: t.quarantined,
-        listed: t.cached.then(|| t.def.text().to_owned()),
+        listed: t.cached.then(|| text_hash(t.def.text())),
     })
 }
 
 /// A tool listed from the warm-start cache: waits (at most
-/// `startup_call_wait`) for its upstream's first start to end and the
-/// catalog to show it, then looks the tool up again, so the call is
-/// decided on the live definition under its pins. An upstream still
-/// starting, or whose start failed, is answered as unavailable; a tool
-/// that did not come back is unknown (`None`).
+/// `startup_call_wait`, and not past the start of a drain) for its
+/// upstream's first start to end and the catalog to show it, then looks
+/// the tool up again, so the call is decided on the live definition under
+/// its pins. An upstream still starting, or whose start failed, is
+/// answered as unavailable; a tool that did not come back is unknown
+/// (`None`). At most as many calls wait for one upstream as it would
+/// queue (`max_concurrency + max_queue`); more fail at once.
 async fn wait_for_first_start(
     core: &Core,
     i: crate::routing::ix::UpstreamIx,
     name: &str,
-    listed: &str,
+    listed: u64,
     out: &mut Outcome,
 ) -> Result<Option<Found>, CallError> {
     let upstream = core.upstreams.get(i);
+    let counted = |outcome| {
+        core.telemetry.metrics.warm_start_calls.get_or_create(&crate::telemetry::metrics::Outcome { outcome }).inc();
+    };
+    let most = {
+        let spec = upstream.spec();
+        spec.max_concurrency + spec.max_queue
+    };
+    let Some(_waiting) = core.warm.wait_for(upstream.id(), most) else {
+        counted("overloaded");
+        out.upstream = Some(upstream.label());
+        return Err(CallError::new(
+            crate::error::ErrorClass::Overloaded,
+            Some(upstream.id()),
+            format!("upstream `{}` is starting and {most} calls already wait for it; try again shortly", upstream.id()),
+        )
+        .not_delivered());
+    };
     let deadline = tokio::time::Instant::now() + core.config().gateway.startup_call_wait;
-    upstream.wait_settled(deadline).await;
+    tokio::select! {
+        () = upstream.wait_settled(deadline) => {}
+        () = core.draining.cancelled() => {}
+    }
     // Settled is set after the change it brought is counted: the catalog
     // built from this generation shows the start's outcome.
     let generation = core.changes.generation();
     let left = deadline.saturating_duration_since(tokio::time::Instant::now()).max(REBUILD_PATIENCE);
-    core.published.wait_built(generation, left, &core.shutdown).await;
+    core.published.wait_built(generation, left, &core.draining).await;
     let found = lookup(core, name);
     let state = upstream.state();
     let outcome = match &found {
         Some(f) if f.listed.is_some() => "timed_out",
-        Some(_) => match core.published.load().get(name).is_some_and(|t| t.def.text() == listed) {
+        Some(_) => match core.published.load().get(name).is_some_and(|t| text_hash(t.def.text()) == listed) {
             true => "live",
             false => "changed",
         },
@@ -212,7 +242,7 @@ async fn wait_for_first_start(
         None if upstream.has_settled() => "failed_start",
         None => "timed_out",
     };
-    core.telemetry.metrics.warm_start_calls.get_or_create(&crate::telemetry::metrics::Outcome { outcome }).inc();
+    counted(outcome);
     match outcome {
         "live" => tracing::debug!(tool = %name, "A call to a tool listed from the warm-start cache found it live."),
         "changed" => {
@@ -224,9 +254,24 @@ async fn wait_for_first_start(
     }
     if outcome == "timed_out" || outcome == "failed_start" {
         out.upstream = Some(upstream.label());
-        return Err(upstream.unavailable(&state));
+        return Err(match &*state {
+            // Ready, but the catalog has not caught up: as good as starting.
+            State::Ready(_) => CallError::new(
+                crate::error::ErrorClass::Transport,
+                Some(upstream.id()),
+                format!("upstream `{}` is ready but its tools are not listed yet; try again shortly", upstream.id()),
+            )
+            .not_delivered(),
+            other => upstream.unavailable(other),
+        });
     }
     Ok(found)
+}
+
+/// A hash of a definition's text.
+fn text_hash(text: &str) -> u64 {
+    use std::hash::{BuildHasher as _, BuildHasherDefault};
+    BuildHasherDefault::<std::collections::hash_map::DefaultHasher>::default().hash_one(text)
 }
 
 /// How long a call that waited gives the catalog to show its upstream's

@@ -182,15 +182,28 @@ async fn an_upstream_on_its_first_start_is_listed_from_the_cache_and_withdrawn_w
     std::fs::write(&cache, text).unwrap();
     std::fs::set_permissions(&cache, std::fs::Permissions::from_mode(0o600)).unwrap();
     // `slow` never answers `initialize` (it stays on its first start);
-    // `fails` cannot start; `gone` is not configured.
+    // `fails` exits after a second without answering; `gone` is not
+    // configured.
     let slow = "[upstreams.slow]\ncommand = \"sleep\"\nargs = [\"30\"]\n";
-    let core = core_of(config_in(dir.path(), &format!("{slow}{}", down("fails", ""))));
+    let fails = "[upstreams.fails]\ncommand = \"sh\"\nargs = [\"-c\", \"sleep 1\"]\n";
+    let core = core_of(config_in(dir.path(), &format!("{slow}{fails}")));
+    let (_root, mut rx) = session(&core, principal("root"), Some(Grants::open()));
     let shutdown = CancellationToken::new();
     let task = tokio::spawn(catalog_loop(core.clone(), shutdown.clone()));
+    eventually("both are listed from the cache", || {
+        let c = core.published.load();
+        c.get("slow__t").is_some() && c.get("fails__t").is_some()
+    })
+    .await;
+    assert!(core.warm.shown("fails") && core.warm.shown("slow"));
+    eventually("the session is told", || !rx.is_empty()).await;
+    drain(&mut rx);
     eventually("fails's first start ended", || core.upstreams.get(core.upstreams.find("fails").unwrap()).has_settled())
         .await;
-    eventually("slow__t is listed from the cache", || core.published.load().get("slow__t").is_some()).await;
-    eventually("the catalog shows fails down", || core.published.load().get("fails__t").is_none()).await;
+    eventually("the catalog withdraws fails's tools", || core.published.load().get("fails__t").is_none()).await;
+    eventually("the session is told again", || !rx.is_empty()).await;
+    assert_eq!(methods(&drain(&mut rx)), ["notifications/tools/list_changed"]);
+    assert!(!core.warm.shown("fails"));
     let catalog = core.published.load_full();
     assert!(catalog.get("slow__t").unwrap().cached);
     assert!(catalog.get("gone__t").is_none(), "a removed upstream never comes back from the cache");

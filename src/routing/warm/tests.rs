@@ -88,10 +88,10 @@ fn a_file_someone_else_could_have_written_or_not_as_written_is_refused_whole() {
     assert!(refused(r#"{"version":1,"upstreams":[],"extra":1}"#, 0o600).contains("unknown field"));
     let deep = format!(
         "{{\"version\":1,\"upstreams\":[{{\"id\":\"a\",\"tools\":[{}{}]}}]}}",
-        "[".repeat(100),
-        "]".repeat(100)
+        "[".repeat(1100),
+        "]".repeat(1100)
     );
-    assert_eq!(refused(&deep, 0o600), "not strict JSON");
+    assert_eq!(refused(&deep, 0o600), "not strict JSON", "deeper than any limit allows");
 
     // Too large: refused from its size, before it is read.
     let path = file_with(dir.path(), "", 0o600);
@@ -99,7 +99,7 @@ fn a_file_someone_else_could_have_written_or_not_as_written_is_refused_whole() {
     assert!(refused_at(&path).contains("larger than"));
 
     // Missing is empty, not an error.
-    assert!(read(&dir.path().join("none.json"), &LIMITS).unwrap().is_empty());
+    assert!(read(&dir.path().join("none.json"), &LIMITS).unwrap().0.is_empty());
 }
 
 fn refused_at(path: &Path) -> String {
@@ -110,14 +110,80 @@ fn refused_at(path: &Path) -> String {
 }
 
 #[test]
-fn a_leftover_temporary_file_does_not_lend_its_mode_to_the_cache() {
+fn one_upstreams_odd_list_costs_only_its_own_entry() {
     let dir = tempfile::tempdir().unwrap();
+    // As deep as a reply may carry it (a tool at the limit), the file
+    // itself nesting the tool four levels further.
+    let at_limit = format!("{}{}", "[".repeat(LIMITS.max_depth - 1), "]".repeat(LIMITS.max_depth - 1));
+    let past = format!("{}{}", "[".repeat(LIMITS.max_depth + 1), "]".repeat(LIMITS.max_depth + 1));
+    let tool = |x: &str| format!(r#"{{"name":"t","inputSchema":{{"type":"object"}},"x":{x}}}"#);
+    assert!(CheckedBox::parse(&tool(&at_limit[2..at_limit.len() - 2]), &LIMITS).is_some());
+    let text = format!(
+        r#"{{"version":1,"upstreams":[{{"id":"ok","tools":[{}]}},{{"id":"odd","tools":[{}]}}]}}"#,
+        tool(&at_limit[2..at_limit.len() - 2]),
+        tool(&past),
+    );
+    let (entries, stored) = read(&file_with(dir.path(), &text, 0o600), &LIMITS).unwrap();
+    assert_eq!(stored, 2);
+    assert_eq!(entries.keys().collect::<Vec<_>>(), ["ok"], "the deep one alone is left out");
+
+    // The writer leaves out what would pass the size limit, not the file.
+    let big: Arc<[CheckedBox]> = tool_defs(&["x".repeat(400).as_str()]);
+    let small = tool_defs(&["y"]);
+    let (text, left_out) = render(&[("a".into(), big), ("b".into(), small)], 300);
+    assert_eq!(left_out, ["a"]);
+    assert!(text.len() <= 300 && text.contains("\"b\""), "{text}");
+    let v: serde_json::Value = serde_json::from_str(&text).unwrap();
+    assert_eq!(v["upstreams"].as_array().unwrap().len(), 1);
+}
+
+#[test]
+fn the_write_never_follows_a_symlink_and_leaves_no_temporary_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let victim = dir.path().join("pins.json");
+    std::fs::write(&victim, "precious").unwrap();
     let path = dir.path().join("c.json");
-    std::fs::write(path.with_extension("tmp"), "old").unwrap();
-    std::fs::set_permissions(path.with_extension("tmp"), std::fs::Permissions::from_mode(0o666)).unwrap();
+    std::os::unix::fs::symlink(&victim, &path).unwrap();
     write(&path, ONE).unwrap();
+    assert_eq!(std::fs::read_to_string(&victim).unwrap(), "precious", "the link is replaced, its target untouched");
+    assert!(std::fs::symlink_metadata(&path).unwrap().is_file());
     assert_eq!(std::fs::metadata(&path).unwrap().permissions().mode() & 0o777, 0o600);
     assert_eq!(std::fs::read_to_string(&path).unwrap(), ONE);
+    let names: Vec<_> = std::fs::read_dir(dir.path()).unwrap().map(|e| e.unwrap().file_name()).collect();
+    assert_eq!(names.len(), 2, "no temporary file left: {names:?}");
+    // A folder that cannot be written: an error, nothing half-written.
+    let ro = dir.path().join("ro");
+    std::fs::create_dir(&ro).unwrap();
+    std::fs::set_permissions(&ro, std::fs::Permissions::from_mode(0o500)).unwrap();
+    if nix::unistd::geteuid().is_root() {
+        return; // root writes anyway
+    }
+    assert!(matches!(write(&ro.join("c.json"), ONE), Err(WarmError::Io { .. })));
+}
+
+#[test]
+fn the_cache_may_not_be_another_file_of_the_gateway() {
+    let dir = tempfile::tempdir().unwrap();
+    let src = "[gateway]\ncatalog_cache = \"pins.json\"\n[pinning]\nfile = \"pins.json\"\n";
+    let e = Config::from_str(src, &dir.path().join("gateway.toml"), &BTreeMap::new()).unwrap_err();
+    assert!(e.to_string().contains("must be a file of its own, not the pin store"), "{e}");
+    let src = "[gateway]\ncatalog_cache = \"gateway.toml\"\n";
+    let e = Config::from_str(src, &dir.path().join("gateway.toml"), &BTreeMap::new()).unwrap_err();
+    assert!(e.to_string().contains("not the config file"), "{e}");
+}
+
+#[test]
+fn waiters_are_counted_up_to_the_most_and_let_go_when_dropped() {
+    let warm = Warm::empty();
+    let a = warm.wait_for("u", 2).unwrap();
+    let b = warm.wait_for("u", 2).unwrap();
+    assert!(warm.wait_for("u", 2).is_none());
+    assert!(warm.wait_for("v", 2).is_some(), "per upstream");
+    drop(a);
+    assert_eq!(warm.waiting_for("u"), 1);
+    let _c = warm.wait_for("u", 2).unwrap();
+    drop(b);
+    assert_eq!(warm.waiting_for("u"), 1);
 }
 
 #[test]
