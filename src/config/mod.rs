@@ -22,6 +22,7 @@ mod file;
 mod filter;
 mod secrets;
 mod security;
+mod session_key;
 mod spec;
 mod upstream;
 
@@ -42,6 +43,7 @@ pub use security::{
     OAuthSection, OversizeAction, PinningSection, QuarantineMode, RateSection, ResultCap, RulesSection,
     TokenEndpointAuth,
 };
+pub use session_key::{SESSION_KEY_PREVIOUS_VAR, SESSION_KEY_VAR, SessionKey, SessionKeyError, SessionKeys};
 pub use spec::{OAuthSpec, ToolTimeouts, ToolTimeoutsError, TransportSpec, UpstreamSpec, canonical_resource, valid_id};
 pub use upstream::{BreakerSection, HealthSection, Isolation, Replace, RetrySection, TransportKind, UpstreamSection};
 
@@ -89,6 +91,9 @@ pub struct Config {
     /// The key of the audit log's argument digests
     /// (`MCP_GATEWAY_AUDIT_KEY` in the secrets file), when set.
     pub audit_key: Option<AuditKey>,
+    /// The keys that seal session tokens (`MCP_GATEWAY_SESSION_KEY`, and
+    /// `MCP_GATEWAY_SESSION_KEY_PREVIOUS` during a rotation), when set.
+    pub session_keys: Option<SessionKeys>,
     /// The secrets file read (`MCP_GATEWAY_ENV_FILE` or
     /// `gateway.secrets_file`, resolved), which a reload watches.
     pub secrets_path: Option<PathBuf>,
@@ -132,6 +137,21 @@ impl Config {
         let audit_key = match secrets.value(AUDIT_KEY_VAR) {
             None => None,
             Some(v) => Some(AuditKey::decode(v).map_err(|e| ConfigError::plain(format!("{AUDIT_KEY_VAR}: {e}")))?),
+        };
+        let key = |name: &str| {
+            secrets
+                .value(name)
+                .map(|v| SessionKey::decode(v).map_err(|e| ConfigError::plain(format!("{name}: {e}"))))
+                .transpose()
+        };
+        let session_keys = match (key(SESSION_KEY_VAR)?, key(SESSION_KEY_PREVIOUS_VAR)?) {
+            (Some(current), previous) => Some(SessionKeys { current, previous }),
+            (None, None) => None,
+            (None, Some(_)) => {
+                return Err(ConfigError::plain(format!(
+                    "{SESSION_KEY_PREVIOUS_VAR} is set without {SESSION_KEY_VAR}: the previous key only opens tokens; set the key that seals them"
+                )));
+            }
         };
         let x = Expander { secrets: &secrets, env };
         let FileConfig { gateway, upstreams, admin, traces, audit, auth, access, pinning, rules, limits } = file;
@@ -182,6 +202,7 @@ impl Config {
             limits,
             secret_names: secrets.names(),
             audit_key,
+            session_keys,
             secrets_path,
         })
     }

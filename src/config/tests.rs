@@ -431,3 +431,28 @@ fn documented_keys_are_read_as_the_page_writes_them() {
 }
 
 mod validate;
+
+#[test]
+fn session_keys_come_from_the_secrets_file_and_a_previous_key_needs_a_current_one() {
+    let dir = tempfile::tempdir().unwrap();
+    let secrets = dir.path().join("secrets.env");
+    let config = |text: &str| {
+        std::fs::write(&secrets, text).unwrap();
+        let src = format!("[gateway]\nsecrets_file = {:?}\n", secrets.display().to_string());
+        Config::from_str(&src, &dir.path().join("gateway.toml"), &BTreeMap::new())
+    };
+    let k1 = "AQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQE=";
+    let k2 = "AgICAgICAgICAgICAgICAgICAgICAgICAgICAgICAgI=";
+    assert_eq!(config("").unwrap().session_keys, None);
+    let keys = config(&format!("MCP_GATEWAY_SESSION_KEY={k1}\nMCP_GATEWAY_SESSION_KEY_PREVIOUS={k2}\n"))
+        .unwrap()
+        .session_keys
+        .unwrap();
+    assert_eq!(keys.current.bytes()[0], 1);
+    assert_eq!(keys.previous.unwrap().bytes()[0], 2);
+    let e = config(&format!("MCP_GATEWAY_SESSION_KEY_PREVIOUS={k2}\n")).unwrap_err().to_string();
+    assert!(e.contains("MCP_GATEWAY_SESSION_KEY_PREVIOUS is set without MCP_GATEWAY_SESSION_KEY"), "{e}");
+    let e = config("MCP_GATEWAY_SESSION_KEY=c2hvcnQta2V5LXZhbHVl\n").unwrap_err().to_string();
+    assert!(e.contains("MCP_GATEWAY_SESSION_KEY: is 15 bytes"), "{e}");
+    assert!(!e.contains("c2hvcnQta2V5LXZhbHVl"), "the value is never quoted: {e}");
+}

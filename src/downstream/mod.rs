@@ -12,5 +12,6 @@ pub mod listen;
 mod media;
 mod session;
 pub mod stdio;
+pub mod token;
 
 pub use session::{Session, Sessions};

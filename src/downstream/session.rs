@@ -19,7 +19,7 @@ use crate::telemetry::metrics::TransportLabels;
 /// One client session (`Mcp-Session-Id`).
 #[derive(Debug)]
 pub struct Session {
-    /// The id: 32 random bytes, hex.
+    /// The id: a sealed session token ([`super::token`]).
     pub id: String,
     /// The negotiated protocol revision.
     pub version: String,
@@ -237,18 +237,19 @@ impl Sessions {
         Sessions { map: Mutex::new(HashMap::new()), max, open }
     }
 
-    /// Creates a session with a cryptographically random id; `client` is
-    /// its registration with the gateway and `outbox` the receiving end of
-    /// the client's queue; `others` sessions elsewhere share the limit.
+    /// Creates the session `id` (its sealed token, [`super::token`]);
+    /// `client` is its registration with the gateway and `outbox` the
+    /// receiving end of the client's queue; `others` sessions elsewhere
+    /// share the limit.
     pub(crate) fn create(
         &self,
+        id: String,
         version: String,
         client: Client,
         outbox: mpsc::Receiver<String>,
         quota: super::bounds::Held,
         others: usize,
     ) -> Result<Arc<Session>, Full> {
-        let id = random_id::<32>();
         let s = Arc::new(Session {
             id: id.clone(),
             version,
@@ -377,7 +378,7 @@ mod tests {
             let (tx, rx) = mpsc::channel(1);
             let anonymous = Arc::new(crate::security::auth::Principal::anonymous());
             let held = quota.take(&anonymous, 1).unwrap();
-            t.create("2025-11-25".into(), gateway.connect(tx, None, anonymous), rx, held, 0)
+            t.create(random_id::<32>(), "2025-11-25".into(), gateway.connect(tx, None, anonymous), rx, held, 0)
         };
         let a = create().unwrap();
         let b = create().unwrap();

@@ -25,6 +25,7 @@ mod resilience;
 mod rmcp_client;
 mod sdk_callbacks;
 mod security;
+mod session_tokens;
 mod stdio_front;
 mod surface;
 mod tasks;

@@ -73,9 +73,13 @@ async fn post_mcp(
                     }
                 };
             let (tx, outbox) = tokio::sync::mpsc::channel(crate::routing::peer::QUEUE);
+            let identity = principal.identity.clone();
             let client = app.gateway.connect(tx, msg.params(), principal);
+            let capabilities = client.peer.relayable_capabilities();
+            let claims = Claims::new(&identity, &version, capabilities.get(), unix_now());
+            let token = app.keyring.load().seal(&claims);
             let legacy = app.legacy.locked().len();
-            let Ok(session) = app.sessions.create(version, client, outbox, quota, legacy) else {
+            let Ok(session) = app.sessions.create(token, version, client, outbox, quota, legacy) else {
                 app.too_many_sessions();
                 let e = crate::error::CallError::new(crate::error::ErrorClass::Overloaded, None, "Too many sessions");
                 return (StatusCode::SERVICE_UNAVAILABLE, json_headers(), e.to_response(id)).into_response();
@@ -83,7 +87,7 @@ async fn post_mcp(
             tracing::debug!(session_version = %session.version, "Downstream session created.");
             let mut resp = reply_response(reply, sse);
             resp.headers_mut()
-                .insert(SESSION_HEADER, HeaderValue::from_str(&session.id).expect("hex is a valid header"));
+                .insert(SESSION_HEADER, HeaderValue::from_str(&session.id).expect("a token is a valid header"));
             resp
         }
         Ok(Classified::Request(msg)) if msg.method() == "server/discover" => {

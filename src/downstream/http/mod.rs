@@ -61,7 +61,8 @@ use self::{legacy::*, mcp::*, respond::*};
 use super::bounds::{Held, Over, Quota};
 use super::media;
 use super::session::{Session, Sessions};
-use crate::config::ResponseMode;
+use super::token::{Claims, Keyring, unix_now};
+use crate::config::{ResponseMode, SESSION_KEY_VAR};
 use crate::protocol::{self, Classified, Message, Transport, encode};
 use crate::routing::Caller;
 use crate::routing::{Gateway, Initialized};
@@ -96,6 +97,9 @@ pub struct App {
     bytes: Arc<Quota>,
     /// Sessions per principal (the whole count is the tables').
     sessions_each: Arc<Quota>,
+    /// The keys that seal session tokens, swapped by a reload that rotates
+    /// them ([`KeysReload`]).
+    keyring: Arc<ArcSwap<Keyring>>,
 }
 
 /// Builds the router. `shutdown` ends open GET streams so a graceful
@@ -108,6 +112,18 @@ pub fn router(gateway: Arc<Gateway>, shutdown: CancellationToken) -> Result<Rout
     let metadata_path = auth.metadata_path().to_owned();
     let auth = Arc::new(ArcSwap::from_pointee(auth));
     gateway.add_participant(Arc::new(AuthReload { auth: auth.clone(), http: gateway.http_client() }));
+    let keyring = Keyring::new(gateway.config().session_keys.as_ref());
+    match keyring.generated {
+        true => tracing::warn!(
+            "No {SESSION_KEY_VAR} in the secrets file: session tokens are sealed with a key made by this process. \
+             Sessions end with it, and another replica cannot serve them: run one replica, or set the key."
+        ),
+        false => {
+            tracing::info!(key_id = %keyring.key_id(), keys = keyring.len(), "Session tokens are sealed with the configured key.")
+        }
+    }
+    let keyring = Arc::new(ArcSwap::from_pointee(keyring));
+    gateway.add_participant(Arc::new(KeysReload { keyring: keyring.clone() }));
     let metrics = &gateway.telemetry().metrics;
     let bytes = Quota::new(
         g.max_inflight_request_bytes,
@@ -122,6 +138,7 @@ pub fn router(gateway: Arc<Gateway>, shutdown: CancellationToken) -> Result<Rout
         shutdown,
         gateway,
         legacy: Default::default(),
+        keyring,
     });
     tokio::spawn(expire_sessions(app.clone()));
     // Each route a client uses, and each admin page, is behind the
@@ -173,6 +190,41 @@ impl crate::routing::reload::Participant for AuthReload {
         let auth = Authenticator::new(&next.auth, self.http.clone()).map_err(|e| e.to_string())?;
         let slot = self.auth.clone();
         Ok(Some(Box::new(move || slot.store(Arc::new(auth)))))
+    }
+}
+
+/// Puts new session keys in force: new tokens are sealed with the new key,
+/// and the one it replaces still opens the tokens it sealed (until the
+/// next restart or rotation). A reload that drops the key keeps the ring
+/// in force: it never ends every session.
+#[derive(Debug)]
+struct KeysReload {
+    keyring: Arc<ArcSwap<Keyring>>,
+}
+
+impl crate::routing::reload::Participant for KeysReload {
+    fn prepare(
+        &self,
+        now: &crate::config::Config,
+        next: &crate::config::Config,
+    ) -> Result<Option<crate::routing::reload::Commit>, String> {
+        if now.session_keys == next.session_keys {
+            return Ok(None);
+        }
+        let ring = self.keyring.load().rotated(next.session_keys.as_ref());
+        let dropped = next.session_keys.is_none();
+        let slot = self.keyring.clone();
+        Ok(Some(Box::new(move || {
+            match dropped {
+                true => tracing::warn!("The reload drops {SESSION_KEY_VAR}: the key in force stays until a restart."),
+                false => tracing::info!(
+                    key_id = %ring.key_id(),
+                    keys = ring.len(),
+                    "Session keys rotated: new tokens use the new key; older ones still open."
+                ),
+            }
+            slot.store(Arc::new(ring));
+        })))
     }
 }
 

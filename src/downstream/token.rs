@@ -1,0 +1,301 @@
+//! Session tokens (docs/design.md D10): the `Mcp-Session-Id` a client gets
+//! is sealed with XChaCha20-Poly1305 under the gateway's session key, so
+//! it cannot be forged, read or altered, and carries what a replica needs
+//! to know of the session: who opened it (a hash of the principal's
+//! identity, checked against whoever presents it), the negotiated protocol
+//! version, the client capabilities the gateway relays (sampling,
+//! elicitation, roots) and when it was created.
+//!
+//! Text: `mgw1.` and base64url (no padding) of `key id (4) ‖ nonce (24) ‖
+//! ciphertext ‖ tag (16)`. The key id is bound as associated data. At most
+//! [`MAX_TOKEN_LEN`] characters: load balancers cap header sizes, so a
+//! client's capabilities that would not fit are carried in their reduced,
+//! canonical form (the flags the gateway reads), never by growing the
+//! token.
+
+use base64::Engine as _;
+use chacha20poly1305::aead::{Aead, KeyInit, Payload};
+use chacha20poly1305::{XChaCha20Poly1305, XNonce};
+use sha2::{Digest, Sha256};
+
+use crate::config::{SessionKey, SessionKeys};
+
+/// The longest token, in characters.
+pub const MAX_TOKEN_LEN: usize = 512;
+
+/// What every token starts with (the format).
+const PREFIX: &str = "mgw1.";
+
+/// The plaintext's format byte.
+const FORMAT: u8 = 1;
+
+/// Longest protocol version carried.
+const MAX_VERSION_LEN: usize = 64;
+
+/// Bytes around the plaintext: key id, nonce, tag.
+const OVERHEAD: usize = 4 + 24 + 16;
+
+/// Plaintext bytes before the capabilities: format, created, principal
+/// hash, version length.
+const HEAD: usize = 1 + 8 + 16 + 1;
+
+/// What a session token says.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Claims {
+    /// The first 16 bytes of SHA-256 of the principal's identity.
+    pub principal: [u8; 16],
+    /// The negotiated protocol version.
+    pub version: String,
+    /// The client capabilities the gateway relays, as JSON (`{}` when none).
+    pub capabilities: String,
+    /// When the session was created, Unix seconds.
+    pub created: u64,
+}
+
+/// Why a token was not accepted (each is answered 404 by the caller).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum TokenError {
+    /// Not a token of this format.
+    #[error("not a session token")]
+    Malformed,
+    /// Sealed under a key this gateway does not hold (another deployment,
+    /// or a key rotated out).
+    #[error("sealed under an unknown key")]
+    UnknownKey,
+    /// Altered, or not sealed by the key it names.
+    #[error("does not authenticate")]
+    Forged,
+}
+
+/// One key, ready to seal and open.
+struct Key {
+    id: [u8; 4],
+    cipher: XChaCha20Poly1305,
+}
+
+/// The keys in force: one seals, each opens.
+pub struct Keyring {
+    /// `keys[0]` seals; every key opens.
+    keys: Vec<Key>,
+    /// The key was made by this process (no `MCP_GATEWAY_SESSION_KEY`):
+    /// tokens die with it, and another replica cannot open them.
+    pub generated: bool,
+}
+
+impl std::fmt::Debug for Keyring {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let ids: Vec<String> = self.keys.iter().map(|k| hex(&k.id)).collect();
+        f.debug_struct("Keyring").field("key_ids", &ids).field("generated", &self.generated).finish()
+    }
+}
+
+// === impl Claims ===
+
+impl Claims {
+    /// The claims of a session `principal` (its identity) opens now.
+    pub fn new(principal: &str, version: &str, capabilities: &str, created: u64) -> Self {
+        Claims {
+            principal: principal_hash(principal),
+            version: version.chars().take(MAX_VERSION_LEN).collect(),
+            capabilities: capabilities.to_owned(),
+            created,
+        }
+    }
+
+    /// Whether the token was opened by `principal`.
+    pub fn opened_by(&self, principal: &str) -> bool {
+        // Both sides are hashes: comparing them leaks nothing of the key.
+        self.principal == principal_hash(principal)
+    }
+
+    fn encode(&self, capabilities: &str) -> Vec<u8> {
+        let mut out = Vec::with_capacity(HEAD + self.version.len() + capabilities.len());
+        out.push(FORMAT);
+        out.extend_from_slice(&self.created.to_be_bytes());
+        out.extend_from_slice(&self.principal);
+        out.push(self.version.len() as u8);
+        out.extend_from_slice(self.version.as_bytes());
+        out.extend_from_slice(capabilities.as_bytes());
+        out
+    }
+
+    fn decode(plain: &[u8]) -> Option<Self> {
+        let (&format, rest) = plain.split_first()?;
+        if format != FORMAT || rest.len() < HEAD - 1 {
+            return None;
+        }
+        let created = u64::from_be_bytes(rest[..8].try_into().ok()?);
+        let principal: [u8; 16] = rest[8..24].try_into().ok()?;
+        let len = usize::from(rest[24]);
+        let version = std::str::from_utf8(rest.get(25..25 + len)?).ok()?.to_owned();
+        let capabilities = std::str::from_utf8(&rest[25 + len..]).ok()?.to_owned();
+        Some(Claims { principal, version, capabilities, created })
+    }
+}
+
+// === impl Keyring ===
+
+impl Keyring {
+    /// The keyring of `keys`, or of a key made now when none is configured.
+    pub fn new(keys: Option<&SessionKeys>) -> Self {
+        match keys {
+            Some(k) => Keyring {
+                keys: std::iter::once(&k.current).chain(&k.previous).map(Key::new).collect(),
+                generated: false,
+            },
+            None => Keyring { keys: vec![Key::new(&SessionKey::generate())], generated: true },
+        }
+    }
+
+    /// The keyring after a reload to `next`: its keys, and this one's
+    /// sealing key too when `next` replaced it (tokens sealed before the
+    /// rotation keep opening until the next restart, or the next rotation).
+    pub fn rotated(&self, next: Option<&SessionKeys>) -> Self {
+        let Some(next) = next else {
+            // No key configured any more: keep what runs (a reload never
+            // ends every session).
+            return Keyring { keys: self.keys.iter().map(Key::copy).collect(), generated: self.generated };
+        };
+        let mut ring = Keyring::new(Some(next));
+        let sealing = &self.keys[0];
+        if !ring.keys.iter().any(|k| k.id == sealing.id) {
+            ring.keys.push(sealing.copy());
+        }
+        ring
+    }
+
+    /// The id of the sealing key (hex), for logs.
+    pub fn key_id(&self) -> String {
+        hex(&self.keys[0].id)
+    }
+
+    /// How many keys open tokens.
+    pub fn len(&self) -> usize {
+        self.keys.len()
+    }
+
+    /// Whether no key opens tokens (never: a keyring always has one).
+    pub fn is_empty(&self) -> bool {
+        self.keys.is_empty()
+    }
+
+    /// Seals `claims` into a token of at most [`MAX_TOKEN_LEN`] characters.
+    pub fn seal(&self, claims: &Claims) -> String {
+        let key = &self.keys[0];
+        // What fits of the capabilities: as declared, else their reduced
+        // form, else nothing.
+        let room = (MAX_TOKEN_LEN - PREFIX.len()) / 4 * 3 - OVERHEAD - HEAD - claims.version.len();
+        let reduced;
+        let capabilities = if claims.capabilities.len() <= room {
+            claims.capabilities.as_str()
+        } else {
+            reduced = reduce(&claims.capabilities);
+            if reduced.len() <= room { reduced.as_str() } else { "{}" }
+        };
+        let plain = claims.encode(capabilities);
+        let mut nonce = [0u8; 24];
+        getrandom::fill(&mut nonce).expect("the OS has randomness");
+        let sealed = key
+            .cipher
+            .encrypt(&XNonce::from(nonce), Payload { msg: &plain, aad: &key.id })
+            .expect("a plaintext this small always encrypts");
+        let mut raw = Vec::with_capacity(OVERHEAD + plain.len());
+        raw.extend_from_slice(&key.id);
+        raw.extend_from_slice(&nonce);
+        raw.extend_from_slice(&sealed);
+        let token = format!("{PREFIX}{}", base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(raw));
+        debug_assert!(token.len() <= MAX_TOKEN_LEN, "{} characters", token.len());
+        token
+    }
+
+    /// Opens `token`: its claims, if a key of this ring sealed it and
+    /// nothing in it changed.
+    pub fn open(&self, token: &str) -> Result<Claims, TokenError> {
+        if token.len() > MAX_TOKEN_LEN {
+            return Err(TokenError::Malformed);
+        }
+        let body = token.strip_prefix(PREFIX).ok_or(TokenError::Malformed)?;
+        let raw = base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(body).map_err(|_| TokenError::Malformed)?;
+        if raw.len() < OVERHEAD + HEAD {
+            return Err(TokenError::Malformed);
+        }
+        let (id, rest) = raw.split_at(4);
+        let (nonce, sealed) = rest.split_at(24);
+        let key = self.keys.iter().find(|k| k.id == id).ok_or(TokenError::UnknownKey)?;
+        let nonce: [u8; 24] = nonce.try_into().map_err(|_| TokenError::Malformed)?;
+        let plain = key
+            .cipher
+            .decrypt(&XNonce::from(nonce), Payload { msg: sealed, aad: &key.id })
+            .map_err(|_| TokenError::Forged)?;
+        // Authenticated: only a gateway holding the key wrote it.
+        Claims::decode(&plain).ok_or(TokenError::Malformed)
+    }
+}
+
+// === impl Key ===
+
+impl Key {
+    fn new(key: &SessionKey) -> Self {
+        let digest = Sha256::new().chain_update(b"mcp-gateway session key id\0").chain_update(key.bytes()).finalize();
+        let id = [digest[0], digest[1], digest[2], digest[3]];
+        Key { id, cipher: XChaCha20Poly1305::new(&(*key.bytes()).into()) }
+    }
+
+    fn copy(&self) -> Self {
+        Key { id: self.id, cipher: self.cipher.clone() }
+    }
+}
+
+/// Now, in Unix seconds (a token's creation time).
+pub fn unix_now() -> u64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs())
+}
+
+/// The first 16 bytes of SHA-256 of `principal`.
+fn principal_hash(principal: &str) -> [u8; 16] {
+    let digest = Sha256::new().chain_update(b"mcp-gateway principal\0").chain_update(principal.as_bytes()).finalize();
+    let mut out = [0u8; 16];
+    out.copy_from_slice(&digest[..16]);
+    out
+}
+
+/// The capabilities the gateway reads, in canonical form: `sampling`
+/// (with `context`, `tools`), `elicitation` (with `form`, `url`) and
+/// `roots` (with `listChanged`), each with empty objects for flags.
+fn reduce(capabilities: &str) -> String {
+    let Ok(serde_json::Value::Object(caps)) = serde_json::from_str::<serde_json::Value>(capabilities) else {
+        return "{}".into();
+    };
+    let mut out = serde_json::Map::new();
+    let keep = |name: &str, flags: &[&str]| -> Option<serde_json::Value> {
+        let v = caps.get(name)?.as_object()?;
+        let mut m = serde_json::Map::new();
+        for f in flags {
+            match v.get(*f) {
+                Some(serde_json::Value::Bool(b)) => {
+                    m.insert((*f).to_owned(), (*b).into());
+                }
+                Some(_) => {
+                    m.insert((*f).to_owned(), serde_json::json!({}));
+                }
+                None => {}
+            }
+        }
+        Some(serde_json::Value::Object(m))
+    };
+    for (name, flags) in
+        [("sampling", &["context", "tools"][..]), ("elicitation", &["form", "url"]), ("roots", &["listChanged"])]
+    {
+        if let Some(v) = keep(name, flags) {
+            out.insert(name.to_owned(), v);
+        }
+    }
+    serde_json::Value::Object(out).to_string()
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+#[cfg(test)]
+mod tests;
