@@ -153,6 +153,12 @@ impl Config {
                 )));
             }
         };
+        // One key, one use: an HMAC key must not also be an AEAD key.
+        if let (Some(keys), Some(audit)) = (&session_keys, &audit_key)
+            && audit.bytes() == keys.current.bytes()
+        {
+            return Err(ConfigError::plain(format!("{SESSION_KEY_VAR} must differ from {AUDIT_KEY_VAR}")));
+        }
         let x = Expander { secrets: &secrets, env };
         let FileConfig { gateway, upstreams, admin, traces, audit, auth, access, pinning, rules, limits } = file;
         let token_file = base.join(&gateway.token_file);

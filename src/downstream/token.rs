@@ -7,11 +7,15 @@
 //! elicitation, roots) and when it was created.
 //!
 //! Text: `mgw1.` and base64url (no padding) of `key id (4) ‖ nonce (24) ‖
-//! ciphertext ‖ tag (16)`. The key id is bound as associated data. At most
-//! [`MAX_TOKEN_LEN`] characters: load balancers cap header sizes, so a
-//! client's capabilities that would not fit are carried in their reduced,
-//! canonical form (the flags the gateway reads), never by growing the
-//! token.
+//! ciphertext ‖ tag (16)`. The purpose (`mgw1.session`) and the key id are
+//! bound as associated data. Every token has the same length, at most
+//! [`MAX_TOKEN_LEN`] characters (load balancers cap header sizes): the
+//! plaintext is padded, so the length says nothing of the client, and
+//! capabilities that would not fit are carried in their reduced, canonical
+//! form (the flags the gateway reads), flagged, never by growing the token.
+//!
+//! Not checked here (the rebuild of a session on another replica will):
+//! expiry, and a creation time in the future.
 
 use base64::Engine as _;
 use chacha20poly1305::aead::{Aead, KeyInit, Payload};
@@ -35,21 +39,48 @@ const MAX_VERSION_LEN: usize = 64;
 /// Bytes around the plaintext: key id, nonce, tag.
 const OVERHEAD: usize = 4 + 24 + 16;
 
-/// Plaintext bytes before the capabilities: format, created, principal
+/// Plaintext bytes before the version: format, flags, created, principal
 /// hash, version length.
-const HEAD: usize = 1 + 8 + 16 + 1;
+const HEAD: usize = 1 + 1 + 8 + 16 + 1;
 
-/// What a session token says.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// Every plaintext is padded to this many bytes, so a token's length says
+/// nothing of what its client declared: the most that fits in
+/// [`MAX_TOKEN_LEN`] characters.
+const PLAIN_LEN: usize = (MAX_TOKEN_LEN - PREFIX.len()) / 4 * 3 - OVERHEAD;
+
+/// Bound as associated data with the key id: a token is a session token
+/// of this format, never anything else the key may one day seal.
+const PURPOSE: &[u8] = b"mgw1.session\0";
+
+/// Flag: the capabilities are the reduced form of what the client declared.
+const REDUCED: u8 = 1;
+/// Flag: not even the reduced capabilities fitted; none are carried.
+const DROPPED: u8 = 2;
+
+/// What a session token says. Its `Debug` shows neither the principal's
+/// hash (an unkeyed hash of a guessable identity) nor the capabilities.
+#[derive(Clone, PartialEq, Eq)]
 pub struct Claims {
     /// The first 16 bytes of SHA-256 of the principal's identity.
-    pub principal: [u8; 16],
-    /// The negotiated protocol version.
+    principal: [u8; 16],
+    /// The negotiated protocol version (at most 64 bytes).
     pub version: String,
     /// The client capabilities the gateway relays, as JSON (`{}` when none).
     pub capabilities: String,
     /// When the session was created, Unix seconds.
     pub created: u64,
+    /// [`REDUCED`], [`DROPPED`]: what sealing did to the capabilities.
+    flags: u8,
+}
+
+impl std::fmt::Debug for Claims {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Claims")
+            .field("version", &self.version)
+            .field("created", &self.created)
+            .field("capabilities_reduced", &self.reduced())
+            .finish_non_exhaustive()
+    }
 }
 
 /// Why a token was not accepted (each is answered 404 by the caller).
@@ -92,13 +123,20 @@ impl std::fmt::Debug for Keyring {
 // === impl Claims ===
 
 impl Claims {
-    /// The claims of a session `principal` (its identity) opens now.
+    /// The claims of a session `principal` (its identity) opens now. A
+    /// version longer than 64 bytes (never one the gateway negotiates) is
+    /// cut at a character boundary.
     pub fn new(principal: &str, version: &str, capabilities: &str, created: u64) -> Self {
+        let mut end = version.len().min(MAX_VERSION_LEN);
+        while !version.is_char_boundary(end) {
+            end -= 1;
+        }
         Claims {
             principal: principal_hash(principal),
-            version: version.chars().take(MAX_VERSION_LEN).collect(),
+            version: version[..end].to_owned(),
             capabilities: capabilities.to_owned(),
             created,
+            flags: 0,
         }
     }
 
@@ -108,28 +146,54 @@ impl Claims {
         self.principal == principal_hash(principal)
     }
 
-    fn encode(&self, capabilities: &str) -> Vec<u8> {
-        let mut out = Vec::with_capacity(HEAD + self.version.len() + capabilities.len());
+    /// Whether the capabilities carried are less than the client declared
+    /// (reduced to the flags the gateway reads, or none).
+    pub fn reduced(&self) -> bool {
+        self.flags & (REDUCED | DROPPED) != 0
+    }
+
+    /// The plaintext, padded to [`PLAIN_LEN`]: the capabilities as
+    /// declared, else reduced, else none (flagged).
+    fn encode(&self) -> Vec<u8> {
+        let version = self.version.as_bytes();
+        let room = PLAIN_LEN - HEAD - version.len() - 2;
+        let reduced;
+        let (capabilities, flags) = if self.capabilities.len() <= room {
+            (self.capabilities.as_str(), 0)
+        } else {
+            reduced = reduce(&self.capabilities);
+            match reduced.len() <= room {
+                true => (reduced.as_str(), REDUCED),
+                false => ("{}", DROPPED),
+            }
+        };
+        let mut out = Vec::with_capacity(PLAIN_LEN);
         out.push(FORMAT);
+        out.push(flags);
         out.extend_from_slice(&self.created.to_be_bytes());
         out.extend_from_slice(&self.principal);
-        out.push(self.version.len() as u8);
-        out.extend_from_slice(self.version.as_bytes());
+        out.push(u8::try_from(version.len()).expect("at most 64 bytes"));
+        out.extend_from_slice(version);
+        let len = u16::try_from(capabilities.len()).expect("under PLAIN_LEN");
+        out.extend_from_slice(&len.to_be_bytes());
         out.extend_from_slice(capabilities.as_bytes());
+        out.resize(PLAIN_LEN, 0);
         out
     }
 
     fn decode(plain: &[u8]) -> Option<Self> {
-        let (&format, rest) = plain.split_first()?;
-        if format != FORMAT || rest.len() < HEAD - 1 {
+        if plain.len() != PLAIN_LEN || plain[0] != FORMAT {
             return None;
         }
-        let created = u64::from_be_bytes(rest[..8].try_into().ok()?);
-        let principal: [u8; 16] = rest[8..24].try_into().ok()?;
-        let len = usize::from(rest[24]);
-        let version = std::str::from_utf8(rest.get(25..25 + len)?).ok()?.to_owned();
-        let capabilities = std::str::from_utf8(&rest[25 + len..]).ok()?.to_owned();
-        Some(Claims { principal, version, capabilities, created })
+        let flags = plain[1];
+        let created = u64::from_be_bytes(plain[2..10].try_into().ok()?);
+        let principal: [u8; 16] = plain[10..26].try_into().ok()?;
+        let len = usize::from(plain[26]);
+        let version = std::str::from_utf8(plain.get(HEAD..HEAD + len)?).ok()?.to_owned();
+        let at = HEAD + len;
+        let n = usize::from(u16::from_be_bytes(plain.get(at..at + 2)?.try_into().ok()?));
+        let capabilities = std::str::from_utf8(plain.get(at + 2..at + 2 + n)?).ok()?.to_owned();
+        Some(Claims { principal, version, capabilities, created, flags })
     }
 }
 
@@ -179,32 +243,23 @@ impl Keyring {
         self.keys.is_empty()
     }
 
-    /// Seals `claims` into a token of at most [`MAX_TOKEN_LEN`] characters.
+    /// Seals `claims` into a token of [`MAX_TOKEN_LEN`] characters or
+    /// fewer (always the same length: the plaintext is padded).
     pub fn seal(&self, claims: &Claims) -> String {
         let key = &self.keys[0];
-        // What fits of the capabilities: as declared, else their reduced
-        // form, else nothing.
-        let room = (MAX_TOKEN_LEN - PREFIX.len()) / 4 * 3 - OVERHEAD - HEAD - claims.version.len();
-        let reduced;
-        let capabilities = if claims.capabilities.len() <= room {
-            claims.capabilities.as_str()
-        } else {
-            reduced = reduce(&claims.capabilities);
-            if reduced.len() <= room { reduced.as_str() } else { "{}" }
-        };
-        let plain = claims.encode(capabilities);
+        let plain = claims.encode();
         let mut nonce = [0u8; 24];
         getrandom::fill(&mut nonce).expect("the OS has randomness");
         let sealed = key
             .cipher
-            .encrypt(&XNonce::from(nonce), Payload { msg: &plain, aad: &key.id })
+            .encrypt(&XNonce::from(nonce), Payload { msg: &plain, aad: &aad(&key.id) })
             .expect("a plaintext this small always encrypts");
         let mut raw = Vec::with_capacity(OVERHEAD + plain.len());
         raw.extend_from_slice(&key.id);
         raw.extend_from_slice(&nonce);
         raw.extend_from_slice(&sealed);
         let token = format!("{PREFIX}{}", base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(raw));
-        debug_assert!(token.len() <= MAX_TOKEN_LEN, "{} characters", token.len());
+        assert!(token.len() <= MAX_TOKEN_LEN, "the plaintext is padded to fit: {} characters", token.len());
         token
     }
 
@@ -221,15 +276,29 @@ impl Keyring {
         }
         let (id, rest) = raw.split_at(4);
         let (nonce, sealed) = rest.split_at(24);
-        let key = self.keys.iter().find(|k| k.id == id).ok_or(TokenError::UnknownKey)?;
         let nonce: [u8; 24] = nonce.try_into().map_err(|_| TokenError::Malformed)?;
-        let plain = key
-            .cipher
-            .decrypt(&XNonce::from(nonce), Payload { msg: sealed, aad: &key.id })
-            .map_err(|_| TokenError::Forged)?;
-        // Authenticated: only a gateway holding the key wrote it.
-        Claims::decode(&plain).ok_or(TokenError::Malformed)
+        // Every key with this id (two keys sharing one are unlikely, not
+        // impossible).
+        let mut named = false;
+        for key in self.keys.iter().filter(|k| k.id == id) {
+            named = true;
+            if let Ok(plain) = key.cipher.decrypt(&XNonce::from(nonce), Payload { msg: sealed, aad: &aad(&key.id) }) {
+                // Authenticated: only a gateway holding the key wrote it.
+                return Claims::decode(&plain).ok_or(TokenError::Malformed);
+            }
+        }
+        Err(if named { TokenError::Forged } else { TokenError::UnknownKey })
     }
+
+    /// Whether `other` seals with the same key.
+    pub fn seals_like(&self, other: &Keyring) -> bool {
+        self.keys[0].id == other.keys[0].id
+    }
+}
+
+/// The associated data of a token sealed under key `id`.
+fn aad(id: &[u8; 4]) -> Vec<u8> {
+    [PURPOSE, id].concat()
 }
 
 // === impl Key ===
@@ -261,34 +330,31 @@ fn principal_hash(principal: &str) -> [u8; 16] {
 
 /// The capabilities the gateway reads, in canonical form: `sampling`
 /// (with `context`, `tools`), `elicitation` (with `form`, `url`) and
-/// `roots` (with `listChanged`), each with empty objects for flags.
+/// `roots` (with `listChanged`). A capability the client named is declared
+/// whatever its value (as `Peer::supports` reads it), as `{}` with the
+/// flags it set; a flag set to `null` is not set.
 fn reduce(capabilities: &str) -> String {
     let Ok(serde_json::Value::Object(caps)) = serde_json::from_str::<serde_json::Value>(capabilities) else {
         return "{}".into();
     };
     let mut out = serde_json::Map::new();
-    let keep = |name: &str, flags: &[&str]| -> Option<serde_json::Value> {
-        let v = caps.get(name)?.as_object()?;
+    for (name, flags) in
+        [("sampling", &["context", "tools"][..]), ("elicitation", &["form", "url"]), ("roots", &["listChanged"])]
+    {
+        let Some(v) = caps.get(name) else { continue };
         let mut m = serde_json::Map::new();
         for f in flags {
             match v.get(*f) {
+                None | Some(serde_json::Value::Null) => {}
                 Some(serde_json::Value::Bool(b)) => {
                     m.insert((*f).to_owned(), (*b).into());
                 }
                 Some(_) => {
                     m.insert((*f).to_owned(), serde_json::json!({}));
                 }
-                None => {}
             }
         }
-        Some(serde_json::Value::Object(m))
-    };
-    for (name, flags) in
-        [("sampling", &["context", "tools"][..]), ("elicitation", &["form", "url"]), ("roots", &["listChanged"])]
-    {
-        if let Some(v) = keep(name, flags) {
-            out.insert(name.to_owned(), v);
-        }
+        out.insert(name.to_owned(), serde_json::Value::Object(m));
     }
     serde_json::Value::Object(out).to_string()
 }

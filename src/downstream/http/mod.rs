@@ -213,14 +213,22 @@ impl crate::routing::reload::Participant for KeysReload {
         }
         let ring = self.keyring.load().rotated(next.session_keys.as_ref());
         let dropped = next.session_keys.is_none();
+        let new_sealer = !ring.seals_like(&self.keyring.load());
         let slot = self.keyring.clone();
         Ok(Some(Box::new(move || {
-            match dropped {
-                true => tracing::warn!("The reload drops {SESSION_KEY_VAR}: the key in force stays until a restart."),
-                false => tracing::info!(
+            match (dropped, new_sealer) {
+                (true, _) => {
+                    tracing::warn!("The reload drops {SESSION_KEY_VAR}: the key in force stays until a restart.")
+                }
+                (false, true) => tracing::info!(
                     key_id = %ring.key_id(),
                     keys = ring.len(),
                     "Session keys rotated: new tokens use the new key; older ones still open."
+                ),
+                (false, false) => tracing::info!(
+                    key_id = %ring.key_id(),
+                    keys = ring.len(),
+                    "Session keys changed: the same key seals; the keys that open tokens changed."
                 ),
             }
             slot.store(Arc::new(ring));

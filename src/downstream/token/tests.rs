@@ -89,10 +89,65 @@ fn capabilities_too_large_for_a_header_are_carried_reduced() {
         serde_json::json!({"sampling":{"context":{},"tools":{}},"elicitation":{"form":{}},"roots":{"listChanged":true}})
     );
     // A long principal and version do not grow it either.
-    let long = Claims::new(&"p".repeat(10_000), &"v".repeat(500), &big, u64::MAX);
+    let long = Claims::new(&"p".repeat(10_000), &"é".repeat(500), &big, u64::MAX);
     let token = ring.seal(&long);
     assert!(token.len() <= MAX_TOKEN_LEN, "{}", token.len());
     let opened = ring.open(&token).unwrap();
     assert!(opened.opened_by(&"p".repeat(10_000)));
-    assert_eq!(opened.version.len(), 64);
+    assert_eq!(opened.version, "é".repeat(32), "cut at a character boundary, at most 64 bytes");
+    assert!(opened.reduced());
+}
+
+#[test]
+fn every_token_has_the_same_length_whatever_its_client_declared() {
+    let ring = Keyring::new(Some(&keys(1, None)));
+    let lens: std::collections::BTreeSet<usize> = ["{}", CAPS, r#"{"sampling":{}}"#]
+        .into_iter()
+        .map(|c| ring.seal(&Claims::new("key:alice", "2025-11-25", c, 1)).len())
+        .chain([ring.seal(&Claims::new("k", "2024-11-05", "{}", 1)).len()])
+        .collect();
+    assert_eq!(lens.len(), 1, "{lens:?}");
+    assert!(*lens.first().unwrap() <= MAX_TOKEN_LEN);
+    assert!(!ring.open(&ring.seal(&Claims::new("k", "v", CAPS, 1))).unwrap().reduced());
+}
+
+#[test]
+fn reduced_capabilities_declare_what_the_client_named_as_the_gateway_reads_it() {
+    let reduced: serde_json::Value = serde_json::from_str(&reduce(
+        r#"{"sampling":true,"elicitation":{"form":null,"url":{"x":1}},"roots":null,"experimental":{}}"#,
+    ))
+    .unwrap();
+    // Named is declared (`Peer::supports` checks the name); a null flag
+    // is not set.
+    assert_eq!(reduced, serde_json::json!({"sampling":{},"elicitation":{"url":{}},"roots":{}}));
+    assert_eq!(reduce("not json"), "{}");
+}
+
+#[test]
+fn rotations_in_a_row_keep_only_the_keys_that_opened_what_runs() {
+    // A generated key replaced by a configured one: its tokens still open.
+    let own = Keyring::new(None);
+    let sealed = own.seal(&Claims::new("p", "v", "{}", 1));
+    let ring = own.rotated(Some(&keys(1, None)));
+    assert!(!ring.generated && ring.open(&sealed).is_ok());
+    assert!(!ring.seals_like(&own));
+    // 1 → 2 → 3: the ring holds 3 and 2 (what 3's reload replaced); 1 is
+    // gone unless the file names it.
+    let one = Keyring::new(Some(&keys(1, None)));
+    let t1 = one.seal(&Claims::new("p", "v", "{}", 1));
+    let two = one.rotated(Some(&keys(2, None)));
+    let t2 = two.seal(&Claims::new("p", "v", "{}", 2));
+    let three = two.rotated(Some(&keys(3, None)));
+    assert_eq!(three.len(), 2);
+    assert!(three.open(&t2).is_ok());
+    assert_eq!(three.open(&t1), Err(TokenError::UnknownKey));
+    assert!(two.rotated(Some(&keys(3, Some(1)))).open(&t1).is_ok(), "named as previous: kept");
+    // Only the previous key changed: the sealing key is the same.
+    assert!(one.rotated(Some(&keys(1, Some(9)))).seals_like(&one));
+}
+
+#[test]
+fn a_token_is_509_characters() {
+    let ring = Keyring::new(Some(&keys(1, None)));
+    assert_eq!(ring.seal(&Claims::new("p", "2025-11-25", "{}", 1)).len(), 509, "docs/security.md says so");
 }
