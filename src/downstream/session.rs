@@ -34,6 +34,10 @@ pub struct Session {
     /// The events sent on the session's streams, for `Last-Event-ID`.
     pub replay: Replay,
     created: Instant,
+    /// A session rebuilt from its token ends at this instant whatever its
+    /// use: another replica may have served it since, and no replica
+    /// knows its last use (design D10).
+    deadline: Option<Instant>,
     last_seen_ms: AtomicU64,
     /// Its place among its principal's sessions, given back when the last
     /// reference to the session goes.
@@ -44,6 +48,10 @@ pub struct Session {
 #[derive(Debug)]
 pub struct Sessions {
     map: Mutex<HashMap<String, Arc<Session>>>,
+    /// Sessions ended here (DELETE), until their token's age is up: a
+    /// token of one is never rebuilt by this replica. At most
+    /// 4 × `max` entries; past that, the one nearest its end goes first.
+    ended: Mutex<HashMap<String, std::time::SystemTime>>,
     max: usize,
     /// `mcp_gateway_downstream_sessions{transport="http"}`.
     open: Gauge,
@@ -221,6 +229,33 @@ impl Session {
         self.outbox.locked().is_none()
     }
 
+    fn new(
+        id: String,
+        version: String,
+        client: Client,
+        outbox: mpsc::Receiver<String>,
+        quota: super::bounds::Held,
+        deadline: Option<Instant>,
+    ) -> Arc<Self> {
+        Arc::new(Session {
+            id,
+            version,
+            client,
+            outbox: Mutex::new(Some(outbox)),
+            closed: CancellationToken::new(),
+            replay: Replay::default(),
+            created: Instant::now(),
+            deadline,
+            last_seen_ms: AtomicU64::new(0),
+            _quota: quota,
+        })
+    }
+
+    /// Whether it is a session rebuilt from its token whose time is up.
+    pub fn past_deadline(&self) -> bool {
+        self.deadline.is_some_and(|d| Instant::now() >= d)
+    }
+
     fn idle_for(&self) -> Duration {
         let seen = self.created + Duration::from_millis(self.last_seen_ms.load(Ordering::Relaxed));
         seen.elapsed()
@@ -234,7 +269,7 @@ impl Sessions {
     /// `metrics`.
     pub fn new(max: usize, metrics: &Metrics) -> Self {
         let open = metrics.sessions.get_or_create(&TransportLabels { transport: "http" }).clone();
-        Sessions { map: Mutex::new(HashMap::new()), max, open }
+        Sessions { map: Mutex::new(HashMap::new()), ended: Mutex::new(HashMap::new()), max, open }
     }
 
     /// Creates the session `id` (its sealed token, [`super::token`]);
@@ -250,23 +285,40 @@ impl Sessions {
         quota: super::bounds::Held,
         others: usize,
     ) -> Result<Arc<Session>, Full> {
-        let s = Arc::new(Session {
-            id: id.clone(),
-            version,
-            client,
-            outbox: Mutex::new(Some(outbox)),
-            closed: CancellationToken::new(),
-            replay: Replay::default(),
-            created: Instant::now(),
-            last_seen_ms: AtomicU64::new(0),
-            _quota: quota,
-        });
+        let s = Session::new(id, version, client, outbox, quota, None);
         let mut map = self.lock();
         // `others`: sessions of the legacy transport, which count too.
         if map.len() + others >= self.max {
             return Err(Full);
         }
-        map.insert(id, s.clone());
+        map.insert(s.id.clone(), s.clone());
+        self.open.set(map.len() as i64);
+        Ok(s)
+    }
+
+    /// Takes in a session another replica opened (rebuilt from its token),
+    /// ending at `deadline`; when a concurrent request rebuilt it first,
+    /// that one is the session (this one's registration is dropped).
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) fn adopt(
+        &self,
+        id: &str,
+        version: String,
+        client: Client,
+        outbox: mpsc::Receiver<String>,
+        quota: super::bounds::Held,
+        others: usize,
+        deadline: Instant,
+    ) -> Result<Arc<Session>, Full> {
+        let mut map = self.lock();
+        if let Some(s) = map.get(id) {
+            return Ok(s.clone());
+        }
+        if map.len() + others >= self.max {
+            return Err(Full);
+        }
+        let s = Session::new(id.to_owned(), version, client, outbox, quota, Some(deadline));
+        map.insert(s.id.clone(), s.clone());
         self.open.set(map.len() as i64);
         Ok(s)
     }
@@ -274,6 +326,31 @@ impl Sessions {
     /// Looks a session up.
     pub fn get(&self, id: &str) -> Option<Arc<Session>> {
         self.lock().get(id).cloned()
+    }
+
+    /// Ends a session; false when it did not exist. Its token is not
+    /// rebuilt here until `until` (when its age would be up anyway).
+    pub fn remove_until(&self, id: &str, until: std::time::SystemTime) -> bool {
+        let removed = self.remove(id);
+        if removed {
+            let mut ended = self.ended.locked();
+            let now = std::time::SystemTime::now();
+            if ended.len() >= 4 * self.max {
+                ended.retain(|_, t| *t > now);
+            }
+            if ended.len() >= 4 * self.max
+                && let Some(first) = ended.iter().min_by_key(|(_, t)| **t).map(|(k, _)| k.clone())
+            {
+                ended.remove(&first);
+            }
+            ended.insert(id.to_owned(), until);
+        }
+        removed
+    }
+
+    /// Whether the session `id` was ended here and may not be rebuilt.
+    pub fn was_ended(&self, id: &str) -> bool {
+        self.ended.locked().get(id).is_some_and(|t| *t > std::time::SystemTime::now())
     }
 
     /// Ends a session; false when it did not exist.
@@ -304,7 +381,8 @@ impl Sessions {
         let mut map = self.lock();
         let before = map.len();
         map.retain(|_, s| {
-            let keep = s.idle_for() < idle || s.streaming();
+            let past = s.deadline.is_some_and(|d| Instant::now() >= d);
+            let keep = !past && (s.idle_for() < idle || s.streaming());
             if !keep {
                 s.closed.cancel();
                 s.client.peer.close();
@@ -312,7 +390,11 @@ impl Sessions {
             keep
         });
         self.open.set(map.len() as i64);
-        before - map.len()
+        let expired = before - map.len();
+        drop(map);
+        let now = std::time::SystemTime::now();
+        self.ended.locked().retain(|_, t| *t > now);
+        expired
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, Arc<Session>>> {

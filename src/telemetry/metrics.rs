@@ -144,6 +144,11 @@ pub struct Metrics {
     pub catalog_cache_operations: Family<Outcome, Counter>,
     /// Tools listed from the warm-start cache now.
     pub tools_cached: Gauge,
+    /// Sessions this replica did not hold, presented by their token: what
+    /// became of each (`rebuilt`, `ended`, `expired`, `unknown_key`,
+    /// `forged`, `not_a_token`, `other_principal`, `unsupported_version`,
+    /// `full`).
+    pub session_rebuilds: Family<Outcome, Counter>,
     /// Config reloads: `applied`, `unchanged` or `refused`.
     pub config_reloads: Family<Outcome, Counter>,
     /// When a reload was last applied (Unix seconds; the start-up load
@@ -231,6 +236,7 @@ impl Metrics {
             warm_start_calls: Family::default(),
             catalog_cache_operations: Family::default(),
             tools_cached: Gauge::default(),
+            session_rebuilds: Family::default(),
             config_reloads: Family::default(),
             config_last_reload_success: Gauge::default(),
             sessions: Family::default(),
@@ -362,6 +368,12 @@ impl Metrics {
             "tools_cached",
             "Tools listed from the warm-start cache now (their upstream is on its first start)",
             m.tools_cached.clone(),
+        );
+        r.register(
+            "session_rebuilds",
+            "Session ids this replica did not hold, by what became of them: rebuilt from the token, or refused \
+             (ended, expired, unknown_key, forged, not_a_token, other_principal, unsupported_version, full)",
+            Listed(m.session_rebuilds.clone()),
         );
         r.register(
             "config_reloads",

@@ -87,3 +87,107 @@ async fn session_ids_are_sealed_with_the_configured_key_and_a_rotation_keeps_ope
     assert!(!gw.proc.logs().contains(&key(9)) && !gw.proc.logs().contains(&key(7)), "keys never reach the log");
     assert!(gw.stop().await.success());
 }
+
+/// A gateway with API keys and the session key `k`, in front of raw_stdio.
+async fn replica(k: u8) -> Gateway {
+    let (dir, path) = write_config("");
+    let secrets = dir.path().join("secrets.env");
+    std::fs::write(&secrets, format!("MCP_GATEWAY_SESSION_KEY={}\n", key(k))).unwrap();
+    let config = format!(
+        "[gateway]\nsecrets_file = {:?}\nwatch_config = false\nsession_idle_timeout = \"1h\"\n{}\
+         [[access]]\nprincipals = [\"*\"]\ntools = {{ allow = [\"*\"] }}\n{}",
+        path_str(&secrets),
+        crate::support::keys::keys(),
+        raw_stdio("raw", "")
+    );
+    std::fs::write(&path, config).unwrap();
+    let mut gw = Gateway::start_at(&path, dir).await;
+    gw.authorize(crate::support::keys::OPS);
+    gw.wait_ready("raw").await;
+    gw
+}
+
+/// A client of `gw` presenting `key` and the session `token`.
+fn presenting(gw: &Gateway, key: &str, token: &str) -> McpHttp {
+    McpHttp { http: bearer_client(key), url: gw.url(), session: Some(token.to_owned()), next: 10 }
+}
+
+async fn rebuilds(gw: &Gateway, outcome: &str) -> u64 {
+    let m = gw.http.get(format!("http://{}/metrics", gw.addr)).send().await.unwrap().text().await.unwrap();
+    let line = format!("mcp_gateway_session_rebuilds_total{{outcome=\"{outcome}\"}} ");
+    m.lines().find_map(|l| l.strip_prefix(&line)).map_or(0, |v| v.trim().parse().unwrap())
+}
+
+const PING: &str = r#"{"jsonrpc":"2.0","id":1,"method":"ping"}"#;
+
+#[tokio::test]
+async fn a_replica_that_never_saw_a_session_rebuilds_it_from_its_token_for_its_principal_only() {
+    use crate::support::keys::{ALICE, BOB};
+    let (a, b) = tokio::join!(replica(5), replica(5));
+    let alice = McpHttp::connect_via(&a.url(), json!({"roots": {"listChanged": true}}), bearer_client(ALICE)).await;
+    let token = alice.session.clone().unwrap();
+
+    // B never saw it: a call with A's token is served there.
+    let mut on_b = presenting(&b, ALICE, &token);
+    let r = on_b.call("raw__echo", json!({"x": 1})).await;
+    assert!(r.get("result").is_some(), "{r}\n{}", b.proc.logs());
+    assert_eq!(rebuilds(&b, "rebuilt").await, 1);
+    assert!(b.proc.logs().contains("Rebuilt a session another replica opened, from its token."));
+    // Once rebuilt it is B's: the next request finds it.
+    assert_eq!(on_b.request("ping", json!({})).await["result"], json!({}));
+    assert_eq!(rebuilds(&b, "rebuilt").await, 1);
+
+    // Bob cannot use Alice's token anywhere.
+    let bob = presenting(&b, BOB, &token);
+    assert_eq!(bob.post(PING, &[]).await.status, 404);
+    let bob_a = presenting(&a, BOB, &token);
+    assert_eq!(bob_a.post(PING, &[]).await.status, 404);
+
+    // A token sealed with this key but long ago is expired; one sealed
+    // now for Alice is rebuilt though no replica ever issued it.
+    let ring = ring(5);
+    let old = ring.seal(&mcp_gateway::downstream::token::Claims::new(
+        "key:alice",
+        "2025-11-25",
+        "{}",
+        mcp_gateway::downstream::token::unix_now() - 7200,
+    ));
+    let c = presenting(&b, ALICE, &old);
+    assert_eq!(c.post(PING, &[]).await.status, 404);
+    assert_eq!(rebuilds(&b, "expired").await, 1);
+    let fresh = ring.seal(&mcp_gateway::downstream::token::Claims::new(
+        "key:alice",
+        "2025-11-25",
+        "{}",
+        mcp_gateway::downstream::token::unix_now(),
+    ));
+    assert_eq!(presenting(&b, ALICE, &fresh).post(PING, &[]).await.status, 200);
+    // Another deployment's key: unknown there.
+    let foreign = crate::session_tokens::ring(6).seal(&mcp_gateway::downstream::token::Claims::new(
+        "key:alice",
+        "2025-11-25",
+        "{}",
+        mcp_gateway::downstream::token::unix_now(),
+    ));
+    assert_eq!(presenting(&b, ALICE, &foreign).post(PING, &[]).await.status, 404);
+    assert_eq!(rebuilds(&b, "unknown_key").await, 1);
+    // Bob with a token of Alice's that no replica holds yet: not rebuilt.
+    let hers = ring.seal(&mcp_gateway::downstream::token::Claims::new(
+        "key:alice",
+        "2025-11-25",
+        "{}",
+        mcp_gateway::downstream::token::unix_now(),
+    ));
+    assert_eq!(presenting(&b, BOB, &hers).post(PING, &[]).await.status, 404);
+    assert_eq!(rebuilds(&b, "other_principal").await, 1);
+
+    // DELETE on B ends it there for good; A, which shares nothing with B
+    // without Redis, still serves it (docs/operations.md "Replicas").
+    let r = on_b.http.delete(&on_b.url).header("mcp-session-id", &token).send().await.unwrap();
+    assert_eq!(r.status(), 200);
+    assert_eq!(on_b.post(PING, &[]).await.status, 404);
+    assert_eq!(rebuilds(&b, "ended").await, 1);
+    assert_eq!(presenting(&a, ALICE, &token).post(PING, &[]).await.status, 200);
+    assert!(a.stop().await.success());
+    assert!(b.stop().await.success());
+}

@@ -173,6 +173,80 @@ impl App {
         false
     }
 
+    /// A session this replica does not hold, rebuilt from its token
+    /// (design D10): it must open under a key of the ring, name the
+    /// principal presenting it, carry a supported version, and be younger
+    /// than `session_idle_timeout` (an absolute age here: no replica knows
+    /// its last use); the rebuilt session ends when that age is reached.
+    /// It counts against the principal's sessions like a new one. What it
+    /// had on another replica (subscriptions, log level, tasks, replay
+    /// buffer, its own upstream connections) is not carried: see
+    /// docs/operations.md "Replicas".
+    fn rebuild(&self, token: &str, principal: &Arc<Principal>) -> Option<Arc<Session>> {
+        use super::super::token::TokenError;
+        let metrics = &self.gateway.telemetry().metrics;
+        let count = |outcome: &'static str| {
+            metrics.session_rebuilds.get_or_create(&crate::telemetry::metrics::Outcome { outcome }).inc();
+        };
+        let refuse = |outcome: &'static str| {
+            count(outcome);
+            None
+        };
+        if self.sessions.was_ended(token) {
+            return refuse("ended");
+        }
+        let claims = match self.keyring.load().open(token) {
+            Ok(c) => c,
+            // An id of another format: a client's stale or invented id.
+            Err(TokenError::Malformed) => return refuse("not_a_token"),
+            Err(e) => {
+                tracing::info!(principal = %principal.identity, error = %e, "A session token was refused.");
+                return refuse(match e {
+                    TokenError::UnknownKey => "unknown_key",
+                    _ => "forged",
+                });
+            }
+        };
+        if !claims.opened_by(&principal.identity) {
+            metrics.auth_failures.get_or_create(&ReasonLabels { reason: "session_principal" }).inc();
+            tracing::warn!(presenter = %principal.identity, "A session token was presented by another principal.");
+            return refuse("other_principal");
+        }
+        if !protocol::is_supported_version(&claims.version) {
+            return refuse("unsupported_version");
+        }
+        let now = unix_now();
+        let max_age = self.gateway.config_now().gateway.session_idle_timeout;
+        // A minute of clock skew between replicas; a token from further in
+        // the future was not sealed by a replica with a sane clock.
+        let age = now.checked_sub(claims.created).or_else(|| (claims.created - now <= 60).then_some(0));
+        let Some(left) = age.and_then(|age| max_age.as_secs().checked_sub(age)).filter(|l| *l > 0) else {
+            tracing::info!(principal = %principal.identity, "A session token past session_idle_timeout was refused.");
+            return refuse("expired");
+        };
+        let Ok(quota) = self.take_session(principal) else { return refuse("full") };
+        let init = format!("{{\"capabilities\":{}}}", claims.capabilities);
+        let init = crate::protocol::CheckedBox::parse(&init, &self.gateway.config_now().json_limits())?;
+        let (tx, outbox) = tokio::sync::mpsc::channel(crate::routing::peer::QUEUE);
+        let client = self.gateway.connect(tx, Some(init.checked()), principal.clone());
+        let legacy = self.legacy.locked().len();
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(left);
+        let Ok(session) = self.sessions.adopt(token, claims.version.clone(), client, outbox, quota, legacy, deadline)
+        else {
+            self.too_many_sessions();
+            return refuse("full");
+        };
+        tracing::info!(
+            principal = %principal.identity,
+            version = %claims.version,
+            left_s = left,
+            reduced = claims.reduced(),
+            "Rebuilt a session another replica opened, from its token."
+        );
+        count("rebuilt");
+        Some(session)
+    }
+
     /// The session named by `Mcp-Session-Id`: 400 when missing or not
     /// visible ASCII, 404 when unknown, 400 when `MCP-Protocol-Version` is
     /// unsupported.
@@ -210,7 +284,10 @@ impl App {
         };
         // Another principal's session is answered like an unknown one: a
         // session id is not a credential of its own.
-        let found = self.sessions.get(sid).filter(|s| self.same_principal(&s.client.peer.principal, principal));
+        let found = match self.sessions.get(sid) {
+            Some(s) => Some(s).filter(|s| self.same_principal(&s.client.peer.principal, principal)),
+            None => self.rebuild(sid, principal),
+        };
         found.ok_or_else(|| {
             rpc_error(
                 StatusCode::NOT_FOUND,

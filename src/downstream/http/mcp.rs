@@ -356,7 +356,10 @@ pub(super) async fn delete_mcp(
         Ok(s) => s,
         Err(r) => return r,
     };
-    app.sessions.remove(&session.id);
+    // Its token is not rebuilt here for as long as it could be young
+    // enough (another replica may still hold the session: design D10).
+    let age = app.gateway.config_now().gateway.session_idle_timeout;
+    app.sessions.remove_until(&session.id, std::time::SystemTime::now() + age);
     StatusCode::OK.into_response()
 }
 

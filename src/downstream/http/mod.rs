@@ -123,6 +123,21 @@ pub fn router(gateway: Arc<Gateway>, shutdown: CancellationToken) -> Result<Rout
         }
     }
     let keyring = Arc::new(ArcSwap::from_pointee(keyring));
+    // Every outcome exported from the start, at 0.
+    for outcome in [
+        "rebuilt",
+        "ended",
+        "expired",
+        "unknown_key",
+        "forged",
+        "not_a_token",
+        "other_principal",
+        "unsupported_version",
+        "full",
+    ] {
+        let _ =
+            gateway.telemetry().metrics.session_rebuilds.get_or_create(&crate::telemetry::metrics::Outcome { outcome });
+    }
     gateway.add_participant(Arc::new(KeysReload { keyring: keyring.clone() }));
     let metrics = &gateway.telemetry().metrics;
     let bytes = Quota::new(
