@@ -408,6 +408,13 @@ impl GatewaySection {
         if !(8..=1024).contains(&self.max_json_depth) {
             return at("max_json_depth", "must be between 8 and 1024");
         }
+        // A session token older than this is not rebuilt on another
+        // replica (whole seconds), and a DELETE records its token until then.
+        if self.session_idle_timeout < Duration::from_secs(1)
+            || self.session_idle_timeout > Duration::from_secs(365 * 86_400)
+        {
+            return at("session_idle_timeout", "must be between 1s and 365d");
+        }
         // A call held longer than a host waits for its answer helps no one.
         if self.startup_call_wait > Duration::from_secs(600) {
             return at("startup_call_wait", "must be at most 10m");

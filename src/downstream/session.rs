@@ -34,10 +34,10 @@ pub struct Session {
     /// The events sent on the session's streams, for `Last-Event-ID`.
     pub replay: Replay,
     created: Instant,
-    /// A session rebuilt from its token ends at this instant whatever its
-    /// use: another replica may have served it since, and no replica
-    /// knows its last use (design D10).
-    deadline: Option<Instant>,
+    /// Set by the first request after `initialize`: a session never used
+    /// again here (its requests hashed to another replica, which rebuilt
+    /// it) is let go after [`UNUSED_GRACE`], not held for the idle timeout.
+    used: std::sync::atomic::AtomicBool,
     last_seen_ms: AtomicU64,
     /// Its place among its principal's sessions, given back when the last
     /// reference to the session goes.
@@ -51,10 +51,26 @@ pub struct Sessions {
     /// Sessions ended here (DELETE), until their token's age is up: a
     /// token of one is never rebuilt by this replica. At most
     /// 4 × `max` entries; past that, the one nearest its end goes first.
-    ended: Mutex<HashMap<String, std::time::SystemTime>>,
+    ended: Mutex<HashMap<[u8; 16], std::time::SystemTime>>,
     max: usize,
     /// `mcp_gateway_downstream_sessions{transport="http"}`.
     open: Gauge,
+}
+
+/// How long a session may go unused after `initialize` before it is let
+/// go: behind a load balancer that hashes `Mcp-Session-Id`, the replica
+/// that answered `initialize` (sent without the header) often never sees
+/// the session again, and must not hold one of its principal's sessions
+/// for the whole idle timeout.
+pub(super) const UNUSED_GRACE: Duration = Duration::from_secs(60);
+
+/// A short fingerprint of a session id (what a tombstone is kept by).
+fn fingerprint(id: &str) -> [u8; 16] {
+    use sha2::Digest as _;
+    let digest = sha2::Sha256::digest(id.as_bytes());
+    let mut out = [0u8; 16];
+    out.copy_from_slice(&digest[..16]);
+    out
 }
 
 /// `N` bytes from the OS random source, as hex: a session id.
@@ -220,6 +236,7 @@ pub(crate) struct Full;
 impl Session {
     /// Marks the session as used now.
     pub fn touch(&self) {
+        self.used.store(true, Ordering::Relaxed);
         let ms = self.created.elapsed().as_millis() as u64;
         self.last_seen_ms.store(ms, Ordering::Relaxed);
     }
@@ -235,7 +252,6 @@ impl Session {
         client: Client,
         outbox: mpsc::Receiver<String>,
         quota: super::bounds::Held,
-        deadline: Option<Instant>,
     ) -> Arc<Self> {
         Arc::new(Session {
             id,
@@ -245,15 +261,10 @@ impl Session {
             closed: CancellationToken::new(),
             replay: Replay::default(),
             created: Instant::now(),
-            deadline,
+            used: Default::default(),
             last_seen_ms: AtomicU64::new(0),
             _quota: quota,
         })
-    }
-
-    /// Whether it is a session rebuilt from its token whose time is up.
-    pub fn past_deadline(&self) -> bool {
-        self.deadline.is_some_and(|d| Instant::now() >= d)
     }
 
     fn idle_for(&self) -> Duration {
@@ -285,7 +296,7 @@ impl Sessions {
         quota: super::bounds::Held,
         others: usize,
     ) -> Result<Arc<Session>, Full> {
-        let s = Session::new(id, version, client, outbox, quota, None);
+        let s = Session::new(id, version, client, outbox, quota);
         let mut map = self.lock();
         // `others`: sessions of the legacy transport, which count too.
         if map.len() + others >= self.max {
@@ -296,10 +307,11 @@ impl Sessions {
         Ok(s)
     }
 
-    /// Takes in a session another replica opened (rebuilt from its token),
-    /// ending at `deadline`; when a concurrent request rebuilt it first,
-    /// that one is the session (this one's registration is dropped).
-    #[allow(clippy::too_many_arguments)]
+    /// Takes in a session another replica opened (rebuilt from its token);
+    /// when a concurrent request rebuilt it first, that one is the session
+    /// (this one's registration is dropped). `None` when it was ended here
+    /// (checked under the table's lock, so a DELETE racing the rebuild
+    /// wins).
     pub(crate) fn adopt(
         &self,
         id: &str,
@@ -308,19 +320,21 @@ impl Sessions {
         outbox: mpsc::Receiver<String>,
         quota: super::bounds::Held,
         others: usize,
-        deadline: Instant,
-    ) -> Result<Arc<Session>, Full> {
+    ) -> Result<Option<Arc<Session>>, Full> {
         let mut map = self.lock();
         if let Some(s) = map.get(id) {
-            return Ok(s.clone());
+            return Ok(Some(s.clone()));
+        }
+        if self.was_ended(id) {
+            return Ok(None);
         }
         if map.len() + others >= self.max {
             return Err(Full);
         }
-        let s = Session::new(id.to_owned(), version, client, outbox, quota, Some(deadline));
+        let s = Session::new(id.to_owned(), version, client, outbox, quota);
         map.insert(s.id.clone(), s.clone());
         self.open.set(map.len() as i64);
-        Ok(s)
+        Ok(Some(s))
     }
 
     /// Looks a session up.
@@ -329,28 +343,34 @@ impl Sessions {
     }
 
     /// Ends a session; false when it did not exist. Its token is not
-    /// rebuilt here until `until` (when its age would be up anyway).
+    /// rebuilt here until `until` (when its age is up anyway).
     pub fn remove_until(&self, id: &str, until: std::time::SystemTime) -> bool {
-        let removed = self.remove(id);
-        if removed {
-            let mut ended = self.ended.locked();
-            let now = std::time::SystemTime::now();
-            if ended.len() >= 4 * self.max {
-                ended.retain(|_, t| *t > now);
-            }
-            if ended.len() >= 4 * self.max
-                && let Some(first) = ended.iter().min_by_key(|(_, t)| **t).map(|(k, _)| k.clone())
-            {
-                ended.remove(&first);
-            }
-            ended.insert(id.to_owned(), until);
+        // The tombstone first: a rebuild racing this removal finds it.
+        self.end(id, until);
+        self.remove(id)
+    }
+
+    /// Records that the session `id` ended here, until `until`: its token
+    /// is not rebuilt here (a DELETE of a session this replica never held
+    /// records it too). At most 4 × `max_sessions` are kept; past that the
+    /// one nearest its end goes first.
+    pub fn end(&self, id: &str, until: std::time::SystemTime) {
+        let mut ended = self.ended.locked();
+        let now = std::time::SystemTime::now();
+        if ended.len() >= 4 * self.max {
+            ended.retain(|_, t| *t > now);
         }
-        removed
+        if ended.len() >= 4 * self.max
+            && let Some(first) = ended.iter().min_by_key(|(_, t)| **t).map(|(k, _)| *k)
+        {
+            ended.remove(&first);
+        }
+        ended.insert(fingerprint(id), until);
     }
 
     /// Whether the session `id` was ended here and may not be rebuilt.
     pub fn was_ended(&self, id: &str) -> bool {
-        self.ended.locked().get(id).is_some_and(|t| *t > std::time::SystemTime::now())
+        self.ended.locked().get(&fingerprint(id)).is_some_and(|t| *t > std::time::SystemTime::now())
     }
 
     /// Ends a session; false when it did not exist.
@@ -381,8 +401,8 @@ impl Sessions {
         let mut map = self.lock();
         let before = map.len();
         map.retain(|_, s| {
-            let past = s.deadline.is_some_and(|d| Instant::now() >= d);
-            let keep = !past && (s.idle_for() < idle || s.streaming());
+            let unused = !s.used.load(Ordering::Relaxed) && s.created.elapsed() >= UNUSED_GRACE.min(idle);
+            let keep = !unused && (s.idle_for() < idle || s.streaming());
             if !keep {
                 s.closed.cancel();
                 s.client.peer.close();
@@ -481,5 +501,57 @@ mod tests {
         drop(b);
         assert_eq!(quota.total(), 0);
         assert!(metrics.encode().contains("mcp_gateway_downstream_sessions{transport=\"http\"} 0"));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_rebuilt_session_is_one_per_token_an_ended_one_is_never_taken_in_and_unused_ones_go_early() {
+        let config = crate::config::Config::from_str(
+            "",
+            std::path::Path::new("gateway.toml"),
+            &std::collections::BTreeMap::new(),
+        )
+        .unwrap();
+        let telemetry = crate::telemetry::Telemetry::metrics_only();
+        let metrics = telemetry.metrics.clone();
+        let gateway = crate::routing::Gateway::start(config, telemetry);
+        let t = Sessions::new(1, &metrics);
+        let quota = super::super::bounds::Quota::new(usize::MAX, 10, None);
+        let anonymous = Arc::new(crate::security::auth::Principal::anonymous());
+        let adopt = |id: &str| {
+            let (tx, rx) = mpsc::channel(1);
+            let held = quota.take(&anonymous, 1).unwrap();
+            t.adopt(id, "2025-11-25".into(), gateway.connect(tx, None, anonymous.clone()), rx, held, 0)
+        };
+        let a = adopt("mgw1.a").unwrap().unwrap();
+        let again = adopt("mgw1.a").unwrap().unwrap();
+        assert!(Arc::ptr_eq(&a, &again), "a concurrent rebuild finds the first");
+        assert_eq!(quota.total(), 1, "the loser's place is given back");
+        assert!(adopt("mgw1.b").is_err(), "the table is bounded");
+        let later = std::time::SystemTime::now() + Duration::from_secs(3600);
+        assert!(t.remove_until("mgw1.a", later));
+        assert!(t.was_ended("mgw1.a") && !t.was_ended("mgw1.b"));
+        assert!(adopt("mgw1.a").unwrap().is_none(), "ended here: never taken in again");
+        drop((a, again));
+
+        // Never used after initialize: let go after the grace, not the
+        // idle timeout; one in use stays.
+        let unused = adopt("mgw1.c").unwrap().unwrap();
+        tokio::time::advance(UNUSED_GRACE + Duration::from_secs(1)).await;
+        assert_eq!(t.expire(Duration::from_secs(3600)), 1);
+        assert!(t.get(&unused.id).is_none());
+        let used = adopt("mgw1.d").unwrap().unwrap();
+        used.touch();
+        tokio::time::advance(UNUSED_GRACE + Duration::from_secs(1)).await;
+        assert_eq!(t.expire(Duration::from_secs(3600)), 0);
+
+        // Tombstones are bounded (4 × max_sessions); the one nearest its
+        // end goes first.
+        let now = std::time::SystemTime::now();
+        for (i, id) in ["e1", "e2", "e3", "e4", "e5"].iter().enumerate() {
+            t.end(id, now + Duration::from_secs(100 + 10 * i as u64));
+        }
+        assert_eq!(t.ended.locked().len(), 4);
+        assert!(t.was_ended("mgw1.a") && t.was_ended("e5") && t.was_ended("e3"), "the latest ends stay");
+        assert!(!t.was_ended("e1") && !t.was_ended("e2"), "the nearest ends went first");
     }
 }

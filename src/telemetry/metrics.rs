@@ -145,9 +145,9 @@ pub struct Metrics {
     /// Tools listed from the warm-start cache now.
     pub tools_cached: Gauge,
     /// Sessions this replica did not hold, presented by their token: what
-    /// became of each (`rebuilt`, `ended`, `expired`, `unknown_key`,
-    /// `forged`, `not_a_token`, `other_principal`, `unsupported_version`,
-    /// `full`).
+    /// became of each (`rebuilt`, `ended`, `expired`, `future`,
+    /// `unknown_key`, `forged`, `not_a_token`, `other_principal`,
+    /// `unsupported_version`, `bad_capabilities`, `full`).
     pub session_rebuilds: Family<Outcome, Counter>,
     /// Config reloads: `applied`, `unchanged` or `refused`.
     pub config_reloads: Family<Outcome, Counter>,
@@ -372,7 +372,8 @@ impl Metrics {
         r.register(
             "session_rebuilds",
             "Session ids this replica did not hold, by what became of them: rebuilt from the token, or refused \
-             (ended, expired, unknown_key, forged, not_a_token, other_principal, unsupported_version, full)",
+             (ended, expired, future, unknown_key, forged, not_a_token, other_principal, unsupported_version, \
+             bad_capabilities, full)",
             Listed(m.session_rebuilds.clone()),
         );
         r.register(

@@ -181,12 +181,33 @@ async fn a_replica_that_never_saw_a_session_rebuilds_it_from_its_token_for_its_p
     assert_eq!(presenting(&b, BOB, &hers).post(PING, &[]).await.status, 404);
     assert_eq!(rebuilds(&b, "other_principal").await, 1);
 
+    // From further ahead than clock skew explains: refused.
+    let ahead = ring.seal(&mcp_gateway::downstream::token::Claims::new(
+        "key:alice",
+        "2025-11-25",
+        "{}",
+        mcp_gateway::downstream::token::unix_now() + 3600,
+    ));
+    assert_eq!(presenting(&b, ALICE, &ahead).post(PING, &[]).await.status, 404);
+    assert_eq!(rebuilds(&b, "future").await, 1);
+
+    // DELETE on a replica that never held the session ends it there
+    // without rebuilding it.
+    let c = McpHttp::connect_via(&a.url(), json!({}), bearer_client(ALICE)).await;
+    let other = c.session.clone().unwrap();
+    let rebuilt = rebuilds(&b, "rebuilt").await;
+    let r = bearer_client(ALICE).delete(b.url()).header("mcp-session-id", &other).send().await.unwrap();
+    assert_eq!(r.status(), 200);
+    assert_eq!(rebuilds(&b, "rebuilt").await, rebuilt, "not rebuilt only to be ended");
+    assert_eq!(presenting(&b, ALICE, &other).post(PING, &[]).await.status, 404);
+    assert_eq!(presenting(&a, ALICE, &other).post(PING, &[]).await.status, 200, "A holds it still");
+
     // DELETE on B ends it there for good; A, which shares nothing with B
     // without Redis, still serves it (docs/operations.md "Replicas").
     let r = on_b.http.delete(&on_b.url).header("mcp-session-id", &token).send().await.unwrap();
     assert_eq!(r.status(), 200);
     assert_eq!(on_b.post(PING, &[]).await.status, 404);
-    assert_eq!(rebuilds(&b, "ended").await, 1);
+    assert_eq!(rebuilds(&b, "ended").await, 2);
     assert_eq!(presenting(&a, ALICE, &token).post(PING, &[]).await.status, 200);
     assert!(a.stop().await.success());
     assert!(b.stop().await.success());

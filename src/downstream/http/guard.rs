@@ -4,6 +4,21 @@
 
 use super::*;
 
+/// How far ahead of this replica's clock a token's creation may be (the
+/// replicas' clocks differ a little).
+const MAX_CLOCK_SKEW: u64 = 60;
+
+/// The id of a reply to no request.
+static NULL_ID: std::sync::LazyLock<Box<protocol::RawValue>> =
+    std::sync::LazyLock::new(|| protocol::RawValue::from_string("null".into()).expect("valid"));
+
+/// A short fingerprint of a session token, for logs (to follow one session
+/// across replicas without writing the token).
+fn short(token: &str) -> String {
+    use sha2::Digest as _;
+    sha2::Sha256::digest(token.as_bytes())[..4].iter().map(|b| format!("{b:02x}")).collect()
+}
+
 // === impl App ===
 
 impl App {
@@ -173,28 +188,19 @@ impl App {
         false
     }
 
-    /// A session this replica does not hold, rebuilt from its token
-    /// (design D10): it must open under a key of the ring, name the
-    /// principal presenting it, carry a supported version, and be younger
-    /// than `session_idle_timeout` (an absolute age here: no replica knows
-    /// its last use); the rebuilt session ends when that age is reached.
-    /// It counts against the principal's sessions like a new one. What it
-    /// had on another replica (subscriptions, log level, tasks, replay
-    /// buffer, its own upstream connections) is not carried: see
-    /// docs/operations.md "Replicas".
-    fn rebuild(&self, token: &str, principal: &Arc<Principal>) -> Option<Arc<Session>> {
+    /// The claims of `token` if a session this replica does not hold may
+    /// be rebuilt from it for `principal` (design D10): it opens under a
+    /// key of the ring, names the principal presenting it, carries a
+    /// supported version, is not from the future (a minute of clock skew)
+    /// and is younger than `session_idle_timeout`, and it was not ended
+    /// here. Each refusal is counted (`mcp_gateway_session_rebuilds_total`)
+    /// and, but for an id of another format, logged.
+    pub(super) fn rebuildable(&self, token: &str, principal: &Principal) -> Option<Claims> {
         use super::super::token::TokenError;
-        let metrics = &self.gateway.telemetry().metrics;
-        let count = |outcome: &'static str| {
-            metrics.session_rebuilds.get_or_create(&crate::telemetry::metrics::Outcome { outcome }).inc();
-        };
         let refuse = |outcome: &'static str| {
-            count(outcome);
+            self.count_rebuild(outcome);
             None
         };
-        if self.sessions.was_ended(token) {
-            return refuse("ended");
-        }
         let claims = match self.keyring.load().open(token) {
             Ok(c) => c,
             // An id of another format: a client's stale or invented id.
@@ -208,43 +214,87 @@ impl App {
             }
         };
         if !claims.opened_by(&principal.identity) {
+            let metrics = &self.gateway.telemetry().metrics;
             metrics.auth_failures.get_or_create(&ReasonLabels { reason: "session_principal" }).inc();
             tracing::warn!(presenter = %principal.identity, "A session token was presented by another principal.");
             return refuse("other_principal");
+        }
+        if self.sessions.was_ended(token) {
+            return refuse("ended");
         }
         if !protocol::is_supported_version(&claims.version) {
             return refuse("unsupported_version");
         }
         let now = unix_now();
-        let max_age = self.gateway.config_now().gateway.session_idle_timeout;
-        // A minute of clock skew between replicas; a token from further in
-        // the future was not sealed by a replica with a sane clock.
-        let age = now.checked_sub(claims.created).or_else(|| (claims.created - now <= 60).then_some(0));
-        let Some(left) = age.and_then(|age| max_age.as_secs().checked_sub(age)).filter(|l| *l > 0) else {
-            tracing::info!(principal = %principal.identity, "A session token past session_idle_timeout was refused.");
+        if claims.created > now + MAX_CLOCK_SKEW {
+            tracing::warn!(
+                principal = %principal.identity,
+                ahead_s = claims.created - now,
+                "A session token from the future was refused: are the replicas' clocks in step?"
+            );
+            return refuse("future");
+        }
+        let max_age = self.gateway.config_now().gateway.session_idle_timeout.as_secs();
+        if now.saturating_sub(claims.created) >= max_age {
+            tracing::info!(principal = %principal.identity, "A session token older than session_idle_timeout was refused.");
             return refuse("expired");
+        }
+        Some(claims)
+    }
+
+    /// A session this replica does not hold, rebuilt from its token
+    /// ([`App::rebuildable`]). Once rebuilt it is this replica's like any
+    /// other (its idle timeout slides). It counts against the principal's
+    /// sessions: over that share, 429; the table full, 503. What it had on
+    /// another replica (subscriptions, log level, tasks, replay buffer, its
+    /// own upstream connections) is not carried: docs/operations.md
+    /// "Replicas".
+    #[allow(clippy::result_large_err)]
+    fn rebuild(&self, token: &str, principal: &Arc<Principal>) -> Result<Option<Arc<Session>>, Response> {
+        let Some(claims) = self.rebuildable(token, principal) else { return Ok(None) };
+        let quota = match self.take_session(principal) {
+            Ok(q) => q,
+            // A concurrent request may have rebuilt it meanwhile.
+            Err(refusal) => return self.sessions.get(token).map(Some).ok_or(*refusal),
         };
-        let Ok(quota) = self.take_session(principal) else { return refuse("full") };
         let init = format!("{{\"capabilities\":{}}}", claims.capabilities);
-        let init = crate::protocol::CheckedBox::parse(&init, &self.gateway.config_now().json_limits())?;
+        let Some(init) = crate::protocol::CheckedBox::parse(&init, &self.gateway.config_now().json_limits()) else {
+            self.count_rebuild("bad_capabilities");
+            tracing::warn!(principal = %principal.identity, "A session token's capabilities do not pass gateway.max_json_depth.");
+            return Ok(None);
+        };
         let (tx, outbox) = tokio::sync::mpsc::channel(crate::routing::peer::QUEUE);
         let client = self.gateway.connect(tx, Some(init.checked()), principal.clone());
         let legacy = self.legacy.locked().len();
-        let deadline = tokio::time::Instant::now() + Duration::from_secs(left);
-        let Ok(session) = self.sessions.adopt(token, claims.version.clone(), client, outbox, quota, legacy, deadline)
-        else {
-            self.too_many_sessions();
-            return refuse("full");
-        };
-        tracing::info!(
-            principal = %principal.identity,
-            version = %claims.version,
-            left_s = left,
-            reduced = claims.reduced(),
-            "Rebuilt a session another replica opened, from its token."
-        );
-        count("rebuilt");
-        Some(session)
+        match self.sessions.adopt(token, claims.version.clone(), client, outbox, quota, legacy) {
+            Ok(Some(session)) => {
+                tracing::info!(
+                    principal = %principal.identity,
+                    session = %short(token),
+                    version = %claims.version,
+                    age_s = unix_now().saturating_sub(claims.created),
+                    capabilities_reduced = claims.reduced(),
+                    "Rebuilt a session another replica opened, from its token."
+                );
+                self.count_rebuild("rebuilt");
+                Ok(Some(session))
+            }
+            Ok(None) => {
+                self.count_rebuild("ended");
+                Ok(None)
+            }
+            Err(_) => {
+                self.count_rebuild("full");
+                self.too_many_sessions();
+                let e = crate::error::CallError::new(crate::error::ErrorClass::Overloaded, None, "Too many sessions");
+                Err((StatusCode::SERVICE_UNAVAILABLE, json_headers(), e.to_response(&NULL_ID)).into_response())
+            }
+        }
+    }
+
+    fn count_rebuild(&self, outcome: &'static str) {
+        let metrics = &self.gateway.telemetry().metrics;
+        metrics.session_rebuilds.get_or_create(&crate::telemetry::metrics::Outcome { outcome }).inc();
     }
 
     /// The session named by `Mcp-Session-Id`: 400 when missing or not
@@ -286,7 +336,7 @@ impl App {
         // session id is not a credential of its own.
         let found = match self.sessions.get(sid) {
             Some(s) => Some(s).filter(|s| self.same_principal(&s.client.peer.principal, principal)),
-            None => self.rebuild(sid, principal),
+            None => self.rebuild(sid, principal)?,
         };
         found.ok_or_else(|| {
             rpc_error(

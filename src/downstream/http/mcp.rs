@@ -352,14 +352,25 @@ pub(super) async fn delete_mcp(
     Extension(principal): Extension<Arc<Principal>>,
     headers: HeaderMap,
 ) -> Response {
+    // Its token is not rebuilt here for as long as it could be young
+    // enough (another replica may still hold the session: design D10).
+    let age = app.gateway.config_now().gateway.session_idle_timeout;
+    let until = std::time::SystemTime::now().checked_add(age).unwrap_or(std::time::UNIX_EPOCH + age);
+    // A session this replica never held is not rebuilt only to be ended:
+    // its token, if it could be rebuilt here, is recorded as ended.
+    let unseen = headers
+        .get(SESSION_HEADER)
+        .and_then(|v| v.to_str().ok())
+        .filter(|sid| app.sessions.get(sid).is_none() && app.rebuildable(sid, &principal).is_some());
+    if let Some(sid) = unseen {
+        app.sessions.end(sid, until);
+        return StatusCode::OK.into_response();
+    }
     let session = match app.session(&headers, None, &principal) {
         Ok(s) => s,
         Err(r) => return r,
     };
-    // Its token is not rebuilt here for as long as it could be young
-    // enough (another replica may still hold the session: design D10).
-    let age = app.gateway.config_now().gateway.session_idle_timeout;
-    app.sessions.remove_until(&session.id, std::time::SystemTime::now() + age);
+    app.sessions.remove_until(&session.id, until);
     StatusCode::OK.into_response()
 }
 

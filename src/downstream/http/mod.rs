@@ -133,6 +133,8 @@ pub fn router(gateway: Arc<Gateway>, shutdown: CancellationToken) -> Result<Rout
         "not_a_token",
         "other_principal",
         "unsupported_version",
+        "future",
+        "bad_capabilities",
         "full",
     ] {
         let _ =
