@@ -463,8 +463,8 @@ mod tests {
         assert_eq!(parse_event_id("x-1"), None);
     }
 
-    #[tokio::test(start_paused = true)]
-    async fn ids_are_random_and_idle_sessions_expire() {
+    /// A gateway with no upstream, and its metrics.
+    fn gateway() -> (Arc<crate::routing::Gateway>, Arc<Metrics>) {
         let config = crate::config::Config::from_str(
             "",
             std::path::Path::new("gateway.toml"),
@@ -473,7 +473,12 @@ mod tests {
         .unwrap();
         let telemetry = crate::telemetry::Telemetry::metrics_only();
         let metrics = telemetry.metrics.clone();
-        let gateway = crate::routing::Gateway::start(config, telemetry);
+        (crate::routing::Gateway::start(config, telemetry), metrics)
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn ids_are_random_and_idle_sessions_expire() {
+        let (gateway, metrics) = gateway();
         let t = Sessions::new(2, &metrics);
         let quota = super::super::bounds::Quota::new(usize::MAX, 10, None);
         let create = || {
@@ -505,15 +510,7 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn a_rebuilt_session_is_one_per_token_an_ended_one_is_never_taken_in_and_unused_ones_go_early() {
-        let config = crate::config::Config::from_str(
-            "",
-            std::path::Path::new("gateway.toml"),
-            &std::collections::BTreeMap::new(),
-        )
-        .unwrap();
-        let telemetry = crate::telemetry::Telemetry::metrics_only();
-        let metrics = telemetry.metrics.clone();
-        let gateway = crate::routing::Gateway::start(config, telemetry);
+        let (gateway, metrics) = gateway();
         let t = Sessions::new(1, &metrics);
         let quota = super::super::bounds::Quota::new(usize::MAX, 10, None);
         let anonymous = Arc::new(crate::security::auth::Principal::anonymous());

@@ -120,6 +120,12 @@ async fn rebuilds(gw: &Gateway, outcome: &str) -> u64 {
 
 const PING: &str = r#"{"jsonrpc":"2.0","id":1,"method":"ping"}"#;
 
+/// A token for alice sealed by `ring`, created `offset` seconds from now.
+fn alices(ring: &Keyring, offset: i64) -> String {
+    let created = mcp_gateway::downstream::token::unix_now().saturating_add_signed(offset);
+    ring.seal(&mcp_gateway::downstream::token::Claims::new("key:alice", "2025-11-25", "{}", created))
+}
+
 #[tokio::test]
 async fn a_replica_that_never_saw_a_session_rebuilds_it_from_its_token_for_its_principal_only() {
     use crate::support::keys::{ALICE, BOB};
@@ -146,48 +152,23 @@ async fn a_replica_that_never_saw_a_session_rebuilds_it_from_its_token_for_its_p
     // A token sealed with this key but long ago is expired; one sealed
     // now for Alice is rebuilt though no replica ever issued it.
     let ring = ring(5);
-    let old = ring.seal(&mcp_gateway::downstream::token::Claims::new(
-        "key:alice",
-        "2025-11-25",
-        "{}",
-        mcp_gateway::downstream::token::unix_now() - 7200,
-    ));
+    let old = alices(&ring, -7200);
     let c = presenting(&b, ALICE, &old);
     assert_eq!(c.post(PING, &[]).await.status, 404);
     assert_eq!(rebuilds(&b, "expired").await, 1);
-    let fresh = ring.seal(&mcp_gateway::downstream::token::Claims::new(
-        "key:alice",
-        "2025-11-25",
-        "{}",
-        mcp_gateway::downstream::token::unix_now(),
-    ));
+    let fresh = alices(&ring, 0);
     assert_eq!(presenting(&b, ALICE, &fresh).post(PING, &[]).await.status, 200);
     // Another deployment's key: unknown there.
-    let foreign = crate::session_tokens::ring(6).seal(&mcp_gateway::downstream::token::Claims::new(
-        "key:alice",
-        "2025-11-25",
-        "{}",
-        mcp_gateway::downstream::token::unix_now(),
-    ));
+    let foreign = alices(&crate::session_tokens::ring(6), 0);
     assert_eq!(presenting(&b, ALICE, &foreign).post(PING, &[]).await.status, 404);
     assert_eq!(rebuilds(&b, "unknown_key").await, 1);
     // Bob with a token of Alice's that no replica holds yet: not rebuilt.
-    let hers = ring.seal(&mcp_gateway::downstream::token::Claims::new(
-        "key:alice",
-        "2025-11-25",
-        "{}",
-        mcp_gateway::downstream::token::unix_now(),
-    ));
+    let hers = alices(&ring, 0);
     assert_eq!(presenting(&b, BOB, &hers).post(PING, &[]).await.status, 404);
     assert_eq!(rebuilds(&b, "other_principal").await, 1);
 
     // From further ahead than clock skew explains: refused.
-    let ahead = ring.seal(&mcp_gateway::downstream::token::Claims::new(
-        "key:alice",
-        "2025-11-25",
-        "{}",
-        mcp_gateway::downstream::token::unix_now() + 3600,
-    ));
+    let ahead = alices(&ring, 3600);
     assert_eq!(presenting(&b, ALICE, &ahead).post(PING, &[]).await.status, 404);
     assert_eq!(rebuilds(&b, "future").await, 1);
 
