@@ -47,7 +47,7 @@ pub struct Session {
 /// The session table.
 #[derive(Debug)]
 pub struct Sessions {
-    map: Mutex<HashMap<String, Arc<Session>>>,
+    map: Mutex<HashMap<String, Arc<Session>, IdHash>>,
     /// Sessions ended here (DELETE), until their token's age is up: a
     /// token of one is never rebuilt by this replica. At most
     /// 4 × `max` entries; past that, the one nearest its end goes first.
@@ -63,6 +63,39 @@ pub struct Sessions {
 /// the session again, and must not hold one of its principal's sessions
 /// for the whole idle timeout.
 pub(super) const UNUSED_GRACE: Duration = Duration::from_secs(60);
+
+/// Hashes a session id by its last [`ID_TAIL`] bytes: every request looks
+/// its session up, and a token is hundreds of bytes whose tail (the AEAD
+/// tag) is already random. Only ids the gateway made are ever inserted
+/// (its tokens, random legacy ids), so no client can choose colliding
+/// keys; a lookup still compares the whole id. Keyed per process like the
+/// standard hasher.
+#[derive(Debug, Clone, Default)]
+struct IdHash(std::collections::hash_map::RandomState);
+
+/// How many bytes of a session id are hashed.
+const ID_TAIL: usize = 24;
+
+/// [`IdHash`]'s hasher.
+struct TailHasher(std::collections::hash_map::DefaultHasher);
+
+impl std::hash::BuildHasher for IdHash {
+    type Hasher = TailHasher;
+
+    fn build_hasher(&self) -> TailHasher {
+        TailHasher(self.0.build_hasher())
+    }
+}
+
+impl std::hash::Hasher for TailHasher {
+    fn write(&mut self, bytes: &[u8]) {
+        self.0.write(&bytes[bytes.len().saturating_sub(ID_TAIL)..]);
+    }
+
+    fn finish(&self) -> u64 {
+        self.0.finish()
+    }
+}
 
 /// A short fingerprint of a session id (what a tombstone is kept by).
 fn fingerprint(id: &str) -> [u8; 16] {
@@ -280,7 +313,7 @@ impl Sessions {
     /// `metrics`.
     pub fn new(max: usize, metrics: &Metrics) -> Self {
         let open = metrics.sessions.get_or_create(&TransportLabels { transport: "http" }).clone();
-        Sessions { map: Mutex::new(HashMap::new()), ended: Mutex::new(HashMap::new()), max, open }
+        Sessions { map: Mutex::new(HashMap::default()), ended: Mutex::new(HashMap::new()), max, open }
     }
 
     /// Creates the session `id` (its sealed token, [`super::token`]);
@@ -417,7 +450,7 @@ impl Sessions {
         expired
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, Arc<Session>>> {
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, Arc<Session>, IdHash>> {
         self.map.locked()
     }
 }
@@ -461,6 +494,20 @@ mod tests {
             format!("id: {p}-{}\nretry: 1500\ndata: \n\n", primed.events[0].0).as_bytes()
         );
         assert_eq!(parse_event_id("x-1"), None);
+    }
+
+    #[test]
+    fn ids_are_hashed_by_their_tail_and_compared_whole() {
+        use std::hash::BuildHasher as _;
+        let h = IdHash::default();
+        let a = format!("{}{}", "a".repeat(100), "tail-0123456789abcdefghij");
+        let b = format!("{}{}", "b".repeat(100), "tail-0123456789abcdefghij");
+        assert_eq!(h.hash_one(&a), h.hash_one(&b), "only the tail is hashed");
+        assert_ne!(h.hash_one("x-0123456789abcdefghijklmn"), h.hash_one("x-0123456789abcdefghijklmo"));
+        let mut m: HashMap<String, u8, IdHash> = HashMap::default();
+        m.insert(a.clone(), 1);
+        m.insert(b.clone(), 2);
+        assert_eq!((m[&a], m[&b]), (1, 2), "a lookup compares the whole id");
     }
 
     /// A gateway with no upstream, and its metrics.

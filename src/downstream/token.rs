@@ -8,11 +8,12 @@
 //!
 //! Text: `mgw1.` and base64url (no padding) of `key id (4) ‖ nonce (24) ‖
 //! ciphertext ‖ tag (16)`. The purpose (`mgw1.session`) and the key id are
-//! bound as associated data. Every token has the same length, at most
-//! [`MAX_TOKEN_LEN`] characters (load balancers cap header sizes): the
-//! plaintext is padded, so the length says nothing of the client, and
-//! capabilities that would not fit are carried in their reduced, canonical
-//! form (the flags the gateway reads), flagged, never by growing the token.
+//! bound as associated data. A token has one of two lengths, 235 or 509
+//! characters (at most [`MAX_TOKEN_LEN`]: load balancers cap header
+//! sizes): the plaintext is padded, so the length says only whether the
+//! client declared much, and capabilities that would not fit are carried
+//! in their reduced, canonical form (the flags the gateway reads),
+//! flagged, never by growing the token.
 //!
 //! Not checked here (the rebuild of a session on another replica will):
 //! expiry, and a creation time in the future.
@@ -43,10 +44,16 @@ const OVERHEAD: usize = 4 + 24 + 16;
 /// hash, version length.
 const HEAD: usize = 1 + 1 + 8 + 16 + 1;
 
-/// Every plaintext is padded to this many bytes, so a token's length says
-/// nothing of what its client declared: the most that fits in
-/// [`MAX_TOKEN_LEN`] characters.
+/// The longest plaintext: the most that fits in [`MAX_TOKEN_LEN`]
+/// characters.
 const PLAIN_LEN: usize = (MAX_TOKEN_LEN - PREFIX.len()) / 4 * 3 - OVERHEAD;
+
+/// Plaintexts are padded to one of two lengths, so a token's length says
+/// only whether its client declared much: this one (a token of 235
+/// characters) holds a session with every capability the gateway relays,
+/// and every request carries the token, so it is kept short — each byte of
+/// it costs the gateway a few instructions per request (docs/benchmarks.md).
+const PLAIN_SHORT: usize = 128;
 
 /// Bound as associated data with the key id: a token is a session token
 /// of this format, never anything else the key may one day seal.
@@ -152,7 +159,7 @@ impl Claims {
         self.flags & (REDUCED | DROPPED) != 0
     }
 
-    /// The plaintext, padded to [`PLAIN_LEN`]: the capabilities as
+    /// The plaintext, padded to [`PLAIN_SHORT`] or [`PLAIN_LEN`]: the capabilities as
     /// declared, else reduced, else none (flagged).
     fn encode(&self) -> Vec<u8> {
         let version = self.version.as_bytes();
@@ -167,7 +174,7 @@ impl Claims {
                 false => ("{}", DROPPED),
             }
         };
-        let mut out = Vec::with_capacity(PLAIN_LEN);
+        let mut out = Vec::with_capacity(PLAIN_SHORT);
         out.push(FORMAT);
         out.push(flags);
         out.extend_from_slice(&self.created.to_be_bytes());
@@ -177,12 +184,13 @@ impl Claims {
         let len = u16::try_from(capabilities.len()).expect("under PLAIN_LEN");
         out.extend_from_slice(&len.to_be_bytes());
         out.extend_from_slice(capabilities.as_bytes());
-        out.resize(PLAIN_LEN, 0);
+        let padded = if out.len() <= PLAIN_SHORT { PLAIN_SHORT } else { PLAIN_LEN };
+        out.resize(padded, 0);
         out
     }
 
     fn decode(plain: &[u8]) -> Option<Self> {
-        if plain.len() != PLAIN_LEN || plain[0] != FORMAT {
+        if (plain.len() != PLAIN_LEN && plain.len() != PLAIN_SHORT) || plain[0] != FORMAT {
             return None;
         }
         let flags = plain[1];
