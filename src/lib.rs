@@ -55,8 +55,8 @@ pub async fn serve_admin(gateway: &Arc<Gateway>, stop: CancellationToken) -> std
     Ok(())
 }
 
-/// Serves `/mcp` on `listener` until `shutdown` resolves, then stops
-/// accepting, ends open streams, lets calls in flight finish for at most
+/// Serves `/mcp` on `listener` until `shutdown` resolves, then (after
+/// `gateway.drain_delay`, with `/readyz` answering 503) stops accepting, ends open streams, lets calls in flight finish for at most
 /// `gateway.drain_timeout` and returns. The caller shuts the [`Gateway`]
 /// (and so its upstreams) down afterwards.
 pub async fn serve(
@@ -68,9 +68,20 @@ pub async fn serve(
     let app = downstream::http::router(gateway.clone(), stop.clone())
         .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidInput, e.to_string()))?;
     serve_admin(&gateway, stop.clone()).await?;
-    let stop2 = stop.clone();
+    let (stop2, leaving) = (stop.clone(), gateway.clone());
     tokio::spawn(async move {
         shutdown.await;
+        // A balancer learns from `/readyz` that this replica is leaving and
+        // stops sending it connections before it stops accepting them.
+        let delay = leaving.config().gateway.drain_delay;
+        if !delay.is_zero() {
+            leaving.set_leaving();
+            tracing::info!(
+                drain_delay_ms = delay.as_millis() as u64,
+                "Stopping: /readyz answers 503; new connections are served for drain_delay, then refused."
+            );
+            tokio::time::sleep(delay).await;
+        }
         stop2.cancel();
     });
     let drain = gateway.config().gateway.drain_timeout;

@@ -264,6 +264,15 @@ pub struct GatewaySection {
     /// stops its upstreams and exits. Default `10s`.
     #[serde(with = "humantime_serde")]
     pub drain_timeout: Duration,
+    /// On SIGTERM or Ctrl-C, before it stops accepting, the gateway keeps
+    /// serving new connections for this long while `/readyz` answers 503,
+    /// so a load balancer's health check takes the replica out first and
+    /// sends it nothing more (a connection it refuses or closes unread
+    /// would fail a client's request at the balancer). Set it to the
+    /// balancer's check interval × failures to mark down, plus a margin.
+    /// Default `0s` (stop accepting at once: one replica, no balancer).
+    #[serde(with = "humantime_serde")]
+    pub drain_delay: Duration,
     /// Expose the built-in tool `gateway__list_secret_names`, which lists
     /// the secrets file's names (never values), as PyAirbyte's server does.
     /// Default `false`.
@@ -324,6 +333,7 @@ impl Default for GatewaySection {
             log_format: LogFormat::Human,
             log_level: "info".into(),
             drain_timeout: Duration::from_secs(10),
+            drain_delay: Duration::ZERO,
             list_secret_names: false,
             watch_config: true,
         }
@@ -414,6 +424,10 @@ impl GatewaySection {
             || self.session_idle_timeout > Duration::from_secs(365 * 86_400)
         {
             return at("session_idle_timeout", "must be between 1s and 365d");
+        }
+        // A stop that waits minutes before it starts is a stuck deploy.
+        if self.drain_delay > Duration::from_secs(300) {
+            return at("drain_delay", "must be at most 5m");
         }
         // A call held longer than a host waits for its answer helps no one.
         if self.startup_call_wait > Duration::from_secs(600) {

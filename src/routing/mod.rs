@@ -84,6 +84,9 @@ pub struct Gateway {
     bound: std::sync::OnceLock<std::net::SocketAddr>,
     /// The warm-start cache writer, awaited at shutdown (its last write).
     saver: std::sync::Mutex<Option<tokio::task::JoinHandle<()>>>,
+    /// Set when a stop has begun and `drain_delay` runs: still serving,
+    /// but `/readyz` says it is leaving.
+    leaving: std::sync::atomic::AtomicBool,
 }
 
 /// A client session registered with the gateway; unregistered (its
@@ -148,6 +151,7 @@ impl Gateway {
             reloader: Default::default(),
             bound: Default::default(),
             saver: std::sync::Mutex::new(Some(saver)),
+            leaving: Default::default(),
         })
     }
 
@@ -388,6 +392,17 @@ impl Gateway {
     /// reference count taken; never hold it across an `.await`).
     pub fn config_now(&self) -> arc_swap::Guard<Arc<Config>> {
         self.core.config()
+    }
+
+    /// Marks the gateway as leaving: `/readyz` answers 503 from now on
+    /// while requests are still served (`drain_delay`).
+    pub fn set_leaving(&self) {
+        self.leaving.store(true, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    /// Whether a stop has begun ([`Gateway::set_leaving`]).
+    pub fn leaving(&self) -> bool {
+        self.leaving.load(std::sync::atomic::Ordering::Relaxed)
     }
 
     /// Whether start-up is over: every upstream's first start ended, or

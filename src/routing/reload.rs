@@ -65,6 +65,7 @@ applied_gateway_keys!(
     warm_start,
     catalog_cache,
     startup_call_wait,
+    drain_delay,
 );
 
 /// A part of the gateway outside routing that holds its own view of the
@@ -176,6 +177,7 @@ fn gateway_changes(now: &Config, next: &Config) -> Vec<&'static str> {
         log_format,
         log_level,
         drain_timeout,
+        drain_delay,
         list_secret_names,
         watch_config,
     );

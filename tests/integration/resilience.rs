@@ -92,6 +92,30 @@ async fn shutdown_drains_calls_in_flight_then_stops_children() {
 }
 
 #[tokio::test]
+async fn drain_delay_keeps_serving_new_connections_while_readyz_says_leaving() {
+    let gw = Gateway::start(&format!("[gateway]\ndrain_delay = \"3s\"\n{}", raw_stdio("raw", ""))).await;
+    gw.wait_ready("raw").await;
+    let readyz = format!("http://{}/readyz", gw.addr);
+    assert_eq!(gw.http.get(&readyz).send().await.unwrap().status(), 200);
+    gw.proc.signal(nix::sys::signal::Signal::SIGTERM);
+    let fresh = || reqwest::Client::builder().pool_max_idle_per_host(0).build().unwrap();
+    // Leaving: /readyz says so at once, on a new connection...
+    wait_until(|| async { fresh().get(&readyz).send().await.is_ok_and(|r| r.status() == 503) }).await;
+    let body: Value = fresh().get(&readyz).send().await.unwrap().json().await.unwrap();
+    assert_eq!(body["draining"], true, "{body}");
+    // ...and a new client on a new connection is still served.
+    let mut c = McpHttp { http: fresh(), ..McpHttp::connect(&gw.url()).await };
+    let r = c.call("raw__sleep", json!({"ms": 1, "tag": "still here"})).await;
+    assert_eq!(text(&r), "still here", "{r}");
+    // Then it stops accepting, and exits.
+    let mut gw = gw;
+    let status = tokio::time::timeout(PATIENCE, gw.proc.child.wait()).await.unwrap().unwrap();
+    assert!(status.success(), "{status}");
+    assert!(gw.proc.logs().contains("new connections are served for drain_delay"), "{}", gw.proc.logs());
+    assert!(std::net::TcpStream::connect(gw.addr).is_err(), "no longer accepting");
+}
+
+#[tokio::test]
 async fn drain_deadline_cuts_off_calls_that_take_too_long() {
     let gw = Gateway::start(&format!("[gateway]\ndrain_timeout = \"300ms\"\n{}", raw_stdio("raw", ""))).await;
     let pid = gw.wait_ready("raw").await["pid"].as_u64().unwrap() as u32;

@@ -68,7 +68,7 @@ pub(super) fn readiness(g: &Gateway, shutdown: &CancellationToken) -> Response {
     // availability is the point of the gateway): not while starting (until
     // the start-up list wait is over) or draining.
     let ready_upstreams = g.ready_upstreams();
-    let draining = shutdown.is_cancelled();
+    let draining = shutdown.is_cancelled() || g.leaving();
     let ready = g.started_up() && !draining;
     let body = serde_json::json!({
         "ready": ready,
