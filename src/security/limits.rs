@@ -19,6 +19,12 @@ use crate::config::{LimitsSection, OversizeAction, RateSection, ResultCap};
 use crate::protocol::{CheckedBox, Limits as JsonLimits};
 use crate::sync::Locked;
 
+/// FNV-1a: the same on every replica and every build (std's hasher is
+/// seeded per process).
+fn stable_hash(text: &str) -> u64 {
+    text.bytes().fold(0xcbf2_9ce4_8422_2325, |h, b| (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3))
+}
+
 /// Most buckets kept (principal × rule).
 pub const MAX_BUCKETS: usize = 100_000;
 
@@ -54,6 +60,21 @@ pub struct Limited {
     pub rate: f64,
     /// When a token will be there.
     pub retry_after: Duration,
+}
+
+/// A bucket a call takes a token from, as replicas sharing buckets name it
+/// (`crate::shared`): the same `[limits]` rule gives the same id on every
+/// replica, and a changed rate another id (a fresh bucket).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Applying {
+    /// A hash of the rule (its glob, or `principal`, and its rate).
+    pub id: u64,
+    /// Tokens added per second.
+    pub per_second: f64,
+    /// Bucket size.
+    pub burst: f64,
+    /// `principal`, or the tool glob.
+    pub what: String,
 }
 
 /// Which bucket of a principal: the principal's own, or a tool rule's.
@@ -109,15 +130,7 @@ impl Limits {
         if !self.rates() {
             return Ok(());
         }
-        let mut applying: Vec<(usize, Rate, String)> = Vec::new();
-        if let Some(r) = self.per_principal {
-            applying.push((PRINCIPAL_BUCKET, r, "principal".to_owned()));
-        }
-        for (i, (g, r)) in self.tools.iter().enumerate() {
-            if tool.is_match(g) {
-                applying.push((i, *r, g.glob().glob().to_owned()));
-            }
-        }
+        let applying = self.select(tool);
         if applying.is_empty() {
             return Ok(());
         }
@@ -147,6 +160,32 @@ impl Limits {
             }
         }
         Ok(())
+    }
+
+    /// The buckets of `tool`'s calls, for a shared check: the principal's
+    /// own first, then each tool rule's in file order.
+    pub fn applying(&self, tool: Ident<'_>) -> Vec<Applying> {
+        self.select(tool)
+            .into_iter()
+            .map(|(_, rate, what)| {
+                let id = stable_hash(&format!("{what}\0{}\0{}", rate.per_second, rate.burst));
+                Applying { id, per_second: rate.per_second, burst: rate.burst, what }
+            })
+            .collect()
+    }
+
+    /// Each bucket that applies to `tool`: its index, rate and name.
+    fn select(&self, tool: Ident<'_>) -> Vec<(usize, Rate, String)> {
+        let mut applying: Vec<(usize, Rate, String)> = Vec::new();
+        if let Some(r) = self.per_principal {
+            applying.push((PRINCIPAL_BUCKET, r, "principal".to_owned()));
+        }
+        for (i, (g, r)) in self.tools.iter().enumerate() {
+            if tool.is_match(g) {
+                applying.push((i, *r, g.glob().glob().to_owned()));
+            }
+        }
+        applying
     }
 
     /// Gives back the tokens a [`Limits::check`] of the same `principal`

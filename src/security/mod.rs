@@ -66,6 +66,8 @@ pub enum DenyReason {
     Rule,
     /// Its result was over a `[limits.results]` cap that refuses.
     ResultSize,
+    /// Its session was ended on another replica (`[redis]`).
+    SessionEnded,
 }
 
 impl DenyReason {
@@ -78,6 +80,7 @@ impl DenyReason {
             DenyReason::RateLimit => "rate_limit",
             DenyReason::Rule => "rule",
             DenyReason::ResultSize => "result_size",
+            DenyReason::SessionEnded => "session_ended",
         }
     }
 }

@@ -126,6 +126,11 @@ pub(super) fn compile(src: &str, origin: &Path) -> Result<RuleSet, RulesError> {
         tag_lists,
         history_calls,
         warnings: c.warnings,
+        fingerprint: {
+            use sha2::Digest as _;
+            let d = sha2::Sha256::digest(src.as_bytes());
+            u64::from_le_bytes(d[..8].try_into().unwrap_or_default())
+        },
     })
 }
 

@@ -71,6 +71,11 @@ impl History {
     /// Appends one call, first starting afresh if the history belongs to
     /// another rule set (or none).
     pub(super) fn push(&mut self, generation: u64, capacity: usize, words: usize, eval: &Evaluation) {
+        self.push_bits(generation, capacity, words, eval.at_ms, eval.bits());
+    }
+
+    /// Appends one call by its time and step bits (`words` long).
+    pub(super) fn push_bits(&mut self, generation: u64, capacity: usize, words: usize, at_ms: u64, bits: &[u64]) {
         if self.generation != generation || self.capacity != capacity || self.words != words {
             *self = History::new(generation, capacity, words);
         }
@@ -82,8 +87,8 @@ impl History {
             self.bits = vec![0; capacity * words];
         }
         let slot = self.next;
-        self.at_ms[slot] = eval.at_ms;
-        self.bits[slot * words..(slot + 1) * words].copy_from_slice(eval.bits());
+        self.at_ms[slot] = at_ms;
+        self.bits[slot * words..(slot + 1) * words].copy_from_slice(bits);
         self.next = (slot + 1) % capacity;
         self.len = (self.len + 1).min(capacity);
     }
@@ -164,6 +169,31 @@ impl Evaluation {
         // `max_by_key` keeps the last of equals; scanning in reverse makes
         // that the first in file order.
         self.hits.iter().rev().max_by_key(|h| h.action).copied()
+    }
+
+    /// What a shared history keeps of the call after its time: `|` and its
+    /// step bits in hex, then `|` and `nonce` (so that a refused call's
+    /// entry, taken back, is this one and no other).
+    pub fn entry(&self, nonce: u64) -> String {
+        use std::fmt::Write as _;
+        let mut s = String::with_capacity(2 + 16 * self.words + 16);
+        s.push('|');
+        for w in self.bits() {
+            let _ = write!(s, "{w:016x}");
+        }
+        let _ = write!(s, "|{nonce:x}");
+        s
+    }
+
+    /// Merges the hits of `other` (the same call, evaluated against other
+    /// histories) into these: a rule hits if it hit in either.
+    pub fn merge_hits(&mut self, other: &Evaluation) {
+        for hit in other.hits() {
+            if !self.hits.iter().any(|h| h.rule == hit.rule) {
+                self.hits.push(*hit);
+            }
+        }
+        self.hits.sort_by_key(|h| h.rule);
     }
 
     /// The call's time, as given in [`Call::at_ms`](super::Call::at_ms).

@@ -97,6 +97,9 @@ pub struct RuleSet {
     /// rules with more than one step (one-step rules need no history).
     history_calls: usize,
     warnings: Vec<Warning>,
+    /// A hash of the file's text: replicas with the same file share
+    /// histories under it (`crate::shared`); another file starts afresh.
+    fingerprint: u64,
 }
 
 /// One rule, as written in the file.
@@ -254,6 +257,26 @@ impl RuleSet {
     /// Nothing is recorded: pass the result to [`RuleSet::record`] once the
     /// call goes ahead.
     pub fn evaluate(&self, call: &Call<'_>, session: &History, principal: Option<&History>) -> Evaluation {
+        self.evaluate_with(call, |rule| {
+            let history = match rule.scope {
+                Scope::Session => session,
+                Scope::Principal => principal.unwrap_or(session),
+            };
+            history.has_sequence(self.generation, &rule.earlier, rule.window_calls, rule.window_ms(), call.at_ms)
+        })
+    }
+
+    /// The rules `call` could complete whatever came before: as
+    /// [`RuleSet::evaluate`] with histories holding every sequence. What
+    /// is refused when the histories cannot be read (shared state down,
+    /// fail closed) is the `block` and `confirm` rules among these.
+    pub fn could_complete(&self, call: &Call<'_>) -> Evaluation {
+        self.evaluate_with(call, |_| true)
+    }
+
+    /// [`RuleSet::evaluate`] with `found` saying whether a multi-step
+    /// rule's earlier steps are in the history.
+    fn evaluate_with(&self, call: &Call<'_>, mut found: impl FnMut(&Rule) -> bool) -> Evaluation {
         let retagged;
         let statics = if call.tags.generation() == self.generation {
             call.tags.steps()
@@ -278,17 +301,37 @@ impl RuleSet {
             }
             let index = step.rule as usize;
             let rule = &self.rules[index];
-            let history = match rule.scope {
-                Scope::Session => session,
-                Scope::Principal => principal.unwrap_or(session),
-            };
-            if rule.earlier.is_empty()
-                || history.has_sequence(self.generation, &rule.earlier, rule.window_calls, rule.window_ms(), call.at_ms)
-            {
+            if rule.earlier.is_empty() || found(rule) {
                 eval.push_hit(Hit { rule: index, action: rule.action });
             }
         }
         eval
+    }
+
+    /// The file's fingerprint: histories shared between replicas are kept
+    /// under it.
+    pub fn fingerprint(&self) -> u64 {
+        self.fingerprint
+    }
+
+    /// A history made of shared entries ([`Evaluation::entry`] after the
+    /// time), newest first as Redis lists them. An entry of another shape
+    /// or size is skipped.
+    pub fn history_from(&self, newest_first: &[String]) -> History {
+        let words = words(self.history_steps);
+        let mut history = self.new_history();
+        let mut bits = vec![0u64; words];
+        for entry in newest_first.iter().rev() {
+            let mut parts = entry.split('|');
+            let Some(at_ms) = parts.next().and_then(|t| t.parse::<u64>().ok()) else { continue };
+            let Some(hex) = parts.next().filter(|h| h.len() == 16 * words) else { continue };
+            let parsed =
+                (0..words).all(|w| u64::from_str_radix(&hex[w * 16..(w + 1) * 16], 16).map(|v| bits[w] = v).is_ok());
+            if parsed {
+                history.push_bits(self.generation, self.history_calls, words, at_ms, &bits);
+            }
+        }
+        history
     }
 
     /// Appends an evaluated call to a history (the session's, then the

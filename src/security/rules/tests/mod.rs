@@ -5,6 +5,7 @@ mod eval;
 mod examples;
 mod parse;
 mod replay;
+mod shared;
 
 use std::collections::HashMap;
 use std::path::Path;

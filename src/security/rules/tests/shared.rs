@@ -1,0 +1,144 @@
+//! Histories as replicas share them (`crate::shared`): a call's entry
+//! written by one replica and read back by another decides the same as
+//! the history of the replica that saw every call.
+
+use super::{Sim, rules};
+use crate::security::rules::{Call, History};
+
+const RULES: &str = r#"
+[[rule]]
+id = "a-then-b"
+action = "block"
+window = { calls = 3 }
+steps = [{ tool = "x__a" }, { tool = "x__b" }]
+
+[[rule]]
+id = "c-then-d-in-a-minute"
+action = "confirm"
+window = { seconds = 60 }
+steps = [{ tool = "x__c" }, { tool = "x__d" }]
+
+[[rule]]
+id = "any-e"
+action = "alert"
+steps = [{ tool = "x__e" }]
+"#;
+
+/// Plays `calls` (tool, time) as one replica would record them, and keeps
+/// each one's shared entry (`<time><entry>`), newest first as Redis's
+/// `LRANGE` returns them.
+fn play(r: &crate::security::rules::RuleSet, calls: &[(&str, u64)]) -> (History, Vec<String>) {
+    let mut live = r.new_history();
+    let mut shared = Vec::new();
+    let sim = Sim::new(r).without_principal();
+    for (i, (tool, at)) in calls.iter().enumerate() {
+        let tags = sim.tags(tool);
+        let call = Call { tool: (*tool).into(), tags: &tags, arguments: None, at_ms: *at };
+        let eval = r.evaluate(&call, &live, None);
+        r.record(&mut live, &eval);
+        shared.insert(0, format!("{at}{}", eval.entry(i as u64)));
+    }
+    (live, shared)
+}
+
+fn hits(r: &crate::security::rules::RuleSet, history: &History, tool: &str, at: u64) -> Vec<String> {
+    let sim = Sim::new(r).without_principal();
+    let tags = sim.tags(tool);
+    let call = Call { tool: tool.into(), tags: &tags, arguments: None, at_ms: at };
+    r.evaluate(&call, history, None).hits().iter().map(|h| r.rule(h.rule).id().to_owned()).collect()
+}
+
+#[test]
+fn a_history_read_back_from_entries_decides_as_the_live_one() {
+    let r = rules(RULES);
+    let sequences: &[&[(&str, u64)]] = &[
+        &[("x__a", 0)],
+        &[("x__a", 0), ("x__z", 1), ("x__z", 2)],
+        &[("x__a", 0), ("x__z", 1), ("x__z", 2), ("x__z", 3)],
+        &[("x__c", 0)],
+        &[("x__c", 0), ("x__z", 30_000)],
+        &[("x__c", 0), ("x__a", 1), ("x__z", 2)],
+        &[],
+    ];
+    for calls in sequences {
+        let (live, shared) = play(&r, calls);
+        let read = r.history_from(&shared);
+        for (tool, at) in [("x__b", 10), ("x__d", 40_000), ("x__d", 70_000), ("x__e", 10), ("x__z", 10)] {
+            assert_eq!(hits(&r, &read, tool, at), hits(&r, &live, tool, at), "{calls:?} then {tool} at {at}");
+        }
+    }
+    // And the cases are not all empty: the read history does see a
+    // sequence.
+    let (_, shared) = play(&r, &[("x__a", 0)]);
+    assert_eq!(hits(&r, &r.history_from(&shared), "x__b", 1), ["a-then-b"]);
+}
+
+#[test]
+fn entries_of_another_shape_are_skipped() {
+    let r = rules(RULES);
+    let (_, mut shared) = play(&r, &[("x__a", 0)]);
+    let good = shared[0].clone();
+    // A time that is not a number, bits of another width, no bits, junk.
+    let width = good.split('|').nth(1).unwrap().len();
+    shared.insert(0, format!("x{good}"));
+    shared.insert(0, format!("5|{}|1", "0".repeat(width + 16)));
+    shared.insert(0, "7".to_owned());
+    shared.insert(0, String::new());
+    shared.insert(0, format!("9|{}|1", "g".repeat(width)));
+    let read = r.history_from(&shared);
+    assert_eq!(hits(&r, &read, "x__b", 10), ["a-then-b"], "the good entry still counts");
+    let junk_only: Vec<String> = shared[..5].to_vec();
+    assert!(hits(&r, &r.history_from(&junk_only), "x__b", 10).is_empty());
+}
+
+#[test]
+fn an_entry_is_its_bits_and_a_nonce() {
+    let r = rules(RULES);
+    let sim = Sim::new(&r).without_principal();
+    let tags = sim.tags("x__a");
+    let call = Call { tool: "x__a".into(), tags: &tags, arguments: None, at_ms: 0 };
+    let eval = r.evaluate(&call, &History::default(), None);
+    let (a, b) = (eval.entry(1), eval.entry(0xff));
+    assert!(a.starts_with('|') && a.ends_with("|1"), "{a}");
+    assert!(b.ends_with("|ff"), "{b}");
+    assert_eq!(a.split('|').nth(1), b.split('|').nth(1), "the same bits");
+    assert_ne!(a.split('|').nth(1).unwrap().trim_start_matches('0'), "", "x__a is a step: a bit is set");
+}
+
+#[test]
+fn could_complete_names_the_rules_a_call_ends_whatever_came_before() {
+    let r = rules(RULES);
+    let sim = Sim::new(&r).without_principal();
+    let ids = |tool: &str| {
+        let tags = sim.tags(tool);
+        let call = Call { tool: tool.into(), tags: &tags, arguments: None, at_ms: 0 };
+        r.could_complete(&call).hits().iter().map(|h| r.rule(h.rule).id().to_owned()).collect::<Vec<_>>()
+    };
+    assert_eq!(ids("x__b"), ["a-then-b"]);
+    assert_eq!(ids("x__d"), ["c-then-d-in-a-minute"]);
+    assert_eq!(ids("x__e"), ["any-e"]);
+    assert!(ids("x__a").is_empty(), "a first step completes nothing");
+    assert!(ids("x__z").is_empty());
+}
+
+#[test]
+fn merged_hits_are_the_union_in_rule_order() {
+    let r = rules(RULES);
+    let sim = Sim::new(&r).without_principal();
+    let (with_a, _) = play(&r, &[("x__a", 0)]);
+    let tags = sim.tags("x__b");
+    let call = Call { tool: "x__b".into(), tags: &tags, arguments: None, at_ms: 1 };
+    let mut none = r.evaluate(&call, &History::default(), None);
+    assert!(none.hits().is_empty());
+    let hit = r.evaluate(&call, &with_a, None);
+    none.merge_hits(&hit);
+    none.merge_hits(&hit);
+    assert_eq!(none.hits().len(), 1, "merged once");
+    assert_eq!(none.strongest().map(|h| r.rule(h.rule).id()), Some("a-then-b"));
+}
+
+#[test]
+fn the_fingerprint_is_the_file_text() {
+    assert_eq!(rules(RULES).fingerprint(), rules(RULES).fingerprint());
+    assert_ne!(rules(RULES).fingerprint(), rules(&format!("{RULES}\n# changed\n")).fingerprint());
+}
