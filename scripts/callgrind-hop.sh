@@ -8,6 +8,9 @@
 #
 # GATEWAY_BIN=path measures that gateway binary instead of building this
 # checkout's (e.g. one built from an older commit, to compare).
+# HOP_CONFIG='toml' is put before the upstream's section of the gateway's
+# config (e.g. `[redis]`, `[rules]`, `[limits]` with absolute paths), to
+# count what a feature costs per call (docs/benchmarks.md).
 # CALLGRIND_KEEP=dir copies both callgrind outputs there (cg.<calls>), for
 # `callgrind_annotate` per function when a change moves the total.
 #
@@ -44,7 +47,7 @@ trap 'kill $(jobs -p) 2>/dev/null || true; rm -rf "$WORK"' EXIT
 coproc UPSTREAM { exec "$BENCH" --echo-upstream 600; }
 read -r line <&"${UPSTREAM[0]}"
 PORT="${line#LISTENING }"
-printf '[upstreams.echo]\nurl = "http://127.0.0.1:%s/mcp"\n' "$PORT" >"$WORK/gateway.toml"
+printf '%s\n[upstreams.echo]\nurl = "http://127.0.0.1:%s/mcp"\n' "${HOP_CONFIG:-}" "$PORT" >"$WORK/gateway.toml"
 
 # One run: the gateway under callgrind, `n` calls, SIGTERM; prints its total.
 run() {

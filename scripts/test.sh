@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # The whole test suite, as CI runs it (.ci/run calls this):
-#   1. install the pinned peers (npm servers, Python SDK venv; PostgreSQL if missing)
+#   1. install the pinned peers (npm servers, Python SDK venv; PostgreSQL, redis-server, HAProxy if missing)
 #   2. cargo fmt --check, clippy -D warnings
 #   3. every test: unit tests beside the code and the integration binary
 #   4. smoke runs of the benchmarks (the real ones are `cargo bench`, see README)
@@ -13,6 +13,16 @@ if ! command -v initdb >/dev/null 2>&1 && [[ ! -x /usr/lib/postgresql/15/bin/ini
   if [[ "$(id -u)" == 0 ]] && command -v apt-get >/dev/null 2>&1; then
     echo "test.sh: installing PostgreSQL (apt-get)" >&2
     apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq postgresql >/dev/null
+  fi
+fi
+# redis-server and HAProxy for the two-replica test (tests/integration/
+# replicas.rs): the daemons are not started by the packages' own units here;
+# the test starts its own on free ports.
+if ! command -v redis-server >/dev/null 2>&1 || ! command -v haproxy >/dev/null 2>&1; then
+  if [[ "$(id -u)" == 0 ]] && command -v apt-get >/dev/null 2>&1; then
+    echo "test.sh: installing redis-server and haproxy (apt-get)" >&2
+    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
+      redis-server haproxy >/dev/null
   fi
 fi
 
@@ -36,6 +46,7 @@ echo "test.sh: benchmark smoke runs" >&2
 cargo test --locked --bench proxy_hop
 cargo test --locked --bench isolation
 cargo test --locked --bench scan
+cargo test --locked --bench shared_state
 
 # One closing line with the totals of every test run above.
 read -r passed failed < <(awk '/^test result:/ {

@@ -21,6 +21,7 @@ pub mod protocol;
 pub mod resilience;
 pub mod routing;
 pub mod security;
+pub mod shared;
 pub mod sync;
 pub mod telemetry;
 pub mod upstream;

@@ -75,7 +75,7 @@ fn parse_secs(s: &str) -> Result<Duration, String> {
 }
 
 /// Optionally SIGTERMs `child`, waits up to [`GRACE`] for it, then kills it.
-fn terminate(child: &mut Child, sigterm: bool) {
+pub(crate) fn terminate(child: &mut Child, sigterm: bool) {
     if sigterm {
         let _ = kill(pid_of(child.id()), Signal::SIGTERM);
     }

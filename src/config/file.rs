@@ -48,6 +48,9 @@ pub struct FileConfig {
     /// `[limits]`: rate limits and result caps.
     #[serde(default)]
     pub limits: super::security::LimitsSection,
+    /// `[redis]`: the state replicas share. None: all state in process.
+    #[serde(default)]
+    pub redis: Option<super::redis::RedisSection>,
 }
 
 /// `[admin]`.
@@ -369,6 +372,9 @@ impl FileConfig {
             a.validate().map_err(|e| e.under(&["access", &i.to_string()]))?;
         }
         self.limits.validate().map_err(|e| e.under(&["limits"]))?;
+        if let Some(r) = &self.redis {
+            r.validate().map_err(|e| e.under(&["redis"]))?;
+        }
         if let Some(id) = self.upstreams.keys().find(|id| *id == super::BUILTIN_NAMESPACE) {
             return Err(ConfigError::new(
                 &["upstreams", id],

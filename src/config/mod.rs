@@ -20,6 +20,7 @@ mod env;
 mod error;
 mod file;
 mod filter;
+mod redis;
 mod secrets;
 mod security;
 mod session_key;
@@ -37,6 +38,7 @@ pub use file::{
     TracesSection,
 };
 pub use filter::{FilterError, ToolFilter, ToolMatcher};
+pub use redis::{Fallback, OnUnreachable, Redis, RedisSection};
 pub use secrets::{ExpandError, MASK, Redactor, Resolved, Secrets, SecretsError};
 pub use security::{
     AccessSection, ApiKeySection, ArgumentRule, AuthMode, AuthSection, JwtSection, LimitsSection, OAuthGrant,
@@ -86,6 +88,8 @@ pub struct Config {
     pub rules: RulesSection,
     /// Rate limits and result caps (globs checked).
     pub limits: LimitsSection,
+    /// The state replicas share (`[redis]`, URL expanded); None: in process.
+    pub redis: Option<Redis>,
     /// Names in the secrets file (never values), sorted.
     pub secret_names: Vec<String>,
     /// The key of the audit log's argument digests
@@ -160,7 +164,8 @@ impl Config {
             return Err(ConfigError::plain(format!("{SESSION_KEY_VAR} must differ from {AUDIT_KEY_VAR}")));
         }
         let x = Expander { secrets: &secrets, env };
-        let FileConfig { gateway, upstreams, admin, traces, audit, auth, access, pinning, rules, limits } = file;
+        let FileConfig { gateway, upstreams, admin, traces, audit, auth, access, pinning, rules, limits, redis } = file;
+        let redis = redis.map(|r| r.resolve(x).map_err(|e| e.under(&["redis"]))).transpose()?;
         let token_file = base.join(&gateway.token_file);
         let upstreams = upstreams
             .into_iter()
@@ -206,6 +211,7 @@ impl Config {
             pinning: PinningSection { file: pins, ..pinning },
             rules: RulesSection { file: rules.file.map(|p| base.join(p)), ..rules },
             limits,
+            redis,
             secret_names: secrets.names(),
             audit_key,
             session_keys,

@@ -271,6 +271,8 @@ fn sections() -> Vec<(&'static str, Vec<String>)> {
         ("limits.tools.<glob>", fields::<RateSection>()),
         ("limits.results.<glob>", fields::<ResultCap>()),
         ("upstreams.<id>.tools", fields::<ToolFilter>()),
+        ("redis", fields::<RedisSection>()),
+        ("redis.on_unreachable", fields::<OnUnreachable>()),
     ]
 }
 
@@ -455,4 +457,22 @@ fn session_keys_come_from_the_secrets_file_and_a_previous_key_needs_a_current_on
     let e = config("MCP_GATEWAY_SESSION_KEY=c2hvcnQta2V5LXZhbHVl\n").unwrap_err().to_string();
     assert!(e.contains("MCP_GATEWAY_SESSION_KEY: is 15 bytes"), "{e}");
     assert!(!e.contains("c2hvcnQta2V5LXZhbHVl"), "the value is never quoted: {e}");
+}
+
+#[test]
+fn redis_url_is_expanded_and_must_be_a_redis_url() {
+    let err = load("[redis]\nurl = \"http://127.0.0.1:6379\"\n").unwrap_err().to_string();
+    assert_eq!(err, "dir/gateway.toml:2:1: redis.url: must be a redis://, rediss:// or unix:// URL");
+    let err = load("[redis]\nurl = \"${NOPE}\"\n").unwrap_err().to_string();
+    assert!(err.contains("redis.url:") && err.contains("NOPE"), "{err}");
+    let env: BTreeMap<String, String> = [("REDIS_URL".to_owned(), "rediss://:pw@h:6380/1".to_owned())].into();
+    let cfg = Config::from_str("[redis]\nurl = \"${REDIS_URL}\"\n", Path::new("dir/gateway.toml"), &env).unwrap();
+    let redis = cfg.redis.expect("[redis] read");
+    assert_eq!(redis.url.expose(), "rediss://:pw@h:6380/1");
+    let shown = format!("{redis:?}");
+    assert!(
+        !shown.contains("pw") && shown.contains("rediss://***@h:6380/1"),
+        "the password stays out of Debug: {shown}"
+    );
+    assert!(load("").unwrap().redis.is_none(), "no [redis]: state in process");
 }

@@ -62,7 +62,7 @@ pub struct Sessions {
 /// that answered `initialize` (sent without the header) often never sees
 /// the session again, and must not hold one of its principal's sessions
 /// for the whole idle timeout.
-pub(super) const UNUSED_GRACE: Duration = Duration::from_secs(60);
+pub(crate) const UNUSED_GRACE: Duration = Duration::from_secs(60);
 
 /// Hashes a session id by its last [`ID_TAIL`] bytes: every request looks
 /// its session up, and a token is hundreds of bytes whose tail (the AEAD
@@ -286,6 +286,7 @@ impl Session {
         outbox: mpsc::Receiver<String>,
         quota: super::bounds::Held,
     ) -> Arc<Self> {
+        client.peer.share_as(&id);
         Arc::new(Session {
             id,
             version,
@@ -368,6 +369,23 @@ impl Sessions {
         map.insert(s.id.clone(), s.clone());
         self.open.set(map.len() as i64);
         Ok(Some(s))
+    }
+
+    /// The id of the session known by `hash` in the shared state, if this
+    /// replica holds it (a walk over the table: for the rare session ended
+    /// elsewhere).
+    pub(crate) fn find_shared(&self, hash: crate::shared::KeyHash) -> Option<String> {
+        self.lock().values().find(|s| s.client.peer.shared_key() == Some(hash)).map(|s| s.id.clone())
+    }
+
+    /// The sessions held here that Redis knows: id, hash, and whether it
+    /// was used within `lately`.
+    pub(crate) fn held_shared(&self, lately: Duration) -> Vec<(String, crate::shared::KeyHash, bool)> {
+        let map = self.lock();
+        map.values()
+            .filter(|s| s.client.peer.shared_registered())
+            .filter_map(|s| Some((s.id.clone(), s.client.peer.shared_key()?, s.idle_for() < lately)))
+            .collect()
     }
 
     /// Looks a session up.

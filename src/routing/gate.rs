@@ -32,13 +32,21 @@ use crate::security::limits::Limits;
 use crate::security::pins::Pins;
 use crate::security::rules::{Action, Call as RuleCall, History, RuleSet, Tags};
 use crate::security::{DenyReason, Ident};
+use crate::shared::Shared;
 use crate::sync::Locked;
 use crate::telemetry::Telemetry;
 use crate::telemetry::audit::{self, Record};
-use crate::telemetry::metrics::RuleLabels;
+use crate::telemetry::metrics::{FallbackLabels, RuleLabels};
+use on_shared::SharedView;
 
 /// Most principals whose call history is kept for principal-scoped rules.
 const MAX_PRINCIPAL_HISTORIES: usize = 10_000;
+
+/// How long a history kept in Redis outlives its last call at least (the
+/// idle timeout and the rules' longest time window may make it longer): a
+/// window of calls has no time bound, and a principal's history in process
+/// lasts while the process does.
+const HISTORY_TTL: Duration = Duration::from_secs(86_400);
 
 /// How long a `confirm` rule waits for the user.
 const CONFIRM_WAIT: Duration = Duration::from_secs(120);
@@ -106,6 +114,11 @@ struct Policy {
     /// Rate limits and result caps (`[limits]`); a reload moves the
     /// buckets of unchanged rules over.
     limits: Limits,
+    /// `session_idle_timeout`: how long shared last-use records live.
+    idle: Duration,
+    /// `max_sessions_per_principal` in force (all replicas together, with
+    /// `[redis]`).
+    cap: usize,
 }
 
 /// A new config's policy, built and checked, ready to put in force with
@@ -134,6 +147,9 @@ pub(crate) struct Gate {
     /// Rule times are counted from here.
     started: tokio::time::Instant,
     telemetry: Telemetry,
+    /// The state replicas share (`[redis]`): buckets and histories there,
+    /// this replica's own kept beside them for when Redis is down.
+    shared: Option<Arc<Shared>>,
 }
 
 // === impl Gate ===
@@ -152,12 +168,31 @@ impl Gate {
                 None
             }
         });
+        let shared = config.redis.as_ref().and_then(|r| match Shared::new(r, telemetry.metrics.clone()) {
+            Ok(s) => Some(Arc::new(s)),
+            Err(e) => {
+                // The URL was checked when the config loaded; this is the
+                // client refusing it. Every call would fall back: be loud.
+                tracing::error!(error = %e, "[redis] client not created: state is per replica.");
+                None
+            }
+        });
+        if let Some(shared) = &shared {
+            shared.watch();
+            let m = &telemetry.metrics;
+            for feature in ["rules", "limits", "revocation", "sessions"] {
+                for outcome in ["refused", "local"] {
+                    let _ = m.redis_fallbacks.get_or_create(&FallbackLabels { feature, outcome });
+                }
+            }
+        }
         Self {
             policy: ArcSwap::from_pointee(Policy::new(config, None)),
             rules: ArcSwapOption::new(rules),
             principal_histories: Mutex::default(),
             started,
             telemetry,
+            shared,
         }
     }
 
@@ -248,15 +283,16 @@ impl Gate {
             let err = CallError { code: protocol::INVALID_PARAMS, ..err };
             return Err(refuse(DenyReason::Argument, Answer::Told(err)));
         }
+        if let Some(shared) = &self.shared {
+            return self.check_shared(shared, &policy, caller, ident, upstream_id, arguments).await;
+        }
         let who = policy.limits.rates().then(|| caller.principal_id());
         if let Some(who) = &who
             && let Err(limited) = policy.limits.check(who, ident, tokio::time::Instant::now())
         {
-            let err = CallError::new(ErrorClass::Policy, None, limited.to_string());
-            let err = CallError { retry_after: Some(limited.retry_after), ..err };
-            return Err(refuse(DenyReason::RateLimit, Answer::Told(err)));
+            return Err(limited_refusal(&limited));
         }
-        let ruled = self.apply_rules(ident, upstream_id, arguments.map(Checked::raw), caller).await;
+        let ruled = self.apply_rules(ident, upstream_id, arguments.map(Checked::raw), caller, SharedView::None).await;
         if ruled.is_err()
             && let Some(who) = &who
         {
@@ -278,6 +314,7 @@ impl Gate {
         upstream_id: &str,
         arguments: Option<&RawValue>,
         caller: &Caller<'_>,
+        shared: SharedView,
     ) -> Result<Admitted, Refusal> {
         let mut admitted = Admitted::default();
         let Some(state) = self.rules.load_full() else { return Ok(admitted) };
@@ -299,13 +336,23 @@ impl Gate {
         // Anonymous clients share one id; their principal-scoped rules look
         // at the session instead of joining unrelated clients' calls.
         let principal = caller.peer.filter(|p| p.principal.via != Via::Anonymous).map(|p| p.principal.identity.clone());
-        let eval = {
+        let mut eval = {
             let empty = History::default();
             let session = caller.peer.map(|p| p.lock_history());
             let principals = self.principal_histories.locked();
             let p = principal.as_ref().and_then(|id| principals.get(id));
             set.evaluate(&call, session.as_deref().unwrap_or(&empty), p)
         };
+        match shared {
+            SharedView::None => {}
+            // Every replica's calls, and this one's own (which hold what
+            // went ahead here while Redis was down).
+            SharedView::Read { now_ms, session, principal } => {
+                let call = RuleCall { at_ms: now_ms, ..call };
+                eval.merge_hits(&set.evaluate(&call, &session, principal.as_ref()));
+            }
+            SharedView::Unreachable => self.rules_unreachable(set, &call, &mut admitted.tags)?,
+        }
         for hit in eval.hits() {
             let rule = set.rule(hit.rule);
             let labels = RuleLabels { rule: Arc::from(rule.id()), action: hit.action.as_str() };
@@ -459,8 +506,17 @@ impl Policy {
             pins: pins.or_else(|| config.pinning.file.as_deref().map(|p| Arc::new(Pins::open(p)))),
             quarantine: config.pinning.on_change,
             limits: Limits::new(&config.limits),
+            idle: config.gateway.session_idle_timeout,
+            cap: config.gateway.max_sessions_per_principal,
         }
     }
+}
+
+/// The refusal of a call over a rate limit.
+fn limited_refusal(limited: &crate::security::limits::Limited) -> Refusal {
+    let err = CallError::new(ErrorClass::Policy, None, limited.to_string());
+    let err = CallError { retry_after: Some(limited.retry_after), ..err };
+    Refusal { reason: DenyReason::RateLimit, answer: Answer::Told(err), policy: Vec::new(), tags: Vec::new() }
 }
 
 /// Asks the user to allow a call a `confirm` rule stopped, through
@@ -486,5 +542,6 @@ async fn confirm(caller: &Caller<'_>, tool: &str, message: &str) -> bool {
     result.is_some_and(|r| r["action"] == "accept" && r["content"]["allow"] == true)
 }
 
+mod on_shared;
 #[cfg(test)]
 mod tests;

@@ -443,6 +443,11 @@ impl Gateway {
         })
     }
 
+    /// The state replicas share (`[redis]`), when configured.
+    pub fn shared(&self) -> Option<&Arc<crate::shared::Shared>> {
+        self.core.gate.shared()
+    }
+
     /// The metrics, traces and audit log.
     pub fn telemetry(&self) -> &Telemetry {
         &self.core.telemetry

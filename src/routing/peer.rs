@@ -75,6 +75,12 @@ pub struct Peer {
     /// Which upstreams it may hear about no call (log messages): computed
     /// for one catalog build (its version), see `Gateway::hears`.
     hears: Mutex<Option<(u64, Arc<[bool]>)>>,
+    /// What the session is known by in the shared state (`[redis]`): a
+    /// hash of its id, set once the transport gives it one.
+    shared_key: std::sync::OnceLock<crate::shared::KeyHash>,
+    /// Whether Redis knows the session (it was opened or taken over there,
+    /// not while Redis was unreachable).
+    shared_registered: std::sync::atomic::AtomicBool,
 }
 
 /// Where the answer to one of the gateway's own requests goes: the
@@ -149,6 +155,8 @@ impl Peer {
             history: Mutex::default(),
             asks: Mutex::default(),
             hears: Mutex::default(),
+            shared_key: std::sync::OnceLock::new(),
+            shared_registered: std::sync::atomic::AtomicBool::new(false),
             metrics,
             instances: Mutex::default(),
             gone: std::sync::atomic::AtomicBool::new(false),
@@ -220,6 +228,29 @@ impl Peer {
         let body = encode::notification("notifications/cancelled", Some(&params));
         self.send(&Name::from(upstream), "notifications/cancelled", body);
         true
+    }
+
+    /// Names the session in the shared state by its id (a hash of it);
+    /// the first id given stays.
+    pub fn share_as(&self, session_id: &str) {
+        let _ = self.shared_key.set(crate::shared::key_hash(session_id));
+    }
+
+    /// Records that Redis knows the session (opened or taken over there).
+    pub fn set_shared_registered(&self) {
+        self.shared_registered.store(true, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    /// Whether Redis knows the session: a call Redis does not know is then
+    /// one of a session that ended or idled out there, not one opened
+    /// while Redis was unreachable.
+    pub fn shared_registered(&self) -> bool {
+        self.shared_registered.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// What the session is known by in the shared state, once named.
+    pub(crate) fn shared_key(&self) -> Option<crate::shared::KeyHash> {
+        self.shared_key.get().copied()
     }
 
     /// The session's call history (sequence rules); never held across an

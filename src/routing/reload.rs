@@ -214,7 +214,11 @@ fn diff(now: &Config, mut next: Config) -> (Vec<String>, Vec<String>, Config) {
     section("admin", now.admin != next.admin, false);
     section("traces", now.traces != next.traces, false);
     section("audit", now.audit != next.audit || now.audit_key != next.audit_key, false);
+    // The connection and its keys are made once; a new server or prefix
+    // would split replicas' state mid-flight.
+    section("redis", now.redis != next.redis, false);
     next.admin = now.admin.clone();
+    next.redis = now.redis.clone();
     next.traces = now.traces.clone();
     next.audit = now.audit.clone();
     next.audit_key = now.audit_key.clone();

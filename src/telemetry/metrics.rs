@@ -149,6 +149,15 @@ pub struct Metrics {
     /// `unknown_key`, `forged`, `not_a_token`, `other_principal`,
     /// `unsupported_version`, `bad_capabilities`, `full`).
     pub session_rebuilds: Family<Outcome, Counter>,
+    /// Round trips to Redis (`[redis]`): `ok`, `failed`, `timeout`.
+    pub redis_requests: Family<Outcome, Counter>,
+    /// How long each round trip to Redis took.
+    pub redis_request_duration: Histogram,
+    /// 1 when the last round trip to Redis succeeded.
+    pub redis_up: Gauge,
+    /// Decisions made without Redis, by feature (`rules`, `limits`,
+    /// `revocation`, `sessions`) and what was done (`refused`, `local`).
+    pub redis_fallbacks: Family<FallbackLabels, Counter>,
     /// Config reloads: `applied`, `unchanged` or `refused`.
     pub config_reloads: Family<Outcome, Counter>,
     /// When a reload was last applied (Unix seconds; the start-up load
@@ -237,6 +246,12 @@ impl Metrics {
             catalog_cache_operations: Family::default(),
             tools_cached: Gauge::default(),
             session_rebuilds: Family::default(),
+            redis_requests: Family::default(),
+            redis_request_duration: Histogram::new([
+                0.0002, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0,
+            ]),
+            redis_up: Gauge::default(),
+            redis_fallbacks: Family::default(),
             config_reloads: Family::default(),
             config_last_reload_success: Gauge::default(),
             sessions: Family::default(),
@@ -375,6 +390,28 @@ impl Metrics {
              (ended, expired, future, unknown_key, forged, not_a_token, other_principal, unsupported_version, \
              bad_capabilities, full)",
             Listed(m.session_rebuilds.clone()),
+        );
+        r.register(
+            "redis_requests",
+            "Round trips to Redis for the state replicas share, by outcome (ok, failed, timeout)",
+            Listed(m.redis_requests.clone()),
+        );
+        r.register_with_unit(
+            "redis_request_duration",
+            "How long each round trip to Redis took (one per tools/call with rules or limits)",
+            Unit::Seconds,
+            Listed(m.redis_request_duration.clone()),
+        );
+        r.register(
+            "redis_up",
+            "1 when the last round trip to Redis succeeded, 0 when it failed ([redis] configured only)",
+            Listed(m.redis_up.clone()),
+        );
+        r.register(
+            "redis_fallbacks",
+            "Decisions made without Redis, by feature (rules, limits, revocation, sessions) and outcome \
+             (refused: failed closed; local: this replica's own state)",
+            Listed(m.redis_fallbacks.clone()),
         );
         r.register(
             "config_reloads",

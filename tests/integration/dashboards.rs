@@ -26,6 +26,9 @@ const EXPECTED_EMPTY: &[(&str, &str, &str)] = &[
         "the load runs without client authentication (security.rs covers it)",
     ),
     ("security.json", "Upstream OAuth token", "the load has no OAuth upstream (oauth.rs covers it)"),
+    ("overview.json", "Redis up", "the load runs without [redis] (replicas.rs evaluates the Redis panels)"),
+    ("overview.json", "Redis round trips", "the load runs without [redis]"),
+    ("overview.json", "Decisions made without Redis", "the load runs without [redis]"),
 ];
 
 /// Alerts whose condition does not hold under this load, and why.
@@ -36,6 +39,10 @@ const EXPECTED_QUIET: &[(&str, &str)] = &[
     ("McpGatewayTraceExportFailing", "the OTLP receiver takes every span"),
     ("McpGatewayMetricsAbsent", "the gateway is scraped the whole time"),
     ("McpGatewayWarmStartCacheNotWritten", "the warm-start cache's folder is writable"),
+    ("McpGatewayRedisUnreachable", "the load runs without [redis] (replicas.rs fires the Redis alerts)"),
+    ("McpGatewayRulesFailingClosed", "the load runs without [redis]"),
+    ("McpGatewayRateLimitsLocal", "the load runs without [redis]"),
+    ("McpGatewaySessionEndNotShared", "the load runs without [redis]"),
 ];
 
 fn dashboards_dir() -> PathBuf {

@@ -54,8 +54,42 @@ fn gateway() {
             ("max_json_depth = 1025", "max_json_depth: must be between 8 and 1024"),
             ("max_tool_name_length = 15", "max_tool_name_length: must be between 16 and 1024"),
             ("log_level = \"info,[\"", "log_level: not a valid filter: …"),
+            ("drain_delay = \"301s\"", "drain_delay: must be at most 5m"),
         ],
     );
+}
+
+#[test]
+fn redis() {
+    cases::<RedisSection>(
+        "url = \"redis://127.0.0.1:6379/0\"",
+        RedisSection::validate,
+        &[
+            ("timeout = \"0s\"", "timeout: must be between 1ms and 10s (every call may wait this long)"),
+            ("timeout = \"11s\"", "timeout: must be between 1ms and 10s (every call may wait this long)"),
+            ("key_prefix = \"a b\"", "key_prefix: at most 64 characters, no spaces or control characters"),
+            ("key_prefix = \"a\\nb\"", "key_prefix: at most 64 characters, no spaces or control characters"),
+            (
+                &format!("key_prefix = \"{}\"", "x".repeat(65)),
+                "key_prefix: at most 64 characters, no spaces or control characters",
+            ),
+        ],
+    );
+    let r: RedisSection = parse("url = \"redis://h/0\"");
+    assert_eq!(r.key_prefix, "mcp-gateway:");
+    assert_eq!(r.timeout, std::time::Duration::from_millis(250));
+    // The defaults of issue 19: rules closed, limits and revocation local.
+    assert_eq!(
+        r.on_unreachable,
+        OnUnreachable { rules: Fallback::Closed, limits: Fallback::Local, revocation: Fallback::Local }
+    );
+    let r: RedisSection =
+        parse("url = \"redis://h/0\"\non_unreachable = { rules = \"local\", revocation = \"closed\" }");
+    assert_eq!(r.on_unreachable.rules, Fallback::Local);
+    assert_eq!(r.on_unreachable.revocation, Fallback::Closed);
+    assert_eq!(r.on_unreachable.limits, Fallback::Local);
+    assert!(toml::from_str::<RedisSection>("url = \"redis://h/0\"\non_unreachable = { rules = \"open\" }").is_err());
+    assert!(toml::from_str::<RedisSection>("url = \"redis://h/0\"\ncluster = true").is_err());
 }
 
 #[test]

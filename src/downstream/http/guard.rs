@@ -159,14 +159,20 @@ impl App {
     pub(super) fn take_session(&self, principal: &Principal) -> Result<Held, Box<Response>> {
         self.sessions_each.take(principal, 1).map_err(|over| {
             self.rejected(over.reason("sessions"));
-            let max = self.gateway.config().gateway.max_sessions_per_principal;
-            tracing::info!(principal = %principal.identity, max, "Refused a session: the principal has max_sessions_per_principal open.");
-            let msg = format!(
-                "Too Many Requests: this principal has {max} sessions open (gateway.max_sessions_per_principal); \
-                 end one (DELETE /mcp) or wait for idle ones to expire"
-            );
-            Box::new(rpc_error(StatusCode::TOO_MANY_REQUESTS, None, protocol::INVALID_REQUEST, &msg))
+            self.take_session_refused(principal)
         })
+    }
+
+    /// The 429 of a principal with `max_sessions_per_principal` open (on
+    /// this replica, or on all of them together with `[redis]`).
+    pub(super) fn take_session_refused(&self, principal: &Principal) -> Box<Response> {
+        let max = self.gateway.config().gateway.max_sessions_per_principal;
+        tracing::info!(principal = %principal.identity, max, "Refused a session: the principal has max_sessions_per_principal open.");
+        let msg = format!(
+            "Too Many Requests: this principal has {max} sessions open (gateway.max_sessions_per_principal); \
+             end one (DELETE /mcp) or wait for idle ones to expire"
+        );
+        Box::new(rpc_error(StatusCode::TOO_MANY_REQUESTS, None, protocol::INVALID_REQUEST, &msg))
     }
 
     /// Counts a request refused before routing, by `reason`.
@@ -235,7 +241,8 @@ impl App {
             return refuse("future");
         }
         let max_age = self.gateway.config_now().gateway.session_idle_timeout.as_secs();
-        if now.saturating_sub(claims.created) >= max_age {
+        // With shared state, last use decides (App::rebuild asks Redis).
+        if self.gateway.shared().is_none() && now.saturating_sub(claims.created) >= max_age {
             tracing::info!(principal = %principal.identity, "A session token older than session_idle_timeout was refused.");
             return refuse("expired");
         }
@@ -250,8 +257,49 @@ impl App {
     /// own upstream connections) is not carried: docs/operations.md
     /// "Replicas".
     #[allow(clippy::result_large_err)]
-    fn rebuild(&self, token: &str, principal: &Arc<Principal>) -> Result<Option<Arc<Session>>, Response> {
+    async fn rebuild(&self, token: &str, principal: &Arc<Principal>) -> Result<Option<Arc<Session>>, Response> {
         let Some(claims) = self.rebuildable(token, principal) else { return Ok(None) };
+        let mut registered = false;
+        if let Some(shared) = self.gateway.shared() {
+            let idle = self.gateway.config_now().gateway.session_idle_timeout;
+            let old = unix_now().saturating_sub(claims.created) >= idle.as_secs();
+            let key = crate::shared::key_hash(token);
+            let who = self.counted_as(principal);
+            // Checked before the await (no config guard is held across it).
+            let open = self.open_args(old, idle);
+            match shared.open(key, who, open).await {
+                Ok(crate::shared::Opened::Open) => registered = true,
+                Ok(crate::shared::Opened::Ended) => {
+                    self.sessions.end(token, std::time::SystemTime::now() + idle);
+                    self.count_rebuild("ended");
+                    return Ok(None);
+                }
+                Ok(crate::shared::Opened::Idle) => {
+                    self.count_rebuild("expired");
+                    return Ok(None);
+                }
+                Ok(crate::shared::Opened::Full(_)) => {
+                    self.count_rebuild("full");
+                    return Err(*self.take_session_refused(principal));
+                }
+                Err(e) if shared.on_unreachable().revocation == crate::config::Fallback::Closed => {
+                    self.fallback("revocation", "refused");
+                    tracing::warn!(error = %e, "A session was not taken over: Redis cannot say whether it was ended (on_unreachable.revocation = closed).");
+                    let msg = "Service Unavailable: this session cannot be checked now (shared state unreachable); retry shortly";
+                    let mut r = rpc_error(StatusCode::SERVICE_UNAVAILABLE, None, protocol::INVALID_REQUEST, msg);
+                    r.headers_mut().insert(axum::http::header::RETRY_AFTER, axum::http::HeaderValue::from_static("1"));
+                    return Err(r);
+                }
+                Err(e) => {
+                    self.fallback("sessions", "local");
+                    tracing::warn!(error = %e, "A session was rebuilt without Redis: its age, not its last use, decides.");
+                    if old {
+                        self.count_rebuild("expired");
+                        return Ok(None);
+                    }
+                }
+            }
+        }
         let quota = match self.take_session(principal) {
             Ok(q) => q,
             // A concurrent request may have rebuilt it meanwhile.
@@ -268,6 +316,9 @@ impl App {
         let legacy = self.legacy.locked().len();
         match self.sessions.adopt(token, claims.version.clone(), client, outbox, quota, legacy) {
             Ok(Some(session)) => {
+                if registered {
+                    session.client.peer.set_shared_registered();
+                }
                 tracing::info!(
                     principal = %principal.identity,
                     session = %short(token),
@@ -292,6 +343,25 @@ impl App {
         }
     }
 
+    /// The principal a session counts against in the shared state: none
+    /// for the shared anonymous principal (every anonymous client would
+    /// share one cap, and one client could take it all).
+    pub(super) fn counted_as(&self, principal: &Principal) -> Option<crate::shared::KeyHash> {
+        (principal.via != crate::security::auth::Via::Anonymous).then(|| crate::shared::key_hash(&principal.identity))
+    }
+
+    /// How [`crate::shared::Shared::open`] counts a session now.
+    pub(super) fn open_args(&self, old: bool, hold: std::time::Duration) -> crate::shared::Open {
+        let g = &self.gateway.config_now().gateway;
+        crate::shared::Open { cap: g.max_sessions_per_principal, idle: g.session_idle_timeout, hold, old }
+    }
+
+    /// Counts a decision made without Redis.
+    pub(super) fn fallback(&self, feature: &'static str, outcome: &'static str) {
+        let labels = crate::telemetry::metrics::FallbackLabels { feature, outcome };
+        self.gateway.telemetry().metrics.redis_fallbacks.get_or_create(&labels).inc();
+    }
+
     fn count_rebuild(&self, outcome: &'static str) {
         let metrics = &self.gateway.telemetry().metrics;
         metrics.session_rebuilds.get_or_create(&crate::telemetry::metrics::Outcome { outcome }).inc();
@@ -301,7 +371,7 @@ impl App {
     /// visible ASCII, 404 when unknown, 400 when `MCP-Protocol-Version` is
     /// unsupported.
     #[allow(clippy::result_large_err)]
-    pub(super) fn session(
+    pub(super) async fn session(
         &self,
         headers: &HeaderMap,
         id: Option<&protocol::RawValue>,
@@ -336,7 +406,7 @@ impl App {
         // session id is not a credential of its own.
         let found = match self.sessions.get(sid) {
             Some(s) => Some(s).filter(|s| self.same_principal(&s.client.peer.principal, principal)),
-            None => self.rebuild(sid, principal)?,
+            None => self.rebuild(sid, principal).await?,
         };
         found.ok_or_else(|| {
             rpc_error(

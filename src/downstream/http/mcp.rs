@@ -84,6 +84,27 @@ async fn post_mcp(
                 let e = crate::error::CallError::new(crate::error::ErrorClass::Overloaded, None, "Too many sessions");
                 return (StatusCode::SERVICE_UNAVAILABLE, json_headers(), e.to_response(id)).into_response();
             };
+            if let Some(shared) = app.gateway.shared() {
+                let key = crate::shared::key_hash(&session.id);
+                let who = app.counted_as(&session.client.peer.principal);
+                // Until its first use, a session holds its slot only as long
+                // as this replica keeps an unused one.
+                let open = app.open_args(false, crate::downstream::session::UNUSED_GRACE);
+                match shared.open(key, who, open).await {
+                    Ok(crate::shared::Opened::Open) => session.client.peer.set_shared_registered(),
+                    Ok(crate::shared::Opened::Full(_)) => {
+                        app.sessions.remove(&session.id);
+                        let mut refused = *app.take_session_refused(&session.client.peer.principal);
+                        *refused.status_mut() = StatusCode::TOO_MANY_REQUESTS;
+                        return refused;
+                    }
+                    Ok(_) => {}
+                    Err(e) => {
+                        app.fallback("sessions", "local");
+                        tracing::warn!(error = %e, "A session was opened without Redis: only this replica's count of the principal's sessions applies.");
+                    }
+                }
+            }
             tracing::debug!(session_version = %session.version, "Downstream session created.");
             let mut resp = reply_response(reply, sse);
             resp.headers_mut()
@@ -98,7 +119,7 @@ async fn post_mcp(
             reply_response(reply, false)
         }
         Ok(Classified::Request(msg)) => {
-            let session = match app.session(headers, Some(msg.id()), &principal) {
+            let session = match app.session(headers, Some(msg.id()), &principal).await {
                 Ok(s) => s,
                 Err(r) => return r,
             };
@@ -133,7 +154,7 @@ async fn post_mcp(
                 None => rpc_error(StatusCode::OK, Some(msg.id()), REQUEST_CANCELLED, "Request cancelled"),
             }
         }
-        Ok(Classified::Notification(msg)) => match app.session(headers, None, &principal) {
+        Ok(Classified::Notification(msg)) => match app.session(headers, None, &principal).await {
             Ok(s) => {
                 s.touch();
                 app.gateway.notify(&msg, &s.client.peer);
@@ -141,7 +162,7 @@ async fn post_mcp(
             }
             Err(r) => r,
         },
-        Ok(Classified::Response(msg)) => match app.session(headers, None, &principal) {
+        Ok(Classified::Response(msg)) => match app.session(headers, None, &principal).await {
             Ok(s) => {
                 s.touch();
                 app.gateway.respond(&msg, &s.client.peer);
@@ -285,7 +306,7 @@ pub(super) async fn get_mcp(
             "Accept must include text/event-stream",
         );
     }
-    let session = match app.session(&headers, None, &principal) {
+    let session = match app.session(&headers, None, &principal).await {
         Ok(s) => s,
         Err(r) => return r,
     };
@@ -364,13 +385,40 @@ pub(super) async fn delete_mcp(
         .filter(|sid| app.sessions.get(sid).is_none() && app.rebuildable(sid, &principal).is_some());
     if let Some(sid) = unseen {
         app.sessions.end(sid, until);
-        return StatusCode::OK.into_response();
+        return end_shared(&app, sid, &principal, age).await;
     }
-    let session = match app.session(&headers, None, &principal) {
+    let session = match app.session(&headers, None, &principal).await {
         Ok(s) => s,
         Err(r) => return r,
     };
     app.sessions.remove_until(&session.id, until);
+    end_shared(&app, &session.id, &principal, age).await
+}
+
+/// Ends a session on every replica (`[redis]`) and answers the DELETE.
+/// Without an answer from Redis it is ended here (and written to Redis
+/// once it answers), counted and logged (`McpGatewaySessionEndNotShared`);
+/// with `on_unreachable.revocation = "closed"` the client is also told
+/// (503, `Retry-After: 1`): no replica runs its calls meanwhile.
+async fn end_shared(app: &App, sid: &str, principal: &Principal, keep: std::time::Duration) -> Response {
+    let Some(shared) = app.gateway.shared() else { return StatusCode::OK.into_response() };
+    let who = app.counted_as(principal);
+    let Err(e) = shared.end(crate::shared::key_hash(sid), who, keep).await else {
+        return StatusCode::OK.into_response();
+    };
+    if shared.on_unreachable().revocation == crate::config::Fallback::Closed {
+        app.fallback("revocation", "refused");
+        tracing::warn!(error = %e, "A session was ended on this replica; Redis cannot be reached, so every replica refuses its calls until it answers (on_unreachable.revocation = closed).");
+        let msg = "Service Unavailable: the session is ended here, but the end cannot be shared now; retry the DELETE shortly";
+        let mut r = rpc_error(StatusCode::SERVICE_UNAVAILABLE, None, protocol::INVALID_REQUEST, msg);
+        r.headers_mut().insert(axum::http::header::RETRY_AFTER, axum::http::HeaderValue::from_static("1"));
+        return r;
+    }
+    app.fallback("revocation", "local");
+    tracing::error!(
+        error = %e,
+        "A session was ended on this replica only for now: Redis cannot be reached. It is recorded there once Redis answers (tried every 5 s); until then another replica may still serve it."
+    );
     StatusCode::OK.into_response()
 }
 

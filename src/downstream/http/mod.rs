@@ -158,6 +158,9 @@ pub fn router(gateway: Arc<Gateway>, shutdown: CancellationToken) -> Result<Rout
         keyring,
     });
     tokio::spawn(expire_sessions(app.clone()));
+    if let Some(shared) = app.gateway.shared() {
+        tokio::spawn(end_announced(app.clone(), shared.ended()));
+    }
     // Each route a client uses, and each admin page, is behind the
     // admission layers (`layers/`); `MethodRouter::route_layer` keeps them
     // off the 405 of a method the route does not serve. The probes and the
@@ -253,17 +256,74 @@ impl crate::routing::reload::Participant for KeysReload {
     }
 }
 
+/// Lets go of sessions ended on another replica (`[redis]`) as soon as
+/// that is announced: from then on every request of such a session gets
+/// 404 here, not only its tool calls (which Redis checks anyway).
+async fn end_announced(app: Arc<App>, mut ended: tokio::sync::broadcast::Receiver<crate::shared::KeyHash>) {
+    use tokio::sync::broadcast::error::RecvError;
+    loop {
+        let hash = tokio::select! {
+            got = ended.recv() => match got {
+                Ok(hash) => hash,
+                Err(RecvError::Lagged(missed)) => {
+                    // Their next tool call finds them ended.
+                    tracing::warn!(missed, "Missed announcements of ended sessions.");
+                    continue;
+                }
+                Err(RecvError::Closed) => return,
+            },
+            () = app.shutdown.cancelled() => return,
+        };
+        if let Some(id) = app.sessions.find_shared(hash) {
+            let idle = app.gateway.config_now().gateway.session_idle_timeout;
+            app.sessions.remove_until(&id, std::time::SystemTime::now() + idle);
+            tracing::info!("Let go of a session ended on another replica.");
+        }
+    }
+}
+
 async fn expire_sessions(app: Arc<App>) {
     loop {
-        // Read at each look: a reload may change it.
+        // Read at each look: a reload may change it. Half the idle time at
+        // most, so that a session ended elsewhere is seen here before its
+        // record in Redis expires.
         let idle = app.gateway.config_now().gateway.session_idle_timeout;
+        let every = Duration::from_secs(30).min(idle / 2);
         tokio::select! {
-            () = tokio::time::sleep(Duration::from_secs(30).min(idle)) => {}
+            () = tokio::time::sleep(every) => {}
             () = app.shutdown.cancelled() => return,
         }
         let n = app.sessions.expire(idle);
         if n > 0 {
             tracing::info!(expired = n, "Closed idle downstream sessions.");
         }
+        if let Some(shared) = app.gateway.shared() {
+            refresh_shared(&app, shared, every, idle).await;
+        }
+    }
+}
+
+/// Checks the sessions this replica holds against Redis: records the last
+/// use of those used here lately (a session used only for requests other
+/// than tool calls stays alive on every replica), and lets go of those
+/// ended elsewhere (an announcement this replica missed) or idle on every
+/// replica. Sessions opened while Redis was unreachable are not known
+/// there yet: their next tool call makes them known.
+async fn refresh_shared(app: &App, shared: &crate::shared::Shared, every: Duration, idle: Duration) {
+    let held = app.sessions.held_shared(every);
+    if held.is_empty() {
+        return;
+    }
+    let checks: Vec<_> = held.iter().map(|(_, hash, used)| (*hash, *used)).collect();
+    let Ok(alive) = shared.refresh(&checks, idle).await else { return };
+    let mut gone = 0usize;
+    for ((id, _, _), alive) in held.iter().zip(alive) {
+        if !alive {
+            app.sessions.remove_until(id, std::time::SystemTime::now() + idle);
+            gone += 1;
+        }
+    }
+    if gone > 0 {
+        tracing::info!(sessions = gone, "Let go of sessions ended or idle on every replica.");
     }
 }

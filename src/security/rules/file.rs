@@ -126,11 +126,7 @@ pub(super) fn compile(src: &str, origin: &Path) -> Result<RuleSet, RulesError> {
         tag_lists,
         history_calls,
         warnings: c.warnings,
-        fingerprint: {
-            use sha2::Digest as _;
-            let d = sha2::Sha256::digest(src.as_bytes());
-            u64::from_le_bytes(d[..8].try_into().unwrap_or_default())
-        },
+        fingerprint: fingerprint(src),
     })
 }
 
@@ -348,4 +344,15 @@ impl Compiler<'_> {
 
 fn line_of(src: &str, offset: usize) -> usize {
     src.get(..offset).unwrap_or(src).matches('\n').count() + 1
+}
+
+/// What the rules say, hashed: the file read as TOML and written back as
+/// JSON with sorted keys, so a comment, spacing or the order of keys in a
+/// table do not split the histories replicas share (the order of rules and
+/// steps, which gives each step its bit, does).
+fn fingerprint(src: &str) -> u64 {
+    use sha2::Digest as _;
+    let canonical = toml::from_str::<serde_json::Value>(src).map_or_else(|_| src.to_owned(), |v| v.to_string());
+    let d = sha2::Sha256::digest(canonical.as_bytes());
+    u64::from_le_bytes(d[..8].try_into().unwrap_or_default())
 }

@@ -154,7 +154,7 @@ impl Evaluation {
         self.hits.push(hit);
     }
 
-    fn bits(&self) -> &[u64] {
+    pub(super) fn bits(&self) -> &[u64] {
         if self.words > INLINE_WORDS { &self.heap } else { &self.inline[..self.words] }
     }
 

@@ -308,6 +308,31 @@ impl RuleSet {
         eval
     }
 
+    /// Whether a multi-step rule looks at the principal's history (else
+    /// only sessions' histories are needed).
+    pub fn has_principal_scope(&self) -> bool {
+        self.rules.iter().any(|r| r.scope == Scope::Principal && !r.earlier.is_empty())
+    }
+
+    /// The longest time window of a multi-step rule (zero when none is
+    /// bounded in time).
+    pub fn longest_window(&self) -> std::time::Duration {
+        let secs = self.rules.iter().filter(|r| !r.earlier.is_empty()).filter_map(|r| r.window_seconds).max();
+        std::time::Duration::from_secs(secs.unwrap_or(0))
+    }
+
+    /// Whether `eval` (of a call) matches an earlier step of a multi-step
+    /// rule that stops calls (`block`, `confirm`): a call whose record
+    /// must reach every replica for the rule to hold.
+    pub fn starts_stopping_rule(&self, eval: &Evaluation) -> bool {
+        eval.bits().iter().enumerate().any(|(w, word)| {
+            (0..64)
+                .filter(|b| word >> b & 1 == 1)
+                .map(|b| w * 64 + b)
+                .any(|id| id < self.history_steps && self.rules[self.steps[id].rule as usize].action.stops_call())
+        })
+    }
+
     /// The file's fingerprint: histories shared between replicas are kept
     /// under it.
     pub fn fingerprint(&self) -> u64 {

@@ -111,6 +111,15 @@ pub struct Outcome {
     pub outcome: &'static str,
 }
 
+/// `feature`, `outcome`: a decision made without Redis.
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct FallbackLabels {
+    /// `rules`, `limits`, `revocation` or `sessions`.
+    pub feature: &'static str,
+    /// `refused` (failed closed) or `local`.
+    pub outcome: &'static str,
+}
+
 /// `transport`.
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct TransportLabels {

@@ -281,7 +281,7 @@ pub fn free_port() -> u16 {
 /// Spawns `cmd` with piped output, killed on drop. stderr (and stdout too,
 /// with `both`) is collected into the returned sink; otherwise stdout is
 /// left for the caller to read.
-fn spawn_piped(mut cmd: Command, both: bool) -> (Child, Arc<Mutex<String>>) {
+pub fn spawn_piped(mut cmd: Command, both: bool) -> (Child, Arc<Mutex<String>>) {
     let mut child =
         cmd.stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped()).kill_on_drop(true).spawn().unwrap();
     let sink = Arc::new(Mutex::new(String::new()));

@@ -138,7 +138,40 @@ fn merged_hits_are_the_union_in_rule_order() {
 }
 
 #[test]
-fn the_fingerprint_is_the_file_text() {
+fn the_fingerprint_is_what_the_rules_say_not_how_the_file_is_written() {
     assert_eq!(rules(RULES).fingerprint(), rules(RULES).fingerprint());
-    assert_ne!(rules(RULES).fingerprint(), rules(&format!("{RULES}\n# changed\n")).fingerprint());
+    // Comments, spacing and the order of keys in a table do not matter.
+    let reworded =
+        RULES.replace("action = \"block\"\nwindow = { calls = 3 }", "window = {calls=3}   # three\naction = \"block\"");
+    assert_ne!(reworded, RULES);
+    assert_eq!(rules(&format!("# a comment\n{reworded}\n\n")).fingerprint(), rules(RULES).fingerprint());
+    // What a rule says does.
+    assert_ne!(rules(RULES).fingerprint(), rules(&RULES.replace("calls = 3", "calls = 4")).fingerprint());
+    assert_ne!(rules(RULES).fingerprint(), rules(&RULES.replace("x__b", "x__bb")).fingerprint());
+}
+
+#[test]
+fn what_needs_the_shared_history_is_known() {
+    let r = rules(RULES);
+    assert!(!r.has_principal_scope(), "every rule is per session");
+    assert_eq!(r.longest_window(), std::time::Duration::from_secs(60));
+    let p = rules(&format!(
+        "{RULES}\n[[rule]]\nid = \"p\"\naction = \"alert\"\nscope = \"principal\"\nwindow = {{ seconds = 7200 }}\nsteps = [{{ tool = \"y__a\" }}, {{ tool = \"y__b\" }}]\n"
+    ));
+    assert!(p.has_principal_scope());
+    assert_eq!(p.longest_window(), std::time::Duration::from_secs(7200));
+    // Earlier steps of stopping rules: what must reach every replica.
+    let sim = Sim::new(&r).without_principal();
+    let starts = |tool: &str| {
+        let tags = sim.tags(tool);
+        let call = Call { tool: tool.into(), tags: &tags, arguments: None, at_ms: 0 };
+        r.starts_stopping_rule(&r.could_complete(&call))
+    };
+    assert!(starts("x__a") && starts("x__c"));
+    assert!(!starts("x__b") && !starts("x__e") && !starts("x__z"));
+    // An alert rule's first step need not reach every replica.
+    let alert = rules(&RULES.replace("action = \"block\"", "action = \"alert\""));
+    let tags = Sim::new(&alert).without_principal().tags("x__a");
+    let call = Call { tool: "x__a".into(), tags: &tags, arguments: None, at_ms: 0 };
+    assert!(!alert.starts_stopping_rule(&alert.could_complete(&call)));
 }
