@@ -38,7 +38,7 @@ mod ends;
 mod scripts;
 mod wire;
 
-pub use wire::{Admit, AdmitRequest, Admitted, Bucket, Histories, KeyHash, Open, Opened, key_hash};
+pub use wire::{Admit, AdmitRequest, Admitted, Bucket, Histories, KeyHash, Open, Opened, SharedHistory, key_hash};
 
 use scripts::{ADMIT, END, OPEN, REFRESH, UNDO};
 use wire::{bucket_ttl_ms, hex, millis, parse_admit};

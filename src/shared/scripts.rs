@@ -3,7 +3,8 @@
 //! built by the methods of [`super::Shared`] that name them.
 
 /// Takes a token from each bucket, records last use, reads and appends
-/// the histories. `{0}`: the session was ended; `{4}`: Redis does not know
+/// the histories (each sent back as its length, then the place and entry
+/// of every call with step bits: most calls have none, `t||nonce`). `{0}`: the session was ended; `{4}`: Redis does not know
 /// it (never opened there, or idle past its last use, or ended long ago);
 /// `{1, i, ms}`: bucket `i` is empty. See the module docs; `KEYS` and
 /// `ARGV` are built by [`Shared::admit`]; each bucket brings its rate,
@@ -42,7 +43,15 @@ if cap > 0 then
   local entry = now .. ARGV[3]
   for k = 3, 4 do
     if KEYS[k] ~= '' then
-      out[k] = redis.call('LRANGE', KEYS[k], 0, cap - 1)
+      local all = redis.call('LRANGE', KEYS[k], 0, cap - 1)
+      local o = {#all}
+      for i = 1, #all do
+        if not string.find(all[i], '||', 1, true) then
+          o[#o + 1] = i - 1
+          o[#o + 1] = all[i]
+        end
+      end
+      out[k] = o
       redis.call('LPUSH', KEYS[k], entry)
       redis.call('LTRIM', KEYS[k], 0, cap - 1)
       redis.call('PEXPIRE', KEYS[k], ARGV[4])

@@ -1,7 +1,6 @@
 //! What callers ask the shared state and what it answers, and how those
 //! are written in keys and read back from Redis's replies.
 
-use std::fmt::Write as _;
 use std::time::Duration;
 
 use redis::Value;
@@ -72,15 +71,25 @@ pub enum Admit {
     Admitted(Admitted),
 }
 
+/// A history as Redis sends it back: how many calls it holds, and the
+/// calls among them that matched an earlier step of some rule.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct SharedHistory {
+    /// Calls in the history.
+    pub len: usize,
+    /// Each marked call's place (0: the newest) and entry, newest first.
+    pub marked: Vec<(usize, String)>,
+}
+
 /// A call admitted by [`Shared::admit`].
 #[derive(Debug, Default)]
 pub struct Admitted {
     /// Redis's clock at the call, Unix milliseconds.
     pub now_ms: u64,
-    /// The session's history before this call, newest first.
-    pub session: Vec<String>,
-    /// The principal's history before this call, newest first.
-    pub principal: Vec<String>,
+    /// The session's history before this call.
+    pub session: SharedHistory,
+    /// The principal's history before this call.
+    pub principal: SharedHistory,
     /// The entry appended (to take back with [`Shared::undo`]).
     pub entry: Option<String>,
 }
@@ -122,9 +131,11 @@ pub fn key_hash(text: &str) -> KeyHash {
 }
 
 pub(super) fn hex(bytes: &[u8]) -> String {
+    const DIGITS: &[u8; 16] = b"0123456789abcdef";
     let mut s = String::with_capacity(bytes.len() * 2);
     for b in bytes {
-        let _ = write!(s, "{b:02x}");
+        s.push(char::from(DIGITS[usize::from(b >> 4)]));
+        s.push(char::from(DIGITS[usize::from(b & 0xf)]));
     }
     s
 }
@@ -153,21 +164,32 @@ pub(super) fn millis(d: Duration) -> u64 {
     u64::try_from(d.as_millis()).unwrap_or(u64::MAX).max(1)
 }
 
-/// `{0}`, `{1, i, ms}` or `{2, now, {session…}, {principal…}, entry?}`.
+/// `{0}`, `{4}`, `{1, i, ms}` or `{2, now, {len, place, entry, …}` for
+/// the session, the same for the principal, `entry?}` (an empty table
+/// for a history not asked for).
 pub(super) fn parse_admit(reply: Value) -> Option<Admit> {
     let Value::Array(items) = reply else { return None };
     let int = |v: &Value| match v {
         Value::Int(i) => Some(*i),
         _ => None,
     };
-    let strings = |v: &Value| -> Option<Vec<String>> {
+    let history = |v: &Value| -> Option<SharedHistory> {
         let Value::Array(a) = v else { return None };
-        a.iter()
-            .map(|e| match e {
-                Value::BulkString(b) => String::from_utf8(b.clone()).ok(),
+        let Some((len, rest)) = a.split_first() else { return Some(SharedHistory::default()) };
+        if rest.len() % 2 != 0 {
+            return None;
+        }
+        let len = usize::try_from(int(len)?).ok()?;
+        let marked = rest
+            .chunks(2)
+            .map(|pair| match pair {
+                [Value::Int(at), Value::BulkString(b)] => {
+                    Some((usize::try_from(*at).ok().filter(|at| *at < len)?, String::from_utf8(b.clone()).ok()?))
+                }
                 _ => None,
             })
-            .collect()
+            .collect::<Option<Vec<_>>>()?;
+        Some(SharedHistory { len, marked })
     };
     match int(items.first()?)? {
         0 => Some(Admit::Ended),
@@ -179,8 +201,8 @@ pub(super) fn parse_admit(reply: Value) -> Option<Admit> {
         }
         2 => Some(Admit::Admitted(Admitted {
             now_ms: u64::try_from(int(items.get(1)?)?).ok()?,
-            session: strings(items.get(2)?)?,
-            principal: strings(items.get(3)?)?,
+            session: history(items.get(2)?)?,
+            principal: history(items.get(3)?)?,
             entry: match items.get(4) {
                 Some(Value::BulkString(b)) => Some(String::from_utf8(b.clone()).ok()?),
                 _ => None,
@@ -208,15 +230,16 @@ mod tests {
         let full = Value::Array(vec![
             Value::Int(2),
             Value::Int(1_700_000_000_123),
-            Value::Array(vec![bulk("1|01|a"), bulk("0|02|b")]),
-            Value::Array(vec![]),
+            Value::Array(vec![Value::Int(5), Value::Int(0), bulk("1|01|a"), Value::Int(3), bulk("0|02|b")]),
+            Value::Array(vec![Value::Int(4)]),
             bulk("1700000000123|03|c"),
         ]);
         match parse_admit(full) {
             Some(Admit::Admitted(a)) => {
                 assert_eq!(a.now_ms, 1_700_000_000_123);
-                assert_eq!(a.session, ["1|01|a", "0|02|b"]);
-                assert!(a.principal.is_empty());
+                let marked = vec![(0, "1|01|a".to_owned()), (3, "0|02|b".to_owned())];
+                assert_eq!(a.session, SharedHistory { len: 5, marked });
+                assert_eq!(a.principal, SharedHistory { len: 4, marked: Vec::new() }, "4 calls, none marked");
                 assert_eq!(a.entry.as_deref(), Some("1700000000123|03|c"));
             }
             other => panic!("{other:?}"),
@@ -237,7 +260,21 @@ mod tests {
             Value::Array(vec![Value::Int(1), Value::Int(0), Value::Int(5)]),
             Value::Array(vec![Value::Int(1), Value::Int(1)]),
             Value::Array(vec![Value::Int(2), Value::Int(-1), Value::Array(vec![]), Value::Array(vec![])]),
-            Value::Array(vec![Value::Int(2), Value::Int(1), Value::Array(vec![Value::Int(3)]), Value::Array(vec![])]),
+            // A place without its entry; a place past the length; a length
+            // that is not a number.
+            Value::Array(vec![
+                Value::Int(2),
+                Value::Int(1),
+                Value::Array(vec![Value::Int(3), Value::Int(0)]),
+                Value::Array(vec![]),
+            ]),
+            Value::Array(vec![
+                Value::Int(2),
+                Value::Int(1),
+                Value::Array(vec![Value::Int(1), Value::Int(1), bulk("1|01|a")]),
+                Value::Array(vec![]),
+            ]),
+            Value::Array(vec![Value::Int(2), Value::Int(1), Value::Array(vec![bulk("3")]), Value::Array(vec![])]),
             Value::Array(vec![Value::Int(2), Value::Int(1), Value::Array(vec![bulk("\u{0}ok")]), Value::Nil]),
             Value::Array(vec![Value::Int(2), Value::Int(1), Value::Array(vec![]), Value::Array(vec![]), bulk_bad()]),
         ];

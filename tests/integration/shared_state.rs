@@ -106,36 +106,40 @@ async fn histories_are_read_before_the_call_is_appended_trimmed_and_taken_back()
     open_all(&s, &["s", "s2", "s3"]).await;
     let h = |entry| Some(Histories { rules: 7, capacity: 3, entry, ttl: Duration::from_secs(60) });
     let first = admitted(s.admit(&request("s", &[], h("|01|a"))).await.unwrap());
-    assert!(first.session.is_empty() && first.principal.is_empty(), "nothing before the first call");
+    assert_eq!((first.session.len, first.principal.len), (0, 0), "nothing before the first call");
     assert!(first.now_ms > 1_700_000_000_000, "Redis's clock, Unix ms: {}", first.now_ms);
     let entry = first.entry.clone().unwrap();
     assert_eq!(entry, format!("{}|01|a", first.now_ms));
-    for e in ["|02|b", "|03|c", "|04|d"] {
+    // `||` marks a call that matched no step: kept (it counts in a window
+    // of calls), never sent back.
+    for e in ["|02|b", "||c", "|04|d"] {
         admitted(s.admit(&request("s", &[], h(e))).await.unwrap());
     }
     let next = admitted(s.admit(&request("s", &[], h("|05|e"))).await.unwrap());
-    let tails: Vec<&str> = next.session.iter().map(|e| e.split_once('|').unwrap().1).collect();
-    assert_eq!(tails, ["04|d", "03|c", "02|b"], "newest first, trimmed to 3");
+    let tails: Vec<(usize, &str)> =
+        next.session.marked.iter().map(|(at, e)| (*at, e.split_once('|').unwrap().1)).collect();
+    assert_eq!(next.session.len, 3, "trimmed to 3");
+    assert_eq!(tails, [(0, "04|d"), (2, "02|b")], "newest first, by place; the unmarked call only counted");
     assert_eq!(next.principal, next.session, "the principal's history saw the same calls");
     // Another session of the same principal: its own session history,
     // the principal's shared.
     let other = admitted(s.admit(&request("s2", &[], h("|06|f"))).await.unwrap());
-    assert!(other.session.is_empty());
-    assert_eq!(other.principal.len(), 3);
+    assert_eq!(other.session.len, 0);
+    assert_eq!(other.principal.len, 3);
     // Without a principal history (anonymous): none read or written.
     let mut anon = request("s3", &[], h("|07|g"));
     anon.principal_history = false;
-    assert!(admitted(s.admit(&anon).await.unwrap()).principal.is_empty());
+    assert_eq!(admitted(s.admit(&anon).await.unwrap()).principal, Default::default());
     // Another rules file (fingerprint) starts afresh.
     let other_rules = Some(Histories { rules: 8, capacity: 3, entry: "|01|x", ttl: Duration::from_secs(60) });
-    assert!(admitted(s.admit(&request("s", &[], other_rules)).await.unwrap()).session.is_empty());
+    assert_eq!(admitted(s.admit(&request("s", &[], other_rules)).await.unwrap()).session.len, 0);
     // A refused call's entry is taken back.
     let refused = admitted(s.admit(&request("s", &[], h("|09|z"))).await.unwrap());
     s.undo(&request("s", &[], h("|09|z")), &refused);
     tokio::time::sleep(Duration::from_millis(200)).await;
     let after = admitted(s.admit(&request("s", &[], h("|0a|y"))).await.unwrap());
-    assert!(after.session.iter().all(|e| !e.ends_with("|09|z")), "{:?}", after.session);
-    assert!(after.session[0].ends_with("|05|e"), "{:?}", after.session);
+    assert!(after.session.marked.iter().all(|(_, e)| !e.ends_with("|09|z")), "{:?}", after.session);
+    assert!(after.session.marked[0].1.ends_with("|05|e"), "{:?}", after.session);
 }
 
 #[tokio::test]

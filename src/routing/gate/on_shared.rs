@@ -124,8 +124,9 @@ impl Gate {
                 let view = match &state {
                     Some(s) => SharedView::Read {
                         now_ms: admitted.now_ms,
-                        session: s.set.history_from(&admitted.session),
-                        principal: named.then(|| s.set.history_from(&admitted.principal)),
+                        session: s.set.history_from(admitted.session.len, &admitted.session.marked),
+                        principal: named
+                            .then(|| s.set.history_from(admitted.principal.len, &admitted.principal.marked)),
                     },
                     None => SharedView::None,
                 };

@@ -172,14 +172,19 @@ impl Evaluation {
     }
 
     /// What a shared history keeps of the call after its time: `|` and its
-    /// step bits in hex, then `|` and `nonce` (so that a refused call's
-    /// entry, taken back, is this one and no other).
+    /// step bits in hex (nothing when none is set), then `|` and `nonce`
+    /// (so that a refused call's entry, taken back, is this one and no
+    /// other).
     pub fn entry(&self, nonce: u64) -> String {
         use std::fmt::Write as _;
         let mut s = String::with_capacity(2 + 16 * self.words + 16);
         s.push('|');
-        for w in self.bits() {
-            let _ = write!(s, "{w:016x}");
+        // A call that matches no earlier step (most calls) has no bits:
+        // Redis does not send such entries back, only their places.
+        if self.bits().iter().any(|w| *w != 0) {
+            for w in self.bits() {
+                let _ = write!(s, "{w:016x}");
+            }
         }
         let _ = write!(s, "|{nonce:x}");
         s

@@ -339,21 +339,46 @@ impl RuleSet {
         self.fingerprint
     }
 
-    /// A history made of shared entries ([`Evaluation::entry`] after the
-    /// time), newest first as Redis lists them. An entry of another shape
-    /// or size is skipped.
-    pub fn history_from(&self, newest_first: &[String]) -> History {
-        let words = words(self.history_steps);
+    /// A history made of shared entries: `len` calls, newest first as
+    /// Redis lists them, of which `marked` are those with step bits (their
+    /// place, counted from the newest, and [`Evaluation::entry`] after the
+    /// time); the others matched no earlier step. A marked entry of another
+    /// shape or size counts as a call that matched nothing.
+    pub fn history_from(&self, len: usize, marked: &[(usize, String)]) -> History {
         let mut history = self.new_history();
+        // No call that matched a step (the usual case): nothing to find.
+        if marked.is_empty() {
+            return history;
+        }
+        let words = words(self.history_steps);
+        let zero = vec![0u64; words];
         let mut bits = vec![0u64; words];
-        for entry in newest_first.iter().rev() {
-            let mut parts = entry.split('|');
-            let Some(at_ms) = parts.next().and_then(|t| t.parse::<u64>().ok()) else { continue };
-            let Some(hex) = parts.next().filter(|h| h.len() == 16 * words) else { continue };
-            let parsed =
-                (0..words).all(|w| u64::from_str_radix(&hex[w * 16..(w + 1) * 16], 16).map(|v| bits[w] = v).is_ok());
-            if parsed {
-                history.push_bits(self.generation, self.history_calls, words, at_ms, &bits);
+        let len = len.min(self.history_calls.max(1));
+        // `marked` comes newest first: walk both from the oldest.
+        let mut next = marked.iter().rev().peekable();
+        let mut older_ms = 0;
+        for place in (0..len).rev() {
+            while next.peek().is_some_and(|(at, _)| *at > place) {
+                next.next();
+            }
+            let entry = next.peek().filter(|(at, _)| *at == place).map(|(_, e)| e.as_str());
+            let parsed = entry.and_then(|e| {
+                let mut parts = e.split('|');
+                let at_ms = parts.next()?.parse::<u64>().ok()?;
+                let hex = parts.next().filter(|h| h.len() == 16 * words)?;
+                (0..words)
+                    .all(|w| u64::from_str_radix(&hex[w * 16..(w + 1) * 16], 16).map(|v| bits[w] = v).is_ok())
+                    .then_some(at_ms)
+            });
+            // A call that matched nothing takes the time of the marked one
+            // before it: never later than the truth, and a scan that stops
+            // at it (out of a time window) would have stopped at that one.
+            match parsed {
+                Some(at_ms) => {
+                    older_ms = at_ms;
+                    history.push_bits(self.generation, self.history_calls, words, at_ms, &bits);
+                }
+                None => history.push_bits(self.generation, self.history_calls, words, older_ms, &zero),
             }
         }
         history

@@ -24,6 +24,18 @@ action = "alert"
 steps = [{ tool = "x__e" }]
 "#;
 
+/// What Redis sends back of `entries` (newest first): their number, and
+/// the place and text of those with step bits.
+fn sparse(entries: &[String]) -> (usize, Vec<(usize, String)>) {
+    let marked = entries.iter().enumerate().filter(|(_, e)| !e.contains("||")).map(|(i, e)| (i, e.clone())).collect();
+    (entries.len(), marked)
+}
+
+fn read_back(r: &crate::security::rules::RuleSet, entries: &[String]) -> History {
+    let (len, marked) = sparse(entries);
+    r.history_from(len, &marked)
+}
+
 /// Plays `calls` (tool, time) as one replica would record them, and keeps
 /// each one's shared entry (`<time><entry>`), newest first as Redis's
 /// `LRANGE` returns them.
@@ -62,7 +74,7 @@ fn a_history_read_back_from_entries_decides_as_the_live_one() {
     ];
     for calls in sequences {
         let (live, shared) = play(&r, calls);
-        let read = r.history_from(&shared);
+        let read = read_back(&r, &shared);
         for (tool, at) in [("x__b", 10), ("x__d", 40_000), ("x__d", 70_000), ("x__e", 10), ("x__z", 10)] {
             assert_eq!(hits(&r, &read, tool, at), hits(&r, &live, tool, at), "{calls:?} then {tool} at {at}");
         }
@@ -70,25 +82,49 @@ fn a_history_read_back_from_entries_decides_as_the_live_one() {
     // And the cases are not all empty: the read history does see a
     // sequence.
     let (_, shared) = play(&r, &[("x__a", 0)]);
-    assert_eq!(hits(&r, &r.history_from(&shared), "x__b", 1), ["a-then-b"]);
+    assert_eq!(hits(&r, &read_back(&r, &shared), "x__b", 1), ["a-then-b"]);
 }
 
 #[test]
 fn entries_of_another_shape_are_skipped() {
     let r = rules(RULES);
-    let (_, mut shared) = play(&r, &[("x__a", 0)]);
+    let (_, mut shared) = play(&r, &[("x__c", 0)]);
     let good = shared[0].clone();
-    // A time that is not a number, bits of another width, no bits, junk.
+    // A time that is not a number, bits of another width, no bits, junk:
+    // each still a call (a place in the window), matching nothing.
     let width = good.split('|').nth(1).unwrap().len();
     shared.insert(0, format!("x{good}"));
     shared.insert(0, format!("5|{}|1", "0".repeat(width + 16)));
     shared.insert(0, "7".to_owned());
-    shared.insert(0, String::new());
+    shared.insert(0, "8|".to_owned());
     shared.insert(0, format!("9|{}|1", "g".repeat(width)));
-    let read = r.history_from(&shared);
-    assert_eq!(hits(&r, &read, "x__b", 10), ["a-then-b"], "the good entry still counts");
+    let read = read_back(&r, &shared);
+    assert_eq!(hits(&r, &read, "x__d", 10), ["c-then-d-in-a-minute"], "the good entry still counts");
     let junk_only: Vec<String> = shared[..5].to_vec();
-    assert!(hits(&r, &r.history_from(&junk_only), "x__b", 10).is_empty());
+    assert!(hits(&r, &read_back(&r, &junk_only), "x__d", 10).is_empty());
+    // Places past the history's length, or a length past its capacity,
+    // are not trusted.
+    let (len, marked) = sparse(&shared);
+    assert!(hits(&r, &r.history_from(0, &marked), "x__d", 10).is_empty(), "no calls: nothing marked counts");
+    assert_eq!(hits(&r, &r.history_from(len + 1_000_000, &marked), "x__d", 10), ["c-then-d-in-a-minute"]);
+}
+
+/// Calls that matched nothing keep their places: a window of calls counts
+/// them, and a time window is not cut short by them.
+#[test]
+fn unmarked_calls_keep_their_places_and_do_not_end_a_time_window() {
+    let r = rules(RULES);
+    let (_, shared) = play(&r, &[("x__a", 0), ("x__z", 1), ("x__z", 2)]);
+    let (len, marked) = sparse(&shared);
+    assert_eq!((len, marked.len()), (3, 1), "only the step is sent back: {shared:?}");
+    assert_eq!(hits(&r, &read_back(&r, &shared), "x__b", 3), ["a-then-b"], "a is the third call back");
+    let (_, shared) = play(&r, &[("x__a", 0), ("x__z", 1), ("x__z", 2), ("x__z", 3)]);
+    assert!(hits(&r, &read_back(&r, &shared), "x__b", 4).is_empty(), "a is the fourth call back");
+    let calls: Vec<(&str, u64)> =
+        std::iter::once(("x__c", 50_000)).chain((0..20).map(|i| ("x__z", 50_001 + i))).collect();
+    let (_, shared) = play(&r, &calls);
+    assert_eq!(hits(&r, &read_back(&r, &shared), "x__d", 100_000), ["c-then-d-in-a-minute"]);
+    assert!(hits(&r, &read_back(&r, &shared), "x__d", 111_000).is_empty(), "c is out of the minute");
 }
 
 #[test]
@@ -103,6 +139,10 @@ fn an_entry_is_its_bits_and_a_nonce() {
     assert!(b.ends_with("|ff"), "{b}");
     assert_eq!(a.split('|').nth(1), b.split('|').nth(1), "the same bits");
     assert_ne!(a.split('|').nth(1).unwrap().trim_start_matches('0'), "", "x__a is a step: a bit is set");
+    // A call that matches no earlier step has no bits at all.
+    let tags = sim.tags("x__z");
+    let call = Call { tool: "x__z".into(), tags: &tags, arguments: None, at_ms: 0 };
+    assert_eq!(r.evaluate(&call, &History::default(), None).entry(0x2a), "||2a");
 }
 
 #[test]
