@@ -482,3 +482,54 @@ async fn one_approval_in_a_shared_pin_store_releases_the_tool_on_every_replica()
     assert!(a.stop().await.success());
     assert!(b.stop().await.success());
 }
+
+/// A replica with the session key of the others and no Redis, in front of
+/// server-everything (tasks) and a per-session stdio upstream.
+async fn switch_replica(everything: &str) -> Gateway {
+    let (dir, path) = write_config("");
+    let key = base64::engine::general_purpose::STANDARD.encode([12u8; 32]);
+    let secrets = dir.path().join("secrets.env");
+    std::fs::write(&secrets, format!("MCP_GATEWAY_SESSION_KEY={key}\n")).unwrap();
+    let config = format!(
+        "[gateway]\nsecrets_file = {:?}\nwatch_config = false\n[upstreams.everything]\nurl = {everything:?}\n{}",
+        path_str(&secrets),
+        raw_stdio("raw", "isolation = \"per-session\"")
+    );
+    std::fs::write(&path, config).unwrap();
+    let gw = Gateway::start_at(&path, dir).await;
+    gw.wait_ready("everything").await;
+    gw
+}
+
+/// The rows of docs/operations.md "What is shared, and where" that a test
+/// can see from outside: a session's own upstream connection is started
+/// anew on the replica it moves to; a task stays on the replica that
+/// started it (affinity); the relayed client capabilities come with the
+/// token (`a_replica_that_never_saw_a_session…` in session_tokens.rs).
+#[tokio::test]
+async fn what_moves_with_a_session_and_what_needs_affinity() {
+    let everything = Fixture::everything_http().await;
+    let url = everything.url();
+    let (a, b) = tokio::join!(switch_replica(&url), switch_replica(&url));
+    let mut on_a = McpHttp::connect(&a.url()).await;
+    let sid = on_a.session.clone().unwrap();
+    let mut on_b = joined(&b.url(), &sid, 100);
+    let pid_a = text(&on_a.call("raw__pid", json!({})).await);
+    let pid_b = text(&on_b.call("raw__pid", json!({})).await);
+    assert_ne!(pid_a, pid_b, "the session's own connection is a new process on B");
+    assert_eq!(text(&on_a.call("raw__pid", json!({})).await), pid_a, "and A keeps its own");
+    // A task started on A is A's: B does not know it.
+    let r = on_a
+        .request(
+            "tools/call",
+            json!({"name":"everything__simulate-research-query","arguments":{"topic":"t"},"task":{"ttl":60000}}),
+        )
+        .await;
+    let task = r["result"]["task"]["taskId"].as_str().unwrap_or_else(|| panic!("a task: {r}")).to_owned();
+    let on_a_get = on_a.request("tasks/get", json!({"taskId": task})).await;
+    assert!(on_a_get["result"]["status"].is_string(), "{on_a_get}");
+    let on_b_get = on_b.request("tasks/get", json!({"taskId": task})).await;
+    assert!(on_b_get["error"].is_object(), "B does not know A's task: {on_b_get}");
+    assert!(a.stop().await.success());
+    assert!(b.stop().await.success());
+}

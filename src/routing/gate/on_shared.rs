@@ -140,18 +140,8 @@ impl Gate {
                         tool = tool.key,
                         "A call was refused: whether its session was ended elsewhere cannot be checked (on_unreachable.revocation = closed)."
                     );
-                    let err = CallError::new(
-                        ErrorClass::Policy,
-                        None,
-                        "Refused: this session cannot be checked now (shared state unreachable); retry shortly",
-                    );
-                    let err = CallError { retry_after: Some(Duration::from_secs(1)), ..err };
-                    return Err(Refusal {
-                        reason: DenyReason::SessionEnded,
-                        answer: Answer::Told(err),
-                        policy: Vec::new(),
-                        tags: Vec::new(),
-                    });
+                    let msg = "Refused: this session cannot be checked now (shared state unreachable); retry shortly";
+                    return Err(unreachable(DenyReason::SessionEnded, msg, Vec::new()));
                 }
                 if !applying.is_empty() {
                     match shared.on_unreachable().limits {
@@ -167,18 +157,8 @@ impl Gate {
                                 tool = tool.key,
                                 "A rate-limited call was refused: Redis cannot be reached (on_unreachable.limits = closed)."
                             );
-                            let err = CallError::new(
-                                ErrorClass::Policy,
-                                None,
-                                "Rate limits cannot be checked now (shared state unreachable); retry shortly",
-                            );
-                            let err = CallError { retry_after: Some(Duration::from_secs(1)), ..err };
-                            return Err(Refusal {
-                                reason: DenyReason::RateLimit,
-                                answer: Answer::Told(err),
-                                policy: Vec::new(),
-                                tags: Vec::new(),
-                            });
+                            let msg = "Rate limits cannot be checked now (shared state unreachable); retry shortly";
+                            return Err(unreachable(DenyReason::RateLimit, msg, Vec::new()));
                         }
                     }
                 }
@@ -233,13 +213,14 @@ impl Gate {
             "A call that is a step of a sequence rule was refused: Redis cannot be reached (on_unreachable.rules = closed)."
         );
         let msg = "Refused: a sequence rule applies to this call and the shared call history cannot be read now; retry shortly";
-        let err = CallError::new(ErrorClass::Policy, None, msg);
-        let err = CallError { retry_after: Some(Duration::from_secs(1)), ..err };
-        Err(Refusal {
-            reason: DenyReason::Rule,
-            answer: Answer::Told(err),
-            policy: Vec::new(),
-            tags: std::mem::take(tags),
-        })
+        Err(unreachable(DenyReason::Rule, msg, std::mem::take(tags)))
     }
+}
+
+/// A call refused because Redis cannot be reached and the feature fails
+/// closed: class `policy`, retry in a second.
+fn unreachable(reason: DenyReason, message: &str, tags: Vec<String>) -> Refusal {
+    let err = CallError::new(ErrorClass::Policy, None, message);
+    let err = CallError { retry_after: Some(Duration::from_secs(1)), ..err };
+    Refusal { reason, answer: Answer::Told(err), policy: Vec::new(), tags }
 }
