@@ -189,10 +189,15 @@ async fn upload_on(
         "POST /mcp HTTP/1.1\r\nhost: {addr}\r\n{auth}content-type: application/json\r\n\
          accept: application/json\r\n{framing}\r\n"
     );
-    tcp.write_all(head.as_bytes()).await.unwrap();
+    // Errors are fine here too: a connection over max_connections is
+    // closed as soon as it is accepted, which may come before these writes
+    // (the tests look at what the gateway answers, or that it closed).
+    let _ = tcp.write_all(head.as_bytes()).await;
     let pad = vec![b' '; sent];
     match length {
-        Some(_) => tcp.write_all(&pad).await.unwrap(),
+        Some(_) => {
+            let _ = tcp.write_all(&pad).await;
+        }
         None if sent > 0 => {
             // Errors are fine: the gateway may refuse and close mid-body.
             let _ = tcp.write_all(format!("{sent:x}\r\n").as_bytes()).await;
