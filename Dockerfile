@@ -5,11 +5,12 @@
 #   runtime-tools  the same, plus Node.js (npx) and uv (uvx), for stdio servers
 #                  that `gateway.toml` launches with npx or uvx
 # The config and the secrets are mounted, never baked in:
-#   /etc/mcp-gateway/gateway.toml   (a folder, so a reload sees a ConfigMap's change)
+#   /etc/mcp-gateway/gateway.toml   (a folder, so a reload sees a ConfigMap's change;
+#                                    deploy/kubernetes/base/gateway.toml is one for containers)
 #   /run/secrets/mcp-gateway/.env   (the dotenv: session and audit keys, upstream credentials;
 #                                    named by gateway.secrets_file or MCP_GATEWAY_ENV_FILE)
 #   /var/lib/mcp-gateway            (writable state: pins, warm-start cache, OAuth tokens, audit)
-# scripts/check-image.sh checks this file offline (hadolint, the builder's command
+# scripts/check-deploy.sh checks this file offline (hadolint, the builder's command
 # run on the host, the binary's shared libraries against the runtime base).
 
 ARG RUST_VERSION=1.95

@@ -39,10 +39,11 @@ trap 'rm -f "$log"' EXIT
 # Unit tests beside the code, then the one integration binary. (There are
 # no doc tests; the binary has no unit tests of its own.)
 RUST_BACKTRACE=0 cargo test --locked --lib --test integration 2>&1 | tee "$log"
-# The Dockerfile, as far as this machine allows (no container engine here):
-# hadolint, the builder's command on the host, the runtime's libraries.
-echo "test.sh: the container image (scripts/check-image.sh)" >&2
-scripts/check-image.sh
+# The Dockerfile and deploy/kubernetes, as far as this machine allows (no
+# container engine or cluster here): hadolint, the builder's command on the
+# host, the runtime's libraries, kustomize renders, schema validation.
+echo "test.sh: the container image and the Kubernetes manifests (scripts/check-deploy.sh)" >&2
+scripts/check-deploy.sh
 # The benchmarks without `--bench` are few-second smoke runs: they prove
 # each bench still starts the gateway and its upstreams, measures and
 # cleans up (isolation also checks that a full bulkhead refuses at once).

