@@ -14,7 +14,9 @@
 #      newest glibc symbol it needs is not newer than the release's glibc
 #      (this host is that release: checked below);
 #   5. `kubectl kustomize` renders the base and each overlay;
-#      `kubernetes-validate --strict` (PyPI) accepts every core object; and
+#      `kubernetes-validate --strict` (PyPI) accepts every core object, the
+#      Prometheus operator's schema (npm, @kubernetes-models/prometheus-operator)
+#      the ServiceMonitor; and
 #      scripts/check-deploy.py checks that probes, ports, drain times, mounts
 #      and the user agree with the config and the Dockerfile.
 #
@@ -124,6 +126,16 @@ else
 fi
 
 # 5. Kubernetes: render, validate, and check against the config and the image.
+# The operator's ServiceMonitor schema comes with an npm package of models.
+NPM="$ROOT/target/peers/deploy-npm"
+MODELS_PIN="@kubernetes-models/prometheus-operator@6.0.0"
+if ! grep -qxF "$MODELS_PIN" "$NPM/.pin" 2>/dev/null; then
+  mkdir -p "$NPM"
+  npm install --silent --no-audit --no-fund --prefix "$NPM" "$MODELS_PIN" >/dev/null
+  echo "$MODELS_PIN" >"$NPM/.pin"
+fi
+# The script imports the package by name: resolve it from the install folder.
+cp "$ROOT/scripts/check-servicemonitor.mjs" "$NPM/check-servicemonitor.mjs"
 if command -v kubectl >/dev/null 2>&1; then
   for overlay in base overlays/single overlays/monitored; do
     name="$(basename "$overlay")"
@@ -134,11 +146,21 @@ if command -v kubectl >/dev/null 2>&1; then
       continue
     fi
     ok "kubectl kustomize renders $overlay ($(grep -c '^kind:' "$WORK/$name.yaml") objects)"
-    # The ServiceMonitor has no schema there: it is checked by check-deploy.py.
+    # The ServiceMonitor has no schema there: the operator's, below.
     if out="$("$VENV/bin/kubernetes-validate" --strict --quiet --no-warn "$WORK/$name.yaml" 2>&1)"; then
       ok "kubernetes-validate --strict accepts every core object of $overlay"
     else
       bad "kubernetes-validate $overlay: $out"
+    fi
+    "$VENV/bin/python" -c 'import json, sys, yaml
+print(json.dumps([o for o in yaml.safe_load_all(open(sys.argv[1])) if o and o["kind"] == "ServiceMonitor"]))' \
+      "$WORK/$name.yaml" >"$WORK/$name.monitors.json"
+    if [[ "$(cat "$WORK/$name.monitors.json")" != "[]" ]]; then
+      if out="$(node "$NPM/check-servicemonitor.mjs" "$WORK/$name.monitors.json" 2>&1)"; then
+        ok "the Prometheus operator's schema ($MODELS_PIN) accepts $overlay's $out"
+      else
+        bad "$overlay: $out"
+      fi
     fi
     if out="$("$VENV/bin/python" "$ROOT/scripts/check-deploy.py" "$WORK/$name.yaml" "$toml" "$DOCKERFILE" "$name" 2>&1)"; then
       ok "$overlay agrees with its config and the Dockerfile: $(echo "$out" | tail -1 | sed 's/.*: //')"
