@@ -2,7 +2,7 @@
 # The mcp-gateway image (docs/deployment.md). Two targets:
 #   runtime        (default) the gateway alone: HTTP upstreams, and stdio servers
 #                  that are programs of their own in a derived image
-#   runtime-tools  the same, plus Node.js (npx) and uv (uvx), for stdio servers
+#   runtime-tools  the same, plus Node.js 22 (npx) and uv (uvx), for stdio servers
 #                  that `gateway.toml` launches with npx or uvx
 # The config and the secrets are mounted, never baked in:
 #   /etc/mcp-gateway/gateway.toml   (a folder, so a reload sees a ConfigMap's change;
@@ -15,6 +15,7 @@
 
 ARG RUST_VERSION=1.95
 ARG DEBIAN_RELEASE=bookworm
+ARG NODE_VERSION=22
 
 FROM rust:${RUST_VERSION}-slim-${DEBIAN_RELEASE} AS builder
 WORKDIR /src
@@ -47,14 +48,22 @@ EXPOSE 8080 9090
 ENTRYPOINT ["/usr/bin/tini", "--", "/usr/local/bin/mcp-gateway"]
 CMD ["serve", "--config", "/etc/mcp-gateway/gateway.toml"]
 
+# Node.js 22 (bookworm's own nodejs is 18, past its end of life), taken from
+# the official image of the same Debian release.
+FROM node:${NODE_VERSION}-${DEBIAN_RELEASE}-slim AS node
+
 FROM runtime AS runtime-tools
 ARG UV_VERSION=0.13.8
 USER 0
-# Node.js and npm from the release (npx), and uv from PyPI in a venv of its own
+COPY --from=node /usr/local/bin/node /usr/local/bin/node
+COPY --from=node /usr/local/lib/node_modules /usr/local/lib/node_modules
+# npx and npm from Node's own npm, and uv from PyPI in a venv of its own
 # (uvx); their caches go to the writable home, /var/lib/mcp-gateway.
 # hadolint ignore=DL3008
-RUN apt-get update \
- && apt-get install -y --no-install-recommends nodejs npm python3 python3-venv \
+RUN ln -s ../lib/node_modules/npm/bin/npm-cli.js /usr/local/bin/npm \
+ && ln -s ../lib/node_modules/npm/bin/npx-cli.js /usr/local/bin/npx \
+ && apt-get update \
+ && apt-get install -y --no-install-recommends python3 python3-venv \
  && rm -rf /var/lib/apt/lists/* \
  && python3 -m venv /opt/uv \
  && /opt/uv/bin/pip install --no-cache-dir "uv==${UV_VERSION}" \

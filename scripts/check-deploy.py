@@ -60,10 +60,13 @@ check(ports == {"http": listen, "metrics": admin}, f"container ports {ports} are
 expose = re.search(r"^EXPOSE (.*)$", dockerfile, re.M).group(1).split()
 check([int(p) for p in expose] == [listen, admin], f"the image exposes {expose}")
 svc = one("Service", "mcp-gateway")
-check({p["name"]: p["targetPort"] for p in svc["spec"]["ports"]} == {"http": "http", "metrics": "metrics"},
-      "the Service targets the named ports")
-check(svc["spec"]["selector"].items() <= deploy["spec"]["template"]["metadata"]["labels"].items(),
-      "the Service selects the gateway's pods")
+metrics_svc = one("Service", "mcp-gateway-metrics")
+check({p["name"]: p["targetPort"] for p in svc["spec"]["ports"]} == {"http": "http"}, "the Service serves http only")
+check({p["name"]: p["targetPort"] for p in metrics_svc["spec"]["ports"]} == {"metrics": "metrics"},
+      "/metrics has a Service of its own")
+for s in (svc, metrics_svc):
+    check(s["spec"]["selector"].items() <= deploy["spec"]["template"]["metadata"]["labels"].items(),
+          f"{s['metadata']['name']} selects the gateway's pods")
 
 # Probes: /readyz for readiness, /healthz for liveness, on the main listener.
 check(c["readinessProbe"]["httpGet"] == {"path": "/readyz", "port": "http"}, "readiness on /readyz")
@@ -75,7 +78,8 @@ pre = c["lifecycle"]["preStop"]["exec"]["command"]
 check(pre[0] == "sleep", "preStop sleeps")
 total = int(pre[1]) + seconds(gw.get("drain_delay", "0s")) + seconds(gw.get("drain_timeout", "10s"))
 grace = pod["terminationGracePeriodSeconds"]
-check(total + 5 <= grace, f"preStop {pre[1]} s + drain_delay + drain_timeout = {total} s, 5 s less than the grace period {grace} s")
+check(total + 10 <= grace,
+      f"preStop {pre[1]} s + drain_delay + drain_timeout = {total} s, 10 s less than the grace period {grace} s")
 
 # Mounts: the config as a folder (no subPath) where the image's CMD reads it,
 # the secrets where gateway.secrets_file points, the state where the config
@@ -114,17 +118,26 @@ check("resources" in c and "requests" in c["resources"], "resource requests")
 # Redis: present with [redis] (the base), absent without (single).
 redis = [o for o in objects if o["kind"] == "Deployment" and o["metadata"]["name"] == "mcp-gateway-redis"]
 check(bool(redis) == ("redis" in config), "Redis is deployed exactly when the config has [redis]")
+hpas = [o for o in objects if o["kind"] == "HorizontalPodAutoscaler"]
 if "redis" in config:
-    check(deploy["spec"]["replicas"] >= 2, "several replicas with Redis")
-    check(any(o["kind"] == "PodDisruptionBudget" for o in objects), "a disruption budget")
-    check(any(o["kind"] == "HorizontalPodAutoscaler" for o in objects), "an autoscaler")
+    check(len(hpas) == 1 and hpas[0]["spec"]["minReplicas"] >= 2, "an autoscaler keeps several replicas with Redis")
+    check("replicas" not in deploy["spec"], "the Deployment leaves the count to the autoscaler")
+    pdb = [o for o in objects if o["kind"] == "PodDisruptionBudget"]
+    check(len(pdb) == 1 and pdb[0]["spec"].get("maxUnavailable") == 1, "a drain takes one replica at a time")
 else:
-    check(deploy["spec"]["replicas"] == 1, "one replica without Redis")
+    check(deploy["spec"]["replicas"] == 1 and not hpas, "one replica without Redis, and no autoscaler")
+# Egress: never to link-local (cloud metadata).
+policy = one("NetworkPolicy", "mcp-gateway")
+blocks = [t["ipBlock"] for e in policy["spec"].get("egress", []) for t in e.get("to", []) if "ipBlock" in t]
+check("Egress" in policy["spec"]["policyTypes"] and blocks and all(
+    "169.254.0.0/16" in b.get("except", []) or b["cidr"] == "::/0" for b in blocks),
+      "egress excludes link-local addresses (instance metadata)")
 
 # The ServiceMonitor (when rendered) scrapes the metrics port of the Service.
 for sm in [o for o in objects if o["kind"] == "ServiceMonitor"]:
-    check(sm["spec"]["selector"]["matchLabels"].items() <= svc["metadata"]["labels"].items(),
-          "the ServiceMonitor selects the Service")
+    check(sm["spec"]["selector"]["matchLabels"].items() <= metrics_svc["metadata"]["labels"].items()
+          and not sm["spec"]["selector"]["matchLabels"].items() <= svc["metadata"]["labels"].items(),
+          "the ServiceMonitor selects the metrics Service, not the main one")
     check(sm["spec"]["endpoints"][0]["port"] == "metrics" and sm["spec"]["endpoints"][0]["path"] == "/metrics",
           "the ServiceMonitor scrapes /metrics on the metrics port")
 

@@ -21,7 +21,8 @@
 #      and the user agree with the config and the Dockerfile.
 #
 # It prints one line per check and `check-deploy: N passed, M failed` last; the
-# exit status is 1 when any failed. No network is used.
+# exit status is 1 when any failed. The network is used only to install the
+# pinned checkers (PyPI, npm) on a first run; nothing else leaves the host.
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$ROOT"
@@ -88,7 +89,7 @@ WORK="$(mktemp -d)"
 trap 'rm -rf "$WORK"' EXIT
 sed -e "s|^MCP_GATEWAY_SESSION_KEY=.*|MCP_GATEWAY_SESSION_KEY=$(head -c 32 /dev/urandom | base64)|" \
     -e "s|^MCP_GATEWAY_AUDIT_KEY=.*|MCP_GATEWAY_AUDIT_KEY=$(head -c 32 /dev/urandom | base64)|" \
-    "$K8S/base/secrets.env" >"$WORK/secrets.env"
+    "$K8S/base/secrets.env.example" >"$WORK/secrets.env"
 for toml in "$K8S/base/gateway.toml" "$K8S/overlays/single/gateway.toml"; do
   if out="$(MCP_GATEWAY_ENV_FILE="$WORK/secrets.env" "$BIN" check --config "$toml" 2>&1)"; then
     ok "${toml#"$ROOT"/} passes \`mcp-gateway check\`"
@@ -96,7 +97,7 @@ for toml in "$K8S/base/gateway.toml" "$K8S/overlays/single/gateway.toml"; do
     bad "${toml#"$ROOT"/}: $out"
   fi
 done
-if ! MCP_GATEWAY_ENV_FILE="$K8S/base/secrets.env" "$BIN" check --config "$CONTAINER_TOML" >/dev/null 2>&1; then
+if ! MCP_GATEWAY_ENV_FILE="$K8S/base/secrets.env.example" "$BIN" check --config "$CONTAINER_TOML" >/dev/null 2>&1; then
   ok "the committed placeholder secrets are refused (a deploy without real ones does not start)"
 else
   bad "the committed placeholder secrets are accepted"
@@ -137,11 +138,15 @@ fi
 # The script imports the package by name: resolve it from the install folder.
 cp "$ROOT/scripts/check-servicemonitor.mjs" "$NPM/check-servicemonitor.mjs"
 if command -v kubectl >/dev/null 2>&1; then
+  # Rendered from a copy with secrets.env made from the example, as an
+  # operator would (the real one is git-ignored).
+  cp -r "$K8S" "$WORK/k8s"
+  cp "$K8S/base/secrets.env.example" "$WORK/k8s/base/secrets.env"
   for overlay in base overlays/single overlays/monitored; do
     name="$(basename "$overlay")"
     toml="$K8S/base/gateway.toml"
     [[ -f "$K8S/$overlay/gateway.toml" ]] && toml="$K8S/$overlay/gateway.toml"
-    if ! kubectl kustomize "$K8S/$overlay" >"$WORK/$name.yaml" 2>"$WORK/$name.err"; then
+    if ! kubectl kustomize "$WORK/k8s/$overlay" >"$WORK/$name.yaml" 2>"$WORK/$name.err"; then
       bad "kubectl kustomize $overlay: $(cat "$WORK/$name.err")"
       continue
     fi
