@@ -1,6 +1,6 @@
 # syntax=docker/dockerfile:1
 # The mcp-gateway image (docs/deployment.md). Two targets:
-#   runtime        (default) the gateway alone: HTTP upstreams, and stdio servers
+#   runtime        (default: the last stage) the gateway alone: HTTP upstreams, and stdio servers
 #                  that are programs of their own in a derived image
 #   runtime-tools  the same, plus Node.js 22 (npx) and uv (uvx), for stdio servers
 #                  that `gateway.toml` launches with npx or uvx
@@ -73,3 +73,6 @@ USER 10001:10001
 ENV HOME=/var/lib/mcp-gateway \
     npm_config_cache=/var/lib/mcp-gateway/.npm \
     UV_CACHE_DIR=/var/lib/mcp-gateway/.cache/uv
+
+# The default target (`docker build .` builds the last stage): the runtime.
+FROM runtime AS default
