@@ -25,6 +25,12 @@ fn stable_hash(text: &str) -> u64 {
     text.bytes().fold(0xcbf2_9ce4_8422_2325, |h, b| (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3))
 }
 
+/// A bucket's name in the shared state: its rule (glob, or `principal`)
+/// and rate, so a changed rate is another bucket.
+fn shared_id(what: &str, rate: Rate) -> u64 {
+    stable_hash(&format!("{what}\0{}\0{}", rate.per_second, rate.burst))
+}
+
 /// Most buckets kept (principal × rule).
 pub const MAX_BUCKETS: usize = 100_000;
 
@@ -36,6 +42,10 @@ pub struct Limits {
     /// Longest glob first: the most specific cap wins.
     results: Vec<(GlobMatcher, ResultCap)>,
     buckets: Mutex<HashMap<(Arc<str>, usize), Bucket>>,
+    /// Each bucket's name in the shared state ([`Applying::id`]), made
+    /// once: the principal's, then one per entry of `tools`.
+    principal_id: u64,
+    tool_ids: Vec<u64>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -89,9 +99,14 @@ impl Limits {
         let mut results: Vec<(GlobMatcher, ResultCap)> =
             l.results.iter().filter_map(|(g, c)| Some((glob(g)?, *c))).collect();
         results.sort_by_key(|(g, _)| std::cmp::Reverse(g.glob().glob().len()));
+        let per_principal = l.per_principal.map(Rate::from);
+        let tools: Vec<(GlobMatcher, Rate)> =
+            l.tools.iter().filter_map(|(g, r)| Some((glob(g)?, Rate::from(*r)))).collect();
         Limits {
-            per_principal: l.per_principal.map(Rate::from),
-            tools: l.tools.iter().filter_map(|(g, r)| Some((glob(g)?, Rate::from(*r)))).collect(),
+            principal_id: per_principal.map_or(0, |r| shared_id("principal", r)),
+            tool_ids: tools.iter().map(|(g, r)| shared_id(g.glob().glob(), *r)).collect(),
+            per_principal,
+            tools,
             results,
             buckets: Mutex::default(),
         }
@@ -167,8 +182,8 @@ impl Limits {
     pub fn applying(&self, tool: Ident<'_>) -> Vec<Applying> {
         self.select(tool)
             .into_iter()
-            .map(|(_, rate, what)| {
-                let id = stable_hash(&format!("{what}\0{}\0{}", rate.per_second, rate.burst));
+            .map(|(i, rate, what)| {
+                let id = if i == PRINCIPAL_BUCKET { self.principal_id } else { self.tool_ids[i] };
                 Applying { id, per_second: rate.per_second, burst: rate.burst, what }
             })
             .collect()
@@ -392,6 +407,20 @@ mod tests {
         changed.take_buckets_from(&before);
         assert!(changed.check(&p, Ident::plain("fs__read"), t0).is_ok(), "a changed rule starts full");
         assert!(old.buckets.locked().is_empty(), "the old limits gave their buckets away");
+    }
+
+    #[test]
+    fn shared_buckets_are_named_alike_on_every_replica_and_anew_when_their_rate_changes() {
+        let a = limits(Some((1.0, 5)), &[("db__*", 2.0, 3), ("fs__*", 1.0, 1)]);
+        let b = limits(Some((1.0, 5)), &[("db__*", 2.0, 3), ("fs__*", 1.0, 1)]);
+        let ids = |l: &Limits, tool: &str| l.applying(Ident::plain(tool)).iter().map(|x| x.id).collect::<Vec<_>>();
+        assert_eq!(ids(&a, "db__query"), ids(&b, "db__query"), "another replica, the same names");
+        assert_eq!(ids(&a, "db__query").len(), 2, "the principal's bucket, then the tool rule's");
+        assert_ne!(ids(&a, "db__query")[1], ids(&a, "fs__read")[1]);
+        let faster = limits(Some((1.0, 5)), &[("db__*", 4.0, 3)]);
+        assert_eq!(ids(&a, "db__query")[0], ids(&faster, "db__query")[0], "the principal's rule did not change");
+        assert_ne!(ids(&a, "db__query")[1], ids(&faster, "db__query")[1], "a new rate is a new bucket");
+        assert_eq!(a.applying(Ident::plain("db__query"))[1].what, "db__*");
     }
 
     #[test]

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use redis::Value;
 
-use super::wire::{hex, millis, unhex};
+use super::wire::{Keys, hex, millis, unhex};
 use super::{KeyHash, MAX_PENDING_ENDS, PendingEnd, REFRESH_BATCH, Shared, SharedError};
 use crate::sync::Locked;
 
@@ -35,7 +35,7 @@ impl Shared {
             use futures_util::StreamExt as _;
             loop {
                 let Some(me) = weak.upgrade() else { return };
-                let channel = format!("{}ended", me.prefix);
+                let channel = Keys(&me.prefix).channel();
                 let connected = tokio::time::timeout(me.timeout.max(Duration::from_secs(1)), async {
                     let mut pubsub = me.client.get_async_pubsub().await?;
                     pubsub.subscribe(&channel).await?;
@@ -72,14 +72,14 @@ impl Shared {
     /// in order, which are still alive (not ended anywhere, used on some
     /// replica within `idle`). One round trip per [`REFRESH_BATCH`].
     pub async fn refresh(&self, sessions: &[(KeyHash, bool)], idle: Duration) -> Result<Vec<bool>, SharedError> {
-        let p = &self.prefix;
+        let k = Keys(&self.prefix);
         let mut alive = Vec::with_capacity(sessions.len());
         for batch in sessions.chunks(REFRESH_BATCH) {
             let mut inv = self.refresh.prepare_invoke();
             inv.arg(millis(idle));
             for (hash, used) in batch {
                 let s = hex(&hash.0);
-                inv.key(format!("{p}r:{s}")).key(format!("{p}u:{s}"));
+                inv.key(k.ended(&s)).key(k.used(&s));
                 inv.arg(if *used { "1" } else { "0" });
             }
             let mut conn = self.conn.clone();
@@ -161,11 +161,6 @@ impl Shared {
         }
     }
 
-    /// Session ends waiting for Redis.
-    pub fn pending_ends(&self) -> usize {
-        self.pending_ends.locked().len()
-    }
-
     /// One END round trip.
     pub(super) async fn end_now(
         &self,
@@ -173,12 +168,12 @@ impl Shared {
         principal: Option<KeyHash>,
         keep: Duration,
     ) -> Result<(), SharedError> {
-        let p = &self.prefix;
+        let k = Keys(&self.prefix);
         let s = hex(&session.0);
         let mut inv = self.end.prepare_invoke();
-        inv.key(format!("{p}r:{s}")).key(format!("{p}u:{s}"));
-        inv.key(principal.map(|h| format!("{p}n:{}", hex(&h.0))).unwrap_or_default());
-        inv.arg(millis(keep).max(1)).arg(&s).arg(format!("{p}ended"));
+        inv.key(k.ended(&s)).key(k.used(&s));
+        inv.key(principal.map(|h| k.count(&hex(&h.0))).unwrap_or_default());
+        inv.arg(millis(keep).max(1)).arg(&s).arg(k.channel());
         let mut conn = self.conn.clone();
         let _: Value = self.round_trip(inv.invoke_async(&mut conn)).await?;
         Ok(())

@@ -41,11 +41,23 @@ mod wire;
 pub use wire::{Admit, AdmitRequest, Admitted, Bucket, Histories, KeyHash, Open, Opened, SharedHistory, key_hash};
 
 use scripts::{ADMIT, END, OPEN, REFRESH, UNDO};
-use wire::{bucket_ttl_ms, hex, millis, parse_admit};
+use wire::{Keys, bucket_ttl_ms, hex, millis, parse_admit};
 
 use crate::config::{OnUnreachable, Redis};
 use crate::telemetry::Metrics;
 use crate::telemetry::metrics::Outcome;
+
+/// The key names of one [`AdmitRequest`] ([`Shared::request_keys`]).
+struct RequestKeys {
+    /// The session's hash in hex (empty without a session).
+    session: String,
+    ended: String,
+    used: String,
+    /// The session's history, then the principal's.
+    histories: [String; 2],
+    count: String,
+    buckets: Vec<String>,
+}
 
 /// Sessions checked per round trip by [`Shared::refresh`].
 pub const REFRESH_BATCH: usize = 500;
@@ -179,36 +191,45 @@ impl Shared {
         self.on_unreachable
     }
 
-    /// Whether the last round trip succeeded.
-    pub fn is_up(&self) -> bool {
-        self.up.load(Ordering::Relaxed)
+    /// The keys of `req` (an empty name for a key it has none of): the
+    /// session's ended and last-use keys, its and its principal's
+    /// histories, the principal's session count, and the buckets.
+    fn request_keys(&self, req: &AdmitRequest<'_>) -> RequestKeys {
+        let k = Keys(&self.prefix);
+        let session = req.session.map(|s| hex(&s.0));
+        let principal = req.principal.map(|s| hex(&s.0));
+        let h = req.histories;
+        let named = principal.as_ref().filter(|_| req.principal_history);
+        let who = principal.as_deref().unwrap_or("anonymous");
+        RequestKeys {
+            ended: session.as_ref().map(|s| k.ended(s)).unwrap_or_default(),
+            used: session.as_ref().map(|s| k.used(s)).unwrap_or_default(),
+            histories: [
+                h.zip(session.as_ref()).map(|(h, s)| k.history(h.rules, 's', s)).unwrap_or_default(),
+                h.zip(named).map(|(h, p)| k.history(h.rules, 'p', p)).unwrap_or_default(),
+            ],
+            count: principal.as_ref().filter(|_| session.is_some()).map(|p| k.count(p)).unwrap_or_default(),
+            buckets: req.buckets.iter().map(|b| k.bucket(who, b.id)).collect(),
+            session: session.unwrap_or_default(),
+        }
     }
 
     /// Checks, limits and records one call in one round trip (module docs).
     pub async fn admit(&self, req: &AdmitRequest<'_>) -> Result<Admit, SharedError> {
-        let p = &self.prefix;
-        let session = req.session.map(|s| hex(&s.0));
-        let principal = req.principal.map(|s| hex(&s.0));
+        let keys = self.request_keys(req);
         let mut inv = self.admit.prepare_invoke();
-        let key = |k: Option<String>| k.unwrap_or_default();
-        inv.key(key(session.as_ref().map(|s| format!("{p}r:{s}"))));
-        inv.key(key(session.as_ref().map(|s| format!("{p}u:{s}"))));
-        let h = req.histories;
-        inv.key(key(h.zip(session.as_ref()).map(|(h, s)| format!("{p}h:{:016x}:s:{s}", h.rules))));
-        let named = principal.as_ref().filter(|_| req.principal_history);
-        inv.key(key(h.zip(named).map(|(h, s)| format!("{p}h:{:016x}:p:{s}", h.rules))));
-        inv.key(key(principal.as_ref().filter(|_| session.is_some()).map(|s| format!("{p}n:{s}"))));
+        inv.key(&keys.ended).key(&keys.used).key(&keys.histories[0]).key(&keys.histories[1]).key(&keys.count);
         inv.key(""); // KEYS[6], unused: buckets start at 7.
-        let who = principal.as_deref().unwrap_or("anonymous");
-        for b in req.buckets {
-            inv.key(format!("{p}b:{who}:{:x}", b.id));
+        for b in &keys.buckets {
+            inv.key(b);
         }
+        let h = req.histories;
         inv.arg(req.buckets.len());
         inv.arg(h.map_or(0, |h| h.capacity));
         inv.arg(h.map_or(String::new(), |h| h.entry.to_owned()));
         inv.arg(h.map_or(1, |h| millis(h.ttl)));
         inv.arg(millis(req.idle));
-        inv.arg(session.as_deref().unwrap_or(""));
+        inv.arg(&keys.session);
         for b in req.buckets {
             inv.arg(b.per_second).arg(b.burst).arg(bucket_ttl_ms(b));
         }
@@ -219,22 +240,10 @@ impl Shared {
 
     /// Takes back an admitted call the rules refused (not awaited: spawned).
     pub fn undo(&self, req: &AdmitRequest<'_>, admitted: &Admitted) {
-        let p = &self.prefix;
-        let session = req.session.map(|s| hex(&s.0));
-        let principal = req.principal.map(|s| hex(&s.0));
-        let h = req.histories;
-        let mut keys = vec![
-            h.zip(session.as_ref()).map(|(h, s)| format!("{p}h:{:016x}:s:{s}", h.rules)).unwrap_or_default(),
-            h.zip(principal.as_ref().filter(|_| req.principal_history))
-                .map(|(h, s)| format!("{p}h:{:016x}:p:{s}", h.rules))
-                .unwrap_or_default(),
-        ];
+        let RequestKeys { histories, buckets, .. } = self.request_keys(req);
+        let keys: Vec<String> = histories.into_iter().chain(buckets).collect();
         let mut args = vec![admitted.entry.clone().unwrap_or_default()];
-        let who = principal.as_deref().unwrap_or("anonymous");
-        for b in req.buckets {
-            keys.push(format!("{p}b:{who}:{:x}", b.id));
-            args.push(b.burst.to_string());
-        }
+        args.extend(req.buckets.iter().map(|b| b.burst.to_string()));
         let (script, mut conn, timeout) = (self.undo.clone(), self.conn.clone(), self.timeout);
         let metrics = self.metrics.clone();
         tokio::spawn(async move {
@@ -261,11 +270,11 @@ impl Shared {
     /// within `idle`.
     pub async fn open(&self, session: KeyHash, principal: Option<KeyHash>, open: Open) -> Result<Opened, SharedError> {
         let Open { cap, idle, hold, old } = open;
-        let p = &self.prefix;
+        let k = Keys(&self.prefix);
         let s = hex(&session.0);
         let mut inv = self.open.prepare_invoke();
-        inv.key(format!("{p}r:{s}")).key(format!("{p}u:{s}"));
-        inv.key(principal.map(|h| format!("{p}n:{}", hex(&h.0))).unwrap_or_default());
+        inv.key(k.ended(&s)).key(k.used(&s));
+        inv.key(principal.map(|h| k.count(&hex(&h.0))).unwrap_or_default());
         inv.arg(&s).arg(cap).arg(millis(idle)).arg(if old { "1" } else { "0" }).arg(millis(hold.min(idle)));
         let mut conn = self.conn.clone();
         let reply: Vec<i64> = self.round_trip(inv.invoke_async(&mut conn)).await?;

@@ -140,6 +140,43 @@ pub(super) fn hex(bytes: &[u8]) -> String {
     s
 }
 
+/// Every key the scripts touch, named in one place (module docs of
+/// `shared`): `session` and `principal` are [`hex`] of their hashes.
+pub(super) struct Keys<'a>(pub(super) &'a str);
+
+impl Keys<'_> {
+    /// The session was ended (on any replica).
+    pub(super) fn ended(&self, session: &str) -> String {
+        format!("{}r:{session}", self.0)
+    }
+
+    /// The session's last use.
+    pub(super) fn used(&self, session: &str) -> String {
+        format!("{}u:{session}", self.0)
+    }
+
+    /// A history under the rules `rules`: a session's (`s`) or a
+    /// principal's (`p`).
+    pub(super) fn history(&self, rules: u64, scope: char, whose: &str) -> String {
+        format!("{}h:{rules:016x}:{scope}:{whose}", self.0)
+    }
+
+    /// The principal's sessions open (a sorted set by expiry).
+    pub(super) fn count(&self, principal: &str) -> String {
+        format!("{}n:{principal}", self.0)
+    }
+
+    /// One of the principal's rate-limit buckets.
+    pub(super) fn bucket(&self, principal: &str, id: u64) -> String {
+        format!("{}b:{principal}:{id:x}", self.0)
+    }
+
+    /// The channel ended sessions are announced on.
+    pub(super) fn channel(&self) -> String {
+        format!("{}ended", self.0)
+    }
+}
+
 /// How long a bucket's key outlives its last use: until it would be full
 /// again, and a second; at most 30 days.
 pub(super) fn bucket_ttl_ms(b: &Bucket) -> u64 {

@@ -52,8 +52,16 @@ impl Gate {
         // The call's entry: which earlier steps it matches (its time is
         // Redis's, put in by the script).
         let entry = state.as_ref().map(|state| {
-            let tags = state.tags.get(tool.key).cloned().unwrap_or_else(|| state.set.tags_for(tool, upstream_id, None));
-            let call = RuleCall { tool, tags: &tags, arguments: arguments.map(Checked::raw), at_ms: 0 };
+            // The tags computed with the catalog, not a copy of them.
+            let computed;
+            let tags = match state.tags.get(tool.key) {
+                Some(t) => t,
+                None => {
+                    computed = state.set.tags_for(tool, upstream_id, None);
+                    &computed
+                }
+            };
+            let call = RuleCall { tool, tags, arguments: arguments.map(Checked::raw), at_ms: 0 };
             state.set.evaluate(&call, &History::default(), None).entry(fastrand::u64(..))
         });
         let named = caller.peer.is_some_and(|p| p.principal.via != Via::Anonymous);
