@@ -202,7 +202,10 @@ impl CallError {
 }
 
 /// The class of an upstream's JSON-RPC error code. The standard "caller's
-/// fault" codes and MCP's "resource not found" (-32002) are `protocol`;
+/// fault" codes, MCP's "resource not found" (-32002) and the 2026-07-28
+/// request errors (-32020 header mismatch, -32021 missing client
+/// capability, -32022 unsupported version) are `protocol`: a client's
+/// mistakes never open an upstream's breaker;
 /// everything else (-32603, the server range -32000…-32099, application
 /// codes) is the upstream failing: `upstream_internal`.
 pub fn classify_rpc_code(code: i64) -> ErrorClass {
@@ -211,6 +214,9 @@ pub fn classify_rpc_code(code: i64) -> ErrorClass {
             ErrorClass::Protocol
         }
         RESOURCE_NOT_FOUND => ErrorClass::Protocol,
+        protocol::HEADER_MISMATCH
+        | protocol::MISSING_REQUIRED_CLIENT_CAPABILITY
+        | protocol::UNSUPPORTED_PROTOCOL_VERSION => ErrorClass::Protocol,
         _ => ErrorClass::UpstreamInternal,
     }
 }

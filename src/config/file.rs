@@ -218,6 +218,13 @@ pub struct GatewaySection {
     /// to per-session upstreams); larger is refused (-32602) and no session
     /// is made. Default 64 KiB.
     pub max_client_capabilities_bytes: usize,
+    /// How long a 2026-07-28 client may keep a list the gateway answers
+    /// (`ttlMs`, always with `cacheScope: "private"`: a list depends on
+    /// who asks). A modern upstream's shorter TTL wins. Default `0s`: the
+    /// gateway's lists change with upstream restarts and policy reloads,
+    /// and `subscriptions/listen` tells clients when they do.
+    #[serde(with = "humantime_serde")]
+    pub list_ttl: Duration,
     /// Most client connections open at once on each listener (the main one
     /// and `admin.listen`); a connection over it is closed as soon as it is
     /// accepted. Default 1024.
@@ -325,6 +332,7 @@ impl Default for GatewaySection {
             max_sessions: 10_000,
             max_sessions_per_principal: 256,
             max_client_capabilities_bytes: 64 * 1024,
+            list_ttl: Duration::ZERO,
             max_connections: 1024,
             connection_idle_timeout: Duration::from_secs(30),
             max_inflight_request_bytes: 256 * 1024 * 1024,

@@ -47,7 +47,9 @@ pub use security::{
 };
 pub use session_key::{SESSION_KEY_PREVIOUS_VAR, SESSION_KEY_VAR, SessionKey, SessionKeyError, SessionKeys};
 pub use spec::{OAuthSpec, ToolTimeouts, ToolTimeoutsError, TransportSpec, UpstreamSpec, canonical_resource, valid_id};
-pub use upstream::{BreakerSection, HealthSection, Isolation, Replace, RetrySection, TransportKind, UpstreamSection};
+pub use upstream::{
+    BreakerSection, HealthSection, Isolation, Replace, RetrySection, TransportKind, UpstreamProtocol, UpstreamSection,
+};
 
 use secrets::Expander;
 

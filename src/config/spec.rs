@@ -52,6 +52,8 @@ pub struct UpstreamSpec {
     pub roots: Vec<String>,
     /// Shared by every session, or one connection per session.
     pub isolation: Isolation,
+    /// Which protocol era to speak to it.
+    pub protocol: super::upstream::UpstreamProtocol,
     /// How a reload replaces it.
     pub replace: super::upstream::Replace,
     /// Bulkhead: calls in flight at once.
@@ -218,6 +220,7 @@ impl UpstreamSpec {
             trusted,
             roots,
             isolation,
+            protocol,
             replace,
             max_concurrency,
             max_queue,
@@ -289,6 +292,7 @@ impl UpstreamSpec {
             trusted,
             roots,
             isolation,
+            protocol,
             replace,
             max_concurrency,
             max_queue,

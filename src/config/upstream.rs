@@ -97,6 +97,10 @@ pub struct UpstreamSection {
     /// `shared` (default) or `per-session`; see [`Isolation`].
     #[serde(default)]
     pub isolation: Isolation,
+    /// Which protocol era to speak to it: `auto` (default), `legacy` or
+    /// `modern`; see [`UpstreamProtocol`].
+    #[serde(default)]
+    pub protocol: UpstreamProtocol,
     /// How a reload replaces it when it changed: `make-before-break`
     /// (default) or `break-before-make`; see [`Replace`].
     #[serde(default)]
@@ -243,6 +247,26 @@ pub enum Isolation {
     /// its first call with that client's capabilities and closed with the
     /// session: sampling, elicitation and `roots/list` go to that client.
     PerSession,
+}
+
+/// Which protocol era the gateway speaks to an upstream (docs/design.md
+/// D13).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum UpstreamProtocol {
+    /// `initialize` first (what nearly every server speaks, and what a
+    /// legacy stdio server is not left waiting on); when it is refused,
+    /// `server/discover`, so a 2026-07-28-only server is served, not marked
+    /// down. An upstream once found modern is asked `server/discover`
+    /// first on its next starts (the warm-start file remembers it).
+    #[default]
+    Auto,
+    /// `initialize` only (2024-11-05 … 2025-11-25).
+    Legacy,
+    /// `server/discover` first, `initialize` when it is refused: a
+    /// dual-era server is then spoken to in 2026-07-28 (requests carry
+    /// `_meta`; input-required results pass to modern clients).
+    Modern,
 }
 
 /// How a reload replaces a changed upstream.

@@ -53,6 +53,8 @@ where
     let mut tasks = JoinSet::new();
     // Registered at `initialize`: from then on notifications come.
     let mut client: Option<crate::routing::Client> = None;
+    // The peer of 2026-07-28 requests, made by the first of them.
+    let mut modern: Option<crate::routing::Client> = None;
     let mut buf = Vec::with_capacity(8 * 1024);
     loop {
         // Reap finished calls so the set stays small.
@@ -90,6 +92,35 @@ where
                     client = Some(gateway.connect(tx.clone(), msg.params(), Arc::new(Principal::stdio())));
                 }
             }
+            // 2026-07-28 (no `initialize` came: that selects 2025 for the
+            // process): every request carries its `_meta`, checked first.
+            Ok(Classified::Request(msg)) if client.is_none() && is_modern(&msg) => {
+                if let Err(reply) = check_modern(&gateway, &msg) {
+                    let _ = tx.send(reply).await;
+                    continue;
+                }
+                let modern = modern.get_or_insert_with(|| {
+                    let c = gateway.connect(tx.clone(), None, Arc::new(Principal::stdio()));
+                    c.peer.mark_stateless();
+                    c
+                });
+                let permit = permits.clone().acquire_owned().await.expect("never closed");
+                let (gw, tx, session, peer) = (gateway.clone(), tx.clone(), session.clone(), modern.peer.clone());
+                tasks.spawn(async move {
+                    let caller = Caller {
+                        transport: Transport::Stdio,
+                        session: Some(&session),
+                        traceparent: None,
+                        peer: Some(&peer),
+                        stream: None,
+                        era: crate::protocol::Era::Modern,
+                    };
+                    if let Some(reply) = gw.handle(&msg, &caller).await {
+                        let _ = tx.send(reply).await;
+                    }
+                    drop(permit);
+                });
+            }
             Ok(Classified::Request(msg)) => {
                 let permit = permits.clone().acquire_owned().await.expect("never closed");
                 let (gw, tx, session) = (gateway.clone(), tx.clone(), session.clone());
@@ -101,6 +132,7 @@ where
                         traceparent: None,
                         peer: peer.as_ref(),
                         stream: None,
+                        era: crate::protocol::Era::Legacy,
                     };
                     // A cancelled request gets no reply (cancellation.mdx).
                     if let Some(reply) = gw.handle(&msg, &caller).await {
@@ -110,7 +142,9 @@ where
                 });
             }
             Ok(Classified::Notification(msg)) => {
-                if let Some(c) = &client {
+                // `notifications/cancelled` of a modern request names it by
+                // its id, as in 2025 (stdio keeps the notification).
+                if let Some(c) = client.as_ref().or(modern.as_ref()) {
                     gateway.notify(&msg, &c.peer);
                 }
             }
@@ -141,9 +175,37 @@ where
     }
     // Unregistering drops the session's sender held by the gateway.
     drop(client);
+    drop(modern);
     drop(tx);
     let _ = writer.await;
     Ok(())
+}
+
+/// Whether a request (of a process no `initialize` made 2025) is modern:
+/// its `_meta` names a revision, or it is `server/discover`.
+fn is_modern(msg: &crate::protocol::Request) -> bool {
+    msg.method() == "server/discover" || crate::protocol::modern::meta_version(msg.params()).is_some()
+}
+
+/// The `_meta` checks of a modern request on stdio (the headers are
+/// HTTP's): the error reply when it is refused, counted and logged.
+fn check_modern(gateway: &Gateway, msg: &crate::protocol::Request) -> Result<(), String> {
+    use crate::protocol::{self, modern};
+    let cap = gateway.config_now().gateway.max_client_capabilities_bytes;
+    let (reason, reply) = match modern::check_meta(msg.params(), cap) {
+        Ok(v) if modern::is_modern(&v) => return Ok(()),
+        Ok(v) => ("protocol_version", modern::unsupported_version(Some(msg.id()), &v)),
+        Err(e) => {
+            let reason = match e {
+                modern::MetaError::Missing => "modern_meta",
+                modern::MetaError::TooLarge { .. } => "capabilities_too_large",
+            };
+            (reason, encode::error(Some(msg.id()), protocol::INVALID_PARAMS, &e.to_string(), None))
+        }
+    };
+    gateway.refused(Transport::Stdio, reason);
+    tracing::debug!(reason, "Refused a 2026-07-28 request on stdio.");
+    Err(reply)
 }
 
 async fn write_loop<W: AsyncWrite + Unpin>(mut out: W, mut rx: mpsc::Receiver<String>) {

@@ -31,15 +31,22 @@ pub struct Message {
 pub enum ResultCheck {
     /// Everything (lists, `initialize`, tasks, completions, …).
     Whole,
-    /// A tool result (`tools/call`, `tasks/result`): `isError`, `_meta`
-    /// and `task` in full, the rest skimmed.
+    /// A tool result (`tools/call`, `tasks/result`): `isError`, `_meta`,
+    /// `task`, and the 2026-07-28 `resultType` and `taskId` (a task of the
+    /// tasks extension) in full, the rest skimmed.
     Tool,
     /// A prompt (`prompts/get`): `_meta` in full, the rest skimmed.
     Prompt,
 }
 
 /// The members of a tool result the gateway reads.
-const TOOL_RESULT: &[(&str, Plan<'static>)] = &[("isError", Plan::Full), ("_meta", Plan::Full), ("task", Plan::Full)];
+const TOOL_RESULT: &[(&str, Plan<'static>)] = &[
+    ("isError", Plan::Full),
+    ("_meta", Plan::Full),
+    ("task", Plan::Full),
+    ("resultType", Plan::Full),
+    ("taskId", Plan::Full),
+];
 /// The members of a prompt the gateway reads.
 const PROMPT_RESULT: &[(&str, Plan<'static>)] = &[("_meta", Plan::Full)];
 

@@ -17,11 +17,13 @@ mod checked;
 mod codes;
 pub mod framing;
 mod message;
+pub mod modern;
 pub mod scan;
 
 pub use checked::{Checked, CheckedBox, Members};
 pub use codes::*;
 pub use message::{Classified, Envelope, Message, MessageKind, ParseError, Request, ResultCheck, encode};
+pub use modern::Era;
 pub use scan::{Ambiguous, Limits, Reason};
 pub use serde_json::value::RawValue;
 

@@ -21,6 +21,9 @@ pub struct Caller<'a> {
     /// The request's own stream (an HTTP POST answered as SSE): messages
     /// about this call go there rather than to the session stream.
     pub stream: Option<&'a mpsc::Sender<String>>,
+    /// The request's protocol era: a 2025 session's, or a stateless
+    /// 2026-07-28 request (docs/design.md D13).
+    pub era: protocol::Era,
 }
 
 // === impl Caller ===

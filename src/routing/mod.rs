@@ -282,31 +282,11 @@ impl Gateway {
             Some(v) if protocol::is_supported_version(&v) => v,
             _ => protocol::LATEST_VERSION.to_owned(),
         };
-        // Which servers are behind the gateway is for one whom nothing is
-        // hidden; the others learn them from the names they may see.
-        let ids: Vec<String> = match core.gate.grants_of(principal).is_open() {
-            true => core.upstreams.all().iter().map(|u| u.id().to_owned()).collect(),
-            false => Vec::new(),
-        };
         let result = serde_json::json!({
             "protocolVersion": version,
-            // What the gateway itself serves; list_changed is real: it
-            // follows upstream changes, restarts and outages.
-            "capabilities": {
-                "tools": { "listChanged": true },
-                "prompts": { "listChanged": true },
-                "resources": { "subscribe": true, "listChanged": true },
-                "logging": {},
-                "completions": {},
-                // Served for upstreams that declare them; tasks are bound
-                // to the session that created them (see routing/tasks.rs).
-                "tasks": { "list": {}, "cancel": {}, "requests": { "tools": { "call": {} } } },
-            },
-            "serverInfo": { "name": "mcp-gateway", "version": env!("CARGO_PKG_VERSION") },
-            "instructions": match ids.is_empty() {
-                true => "Tools of several MCP servers are exposed as <server>__<tool>.".to_owned(),
-                false => format!("Tools of several MCP servers ({}) are exposed as <server>__<tool>.", ids.join(", ")),
-            },
+            "capabilities": methods::discover::capabilities(protocol::Era::Legacy),
+            "serverInfo": methods::discover::server_info(),
+            "instructions": methods::discover::instructions(core, principal),
         });
         let result = serde_json::value::to_raw_value(&result).expect("json! always serializes");
         Ok(Initialized { reply: encode::result(id, &result), version })

@@ -81,6 +81,9 @@ pub struct Peer {
     /// Whether Redis knows the session (it was opened or taken over there,
     /// not while Redis was unreachable).
     shared_registered: std::sync::atomic::AtomicBool,
+    /// The peer of a principal's stateless (2026-07-28) requests: sent no
+    /// notifications; Redis forgetting it opens it again, not ends it.
+    stateless: std::sync::atomic::AtomicBool,
 }
 
 /// Where the answer to one of the gateway's own requests goes: the
@@ -157,6 +160,7 @@ impl Peer {
             hears: Mutex::default(),
             shared_key: std::sync::OnceLock::new(),
             shared_registered: std::sync::atomic::AtomicBool::new(false),
+            stateless: std::sync::atomic::AtomicBool::new(false),
             metrics,
             instances: Mutex::default(),
             gone: std::sync::atomic::AtomicBool::new(false),
@@ -234,6 +238,15 @@ impl Peer {
     /// the first id given stays.
     pub fn share_as(&self, session_id: &str) {
         let _ = self.shared_key.set(crate::shared::key_hash(session_id));
+    }
+
+    /// Makes this the peer of a principal's stateless requests.
+    pub fn mark_stateless(&self) {
+        self.stateless.store(true, std::sync::atomic::Ordering::Relaxed);
+    }
+    /// Whether this is the peer of a principal's stateless requests.
+    pub fn is_stateless(&self) -> bool {
+        self.stateless.load(std::sync::atomic::Ordering::Relaxed)
     }
 
     /// Records that Redis knows the session (opened or taken over there).

@@ -80,7 +80,11 @@ pub(crate) async fn handle(
 async fn run(core: &Core, msg: &protocol::Request, caller: &Caller<'_>, span: &Span) -> Handled {
     let id = msg.id();
     let mut outcome = Outcome::default();
-    let call = match caller.peer.map(|p| p.start_call(id)) {
+    // Stateless requests on HTTP share their principal's peer, so their ids
+    // need not be unique; closing the response stream cancels them, not
+    // `notifications/cancelled` (2026-07-28 transports).
+    let registers = caller.era == protocol::Era::Legacy || caller.transport != protocol::Transport::Http;
+    let call = match caller.peer.filter(|_| registers).map(|p| p.start_call(id)) {
         Some(None) => {
             let e = CallError::protocol(
                 protocol::INVALID_REQUEST,
@@ -132,7 +136,25 @@ async fn run(core: &Core, msg: &protocol::Request, caller: &Caller<'_>, span: &S
         span.set(|| KeyValue::new("error.type", class.as_str()));
     }
     let reply = reply.map(|r| mask(core, r, &mut outcome));
+    let reply = match caller.era {
+        protocol::Era::Legacy => reply,
+        protocol::Era::Modern => reply.map(|r| modern(core, msg.method(), id, r)),
+    };
     Handled { reply, outcome }
+}
+
+/// A reply as the 2026-07-28 era has it: `resultType` on results, cache
+/// hints on lists and reads, `-32602` for a missing resource.
+fn modern(core: &Core, method: &str, id: &protocol::RawValue, reply: String) -> String {
+    use protocol::modern::{self, Completion};
+    let how = match method {
+        "tools/list" | "prompts/list" | "resources/list" | "resources/templates/list" | "resources/read" => {
+            let ttl = core.config().gateway.list_ttl.as_millis();
+            Completion::List { ttl_ms: u64::try_from(ttl).unwrap_or(u64::MAX) }
+        }
+        _ => Completion::Plain,
+    };
+    modern::complete(modern::modern_error(reply, id), id, how)
 }
 
 /// Masks secret values (the secrets file's) in a reply to the client:

@@ -189,7 +189,9 @@ pub(crate) async fn save_warm(core: Arc<Core>, shutdown: CancellationToken) {
 /// when that upstream's tools come, go or change (it would learn the
 /// upstream exists and when it restarts).
 fn announce(core: &Core, before: &Catalog, after: &Catalog, changed: &[ListKind]) {
-    for p in core.sessions.all() {
+    // A stateless peer has no stream to tell: its clients listen with
+    // `subscriptions/listen`, which has a peer of its own.
+    for p in core.sessions.all().into_iter().filter(|p| !p.is_stateless()) {
         let grants = p.grants();
         for &kind in changed {
             let tells = grants.is_open() || seen_by(before, kind, &grants) != seen_by(after, kind, &grants);

@@ -184,6 +184,16 @@ pub(crate) fn expose_created(mut result: Members<'_>, upstream_id: &str) -> Opti
     Some((result.to_raw(), original))
 }
 
+/// A 2026-07-28 `CreateTaskResult` (the tasks extension: the task's
+/// fields at the top of the result) with its id exposed, and the
+/// upstream's id of the task.
+pub(crate) fn expose_created_modern(mut result: Members<'_>, upstream_id: &str) -> Option<(Box<RawValue>, String)> {
+    let original = result.str("taskId")?;
+    result.set_str("taskId", &expose(upstream_id, &original));
+    expose_related_in(&mut result, upstream_id);
+    Some((result.to_raw(), original))
+}
+
 /// Exposes the task id of `_meta["io.modelcontextprotocol/related-task"]`
 /// in params; `None` when there is none (cheap: the text is searched
 /// before anything is parsed).

@@ -217,5 +217,12 @@ impl Mock {
 
 /// A request of `peer`'s session over HTTP (anonymous without one).
 pub(crate) fn caller(peer: Option<&Arc<Peer>>) -> super::Caller<'_> {
-    super::Caller { transport: protocol::Transport::Http, session: None, traceparent: None, peer, stream: None }
+    super::Caller {
+        transport: protocol::Transport::Http,
+        session: None,
+        traceparent: None,
+        peer,
+        stream: None,
+        era: protocol::Era::Legacy,
+    }
 }

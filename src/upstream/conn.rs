@@ -16,7 +16,7 @@ use tokio::time::Instant;
 
 use super::Relay;
 use super::inbox::{Inbox, PendingGuard, Reply};
-use super::link::{Link, LinkError};
+use super::link::{Headers, Link, LinkError};
 use crate::error::{CallError, ErrorClass};
 use crate::protocol::{self, Checked, CheckedBox, Members, Message, encode};
 use crate::sync::Locked;
@@ -53,6 +53,9 @@ pub(crate) struct Connection {
     reinit: tokio::sync::Mutex<u64>,
     /// The capabilities the gateway declares in `initialize`.
     capabilities: Box<RawValue>,
+    /// The era the handshake settled on: a 2026-07-28 upstream gets `_meta`
+    /// and the request metadata headers on every request.
+    modern: std::sync::atomic::AtomicBool,
 }
 
 /// What ties a request to the client that made it.
@@ -75,6 +78,7 @@ impl Connection {
             next_id: AtomicU64::new(1),
             reinit: tokio::sync::Mutex::new(0),
             capabilities,
+            modern: std::sync::atomic::AtomicBool::new(false),
         }
     }
 
@@ -107,6 +111,23 @@ impl Connection {
             }
             other => (params, other),
         };
+        let modern;
+        let params = match self.era() {
+            protocol::Era::Modern => {
+                modern = modern_params(params);
+                modern.as_ref().map(CheckedBox::checked).or(params)
+            }
+            protocol::Era::Legacy => params,
+        };
+        let name = match (self.era(), protocol::modern::named_member(method)) {
+            (protocol::Era::Modern, Some(member)) => params.and_then(|p| p.get(member)).and_then(Checked::str),
+            _ => None,
+        };
+        let headers = Headers {
+            traceparent: header,
+            method: (self.era() == protocol::Era::Modern).then_some(method),
+            name: name.as_deref(),
+        };
         let params = params.map(Checked::raw);
         let watch = related.progress.map(|t| self.inbox.watch_progress(t, related.relay));
         let progress = watch.as_ref().map(|w| &*w.notify);
@@ -118,7 +139,7 @@ impl Connection {
             // Pinned here and lent to `until`: taken by value, the ~2 KB
             // future would be stored twice in `until`'s own (argument and
             // pinned local), and every future above this one grows by it.
-            let once = std::pin::pin!(self.request_once(method, params, header, relay));
+            let once = std::pin::pin!(self.request_once(method, params, headers, relay));
             match until(once, clock, progress).await {
                 Some(Err(Retry::SessionExpired)) if !reinitialized => {
                     reinitialized = true;
@@ -145,7 +166,7 @@ impl Connection {
         &self,
         method: &str,
         params: Option<&RawValue>,
-        traceparent: Option<&str>,
+        headers: Headers<'_>,
         relay: Option<&Arc<dyn Relay>>,
     ) -> Result<Message, Retry> {
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
@@ -157,7 +178,7 @@ impl Connection {
         let guard = PendingGuard { inbox: &self.inbox, id, related: relay.is_some() };
         let body = encode::request(id, method, params);
         let mut cancel_on_drop = CancelOnDrop { conn: self, id, armed: false };
-        match self.link.send(&self.inbox, body, Some(id), traceparent).await {
+        match self.link.send(&self.inbox, body, Some(id), headers).await {
             Ok(()) => {}
             Err(LinkError::SessionExpired) => return Err(Retry::SessionExpired),
             Err(e) => return Err(Retry::Failed(self.link_error(&e))),
@@ -177,14 +198,14 @@ impl Connection {
     /// Sends a notification.
     pub(crate) async fn notify(&self, method: &str, params: Option<Checked<'_>>) -> Result<(), CallError> {
         self.link
-            .send(&self.inbox, encode::notification(method, params.map(Checked::raw)), None, None)
+            .send(&self.inbox, encode::notification(method, params.map(Checked::raw)), None, Headers::default())
             .await
             .map_err(|e| self.link_error(&e))
     }
 
     /// Answers a request the upstream sent.
     pub(crate) async fn respond(&self, body: String) {
-        if let Err(e) = self.link.send(&self.inbox, body, None, None).await {
+        if let Err(e) = self.link.send(&self.inbox, body, None, Headers::default()).await {
             tracing::debug!(upstream = %self.upstream, error = %e, "Could not answer an upstream request.");
         }
     }
@@ -240,6 +261,54 @@ impl Connection {
         self.link.set_protocol_version(&init.version);
         self.notify("notifications/initialized", None).await?;
         Ok(init)
+    }
+
+    /// The era the handshake settled on (2025 until one has).
+    pub(crate) fn era(&self) -> protocol::Era {
+        match self.modern.load(Ordering::Relaxed) {
+            true => protocol::Era::Modern,
+            false => protocol::Era::Legacy,
+        }
+    }
+
+    /// The 2026-07-28 handshake: `server/discover`. A result that lists a
+    /// modern revision makes this a modern connection (every request then
+    /// carries `_meta` and the metadata headers, and there is no session);
+    /// an error, or a result without one, is `Err`, and the caller may fall
+    /// back to `initialize`.
+    pub(crate) async fn discover(&self, timeout: Duration) -> Result<Negotiated, CallError> {
+        let params = CheckedBox::from_value(&serde_json::json!({}));
+        self.modern.store(true, Ordering::Relaxed);
+        self.link.set_protocol_version(protocol::modern::MODERN_VERSION);
+        let reply = self.request("server/discover", Some(params.checked()), timeout).await;
+        let refused = |why: String| CallError::new(ErrorClass::Protocol, Some(&self.upstream), why);
+        let reply = reply.inspect_err(|_| self.unmodern())?;
+        let Some(result) = reply.result().and_then(Checked::object) else {
+            self.unmodern();
+            let why = reply.error().map_or_else(|| "an invalid result".to_owned(), |e| short(e.text()).to_owned());
+            return Err(refused(format!("upstream `{}` refused server/discover: {why}", self.upstream)));
+        };
+        let versions = result.get("supportedVersions").and_then(Checked::items).unwrap_or_default();
+        let speaks = versions.iter().filter_map(|v| v.str()).any(|v| protocol::modern::is_modern(&v));
+        if !speaks {
+            self.unmodern();
+            return Err(refused(format!("upstream `{}` serves no 2026-07-28 revision", self.upstream)));
+        }
+        let capabilities = match result.get("capabilities") {
+            Some(c) if c.object().is_some() => c.to_box(),
+            _ => CheckedBox::from_value(&serde_json::json!({})),
+        };
+        let server_info = result
+            .get("serverInfo")
+            .or_else(|| result.get("_meta").and_then(|m| m.get("io.modelcontextprotocol/serverInfo")))
+            .map(Checked::to_box);
+        Ok(Negotiated { version: protocol::modern::MODERN_VERSION.to_owned(), capabilities, server_info })
+    }
+
+    /// Forgets a modern attempt that failed, so `initialize` goes out plain.
+    fn unmodern(&self) {
+        self.modern.store(false, Ordering::Relaxed);
+        self.link.clear_protocol_version();
     }
 
     /// Runs the handshake again after the upstream forgot our session, once
@@ -323,6 +392,36 @@ impl Drop for CancelOnDrop<'_> {
 /// deadline to `extend` from now (never past `hard`). `None` on timeout.
 /// `params` with `_meta.<key>` set to a string (params that are not an
 /// object are left alone: `None`).
+/// `params` with the `_meta` a 2026-07-28 request carries: the revision,
+/// and the client's capabilities and info unless the client (a modern one)
+/// sent its own, which go on as they are. A 2025 client's request declares
+/// no capabilities: what it could answer is bridged by the gateway, not
+/// promised to the upstream. `None` when `params` is not an object.
+fn modern_params(params: Option<Checked<'_>>) -> Option<CheckedBox> {
+    use protocol::modern::{META_CAPABILITIES, META_CLIENT_INFO, META_VERSION, MODERN_VERSION};
+    let mut obj = match params {
+        Some(p) => p.object()?,
+        None => Members::new(),
+    };
+    let meta = {
+        let mut meta = match obj.get("_meta") {
+            Some(m) => m.object()?,
+            None => Members::new(),
+        };
+        meta.set_str(META_VERSION, MODERN_VERSION);
+        if !meta.contains(META_CAPABILITIES) {
+            meta.set(META_CAPABILITIES, CheckedBox::from_value(&serde_json::json!({})));
+        }
+        if !meta.contains(META_CLIENT_INFO) {
+            let info = serde_json::json!({ "name": "mcp-gateway", "version": env!("CARGO_PKG_VERSION") });
+            meta.set(META_CLIENT_INFO, CheckedBox::from_value(&info));
+        }
+        meta.to_checked()
+    };
+    obj.set("_meta", meta);
+    Some(obj.to_checked())
+}
+
 fn set_meta(params: Option<Checked<'_>>, key: &str, value: &str) -> Option<CheckedBox> {
     let mut obj = match params {
         Some(p) => p.object()?,

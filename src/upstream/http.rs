@@ -97,7 +97,7 @@ impl HttpLink {
         inbox: &Arc<Inbox>,
         body: String,
         id: Option<u64>,
-        traceparent: Option<&str>,
+        headers: super::link::Headers<'_>,
     ) -> Result<(), LinkError> {
         let had_session = read(&self.session).is_some();
         // Bytes: a resend after a refused token copies nothing.
@@ -108,8 +108,15 @@ impl HttpLink {
             let mut req = self
                 .request(reqwest::Method::POST, "application/json, text/event-stream", bearer.as_ref())
                 .header(CONTENT_TYPE, "application/json");
-            if let Some(tp) = traceparent {
+            if let Some(tp) = headers.traceparent {
                 req = req.header(crate::telemetry::trace::TRACEPARENT, tp);
+            }
+            if let Some(m) = headers.method {
+                req = req.header(crate::protocol::modern::METHOD_HEADER, m);
+            }
+            if let Some(n) = headers.name {
+                req = req
+                    .header(crate::protocol::modern::NAME_HEADER, crate::protocol::modern::encode_header(n).as_ref());
             }
             let resp = req.body(body.clone()).send().await.map_err(io_error)?;
             // A refused token was refused before the request was processed,
@@ -137,6 +144,22 @@ impl HttpLink {
         }
         if let Some(cred) = self.auth.as_ref().filter(|_| matches!(status.as_u16(), 401 | 403)) {
             return Err(LinkError::Auth(AuthFailure::Refused(refusal(cred, &resp))));
+        }
+        // A 2026-07-28 server answers its protocol errors (-32020, -32021,
+        // -32022, -32601) with a 4xx and a JSON-RPC error for the request:
+        // that is the reply, not a transport failure.
+        let json = resp
+            .headers()
+            .get(CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(|v| v.starts_with("application/json"));
+        if let Some(id) = id.filter(|_| json && matches!(status.as_u16(), 400 | 404)) {
+            let body = read_body(resp, self.max_bytes).await?;
+            inbox.deliver(&body);
+            if !inbox.is_pending(id) {
+                return Ok(());
+            }
+            return Err(LinkError::Status { status: status.as_u16(), retry_after: None });
         }
         let resp = success(resp)?;
         if let Some(sid) = resp.headers().get(SESSION) {

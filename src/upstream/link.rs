@@ -109,24 +109,37 @@ impl<E: std::error::Error> std::fmt::Display for Chain<'_, E> {
     }
 }
 
+/// The HTTP headers of one message besides the link's own: the trace
+/// context, and for a 2026-07-28 upstream the request metadata headers
+/// (`Mcp-Method`, `Mcp-Name`).
+#[derive(Debug, Clone, Copy, Default)]
+pub(crate) struct Headers<'a> {
+    /// W3C `traceparent`.
+    pub(crate) traceparent: Option<&'a str>,
+    /// `Mcp-Method`.
+    pub(crate) method: Option<&'a str>,
+    /// `Mcp-Name`, as the body has it (encoded when sent, if need be).
+    pub(crate) name: Option<&'a str>,
+}
+
 // === impl Link ===
 
 impl Link {
     /// Hands one message to the transport. For HTTP this waits for the
     /// response headers (and a JSON body, which is delivered to `inbox`).
-    /// `traceparent` goes out as a header (HTTP transports only; stdio
-    /// carries it in `_meta`, see [`Link::carries_headers`]).
+    /// `headers` go out as headers (HTTP transports only; stdio carries
+    /// the trace context in `_meta`, see [`Link::carries_headers`]).
     pub(crate) async fn send(
         &self,
         inbox: &Arc<Inbox>,
         body: String,
         id: Option<u64>,
-        traceparent: Option<&str>,
+        headers: Headers<'_>,
     ) -> Result<(), LinkError> {
         match self {
             Link::Stdio(l) => l.send(body).await,
-            Link::Http(l) => l.send(inbox, body, id, traceparent).await,
-            Link::Legacy(l) => l.send(body, traceparent).await,
+            Link::Http(l) => l.send(inbox, body, id, headers).await,
+            Link::Legacy(l) => l.send(body, headers.traceparent).await,
         }
     }
 
@@ -144,7 +157,7 @@ impl Link {
         }
         let (link, inbox) = (self.clone(), inbox.clone());
         tokio::spawn(async move {
-            let _ = link.send(&inbox, body, None, None).await;
+            let _ = link.send(&inbox, body, None, Headers::default()).await;
         });
     }
 
@@ -167,6 +180,13 @@ impl Link {
     pub(crate) fn set_protocol_version(&self, v: &str) {
         if let Link::Http(l) = self {
             l.set_protocol_version(v);
+        }
+    }
+
+    /// Sends no `MCP-Protocol-Version` (before a handshake settled one).
+    pub(crate) fn clear_protocol_version(&self) {
+        if let Link::Http(l) = self {
+            l.reset_session();
         }
     }
 

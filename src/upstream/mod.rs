@@ -114,6 +114,9 @@ pub struct Upstream {
     stats: Stats,
     /// Set while the supervisor sees a crash loop.
     crash_loop: AtomicBool,
+    /// Found to speak 2026-07-28 (a handshake by `server/discover` worked):
+    /// its next starts ask that first (`protocol = "auto"`).
+    learned_modern: AtomicBool,
     /// Set when a reload replaced or removed it.
     retired: AtomicBool,
     /// Wakes the health loop on breaker transitions (to probe on time).
@@ -376,6 +379,7 @@ impl Upstream {
             stats: Stats::default(),
             retired: AtomicBool::new(false),
             crash_loop: AtomicBool::new(false),
+            learned_modern: AtomicBool::new(false),
             breaker_moved: Notify::new(),
             notes,
             isolated,

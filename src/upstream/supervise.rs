@@ -109,16 +109,18 @@ impl Upstream {
             .and_then(|r| r.map_err(|e| self.error(ErrorClass::Transport, e)))
             .inspect_err(|_| observe("error"))?;
         let conn = Arc::new(Connection::new(inbox.clone(), link, self.client_capabilities()));
-        let left = deadline.saturating_sub(started.elapsed());
         let negotiated = tokio::select! {
-            r = conn.initialize(left) => r,
+            r = self.handshake(&conn, started + deadline) => r,
             // A process that dies during start-up fails fast, not at the deadline.
             () = inbox.closed() => Err(self.error(ErrorClass::Transport, format!("{} during initialize", inbox.close_reason()))),
         };
         observe(if negotiated.is_ok() { "ok" } else { "error" });
         match negotiated {
             Ok(n) => {
-                conn.link.start_listening(inbox).await;
+                // A modern upstream has no session and no GET stream.
+                if conn.era() == crate::protocol::Era::Legacy {
+                    conn.link.start_listening(inbox).await;
+                }
                 tracing::info!(
                     upstream = %self.id(),
                     protocol_version = %n.version,
@@ -138,6 +140,52 @@ impl Upstream {
                 }
                 Err(e)
             }
+        }
+    }
+
+    /// The handshake in the era `protocol` asks for (docs/design.md D13):
+    /// `initialize`, `server/discover`, or one and then the other when the
+    /// first is refused (not when it timed out: the start-up deadline is
+    /// then spent). The second's error is reported only when the first was
+    /// the fallback; otherwise the first's, which says what the operator
+    /// configured.
+    async fn handshake(&self, conn: &Connection, deadline: Instant) -> Result<Negotiated, CallError> {
+        use crate::config::UpstreamProtocol;
+        let left = || deadline.saturating_duration_since(Instant::now());
+        let learned = self.learned_modern.load(Ordering::Relaxed);
+        let modern_first = match self.spec().protocol {
+            UpstreamProtocol::Legacy => return conn.initialize(left()).await,
+            UpstreamProtocol::Modern => true,
+            UpstreamProtocol::Auto => learned,
+        };
+        let first = match modern_first {
+            true => conn.discover(left()).await,
+            false => conn.initialize(left()).await,
+        };
+        let e = match first {
+            Ok(n) => {
+                self.learned_modern.store(conn.era() == crate::protocol::Era::Modern, Ordering::Relaxed);
+                return Ok(n);
+            }
+            Err(e) if e.class == ErrorClass::Timeout => return Err(e),
+            Err(e) => e,
+        };
+        let again = match modern_first {
+            true => {
+                tracing::info!(upstream = %self.id(), error = %e.message, "Upstream refused server/discover; trying initialize.");
+                conn.initialize(left()).await
+            }
+            false => {
+                tracing::info!(upstream = %self.id(), error = %e.message, "Upstream refused initialize; trying server/discover (2026-07-28).");
+                conn.discover(left()).await
+            }
+        };
+        match again {
+            Ok(n) => {
+                self.learned_modern.store(conn.era() == crate::protocol::Era::Modern, Ordering::Relaxed);
+                Ok(n)
+            }
+            Err(_) => Err(e),
         }
     }
 

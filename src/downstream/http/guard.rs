@@ -380,8 +380,11 @@ impl App {
         if let Some(v) = headers.get(VERSION_HEADER) {
             let v = v.to_str().unwrap_or("");
             if !protocol::is_supported_version(v) {
-                let msg = format!("Unsupported MCP-Protocol-Version: {}", protocol::echo(v));
-                return Err(rpc_error(StatusCode::BAD_REQUEST, id, protocol::INVALID_REQUEST, &msg));
+                // The 2026-07-28 error, which a 2025 client reads as the
+                // 400 its revision asks for.
+                self.rejected("protocol_version");
+                let reply = protocol::modern::unsupported_version(id, v);
+                return Err((StatusCode::BAD_REQUEST, json_headers(), reply).into_response());
             }
         }
         let Some(sid) = headers.get(SESSION_HEADER) else {

@@ -134,6 +134,7 @@ pub(super) async fn post_messages(
                     traceparent: traceparent.as_deref(),
                     peer: Some(&client.peer),
                     stream: None,
+                    era: crate::protocol::Era::Legacy,
                 };
                 let reply = gateway.handle(&msg, &caller).await;
                 drop(held);

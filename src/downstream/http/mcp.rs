@@ -58,6 +58,13 @@ async fn post_mcp(
     let takes_sse = accept.as_ref().is_some_and(|a| a.names("text", "event-stream"));
     let sse = takes_sse && app.gateway.config_now().gateway.response_mode == ResponseMode::Sse;
     match msg.classify() {
+        // 2026-07-28: stateless, checked whole first (modern.rs).
+        Ok(Classified::Request(msg)) if modern::is_modern(headers, &msg) => {
+            if let Err(r) = modern::check(&app, headers, &msg) {
+                return r;
+            }
+            modern::serve(app, principal, headers, msg, held, takes_sse).await
+        }
         Ok(Classified::Request(msg)) if msg.method() == "initialize" => {
             let id = msg.id();
             let quota = match app.take_session(&principal) {
@@ -111,13 +118,6 @@ async fn post_mcp(
                 .insert(SESSION_HEADER, HeaderValue::from_str(&session.id).expect("a token is a valid header"));
             resp
         }
-        Ok(Classified::Request(msg)) if msg.method() == "server/discover" => {
-            // The 2026-07-28 probe comes without a session; -32601 at once
-            // makes modern clients fall back to `initialize` (docs/design.md D2).
-            let reply =
-                encode::error(Some(msg.id()), protocol::METHOD_NOT_FOUND, "Method not found: server/discover", None);
-            reply_response(reply, false)
-        }
         Ok(Classified::Request(msg)) => {
             let session = match app.session(headers, Some(msg.id()), &principal).await {
                 Ok(s) => s,
@@ -138,6 +138,7 @@ async fn post_mcp(
                 traceparent: traceparent.as_deref(),
                 peer: Some(&session.client.peer),
                 stream: None,
+                era: crate::protocol::Era::Legacy,
             };
             let reply = app.gateway.handle(&msg, &caller).await;
             // The request's bytes are held until its reply is in.
@@ -153,6 +154,18 @@ async fn post_mcp(
                 }
                 None => rpc_error(StatusCode::OK, Some(msg.id()), REQUEST_CANCELLED, "Request cancelled"),
             }
+        }
+        // 2026-07-28 defines no notification a client sends over HTTP
+        // (closing a stream cancels): one without a session is taken and
+        // dropped.
+        Ok(Classified::Notification(_))
+            if !headers.contains_key(SESSION_HEADER)
+                && headers
+                    .get(VERSION_HEADER)
+                    .and_then(|v| protocol::modern::header_value(v.as_bytes()))
+                    .is_some_and(|v| protocol::modern::is_modern(&v)) =>
+        {
+            StatusCode::ACCEPTED.into_response()
         }
         Ok(Classified::Notification(msg)) => match app.session(headers, None, &principal).await {
             Ok(s) => {
@@ -209,6 +222,7 @@ pub(super) fn streamed(
             traceparent: traceparent.as_deref(),
             peer: Some(&s.client.peer),
             stream: Some(&tx),
+            era: crate::protocol::Era::Legacy,
         };
         let handled = gateway.handle(&msg, &caller);
         tokio::pin!(handled);
@@ -426,7 +440,7 @@ async fn end_shared(app: &App, sid: &str, principal: &Principal, keep: std::time
 /// none, and every request passes here: the params are parsed only when
 /// their text can hold one (the name as written, or any escape, which
 /// could spell it).
-fn asks_for_progress(msg: &Message) -> bool {
+pub(super) fn asks_for_progress(msg: &Message) -> bool {
     let Some(params) = msg.params() else { return false };
     let text = params.text().as_bytes();
     if memchr::memmem::find(text, b"progressToken").is_none() && memchr::memchr(b'\\', text).is_none() {

@@ -41,7 +41,9 @@ mod guard;
 mod layers;
 mod legacy;
 mod mcp;
+mod modern;
 mod respond;
+mod subscriptions;
 
 use std::sync::Arc;
 use std::time::Duration;

@@ -88,12 +88,14 @@ impl Gate {
         let mut answer = shared.admit(&req).await;
         if let Ok(Admit::Unknown) = answer
             && let Some(peer) = caller.peer
-            && !peer.shared_registered()
+            && (!peer.shared_registered() || peer.is_stateless())
             && let Some(key) = req.session
         {
             // Opened while Redis was unreachable: it is counted and known
             // from now on (or refused, if it was ended or is over the cap).
-            let who = named.then(|| shared::key_hash(&caller.principal_id()));
+            // A principal's stateless peer idled out there opens again: no
+            // one can end it, and its history is the principal's.
+            let who = (named && !peer.is_stateless()).then(|| shared::key_hash(&caller.principal_id()));
             let open = shared::Open { cap: policy.cap, idle, hold: idle, old: false };
             answer = match shared.open(key, who, open).await {
                 Ok(Opened::Open) => {

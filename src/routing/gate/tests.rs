@@ -40,7 +40,14 @@ fn session(gate: &Gate, principal: Principal) -> Arc<Peer> {
 }
 
 fn caller(peer: &Arc<Peer>) -> Caller<'_> {
-    Caller { transport: Transport::Http, session: Some("s"), traceparent: None, peer: Some(peer), stream: None }
+    Caller {
+        transport: Transport::Http,
+        session: Some("s"),
+        traceparent: None,
+        peer: Some(peer),
+        stream: None,
+        era: crate::protocol::Era::Legacy,
+    }
 }
 
 fn tool(key: &str) -> ToolRef<'_> {

@@ -7,6 +7,7 @@
 //! [`crate::routing::core`].
 
 pub(crate) mod completion;
+pub(crate) mod discover;
 pub(crate) mod lists;
 pub(crate) mod logging;
 pub(crate) mod prompts;
@@ -23,7 +24,11 @@ use crate::upstream::ListKind;
 
 /// Handles one request (not `initialize`) by its method.
 pub(crate) async fn dispatch(core: &Core, method: &str, rq: &Rq<'_>, out: &mut Outcome) -> Result<String, CallError> {
+    if rq.caller.era == protocol::Era::Modern && !MODERN_METHODS.contains(&method) {
+        return Err(not_found(method));
+    }
     match method {
+        "server/discover" => discover::discover(core, rq),
         "ping" => Ok(encode::result(rq.id, &params::empty())),
         "tools/list" => lists::page(core, rq, ListKind::Tools).await,
         "prompts/list" => lists::page(core, rq, ListKind::Prompts).await,
@@ -39,13 +44,34 @@ pub(crate) async fn dispatch(core: &Core, method: &str, rq: &Rq<'_>, out: &mut O
         "tasks/get" => tasks::one(core, rq, tasks::Ask::Get, out).await,
         "tasks/result" => tasks::one(core, rq, tasks::Ask::Result, out).await,
         "tasks/cancel" => tasks::one(core, rq, tasks::Ask::Cancel, out).await,
+        "tasks/update" if rq.caller.era == protocol::Era::Modern => tasks::one(core, rq, tasks::Ask::Update, out).await,
         "tasks/list" => tasks::list(core, rq).await,
-        // 2026-07-28 probe: -32601 makes modern clients fall back to
-        // `initialize` (docs/design.md D2).
-        other => {
-            Err(CallError::protocol(protocol::METHOD_NOT_FOUND, format!("Method not found: {}", protocol::echo(other))))
-        }
+        other => Err(not_found(other)),
     }
+}
+
+/// The methods of 2026-07-28 the gateway serves here (`subscriptions/listen`
+/// is the transport's: its answer is a stream). The session methods of 2025
+/// (`initialize`, `ping`, `logging/setLevel`, `resources/subscribe`, the
+/// 2025 `tasks/*`) are not found in the modern era.
+const MODERN_METHODS: &[&str] = &[
+    "server/discover",
+    "tools/list",
+    "tools/call",
+    "prompts/list",
+    "prompts/get",
+    "resources/list",
+    "resources/templates/list",
+    "resources/read",
+    "completion/complete",
+    // The `io.modelcontextprotocol/tasks` extension.
+    "tasks/get",
+    "tasks/update",
+    "tasks/cancel",
+];
+
+fn not_found(method: &str) -> CallError {
+    CallError::protocol(protocol::METHOD_NOT_FOUND, format!("Method not found: {}", protocol::echo(method)))
 }
 
 #[cfg(test)]

@@ -20,6 +20,9 @@ pub(crate) enum Ask {
     Result,
     /// `tasks/cancel`.
     Cancel,
+    /// `tasks/update` (2026-07-28 tasks extension: answers to a task's
+    /// input requests).
+    Update,
 }
 
 impl Ask {
@@ -28,6 +31,7 @@ impl Ask {
             Ask::Get => "tasks/get",
             Ask::Result => "tasks/result",
             Ask::Cancel => "tasks/cancel",
+            Ask::Update => "tasks/update",
         }
     }
 }
@@ -57,7 +61,7 @@ pub(crate) async fn one(core: &Core, rq: &Rq<'_>, ask: Ask, out: &mut Outcome) -
             r.result_raw()?.get().contains(tasks::RELATED_TASK).then(|| r.result_object())??;
             tasks::expose_related_of(r.result_object()?, up)
         }
-        Ask::Get | Ask::Cancel => tasks::expose_task(r.result()?, up).map(CheckedBox::into_raw),
+        Ask::Get | Ask::Cancel | Ask::Update => tasks::expose_task(r.result()?, up).map(CheckedBox::into_raw),
     }))
 }
 

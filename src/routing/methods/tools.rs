@@ -30,7 +30,9 @@ pub(crate) async fn call(core: &Core, rq: &Rq<'_>, out: &mut Outcome) -> Result<
     // A task-augmented call needs a session to bind the task to. Refused
     // before the catalog and the gate: it says nothing about the tool, and
     // a call refused here spends no rate-limit token and enters no history.
-    let task = obj.contains("task");
+    // (2026-07-28 has no `task` member: the server decides, and a modern
+    // client's `task` is ignored, as the tasks extension says.)
+    let task = obj.contains("task") && caller.era == protocol::Era::Legacy;
     if task && caller.peer.is_none() {
         return Err(CallError::protocol(protocol::INVALID_REQUEST, "Tasks need a session"));
     }
@@ -146,6 +148,18 @@ pub(crate) async fn call(core: &Core, rq: &Rq<'_>, out: &mut Outcome) -> Result<
         && let Some((created, original)) = tasks::expose_created(result, upstream.id())
     {
         // Its result comes with `tasks/result`, under the same cap.
+        core.tasks.insert(peer.id, i, upstream.id(), &original, cap);
+        return Ok(encode::result(id, &created));
+    }
+    // The tasks extension (2026-07-28): the upstream made the call a task
+    // (`resultType: "task"`, its id at the top). Bound to the caller's peer
+    // like a 2025 task is to its session: a stateless peer is its
+    // principal's, so the principal's later requests find it.
+    if caller.era == protocol::Era::Modern
+        && let (Some(peer), Some(result)) = (caller.peer, reply.result_object())
+        && result.str("resultType").as_deref() == Some("task")
+        && let Some((created, original)) = tasks::expose_created_modern(result, upstream.id())
+    {
         core.tasks.insert(peer.id, i, upstream.id(), &original, cap);
         return Ok(encode::result(id, &created));
     }

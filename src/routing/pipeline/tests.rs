@@ -28,7 +28,14 @@ fn request(text: &str) -> protocol::Request {
 }
 
 fn caller(peer: Option<&Arc<crate::routing::Peer>>) -> Caller<'_> {
-    Caller { transport: Transport::Http, session: None, traceparent: None, peer, stream: None }
+    Caller {
+        transport: Transport::Http,
+        session: None,
+        traceparent: None,
+        peer,
+        stream: None,
+        era: crate::protocol::Era::Legacy,
+    }
 }
 
 async fn run_one(gw: &Gateway, text: &str, caller: &Caller<'_>) -> Handled {

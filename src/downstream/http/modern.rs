@@ -1,0 +1,292 @@
+//! MCP 2026-07-28 on `/mcp`, beside the 2025 sessions (docs/design.md D13).
+//!
+//! A POST is modern when its `MCP-Protocol-Version` header names a modern
+//! revision, its `_meta` names any revision, or it is `server/discover` or
+//! `subscriptions/listen`; everything else is a 2025 request of a session
+//! (an `initialize` still opens one). A modern request is checked whole
+//! before anything runs ([`check`]): `_meta` with the version and the
+//! client capabilities (`-32602`, capped like `initialize`'s), the version
+//! header present and equal to `_meta`'s (`-32020`), a revision served
+//! (`-32022` with `data.supported`), `Mcp-Method` and `Mcp-Name` equal to
+//! the body as the strict scan read it (`-32020`). All with HTTP 400; a
+//! method the era does not have is 404 with `-32601`.
+//!
+//! Stateless requests get the security of sessions: each runs as its
+//! principal's *stateless peer*, one per principal on a replica (the
+//! session table's entry `stateless <hash>`), with the principal's grants,
+//! rate limits and audit identity, and one rule history: a rule scoped to
+//! "session" applies per principal to stateless traffic (shared across
+//! replicas with `[redis]`, under a key every replica derives alike). A
+//! client cannot start afresh by leaving out a session id.
+
+use super::*;
+
+/// Whether `msg`, with `headers`, is a modern request (see the module's
+/// doc).
+pub(super) fn is_modern(headers: &HeaderMap, msg: &protocol::Request) -> bool {
+    let header = headers.get(VERSION_HEADER).and_then(|v| protocol::modern::header_value(v.as_bytes()));
+    header.is_some_and(|v| protocol::modern::is_modern(&v))
+        || matches!(msg.method(), "server/discover" | "subscriptions/listen")
+        || protocol::modern::meta_version(msg.params()).is_some()
+}
+
+/// A 400 with a JSON-RPC error, counted by `reason` and logged.
+fn refuse(app: &App, reason: &'static str, id: &protocol::RawValue, code: i64, message: &str) -> Response {
+    app.rejected(reason);
+    tracing::debug!(reason, code, "Refused a 2026-07-28 request: {message}");
+    rpc_error(StatusCode::BAD_REQUEST, Some(id), code, message)
+}
+
+/// The checks of a modern request, before anything runs (see the module's
+/// doc), in the order the specification's validation lists them.
+#[allow(clippy::result_large_err)]
+pub(super) fn check(app: &App, headers: &HeaderMap, msg: &protocol::Request) -> Result<(), Response> {
+    use protocol::modern::{self, MetaError};
+    let id = msg.id();
+    let params = msg.params();
+    let cap = app.gateway.config_now().gateway.max_client_capabilities_bytes;
+    let version = match modern::check_meta(params, cap) {
+        Ok(v) => v,
+        Err(e) => {
+            let reason = match e {
+                MetaError::Missing => "modern_meta",
+                MetaError::TooLarge { .. } => "capabilities_too_large",
+            };
+            return Err(refuse(app, reason, id, protocol::INVALID_PARAMS, &e.to_string()));
+        }
+    };
+    let header = headers.get(VERSION_HEADER).map(|v| modern::header_value(v.as_bytes()));
+    match header {
+        None => {
+            let msg = "Header mismatch: the MCP-Protocol-Version header is required";
+            return Err(refuse(app, "header_mismatch", id, protocol::HEADER_MISMATCH, msg));
+        }
+        Some(Some(h)) if h == version => {}
+        Some(h) => {
+            let msg = format!(
+                "Header mismatch: MCP-Protocol-Version header value '{}' does not match body value '{}'",
+                protocol::echo(h.as_deref().unwrap_or("(invalid)")),
+                protocol::echo(&version)
+            );
+            return Err(refuse(app, "header_mismatch", id, protocol::HEADER_MISMATCH, &msg));
+        }
+    }
+    if !modern::is_modern(&version) {
+        app.rejected("protocol_version");
+        let reply = modern::unsupported_version(Some(id), &version);
+        return Err((StatusCode::BAD_REQUEST, json_headers(), reply).into_response());
+    }
+    mirrored(app, headers, modern::METHOD_HEADER, "Mcp-Method", id, Some(msg.method()))?;
+    if let Some(member) = modern::named_member(msg.method()) {
+        let body = params.and_then(|p| p.get(member)).and_then(protocol::Checked::str);
+        mirrored(app, headers, modern::NAME_HEADER, "Mcp-Name", id, body.as_deref())?;
+    }
+    Ok(())
+}
+
+/// Checks that header `name` is there, well formed, and says what the
+/// body says (`body`; a body without the member has nothing to match).
+#[allow(clippy::result_large_err)]
+fn mirrored(
+    app: &App,
+    headers: &HeaderMap,
+    name: &str,
+    shown: &str,
+    id: &protocol::RawValue,
+    body: Option<&str>,
+) -> Result<(), Response> {
+    let mut values = headers.get_all(name).iter();
+    let (Some(value), None) = (values.next(), values.next()) else {
+        let msg = format!("Header mismatch: exactly one {shown} header is required");
+        return Err(refuse(app, "header_mismatch", id, protocol::HEADER_MISMATCH, &msg));
+    };
+    let Some(value) = protocol::modern::header_value(value.as_bytes()) else {
+        let msg = format!("Header mismatch: the {shown} header has invalid characters or Base64");
+        return Err(refuse(app, "header_mismatch", id, protocol::HEADER_MISMATCH, &msg));
+    };
+    if Some(&*value) != body {
+        let msg = format!(
+            "Header mismatch: {shown} header value '{}' does not match body value '{}'",
+            protocol::echo(&value),
+            protocol::echo(body.unwrap_or("(none)"))
+        );
+        return Err(refuse(app, "header_mismatch", id, protocol::HEADER_MISMATCH, &msg));
+    }
+    Ok(())
+}
+
+/// The session-table id of `principal`'s stateless peer: the same on every
+/// replica (its rule history in Redis is found by it), and never a session
+/// id a client could send (it has a space).
+fn stateless_id(principal: &Principal) -> String {
+    let hash = crate::shared::key_hash(&principal.identity);
+    let mut id = String::with_capacity(10 + 32);
+    id.push_str("stateless ");
+    for b in hash.0 {
+        id.push_str(&format!("{b:02x}"));
+    }
+    id
+}
+
+/// `principal`'s stateless peer, made on its first modern request. It
+/// takes one of the principal's `max_sessions_per_principal` places here
+/// and goes like a session when idle for `session_idle_timeout`.
+#[allow(clippy::result_large_err)]
+fn stateless_session(app: &App, principal: &Arc<Principal>, rq: &protocol::RawValue) -> Result<Arc<Session>, Response> {
+    let id = stateless_id(principal);
+    if let Some(s) = app.sessions.get(&id) {
+        return Ok(s);
+    }
+    let quota = app.take_session(principal).map_err(|r| *r)?;
+    // Its queue is never read: it is sent no notifications (refresh.rs);
+    // the queue exists because a peer has one.
+    let (tx, outbox) = tokio::sync::mpsc::channel(1);
+    let client = app.gateway.connect(tx, None, principal.clone());
+    client.peer.mark_stateless();
+    let legacy = app.legacy.locked().len();
+    match app.sessions.adopt(&id, protocol::modern::MODERN_VERSION.to_owned(), client, outbox, quota, legacy) {
+        Ok(Some(s)) => {
+            tracing::debug!(principal = %principal.identity, "A principal's stateless peer was made.");
+            Ok(s)
+        }
+        Ok(None) | Err(_) => {
+            app.too_many_sessions();
+            let e = crate::error::CallError::new(crate::error::ErrorClass::Overloaded, None, "Too many sessions");
+            Err((StatusCode::SERVICE_UNAVAILABLE, json_headers(), e.to_response(rq)).into_response())
+        }
+    }
+}
+
+/// Serves one checked modern request.
+pub(super) async fn serve(
+    app: Arc<App>,
+    principal: Arc<Principal>,
+    headers: &HeaderMap,
+    msg: protocol::Request,
+    held: Held,
+    takes_sse: bool,
+) -> Response {
+    if msg.method() == "subscriptions/listen" {
+        return super::subscriptions::listen(app, principal, msg, held).await;
+    }
+    let session = match stateless_session(&app, &principal, msg.id()) {
+        Ok(s) => s,
+        Err(r) => return r,
+    };
+    session.touch();
+    let traceparent = headers.get(TRACEPARENT).and_then(|v| v.to_str().ok()).map(str::to_owned);
+    let sse =
+        takes_sse && (app.gateway.config_now().gateway.response_mode == ResponseMode::Sse || asks_for_progress(&msg));
+    if sse {
+        return streamed(app.gateway.clone(), session, msg, held, traceparent);
+    }
+    let caller = Caller {
+        transport: Transport::Http,
+        session: None,
+        traceparent: traceparent.as_deref(),
+        peer: Some(&session.client.peer),
+        stream: None,
+        era: protocol::Era::Modern,
+    };
+    let reply = app.gateway.handle(&msg, &caller).await;
+    drop(held);
+    match reply {
+        Some(reply) => {
+            let status = status_of(&reply, msg.id());
+            (status, json_headers(), reply).into_response()
+        }
+        None => rpc_error(StatusCode::OK, Some(msg.id()), REQUEST_CANCELLED, "Request cancelled"),
+    }
+}
+
+/// The HTTP status of a modern reply: 404 for a method not found, 400 for
+/// the modern protocol errors, else 200 (streamable-http.mdx).
+fn status_of(reply: &str, id: &protocol::RawValue) -> StatusCode {
+    match protocol::modern::error_code(reply, id) {
+        Some(protocol::METHOD_NOT_FOUND) => StatusCode::NOT_FOUND,
+        Some(
+            protocol::HEADER_MISMATCH
+            | protocol::MISSING_REQUIRED_CLIENT_CAPABILITY
+            | protocol::UNSUPPORTED_PROTOCOL_VERSION,
+        ) => StatusCode::BAD_REQUEST,
+        _ => StatusCode::OK,
+    }
+}
+
+/// Whether the request asks for log messages (`_meta` log level): a modern
+/// request gets none otherwise.
+fn wants_logs(msg: &protocol::Request) -> bool {
+    msg.params().and_then(|p| p.get("_meta")).and_then(|m| m.get("io.modelcontextprotocol/logLevel")).is_some()
+}
+
+/// A modern request answered as an SSE stream: the messages about the call
+/// (progress; log messages only when asked for), then the reply. The call
+/// runs inside the response body, so a client that closes the stream
+/// cancels it (2026-07-28: no resumption, the close is the cancellation).
+fn streamed(
+    gateway: Arc<Gateway>,
+    session: Arc<Session>,
+    msg: protocol::Request,
+    held: Held,
+    traceparent: Option<String>,
+) -> Response {
+    type Call = std::pin::Pin<Box<dyn std::future::Future<Output = Option<String>> + Send>>;
+    let logs = wants_logs(&msg);
+    let (tx, rx) = tokio::sync::mpsc::channel::<String>(crate::routing::peer::QUEUE);
+    let call: Call = Box::pin(async move {
+        let caller = Caller {
+            transport: Transport::Http,
+            session: None,
+            traceparent: traceparent.as_deref(),
+            peer: Some(&session.client.peer),
+            stream: Some(&tx),
+            era: protocol::Era::Modern,
+        };
+        let reply = gateway.handle(&msg, &caller).await;
+        drop(held);
+        reply
+    });
+    enum State {
+        Running(Call, tokio::sync::mpsc::Receiver<String>),
+        Draining(Option<String>, tokio::sync::mpsc::Receiver<String>),
+        Done,
+    }
+    let keep = move |m: &str| logs || !m.contains(r#""method":"notifications/message""#);
+    let events = futures_util::stream::unfold(State::Running(call, rx), move |mut state| async move {
+        loop {
+            state = match state {
+                State::Running(mut call, mut rx) => {
+                    tokio::select! {
+                        biased;
+                        Some(m) = rx.recv() => {
+                            if keep(&m) {
+                                let event = Bytes::from(super::super::session::sse_event(None, m));
+                                return Some((Ok::<_, std::convert::Infallible>(event), State::Running(call, rx)));
+                            }
+                            State::Running(call, rx)
+                        }
+                        reply = &mut call => State::Draining(reply, rx),
+                        () = tokio::time::sleep(KEEPALIVE) => {
+                            return Some((Ok(Bytes::from_static(b": keep-alive\n\n")), State::Running(call, rx)));
+                        }
+                    }
+                }
+                State::Draining(reply, mut rx) => match rx.try_recv() {
+                    Ok(m) if keep(&m) => {
+                        let event = Bytes::from(super::super::session::sse_event(None, m));
+                        return Some((Ok(event), State::Draining(reply, rx)));
+                    }
+                    Ok(_) => State::Draining(reply, rx),
+                    Err(_) => {
+                        let event = Bytes::from(super::super::session::sse_event(None, reply?));
+                        return Some((Ok(event), State::Done));
+                    }
+                },
+                State::Done => return None,
+            }
+        }
+    });
+    let mut resp = sse_response(Body::from_stream(events));
+    resp.headers_mut().insert("x-accel-buffering", HeaderValue::from_static("no"));
+    resp
+}

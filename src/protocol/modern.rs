@@ -1,0 +1,334 @@
+//! MCP 2026-07-28, the modern era (docs/design.md D13): what a request
+//! carries instead of a session (`_meta`), what a result carries that a
+//! 2025 result did not (`resultType`, `ttlMs`, `cacheScope`), and the
+//! request metadata headers of Streamable HTTP.
+//!
+//! Sources: `docs/specification/2026-07-28/basic/versioning.mdx`,
+//! `basic/transports/streamable-http.mdx` and `schema/2026-07-28/schema.ts`.
+
+use std::borrow::Cow;
+
+use base64::Engine as _;
+
+use super::{Checked, RawValue, encode};
+
+/// Modern revisions the gateway serves statelessly, newest first.
+pub const MODERN_VERSIONS: &[&str] = &["2026-07-28"];
+
+/// The modern revision the gateway speaks and offers upstream.
+pub const MODERN_VERSION: &str = MODERN_VERSIONS[0];
+
+/// `_meta` member naming a request's protocol revision.
+pub const META_VERSION: &str = "io.modelcontextprotocol/protocolVersion";
+
+/// `_meta` member with the client's capabilities for this one request.
+pub const META_CAPABILITIES: &str = "io.modelcontextprotocol/clientCapabilities";
+
+/// `_meta` member naming the client software.
+pub const META_CLIENT_INFO: &str = "io.modelcontextprotocol/clientInfo";
+
+/// `_meta` member naming a `subscriptions/listen` stream.
+pub const META_SUBSCRIPTION: &str = "io.modelcontextprotocol/subscriptionId";
+
+/// The HTTP header mirroring `method`.
+pub const METHOD_HEADER: &str = "mcp-method";
+
+/// The HTTP header mirroring `params.name` or `params.uri`.
+pub const NAME_HEADER: &str = "mcp-name";
+
+/// Which era a client request belongs to: it decides the methods there
+/// are, how results are marked and how errors are coded.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Era {
+    /// 2024-11-05 … 2025-11-25: `initialize`, then a session.
+    #[default]
+    Legacy,
+    /// 2026-07-28: every request stands alone and carries its `_meta`.
+    Modern,
+}
+
+/// Whether `version` is a modern revision the gateway serves.
+pub fn is_modern(version: &str) -> bool {
+    MODERN_VERSIONS.contains(&version)
+}
+
+/// The revision a request names in its `_meta`, when it names one (a
+/// modern request; a 2025 request never does).
+pub fn meta_version<'a>(params: Option<Checked<'a>>) -> Option<Cow<'a, str>> {
+    let params = params?;
+    // Most 2025 requests have no `_meta` at all: no parse for them.
+    if memchr::memmem::find(params.text().as_bytes(), b"protocolVersion").is_none()
+        && memchr::memchr(b'\\', params.text().as_bytes()).is_none()
+    {
+        return None;
+    }
+    params.get("_meta")?.get(META_VERSION)?.str()
+}
+
+/// The client capabilities a modern request declares in its `_meta`.
+pub fn meta_capabilities(params: Option<Checked<'_>>) -> Option<Checked<'_>> {
+    params?.get("_meta")?.get(META_CAPABILITIES).filter(|c| c.text().starts_with('{'))
+}
+
+/// Why a modern request's `_meta` is refused (`-32602`).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum MetaError {
+    /// `_meta`, its revision or its client capabilities are missing.
+    #[error(
+        "Invalid params: a 2026-07-28 request carries _meta with {META_VERSION} (a string) and {META_CAPABILITIES} (an object)"
+    )]
+    Missing,
+    /// The client capabilities are over the gateway's cap.
+    #[error(
+        "Invalid params: the client capabilities are {bytes} bytes; this gateway takes at most {max} (gateway.max_client_capabilities_bytes)"
+    )]
+    TooLarge {
+        /// Their size.
+        bytes: usize,
+        /// The cap.
+        max: usize,
+    },
+}
+
+/// The revision a modern request's `_meta` names, once `_meta` has what
+/// every modern request must carry: the revision, and client capabilities
+/// of at most `max_capabilities` bytes (the same cap as `initialize`'s).
+/// Whether the revision is served is the caller's next check.
+pub fn check_meta(params: Option<Checked<'_>>, max_capabilities: usize) -> Result<Cow<'_, str>, MetaError> {
+    let meta = params.and_then(|p| p.get("_meta")).filter(|m| m.text().starts_with('{')).ok_or(MetaError::Missing)?;
+    let version = meta.get(META_VERSION).and_then(Checked::str).ok_or(MetaError::Missing)?;
+    let caps = meta.get(META_CAPABILITIES).filter(|c| c.text().starts_with('{')).ok_or(MetaError::Missing)?;
+    if caps.text().len() > max_capabilities {
+        return Err(MetaError::TooLarge { bytes: caps.text().len(), max: max_capabilities });
+    }
+    Ok(version)
+}
+
+/// Which request member `Mcp-Name` mirrors for `method`, if any.
+pub fn named_member(method: &str) -> Option<&'static str> {
+    match method {
+        "tools/call" | "prompts/get" => Some("name"),
+        "resources/read" => Some("uri"),
+        // The tasks extension routes by task.
+        "tasks/get" | "tasks/update" | "tasks/cancel" => Some("taskId"),
+        _ => None,
+    }
+}
+
+/// A request metadata header's value as the body would have it: without
+/// the optional white space around it (RFC 9110 §5.5), Base64-decoded when
+/// it is written `=?base64?…?=`. `None` when the header is not visible
+/// ASCII or its Base64 does not decode to UTF-8.
+pub fn header_value(raw: &[u8]) -> Option<Cow<'_, str>> {
+    let text = std::str::from_utf8(raw).ok()?;
+    let text = text.trim_matches([' ', '\t']);
+    if !text.bytes().all(|b| (0x20..0x7f).contains(&b) || b == b'\t') {
+        return None;
+    }
+    match text.strip_prefix("=?base64?").and_then(|t| t.strip_suffix("?=")) {
+        Some(b64) => {
+            let bytes = base64::engine::general_purpose::STANDARD.decode(b64).ok()?;
+            String::from_utf8(bytes).ok().map(Cow::Owned)
+        }
+        None => Some(Cow::Borrowed(text)),
+    }
+}
+
+/// `value` as a request metadata header carries it: as it is when it is
+/// plain visible ASCII without surrounding spaces, else Base64 in the
+/// `=?base64?…?=` sentinel (also when it looks like the sentinel).
+pub fn encode_header(value: &str) -> Cow<'_, str> {
+    let visible = !value.is_empty() && value.bytes().all(|b| (0x20..0x7f).contains(&b));
+    let padded = value.starts_with(' ') || value.ends_with(' ');
+    let sentinel = value.starts_with("=?base64?") && value.ends_with("?=");
+    let plain = visible && !padded && !sentinel;
+    match plain {
+        true => Cow::Borrowed(value),
+        false => Cow::Owned(format!("=?base64?{}?=", base64::engine::general_purpose::STANDARD.encode(value))),
+    }
+}
+
+/// `-32022` UnsupportedProtocolVersion, with `data.supported` and what was
+/// `requested` (cut short: it is the client's text). `supported` lists the
+/// modern revisions, as `server/discover` does: those are the ones a
+/// request may name; the 2025 ones are reached through `initialize`.
+pub fn unsupported_version(id: Option<&RawValue>, requested: &str) -> String {
+    let data = serde_json::json!({ "supported": MODERN_VERSIONS, "requested": super::echo(requested) });
+    encode::error(id, super::UNSUPPORTED_PROTOCOL_VERSION, "Unsupported protocol version", Some(&data))
+}
+
+/// How a modern result is marked: `resultType` on every result, and
+/// `ttlMs` with `cacheScope` on list results.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Completion {
+    /// A result of no list: `resultType` only.
+    Plain,
+    /// A list: also how long the client may keep it. Always `private`:
+    /// what a list shows depends on who asks (per-principal policy).
+    List {
+        /// `ttlMs`.
+        ttl_ms: u64,
+    },
+}
+
+/// `reply` (one the gateway wrote with [`encode::result`] for request
+/// `id`) with the members a modern result must have that it lacks:
+/// `resultType: "complete"` unless the result names its own type (a
+/// modern upstream's `input_required`, say), and for lists `ttlMs` and
+/// `cacheScope` unless present. An error reply, or one of another shape,
+/// is returned as it is.
+pub fn complete(reply: String, id: &RawValue, how: Completion) -> String {
+    let head = r#"{"jsonrpc":"2.0","id":"#;
+    let start = head.len() + id.get().len() + r#","result":"#.len();
+    let is_result = reply.starts_with(head)
+        && reply[head.len()..].starts_with(id.get())
+        && reply[head.len() + id.get().len()..].starts_with(r#","result":"#);
+    if !is_result || reply.as_bytes().get(start) != Some(&b'{') {
+        return reply;
+    }
+    let result = &reply[start..reply.len() - 1];
+    let (mut has_type, mut has_ttl, mut has_scope) = (false, false, false);
+    // One level of the result; the reply was written by the gateway from
+    // scanned parts, so it parses.
+    let raw: Option<&RawValue> = serde_json::from_str(result).ok();
+    if let Some(members) = raw.and_then(|r| Checked::trusted(r).object()) {
+        has_type = members.contains("resultType");
+        has_ttl = members.contains("ttlMs");
+        has_scope = members.contains("cacheScope");
+    }
+    let mut added = String::new();
+    if !has_type {
+        added.push_str(r#""resultType":"complete","#);
+    }
+    if let Completion::List { ttl_ms } = how {
+        if !has_ttl {
+            added.push_str(&format!(r#""ttlMs":{ttl_ms},"#));
+        }
+        if !has_scope {
+            added.push_str(r#""cacheScope":"private","#);
+        }
+    }
+    if added.is_empty() {
+        return reply;
+    }
+    let empty = result[1..].trim_start().starts_with('}');
+    if empty {
+        added.pop();
+    }
+    let mut out = String::with_capacity(reply.len() + added.len());
+    out.push_str(&reply[..=start]);
+    out.push_str(&added);
+    out.push_str(&reply[start + 1..]);
+    out
+}
+
+/// The error code of `reply` (an error the gateway wrote for request
+/// `id`), or `None` for a result.
+pub fn error_code(reply: &str, id: &RawValue) -> Option<i64> {
+    let head = r#"{"jsonrpc":"2.0","id":"#;
+    let rest = reply.strip_prefix(head)?.strip_prefix(id.get())?.strip_prefix(r#","error":"#)?;
+    let error: &RawValue = serde_json::from_str(rest.strip_suffix('}')?).ok()?;
+    Checked::trusted(error).get("code")?.text().parse().ok()
+}
+
+/// `reply` with the 2025 code for a missing resource (`-32002`) made the
+/// modern one (`-32602`, invalid params: SEP-2164); other replies as they
+/// are.
+pub fn modern_error(reply: String, id: &RawValue) -> String {
+    if error_code(&reply, id) != Some(super::RESOURCE_NOT_FOUND) {
+        return reply;
+    }
+    let head = r#"{"jsonrpc":"2.0","id":"#.len() + id.get().len() + r#","error":"#.len();
+    let Ok(mut error) = serde_json::from_str::<serde_json::Value>(&reply[head..reply.len() - 1]) else { return reply };
+    error["code"] = super::INVALID_PARAMS.into();
+    let mut out = String::with_capacity(reply.len());
+    out.push_str(&reply[..head]);
+    out.push_str(&error.to_string());
+    out.push('}');
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn id(text: &str) -> Box<RawValue> {
+        RawValue::from_string(text.to_owned()).unwrap()
+    }
+
+    fn result(id_text: &str, body: &str) -> String {
+        encode::result(&id(id_text), &id(body))
+    }
+
+    #[test]
+    fn a_result_gets_its_type_and_a_list_its_cache_hints() {
+        let r = complete(result("1", r#"{"content":[]}"#), &id("1"), Completion::Plain);
+        assert_eq!(r, r#"{"jsonrpc":"2.0","id":1,"result":{"resultType":"complete","content":[]}}"#);
+        let r = complete(result(r#""a""#, "{}"), &id(r#""a""#), Completion::List { ttl_ms: 5 });
+        assert_eq!(
+            r,
+            r#"{"jsonrpc":"2.0","id":"a","result":{"resultType":"complete","ttlMs":5,"cacheScope":"private"}}"#
+        );
+        let v: serde_json::Value = serde_json::from_str(&r).unwrap();
+        assert_eq!(v["result"]["ttlMs"], 5);
+    }
+
+    #[test]
+    fn what_an_upstream_already_says_is_kept_not_doubled() {
+        let body = r#"{"resultType":"input_required","inputRequests":{}}"#;
+        let r = complete(result("7", body), &id("7"), Completion::Plain);
+        assert_eq!(r, result("7", body));
+        let body = r#"{"tools":[],"ttlMs":10,"cacheScope":"private","resultType":"complete"}"#;
+        assert_eq!(complete(result("7", body), &id("7"), Completion::List { ttl_ms: 0 }), result("7", body));
+    }
+
+    #[test]
+    fn errors_are_left_alone() {
+        let e = encode::error(Some(&id("3")), -32601, "Method not found", None);
+        assert_eq!(complete(e.clone(), &id("3"), Completion::Plain), e);
+    }
+
+    #[test]
+    fn a_missing_resource_is_invalid_params_in_the_modern_era() {
+        let e = encode::error(Some(&id("4")), -32002, "Resource not found: x", Some(&serde_json::json!({"uri": "x"})));
+        assert_eq!(error_code(&e, &id("4")), Some(-32002));
+        let m = modern_error(e, &id("4"));
+        assert_eq!(error_code(&m, &id("4")), Some(-32602));
+        let v: serde_json::Value = serde_json::from_str(&m).unwrap();
+        assert_eq!(v["error"]["data"]["uri"], "x");
+        let other = encode::error(Some(&id("4")), -32601, "nope", None);
+        assert_eq!(modern_error(other.clone(), &id("4")), other);
+        assert_eq!(error_code(&result("4", "{}"), &id("4")), None);
+    }
+
+    #[test]
+    fn a_header_value_is_encoded_when_it_is_not_plain() {
+        for v in ["get_weather", "Hello, 世界", " padded ", "line1\nline2", "=?base64?literal?="] {
+            assert_eq!(header_value(encode_header(v).as_bytes()).as_deref(), Some(v), "{v:?} goes and comes back");
+        }
+        assert_eq!(encode_header("us-west1"), "us-west1");
+        assert_eq!(encode_header("Hello, 世界"), "=?base64?SGVsbG8sIOS4lueVjA==?=");
+    }
+
+    #[test]
+    fn header_values_are_trimmed_and_decoded() {
+        assert_eq!(header_value(b"  get_weather\t").as_deref(), Some("get_weather"));
+        assert_eq!(header_value(b"=?base64?SGVsbG8sIOS4lueVjA==?=").as_deref(), Some("Hello, 世界"));
+        assert_eq!(header_value(b"=?base64?!!?="), None, "bad Base64");
+        assert_eq!(header_value("é".as_bytes()), None, "not ASCII");
+        assert_eq!(header_value(b"a\x01b"), None, "a control character");
+    }
+
+    #[test]
+    fn the_meta_version_is_read_however_it_is_spelled() {
+        let limits = super::super::Limits::default();
+        let p = |t: &str| super::super::CheckedBox::parse(t, &limits).unwrap();
+        let plain = p(r#"{"_meta":{"io.modelcontextprotocol/protocolVersion":"2026-07-28"}}"#);
+        assert_eq!(meta_version(Some(plain.checked())).as_deref(), Some("2026-07-28"));
+        let escaped = p(r#"{"_meta":{"io.modelcontextprotocol/protocol\u0056ersion":"2026-07-28"}}"#);
+        assert_eq!(meta_version(Some(escaped.checked())).as_deref(), Some("2026-07-28"));
+        let none = p(r#"{"name":"t","arguments":{"protocolVersion":"x"}}"#);
+        assert_eq!(meta_version(Some(none.checked())), None);
+        assert_eq!(meta_version(None), None);
+    }
+}
