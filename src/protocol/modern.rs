@@ -148,6 +148,111 @@ pub fn encode_header(value: &str) -> Cow<'_, str> {
     }
 }
 
+/// One tool parameter mirrored into a header (`x-mcp-header` in the
+/// tool's `inputSchema`): `Mcp-Param-{name}` carries the value at `path`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ParamHeader {
+    /// The name part, as the schema writes it.
+    pub name: String,
+    /// The `properties` keys from the schema's root to the parameter.
+    pub path: Vec<String>,
+    /// Of type integer: compared as a number (`42.0` is `42`).
+    pub integer: bool,
+}
+
+/// The annotation naming a mirrored parameter.
+pub const PARAM_ANNOTATION: &str = "x-mcp-header";
+
+/// The header name prefix of a mirrored parameter.
+pub const PARAM_HEADER_PREFIX: &str = "mcp-param-";
+
+/// The mirrored parameters of a tool's `inputSchema`, checked as the
+/// transport asks of clients: each name a non-empty HTTP token, unique
+/// without regard to case, on a property of type integer, string or
+/// boolean reached from the root through `properties` only. `Err` says
+/// why the tool must be left out. Cheap for the common schema: text
+/// without the annotation is not parsed.
+pub fn param_headers(schema: &str) -> Result<Vec<ParamHeader>, String> {
+    if memchr::memmem::find(schema.as_bytes(), PARAM_ANNOTATION.as_bytes()).is_none()
+        && memchr::memchr(b'\\', schema.as_bytes()).is_none()
+    {
+        return Ok(Vec::new());
+    }
+    let value: serde_json::Value = serde_json::from_str(schema).map_err(|e| format!("inputSchema is not JSON: {e}"))?;
+    let mut found = Vec::new();
+    reachable(&value, &mut Vec::new(), &mut found)?;
+    if count(&value) != found.len() {
+        return Err(format!("an {PARAM_ANNOTATION} is not on a property reached through `properties` alone"));
+    }
+    let mut seen = std::collections::HashSet::new();
+    for h in &found {
+        let token = |b: u8| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b);
+        if h.name.is_empty() || !h.name.bytes().all(token) {
+            return Err(format!("{PARAM_ANNOTATION} {:?} is not an HTTP token", super::echo(&h.name)));
+        }
+        if !seen.insert(h.name.to_ascii_lowercase()) {
+            return Err(format!("{PARAM_ANNOTATION} {:?} appears twice", super::echo(&h.name)));
+        }
+    }
+    Ok(found)
+}
+
+/// The annotations on properties reached through `properties` chains.
+fn reachable(schema: &serde_json::Value, path: &mut Vec<String>, out: &mut Vec<ParamHeader>) -> Result<(), String> {
+    let Some(obj) = schema.as_object() else { return Ok(()) };
+    if let Some(name) = obj.get(PARAM_ANNOTATION) {
+        let Some(name) = name.as_str().filter(|_| !path.is_empty()) else {
+            return Err(format!("{PARAM_ANNOTATION} must be a string on a property"));
+        };
+        let kind = obj.get("type").and_then(|t| t.as_str());
+        if !matches!(kind, Some("integer" | "string" | "boolean")) {
+            let name = super::echo(name);
+            return Err(format!("{PARAM_ANNOTATION} {name:?} is on a property that is not integer, string or boolean"));
+        }
+        out.push(ParamHeader { name: name.to_owned(), path: path.clone(), integer: kind == Some("integer") });
+    }
+    if let Some(props) = obj.get("properties").and_then(|p| p.as_object()) {
+        for (key, sub) in props {
+            path.push(key.clone());
+            reachable(sub, path, out)?;
+            path.pop();
+        }
+    }
+    Ok(())
+}
+
+/// Every annotation anywhere in the schema.
+fn count(v: &serde_json::Value) -> usize {
+    match v {
+        serde_json::Value::Object(o) => {
+            usize::from(o.contains_key(PARAM_ANNOTATION)) + o.values().map(count).sum::<usize>()
+        }
+        serde_json::Value::Array(a) => a.iter().map(count).sum(),
+        _ => 0,
+    }
+}
+
+/// The header value of a mirrored parameter in `arguments`, before
+/// encoding: a string as it is, an integer in decimal, a boolean as
+/// `true`/`false`. `None` when the arguments have no value there (or
+/// `null`), and then no header goes.
+pub fn param_value(arguments: &serde_json::Value, path: &[String]) -> Option<String> {
+    let mut at = arguments;
+    for key in path {
+        at = at.get(key)?;
+    }
+    match at {
+        serde_json::Value::String(s) => Some(s.clone()),
+        serde_json::Value::Bool(b) => Some(b.to_string()),
+        serde_json::Value::Number(n) if n.is_i64() || n.is_u64() => Some(n.to_string()),
+        // 42.0 is the integer 42 (the transport compares numerically).
+        serde_json::Value::Number(n) => {
+            n.as_f64().filter(|f| f.fract() == 0.0 && f.abs() < 9.0e15).map(|f| format!("{}", f as i64))
+        }
+        _ => None,
+    }
+}
+
 /// `-32022` UnsupportedProtocolVersion, with `data.supported` and what was
 /// `requested` (cut short: it is the client's text). `supported` lists the
 /// modern revisions, as `server/discover` does: those are the ones a
@@ -308,6 +413,32 @@ mod tests {
         }
         assert_eq!(encode_header("us-west1"), "us-west1");
         assert_eq!(encode_header("Hello, 世界"), "=?base64?SGVsbG8sIOS4lueVjA==?=");
+    }
+
+    #[test]
+    fn mirrored_parameters_are_found_and_checked() {
+        let ok = r#"{"type":"object","properties":{"region":{"type":"string","x-mcp-header":"Region"},"q":{"type":"string"},"o":{"type":"object","properties":{"n":{"type":"integer","x-mcp-header":"N"}}}}}"#;
+        let found = param_headers(ok).unwrap();
+        assert_eq!(found.len(), 2);
+        assert!(found.contains(&ParamHeader { name: "Region".into(), path: vec!["region".into()], integer: false }));
+        assert!(found.contains(&ParamHeader { name: "N".into(), path: vec!["o".into(), "n".into()], integer: true }));
+        assert_eq!(param_headers(r#"{"type":"object"}"#), Ok(Vec::new()));
+        let bad = [
+            r#"{"properties":{"a":{"type":"number","x-mcp-header":"A"}}}"#,
+            r#"{"properties":{"a":{"type":"string","x-mcp-header":""}}}"#,
+            r#"{"properties":{"a":{"type":"string","x-mcp-header":"A B"}}}"#,
+            r#"{"properties":{"a":{"type":"string","x-mcp-header":"A"},"b":{"type":"string","x-mcp-header":"a"}}}"#,
+            r#"{"properties":{"a":{"type":"array","items":{"type":"string","x-mcp-header":"A"}}}}"#,
+            r#"{"oneOf":[{"properties":{"a":{"type":"string","x-mcp-header":"A"}}}]}"#,
+        ];
+        for b in bad {
+            assert!(param_headers(b).is_err(), "{b}");
+        }
+        let args = serde_json::json!({"region": "us-west1", "o": {"n": 42.0}, "f": true});
+        assert_eq!(param_value(&args, &["region".into()]).as_deref(), Some("us-west1"));
+        assert_eq!(param_value(&args, &["o".into(), "n".into()]).as_deref(), Some("42"));
+        assert_eq!(param_value(&args, &["f".into()]).as_deref(), Some("true"));
+        assert_eq!(param_value(&args, &["missing".into()]), None);
     }
 
     #[test]

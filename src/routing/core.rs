@@ -392,6 +392,7 @@ impl Core {
             relay: relay.as_ref(),
             span: rq.span,
             timeout,
+            params_headers: &[],
         };
         let called = upstream.call(req).await;
         out.class = called.class;

@@ -55,6 +55,7 @@ pub use self::catalog::Catalog;
 use self::core::Core;
 pub use self::core::LIST_SECRET_NAMES;
 pub use self::ix::UpstreamIx;
+pub use self::methods::tools::mirrored_of;
 use self::methods::{logging, resources};
 pub use self::peer::Peer;
 use self::pipeline::InFlight;

@@ -53,6 +53,9 @@ pub struct Request<'a> {
     /// A deadline of its own instead of the tool's or the upstream's
     /// (`tasks/result`, which waits for a task to end).
     pub timeout: Option<Duration>,
+    /// `tools/call` to a 2026-07-28 upstream: arguments mirrored into
+    /// `Mcp-Param-*` headers as the tool's `x-mcp-header` asks.
+    pub params_headers: &'a [(String, String)],
 }
 
 /// What [`Upstream::call`] did.
@@ -109,6 +112,7 @@ impl<'a> Request<'a> {
             relay: None,
             span: &NO_SPAN,
             timeout: None,
+            params_headers: &[],
         }
     }
 }
@@ -293,7 +297,7 @@ impl Upstream {
                 req.method,
                 req.params,
                 clock,
-                super::conn::Related { progress: req.progress, relay: req.relay },
+                super::conn::Related { progress: req.progress, relay: req.relay, params: req.params_headers },
                 traceparent.as_deref(),
             )
             .await;

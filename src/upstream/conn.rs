@@ -65,6 +65,9 @@ pub(crate) struct Related<'a> {
     pub(crate) progress: Option<&'a str>,
     /// Where its progress and related notifications go.
     pub(crate) relay: Option<&'a Arc<dyn Relay>>,
+    /// Tool parameters mirrored into `Mcp-Param-*` headers (a modern
+    /// HTTP upstream's `x-mcp-header`), name and value.
+    pub(crate) params: &'a [(String, String)],
 }
 
 // === impl Connection ===
@@ -127,6 +130,7 @@ impl Connection {
             traceparent: header,
             method: (self.era() == protocol::Era::Modern).then_some(method),
             name: name.as_deref(),
+            params: related.params,
         };
         let params = params.map(Checked::raw);
         let watch = related.progress.map(|t| self.inbox.watch_progress(t, related.relay));

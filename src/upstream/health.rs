@@ -74,7 +74,13 @@ impl Upstream {
                 }
                 None => None,
             };
-            let outcome = conn.request("ping", None, h.timeout).await.err().map(|e| (e.class, e.message));
+            // 2026-07-28 has no `ping`: a modern upstream is asked
+            // `server/discover`, which every modern server answers.
+            let probe = match conn.era() {
+                crate::protocol::Era::Legacy => "ping",
+                crate::protocol::Era::Modern => "server/discover",
+            };
+            let outcome = conn.request(probe, None, h.timeout).await.err().map(|e| (e.class, e.message));
             if let (Some(b), Some(p)) = (self.breaker.as_ref(), permit) {
                 let class = outcome.as_ref().map(|o| o.0);
                 self.note(b.record(p, class), None, class);

@@ -118,6 +118,10 @@ impl HttpLink {
                 req = req
                     .header(crate::protocol::modern::NAME_HEADER, crate::protocol::modern::encode_header(n).as_ref());
             }
+            for (name, value) in headers.params {
+                let value = crate::protocol::modern::encode_header(value);
+                req = req.header(format!("Mcp-Param-{name}"), value.as_ref());
+            }
             let resp = req.body(body.clone()).send().await.map_err(io_error)?;
             // A refused token was refused before the request was processed,
             // so sending it again with another token is safe (once). 401:

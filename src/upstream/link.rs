@@ -120,6 +120,8 @@ pub(crate) struct Headers<'a> {
     pub(crate) method: Option<&'a str>,
     /// `Mcp-Name`, as the body has it (encoded when sent, if need be).
     pub(crate) name: Option<&'a str>,
+    /// `Mcp-Param-{name}` headers, values as the body has them.
+    pub(crate) params: &'a [(String, String)],
 }
 
 // === impl Link ===

@@ -73,6 +73,22 @@ impl Upstream {
         }
     }
 
+    /// Whether a tool of a 2026-07-28 HTTP upstream mirrors parameters
+    /// into headers in a way the transport forbids: such a tool is left
+    /// out of the catalog (streamable-http.mdx, x-mcp-header), with a
+    /// warning naming it and why.
+    fn bad_headers(&self, tool: Checked<'_>) -> bool {
+        let text = tool.text();
+        if memchr::memmem::find(text.as_bytes(), crate::protocol::modern::PARAM_ANNOTATION.as_bytes()).is_none() {
+            return false;
+        }
+        let schema = tool.get("inputSchema").map_or("{}", Checked::text);
+        let Err(why) = crate::protocol::modern::param_headers(schema) else { return false };
+        let name = tool.get("name").and_then(Checked::str).unwrap_or_default();
+        tracing::warn!(upstream = %self.id(), tool = %crate::protocol::echo(&name), "Left out a tool whose x-mcp-header is invalid: {why}.");
+        true
+    }
+
     /// Pages through one list method, following `nextCursor`.
     pub(super) async fn fetch_list(&self, conn: &Connection, kind: ListKind) -> Result<Vec<CheckedBox>, CallError> {
         let method = kind.method();
@@ -100,7 +116,13 @@ impl Upstream {
                 Some(v) => v.items().ok_or_else(|| invalid(&format!("`{key}` is not an array")))?,
                 None => return Err(invalid(&format!("no `{key}` array"))),
             };
-            all.extend(items.into_iter().map(Checked::to_box));
+            let modern_http = conn.era() == crate::protocol::Era::Modern && conn.link.carries_headers();
+            all.extend(
+                items
+                    .into_iter()
+                    .filter(|t| !(modern_http && kind == ListKind::Tools && self.bad_headers(*t)))
+                    .map(Checked::to_box),
+            );
             match page.str("nextCursor") {
                 Some(c) if Some(&c) != cursor.as_ref() => cursor = Some(c),
                 _ => return Ok(all),

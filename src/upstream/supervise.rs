@@ -260,6 +260,8 @@ impl Upstream {
         self.set(ready(lists));
         let health = self.health_loop(&conn);
         tokio::pin!(health);
+        let listen = self.listen_loop(&conn);
+        tokio::pin!(listen);
         // Up `stable_after`: a crash loop is over, while it stays up (not
         // only when this connection ends).
         let stable = tokio::time::sleep(self.spec().stable_after);
@@ -276,6 +278,7 @@ impl Upstream {
                         );
                     }
                 }
+                () = &mut listen => {}
                 reason = &mut health => {
                     tracing::warn!(upstream = %self.id(), "Giving up the connection: {reason}.");
                     inbox.close(reason.clone());
@@ -304,6 +307,45 @@ impl Upstream {
                     return ("gateway shutting down".into(), ErrorClass::Transport);
                 }
             }
+        }
+    }
+}
+
+/// Longest wait before a 2026-07-28 upstream's listen stream is opened
+/// again (it doubles from a second after each failure).
+const LISTEN_RETRY_MAX: Duration = Duration::from_secs(60);
+
+impl Upstream {
+    /// A 2026-07-28 upstream tells its list changes only on a
+    /// `subscriptions/listen` stream (there is no session GET stream): one
+    /// is kept open while the connection lives, its notifications going to
+    /// the supervisor like any other, and opened again when it ends. Never
+    /// returns; pending at once for a 2025 connection.
+    async fn listen_loop(&self, conn: &Connection) {
+        if conn.era() != crate::protocol::Era::Modern {
+            return std::future::pending().await;
+        }
+        let filter = serde_json::json!({
+            "notifications": { "toolsListChanged": true, "promptsListChanged": true, "resourcesListChanged": true }
+        });
+        let params = crate::protocol::CheckedBox::from_value(&filter);
+        let mut wait = Duration::from_secs(1);
+        loop {
+            let opened = Instant::now();
+            let ended =
+                conn.request("subscriptions/listen", Some(params.checked()), Duration::from_secs(86_400 * 365)).await;
+            let why = match &ended {
+                Ok(m) if m.error().is_some() => "refused",
+                Ok(_) => "ended",
+                Err(_) => "failed",
+            };
+            // A stream that stayed up a while starts the backoff over.
+            if opened.elapsed() > LISTEN_RETRY_MAX {
+                wait = Duration::from_secs(1);
+            }
+            tracing::debug!(upstream = %self.id(), outcome = why, retry_in_ms = wait.as_millis() as u64, "The upstream's listen stream closed.");
+            tokio::time::sleep(wait).await;
+            wait = (wait * 2).min(LISTEN_RETRY_MAX);
         }
     }
 }

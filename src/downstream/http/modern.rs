@@ -80,8 +80,57 @@ pub(super) fn check(app: &App, headers: &HeaderMap, msg: &protocol::Request) -> 
     if let Some(member) = modern::named_member(msg.method()) {
         let body = params.and_then(|p| p.get(member)).and_then(protocol::Checked::str);
         mirrored(app, headers, modern::NAME_HEADER, "Mcp-Name", id, body.as_deref())?;
+        if msg.method() == "tools/call"
+            && let Some(name) = body
+        {
+            params_mirrored(app, headers, id, &name, params)?;
+        }
     }
     Ok(())
+}
+
+/// Checks the `Mcp-Param-*` headers of a call against its arguments, for
+/// the parameters the tool (as listed) mirrors: present when the argument
+/// is, well formed, and equal to it (integers compared as numbers). A tool
+/// the caller may not see is not looked at here: the gate answers for it.
+#[allow(clippy::result_large_err)]
+fn params_mirrored(
+    app: &App,
+    headers: &HeaderMap,
+    id: &protocol::RawValue,
+    tool: &str,
+    params: Option<protocol::Checked<'_>>,
+) -> Result<(), Response> {
+    let catalog = app.gateway.catalog();
+    let Some(t) = catalog.get(tool) else { return Ok(()) };
+    let mirrored = crate::routing::mirrored_of(&t.def);
+    if mirrored.is_empty() {
+        return Ok(());
+    }
+    let args = params.and_then(|p| p.get("arguments")).and_then(protocol::Checked::value).unwrap_or_default();
+    for h in &mirrored {
+        let header = format!("{}{}", protocol::modern::PARAM_HEADER_PREFIX, h.name.to_ascii_lowercase());
+        let sent = headers.get(&header).map(|v| protocol::modern::header_value(v.as_bytes()));
+        let shown = format!("Mcp-Param-{}", h.name);
+        let msg = match (protocol::modern::param_value(&args, &h.path), sent) {
+            (_, Some(None)) => format!("Header mismatch: the {shown} header has invalid characters or Base64"),
+            (Some(_), None) => format!("Header mismatch: the {shown} header is required (the argument is present)"),
+            (Some(want), Some(Some(got))) if !same_value(&want, &got, h.integer) => format!(
+                "Header mismatch: {shown} header value '{}' does not match body value '{}'",
+                protocol::echo(&got),
+                protocol::echo(&want)
+            ),
+            _ => continue,
+        };
+        return Err(refuse(app, "header_mismatch", id, protocol::HEADER_MISMATCH, &msg));
+    }
+    Ok(())
+}
+
+/// Whether a header says what the body says; an integer parameter as a
+/// number (`42.0` is `42`).
+fn same_value(body: &str, header: &str, integer: bool) -> bool {
+    body == header || (integer && matches!((body.parse::<f64>(), header.parse::<f64>()), (Ok(a), Ok(b)) if a == b))
 }
 
 /// Checks that header `name` is there, well formed, and says what the
@@ -178,7 +227,7 @@ pub(super) async fn serve(
     let sse =
         takes_sse && (app.gateway.config_now().gateway.response_mode == ResponseMode::Sse || asks_for_progress(&msg));
     if sse {
-        return streamed(app.gateway.clone(), session, msg, held, traceparent);
+        return streamed(app.gateway.clone(), session, msg, held, traceparent).await;
     }
     let caller = Caller {
         transport: Transport::Http,
@@ -223,15 +272,17 @@ fn wants_logs(msg: &protocol::Request) -> bool {
 /// (progress; log messages only when asked for), then the reply. The call
 /// runs inside the response body, so a client that closes the stream
 /// cancels it (2026-07-28: no resumption, the close is the cancellation).
-fn streamed(
+async fn streamed(
     gateway: Arc<Gateway>,
     session: Arc<Session>,
     msg: protocol::Request,
     held: Held,
     traceparent: Option<String>,
 ) -> Response {
+    use futures_util::StreamExt as _;
     type Call = std::pin::Pin<Box<dyn std::future::Future<Output = Option<String>> + Send>>;
     let logs = wants_logs(&msg);
+    let id = msg.id().to_owned();
     let (tx, rx) = tokio::sync::mpsc::channel::<String>(crate::routing::peer::QUEUE);
     let call: Call = Box::pin(async move {
         let caller = Caller {
@@ -251,8 +302,15 @@ fn streamed(
         Draining(Option<String>, tokio::sync::mpsc::Receiver<String>),
         Done,
     }
+    /// What the stream yields: an event, or the final reply (kept as text
+    /// until it is known whether it opens the response).
+    enum Item {
+        Event(Bytes),
+        Reply(String),
+    }
     let keep = move |m: &str| logs || !m.contains(r#""method":"notifications/message""#);
-    let events = futures_util::stream::unfold(State::Running(call, rx), move |mut state| async move {
+    let event = |m: String| Item::Event(Bytes::from(super::super::session::sse_event(None, m)));
+    let items = futures_util::stream::unfold(State::Running(call, rx), move |mut state| async move {
         loop {
             state = match state {
                 State::Running(mut call, mut rx) => {
@@ -260,32 +318,43 @@ fn streamed(
                         biased;
                         Some(m) = rx.recv() => {
                             if keep(&m) {
-                                let event = Bytes::from(super::super::session::sse_event(None, m));
-                                return Some((Ok::<_, std::convert::Infallible>(event), State::Running(call, rx)));
+                                return Some((event(m), State::Running(call, rx)));
                             }
                             State::Running(call, rx)
                         }
                         reply = &mut call => State::Draining(reply, rx),
                         () = tokio::time::sleep(KEEPALIVE) => {
-                            return Some((Ok(Bytes::from_static(b": keep-alive\n\n")), State::Running(call, rx)));
+                            return Some((Item::Event(Bytes::from_static(b": keep-alive\n\n")), State::Running(call, rx)));
                         }
                     }
                 }
                 State::Draining(reply, mut rx) => match rx.try_recv() {
-                    Ok(m) if keep(&m) => {
-                        let event = Bytes::from(super::super::session::sse_event(None, m));
-                        return Some((Ok(event), State::Draining(reply, rx)));
-                    }
+                    Ok(m) if keep(&m) => return Some((event(m), State::Draining(reply, rx))),
                     Ok(_) => State::Draining(reply, rx),
-                    Err(_) => {
-                        let event = Bytes::from(super::super::session::sse_event(None, reply?));
-                        return Some((Ok(event), State::Done));
-                    }
+                    Err(_) => return Some((Item::Reply(reply?), State::Done)),
                 },
                 State::Done => return None,
             }
         }
     });
+    let mut items = Box::pin(items);
+    // The headers wait for the first thing to send: a reply that comes
+    // first is an error the status must say (404, 400) or a result sent
+    // as one event; anything before it opens the stream.
+    let first = match items.next().await {
+        Some(Item::Reply(reply)) if status_of(&reply, &id) != StatusCode::OK => {
+            return (status_of(&reply, &id), json_headers(), reply).into_response();
+        }
+        Some(Item::Reply(reply)) => Bytes::from(super::super::session::sse_event(None, reply)),
+        Some(Item::Event(b)) => b,
+        // Cancelled before anything came.
+        None => Bytes::new(),
+    };
+    let rest = items.map(|item| match item {
+        Item::Event(b) => b,
+        Item::Reply(r) => Bytes::from(super::super::session::sse_event(None, r)),
+    });
+    let events = futures_util::stream::once(async move { first }).chain(rest).map(Ok::<_, std::convert::Infallible>);
     let mut resp = sse_response(Body::from_stream(events));
     resp.headers_mut().insert("x-accel-buffering", HeaderValue::from_static("no"));
     resp

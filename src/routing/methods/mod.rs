@@ -27,6 +27,13 @@ pub(crate) async fn dispatch(core: &Core, method: &str, rq: &Rq<'_>, out: &mut O
     if rq.caller.era == protocol::Era::Modern && !MODERN_METHODS.contains(&method) {
         return Err(not_found(method));
     }
+    if rq.caller.era == protocol::Era::Modern && method.starts_with("tasks/") && !declares_tasks(rq) {
+        // The extension's methods are for clients that declared it.
+        out.class = Some(crate::error::ErrorClass::Protocol);
+        let data = serde_json::json!({ "requiredCapabilities": { "extensions": { TASKS_EXTENSION: {} } } });
+        let msg = format!("Missing required client capability: {TASKS_EXTENSION}");
+        return Ok(encode::error(Some(rq.id), protocol::MISSING_REQUIRED_CLIENT_CAPABILITY, &msg, Some(&data)));
+    }
     match method {
         "server/discover" => discover::discover(core, rq),
         "ping" => Ok(encode::result(rq.id, &params::empty())),
@@ -69,6 +76,18 @@ const MODERN_METHODS: &[&str] = &[
     "tasks/update",
     "tasks/cancel",
 ];
+
+/// The tasks extension's identifier (2026-07-28).
+const TASKS_EXTENSION: &str = "io.modelcontextprotocol/tasks";
+
+/// Whether a modern request's client capabilities declare the tasks
+/// extension.
+fn declares_tasks(rq: &Rq<'_>) -> bool {
+    protocol::modern::meta_capabilities(rq.params)
+        .and_then(|c| c.get("extensions"))
+        .and_then(|e| e.get(TASKS_EXTENSION))
+        .is_some()
+}
 
 fn not_found(method: &str) -> CallError {
     CallError::protocol(protocol::METHOD_NOT_FOUND, format!("Method not found: {}", protocol::echo(method)))

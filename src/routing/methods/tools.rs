@@ -50,7 +50,7 @@ pub(crate) async fn call(core: &Core, rq: &Rq<'_>, out: &mut Outcome) -> Result<
     {
         found = wait_for_first_start(core, f.upstream, &name, listed, out).await?;
     }
-    let Some(Found { upstream: i, original, hints, key, bare, quarantined, listed }) = found else {
+    let Some(Found { upstream: i, original, hints, key, bare, quarantined, listed, mirrored }) = found else {
         // Counted against the upstream whose namespace it is (down, or the
         // tool is gone), when there is one.
         out.upstream = name
@@ -112,6 +112,19 @@ pub(crate) async fn call(core: &Core, rq: &Rq<'_>, out: &mut Outcome) -> Result<
     obj.set_str("name", &original);
     let (progress, relay) = related(&mut obj, caller, upstream);
     let params = obj.to_checked();
+    // A 2026-07-28 upstream gets the parameters its tool marks with
+    // `x-mcp-header` as `Mcp-Param-*` headers too, from the arguments it
+    // is sent (the client's own headers were checked against them).
+    let modern = matches!(&*upstream.state(), State::Ready(r) if r.era() == protocol::Era::Modern);
+    let args =
+        (modern && !mirrored.is_empty()).then(|| obj.get("arguments").and_then(protocol::Checked::value)).flatten();
+    let mirrored: Vec<(String, String)> = match args {
+        Some(args) => mirrored
+            .iter()
+            .filter_map(|h| Some((h.name.clone(), protocol::modern::param_value(&args, &h.path)?)))
+            .collect(),
+        None => Vec::new(),
+    };
     let route = match rq.span.is_on() {
         true => rq.span.child(
             "route",
@@ -132,6 +145,7 @@ pub(crate) async fn call(core: &Core, rq: &Rq<'_>, out: &mut Outcome) -> Result<
         relay: relay.as_ref(),
         span: &route,
         timeout: None,
+        params_headers: &mirrored,
     };
     let called = upstream.call(req).await;
     out.class = called.class;
@@ -180,6 +194,8 @@ struct Found {
     /// A hash of the definition listed, when it came from the warm-start
     /// cache (to tell whether the live one differs).
     listed: Option<u64>,
+    /// Its parameters mirrored into headers (`x-mcp-header`; usually none).
+    mirrored: Vec<protocol::modern::ParamHeader>,
 }
 
 impl Found {
@@ -198,7 +214,19 @@ fn lookup(core: &Core, name: &str) -> Option<Found> {
         bare: t.bare,
         quarantined: t.quarantined,
         listed: t.cached.then(|| text_hash(t.def.text())),
+        mirrored: mirrored_of(&t.def),
     })
+}
+
+/// The parameters a tool's definition mirrors into headers; none for
+/// nearly every tool, found without parsing (an invalid annotation was
+/// left out when the upstream was listed, so none here).
+pub fn mirrored_of(def: &protocol::CheckedBox) -> Vec<protocol::modern::ParamHeader> {
+    if memchr::memmem::find(def.text().as_bytes(), protocol::modern::PARAM_ANNOTATION.as_bytes()).is_none() {
+        return Vec::new();
+    }
+    let schema = def.checked().get("inputSchema");
+    schema.and_then(|s| protocol::modern::param_headers(s.text()).ok()).unwrap_or_default()
 }
 
 /// A tool listed from the warm-start cache: waits (at most

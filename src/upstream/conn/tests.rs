@@ -188,7 +188,7 @@ async fn progress_moves_the_deadline_but_never_past_the_hard_maximum() {
         let c = c.clone();
         async move {
             let mut clock = clock;
-            let related = Related { progress: Some("\"p1\""), relay: None };
+            let related = Related { progress: Some("\"p1\""), relay: None, params: &[] };
             let reply = c.request_within("test/hold", None, &mut clock, related, None).await;
             (reply, clock)
         }
