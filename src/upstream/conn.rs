@@ -120,7 +120,10 @@ impl Connection {
                 modern = modern_params(params);
                 modern.as_ref().map(CheckedBox::checked).or(params)
             }
-            protocol::Era::Legacy => params,
+            protocol::Era::Legacy => {
+                modern = legacy_params(params);
+                modern.as_ref().map(CheckedBox::checked).or(params)
+            }
         };
         let name = match (self.era(), protocol::modern::named_member(method)) {
             (protocol::Era::Modern, Some(member)) => params.and_then(|p| p.get(member)).and_then(Checked::str),
@@ -423,6 +426,38 @@ fn modern_params(params: Option<Checked<'_>>) -> Option<CheckedBox> {
         meta.to_checked()
     };
     obj.set("_meta", meta);
+    Some(obj.to_checked())
+}
+
+/// `params` of a 2026-07-28 client's request as a 2025 upstream takes
+/// it: without the modern `_meta` members (revision, client capabilities
+/// and info, log level), which would contradict the upstream's session
+/// (a dual-era server refuses a body naming another revision than its
+/// session's). `None` when there are none to remove (found without
+/// parsing for nearly every request).
+fn legacy_params(params: Option<Checked<'_>>) -> Option<CheckedBox> {
+    use protocol::modern::{META_CAPABILITIES, META_CLIENT_INFO, META_VERSION};
+    let params = params?;
+    let text = params.text().as_bytes();
+    if memchr::memmem::find(text, b"io.modelcontextprotocol/").is_none() && memchr::memchr(b'\\', text).is_none() {
+        return None;
+    }
+    let mut obj = params.object()?;
+    let modern = [META_VERSION, META_CAPABILITIES, META_CLIENT_INFO, "io.modelcontextprotocol/logLevel"];
+    let kept = {
+        let mut meta = obj.get("_meta")?.object()?;
+        if !modern.iter().any(|k| meta.contains(k)) {
+            return None;
+        }
+        for k in modern {
+            meta.remove(k);
+        }
+        meta.names().next().is_some().then(|| meta.to_checked())
+    };
+    match kept {
+        Some(meta) => obj.set("_meta", meta),
+        None => obj.remove("_meta"),
+    }
     Some(obj.to_checked())
 }
 

@@ -10,6 +10,7 @@ mod bounds;
 mod cli;
 mod conformance;
 mod dashboards;
+mod eras;
 mod faults;
 mod fidelity;
 mod hostile;
