@@ -100,6 +100,11 @@ class NoRedirect(urllib.request.HTTPRedirectHandler):
 
 
 def wants_oauth(url):
+    # The 2026-07-28 scenarios are not auth scenarios, and their servers
+    # count every request they see as the client's: no probe of ours.
+    if os.environ.get("CONFORMANCE_UPSTREAM_PROTOCOL") == "modern":
+        log("probe: skipped (2026-07-28 scenarios need no OAuth)")
+        return False
     body = json.dumps({"jsonrpc": "2.0", "id": "driver-probe", "method": "ping"}).encode()
     req = urllib.request.Request(url, data=body, method="POST", headers={
         "Content-Type": "application/json",
@@ -134,6 +139,12 @@ def write_config(workdir, url, oauth, context):
     # connection of the session's own, so the question has one client.
     if SCENARIO.startswith("elicitation"):
         lines.append('isolation = "per-session"')
+    # The 2026-07-28 client scenarios (CONFORMANCE_UPSTREAM_PROTOCOL=modern
+    # from conformance-client.sh): the gateway speaks that era to the
+    # suite's server, as `protocol = "modern"` asks.
+    protocol = os.environ.get("CONFORMANCE_UPSTREAM_PROTOCOL")
+    if protocol:
+        lines.append("protocol = %s" % toml_str(protocol))
     env = {}
     if oauth:
         grant = "client_credentials" if SCENARIO.startswith("auth/client-credentials") else "authorization_code"
@@ -143,7 +154,7 @@ def write_config(workdir, url, oauth, context):
         if context.get("client_secret"):
             lines.append('client_secret = "${CONFORMANCE_CLIENT_SECRET}"')
             env["CONFORMANCE_CLIENT_SECRET"] = context["client_secret"]
-        unused = sorted(set(context) - {"name", "client_id", "client_secret"})
+        unused = sorted(set(context) - {"name", "client_id", "client_secret", "toolCalls"})
         if unused:
             log("context keys the gateway's config has no place for: %s" % ", ".join(unused))
     else:
@@ -370,7 +381,7 @@ class Run:
 
     def call(self, tool):
         """Calls a tool: (ok, text, the scope the gateway says to log in with, or None)."""
-        args = example_args(tool["name"][len(PREFIX):], tool.get("inputSchema"))
+        args = tool["arguments"] if "arguments" in tool else example_args(tool["name"][len(PREFIX):], tool.get("inputSchema"))
         resp = self.gw.request("tools/call", {"name": tool["name"], "arguments": args})
         text = call_text(resp)
         failed = "error" in resp or bool((resp.get("result") or {}).get("isError"))
@@ -440,7 +451,25 @@ def main():
             raise Failed("tools/list: no %s* tools after %ss: the upstream did not connect (see the gateway's log)"
                          % (PREFIX, LIST_WAIT))
         problems = []
-        for tool in tools:
+        # A scenario that names the calls to make (context `toolCalls`: the
+        # 2026-07-28 header scenarios) gets exactly those, with its
+        # arguments, each under the gateway's name for the tool.
+        calls = context.get("toolCalls") or []
+        by_name = {t["name"]: t for t in tools}
+        for c in calls:
+            tool = by_name.get(PREFIX + c.get("name", ""))
+            if tool is None:
+                problems.append("tools/list has no %s%s for the scenario's call" % (PREFIX, c.get("name")))
+                continue
+            problems += run.call_with_step_up(dict(tool, arguments=c.get("arguments", {})))
+        # json-schema-2020-12-preservation: the echo tool gets the focal
+        # tool's inputSchema as the gateway listed it (what a client would
+        # hand its model), so the suite sees what survived the gateway.
+        focal = next((t for t in tools if "$schema" in (t.get("inputSchema") or {})), None)
+        for tool in tools if not calls else []:
+            props = (tool.get("inputSchema") or {}).get("properties") or {}
+            if SCENARIO.startswith("json-schema-2020-12") and focal and tool is not focal and "schema" in props:
+                tool = dict(tool, arguments={"schema": focal["inputSchema"]})
             problems += run.call_with_step_up(tool)
         run.stop()
         if problems:

@@ -78,13 +78,23 @@ STREAMS=(sse-retry elicitation-sep1034-client-defaults)
 AUTH_MORE=(auth/2025-03-26-oauth-metadata-backcompat auth/2025-03-26-oauth-endpoint-fallback
   auth/resource-mismatch auth/offline-access-scope auth/offline-access-not-supported
   auth/client-credentials-jwt auth/cross-app-access-complete-flow)
+# 2026-07-28 client scenarios (not the auth ones): the request metadata and
+# headers a modern client sends, MRTR's requestState, x-mcp-header
+# mirroring and invalid tool definitions, JSON Schema preservation. Run with
+# the upstream spoken to in 2026-07-28 (`protocol = "modern"`).
+MODERN=(tools_call request-metadata http-standard-headers http-custom-headers http-invalid-tool-headers
+  sep-2322-client-request-state json-schema-ref-no-deref json-schema-2020-12-preservation)
+if [[ "${CONFORMANCE_SUITE:-auth}" == "modern" ]]; then
+  export CONFORMANCE_UPSTREAM_PROTOCOL=modern
+fi
 if [[ -n "${CONFORMANCE_SCENARIO:-}" ]]; then
   read -r -a SCENARIOS <<<"$CONFORMANCE_SCENARIO"
 else
   case "${CONFORMANCE_SUITE:-auth}" in
     auth) SCENARIOS=(initialize tools_call "${STREAMS[@]}" "${AUTH_SUITE[@]}" auth/client-credentials-basic) ;;
     all) SCENARIOS=(initialize tools_call "${STREAMS[@]}" "${AUTH_SUITE[@]}" auth/client-credentials-basic "${AUTH_MORE[@]}") ;;
-    *) echo "conformance-client: CONFORMANCE_SUITE is auth or all" >&2; exit 2 ;;
+    modern) SCENARIOS=("${MODERN[@]}") ;;
+    *) echo "conformance-client: CONFORMANCE_SUITE is auth, all or modern" >&2; exit 2 ;;
   esac
 fi
 

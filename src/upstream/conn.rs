@@ -156,6 +156,13 @@ impl Connection {
                     return Err(self.transport_error("session expired again right after re-initialize"));
                 }
                 Some(Err(Retry::Failed(e))) => return Err(e),
+                // A 2026-07-28 server that says it does not serve the
+                // revision asked but lists it among those it does (the
+                // version check is per request): sent again, once.
+                Some(Ok(m)) if !reinitialized && self.era() == protocol::Era::Modern && offers_ours(&m) => {
+                    reinitialized = true;
+                    tracing::debug!(upstream = %self.upstream, method, "Upstream refused the protocol revision it lists; sending again.");
+                }
                 Some(Ok(m)) => return Ok(m),
                 None => {
                     let secs = clock.deadline.saturating_duration_since(clock.started).as_secs_f64();
@@ -427,6 +434,17 @@ fn modern_params(params: Option<Checked<'_>>) -> Option<CheckedBox> {
     };
     obj.set("_meta", meta);
     Some(obj.to_checked())
+}
+
+/// Whether `reply` is `-32022` UnsupportedProtocolVersion whose
+/// `data.supported` lists the modern revision the gateway speaks.
+fn offers_ours(reply: &Message) -> bool {
+    let Some(error) = reply.error() else { return false };
+    if error.get("code").map(Checked::text) != Some("-32022") {
+        return false;
+    }
+    let supported = error.get("data").and_then(|d| d.get("supported")).and_then(Checked::items).unwrap_or_default();
+    supported.iter().filter_map(|v| v.str()).any(|v| v == protocol::modern::MODERN_VERSION)
 }
 
 /// `params` of a 2026-07-28 client's request as a 2025 upstream takes
