@@ -638,3 +638,80 @@ async fn a_refused_call_spends_no_token_and_enters_no_history() {
         assert!(m.contains(line), "missing {line}:\n{m}");
     }
 }
+
+/// A 2026-07-28 `tools/call`, stateless: no session id, the revision and
+/// capabilities in `_meta`, the metadata headers; `auth` an API key or
+/// none. The JSON-RPC reply.
+async fn modern_call(gw: &Gateway, auth: Option<&str>, name: &str, args: Value) -> Value {
+    let c = McpHttp { http: reqwest::Client::new(), url: gw.url(), session: None, next: 0 };
+    let meta = json!({"io.modelcontextprotocol/protocolVersion":"2026-07-28","io.modelcontextprotocol/clientCapabilities":{}});
+    let body = json!({"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":name,"arguments":args,"_meta":meta}});
+    let bearer = auth.map(|k| format!("Bearer {k}"));
+    let mut headers = vec![("mcp-protocol-version", "2026-07-28"), ("mcp-method", "tools/call"), ("mcp-name", name)];
+    if let Some(b) = &bearer {
+        headers.push(("authorization", b));
+    }
+    let r = c.post(&body.to_string(), &headers).await;
+    assert!(r.headers.get("mcp-session-id").is_none(), "a stateless request gets no session: {:?}", r.headers);
+    serde_json::from_str(&r.body).unwrap_or_else(|e| panic!("{e}: {} {}", r.status, r.body))
+}
+
+/// Stateless (2026-07-28) requests get the security of sessions: a
+/// forbidden sequence sent as separate sessionless requests is blocked, as
+/// the principal's requests share one rule history (a "session"-scoped
+/// rule applies per principal to stateless traffic). Another principal's
+/// history is its own, and a 2025 session of the same principal keeps its
+/// own session history.
+#[tokio::test]
+async fn a_forbidden_sequence_sent_as_stateless_requests_is_blocked() {
+    let (dir, path) = write_config("");
+    let logs = tempfile::tempdir_in(root().join("target")).unwrap();
+    let audit = logs.path().join("audit.jsonl");
+    let rules = logs.path().join("rules.toml");
+    std::fs::write(&rules, RULES).unwrap();
+    let toml = format!(
+        "{}[rules]\nfile = {:?}\n[audit]\npath = {:?}\n{}",
+        keys(),
+        path_str(&rules),
+        path_str(&audit),
+        paged("paged")
+    );
+    std::fs::write(&path, toml).unwrap();
+    let mut gw = Gateway::start_at(&path, dir).await;
+    gw.authorize(OPS);
+    gw.wait_ready("paged").await;
+    let log = json!({"level":"info","data":"rows"});
+
+    // Alice reads the database in one request, then tries the sink in
+    // another, each stateless: refused, as in one session.
+    assert!(modern_call(&gw, Some(ALICE), "paged__state", json!({})).await.get("result").is_some());
+    let r = modern_call(&gw, Some(ALICE), "paged__log", log.clone()).await;
+    let message = r["error"]["message"].as_str().unwrap_or_else(|| panic!("{r}"));
+    assert!(message.starts_with("Refused by rule `db-then-sink`"), "{r}");
+    assert_eq!(r["result"]["resultType"], Value::Null, "{r}");
+    // Still refused a request later: no fresh start without a session id.
+    let r = modern_call(&gw, Some(ALICE), "paged__log", log.clone()).await;
+    assert!(r["error"]["message"].as_str().is_some_and(|m| m.contains("db-then-sink")), "{r}");
+    // Bob's history is his own.
+    let r = modern_call(&gw, Some(BOB), "paged__log", log.clone()).await;
+    assert_eq!(r["result"]["content"][0]["text"], "ok", "{r}");
+    assert_eq!(r["result"]["resultType"], "complete", "{r}");
+    // A 2025 session of Alice has its own session history.
+    let mut s = McpHttp::connect_as(&gw.url(), ALICE).await;
+    assert_eq!(text(&s.call("paged__log", log.clone()).await), "ok");
+
+    let m = metrics(&gw).await;
+    assert!(m.contains(r#"mcp_gateway_rule_hits_total{rule="db-then-sink",action="block"} 2"#), "{m}");
+    // The audit log names the principal of every stateless call, with no
+    // session, and the rule that refused.
+    let records: Vec<Value> = wait_for(PATIENCE, || {
+        let text = std::fs::read_to_string(&audit).ok()?;
+        let rs: Vec<Value> = text.lines().filter_map(|l| serde_json::from_str(l).ok()).collect();
+        (rs.len() >= 5).then_some(rs)
+    })
+    .await
+    .expect("five audit records");
+    let refused: Vec<&Value> = records.iter().filter(|r| r["principal"] == "key:alice" && r["session"].is_null()).collect();
+    assert_eq!(refused.len(), 3, "{records:#?}");
+    assert!(refused[1]["policy"].to_string().contains("db-then-sink"), "{:#}", refused[1]);
+}
