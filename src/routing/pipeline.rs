@@ -146,13 +146,24 @@ async fn run(core: &Core, msg: &protocol::Request, caller: &Caller<'_>, span: &S
 /// A reply as the 2026-07-28 era has it: `resultType` on results, cache
 /// hints on lists and reads, `-32602` for a missing resource.
 fn modern(core: &Core, method: &str, id: &protocol::RawValue, reply: String) -> String {
+    use crate::upstream::ListKind;
     use protocol::modern::{self, Completion};
-    let how = match method {
-        "tools/list" | "prompts/list" | "resources/list" | "resources/templates/list" | "resources/read" => {
-            let ttl = core.config().gateway.list_ttl.as_millis();
-            Completion::List { ttl_ms: u64::try_from(ttl).unwrap_or(u64::MAX) }
+    let kind = match method {
+        "tools/list" => Some(ListKind::Tools),
+        "prompts/list" => Some(ListKind::Prompts),
+        "resources/list" | "resources/read" => Some(ListKind::Resources),
+        "resources/templates/list" => Some(ListKind::Templates),
+        _ => None,
+    };
+    let how = match kind {
+        // The gateway's own TTL, or the shortest a modern upstream gave
+        // for that list (a merged list is as fresh as its stalest part).
+        Some(kind) => {
+            let own = u64::try_from(core.config().gateway.list_ttl.as_millis()).unwrap_or(u64::MAX);
+            let ttl_ms = core.upstreams.all().iter().filter_map(|u| u.list_ttl(kind)).fold(own, u64::min);
+            Completion::List { ttl_ms }
         }
-        _ => Completion::Plain,
+        None => Completion::Plain,
     };
     modern::complete(modern::modern_error(reply, id), id, how)
 }

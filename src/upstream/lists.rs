@@ -59,6 +59,12 @@ impl Upstream {
         self.set(ready(lists));
     }
 
+    /// How long a client may keep its list `kind`, as its last list said
+    /// (`ttlMs`, 2026-07-28); `None` when it said nothing.
+    pub fn list_ttl(&self, kind: ListKind) -> Option<u64> {
+        Some(self.list_ttls[kind.index()].load(Ordering::Relaxed)).filter(|t| *t != u64::MAX)
+    }
+
     /// Hands a notification that concerns no single call to the gateway.
     pub(super) fn pass_on(&self, msg: Message) {
         tracing::debug!(upstream = %self.id(), method = %msg.method(), "Upstream notification.");
@@ -95,6 +101,8 @@ impl Upstream {
         let key = kind.key();
         let mut all = Vec::new();
         let mut cursor: Option<String> = None;
+        // The shortest `ttlMs` of its pages (2026-07-28 upstreams say one).
+        let mut ttl = u64::MAX;
         for _ in 0..1000 {
             let params = cursor.as_ref().map(|c| CheckedBox::from_value(&serde_json::json!({ "cursor": c })));
             let timeout = self.spec().request_timeout;
@@ -123,9 +131,15 @@ impl Upstream {
                     .filter(|t| !(modern_http && kind == ListKind::Tools && self.bad_headers(*t)))
                     .map(Checked::to_box),
             );
+            if let Some(t) = page.get("ttlMs").and_then(|t| t.text().parse::<u64>().ok()) {
+                ttl = ttl.min(t);
+            }
             match page.str("nextCursor") {
                 Some(c) if Some(&c) != cursor.as_ref() => cursor = Some(c),
-                _ => return Ok(all),
+                _ => {
+                    self.list_ttls[kind.index()].store(ttl, Ordering::Relaxed);
+                    return Ok(all);
+                }
             }
         }
         Err(self.error(ErrorClass::Protocol, format!("{method} returned more than 1000 pages")))
@@ -173,6 +187,16 @@ impl ListKind {
             ListKind::Tools => "notifications/tools/list_changed",
             ListKind::Prompts => "notifications/prompts/list_changed",
             ListKind::Resources | ListKind::Templates => "notifications/resources/list_changed",
+        }
+    }
+
+    /// Its place in per-kind arrays.
+    fn index(self) -> usize {
+        match self {
+            ListKind::Tools => 0,
+            ListKind::Prompts => 1,
+            ListKind::Resources => 2,
+            ListKind::Templates => 3,
         }
     }
 

@@ -117,6 +117,9 @@ pub struct Upstream {
     /// Found to speak 2026-07-28 (a handshake by `server/discover` worked):
     /// its next starts ask that first (`protocol = "auto"`).
     learned_modern: AtomicBool,
+    /// The `ttlMs` its last lists said, by [`ListKind`] (`u64::MAX`: none
+    /// said, a 2025 upstream's case).
+    list_ttls: [std::sync::atomic::AtomicU64; 4],
     /// Set when a reload replaced or removed it.
     retired: AtomicBool,
     /// Wakes the health loop on breaker transitions (to probe on time).
@@ -387,6 +390,7 @@ impl Upstream {
             retired: AtomicBool::new(false),
             crash_loop: AtomicBool::new(false),
             learned_modern: AtomicBool::new(false),
+            list_ttls: std::array::from_fn(|_| std::sync::atomic::AtomicU64::new(u64::MAX)),
             breaker_moved: Notify::new(),
             notes,
             isolated,

@@ -765,3 +765,30 @@ async fn a_2026_only_server_is_served_on_auto() {
     assert_eq!(u["state"], "ready", "{u}");
     assert_eq!(u["failures"]["protocol"], 0, "{u}");
 }
+
+/// A stateless `tools/list` of the gateway at `url`: (ttlMs, cacheScope).
+async fn list_hints(url: &str) -> (Value, Value) {
+    let c = McpHttp { http: reqwest::Client::new(), url: url.to_owned(), session: None, next: 0 };
+    let meta =
+        json!({"io.modelcontextprotocol/protocolVersion": MODERN, "io.modelcontextprotocol/clientCapabilities": {}});
+    let body = json!({"jsonrpc":"2.0","id":1,"method":"tools/list","params":{"_meta": meta}});
+    let r = c.post(&body.to_string(), &[("mcp-protocol-version", MODERN), ("mcp-method", "tools/list")]).await;
+    let v: Value = serde_json::from_str(&r.body).unwrap_or_else(|e| panic!("{e}: {}", r.body));
+    (v["result"]["ttlMs"].clone(), v["result"]["cacheScope"].clone())
+}
+
+/// Lists tell modern clients how long to keep them: `gateway.list_ttl`
+/// over 2025 upstreams, the shortest a 2026-07-28 upstream gave when it is
+/// shorter (the conformance fixture says 0), always private.
+#[tokio::test]
+async fn a_merged_list_is_as_fresh_as_its_stalest_part() {
+    let own = Gateway::start(&everything_toml("list_ttl = \"60s\"", "")).await;
+    own.wait_ready("everything").await;
+    assert_eq!(list_hints(&own.url()).await, (json!(60_000), json!("private")));
+    let fixture = Fixture::python("conformance_server.py", &["--http"]).await;
+    let extra = format!("[upstreams.modern]\nurl = \"{}\"\nprotocol = \"modern\"\n", fixture.url());
+    let mixed = Gateway::start(&everything_toml("list_ttl = \"60s\"", &extra)).await;
+    mixed.wait_ready("everything").await;
+    mixed.wait_ready("modern").await;
+    assert_eq!(list_hints(&mixed.url()).await, (json!(0), json!("private")));
+}

@@ -537,7 +537,8 @@ async fn what_moves_with_a_session_and_what_needs_affinity() {
 /// A 2026-07-28 `tools/call` to `url`, stateless (no session id).
 async fn stateless_call(url: &str, name: &str) -> Value {
     let c = McpHttp { http: reqwest::Client::new(), url: url.to_owned(), session: None, next: 0 };
-    let meta = json!({"io.modelcontextprotocol/protocolVersion":"2026-07-28","io.modelcontextprotocol/clientCapabilities":{}});
+    let meta =
+        json!({"io.modelcontextprotocol/protocolVersion":"2026-07-28","io.modelcontextprotocol/clientCapabilities":{}});
     let body = json!({"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":name,"arguments":{},"_meta":meta}});
     let headers = [("mcp-protocol-version", "2026-07-28"), ("mcp-method", "tools/call"), ("mcp-name", name)];
     let r = c.post(&body.to_string(), &headers).await;

@@ -644,8 +644,10 @@ async fn a_refused_call_spends_no_token_and_enters_no_history() {
 /// none. The JSON-RPC reply.
 async fn modern_call(gw: &Gateway, auth: Option<&str>, name: &str, args: Value) -> Value {
     let c = McpHttp { http: reqwest::Client::new(), url: gw.url(), session: None, next: 0 };
-    let meta = json!({"io.modelcontextprotocol/protocolVersion":"2026-07-28","io.modelcontextprotocol/clientCapabilities":{}});
-    let body = json!({"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":name,"arguments":args,"_meta":meta}});
+    let meta =
+        json!({"io.modelcontextprotocol/protocolVersion":"2026-07-28","io.modelcontextprotocol/clientCapabilities":{}});
+    let body =
+        json!({"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":name,"arguments":args,"_meta":meta}});
     let bearer = auth.map(|k| format!("Bearer {k}"));
     let mut headers = vec![("mcp-protocol-version", "2026-07-28"), ("mcp-method", "tools/call"), ("mcp-name", name)];
     if let Some(b) = &bearer {
@@ -711,7 +713,8 @@ async fn a_forbidden_sequence_sent_as_stateless_requests_is_blocked() {
     })
     .await
     .expect("five audit records");
-    let refused: Vec<&Value> = records.iter().filter(|r| r["principal"] == "key:alice" && r["session"].is_null()).collect();
+    let refused: Vec<&Value> =
+        records.iter().filter(|r| r["principal"] == "key:alice" && r["session"].is_null()).collect();
     assert_eq!(refused.len(), 3, "{records:#?}");
     assert!(refused[1]["policy"].to_string().contains("db-then-sink"), "{:#}", refused[1]);
 }
