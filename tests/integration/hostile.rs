@@ -1206,17 +1206,17 @@ async fn hostile_headers_sessions_and_tokens() {
         (
             "unsupported protocol version".into(),
             vec![alice.clone(), on(&sid), header("mcp-protocol-version", "1999-01-01")],
-            Error(400, -32600, "Unsupported MCP-Protocol-Version"),
+            Error(400, -32022, "Unsupported protocol version"),
         ),
         (
             "8 KiB protocol version".into(),
             vec![alice.clone(), on(&sid), header("mcp-protocol-version", "9".repeat(8192))],
-            Error(400, -32600, "Unsupported"),
+            Error(400, -32022, "Unsupported"),
         ),
         (
             "protocol version with non-ASCII bytes".into(),
             vec![alice.clone(), on(&sid), header("mcp-protocol-version", b"2025-11-25\xff")],
-            Error(400, -32600, "Unsupported"),
+            Error(400, -32022, "Unsupported"),
         ),
         // --- credentials ---
         ("no credentials".into(), vec![on(&sid)], unauthorized("authentication required")),

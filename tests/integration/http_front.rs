@@ -72,9 +72,10 @@ async fn status_codes_and_errors_follow_the_spec() {
         c.post(r#"{"jsonrpc":"2.0","method":"notifications/cancelled","params":{"requestId":9}}"#, &[]).await.status,
         202
     );
-    // The 2026-07-28 probe gets -32601 at once, even without a session.
+    // `server/discover` is a 2026-07-28 request, without a session; one
+    // without its `_meta` is invalid params (docs/mcp.md, both eras).
     let r = anon.post(r#"{"jsonrpc":"2.0","id":7,"method":"server/discover"}"#, &[]).await;
-    assert_eq!(r.json()["error"]["code"], -32601);
+    assert_eq!((r.status, r.json()["error"]["code"].clone()), (400, json!(-32602)));
     // Unknown method → -32601; unknown tool → -32602.
     let r = c.post(r#"{"jsonrpc":"2.0","id":8,"method":"resources/nope"}"#, &[]).await;
     assert_eq!(r.json()["error"]["code"], -32601);

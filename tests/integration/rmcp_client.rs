@@ -100,10 +100,16 @@ fn first_text(r: &CallToolResult) -> &str {
 }
 
 /// The same checks over either transport and lifecycle.
-async fn exercise(client: &Client, files: &Path) {
+async fn exercise(client: &Client, files: &Path, lifecycle: &ClientLifecycleMode) {
     let info = client.peer_info().expect("handshake done");
     assert_eq!(info.server_info.as_ref().map(|i| i.name.as_str()), Some("mcp-gateway"), "{info:?}");
-    assert_eq!(info.protocol_version, ProtocolVersion::V_2025_11_25);
+    // `Auto` discovers first and takes 2026-07-28, which the gateway
+    // serves; `Initialize` is 2025.
+    let era = match lifecycle {
+        ClientLifecycleMode::Initialize => ProtocolVersion::V_2025_11_25,
+        _ => ProtocolVersion::V_2026_07_28,
+    };
+    assert_eq!(info.protocol_version, era);
     assert!(info.capabilities.tools.is_some(), "{info:?}");
 
     let tools = tokio::time::timeout(PATIENCE, client.list_all_tools()).await.unwrap().unwrap();
@@ -141,8 +147,8 @@ async fn rmcp_over_http_to_two_real_upstreams() {
         gw.wait_ready(id).await;
     }
     for lifecycle in [ClientLifecycleMode::Initialize, auto()] {
-        let client = http_client(&gw.url(), lifecycle).await;
-        exercise(&client, files.path()).await;
+        let client = http_client(&gw.url(), lifecycle.clone()).await;
+        exercise(&client, files.path(), &lifecycle).await;
         client.cancel().await.unwrap();
     }
     assert_eq!(gw.stop().await.code(), Some(0));
@@ -153,8 +159,8 @@ async fn rmcp_over_gateway_stdio_to_two_real_upstreams() {
     let (toml, files) = two_real_upstreams();
     let (_dir, config) = write_config(&toml);
     for lifecycle in [ClientLifecycleMode::Initialize, auto()] {
-        let (client, pid, logs) = stdio_client(&config, lifecycle).await;
-        exercise(&client, files.path()).await;
+        let (client, pid, logs) = stdio_client(&config, lifecycle.clone()).await;
+        exercise(&client, files.path(), &lifecycle).await;
         client.cancel().await.unwrap();
         // rmcp closes stdin and waits; the gateway (and with it its upstreams) is gone.
         let gone = wait_for(PATIENCE, || (!alive(pid)).then_some(())).await;

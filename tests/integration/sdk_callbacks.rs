@@ -11,9 +11,13 @@ use serde_json::{Value, json};
 use crate::support::*;
 
 /// Runs `tests/clients/py_client.py` against the gateway (the arguments
-/// are copied, so calls can be joined).
+/// are copied, so calls can be joined), in the SDK's `legacy` mode: what
+/// this module tests (server requests relayed to the client, the 2025
+/// subscriptions) is 2025's; a 2026-07-28 client gets sampling and
+/// elicitation as input-required results once the eras are bridged.
 fn sdk(gw: &Gateway, args: &[&str]) -> impl std::future::Future<Output = Value> + use<> {
-    let mut all: Vec<String> = vec!["--url".into(), gw.url(), "--deadline".into(), "60".into()];
+    let mut all: Vec<String> =
+        vec!["--url".into(), gw.url(), "--deadline".into(), "60".into(), "--mode".into(), "legacy".into()];
     all.extend(args.iter().map(|a| (*a).to_owned()));
     async move {
         let refs: Vec<&str> = all.iter().map(String::as_str).collect();
