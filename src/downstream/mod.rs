@@ -12,6 +12,7 @@ pub mod listen;
 mod media;
 mod session;
 pub mod stdio;
+mod subscription;
 pub mod token;
 
 pub use session::{Session, Sessions};

@@ -55,6 +55,8 @@ where
     let mut client: Option<crate::routing::Client> = None;
     // The peer of 2026-07-28 requests, made by the first of them.
     let mut modern: Option<crate::routing::Client> = None;
+    // Its `subscriptions/listen` streams.
+    let mut listens = Listens::default();
     let mut buf = Vec::with_capacity(8 * 1024);
     loop {
         // Reap finished calls so the set stays small.
@@ -97,6 +99,13 @@ where
             Ok(Classified::Request(msg)) if client.is_none() && is_modern(&msg) => {
                 if let Err(reply) = check_modern(&gateway, &msg) {
                     let _ = tx.send(reply).await;
+                    continue;
+                }
+                if msg.method() == "subscriptions/listen" {
+                    let reply = listen(&gateway, &msg, &tx, &mut listens);
+                    if let Some(reply) = reply {
+                        let _ = tx.send(reply).await;
+                    }
                     continue;
                 }
                 let modern = modern.get_or_insert_with(|| {
@@ -142,6 +151,14 @@ where
                 });
             }
             Ok(Classified::Notification(msg)) => {
+                // Cancelling a listen request ends its stream.
+                if msg.method() == "notifications/cancelled"
+                    && let Some(id) = msg.params().and_then(|p| p.get("requestId"))
+                    && let Some(stream) = listens.ids.remove(id.text())
+                {
+                    stream.abort();
+                    continue;
+                }
                 // `notifications/cancelled` of a modern request names it by
                 // its id, as in 2025 (stdio keeps the notification).
                 if let Some(c) = client.as_ref().or(modern.as_ref()) {
@@ -159,6 +176,8 @@ where
             }
         }
     }
+    // Listen streams have nothing more to tell a client that is gone.
+    listens.tasks.abort_all();
     // The client has said all it will say and waits for its answers: calls
     // in flight (some perhaps not started yet) may finish for the drain
     // time. Those still running after it are dropped, which sends
@@ -179,6 +198,64 @@ where
     drop(tx);
     let _ = writer.await;
     Ok(())
+}
+
+/// Most `subscriptions/listen` streams one stdio client may hold open.
+pub const MAX_LISTENS: usize = 16;
+
+/// A stdio client's listen streams, by request id (raw JSON).
+#[derive(Default)]
+struct Listens {
+    tasks: JoinSet<()>,
+    ids: std::collections::HashMap<String, tokio::task::AbortHandle>,
+}
+
+/// Starts a `subscriptions/listen` stream on stdout: the acknowledgement,
+/// then what its own peer is sent and its filter passes, each tagged with
+/// the request's id, until the client cancels it or goes. The error reply
+/// when it is refused.
+fn listen(
+    gateway: &Arc<Gateway>,
+    msg: &crate::protocol::Request,
+    out: &mpsc::Sender<String>,
+    listens: &mut Listens,
+) -> Option<String> {
+    use crate::downstream::subscription::{Filter, Listening};
+    let id = msg.id();
+    while listens.tasks.try_join_next().is_some() {}
+    listens.ids.retain(|_, h| !h.is_finished());
+    if listens.ids.len() >= MAX_LISTENS || listens.ids.contains_key(id.get()) {
+        gateway.refused(Transport::Stdio, "listens");
+        let text = format!("Invalid request: at most {MAX_LISTENS} listen streams at once, each with its own id");
+        return Some(encode::error(Some(id), crate::protocol::INVALID_REQUEST, &text, None));
+    }
+    let (mut filter, uris) = match Filter::of(msg.params()) {
+        Ok(f) => f,
+        Err(e) => {
+            gateway.refused(Transport::Stdio, "listen_filter");
+            return Some(encode::error(Some(id), crate::protocol::INVALID_PARAMS, &e.to_string(), None));
+        }
+    };
+    let (ltx, mut lrx) = mpsc::channel(crate::routing::peer::QUEUE);
+    let peer_of = gateway.connect(ltx, None, Arc::new(Principal::stdio()));
+    let (gw, out, raw) = (gateway.clone(), out.clone(), id.to_owned());
+    let handle = listens.tasks.spawn(async move {
+        filter.subscribe(&gw, &peer_of.peer, Transport::Stdio, uris).await;
+        let listening = Listening::new(&raw, filter);
+        if out.send(listening.ack()).await.is_err() {
+            return;
+        }
+        while let Some(m) = lrx.recv().await {
+            if let Some(m) = listening.tagged(&m)
+                && out.send(m).await.is_err()
+            {
+                return;
+            }
+        }
+        drop(peer_of);
+    });
+    listens.ids.insert(id.get().to_owned(), handle);
+    None
 }
 
 /// Whether a request (of a process no `initialize` made 2025) is modern:

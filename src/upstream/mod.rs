@@ -195,13 +195,6 @@ pub struct Ready {
     pub since: Instant,
 }
 
-impl Ready {
-    /// The protocol era its connection speaks.
-    pub fn era(&self) -> crate::protocol::Era {
-        self.conn.era()
-    }
-}
-
 /// What an upstream lists, each raw and across all its pages (empty when
 /// the upstream lacks the capability).
 #[derive(Debug, Clone, Default)]

@@ -311,6 +311,13 @@ impl Upstream {
     }
 }
 
+impl Ready {
+    /// The protocol era its connection speaks.
+    pub fn era(&self) -> crate::protocol::Era {
+        self.conn.era()
+    }
+}
+
 /// Longest wait before a 2026-07-28 upstream's listen stream is opened
 /// again (it doubles from a second after each failure).
 const LISTEN_RETRY_MAX: Duration = Duration::from_secs(60);

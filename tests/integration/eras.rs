@@ -792,3 +792,88 @@ async fn a_merged_list_is_as_fresh_as_its_stalest_part() {
     mixed.wait_ready("modern").await;
     assert_eq!(list_hints(&mixed.url()).await, (json!(0), json!("private")));
 }
+
+/// The `_meta` of a 2026-07-28 request.
+fn modern_meta() -> Value {
+    json!({"io.modelcontextprotocol/protocolVersion": MODERN, "io.modelcontextprotocol/clientCapabilities": {}})
+}
+
+const FEATURES: &str = "demo+everything://resource/static/document/features.md";
+
+/// `subscriptions/listen` over HTTP and over stdio: the acknowledgement
+/// first (what is honoured), then only what was asked for, tagged with the
+/// listen request's id: server-everything's updates of the one subscribed
+/// resource, started by a stateless call.
+#[tokio::test]
+async fn a_listen_stream_carries_what_it_opted_in_to_over_http_and_stdio() {
+    let toml = everything_toml("", "");
+    let gw = Gateway::start(&toml).await;
+    gw.wait_ready("everything").await;
+    let listen = json!({"jsonrpc":"2.0","id":"L1","method":"subscriptions/listen","params":{
+        "notifications":{"toolsListChanged":true,"resourceSubscriptions":[FEATURES]},"_meta":modern_meta()}});
+    let toggle = json!({"jsonrpc":"2.0","id":2,"method":"tools/call","params":{
+        "name":"everything__toggle-subscriber-updates","arguments":{},"_meta":modern_meta()}});
+
+    // HTTP: the stream stays open; the toggle is a request of its own.
+    let c = McpHttp { http: reqwest::Client::new(), url: gw.url(), session: None, next: 0 };
+    let resp =
+        c.send(&listen.to_string(), &[("mcp-protocol-version", MODERN), ("mcp-method", "subscriptions/listen")]).await;
+    assert_eq!(resp.headers()["content-type"], "text/event-stream");
+    let mut events = SseReader::from_response(resp);
+    let ack = events.next().await;
+    assert_eq!(ack["method"], "notifications/subscriptions/acknowledged", "{ack}");
+    assert_eq!(ack["params"]["notifications"], json!({"toolsListChanged": true, "resourceSubscriptions": [FEATURES]}));
+    assert_eq!(ack["params"]["_meta"]["io.modelcontextprotocol/subscriptionId"], "L1");
+    let headers = [
+        ("mcp-protocol-version", MODERN),
+        ("mcp-method", "tools/call"),
+        ("mcp-name", "everything__toggle-subscriber-updates"),
+    ];
+    let r = c.post(&toggle.to_string(), &headers).await;
+    assert!(r.body.contains("Started simulated resource updated"), "{}", r.body);
+    let updated = events.next().await;
+    assert_eq!(updated["method"], "notifications/resources/updated", "{updated}");
+    assert_eq!(updated["params"]["uri"], FEATURES);
+    assert_eq!(updated["params"]["_meta"]["io.modelcontextprotocol/subscriptionId"], "L1");
+
+    // stdio: the same on one pipe, the listen's messages tagged by its id.
+    let (_dir, config) = write_config(&toml);
+    let mut child = Command::new(gateway_bin())
+        .args(["stdio", "--config", &path_str(&config)])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let mut stdin = child.stdin.take().unwrap();
+    let mut lines = tokio::io::AsyncBufReadExt::lines(tokio::io::BufReader::new(child.stdout.take().unwrap()));
+    let mut next = async || -> Value {
+        let line = tokio::time::timeout(PATIENCE, lines.next_line()).await.expect("a line in time").unwrap().unwrap();
+        serde_json::from_str(&line).unwrap()
+    };
+    // A list first: it waits for the upstream's first start.
+    let list = json!({"jsonrpc":"2.0","id":1,"method":"tools/list","params":{"_meta":modern_meta()}});
+    stdin.write_all(format!("{list}\n").as_bytes()).await.unwrap();
+    assert_eq!(next().await["result"]["resultType"], "complete");
+    stdin.write_all(format!("{listen}\n").as_bytes()).await.unwrap();
+    let ack = next().await;
+    assert_eq!(ack["method"], "notifications/subscriptions/acknowledged", "{ack}");
+    assert_eq!(ack["params"]["_meta"]["io.modelcontextprotocol/subscriptionId"], "L1");
+    stdin.write_all(format!("{toggle}\n").as_bytes()).await.unwrap();
+    let mut seen = (false, false);
+    while !(seen.0 && seen.1) {
+        let m = next().await;
+        if m["id"] == 2 {
+            assert!(m.to_string().contains("Started simulated resource updated"), "{m}");
+            seen.0 = true;
+        } else if m["method"] == "notifications/resources/updated" {
+            assert_eq!(m["params"]["uri"], FEATURES, "{m}");
+            assert_eq!(m["params"]["_meta"]["io.modelcontextprotocol/subscriptionId"], "L1", "{m}");
+            seen.1 = true;
+        }
+    }
+    drop(stdin);
+    let status = tokio::time::timeout(PATIENCE, child.wait()).await.expect("the gateway exits at EOF").unwrap();
+    assert!(status.success(), "{status}");
+}
