@@ -258,7 +258,7 @@ pub enum UpstreamProtocol {
     /// legacy stdio server is not left waiting on); when it is refused,
     /// `server/discover`, so a 2026-07-28-only server is served, not marked
     /// down. An upstream once found modern is asked `server/discover`
-    /// first on its next starts (the warm-start file remembers it).
+    /// first on its next starts (while the gateway runs).
     #[default]
     Auto,
     /// `initialize` only (2024-11-05 … 2025-11-25).

@@ -371,6 +371,31 @@ impl Sessions {
         Ok(Some(s))
     }
 
+    /// Takes in a principal's stateless peer (2026-07-28), or the one a
+    /// concurrent request took in first. Unlike a session it is never ended
+    /// for good: no client can name it, and its principal may come back.
+    pub(crate) fn adopt_stateless(
+        &self,
+        id: &str,
+        version: String,
+        client: Client,
+        outbox: mpsc::Receiver<String>,
+        quota: super::bounds::Held,
+        others: usize,
+    ) -> Result<Arc<Session>, Full> {
+        let mut map = self.lock();
+        if let Some(s) = map.get(id) {
+            return Ok(s.clone());
+        }
+        if map.len() + others >= self.max {
+            return Err(Full);
+        }
+        let s = Session::new(id.to_owned(), version, client, outbox, quota);
+        map.insert(s.id.clone(), s.clone());
+        self.open.set(map.len() as i64);
+        Ok(s)
+    }
+
     /// The id of the session known by `hash` in the shared state, if this
     /// replica holds it (a walk over the table: for the rare session ended
     /// elsewhere).
@@ -383,7 +408,9 @@ impl Sessions {
     pub(crate) fn held_shared(&self, lately: Duration) -> Vec<(String, crate::shared::KeyHash, bool)> {
         let map = self.lock();
         map.values()
-            .filter(|s| s.client.peer.shared_registered())
+            // A principal's stateless peer is not a session Redis ends: one
+            // Redis forgot is opened again at its next call (gate/on_shared.rs).
+            .filter(|s| s.client.peer.shared_registered() && !s.client.peer.is_stateless())
             .filter_map(|s| Some((s.id.clone(), s.client.peer.shared_key()?, s.idle_for() < lately)))
             .collect()
     }

@@ -7,8 +7,10 @@
 use crate::protocol::{self, Checked, Classified, Message, Transport};
 use crate::routing::{Caller, Gateway, Peer};
 
-/// Most resource URIs one listen stream may subscribe to.
-pub(crate) const MAX_URIS: usize = crate::routing::peer::MAX_SUBSCRIPTIONS;
+/// Most resource URIs one listen stream may subscribe to: each is a
+/// `resources/subscribe` through the pipeline (and perhaps upstream) before
+/// the stream opens, so one request cannot fan out far.
+pub(crate) const MAX_URIS: usize = 64;
 
 /// What a listen stream passes on.
 #[derive(Debug, Default)]
@@ -38,11 +40,13 @@ impl Filter {
         let filter =
             params.and_then(|p| p.get("notifications")).and_then(Checked::object).ok_or(FilterError::Missing)?;
         let on = |name: &str| filter.get(name).is_some_and(Checked::is_true);
-        let uris: Vec<String> = filter
+        let mut uris: Vec<String> = filter
             .get("resourceSubscriptions")
             .and_then(Checked::items)
             .map(|items| items.into_iter().filter_map(|u| u.str().map(|s| s.into_owned())).collect())
             .unwrap_or_default();
+        uris.sort_unstable();
+        uris.dedup();
         if uris.len() > MAX_URIS {
             return Err(FilterError::TooManyUris);
         }

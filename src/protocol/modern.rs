@@ -253,6 +253,39 @@ pub fn param_value(arguments: &serde_json::Value, path: &[String]) -> Option<Str
     }
 }
 
+/// The `_meta` members only a 2026-07-28 request carries.
+pub const MODERN_META: [&str; 4] =
+    [META_VERSION, META_CAPABILITIES, META_CLIENT_INFO, "io.modelcontextprotocol/logLevel"];
+
+/// Takes the 2026-07-28 `_meta` members off request params `obj`: what a
+/// 2025 client sends there is not a revision or capabilities it may
+/// declare upstream (a 2025 client declares them in `initialize`), and a
+/// 2025 upstream would refuse a body naming another revision than its
+/// session's. Whether anything was taken off; found without parsing for
+/// nearly every request.
+pub fn strip_modern_meta(obj: &mut super::Members<'_>) -> bool {
+    let kept = {
+        let Some(meta) = obj.get("_meta") else { return false };
+        let text = meta.text().as_bytes();
+        if memchr::memmem::find(text, b"io.modelcontextprotocol/").is_none() && memchr::memchr(b'\\', text).is_none() {
+            return false;
+        }
+        let Some(mut meta) = meta.object() else { return false };
+        if !MODERN_META.iter().any(|k| meta.contains(k)) {
+            return false;
+        }
+        for k in MODERN_META {
+            meta.remove(k);
+        }
+        meta.names().next().is_some().then(|| meta.to_checked())
+    };
+    match kept {
+        Some(meta) => obj.set("_meta", meta),
+        None => obj.remove("_meta"),
+    }
+    true
+}
+
 /// `-32022` UnsupportedProtocolVersion, with `data.supported` and what was
 /// `requested` (cut short: it is the client's text). `supported` lists the
 /// modern revisions, as `server/discover` does: those are the ones a

@@ -381,6 +381,9 @@ impl Core {
     ) -> Result<Message, CallError> {
         let upstream = &*self.upstreams.instance(i, rq.caller.peer).await;
         out.upstream = Some(upstream.label());
+        if rq.caller.era == crate::protocol::Era::Legacy {
+            crate::protocol::modern::strip_modern_meta(&mut obj);
+        }
         let (progress, relay) = related(&mut obj, rq.caller, upstream);
         let params = obj.to_checked();
         let req = Request {
@@ -432,22 +435,41 @@ impl Core {
         caller: &Caller<'_>,
         out: &mut Outcome,
     ) -> Option<Result<String, CallError>> {
-        use crate::security::limits::{Capped, cap_result};
         let (cap, result) = (cap?, reply.result_raw()?);
+        match self.cap_raw(cap, result, i, tool, caller, out) {
+            Ok(None) => None,
+            Ok(Some(cut)) => Some(Ok(encode::result(id, &cut))),
+            Err(e) => Some(Err(e)),
+        }
+    }
+
+    /// [`Core::capped`] of a tool result `result` wherever it is (a
+    /// 2026-07-28 task inlines it in `tasks/get`): `None` when it fits, the
+    /// cut result, or the refusal (counted, logged, noted).
+    pub(crate) fn cap_raw(
+        &self,
+        cap: ResultCap,
+        result: &RawValue,
+        i: UpstreamIx,
+        tool: Option<&Arc<str>>,
+        caller: &Caller<'_>,
+        out: &mut Outcome,
+    ) -> Result<Option<Box<RawValue>>, CallError> {
+        use crate::security::limits::{Capped, cap_result};
         let labels = |outcome| OutcomeLabels { upstream: self.upstreams.get(i).label(), outcome };
         let name = out.name.clone().unwrap_or_default();
         match cap_result(result, cap, &name, &self.config().json_limits()) {
-            Capped::Fits => None,
+            Capped::Fits => Ok(None),
             Capped::Truncated(cut) => {
                 self.telemetry.metrics.results_capped.get_or_create(&labels("truncated")).inc();
                 tracing::info!(tool = %protocol::echo(&name), bytes = result.get().len(), "Truncated a result over its cap.");
                 out.policy.push("result_size:truncated".to_owned());
-                Some(Ok(encode::result(id, &cut)))
+                Ok(Some(cut))
             }
             Capped::Refused(message) => {
                 self.telemetry.metrics.results_capped.get_or_create(&labels("refused")).inc();
                 let err = CallError::new(ErrorClass::Policy, None, message);
-                Some(Err(self.deny(caller, i, tool, DenyReason::ResultSize, out, err)))
+                Err(self.deny(caller, i, tool, DenyReason::ResultSize, out, err))
             }
         }
     }

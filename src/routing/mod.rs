@@ -55,7 +55,6 @@ pub use self::catalog::Catalog;
 use self::core::Core;
 pub use self::core::LIST_SECRET_NAMES;
 pub use self::ix::UpstreamIx;
-pub use self::methods::tools::mirrored_of;
 use self::methods::{logging, resources};
 pub use self::peer::Peer;
 use self::pipeline::InFlight;
@@ -344,6 +343,20 @@ impl Gateway {
     /// The current catalog.
     pub fn catalog(&self) -> Arc<Catalog> {
         self.core.published.load_full()
+    }
+
+    /// The parameters tool `name` mirrors into headers (`x-mcp-header`) as
+    /// `principal` may see it: none for a tool hidden from it or
+    /// quarantined, so a header check never tells such a tool apart from
+    /// one that does not exist (the gate answers for it).
+    pub fn mirrored_for(&self, principal: &Principal, name: &str) -> Vec<protocol::modern::ParamHeader> {
+        let catalog = self.core.published.load();
+        let Some(t) = catalog.get(name) else { return Vec::new() };
+        let kind = crate::security::access::Kind::Tool;
+        if t.quarantined || !self.core.gate.grants_of(principal).allows(kind, t.ident()) {
+            return Vec::new();
+        }
+        methods::tools::mirrored_of(&t.def)
     }
 
     /// The configured upstreams, in id order.

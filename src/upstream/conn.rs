@@ -391,6 +391,12 @@ impl Drop for CancelOnDrop<'_> {
         if !self.armed || !self.conn.inbox.is_pending(self.id) {
             return;
         }
+        // 2026-07-28 over HTTP has no such notification: the request's
+        // stream closing (its reader stops once no one waits) is the
+        // cancellation.
+        if self.conn.era() == protocol::Era::Modern && self.conn.link.carries_headers() {
+            return;
+        }
         let body = encode::notification(
             "notifications/cancelled",
             Some(
@@ -402,17 +408,10 @@ impl Drop for CancelOnDrop<'_> {
     }
 }
 
-/// Runs `fut` until the clock's deadline; a progress notification moves the
-/// deadline to `extend` from now (never past `hard`). `None` on timeout.
-/// `params` with `_meta.<key>` set to a string (params that are not an
-/// object are left alone: `None`).
-/// `params` with the `_meta` a 2026-07-28 request carries: the revision,
-/// and the client's capabilities and info unless the client (a modern one)
-/// sent its own, which go on as they are. A 2025 client's request declares
-/// no capabilities: what it could answer is bridged by the gateway, not
-/// promised to the upstream. `None` when `params` is not an object.
-fn modern_params(params: Option<Checked<'_>>) -> Option<CheckedBox> {
-    use protocol::modern::{META_CAPABILITIES, META_CLIENT_INFO, META_VERSION, MODERN_VERSION};
+/// `params` with their `_meta` object edited by `edit` (made when there
+/// is none). `None` when `params` or `_meta` is not an object: they are
+/// left alone.
+fn edit_meta(params: Option<Checked<'_>>, edit: impl FnOnce(&mut Members<'_>)) -> Option<CheckedBox> {
     let mut obj = match params {
         Some(p) => p.object()?,
         None => Members::new(),
@@ -422,6 +421,21 @@ fn modern_params(params: Option<Checked<'_>>) -> Option<CheckedBox> {
             Some(m) => m.object()?,
             None => Members::new(),
         };
+        edit(&mut meta);
+        meta.to_checked()
+    };
+    obj.set("_meta", meta);
+    Some(obj.to_checked())
+}
+
+/// `params` with the `_meta` a 2026-07-28 request carries: the revision,
+/// and the client's capabilities and info unless the client (a modern one)
+/// sent its own, which go on as they are. A 2025 client's request declares
+/// no capabilities: what it could answer is bridged by the gateway, not
+/// promised to the upstream. `None` when `params` is not an object.
+fn modern_params(params: Option<Checked<'_>>) -> Option<CheckedBox> {
+    use protocol::modern::{META_CAPABILITIES, META_CLIENT_INFO, META_VERSION, MODERN_VERSION};
+    edit_meta(params, |meta| {
         meta.set_str(META_VERSION, MODERN_VERSION);
         if !meta.contains(META_CAPABILITIES) {
             meta.set(META_CAPABILITIES, CheckedBox::from_value(&serde_json::json!({})));
@@ -430,10 +444,7 @@ fn modern_params(params: Option<Checked<'_>>) -> Option<CheckedBox> {
             let info = serde_json::json!({ "name": "mcp-gateway", "version": env!("CARGO_PKG_VERSION") });
             meta.set(META_CLIENT_INFO, CheckedBox::from_value(&info));
         }
-        meta.to_checked()
-    };
-    obj.set("_meta", meta);
-    Some(obj.to_checked())
+    })
 }
 
 /// Whether `reply` is `-32022` UnsupportedProtocolVersion whose
@@ -454,48 +465,18 @@ fn offers_ours(reply: &Message) -> bool {
 /// session's). `None` when there are none to remove (found without
 /// parsing for nearly every request).
 fn legacy_params(params: Option<Checked<'_>>) -> Option<CheckedBox> {
-    use protocol::modern::{META_CAPABILITIES, META_CLIENT_INFO, META_VERSION};
-    let params = params?;
-    let text = params.text().as_bytes();
-    if memchr::memmem::find(text, b"io.modelcontextprotocol/").is_none() && memchr::memchr(b'\\', text).is_none() {
-        return None;
-    }
-    let mut obj = params.object()?;
-    let modern = [META_VERSION, META_CAPABILITIES, META_CLIENT_INFO, "io.modelcontextprotocol/logLevel"];
-    let kept = {
-        let mut meta = obj.get("_meta")?.object()?;
-        if !modern.iter().any(|k| meta.contains(k)) {
-            return None;
-        }
-        for k in modern {
-            meta.remove(k);
-        }
-        meta.names().next().is_some().then(|| meta.to_checked())
-    };
-    match kept {
-        Some(meta) => obj.set("_meta", meta),
-        None => obj.remove("_meta"),
-    }
-    Some(obj.to_checked())
+    let mut obj = params?.object()?;
+    protocol::modern::strip_modern_meta(&mut obj).then(|| obj.to_checked())
 }
 
+/// `params` with `_meta.<key>` set to a string (params that are not an
+/// object are left alone: `None`).
 fn set_meta(params: Option<Checked<'_>>, key: &str, value: &str) -> Option<CheckedBox> {
-    let mut obj = match params {
-        Some(p) => p.object()?,
-        None => Members::new(),
-    };
-    let meta = {
-        let mut meta = match obj.get("_meta") {
-            Some(m) => m.object()?,
-            None => Members::new(),
-        };
-        meta.set_str(key, value);
-        meta.to_checked()
-    };
-    obj.set("_meta", meta);
-    Some(obj.to_checked())
+    edit_meta(params, |meta| meta.set_str(key, value))
 }
 
+/// Runs `fut` until the clock's deadline; a progress notification moves the
+/// deadline to `extend` from now (never past `hard`). `None` on timeout.
 async fn until<F: std::future::Future>(
     mut fut: std::pin::Pin<&mut F>,
     clock: &mut Clock,

@@ -480,21 +480,28 @@ action = "shadow"
 steps = [{ tool = "paged__filler_*" }]
 "#;
 
-#[tokio::test]
-async fn sequence_rules_block_shadow_reload_confirm_and_replay() {
+/// A gateway with [`RULES`] in force and the audit log on (both in the
+/// returned folder, as `rules.toml` and `audit.jsonl`), `before` first in
+/// its config and `rules` more lines of `[rules]`, over a paged upstream.
+async fn with_rules(before: &str, rules: &str) -> (Gateway, tempfile::TempDir) {
     let (dir, path) = write_config("");
     let logs = tempfile::tempdir_in(root().join("target")).unwrap();
-    let audit = logs.path().join("audit.jsonl");
-    let rules = logs.path().join("rules.toml");
-    std::fs::write(&rules, RULES).unwrap();
+    let (audit, file) = (logs.path().join("audit.jsonl"), logs.path().join("rules.toml"));
+    std::fs::write(&file, RULES).unwrap();
     let toml = format!(
-        "[rules]\nfile = {:?}\nreload_interval = \"100ms\"\n[audit]\npath = {:?}\n{}",
-        path_str(&rules),
+        "{before}[rules]\nfile = {:?}\n{rules}[audit]\npath = {:?}\n{}",
+        path_str(&file),
         path_str(&audit),
         paged("paged")
     );
     std::fs::write(&path, toml).unwrap();
-    let gw = Gateway::start_at(&path, dir).await;
+    (Gateway::start_at(&path, dir).await, logs)
+}
+
+#[tokio::test]
+async fn sequence_rules_block_shadow_reload_confirm_and_replay() {
+    let (gw, logs) = with_rules("", "reload_interval = \"100ms\"\n").await;
+    let (audit, rules) = (logs.path().join("audit.jsonl"), logs.path().join("rules.toml"));
     gw.wait_ready("paged").await;
     let log = json!({"level":"info","data":"rows"});
 
@@ -666,20 +673,8 @@ async fn modern_call(gw: &Gateway, auth: Option<&str>, name: &str, args: Value) 
 /// own session history.
 #[tokio::test]
 async fn a_forbidden_sequence_sent_as_stateless_requests_is_blocked() {
-    let (dir, path) = write_config("");
-    let logs = tempfile::tempdir_in(root().join("target")).unwrap();
+    let (mut gw, logs) = with_rules(&keys(), "").await;
     let audit = logs.path().join("audit.jsonl");
-    let rules = logs.path().join("rules.toml");
-    std::fs::write(&rules, RULES).unwrap();
-    let toml = format!(
-        "{}[rules]\nfile = {:?}\n[audit]\npath = {:?}\n{}",
-        keys(),
-        path_str(&rules),
-        path_str(&audit),
-        paged("paged")
-    );
-    std::fs::write(&path, toml).unwrap();
-    let mut gw = Gateway::start_at(&path, dir).await;
     gw.authorize(OPS);
     gw.wait_ready("paged").await;
     let log = json!({"level":"info","data":"rows"});
@@ -717,4 +712,79 @@ async fn a_forbidden_sequence_sent_as_stateless_requests_is_blocked() {
         records.iter().filter(|r| r["principal"] == "key:alice" && r["session"].is_null()).collect();
     assert_eq!(refused.len(), 3, "{records:#?}");
     assert!(refused[1]["policy"].to_string().contains("db-then-sink"), "{:#}", refused[1]);
+}
+
+/// Two API keys of one principal with other groups: each stateless
+/// (2026-07-28) request is decided on its own credential's grants, never
+/// on those of whichever key came first, though both share the
+/// principal's rule history.
+#[tokio::test]
+async fn a_stateless_request_has_the_grants_of_its_own_credential() {
+    let (readonly, deploy) = ("ci-readonly-key-0123456789", "ci-deploy-key-0123456789");
+    let toml = format!(
+        "[auth]\nresource = \"{RESOURCE}\"\n\
+         [[auth.api_keys]]\nprincipal = \"ci\"\nsha256 = \"{}\"\ngroups = [\"readonly\"]\n\
+         [[auth.api_keys]]\nprincipal = \"ci\"\nsha256 = \"{}\"\ngroups = [\"deploy\"]\n\
+         [[auth.api_keys]]\nprincipal = \"ops\"\nsha256 = \"{}\"\ngroups = [\"admin\"]\n\
+         [[access]]\ngroups = [\"readonly\"]\ntools = {{ allow = [\"paged__state\"] }}\n\
+         [[access]]\ngroups = [\"deploy\"]\ntools = {{ allow = [\"*\"] }}\n{}",
+        hash_key(readonly),
+        hash_key(deploy),
+        hash_key(OPS),
+        paged("paged")
+    );
+    let mut gw = Gateway::start(&toml).await;
+    gw.authorize(OPS);
+    gw.wait_ready("paged").await;
+    let deploy_list = modern_call(&gw, Some(deploy), "paged__log", json!({"level":"info","data":"x"})).await;
+    assert_eq!(deploy_list["result"]["content"][0]["text"], "ok", "{deploy_list}");
+    // The read-only key after the deploy key: still read-only.
+    let r = modern_call(&gw, Some(readonly), "paged__log", json!({"level":"info","data":"x"})).await;
+    assert!(r["error"]["message"].as_str().is_some_and(|m| m.contains("Unknown tool")), "{r}");
+    assert!(modern_call(&gw, Some(readonly), "paged__state", json!({})).await.get("result").is_some());
+}
+
+/// The `Mcp-Param-*` check of a modern call never tells a hidden tool from
+/// a missing one: Bob, from whom `test_header_param` is hidden, gets
+/// "unknown tool" without the header, as for any tool he may not see;
+/// Alice, who may use it, is refused for the missing header (-32020, 400),
+/// and served with it. Sent twice, the header is refused.
+#[tokio::test]
+async fn a_mirrored_parameter_check_tells_nothing_of_a_hidden_tool() {
+    let fixture = Fixture::python("conformance_server.py", &["--http"]).await;
+    let toml = format!(
+        "{}[[access]]\nprincipals = [\"alice\", \"ops\"]\ntools = {{ allow = [\"*\"] }}\n\
+         [[access]]\nprincipals = [\"bob\"]\ntools = {{ allow = [\"*\"], deny = [\"test_header_param\"] }}\n\
+         [upstreams.c]\nurl = \"{}\"\nprefix = false\nprotocol = \"modern\"\n",
+        keys(),
+        fixture.url()
+    );
+    let mut gw = Gateway::start(&toml).await;
+    gw.authorize(OPS);
+    gw.wait_ready("c").await;
+    let args = json!({"region": "us-west1"});
+    let r = modern_call(&gw, Some(BOB), "test_header_param", args.clone()).await;
+    assert!(r["error"]["message"].as_str().is_some_and(|m| m.contains("Unknown tool")), "{r}");
+    let r = modern_call(&gw, Some(ALICE), "test_header_param", args.clone()).await;
+    assert_eq!(r["error"]["code"], -32020, "{r}");
+    // With the header (once), the call goes through, and the gateway sends
+    // it on to the modern upstream, which checks it too.
+    let c = McpHttp { http: reqwest::Client::new(), url: gw.url(), session: None, next: 0 };
+    let meta =
+        json!({"io.modelcontextprotocol/protocolVersion":"2026-07-28","io.modelcontextprotocol/clientCapabilities":{}});
+    let body = json!({"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"test_header_param","arguments":args,"_meta":meta}});
+    let bearer = format!("Bearer {ALICE}");
+    let mut headers = vec![
+        ("mcp-protocol-version", "2026-07-28"),
+        ("mcp-method", "tools/call"),
+        ("mcp-name", "test_header_param"),
+        ("authorization", bearer.as_str()),
+        ("mcp-param-region", "us-west1"),
+    ];
+    let ok = c.post(&body.to_string(), &headers).await;
+    assert_eq!(ok.status, 200, "{}", ok.body);
+    assert!(ok.json().get("result").is_some(), "{}", ok.body);
+    headers.push(("mcp-param-region", "eu-central1"));
+    let twice = c.post(&body.to_string(), &headers).await;
+    assert_eq!((twice.status, twice.json()["error"]["code"].clone()), (400, json!(-32020)), "{}", twice.body);
 }

@@ -60,7 +60,7 @@ async fn post_mcp(
     match msg.classify() {
         // 2026-07-28: stateless, checked whole first (modern.rs).
         Ok(Classified::Request(msg)) if modern::is_modern(headers, &msg) => {
-            if let Err(r) = modern::check(&app, headers, &msg) {
+            if let Err(r) = modern::check(&app, headers, &msg, &principal) {
                 return r;
             }
             modern::serve(app, principal, headers, msg, held, takes_sse).await

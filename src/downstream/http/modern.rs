@@ -40,7 +40,12 @@ fn refuse(app: &App, reason: &'static str, id: &protocol::RawValue, code: i64, m
 /// The checks of a modern request, before anything runs (see the module's
 /// doc), in the order the specification's validation lists them.
 #[allow(clippy::result_large_err)]
-pub(super) fn check(app: &App, headers: &HeaderMap, msg: &protocol::Request) -> Result<(), Response> {
+pub(super) fn check(
+    app: &App,
+    headers: &HeaderMap,
+    msg: &protocol::Request,
+    principal: &Principal,
+) -> Result<(), Response> {
     use protocol::modern::{self, MetaError};
     let id = msg.id();
     let params = msg.params();
@@ -83,54 +88,10 @@ pub(super) fn check(app: &App, headers: &HeaderMap, msg: &protocol::Request) -> 
         if msg.method() == "tools/call"
             && let Some(name) = body
         {
-            params_mirrored(app, headers, id, &name, params)?;
+            params_mirrored(app, headers, id, &name, params, principal)?;
         }
     }
     Ok(())
-}
-
-/// Checks the `Mcp-Param-*` headers of a call against its arguments, for
-/// the parameters the tool (as listed) mirrors: present when the argument
-/// is, well formed, and equal to it (integers compared as numbers). A tool
-/// the caller may not see is not looked at here: the gate answers for it.
-#[allow(clippy::result_large_err)]
-fn params_mirrored(
-    app: &App,
-    headers: &HeaderMap,
-    id: &protocol::RawValue,
-    tool: &str,
-    params: Option<protocol::Checked<'_>>,
-) -> Result<(), Response> {
-    let catalog = app.gateway.catalog();
-    let Some(t) = catalog.get(tool) else { return Ok(()) };
-    let mirrored = crate::routing::mirrored_of(&t.def);
-    if mirrored.is_empty() {
-        return Ok(());
-    }
-    let args = params.and_then(|p| p.get("arguments")).and_then(protocol::Checked::value).unwrap_or_default();
-    for h in &mirrored {
-        let header = format!("{}{}", protocol::modern::PARAM_HEADER_PREFIX, h.name.to_ascii_lowercase());
-        let sent = headers.get(&header).map(|v| protocol::modern::header_value(v.as_bytes()));
-        let shown = format!("Mcp-Param-{}", h.name);
-        let msg = match (protocol::modern::param_value(&args, &h.path), sent) {
-            (_, Some(None)) => format!("Header mismatch: the {shown} header has invalid characters or Base64"),
-            (Some(_), None) => format!("Header mismatch: the {shown} header is required (the argument is present)"),
-            (Some(want), Some(Some(got))) if !same_value(&want, &got, h.integer) => format!(
-                "Header mismatch: {shown} header value '{}' does not match body value '{}'",
-                protocol::echo(&got),
-                protocol::echo(&want)
-            ),
-            _ => continue,
-        };
-        return Err(refuse(app, "header_mismatch", id, protocol::HEADER_MISMATCH, &msg));
-    }
-    Ok(())
-}
-
-/// Whether a header says what the body says; an integer parameter as a
-/// number (`42.0` is `42`).
-fn same_value(body: &str, header: &str, integer: bool) -> bool {
-    body == header || (integer && matches!((body.parse::<f64>(), header.parse::<f64>()), (Ok(a), Ok(b)) if a == b))
 }
 
 /// Checks that header `name` is there, well formed, and says what the
@@ -164,22 +125,101 @@ fn mirrored(
     Ok(())
 }
 
-/// The session-table id of `principal`'s stateless peer: the same on every
-/// replica (its rule history in Redis is found by it), and never a session
-/// id a client could send (it has a space).
-fn stateless_id(principal: &Principal) -> String {
-    let hash = crate::shared::key_hash(&principal.identity);
-    let mut id = String::with_capacity(10 + 32);
-    id.push_str("stateless ");
-    for b in hash.0 {
-        id.push_str(&format!("{b:02x}"));
+/// Checks the `Mcp-Param-*` headers of a call against its arguments, for
+/// the parameters the tool (as the caller may see it) mirrors: exactly one
+/// header when the argument is there and none when it is not, well formed,
+/// and equal to it (integers as integers: `42.0` is `42`, but no rounding).
+/// A tool the caller may not see mirrors nothing here: the gate answers
+/// for it, as for any unknown tool.
+#[allow(clippy::result_large_err)]
+fn params_mirrored(
+    app: &App,
+    headers: &HeaderMap,
+    id: &protocol::RawValue,
+    tool: &str,
+    params: Option<protocol::Checked<'_>>,
+    principal: &Principal,
+) -> Result<(), Response> {
+    let mirrored = app.gateway.mirrored_for(principal, tool);
+    if mirrored.is_empty() {
+        return Ok(());
     }
-    id
+    let args = params.and_then(|p| p.get("arguments")).and_then(protocol::Checked::value).unwrap_or_default();
+    for h in &mirrored {
+        let header = format!("{}{}", protocol::modern::PARAM_HEADER_PREFIX, h.name.to_ascii_lowercase());
+        let mut copies = headers.get_all(&header).iter();
+        let sent = match (copies.next(), copies.next()) {
+            (Some(_), Some(_)) => Some(None),
+            (Some(v), None) => Some(protocol::modern::header_value(v.as_bytes())),
+            (None, _) => None,
+        };
+        let shown = format!("Mcp-Param-{}", h.name);
+        let msg = match (protocol::modern::param_value(&args, &h.path), sent) {
+            (_, Some(None)) => {
+                format!("Header mismatch: the {shown} header is sent twice or has invalid characters or Base64")
+            }
+            (Some(_), None) => format!("Header mismatch: the {shown} header is required (the argument is present)"),
+            (None, Some(Some(_))) => format!("Header mismatch: the {shown} header is sent but the argument is absent"),
+            (Some(want), Some(Some(got))) if !same_value(&want, &got, h.integer) => format!(
+                "Header mismatch: {shown} header value '{}' does not match body value '{}'",
+                protocol::echo(&got),
+                protocol::echo(&want)
+            ),
+            _ => continue,
+        };
+        return Err(refuse(app, "header_mismatch", id, protocol::HEADER_MISMATCH, &msg));
+    }
+    Ok(())
+}
+
+/// Whether a header says what the body says. An integer parameter's body
+/// value is its exact decimal text; the header may add `.0…` but must
+/// name the same integer, digit for digit (no float rounding: an
+/// intermediary routing on it must see what runs).
+fn same_value(body: &str, header: &str, integer: bool) -> bool {
+    if body == header {
+        return true;
+    }
+    if !integer {
+        return false;
+    }
+    let whole = match header.split_once('.') {
+        Some((w, frac)) if !frac.is_empty() && frac.bytes().all(|b| b == b'0') => w,
+        Some(_) => return false,
+        None => header,
+    };
+    let digits = whole.strip_prefix('-').unwrap_or(whole);
+    !digits.is_empty()
+        && digits.bytes().all(|b| b.is_ascii_digit())
+        && whole.parse::<i128>().ok() == body.parse::<i128>().ok()
+}
+
+/// The session-table id of `principal`'s stateless peer: one per identity
+/// *and* what its grants are computed from (how it was established, its
+/// groups and scopes), so two credentials of one principal with other
+/// groups never share a peer's grants. Never a session id a client could
+/// send (it has a space).
+fn stateless_id(principal: &Principal) -> String {
+    let text = format!("{}\n{:?}\n{:?}\n{:?}", principal.identity, principal.via, principal.groups, principal.scopes);
+    format!("stateless {}", hex(&crate::shared::key_hash(&text).0))
+}
+
+/// What a principal's stateless peers are known by in Redis: the identity
+/// alone, the same on every replica, so its rule history is one whatever
+/// credential (groups) each request came with.
+fn shared_name(principal: &Principal) -> String {
+    format!("stateless {}", hex(&crate::shared::key_hash(&principal.identity).0))
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
 /// `principal`'s stateless peer, made on its first modern request. It
 /// takes one of the principal's `max_sessions_per_principal` places here
-/// and goes like a session when idle for `session_idle_timeout`.
+/// and goes like a session when idle for `session_idle_timeout`. It is
+/// never ended by anyone (no client can name it): one that went is simply
+/// made again.
 #[allow(clippy::result_large_err)]
 fn stateless_session(app: &App, principal: &Arc<Principal>, rq: &protocol::RawValue) -> Result<Arc<Session>, Response> {
     let id = stateless_id(principal);
@@ -192,13 +232,17 @@ fn stateless_session(app: &App, principal: &Arc<Principal>, rq: &protocol::RawVa
     let (tx, outbox) = tokio::sync::mpsc::channel(1);
     let client = app.gateway.connect(tx, None, principal.clone());
     client.peer.mark_stateless();
+    // Named before the table names it (the first name given stays).
+    client.peer.share_as(&shared_name(principal));
     let legacy = app.legacy.locked().len();
-    match app.sessions.adopt(&id, protocol::modern::MODERN_VERSION.to_owned(), client, outbox, quota, legacy) {
-        Ok(Some(s)) => {
+    let made =
+        app.sessions.adopt_stateless(&id, protocol::modern::MODERN_VERSION.to_owned(), client, outbox, quota, legacy);
+    match made {
+        Ok(s) => {
             tracing::debug!(principal = %principal.identity, "A principal's stateless peer was made.");
             Ok(s)
         }
-        Ok(None) | Err(_) => {
+        Err(_) => {
             app.too_many_sessions();
             let e = crate::error::CallError::new(crate::error::ErrorClass::Overloaded, None, "Too many sessions");
             Err((StatusCode::SERVICE_UNAVAILABLE, json_headers(), e.to_response(rq)).into_response())
@@ -298,7 +342,7 @@ async fn streamed(
         reply
     });
     enum State {
-        Running(Call, tokio::sync::mpsc::Receiver<String>),
+        Running(Call, tokio::sync::mpsc::Receiver<String>, tokio::time::Instant),
         Draining(Option<String>, tokio::sync::mpsc::Receiver<String>),
         Done,
     }
@@ -310,21 +354,26 @@ async fn streamed(
     }
     let keep = move |m: &str| logs || !m.contains(r#""method":"notifications/message""#);
     let event = |m: String| Item::Event(Bytes::from(super::super::session::sse_event(None, m)));
-    let items = futures_util::stream::unfold(State::Running(call, rx), move |mut state| async move {
+    // A keep-alive is due KEEPALIVE after the last bytes sent: messages the
+    // stream drops (log messages not asked for) never put it off.
+    let first = State::Running(call, rx, tokio::time::Instant::now() + KEEPALIVE);
+    let items = futures_util::stream::unfold(first, move |mut state| async move {
         loop {
             state = match state {
-                State::Running(mut call, mut rx) => {
+                State::Running(mut call, mut rx, beat) => {
                     tokio::select! {
                         biased;
                         Some(m) = rx.recv() => {
                             if keep(&m) {
-                                return Some((event(m), State::Running(call, rx)));
+                                let beat = tokio::time::Instant::now() + KEEPALIVE;
+                                return Some((event(m), State::Running(call, rx, beat)));
                             }
-                            State::Running(call, rx)
+                            State::Running(call, rx, beat)
                         }
                         reply = &mut call => State::Draining(reply, rx),
-                        () = tokio::time::sleep(KEEPALIVE) => {
-                            return Some((Item::Event(Bytes::from_static(b": keep-alive\n\n")), State::Running(call, rx)));
+                        () = tokio::time::sleep_until(beat) => {
+                            let beat = tokio::time::Instant::now() + KEEPALIVE;
+                            return Some((Item::Event(Bytes::from_static(b": keep-alive\n\n")), State::Running(call, rx, beat)));
                         }
                     }
                 }

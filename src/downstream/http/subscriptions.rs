@@ -42,6 +42,10 @@ pub(super) async fn listen(app: Arc<App>, principal: Arc<Principal>, msg: protoc
         let e = crate::error::CallError::new(crate::error::ErrorClass::Overloaded, None, "Too many sessions");
         return (StatusCode::SERVICE_UNAVAILABLE, json_headers(), e.to_response(id)).into_response();
     };
+    session.touch();
+    // From here the peer goes with this request: a client that leaves
+    // while its subscriptions are made takes it along.
+    let gone = Gone { app: app.clone(), id: session.id.clone() };
     filter.subscribe(&app.gateway, &session.client.peer, Transport::Http, uris).await;
     let taken = session.outbox.locked().take();
     let Some(outbox) = taken else {
@@ -51,19 +55,17 @@ pub(super) async fn listen(app: Arc<App>, principal: Arc<Principal>, msg: protoc
     tracing::debug!(principal = %principal.identity, "A 2026-07-28 listen stream opened.");
     struct Stream {
         session: Arc<Session>,
-        app: Arc<App>,
+        _gone: Gone,
         outbox: tokio::sync::mpsc::Receiver<String>,
         listening: Listening,
         acked: bool,
         ended: bool,
+        /// When a keep-alive is due: reset only by bytes sent, so messages
+        /// the filter drops never starve it.
+        beat: tokio::time::Instant,
     }
-    impl Drop for Stream {
-        fn drop(&mut self) {
-            // The peer goes with its stream (its subscriptions end too).
-            self.app.sessions.remove(&self.session.id);
-        }
-    }
-    let state = Stream { session, app: app.clone(), outbox, listening, acked: false, ended: false };
+    let beat = tokio::time::Instant::now() + KEEPALIVE;
+    let state = Stream { session, _gone: gone, outbox, listening, acked: false, ended: false, beat };
     let shutdown = app.shutdown.clone();
     let events = futures_util::stream::unfold(state, move |mut st| {
         let shutdown = shutdown.clone();
@@ -80,11 +82,14 @@ pub(super) async fn listen(app: Arc<App>, principal: Arc<Principal>, msg: protoc
                 tokio::select! {
                     m = st.outbox.recv() => {
                         if let Some(m) = st.listening.tagged(&m?) {
+                            st.beat = tokio::time::Instant::now() + KEEPALIVE;
+                            st.session.touch();
                             return Some((Ok(event(m)), st));
                         }
                     }
-                    () = tokio::time::sleep(KEEPALIVE) => {
+                    () = tokio::time::sleep_until(st.beat) => {
                         // A listening client is not idle.
+                        st.beat = tokio::time::Instant::now() + KEEPALIVE;
                         st.session.touch();
                         return Some((Ok(Bytes::from_static(b": keep-alive\n\n")), st));
                     }
@@ -101,6 +106,19 @@ pub(super) async fn listen(app: Arc<App>, principal: Arc<Principal>, msg: protoc
     let mut resp = sse_response(Body::from_stream(events));
     resp.headers_mut().insert("x-accel-buffering", HeaderValue::from_static("no"));
     resp
+}
+
+/// Removes a listen stream's peer from the session table when dropped
+/// (its subscriptions end with it).
+struct Gone {
+    app: Arc<App>,
+    id: String,
+}
+
+impl Drop for Gone {
+    fn drop(&mut self) {
+        self.app.sessions.remove(&self.id);
+    }
 }
 
 fn event(m: String) -> Bytes {

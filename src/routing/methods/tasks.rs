@@ -56,6 +56,18 @@ pub(crate) async fn one(core: &Core, rq: &Rq<'_>, ask: Ask, out: &mut Outcome) -
     }
     let owner = core.upstreams.get(i);
     let up = owner.id();
+    // The tasks extension inlines a finished task's result in `tasks/get`
+    // (and may in `tasks/update`'s answer): capped as `tasks/result` is.
+    if let (protocol::Era::Modern, Some(cap), Some(task)) = (rq.caller.era, cap, reply.result())
+        && let Some(inner) = task.get("result")
+        && let Some(cut) = core.cap_raw(cap, inner.raw(), i, None, rq.caller, out)?
+        && let Some(exposed) = tasks::expose_task(task, up)
+        && let Some(mut obj) = exposed.checked().object()
+        && let Some(cut) = CheckedBox::parse(cut.get(), &core.config().json_limits())
+    {
+        obj.set("result", cut);
+        return Ok(encode::result(rq.id, &obj.to_raw()));
+    }
     Ok(core.reply_with(rq.id, i, &reply, |_, r| match ask {
         Ask::Result => {
             r.result_raw()?.get().contains(tasks::RELATED_TASK).then(|| r.result_object())??;

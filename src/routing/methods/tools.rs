@@ -110,6 +110,13 @@ pub(crate) async fn call(core: &Core, rq: &Rq<'_>, out: &mut Outcome) -> Result<
     out.upstream = Some(upstream.label());
     out.tool = Some(original.clone());
     obj.set_str("name", &original);
+    match caller.era {
+        // 2026-07-28 has no `task` member; one left in would make a 2025
+        // upstream start a task no one tracks.
+        protocol::Era::Modern => obj.remove("task"),
+        // A 2025 client declares nothing per request (see strip_modern_meta).
+        protocol::Era::Legacy => drop(protocol::modern::strip_modern_meta(&mut obj)),
+    }
     let (progress, relay) = related(&mut obj, caller, upstream);
     let params = obj.to_checked();
     // A 2026-07-28 upstream gets the parameters its tool marks with
@@ -221,7 +228,7 @@ fn lookup(core: &Core, name: &str) -> Option<Found> {
 /// The parameters a tool's definition mirrors into headers; none for
 /// nearly every tool, found without parsing (an invalid annotation was
 /// left out when the upstream was listed, so none here).
-pub fn mirrored_of(def: &protocol::CheckedBox) -> Vec<protocol::modern::ParamHeader> {
+pub(crate) fn mirrored_of(def: &protocol::CheckedBox) -> Vec<protocol::modern::ParamHeader> {
     if memchr::memmem::find(def.text().as_bytes(), protocol::modern::PARAM_ANNOTATION.as_bytes()).is_none() {
         return Vec::new();
     }

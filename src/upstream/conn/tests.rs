@@ -359,3 +359,29 @@ async fn a_session_that_expires_again_at_once_is_initialized_only_once() {
     assert_eq!(sessions.inits.load(Ordering::Relaxed), 2, "one handshake more, not a loop");
     assert!(c.inbox.lock().is_empty());
 }
+
+#[test]
+fn a_modern_upstream_gets_the_meta_of_the_era_and_a_legacy_one_none_of_it() {
+    let v = |b: Option<CheckedBox>| b.map(|b| serde_json::from_str::<serde_json::Value>(b.text()).unwrap());
+    // A 2025 client's call to a modern upstream: the revision, no
+    // capabilities promised, the gateway as the client; its own _meta kept.
+    let call = params(&json!({"name":"t","_meta":{"progressToken":7}}));
+    let m = v(modern_params(Some(call.checked()))).unwrap();
+    let meta = &m["_meta"];
+    assert_eq!(meta["io.modelcontextprotocol/protocolVersion"], "2026-07-28");
+    assert_eq!(meta["io.modelcontextprotocol/clientCapabilities"], json!({}));
+    assert_eq!(meta["io.modelcontextprotocol/clientInfo"]["name"], "mcp-gateway");
+    assert_eq!(meta["progressToken"], 7);
+    // A modern client's own capabilities go on as they are.
+    let modern = json!({"name":"t","_meta":{"io.modelcontextprotocol/protocolVersion":"2026-07-28",
+        "io.modelcontextprotocol/clientCapabilities":{"sampling":{}},"progressToken":1}});
+    let m = v(modern_params(Some(params(&modern).checked()))).unwrap();
+    assert_eq!(m["_meta"]["io.modelcontextprotocol/clientCapabilities"], json!({"sampling":{}}));
+    // To a 2025 upstream the modern members come off; the rest stays.
+    let l = v(legacy_params(Some(params(&modern).checked()))).unwrap();
+    assert_eq!(l, json!({"name":"t","_meta":{"progressToken":1}}));
+    let only = json!({"name":"t","_meta":{"io.modelcontextprotocol/protocolVersion":"2026-07-28"}});
+    assert_eq!(v(legacy_params(Some(params(&only).checked()))).unwrap(), json!({"name":"t"}));
+    // A 2025 request has nothing to take off: untouched, not re-encoded.
+    assert!(legacy_params(Some(call.checked())).is_none());
+}
