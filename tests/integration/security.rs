@@ -788,3 +788,36 @@ async fn a_mirrored_parameter_check_tells_nothing_of_a_hidden_tool() {
     let twice = c.post(&body.to_string(), &headers).await;
     assert_eq!((twice.status, twice.json()["error"]["code"].clone()), (400, json!(-32020)), "{}", twice.body);
 }
+
+/// A result cap holds for a 2026-07-28 task's result too, which the tasks
+/// extension inlines in `tasks/get`: cut to the cap (`truncate`) or
+/// refused (`refuse`), like the call's own result would be.
+#[tokio::test]
+async fn a_result_cap_holds_for_a_modern_tasks_inlined_result() {
+    let fixture = Fixture::python("conformance_server.py", &["--http"]).await;
+    let toml = format!(
+        "[limits.results]\n\"c__slow_compute\" = {{ max_bytes = 600, action = \"refuse\" }}\n\
+         [upstreams.c]\nurl = \"{}\"\nprotocol = \"modern\"\n",
+        fixture.url()
+    );
+    let gw = Gateway::start(&toml).await;
+    gw.wait_ready("c").await;
+    let c = McpHttp { http: reqwest::Client::new(), url: gw.url(), session: None, next: 0 };
+    let meta = json!({"io.modelcontextprotocol/protocolVersion":"2026-07-28",
+        "io.modelcontextprotocol/clientCapabilities":{"extensions":{"io.modelcontextprotocol/tasks":{}}}});
+    let post = async |method: &str, name: &str, params: Value| -> Value {
+        let body = json!({"jsonrpc":"2.0","id":1,"method":method,"params":params});
+        let headers = [("mcp-protocol-version", "2026-07-28"), ("mcp-method", method), ("mcp-name", name)];
+        c.post(&body.to_string(), &headers).await.json()
+    };
+    let call = json!({"name":"c__slow_compute","arguments":{"seconds":0,"label":"x".repeat(2000)},"_meta":meta});
+    let created = post("tools/call", "c__slow_compute", call).await;
+    assert_eq!(created["result"]["resultType"], "task", "{created}");
+    let task = created["result"]["taskId"].as_str().unwrap_or_else(|| panic!("{created}")).to_owned();
+    assert!(task.starts_with("c__"), "the task id is namespaced: {task}");
+    let got = post("tasks/get", &task, json!({"taskId": task, "_meta": meta})).await;
+    let message = got["error"]["message"].as_str().unwrap_or_else(|| panic!("the 2 KB result is refused: {got}"));
+    assert!(message.contains("limit"), "{got}");
+    let m = metrics(&gw).await;
+    assert!(m.contains(r#"mcp_gateway_results_capped_total{upstream="c",outcome="refused"} 1"#), "{m}");
+}
