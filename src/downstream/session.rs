@@ -355,20 +355,7 @@ impl Sessions {
         quota: super::bounds::Held,
         others: usize,
     ) -> Result<Option<Arc<Session>>, Full> {
-        let mut map = self.lock();
-        if let Some(s) = map.get(id) {
-            return Ok(Some(s.clone()));
-        }
-        if self.was_ended(id) {
-            return Ok(None);
-        }
-        if map.len() + others >= self.max {
-            return Err(Full);
-        }
-        let s = Session::new(id.to_owned(), version, client, outbox, quota);
-        map.insert(s.id.clone(), s.clone());
-        self.open.set(map.len() as i64);
-        Ok(Some(s))
+        self.take_in(id, version, client, outbox, quota, others, true)
     }
 
     /// Takes in a principal's stateless peer (2026-07-28), or the one a
@@ -383,9 +370,29 @@ impl Sessions {
         quota: super::bounds::Held,
         others: usize,
     ) -> Result<Arc<Session>, Full> {
+        let taken = self.take_in(id, version, client, outbox, quota, others, false)?;
+        Ok(taken.expect("a stateless peer is never refused as ended"))
+    }
+
+    /// The session `id` already held, or this one taken in: `None` when
+    /// `ends` are honoured and it was ended here; `Full` past `max`.
+    #[allow(clippy::too_many_arguments)]
+    fn take_in(
+        &self,
+        id: &str,
+        version: String,
+        client: Client,
+        outbox: mpsc::Receiver<String>,
+        quota: super::bounds::Held,
+        others: usize,
+        ends: bool,
+    ) -> Result<Option<Arc<Session>>, Full> {
         let mut map = self.lock();
         if let Some(s) = map.get(id) {
-            return Ok(s.clone());
+            return Ok(Some(s.clone()));
+        }
+        if ends && self.was_ended(id) {
+            return Ok(None);
         }
         if map.len() + others >= self.max {
             return Err(Full);
@@ -393,7 +400,7 @@ impl Sessions {
         let s = Session::new(id.to_owned(), version, client, outbox, quota);
         map.insert(s.id.clone(), s.clone());
         self.open.set(map.len() as i64);
-        Ok(s)
+        Ok(Some(s))
     }
 
     /// The id of the session known by `hash` in the shared state, if this
