@@ -7,8 +7,10 @@
 //! `basic/transports/streamable-http.mdx` and `schema/2026-07-28/schema.ts`.
 
 use std::borrow::Cow;
+use std::sync::LazyLock;
 
 use base64::Engine as _;
+use memchr::memmem::Finder;
 
 use super::{Checked, RawValue, encode};
 
@@ -47,6 +49,18 @@ pub enum Era {
     Modern,
 }
 
+/// Searchers built once (`memmem::find` builds one per call, which cost
+/// more than the search on every request).
+static PROTOCOL_VERSION: LazyLock<Finder<'static>> = LazyLock::new(|| Finder::new("protocolVersion"));
+static MODERN_PREFIX: LazyLock<Finder<'static>> = LazyLock::new(|| Finder::new("io.modelcontextprotocol/"));
+static ANNOTATION: LazyLock<Finder<'static>> = LazyLock::new(|| Finder::new(PARAM_ANNOTATION));
+
+/// Whether JSON `text` may hold an `x-mcp-header` annotation (as written,
+/// or behind an escape).
+pub fn may_mirror(text: &str) -> bool {
+    ANNOTATION.find(text.as_bytes()).is_some() || memchr::memchr(b'\\', text.as_bytes()).is_some()
+}
+
 /// Whether `version` is a modern revision the gateway serves.
 pub fn is_modern(version: &str) -> bool {
     MODERN_VERSIONS.contains(&version)
@@ -57,7 +71,7 @@ pub fn is_modern(version: &str) -> bool {
 pub fn meta_version<'a>(params: Option<Checked<'a>>) -> Option<Cow<'a, str>> {
     let params = params?;
     // Most 2025 requests have no `_meta` at all: no parse for them.
-    if memchr::memmem::find(params.text().as_bytes(), b"protocolVersion").is_none()
+    if PROTOCOL_VERSION.find(params.text().as_bytes()).is_none()
         && memchr::memchr(b'\\', params.text().as_bytes()).is_none()
     {
         return None;
@@ -173,9 +187,7 @@ pub const PARAM_HEADER_PREFIX: &str = "mcp-param-";
 /// why the tool must be left out. Cheap for the common schema: text
 /// without the annotation is not parsed.
 pub fn param_headers(schema: &str) -> Result<Vec<ParamHeader>, String> {
-    if memchr::memmem::find(schema.as_bytes(), PARAM_ANNOTATION.as_bytes()).is_none()
-        && memchr::memchr(b'\\', schema.as_bytes()).is_none()
-    {
+    if !may_mirror(schema) {
         return Ok(Vec::new());
     }
     let value: serde_json::Value = serde_json::from_str(schema).map_err(|e| format!("inputSchema is not JSON: {e}"))?;
@@ -267,7 +279,7 @@ pub fn strip_modern_meta(obj: &mut super::Members<'_>) -> bool {
     let kept = {
         let Some(meta) = obj.get("_meta") else { return false };
         let text = meta.text().as_bytes();
-        if memchr::memmem::find(text, b"io.modelcontextprotocol/").is_none() && memchr::memchr(b'\\', text).is_none() {
+        if MODERN_PREFIX.find(text).is_none() && memchr::memchr(b'\\', text).is_none() {
             return false;
         }
         let Some(mut meta) = meta.object() else { return false };
@@ -472,6 +484,26 @@ mod tests {
         assert_eq!(param_value(&args, &["o".into(), "n".into()]).as_deref(), Some("42"));
         assert_eq!(param_value(&args, &["f".into()]).as_deref(), Some("true"));
         assert_eq!(param_value(&args, &["missing".into()]), None);
+    }
+
+    #[test]
+    fn the_modern_meta_members_come_off_and_the_rest_stays() {
+        let limits = super::super::Limits::default();
+        let strip = |t: &str| {
+            let b = super::super::CheckedBox::parse(t, &limits).unwrap();
+            let mut obj = b.checked().object().unwrap();
+            let took = strip_modern_meta(&mut obj);
+            (took, serde_json::from_str::<serde_json::Value>(obj.to_raw().get()).unwrap())
+        };
+        let modern = r#"{"name":"t","_meta":{"io.modelcontextprotocol/protocolVersion":"2026-07-28","io.modelcontextprotocol/clientCapabilities":{"sampling":{}},"progressToken":1}}"#;
+        assert_eq!(strip(modern), (true, serde_json::json!({"name":"t","_meta":{"progressToken":1}})));
+        let only = r#"{"name":"t","_meta":{"io.modelcontextprotocol/clientInfo":{"name":"x"}}}"#;
+        assert_eq!(strip(only), (true, serde_json::json!({"name":"t"})));
+        let escaped = r#"{"name":"t","_meta":{"io.modelcontextprotocol\/protocolVersion":"2026-07-28"}}"#;
+        assert_eq!(strip(escaped), (true, serde_json::json!({"name":"t"})), "however it is spelled");
+        let plain = r#"{"name":"t","_meta":{"progressToken":1}}"#;
+        assert!(!strip(plain).0);
+        assert!(!strip(r#"{"name":"t"}"#).0);
     }
 
     #[test]

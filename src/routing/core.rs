@@ -381,9 +381,8 @@ impl Core {
     ) -> Result<Message, CallError> {
         let upstream = &*self.upstreams.instance(i, rq.caller.peer).await;
         out.upstream = Some(upstream.label());
-        if rq.caller.era == crate::protocol::Era::Legacy {
-            crate::protocol::modern::strip_modern_meta(&mut obj);
-        }
+        let modern = matches!(&*upstream.state(), crate::upstream::State::Ready(r) if r.era() == protocol::Era::Modern);
+        era_meta(&mut obj, rq.caller.era, modern);
         let (progress, relay) = related(&mut obj, rq.caller, upstream);
         let params = obj.to_checked();
         let req = Request {
@@ -472,6 +471,18 @@ impl Core {
                 Err(self.deny(caller, i, tool, DenyReason::ResultSize, out, err))
             }
         }
+    }
+}
+
+/// The 2026-07-28 `_meta` members of a request's params go on only from a
+/// modern client to a modern upstream: a 2025 upstream would refuse a body
+/// naming another revision than its session's, and a 2025 client declares
+/// nothing per request (what it sends there is not passed off as the
+/// capabilities of a modern request). Found without parsing for nearly
+/// every request.
+pub(crate) fn era_meta(params: &mut Members<'_>, caller: protocol::Era, upstream_modern: bool) {
+    if !(caller == protocol::Era::Modern && upstream_modern) {
+        protocol::modern::strip_modern_meta(params);
     }
 }
 

@@ -120,10 +120,7 @@ impl Connection {
                 modern = modern_params(params);
                 modern.as_ref().map(CheckedBox::checked).or(params)
             }
-            protocol::Era::Legacy => {
-                modern = legacy_params(params);
-                modern.as_ref().map(CheckedBox::checked).or(params)
-            }
+            protocol::Era::Legacy => params,
         };
         let name = match (self.era(), protocol::modern::named_member(method)) {
             (protocol::Era::Modern, Some(member)) => params.and_then(|p| p.get(member)).and_then(Checked::str),
@@ -456,17 +453,6 @@ fn offers_ours(reply: &Message) -> bool {
     }
     let supported = error.get("data").and_then(|d| d.get("supported")).and_then(Checked::items).unwrap_or_default();
     supported.iter().filter_map(|v| v.str()).any(|v| v == protocol::modern::MODERN_VERSION)
-}
-
-/// `params` of a 2026-07-28 client's request as a 2025 upstream takes
-/// it: without the modern `_meta` members (revision, client capabilities
-/// and info, log level), which would contradict the upstream's session
-/// (a dual-era server refuses a body naming another revision than its
-/// session's). `None` when there are none to remove (found without
-/// parsing for nearly every request).
-fn legacy_params(params: Option<Checked<'_>>) -> Option<CheckedBox> {
-    let mut obj = params?.object()?;
-    protocol::modern::strip_modern_meta(&mut obj).then(|| obj.to_checked())
 }
 
 /// `params` with `_meta.<key>` set to a string (params that are not an

@@ -85,7 +85,7 @@ impl Upstream {
     /// warning naming it and why.
     fn bad_headers(&self, tool: Checked<'_>) -> bool {
         let text = tool.text();
-        if memchr::memmem::find(text.as_bytes(), crate::protocol::modern::PARAM_ANNOTATION.as_bytes()).is_none() {
+        if !crate::protocol::modern::may_mirror(text) {
             return false;
         }
         let schema = tool.get("inputSchema").map_or("{}", Checked::text);

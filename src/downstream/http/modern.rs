@@ -24,7 +24,9 @@ use super::*;
 /// Whether `msg`, with `headers`, is a modern request (see the module's
 /// doc).
 pub(super) fn is_modern(headers: &HeaderMap, msg: &protocol::Request) -> bool {
-    let header = headers.get(VERSION_HEADER).and_then(|v| protocol::modern::header_value(v.as_bytes()));
+    // A name made once: looking a header up by `&str` parses the name.
+    const VERSION: header::HeaderName = header::HeaderName::from_static(VERSION_HEADER);
+    let header = headers.get(VERSION).and_then(|v| protocol::modern::header_value(v.as_bytes()));
     header.is_some_and(|v| protocol::modern::is_modern(&v))
         || matches!(msg.method(), "server/discover" | "subscriptions/listen")
         || protocol::modern::meta_version(msg.params()).is_some()

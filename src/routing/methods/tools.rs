@@ -110,19 +110,18 @@ pub(crate) async fn call(core: &Core, rq: &Rq<'_>, out: &mut Outcome) -> Result<
     out.upstream = Some(upstream.label());
     out.tool = Some(original.clone());
     obj.set_str("name", &original);
-    match caller.era {
-        // 2026-07-28 has no `task` member; one left in would make a 2025
-        // upstream start a task no one tracks.
-        protocol::Era::Modern => obj.remove("task"),
-        // A 2025 client declares nothing per request (see strip_modern_meta).
-        protocol::Era::Legacy => drop(protocol::modern::strip_modern_meta(&mut obj)),
+    let modern = matches!(&*upstream.state(), State::Ready(r) if r.era() == protocol::Era::Modern);
+    // 2026-07-28 has no `task` member; one left in would make a 2025
+    // upstream start a task no one tracks.
+    if caller.era == protocol::Era::Modern {
+        obj.remove("task");
     }
+    crate::routing::core::era_meta(&mut obj, caller.era, modern);
     let (progress, relay) = related(&mut obj, caller, upstream);
     let params = obj.to_checked();
     // A 2026-07-28 upstream gets the parameters its tool marks with
     // `x-mcp-header` as `Mcp-Param-*` headers too, from the arguments it
     // is sent (the client's own headers were checked against them).
-    let modern = matches!(&*upstream.state(), State::Ready(r) if r.era() == protocol::Era::Modern);
     let args =
         (modern && !mirrored.is_empty()).then(|| obj.get("arguments").and_then(protocol::Checked::value)).flatten();
     let mirrored: Vec<(String, String)> = match args {
@@ -229,7 +228,7 @@ fn lookup(core: &Core, name: &str) -> Option<Found> {
 /// nearly every tool, found without parsing (an invalid annotation was
 /// left out when the upstream was listed, so none here).
 pub(crate) fn mirrored_of(def: &protocol::CheckedBox) -> Vec<protocol::modern::ParamHeader> {
-    if memchr::memmem::find(def.text().as_bytes(), protocol::modern::PARAM_ANNOTATION.as_bytes()).is_none() {
+    if !protocol::modern::may_mirror(def.text()) {
         return Vec::new();
     }
     let schema = def.checked().get("inputSchema");

@@ -361,7 +361,7 @@ async fn a_session_that_expires_again_at_once_is_initialized_only_once() {
 }
 
 #[test]
-fn a_modern_upstream_gets_the_meta_of_the_era_and_a_legacy_one_none_of_it() {
+fn a_modern_upstream_gets_the_meta_of_the_era() {
     let v = |b: Option<CheckedBox>| b.map(|b| serde_json::from_str::<serde_json::Value>(b.text()).unwrap());
     // A 2025 client's call to a modern upstream: the revision, no
     // capabilities promised, the gateway as the client; its own _meta kept.
@@ -377,11 +377,4 @@ fn a_modern_upstream_gets_the_meta_of_the_era_and_a_legacy_one_none_of_it() {
         "io.modelcontextprotocol/clientCapabilities":{"sampling":{}},"progressToken":1}});
     let m = v(modern_params(Some(params(&modern).checked()))).unwrap();
     assert_eq!(m["_meta"]["io.modelcontextprotocol/clientCapabilities"], json!({"sampling":{}}));
-    // To a 2025 upstream the modern members come off; the rest stays.
-    let l = v(legacy_params(Some(params(&modern).checked()))).unwrap();
-    assert_eq!(l, json!({"name":"t","_meta":{"progressToken":1}}));
-    let only = json!({"name":"t","_meta":{"io.modelcontextprotocol/protocolVersion":"2026-07-28"}});
-    assert_eq!(v(legacy_params(Some(params(&only).checked()))).unwrap(), json!({"name":"t"}));
-    // A 2025 request has nothing to take off: untouched, not re-encoded.
-    assert!(legacy_params(Some(call.checked())).is_none());
 }
