@@ -54,11 +54,13 @@ pub enum Era {
 static PROTOCOL_VERSION: LazyLock<Finder<'static>> = LazyLock::new(|| Finder::new("protocolVersion"));
 static MODERN_PREFIX: LazyLock<Finder<'static>> = LazyLock::new(|| Finder::new("io.modelcontextprotocol/"));
 static ANNOTATION: LazyLock<Finder<'static>> = LazyLock::new(|| Finder::new(PARAM_ANNOTATION));
+static UNICODE_ESCAPE: LazyLock<Finder<'static>> = LazyLock::new(|| Finder::new(r"\u"));
 
-/// Whether JSON `text` may hold an `x-mcp-header` annotation (as written,
-/// or behind an escape).
+/// Whether JSON `text` may hold an `x-mcp-header` annotation: as written,
+/// or spelled with `\u` escapes (the only escapes its letters can have; a
+/// description's `\n` does not count, so such a tool costs no parse).
 pub fn may_mirror(text: &str) -> bool {
-    ANNOTATION.find(text.as_bytes()).is_some() || memchr::memchr(b'\\', text.as_bytes()).is_some()
+    ANNOTATION.find(text.as_bytes()).is_some() || UNICODE_ESCAPE.find(text.as_bytes()).is_some()
 }
 
 /// Whether `version` is a modern revision the gateway serves.
@@ -71,9 +73,9 @@ pub fn is_modern(version: &str) -> bool {
 pub fn meta_version<'a>(params: Option<Checked<'a>>) -> Option<Cow<'a, str>> {
     let params = params?;
     // Most 2025 requests have no `_meta` at all: no parse for them.
-    if PROTOCOL_VERSION.find(params.text().as_bytes()).is_none()
-        && memchr::memchr(b'\\', params.text().as_bytes()).is_none()
-    {
+    // `protocolVersion` has no `/`: only `\u` escapes can spell it.
+    let text = params.text().as_bytes();
+    if PROTOCOL_VERSION.find(text).is_none() && UNICODE_ESCAPE.find(text).is_none() {
         return None;
     }
     params.get("_meta")?.get(META_VERSION)?.str()
