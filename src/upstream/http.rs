@@ -152,12 +152,12 @@ impl HttpLink {
         // A 2026-07-28 server answers its protocol errors (-32020, -32021,
         // -32022, -32601) with a 4xx and a JSON-RPC error for the request:
         // that is the reply, not a transport failure.
-        let json = resp
-            .headers()
-            .get(CONTENT_TYPE)
-            .and_then(|v| v.to_str().ok())
-            .is_some_and(|v| v.starts_with("application/json"));
-        if let Some(id) = id.filter(|_| json && matches!(status.as_u16(), 400 | 404)) {
+        let refused = id.filter(|_| matches!(status.as_u16(), 400 | 404));
+        let json = |resp: &reqwest::Response| {
+            let ct = resp.headers().get(CONTENT_TYPE).and_then(|v| v.to_str().ok());
+            ct.is_some_and(|v| v.starts_with("application/json"))
+        };
+        if let Some(id) = refused.filter(|_| json(&resp)) {
             let body = read_body(resp, self.max_bytes).await?;
             inbox.deliver(&body);
             if !inbox.is_pending(id) {
