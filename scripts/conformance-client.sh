@@ -69,14 +69,18 @@ AUTH_SUITE=(auth/metadata-default auth/metadata-var1 auth/metadata-var2 auth/met
   auth/basic-cimd auth/scope-from-www-authenticate auth/scope-from-scopes-supported
   auth/scope-omitted-when-undefined auth/scope-step-up auth/scope-retry-limit
   auth/token-endpoint-auth-basic auth/token-endpoint-auth-post auth/token-endpoint-auth-none
-  auth/pre-registration)
+  auth/pre-registration
+  # 2026-07-28: SEP-837 application_type, the iss checks of the callback,
+  # offline access, resource and issuer mismatches.
+  auth/resource-mismatch auth/metadata-issuer-mismatch auth/offline-access-scope auth/offline-access-not-supported
+  auth/iss-supported auth/iss-not-advertised auth/iss-supported-missing auth/iss-wrong-issuer auth/iss-unexpected)
 # The upstream's streams: a response stream closed before its reply and resumed
 # with GET and Last-Event-ID after `retry` (SEP-1699), and a server request on
 # the standalone GET stream of a per-session upstream (the driver configures
 # `isolation = "per-session"` for elicitation scenarios and answers as a host).
 STREAMS=(sse-retry elicitation-sep1034-client-defaults)
 AUTH_MORE=(auth/2025-03-26-oauth-metadata-backcompat auth/2025-03-26-oauth-endpoint-fallback
-  auth/resource-mismatch auth/offline-access-scope auth/offline-access-not-supported
+  auth/authorization-server-migration auth/iss-normalized
   auth/client-credentials-jwt auth/cross-app-access-complete-flow)
 # 2026-07-28 client scenarios (not the auth ones): the request metadata and
 # headers a modern client sends, MRTR's requestState, x-mcp-header

@@ -265,6 +265,9 @@ async fn register(
     };
     let mut body = serde_json::json!({
         "client_name": "mcp-gateway",
+        // SEP-837 (2026-07-28): `native` for a loopback redirect (the `auth
+        // login` callback on this machine), `web` for one on a host.
+        "application_type": application_type(redirect_uri),
         "redirect_uris": [redirect_uri],
         "grant_types": ["authorization_code", "refresh_token"],
         "response_types": ["code"],
@@ -465,8 +468,31 @@ fn url_encode(s: &str) -> String {
     u.query().unwrap_or("v=").trim_start_matches("v=").to_owned()
 }
 
+/// The OAuth `application_type` of a client whose redirect URI is
+/// `redirect_uri` (OpenID Connect Dynamic Registration, SEP-837): `native`
+/// for a loopback or private-scheme redirect, `web` otherwise.
+fn application_type(redirect_uri: &str) -> &'static str {
+    let Ok(url) = url::Url::parse(redirect_uri) else { return "native" };
+    let loopback = match url.host() {
+        Some(url::Host::Domain(d)) => d.eq_ignore_ascii_case("localhost"),
+        Some(url::Host::Ipv4(a)) => a.is_loopback(),
+        Some(url::Host::Ipv6(a)) => a.is_loopback(),
+        None => true,
+    };
+    if loopback || !matches!(url.scheme(), "http" | "https") { "native" } else { "web" }
+}
+
 #[cfg(test)]
 mod tests {
+
+    #[test]
+    fn a_loopback_redirect_registers_native_and_a_host_web() {
+        assert_eq!(super::application_type("http://127.0.0.1:8123/callback"), "native");
+        assert_eq!(super::application_type("http://localhost:8123/callback"), "native");
+        assert_eq!(super::application_type("http://[::1]:8123/callback"), "native");
+        assert_eq!(super::application_type("https://gateway.example.com/oauth/callback"), "web");
+    }
+
     use super::*;
 
     #[test]

@@ -145,7 +145,10 @@ async fn the_gateway_passes_the_suites_client_auth_scenarios() {
     let out = tempfile::tempdir().unwrap();
     let rows = run_script("conformance-client.sh", &[&path_str(out.path())], &[("MCP_GATEWAY_BIN", gateway_bin())]);
     println!("{}", rows.values().cloned().collect::<Vec<_>>().join("\n"));
-    assert!(rows.len() >= 19, "initialize, tools_call, the stream scenarios and the auth suite ran: {rows:?}");
+    assert!(
+        rows.len() >= 28,
+        "initialize, tools_call, the stream scenarios and the auth suite (both eras) ran: {rows:?}"
+    );
     for scenario in ["sse-retry", "elicitation-sep1034-client-defaults"] {
         assert!(rows.contains_key(scenario), "{scenario} ran: {rows:?}");
     }
