@@ -821,3 +821,113 @@ async fn a_result_cap_holds_for_a_modern_tasks_inlined_result() {
     let m = metrics(&gw).await;
     assert!(m.contains(r#"mcp_gateway_results_capped_total{upstream="c",outcome="refused"} 1"#), "{m}");
 }
+
+/// POSTs `body` as a 2026-07-28 request of `key`'s with `headers`
+/// (besides the version header); status and JSON reply.
+async fn modern_post(gw: &Gateway, key: &str, body: &Value, headers: &[(&str, &str)]) -> (u16, Value) {
+    let c = McpHttp { http: reqwest::Client::new(), url: gw.url(), session: None, next: 0 };
+    let bearer = format!("Bearer {key}");
+    let mut all = vec![("mcp-protocol-version", "2026-07-28"), ("authorization", bearer.as_str())];
+    all.extend_from_slice(headers);
+    let r = c.post(&body.to_string(), &all).await;
+    (r.status, serde_json::from_str(&r.body).unwrap_or(Value::Null))
+}
+
+/// Hostile 2026-07-28 requests: a member twice in `_meta`, nesting past the
+/// limit, capabilities over the cap, a header twice, a name that is not the
+/// body's (plainly or in Base64, or not Base64 at all), a huge header, a
+/// listen over its URI bound, and another principal's task id. Each is
+/// refused before anything runs, with its code, and counted.
+#[tokio::test]
+async fn hostile_modern_requests_are_refused_and_counted() {
+    let fixture = Fixture::python("conformance_server.py", &["--http"]).await;
+    let toml = format!("{}[upstreams.c]\nurl = \"{}\"\nprotocol = \"modern\"\n", keys(), fixture.url());
+    let mut gw = Gateway::start(&toml).await;
+    gw.authorize(OPS);
+    gw.wait_ready("c").await;
+    let meta =
+        json!({"io.modelcontextprotocol/protocolVersion":"2026-07-28","io.modelcontextprotocol/clientCapabilities":{}});
+    let call = |name: &str| json!({"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":name,"arguments":{},"_meta":meta}});
+    let named = |name: &'static str| [("mcp-method", "tools/call"), ("mcp-name", name)];
+    let code = |r: &(u16, Value)| (r.0, r.1["error"]["code"].clone());
+
+    // A member twice: the scan refuses it whole, before the era is decided.
+    let twice = r#"{"jsonrpc":"2.0","id":1,"method":"tools/list","params":{"_meta":{"io.modelcontextprotocol/protocolVersion":"2026-07-28","io.modelcontextprotocol/protocolVersion":"2025-11-25","io.modelcontextprotocol/clientCapabilities":{}}}}"#;
+    let c = McpHttp { http: reqwest::Client::new(), url: gw.url(), session: None, next: 0 };
+    let bearer = format!("Bearer {ALICE}");
+    let headers =
+        [("mcp-protocol-version", "2026-07-28"), ("mcp-method", "tools/list"), ("authorization", bearer.as_str())];
+    let r = c.post(twice, &headers).await;
+    assert_eq!((r.status, r.json()["error"]["code"].clone()), (400, json!(-32600)), "{}", r.body);
+    // Nesting past the limit in the client capabilities.
+    let deep = format!("{}{}", "{\"a\":".repeat(200), "1".to_owned() + &"}".repeat(200));
+    let deep = format!(
+        r#"{{"jsonrpc":"2.0","id":1,"method":"tools/list","params":{{"_meta":{{"io.modelcontextprotocol/protocolVersion":"2026-07-28","io.modelcontextprotocol/clientCapabilities":{deep}}}}}}}"#
+    );
+    let r = c.post(&deep, &headers).await;
+    assert_eq!((r.status, r.json()["error"]["code"].clone()), (400, json!(-32600)), "{}", r.body);
+    // Capabilities over max_client_capabilities_bytes (64 KiB).
+    let big = json!({"jsonrpc":"2.0","id":1,"method":"tools/list","params":{"_meta":{
+        "io.modelcontextprotocol/protocolVersion":"2026-07-28",
+        "io.modelcontextprotocol/clientCapabilities":{"x":"y".repeat(70_000)}}}});
+    let r = modern_post(&gw, ALICE, &big, &[("mcp-method", "tools/list")]).await;
+    assert_eq!(code(&r), (400, json!(-32602)), "{:?}", r.1);
+    // Mcp-Name twice, or not the body's, plainly, in Base64, or not Base64.
+    let r = modern_post(
+        &gw,
+        ALICE,
+        &call("c__test_simple_text"),
+        &[("mcp-method", "tools/call"), ("mcp-name", "c__test_simple_text"), ("mcp-name", "c__test_error_handling")],
+    )
+    .await;
+    assert_eq!(code(&r), (400, json!(-32020)), "{:?}", r.1);
+    for name in ["c__test_error_handling", "=?base64?Y19fdGVzdF9lcnJvcl9oYW5kbGluZw==?=", "=?base64?!!!?="] {
+        let r =
+            modern_post(&gw, ALICE, &call("c__test_simple_text"), &[("mcp-method", "tools/call"), ("mcp-name", name)])
+                .await;
+        assert_eq!(code(&r), (400, json!(-32020)), "{name}: {:?}", r.1);
+    }
+    // The same name in Base64 is the same name.
+    let b64 = "=?base64?Y19fdGVzdF9zaW1wbGVfdGV4dA==?=";
+    let r =
+        modern_post(&gw, ALICE, &call("c__test_simple_text"), &[("mcp-method", "tools/call"), ("mcp-name", b64)]).await;
+    assert!(r.1.get("result").is_some(), "{:?}", r.1);
+    // A 6 KiB name header: refused, and the error repeats it cut short.
+    let huge = "n".repeat(6 * 1024);
+    let r = modern_post(&gw, ALICE, &call("c__test_simple_text"), &[("mcp-method", "tools/call"), ("mcp-name", &huge)])
+        .await;
+    assert_eq!(code(&r), (400, json!(-32020)), "{:?}", r.1);
+    assert!(r.1.to_string().len() < 1024, "the reply does not echo 6 KiB: {}", r.1.to_string().len());
+    // A listen stream over its URI bound.
+    let uris: Vec<String> = (0..65).map(|i| format!("test://r/{i}")).collect();
+    let listen = json!({"jsonrpc":"2.0","id":"L","method":"subscriptions/listen","params":{
+        "notifications":{"resourceSubscriptions":uris},"_meta":meta}});
+    let r = modern_post(&gw, ALICE, &listen, &[("mcp-method", "subscriptions/listen")]).await;
+    assert_eq!(code(&r), (400, json!(-32602)), "{:?}", r.1);
+    // Another principal's task is as unknown as one that never was.
+    let tasks = json!({"io.modelcontextprotocol/protocolVersion":"2026-07-28",
+        "io.modelcontextprotocol/clientCapabilities":{"extensions":{"io.modelcontextprotocol/tasks":{}}}});
+    let slow = json!({"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"c__slow_compute","arguments":{"seconds":30},"_meta":tasks}});
+    let created = modern_post(&gw, ALICE, &slow, &named("c__slow_compute")).await;
+    let task = created.1["result"]["taskId"].as_str().unwrap_or_else(|| panic!("{:?}", created.1)).to_owned();
+    let get = json!({"jsonrpc":"2.0","id":2,"method":"tasks/get","params":{"taskId":task,"_meta":tasks}});
+    let get_headers = [("mcp-method", "tasks/get"), ("mcp-name", task.as_str())];
+    let mine = modern_post(&gw, ALICE, &get, &get_headers).await;
+    assert_eq!(mine.1["result"]["status"], "working", "{:?}", mine.1);
+    let theirs = modern_post(&gw, BOB, &get, &get_headers).await;
+    assert_eq!(code(&theirs), (200, json!(-32602)), "{:?}", theirs.1);
+    assert!(theirs.1["error"]["message"].as_str().unwrap().starts_with("Unknown task"), "{:?}", theirs.1);
+
+    let m = metrics(&gw).await;
+    for line in [
+        r#"mcp_gateway_http_rejections_total{reason="header_mismatch"} 5"#,
+        r#"mcp_gateway_http_rejections_total{reason="capabilities_too_large"} 1"#,
+        r#"mcp_gateway_http_rejections_total{reason="listen_filter"} 1"#,
+    ] {
+        assert!(
+            m.contains(line),
+            "missing {line}:\n{}",
+            m.lines().filter(|l| l.contains("rejections")).collect::<Vec<_>>().join("\n")
+        );
+    }
+}
