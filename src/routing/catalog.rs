@@ -94,6 +94,9 @@ pub struct Tool {
     /// start: a call waits for the upstream and is then checked against
     /// the live definition (routing/warm.rs).
     pub cached: bool,
+    /// Its parameters mirrored into `Mcp-Param-*` headers (`x-mcp-header`;
+    /// nearly always none), found once when the catalog is built.
+    pub mirrored: Arc<[crate::protocol::modern::ParamHeader]>,
 }
 
 /// One exposed prompt, resource or resource template.
@@ -233,6 +236,7 @@ impl Catalog {
                     name: c.exposed,
                     upstream: c.src.upstream,
                     original: c.original.as_str().into(),
+                    mirrored: mirrored_of(&obj),
                     def: obj.to_checked(),
                 }
             })
@@ -558,6 +562,14 @@ fn hints(def: &Members<'_>) -> ToolHints {
     };
     let yes = |k: &str| a.get(k).is_some_and(Checked::is_true);
     ToolHints { read_only: yes("readOnlyHint"), idempotent: yes("idempotentHint") }
+}
+
+/// The parameters a tool definition mirrors into headers. A modern HTTP
+/// upstream's tool with an invalid annotation was left out when it was
+/// listed; any other's mirrors nothing (the annotation is for HTTP).
+fn mirrored_of(def: &Members<'_>) -> Arc<[crate::protocol::modern::ParamHeader]> {
+    let schema = def.get("inputSchema").filter(|s| crate::protocol::modern::may_mirror(s.text()));
+    schema.and_then(|s| crate::protocol::modern::param_headers(s.text()).ok()).unwrap_or_default().into()
 }
 
 /// Shortens `name` to at most `max` bytes, deterministically: the head of

@@ -349,14 +349,14 @@ impl Gateway {
     /// `principal` may see it: none for a tool hidden from it or
     /// quarantined, so a header check never tells such a tool apart from
     /// one that does not exist (the gate answers for it).
-    pub fn mirrored_for(&self, principal: &Principal, name: &str) -> Vec<protocol::modern::ParamHeader> {
+    pub fn mirrored_for(&self, principal: &Principal, name: &str) -> Arc<[protocol::modern::ParamHeader]> {
         let catalog = self.core.published.load();
-        let Some(t) = catalog.get(name) else { return Vec::new() };
+        let Some(t) = catalog.get(name).filter(|t| !t.mirrored.is_empty()) else { return Arc::new([]) };
         let kind = crate::security::access::Kind::Tool;
         if t.quarantined || !self.core.gate.grants_of(principal).allows(kind, t.ident()) {
-            return Vec::new();
+            return Arc::new([]);
         }
-        methods::tools::mirrored_of(&t.def)
+        t.mirrored.clone()
     }
 
     /// The configured upstreams, in id order.

@@ -768,11 +768,8 @@ async fn a_2026_only_server_is_served_on_auto() {
 
 /// A stateless `tools/list` of the gateway at `url`: (ttlMs, cacheScope).
 async fn list_hints(url: &str) -> (Value, Value) {
-    let c = McpHttp { http: reqwest::Client::new(), url: url.to_owned(), session: None, next: 0 };
-    let meta =
-        json!({"io.modelcontextprotocol/protocolVersion": MODERN, "io.modelcontextprotocol/clientCapabilities": {}});
-    let body = json!({"jsonrpc":"2.0","id":1,"method":"tools/list","params":{"_meta": meta}});
-    let r = c.post(&body.to_string(), &[("mcp-protocol-version", MODERN), ("mcp-method", "tools/list")]).await;
+    let body = json!({"jsonrpc":"2.0","id":1,"method":"tools/list","params":{"_meta": modern_meta(json!({}))}});
+    let r = post_modern(url, None, &body, &[("mcp-method", "tools/list")]).await;
     let v: Value = serde_json::from_str(&r.body).unwrap_or_else(|e| panic!("{e}: {}", r.body));
     (v["result"]["ttlMs"].clone(), v["result"]["cacheScope"].clone())
 }
@@ -793,11 +790,6 @@ async fn a_merged_list_is_as_fresh_as_its_stalest_part() {
     assert_eq!(list_hints(&mixed.url()).await, (json!(0), json!("private")));
 }
 
-/// The `_meta` of a 2026-07-28 request.
-fn modern_meta() -> Value {
-    json!({"io.modelcontextprotocol/protocolVersion": MODERN, "io.modelcontextprotocol/clientCapabilities": {}})
-}
-
 const FEATURES: &str = "demo+everything://resource/static/document/features.md";
 
 /// `subscriptions/listen` over HTTP and over stdio: the acknowledgement
@@ -810,9 +802,9 @@ async fn a_listen_stream_carries_what_it_opted_in_to_over_http_and_stdio() {
     let gw = Gateway::start(&toml).await;
     gw.wait_ready("everything").await;
     let listen = json!({"jsonrpc":"2.0","id":"L1","method":"subscriptions/listen","params":{
-        "notifications":{"toolsListChanged":true,"resourceSubscriptions":[FEATURES]},"_meta":modern_meta()}});
+        "notifications":{"toolsListChanged":true,"resourceSubscriptions":[FEATURES]},"_meta":modern_meta(json!({}))}});
     let toggle = json!({"jsonrpc":"2.0","id":2,"method":"tools/call","params":{
-        "name":"everything__toggle-subscriber-updates","arguments":{},"_meta":modern_meta()}});
+        "name":"everything__toggle-subscriber-updates","arguments":{},"_meta":modern_meta(json!({}))}});
 
     // HTTP: the stream stays open; the toggle is a request of its own.
     let c = McpHttp { http: reqwest::Client::new(), url: gw.url(), session: None, next: 0 };
@@ -853,7 +845,7 @@ async fn a_listen_stream_carries_what_it_opted_in_to_over_http_and_stdio() {
         serde_json::from_str(&line).unwrap()
     };
     // A list first: it waits for the upstream's first start.
-    let list = json!({"jsonrpc":"2.0","id":1,"method":"tools/list","params":{"_meta":modern_meta()}});
+    let list = json!({"jsonrpc":"2.0","id":1,"method":"tools/list","params":{"_meta":modern_meta(json!({}))}});
     stdin.write_all(format!("{list}\n").as_bytes()).await.unwrap();
     assert_eq!(next().await["result"]["resultType"], "complete");
     stdin.write_all(format!("{listen}\n").as_bytes()).await.unwrap();

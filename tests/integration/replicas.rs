@@ -534,26 +534,15 @@ async fn what_moves_with_a_session_and_what_needs_affinity() {
     assert!(b.stop().await.success());
 }
 
-/// A 2026-07-28 `tools/call` to `url`, stateless (no session id).
-async fn stateless_call(url: &str, name: &str) -> Value {
-    let c = McpHttp { http: reqwest::Client::new(), url: url.to_owned(), session: None, next: 0 };
-    let meta =
-        json!({"io.modelcontextprotocol/protocolVersion":"2026-07-28","io.modelcontextprotocol/clientCapabilities":{}});
-    let body = json!({"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":name,"arguments":{},"_meta":meta}});
-    let headers = [("mcp-protocol-version", "2026-07-28"), ("mcp-method", "tools/call"), ("mcp-name", name)];
-    let r = c.post(&body.to_string(), &headers).await;
-    serde_json::from_str(&r.body).unwrap_or_else(|e| panic!("{e}: {} {}", r.status, r.body))
-}
-
 /// Stateless requests of one principal share one rule history across
 /// replicas (Redis, under a key every replica derives from the principal):
 /// `read` on one replica, then `work` on the other, is refused.
 #[tokio::test]
 async fn stateless_requests_share_their_principals_history_across_replicas() {
     let (_shared, _redis, a, b, _lb) = cluster().await;
-    let read = stateless_call(&a.url(), "chaos__read").await;
+    let read = modern_call(&a.url(), None, "chaos__read", json!({})).await;
     assert!(read.get("result").is_some(), "{read}");
-    let work = stateless_call(&b.url(), "chaos__work").await;
+    let work = modern_call(&b.url(), None, "chaos__work", json!({})).await;
     let message = work["error"]["message"].as_str().unwrap_or_else(|| panic!("{work}"));
     assert!(message.contains("read-then-work"), "refused on the other replica: {work}");
 }

@@ -646,25 +646,6 @@ async fn a_refused_call_spends_no_token_and_enters_no_history() {
     }
 }
 
-/// A 2026-07-28 `tools/call`, stateless: no session id, the revision and
-/// capabilities in `_meta`, the metadata headers; `auth` an API key or
-/// none. The JSON-RPC reply.
-async fn modern_call(gw: &Gateway, auth: Option<&str>, name: &str, args: Value) -> Value {
-    let c = McpHttp { http: reqwest::Client::new(), url: gw.url(), session: None, next: 0 };
-    let meta =
-        json!({"io.modelcontextprotocol/protocolVersion":"2026-07-28","io.modelcontextprotocol/clientCapabilities":{}});
-    let body =
-        json!({"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":name,"arguments":args,"_meta":meta}});
-    let bearer = auth.map(|k| format!("Bearer {k}"));
-    let mut headers = vec![("mcp-protocol-version", "2026-07-28"), ("mcp-method", "tools/call"), ("mcp-name", name)];
-    if let Some(b) = &bearer {
-        headers.push(("authorization", b));
-    }
-    let r = c.post(&body.to_string(), &headers).await;
-    assert!(r.headers.get("mcp-session-id").is_none(), "a stateless request gets no session: {:?}", r.headers);
-    serde_json::from_str(&r.body).unwrap_or_else(|e| panic!("{e}: {} {}", r.status, r.body))
-}
-
 /// Stateless (2026-07-28) requests get the security of sessions: a
 /// forbidden sequence sent as separate sessionless requests is blocked, as
 /// the principal's requests share one rule history (a "session"-scoped
@@ -681,16 +662,16 @@ async fn a_forbidden_sequence_sent_as_stateless_requests_is_blocked() {
 
     // Alice reads the database in one request, then tries the sink in
     // another, each stateless: refused, as in one session.
-    assert!(modern_call(&gw, Some(ALICE), "paged__state", json!({})).await.get("result").is_some());
-    let r = modern_call(&gw, Some(ALICE), "paged__log", log.clone()).await;
+    assert!(modern_call(&gw.url(), Some(ALICE), "paged__state", json!({})).await.get("result").is_some());
+    let r = modern_call(&gw.url(), Some(ALICE), "paged__log", log.clone()).await;
     let message = r["error"]["message"].as_str().unwrap_or_else(|| panic!("{r}"));
     assert!(message.starts_with("Refused by rule `db-then-sink`"), "{r}");
     assert_eq!(r["result"]["resultType"], Value::Null, "{r}");
     // Still refused a request later: no fresh start without a session id.
-    let r = modern_call(&gw, Some(ALICE), "paged__log", log.clone()).await;
+    let r = modern_call(&gw.url(), Some(ALICE), "paged__log", log.clone()).await;
     assert!(r["error"]["message"].as_str().is_some_and(|m| m.contains("db-then-sink")), "{r}");
     // Bob's history is his own.
-    let r = modern_call(&gw, Some(BOB), "paged__log", log.clone()).await;
+    let r = modern_call(&gw.url(), Some(BOB), "paged__log", log.clone()).await;
     assert_eq!(r["result"]["content"][0]["text"], "ok", "{r}");
     assert_eq!(r["result"]["resultType"], "complete", "{r}");
     // A 2025 session of Alice has its own session history.
@@ -736,12 +717,12 @@ async fn a_stateless_request_has_the_grants_of_its_own_credential() {
     let mut gw = Gateway::start(&toml).await;
     gw.authorize(OPS);
     gw.wait_ready("paged").await;
-    let deploy_list = modern_call(&gw, Some(deploy), "paged__log", json!({"level":"info","data":"x"})).await;
+    let deploy_list = modern_call(&gw.url(), Some(deploy), "paged__log", json!({"level":"info","data":"x"})).await;
     assert_eq!(deploy_list["result"]["content"][0]["text"], "ok", "{deploy_list}");
     // The read-only key after the deploy key: still read-only.
-    let r = modern_call(&gw, Some(readonly), "paged__log", json!({"level":"info","data":"x"})).await;
+    let r = modern_call(&gw.url(), Some(readonly), "paged__log", json!({"level":"info","data":"x"})).await;
     assert!(r["error"]["message"].as_str().is_some_and(|m| m.contains("Unknown tool")), "{r}");
-    assert!(modern_call(&gw, Some(readonly), "paged__state", json!({})).await.get("result").is_some());
+    assert!(modern_call(&gw.url(), Some(readonly), "paged__state", json!({})).await.get("result").is_some());
 }
 
 /// The `Mcp-Param-*` check of a modern call never tells a hidden tool from
@@ -763,9 +744,9 @@ async fn a_mirrored_parameter_check_tells_nothing_of_a_hidden_tool() {
     gw.authorize(OPS);
     gw.wait_ready("c").await;
     let args = json!({"region": "us-west1"});
-    let r = modern_call(&gw, Some(BOB), "test_header_param", args.clone()).await;
+    let r = modern_call(&gw.url(), Some(BOB), "test_header_param", args.clone()).await;
     assert!(r["error"]["message"].as_str().is_some_and(|m| m.contains("Unknown tool")), "{r}");
-    let r = modern_call(&gw, Some(ALICE), "test_header_param", args.clone()).await;
+    let r = modern_call(&gw.url(), Some(ALICE), "test_header_param", args.clone()).await;
     assert_eq!(r["error"]["code"], -32020, "{r}");
     // With the header (once), the call goes through, and the gateway sends
     // it on to the modern upstream, which checks it too.
@@ -802,13 +783,10 @@ async fn a_result_cap_holds_for_a_modern_tasks_inlined_result() {
     );
     let gw = Gateway::start(&toml).await;
     gw.wait_ready("c").await;
-    let c = McpHttp { http: reqwest::Client::new(), url: gw.url(), session: None, next: 0 };
-    let meta = json!({"io.modelcontextprotocol/protocolVersion":"2026-07-28",
-        "io.modelcontextprotocol/clientCapabilities":{"extensions":{"io.modelcontextprotocol/tasks":{}}}});
+    let meta = modern_meta(json!({"extensions":{"io.modelcontextprotocol/tasks":{}}}));
     let post = async |method: &str, name: &str, params: Value| -> Value {
         let body = json!({"jsonrpc":"2.0","id":1,"method":method,"params":params});
-        let headers = [("mcp-protocol-version", "2026-07-28"), ("mcp-method", method), ("mcp-name", name)];
-        c.post(&body.to_string(), &headers).await.json()
+        post_modern(&gw.url(), None, &body, &[("mcp-method", method), ("mcp-name", name)]).await.json()
     };
     let call = json!({"name":"c__slow_compute","arguments":{"seconds":0,"label":"x".repeat(2000)},"_meta":meta});
     let created = post("tools/call", "c__slow_compute", call).await;
@@ -822,14 +800,9 @@ async fn a_result_cap_holds_for_a_modern_tasks_inlined_result() {
     assert!(m.contains(r#"mcp_gateway_results_capped_total{upstream="c",outcome="refused"} 1"#), "{m}");
 }
 
-/// POSTs `body` as a 2026-07-28 request of `key`'s with `headers`
-/// (besides the version header); status and JSON reply.
+/// [`post_modern`] of `key`'s: status and JSON reply.
 async fn modern_post(gw: &Gateway, key: &str, body: &Value, headers: &[(&str, &str)]) -> (u16, Value) {
-    let c = McpHttp { http: reqwest::Client::new(), url: gw.url(), session: None, next: 0 };
-    let bearer = format!("Bearer {key}");
-    let mut all = vec![("mcp-protocol-version", "2026-07-28"), ("authorization", bearer.as_str())];
-    all.extend_from_slice(headers);
-    let r = c.post(&body.to_string(), &all).await;
+    let r = post_modern(&gw.url(), Some(key), body, headers).await;
     (r.status, serde_json::from_str(&r.body).unwrap_or(Value::Null))
 }
 
@@ -905,8 +878,7 @@ async fn hostile_modern_requests_are_refused_and_counted() {
     let r = modern_post(&gw, ALICE, &listen, &[("mcp-method", "subscriptions/listen")]).await;
     assert_eq!(code(&r), (400, json!(-32602)), "{:?}", r.1);
     // Another principal's task is as unknown as one that never was.
-    let tasks = json!({"io.modelcontextprotocol/protocolVersion":"2026-07-28",
-        "io.modelcontextprotocol/clientCapabilities":{"extensions":{"io.modelcontextprotocol/tasks":{}}}});
+    let tasks = modern_meta(json!({"extensions":{"io.modelcontextprotocol/tasks":{}}}));
     let slow = json!({"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"c__slow_compute","arguments":{"seconds":30},"_meta":tasks}});
     let created = modern_post(&gw, ALICE, &slow, &named("c__slow_compute")).await;
     let task = created.1["result"]["taskId"].as_str().unwrap_or_else(|| panic!("{:?}", created.1)).to_owned();

@@ -147,7 +147,7 @@ fn params_mirrored(
         return Ok(());
     }
     let args = params.and_then(|p| p.get("arguments")).and_then(protocol::Checked::value).unwrap_or_default();
-    for h in &mirrored {
+    for h in mirrored.iter() {
         let header = format!("{}{}", protocol::modern::PARAM_HEADER_PREFIX, h.name.to_ascii_lowercase());
         let mut copies = headers.get_all(&header).iter();
         let sent = match (copies.next(), copies.next()) {

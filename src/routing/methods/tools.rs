@@ -201,7 +201,7 @@ struct Found {
     /// cache (to tell whether the live one differs).
     listed: Option<u64>,
     /// Its parameters mirrored into headers (`x-mcp-header`; usually none).
-    mirrored: Vec<protocol::modern::ParamHeader>,
+    mirrored: std::sync::Arc<[protocol::modern::ParamHeader]>,
 }
 
 impl Found {
@@ -220,19 +220,8 @@ fn lookup(core: &Core, name: &str) -> Option<Found> {
         bare: t.bare,
         quarantined: t.quarantined,
         listed: t.cached.then(|| text_hash(t.def.text())),
-        mirrored: mirrored_of(&t.def),
+        mirrored: t.mirrored.clone(),
     })
-}
-
-/// The parameters a tool's definition mirrors into headers; none for
-/// nearly every tool, found without parsing (an invalid annotation was
-/// left out when the upstream was listed, so none here).
-pub(crate) fn mirrored_of(def: &protocol::CheckedBox) -> Vec<protocol::modern::ParamHeader> {
-    if !protocol::modern::may_mirror(def.text()) {
-        return Vec::new();
-    }
-    let schema = def.checked().get("inputSchema");
-    schema.and_then(|s| protocol::modern::param_headers(s.text()).ok()).unwrap_or_default()
 }
 
 /// A tool listed from the warm-start cache: waits (at most

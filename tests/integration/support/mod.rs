@@ -629,3 +629,32 @@ pub fn urlencode(s: &str) -> String {
         })
         .collect()
 }
+
+/// The `_meta` of a 2026-07-28 request declaring `capabilities`.
+pub fn modern_meta(capabilities: Value) -> Value {
+    let mut meta = json!({"io.modelcontextprotocol/protocolVersion": "2026-07-28"});
+    meta["io.modelcontextprotocol/clientCapabilities"] = capabilities;
+    meta
+}
+
+/// POSTs `body` to `url` as a stateless 2026-07-28 request: no session id,
+/// the version header, `bearer`'s API key when given, and `headers`.
+pub async fn post_modern(url: &str, bearer: Option<&str>, body: &Value, headers: &[(&str, &str)]) -> Raw {
+    let c = McpHttp { http: reqwest::Client::new(), url: url.to_owned(), session: None, next: 0 };
+    let bearer = bearer.map(|k| format!("Bearer {k}"));
+    let mut all = vec![("mcp-protocol-version", "2026-07-28")];
+    if let Some(b) = &bearer {
+        all.push(("authorization", b.as_str()));
+    }
+    all.extend_from_slice(headers);
+    c.post(&body.to_string(), &all).await
+}
+
+/// A stateless 2026-07-28 `tools/call` of `name` with `args` (and its
+/// `Mcp-Method`/`Mcp-Name`), which must get no session: the JSON reply.
+pub async fn modern_call(url: &str, bearer: Option<&str>, name: &str, args: Value) -> Value {
+    let body = json!({"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":name,"arguments":args,"_meta":modern_meta(json!({}))}});
+    let r = post_modern(url, bearer, &body, &[("mcp-method", "tools/call"), ("mcp-name", name)]).await;
+    assert!(r.headers.get("mcp-session-id").is_none(), "a stateless request gets no session: {:?}", r.headers);
+    serde_json::from_str(&r.body).unwrap_or_else(|e| panic!("{e}: {} {}", r.status, r.body))
+}
