@@ -272,13 +272,7 @@ fn check_modern(gateway: &Gateway, msg: &crate::protocol::Request) -> Result<(),
     let (reason, reply) = match modern::check_meta(msg.params(), cap) {
         Ok(v) if modern::is_modern(&v) => return Ok(()),
         Ok(v) => ("protocol_version", modern::unsupported_version(Some(msg.id()), &v)),
-        Err(e) => {
-            let reason = match e {
-                modern::MetaError::Missing => "modern_meta",
-                modern::MetaError::TooLarge { .. } => "capabilities_too_large",
-            };
-            (reason, encode::error(Some(msg.id()), protocol::INVALID_PARAMS, &e.to_string(), None))
-        }
+        Err(e) => (e.reason(), encode::error(Some(msg.id()), protocol::INVALID_PARAMS, &e.to_string(), None)),
     };
     gateway.refused(Transport::Stdio, reason);
     tracing::debug!(reason, "Refused a 2026-07-28 request on stdio.");

@@ -106,6 +106,16 @@ pub enum MetaError {
     },
 }
 
+impl MetaError {
+    /// The `reason` label a refusal is counted under.
+    pub fn reason(&self) -> &'static str {
+        match self {
+            MetaError::Missing => "modern_meta",
+            MetaError::TooLarge { .. } => "capabilities_too_large",
+        }
+    }
+}
+
 /// The revision a modern request's `_meta` names, once `_meta` has what
 /// every modern request must carry: the revision, and client capabilities
 /// of at most `max_capabilities` bytes (the same cap as `initialize`'s).

@@ -48,18 +48,14 @@ pub(super) fn check(
     msg: &protocol::Request,
     principal: &Principal,
 ) -> Result<(), Response> {
-    use protocol::modern::{self, MetaError};
+    use protocol::modern;
     let id = msg.id();
     let params = msg.params();
     let cap = app.gateway.config_now().gateway.max_client_capabilities_bytes;
     let version = match modern::check_meta(params, cap) {
         Ok(v) => v,
         Err(e) => {
-            let reason = match e {
-                MetaError::Missing => "modern_meta",
-                MetaError::TooLarge { .. } => "capabilities_too_large",
-            };
-            return Err(refuse(app, reason, id, protocol::INVALID_PARAMS, &e.to_string()));
+            return Err(refuse(app, e.reason(), id, protocol::INVALID_PARAMS, &e.to_string()));
         }
     };
     let header = headers.get(VERSION_HEADER).map(|v| modern::header_value(v.as_bytes()));
