@@ -73,14 +73,15 @@ AUTH_SUITE=(auth/metadata-default auth/metadata-var1 auth/metadata-var2 auth/met
   # 2026-07-28: SEP-837 application_type, the iss checks of the callback,
   # offline access, resource and issuer mismatches.
   auth/resource-mismatch auth/metadata-issuer-mismatch auth/offline-access-scope auth/offline-access-not-supported
-  auth/iss-supported auth/iss-not-advertised auth/iss-supported-missing auth/iss-wrong-issuer auth/iss-unexpected)
+  auth/iss-supported auth/iss-not-advertised auth/iss-supported-missing auth/iss-wrong-issuer auth/iss-unexpected
+  auth/iss-normalized)
 # The upstream's streams: a response stream closed before its reply and resumed
 # with GET and Last-Event-ID after `retry` (SEP-1699), and a server request on
 # the standalone GET stream of a per-session upstream (the driver configures
 # `isolation = "per-session"` for elicitation scenarios and answers as a host).
 STREAMS=(sse-retry elicitation-sep1034-client-defaults)
 AUTH_MORE=(auth/2025-03-26-oauth-metadata-backcompat auth/2025-03-26-oauth-endpoint-fallback
-  auth/authorization-server-migration auth/iss-normalized
+  auth/authorization-server-migration
   auth/client-credentials-jwt auth/cross-app-access-complete-flow)
 # 2026-07-28 client scenarios (not the auth ones): the request metadata and
 # headers a modern client sends, MRTR's requestState, x-mcp-header

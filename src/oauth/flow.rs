@@ -401,9 +401,11 @@ pub async fn login(
     if let Some(e) = callback.error {
         return Err(OAuthError::Refused { error: e, description: callback.error_description.unwrap_or_default() });
     }
-    // RFC 9207: a server that sends `iss` must send its own.
+    // RFC 9207: a server that sends `iss` must send its own, character for
+    // character (no case folding, port or slash normalisation: RFC 9207
+    // §2.4, conformance `auth/iss-normalized`).
     match (&callback.iss, server.authorization_response_iss_parameter_supported) {
-        (Some(iss), _) if iss.trim_end_matches('/') != server.issuer.trim_end_matches('/') => {
+        (Some(iss), _) if *iss != server.issuer => {
             return Err(OAuthError::Login(format!("the callback came from issuer {iss:?}, not {:?}", server.issuer)));
         }
         (None, true) => return Err(OAuthError::Login("the callback lacks `iss`, which the server promised".into())),
