@@ -51,6 +51,9 @@ pub struct FileConfig {
     /// `[redis]`: the state replicas share. None: all state in process.
     #[serde(default)]
     pub redis: Option<super::redis::RedisSection>,
+    /// `[bridge]`: bounds of the exchanges bridged between the eras.
+    #[serde(default)]
+    pub bridge: super::bridge::BridgeSection,
 }
 
 /// `[admin]`.
@@ -68,6 +71,7 @@ pub struct AdminSection {
 /// `OTEL_EXPORTER_OTLP_TRACES_ENDPOINT`) is set. The other standard
 /// `OTEL_*` variables apply (`OTEL_SERVICE_NAME`, `OTEL_TRACES_SAMPLER`,
 /// `OTEL_BSP_*`, `OTEL_EXPORTER_OTLP_HEADERS`, `OTEL_SDK_DISABLED`).
+/// `metrics` sends the standard MCP metrics to the same collector.
 #[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct TracesSection {
@@ -87,6 +91,13 @@ pub struct TracesSection {
     pub sample_ratio: Option<f64>,
     /// Headers sent to the collector (values may use `${NAME}`).
     pub headers: BTreeMap<String, String>,
+    /// Also send the standard MCP metrics (`mcp.server.operation.duration`
+    /// and the others of the OpenTelemetry MCP conventions) to the same
+    /// collector (`/v1/metrics`). Default `false`.
+    pub metrics: bool,
+    /// How often those metrics are sent. Default 60 s.
+    #[serde(with = "humantime_serde")]
+    pub metrics_interval: Duration,
 }
 
 /// `[traces]`, with secrets in headers resolved.
@@ -102,6 +113,10 @@ pub struct Traces {
     pub sample_ratio: Option<f64>,
     /// Headers for the collector.
     pub headers: BTreeMap<String, Resolved>,
+    /// Send the standard MCP metrics over OTLP too.
+    pub metrics: bool,
+    /// How often they are sent.
+    pub metrics_interval: Duration,
 }
 
 /// The OTLP transport.
@@ -144,6 +159,8 @@ impl Default for TracesSection {
             service_name: "mcp-gateway".into(),
             sample_ratio: None,
             headers: BTreeMap::new(),
+            metrics: false,
+            metrics_interval: Duration::from_secs(60),
         }
     }
 }
@@ -380,6 +397,7 @@ impl FileConfig {
             a.validate().map_err(|e| e.under(&["access", &i.to_string()]))?;
         }
         self.limits.validate().map_err(|e| e.under(&["limits"]))?;
+        self.bridge.validate().map_err(|e| e.under(&["bridge"]))?;
         if let Some(r) = &self.redis {
             r.validate().map_err(|e| e.under(&["redis"]))?;
         }
@@ -479,6 +497,9 @@ impl TracesSection {
         if self.service_name.trim().is_empty() {
             return Err(ConfigError::new(&["service_name"], "must not be empty"));
         }
+        if self.metrics_interval < Duration::from_millis(100) {
+            return Err(ConfigError::new(&["metrics_interval"], "must be at least 100ms"));
+        }
         Ok(())
     }
 
@@ -501,6 +522,8 @@ impl TracesSection {
             service_name: self.service_name,
             sample_ratio: self.sample_ratio,
             headers,
+            metrics: self.metrics,
+            metrics_interval: self.metrics_interval,
         })
     }
 }

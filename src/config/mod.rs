@@ -16,6 +16,7 @@
 //! are only ever held in [`Resolved`] strings whose `Debug` is redacted.
 
 mod audit_key;
+mod bridge;
 mod env;
 mod error;
 mod file;
@@ -31,6 +32,7 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
 pub use audit_key::{AUDIT_KEY_VAR, AuditKey, AuditKeyError};
+pub use bridge::BridgeSection;
 pub use env::Env;
 pub use error::ConfigError;
 pub use file::{
@@ -92,6 +94,8 @@ pub struct Config {
     pub limits: LimitsSection,
     /// The state replicas share (`[redis]`, URL expanded); None: in process.
     pub redis: Option<Redis>,
+    /// Bounds of the exchanges bridged between the protocol eras.
+    pub bridge: BridgeSection,
     /// Names in the secrets file (never values), sorted.
     pub secret_names: Vec<String>,
     /// The key of the audit log's argument digests
@@ -166,7 +170,20 @@ impl Config {
             return Err(ConfigError::plain(format!("{SESSION_KEY_VAR} must differ from {AUDIT_KEY_VAR}")));
         }
         let x = Expander { secrets: &secrets, env };
-        let FileConfig { gateway, upstreams, admin, traces, audit, auth, access, pinning, rules, limits, redis } = file;
+        let FileConfig {
+            gateway,
+            upstreams,
+            admin,
+            traces,
+            audit,
+            auth,
+            access,
+            pinning,
+            rules,
+            limits,
+            redis,
+            bridge,
+        } = file;
         let redis = redis.map(|r| r.resolve(x).map_err(|e| e.under(&["redis"]))).transpose()?;
         let token_file = base.join(&gateway.token_file);
         let upstreams = upstreams
@@ -214,6 +231,7 @@ impl Config {
             rules: RulesSection { file: rules.file.map(|p| base.join(p)), ..rules },
             limits,
             redis,
+            bridge,
             secret_names: secrets.names(),
             audit_key,
             session_keys,

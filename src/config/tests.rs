@@ -118,6 +118,7 @@ fn errors_name_file_line_and_key() {
         ("[upstreams.a]\ncommand = \"x\"\nmax_concurrency = 0\n", ":3:1", "at least 1"),
         ("[traces]\nendpoint = \"localhost:4318\"\n", ":2:1", "traces.endpoint: must be an absolute"),
         ("[traces]\nsample_ratio = 2.0\n", ":2:1", "traces.sample_ratio: must be between 0 and 1"),
+        ("[traces]\nmetrics_interval = \"10ms\"\n", ":2:1", "traces.metrics_interval: must be at least 100ms"),
         ("[traces]\nprotocol = \"udp\"\n", ":2:12", "unknown variant `udp`"),
         ("[traces]\nheaders = { \"bad header\" = \"x\" }\n", ":2:1", "not a valid HTTP header"),
         ("[audit]\npath = \"a.jsonl\"\nmax_file_bytes = 10\n", ":3:1", "audit.max_file_bytes: must be at least 1024"),
@@ -273,6 +274,7 @@ fn sections() -> Vec<(&'static str, Vec<String>)> {
         ("upstreams.<id>.tools", fields::<ToolFilter>()),
         ("redis", fields::<RedisSection>()),
         ("redis.on_unreachable", fields::<OnUnreachable>()),
+        ("bridge", fields::<super::BridgeSection>()),
     ]
 }
 

@@ -46,9 +46,19 @@ const TOOL_RESULT: &[(&str, Plan<'static>)] = &[
     ("task", Plan::Full),
     ("resultType", Plan::Full),
     ("taskId", Plan::Full),
+    // An input-required result (2026-07-28), which the gateway answers for
+    // a 2025 client.
+    ("inputRequests", Plan::Full),
+    ("requestState", Plan::Full),
 ];
 /// The members of a prompt the gateway reads.
-const PROMPT_RESULT: &[(&str, Plan<'static>)] = &[("_meta", Plan::Full)];
+const PROMPT_RESULT: &[(&str, Plan<'static>)] = &[
+    ("_meta", Plan::Full),
+    // An input-required result (2026-07-28), answered for a 2025 client.
+    ("resultType", Plan::Full),
+    ("inputRequests", Plan::Full),
+    ("requestState", Plan::Full),
+];
 
 #[derive(Debug)]
 enum ResultScan {

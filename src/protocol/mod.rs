@@ -72,6 +72,28 @@ pub fn is_supported_version(version: &str) -> bool {
     SUPPORTED_VERSIONS.contains(&version)
 }
 
+/// Whether `capabilities` (a client's, as declared) cover what `method`
+/// (with `params`) needs: `sampling`, `roots`, or `elicitation` in the
+/// requested mode (an empty `elicitation` object means form mode).
+pub fn declares(capabilities: Option<Checked<'_>>, method: &str, params: Option<Checked<'_>>) -> bool {
+    let Some(caps) = capabilities.and_then(|c| c.object()) else { return false };
+    match method {
+        "sampling/createMessage" => caps.contains("sampling"),
+        "roots/list" => caps.contains("roots"),
+        "elicitation/create" => {
+            let Some(e) = caps.get("elicitation").and_then(Checked::object) else {
+                return false;
+            };
+            let mode = params.and_then(|p| p.get("mode")).and_then(Checked::str);
+            match mode.as_deref() {
+                Some("url") => e.contains("url"),
+                _ => e.contains("form") || !e.contains("url"),
+            }
+        }
+        _ => false,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -31,7 +31,7 @@ use crate::security::access::Kind;
 use crate::security::{DenyReason, Ident};
 use crate::telemetry::metrics::{DenialLabels, Name, OutcomeLabels};
 use crate::telemetry::{Span, Telemetry};
-use crate::upstream::{Changes, Relay, Request, Upstream};
+use crate::upstream::{Changes, Relay, Upstream};
 
 /// The gateway's own tool listing the secrets file's names (never values).
 pub const LIST_SECRET_NAMES: &str = "gateway__list_secret_names";
@@ -66,6 +66,8 @@ pub(crate) struct Core {
     pub(crate) levels: Levels,
     /// Which session owns which upstream task.
     pub(crate) tasks: Tasks,
+    /// Exchanges bridged between the protocol eras.
+    pub(crate) bridges: super::bridge::Bridges,
     /// Metrics, traces and the audit log.
     pub(crate) telemetry: Telemetry,
     /// Upstream state and list changes (what the catalog task waits on).
@@ -129,6 +131,14 @@ impl Core {
         for outcome in ["live", "changed", "withdrawn", "timed_out", "failed_start", "overloaded"] {
             let _ = m.warm_start_calls.get_or_create(&crate::telemetry::metrics::Outcome { outcome });
         }
+        for direction in ["to_modern", "to_legacy"] {
+            let labels = crate::telemetry::metrics::DirectionLabels { direction };
+            let _ = m.bridge_in_flight.get_or_create(&labels);
+            for outcome in ["asked", "completed", "timeout", "limited"] {
+                let _ =
+                    m.bridge_exchanges.get_or_create(&crate::telemetry::metrics::BridgeLabels { direction, outcome });
+            }
+        }
         for outcome in ["loaded", "load_refused", "saved", "save_failed"] {
             let _ = m.catalog_cache_operations.get_or_create(&crate::telemetry::metrics::Outcome { outcome });
         }
@@ -159,6 +169,10 @@ impl Core {
             sessions: Sessions::default(),
             levels: Levels::default(),
             tasks: Tasks::default(),
+            bridges: super::bridge::Bridges::new(
+                config.session_keys.as_ref().map(|k| k.current.bytes()),
+                telemetry.metrics.clone(),
+            ),
             no_label: Name::from(""),
             upstreams,
             published,
@@ -379,24 +393,38 @@ impl Core {
         out: &mut Outcome,
         timeout: Option<Duration>,
     ) -> Result<Message, CallError> {
-        let upstream = &*self.upstreams.instance(i, rq.caller.peer).await;
+        let upstream = self.upstreams.instance(i, rq.caller.peer).await;
         out.upstream = Some(upstream.label());
         let modern = matches!(&*upstream.state(), crate::upstream::State::Ready(r) if r.era() == protocol::Era::Modern);
         era_meta(&mut obj, rq.caller.era, modern);
-        let (progress, relay) = related(&mut obj, rq.caller, upstream);
-        let params = obj.to_checked();
-        let req = Request {
+        // A 2025 client, a 2026-07-28 upstream: what the client can answer
+        // is declared, and an input-required result asked of it.
+        let client = match (modern, rq.caller.era, rq.caller.peer) {
+            (true, protocol::Era::Legacy, Some(peer)) => {
+                set_client_capabilities(&mut obj, &peer.relayable(), !upstream.spec().roots.is_empty());
+                Some(peer)
+            }
+            _ => None,
+        };
+        let (progress, relay) = related(&mut obj, rq.caller, &upstream);
+        let call = super::bridge::Call {
             method,
-            params: Some(params.checked()),
+            timeout,
+            params: obj.to_checked(),
             tool: None,
             hints: crate::upstream::ToolHints::default(),
-            progress: progress.as_deref(),
-            relay: relay.as_ref(),
-            span: rq.span,
-            timeout,
-            params_headers: &[],
+            progress,
+            relay,
+            span: rq.span.clone(),
+            mirrored: Vec::new(),
+            upstream: upstream.clone(),
         };
-        let called = upstream.call(req).await;
+        let spec = upstream.spec();
+        let client =
+            client.map(|peer| super::bridge::to_legacy::Client { peer, stream: rq.caller.stream, roots: &spec.roots });
+        let limits = if client.is_some() { self.config().bridge.clone() } else { Default::default() };
+        // The request's span is the pipeline's to end.
+        let called = super::bridge::to_legacy::send(&call, client, &limits, &self.bridges).await;
         out.class = called.class;
         out.attempts = called.attempts;
         called.result
@@ -484,6 +512,20 @@ pub(crate) fn era_meta(params: &mut Members<'_>, caller: protocol::Era, upstream
     if !(caller == protocol::Era::Modern && upstream_modern) {
         protocol::modern::strip_modern_meta(params);
     }
+}
+
+/// Declares `caps` (a 2025 client's relayable capabilities, and `roots`
+/// when the gateway answers roots from its config) as the request's
+/// 2026-07-28 `clientCapabilities`, for an upstream that asks for input.
+pub(crate) fn set_client_capabilities(params: &mut Members<'_>, caps: &CheckedBox, config_roots: bool) {
+    let mut declared = caps.checked().object().unwrap_or_default();
+    if config_roots && !declared.contains("roots") {
+        declared.set("roots", CheckedBox::from_value(&serde_json::json!({})));
+    }
+    let mut meta = params.get("_meta").and_then(Checked::object).unwrap_or_default();
+    meta.set(protocol::modern::META_CAPABILITIES, declared.to_checked());
+    let meta = meta.to_checked();
+    params.set("_meta", meta);
 }
 
 /// Gives the call a gateway-unique progress token (so progress from a

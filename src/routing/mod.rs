@@ -22,6 +22,7 @@ pub mod catalog;
 pub mod peer;
 pub mod tasks;
 
+mod bridge;
 mod caller;
 mod core;
 mod gate;
@@ -96,6 +97,8 @@ pub struct Client {
     gateway: Arc<Gateway>,
     /// The session's peer.
     pub peer: Arc<Peer>,
+    /// A 2025 session's life (`mcp.server.session.duration`).
+    _life: Option<crate::telemetry::standard::Life>,
 }
 
 impl Drop for Client {
@@ -176,7 +179,15 @@ impl Gateway {
             Peer::new(id, out, caps, metrics, principal, crate::security::access::Grants::none(), Default::default())
         });
         peer.reconfigure(core.gate.grants_of(&peer.principal), (**core.mask()).clone());
-        Client { gateway: self.clone(), peer }
+        // Opened by `initialize`: a 2025 session, with its revision.
+        let version = init.map(|p| {
+            let asked = p.get("protocolVersion").and_then(Checked::str);
+            asked.and_then(|v| protocol::SUPPORTED_VERSIONS.iter().find(|s| **s == v).copied())
+        });
+        let version = version.map(|v| *peer.version.get_or_init(|| v.unwrap_or(protocol::LATEST_VERSION)));
+        let transport = if peer.principal.via == crate::security::auth::Via::Stdio { "pipe" } else { "tcp" };
+        let _life = version.and_then(|v| core.telemetry.metrics.standard.server_session(Some(v), transport));
+        Client { gateway: self.clone(), peer, _life }
     }
 
     /// Forgets a session: its subscriptions end (the upstream's too, when

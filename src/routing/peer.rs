@@ -84,6 +84,8 @@ pub struct Peer {
     /// The peer of a principal's stateless (2026-07-28) requests: sent no
     /// notifications; Redis forgetting it opens it again, not ends it.
     stateless: std::sync::atomic::AtomicBool,
+    /// A 2025 session's protocol revision (`mcp.protocol.version`).
+    pub(crate) version: std::sync::OnceLock<&'static str>,
 }
 
 /// Where the answer to one of the gateway's own requests goes: the
@@ -161,6 +163,7 @@ impl Peer {
             shared_key: std::sync::OnceLock::new(),
             shared_registered: std::sync::atomic::AtomicBool::new(false),
             stateless: std::sync::atomic::AtomicBool::new(false),
+            version: std::sync::OnceLock::new(),
             metrics,
             instances: Mutex::default(),
             gone: std::sync::atomic::AtomicBool::new(false),
@@ -170,6 +173,11 @@ impl Peer {
     /// What of the client's capabilities a connection of its own may be
     /// offered: sampling, elicitation and roots, as the client declared them.
     pub(crate) fn relayable_capabilities(&self) -> Box<RawValue> {
+        self.relayable().into_raw()
+    }
+
+    /// [`Peer::relayable_capabilities`], checked.
+    pub(crate) fn relayable(&self) -> CheckedBox {
         let mut out = Members::new();
         if let Some(caps) = self.capabilities.as_ref().and_then(|c| c.checked().object()) {
             for name in ["sampling", "elicitation", "roots"] {
@@ -178,7 +186,7 @@ impl Peer {
                 }
             }
         }
-        out.to_raw()
+        out.to_checked()
     }
 
     pub(crate) fn lock_hears(&self) -> std::sync::MutexGuard<'_, Option<(u64, Arc<[bool]>)>> {
@@ -195,22 +203,7 @@ impl Peer {
     /// `sampling`, or `elicitation` in the requested mode (an empty
     /// `elicitation` object means form mode).
     pub(crate) fn supports(&self, method: &str, params: Option<Checked<'_>>) -> bool {
-        let Some(caps) = self.capabilities.as_ref().and_then(|c| c.checked().object()) else { return false };
-        match method {
-            "sampling/createMessage" => caps.contains("sampling"),
-            "roots/list" => caps.contains("roots"),
-            "elicitation/create" => {
-                let Some(e) = caps.get("elicitation").and_then(Checked::object) else {
-                    return false;
-                };
-                let mode = params.and_then(|p| p.get("mode")).and_then(Checked::str);
-                match mode.as_deref() {
-                    Some("url") => e.contains("url"),
-                    _ => e.contains("form") || !e.contains("url"),
-                }
-            }
-            _ => false,
-        }
+        crate::protocol::declares(self.capabilities.as_ref().map(CheckedBox::checked), method, params)
     }
 
     /// The upstream cancelled a request it sent (`requestId`, raw): if it

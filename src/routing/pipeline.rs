@@ -71,6 +71,12 @@ pub(crate) async fn handle(
     let span = server_span(core, msg, caller);
     let handled = run(core, msg, caller, &span).await;
     let reply_bytes = handled.reply.as_ref().map_or(0, String::len);
+    // The JSON-RPC code of an error reply (a prefix compare for a result).
+    let code = handled.reply.as_deref().and_then(|r| protocol::modern::error_code(r, msg.id()));
+    if let Some(code) = code.filter(|_| span.is_on()) {
+        span.set(|| KeyValue::new("rpc.response.status_code", code.to_string()));
+    }
+    standard(core, msg, caller, &handled.outcome, started, code);
     record(core, msg, caller, &span, handled.outcome, started, reply_bytes);
     span.end();
     handled.reply
@@ -110,7 +116,18 @@ async fn run(core: &Core, msg: &protocol::Request, caller: &Caller<'_>, span: &S
     };
     drop(call);
     let reply = match result {
-        Some(Ok(reply)) => Some(reply),
+        Some(Ok(reply)) => {
+            // An error the family answered with, or a tool's result with
+            // `isError: true` (`tool_error`): `error.type` and an error
+            // status, as the conventions ask.
+            if let Some(class) = outcome.class {
+                span.outcome(Some(class), || match class {
+                    ErrorClass::ToolError => "the tool's result has isError: true".into(),
+                    _ => class.as_str().into(),
+                });
+            }
+            Some(reply)
+        }
         Some(Err(e)) => {
             tracing::debug!(method = %protocol::echo(msg.method()), class = %e.class, "Request failed: {}.", e.message);
             // A refusal hidden as "unknown" stays `policy` for metrics and
@@ -122,7 +139,7 @@ async fn run(core: &Core, msg: &protocol::Request, caller: &Caller<'_>, span: &S
                 outcome.policy.push(format!("reply_refused:{reason}"));
             }
             outcome.cause = e.cause;
-            span.outcome(Some(e.class), || e.message.clone());
+            span.outcome(outcome.class, || e.message.clone());
             Some(e.to_response(id))
         }
         None => {
@@ -132,9 +149,6 @@ async fn run(core: &Core, msg: &protocol::Request, caller: &Caller<'_>, span: &S
             None
         }
     };
-    if let Some(class) = outcome.class.filter(|_| span.is_on()) {
-        span.set(|| KeyValue::new("error.type", class.as_str()));
-    }
     let reply = reply.map(|r| mask(core, r, &mut outcome));
     let reply = match caller.era {
         protocol::Era::Legacy => reply,
@@ -201,12 +215,19 @@ fn server_span(core: &Core, msg: &Message, caller: &Caller<'_>) -> Span {
     // Names a client made up are cut short, like in error messages.
     let method = protocol::echo(msg.method());
     let params = msg.params().and_then(Checked::object);
-    let tool = params.as_ref().filter(|_| method == "tools/call").and_then(|p| p.str("name"));
-    let tool = tool.as_deref().map(protocol::echo);
+    let member = |m: &str| params.as_ref().and_then(|p| p.str(m)).map(|v| protocol::echo(&v).into_owned());
+    // The span's target (OpenTelemetry MCP conventions): the tool or the
+    // prompt; never a resource URI, which goes in an attribute only.
+    let (tool, prompt, uri) = match &*method {
+        "tools/call" => (member("name"), None, None),
+        "prompts/get" => (None, member("name"), None),
+        "resources/read" | "resources/subscribe" | "resources/unsubscribe" => (None, None, member("uri")),
+        _ => (None, None, None),
+    };
     let from_meta =
         || params.as_ref()?.get("_meta")?.get(crate::telemetry::trace::TRACEPARENT)?.str().map(|t| t.into_owned());
     let traceparent = caller.traceparent.map(str::to_owned).or_else(from_meta);
-    let name = match &tool {
+    let name = match tool.as_ref().or(prompt.as_ref()) {
         Some(t) => format!("{method} {t}"),
         None => method.clone().into_owned(),
     };
@@ -214,17 +235,62 @@ fn server_span(core: &Core, msg: &Message, caller: &Caller<'_>) -> Span {
         KeyValue::new("mcp.method.name", method.into_owned()),
         KeyValue::new("network.transport", caller.transport.network()),
     ];
+    if let Some(v) = version_of(caller) {
+        attrs.push(KeyValue::new("mcp.protocol.version", v));
+    }
     if let Some(id) = &msg.id {
         attrs.push(KeyValue::new("jsonrpc.request.id", id.get().trim_matches('"').to_owned()));
     }
-    if let Some(s) = caller.session {
+    // A 2026-07-28 request stands alone: no session, whatever it carried.
+    if let Some(s) = caller.session.filter(|_| caller.era == protocol::Era::Legacy) {
         attrs.push(KeyValue::new("mcp.session.id", session_digest(s)));
     }
     if let Some(t) = tool {
-        attrs.push(KeyValue::new("gen_ai.tool.name", t.into_owned()));
+        attrs.push(KeyValue::new("gen_ai.tool.name", t));
         attrs.push(KeyValue::new("gen_ai.operation.name", "execute_tool"));
     }
+    if let Some(p) = prompt {
+        attrs.push(KeyValue::new("gen_ai.prompt.name", p));
+    }
+    if let Some(u) = uri {
+        attrs.push(KeyValue::new("mcp.resource.uri", u));
+    }
     tracer.server_span(name, traceparent.as_deref(), attrs)
+}
+
+/// `mcp.server.operation.duration` of one handled request (when the
+/// standard metrics are on): bounded attributes only.
+fn standard(
+    core: &Core,
+    msg: &Message,
+    caller: &Caller<'_>,
+    out: &Outcome,
+    started: tokio::time::Instant,
+    code: Option<i64>,
+) {
+    let standard = &core.telemetry.metrics.standard;
+    if !standard.enabled() {
+        return;
+    }
+    let op = crate::telemetry::standard::Op {
+        method: method_label(msg.method()),
+        version: version_of(caller),
+        error: if out.cancelled { Some("cancelled") } else { out.class.map(ErrorClass::as_str) },
+        status: code.map(crate::telemetry::standard::status_label),
+        tool: out.tool.as_ref(),
+        upstream: out.upstream.as_ref(),
+        transport: caller.transport.network(),
+    };
+    standard.server_operation(started.elapsed(), &op);
+}
+
+/// `mcp.protocol.version` of a request: 2026-07-28 for a stateless one, a
+/// 2025 session's own revision.
+fn version_of(caller: &Caller<'_>) -> Option<&'static str> {
+    match caller.era {
+        protocol::Era::Modern => Some(protocol::modern::MODERN_VERSION),
+        protocol::Era::Legacy => caller.peer.and_then(|p| p.version.get().copied()),
+    }
 }
 
 /// Metrics and the audit record of one handled request.

@@ -197,12 +197,19 @@ pub struct Metrics {
     pub tools_quarantined: Gauge,
     /// Results over their size cap: `truncated` or `refused`.
     pub results_capped: Family<OutcomeLabels, Counter>,
+    /// Exchanges bridged between the protocol eras, by direction and outcome.
+    pub bridge_exchanges: Family<BridgeLabels, Counter>,
+    /// Bridged exchanges open now, by direction.
+    pub bridge_in_flight: Family<DirectionLabels, Gauge>,
     /// Sequence rule hits (the security work fills it).
     pub rule_hits: Family<RuleLabels, Counter>,
     /// Secret values masked in results (the security work fills it).
     pub secrets_masked: Family<UpstreamLabels, Counter>,
     /// Upstream OAuth tokens obtained (or failed to), by grant.
     pub upstream_tokens: Family<TokenLabels, Counter>,
+    /// The standard MCP histograms sent over OTLP (`[traces] metrics`;
+    /// off by default).
+    pub standard: super::standard::Standard,
 }
 
 // === impl Metrics ===
@@ -268,9 +275,12 @@ impl Metrics {
             upstream_messages_refused: Family::default(),
             tools_quarantined: Gauge::default(),
             results_capped: Family::default(),
+            bridge_exchanges: Family::default(),
+            bridge_in_flight: Family::default(),
             rule_hits: Family::default(),
             secrets_masked: Family::default(),
             upstream_tokens: Family::default(),
+            standard: super::standard::Standard::disabled(),
             registry: Registry::default(),
         };
         let build: Family<BuildLabels, Gauge> = Family::default();
@@ -488,6 +498,12 @@ impl Metrics {
             "Results over their size cap, truncated or refused",
             Listed(m.results_capped.clone()),
         );
+        r.register(
+            "bridge_exchanges",
+            "Exchanges bridged between 2025 and 2026-07-28 (input-required results and server requests), by direction and outcome",
+            Listed(m.bridge_exchanges.clone()),
+        );
+        r.register("bridge_in_flight", "Bridged exchanges open now, by direction", Listed(m.bridge_in_flight.clone()));
         r.register("rule_hits", "Sequence rule hits, by rule and action", Listed(m.rule_hits.clone()));
         r.register("secrets_masked", "Secret values masked in upstream results", Listed(m.secrets_masked.clone()));
         r.register(
@@ -614,5 +630,8 @@ mod tests {
         assert_eq!(method_label("tools/call"), "tools/call");
         assert_eq!(method_label("tools/call\u{0}x"), "other");
         assert_eq!(method_label("anything/else"), "other");
+        // 2026-07-28's own methods.
+        assert_eq!(method_label("server/discover"), "server/discover");
+        assert_eq!(method_label("subscriptions/listen"), "subscriptions/listen");
     }
 }

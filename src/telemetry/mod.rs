@@ -9,6 +9,7 @@ pub mod audit;
 pub mod log;
 pub mod metrics;
 pub mod pace;
+pub mod standard;
 pub mod trace;
 
 use std::sync::Arc;
@@ -28,6 +29,9 @@ pub enum TelemetryError {
     /// The trace exporter could not be built.
     #[error(transparent)]
     Trace(#[from] trace::TraceError),
+    /// The OTLP metrics exporter could not be built.
+    #[error(transparent)]
+    Metrics(#[from] standard::MetricsError),
 }
 
 /// Metrics, tracer and audit log, shared by every layer.
@@ -51,7 +55,9 @@ impl Telemetry {
 
     /// Everything the config asks for.
     pub fn from_config(config: &Config) -> Result<Self, TelemetryError> {
-        let metrics = Arc::new(Metrics::new());
+        let mut metrics = Metrics::new();
+        metrics.standard = standard::Standard::from_config(&config.traces)?;
+        let metrics = Arc::new(metrics);
         let tracer = Tracer::from_config(&config.traces, &metrics)?;
         let audit = match &config.audit.path {
             Some(path) => {
@@ -69,9 +75,11 @@ impl Telemetry {
         Ok(Telemetry { metrics, tracer, audit })
     }
 
-    /// Flushes the trace exporter and the audit log (blocking).
+    /// Flushes the trace and metrics exporters and the audit log
+    /// (blocking).
     pub fn shutdown(&self) {
         self.tracer.shutdown();
+        self.metrics.standard.shutdown();
         if let Some(a) = &self.audit {
             a.close();
         }

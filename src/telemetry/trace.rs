@@ -82,14 +82,7 @@ impl Tracer {
         for outcome in ["ok", "failed"] {
             let _ = metrics.trace_exports.get_or_create(&Outcome { outcome });
         }
-        let mut resource = opentelemetry_sdk::Resource::builder();
-        // OTEL_SERVICE_NAME wins over the file, as the spec says.
-        if env("OTEL_SERVICE_NAME").is_none() {
-            resource = resource.with_service_name(cfg.service_name.clone());
-        }
-        let mut provider = SdkTracerProvider::builder().with_batch_exporter(exporter).with_resource(
-            resource.with_attribute(KeyValue::new("service.version", env!("CARGO_PKG_VERSION"))).build(),
-        );
+        let mut provider = SdkTracerProvider::builder().with_batch_exporter(exporter).with_resource(resource(cfg));
         if let Some(ratio) = cfg.sample_ratio {
             provider = provider.with_sampler(opentelemetry_sdk::trace::Sampler::ParentBased(Box::new(
                 opentelemetry_sdk::trace::Sampler::TraceIdRatioBased(ratio),
@@ -127,6 +120,17 @@ impl Tracer {
             tracing::warn!(error = %e, "Trace exporter did not shut down cleanly.");
         }
     }
+}
+
+/// The resource of the gateway's spans and metrics: `service.name` (from
+/// the file unless `OTEL_SERVICE_NAME` is set, which wins as the spec says)
+/// and `service.version`.
+pub(super) fn resource(cfg: &Traces) -> opentelemetry_sdk::Resource {
+    let mut resource = opentelemetry_sdk::Resource::builder();
+    if std::env::var("OTEL_SERVICE_NAME").ok().filter(|v| !v.trim().is_empty()).is_none() {
+        resource = resource.with_service_name(cfg.service_name.clone());
+    }
+    resource.with_attribute(KeyValue::new("service.version", env!("CARGO_PKG_VERSION"))).build()
 }
 
 fn build_exporter(cfg: &Traces) -> Result<opentelemetry_otlp::SpanExporter, TraceError> {
@@ -175,7 +179,7 @@ fn build_exporter(cfg: &Traces) -> Result<opentelemetry_otlp::SpanExporter, Trac
 
 /// `[traces] protocol`, else `OTEL_EXPORTER_OTLP_TRACES_PROTOCOL` or
 /// `OTEL_EXPORTER_OTLP_PROTOCOL`, else HTTP/protobuf.
-fn protocol(cfg: &Traces) -> Result<OtlpProtocol, TraceError> {
+pub(super) fn protocol(cfg: &Traces) -> Result<OtlpProtocol, TraceError> {
     if let Some(p) = cfg.protocol {
         return Ok(p);
     }

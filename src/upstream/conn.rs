@@ -56,6 +56,8 @@ pub(crate) struct Connection {
     /// The era the handshake settled on: a 2026-07-28 upstream gets `_meta`
     /// and the request metadata headers on every request.
     modern: std::sync::atomic::AtomicBool,
+    /// The 2025 revision `initialize` settled on (`mcp.protocol.version`).
+    version: std::sync::OnceLock<&'static str>,
 }
 
 /// What ties a request to the client that made it.
@@ -82,6 +84,7 @@ impl Connection {
             reinit: tokio::sync::Mutex::new(0),
             capabilities,
             modern: std::sync::atomic::AtomicBool::new(false),
+            version: std::sync::OnceLock::new(),
         }
     }
 
@@ -99,6 +102,47 @@ impl Connection {
     /// An HTTP session that expired (404) is re-initialised once and the
     /// request sent again: it provably never reached the upstream.
     pub(crate) async fn request_within(
+        &self,
+        method: &str,
+        params: Option<Checked<'_>>,
+        clock: &mut Clock,
+        related: Related<'_>,
+        traceparent: Option<&str>,
+    ) -> Reply {
+        let standard = &self.inbox.standard;
+        if !standard.enabled() {
+            return self.exchange(method, params, clock, related, traceparent).await;
+        }
+        let started = Instant::now();
+        // The tool's own name: the gateway wrote it, from the catalog.
+        let tool = params.filter(|_| method == "tools/call").and_then(|p| p.get("name")).and_then(|n| n.str());
+        let tool: Option<crate::telemetry::metrics::Name> = tool.map(|n| Arc::from(&*n));
+        let reply = self.exchange(method, params, clock, related, traceparent).await;
+        let (error, status) = match &reply {
+            Ok(m) => {
+                let code = m.error().and_then(|e| e.get("code")).and_then(|c| c.text().parse().ok());
+                (crate::error::classify_reply(m).map(ErrorClass::as_str), code)
+            }
+            Err(e) => (Some(e.class.as_str()), None),
+        };
+        let op = crate::telemetry::standard::Op {
+            method: crate::telemetry::metrics::method_label(method),
+            version: match self.era() {
+                protocol::Era::Modern => Some(protocol::modern::MODERN_VERSION),
+                protocol::Era::Legacy => self.version.get().copied(),
+            },
+            error,
+            status: status.map(crate::telemetry::standard::status_label),
+            tool: tool.as_ref(),
+            upstream: Some(&self.upstream),
+            transport: if self.link.carries_headers() { "tcp" } else { "pipe" },
+        };
+        standard.client_operation(started.elapsed(), &op);
+        reply
+    }
+
+    /// [`Connection::request_within`], untimed.
+    async fn exchange(
         &self,
         method: &str,
         params: Option<Checked<'_>>,
@@ -270,6 +314,9 @@ impl Connection {
             ));
         }
         self.link.set_protocol_version(&init.version);
+        if let Some(v) = crate::telemetry::standard::version_label(&init.version) {
+            let _ = self.version.set(v);
+        }
         self.notify("notifications/initialized", None).await?;
         Ok(init)
     }

@@ -54,6 +54,8 @@ pub(crate) struct Inbox {
     /// Calls in flight whose related messages (those on the call's own HTTP
     /// response stream) go to a client.
     pub(super) related: Mutex<HashMap<u64, Arc<dyn Relay>>>,
+    /// `mcp.client.operation.duration` (when the standard metrics are on).
+    pub(super) standard: crate::telemetry::standard::Standard,
 }
 
 // === impl Inbox ===
@@ -75,6 +77,7 @@ impl Inbox {
             close_reason: Mutex::new(None),
             progress: Mutex::new(HashMap::new()),
             related: Mutex::new(HashMap::new()),
+            standard: metrics.standard.clone(),
         })
     }
 

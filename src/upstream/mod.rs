@@ -41,6 +41,7 @@ use self::conn::{Connection, Negotiated};
 use self::inbox::{Event, Inbox};
 use self::link::{Link, OpenError};
 pub use self::lists::ListKind;
+pub use self::server_requests::Responder;
 use crate::config::{Redactor, TransportSpec, UpstreamSpec};
 use crate::error::{CallError, ErrorClass};
 use crate::protocol::{Checked, CheckedBox, Message, encode};
@@ -232,46 +233,6 @@ pub trait Relay: Send + Sync + std::fmt::Debug {
     /// `elicitation/create`): the relay answers it through `reply`, now or
     /// later.
     fn request(&self, msg: Message, reply: Responder);
-}
-
-/// Answers one request an upstream sent, under the upstream's own id.
-#[derive(Debug)]
-pub struct Responder {
-    conn: Arc<Connection>,
-    id: Box<RawValue>,
-    upstream: Name,
-}
-
-impl Responder {
-    /// The upstream that asked.
-    pub fn upstream(&self) -> &Name {
-        &self.upstream
-    }
-
-    /// The upstream's id of the request, raw.
-    pub fn id(&self) -> &RawValue {
-        &self.id
-    }
-
-    /// Relays a client's response (its `result` or `error`).
-    pub fn reply(self, response: &Message) {
-        let body = match (response.result_raw(), response.error()) {
-            (Some(r), _) => encode::result(&self.id, r),
-            (None, Some(e)) => encode::raw_error(&self.id, e.raw()),
-            (None, None) => encode::error(Some(&self.id), crate::protocol::INTERNAL_ERROR, "empty response", None),
-        };
-        self.send(body);
-    }
-
-    /// Answers with a JSON-RPC error.
-    pub fn error(self, code: i64, message: &str) {
-        let body = encode::error(Some(&self.id), code, message, None);
-        self.send(body);
-    }
-
-    fn send(self, body: String) {
-        tokio::spawn(async move { self.conn.respond(body).await });
-    }
 }
 
 /// The gateway's own OAuth credential for `spec` (`principal`: one

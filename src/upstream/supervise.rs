@@ -24,7 +24,14 @@ impl Upstream {
                 Ok((conn, negotiated)) => {
                     let since = Instant::now();
                     connection += 1;
+                    let version = crate::telemetry::standard::version_label(&negotiated.version);
+                    let life =
+                        self.metrics.standard.client_session(&self.label, version, self.spec().transport.network());
                     let (reason, class) = self.serve(conn, negotiated, connection, rx, &inbox).await;
+                    // `error.type` unless the gateway ended it.
+                    if let Some(life) = life {
+                        life.end((!self.shutdown.is_cancelled()).then(|| class.as_str()));
+                    }
                     if self.shutdown.is_cancelled() {
                         break;
                     }

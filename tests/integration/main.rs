@@ -7,6 +7,7 @@
 mod support;
 
 mod bounds;
+mod bridge;
 mod cli;
 mod conformance;
 mod dashboards;

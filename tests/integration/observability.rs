@@ -3,6 +3,7 @@
 //! and the admin listener, the audit log, and secret masking in logs.
 
 use std::collections::HashMap;
+use std::time::Duration;
 
 use serde_json::{Value, json};
 
@@ -268,4 +269,150 @@ async fn logs_are_json_lines_with_structured_fields_when_asked() {
         lines.iter().any(|l| l["fields"]["upstream"] == "raw" && l["fields"]["message"] == "Upstream initialized."),
         "fields are structured, not in the message: {logs}"
     );
+}
+
+/// The standard MCP metrics (`[traces] metrics`) arrive over OTLP beside
+/// the spans, for a 2025 session and for stateless 2026-07-28 requests,
+/// with the conventions' names, unit, buckets and bounded attributes; the
+/// spans follow the conventions in both eras.
+#[tokio::test]
+async fn standard_mcp_metrics_and_spans_in_both_eras() {
+    let otlp = OtlpReceiver::start().await;
+    let state = tempfile::NamedTempFile::new_in(root().join("target")).unwrap();
+    let toml = format!(
+        "[traces]\nendpoint = {:?}\nservice_name = \"gw-std\"\nmetrics = true\nmetrics_interval = \"200ms\"\n{}{}",
+        otlp.endpoint(),
+        raw_stdio("raw", ""),
+        chaos_stdio("chaos", state.path()),
+    );
+    let gw = Gateway::start(&toml).await;
+    gw.wait_ready("raw").await;
+    gw.wait_ready("chaos").await;
+
+    // A 2025 session: a call, a tool error, a read of a resource no one has.
+    let mut c = gw.client().await;
+    let session = c.session.clone().unwrap();
+    assert!(c.call("raw__echo", json!({"x":1})).await.get("result").is_some());
+    let r = c.call("chaos__work", json!({"key":"a","fault":"tool_error"})).await;
+    assert_eq!(r["result"]["isError"], true, "{r}");
+    let r = c.request("resources/read", json!({"uri":"file:///secret/nope"})).await;
+    assert!(r.get("error").is_some(), "{r}");
+    // Its end is the server session's duration.
+    let r = c.http.delete(&c.url).header("mcp-session-id", &session).send().await.unwrap();
+    assert!(r.status().is_success(), "{}", r.status());
+
+    // 2026-07-28: stateless requests, no session.
+    let r = modern_call(&gw.url(), None, "raw__echo", json!({"x":2})).await;
+    assert!(r.get("result").is_some(), "{r}");
+    let r = modern_call(&gw.url(), None, "chaos__work", json!({"key":"b","fault":"tool_error"})).await;
+    assert_eq!(r["result"]["isError"], true, "{r}");
+
+    // Periodic export: the operations arrive while the gateway runs.
+    let seen =
+        wait_for(Duration::from_secs(10), || (!otlp.latest("mcp.server.operation.duration").is_empty()).then_some(()))
+            .await;
+    assert!(seen.is_some(), "no metrics within 10s: {:?}", otlp.points());
+    // Stopping flushes both exporters (and ends the upstream connections).
+    assert!(gw.stop().await.success());
+    assert!(otlp.content_types().iter().all(|ct| ct == "application/x-protobuf"), "{:?}", otlp.content_types());
+
+    let points = otlp.points();
+    for p in &points {
+        assert_eq!(p.unit, "s", "{p:?}");
+        assert_eq!(p.service, "gw-std");
+        assert_eq!(p.temporality, 2, "cumulative");
+        assert_eq!(p.bounds, [0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0, 2.0, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0], "{p:?}");
+        // Bounded: never a session id, a resource URI or what a client typed.
+        assert!(!p.attributes.contains_key("mcp.session.id") && !p.attributes.contains_key("mcp.resource.uri"));
+        assert!(p.attributes.values().all(|v| !v.contains("secret") && !v.contains(&session)), "{p:?}");
+    }
+    let find = |name: &str, want: &[(&str, &str)]| {
+        otlp.latest(name)
+            .into_iter()
+            .find(|p| want.iter().all(|(k, v)| p.attributes.get(*k).map(String::as_str) == Some(*v)))
+            .unwrap_or_else(|| panic!("no {name} point with {want:?} in {:#?}", otlp.latest(name)))
+    };
+    let absent =
+        |p: &crate::support::otlp::PointRecord, k: &str| assert!(!p.attributes.contains_key(k), "{k} in {p:?}");
+
+    // Server operations, one series per era.
+    let ok = [
+        ("mcp.method.name", "tools/call"),
+        ("gen_ai.tool.name", "echo"),
+        ("gen_ai.operation.name", "execute_tool"),
+        ("mcp_gateway.upstream", "raw"),
+        ("network.transport", "tcp"),
+    ];
+    for version in ["2025-11-25", "2026-07-28"] {
+        let p = find("mcp.server.operation.duration", &[&ok[..], &[("mcp.protocol.version", version)]].concat());
+        assert_eq!(p.count, 1, "{p:?}");
+        absent(&p, "error.type");
+        let p = find(
+            "mcp.server.operation.duration",
+            &[("gen_ai.tool.name", "work"), ("error.type", "tool_error"), ("mcp.protocol.version", version)],
+        );
+        assert_eq!(p.count, 1, "{p:?}");
+    }
+    let p = find("mcp.server.operation.duration", &[("mcp.method.name", "resources/read")]);
+    assert!(p.attributes.contains_key("rpc.response.status_code") && p.attributes.contains_key("error.type"), "{p:?}");
+
+    // Client operations: every request to an upstream, its handshake too.
+    let p = find(
+        "mcp.client.operation.duration",
+        &[("mcp.method.name", "tools/call"), ("gen_ai.tool.name", "echo"), ("mcp_gateway.upstream", "raw")],
+    );
+    assert_eq!(p.count, 2, "one call per era: {p:?}");
+    assert_eq!(p.attributes["network.transport"], "pipe");
+    assert!(p.attributes.contains_key("mcp.protocol.version"), "{p:?}");
+    absent(&p, "error.type");
+    let p = find("mcp.client.operation.duration", &[("gen_ai.tool.name", "work"), ("error.type", "tool_error")]);
+    assert_eq!(p.count, 2, "{p:?}");
+    find("mcp.client.operation.duration", &[("mcp.method.name", "initialize"), ("mcp_gateway.upstream", "raw")]);
+    find("mcp.client.operation.duration", &[("mcp.method.name", "tools/list"), ("mcp_gateway.upstream", "chaos")]);
+
+    // Sessions: the 2025 one (the stateless requests had none), and each
+    // upstream connection, ended by the gateway (no error).
+    let sessions = otlp.latest("mcp.server.session.duration");
+    assert_eq!(sessions.iter().map(|p| p.count).sum::<u64>(), 1, "one session, not the stateless calls: {sessions:#?}");
+    assert_eq!(sessions[0].attributes["mcp.protocol.version"], "2025-11-25");
+    assert_eq!(sessions[0].attributes["network.transport"], "tcp");
+    for up in ["raw", "chaos"] {
+        let p = find("mcp.client.session.duration", &[("mcp_gateway.upstream", up), ("network.transport", "pipe")]);
+        assert_eq!(p.count, 1, "{p:?}");
+        assert!(p.attributes.contains_key("mcp.protocol.version"), "{p:?}");
+        absent(&p, "error.type");
+    }
+
+    // Spans: `{mcp.method.name} {target}`, the era's version, no session
+    // on 2026-07-28, `tool_error` for isError, the URI as an attribute only.
+    let spans = otlp.spans();
+    let server = |name: &str, version: &str| -> Vec<SpanRecord> {
+        spans
+            .iter()
+            .filter(|s| s.kind == 2 && s.name == name)
+            .filter(|s| s.attributes.get("mcp.protocol.version").map(String::as_str) == Some(version))
+            .cloned()
+            .collect()
+    };
+    let legacy = server("tools/call raw__echo", "2025-11-25");
+    assert_eq!(legacy.len(), 1, "{spans:#?}");
+    assert!(legacy[0].attributes.contains_key("mcp.session.id"));
+    let modern = server("tools/call raw__echo", "2026-07-28");
+    assert_eq!(modern.len(), 1, "{spans:#?}");
+    assert!(!modern[0].attributes.contains_key("mcp.session.id"), "{:?}", modern[0]);
+    assert_eq!(modern[0].attributes["gen_ai.operation.name"], "execute_tool");
+    assert_eq!(modern[0].attributes["jsonrpc.request.id"], "1");
+    for version in ["2025-11-25", "2026-07-28"] {
+        let failed = server("tools/call chaos__work", version);
+        assert_eq!(failed.len(), 1, "{spans:#?}");
+        assert_eq!(failed[0].attributes["error.type"], "tool_error");
+        assert_eq!(failed[0].status_code, 2, "an error status with error.type");
+        assert_eq!(failed[0].attributes.contains_key("mcp.session.id"), version == "2025-11-25");
+    }
+    let read = server("resources/read", "2025-11-25");
+    assert_eq!(read.len(), 1, "{spans:#?}");
+    assert_eq!(read[0].attributes["mcp.resource.uri"], "file:///secret/nope");
+    assert!(read[0].attributes.contains_key("rpc.response.status_code"), "{:?}", read[0]);
+    assert_eq!(read[0].status_code, 2);
+    assert!(spans.iter().all(|s| !s.name.contains("file://")), "a URI is never in a span name");
 }

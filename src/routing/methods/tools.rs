@@ -6,13 +6,15 @@ use opentelemetry::trace::SpanKind;
 
 use crate::error::CallError;
 use crate::protocol::{self, encode};
+use crate::routing::bridge::to_modern::{Started, Step};
+use crate::routing::bridge::{self, Direction, Exchange};
 use crate::routing::core::{Core, LIST_SECRET_NAMES, Rq, related};
 use crate::routing::gate::{Answer, ToolRef};
 use crate::routing::outcome::Outcome;
 use crate::routing::{catalog, tasks};
 use crate::security::access::Kind;
 use crate::telemetry::Span;
-use crate::upstream::{Request, State};
+use crate::upstream::State;
 
 /// `tools/call`.
 pub(crate) async fn call(core: &Core, rq: &Rq<'_>, out: &mut Outcome) -> Result<String, CallError> {
@@ -40,6 +42,14 @@ pub(crate) async fn call(core: &Core, rq: &Rq<'_>, out: &mut Outcome) -> Result<
         let args = obj.get("arguments");
         out.arguments_hmac = Some(log.keyed_digest(args.map_or(&b"null"[..], |a| a.text().as_bytes())));
         out.arguments = args.and_then(|a| log.arguments(a.raw()));
+    }
+    // A 2026-07-28 client's retry of a call the gateway bridged (its
+    // state is ours): the call is already under way upstream.
+    if caller.era == protocol::Era::Modern
+        && let Some(state) = obj.str("requestState")
+        && state.starts_with(bridge::state::PREFIX)
+    {
+        return resume(core, rq, out, &name, &state).await;
     }
     let mut found = lookup(core, &name);
     if let Some(f) = &found
@@ -93,7 +103,7 @@ pub(crate) async fn call(core: &Core, rq: &Rq<'_>, out: &mut Outcome) -> Result<
         return Err(upstream.unavailable(&upstream.state()));
     }
     let cap = core.gate.result_cap(ident);
-    let upstream = &*core.upstreams.instance_of(i, upstream, caller.peer).await;
+    let upstream = core.upstreams.instance_of(i, upstream, caller.peer).await;
     // A task-augmented call only to an upstream that runs tools as tasks
     // (one that does not would ignore `task` and answer a plain result the
     // client does not expect). Known only once the instance is ready, so
@@ -117,7 +127,21 @@ pub(crate) async fn call(core: &Core, rq: &Rq<'_>, out: &mut Outcome) -> Result<
         obj.remove("task");
     }
     crate::routing::core::era_meta(&mut obj, caller.era, modern);
-    let (progress, relay) = related(&mut obj, caller, upstream);
+    match (modern, caller.era, caller.peer) {
+        // A 2025 upstream mints no request state: one that is not ours
+        // continues nothing it knows.
+        (false, protocol::Era::Modern, _) if obj.contains("requestState") || obj.contains("inputResponses") => {
+            return Err(invalid("requestState was not issued by this gateway, and the tool's server issues none"));
+        }
+        // A 2026-07-28 upstream is told what the 2025 client can answer:
+        // the gateway asks it for the upstream (bridge::to_legacy).
+        (true, protocol::Era::Legacy, Some(peer)) => {
+            let caps = peer.relayable();
+            crate::routing::core::set_client_capabilities(&mut obj, &caps, !upstream.spec().roots.is_empty());
+        }
+        _ => {}
+    }
+    let (progress, relay) = related(&mut obj, caller, &upstream);
     let params = obj.to_checked();
     // A 2026-07-28 upstream gets the parameters its tool marks with
     // `x-mcp-header` as `Mcp-Param-*` headers too, from the arguments it
@@ -142,26 +166,143 @@ pub(crate) async fn call(core: &Core, rq: &Rq<'_>, out: &mut Outcome) -> Result<
         ),
         false => Span::NONE,
     };
-    let req = Request {
-        method: "tools/call",
-        params: Some(params.checked()),
-        tool: Some(&original),
-        hints,
-        progress: progress.as_deref(),
-        relay: relay.as_ref(),
-        span: &route,
-        timeout: None,
-        params_headers: &mirrored,
+    // A 2026-07-28 client cannot be sent a 2025 upstream's server requests:
+    // they come back to it as input-required results (its HTTP upstream's
+    // arrive on the call's stream; a stdio one's are refused, as always).
+    let bridged = caller.era == protocol::Era::Modern && !modern && upstream.spec().transport.network() == "tcp";
+    let (relay, events) = match bridged {
+        true => {
+            let (relay, events) = bridge::to_modern::relay(relay);
+            (Some(relay), Some(events))
+        }
+        false => (relay, None),
     };
-    let called = upstream.call(req).await;
+    let call = bridge::Call {
+        method: "tools/call",
+        timeout: None,
+        upstream: upstream.clone(),
+        params,
+        tool: Some(original.clone()),
+        hints,
+        progress,
+        relay,
+        span: route,
+        mirrored,
+    };
+    let called = match events {
+        None if !modern || caller.era == protocol::Era::Modern => call.run().await,
+        // A 2025 client, a 2026-07-28 upstream: input-required results are
+        // asked of the client as 2025 requests.
+        None => {
+            let spec = upstream.spec();
+            let client =
+                caller.peer.map(|peer| bridge::to_legacy::Client { peer, stream: caller.stream, roots: &spec.roots });
+            let limits = core.config().bridge.clone();
+            let called = bridge::to_legacy::send(&call, client, &limits, &core.bridges).await;
+            call.end(&called);
+            called
+        }
+        Some(events) => {
+            let caps = client_capabilities(rq.params);
+            match bridge::to_modern::start(Box::pin(call.run()), events, caps.as_ref()).await {
+                Started::Done(called) => called,
+                Started::Asked { call, events, asked } => {
+                    let binding = bridge::state::binding(&caller.principal_id(), &name, arguments_text(rq.params));
+                    let limits = core.config().bridge.clone();
+                    let Some(slot) = core.bridges.admit(&caller.principal_id(), Direction::ToModern, &limits) else {
+                        bridge::to_modern::refuse_all(asked, "Too many exchanges are being bridged; try again");
+                        let called = call.await.unwrap_or_else(|e| joined(&e));
+                        return finish(core, rq, out, called, i, &upstream, &original, cap, task);
+                    };
+                    let parts = bridge::to_modern::Parts { binding, upstream: upstream.clone(), ix: i, original, cap };
+                    let ex = Exchange::new(slot, call, events, asked, parts);
+                    return Ok(ask(core, id, ex, &limits));
+                }
+            }
+        }
+    };
+    finish(core, rq, out, called, i, &upstream, &original, cap, task)
+}
+
+/// A 2026-07-28 client's retry of a call bridged to a 2025 upstream: the
+/// state must be this gateway's, for this principal and this call (tool
+/// and arguments), and its exchange still waiting. The caller must still
+/// be granted the tool (a reload may have changed that meanwhile).
+async fn resume(core: &Core, rq: &Rq<'_>, out: &mut Outcome, name: &str, state: &str) -> Result<String, CallError> {
+    let (id, caller) = (rq.id, rq.caller);
+    let Some(found) = lookup(core, name) else {
+        return Err(core.unknown(Kind::Tool, name, caller));
+    };
+    let ident = crate::security::Ident { key: &found.key, bare: found.bare.then_some(&*found.original) };
+    if !core.gate.grants(caller).allows(Kind::Tool, ident) {
+        return Err(core.unknown(Kind::Tool, name, caller));
+    }
+    let binding = bridge::state::binding(&caller.principal_id(), name, arguments_text(rq.params));
+    let ex =
+        core.bridges.take(state, &binding).map_err(|e| CallError::protocol(protocol::INVALID_PARAMS, e.to_string()))?;
+    out.upstream = Some(ex.upstream.label());
+    out.tool = Some(ex.original.clone());
+    let (upstream, i, original, cap) = (ex.upstream.clone(), ex.ix, ex.original.clone(), ex.cap);
+    let responses = rq.params.and_then(|p| p.get("inputResponses"));
+    let caps = client_capabilities(rq.params);
+    let limits = core.config().bridge.clone();
+    match ex.resume(responses, caps.as_ref()).await {
+        Ok(Step::Done(called)) => {
+            core.bridges.count(Direction::ToModern, "completed");
+            finish(core, rq, out, called, i, &upstream, &original, cap, false)
+        }
+        Ok(Step::Ask(ex)) => Ok(ask(core, id, ex, &limits)),
+        Err((ex, e)) => {
+            // Its state is still good: the client may send it again.
+            let _ = core.bridges.park(*ex, limits.answer_timeout);
+            Err(e)
+        }
+    }
+}
+
+/// Parks `ex` and answers its client with what it must answer.
+fn ask(core: &Core, id: &protocol::RawValue, ex: Exchange, limits: &crate::config::BridgeSection) -> String {
+    core.bridges.count(Direction::ToModern, "asked");
+    let (upstream, keys) = (ex.upstream.label(), ex.round);
+    let state = core.bridges.park(ex, limits.answer_timeout);
+    tracing::debug!(upstream = %upstream, round = keys, "Asked a 2026-07-28 client for a 2025 upstream's input.");
+    encode::result(id, &state)
+}
+
+/// The `clientCapabilities` a 2026-07-28 request declares.
+fn client_capabilities(params: Option<protocol::Checked<'_>>) -> Option<protocol::CheckedBox> {
+    let meta = params?.get("_meta")?;
+    meta.get(protocol::modern::META_CAPABILITIES).map(protocol::Checked::to_box)
+}
+
+/// The text of a call's `arguments` (`null` when it has none), which a
+/// bridged call's state is bound to.
+fn arguments_text<'a>(params: Option<protocol::Checked<'a>>) -> &'a [u8] {
+    params.and_then(|p| p.get("arguments")).map_or(&b"null"[..], |a| a.text().as_bytes())
+}
+
+fn joined(e: &tokio::task::JoinError) -> crate::upstream::Called {
+    let err = CallError::new(crate::error::ErrorClass::Transport, None, format!("The bridged call ended: {e}"));
+    crate::upstream::Called { class: Some(err.class), result: Err(err), attempts: 0 }
+}
+
+/// The upstream's reply to a call, as the client gets it: a task's handle,
+/// the result under its cap, or the result as it came.
+#[allow(clippy::too_many_arguments)]
+fn finish(
+    core: &Core,
+    rq: &Rq<'_>,
+    out: &mut Outcome,
+    called: crate::upstream::Called,
+    i: crate::routing::ix::UpstreamIx,
+    upstream: &crate::upstream::Upstream,
+    original: &std::sync::Arc<str>,
+    cap: Option<crate::config::ResultCap>,
+    task: bool,
+) -> Result<String, CallError> {
+    let (id, caller) = (rq.id, rq.caller);
     out.class = called.class;
     out.attempts = called.attempts;
-    route.set(|| KeyValue::new("mcp_gateway.attempts", i64::from(called.attempts)));
-    route.outcome(called.class, || match &called.result {
-        Err(e) => e.message.clone(),
-        Ok(_) => "failed".into(),
-    });
-    route.end();
     let reply = called.result?;
     if task
         && let (Some(peer), Some(result)) = (caller.peer, reply.result_object())
@@ -183,7 +324,7 @@ pub(crate) async fn call(core: &Core, rq: &Rq<'_>, out: &mut Outcome) -> Result<
         core.tasks.insert(peer.id, i, upstream.id(), &original, cap);
         return Ok(encode::result(id, &created));
     }
-    if let Some(capped) = core.capped(id, cap, &reply, i, Some(&original), caller, out) {
+    if let Some(capped) = core.capped(id, cap, &reply, i, Some(original), caller, out) {
         return capped;
     }
     Ok(core.reply_with(id, i, &reply, |_, _| None))

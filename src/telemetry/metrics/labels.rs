@@ -31,6 +31,22 @@ pub struct OutcomeLabels {
     pub outcome: &'static str,
 }
 
+/// `direction`, `outcome`: one bridged exchange between the eras.
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct BridgeLabels {
+    /// `to_modern` (a 2026-07-28 client, a 2025 upstream) or `to_legacy`.
+    pub direction: &'static str,
+    /// `asked`, `completed`, `timeout`, `refused`, `limited`, …
+    pub outcome: &'static str,
+}
+
+/// `direction`.
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct DirectionLabels {
+    /// `to_modern` or `to_legacy`.
+    pub direction: &'static str,
+}
+
 /// `upstream`, `method`, `tool`, `class`: one client request.
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct RequestLabels {
@@ -183,7 +199,8 @@ pub struct TokenLabels {
     /// `client_credentials`, `refresh_token`, or `stored` (read from the
     /// token file after a login or another process's refresh).
     pub grant: &'static str,
-    /// `ok` or `error`.
+    /// `ok`, `error`, or `issuer_changed` (a token dropped because the
+    /// upstream named another authorization server, SEP-2352).
     pub outcome: &'static str,
 }
 
@@ -201,11 +218,14 @@ pub fn class_label(class: Option<ErrorClass>) -> &'static str {
     class.map_or("ok", ErrorClass::as_str)
 }
 
-/// The `method` label: known MCP methods as themselves, anything else
-/// `other` (a client must not be able to mint label values).
+/// The `method` label (and `mcp.method.name` of the standard metrics):
+/// known MCP methods of both eras as themselves, anything else `other` (a
+/// client must not be able to mint label values).
 pub fn method_label(method: &str) -> &'static str {
-    const KNOWN: [&str; 20] = [
+    const KNOWN: [&str; 22] = [
         "initialize",
+        "server/discover",
+        "subscriptions/listen",
         "ping",
         "tools/list",
         "tools/call",
