@@ -36,6 +36,14 @@ client:
    failure even when the restarted one succeeds) from a server that will not
    grant the scope. At most CONFORMANCE_DRIVER_RELOGINS re-logins in all
    (default 2; 0 turns this off, so the gateway alone is tested).
+6. Operator re-login after an authorization server change (SEP-2352): when
+   the gateway says the upstream's authorization server changed and to run
+   `auth login` (in its log while the driver waits for the tools, or in a
+   call's error), the driver runs it while the gateway keeps running (the
+   login registers with the new server), then waits for the tools again or
+   calls again. Only for that message: a gateway that lost its token for any
+   other reason is not rescued. These re-logins count against
+   CONFORMANCE_DRIVER_RELOGINS too.
 
 The gateway's stderr (its log), the login's output and a transcript of the
 driver's steps go to this script's stderr, which the suite saves as stderr.txt.
@@ -336,6 +344,9 @@ def call_text(resp):
 
 
 STEP_UP = re.compile(r'auth login\s+\S+.*?--scope\s+(?:"([^"]*)"|\'([^\']*)\'|(\S+))')
+# The gateway's word that the upstream's authorization server changed and a
+# new login is needed (its log's warning, or a call's error).
+MOVED = re.compile(r"authorization server changed.*auth login %s`" % re.escape(UPSTREAM))
 
 
 class Run:
@@ -343,7 +354,7 @@ class Run:
 
     def __init__(self, cfg, env, workdir, grant):
         self.cfg, self.env, self.workdir, self.grant = cfg, env, workdir, grant
-        self.runs, self.relogins, self.gw = 0, 0, None
+        self.runs, self.relogins, self.gw, self.moved_run = 0, 0, None, None
 
     def start(self):
         """Starts the gateway, initializes, and returns the upstream's tools."""
@@ -368,6 +379,8 @@ class Run:
             # The `initialize` scenario's server has no tools: one list is enough.
             if tools or SCENARIO == "initialize" or time.monotonic() >= deadline:
                 break
+            if self.relogin_if_moved(self.gw.last_log_line(" WARN ")):
+                deadline = time.monotonic() + LIST_WAIT
             time.sleep(0.5)
         log("tools/list: %s" % [t["name"] for t in lst["result"].get("tools", [])])
         return tools
@@ -389,12 +402,29 @@ class Run:
         m = STEP_UP.search(text) if failed else None
         return not failed, text, (next(g for g in m.groups() if g is not None) if m else None)
 
+    def relogin_if_moved(self, said):
+        """When `said` (a log line or an error) is the gateway's word that the upstream's
+        authorization server changed, does the login it asks for (once per run of the
+        gateway, within CONFORMANCE_DRIVER_RELOGINS). Whether it logged in."""
+        if not MOVED.search(said) or self.grant != "authorization_code" or self.moved_run == self.runs \
+                or self.relogins >= RELOGINS:
+            return False
+        self.relogins += 1
+        self.moved_run = self.runs
+        log("operator re-login %d: the gateway says the authorization server changed (%s); running `auth login`"
+            % (self.relogins, said[:300]))
+        login(self.cfg, self.env)
+        time.sleep(2)  # the gateway notices the token file within a second (README)
+        return True
+
     def call_with_step_up(self, tool):
         """Calls a tool; when the gateway asks for a login with more scope, does it (while
         the gateway runs), waits for the gateway to notice the token file and calls again;
         if the call is refused again, restarts the gateway to tell a stale token from a
         server that will not grant the scope. Returns the problems found."""
         ok, text, scope = self.call(tool)
+        if not ok and self.relogin_if_moved(text):
+            ok, text, scope = self.call(tool)
         while not ok and scope and self.grant == "authorization_code" and self.relogins < RELOGINS:
             self.relogins += 1
             log("operator step-up %d: running `auth login --scope %s`, as the gateway says" % (self.relogins, scope))

@@ -25,13 +25,15 @@
 # Scenarios run one at a time (the suite's --suite runs them all at once,
 # which a small machine turns into timeouts). Which ones:
 #   CONFORMANCE_SUITE=auth (default)  initialize, tools_call, sse-retry,
-#       elicitation-sep1034-client-defaults, the suite's `auth`
-#       suite (in 0.1.16: metadata-default, metadata-var1..3, basic-cimd, the
-#       five scope-* ones, token-endpoint-auth-basic/post/none,
-#       pre-registration) and the extension auth/client-credentials-basic
-#   CONFORMANCE_SUITE=all  also the other auth scenarios: 2025-03-26
-#       back-compat, draft (resource-mismatch, offline-access-*) and the
-#       extensions client-credentials-jwt, cross-app-access-complete-flow
+#       elicitation-sep1034-client-defaults, the suite's `auth` suite
+#       (metadata-default, metadata-var1..3, basic-cimd, the five scope-*
+#       ones, token-endpoint-auth-basic/post/none, pre-registration), its
+#       2026-07-28 auth scenarios (resource-mismatch, metadata-issuer-mismatch,
+#       offline-access-*, the six iss-* ones, authorization-server-migration)
+#       and the extension auth/client-credentials-basic: AUTH_SUITE below
+#   CONFORMANCE_SUITE=all  also the other auth scenarios: the 2025-03-26
+#       back-compat ones and the extensions client-credentials-jwt,
+#       cross-app-access-complete-flow
 #   CONFORMANCE_SCENARIO="a b"  just these
 # MCP_GATEWAY_BIN is the gateway binary (default: target/debug/mcp-gateway);
 # CONFORMANCE_TIMEOUT_MS the suite's limit per scenario (default 60000). The
@@ -71,17 +73,18 @@ AUTH_SUITE=(auth/metadata-default auth/metadata-var1 auth/metadata-var2 auth/met
   auth/token-endpoint-auth-basic auth/token-endpoint-auth-post auth/token-endpoint-auth-none
   auth/pre-registration
   # 2026-07-28: SEP-837 application_type, the iss checks of the callback,
-  # offline access, resource and issuer mismatches.
+  # offline access, resource and issuer mismatches, and (SEP-2352) a new
+  # authorization server: the driver logs in again when the gateway says so,
+  # and the login registers there.
   auth/resource-mismatch auth/metadata-issuer-mismatch auth/offline-access-scope auth/offline-access-not-supported
   auth/iss-supported auth/iss-not-advertised auth/iss-supported-missing auth/iss-wrong-issuer auth/iss-unexpected
-  auth/iss-normalized)
+  auth/iss-normalized auth/authorization-server-migration)
 # The upstream's streams: a response stream closed before its reply and resumed
 # with GET and Last-Event-ID after `retry` (SEP-1699), and a server request on
 # the standalone GET stream of a per-session upstream (the driver configures
 # `isolation = "per-session"` for elicitation scenarios and answers as a host).
 STREAMS=(sse-retry elicitation-sep1034-client-defaults)
 AUTH_MORE=(auth/2025-03-26-oauth-metadata-backcompat auth/2025-03-26-oauth-endpoint-fallback
-  auth/authorization-server-migration
   auth/client-credentials-jwt auth/cross-app-access-complete-flow)
 # 2026-07-28 client scenarios (not the auth ones): the request metadata and
 # headers a modern client sends, MRTR's requestState, x-mcp-header

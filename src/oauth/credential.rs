@@ -9,16 +9,24 @@
 //! under its lock, so a running gateway picks up a new login, a rotated
 //! refresh token is spent once, and a refresh by another gateway sharing
 //! the file is adopted rather than repeated.
+//!
+//! A token and the client it was issued to belong to one authorization
+//! server, its issuer (SEP-2352). When the upstream refuses a token (401),
+//! its RFC 9728 metadata is read again: once it names other servers only,
+//! the token is dropped, neither refreshed nor adopted from the file again,
+//! and the client is never shown to the new server; what is needed (a new
+//! login, which registers with the new server, or another client) is logged,
+//! counted and said in the error.
 
 use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
 use arc_swap::ArcSwapOption;
-use reqwest::header::HeaderValue;
+use reqwest::header::{HeaderMap, HeaderValue, WWW_AUTHENTICATE};
 
 use super::OAuthError;
-use super::discovery::{self, Discovered};
+use super::discovery::{self, Challenge, Discovered};
 use super::flow;
 use super::store::{self, Token};
 use crate::config::{OAuthGrant, OAuthSpec};
@@ -48,6 +56,10 @@ pub struct Credential {
     renewing: tokio::sync::Mutex<()>,
     /// Client credentials: the discovered server, kept.
     found: ArcSwapOption<Discovered>,
+    /// The authorization servers the upstream's metadata named when it
+    /// last refused a token (`None`: not looked at since the start). A
+    /// token or client of another issuer is not used.
+    named: ArcSwapOption<Vec<String>>,
     metrics: Arc<Metrics>,
     label: Name,
 }
@@ -64,6 +76,7 @@ impl Credential {
             live: ArcSwapOption::empty(),
             renewing: tokio::sync::Mutex::new(()),
             found: ArcSwapOption::empty(),
+            named: ArcSwapOption::empty(),
             metrics,
             label,
         }
@@ -89,10 +102,17 @@ impl Credential {
         self.renew(None).await
     }
 
-    /// The upstream refused `header` (401): get another token, or fail
-    /// with what the operator must do.
-    pub async fn rejected(&self, header: &HeaderValue) -> Result<HeaderValue, OAuthError> {
-        self.renew(Some(header)).await
+    /// The upstream refused `header` (401, its response headers
+    /// `answer`): get another token, or fail with what the operator must
+    /// do. The challenge's resource metadata says whether the upstream's
+    /// authorization server changed.
+    pub async fn rejected(&self, header: &HeaderValue, answer: &HeaderMap) -> Result<HeaderValue, OAuthError> {
+        let challenge = answer
+            .get_all(WWW_AUTHENTICATE)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .find_map(discovery::parse_challenge);
+        self.renew(Some((header, challenge))).await
     }
 
     /// The upstream refused `header` for want of scope (403
@@ -112,6 +132,9 @@ impl Credential {
         let path = self.spec.token_file.clone();
         let file = tokio::task::spawn_blocking(move || store::read(&path)).await.ok()?.ok()?;
         let stored = file.upstreams.get(&self.spec.upstream)?.get(self.principal.as_deref())?.clone();
+        if !self.serves(&stored.issuer) {
+            return None;
+        }
         let current = self.live.load().as_ref().map(|l| l.token.access_token.clone());
         if current.as_deref() == Some(stored.access_token.as_str()) {
             return None;
@@ -124,18 +147,25 @@ impl Credential {
         Some(header)
     }
 
-    async fn renew(&self, rejected: Option<&HeaderValue>) -> Result<HeaderValue, OAuthError> {
+    async fn renew(&self, rejected: Option<(&HeaderValue, Option<Challenge>)>) -> Result<HeaderValue, OAuthError> {
         let _one = self.renewing.lock().await;
         // Renewed by another task while this one waited?
         if let Some(live) = &*self.live.load()
-            && rejected.is_none_or(|r| *r != live.header)
+            && rejected.as_ref().is_none_or(|(r, _)| **r != live.header)
             && live.renew_at.is_none_or(|at| store::now() < at)
         {
             return Ok(live.header.clone());
         }
+        let rejected = match rejected {
+            Some((_, challenge)) => {
+                self.recheck(challenge).await;
+                true
+            }
+            None => false,
+        };
         let token = match self.spec.grant {
             OAuthGrant::ClientCredentials => self.client_credentials().await?,
-            OAuthGrant::AuthorizationCode => self.stored(rejected.is_some()).await?,
+            OAuthGrant::AuthorizationCode => self.stored(rejected).await?,
         };
         let live = live(token)?;
         let header = live.header.clone();
@@ -143,7 +173,72 @@ impl Credential {
         Ok(header)
     }
 
+    /// After a 401: reads which authorization servers the upstream names
+    /// now (RFC 9728). When none is the issuer of the refused token, that
+    /// token and its client belong to a server the upstream left: the
+    /// change is logged and counted, and the token dropped. A configured
+    /// `authorization_server` pins the server: nothing to read. Metadata
+    /// that cannot be read changes nothing (the refresh goes on as before).
+    async fn recheck(&self, challenge: Option<Challenge>) {
+        if self.spec.authorization_server.is_some() {
+            return;
+        }
+        let names = match discovery::resource_metadata(&self.http, &self.spec, challenge.as_ref()).await {
+            Ok(meta) if !meta.authorization_servers.is_empty() => meta.authorization_servers,
+            Ok(_) => return,
+            Err(e) => {
+                tracing::debug!(upstream = %self.spec.upstream, "Could not read the resource metadata after a 401: {e}.");
+                return;
+            }
+        };
+        let from = self.live.load().as_ref().map(|l| l.token.issuer.clone());
+        self.named.store(Some(Arc::new(names)));
+        if let Some(from) = from.filter(|f| !self.serves(f)) {
+            self.live.store(None);
+            let grant = if self.uses_file() { "stored" } else { "client_credentials" };
+            let outcome = "issuer_changed";
+            self.metrics
+                .upstream_tokens
+                .get_or_create(&TokenLabels { upstream: self.label.clone(), grant, outcome })
+                .inc();
+            tracing::warn!(
+                upstream = %self.spec.upstream, principal = self.principal.as_deref().unwrap_or("-"),
+                from = %from, to = %self.named_list(),
+                "The upstream's authorization server changed; its token and client belong to the old one and are not used again: {}.",
+                if self.uses_file() {
+                    format!("a new login registers with the new one: run `{}`", super::login_command(&self.spec.upstream, self.principal.as_deref()))
+                } else {
+                    "the configured client must be registered there".to_owned()
+                }
+            );
+        }
+    }
+
+    /// Whether a token or client of `issuer` may be used: the upstream
+    /// named it when last asked (or was not asked yet).
+    fn serves(&self, issuer: &str) -> bool {
+        self.named.load().as_ref().is_none_or(|names| names.iter().any(|n| discovery::same_issuer(n, issuer)))
+    }
+
+    /// The servers the upstream names now, for messages.
+    fn named_list(&self) -> String {
+        self.named.load().as_ref().map(|n| n.join(", ")).unwrap_or_default()
+    }
+
     async fn client_credentials(&self) -> Result<Token, OAuthError> {
+        if let Some(found) = self.found.load_full()
+            && !self.serves(&found.server.issuer)
+        {
+            return Err(OAuthError::ServerChanged {
+                upstream: self.spec.upstream.clone(),
+                from: found.server.issuer.clone(),
+                to: self.named_list(),
+                what: "the configured client was used with the old one and is not sent to the new (SEP-2352): \
+                       register the gateway there and set `client_id` and `client_secret`, or set \
+                       `authorization_server` when the client is registered at both"
+                    .into(),
+            });
+        }
         let found = match self.found.load_full() {
             Some(f) => f,
             None => {
@@ -173,6 +268,14 @@ impl Credential {
         let Some(stored) = stored else {
             return Err(self.no_token("no token is stored"));
         };
+        if !self.serves(&stored.issuer) {
+            return Err(self.no_token(&format!(
+                "its authorization server changed from {} to {}; the stored token and its client belong to the old \
+                 one and are not used with the new (SEP-2352), and a new login registers there",
+                stored.issuer,
+                self.named_list()
+            )));
+        }
         let current = self.live.load().as_ref().map(|l| l.token.access_token.clone());
         let newer = current.as_deref() != Some(stored.access_token.as_str());
         let due = renew_at(&stored).is_some_and(|at| store::now() >= at);
@@ -266,7 +369,103 @@ fn live(token: Token) -> Result<Live, OAuthError> {
 
 #[cfg(test)]
 mod tests {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
     use super::*;
+
+    fn token(access: &str, issuer: &str) -> Token {
+        Token {
+            access_token: access.into(),
+            refresh_token: Some(format!("r-{access}")),
+            expires_at: Some(store::now() + 3600),
+            obtained_at: store::now(),
+            scope: None,
+            issuer: issuer.into(),
+            token_endpoint: format!("{issuer}/token"),
+            revocation_endpoint: None,
+            resource: String::new(),
+            client_id: format!("client-of-{issuer}"),
+            client_secret: None,
+            auth_method: "none".into(),
+        }
+    }
+
+    fn store_token(path: &Path, t: Token) {
+        let locked = store::Locked::acquire(path).unwrap();
+        let mut file = locked.read().unwrap();
+        file.upstreams.entry("up".into()).or_default().put(None, t);
+        locked.write(&file).unwrap();
+    }
+
+    /// SEP-2352: a token is bound to the issuer that gave it. Once the
+    /// upstream's metadata names another server, a 401 does not refresh
+    /// it at the old one, the token is not used again, the change is
+    /// counted and the error says to log in; a login with the new server
+    /// is used.
+    #[tokio::test]
+    async fn a_token_is_not_used_once_the_upstream_names_another_authorization_server() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let base = format!("http://{}", listener.local_addr().unwrap());
+        let (as1, as2) = (format!("{base}/as1"), format!("{base}/as2"));
+        let refreshes = Arc::new(AtomicUsize::new(0));
+        let json = |v: serde_json::Value| ([(reqwest::header::CONTENT_TYPE, "application/json")], v.to_string());
+        let prm = json(serde_json::json!({"resource": format!("{base}/mcp"), "authorization_servers": [as2]}));
+        let counted = refreshes.clone();
+        let app = axum::Router::new()
+            .route("/.well-known/oauth-protected-resource/mcp", axum::routing::get(move || async move { prm }))
+            .route(
+                "/as1/token",
+                axum::routing::post(move || async move {
+                    counted.fetch_add(1, Ordering::SeqCst);
+                    json(serde_json::json!({"access_token": "refreshed-at-as1", "token_type": "Bearer"}))
+                }),
+            );
+        tokio::spawn(async move { axum::serve(listener, app).await });
+
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("tokens.json");
+        store_token(&path, token("from-as1", &as1));
+        let spec = Arc::new(OAuthSpec {
+            upstream: "up".into(),
+            grant: OAuthGrant::AuthorizationCode,
+            client_id: None,
+            client_secret: None,
+            token_endpoint_auth: crate::config::TokenEndpointAuth::ClientSecretBasic,
+            scopes: Vec::new(),
+            resource: format!("{base}/mcp"),
+            url: format!("{base}/mcp"),
+            authorization_server: None,
+            per_principal: false,
+            redirect_port: 0,
+            token_file: path.clone(),
+        });
+        let metrics = Arc::new(Metrics::new());
+        let cred = Credential::new(spec, None, metrics.clone());
+        let old = cred.bearer().await.unwrap();
+        assert_eq!(old, "Bearer from-as1");
+
+        // The upstream refuses it, and its metadata names as2 only.
+        let mut answer = HeaderMap::new();
+        let challenge = format!(r#"Bearer resource_metadata="{base}/.well-known/oauth-protected-resource/mcp""#);
+        answer.insert(WWW_AUTHENTICATE, HeaderValue::try_from(challenge).unwrap());
+        let e = cred.rejected(&old, &answer).await.unwrap_err().to_string();
+        assert!(e.contains(&format!("authorization server changed from {as1} to {as2}")), "{e}");
+        assert!(e.contains("run `mcp-gateway auth login up`"), "{e}");
+        assert_eq!(refreshes.load(Ordering::SeqCst), 0, "never refreshed at the server the upstream left");
+        let counted = metrics.encode();
+        assert!(
+            counted.contains(r#"upstream_tokens_total{upstream="up",grant="stored",outcome="issuer_changed"} 1"#),
+            "{counted}"
+        );
+        // Dropped: the next request does not send it again.
+        let e = cred.bearer().await.unwrap_err().to_string();
+        assert!(e.contains("authorization server changed"), "{e}");
+
+        // A login with as2 (its own client) is used.
+        store_token(&path, token("from-as2", &as2));
+        assert_eq!(cred.bearer().await.unwrap(), "Bearer from-as2");
+        assert_eq!(refreshes.load(Ordering::SeqCst), 0);
+    }
 
     #[test]
     fn tokens_are_renewed_early_but_not_before_a_quarter_of_their_life() {

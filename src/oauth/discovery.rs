@@ -215,37 +215,7 @@ pub(crate) async fn discover(
     let (issuer, resource_scopes, resource) = match &spec.authorization_server {
         Some(issuer) => (issuer.clone(), Vec::new(), spec.resource.clone()),
         None => {
-            let resource_url = Url::parse(&spec.url).map_err(|e| fail(e.to_string()))?;
-            let mut candidates = Vec::new();
-            if let Some(u) = challenge.as_ref().and_then(|c| c.resource_metadata.as_deref()) {
-                candidates.push(Url::parse(u).map_err(|_| fail(format!("bad resource_metadata URL {u:?}")))?);
-            }
-            candidates.extend(resource_metadata_urls(&resource_url));
-            let mut tried = Vec::new();
-            let mut found = None;
-            for u in candidates {
-                match fetch_json::<ResourceMetadata>(http, &u).await {
-                    Ok(m) => {
-                        found = Some(m);
-                        break;
-                    }
-                    Err(e) => tried.push(format!("{u}: {e}")),
-                }
-            }
-            let meta = found.ok_or_else(|| {
-                fail(format!("no protected resource metadata (RFC 9728) found; tried {}", tried.join("; ")))
-            })?;
-            // RFC 9728 §3.3: metadata for another resource must not be used
-            // (it would send our users to someone else's server). Metadata
-            // from the root fallback names the origin: a same-origin prefix
-            // of our resource is the same protected resource, and tokens
-            // are then asked for the resource it names.
-            if !resource_allowed(&spec.resource, &meta.resource) {
-                return Err(fail(format!(
-                    "its metadata is for resource {:?}, not {:?}; set `resource` if that is right",
-                    meta.resource, spec.resource
-                )));
-            }
+            let meta = resource_metadata(http, spec, challenge.as_ref()).await?;
             let issuer = meta
                 .authorization_servers
                 .first()
@@ -270,7 +240,7 @@ pub(crate) async fn discover(
     let server = server.ok_or_else(|| {
         fail(format!("no authorization server metadata (RFC 8414) for {issuer}; tried {}", tried.join("; ")))
     })?;
-    if server.issuer.trim_end_matches('/') != issuer.trim_end_matches('/') {
+    if !same_issuer(&server.issuer, &issuer) {
         return Err(fail(format!("the metadata of {issuer} names issuer {:?}", server.issuer)));
     }
     for e in
@@ -286,6 +256,54 @@ pub(crate) async fn discover(
         _ => resource_scopes,
     };
     Ok(Discovered { server, scopes, resource })
+}
+
+/// The upstream's RFC 9728 protected resource metadata: from the
+/// challenge's `resource_metadata` URL, else the well-known ones; refused
+/// when it is for another resource.
+pub(crate) async fn resource_metadata(
+    http: &reqwest::Client,
+    spec: &OAuthSpec,
+    challenge: Option<&Challenge>,
+) -> Result<ResourceMetadata, OAuthError> {
+    let fail = |m: String| OAuthError::Discovery { upstream: spec.upstream.clone(), message: m };
+    let resource_url = Url::parse(&spec.url).map_err(|e| fail(e.to_string()))?;
+    let mut candidates = Vec::new();
+    if let Some(u) = challenge.and_then(|c| c.resource_metadata.as_deref()) {
+        candidates.push(Url::parse(u).map_err(|_| fail(format!("bad resource_metadata URL {u:?}")))?);
+    }
+    candidates.extend(resource_metadata_urls(&resource_url));
+    let mut tried = Vec::new();
+    let mut found = None;
+    for u in candidates {
+        match fetch_json::<ResourceMetadata>(http, &u).await {
+            Ok(m) => {
+                found = Some(m);
+                break;
+            }
+            Err(e) => tried.push(format!("{u}: {e}")),
+        }
+    }
+    let meta = found
+        .ok_or_else(|| fail(format!("no protected resource metadata (RFC 9728) found; tried {}", tried.join("; "))))?;
+    // RFC 9728 §3.3: metadata for another resource must not be used (it
+    // would send our users to someone else's server). Metadata from the
+    // root fallback names the origin: a same-origin prefix of our resource
+    // is the same protected resource, and tokens are then asked for the
+    // resource it names.
+    if !resource_allowed(&spec.resource, &meta.resource) {
+        return Err(fail(format!(
+            "its metadata is for resource {:?}, not {:?}; set `resource` if that is right",
+            meta.resource, spec.resource
+        )));
+    }
+    Ok(meta)
+}
+
+/// Whether two issuer identifiers name the same authorization server (as
+/// discovery compares them: a trailing slash aside).
+pub(crate) fn same_issuer(a: &str, b: &str) -> bool {
+    a.trim_end_matches('/') == b.trim_end_matches('/')
 }
 
 /// Whether metadata naming `advertised` may serve `configured`: the same

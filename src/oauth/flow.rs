@@ -369,8 +369,14 @@ pub async fn login(
         found.scopes.clone()
     };
     let client = match Client::configured(spec) {
-        Some(c) => c,
-        None => register(http, &found, &redirect_uri, &scopes).await?,
+        Some(c) => {
+            moved_from(spec, opts.principal.as_deref(), &server.issuer, Some(&c.id)).await?;
+            c
+        }
+        None => {
+            moved_from(spec, opts.principal.as_deref(), &server.issuer, None).await?;
+            register(http, &found, &redirect_uri, &scopes).await?
+        }
     };
     let pkce = Pkce::new();
     let state = random_token(24);
@@ -437,6 +443,48 @@ pub async fn login(
     .await
     .map_err(|e| OAuthError::Login(e.to_string()))??;
     Ok(outcome)
+}
+
+/// Before a login with `issuer`: when the stored token of `principal` came
+/// from another authorization server, the upstream moved (SEP-2352). Its
+/// client is not reused there: a dynamically registered one is replaced by
+/// a new registration (logged), and a configured client the old token was
+/// issued to (`configured`) is refused, unless `authorization_server` pins
+/// the server (the operator said where it is registered).
+async fn moved_from(
+    spec: &OAuthSpec,
+    principal: Option<&str>,
+    issuer: &str,
+    configured: Option<&str>,
+) -> Result<(), OAuthError> {
+    let (path, upstream, who) = (spec.token_file.clone(), spec.upstream.clone(), principal.map(str::to_owned));
+    let old = tokio::task::spawn_blocking(move || {
+        store::read(&path)
+            .ok()?
+            .upstreams
+            .get(&upstream)?
+            .get(who.as_deref())
+            .map(|t| (t.issuer.clone(), t.client_id.clone()))
+    })
+    .await
+    .ok()
+    .flatten();
+    let Some((from, client_id)) = old.filter(|(from, _)| !discovery::same_issuer(from, issuer)) else { return Ok(()) };
+    if configured.is_some_and(|c| c == client_id) && spec.authorization_server.is_none() {
+        return Err(OAuthError::ServerChanged {
+            upstream: spec.upstream.clone(),
+            from,
+            to: issuer.to_owned(),
+            what: format!(
+                "the configured client_id was used with the old one and is not sent to the new (SEP-2352): register \
+                 the gateway there and set `client_id` (and `client_secret`); if it is registered at both, set \
+                 `authorization_server` or run `{}` first",
+                super::login_command(&spec.upstream, principal).replacen(" login ", " logout ", 1)
+            ),
+        });
+    }
+    tracing::info!(upstream = %spec.upstream, from = %from, to = %issuer, "The upstream's authorization server changed; registering with the new one.");
+    Ok(())
 }
 
 /// Removes a stored token and revokes it at the server (best effort).

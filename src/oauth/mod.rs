@@ -73,6 +73,20 @@ pub enum OAuthError {
         /// What failed.
         message: String,
     },
+    /// The upstream's resource metadata names another authorization server
+    /// than the one the configured client was used with (SEP-2352): the
+    /// client is not shown to the new one.
+    #[error("the authorization server of upstream `{upstream}` changed from {from} to {to}; {what}")]
+    ServerChanged {
+        /// The upstream id.
+        upstream: String,
+        /// The issuer the client was used with.
+        from: String,
+        /// The issuers the upstream names now.
+        to: String,
+        /// What the operator must do.
+        what: String,
+    },
     /// The authorization server answered with an OAuth error.
     #[error("the authorization server refused: {error}{}{description}", if description.is_empty() { "" } else { ": " })]
     Refused {

@@ -129,7 +129,7 @@ impl HttpLink {
             // login with more scope since (step-up) can help.
             let another = match (resp.status(), renewed, &self.auth, &bearer) {
                 (StatusCode::UNAUTHORIZED, false, Some(cred), Some(old)) => {
-                    Some(cred.rejected(old).await.map_err(|e| LinkError::Auth(e.into()))?)
+                    Some(cred.rejected(old, resp.headers()).await.map_err(|e| LinkError::Auth(e.into()))?)
                 }
                 (StatusCode::FORBIDDEN, false, Some(cred), Some(old)) => cred.stepped_up(old).await,
                 _ => None,

@@ -4,7 +4,10 @@
 //! server): client credentials, `mcp-gateway auth login` done headless
 //! (PKCE S256, RFC 8707 resource, RFC 9728/8414 discovery, dynamic client
 //! registration, loopback callback), the 0600 token file, refresh with
-//! rotation that survives a restart, and per-principal tokens.
+//! rotation that survives a restart, and per-principal tokens. And, against
+//! an in-process server whose authorization server moves (`moving`), the
+//! issuer binding of SEP-2352: a new login registers with the new server,
+//! which never sees the old server's client.
 
 use std::os::unix::fs::PermissionsExt as _;
 use std::path::Path;
@@ -373,4 +376,221 @@ async fn a_token_without_the_needed_scope_is_refused_with_the_step_up_to_run() {
     assert!(ok, "{out}");
     let me = who(&c.call("bb__whoami", json!({})).await);
     assert!(me["scopes"].as_array().unwrap().contains(&json!("mcp:tools")), "{me}");
+}
+
+/// An OAuth-protected MCP server whose authorization server can change
+/// (SEP-2352), in process: the resource at `/mcp` and two authorization
+/// servers, issuers `BASE/as1` and `BASE/as2`. Its RFC 9728 metadata names
+/// the current one, and it takes only that one's tokens. Each server records
+/// the client ids it was shown (registration, authorization, token).
+mod moving {
+    use std::sync::atomic::{AtomicU8, Ordering};
+    use std::sync::{Arc, Mutex};
+
+    use axum::extract::{Path, Query, State};
+    use axum::http::{HeaderMap, StatusCode, header};
+    use axum::response::{IntoResponse, Redirect, Response};
+    use serde_json::{Value, json};
+
+    #[derive(Default)]
+    pub(super) struct Servers {
+        pub(super) base: String,
+        /// 1 or 2: the server the metadata names.
+        pub(super) current: AtomicU8,
+        /// `(server, what, client_id)` for every client id an authorization server saw.
+        pub(super) seen: Mutex<Vec<(u8, &'static str, String)>>,
+    }
+
+    fn json(status: StatusCode, v: &Value) -> Response {
+        (status, [(header::CONTENT_TYPE, "application/json")], v.to_string()).into_response()
+    }
+
+    fn server(n: &str) -> Option<u8> {
+        match n {
+            "as1" => Some(1),
+            "as2" => Some(2),
+            _ => None,
+        }
+    }
+
+    pub(super) async fn start() -> Arc<Servers> {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let s = Arc::new(Servers {
+            base: format!("http://{}", listener.local_addr().unwrap()),
+            current: AtomicU8::new(1),
+            ..Servers::default()
+        });
+        let app = axum::Router::new()
+            .route("/mcp", axum::routing::post(mcp).get(|| async { StatusCode::METHOD_NOT_ALLOWED }))
+            .route("/.well-known/oauth-protected-resource/mcp", axum::routing::get(resource_metadata))
+            .route("/.well-known/oauth-authorization-server/{n}", axum::routing::get(server_metadata))
+            .route("/{n}/register", axum::routing::post(register))
+            .route("/{n}/authorize", axum::routing::get(authorize))
+            .route("/{n}/token", axum::routing::post(token))
+            .with_state(s.clone());
+        tokio::spawn(async move { axum::serve(listener, app).await });
+        s
+    }
+
+    async fn resource_metadata(State(s): State<Arc<Servers>>) -> Response {
+        let n = s.current.load(Ordering::SeqCst);
+        json(
+            StatusCode::OK,
+            &json!({"resource": format!("{}/mcp", s.base), "authorization_servers": [format!("{}/as{n}", s.base)]}),
+        )
+    }
+
+    async fn server_metadata(State(s): State<Arc<Servers>>, Path(n): Path<String>) -> Response {
+        if server(&n).is_none() {
+            return StatusCode::NOT_FOUND.into_response();
+        }
+        let at = format!("{}/{n}", s.base);
+        json(
+            StatusCode::OK,
+            &json!({"issuer": at, "authorization_endpoint": format!("{at}/authorize"), "token_endpoint": format!("{at}/token"),
+                   "registration_endpoint": format!("{at}/register"), "code_challenge_methods_supported": ["S256"],
+                   "response_types_supported": ["code"]}),
+        )
+    }
+
+    async fn register(State(s): State<Arc<Servers>>, Path(n): Path<String>) -> Response {
+        let Some(k) = server(&n) else { return StatusCode::NOT_FOUND.into_response() };
+        let id = format!("{n}-client");
+        s.seen.lock().unwrap().push((k, "register", id.clone()));
+        json(StatusCode::CREATED, &json!({"client_id": id, "token_endpoint_auth_method": "none"}))
+    }
+
+    async fn authorize(
+        State(s): State<Arc<Servers>>,
+        Path(n): Path<String>,
+        Query(q): Query<std::collections::HashMap<String, String>>,
+    ) -> Response {
+        let Some(k) = server(&n) else { return StatusCode::NOT_FOUND.into_response() };
+        s.seen.lock().unwrap().push((k, "authorize", q.get("client_id").cloned().unwrap_or_default()));
+        let mut to = reqwest::Url::parse(&q["redirect_uri"]).unwrap();
+        to.query_pairs_mut().append_pair("code", &format!("{n}-code")).append_pair("state", &q["state"]);
+        Redirect::to(to.as_str()).into_response()
+    }
+
+    async fn token(State(s): State<Arc<Servers>>, Path(n): Path<String>, body: String) -> Response {
+        let Some(k) = server(&n) else { return StatusCode::NOT_FOUND.into_response() };
+        let form: std::collections::HashMap<String, String> =
+            url::form_urlencoded::parse(body.as_bytes()).into_owned().collect();
+        s.seen.lock().unwrap().push((k, "token", form.get("client_id").cloned().unwrap_or_default()));
+        json(StatusCode::OK, &json!({"access_token": format!("{n}-token"), "token_type": "Bearer", "expires_in": 3600}))
+    }
+
+    async fn mcp(State(s): State<Arc<Servers>>, headers: HeaderMap, body: String) -> Response {
+        let n = s.current.load(Ordering::SeqCst);
+        let want = format!("Bearer as{n}-token");
+        if headers.get(header::AUTHORIZATION).and_then(|v| v.to_str().ok()) != Some(want.as_str()) {
+            let challenge =
+                format!(r#"Bearer resource_metadata="{}/.well-known/oauth-protected-resource/mcp""#, s.base);
+            return (StatusCode::UNAUTHORIZED, [(header::WWW_AUTHENTICATE, challenge)]).into_response();
+        }
+        let msg: Value = serde_json::from_str(&body).unwrap();
+        let Some(id) = msg.get("id").cloned() else { return StatusCode::ACCEPTED.into_response() };
+        let result = match msg["method"].as_str().unwrap_or("") {
+            "initialize" => json!({"protocolVersion": msg["params"]["protocolVersion"], "capabilities": {"tools": {}},
+                                   "serverInfo": {"name": "moving", "version": "1"}}),
+            "tools/list" => json!({"tools": [{"name": "issuer", "inputSchema": {"type": "object"}}]}),
+            "tools/call" => json!({"content": [{"type": "text", "text": format!("as{n}")}]}),
+            "ping" => json!({}),
+            other => {
+                let error = json!({"code": -32601, "message": format!("no {other}")});
+                return json(StatusCode::OK, &json!({"jsonrpc": "2.0", "id": id, "error": error}));
+            }
+        };
+        json(StatusCode::OK, &json!({"jsonrpc": "2.0", "id": id, "result": result}))
+    }
+}
+
+/// SEP-2352 (MCP 2026-07-28): the upstream moves to another authorization
+/// server. The running gateway drops the old server's token (not refreshed
+/// there, not sent again), logs and counts the change and says to log in;
+/// that login registers with the new server, which never sees the old
+/// server's client; the running gateway then uses the new token.
+#[tokio::test]
+async fn a_new_authorization_server_gets_a_new_registration_and_never_the_old_client() {
+    use std::sync::atomic::Ordering;
+    let servers = moving::start().await;
+    let base = servers.base.clone();
+    let tokens_dir = tempfile::tempdir().unwrap();
+    let tokens = tokens_dir.path().join("tokens.json");
+    let toml = format!(
+        "[gateway]\ntoken_file = {:?}\n[upstreams.bb]\nurl = \"{base}/mcp\"\n\
+         [upstreams.bb.oauth]\ngrant = \"authorization_code\"\n",
+        path_str(&tokens)
+    );
+    let (dir, cfg) = write_config(&toml);
+    let (_, ok, out) = login(&cfg, &["bb"], "").await;
+    assert!(ok, "{out}");
+    assert_eq!(token_file(&tokens)["upstreams"]["bb"]["shared"]["issuer"], format!("{base}/as1"), "the issuer is kept");
+    let gw = Gateway::start_at(&cfg, dir).await;
+    gw.wait_ready("bb").await;
+    let mut c = gw.client().await;
+    assert_eq!(text(&c.call("bb__issuer", json!({})).await), "as1");
+
+    // The upstream now names as2 and refuses as1's token.
+    servers.current.store(2, Ordering::SeqCst);
+    let r = c.call("bb__issuer", json!({})).await;
+    assert_eq!(r["error"]["data"]["class"], "upstream_auth", "{r}");
+    let msg = r["error"]["message"].as_str().unwrap();
+    assert!(msg.contains(&format!("authorization server changed from {base}/as1 to {base}/as2")), "{msg}");
+    assert!(msg.contains("run `mcp-gateway auth login bb`"), "{msg}");
+    let metrics = gw.http.get(format!("http://{}/metrics", gw.addr)).send().await.unwrap().text().await.unwrap();
+    assert!(
+        metrics
+            .contains(r#"mcp_gateway_upstream_tokens_total{upstream="bb",grant="stored",outcome="issuer_changed"} 1"#),
+        "{}",
+        metrics.lines().filter(|l| l.contains("upstream_tokens")).collect::<Vec<_>>().join("\n")
+    );
+    assert!(gw.proc.logs().contains("The upstream's authorization server changed"), "a clear log line");
+
+    // The operator logs in again: a new registration with as2.
+    let (url, ok, out) = login(&cfg, &["bb"], "").await;
+    assert!(ok, "{out}");
+    assert!(url.as_str().starts_with(&format!("{base}/as2/authorize")), "{url}");
+    assert_eq!(query(&url, "client_id").as_deref(), Some("as2-client"));
+    // The running gateway takes the new token.
+    let mut last = Value::Null;
+    let start = tokio::time::Instant::now();
+    while start.elapsed() < PATIENCE {
+        last = c.call("bb__issuer", json!({})).await;
+        if last.get("error").is_none() {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    }
+    assert_eq!(text(&last), "as2", "{last}");
+    // as2 saw its own client only; as1 was never asked to refresh.
+    let seen = servers.seen.lock().unwrap().clone();
+    assert!(seen.iter().filter(|(k, ..)| *k == 2).all(|(_, _, id)| id == "as2-client"), "{seen:?}");
+    assert!(seen.iter().any(|(k, what, _)| *k == 2 && *what == "register"), "{seen:?}");
+    assert_eq!(seen.iter().filter(|(k, what, _)| *k == 1 && *what == "token").count(), 1, "{seen:?}");
+}
+
+/// A pre-registered `client_id` the stored token was issued to by as1 is
+/// not shown to as2 when the upstream moves: `auth login` refuses, saying
+/// what to do, before anything is sent to as2.
+#[tokio::test]
+async fn a_configured_client_is_not_taken_to_a_new_authorization_server() {
+    use std::sync::atomic::Ordering;
+    let servers = moving::start().await;
+    let base = servers.base.clone();
+    let toml = format!(
+        "[upstreams.bb]\nurl = \"{base}/mcp\"\n\
+         [upstreams.bb.oauth]\ngrant = \"authorization_code\"\nclient_id = \"registered-at-as1\"\n"
+    );
+    let (_dir, cfg) = write_config(&toml);
+    let (_, ok, out) = login(&cfg, &["bb"], "").await;
+    assert!(ok, "{out}");
+    servers.current.store(2, Ordering::SeqCst);
+    let out = Command::new(gateway_bin()).args(["auth", "login", "bb", "--config"]).arg(&cfg).output().await.unwrap();
+    let said = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{said}");
+    assert!(said.contains(&format!("changed from {base}/as1 to {base}/as2")), "{said}");
+    assert!(said.contains("set `client_id`") && said.contains("auth logout bb"), "{said}");
+    let seen = servers.seen.lock().unwrap().clone();
+    assert!(seen.iter().all(|(k, ..)| *k == 1), "as2 saw nothing: {seen:?}");
 }
