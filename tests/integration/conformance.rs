@@ -146,27 +146,23 @@ async fn the_gateway_passes_the_suites_client_auth_scenarios() {
     let rows = run_script("conformance-client.sh", &[&path_str(out.path())], &[("MCP_GATEWAY_BIN", gateway_bin())]);
     println!("{}", rows.values().cloned().collect::<Vec<_>>().join("\n"));
     assert!(
-        rows.len() >= 28,
+        rows.len() >= 30,
         "initialize, tools_call, the stream scenarios and the auth suite (both eras) ran: {rows:?}"
     );
-    for scenario in ["sse-retry", "elicitation-sep1034-client-defaults"] {
+    for scenario in ["sse-retry", "elicitation-sep1034-client-defaults", "auth/authorization-server-migration"] {
         assert!(rows.contains_key(scenario), "{scenario} ran: {rows:?}");
     }
     let failed: Vec<_> = rows.values().filter(|r| !passes(r)).collect();
     assert!(failed.is_empty(), "client scenarios failed through the gateway:\n{failed:#?}");
 }
 
-/// Client scenarios of 2026-07-28 that the gateway does not pass yet, with
-/// why.
-const CLIENT_EXCLUDED: &[(&str, &str)] = &[(
-    "sep-2322-client-request-state",
-    "answering an upstream's input-required result is the bridge between the eras (issue 22): the driver is a 2025 client",
-)];
-
 /// The suite's 2026-07-28 client scenarios, with the gateway as the client
 /// of a modern upstream (`protocol = "modern"`): request metadata and
 /// headers, `x-mcp-header` mirroring and invalid tool definitions, JSON
-/// Schema preservation.
+/// Schema preservation, and MRTR's `requestState` (the driver is a 2025
+/// client: the gateway asks it for the upstream's input and retries with
+/// the upstream's state, docs/mcp.md "Bridging the eras"). Every one
+/// passes.
 #[tokio::test]
 async fn the_gateway_passes_the_suites_2026_client_scenarios() {
     let out = tempfile::tempdir().unwrap();
@@ -174,7 +170,7 @@ async fn the_gateway_passes_the_suites_2026_client_scenarios() {
     let rows = run_script("conformance-client.sh", &[&path_str(out.path())], &env);
     println!("{}", rows.values().cloned().collect::<Vec<_>>().join("\n"));
     assert!(rows.len() >= 8, "the 2026-07-28 client scenarios ran: {rows:?}");
-    let failed: Vec<_> =
-        rows.iter().filter(|(n, r)| !passes(r) && !CLIENT_EXCLUDED.iter().any(|(x, _)| x == n)).collect();
+    assert!(rows.contains_key("sep-2322-client-request-state"), "{rows:?}");
+    let failed: Vec<_> = rows.iter().filter(|(_, r)| !passes(r)).collect();
     assert!(failed.is_empty(), "2026-07-28 client scenarios failed through the gateway:\n{failed:#?}");
 }
