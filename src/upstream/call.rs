@@ -309,6 +309,10 @@ impl Upstream {
             .attempt_duration
             .get_or_create(&ClassLabels { upstream: self.label.clone(), class: class_label(outcome) })
             .observe(started.elapsed().as_secs_f64());
+        if let Some(code) = result.as_ref().ok().and_then(|r| r.error()).and_then(|e| e.get("code")) {
+            // The upstream's JSON-RPC error code (the conventions' status).
+            span.set(|| KeyValue::new("rpc.response.status_code", code.text().to_owned()));
+        }
         span.outcome(outcome, || match &result {
             Err(e) => e.message.clone(),
             Ok(_) => "the upstream answered an error".into(),
@@ -348,6 +352,9 @@ impl Upstream {
         ];
         if let Some(t) = req.tool {
             attrs.push(KeyValue::new("gen_ai.tool.name", t.to_owned()));
+        }
+        if let State::Ready(r) = &*self.state() {
+            attrs.push(KeyValue::new("mcp.protocol.version", r.protocol_version().to_owned()));
         }
         req.span.child(name, SpanKind::Client, attrs)
     }

@@ -19,6 +19,7 @@
 use serde_json::{Value, json};
 
 use crate::support::keys::*;
+use crate::support::otlp::{OtlpReceiver, SpanRecord};
 use crate::support::*;
 
 /// Runs `tests/clients/bridge_client.py` with `args`; one JSON line per call.
@@ -104,9 +105,11 @@ async fn open_becomes(gw: &Gateway, want: f64) {
 async fn a_2026_client_answers_what_a_2025_upstream_asks_during_a_call() {
     let everything = Fixture::everything_http().await;
     let old = Fixture::python("mrtr_upstream.py", &["--http"]).await;
+    let otlp = OtlpReceiver::start().await;
     let toml = format!(
-        "{}[upstreams.everything]\nurl = \"{}\"\nprotocol = \"legacy\"\n[upstreams.old]\nurl = \"{}\"\nprotocol = \"legacy\"\n",
+        "{}[traces]\nendpoint = \"{}\"\n[upstreams.everything]\nurl = \"{}\"\nprotocol = \"legacy\"\n[upstreams.old]\nurl = \"{}\"\nprotocol = \"legacy\"\n",
         keys(),
+        otlp.endpoint(),
         everything.url(),
         old.url()
     );
@@ -195,6 +198,21 @@ async fn a_2026_client_answers_what_a_2025_upstream_asks_during_a_call() {
     assert!(series(&m, &bridged("to_modern", "asked")) >= 9.0, "{m}");
     assert!(series(&m, &bridged("to_modern", "completed")) >= 7.0, "{m}");
     open_becomes(&gw, 0.0).await;
+    // The bridge's own spans: a round asked, a retry completed, each a
+    // child of its request's server span; the attempts name the 2025
+    // revision they spoke.
+    assert!(gw.stop().await.success());
+    let spans = otlp.spans();
+    let bridge: Vec<&SpanRecord> = spans.iter().filter(|s| s.name == "bridge to_modern").collect();
+    let outcome = |o: &str| bridge.iter().filter(|s| s.attributes["mcp_gateway.bridge.outcome"] == o).count();
+    assert!(outcome("input_required") >= 9 && outcome("completed") >= 7, "{bridge:#?}");
+    for b in &bridge {
+        let parent = spans.iter().find(|s| s.span_id == b.parent_span_id).unwrap_or_else(|| panic!("{b:#?}"));
+        assert!(parent.name.starts_with("tools/call "), "{parent:#?}");
+    }
+    let attempt =
+        spans.iter().find(|s| s.kind == 3 && s.attributes.get("mcp_gateway.upstream").is_some_and(|u| u == "old"));
+    assert_eq!(attempt.unwrap().attributes["mcp.protocol.version"], "2025-11-25");
 }
 
 /// A 2025 client (legacy session) calls tools of a 2026-07-28 upstream
@@ -206,8 +224,10 @@ async fn a_2026_client_answers_what_a_2025_upstream_asks_during_a_call() {
 /// configured roots.
 #[tokio::test]
 async fn a_2025_client_answers_what_a_2026_upstream_asks_for() {
+    let otlp = OtlpReceiver::start().await;
     let toml = format!(
-        "[gateway]\nresponse_mode = \"sse\"\n[upstreams.new]\ncommand = {:?}\nargs = [{:?}]\nprotocol = \"modern\"\nroots = [\"file:///configured\"]\n",
+        "[gateway]\nresponse_mode = \"sse\"\n[traces]\nendpoint = \"{}\"\n[upstreams.new]\ncommand = {:?}\nargs = [{:?}]\nprotocol = \"modern\"\nroots = [\"file:///configured\"]\n",
+        otlp.endpoint(),
         peers().python,
         fixture("mrtr_upstream.py"),
     );
@@ -290,6 +310,15 @@ async fn a_2025_client_answers_what_a_2026_upstream_asks_for() {
     let m = metrics(&gw).await;
     assert!(series(&m, &bridged("to_legacy", "completed")) >= 10.0, "{m}");
     open_becomes(&gw, 0.0).await;
+    // One span per round asked of the client, under the call's route.
+    assert!(gw.stop().await.success());
+    let spans = otlp.spans();
+    let rounds: Vec<&SpanRecord> = spans.iter().filter(|s| s.name == "bridge to_legacy").collect();
+    assert!(
+        rounds.iter().filter(|s| s.attributes["mcp_gateway.bridge.outcome"] == "answered").count() >= 12,
+        "{rounds:#?}"
+    );
+    assert!(rounds.iter().any(|s| s.attributes["mcp_gateway.bridge.round"] == "2"), "ask_two_rounds: {rounds:#?}");
 }
 
 /// The first leg of a bridged call: its input-required result.

@@ -246,6 +246,20 @@ impl Bridges {
     }
 }
 
+/// The span of one bridged round (a child of `parent`; none when traces
+/// are off): which way, which round. The caller sets the outcome and ends it.
+pub(crate) fn span(parent: &crate::telemetry::Span, direction: Direction, round: u32) -> crate::telemetry::Span {
+    use opentelemetry::KeyValue;
+    if !parent.is_on() {
+        return crate::telemetry::Span::NONE;
+    }
+    let attrs = vec![
+        KeyValue::new("mcp_gateway.bridge.direction", direction.label()),
+        KeyValue::new("mcp_gateway.bridge.round", i64::from(round)),
+    ];
+    parent.child(format!("bridge {}", direction.label()), opentelemetry::trace::SpanKind::Internal, attrs)
+}
+
 fn unix_now() -> u64 {
     std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs())
 }

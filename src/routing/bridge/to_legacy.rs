@@ -7,6 +7,7 @@
 
 use std::sync::Arc;
 
+use opentelemetry::KeyValue;
 use tokio::sync::mpsc;
 
 use super::{Bridges, Call, Direction};
@@ -82,7 +83,11 @@ async fn drive(first: Called, call: &Call, client: Client<'_>, limits: &BridgeSe
             return failed(attempts, CallError::new(ErrorClass::Protocol, Some(call.upstream.id()), m));
         }
         bridges.count(Direction::ToLegacy, "asked");
-        let answers = match answer(&reply, call.upstream.id(), client, limits).await {
+        let span = super::span(&call.span, Direction::ToLegacy, rounds);
+        let answered = answer(&reply, call.upstream.id(), client, limits).await;
+        span.set(|| KeyValue::new("mcp_gateway.bridge.outcome", answered.as_ref().err().map_or("answered", |e| e.0)));
+        span.end();
+        let answers = match answered {
             Ok(a) => a,
             Err((outcome, e)) => {
                 bridges.count(Direction::ToLegacy, outcome);

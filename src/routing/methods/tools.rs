@@ -216,7 +216,7 @@ pub(crate) async fn call(core: &Core, rq: &Rq<'_>, out: &mut Outcome) -> Result<
                     };
                     let parts = bridge::to_modern::Parts { binding, upstream: upstream.clone(), ix: i, original, cap };
                     let ex = Exchange::new(slot, call, events, asked, parts);
-                    return Ok(ask(core, id, ex, &limits));
+                    return Ok(ask(core, rq, ex, &limits));
                 }
             }
         }
@@ -229,7 +229,7 @@ pub(crate) async fn call(core: &Core, rq: &Rq<'_>, out: &mut Outcome) -> Result<
 /// and arguments), and its exchange still waiting. The caller must still
 /// be granted the tool (a reload may have changed that meanwhile).
 async fn resume(core: &Core, rq: &Rq<'_>, out: &mut Outcome, name: &str, state: &str) -> Result<String, CallError> {
-    let (id, caller) = (rq.id, rq.caller);
+    let caller = rq.caller;
     let Some(found) = lookup(core, name) else {
         return Err(core.unknown(Kind::Tool, name, caller));
     };
@@ -242,16 +242,19 @@ async fn resume(core: &Core, rq: &Rq<'_>, out: &mut Outcome, name: &str, state: 
         core.bridges.take(state, &binding).map_err(|e| CallError::protocol(protocol::INVALID_PARAMS, e.to_string()))?;
     out.upstream = Some(ex.upstream.label());
     out.tool = Some(ex.original.clone());
-    let (upstream, i, original, cap) = (ex.upstream.clone(), ex.ix, ex.original.clone(), ex.cap);
+    let (upstream, i, original, cap, round) = (ex.upstream.clone(), ex.ix, ex.original.clone(), ex.cap, ex.round);
     let responses = rq.params.and_then(|p| p.get("inputResponses"));
     let caps = client_capabilities(rq.params);
     let limits = core.config().bridge.clone();
     match ex.resume(responses, caps.as_ref()).await {
         Ok(Step::Done(called)) => {
             core.bridges.count(Direction::ToModern, "completed");
+            let span = bridge::span(rq.span, Direction::ToModern, round + 1);
+            span.set(|| KeyValue::new("mcp_gateway.bridge.outcome", "completed"));
+            span.end();
             finish(core, rq, out, called, i, &upstream, &original, cap, false)
         }
-        Ok(Step::Ask(ex)) => Ok(ask(core, id, ex, &limits)),
+        Ok(Step::Ask(ex)) => Ok(ask(core, rq, ex, &limits)),
         Err((ex, e)) => {
             // Its state is still good: the client may send it again.
             let _ = core.bridges.park(*ex, limits.answer_timeout);
@@ -261,12 +264,16 @@ async fn resume(core: &Core, rq: &Rq<'_>, out: &mut Outcome, name: &str, state: 
 }
 
 /// Parks `ex` and answers its client with what it must answer.
-fn ask(core: &Core, id: &protocol::RawValue, ex: Exchange, limits: &crate::config::BridgeSection) -> String {
+fn ask(core: &Core, rq: &Rq<'_>, ex: Exchange, limits: &crate::config::BridgeSection) -> String {
     core.bridges.count(Direction::ToModern, "asked");
-    let (upstream, keys) = (ex.upstream.label(), ex.round);
+    let span = bridge::span(rq.span, Direction::ToModern, ex.round + 1);
+    span.set(|| KeyValue::new("mcp_gateway.upstream", ex.upstream.id().to_owned()));
+    span.set(|| KeyValue::new("mcp_gateway.bridge.outcome", "input_required"));
+    span.end();
+    let (upstream, round) = (ex.upstream.label(), ex.round);
     let state = core.bridges.park(ex, limits.answer_timeout);
-    tracing::debug!(upstream = %upstream, round = keys, "Asked a 2026-07-28 client for a 2025 upstream's input.");
-    encode::result(id, &state)
+    tracing::debug!(upstream = %upstream, round, "Asked a 2026-07-28 client for a 2025 upstream's input.");
+    encode::result(rq.id, &state)
 }
 
 /// The `clientCapabilities` a 2026-07-28 request declares.
