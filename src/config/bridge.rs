@@ -17,7 +17,8 @@ pub struct BridgeSection {
     /// result being asked of a 2025 client. More are refused (the call
     /// fails with a clear error, counted). Default 1024.
     pub max_exchanges: usize,
-    /// Most of them one principal may hold. Default 32.
+    /// Most of them one principal may hold. Default 8: a parked call holds
+    /// one of its upstream's `max_concurrency` slots.
     pub max_exchanges_per_principal: usize,
     /// How long the gateway waits for a client's answer: a 2026-07-28
     /// client's retry carrying its input responses (the upstream call is
@@ -25,9 +26,9 @@ pub struct BridgeSection {
     /// Default `5m` (a person may be answering).
     #[serde(with = "humantime_serde")]
     pub answer_timeout: Duration,
-    /// Most input-required rounds the gateway answers for a 2025 client
-    /// on one call of a 2026-07-28 upstream before it gives up. Default 10
-    /// (what the official SDKs allow).
+    /// Most input-required rounds of one call the gateway bridges, either
+    /// way, before it fails the call. Default 10 (what the official SDKs
+    /// allow).
     pub max_rounds: u32,
 }
 
@@ -35,7 +36,7 @@ impl Default for BridgeSection {
     fn default() -> Self {
         BridgeSection {
             max_exchanges: 1024,
-            max_exchanges_per_principal: 32,
+            max_exchanges_per_principal: 8,
             answer_timeout: Duration::from_secs(300),
             max_rounds: 10,
         }

@@ -84,6 +84,15 @@ pub(crate) struct Core {
     notes: tokio::sync::mpsc::Sender<crate::upstream::Note>,
 }
 
+/// An upstream's reply to a forwarded request, and its result with the
+/// upstream's `requestState` wrapped for a 2026-07-28 client, when it is an
+/// input-required result that has one (to answer instead).
+#[derive(Debug)]
+pub(crate) struct Forwarded {
+    pub(crate) reply: Message,
+    pub(crate) wrapped: Option<Box<RawValue>>,
+}
+
 /// One request as a method family sees it.
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct Rq<'a> {
@@ -379,8 +388,11 @@ impl Core {
         params: Members<'_>,
         out: &mut Outcome,
     ) -> Result<String, CallError> {
-        let reply = self.forward_raw(rq, method, upstream, params, out, None).await?;
-        Ok(self.reply_with(rq.id, upstream, &reply, |_, _| None))
+        let fwd = self.forward_raw(rq, method, upstream, params, out, None).await?;
+        Ok(match fwd.wrapped {
+            Some(result) => encode::result(rq.id, &result),
+            None => self.reply_with(rq.id, upstream, &fwd.reply, |_, _| None),
+        })
     }
 
     /// Forwards a routed request; returns the upstream's reply message.
@@ -392,7 +404,7 @@ impl Core {
         mut obj: Members<'_>,
         out: &mut Outcome,
         timeout: Option<Duration>,
-    ) -> Result<Message, CallError> {
+    ) -> Result<Forwarded, CallError> {
         let upstream = self.upstreams.instance(i, rq.caller.peer).await;
         out.upstream = Some(upstream.label());
         let modern = matches!(&*upstream.state(), crate::upstream::State::Ready(r) if r.era() == protocol::Era::Modern);
@@ -406,6 +418,15 @@ impl Core {
             }
             _ => None,
         };
+        // Both 2026-07-28: the upstream's state travels wrapped for the caller.
+        let wrap = (modern && rq.caller.era == protocol::Era::Modern).then(|| {
+            let target = obj.str("name").or_else(|| obj.str("uri")).unwrap_or_default();
+            let args = obj.get("arguments").map_or(&b"null"[..], |a| a.text().as_bytes());
+            super::bridge::through::binding(&rq.caller.principal_id(), upstream.id(), method, &target, args)
+        });
+        if let Some(b) = &wrap {
+            self.bridges.unwrap_state(&mut obj, b)?;
+        }
         let (progress, relay) = related(&mut obj, rq.caller, &upstream);
         let call = super::bridge::Call {
             method,
@@ -427,7 +448,12 @@ impl Core {
         let called = super::bridge::to_legacy::send(&call, client, &limits, &self.bridges).await;
         out.class = called.class;
         out.attempts = called.attempts;
-        called.result
+        let reply = called.result?;
+        let wrapped = match &wrap {
+            Some(b) => self.bridges.wrap_state(&reply, b, self.config().bridge.answer_timeout)?,
+            None => None,
+        };
+        Ok(Forwarded { reply, wrapped })
     }
 
     /// The reply to the client: the upstream's result (after `expose`,

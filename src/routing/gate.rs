@@ -537,7 +537,10 @@ async fn confirm(caller: &Caller<'_>, tool: &str, message: &str) -> bool {
         return false;
     }
     let Some(answer) = peer.ask("elicitation/create", params.raw(), caller.stream) else { return false };
-    let Ok(Ok(reply)) = tokio::time::timeout(CONFIRM_WAIT, answer).await else { return false };
+    let Ok(Ok(reply)) = tokio::time::timeout(CONFIRM_WAIT, answer).await else {
+        peer.forget_unheard_asks();
+        return false;
+    };
     let result = reply.and_then(|r| r.checked().value());
     result.is_some_and(|r| r["action"] == "accept" && r["content"]["allow"] == true)
 }

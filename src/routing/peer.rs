@@ -298,6 +298,12 @@ impl Peer {
         (id, body)
     }
 
+    /// Forgets the gateway's requests to the client whose asker stopped
+    /// waiting (timed out, gone), so unanswered ones do not pile up.
+    pub(crate) fn forget_unheard_asks(&self) {
+        self.asks.locked().retain(|_, tx| !tx.is_closed());
+    }
+
     /// Delivers the client's answer to one of the gateway's own requests;
     /// false when `id` is not one.
     pub(crate) fn answer_ask(&self, id: &str, msg: &Message) -> bool {

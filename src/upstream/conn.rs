@@ -181,14 +181,15 @@ impl Connection {
         let progress = watch.as_ref().map(|w| &*w.notify);
         // Only an HTTP response stream can carry messages about one call.
         let relay = related.relay.filter(|_| self.link.carries_headers());
+        let hold = relay.map(|r| (r.clone(), Arc::new(super::inbox::Hold::default())));
         let mut reinitialized = false;
         loop {
             let generation = self.link.generation();
             // Pinned here and lent to `until`: taken by value, the ~2 KB
             // future would be stored twice in `until`'s own (argument and
             // pinned local), and every future above this one grows by it.
-            let once = std::pin::pin!(self.request_once(method, params, headers, relay));
-            match until(once, clock, progress).await {
+            let once = std::pin::pin!(self.request_once(method, params, headers, hold.as_ref()));
+            match until(once, clock, progress, hold.as_ref().map(|(_, h)| &**h)).await {
                 Some(Err(Retry::SessionExpired)) if !reinitialized => {
                     reinitialized = true;
                     self.reinitialize(generation, clock.deadline).await?;
@@ -222,7 +223,7 @@ impl Connection {
         method: &str,
         params: Option<&RawValue>,
         headers: Headers<'_>,
-        relay: Option<&Arc<dyn Relay>>,
+        relay: Option<&(Arc<dyn Relay>, Arc<super::inbox::Hold>)>,
     ) -> Result<Message, Retry> {
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
         let (tx, rx) = oneshot::channel();
@@ -509,11 +510,15 @@ fn set_meta(params: Option<Checked<'_>>, key: &str, value: &str) -> Option<Check
 }
 
 /// Runs `fut` until the clock's deadline; a progress notification moves the
-/// deadline to `extend` from now (never past `hard`). `None` on timeout.
+/// deadline to `extend` from now (never past `hard`), and so does the
+/// client's answer to the last of the call's own server requests; while
+/// one waits for the client (`hold`), only `hard` applies. `None` on
+/// timeout.
 async fn until<F: std::future::Future>(
     mut fut: std::pin::Pin<&mut F>,
     clock: &mut Clock,
     progress: Option<&Notify>,
+    hold: Option<&super::inbox::Hold>,
 ) -> Option<F::Output> {
     loop {
         let progressed = async {
@@ -522,11 +527,24 @@ async fn until<F: std::future::Future>(
                 None => std::future::pending().await,
             }
         };
+        let changed = async {
+            match hold {
+                Some(h) => h.changed.notified().await,
+                None => std::future::pending().await,
+            }
+        };
+        let held = hold.is_some_and(super::inbox::Hold::held);
+        let deadline = if held { clock.hard } else { clock.deadline };
         tokio::select! {
             out = &mut fut => return Some(out),
-            () = tokio::time::sleep_until(clock.deadline) => return None,
+            () = tokio::time::sleep_until(deadline) => return None,
             () = progressed => {
                 clock.deadline = clock.deadline.max((Instant::now() + clock.extend).min(clock.hard));
+            }
+            () = changed => {
+                if !hold.is_some_and(super::inbox::Hold::held) {
+                    clock.deadline = clock.deadline.max((Instant::now() + clock.extend).min(clock.hard));
+                }
             }
         }
     }

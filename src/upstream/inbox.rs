@@ -23,8 +23,9 @@ type Watcher = (Arc<Notify>, Option<Arc<dyn Relay>>);
 #[derive(Debug)]
 pub(crate) enum Event {
     /// A request from the upstream (ping, roots/list, …), with the relay of
-    /// the call it came with (on that call's HTTP response stream).
-    Request(Message, Option<Arc<dyn Relay>>),
+    /// the call it came with (on that call's HTTP response stream) and that
+    /// call's [`Hold`].
+    Request(Message, Option<Related>),
     /// A notification from the upstream.
     Notification(Message),
     /// An answer the gateway owes the upstream: an error for a request of
@@ -53,9 +54,48 @@ pub(crate) struct Inbox {
     progress: Mutex<HashMap<Box<str>, Watcher>>,
     /// Calls in flight whose related messages (those on the call's own HTTP
     /// response stream) go to a client.
-    pub(super) related: Mutex<HashMap<u64, Arc<dyn Relay>>>,
+    pub(super) related: Mutex<HashMap<u64, Related>>,
     /// `mcp.client.operation.duration` (when the standard metrics are on).
     pub(super) standard: crate::telemetry::standard::Standard,
+}
+
+/// Where a call's related messages go, and the hold on its deadline.
+pub(crate) type Related = (Arc<dyn Relay>, Arc<Hold>);
+
+/// How many of a call's own server requests (sampling, elicitation) wait
+/// for the client: while any does, the call's deadline does not run (up to
+/// its hard maximum), as a person may be answering.
+#[derive(Debug, Default)]
+pub(crate) struct Hold {
+    waiting: std::sync::atomic::AtomicUsize,
+    /// Woken when `waiting` changes.
+    pub(super) changed: Notify,
+}
+
+impl Hold {
+    /// Whether a request of the call waits for the client now.
+    pub(super) fn held(&self) -> bool {
+        self.waiting.load(std::sync::atomic::Ordering::Relaxed) > 0
+    }
+}
+
+/// One request waiting on a [`Hold`]: counted while it lives.
+#[derive(Debug)]
+pub(crate) struct Held(Arc<Hold>);
+
+impl Held {
+    pub(super) fn new(hold: Arc<Hold>) -> Self {
+        hold.waiting.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        hold.changed.notify_one();
+        Held(hold)
+    }
+}
+
+impl Drop for Held {
+    fn drop(&mut self) {
+        self.0.waiting.fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
+        self.0.changed.notify_one();
+    }
 }
 
 // === impl Inbox ===
@@ -127,7 +167,7 @@ impl Inbox {
             Ok(MessageKind::Notification)
                 if matches!(msg.method(), "notifications/message" | "notifications/tasks/status") =>
             {
-                let relay = related.and_then(|id| self.related.locked().get(&id).cloned());
+                let relay = related.and_then(|id| self.related.locked().get(&id).map(|(r, _)| r.clone()));
                 match relay {
                     Some(r) => r.notify(&msg),
                     None => self.event(Event::Notification(msg)),

@@ -2,6 +2,7 @@
 //! sampling and elicitation relayed to the client whose call they came
 //! with; what the gateway declares it can answer.
 
+use super::inbox::{Held, Hold};
 use super::*;
 
 impl Upstream {
@@ -10,9 +11,10 @@ impl Upstream {
     /// roots); sampling and elicitation go to the client whose call they
     /// came with, and are refused when no call can be told (a stdio or GET
     /// stream message on a shared connection: the gateway never guesses).
-    pub(super) fn answer(&self, conn: &Arc<Connection>, m: Message, relay: Option<Arc<dyn Relay>>) {
+    pub(super) fn answer(&self, conn: &Arc<Connection>, m: Message, related: Option<(Arc<dyn Relay>, Arc<Hold>)>) {
         let Some(id) = m.id.clone() else { return };
-        let responder = Responder { conn: conn.clone(), id, upstream: self.label.clone() };
+        let (relay, hold) = related.unzip();
+        let mut responder = Responder { conn: conn.clone(), id, upstream: self.label.clone(), held: None };
         // A session's own connection: everything it asks is that client's.
         if let Some(isolated) = &self.isolated
             && m.method() != "ping"
@@ -30,7 +32,11 @@ impl Upstream {
                 let body = encode::result(&responder.id, &result);
                 responder.send(body);
             }
-            ("sampling/createMessage" | "elicitation/create", Some(relay)) => relay.request(m, responder),
+            ("sampling/createMessage" | "elicitation/create", Some(relay)) => {
+                // The call's deadline waits while its client answers.
+                responder.held = hold.map(Held::new);
+                relay.request(m, responder)
+            }
             (other, _) => {
                 let other = crate::protocol::echo(other);
                 tracing::warn!(upstream = %self.id(), method = %other, "Refused a request from the upstream that no client call can be tied to.");
@@ -75,6 +81,8 @@ pub struct Responder {
     conn: Arc<Connection>,
     id: Box<RawValue>,
     upstream: Name,
+    /// Holds the deadline of the call the request came with until answered.
+    held: Option<Held>,
 }
 
 impl Responder {

@@ -293,7 +293,7 @@ impl Upstream {
                     return (reason, ErrorClass::Transport);
                 }
                 ev = events.recv() => match ev {
-                    Some(Event::Request(m, relay)) => self.answer(&conn, m, relay),
+                    Some(Event::Request(m, related)) => self.answer(&conn, m, related),
                     Some(Event::Answer(body)) => {
                         let conn = conn.clone();
                         tokio::spawn(async move { conn.respond(body).await });

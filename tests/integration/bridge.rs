@@ -378,12 +378,28 @@ async fn a_bridged_request_state_is_bound_to_its_principal_and_call() {
     assert_eq!(done["result"]["content"][0]["text"], "Hello, Ann!", "{done}");
     assert_eq!(done["result"]["resultType"], "complete", "{done}");
     // Single use.
-    refused(&retry(&url, ALICE, state, args.clone(), answer).await, "has ended");
+    refused(&retry(&url, ALICE, state, args.clone(), answer.clone()).await, "has ended");
+    // A reload that closes the tool to Alice while her call is held: the
+    // retry is answered like an unknown tool and the call cancelled.
+    let held = first_leg(&url, ALICE, args.clone()).await;
+    let deny = format!("{toml}[[access]]\nprincipals = [\"alice\"]\ntools = {{ deny = [\"old__ask_name\"] }}\n");
+    std::fs::write(gw.dir.path().join("gateway.toml"), deny).unwrap();
+    gw.proc.signal(nix::sys::signal::Signal::SIGHUP);
+    let reloaded = "mcp_gateway_config_reloads_total{outcome=\"applied\"}";
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(20);
+    while series(&metrics(&gw).await, reloaded) < 1.0 {
+        assert!(tokio::time::Instant::now() < deadline, "reloaded: {}", gw.proc.logs());
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    let denied = retry(&url, ALICE, held["requestState"].as_str().unwrap(), args.clone(), answer).await;
+    assert!(denied["error"]["message"].as_str().unwrap().contains("old__ask_name"), "{denied}");
+    assert!(denied.get("result").is_none(), "{denied}");
     let m = metrics(&gw).await;
     assert_eq!(series(&m, &bridged("to_modern", "other_call")), 2.0, "{m}");
     assert_eq!(series(&m, &bridged("to_modern", "invalid_state")), 1.0, "{m}");
     assert_eq!(series(&m, &bridged("to_modern", "ended")), 1.0, "{m}");
     assert_eq!(series(&m, &bridged("to_modern", "completed")), 1.0, "{m}");
+    assert_eq!(series(&m, &bridged("to_modern", "revoked")), 1.0, "{m}");
     open_becomes(&gw, 0.0).await;
 }
 
@@ -451,4 +467,101 @@ async fn a_2025_client_answers_a_2026_prompts_input_required() {
     let reply = stream.until(|m| m["id"] == "p-1").await.pop().unwrap();
     assert!(reply["result"]["messages"].to_string().contains("Prompt with context: the bridge"), "{reply}");
     assert!(reply["result"].get("inputRequests").is_none(), "no input-required result reaches a 2025 client: {reply}");
+}
+
+/// A modern `tools/call` of `tool` by `key`, with `extra` params (a retry's
+/// `inputResponses` and `requestState`), declaring elicitation.
+async fn modern_tool(url: &str, key: &str, tool: &str, extra: Value) -> Value {
+    let mut params = json!({"name": tool, "arguments": {}, "_meta": modern_meta(json!({"elicitation": {"form": {}}}))});
+    for (k, v) in extra.as_object().unwrap() {
+        params[k] = v.clone();
+    }
+    let body = json!({"jsonrpc":"2.0","id":7,"method":"tools/call","params":params});
+    let r = post_modern(url, Some(key), &body, &[("mcp-method", "tools/call"), ("mcp-name", tool)]).await;
+    serde_json::from_str(&r.body).unwrap_or_else(|e| panic!("{e}: {}", r.body))
+}
+
+/// Both 2026-07-28: a modern upstream's own `requestState` reaches the
+/// client wrapped by the gateway and bound to the principal it was given
+/// to. Over the shared connection the upstream cannot tell Alice from
+/// Bob: unwrapped, Bob could continue Alice's exchange (and learn what her
+/// state carries). Bob's retry with Alice's state is refused; Alice's own
+/// completes; an altered state is refused; the upstream gets its own state
+/// back, byte for byte.
+#[tokio::test]
+async fn a_2026_upstreams_state_is_bound_to_the_principal_it_was_given_to() {
+    let toml = format!(
+        "{}[upstreams.new]\ncommand = {:?}\nargs = [{:?}]\nprotocol = \"modern\"\n",
+        keys(),
+        peers().python,
+        fixture("mrtr_upstream.py"),
+    );
+    let mut gw = Gateway::start(&toml).await;
+    gw.authorize(OPS);
+    gw.wait_ready("new").await;
+    let url = gw.url();
+    let first = modern_tool(&url, ALICE, "new__ask_two_rounds", json!({})).await;
+    assert_eq!(first["result"]["resultType"], "input_required", "{first}");
+    let state = first["result"]["requestState"].as_str().unwrap();
+    assert!(state.starts_with("mgwrs2."), "wrapped: {first}");
+    let name = json!({"mrtr:name": {"action": "accept", "content": {"name": "Alice-secret"}}});
+    let second =
+        modern_tool(&url, ALICE, "new__ask_two_rounds", json!({"inputResponses": name, "requestState": state})).await;
+    assert_eq!(second["result"]["resultType"], "input_required", "{second}");
+    let state = second["result"]["requestState"].as_str().unwrap().to_owned();
+    let color = json!({"mrtr:color": {"action": "accept", "content": {"color": "blue"}}});
+    let retry = |key: &'static str, state: String| {
+        let (url, color) = (url.clone(), color.clone());
+        async move {
+            modern_tool(&url, key, "new__ask_two_rounds", json!({"inputResponses": color, "requestState": state})).await
+        }
+    };
+    let bob = retry(BOB, state.clone()).await;
+    refused(&bob, "another call");
+    assert!(!bob.to_string().contains("Alice-secret"), "{bob}");
+    let mut altered = state.clone().into_bytes();
+    let at = altered.len() / 2;
+    altered[at] = if altered[at] == b'A' { b'B' } else { b'A' };
+    refused(&retry(ALICE, String::from_utf8(altered).unwrap()).await, "altered");
+    let done = retry(ALICE, state).await;
+    assert_eq!(done["result"]["content"][0]["text"], "Alice-secret likes blue", "{done}");
+    // The upstream saw its own (sealed) state on each retry.
+    let log = modern_tool(&url, ALICE, "new__call_log", json!({})).await;
+    let entries: Vec<Value> = serde_json::from_str(log["result"]["content"][0]["text"].as_str().unwrap()).unwrap();
+    let legs: Vec<&Value> = entries.iter().filter(|e| e["tool"] == "ask_two_rounds").collect();
+    assert_eq!(legs.len(), 3, "Bob's and the altered retry never reached it: {entries:?}");
+    assert_eq!(legs[2]["outcome"], "complete", "{entries:?}");
+    let m = metrics(&gw).await;
+    assert_eq!(series(&m, &bridged("through", "other_call")), 1.0, "{m}");
+    assert_eq!(series(&m, &bridged("through", "invalid_state")), 1.0, "{m}");
+}
+
+/// A parked call is not timed out by its upstream's `request_timeout`
+/// while its client answers (a person takes longer than a tool): the
+/// upstream's request waits on the client, so only the hard maximum and
+/// `answer_timeout` bound it. A retry that answers nothing is asked the
+/// same again.
+#[tokio::test]
+async fn a_parked_call_outlives_its_request_timeout_while_the_client_answers() {
+    let old = Fixture::python("mrtr_upstream.py", &["--http"]).await;
+    let toml = format!(
+        "{}[upstreams.old]\nurl = \"{}\"\nprotocol = \"legacy\"\nrequest_timeout = \"1s\"\n",
+        keys(),
+        old.url()
+    );
+    let mut gw = Gateway::start(&toml).await;
+    gw.authorize(OPS);
+    gw.wait_ready("old").await;
+    let url = gw.url();
+    let first = first_leg(&url, ALICE, json!({})).await;
+    let state = first["requestState"].as_str().unwrap().to_owned();
+    let key = first["inputRequests"].as_object().unwrap().keys().next().unwrap().clone();
+    // Nothing answered: the same question again, its state still good.
+    let again = retry(&url, ALICE, &state, json!({}), json!({})).await;
+    assert_eq!(again["result"]["resultType"], "input_required", "{again}");
+    assert!(again["result"]["inputRequests"].get(&key).is_some(), "{again}");
+    tokio::time::sleep(std::time::Duration::from_millis(2500)).await;
+    let answer = json!({ key: {"action": "accept", "content": {"name": "Slow"}} });
+    let done = retry(&url, ALICE, again["result"]["requestState"].as_str().unwrap(), json!({}), answer).await;
+    assert_eq!(done["result"]["content"][0]["text"], "Hello, Slow!", "{done}");
 }

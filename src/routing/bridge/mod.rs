@@ -12,6 +12,7 @@
 //! not come back in time.
 
 pub(crate) mod state;
+pub(crate) mod through;
 pub(crate) mod to_legacy;
 pub(crate) mod to_modern;
 
@@ -33,6 +34,8 @@ pub(crate) enum Direction {
     ToModern,
     /// A 2025 client, a 2026-07-28 upstream: server requests.
     ToLegacy,
+    /// Both 2026-07-28: the upstream's own state, wrapped ([`through`]).
+    Through,
 }
 
 impl Direction {
@@ -40,6 +43,7 @@ impl Direction {
         match self {
             Direction::ToModern => "to_modern",
             Direction::ToLegacy => "to_legacy",
+            Direction::Through => "through",
         }
     }
 }
@@ -59,23 +63,56 @@ struct Shared {
 
 #[derive(Debug, Default)]
 struct Inner {
-    /// Exchanges waiting for their client's retry, by id.
-    parked: HashMap<u128, Exchange>,
+    /// Exchanges waiting for their client's retry (or being answered by
+    /// one), by id.
+    parked: HashMap<u128, Entry>,
     /// Open exchanges (parked or not) by principal.
     by_principal: HashMap<Arc<str>, usize>,
     total: usize,
 }
 
-/// One open exchange's place in the bounds; given back when dropped.
+/// A parked exchange, or the mark of one a retry is answering now.
+#[derive(Debug)]
+enum Entry {
+    Parked(Box<Exchange>),
+    Busy,
+}
+
+/// One open exchange's place in the bounds; given back, and the
+/// exchange's outcome counted, when dropped.
 #[derive(Debug)]
 pub(crate) struct Slot {
     shared: Arc<Shared>,
     principal: Arc<str>,
     direction: Direction,
+    /// How the exchange ended: `cancelled` (its client went away, the
+    /// gateway stopped) unless it says otherwise before it is dropped.
+    pub(crate) outcome: &'static str,
+}
+
+/// The mark of an exchange a retry is answering: taken out of the table
+/// with it, so a second retry of the same state is told to wait rather
+/// than to call again. Removed when dropped, unless the exchange was
+/// parked again meanwhile.
+#[derive(Debug)]
+pub(crate) struct Busy {
+    shared: Arc<Shared>,
+    id: u128,
+}
+
+impl Drop for Busy {
+    fn drop(&mut self) {
+        let mut inner = self.shared.inner.locked();
+        if matches!(inner.parked.get(&self.id), Some(Entry::Busy)) {
+            inner.parked.remove(&self.id);
+        }
+    }
 }
 
 impl Drop for Slot {
     fn drop(&mut self) {
+        let labels = BridgeLabels { direction: self.direction.label(), outcome: self.outcome };
+        self.shared.metrics.bridge_exchanges.get_or_create(&labels).inc();
         let mut inner = self.shared.inner.locked();
         inner.total -= 1;
         if let Some(n) = inner.by_principal.get_mut(&self.principal) {
@@ -113,9 +150,12 @@ pub(crate) enum ResumeError {
     /// An earlier round's state.
     #[error("requestState is from an earlier round of this exchange: send the latest")]
     Stale,
-    /// Ended: answered, timed out, or being retried right now.
+    /// Ended: answered, timed out, or cancelled.
     #[error("the exchange of this requestState has ended (answered, timed out or cancelled): call the tool again")]
     Ended,
+    /// Being answered by another retry right now.
+    #[error("another retry with this requestState is being answered right now: wait for its answer")]
+    Busy,
 }
 
 impl ResumeError {
@@ -127,6 +167,7 @@ impl ResumeError {
             ResumeError::OtherCall => "other_call",
             ResumeError::Stale => "stale_state",
             ResumeError::Ended => "ended",
+            ResumeError::Busy => "busy",
         }
     }
 }
@@ -164,7 +205,7 @@ impl Bridges {
         *inner.by_principal.entry(principal.clone()).or_default() += 1;
         drop(inner);
         self.shared.metrics.bridge_in_flight.get_or_create(&DirectionLabels { direction: direction.label() }).inc();
-        Some(Slot { shared: self.shared.clone(), principal: principal.clone(), direction })
+        Some(Slot { shared: self.shared.clone(), principal: principal.clone(), direction, outcome: "cancelled" })
     }
 
     /// Counts one outcome of an exchange.
@@ -176,48 +217,59 @@ impl Bridges {
             .inc();
     }
 
-    /// Parks `ex` until its client retries (or `wait` passes: it is then
-    /// dropped, which cancels its upstream call), and returns the
-    /// input-required result that asks the client, with the sealed state
-    /// it must send back.
-    pub(crate) fn park(&self, ex: Exchange, wait: Duration) -> Box<crate::protocol::RawValue> {
-        let expires = unix_now() + wait.as_secs().max(1);
-        let claims = state::Claims {
-            instance: self.sealer.instance,
-            exchange: ex.id,
-            round: ex.round,
-            binding: ex.binding,
-            expires,
-        };
-        let result = ex.input_required(&self.sealer.seal(&claims));
+    /// Parks `ex` until its client retries, and returns the input-required
+    /// result that asks the client, with the sealed state it must send
+    /// back. A round that got answers gets `wait` from now (then `ex` is
+    /// dropped, which cancels its upstream call); one that did not keeps
+    /// the deadline it had, so retries that answer nothing cannot keep an
+    /// exchange alive.
+    pub(crate) fn park(&self, mut ex: Exchange, wait: Duration) -> Option<Box<crate::protocol::RawValue>> {
+        let now = tokio::time::Instant::now();
         let (id, round) = (ex.id, ex.round);
-        self.shared.inner.locked().parked.insert(id, ex);
+        let deadline = match ex.deadline {
+            Some((r, d)) if r == round => d,
+            _ => {
+                let d = now + wait;
+                ex.deadline = Some((round, d));
+                self.expire_at(id, round, d);
+                d
+            }
+        };
+        if deadline <= now {
+            // Its time ran out while a retry was being answered.
+            tracing::warn!(upstream = %ex.upstream.id(), "A bridged call waited too long for its client's input responses; cancelled upstream.");
+            ex.slot.outcome = "timeout";
+            return None;
+        }
+        let expires = unix_now() + deadline.saturating_duration_since(now).as_secs() + 1;
+        let claims =
+            state::Claims { instance: self.sealer.instance, exchange: id, round, binding: ex.binding, expires };
+        let result = ex.input_required(&self.sealer.seal(&claims));
+        self.shared.inner.locked().parked.insert(id, Entry::Parked(Box::new(ex)));
+        Some(result)
+    }
+
+    /// Drops exchange `id` at `deadline` if it is still parked at `round`.
+    fn expire_at(&self, id: u128, round: u32, deadline: tokio::time::Instant) {
         let shared: Weak<Shared> = Arc::downgrade(&self.shared);
         tokio::spawn(async move {
-            tokio::time::sleep(wait).await;
+            tokio::time::sleep_until(deadline).await;
             let Some(shared) = shared.upgrade() else { return };
             let mut inner = shared.inner.locked();
-            if inner.parked.get(&id).is_some_and(|ex| ex.round == round) {
-                let ex = inner.parked.remove(&id);
-                drop(inner);
-                tracing::warn!(
-                    upstream = %ex.as_ref().map_or("", |e| e.upstream.id()),
-                    "A bridged call waited too long for its client's input responses; cancelled upstream."
-                );
-                shared
-                    .metrics
-                    .bridge_exchanges
-                    .get_or_create(&BridgeLabels { direction: Direction::ToModern.label(), outcome: "timeout" })
-                    .inc();
-                drop(ex);
+            if !matches!(inner.parked.get(&id), Some(Entry::Parked(ex)) if ex.round == round) {
+                return;
             }
+            let Some(Entry::Parked(mut ex)) = inner.parked.remove(&id) else { return };
+            drop(inner);
+            tracing::warn!(upstream = %ex.upstream.id(), "A bridged call waited too long for its client's input responses; cancelled upstream.");
+            ex.slot.outcome = "timeout";
+            drop(ex);
         });
-        result
     }
 
     /// The parked exchange `state` names, when it is this caller's call
     /// (`binding`) and still waiting. A refusal is counted and logged.
-    pub(crate) fn take(&self, state: &str, binding: &[u8; 32]) -> Result<Exchange, ResumeError> {
+    pub(crate) fn take(&self, state: &str, binding: &[u8; 32]) -> Result<(Exchange, Busy), ResumeError> {
         let taken = self.open_and_take(state, binding);
         if let Err(e) = &taken {
             tracing::info!(reason = e.reason(), "Refused a retry's requestState.");
@@ -226,7 +278,7 @@ impl Bridges {
         taken
     }
 
-    fn open_and_take(&self, state: &str, binding: &[u8; 32]) -> Result<Exchange, ResumeError> {
+    fn open_and_take(&self, state: &str, binding: &[u8; 32]) -> Result<(Exchange, Busy), ResumeError> {
         let claims = self.sealer.open(state).map_err(|_| ResumeError::Invalid)?;
         if claims.instance != self.sealer.instance {
             return Err(ResumeError::Elsewhere);
@@ -240,8 +292,14 @@ impl Bridges {
         let mut inner = self.shared.inner.locked();
         match inner.parked.get(&claims.exchange) {
             None => Err(ResumeError::Ended),
-            Some(ex) if ex.round != claims.round => Err(ResumeError::Stale),
-            Some(_) => Ok(inner.parked.remove(&claims.exchange).expect("present")),
+            Some(Entry::Busy) => Err(ResumeError::Busy),
+            Some(Entry::Parked(ex)) if ex.round != claims.round => Err(ResumeError::Stale),
+            Some(Entry::Parked(_)) => {
+                let Some(Entry::Parked(ex)) = inner.parked.insert(claims.exchange, Entry::Busy) else {
+                    unreachable!("just matched")
+                };
+                Ok((*ex, Busy { shared: self.shared.clone(), id: claims.exchange }))
+            }
         }
     }
 }

@@ -152,6 +152,69 @@ impl Sealer {
     }
 }
 
+/// What a wrapped upstream state starts with.
+pub(crate) const WRAPPED: &str = "mgwrs2.";
+
+/// Bound as associated data of a wrapped upstream state.
+const WRAPPED_PURPOSE: &[u8] = b"mgw1.requestState.wrapped\0";
+
+/// Longest upstream state the gateway wraps (and so the longest it
+/// passes on to a 2026-07-28 client).
+pub(crate) const MAX_WRAPPED: usize = 64 * 1024;
+
+impl Sealer {
+    /// A 2026-07-28 upstream's own `requestState`, sealed for the client
+    /// with `binding` (the principal and the call) and `expires`: the
+    /// upstream cannot tell the gateway's clients apart, so the gateway
+    /// binds its state to the one it was given to. `None` over
+    /// [`MAX_WRAPPED`].
+    pub(crate) fn wrap(&self, binding: &[u8; 32], expires: u64, inner: &str) -> Option<String> {
+        if inner.len() > MAX_WRAPPED {
+            return None;
+        }
+        let mut plain = Vec::with_capacity(41 + inner.len());
+        plain.push(FORMAT);
+        plain.extend_from_slice(binding);
+        plain.extend_from_slice(&expires.to_be_bytes());
+        plain.extend_from_slice(inner.as_bytes());
+        let nonce: [u8; 24] = random();
+        let sealed = self
+            .cipher
+            .encrypt(&XNonce::from(nonce), Payload { msg: &plain, aad: WRAPPED_PURPOSE })
+            .expect("a bounded plaintext always encrypts");
+        let mut raw = Vec::with_capacity(24 + sealed.len());
+        raw.extend_from_slice(&nonce);
+        raw.extend_from_slice(&sealed);
+        Some(format!("{WRAPPED}{}", base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(raw)))
+    }
+
+    /// The upstream state in `text`, with its binding and expiry, when this
+    /// gateway's key wrapped it unaltered.
+    pub(crate) fn unwrap(&self, text: &str) -> Result<([u8; 32], u64, String), StateError> {
+        if text.len() > WRAPPED.len() + (MAX_WRAPPED + 41 + 40) * 4 / 3 + 4 {
+            return Err(StateError::Malformed);
+        }
+        let body = text.strip_prefix(WRAPPED).ok_or(StateError::Malformed)?;
+        let raw = base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(body).map_err(|_| StateError::Malformed)?;
+        if raw.len() < 24 + 41 + 16 {
+            return Err(StateError::Malformed);
+        }
+        let (nonce, sealed) = raw.split_at(24);
+        let nonce: [u8; 24] = nonce.try_into().map_err(|_| StateError::Malformed)?;
+        let plain = self
+            .cipher
+            .decrypt(&XNonce::from(nonce), Payload { msg: sealed, aad: WRAPPED_PURPOSE })
+            .map_err(|_| StateError::Forged)?;
+        if plain.len() < 41 || plain[0] != FORMAT {
+            return Err(StateError::Malformed);
+        }
+        let binding: [u8; 32] = plain[1..33].try_into().expect("32 bytes");
+        let expires = u64::from_be_bytes(plain[33..41].try_into().expect("8 bytes"));
+        let inner = String::from_utf8(plain[41..].to_vec()).map_err(|_| StateError::Malformed)?;
+        Ok((binding, expires, inner))
+    }
+}
+
 fn random<const N: usize>() -> [u8; N] {
     let mut out = [0u8; N];
     getrandom::fill(&mut out).expect("the OS has randomness");
@@ -195,6 +258,23 @@ mod tests {
         assert_eq!(s.open("mgwrs1.AAAA"), Err(StateError::Malformed));
         assert_eq!(s.open("state-of-an-upstream"), Err(StateError::Malformed));
         assert_eq!(s.open(&"x".repeat(5000)), Err(StateError::Malformed));
+    }
+
+    #[test]
+    fn a_wrapped_upstream_state_comes_back_whole_and_bound_and_nothing_else_opens_as_one() {
+        let s = Sealer::new(Some(&[1u8; 32]));
+        let b = binding("alice", "up/tools/call/t", b"{}");
+        let text = s.wrap(&b, 99, "the upstream's \u{e9}tat").unwrap();
+        assert!(text.starts_with(WRAPPED) && !text.contains("upstream"), "{text}");
+        assert_eq!(s.unwrap(&text), Ok((b, 99, "the upstream's \u{e9}tat".to_owned())));
+        // A replica with the key opens it; a request state never opens as one.
+        assert!(Sealer::new(Some(&[1u8; 32])).unwrap(&text).is_ok());
+        let c = Claims { instance: s.instance, exchange: 1, round: 0, binding: b, expires: 9 };
+        let own = s.seal(&c).replacen(PREFIX, WRAPPED, 1);
+        assert!(s.unwrap(&own).is_err(), "purposes do not mix");
+        assert!(s.open(&text).is_err());
+        assert!(Sealer::new(None).unwrap(&text).is_err(), "another key");
+        assert!(s.wrap(&b, 1, &"x".repeat(MAX_WRAPPED + 1)).is_none());
     }
 
     #[test]

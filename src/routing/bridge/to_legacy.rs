@@ -50,7 +50,7 @@ pub(crate) async fn send(call: &Call, client: Option<Client<'_>>, limits: &Bridg
 /// Answers `first` (an input-required result of `call`) with `client`,
 /// round after round, and returns how the call ended.
 async fn drive(first: Called, call: &Call, client: Client<'_>, limits: &BridgeSection, bridges: &Bridges) -> Called {
-    let Some(_slot) = bridges.admit(&client.peer.principal.identity, Direction::ToLegacy, limits) else {
+    let Some(mut slot) = bridges.admit(&client.peer.principal.identity, Direction::ToLegacy, limits) else {
         return failed(
             first.attempts,
             CallError::new(
@@ -67,13 +67,13 @@ async fn drive(first: Called, call: &Call, client: Client<'_>, limits: &BridgeSe
     let mut rounds = 0;
     loop {
         if !is_input_required(&reply) {
-            bridges.count(Direction::ToLegacy, "completed");
+            slot.outcome = "completed";
             let class = crate::error::classify_reply(&reply);
             return Called { result: Ok(reply), class, attempts };
         }
         rounds += 1;
         if rounds > limits.max_rounds {
-            bridges.count(Direction::ToLegacy, "too_many_rounds");
+            slot.outcome = "too_many_rounds";
             tracing::warn!(upstream = %call.upstream.id(), rounds = limits.max_rounds, "An upstream kept asking for input; gave up.");
             let m = format!(
                 "upstream `{}` asked for input more than {} times (bridge.max_rounds)",
@@ -85,12 +85,15 @@ async fn drive(first: Called, call: &Call, client: Client<'_>, limits: &BridgeSe
         bridges.count(Direction::ToLegacy, "asked");
         let span = super::span(&call.span, Direction::ToLegacy, rounds);
         let answered = answer(&reply, call.upstream.id(), client, limits).await;
+        // What the client was asked and did not answer (a timeout, a
+        // refusal of another input) is not waited for any more.
+        client.peer.forget_unheard_asks();
         span.set(|| KeyValue::new("mcp_gateway.bridge.outcome", answered.as_ref().err().map_or("answered", |e| e.0)));
         span.end();
         let answers = match answered {
             Ok(a) => a,
             Err((outcome, e)) => {
-                bridges.count(Direction::ToLegacy, outcome);
+                slot.outcome = outcome;
                 tracing::info!(upstream = %call.upstream.id(), outcome, error = %e.message, "A bridged input-required result could not be answered.");
                 return failed(attempts, e);
             }
@@ -107,7 +110,7 @@ async fn drive(first: Called, call: &Call, client: Client<'_>, limits: &BridgeSe
         reply = match again.result {
             Ok(r) => r,
             Err(e) => {
-                bridges.count(Direction::ToLegacy, "failed");
+                slot.outcome = "failed";
                 return failed(attempts, e);
             }
         };
@@ -139,12 +142,15 @@ async fn answer(
             keys.len()
         )));
     }
+    // Every request is checked before the client is asked anything: a call
+    // that cannot be answered whole shows the user nothing.
     let mut answers = Vec::with_capacity(keys.len());
-    let mut waits = Vec::new();
+    let mut asks = Vec::new();
     for key in keys {
         let req = requests.get(&key).and_then(|r| r.object());
         let method = req.as_ref().and_then(|r| r.str("method"));
         let (Some(req), Some(method)) = (req, method) else {
+            let key = protocol::echo(&key);
             return Err(bad(format!("upstream `{upstream}` sent input request `{key}` without a method")));
         };
         let params = req.get("params");
@@ -174,6 +180,10 @@ async fn answer(
             return Err(("undeclared", CallError::protocol(protocol::INVALID_REQUEST, m)));
         }
         let params = to_2025(&method, params);
+        asks.push((key, method, params));
+    }
+    let mut waits = Vec::with_capacity(asks.len());
+    for (key, method, params) in asks {
         let Some(rx) = client.peer.ask(&method, params.raw(), client.stream) else {
             return Err((
                 "client_gone",

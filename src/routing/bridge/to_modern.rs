@@ -14,14 +14,18 @@ use tokio::task::JoinHandle;
 
 use super::Slot;
 use crate::config::ResultCap;
-use crate::error::CallError;
+use crate::error::{CallError, ErrorClass};
 use crate::protocol::{self, Checked, CheckedBox, Message};
 use crate::routing::ix::UpstreamIx;
 use crate::upstream::{Called, Relay, Responder, Upstream};
 
-/// Most server requests of one call queued for its client at once; more
-/// are answered with an error.
+/// Most server requests of one call queued for, or waiting on, its client
+/// at once; more are answered with an error.
 const MAX_ASKED: usize = 16;
+
+/// Most bytes of `params` those requests may carry together (what one
+/// input-required result holds); more are answered with an error.
+const MAX_ASKED_BYTES: usize = 4 * 1024 * 1024;
 
 /// A call's future, before it is parked.
 pub(crate) type Running = Pin<Box<dyn Future<Output = Called> + Send>>;
@@ -116,7 +120,10 @@ pub(crate) struct Exchange {
     /// Rounds answered so far (a state names the round it was given for).
     pub(crate) round: u32,
     pub(crate) binding: [u8; 32],
-    _slot: Slot,
+    /// Its place in the bounds, and how it ended.
+    pub(crate) slot: Slot,
+    /// The round its deadline was set for, and when it is.
+    pub(crate) deadline: Option<(u32, tokio::time::Instant)>,
     call: JoinHandle<Called>,
     events: mpsc::Receiver<Asked>,
     waiting: Vec<Waiting>,
@@ -145,6 +152,8 @@ pub(crate) enum Step {
     Done(Called),
     /// The client must answer more: an input-required result.
     Ask(Exchange),
+    /// The exchange was given up (cancelled upstream): this error.
+    Failed(CallError),
 }
 
 /// What identifies an exchange and what its call's result needs.
@@ -171,7 +180,8 @@ impl Exchange {
             id: super::state::exchange_id(),
             round: 0,
             binding,
-            _slot: slot,
+            slot,
+            deadline: None,
             call,
             events,
             waiting: Vec::new(),
@@ -185,8 +195,18 @@ impl Exchange {
         ex
     }
 
+    /// Asks the client `asked` too, within [`MAX_ASKED`] requests and
+    /// [`MAX_ASKED_BYTES`] of them at once: more are refused to the upstream.
     fn wait_on(&mut self, asked: Vec<Asked>) {
+        let mut bytes: usize = self.waiting.iter().map(|w| w.params.as_ref().map_or(0, |p| p.text().len())).sum();
         for Asked { msg, reply } in asked {
+            let size = msg.params().map_or(0, |p| p.text().len());
+            if self.waiting.len() >= MAX_ASKED || bytes + size > MAX_ASKED_BYTES {
+                tracing::debug!(upstream = %reply.upstream(), "Refused a server request: too many wait for the client.");
+                reply.error(protocol::INTERNAL_ERROR, "Too many requests wait for the client");
+                continue;
+            }
+            bytes += size;
             self.next_key += 1;
             self.waiting.push(Waiting {
                 key: format!("r{}", self.next_key),
@@ -218,6 +238,12 @@ impl Exchange {
         protocol::RawValue::from_string(out).expect("built from valid JSON parts")
     }
 
+    /// The call ended: counted by whether it got a reply.
+    fn done(mut self, called: Called) -> Step {
+        self.slot.outcome = if called.result.is_ok() { "completed" } else { "failed" };
+        Step::Done(called)
+    }
+
     /// Answers what `responses` (a retry's `inputResponses`) answers, then
     /// runs the call until it ends or asks more. A response that is not
     /// an object is refused before anything is answered, and the exchange
@@ -226,6 +252,7 @@ impl Exchange {
         mut self,
         responses: Option<Checked<'_>>,
         caps: Option<&CheckedBox>,
+        max_rounds: u32,
     ) -> Result<Step, (Box<Exchange>, CallError)> {
         let responses = match responses.map(|r| r.object()) {
             None => None,
@@ -241,6 +268,7 @@ impl Exchange {
                 }
             }
         }
+        let before = self.waiting.len();
         let mut left = Vec::new();
         for w in std::mem::take(&mut self.waiting) {
             match responses.as_ref().and_then(|r| r.get(&w.key)) {
@@ -248,8 +276,24 @@ impl Exchange {
                 None => left.push(w),
             }
         }
+        let answered = left.len() < before;
         self.waiting = left;
-        self.round += 1;
+        // A round is a step only when something was answered: a retry that
+        // answers nothing is asked the same again, under the same deadline.
+        if answered {
+            self.round += 1;
+        }
+        if self.round > max_rounds {
+            self.slot.outcome = "too_many_rounds";
+            tracing::warn!(upstream = %self.upstream.id(), rounds = max_rounds, "An upstream kept asking a 2026-07-28 client for input; cancelled.");
+            let m = format!("the upstream asked for input more than {max_rounds} times (bridge.max_rounds)");
+            return Ok(Step::Failed(CallError::new(ErrorClass::Protocol, Some(self.upstream.id()), m)));
+        }
+        // The call may have ended meanwhile (its own deadline, an error).
+        if self.call.is_finished() {
+            let called = (&mut self.call).await.unwrap_or_else(|e| joined(&e));
+            return Ok(self.done(called));
+        }
         // Something still unanswered: the upstream may wait on it, so ask
         // again now (with anything else it has asked meanwhile).
         if !self.waiting.is_empty() {
@@ -264,7 +308,7 @@ impl Exchange {
         loop {
             tokio::select! {
                 biased;
-                called = &mut self.call => return Ok(Step::Done(called.unwrap_or_else(|e| joined(&e)))),
+                called = &mut self.call => return Ok(self.done(called.unwrap_or_else(|e| joined(&e)))),
                 Some(first) = self.events.recv() => {
                     let asked = refuse_undeclared(collect(first, &mut self.events), caps);
                     if !asked.is_empty() {
@@ -306,11 +350,9 @@ fn invalid(m: &str) -> CallError {
 }
 
 /// The call's task ended without a result (aborted: the gateway is
-/// shutting down).
-fn joined(e: &tokio::task::JoinError) -> Called {
-    Called {
-        result: Err(CallError::new(crate::error::ErrorClass::Transport, None, format!("The bridged call ended: {e}"))),
-        class: Some(crate::error::ErrorClass::Transport),
-        attempts: 0,
-    }
+/// shutting down). Its reason is logged, not told.
+pub(crate) fn joined(e: &tokio::task::JoinError) -> Called {
+    tracing::warn!(error = %e, "A bridged call's task ended without a result.");
+    let err = CallError::new(ErrorClass::Transport, None, "The call ended before its result: call the tool again");
+    Called { result: Err(err), class: Some(ErrorClass::Transport), attempts: 0 }
 }

@@ -24,8 +24,11 @@ pub(crate) async fn read(core: &Core, rq: &Rq<'_>, out: &mut Outcome) -> Result<
     core.permit(rq.caller, Kind::Resource, &exposed, ident, upstream, out, || core.unknown_resource(&uri))?;
     out.name = Some(uri);
     obj.set_str("uri", &original);
-    let reply = core.forward_raw(rq, "resources/read", upstream, obj, out, None).await?;
-    Ok(core.reply_with(rq.id, upstream, &reply, |i, r| expose_contents(core, i, r).map(CheckedBox::into_raw)))
+    let fwd = core.forward_raw(rq, "resources/read", upstream, obj, out, None).await?;
+    if let Some(result) = fwd.wrapped {
+        return Ok(encode::result(rq.id, &result));
+    }
+    Ok(core.reply_with(rq.id, upstream, &fwd.reply, |i, r| expose_contents(core, i, r).map(CheckedBox::into_raw)))
 }
 
 /// `resources/read` contents carry the URI the client knows.

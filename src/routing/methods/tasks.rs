@@ -48,7 +48,7 @@ pub(crate) async fn one(core: &Core, rq: &Rq<'_>, ask: Ask, out: &mut Outcome) -
     // `tasks/result` waits for the task to end: as long as the gateway
     // waits for anything from this upstream.
     let timeout = (ask == Ask::Result).then(|| core.upstreams.get(i).spec().max_request_timeout);
-    let reply = core.forward_raw(rq, ask.method(), i, obj, out, timeout).await?;
+    let reply = core.forward_raw(rq, ask.method(), i, obj, out, timeout).await?.reply;
     if ask == Ask::Result
         && let Some(capped) = core.capped(rq.id, cap, &reply, i, None, rq.caller, out)
     {

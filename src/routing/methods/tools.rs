@@ -5,6 +5,7 @@ use opentelemetry::KeyValue;
 use opentelemetry::trace::SpanKind;
 
 use crate::error::CallError;
+use crate::error::ErrorClass;
 use crate::protocol::{self, encode};
 use crate::routing::bridge::to_modern::{Started, Step};
 use crate::routing::bridge::{self, Direction, Exchange};
@@ -12,6 +13,7 @@ use crate::routing::core::{Core, LIST_SECRET_NAMES, Rq, related};
 use crate::routing::gate::{Answer, ToolRef};
 use crate::routing::outcome::Outcome;
 use crate::routing::{catalog, tasks};
+use crate::security::DenyReason;
 use crate::security::access::Kind;
 use crate::telemetry::Span;
 use crate::upstream::State;
@@ -141,6 +143,14 @@ pub(crate) async fn call(core: &Core, rq: &Rq<'_>, out: &mut Outcome) -> Result<
         }
         _ => {}
     }
+    // Both 2026-07-28: the upstream's state travels wrapped for this caller.
+    let wrap = (modern && caller.era == protocol::Era::Modern).then(|| {
+        let args = obj.get("arguments").map_or(&b"null"[..], |a| a.text().as_bytes());
+        bridge::through::binding(&caller.principal_id(), upstream.id(), "tools/call", &original, args)
+    });
+    if let Some(b) = &wrap {
+        core.bridges.unwrap_state(&mut obj, b)?;
+    }
     let (progress, relay) = related(&mut obj, caller, &upstream);
     let params = obj.to_checked();
     // A 2026-07-28 upstream gets the parameters its tool marks with
@@ -209,52 +219,79 @@ pub(crate) async fn call(core: &Core, rq: &Rq<'_>, out: &mut Outcome) -> Result<
                 Started::Asked { call, events, asked } => {
                     let binding = bridge::state::binding(&caller.principal_id(), &name, arguments_text(rq.params));
                     let limits = core.config().bridge.clone();
-                    let Some(slot) = core.bridges.admit(&caller.principal_id(), Direction::ToModern, &limits) else {
-                        bridge::to_modern::refuse_all(asked, "Too many exchanges are being bridged; try again");
-                        let called = call.await.unwrap_or_else(|e| joined(&e));
-                        return finish(core, rq, out, called, i, &upstream, &original, cap, task);
+                    // Nothing is parked while the gateway drains: a parked
+                    // call would be lost with it.
+                    let slot = match core.draining.is_cancelled() {
+                        true => None,
+                        false => core.bridges.admit(&caller.principal_id(), Direction::ToModern, &limits),
+                    };
+                    let Some(slot) = slot else {
+                        // The upstream is told, the call cancelled: nothing
+                        // waits on what could not be bridged.
+                        call.abort();
+                        bridge::to_modern::refuse_all(asked, "The client cannot be asked now");
+                        let why = match core.draining.is_cancelled() {
+                            true => "The gateway is shutting down: call the tool again",
+                            false => "Too many calls wait for their clients' input: try again",
+                        };
+                        return Err(CallError::new(ErrorClass::Overloaded, Some(upstream.id()), why));
                     };
                     let parts = bridge::to_modern::Parts { binding, upstream: upstream.clone(), ix: i, original, cap };
                     let ex = Exchange::new(slot, call, events, asked, parts);
-                    return Ok(ask(core, rq, ex, &limits));
+                    return ask(core, rq, ex, &limits);
                 }
             }
         }
     };
-    finish(core, rq, out, called, i, &upstream, &original, cap, task)
+    finish(core, rq, out, called, i, &upstream, &original, cap, task, wrap)
 }
 
 /// A 2026-07-28 client's retry of a call bridged to a 2025 upstream: the
 /// state must be this gateway's, for this principal and this call (tool
 /// and arguments), and its exchange still waiting. The caller must still
-/// be granted the tool (a reload may have changed that meanwhile).
+/// be granted the tool, and the tool not quarantined (a reload or a pin
+/// change may have changed either meanwhile).
 async fn resume(core: &Core, rq: &Rq<'_>, out: &mut Outcome, name: &str, state: &str) -> Result<String, CallError> {
     let caller = rq.caller;
-    let Some(found) = lookup(core, name) else {
-        return Err(core.unknown(Kind::Tool, name, caller));
-    };
-    let ident = crate::security::Ident { key: &found.key, bare: found.bare.then_some(&*found.original) };
-    if !core.gate.grants(caller).allows(Kind::Tool, ident) {
-        return Err(core.unknown(Kind::Tool, name, caller));
-    }
     let binding = bridge::state::binding(&caller.principal_id(), name, arguments_text(rq.params));
-    let ex =
+    let (mut ex, _busy) =
         core.bridges.take(state, &binding).map_err(|e| CallError::protocol(protocol::INVALID_PARAMS, e.to_string()))?;
     out.upstream = Some(ex.upstream.label());
     out.tool = Some(ex.original.clone());
+    // The caller must still be granted the very tool the call runs, and it
+    // not quarantined since (a reload, a pin change): else the held call is
+    // cancelled upstream (dropping the exchange does that), and the retry
+    // refused like any call of a tool the caller may not see.
+    let found = lookup(core, name).filter(|f| f.upstream == ex.ix && f.original == ex.original);
+    let refusal = match &found {
+        None => Some(DenyReason::Access),
+        Some(f) if f.quarantined => Some(DenyReason::Quarantined),
+        Some(f) => {
+            let ident = crate::security::Ident { key: &f.key, bare: f.bare.then_some(&*f.original) };
+            (!core.gate.grants(caller).allows(Kind::Tool, ident)).then_some(DenyReason::Access)
+        }
+    };
+    if let Some(reason) = refusal {
+        tracing::info!(upstream = %ex.upstream.id(), "A bridged call's tool is no longer open to its caller; cancelled upstream.");
+        ex.slot.outcome = "revoked";
+        let (i, original) = (ex.ix, ex.original.clone());
+        drop(ex);
+        let err = core.unknown(Kind::Tool, name, caller);
+        return Err(core.hide(caller, i, Some(&original), reason, out, err));
+    }
     let (upstream, i, original, cap, round) = (ex.upstream.clone(), ex.ix, ex.original.clone(), ex.cap, ex.round);
     let responses = rq.params.and_then(|p| p.get("inputResponses"));
     let caps = client_capabilities(rq.params);
     let limits = core.config().bridge.clone();
-    match ex.resume(responses, caps.as_ref()).await {
+    match ex.resume(responses, caps.as_ref(), limits.max_rounds).await {
         Ok(Step::Done(called)) => {
-            core.bridges.count(Direction::ToModern, "completed");
             let span = bridge::span(rq.span, Direction::ToModern, round + 1);
             span.set(|| KeyValue::new("mcp_gateway.bridge.outcome", "completed"));
             span.end();
-            finish(core, rq, out, called, i, &upstream, &original, cap, false)
+            finish(core, rq, out, called, i, &upstream, &original, cap, false, None)
         }
-        Ok(Step::Ask(ex)) => Ok(ask(core, rq, ex, &limits)),
+        Ok(Step::Ask(ex)) => ask(core, rq, ex, &limits),
+        Ok(Step::Failed(e)) => Err(e),
         Err((ex, e)) => {
             // Its state is still good: the client may send it again.
             let _ = core.bridges.park(*ex, limits.answer_timeout);
@@ -263,17 +300,21 @@ async fn resume(core: &Core, rq: &Rq<'_>, out: &mut Outcome, name: &str, state: 
     }
 }
 
-/// Parks `ex` and answers its client with what it must answer.
-fn ask(core: &Core, rq: &Rq<'_>, ex: Exchange, limits: &crate::config::BridgeSection) -> String {
+/// Parks `ex` and answers its client with what it must answer (an error
+/// when its time ran out meanwhile).
+fn ask(core: &Core, rq: &Rq<'_>, ex: Exchange, limits: &crate::config::BridgeSection) -> Result<String, CallError> {
     core.bridges.count(Direction::ToModern, "asked");
     let span = bridge::span(rq.span, Direction::ToModern, ex.round + 1);
     span.set(|| KeyValue::new("mcp_gateway.upstream", ex.upstream.id().to_owned()));
     span.set(|| KeyValue::new("mcp_gateway.bridge.outcome", "input_required"));
     span.end();
     let (upstream, round) = (ex.upstream.label(), ex.round);
-    let state = core.bridges.park(ex, limits.answer_timeout);
+    let Some(result) = core.bridges.park(ex, limits.answer_timeout) else {
+        let m = "The call waited too long for the client's input and was cancelled: call the tool again";
+        return Err(CallError::new(ErrorClass::Timeout, Some(&upstream), m));
+    };
     tracing::debug!(upstream = %upstream, round, "Asked a 2026-07-28 client for a 2025 upstream's input.");
-    encode::result(rq.id, &state)
+    Ok(encode::result(rq.id, &result))
 }
 
 /// The `clientCapabilities` a 2026-07-28 request declares.
@@ -286,11 +327,6 @@ fn client_capabilities(params: Option<protocol::Checked<'_>>) -> Option<protocol
 /// bridged call's state is bound to.
 fn arguments_text<'a>(params: Option<protocol::Checked<'a>>) -> &'a [u8] {
     params.and_then(|p| p.get("arguments")).map_or(&b"null"[..], |a| a.text().as_bytes())
-}
-
-fn joined(e: &tokio::task::JoinError) -> crate::upstream::Called {
-    let err = CallError::new(crate::error::ErrorClass::Transport, None, format!("The bridged call ended: {e}"));
-    crate::upstream::Called { class: Some(err.class), result: Err(err), attempts: 0 }
 }
 
 /// The upstream's reply to a call, as the client gets it: a task's handle,
@@ -306,11 +342,18 @@ fn finish(
     original: &std::sync::Arc<str>,
     cap: Option<crate::config::ResultCap>,
     task: bool,
+    wrap: Option<[u8; 32]>,
 ) -> Result<String, CallError> {
     let (id, caller) = (rq.id, rq.caller);
     out.class = called.class;
     out.attempts = called.attempts;
     let reply = called.result?;
+    // A 2026-07-28 upstream's input-required result, its state wrapped.
+    if let Some(b) = &wrap
+        && let Some(result) = core.bridges.wrap_state(&reply, b, core.config().bridge.answer_timeout)?
+    {
+        return Ok(encode::result(id, &result));
+    }
     if task
         && let (Some(peer), Some(result)) = (caller.peer, reply.result_object())
         && let Some((created, original)) = tasks::expose_created(result, upstream.id())

@@ -378,3 +378,49 @@ fn a_modern_upstream_gets_the_meta_of_the_era() {
     let m = v(modern_params(Some(params(&modern).checked()))).unwrap();
     assert_eq!(m["_meta"]["io.modelcontextprotocol/clientCapabilities"], json!({"sampling":{}}));
 }
+
+/// While one of a call's own server requests waits for the client (a
+/// person answering an elicitation), the call's deadline does not run, up
+/// to its hard maximum; the answer gives the call `extend` more from then.
+#[tokio::test(start_paused = true)]
+async fn a_call_waiting_for_its_client_keeps_its_deadline_until_the_hard_maximum() {
+    use super::super::inbox::{Held, Hold};
+    let start = Instant::now();
+    let clock = |d: u64| Clock {
+        deadline: start + Duration::from_secs(d),
+        extend: Duration::from_secs(d),
+        hard: start + Duration::from_secs(600),
+        started: start,
+    };
+    let hold = Arc::new(Hold::default());
+    // Held from the start, never answered: only the hard maximum ends it.
+    let held = Held::new(hold.clone());
+    let mut c = clock(60);
+    let never = std::pin::pin!(std::future::pending::<()>());
+    assert!(until(never, &mut c, None, Some(&hold)).await.is_none());
+    assert_eq!(Instant::now() - start, Duration::from_secs(600));
+    drop(held);
+
+    // Answered at 100 s (past the 60 s deadline): 60 s more from then.
+    let start = Instant::now();
+    let mut c =
+        Clock { deadline: start + Duration::from_secs(60), hard: start + Duration::from_secs(600), ..clock(60) };
+    let h = hold.clone();
+    let held = Held::new(hold.clone());
+    tokio::spawn(async move {
+        tokio::time::sleep(Duration::from_secs(100)).await;
+        drop(held);
+        drop(h);
+    });
+    let never = std::pin::pin!(std::future::pending::<()>());
+    assert!(until(never, &mut c, None, Some(&hold)).await.is_none());
+    assert_eq!(Instant::now() - start, Duration::from_secs(160));
+
+    // Not held: the deadline as ever.
+    let start = Instant::now();
+    let mut c =
+        Clock { deadline: start + Duration::from_secs(60), hard: start + Duration::from_secs(600), ..clock(60) };
+    let never = std::pin::pin!(std::future::pending::<()>());
+    assert!(until(never, &mut c, None, Some(&hold)).await.is_none());
+    assert_eq!(Instant::now() - start, Duration::from_secs(60));
+}

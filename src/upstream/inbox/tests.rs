@@ -184,7 +184,7 @@ fn a_call_s_response_stream_relays_its_log_and_requests_but_not_list_changes() {
     let (inbox, mut events, _m) = inbox();
     let relay = Arc::new(Recorder::default());
     let dyn_relay: Arc<dyn Relay> = relay.clone();
-    inbox.related.locked().insert(3, dyn_relay.clone());
+    inbox.related.locked().insert(3, (dyn_relay.clone(), Arc::default()));
     let log = br#"{"jsonrpc":"2.0","method":"notifications/message","params":{"data":"on 3"}}"#;
     inbox.deliver_related(log, Some(3));
     assert_eq!(relay.seen(), [r#"notifications/message {"data":"on 3"}"#]);
@@ -202,7 +202,7 @@ fn a_call_s_response_stream_relays_its_log_and_requests_but_not_list_changes() {
 
     // A request on the stream goes to the supervisor with the call's relay.
     inbox.deliver_related(br#"{"jsonrpc":"2.0","id":9,"method":"sampling/createMessage"}"#, Some(3));
-    let Ok(Event::Request(_, Some(r))) = events.try_recv() else { panic!("a request with its relay") };
+    let Ok(Event::Request(_, Some((r, _)))) = events.try_recv() else { panic!("a request with its relay") };
     assert!(Arc::ptr_eq(&r, &dyn_relay));
     assert_eq!(relay.seen().len(), 1, "the inbox does not answer it itself");
 }
@@ -234,7 +234,7 @@ async fn progress_wakes_and_reaches_only_the_call_whose_token_it_names() {
 fn a_dropped_call_leaves_nothing_pending() {
     let (inbox, _events, _m) = inbox();
     let mut rx = wait_for(&inbox, 8);
-    inbox.related.locked().insert(8, Arc::new(Recorder::default()));
+    inbox.related.locked().insert(8, (Arc::new(Recorder::default()), Arc::default()));
     drop(PendingGuard { inbox: &inbox, id: 8, related: true });
     assert!(!inbox.is_pending(8));
     assert!(inbox.related.locked().is_empty(), "nor its relay");
