@@ -65,6 +65,9 @@ pub(crate) struct ToolRef<'a> {
     pub(crate) ident: Ident<'a>,
     /// Its definition changed since it was pinned.
     pub(crate) quarantined: bool,
+    /// The `confirm` rule (its id) a 2026-07-28 client has already
+    /// confirmed this call for, answering an input-required result.
+    pub(crate) confirmed: Option<&'a str>,
 }
 
 /// A call the gate lets through, with what the audit record says of it.
@@ -97,6 +100,10 @@ pub(crate) enum Answer {
     AsUnknown,
     /// This error, classed `policy`.
     Told(CallError),
+    /// A `confirm` rule stopped the call of a 2026-07-28 client, which no
+    /// request can ask: the client may confirm it through an
+    /// input-required result (`rule`'s id, and what to ask), else `err`.
+    Confirm { rule: Arc<str>, ask: CheckedBox, err: CallError },
 }
 
 /// What a reload replaces whole (docs/design.md D11): the policy of the
@@ -284,7 +291,7 @@ impl Gate {
             return Err(refuse(DenyReason::Argument, Answer::Told(err)));
         }
         if let Some(shared) = &self.shared {
-            return self.check_shared(shared, &policy, caller, ident, upstream_id, arguments).await;
+            return self.check_shared(shared, &policy, caller, tool, upstream_id, arguments).await;
         }
         let who = policy.limits.rates().then(|| caller.principal_id());
         if let Some(who) = &who
@@ -292,7 +299,7 @@ impl Gate {
         {
             return Err(limited_refusal(&limited));
         }
-        let ruled = self.apply_rules(ident, upstream_id, arguments.map(Checked::raw), caller, SharedView::None).await;
+        let ruled = self.apply_rules(tool, upstream_id, arguments.map(Checked::raw), caller, SharedView::None).await;
         if ruled.is_err()
             && let Some(who) = &who
         {
@@ -310,13 +317,14 @@ impl Gate {
     /// goes ahead in the session's and the principal's histories.
     async fn apply_rules(
         &self,
-        tool: Ident<'_>,
+        tool_ref: ToolRef<'_>,
         upstream_id: &str,
         arguments: Option<&RawValue>,
         caller: &Caller<'_>,
         shared: SharedView,
     ) -> Result<Admitted, Refusal> {
         let mut admitted = Admitted::default();
+        let tool = tool_ref.ident;
         let Some(state) = self.rules.load_full() else { return Ok(admitted) };
         let set = &state.set;
         let fallback;
@@ -365,12 +373,21 @@ impl Gate {
         }
         if let Some(hit) = eval.strongest().filter(|h| h.action.stops_call()) {
             let rule = set.rule(hit.rule);
-            let allowed = hit.action == Action::Confirm && confirm(caller, name, rule.message()).await;
+            let confirming = hit.action == Action::Confirm;
+            let modern = caller.era == protocol::Era::Modern;
+            let allowed = confirming
+                && (tool_ref.confirmed == Some(rule.id()) || (!modern && confirm(caller, name, rule.message()).await));
             if !allowed {
                 let msg = format!("Refused by rule `{}`: {}", rule.id(), rule.message());
                 let err = CallError::new(ErrorClass::Policy, None, msg);
                 let Admitted { policy, tags } = admitted;
-                return Err(Refusal { reason: DenyReason::Rule, answer: Answer::Told(err), policy, tags });
+                let answer = match confirming && modern && tool_ref.confirmed.is_none() {
+                    true => {
+                        Answer::Confirm { rule: Arc::from(rule.id()), ask: confirm_params(name, rule.message()), err }
+                    }
+                    false => Answer::Told(err),
+                };
+                return Err(Refusal { reason: DenyReason::Rule, answer, policy, tags });
             }
             admitted.policy.push(format!("rule:{}:confirmed", rule.id()));
         }
@@ -524,15 +541,7 @@ fn limited_refusal(limited: &crate::security::limits::Limited) -> Refusal {
 /// not answer in time.
 async fn confirm(caller: &Caller<'_>, tool: &str, message: &str) -> bool {
     let Some(peer): Option<&Arc<Peer>> = caller.peer else { return false };
-    let params = serde_json::json!({
-        "message": format!("{message}\n\nAllow the call to {tool}?"),
-        "requestedSchema": {
-            "type": "object",
-            "properties": { "allow": { "type": "boolean", "title": "Allow this call" } },
-            "required": ["allow"],
-        },
-    });
-    let params = CheckedBox::from_value(&params);
+    let params = confirm_params(tool, message);
     if !peer.supports("elicitation/create", Some(params.checked())) {
         return false;
     }
@@ -541,8 +550,28 @@ async fn confirm(caller: &Caller<'_>, tool: &str, message: &str) -> bool {
         peer.forget_unheard_asks();
         return false;
     };
-    let result = reply.and_then(|r| r.checked().value());
-    result.is_some_and(|r| r["action"] == "accept" && r["content"]["allow"] == true)
+    allows(reply.as_ref().map(CheckedBox::checked))
+}
+
+/// The elicitation that asks the user to allow a call a `confirm` rule
+/// stopped (a 2025 request, or a 2026-07-28 input request).
+pub(crate) fn confirm_params(tool: &str, message: &str) -> CheckedBox {
+    CheckedBox::from_value(&serde_json::json!({
+        "message": format!("{message}\n\nAllow the call to {tool}?"),
+        "requestedSchema": {
+            "type": "object",
+            "properties": { "allow": { "type": "boolean", "title": "Allow this call" } },
+            "required": ["allow"],
+        },
+    }))
+}
+
+/// Whether an elicitation's result allows the call (`accept` with
+/// `allow: true`).
+pub(crate) fn allows(result: Option<Checked<'_>>) -> bool {
+    let Some(r) = result.and_then(Checked::object) else { return false };
+    let allow = r.get("content").and_then(|c| c.get("allow")).is_some_and(Checked::is_true);
+    r.str("action").as_deref() == Some("accept") && allow
 }
 
 mod on_shared;

@@ -565,3 +565,88 @@ async fn a_parked_call_outlives_its_request_timeout_while_the_client_answers() {
     let done = retry(&url, ALICE, again["result"]["requestState"].as_str().unwrap(), json!({}), answer).await;
     assert_eq!(done["result"]["content"][0]["text"], "Hello, Slow!", "{done}");
 }
+
+/// A `confirm` rule asks a 2026-07-28 client too: no request can ask it,
+/// so the gateway answers with an input-required result carrying the
+/// confirmation (a state bound to the principal and the call, nothing
+/// held), and the retry that allows it goes ahead; a decline, another
+/// principal's retry and a client that cannot be asked are refused. The
+/// official SDK, pinned to 2026-07-28, confirms through its elicitation
+/// callback without knowing a gateway asked.
+#[tokio::test]
+async fn a_confirm_rule_asks_a_2026_client_through_an_input_required_result() {
+    let old = Fixture::python("mrtr_upstream.py", &["--http"]).await;
+    let state_dir = tempfile::tempdir_in(root().join("target")).unwrap();
+    let rules = state_dir.path().join("rules.toml");
+    std::fs::write(
+        &rules,
+        "[[rule]]\nid = \"confirm-echo\"\naction = \"confirm\"\nmessage = \"Echo needs a yes.\"\nsteps = [{ tool = \"old__echo\" }]\n",
+    )
+    .unwrap();
+    let toml = format!(
+        "{}[rules]\nfile = {:?}\n[upstreams.old]\nurl = \"{}\"\nprotocol = \"legacy\"\n",
+        keys(),
+        path_str(&rules),
+        old.url()
+    );
+    let mut gw = Gateway::start(&toml).await;
+    gw.authorize(OPS);
+    gw.wait_ready("old").await;
+    let url = gw.url();
+    let args = json!({"message": "hi"});
+    let echo = |key: &'static str, extra: Value, caps: Value| {
+        let (url, args) = (url.clone(), args.clone());
+        async move {
+            let mut params = json!({"name": "old__echo", "arguments": args, "_meta": modern_meta(caps)});
+            for (k, v) in extra.as_object().unwrap() {
+                params[k] = v.clone();
+            }
+            let body = json!({"jsonrpc":"2.0","id":5,"method":"tools/call","params":params});
+            let r =
+                post_modern(&url, Some(key), &body, &[("mcp-method", "tools/call"), ("mcp-name", "old__echo")]).await;
+            serde_json::from_str::<Value>(&r.body).unwrap_or_else(|e| panic!("{e}: {}", r.body))
+        }
+    };
+    let elicit = json!({"elicitation": {"form": {}}});
+    let first = echo(ALICE, json!({}), elicit.clone()).await;
+    assert_eq!(first["result"]["resultType"], "input_required", "{first}");
+    let ask = &first["result"]["inputRequests"]["confirm"];
+    assert_eq!(ask["method"], "elicitation/create", "{first}");
+    assert!(ask["params"]["message"].as_str().unwrap().contains("Echo needs a yes."), "{first}");
+    let state = first["result"]["requestState"].as_str().unwrap();
+    let yes = json!({"confirm": {"action": "accept", "content": {"allow": true}}});
+    let no = json!({"confirm": {"action": "decline"}});
+    // Bob cannot use Alice's confirmation: he is asked his own.
+    let bob = echo(BOB, json!({"inputResponses": yes, "requestState": state}), elicit.clone()).await;
+    assert_eq!(bob["result"]["resultType"], "input_required", "{bob}");
+    assert_ne!(bob["result"]["requestState"].as_str(), Some(state), "{bob}");
+    let declined = echo(ALICE, json!({"inputResponses": no, "requestState": state}), elicit.clone()).await;
+    assert!(declined["error"]["message"].as_str().unwrap().contains("not confirmed"), "{declined}");
+    let done = echo(ALICE, json!({"inputResponses": yes, "requestState": state}), elicit.clone()).await;
+    assert_eq!(done["result"]["content"][0]["text"], "echo: hi", "{done}");
+    // A client that cannot be asked gets the rule's refusal.
+    let mute = echo(ALICE, json!({}), json!({})).await;
+    assert!(mute["error"]["message"].as_str().unwrap().contains("confirm-echo"), "{mute}");
+    // The SDK confirms through its own elicitation callback.
+    let out = bridge_client(&[
+        "--mode",
+        "2026-07-28",
+        "--url",
+        &url,
+        "--bearer",
+        ALICE,
+        "--no-roots",
+        "--elicit-json",
+        r#"{"allow":true}"#,
+        "--call",
+        "old__echo",
+        "--args",
+        r#"{"message":"sdk"}"#,
+    ])
+    .await;
+    let c = call(&out, "old__echo");
+    assert_eq!(kinds(c), ["elicitation"], "{c}");
+    assert_eq!(result_text(c), "echo: sdk");
+    let m = metrics(&gw).await;
+    assert!(m.contains(r#"mcp_gateway_rule_hits_total{rule="confirm-echo",action="confirm"}"#), "{m}");
+}

@@ -76,3 +76,49 @@ impl Bridges {
         Ok(Some(result.to_raw()))
     }
 }
+
+/// What a state asking a 2026-07-28 client to confirm a call carries (an
+/// upstream's state never starts with a NUL, and is bound otherwise).
+const CONFIRM: &str = "\0confirm\0";
+
+/// What a confirmation state is bound to: who, which tool (as the client
+/// names it), which arguments.
+pub(crate) fn confirm_binding(principal: &str, tool: &str, arguments: &[u8]) -> [u8; 32] {
+    state::binding(principal, &format!("\0confirm\0{tool}"), arguments)
+}
+
+impl Bridges {
+    /// The input-required result that asks a 2026-07-28 client to confirm
+    /// a call `rule` stopped: `ask` (an elicitation), and a state bound to
+    /// the principal and the call, valid `wait`. Nothing is held.
+    pub(crate) fn ask_confirmation(
+        &self,
+        binding: &[u8; 32],
+        rule: &str,
+        ask: &CheckedBox,
+        wait: Duration,
+    ) -> Box<RawValue> {
+        let expires = super::unix_now() + wait.as_secs().max(1);
+        let state = self.sealer.wrap(binding, expires, &format!("{CONFIRM}{rule}")).expect("a rule id is short");
+        let mut requests = Members::new();
+        let mut ask_members = Members::new();
+        ask_members.set_str("method", "elicitation/create");
+        ask_members.set("params", ask.clone());
+        requests.set("confirm", ask_members.to_checked());
+        let mut result = Members::new();
+        result.set_str("resultType", "input_required");
+        result.set("inputRequests", requests.to_checked());
+        result.set_str("requestState", &state);
+        self.count(Direction::Through, "confirm_asked");
+        result.to_raw()
+    }
+
+    /// The rule a retry's `state` confirms the call for, when it is a
+    /// confirmation state the gateway gave this principal for this call
+    /// and still good; `None` for any other state (an upstream's).
+    pub(crate) fn confirmation(&self, state: &str, binding: &[u8; 32]) -> Option<String> {
+        let (bound, expires, inner) = self.sealer.unwrap(state).ok()?;
+        let rule = inner.strip_prefix(CONFIRM)?;
+        (bound == *binding && expires >= super::unix_now()).then(|| rule.to_owned())
+    }
+}

@@ -55,7 +55,7 @@ impl Relay for BridgeRelay {
     fn request(&self, msg: Message, reply: Responder) {
         if let Err(e) = self.tx.try_send(Asked { msg, reply }) {
             let Asked { reply, .. } = e.into_inner();
-            tracing::warn!(upstream = %reply.upstream(), "Refused a server request: too many wait for the client.");
+            tracing::debug!(upstream = %reply.upstream(), "Refused a server request: too many wait for the client.");
             reply.error(protocol::INTERNAL_ERROR, "Too many requests wait for the client");
         }
     }

@@ -11,9 +11,9 @@ use crate::config::Fallback;
 use crate::error::{CallError, ErrorClass};
 use crate::protocol::{self, Checked};
 use crate::routing::caller::Caller;
+use crate::security::DenyReason;
 use crate::security::auth::Via;
 use crate::security::rules::{Call as RuleCall, History, RuleSet};
-use crate::security::{DenyReason, Ident};
 use crate::shared::{self, Admit, AdmitRequest, Bucket, Histories, Opened, Shared};
 use crate::telemetry::metrics::FallbackLabels;
 
@@ -41,10 +41,11 @@ impl Gate {
         shared: &Shared,
         policy: &Policy,
         caller: &Caller<'_>,
-        tool: Ident<'_>,
+        tool_ref: super::ToolRef<'_>,
         upstream_id: &str,
         arguments: Option<Checked<'_>>,
     ) -> Result<Admitted, Refusal> {
+        let tool = tool_ref.ident;
         let applying = policy.limits.applying(tool);
         let buckets: Vec<Bucket> =
             applying.iter().map(|a| Bucket { id: a.id, per_second: a.per_second, burst: a.burst }).collect();
@@ -175,7 +176,7 @@ impl Gate {
                 (if state.is_some() { SharedView::Unreachable } else { SharedView::None }, None)
             }
         };
-        let ruled = self.apply_rules(tool, upstream_id, arguments.map(Checked::raw), caller, view).await;
+        let ruled = self.apply_rules(tool_ref, upstream_id, arguments.map(Checked::raw), caller, view).await;
         if ruled.is_err() {
             match &admitted {
                 Some(a) => shared.undo(&req, a),

@@ -78,8 +78,15 @@ pub(crate) async fn call(core: &Core, rq: &Rq<'_>, out: &mut Outcome) -> Result<
         crate::config::TransportSpec::Stdio { cwd, .. } => Some(cwd.as_path()),
         _ => None,
     };
+    // A 2026-07-28 client's retry confirming a call a `confirm` rule
+    // stopped: the rule lets it through if the answer allows it.
+    let confirmed = match caller.era {
+        protocol::Era::Modern => confirmation(core, rq, &mut obj, &name)
+            .map_err(|e| core.deny(caller, i, Some(&original), DenyReason::Rule, out, e))?,
+        protocol::Era::Legacy => None,
+    };
     let arguments = obj.get("arguments");
-    let tool = ToolRef { ident, quarantined };
+    let tool = ToolRef { ident, quarantined, confirmed: confirmed.as_deref() };
     match core.gate.check_tool(caller, &name, tool, upstream.id(), arguments, local).await {
         Ok(admitted) => {
             out.policy.extend(admitted.policy);
@@ -94,6 +101,21 @@ pub(crate) async fn call(core: &Core, rq: &Rq<'_>, out: &mut Outcome) -> Result<
                     core.hide(caller, i, Some(&original), refusal.reason, out, err)
                 }
                 Answer::Told(err) => core.deny(caller, i, Some(&original), refusal.reason, out, err),
+                // A modern client that can be asked is asked to confirm.
+                Answer::Confirm { rule, ask, err } => {
+                    let caps = client_capabilities(rq.params);
+                    if !protocol::declares(
+                        caps.as_ref().map(protocol::CheckedBox::checked),
+                        "elicitation/create",
+                        Some(ask.checked()),
+                    ) {
+                        return Err(core.deny(caller, i, Some(&original), refusal.reason, out, err));
+                    }
+                    let binding =
+                        bridge::through::confirm_binding(&caller.principal_id(), &name, arguments_text(rq.params));
+                    let wait = core.config().bridge.answer_timeout;
+                    return Ok(encode::result(id, &core.bridges.ask_confirmation(&binding, &rule, &ask, wait)));
+                }
             });
         }
     }
@@ -315,6 +337,36 @@ fn ask(core: &Core, rq: &Rq<'_>, ex: Exchange, limits: &crate::config::BridgeSec
     };
     tracing::debug!(upstream = %upstream, round, "Asked a 2026-07-28 client for a 2025 upstream's input.");
     Ok(encode::result(rq.id, &result))
+}
+
+/// The rule a 2026-07-28 client's retry confirms its call for: its state
+/// is a confirmation the gateway asked this principal for this call, and
+/// its answer allows the call (both then leave the params). A state that
+/// is not one is left for the upstream; an answer that does not allow the
+/// call refuses it.
+fn confirmation(
+    core: &Core,
+    rq: &Rq<'_>,
+    obj: &mut protocol::Members<'_>,
+    name: &str,
+) -> Result<Option<String>, CallError> {
+    let Some(state) = obj.str("requestState").filter(|s| s.starts_with(bridge::state::WRAPPED)) else {
+        return Ok(None);
+    };
+    let binding = bridge::through::confirm_binding(&rq.caller.principal_id(), name, arguments_text(rq.params));
+    let Some(rule) = core.bridges.confirmation(&state, &binding) else { return Ok(None) };
+    let answer = obj.get("inputResponses").and_then(|r| r.get("confirm"));
+    if !crate::routing::gate::allows(answer) {
+        tracing::info!(rule = %rule, "A 2026-07-28 client did not confirm a call a rule stopped.");
+        return Err(CallError::new(
+            ErrorClass::Policy,
+            None,
+            format!("Refused by rule `{rule}`: the call was not confirmed"),
+        ));
+    }
+    obj.remove("requestState");
+    obj.remove("inputResponses");
+    Ok(Some(rule))
 }
 
 /// The `clientCapabilities` a 2026-07-28 request declares.
