@@ -622,8 +622,16 @@ async fn a_confirm_rule_asks_a_2026_client_through_an_input_required_result() {
     assert_ne!(bob["result"]["requestState"].as_str(), Some(state), "{bob}");
     let declined = echo(ALICE, json!({"inputResponses": no, "requestState": state}), elicit.clone()).await;
     assert!(declined["error"]["message"].as_str().unwrap().contains("not confirmed"), "{declined}");
+    // The user said no: that state cannot be turned into a yes.
+    let overruled = echo(ALICE, json!({"inputResponses": yes, "requestState": state}), elicit.clone()).await;
+    assert_eq!(overruled["result"]["resultType"], "input_required", "asked again: {overruled}");
+    let fresh = echo(ALICE, json!({}), elicit.clone()).await;
+    let state = fresh["result"]["requestState"].as_str().unwrap();
     let done = echo(ALICE, json!({"inputResponses": yes, "requestState": state}), elicit.clone()).await;
     assert_eq!(done["result"]["content"][0]["text"], "echo: hi", "{done}");
+    // A confirmation allows one call: sent again, the user is asked again.
+    let again = echo(ALICE, json!({"inputResponses": yes, "requestState": state}), elicit.clone()).await;
+    assert_eq!(again["result"]["resultType"], "input_required", "{again}");
     // A client that cannot be asked gets the rule's refusal.
     let mute = echo(ALICE, json!({}), json!({})).await;
     assert!(mute["error"]["message"].as_str().unwrap().contains("confirm-echo"), "{mute}");

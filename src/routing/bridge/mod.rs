@@ -53,6 +53,8 @@ impl Direction {
 pub(crate) struct Bridges {
     sealer: state::Sealer,
     shared: Arc<Shared>,
+    /// Confirmations used, until their expiry (`through`).
+    used: Mutex<HashMap<String, u64>>,
 }
 
 #[derive(Debug)]
@@ -181,6 +183,7 @@ impl Bridges {
         Bridges {
             sealer: state::Sealer::new(session_key),
             shared: Arc::new(Shared { inner: Mutex::new(Inner::default()), metrics }),
+            used: Mutex::default(),
         }
     }
 

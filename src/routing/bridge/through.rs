@@ -14,6 +14,7 @@ use std::time::Duration;
 use super::{Bridges, Direction, state};
 use crate::error::CallError;
 use crate::protocol::{self, CheckedBox, Members, Message, RawValue};
+use crate::sync::Locked;
 
 /// What an upstream's wrapped state is bound to: who, which upstream,
 /// which request (`method` of `target`, the name or URI as the upstream
@@ -81,6 +82,10 @@ impl Bridges {
 /// upstream's state never starts with a NUL, and is bound otherwise).
 const CONFIRM: &str = "\0confirm\0";
 
+/// Most confirmations remembered as used (until they expire); past it, a
+/// confirmation is asked again rather than trusted.
+const MAX_USED: usize = 65_536;
+
 /// What a confirmation state is bound to: who, which tool (as the client
 /// names it), which arguments.
 pub(crate) fn confirm_binding(principal: &str, tool: &str, arguments: &[u8]) -> [u8; 32] {
@@ -99,7 +104,9 @@ impl Bridges {
         wait: Duration,
     ) -> Box<RawValue> {
         let expires = super::unix_now() + wait.as_secs().max(1);
-        let state = self.sealer.wrap(binding, expires, &format!("{CONFIRM}{rule}")).expect("a rule id is short");
+        let once = format!("{:032x}", state::exchange_id());
+        let state =
+            self.sealer.wrap(binding, expires, &format!("{CONFIRM}{once}\0{rule}")).expect("a rule id is short");
         let mut requests = Members::new();
         let mut ask_members = Members::new();
         ask_members.set_str("method", "elicitation/create");
@@ -114,11 +121,24 @@ impl Bridges {
     }
 
     /// The rule a retry's `state` confirms the call for, when it is a
-    /// confirmation state the gateway gave this principal for this call
-    /// and still good; `None` for any other state (an upstream's).
+    /// confirmation state the gateway gave this principal for this call,
+    /// still good and not used before (a confirmation allows one call: this
+    /// replica remembers the ones used until they expire); `None` for any
+    /// other state (an upstream's).
     pub(crate) fn confirmation(&self, state: &str, binding: &[u8; 32]) -> Option<String> {
         let (bound, expires, inner) = self.sealer.unwrap(state).ok()?;
-        let rule = inner.strip_prefix(CONFIRM)?;
-        (bound == *binding && expires >= super::unix_now()).then(|| rule.to_owned())
+        let (once, rule) = inner.strip_prefix(CONFIRM)?.split_once('\0')?;
+        let now = super::unix_now();
+        if bound != *binding || expires < now {
+            return None;
+        }
+        let mut used = self.used.locked();
+        if used.len() >= MAX_USED {
+            used.retain(|_, e| *e >= now);
+        }
+        if used.len() >= MAX_USED || used.insert(once.to_owned(), expires).is_some() {
+            return None;
+        }
+        Some(rule.to_owned())
     }
 }
