@@ -143,7 +143,7 @@ impl Core {
         for direction in ["to_modern", "to_legacy"] {
             let labels = crate::telemetry::metrics::DirectionLabels { direction };
             let _ = m.bridge_in_flight.get_or_create(&labels);
-            for outcome in ["asked", "completed", "timeout", "limited"] {
+            for outcome in ["asked", "completed", "timeout", "limited", "other_replica"] {
                 let _ =
                     m.bridge_exchanges.get_or_create(&crate::telemetry::metrics::BridgeLabels { direction, outcome });
             }

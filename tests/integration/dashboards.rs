@@ -43,6 +43,7 @@ const EXPECTED_QUIET: &[(&str, &str)] = &[
     ("McpGatewayRulesFailingClosed", "the load runs without [redis]"),
     ("McpGatewayRateLimitsLocal", "the load runs without [redis]"),
     ("McpGatewaySessionEndNotShared", "the load runs without [redis]"),
+    ("McpGatewayBridgeRefusing", "the load bridges nothing (bridge.rs drives the bridge's refusals)"),
 ];
 
 fn dashboards_dir() -> PathBuf {
