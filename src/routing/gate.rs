@@ -65,9 +65,12 @@ pub(crate) struct ToolRef<'a> {
     pub(crate) ident: Ident<'a>,
     /// Its definition changed since it was pinned.
     pub(crate) quarantined: bool,
-    /// The `confirm` rule (its id) a 2026-07-28 client has already
-    /// confirmed this call for, answering an input-required result.
+    /// The `confirm` rule (its [`confirm_token`]) a 2026-07-28 client has
+    /// already confirmed this call for, answering an input-required result.
     pub(crate) confirmed: Option<&'a str>,
+    /// A 2026-07-28 client's retry continuing its upstream's input-required
+    /// exchange: its rate limits and rules counted it on its first leg.
+    pub(crate) continued: bool,
 }
 
 /// A call the gate lets through, with what the audit record says of it.
@@ -102,8 +105,9 @@ pub(crate) enum Answer {
     Told(CallError),
     /// A `confirm` rule stopped the call of a 2026-07-28 client, which no
     /// request can ask: the client may confirm it through an
-    /// input-required result (`rule`'s id, and what to ask), else `err`.
-    Confirm { rule: Arc<str>, ask: CheckedBox, err: CallError },
+    /// input-required result (the rule's [`confirm_token`], and what to
+    /// ask), else `err`.
+    Confirm { rule: String, ask: CheckedBox, err: CallError },
 }
 
 /// What a reload replaces whole (docs/design.md D11): the policy of the
@@ -290,6 +294,10 @@ impl Gate {
             let err = CallError { code: protocol::INVALID_PARAMS, ..err };
             return Err(refuse(DenyReason::Argument, Answer::Told(err)));
         }
+        // A continuation of a call the gate admitted on its first leg.
+        if tool.continued {
+            return Ok(Admitted::default());
+        }
         if let Some(shared) = &self.shared {
             return self.check_shared(shared, &policy, caller, tool, upstream_id, arguments).await;
         }
@@ -375,16 +383,18 @@ impl Gate {
             let rule = set.rule(hit.rule);
             let confirming = hit.action == Action::Confirm;
             let modern = caller.era == protocol::Era::Modern;
+            let token = confirm_token(rule.id(), rule.message());
             let allowed = confirming
-                && (tool_ref.confirmed == Some(rule.id()) || (!modern && confirm(caller, name, rule.message()).await));
+                && (tool_ref.confirmed == Some(token.as_str())
+                    || (!modern && confirm(caller, name, rule.message()).await));
             if !allowed {
                 let msg = format!("Refused by rule `{}`: {}", rule.id(), rule.message());
                 let err = CallError::new(ErrorClass::Policy, None, msg);
                 let Admitted { policy, tags } = admitted;
-                let answer = match confirming && modern && tool_ref.confirmed.is_none() {
-                    true => {
-                        Answer::Confirm { rule: Arc::from(rule.id()), ask: confirm_params(name, rule.message()), err }
-                    }
+                // A confirmation of another rule (or of this one before a
+                // reload changed what it asks) asks again.
+                let answer = match confirming && modern {
+                    true => Answer::Confirm { rule: token, ask: confirm_params(name, rule.message()), err },
                     false => Answer::Told(err),
                 };
                 return Err(Refusal { reason: DenyReason::Rule, answer, policy, tags });
@@ -564,6 +574,16 @@ pub(crate) fn confirm_params(tool: &str, message: &str) -> CheckedBox {
             "required": ["allow"],
         },
     }))
+}
+
+/// What a 2026-07-28 client's confirmation names: the rule's id and a hash
+/// of its message, so a reload that changes what the rule asks makes an
+/// earlier yes count for nothing.
+pub(crate) fn confirm_token(id: &str, message: &str) -> String {
+    use sha2::Digest as _;
+    let digest = sha2::Sha256::digest(message.as_bytes());
+    let hex: String = digest[..8].iter().map(|b| format!("{b:02x}")).collect();
+    format!("{id}\0{hex}")
 }
 
 /// Whether an elicitation's result allows the call (`accept` with

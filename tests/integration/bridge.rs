@@ -580,18 +580,23 @@ async fn a_confirm_rule_asks_a_2026_client_through_an_input_required_result() {
     let rules = state_dir.path().join("rules.toml");
     std::fs::write(
         &rules,
-        "[[rule]]\nid = \"confirm-echo\"\naction = \"confirm\"\nmessage = \"Echo needs a yes.\"\nsteps = [{ tool = \"old__echo\" }]\n",
+        "[[rule]]\nid = \"confirm-echo\"\naction = \"confirm\"\nmessage = \"Echo needs a yes.\"\nsteps = [{ tool = \"old__echo\" }]\n\
+         [[rule]]\nid = \"confirm-rounds\"\naction = \"confirm\"\nmessage = \"Two rounds need a yes.\"\nsteps = [{ tool = \"new__ask_two_rounds\" }]\n",
     )
     .unwrap();
     let toml = format!(
-        "{}[rules]\nfile = {:?}\n[upstreams.old]\nurl = \"{}\"\nprotocol = \"legacy\"\n",
+        "{}[rules]\nfile = {:?}\n[upstreams.old]\nurl = \"{}\"\nprotocol = \"legacy\"\n\
+         [upstreams.new]\ncommand = {:?}\nargs = [{:?}]\nprotocol = \"modern\"\n",
         keys(),
         path_str(&rules),
-        old.url()
+        old.url(),
+        peers().python,
+        fixture("mrtr_upstream.py"),
     );
     let mut gw = Gateway::start(&toml).await;
     gw.authorize(OPS);
     gw.wait_ready("old").await;
+    gw.wait_ready("new").await;
     let url = gw.url();
     let args = json!({"message": "hi"});
     let echo = |key: &'static str, extra: Value, caps: Value| {
@@ -655,6 +660,26 @@ async fn a_confirm_rule_asks_a_2026_client_through_an_input_required_result() {
     let c = call(&out, "old__echo");
     assert_eq!(kinds(c), ["elicitation"], "{c}");
     assert_eq!(result_text(c), "echo: sdk");
+    // A confirmed call whose 2026-07-28 upstream then asks for input: its
+    // continuations are the same call (not stopped by the rule again), and
+    // the upstream gets every answer.
+    let rounds = |extra: Value| modern_tool(&url, ALICE, "new__ask_two_rounds", extra);
+    let asked = rounds(json!({})).await;
+    assert!(asked["result"]["inputRequests"].get("confirm").is_some(), "{asked}");
+    let state = asked["result"]["requestState"].as_str().unwrap().to_owned();
+    let name = rounds(json!({"inputResponses": yes, "requestState": state})).await;
+    assert!(name["result"]["inputRequests"].get("mrtr:name").is_some(), "the upstream asks now: {name}");
+    let state = name["result"]["requestState"].as_str().unwrap().to_owned();
+    let ann = json!({"mrtr:name": {"action": "accept", "content": {"name": "Ann"}}});
+    let color = rounds(json!({"inputResponses": ann, "requestState": state})).await;
+    assert!(color["result"]["inputRequests"].get("mrtr:color").is_some(), "not the rule again: {color}");
+    let state = color["result"]["requestState"].as_str().unwrap().to_owned();
+    let red = json!({"mrtr:color": {"action": "accept", "content": {"color": "red"}}});
+    let done = rounds(json!({"inputResponses": red, "requestState": state})).await;
+    assert_eq!(done["result"]["content"][0]["text"], "Ann likes red", "{done}");
     let m = metrics(&gw).await;
     assert!(m.contains(r#"mcp_gateway_rule_hits_total{rule="confirm-echo",action="confirm"}"#), "{m}");
+    // The rule saw the two-round call twice (asked, then confirmed), never
+    // its continuations.
+    assert!(m.contains(r#"mcp_gateway_rule_hits_total{rule="confirm-rounds",action="confirm"} 2"#), "{m}");
 }

@@ -53,8 +53,8 @@ impl Direction {
 pub(crate) struct Bridges {
     sealer: state::Sealer,
     shared: Arc<Shared>,
-    /// Confirmations used, until their expiry (`through`).
-    used: Mutex<HashMap<String, u64>>,
+    /// Confirmations used, by principal, until their expiry (`through`).
+    used: Mutex<HashMap<Arc<str>, HashMap<String, u64>>>,
 }
 
 #[derive(Debug)]

@@ -11,6 +11,8 @@
 
 use std::time::Duration;
 
+use std::sync::Arc;
+
 use super::{Bridges, Direction, state};
 use crate::error::CallError;
 use crate::protocol::{self, CheckedBox, Members, Message, RawValue};
@@ -65,7 +67,12 @@ impl Bridges {
         if reply.result_member("resultType").and_then(|t| t.str()).as_deref() != Some("input_required") {
             return Ok(None);
         }
-        let Some(inner) = reply.result_member("requestState").and_then(|s| s.str()) else { return Ok(None) };
+        let Some(inner) = reply.result_member("requestState") else { return Ok(None) };
+        // A state the gateway cannot wrap is not passed on unbound.
+        let Some(inner) = inner.str() else {
+            let m = "the upstream's requestState is not a string";
+            return Err(CallError::new(crate::error::ErrorClass::Protocol, None, m));
+        };
         let expires = super::unix_now() + wait.as_secs().max(1);
         let Some(wrapped) = self.sealer.wrap(binding, expires, &inner) else {
             let m = format!("the upstream's requestState is over {} KiB", state::MAX_WRAPPED / 1024);
@@ -78,13 +85,17 @@ impl Bridges {
     }
 }
 
-/// What a state asking a 2026-07-28 client to confirm a call carries (an
-/// upstream's state never starts with a NUL, and is bound otherwise).
+/// What the inside of a confirmation state starts with. (An upstream's
+/// state may start with anything; what keeps the two apart is the binding:
+/// an upstream's names the upstream, `[a-z0-9-]{1,32}`, never empty, so
+/// it can never equal a confirmation's.)
 const CONFIRM: &str = "\0confirm\0";
 
-/// Most confirmations remembered as used (until they expire); past it, a
-/// confirmation is asked again rather than trusted.
-const MAX_USED: usize = 65_536;
+/// Most confirmations one principal has used and the replica remembers
+/// (until they expire); past it, that principal's confirmations are asked
+/// again rather than trusted. Per principal, so no one can fill it for
+/// everyone.
+const MAX_USED: usize = 4096;
 
 /// What a confirmation state is bound to: who, which tool (as the client
 /// names it), which arguments.
@@ -94,19 +105,20 @@ pub(crate) fn confirm_binding(principal: &str, tool: &str, arguments: &[u8]) -> 
 
 impl Bridges {
     /// The input-required result that asks a 2026-07-28 client to confirm
-    /// a call `rule` stopped: `ask` (an elicitation), and a state bound to
-    /// the principal and the call, valid `wait`. Nothing is held.
+    /// a call a rule stopped: `ask` (an elicitation), and a state bound to
+    /// the principal and the call, and naming `rule` (the rule's
+    /// [`confirm_token`](crate::routing::gate::confirm_token)), valid
+    /// `wait`. Nothing is held. `None` when the token is too long to seal.
     pub(crate) fn ask_confirmation(
         &self,
         binding: &[u8; 32],
         rule: &str,
         ask: &CheckedBox,
         wait: Duration,
-    ) -> Box<RawValue> {
+    ) -> Option<Box<RawValue>> {
         let expires = super::unix_now() + wait.as_secs().max(1);
         let once = format!("{:032x}", state::exchange_id());
-        let state =
-            self.sealer.wrap(binding, expires, &format!("{CONFIRM}{once}\0{rule}")).expect("a rule id is short");
+        let state = self.sealer.wrap(binding, expires, &format!("{CONFIRM}{once}\0{rule}"))?;
         let mut requests = Members::new();
         let mut ask_members = Members::new();
         ask_members.set_str("method", "elicitation/create");
@@ -117,15 +129,15 @@ impl Bridges {
         result.set("inputRequests", requests.to_checked());
         result.set_str("requestState", &state);
         self.count(Direction::Through, "confirm_asked");
-        result.to_raw()
+        Some(result.to_raw())
     }
 
-    /// The rule a retry's `state` confirms the call for, when it is a
-    /// confirmation state the gateway gave this principal for this call,
-    /// still good and not used before (a confirmation allows one call: this
+    /// The rule token a retry's `state` confirms the call for, when it is a
+    /// confirmation state the gateway gave `principal` for this call, still
+    /// good and not used before (a confirmation allows one call: this
     /// replica remembers the ones used until they expire); `None` for any
     /// other state (an upstream's).
-    pub(crate) fn confirmation(&self, state: &str, binding: &[u8; 32]) -> Option<String> {
+    pub(crate) fn confirmation(&self, state: &str, binding: &[u8; 32], principal: &Arc<str>) -> Option<String> {
         let (bound, expires, inner) = self.sealer.unwrap(state).ok()?;
         let (once, rule) = inner.strip_prefix(CONFIRM)?.split_once('\0')?;
         let now = super::unix_now();
@@ -133,12 +145,27 @@ impl Bridges {
             return None;
         }
         let mut used = self.used.locked();
-        if used.len() >= MAX_USED {
-            used.retain(|_, e| *e >= now);
+        let mine = used.entry(principal.clone()).or_default();
+        if mine.len() >= MAX_USED {
+            mine.retain(|_, e| *e >= now);
         }
-        if used.len() >= MAX_USED || used.insert(once.to_owned(), expires).is_some() {
+        if mine.len() >= MAX_USED || mine.insert(once.to_owned(), expires).is_some() {
             return None;
         }
+        // Principals whose confirmations all expired are forgotten.
+        if used.len() > 1024 {
+            used.retain(|_, m| m.values().any(|e| *e >= now));
+        }
         Some(rule.to_owned())
+    }
+
+    /// Whether `state` is one the gateway wrapped for this principal's
+    /// call of a 2026-07-28 upstream (`binding`) and still good: a retry
+    /// continuing the upstream's input-required exchange, which the
+    /// call's rate limits and rules counted on its first leg.
+    pub(crate) fn continues(&self, state: &str, binding: &[u8; 32]) -> bool {
+        self.sealer.unwrap(state).is_ok_and(|(bound, expires, inner)| {
+            bound == *binding && expires >= super::unix_now() && !inner.starts_with(CONFIRM)
+        })
     }
 }

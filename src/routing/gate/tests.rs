@@ -51,7 +51,7 @@ fn caller(peer: &Arc<Peer>) -> Caller<'_> {
 }
 
 fn tool(key: &str) -> ToolRef<'_> {
-    ToolRef { ident: Ident { key, bare: None }, quarantined: false, confirmed: None }
+    ToolRef { ident: Ident { key, bare: None }, quarantined: false, confirmed: None, continued: false }
 }
 
 /// Checks a call of `key` with `arguments` (JSON text); the reason of a

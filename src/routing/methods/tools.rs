@@ -85,8 +85,18 @@ pub(crate) async fn call(core: &Core, rq: &Rq<'_>, out: &mut Outcome) -> Result<
             .map_err(|e| core.deny(caller, i, Some(&original), DenyReason::Rule, out, e))?,
         protocol::Era::Legacy => None,
     };
+    // A 2026-07-28 client's retry continuing its 2026-07-28 upstream's
+    // input-required exchange (a state the gateway wrapped for this very
+    // call) passed the limits and rules on its first leg.
+    let continued = caller.era == protocol::Era::Modern
+        && confirmed.is_none()
+        && obj.str("requestState").is_some_and(|state| {
+            let args = obj.get("arguments").map_or(&b"null"[..], |a| a.text().as_bytes());
+            let b = bridge::through::binding(&caller.principal_id(), upstream.id(), "tools/call", &original, args);
+            core.bridges.continues(&state, &b)
+        });
     let arguments = obj.get("arguments");
-    let tool = ToolRef { ident, quarantined, confirmed: confirmed.as_deref() };
+    let tool = ToolRef { ident, quarantined, confirmed: confirmed.as_deref(), continued };
     match core.gate.check_tool(caller, &name, tool, upstream.id(), arguments, local).await {
         Ok(admitted) => {
             out.policy.extend(admitted.policy);
@@ -114,7 +124,10 @@ pub(crate) async fn call(core: &Core, rq: &Rq<'_>, out: &mut Outcome) -> Result<
                     let binding =
                         bridge::through::confirm_binding(&caller.principal_id(), &name, arguments_text(rq.params));
                     let wait = core.config().bridge.answer_timeout;
-                    return Ok(encode::result(id, &core.bridges.ask_confirmation(&binding, &rule, &ask, wait)));
+                    let Some(asked) = core.bridges.ask_confirmation(&binding, &rule, &ask, wait) else {
+                        return Err(core.deny(caller, i, Some(&original), refusal.reason, out, err));
+                    };
+                    return Ok(encode::result(id, &asked));
                 }
             });
         }
@@ -354,9 +367,10 @@ fn confirmation(
         return Ok(None);
     };
     let binding = bridge::through::confirm_binding(&rq.caller.principal_id(), name, arguments_text(rq.params));
-    let Some(rule) = core.bridges.confirmation(&state, &binding) else { return Ok(None) };
+    let Some(rule) = core.bridges.confirmation(&state, &binding, &rq.caller.principal_id()) else { return Ok(None) };
     let answer = obj.get("inputResponses").and_then(|r| r.get("confirm"));
     if !crate::routing::gate::allows(answer) {
+        let rule = rule.split('\0').next().unwrap_or_default();
         tracing::info!(rule = %rule, "A 2026-07-28 client did not confirm a call a rule stopped.");
         return Err(CallError::new(
             ErrorClass::Policy,

@@ -141,7 +141,8 @@ async fn a_changed_rules_file_is_put_in_force_and_a_bad_one_refused() {
     let (bob, _rx) = session(&core, principal("bob"), None);
     let refused = async |tool: &str| {
         let key = format!("raw__{tool}");
-        let tool = ToolRef { ident: Ident { key: &key, bare: None }, quarantined: false, confirmed: None };
+        let tool =
+            ToolRef { ident: Ident { key: &key, bare: None }, quarantined: false, confirmed: None, continued: false };
         let c = caller(Some(&bob));
         core.gate.check_tool(&c, &key, tool, "raw", None, None).await.err().map(|r| r.reason)
     };
