@@ -321,6 +321,19 @@ async fn a_2025_client_answers_what_a_2026_upstream_asks_for() {
     assert!(rounds.iter().any(|s| s.attributes["mcp_gateway.bridge.round"] == "2"), "ask_two_rounds: {rounds:#?}");
 }
 
+/// `mrtr_upstream.py` over HTTP as upstream `old`, spoken to in 2025,
+/// behind a gateway with the test keys (`before` first in its config,
+/// `upstream` more lines of the upstream's section); the harness acts as
+/// `ops`. Keep the fixture as long as the gateway.
+async fn old_behind_gateway(before: &str, upstream: &str) -> (Fixture, Gateway) {
+    let old = Fixture::python("mrtr_upstream.py", &["--http"]).await;
+    let toml = format!("{}{before}[upstreams.old]\nurl = \"{}\"\nprotocol = \"legacy\"\n{upstream}", keys(), old.url());
+    let mut gw = Gateway::start(&toml).await;
+    gw.authorize(OPS);
+    gw.wait_ready("old").await;
+    (old, gw)
+}
+
 /// The first leg of a bridged call: its input-required result.
 async fn first_leg(url: &str, key: &str, args: Value) -> Value {
     let caps = json!({"elicitation": {"form": {}}, "sampling": {}});
@@ -352,11 +365,7 @@ fn refused(v: &Value, says: &str) {
 /// without losing the exchange.
 #[tokio::test]
 async fn a_bridged_request_state_is_bound_to_its_principal_and_call() {
-    let old = Fixture::python("mrtr_upstream.py", &["--http"]).await;
-    let toml = format!("{}[upstreams.old]\nurl = \"{}\"\nprotocol = \"legacy\"\n", keys(), old.url());
-    let mut gw = Gateway::start(&toml).await;
-    gw.authorize(OPS);
-    gw.wait_ready("old").await;
+    let (_old, gw) = old_behind_gateway("", "").await;
     let url = gw.url();
     let args = json!({});
     let first = first_leg(&url, ALICE, args.clone()).await;
@@ -382,8 +391,10 @@ async fn a_bridged_request_state_is_bound_to_its_principal_and_call() {
     // A reload that closes the tool to Alice while her call is held: the
     // retry is answered like an unknown tool and the call cancelled.
     let held = first_leg(&url, ALICE, args.clone()).await;
+    let config = gw.dir.path().join("gateway.toml");
+    let toml = std::fs::read_to_string(&config).unwrap();
     let deny = format!("{toml}[[access]]\nprincipals = [\"alice\"]\ntools = {{ deny = [\"old__ask_name\"] }}\n");
-    std::fs::write(gw.dir.path().join("gateway.toml"), deny).unwrap();
+    std::fs::write(&config, deny).unwrap();
     gw.proc.signal(nix::sys::signal::Signal::SIGHUP);
     let reloaded = "mcp_gateway_config_reloads_total{outcome=\"applied\"}";
     let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(20);
@@ -409,15 +420,8 @@ async fn a_bridged_request_state_is_bound_to_its_principal_and_call() {
 /// upstream call is cancelled and the state has ended.
 #[tokio::test]
 async fn bridged_exchanges_are_bounded_per_principal_and_time_out() {
-    let old = Fixture::python("mrtr_upstream.py", &["--http"]).await;
-    let toml = format!(
-        "{}[bridge]\nmax_exchanges_per_principal = 1\nanswer_timeout = \"2s\"\n[upstreams.old]\nurl = \"{}\"\nprotocol = \"legacy\"\n",
-        keys(),
-        old.url()
-    );
-    let mut gw = Gateway::start(&toml).await;
-    gw.authorize(OPS);
-    gw.wait_ready("old").await;
+    let (_old, gw) =
+        old_behind_gateway("[bridge]\nmax_exchanges_per_principal = 1\nanswer_timeout = \"2s\"\n", "").await;
     let url = gw.url();
     let first = first_leg(&url, ALICE, json!({})).await;
     let state = first["requestState"].as_str().unwrap().to_owned();
@@ -543,15 +547,7 @@ async fn a_2026_upstreams_state_is_bound_to_the_principal_it_was_given_to() {
 /// same again.
 #[tokio::test]
 async fn a_parked_call_outlives_its_request_timeout_while_the_client_answers() {
-    let old = Fixture::python("mrtr_upstream.py", &["--http"]).await;
-    let toml = format!(
-        "{}[upstreams.old]\nurl = \"{}\"\nprotocol = \"legacy\"\nrequest_timeout = \"1s\"\n",
-        keys(),
-        old.url()
-    );
-    let mut gw = Gateway::start(&toml).await;
-    gw.authorize(OPS);
-    gw.wait_ready("old").await;
+    let (_old, gw) = old_behind_gateway("", "request_timeout = \"1s\"\n").await;
     let url = gw.url();
     let first = first_leg(&url, ALICE, json!({})).await;
     let state = first["requestState"].as_str().unwrap().to_owned();
