@@ -445,7 +445,12 @@ impl Core {
             client.map(|peer| super::bridge::to_legacy::Client { peer, stream: rq.caller.stream, roots: &spec.roots });
         let limits = if client.is_some() { self.config().bridge.clone() } else { Default::default() };
         // The request's span is the pipeline's to end.
-        let called = super::bridge::to_legacy::send(&call, client, &limits, &self.bridges).await;
+        // The bridge's future only where it may be needed (boxed: it would
+        // otherwise grow every forwarded request's).
+        let called = match client {
+            Some(client) => Box::pin(super::bridge::to_legacy::send(&call, Some(client), &limits, &self.bridges)).await,
+            None => call.send(Some(call.params.checked())).await,
+        };
         out.class = called.class;
         out.attempts = called.attempts;
         let reply = called.result?;

@@ -51,7 +51,8 @@ pub(crate) async fn call(core: &Core, rq: &Rq<'_>, out: &mut Outcome) -> Result<
         && let Some(state) = obj.str("requestState")
         && state.starts_with(bridge::state::PREFIX)
     {
-        return resume(core, rq, out, &name, &state).await;
+        // Boxed: its future would otherwise grow every call's.
+        return Box::pin(resume(core, rq, out, &name, &state)).await;
     }
     let mut found = lookup(core, &name);
     if let Some(f) = &found
@@ -243,13 +244,15 @@ pub(crate) async fn call(core: &Core, rq: &Rq<'_>, out: &mut Outcome) -> Result<
             let client =
                 caller.peer.map(|peer| bridge::to_legacy::Client { peer, stream: caller.stream, roots: &spec.roots });
             let limits = core.config().bridge.clone();
-            let called = bridge::to_legacy::send(&call, client, &limits, &core.bridges).await;
+            // Boxed, as the rare paths below: their futures would
+            // otherwise grow every call's (copied where it is boxed).
+            let called = Box::pin(bridge::to_legacy::send(&call, client, &limits, &core.bridges)).await;
             call.end(&called);
             called
         }
         Some(events) => {
             let caps = client_capabilities(rq.params);
-            match bridge::to_modern::start(Box::pin(call.run()), events, caps.as_ref()).await {
+            match Box::pin(bridge::to_modern::start(Box::pin(call.run()), events, caps.as_ref())).await {
                 Started::Done(called) => called,
                 Started::Asked { call, events, asked } => {
                     let binding = bridge::state::binding(&caller.principal_id(), &name, arguments_text(rq.params));
