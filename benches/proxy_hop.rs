@@ -10,7 +10,9 @@
 //! asserted: timing does not fail a run.
 //!
 //! `cargo bench --bench proxy_hop`; `BENCH_WARMUP_SECS` and `BENCH_SECS`
-//! (default 2 and 10) set the warm-up and measured time per row. Without
+//! (default 2 and 10) set the warm-up and measured time per row;
+//! `BENCH_AUDIT=1` turns the gateway's audit log on; `BENCH_GATEWAY_BIN`
+//! measures another gateway binary (an older build) in the same sitting. Without
 //! `--bench` (e.g. `cargo test --all-targets`) it runs as a quick smoke test
 //! (0.2 s and 0.5 s unless those variables say otherwise).
 
@@ -68,7 +70,12 @@ fn bench(bench_mode: bool) -> Result<(), String> {
     let mut upstream = Upstream::start(settings.lifetime(ROWS, EXTRA))?;
     let dir = TempDir::new()?;
     let config = dir.0.join("gateway.toml");
-    std::fs::write(&config, format!("[upstreams.echo]\nurl = \"{}/mcp\"\n", upstream.base))
+    // BENCH_AUDIT=1: the audit log on (what the committed gateway.toml does).
+    let audit = match std::env::var("BENCH_AUDIT").as_deref() {
+        Ok("1") => format!("[audit]\npath = {:?}\n", dir.0.join("audit.jsonl")),
+        _ => String::new(),
+    };
+    std::fs::write(&config, format!("{audit}[upstreams.echo]\nurl = \"{}/mcp\"\n", upstream.base))
         .map_err(|e| format!("{}: {e}", config.display()))?;
     let mut gateway = Gateway::start(&config, settings.lifetime(ROWS, EXTRA))?;
 

@@ -166,7 +166,9 @@ impl Gateway {
         let mut watchdog = Command::new(exe)
             .arg("--watchdog")
             .arg(lifetime.as_secs().to_string())
-            .arg(env!("CARGO_BIN_EXE_mcp-gateway"))
+            // BENCH_GATEWAY_BIN measures another build (an older commit's)
+            // in the same sitting.
+            .arg(std::env::var_os("BENCH_GATEWAY_BIN").unwrap_or_else(|| env!("CARGO_BIN_EXE_mcp-gateway").into()))
             .args(["serve", "--config"])
             .arg(config)
             .args(["--listen", "127.0.0.1:0"])
