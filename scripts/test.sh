@@ -4,6 +4,7 @@
 #   2. cargo fmt --check, clippy -D warnings
 #   3. every test: unit tests beside the code and the integration binary
 #   4. smoke runs of the benchmarks (the real ones are `cargo bench`, see README)
+#   5. the instruction-count gate (callgrind, scripts/callgrind-gate.sh)
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
@@ -52,6 +53,10 @@ cargo test --locked --bench proxy_hop
 cargo test --locked --bench isolation
 cargo test --locked --bench scan
 cargo test --locked --bench shared_state
+# Instructions per call (callgrind) against the figure recorded in
+# benches/instructions.txt: fails more than 10 % over it.
+echo "test.sh: the instruction-count gate (scripts/callgrind-gate.sh)" >&2
+scripts/callgrind-gate.sh
 
 # One closing line with the totals of every test run above.
 read -r passed failed < <(awk '/^test result:/ {

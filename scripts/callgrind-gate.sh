@@ -1,0 +1,42 @@
+#!/usr/bin/env bash
+# The instruction-count gate (issue 23 item 3): counts the instructions per
+# `tools/call` of the HTTP path with scripts/callgrind-hop.sh and fails when
+# the count is more than 10 % over the figure recorded in
+# benches/instructions.txt. Counts repeat from run to run (wall clock does
+# not), so this catches a change that makes every call cost more.
+#
+#   scripts/callgrind-gate.sh [calls]      (default 300)
+#
+# valgrind is installed with apt-get when missing and we are root (CI).
+# Exit status: 0 within the bound, 1 over it or when the count could not be
+# taken.
+set -euo pipefail
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+cd "$ROOT"
+CALLS="${1:-300}"
+if ! command -v valgrind >/dev/null; then
+  if [[ "$(id -u)" == 0 ]] && command -v apt-get >/dev/null 2>&1; then
+    echo "callgrind-gate: installing valgrind (apt-get)" >&2
+    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends valgrind >/dev/null
+  else
+    echo "callgrind-gate: valgrind is missing (apt-get install valgrind)" >&2
+    exit 1
+  fi
+fi
+recorded="$(awk '$1 == "http" { print $2; exit }' benches/instructions.txt)"
+[[ -n "$recorded" ]] || { echo "callgrind-gate: no http figure in benches/instructions.txt" >&2; exit 1; }
+out="$(scripts/callgrind-hop.sh "$CALLS")"
+echo "$out"
+now="$(sed -n 's/^callgrind-hop: \([0-9]*\) instructions per tools\/call.*/\1/p' <<<"$out")"
+[[ -n "$now" ]] || { echo "callgrind-gate: no count in callgrind-hop's output" >&2; exit 1; }
+python3 - "$now" "$recorded" <<'PY'
+import sys
+now, recorded = int(sys.argv[1]), int(sys.argv[2])
+ratio = now / recorded
+print(f"callgrind-gate: http {now} instructions per call, recorded {recorded} ({ratio:.3f}x; the bound is 1.100x)")
+if ratio > 1.10:
+    print("callgrind-gate: FAIL: a call costs more than 10 % over the recorded figure; "
+          "find the cost (CALLGRIND_KEEP=dir scripts/callgrind-hop.sh, callgrind_annotate), "
+          "or update benches/instructions.txt with the reason", file=sys.stderr)
+    sys.exit(1)
+PY
