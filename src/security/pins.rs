@@ -106,7 +106,7 @@ pub struct Pins {
 struct State {
     store: Store,
     /// The file's mtime when last read or written.
-    seen: Option<SystemTime>,
+    seen: Option<(SystemTime, u64, u64)>,
     /// The file could not be read: every tool is held and the file is
     /// left alone (fail closed, lose nothing).
     broken: Option<String>,
@@ -324,8 +324,14 @@ pub fn approve(path: &Path, names: &[String], all: bool) -> Result<Vec<String>, 
     Ok(approved)
 }
 
-fn mtime(path: &Path) -> Option<SystemTime> {
-    std::fs::metadata(path).and_then(|m| m.modified()).ok()
+/// What tells one version of the store file from another: its mtime,
+/// inode and length. The mtime alone is not enough: file times are coarse
+/// (a few milliseconds), and every write renames a new file over the old
+/// one, so two writes in a row can share an mtime but never an inode.
+fn mtime(path: &Path) -> Option<(SystemTime, u64, u64)> {
+    use std::os::unix::fs::MetadataExt as _;
+    let m = std::fs::metadata(path).ok()?;
+    Some((m.modified().ok()?, m.ino(), m.len()))
 }
 
 #[cfg(test)]
