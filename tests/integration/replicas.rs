@@ -127,6 +127,24 @@ fn audited(file: &Path, tool: &str) -> Vec<(String, String)> {
         .collect()
 }
 
+/// `audited` of `tool` in `files` once `done` says all are there: the
+/// audit writer takes its batch every 100 ms, so a record is on disk a
+/// little after its call answered.
+async fn audited_when(
+    files: &[&Path],
+    tool: &str,
+    done: impl Fn(&[Vec<(String, String)>]) -> bool,
+) -> Vec<Vec<(String, String)>> {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let got: Vec<_> = files.iter().map(|f| audited(f, tool)).collect();
+        if done(&got) || tokio::time::Instant::now() >= deadline {
+            return got;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
 /// A client of the session `sid` at `url`, numbering its requests from
 /// `next` (concurrent clients of one session must not reuse an id).
 fn joined(url: &str, sid: &str, next: u64) -> McpHttp {
@@ -165,8 +183,9 @@ async fn one_session_round_robins_over_two_replicas_sharing_rules_limits_and_its
             assert!(text.contains("rate limit"), "the shared bucket is empty: {r}");
         }
     }
-    let on_a = audited(&shared.path().join("audit-a.jsonl"), "chaos__idem");
-    let on_b = audited(&shared.path().join("audit-b.jsonl"), "chaos__idem");
+    let (file_a, file_b) = (shared.path().join("audit-a.jsonl"), shared.path().join("audit-b.jsonl"));
+    let both = audited_when(&[&file_a, &file_b], "chaos__idem", |g| g[0].len() + g[1].len() >= 4).await;
+    let (on_a, on_b) = (&both[0], &both[1]);
     assert!(!on_a.is_empty() && !on_b.is_empty(), "both replicas served the session: {on_a:?} {on_b:?}");
     let session = &on_a[0].0;
     assert!(!session.is_empty() && on_b.iter().all(|(s, _)| s == session), "one session on both: {on_a:?} {on_b:?}");
@@ -181,8 +200,9 @@ async fn one_session_round_robins_over_two_replicas_sharing_rules_limits_and_its
     let after = metric(&a, "mcp_gateway_rule_hits_total{rule=\"read-then-work\",action=\"block\"} ").await
         + metric(&b, "mcp_gateway_rule_hits_total{rule=\"read-then-work\",action=\"block\"} ").await;
     assert_eq!(after - before, 1.0);
-    let read_on_a = audited(&shared.path().join("audit-a.jsonl"), "chaos__read").len();
-    let work_on_a = audited(&shared.path().join("audit-a.jsonl"), "chaos__work").len();
+    let read = audited_when(&[&file_a, &file_b], "chaos__read", |g| g[0].len() + g[1].len() >= 1).await;
+    let work = audited_when(&[&file_a, &file_b], "chaos__work", |g| g[0].len() + g[1].len() >= 1).await;
+    let (read_on_a, work_on_a) = (read[0].len(), work[0].len());
     assert_eq!(read_on_a + work_on_a, 1, "one of the two steps on each replica");
     let ledger = std::fs::read_to_string(shared.path().join("ledger")).unwrap();
     assert!(!ledger.lines().any(|l| l == "exec w"), "the blocked call never ran: {ledger}");
@@ -247,7 +267,8 @@ async fn sigterm_of_a_replica_under_load_fails_no_call_and_sigkill_runs_no_call_
         let failed = w.await.unwrap();
         assert!(failed.is_empty(), "no call fails while A drains: {failed:?}\nA:\n{}", a.proc.logs());
     }
-    let served_by_a = audited(&shared.path().join("audit-a.jsonl"), "chaos__work").len();
+    let served_by_a =
+        audited_when(&[&shared.path().join("audit-a.jsonl")], "chaos__work", |g| !g[0].is_empty()).await[0].len();
     assert!(served_by_a > 0, "A took part before its SIGTERM");
     let _ = a.stop().await;
 
