@@ -94,7 +94,7 @@ if [[ "$1" == --direct ]]; then
   fixture_pid=$!
   line=""
   for _ in $(seq 300); do # 30 s
-    line="$(head -n 1 "$OUT/fixture.stdout")"
+    line="$(head -n 1 "$OUT/fixture.stdout" 2>/dev/null || true)" # the file may not exist yet
     [[ "$line" == LISTENING* ]] && break
     kill -0 "$fixture_pid" 2>/dev/null || break
     sleep 0.1
