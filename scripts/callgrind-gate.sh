@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The instruction-count gate (issue 23 item 3): counts the instructions per
-# `tools/call` of the HTTP path with scripts/callgrind-hop.sh and fails when
-# the count is more than 10 % over the figure recorded in
+# `tools/call` of the HTTP and the stdio path with scripts/callgrind-hop.sh
+# and fails when either is more than 10 % over its figure recorded in
 # benches/instructions.txt. Counts repeat from run to run (wall clock does
 # not), so this catches a change that makes every call cost more.
 #
@@ -23,20 +23,24 @@ if ! command -v valgrind >/dev/null; then
     exit 1
   fi
 fi
-recorded="$(awk '$1 == "http" { print $2; exit }' benches/instructions.txt)"
-[[ -n "$recorded" ]] || { echo "callgrind-gate: no http figure in benches/instructions.txt" >&2; exit 1; }
-out="$(scripts/callgrind-hop.sh "$CALLS")"
-echo "$out"
-now="$(sed -n 's/^callgrind-hop: \([0-9]*\) instructions per tools\/call.*/\1/p' <<<"$out")"
-[[ -n "$now" ]] || { echo "callgrind-gate: no count in callgrind-hop's output" >&2; exit 1; }
-python3 - "$now" "$recorded" <<'PY'
+status=0
+for path in http stdio; do
+  recorded="$(awk -v p="$path" '$1 == p { print $2; exit }' benches/instructions.txt)"
+  [[ -n "$recorded" ]] || { echo "callgrind-gate: no $path figure in benches/instructions.txt" >&2; exit 1; }
+  out="$(HOP_TRANSPORT="$path" scripts/callgrind-hop.sh "$CALLS")"
+  echo "$out"
+  now="$(sed -n 's/^callgrind-hop: \([0-9]*\) instructions per tools\/call.*/\1/p' <<<"$out")"
+  [[ -n "$now" ]] || { echo "callgrind-gate: no count in callgrind-hop's output" >&2; exit 1; }
+  python3 - "$path" "$now" "$recorded" <<'PY' || status=1
 import sys
-now, recorded = int(sys.argv[1]), int(sys.argv[2])
+path, now, recorded = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
 ratio = now / recorded
-print(f"callgrind-gate: http {now} instructions per call, recorded {recorded} ({ratio:.3f}x; the bound is 1.100x)")
+print(f"callgrind-gate: {path} {now} instructions per call, recorded {recorded} ({ratio:.3f}x; the bound is 1.100x)")
 if ratio > 1.10:
-    print("callgrind-gate: FAIL: a call costs more than 10 % over the recorded figure; "
+    print(f"callgrind-gate: FAIL: a {path} call costs more than 10 % over the recorded figure; "
           "find the cost (CALLGRIND_KEEP=dir scripts/callgrind-hop.sh, callgrind_annotate), "
           "or update benches/instructions.txt with the reason", file=sys.stderr)
     sys.exit(1)
 PY
+done
+exit "$status"

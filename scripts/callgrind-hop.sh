@@ -8,6 +8,9 @@
 #
 # GATEWAY_BIN=path measures that gateway binary instead of building this
 # checkout's (e.g. one built from an older commit, to compare).
+# HOP_TRANSPORT=stdio puts the same echo server behind the gateway over stdio
+# (the gateway's own process then counts its side of the pipe, the upstream
+# process is not under callgrind).
 # HOP_CONFIG='toml' is put before the upstream's section of the gateway's
 # config (e.g. `[redis]`, `[rules]`, `[limits]` with absolute paths), to
 # count what a feature costs per call (docs/benchmarks.md).
@@ -43,11 +46,16 @@ for l in sys.stdin:
 WORK="$(mktemp -d)"
 trap 'kill $(jobs -p) 2>/dev/null || true; rm -rf "$WORK"' EXIT
 
-# The upstream stops when its stdin closes (this script's end) or after 600 s.
-coproc UPSTREAM { exec "$BENCH" --echo-upstream 600; }
-read -r line <&"${UPSTREAM[0]}"
-PORT="${line#LISTENING }"
-printf '%s\n[upstreams.echo]\nurl = "http://127.0.0.1:%s/mcp"\n' "${HOP_CONFIG:-}" "$PORT" >"$WORK/gateway.toml"
+if [[ "${HOP_TRANSPORT:-http}" == stdio ]]; then
+  # The same echo server over stdio: the gateway starts (and stops) it.
+  printf '%s\n[upstreams.echo]\ncommand = "%s"\nargs = ["--echo-stdio"]\n' "${HOP_CONFIG:-}" "$BENCH" >"$WORK/gateway.toml"
+else
+  # The upstream stops when its stdin closes (this script's end) or after 600 s.
+  coproc UPSTREAM { exec "$BENCH" --echo-upstream 600; }
+  read -r line <&"${UPSTREAM[0]}"
+  PORT="${line#LISTENING }"
+  printf '%s\n[upstreams.echo]\nurl = "http://127.0.0.1:%s/mcp"\n' "${HOP_CONFIG:-}" "$PORT" >"$WORK/gateway.toml"
+fi
 
 # One run: the gateway under callgrind, `n` calls, SIGTERM; prints its total.
 run() {
@@ -100,4 +108,4 @@ if [[ -n "${CALLGRIND_KEEP:-}" ]]; then
   cp "$WORK/cg.$BASE" "$WORK/cg.$((BASE + CALLS))" "$CALLGRIND_KEEP/"
 fi
 echo "callgrind-hop: $BASE calls: $small instructions; $((BASE + CALLS)) calls: $large"
-echo "callgrind-hop: $(( (large - small) / CALLS )) instructions per tools/call (HTTP, JSON replies, 1 client)"
+echo "callgrind-hop: $(( (large - small) / CALLS )) instructions per tools/call (${HOP_TRANSPORT:-http} upstream, JSON replies, 1 client)"

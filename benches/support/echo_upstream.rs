@@ -197,6 +197,45 @@ async fn stats(State(echo): State<Arc<Echo>>) -> String {
     )
 }
 
+/// The same echo server over stdio (`--echo-stdio`), for the stdio path's
+/// instruction count (scripts/callgrind-hop.sh with `HOP_TRANSPORT=stdio`):
+/// one JSON-RPC message per line, the same replies; it stops when stdin
+/// closes. Blocking and single-threaded: the lean stdio server an upstream
+/// process is.
+pub(crate) fn run_stdio() -> Result<(), String> {
+    use std::io::BufRead as _;
+    let text: String = "0123456789abcdef".repeat(RESULT_TEXT_BYTES / 16);
+    let call = format!(r#","result":{{"content":[{{"type":"text","text":"{text}"}}],"isError":false}}}}"#);
+    let stdin = std::io::stdin().lock();
+    let mut out = std::io::stdout().lock();
+    for line in stdin.lines() {
+        let line = line.map_err(|e| e.to_string())?;
+        let Ok(req) = serde_json::from_str::<Request<'_>>(&line) else { continue };
+        // Notifications get no answer.
+        let Some(id) = req.id else { continue };
+        let body = match req.method {
+            "initialize" => {
+                let asked = req.params.and_then(|p| serde_json::from_str::<InitParams<'_>>(p.get()).ok());
+                let version = asked.and_then(|i| i.protocol_version).unwrap_or(FALLBACK_VERSION);
+                let suffix = format!(
+                    r#","result":{{"protocolVersion":{},"capabilities":{{"tools":{{}}}},"serverInfo":{{"name":"echo-stdio","version":"0"}}}}}}"#,
+                    serde_json::to_string(version).map_err(|e| e.to_string())?
+                );
+                reply(id, suffix.as_bytes())
+            }
+            "tools/list" => reply(id, TOOLS_LIST),
+            "tools/call" => reply(id, call.as_bytes()),
+            "ping" => reply(id, EMPTY_RESULT),
+            _ => reply(id, NOT_FOUND),
+        };
+        out.write_all(&body)
+            .and_then(|()| out.write_all(b"\n"))
+            .and_then(|()| out.flush())
+            .map_err(|e| e.to_string())?;
+    }
+    Ok(())
+}
+
 fn reply(id: &RawValue, suffix: &[u8]) -> Vec<u8> {
     let id = id.get().as_bytes();
     let mut out = Vec::with_capacity(PREFIX.len() + id.len() + suffix.len());

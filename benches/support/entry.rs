@@ -7,8 +7,8 @@ use std::time::Duration;
 
 use crate::{echo_upstream, procs};
 
-/// Runs the bench binary: `--echo-upstream <secs>` and `--watchdog ...`
-/// are its helper roles; anything else cargo passes runs the benchmark,
+/// Runs the bench binary: `--echo-upstream <secs>`, `--echo-stdio` and
+/// `--watchdog ...` are its helper roles; anything else cargo passes runs the benchmark,
 /// in full with `--bench`, else as a quick smoke run.
 pub(crate) fn main(name: &str, bench: fn(bool) -> Result<(), String>) -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
@@ -17,6 +17,7 @@ pub(crate) fn main(name: &str, bench: fn(bool) -> Result<(), String>) -> ExitCod
             let secs = args.get(1).and_then(|s| s.parse().ok()).unwrap_or(600);
             echo_upstream::run(Duration::from_secs(secs))
         }
+        Some("--echo-stdio") => echo_upstream::run_stdio(),
         Some("--watchdog") => procs::watchdog(&args[1..]),
         // Anything else cargo passes (`--bench`, filters, ...) is ignored.
         _ => bench(args.iter().any(|a| a == "--bench")),
