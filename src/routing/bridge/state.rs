@@ -111,15 +111,7 @@ impl Sealer {
         plain.extend_from_slice(&claims.round.to_be_bytes());
         plain.extend_from_slice(&claims.binding);
         plain.extend_from_slice(&claims.expires.to_be_bytes());
-        let nonce: [u8; 24] = random();
-        let sealed = self
-            .cipher
-            .encrypt(&XNonce::from(nonce), Payload { msg: &plain, aad: PURPOSE })
-            .expect("a plaintext this small always encrypts");
-        let mut raw = Vec::with_capacity(24 + sealed.len());
-        raw.extend_from_slice(&nonce);
-        raw.extend_from_slice(&sealed);
-        format!("{PREFIX}{}", base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(raw))
+        self.envelope(PREFIX, PURPOSE, &plain)
     }
 
     /// The claims of `text`, when this gateway's key sealed it unaltered.
@@ -127,17 +119,7 @@ impl Sealer {
         if text.len() > MAX_LEN {
             return Err(StateError::Malformed);
         }
-        let body = text.strip_prefix(PREFIX).ok_or(StateError::Malformed)?;
-        let raw = base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(body).map_err(|_| StateError::Malformed)?;
-        if raw.len() != 24 + PLAIN + 16 {
-            return Err(StateError::Malformed);
-        }
-        let (nonce, sealed) = raw.split_at(24);
-        let nonce: [u8; 24] = nonce.try_into().map_err(|_| StateError::Malformed)?;
-        let plain = self
-            .cipher
-            .decrypt(&XNonce::from(nonce), Payload { msg: sealed, aad: PURPOSE })
-            .map_err(|_| StateError::Forged)?;
+        let plain = self.open_envelope(PREFIX, PURPOSE, text)?;
         if plain.len() != PLAIN || plain[0] != FORMAT {
             return Err(StateError::Malformed);
         }
@@ -177,15 +159,7 @@ impl Sealer {
         plain.extend_from_slice(binding);
         plain.extend_from_slice(&expires.to_be_bytes());
         plain.extend_from_slice(inner.as_bytes());
-        let nonce: [u8; 24] = random();
-        let sealed = self
-            .cipher
-            .encrypt(&XNonce::from(nonce), Payload { msg: &plain, aad: WRAPPED_PURPOSE })
-            .expect("a bounded plaintext always encrypts");
-        let mut raw = Vec::with_capacity(24 + sealed.len());
-        raw.extend_from_slice(&nonce);
-        raw.extend_from_slice(&sealed);
-        Some(format!("{WRAPPED}{}", base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(raw)))
+        Some(self.envelope(WRAPPED, WRAPPED_PURPOSE, &plain))
     }
 
     /// The upstream state in `text`, with its binding and expiry, when this
@@ -194,17 +168,7 @@ impl Sealer {
         if text.len() > WRAPPED.len() + (MAX_WRAPPED + 41 + 40) * 4 / 3 + 4 {
             return Err(StateError::Malformed);
         }
-        let body = text.strip_prefix(WRAPPED).ok_or(StateError::Malformed)?;
-        let raw = base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(body).map_err(|_| StateError::Malformed)?;
-        if raw.len() < 24 + 41 + 16 {
-            return Err(StateError::Malformed);
-        }
-        let (nonce, sealed) = raw.split_at(24);
-        let nonce: [u8; 24] = nonce.try_into().map_err(|_| StateError::Malformed)?;
-        let plain = self
-            .cipher
-            .decrypt(&XNonce::from(nonce), Payload { msg: sealed, aad: WRAPPED_PURPOSE })
-            .map_err(|_| StateError::Forged)?;
+        let plain = self.open_envelope(WRAPPED, WRAPPED_PURPOSE, text)?;
         if plain.len() < 41 || plain[0] != FORMAT {
             return Err(StateError::Malformed);
         }
@@ -212,6 +176,35 @@ impl Sealer {
         let expires = u64::from_be_bytes(plain[33..41].try_into().expect("8 bytes"));
         let inner = String::from_utf8(plain[41..].to_vec()).map_err(|_| StateError::Malformed)?;
         Ok((binding, expires, inner))
+    }
+}
+
+impl Sealer {
+    /// `prefix` and base64url of `nonce (24) ‖ ciphertext ‖ tag (16)`,
+    /// `purpose` bound as associated data.
+    fn envelope(&self, prefix: &str, purpose: &[u8], plain: &[u8]) -> String {
+        let nonce: [u8; 24] = random();
+        let sealed = self
+            .cipher
+            .encrypt(&XNonce::from(nonce), Payload { msg: plain, aad: purpose })
+            .expect("a bounded plaintext always encrypts");
+        let mut raw = Vec::with_capacity(24 + sealed.len());
+        raw.extend_from_slice(&nonce);
+        raw.extend_from_slice(&sealed);
+        format!("{prefix}{}", base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(raw))
+    }
+
+    /// The plaintext of an [`Sealer::envelope`] of `prefix` and `purpose`
+    /// (the caller bounds `text`'s length first).
+    fn open_envelope(&self, prefix: &str, purpose: &[u8], text: &str) -> Result<Vec<u8>, StateError> {
+        let body = text.strip_prefix(prefix).ok_or(StateError::Malformed)?;
+        let raw = base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(body).map_err(|_| StateError::Malformed)?;
+        if raw.len() < 24 + 16 {
+            return Err(StateError::Malformed);
+        }
+        let (nonce, sealed) = raw.split_at(24);
+        let nonce: [u8; 24] = nonce.try_into().map_err(|_| StateError::Malformed)?;
+        self.cipher.decrypt(&XNonce::from(nonce), Payload { msg: sealed, aad: purpose }).map_err(|_| StateError::Forged)
     }
 }
 
