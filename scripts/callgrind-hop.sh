@@ -14,6 +14,9 @@
 # HOP_CONFIG='toml' is put before the upstream's section of the gateway's
 # config (e.g. `[redis]`, `[rules]`, `[limits]` with absolute paths), to
 # count what a feature costs per call (docs/benchmarks.md).
+# HOP_TARGET=direct counts the echo server itself instead (the same calls
+# sent to it directly, no gateway): the issue's "instructions per call
+# ≤ 1.8 × the echo server's own" compares the two figures.
 # CALLGRIND_KEEP=dir copies both callgrind outputs there (cg.<calls>), for
 # `callgrind_annotate` per function when a change moves the total.
 #
@@ -57,11 +60,18 @@ else
   printf '%s\n[upstreams.echo]\nurl = "http://127.0.0.1:%s/mcp"\n' "${HOP_CONFIG:-}" "$PORT" >"$WORK/gateway.toml"
 fi
 
-# One run: the gateway under callgrind, `n` calls, SIGTERM; prints its total.
+# One run: the gateway (or, with HOP_TARGET=direct, the echo server) under
+# callgrind, `n` calls, SIGTERM; prints its total.
 run() {
   local n="$1" out="$WORK/cg.$1" log="$WORK/log.$1"
-  valgrind --tool=callgrind --callgrind-out-file="$out" "$GATEWAY_BIN" serve \
-    --config "$WORK/gateway.toml" --listen 127.0.0.1:0 2>"$log" &
+  if [[ "${HOP_TARGET:-gateway}" == direct ]]; then
+    # Its stdin stays open (a fifo nobody writes) until the kill below.
+    valgrind --tool=callgrind --callgrind-out-file="$out" "$BENCH" --echo-upstream 600 \
+      >"$log" 2>/dev/null < <(sleep 600) &
+  else
+    valgrind --tool=callgrind --callgrind-out-file="$out" "$GATEWAY_BIN" serve \
+      --config "$WORK/gateway.toml" --listen 127.0.0.1:0 2>"$log" &
+  fi
   local pid=$!
   python3 - "$log" "$n" <<'EOF'
 import http.client, json, re, sys, time
@@ -69,11 +79,12 @@ log, n = sys.argv[1], int(sys.argv[2])
 deadline = time.time() + 120
 port = None
 while port is None and time.time() < deadline:
-    m = re.search(r"Listening on http://127\.0\.0\.1:(\d+)/mcp", open(log).read())
-    port = m and int(m.group(1))
+    m = re.search(r"Listening on http://127\.0\.0\.1:(\d+)/mcp|^LISTENING (\d+)", open(log).read(), re.M)
+    port = m and int(m.group(1) or m.group(2))
     time.sleep(0.2)
 if port is None:
-    sys.exit("callgrind-hop: the gateway did not start:\n" + open(log).read())
+    sys.exit("callgrind-hop: the server did not start:\n" + open(log).read())
+direct = m.group(2) is not None
 c = http.client.HTTPConnection("127.0.0.1", port, timeout=60)
 def post(body, session=None):
     h = {"content-type": "application/json", "accept": "application/json, text/event-stream"}
@@ -83,7 +94,7 @@ def post(body, session=None):
     r = c.getresponse()
     return r, r.read()
 # The upstream is ready once /status says so.
-while time.time() < deadline:
+while not direct and time.time() < deadline:
     c.request("GET", "/status"); r = c.getresponse(); s = json.loads(r.read())
     if s["upstreams"][0]["state"] == "ready":
         break
@@ -92,7 +103,7 @@ r, _ = post('{"jsonrpc":"2.0","id":0,"method":"initialize","params":{"protocolVe
 session = r.getheader("mcp-session-id")
 post('{"jsonrpc":"2.0","method":"notifications/initialized"}', session)
 for i in range(1, n + 1):
-    r, body = post('{"jsonrpc":"2.0","id":%d,"method":"tools/call","params":{"name":"echo__echo","arguments":{"text":"hello"}}}' % i, session)
+    r, body = post('{"jsonrpc":"2.0","id":%d,"method":"tools/call","params":{"name":"%s","arguments":{"text":"hello"}}}' % (i, "echo" if direct else "echo__echo"), session)
     if r.status != 200 or b'"result"' not in body:
         sys.exit("callgrind-hop: call %d failed: %s %r" % (i, r.status, body[:300]))
 EOF
@@ -108,4 +119,8 @@ if [[ -n "${CALLGRIND_KEEP:-}" ]]; then
   cp "$WORK/cg.$BASE" "$WORK/cg.$((BASE + CALLS))" "$CALLGRIND_KEEP/"
 fi
 echo "callgrind-hop: $BASE calls: $small instructions; $((BASE + CALLS)) calls: $large"
-echo "callgrind-hop: $(( (large - small) / CALLS )) instructions per tools/call (${HOP_TRANSPORT:-http} upstream, JSON replies, 1 client)"
+if [[ "${HOP_TARGET:-gateway}" == direct ]]; then
+  echo "callgrind-hop: $(( (large - small) / CALLS )) instructions per tools/call in the echo server itself (direct, JSON replies, 1 client)"
+else
+  echo "callgrind-hop: $(( (large - small) / CALLS )) instructions per tools/call (${HOP_TRANSPORT:-http} upstream, JSON replies, 1 client)"
+fi

@@ -16,6 +16,7 @@ use reqwest::StatusCode;
 use reqwest::header::{ACCEPT, AUTHORIZATION, CONTENT_TYPE, HeaderMap, HeaderName, HeaderValue, RETRY_AFTER};
 use tokio::task::JoinHandle;
 
+use super::client::{self, HttpError, Plain, Reply};
 use super::inbox::Inbox;
 use super::link::{AuthFailure, IoError, LinkError};
 use super::sse;
@@ -30,6 +31,9 @@ const VERSION: HeaderName = HeaderName::from_static("mcp-protocol-version");
 #[derive(Debug)]
 pub(crate) struct HttpLink {
     client: reqwest::Client,
+    /// The POSTs' client when the endpoint is plain `http://` (see
+    /// [`client`]); `None`: reqwest carries them.
+    plain: Option<Plain>,
     url: reqwest::Url,
     headers: HeaderMap,
     session: RwLock<Option<HeaderValue>>,
@@ -53,6 +57,7 @@ impl HttpLink {
     ) -> Self {
         HttpLink {
             client,
+            plain: Plain::for_url(&url),
             url,
             headers,
             session: RwLock::new(None),
@@ -78,18 +83,72 @@ impl HttpLink {
         accept: &'static str,
         bearer: Option<&HeaderValue>,
     ) -> reqwest::RequestBuilder {
-        let mut req =
-            self.client.request(method, self.url.clone()).headers(self.headers.clone()).header(ACCEPT, accept);
+        self.client.request(method, self.url.clone()).headers(self.session_headers(accept, bearer))
+    }
+
+    /// The configured headers plus this session's, for a request that
+    /// accepts `accept`.
+    fn session_headers(&self, accept: &'static str, bearer: Option<&HeaderValue>) -> HeaderMap {
+        let mut h = self.headers.clone();
+        h.insert(ACCEPT, HeaderValue::from_static(accept));
         if let Some(b) = bearer {
-            req = req.header(AUTHORIZATION, b);
+            h.insert(AUTHORIZATION, b.clone());
         }
         if let Some(s) = read(&self.session) {
-            req = req.header(SESSION, s);
+            h.insert(SESSION, s);
         }
         if let Some(v) = read(&self.version) {
-            req = req.header(VERSION, v);
+            h.insert(VERSION, v);
         }
-        req
+        h
+    }
+
+    /// A POST's headers: the session's, the content type, and what the
+    /// message asks for (trace context, the 2026-07-28 routing headers).
+    fn post_headers(
+        &self,
+        bearer: Option<&HeaderValue>,
+        headers: &super::link::Headers<'_>,
+    ) -> Result<HeaderMap, LinkError> {
+        let invalid = |what| LinkError::Io(IoError::Header(what));
+        let mut h = self.session_headers("application/json, text/event-stream", bearer);
+        h.insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+        if let Some(tp) = headers.traceparent {
+            h.insert(
+                crate::telemetry::trace::TRACEPARENT,
+                HeaderValue::from_str(tp).map_err(|_| invalid("traceparent"))?,
+            );
+        }
+        if let Some(m) = headers.method {
+            h.insert(
+                crate::protocol::modern::METHOD_HEADER,
+                HeaderValue::from_str(m).map_err(|_| invalid("Mcp-Method"))?,
+            );
+        }
+        if let Some(n) = headers.name {
+            let v = crate::protocol::modern::encode_header(n);
+            h.insert(crate::protocol::modern::NAME_HEADER, HeaderValue::from_str(&v).map_err(|_| invalid("Mcp-Name"))?);
+        }
+        for (name, value) in headers.params {
+            let value = crate::protocol::modern::encode_header(value);
+            let name = HeaderName::try_from(format!("Mcp-Param-{name}")).map_err(|_| invalid("Mcp-Param-*"))?;
+            h.append(name, HeaderValue::from_str(&value).map_err(|_| invalid("Mcp-Param-*"))?);
+        }
+        Ok(h)
+    }
+
+    /// Sends one POST: through [`Plain`] when it serves this endpoint, else
+    /// (or when hyper's answer is a redirect, which reqwest follows) through
+    /// reqwest.
+    async fn post(&self, headers: HeaderMap, body: &bytes::Bytes) -> Result<Reply, LinkError> {
+        if let Some(plain) = &self.plain {
+            let resp = plain.post(headers.clone(), body.clone()).await.map_err(io_error)?;
+            if !resp.status().is_redirection() || resp.status() == StatusCode::NOT_MODIFIED {
+                return Ok(resp);
+            }
+        }
+        let resp = self.client.post(self.url.clone()).headers(headers).body(body.clone()).send().await;
+        Ok(client::from_reqwest(resp.map_err(|e| io_error(e.into()))?))
     }
 
     pub(crate) async fn send(
@@ -105,24 +164,7 @@ impl HttpLink {
         let mut bearer = self.bearer().await?;
         let mut renewed = false;
         let resp = loop {
-            let mut req = self
-                .request(reqwest::Method::POST, "application/json, text/event-stream", bearer.as_ref())
-                .header(CONTENT_TYPE, "application/json");
-            if let Some(tp) = headers.traceparent {
-                req = req.header(crate::telemetry::trace::TRACEPARENT, tp);
-            }
-            if let Some(m) = headers.method {
-                req = req.header(crate::protocol::modern::METHOD_HEADER, m);
-            }
-            if let Some(n) = headers.name {
-                req = req
-                    .header(crate::protocol::modern::NAME_HEADER, crate::protocol::modern::encode_header(n).as_ref());
-            }
-            for (name, value) in headers.params {
-                let value = crate::protocol::modern::encode_header(value);
-                req = req.header(format!("Mcp-Param-{name}"), value.as_ref());
-            }
-            let resp = req.body(body.clone()).send().await.map_err(io_error)?;
+            let resp = self.post(self.post_headers(bearer.as_ref(), &headers)?, &body).await?;
             // A refused token was refused before the request was processed,
             // so sending it again with another token is safe (once). 401:
             // the token expired early or was revoked: renew it. 403: only a
@@ -153,7 +195,7 @@ impl HttpLink {
         // -32022, -32601) with a 4xx and a JSON-RPC error for the request:
         // that is the reply, not a transport failure.
         let refused = id.filter(|_| matches!(status.as_u16(), 400 | 404));
-        let json = |resp: &reqwest::Response| {
+        let json = |resp: &Reply| {
             let ct = resp.headers().get(CONTENT_TYPE).and_then(|v| v.to_str().ok());
             ct.is_some_and(|v| v.starts_with("application/json"))
         };
@@ -259,7 +301,11 @@ impl HttpLink {
                     tokio::time::sleep(Duration::from_secs(1)).await;
                     continue;
                 };
-                let resp = this.request(reqwest::Method::GET, "text/event-stream", bearer.as_ref()).send().await;
+                let resp = this
+                    .request(reqwest::Method::GET, "text/event-stream", bearer.as_ref())
+                    .send()
+                    .await
+                    .map(client::from_reqwest);
                 // Open, or none offered: start-up may go on. A failure is
                 // retried first (start-up waits, within its bound).
                 let settled = resp
@@ -281,7 +327,7 @@ impl HttpLink {
                     }
                     Err(e) => {
                         failures += 1;
-                        tracing::debug!(upstream = %inbox.upstream(), error = %io_error(e), "The upstream's GET stream failed.");
+                        tracing::debug!(upstream = %inbox.upstream(), error = %io_error(e.into()), "The upstream's GET stream failed.");
                     }
                 }
                 tokio::time::sleep(Duration::from_secs(1)).await;
@@ -315,7 +361,7 @@ impl HttpLink {
 /// What to tell the operator when the upstream refuses the gateway's
 /// token: a missing scope (step-up needs a person) or a token refused even
 /// after renewal.
-fn refusal(cred: &Credential, resp: &reqwest::Response) -> String {
+fn refusal(cred: &Credential, resp: &Reply) -> String {
     let challenge = resp
         .headers()
         .get_all(reqwest::header::WWW_AUTHENTICATE)
@@ -345,14 +391,14 @@ fn read(lock: &RwLock<Option<HeaderValue>>) -> Option<HeaderValue> {
     lock.read_locked().clone()
 }
 
-pub(crate) fn io_error(e: reqwest::Error) -> LinkError {
-    // The URL may carry a secret; never let it into a message.
-    let e = e.without_url();
+/// A failed exchange as a [`LinkError`] (no URL in it: it may carry a
+/// secret; [`HttpError`] has none).
+pub(crate) fn io_error(e: HttpError) -> LinkError {
     if e.is_connect() { LinkError::Connect(e) } else { LinkError::Io(IoError::Http(e)) }
 }
 
 /// The response when its status is 2xx, else [`LinkError::Status`].
-pub(crate) fn success(resp: reqwest::Response) -> Result<reqwest::Response, LinkError> {
+pub(crate) fn success(resp: Reply) -> Result<Reply, LinkError> {
     let status = resp.status();
     if status.is_success() {
         return Ok(resp);
@@ -365,12 +411,15 @@ fn retry_after(h: &HeaderMap) -> Option<Duration> {
 }
 
 /// Reads a whole body, refusing more than `max` bytes.
-pub(crate) async fn read_body(mut resp: reqwest::Response, max: usize) -> Result<Vec<u8>, LinkError> {
-    if resp.content_length().is_some_and(|n| n > max as u64) {
+pub(crate) async fn read_body(mut resp: Reply, max: usize) -> Result<Vec<u8>, LinkError> {
+    let declared = client::content_length(resp.headers());
+    if declared.is_some_and(|n| n > max as u64) {
         return Err(LinkError::TooLarge(max));
     }
-    let mut body = Vec::new();
-    while let Some(chunk) = resp.chunk().await.map_err(io_error)? {
+    // The declared length (within `max`) is reserved at once: a large
+    // result is copied once, not through a doubling buffer.
+    let mut body = Vec::with_capacity(declared.map_or(0, |n| n as usize));
+    while let Some(chunk) = resp.body_mut().chunk().await.map_err(io_error)? {
         if body.len() + chunk.len() > max {
             return Err(LinkError::TooLarge(max));
         }
@@ -416,7 +465,7 @@ struct Reopen {
 /// Reads request `id`'s response stream, resuming it while the call is
 /// still waiting for its reply; see [`DEFAULT_RETRY`].
 async fn follow(
-    resp: reqwest::Response,
+    resp: Reply,
     inbox: &Arc<Inbox>,
     max: usize,
     id: Option<u64>,
@@ -440,7 +489,7 @@ async fn follow(
 }
 
 async fn resume_until_answered(
-    resp: reqwest::Response,
+    resp: Reply,
     inbox: &Arc<Inbox>,
     max: usize,
     id: u64,
@@ -463,7 +512,7 @@ async fn resume_until_answered(
             let bearer = c.bearer().await.map_err(|e| LinkError::Auth(e.into()))?;
             req = req.header(AUTHORIZATION, bearer);
         }
-        let resp = success(req.send().await.map_err(io_error)?)?;
+        let resp = success(client::from_reqwest(req.send().await.map_err(|e| io_error(e.into()))?))?;
         resume = read_events(resp, inbox, max, Some(id), resume).await?;
     }
     Ok(resume)
@@ -476,14 +525,14 @@ async fn resume_until_answered(
 /// stream is left as soon as its reply is in: a resumed one may be a GET
 /// stream the server keeps open.
 pub(crate) async fn read_events(
-    mut resp: reqwest::Response,
+    mut resp: Reply,
     inbox: &Inbox,
     max: usize,
     related: Option<u64>,
     mut resume: Resume,
 ) -> Result<Resume, LinkError> {
     let mut decoder = sse::Decoder::new(max);
-    while let Some(chunk) = resp.chunk().await.map_err(io_error)? {
+    while let Some(chunk) = resp.body_mut().chunk().await.map_err(io_error)? {
         let events = decoder.feed(&chunk).map_err(|_| LinkError::TooLarge(max))?;
         for ev in events {
             if let Some(id) = ev.id {

@@ -11,6 +11,7 @@ use std::time::Duration;
 use reqwest::header::{ACCEPT, CONTENT_TYPE, HeaderMap};
 use tokio::task::JoinHandle;
 
+use super::client::{self, HttpError};
 use super::http::{io_error, success};
 use super::inbox::Inbox;
 use super::link::{IoError, LinkError};
@@ -43,11 +44,11 @@ impl LegacyLink {
             .header(ACCEPT, "text/event-stream")
             .send()
             .await
-            .map_err(io_error)?;
-        let mut resp = success(resp)?;
+            .map_err(|e| io_error(e.into()))?;
+        let mut resp = success(client::from_reqwest(resp))?;
         let mut decoder = sse::Decoder::new(max);
         let (endpoint, early) = loop {
-            let Some(chunk) = resp.chunk().await.map_err(io_error)? else {
+            let Some(chunk) = resp.body_mut().chunk().await.map_err(io_error)? else {
                 return Err(LinkError::Closed);
             };
             let mut events = decoder.feed(&chunk).map_err(|_| LinkError::TooLarge(max))?;
@@ -63,7 +64,7 @@ impl LegacyLink {
         let reader = tokio::spawn(async move {
             deliver(&inbox, early);
             let reason = loop {
-                match resp.chunk().await {
+                match resp.body_mut().chunk().await {
                     Ok(Some(chunk)) => match decoder.feed(&chunk) {
                         Ok(events) => deliver(&inbox, events),
                         Err(e) => break e.to_string(),
@@ -87,8 +88,8 @@ impl LegacyLink {
         if let Some(tp) = traceparent {
             req = req.header(crate::telemetry::trace::TRACEPARENT, tp);
         }
-        let resp = req.body(body).send().await.map_err(io_error)?;
-        success(resp).map(drop)
+        let resp = req.body(body).send().await.map_err(|e| io_error(HttpError::from(e)))?;
+        success(client::from_reqwest(resp)).map(drop)
     }
 
     pub(crate) fn shutdown(&self) {

@@ -4,6 +4,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use super::client::HttpError;
 use super::inbox::Inbox;
 use super::{http::HttpLink, legacy::LegacyLink, stdio::StdioLink};
 
@@ -38,7 +39,7 @@ pub(crate) enum LinkError {
     /// The connection could not be made: the request never left. (The
     /// error's URL is stripped: it may hold secrets.)
     #[error("is unreachable: {}", Chain(.0))]
-    Connect(#[source] reqwest::Error),
+    Connect(#[source] HttpError),
     /// Read or write failure after connecting. The request may have
     /// reached the upstream.
     #[error("connection failed: {}", Chain(.0))]
@@ -76,7 +77,11 @@ pub(crate) enum OpenError {
 pub(crate) enum IoError {
     /// The HTTP exchange (URL stripped).
     #[error(transparent)]
-    Http(reqwest::Error),
+    Http(HttpError),
+    /// A header the request needs (from a tool's `x-mcp-header` arguments)
+    /// cannot be sent in HTTP; the request did not leave.
+    #[error("a request header is not valid HTTP: {0}")]
+    Header(&'static str),
     /// A legacy SSE server named a message endpoint that is not a URL.
     #[error("sent an invalid endpoint")]
     Endpoint(#[source] url::ParseError),

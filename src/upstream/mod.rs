@@ -11,6 +11,7 @@
 
 mod backoff;
 mod call;
+mod client;
 mod conn;
 mod health;
 mod http;

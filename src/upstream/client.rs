@@ -1,0 +1,176 @@
+//! The HTTP client under the Streamable HTTP and legacy SSE links.
+//!
+//! Every message to an HTTP upstream is a POST, so its cost is paid on every
+//! call. reqwest adds a redirect layer, a retry layer and two URL parses per
+//! request on top of hyper (about 28,000 instructions of the gateway's
+//! ~183,000 per `tools/call`, measured with callgrind: docs/benchmarks.md).
+//! [`Plain`] is hyper's pooled client alone, used for the POSTs to a plain
+//! `http://` endpoint when no proxy is configured in the environment. reqwest
+//! keeps everything else: TLS (its roots and verifier), proxies, the GET and
+//! DELETE requests, and any POST answered with a redirect (sent again through
+//! reqwest, which follows it as it always did).
+//!
+//! Both kinds of response become one [`Reply`], so reading a body or an SSE
+//! stream is the same code whichever client sent the request.
+
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::header::{CONTENT_LENGTH, HeaderMap};
+use http_body_util::{BodyExt as _, Full};
+use hyper::body::Incoming;
+use hyper_util::client::legacy::Client;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::rt::{TokioExecutor, TokioTimer};
+
+/// A response from either client.
+pub(crate) type Reply = http::Response<ReplyBody>;
+
+/// A response body from either client.
+#[derive(Debug)]
+pub(crate) enum ReplyBody {
+    /// From [`Plain`].
+    Hyper(Incoming),
+    /// From reqwest.
+    Reqwest(reqwest::Body),
+}
+
+/// Why an HTTP exchange failed, by the client that ran it. None of them
+/// carries the URL (it may hold secrets).
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum HttpError {
+    /// reqwest's error, its URL stripped.
+    #[error(transparent)]
+    Reqwest(reqwest::Error),
+    /// hyper's client: connecting or sending the request.
+    #[error(transparent)]
+    Client(hyper_util::client::legacy::Error),
+    /// hyper: reading the response body.
+    #[error(transparent)]
+    Body(hyper::Error),
+    /// A body from reqwest that failed while it was read.
+    #[error("{0}")]
+    Stream(Box<dyn std::error::Error + Send + Sync>),
+}
+
+impl HttpError {
+    /// The request never left: nothing reached the upstream.
+    pub(crate) fn is_connect(&self) -> bool {
+        match self {
+            HttpError::Reqwest(e) => e.is_connect(),
+            HttpError::Client(e) => e.is_connect(),
+            HttpError::Body(_) | HttpError::Stream(_) => false,
+        }
+    }
+}
+
+impl From<reqwest::Error> for HttpError {
+    fn from(e: reqwest::Error) -> Self {
+        HttpError::Reqwest(e.without_url())
+    }
+}
+
+/// A reqwest response as a [`Reply`].
+pub(crate) fn from_reqwest(resp: reqwest::Response) -> Reply {
+    http::Response::<reqwest::Body>::from(resp).map(ReplyBody::Reqwest)
+}
+
+// === impl ReplyBody ===
+
+impl ReplyBody {
+    /// The next piece of data; `None` at the end (trailers are skipped).
+    pub(crate) async fn chunk(&mut self) -> Result<Option<Bytes>, HttpError> {
+        loop {
+            let frame = match self {
+                ReplyBody::Hyper(b) => b.frame().await.transpose().map_err(HttpError::Body)?,
+                ReplyBody::Reqwest(b) => b.frame().await.transpose().map_err(|e| HttpError::Stream(e.into()))?,
+            };
+            match frame.map(http_body::Frame::into_data) {
+                None => return Ok(None),
+                Some(Ok(data)) => return Ok(Some(data)),
+                Some(Err(_trailers)) => {}
+            }
+        }
+    }
+}
+
+/// The length the response declares, if any.
+pub(crate) fn content_length(headers: &HeaderMap) -> Option<u64> {
+    headers.get(CONTENT_LENGTH)?.to_str().ok()?.trim().parse().ok()
+}
+
+/// hyper's pooled HTTP/1.1 client for one plain-`http://` upstream.
+#[derive(Debug, Clone)]
+pub(crate) struct Plain {
+    client: Client<HttpConnector, Full<Bytes>>,
+    uri: http::Uri,
+}
+
+// === impl Plain ===
+
+impl Plain {
+    /// A client for `url`, or `None` when reqwest must carry its requests:
+    /// TLS, credentials in the URL (reqwest turns them into a header), or a
+    /// proxy named in the environment (reqwest honours it).
+    pub(crate) fn for_url(url: &url::Url) -> Option<Plain> {
+        if url.scheme() != "http" || !url.username().is_empty() || url.password().is_some() || proxied() {
+            return None;
+        }
+        let uri = http::Uri::try_from(url.as_str()).ok()?;
+        let mut connector = HttpConnector::new();
+        // As reqwest was set up (routing/mod.rs): 10 s to connect, no
+        // Nagle delay on small JSON messages.
+        connector.set_connect_timeout(Some(Duration::from_secs(10)));
+        connector.set_nodelay(true);
+        let client = Client::builder(TokioExecutor::new())
+            .pool_idle_timeout(Duration::from_secs(90))
+            .pool_timer(TokioTimer::new())
+            .build(connector);
+        Some(Plain { client, uri })
+    }
+
+    /// POSTs `body` with `headers` (which must include the content type).
+    pub(crate) async fn post(&self, headers: HeaderMap, body: Bytes) -> Result<Reply, HttpError> {
+        let mut req = http::Request::new(Full::new(body));
+        *req.method_mut() = http::Method::POST;
+        *req.uri_mut() = self.uri.clone();
+        *req.headers_mut() = headers;
+        let resp = self.client.request(req).await.map_err(HttpError::Client)?;
+        Ok(resp.map(ReplyBody::Hyper))
+    }
+}
+
+/// Whether the environment names a proxy that reqwest would use for a
+/// plain-HTTP request (it reads these variables; so must we, to agree).
+fn proxied() -> bool {
+    ["HTTP_PROXY", "http_proxy", "ALL_PROXY", "all_proxy"]
+        .iter()
+        .any(|k| std::env::var_os(k).is_some_and(|v| !v.is_empty()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_plain_http_without_credentials_goes_through_hyper() {
+        let plain = |u: &str| Plain::for_url(&url::Url::parse(u).expect("a URL")).is_some();
+        // A proxy in the test's environment would make every case `false`.
+        let expected = !proxied();
+        assert_eq!(plain("http://127.0.0.1:8080/mcp"), expected);
+        assert_eq!(plain("http://localhost/mcp?x=1"), expected);
+        assert!(!plain("https://example.com/mcp"), "TLS stays with reqwest");
+        assert!(!plain("http://user:pw@127.0.0.1/mcp"), "credentials in the URL stay with reqwest");
+        assert!(!plain("http://user@127.0.0.1/mcp"));
+    }
+
+    #[test]
+    fn content_length_is_read_leniently() {
+        let mut h = HeaderMap::new();
+        assert_eq!(content_length(&h), None);
+        h.insert(CONTENT_LENGTH, http::HeaderValue::from_static("42"));
+        assert_eq!(content_length(&h), Some(42));
+        h.insert(CONTENT_LENGTH, http::HeaderValue::from_static("x"));
+        assert_eq!(content_length(&h), None);
+    }
+}
