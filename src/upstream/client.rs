@@ -164,6 +164,38 @@ mod tests {
         assert!(!plain("http://user@127.0.0.1/mcp"));
     }
 
+    /// A plain-http endpoint that redirects its POSTs: hyper does not
+    /// follow, so the request goes again through reqwest, which does (as
+    /// every POST did before hyper carried them), body and headers intact.
+    #[tokio::test]
+    async fn a_redirected_post_is_followed_through_reqwest() {
+        use axum::http::{HeaderMap as Headers, StatusCode};
+        async fn mcp(h: Headers, body: Bytes) -> (StatusCode, String) {
+            let session = h.get("mcp-session-id").and_then(|v| v.to_str().ok()).unwrap_or("-");
+            (StatusCode::OK, format!("{session} {}", String::from_utf8_lossy(&body)))
+        }
+        let app = axum::Router::new()
+            .route("/old", axum::routing::post(|| async { (StatusCode::TEMPORARY_REDIRECT, [("location", "/mcp")]) }))
+            .route("/mcp", axum::routing::post(mcp));
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("a port");
+        let port = listener.local_addr().expect("bound").port();
+        tokio::spawn(async move { axum::serve(listener, app).await });
+        let client = reqwest::Client::builder().no_proxy().build().expect("a client");
+        let post = |path: &str| {
+            let url = url::Url::parse(&format!("http://127.0.0.1:{port}{path}")).expect("a URL");
+            super::super::http::HttpLink::new(client.clone(), url, HeaderMap::new(), 1 << 20, None)
+        };
+        let mut headers = HeaderMap::new();
+        headers.insert("mcp-session-id", http::HeaderValue::from_static("s1"));
+        for path in ["/mcp", "/old"] {
+            let link = post(path);
+            let resp = link.post(headers.clone(), &Bytes::from_static(b"{}")).await.expect("answered");
+            assert_eq!(resp.status(), StatusCode::OK, "{path}");
+            let body = super::super::http::read_body(resp, 1 << 20).await.expect("a body");
+            assert_eq!(body, b"s1 {}", "{path}");
+        }
+    }
+
     #[test]
     fn content_length_is_read_leniently() {
         let mut h = HeaderMap::new();

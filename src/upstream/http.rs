@@ -140,7 +140,7 @@ impl HttpLink {
     /// Sends one POST: through [`Plain`] when it serves this endpoint, else
     /// (or when hyper's answer is a redirect, which reqwest follows) through
     /// reqwest.
-    async fn post(&self, headers: HeaderMap, body: &bytes::Bytes) -> Result<Reply, LinkError> {
+    pub(super) async fn post(&self, headers: HeaderMap, body: &bytes::Bytes) -> Result<Reply, LinkError> {
         if let Some(plain) = &self.plain {
             let resp = plain.post(headers.clone(), body.clone()).await.map_err(io_error)?;
             if !resp.status().is_redirection() || resp.status() == StatusCode::NOT_MODIFIED {
