@@ -72,7 +72,9 @@ impl HttpLink {
     /// The bearer token to send, when the upstream uses OAuth.
     async fn bearer(&self) -> Result<Option<HeaderValue>, LinkError> {
         match &self.auth {
-            Some(c) => c.bearer().await.map(Some).map_err(|e| LinkError::Auth(e.into())),
+            // Boxed: the credential's future (~1.8 KB) would otherwise sit
+            // in every call's future, OAuth or not, and be copied with it.
+            Some(c) => Box::pin(c.bearer()).await.map(Some).map_err(|e| LinkError::Auth(e.into())),
             None => Ok(None),
         }
     }
@@ -171,7 +173,8 @@ impl HttpLink {
             // login with more scope since (step-up) can help.
             let another = match (resp.status(), renewed, &self.auth, &bearer) {
                 (StatusCode::UNAUTHORIZED, false, Some(cred), Some(old)) => {
-                    Some(cred.rejected(old, resp.headers()).await.map_err(|e| LinkError::Auth(e.into()))?)
+                    let renewed = Box::pin(cred.rejected(old, resp.headers())).await;
+                    Some(renewed.map_err(|e| LinkError::Auth(e.into()))?)
                 }
                 (StatusCode::FORBIDDEN, false, Some(cred), Some(old)) => cred.stepped_up(old).await,
                 _ => None,

@@ -63,7 +63,10 @@ async fn post_mcp(
             if let Err(r) = modern::check(&app, headers, &msg, &principal) {
                 return r;
             }
-            modern::serve(app, principal, headers, msg, held, takes_sse).await
+            // Boxed: the 2026-07-28 path's future is larger than the 2025
+            // one's, and inline it would make every call's future (which
+            // axum boxes, copying it) that large.
+            Box::pin(modern::serve(app, principal, headers, msg, held, takes_sse)).await
         }
         Ok(Classified::Request(msg)) if msg.method() == "initialize" => {
             let id = msg.id();
