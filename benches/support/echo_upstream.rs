@@ -202,10 +202,26 @@ async fn stats(State(echo): State<Arc<Echo>>) -> String {
 /// one JSON-RPC message per line, the same replies; it stops when stdin
 /// closes. Blocking and single-threaded: the lean stdio server an upstream
 /// process is.
-pub(crate) fn run_stdio() -> Result<(), String> {
+///
+/// `--echo-stdio --tools <n>` (`tools: Some(n)`, the scale bench's large
+/// catalog) lists `n` tools instead: `t000` … and `flip`, each with a
+/// description and a small input schema (about 270 bytes of definition),
+/// and declares `tools.listChanged`. Calling `flip` answers, then changes
+/// the list (the generation in `t000`'s description goes up by one) and
+/// sends `notifications/tools/list_changed`. Any other tool answers as
+/// `echo` does. Without `--tools` nothing of this runs: the replies are
+/// byte for byte those above.
+pub(crate) fn run_stdio(tools: Option<usize>) -> Result<(), String> {
     use std::io::BufRead as _;
     let text: String = "0123456789abcdef".repeat(RESULT_TEXT_BYTES / 16);
     let call = format!(r#","result":{{"content":[{{"type":"text","text":"{text}"}}],"isError":false}}}}"#);
+    let capabilities = if tools.is_some() { r#"{"tools":{"listChanged":true}}"# } else { r#"{"tools":{}}"# };
+    // The generation `flip` moves, and the tools/list reply of the current one.
+    let mut generation = 0u64;
+    let mut listed = match tools {
+        Some(n) => many_tools(n, generation).into_bytes(),
+        None => TOOLS_LIST.to_vec(),
+    };
     let stdin = std::io::stdin().lock();
     let mut out = std::io::stdout().lock();
     for line in stdin.lines() {
@@ -213,27 +229,64 @@ pub(crate) fn run_stdio() -> Result<(), String> {
         let Ok(req) = serde_json::from_str::<Request<'_>>(&line) else { continue };
         // Notifications get no answer.
         let Some(id) = req.id else { continue };
+        let mut flipped = false;
         let body = match req.method {
             "initialize" => {
                 let asked = req.params.and_then(|p| serde_json::from_str::<InitParams<'_>>(p.get()).ok());
                 let version = asked.and_then(|i| i.protocol_version).unwrap_or(FALLBACK_VERSION);
                 let suffix = format!(
-                    r#","result":{{"protocolVersion":{},"capabilities":{{"tools":{{}}}},"serverInfo":{{"name":"echo-stdio","version":"0"}}}}}}"#,
+                    r#","result":{{"protocolVersion":{},"capabilities":{capabilities},"serverInfo":{{"name":"echo-stdio","version":"0"}}}}}}"#,
                     serde_json::to_string(version).map_err(|e| e.to_string())?
                 );
                 reply(id, suffix.as_bytes())
             }
-            "tools/list" => reply(id, TOOLS_LIST),
+            "tools/list" => reply(id, &listed),
+            "tools/call" if tools.is_some() && is_named(req.params, "flip") => {
+                generation += 1;
+                listed = many_tools(tools.unwrap_or_default(), generation).into_bytes();
+                flipped = true;
+                let said = format!(r#","result":{{"content":[{{"type":"text","text":"generation {generation}"}}]}}}}"#);
+                reply(id, said.as_bytes())
+            }
             "tools/call" => reply(id, call.as_bytes()),
             "ping" => reply(id, EMPTY_RESULT),
             _ => reply(id, NOT_FOUND),
         };
-        out.write_all(&body)
-            .and_then(|()| out.write_all(b"\n"))
-            .and_then(|()| out.flush())
-            .map_err(|e| e.to_string())?;
+        out.write_all(&body).and_then(|()| out.write_all(b"\n")).map_err(|e| e.to_string())?;
+        if flipped {
+            // After the answer, so the caller's reply comes first.
+            out.write_all(b"{\"jsonrpc\":\"2.0\",\"method\":\"notifications/tools/list_changed\"}\n")
+                .map_err(|e| e.to_string())?;
+        }
+        out.flush().map_err(|e| e.to_string())?;
     }
     Ok(())
+}
+
+/// Whether a `tools/call` names `tool`.
+fn is_named(params: Option<&RawValue>, tool: &str) -> bool {
+    params.is_some_and(|p| serde_json::from_str::<CallParams<'_>>(p.get()).is_ok_and(|c| c.name == tool))
+}
+
+/// Everything of a `tools/list` reply after the id, with `n` tools: `t000`
+/// … and the last one `flip`; `t000`'s description names `generation`.
+pub(crate) fn many_tools(n: usize, generation: u64) -> String {
+    let mut out = String::from(r#","result":{"tools":["#);
+    for i in 0..n {
+        if i > 0 {
+            out.push(',');
+        }
+        let (name, what) = match i {
+            _ if i + 1 == n => ("flip".to_owned(), "Changes this server's tool list and says so.".to_owned()),
+            0 => ("t000".to_owned(), format!("Returns 1 KiB of text; tool list generation {generation}.")),
+            _ => (format!("t{i:03}"), format!("Returns 1 KiB of text (tool {i} of {n}), like echo.")),
+        };
+        out.push_str(&format!(
+            r#"{{"name":"{name}","description":"{what}","inputSchema":{{"type":"object","properties":{{"text":{{"type":"string","description":"The text to send back."}},"times":{{"type":"integer","minimum":1,"maximum":10}}}},"required":["text"]}}}}"#
+        ));
+    }
+    out.push_str("]}}");
+    out
 }
 
 fn reply(id: &RawValue, suffix: &[u8]) -> Vec<u8> {

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use crate::{echo_upstream, procs};
 
-/// Runs the bench binary: `--echo-upstream <secs>`, `--echo-stdio` and
+/// Runs the bench binary: `--echo-upstream <secs>`, `--echo-stdio [--tools <n>]` and
 /// `--watchdog ...` are its helper roles; anything else cargo passes runs the benchmark,
 /// in full with `--bench`, else as a quick smoke run.
 pub(crate) fn main(name: &str, bench: fn(bool) -> Result<(), String>) -> ExitCode {
@@ -17,7 +17,15 @@ pub(crate) fn main(name: &str, bench: fn(bool) -> Result<(), String>) -> ExitCod
             let secs = args.get(1).and_then(|s| s.parse().ok()).unwrap_or(600);
             echo_upstream::run(Duration::from_secs(secs))
         }
-        Some("--echo-stdio") => echo_upstream::run_stdio(),
+        // `--echo-stdio [--tools <n>]`: without `--tools`, the two tools of old.
+        Some("--echo-stdio") => match args.get(1..).unwrap_or_default() {
+            [] => echo_upstream::run_stdio(None),
+            [flag, n] if flag == "--tools" => match n.parse::<usize>() {
+                Ok(n) if n >= 2 => echo_upstream::run_stdio(Some(n)),
+                _ => Err(format!("--tools wants a number of tools, at least 2; got {n:?}")),
+            },
+            other => Err(format!("usage: --echo-stdio [--tools <n>]; got {other:?}")),
+        },
         Some("--watchdog") => procs::watchdog(&args[1..]),
         // Anything else cargo passes (`--bench`, filters, ...) is ignored.
         _ => bench(args.iter().any(|a| a == "--bench")),
