@@ -53,6 +53,7 @@ cargo test --locked --bench proxy_hop
 cargo test --locked --bench isolation
 cargo test --locked --bench scan
 cargo test --locked --bench shared_state
+cargo test --locked --bench large
 cargo test --locked --bench scale
 # Instructions per call (callgrind) against the figure recorded in
 # benches/instructions.txt: fails more than 10 % over it.

@@ -94,8 +94,14 @@ pub(crate) fn run(max_lifetime: Duration) -> Result<(), String> {
     result
 }
 
+/// The result's text size: [`RESULT_TEXT_BYTES`], or `ECHO_RESULT_BYTES`
+/// from the environment (the large-result bench sets 10 MiB).
+fn result_text_bytes() -> usize {
+    std::env::var("ECHO_RESULT_BYTES").ok().and_then(|v| v.parse().ok()).unwrap_or(RESULT_TEXT_BYTES)
+}
+
 async fn serve(max_lifetime: Duration, stdin_closed: tokio::sync::oneshot::Receiver<()>) -> Result<(), String> {
-    let text: String = "0123456789abcdef".repeat(RESULT_TEXT_BYTES / 16);
+    let text: String = "0123456789abcdef".repeat(result_text_bytes() / 16);
     let suffix = format!(r#","result":{{"content":[{{"type":"text","text":"{text}"}}],"isError":false}}}}"#);
     let echo = Arc::new(Echo {
         connections: AtomicU64::new(0),

@@ -107,8 +107,14 @@ pub(crate) struct Upstream {
 
 impl Upstream {
     pub(crate) fn start(lifetime: Duration) -> Result<Self, String> {
+        Self::start_with_env(lifetime, &[])
+    }
+
+    /// [`Upstream::start`] with more environment (`ECHO_RESULT_BYTES`).
+    pub(crate) fn start_with_env(lifetime: Duration, env: &[(&str, String)]) -> Result<Self, String> {
         let exe = std::env::current_exe().map_err(|e| e.to_string())?;
         let mut child = Command::new(exe)
+            .envs(env.iter().map(|(k, v)| (k, v)))
             .arg("--echo-upstream")
             .arg(lifetime.as_secs().to_string())
             .stdin(Stdio::piped())
