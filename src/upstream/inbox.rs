@@ -5,6 +5,12 @@
 //! [`Connection`](super::conn::Connection) and its link.
 
 use std::collections::HashMap;
+
+/// Maps keyed by the gateway's own request ids (sequential, never chosen by
+/// a peer: a lookup of an id an upstream made up inserts nothing) need no
+/// flood-resistant hash; Fx is a few instructions per id where SipHash took
+/// hundreds, on every call (docs/benchmarks.md).
+type IdMap<V> = HashMap<u64, V, rustc_hash::FxBuildHasher>;
 use std::sync::{Arc, Mutex};
 
 use tokio::sync::{Notify, mpsc, oneshot};
@@ -40,7 +46,7 @@ pub(super) type Reply = Result<Message, CallError>;
 pub(crate) struct Inbox {
     pub(super) upstream: Arc<str>,
     /// Calls waiting for their reply, and how much of that reply to scan.
-    pending: Mutex<HashMap<u64, (oneshot::Sender<Reply>, ResultCheck)>>,
+    pending: Mutex<IdMap<(oneshot::Sender<Reply>, ResultCheck)>>,
     /// What the strict scan of every message enforces.
     json: protocol::Limits,
     /// `mcp_gateway_upstream_messages_refused_total`.
@@ -54,7 +60,7 @@ pub(crate) struct Inbox {
     progress: Mutex<HashMap<Box<str>, Watcher>>,
     /// Calls in flight whose related messages (those on the call's own HTTP
     /// response stream) go to a client.
-    pub(super) related: Mutex<HashMap<u64, Related>>,
+    pub(super) related: Mutex<IdMap<Related>>,
     /// `mcp.client.operation.duration` (when the standard metrics are on).
     pub(super) standard: crate::telemetry::standard::Standard,
 }
@@ -109,14 +115,14 @@ impl Inbox {
     ) -> Arc<Self> {
         Arc::new(Inbox {
             upstream,
-            pending: Mutex::new(HashMap::new()),
+            pending: Mutex::new(IdMap::default()),
             json,
             refused: metrics.upstream_messages_refused.clone(),
             events,
             closed: tokio_util::sync::CancellationToken::new(),
             close_reason: Mutex::new(None),
             progress: Mutex::new(HashMap::new()),
-            related: Mutex::new(HashMap::new()),
+            related: Mutex::new(IdMap::default()),
             standard: metrics.standard.clone(),
         })
     }
@@ -296,7 +302,7 @@ impl Inbox {
         &self.upstream
     }
 
-    pub(super) fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<u64, (oneshot::Sender<Reply>, ResultCheck)>> {
+    pub(super) fn lock(&self) -> std::sync::MutexGuard<'_, IdMap<(oneshot::Sender<Reply>, ResultCheck)>> {
         // A panic while holding this lock cannot leave the map inconsistent
         // (single insert/remove calls), so poisoning is ignored.
         self.pending.locked()
