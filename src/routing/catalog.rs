@@ -20,7 +20,6 @@
 
 use std::collections::HashMap;
 use std::collections::hash_map::Entry as MapEntry;
-use std::hash::{Hash, Hasher};
 use std::sync::Arc;
 
 use super::ix::UpstreamIx;
@@ -28,15 +27,19 @@ use crate::config::ToolMatcher;
 use crate::protocol::{Checked, CheckedBox, Members};
 use crate::security::Ident;
 use crate::upstream::{ListKind, Lists, ToolHints};
-use serde_json::value::RawValue;
 use sha2::{Digest, Sha256};
 
 mod cursor;
+mod prepare;
 mod uri;
+mod views;
 
 use self::cursor::{decode_cursor, encode_cursor};
 pub(crate) use self::cursor::{decode_tagged_cursor, encode_tagged_cursor};
+use self::prepare::Entry;
+pub use self::prepare::Prepared;
 pub use self::uri::{namespace_uri, split_uri, template_matches};
+pub use self::views::Page;
 
 /// Separator between the upstream id and the tool name.
 pub const SEPARATOR: &str = "__";
@@ -80,8 +83,9 @@ pub struct Tool {
     /// The name the upstream knows it by (shared: it is also a metric
     /// label).
     pub original: Arc<str>,
-    /// The definition as exposed (renamed).
-    pub def: CheckedBox,
+    /// The definition as exposed (renamed), shared with the entry kept for
+    /// the next build (catalog/prepare.rs).
+    pub def: Arc<CheckedBox>,
     /// What its annotations claim (for retry safety).
     pub hints: ToolHints,
     /// Left out of `tools/list` while a breaker is open, but still routed,
@@ -97,6 +101,10 @@ pub struct Tool {
     /// Its parameters mirrored into `Mcp-Param-*` headers (`x-mcp-header`;
     /// nearly always none), found once when the catalog is built.
     pub mirrored: Arc<[crate::protocol::modern::ParamHeader]>,
+    /// A hash of `def`: what a list's fingerprint sums.
+    hash: u64,
+    /// A hash of `def` and of what policy knows it by.
+    sig: u64,
 }
 
 /// One exposed prompt, resource or resource template.
@@ -114,7 +122,11 @@ pub struct Item {
     /// What the upstream calls it.
     pub original: Arc<str>,
     /// The definition as exposed.
-    pub def: CheckedBox,
+    pub def: Arc<CheckedBox>,
+    /// A hash of `def`: what a list's fingerprint sums.
+    hash: u64,
+    /// A hash of `def` and of what policy knows it by.
+    sig: u64,
 }
 
 /// An entry that was not exposed because its name or URI was taken.
@@ -149,11 +161,11 @@ impl Item {
 #[error("Invalid cursor")]
 pub struct InvalidCursor;
 
-/// A sorted list with an index by key.
+/// A list sorted by its key (unique), looked up by binary search: no
+/// index to build (and free) on every rebuild.
 #[derive(Debug, Default)]
 struct Sorted<T> {
     items: Vec<T>,
-    by_key: HashMap<String, usize>,
 }
 
 /// The merged catalog.
@@ -169,8 +181,21 @@ pub struct Catalog {
     by_original_uri: HashMap<Arc<str>, usize>,
     /// A hash of what each list shows, to tell which lists changed.
     fingerprints: [u64; 4],
+    /// Where each upstream's entries are, and a hash of them, list by
+    /// list: a change is looked for only where an upstream's entries
+    /// changed.
+    by_upstream: HashMap<UpstreamIx, Share>,
     /// Entries refused for a collision.
     pub collisions: Vec<Collision>,
+}
+
+/// One upstream's share of the catalog, by list (in [`KINDS`] order).
+#[derive(Debug, Default)]
+struct Share {
+    /// Its entries' places in each list.
+    at: [Vec<usize>; 4],
+    /// A hash of its entries (definitions, identities and hidden flags).
+    sigs: [u64; 4],
 }
 
 /// What [`Catalog::changed_lists`] compares.
@@ -191,6 +216,15 @@ impl Catalog {
     /// upstream cannot reach a squatter, and a bare name never matches
     /// globs written for another upstream's canonical names.
     pub fn build(sources: &[Source<'_>], max_len: usize, namespaces: &[&str]) -> Self {
+        Self::build_with(&mut Prepared::default(), sources, max_len, namespaces)
+    }
+
+    /// [`Catalog::build`], taking each upstream list that did not change
+    /// since the last build with `prepared` as it was checked and rewritten
+    /// then (catalog/prepare.rs): the same catalog, at the cost of the
+    /// lists that changed plus the merge.
+    pub fn build_with(prepared: &mut Prepared, sources: &[Source<'_>], max_len: usize, namespaces: &[&str]) -> Self {
+        prepared.start();
         let mut collisions = Vec::new();
         // Prefixed upstreams first: their names cannot collide with each
         // other, so they always win over an unprefixed upstream. Among the
@@ -199,6 +233,14 @@ impl Catalog {
         let unprefixed = |cached: bool| sources.iter().filter(move |s| !s.prefix && s.cached == cached);
         let ordered: Vec<&Source<'_>> =
             sources.iter().filter(|s| s.prefix).chain(unprefixed(false)).chain(unprefixed(true)).collect();
+        let entries: Vec<[Arc<[Entry]>; 4]> = ordered
+            .iter()
+            .map(|src| {
+                let mut at = 0..;
+                KINDS.map(|kind| prepared.entries(src, kind, at.next().unwrap_or_default(), max_len))
+            })
+            .collect();
+        prepared.finish();
         let squats = |src: &Source<'_>, name: &str| -> Option<String> {
             if src.prefix {
                 return None;
@@ -208,111 +250,97 @@ impl Catalog {
         };
 
         let mut candidates: Vec<Candidate<'_>> = Vec::new();
-        for src in &ordered {
-            for def in src.lists.tools.iter() {
-                let Some((obj, original)) = named(def.checked(), "name", src.id, "tool") else { continue };
-                if !src.filter.exposes(&original) {
+        for (src, lists) in ordered.iter().zip(&entries) {
+            for e in lists[0].iter() {
+                if !src.filter.exposes(&e.original) {
                     continue;
                 }
-                if let Some(ns) = squats(src, &original) {
-                    collisions.push(collide(&original, src.id, &ns, "tool"));
+                if let Some(ns) = squats(src, &e.original) {
+                    collisions.push(collide(&e.original, src.id, &ns, "tool"));
                     continue;
                 }
-                candidates.push(Candidate::new(src, obj, original, max_len));
+                candidates.push(Candidate { src, e });
             }
         }
-        let mut tools: Vec<Tool> = settle(candidates, &mut collisions, "tool")
+        let tools: Vec<Tool> = settle(candidates, &mut collisions, "tool")
             .into_iter()
-            .map(|c| {
-                let mut obj = c.obj;
-                obj.set_str("name", &c.exposed);
-                Tool {
-                    hints: hints(&obj),
-                    hidden: c.src.hidden || c.src.hidden_tools.contains(&c.original),
-                    quarantined: false,
-                    cached: c.src.cached,
-                    key: format!("{}{SEPARATOR}{}", c.src.id, c.original),
-                    bare: !c.src.prefix,
-                    name: c.exposed,
-                    upstream: c.src.upstream,
-                    original: c.original.as_str().into(),
-                    mirrored: mirrored_of(&obj),
-                    def: obj.to_checked(),
-                }
+            .map(|Candidate { src, e }| Tool {
+                hints: e.hints,
+                hidden: src.hidden || src.hidden_tools.iter().any(|h| **h == *e.original),
+                quarantined: false,
+                cached: src.cached,
+                key: e.key.clone(),
+                bare: !src.prefix,
+                name: e.exposed.clone(),
+                upstream: src.upstream,
+                original: e.original.clone(),
+                mirrored: e.mirrored.clone(),
+                def: e.def.clone(),
+                hash: e.hash,
+                sig: e.sig,
             })
             .collect();
-        tools.sort_by(|a, b| a.name.cmp(&b.name));
         let tools = Sorted::new(tools, |t| &t.name);
 
         let mut by_original_uri: HashMap<Arc<str>, Option<usize>> = HashMap::new();
-        let merge = |kind: ListKind, collisions: &mut Vec<Collision>| {
-            let (field, what) = match kind {
-                ListKind::Prompts => ("name", "prompt"),
-                ListKind::Resources => ("uri", "resource"),
-                _ => ("uriTemplate", "resource template"),
-            };
+        let merge = |at: usize, collisions: &mut Vec<Collision>| {
+            let kind = KINDS[at];
+            let (_, what) = prepare::field_of(kind);
             let mut candidates: Vec<Candidate<'_>> = Vec::new();
-            for src in &ordered {
-                for def in src.lists.get(kind).iter() {
-                    let Some((obj, original)) = named(def.checked(), field, src.id, what) else { continue };
+            for (src, lists) in ordered.iter().zip(&entries) {
+                for e in lists[at].iter() {
                     if kind == ListKind::Prompts {
-                        if let Some(ns) = squats(src, &original) {
-                            collisions.push(collide(&original, src.id, &ns, what));
+                        if let Some(ns) = squats(src, &e.original) {
+                            collisions.push(collide(&e.original, src.id, &ns, what));
                             continue;
                         }
-                        candidates.push(Candidate::new(src, obj, original, max_len));
-                        continue;
-                    }
-                    if !src.prefix
-                        && let Some((ns, _)) = split_uri(&original)
+                    } else if !src.prefix
+                        && let Some((ns, _)) = split_uri(&e.original)
                         && ns != src.id
                         && namespaces.contains(&ns)
                     {
                         let ns = ns.to_owned();
-                        collisions.push(collide(&original, src.id, &ns, what));
+                        collisions.push(collide(&e.original, src.id, &ns, what));
                         continue;
                     }
-                    let exposed = if src.prefix { namespace_uri(src.id, &original) } else { Some(original.clone()) };
-                    let Some(exposed) = exposed else {
-                        tracing::warn!(upstream = %src.id, "Skipped a {what} whose URI has no scheme: {original:?}.");
-                        continue;
-                    };
-                    candidates.push(Candidate { full: exposed.clone(), exposed, src, obj, original });
+                    candidates.push(Candidate { src, e });
                 }
             }
-            let mut items: Vec<Item> = settle(candidates, collisions, what)
+            let items: Vec<Item> = settle(candidates, collisions, what)
                 .into_iter()
-                .map(|c| {
-                    let mut obj = c.obj;
-                    obj.set_str(field, &c.exposed);
-                    let canonical = match kind {
-                        ListKind::Prompts => format!("{}{SEPARATOR}{}", c.src.id, c.original),
-                        _ => c.exposed.clone(),
-                    };
-                    Item {
-                        canonical,
-                        bare: kind == ListKind::Prompts && !c.src.prefix,
-                        key: c.exposed,
-                        upstream: c.src.upstream,
-                        original: c.original.as_str().into(),
-                        def: obj.to_checked(),
-                    }
+                .map(|Candidate { src, e }| Item {
+                    canonical: e.key.clone(),
+                    bare: kind == ListKind::Prompts && !src.prefix,
+                    key: e.exposed.clone(),
+                    upstream: src.upstream,
+                    original: e.original.clone(),
+                    def: e.def.clone(),
+                    hash: e.hash,
+                    sig: e.sig,
                 })
                 .collect();
-            items.sort_by(|a, b| a.key.cmp(&b.key));
             Sorted::new(items, |i| &i.key)
         };
-        let prompts = merge(ListKind::Prompts, &mut collisions);
-        let resources = merge(ListKind::Resources, &mut collisions);
-        let templates = merge(ListKind::Templates, &mut collisions);
+        let prompts = merge(1, &mut collisions);
+        let resources = merge(2, &mut collisions);
+        let templates = merge(3, &mut collisions);
         for (i, r) in resources.items.iter().enumerate() {
             if r.key != *r.original {
                 by_original_uri.entry(r.original.clone()).and_modify(|v| *v = None).or_insert(Some(i));
             }
         }
         let by_original_uri = by_original_uri.into_iter().filter_map(|(k, v)| Some((k, v?))).collect();
-        let mut c = Catalog { tools, prompts, resources, templates, by_original_uri, fingerprints: [0; 4], collisions };
-        c.fingerprints = KINDS.map(|k| c.fingerprint(k));
+        let mut c = Catalog {
+            tools,
+            prompts,
+            resources,
+            templates,
+            by_original_uri,
+            fingerprints: [0; 4],
+            by_upstream: HashMap::new(),
+            collisions,
+        };
+        c.index();
         c
     }
 
@@ -328,29 +356,28 @@ impl Catalog {
                 t.hidden |= hide;
             }
         }
-        self.fingerprints = KINDS.map(|k| self.fingerprint(k));
+        self.index();
     }
 
     /// Looks up an exposed tool name.
     pub fn get(&self, name: &str) -> Option<&Tool> {
-        self.tools.by_key.get(name).map(|&i| &self.tools.items[i])
+        self.tools.find(name, |t| &t.name)
     }
 
     /// Looks up an exposed prompt name.
     pub fn prompt(&self, name: &str) -> Option<&Item> {
-        self.prompts.by_key.get(name).map(|&i| &self.prompts.items[i])
+        self.prompts.find(name, |i| &i.key)
     }
 
     /// Looks up a resource by its exposed URI, or by the URI its upstream
     /// gave it when only one upstream lists that URI.
     pub fn resource(&self, uri: &str) -> Option<&Item> {
-        let i = self.resources.by_key.get(uri).or_else(|| self.by_original_uri.get(uri))?;
-        Some(&self.resources.items[*i])
+        self.resources.find(uri, |i| &i.key).or_else(|| Some(&self.resources.items[*self.by_original_uri.get(uri)?]))
     }
 
     /// Looks up a resource template by its exposed URI template.
     pub fn template(&self, uri_template: &str) -> Option<&Item> {
-        self.templates.by_key.get(uri_template).map(|&i| &self.templates.items[i])
+        self.templates.find(uri_template, |i| &i.key)
     }
 
     /// The unprefixed upstream whose listed template `uri` matches.
@@ -376,125 +403,26 @@ impl Catalog {
             ListKind::Tools => &[],
         }
     }
-
-    /// One page of a list result: at most `size` entries (0: all) after the
-    /// cursor, and `nextCursor` when more follow.
-    pub fn page(&self, kind: ListKind, cursor: Option<&str>, size: usize) -> Result<String, InvalidCursor> {
-        self.page_visible(kind, cursor, size, &|_| true)
-    }
-
-    /// [`Catalog::page`] of the entries `visible` accepts (a principal's
-    /// grants). Cursors name the last key served, so a filtered walk pages
-    /// as correctly as a whole one.
-    pub fn page_visible(
-        &self,
-        kind: ListKind,
-        cursor: Option<&str>,
-        size: usize,
-        visible: &dyn Fn(Ident<'_>) -> bool,
-    ) -> Result<String, InvalidCursor> {
-        let after = cursor.map(|c| decode_cursor(kind, c)).transpose()?;
-        let defs: Box<dyn Iterator<Item = (&str, &RawValue)>> = match kind {
-            ListKind::Tools => Box::new(
-                self.tools.items.iter().filter(|t| !t.hidden && visible(t.ident())).map(|t| (&*t.name, t.def.raw())),
-            ),
-            _ => Box::new(self.items(kind).iter().filter(|i| visible(i.ident())).map(|i| (&*i.key, i.def.raw()))),
-        };
-        let size = if size == 0 { usize::MAX } else { size };
-        let mut out = String::with_capacity(1024);
-        out.push_str("{\"");
-        out.push_str(kind.key());
-        out.push_str("\":[");
-        let mut last = None;
-        let mut more = false;
-        for (n, (key, def)) in defs.skip_while(|(k, _)| after.as_deref().is_some_and(|a| *k <= a)).enumerate() {
-            if n == size {
-                more = true;
-                break;
-            }
-            if n > 0 {
-                out.push(',');
-            }
-            out.push_str(def.get());
-            last = Some(key);
-        }
-        out.push(']');
-        if let (true, Some(last)) = (more, last) {
-            out.push_str(",\"nextCursor\":");
-            out.push_str(&serde_json::to_string(&encode_cursor(kind, last)).expect("a string"));
-        }
-        out.push('}');
-        Ok(out)
-    }
-
-    /// The lists (tools, prompts, resources: templates count as resources)
-    /// whose visible content differs from `before`.
-    pub fn changed_lists(&self, before: &Catalog) -> Vec<ListKind> {
-        let mut out: Vec<ListKind> = Vec::new();
-        for (i, kind) in KINDS.iter().enumerate() {
-            let kind = if *kind == ListKind::Templates { ListKind::Resources } else { *kind };
-            if self.fingerprints[i] != before.fingerprints[i] && !out.contains(&kind) {
-                out.push(kind);
-            }
-        }
-        out
-    }
-
-    fn fingerprint(&self, kind: ListKind) -> u64 {
-        self.visible_fingerprint(kind, &|_| true)
-    }
-
-    /// A hash of what a list shows to a caller who sees what `visible`
-    /// accepts (for resources, templates too): whether its `list_changed`
-    /// concerns that caller.
-    pub fn visible_fingerprint(&self, kind: ListKind, visible: &dyn Fn(Ident<'_>) -> bool) -> u64 {
-        let mut h = std::collections::hash_map::DefaultHasher::new();
-        match kind {
-            ListKind::Tools => self
-                .tools
-                .items
-                .iter()
-                .filter(|t| !t.hidden && visible(t.ident()))
-                .for_each(|t| t.def.text().hash(&mut h)),
-            _ => self.items(kind).iter().filter(|i| visible(i.ident())).for_each(|i| i.def.text().hash(&mut h)),
-        }
-        h.finish()
-    }
-
-    /// Whether upstream `i` has anything `visible` accepts in this catalog.
-    pub fn shows_upstream(&self, i: UpstreamIx, visible: &dyn Fn(ListKind, Ident<'_>) -> bool) -> bool {
-        self.tools.items.iter().any(|t| t.upstream == i && visible(ListKind::Tools, t.ident()))
-            || [ListKind::Prompts, ListKind::Resources, ListKind::Templates]
-                .into_iter()
-                .any(|k| self.items(k).iter().any(|it| it.upstream == i && visible(k, it.ident())))
-    }
 }
 
 impl<T> Sorted<T> {
-    fn new(items: Vec<T>, key: impl Fn(&T) -> &String) -> Self {
-        let by_key = items.iter().enumerate().map(|(i, t)| (key(t).clone(), i)).collect();
-        Sorted { items, by_key }
+    /// `items`, sorted by `key`.
+    fn new(mut items: Vec<T>, key: impl Fn(&T) -> &str) -> Self {
+        items.sort_unstable_by(|a, b| key(a).cmp(key(b)));
+        Sorted { items }
+    }
+
+    /// The item whose `key` is `wanted`.
+    fn find(&self, wanted: &str, key: impl Fn(&T) -> &str) -> Option<&T> {
+        self.items.binary_search_by(|t| key(t).cmp(wanted)).ok().map(|i| &self.items[i])
     }
 }
 
 /// An entry on its way into the catalog.
+#[derive(Clone, Copy)]
 struct Candidate<'s> {
-    /// The name or URI clients would see.
-    exposed: String,
-    /// The same before shortening: two candidates with the same `exposed`
-    /// and different `full` collided only by shortening.
-    full: String,
     src: &'s Source<'s>,
-    obj: Members<'s>,
-    original: String,
-}
-
-impl<'s> Candidate<'s> {
-    /// A tool or prompt: `<id>__<name>` (or the bare name), shortened.
-    fn new(src: &'s Source<'s>, obj: Members<'s>, original: String, max_len: usize) -> Self {
-        let full = if src.prefix { format!("{}{SEPARATOR}{original}", src.id) } else { original.clone() };
-        Candidate { exposed: shorten(&full, max_len), full, src, obj, original }
-    }
+    e: &'s Entry,
 }
 
 /// Which candidates are exposed: the first for each exposed name, in the
@@ -502,30 +430,31 @@ impl<'s> Candidate<'s> {
 /// When two different names were shortened to the same one, which one a
 /// client means cannot be told: all of them are refused.
 fn settle<'s>(candidates: Vec<Candidate<'s>>, collisions: &mut Vec<Collision>, what: &str) -> Vec<Candidate<'s>> {
-    let mut fulls: HashMap<&str, Vec<&str>> = HashMap::new();
-    for c in &candidates {
-        let names = fulls.entry(&c.exposed).or_default();
-        if !names.contains(&c.full.as_str()) {
-            names.push(&c.full);
-        }
+    // Two full names can share an exposed name only when one of them was
+    // shortened (nearly never): only those names are looked at. Each one's
+    // first full name, and whether another full name has it too.
+    let shortened: std::collections::HashSet<&'s str> =
+        candidates.iter().map(|c| c.e).filter(|e| e.exposed != e.full).map(|e| e.exposed.as_str()).collect();
+    let mut fulls: HashMap<&'s str, (&'s str, bool)> = HashMap::with_capacity(shortened.len());
+    for e in candidates.iter().map(|c| c.e).filter(|e| shortened.contains(e.exposed.as_str())) {
+        fulls.entry(&e.exposed).and_modify(|(first, two)| *two |= *first != e.full).or_insert((&e.full, false));
     }
-    let ambiguous: std::collections::HashSet<String> =
-        fulls.into_iter().filter(|(_, f)| f.len() > 1).map(|(e, _)| e.to_owned()).collect();
-    let mut owner: HashMap<String, String> = HashMap::new();
-    let mut kept = Vec::new();
+    let mut owner: HashMap<&'s str, &'s str> = HashMap::with_capacity(candidates.len());
+    let mut kept = Vec::with_capacity(candidates.len());
     for c in candidates {
-        if ambiguous.contains(&c.exposed) && c.exposed != c.full {
+        let e: &'s Entry = c.e;
+        if e.exposed != e.full && fulls[e.exposed.as_str()].1 {
             tracing::error!(
-                upstream = %c.src.id, name = %c.full, shortened = %c.exposed,
+                upstream = %c.src.id, name = %e.full, shortened = %e.exposed,
                 "Two {what} names shorten to the same name; both refused (raise gateway.max_tool_name_length or deny one)."
             );
-            collisions.push(Collision { name: c.exposed.clone(), refused: c.src.id.to_owned(), owner: String::new() });
+            collisions.push(Collision { name: e.exposed.clone(), refused: c.src.id.to_owned(), owner: String::new() });
             continue;
         }
-        match owner.entry(c.exposed.clone()) {
-            MapEntry::Occupied(e) => collisions.push(collide(e.key(), c.src.id, e.get(), what)),
-            MapEntry::Vacant(e) => {
-                e.insert(c.src.id.to_owned());
+        match owner.entry(&e.exposed) {
+            MapEntry::Occupied(o) => collisions.push(collide(o.key(), c.src.id, o.get(), what)),
+            MapEntry::Vacant(v) => {
+                v.insert(c.src.id);
                 kept.push(c);
             }
         }

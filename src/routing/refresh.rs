@@ -3,6 +3,7 @@
 //! sessions told what changed as they see it; a new upstream connection
 //! told the subscriptions and log level of the last one.
 
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -32,6 +33,8 @@ pub(crate) async fn catalog_loop(core: Arc<Core>, shutdown: CancellationToken) {
     // Each upstream's connection last seen ready: a new connection has to
     // be told the subscriptions and log level again.
     let mut connections: std::collections::HashMap<UpstreamIx, u64> = Default::default();
+    // Each upstream's lists as the last build checked and rewrote them.
+    let mut prepared = catalog::Prepared::default();
     loop {
         tokio::select! {
             () = core.changes.changed() => {}
@@ -40,6 +43,7 @@ pub(crate) async fn catalog_loop(core: Arc<Core>, shutdown: CancellationToken) {
         // Read the generation before the states: the catalog built below
         // reflects at least every change up to it.
         let generation = core.changes.generation();
+        let started = tokio::time::Instant::now();
         let table = core.upstreams.now();
         // Settled before the state: an upstream read as unsettled and then
         // as `Starting` is still on its first start (a first start that
@@ -81,7 +85,9 @@ pub(crate) async fn catalog_loop(core: Arc<Core>, shutdown: CancellationToken) {
             })
             .collect();
         let namespaces: Vec<&str> = table.all().map(|u| u.id()).collect();
-        let mut next = Catalog::build(&sources, core.config().gateway.max_tool_name_length, &namespaces);
+        let max_len = core.config().gateway.max_tool_name_length;
+        let mut next = Catalog::build_with(&mut prepared, &sources, max_len, &namespaces);
+        let built = started.elapsed();
         core.gate.review_pins(&mut next, &core.upstreams);
         let shown: Vec<_> = next.tools().iter().filter(|t| t.cached && !t.hidden).collect();
         core.telemetry.metrics.tools_cached.set(shown.len() as i64);
@@ -111,6 +117,14 @@ pub(crate) async fn catalog_loop(core: Arc<Core>, shutdown: CancellationToken) {
             announce(&core, &before, &next, &changed);
         }
         core.published.built(generation);
+        let took = started.elapsed();
+        core.telemetry.metrics.catalog_rebuild_duration.observe(took.as_secs_f64());
+        tracing::debug!(
+            tools = next.tools().len(),
+            build_ms = built.as_secs_f64() * 1e3,
+            total_ms = took.as_secs_f64() * 1e3,
+            "Catalog rebuilt."
+        );
         for ((i, _), (state, _, _)) in table.iter().zip(&states) {
             if let State::Ready(r) = &**state
                 && connections.get(&i) != Some(&r.connection)
@@ -188,18 +202,73 @@ pub(crate) async fn save_warm(core: Arc<Core>, shutdown: CancellationToken) {
 /// them: a session from which `[[access]]` hides an upstream is not told
 /// when that upstream's tools come, go or change (it would learn the
 /// upstream exists and when it restarts).
+///
+/// What a session sees depends only on its grants, and many sessions share
+/// them (a group's, everyone's): each set of grants is looked at once, and
+/// only at the entries of the upstreams whose entries changed. A change
+/// costs the distinct grants times those entries, plus a send per session
+/// told.
 fn announce(core: &Core, before: &Catalog, after: &Catalog, changed: &[ListKind]) {
+    let scope = Scope::new(before, after, changed);
+    #[allow(clippy::mutable_key_type, reason = "grants hash and compare by which entries they hold (access.rs)")]
+    let mut told: HashMap<Arc<Grants>, Vec<ListKind>> = HashMap::new();
     // A stateless peer has no stream to tell: its clients listen with
     // `subscriptions/listen`, which has a peer of its own.
     for p in core.sessions.all().into_iter().filter(|p| !p.is_stateless()) {
         let grants = p.grants();
-        for &kind in changed {
-            let tells = grants.is_open() || seen_by(before, kind, &grants) != seen_by(after, kind, &grants);
-            if tells {
-                let method = kind.changed_notification();
-                p.send(&core.no_label, method, encode::notification(method, None));
-            }
+        let kinds: &[ListKind] = match grants.is_open() {
+            true => changed,
+            false => told.entry(grants).or_insert_with_key(|g| scope.seen_changed(g)),
+        };
+        for &kind in kinds {
+            let method = kind.changed_notification();
+            p.send(&core.no_label, method, encode::notification(method, None));
         }
+    }
+}
+
+/// Where two catalogs differ: for each list told of, the upstreams whose
+/// entries changed (resources with their templates).
+struct Scope<'c> {
+    before: &'c Catalog,
+    after: &'c Catalog,
+    lists: Vec<(ListKind, Vec<Part>)>,
+}
+
+/// A list (or templates, part of resources) and the upstreams whose
+/// entries of it changed.
+type Part = (ListKind, Vec<UpstreamIx>);
+
+impl<'c> Scope<'c> {
+    fn new(before: &'c Catalog, after: &'c Catalog, changed: &[ListKind]) -> Self {
+        let lists = changed
+            .iter()
+            .map(|&kind| {
+                let parts: &[ListKind] = match kind {
+                    ListKind::Resources => &[ListKind::Resources, ListKind::Templates],
+                    _ => std::slice::from_ref(&kind),
+                };
+                (kind, parts.iter().map(|&part| (part, after.changed_upstreams(before, part))).collect())
+            })
+            .collect();
+        Scope { before, after, lists }
+    }
+
+    /// The lists whose content `grants` see differently: where the
+    /// upstreams that changed show them other entries.
+    fn seen_changed(&self, grants: &Grants) -> Vec<ListKind> {
+        let what = |kind| kind_of(kind);
+        self.lists
+            .iter()
+            .filter(|(_, parts)| {
+                parts.iter().any(|(part, upstreams)| {
+                    let visible = |ident: crate::security::Ident<'_>| grants.allows(what(*part), ident);
+                    self.before.visible_fingerprint_in(*part, upstreams, &visible)
+                        != self.after.visible_fingerprint_in(*part, upstreams, &visible)
+                })
+            })
+            .map(|(kind, _)| *kind)
+            .collect()
     }
 }
 

@@ -23,6 +23,7 @@
 //! awaits between the first and the last swap, and no request waits for a
 //! reload.
 
+use std::collections::HashMap;
 use std::sync::Arc;
 
 use super::Gateway;
@@ -294,8 +295,14 @@ impl Gateway {
             commit();
         }
         let sessions = core.sessions.all();
-        let seen_before: Vec<_> =
-            sessions.iter().map(|p| visible(&before, &p.grants(), now.gateway.list_secret_names)).collect();
+        // What a set of grants sees is worked out once, however many
+        // sessions share it (a session's fingerprints are shared too).
+        #[allow(clippy::mutable_key_type, reason = "grants hash and compare by which entries they hold (access.rs)")]
+        let mut memo: HashMap<(Arc<Grants>, bool), Arc<[u64]>> = HashMap::new();
+        let mut seen = |grants: Arc<Grants>, builtin: bool| {
+            memo.entry((grants, builtin)).or_insert_with_key(|(g, b)| visible(&before, g, *b).into()).clone()
+        };
+        let seen_before: Vec<_> = sessions.iter().map(|p| seen(p.grants(), now.gateway.list_secret_names)).collect();
         for p in &sessions {
             p.reconfigure(self.grants_under(&p.principal, &core.config().auth), redactor.clone());
         }
@@ -304,9 +311,9 @@ impl Gateway {
         // it; what changed by the grants or the gateway's own tool alone is
         // told here.
         let builtin = core.config().gateway.list_secret_names;
-        for (p, seen) in sessions.iter().zip(seen_before) {
-            let now_seen = visible(&before, &p.grants(), builtin);
-            for (kind, (a, b)) in refresh::TOLD.iter().zip(seen.iter().zip(&now_seen)) {
+        for (p, was) in sessions.iter().zip(seen_before) {
+            let now_seen = seen(p.grants(), builtin);
+            for (kind, (a, b)) in refresh::TOLD.iter().zip(was.iter().zip(now_seen.iter())) {
                 if a != b {
                     let method = kind.changed_notification();
                     p.send(&core.no_label, method, crate::protocol::encode::notification(method, None));

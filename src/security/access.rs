@@ -132,6 +132,32 @@ impl Access {
 
 // === impl Grants ===
 
+/// Grants are equal when they are made of the same compiled entries (of
+/// the same [`Access`], so the same entries apply): they then allow
+/// exactly the same, whoever they belong to. Many principals share a few
+/// such sets (a group's, everyone's), so what a set sees can be worked out
+/// once per set rather than once per session. Grants of different
+/// `Access`es (before and after a reload) are never equal, even when the
+/// entries read alike: a cache that misses, never one that lies.
+impl PartialEq for Grants {
+    fn eq(&self, other: &Self) -> bool {
+        self.open == other.open
+            && self.entries.len() == other.entries.len()
+            && self.entries.iter().zip(&other.entries).all(|(a, b)| Arc::ptr_eq(a, b))
+    }
+}
+
+impl Eq for Grants {}
+
+impl std::hash::Hash for Grants {
+    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+        self.open.hash(state);
+        for e in &self.entries {
+            std::ptr::hash(Arc::as_ptr(e), state);
+        }
+    }
+}
+
 impl Grants {
     /// Nothing allowed: the grants of a session whose API key a reload
     /// removed.

@@ -135,6 +135,9 @@ pub struct Metrics {
     pub tools_exposed: Family<UpstreamLabels, Gauge>,
     /// Catalog rebuilds: `changed` or `unchanged`.
     pub catalog_refreshes: Family<Outcome, Counter>,
+    /// How long the catalog task took over each rebuild: build, pin
+    /// review, publish and telling the sessions.
+    pub catalog_rebuild_duration: Histogram,
     /// Calls to a tool listed from the warm-start cache, by what became of
     /// the wait (`live`, `changed`, `withdrawn`, `timed_out`,
     /// `failed_start`, `overloaded`).
@@ -249,6 +252,9 @@ impl Metrics {
             health_checks: Family::default(),
             tools_exposed: Family::default(),
             catalog_refreshes: Family::default(),
+            catalog_rebuild_duration: Histogram::new([
+                0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0, 5.0,
+            ]),
             warm_start_calls: Family::default(),
             catalog_cache_operations: Family::default(),
             tools_cached: Gauge::default(),
@@ -377,6 +383,12 @@ impl Metrics {
             "catalog_refreshes",
             "Rebuilds of the merged catalog, by outcome (changed, unchanged)",
             Listed(m.catalog_refreshes.clone()),
+        );
+        r.register_with_unit(
+            "catalog_rebuild_duration",
+            "How long each catalog rebuild took: build, pin review, publish and telling the sessions",
+            Unit::Seconds,
+            Listed(m.catalog_rebuild_duration.clone()),
         );
         r.register(
             "warm_start_calls",

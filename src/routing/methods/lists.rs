@@ -1,6 +1,8 @@
 //! The four list methods: one page of the merged catalog, as the caller
 //! may see it, after the start-up wait.
 
+use std::sync::LazyLock;
+
 use serde_json::value::RawValue;
 
 use crate::error::CallError;
@@ -20,18 +22,27 @@ pub(crate) async fn page(core: &Core, rq: &Rq<'_>, kind: ListKind) -> Result<Str
     let catalog = core.published.load();
     let size = core.config().gateway.page_size;
     let page = match grants.is_open() {
-        true => catalog.page(kind, cursor.as_deref(), size),
-        false => catalog.page_visible(kind, cursor.as_deref(), size, &|ident| grants.allows(what, ident)),
+        true => catalog.select(kind, cursor.as_deref(), size, &|_| true),
+        false => catalog.select(kind, cursor.as_deref(), size, &|ident| grants.allows(what, ident)),
     };
     let mut page = page.map_err(|e| CallError::protocol(protocol::INVALID_PARAMS, e.to_string()))?;
     if kind == ListKind::Tools && cursor.is_none() && core.builtin_listed(rq.caller) {
         // The gateway's own tool leads the first page.
-        let at = "{\"tools\":[".len();
-        let sep = if page[at..].starts_with(']') { "" } else { "," };
-        page.insert_str(at, &format!("{LIST_SECRET_NAMES_DEF}{sep}"));
+        page.entries.insert(0, builtin());
     }
-    let page = RawValue::from_string(page).expect("the catalog renders valid JSON");
-    Ok(encode::result(rq.id, &page))
+    // Not checked again: every definition was checked when its upstream's
+    // list was admitted (and the gateway's writer renamed it), the
+    // gateway's own tool when it was first listed, and `list_result`
+    // writes only those, commas and escaped strings.
+    Ok(encode::list_result(rq.id, kind.key(), &page.entries, page.next_cursor.as_deref()))
+}
+
+/// The gateway's own tool's definition, checked once.
+fn builtin() -> &'static RawValue {
+    static DEF: LazyLock<Box<RawValue>> = LazyLock::new(|| {
+        RawValue::from_string(LIST_SECRET_NAMES_DEF.to_owned()).expect("the gateway's own tool is valid JSON")
+    });
+    &DEF
 }
 
 /// What `[[access]]` calls the items of a list.

@@ -62,6 +62,46 @@ async fn sessions_are_told_only_of_the_lists_they_see_change() {
 }
 
 #[tokio::test]
+async fn sessions_that_share_grants_are_told_alike_and_only_of_what_they_see_change() {
+    let access = "[[access]]\nprincipals = [\"key:bob\", \"key:carol\"]\ntools = { allow = [\"a__*\"] }\n\
+                  [[access]]\nprincipals = [\"key:dave\"]\ntools = { allow = [\"b__y\", \"c__*\"] }\n";
+    let core = core(&format!("{}{}{}{access}", down("a", ""), down("b", ""), down("c", "")));
+    let mut sessions: Vec<_> = ["bob", "bob", "carol", "dave", "erin"]
+        .into_iter()
+        .map(|who| (who, session(&core, principal(who), None)))
+        .collect();
+    let (root, mut root_rx) = session(&core, principal("root"), Some(Grants::open()));
+    assert_eq!(*sessions[0].1.0.grants(), *sessions[2].1.0.grants(), "bob's and carol's grants are one set");
+    let mut told = || -> Vec<(&str, usize)> {
+        let mut out: Vec<_> = sessions.iter_mut().map(|(who, (_, rx))| (*who, drain(rx).len())).collect();
+        out.retain(|(_, n)| *n > 0);
+        out
+    };
+    let (a_x, a_xw, b_y, b_yz, b_z, c_q) =
+        (tools(&["x"]), tools(&["x", "w"]), tools(&["y"]), tools(&["y", "z"]), tools(&["z"]), tools(&["q"]));
+    let before = catalog(&core, &[(0, &a_x), (1, &b_y), (2, &c_q)]);
+
+    // A tool of `b` that only root sees came.
+    let after = catalog(&core, &[(0, &a_x), (1, &b_yz), (2, &c_q)]);
+    announce(&core, &before, &after, &[ListKind::Tools]);
+    assert!(told().is_empty());
+    assert_eq!(drain(&mut root_rx).len(), 1);
+    // `b__y`, which dave sees, went.
+    let after = catalog(&core, &[(0, &a_x), (1, &b_z), (2, &c_q)]);
+    announce(&core, &before, &after, &[ListKind::Tools]);
+    assert_eq!(told(), [("dave", 1)]);
+    // `a` and `c` changed: each of bob's sessions, carol and dave, once each.
+    let after = catalog(&core, &[(0, &a_xw), (1, &b_y), (2, &b_z)]);
+    announce(&core, &before, &after, &[ListKind::Tools]);
+    assert_eq!(told(), [("bob", 1), ("bob", 1), ("carol", 1), ("dave", 1)]);
+    // `c` went altogether (down): dave only.
+    let after = catalog(&core, &[(0, &a_x), (1, &b_y)]);
+    announce(&core, &before, &after, &[ListKind::Tools]);
+    assert_eq!(told(), [("dave", 1)]);
+    drop(root);
+}
+
+#[tokio::test]
 async fn the_catalog_follows_a_ready_upstream_and_its_new_connection_is_told_again() {
     let caps = serde_json::json!({ "tools": {}, "logging": {}, "resources": { "subscribe": true } });
     let mock = Mock::start(caps, serde_json::json!({ "tools": [{ "name": "echo", "inputSchema": {} }] })).await;
@@ -80,6 +120,9 @@ async fn the_catalog_follows_a_ready_upstream_and_its_new_connection_is_told_aga
     assert_eq!(methods(&drain(&mut rx)), ["notifications/tools/list_changed"]);
     let changed = core.telemetry.metrics.catalog_refreshes.get_or_create(&Outcome { outcome: "changed" }).get();
     assert_eq!(changed, 1);
+    let text = core.telemetry.metrics.encode();
+    let rebuilds = text.lines().find_map(|l| l.strip_prefix("mcp_gateway_catalog_rebuild_duration_seconds_count "));
+    assert!(rebuilds.is_some_and(|n| n.trim().parse::<u64>().unwrap() >= 1), "each rebuild is timed: {rebuilds:?}");
     eventually("the level and the subscription are told upstream", || {
         let seen = mock.seen();
         seen.iter().any(|m| m == "logging/setLevel") && seen.iter().any(|m| m == "resources/subscribe")

@@ -92,6 +92,23 @@ fn a_principal_no_entry_names_gets_nothing() {
     assert!(!g.allows(Kind::Tool, "fs__read") && !g.allows(Kind::Resource, "x://y"));
 }
 
+#[test]
+fn grants_are_equal_when_the_same_entries_apply_whoever_holds_them() {
+    let a = access();
+    let (ann, ada) = (a.grants(&principal("ann", &["analysts"])), a.grants(&principal("ada", &["analysts"])));
+    assert_eq!(ann, ada, "the same group: the same entries");
+    let state = std::hash::RandomState::new();
+    assert_eq!(std::hash::BuildHasher::hash_one(&state, &*ann), std::hash::BuildHasher::hash_one(&state, &*ada));
+    assert_ne!(ann, a.grants(&principal("admin", &[])), "other entries apply");
+    assert_ne!(ann, a.grants(&principal("bob", &[])), "only the entry for everyone");
+    assert_eq!(a.grants(&principal("bob", &[])), a.grants(&principal("carol", &[])));
+    // The same entries compiled again (a reload) are other grants: a cache
+    // keyed by them misses rather than serving the old policy.
+    assert_ne!(ann, access().grants(&principal("ann", &["analysts"])));
+    assert_eq!(*Grants::open(), *Access::new(&[]).grants(&principal("x", &[])));
+    assert_ne!(*Grants::open(), *Grants::none());
+}
+
 /// `arguments` as a scanned message carries them.
 fn args(text: &str) -> crate::protocol::CheckedBox {
     crate::protocol::CheckedBox::parse(text, &crate::protocol::Limits::default()).unwrap()
