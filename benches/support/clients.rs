@@ -304,18 +304,34 @@ pub(crate) async fn idle_connections(base: &str, n: usize) -> Result<Vec<tokio::
     Ok(all)
 }
 
-/// Open HTTP sessions, from `/metrics`
-/// (`mcp_gateway_downstream_sessions{transport="http"}`).
-pub(crate) async fn open_sessions(http: &reqwest::Client, base: &str) -> Result<u64, String> {
-    let text = http
-        .get(format!("{base}/metrics"))
+/// `/metrics` as text.
+async fn metrics(http: &reqwest::Client, base: &str) -> Result<String, String> {
+    http.get(format!("{base}/metrics"))
         .send()
         .await
         .and_then(reqwest::Response::error_for_status)
         .map_err(|e| format!("/metrics: {e}"))?
         .text()
         .await
-        .map_err(|e| format!("/metrics: {e}"))?;
+        .map_err(|e| format!("/metrics: {e}"))
+}
+
+/// The sum and the count of the unlabelled histogram `name` (with its
+/// `_seconds` suffix) on `/metrics`; `None` when the gateway does not
+/// export it (an older build, `BENCH_GATEWAY_BIN`).
+pub(crate) async fn histogram(http: &reqwest::Client, base: &str, name: &str) -> Result<Option<(f64, u64)>, String> {
+    let text = metrics(http, base).await?;
+    let value = |suffix: &str| {
+        let prefix = format!("{name}{suffix} ");
+        text.lines().find_map(|l| l.strip_prefix(&prefix)?.trim().parse::<f64>().ok())
+    };
+    Ok(value("_sum").zip(value("_count")).map(|(s, c)| (s, c as u64)))
+}
+
+/// Open HTTP sessions, from `/metrics`
+/// (`mcp_gateway_downstream_sessions{transport="http"}`).
+pub(crate) async fn open_sessions(http: &reqwest::Client, base: &str) -> Result<u64, String> {
+    let text = metrics(http, base).await?;
     text.lines()
         .find(|l| l.starts_with("mcp_gateway_downstream_sessions{") && l.contains(r#"transport="http""#))
         .and_then(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
