@@ -114,8 +114,8 @@ pub(crate) async fn catalog_loop(core: Arc<Core>, shutdown: CancellationToken) {
         if !changed.is_empty() {
             let kinds: Vec<&str> = changed.iter().map(|k| k.key()).collect();
             tracing::info!(lists = %kinds.join(","), "Catalog changed.");
-            announce(&core, &before, &next, &changed);
         }
+        announce(&core, &before, &next, &changed);
         core.published.built(generation);
         let took = started.elapsed();
         core.telemetry.metrics.catalog_rebuild_duration.observe(took.as_secs_f64());
@@ -209,13 +209,21 @@ pub(crate) async fn save_warm(core: Arc<Core>, shutdown: CancellationToken) {
 /// costs the distinct grants times those entries, plus a send per session
 /// told.
 fn announce(core: &Core, before: &Catalog, after: &Catalog, changed: &[ListKind]) {
+    // Also when no whole list changed (`changed` empty): an identical
+    // definition that moved between unprefixed upstreams leaves the whole
+    // list's fingerprint as it was, yet a session that sees only one of
+    // those upstreams sees a change.
     let scope = Scope::new(before, after, changed);
+    if scope.lists.is_empty() {
+        return;
+    }
     #[allow(clippy::mutable_key_type, reason = "grants hash and compare by which entries they hold (access.rs)")]
     let mut told: HashMap<Arc<Grants>, Vec<ListKind>> = HashMap::new();
     // A stateless peer has no stream to tell: its clients listen with
     // `subscriptions/listen`, which has a peer of its own.
     for p in core.sessions.all().into_iter().filter(|p| !p.is_stateless()) {
         let grants = p.grants();
+        // Who sees everything is told of what changed as a whole.
         let kinds: &[ListKind] = match grants.is_open() {
             true => changed,
             false => told.entry(grants).or_insert_with_key(|g| scope.seen_changed(g)),
@@ -240,16 +248,21 @@ struct Scope<'c> {
 type Part = (ListKind, Vec<UpstreamIx>);
 
 impl<'c> Scope<'c> {
+    /// Every list that changed as a whole (`changed`) or in some upstream's
+    /// share of it.
     fn new(before: &'c Catalog, after: &'c Catalog, changed: &[ListKind]) -> Self {
-        let lists = changed
+        let lists = [ListKind::Tools, ListKind::Prompts, ListKind::Resources]
             .iter()
             .map(|&kind| {
                 let parts: &[ListKind] = match kind {
                     ListKind::Resources => &[ListKind::Resources, ListKind::Templates],
                     _ => std::slice::from_ref(&kind),
                 };
-                (kind, parts.iter().map(|&part| (part, after.changed_upstreams(before, part))).collect())
+                let parts: Vec<Part> =
+                    parts.iter().map(|&part| (part, after.changed_upstreams(before, part))).collect();
+                (kind, parts)
             })
+            .filter(|(kind, parts)| changed.contains(kind) || parts.iter().any(|(_, ups)| !ups.is_empty()))
             .collect();
         Scope { before, after, lists }
     }

@@ -13,7 +13,7 @@
 //! is the build from scratch.
 
 use std::collections::HashMap;
-use std::hash::{Hash, Hasher};
+use std::hash::BuildHasher;
 use std::sync::Arc;
 
 use super::{SEPARATOR, Source, UpstreamIx, hints, mirrored_of, named, namespace_uri, shorten};
@@ -161,8 +161,7 @@ fn prepare(src: &Source<'_>, kind: ListKind, max_len: usize) -> Vec<Entry> {
         let def = obj.to_checked();
         let hash = text_hash(def.text());
         let bare = named_kind && !src.prefix;
-        let mut h = std::collections::hash_map::DefaultHasher::new();
-        (hash, &key, bare, &original).hash(&mut h);
+        let sig = keys().hash_one((hash, &key, bare, &original));
         out.push(Entry {
             original: original.as_str().into(),
             full,
@@ -172,18 +171,24 @@ fn prepare(src: &Source<'_>, kind: ListKind, max_len: usize) -> Vec<Entry> {
             hints,
             mirrored,
             hash,
-            sig: h.finish(),
+            sig,
         });
     }
     out
 }
 
-/// A hash of a definition's text (SipHash with fixed keys: the same in
-/// every build of this process).
+/// A hash of a definition's text: SipHash with keys drawn once per
+/// process (the same in every build of this process, so catalogs compare;
+/// unknown to an upstream, which therefore cannot craft two lists whose
+/// fingerprints sum alike to keep a change from being announced).
 fn text_hash(text: &str) -> u64 {
-    let mut h = std::collections::hash_map::DefaultHasher::new();
-    text.hash(&mut h);
-    h.finish()
+    keys().hash_one(text)
+}
+
+/// This process's hash keys for definitions and their signatures.
+fn keys() -> &'static std::hash::RandomState {
+    static KEYS: std::sync::OnceLock<std::hash::RandomState> = std::sync::OnceLock::new();
+    KEYS.get_or_init(std::hash::RandomState::new)
 }
 
 #[cfg(test)]

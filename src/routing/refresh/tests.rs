@@ -101,6 +101,28 @@ async fn sessions_that_share_grants_are_told_alike_and_only_of_what_they_see_cha
     drop(root);
 }
 
+/// An identical definition that moves between unprefixed upstreams leaves
+/// the whole list as it was (its fingerprint too), but not what a session
+/// that sees only one of them sees: it is told (a hostile review found the
+/// catalog task announcing only when a whole list changed).
+#[tokio::test]
+async fn a_definition_that_moves_between_unprefixed_upstreams_is_told_to_who_sees_one_of_them() {
+    let access = "[[access]]\nprincipals = [\"key:bob\"]\ntools = { allow = [\"b__*\"] }\n\
+                  [[access]]\nprincipals = [\"key:carol\"]\ntools = { allow = [\"c__*\"] }\n";
+    let core = core(&format!("{}{}{access}", down("b", "prefix = false"), down("c", "prefix = false")));
+    let (_root, mut root_rx) = session(&core, principal("root"), Some(Grants::open()));
+    let (_bob, mut bob_rx) = session(&core, principal("bob"), None);
+    let (_carol, mut carol_rx) = session(&core, principal("carol"), None);
+    let (echo, none) = (tools(&["echo"]), tools(&[]));
+    let before = catalog(&core, &[(0, &echo), (1, &echo)]);
+    let after = catalog(&core, &[(0, &none), (1, &echo)]);
+    assert!(after.changed_lists(&before).is_empty(), "the whole list reads the same");
+    announce(&core, &before, &after, &after.changed_lists(&before));
+    assert_eq!(methods(&drain(&mut bob_rx)), ["notifications/tools/list_changed"], "bob's `echo` went");
+    assert_eq!(methods(&drain(&mut carol_rx)), ["notifications/tools/list_changed"], "carol's `echo` came");
+    assert!(drain(&mut root_rx).is_empty(), "root sees the same list");
+}
+
 #[tokio::test]
 async fn the_catalog_follows_a_ready_upstream_and_its_new_connection_is_told_again() {
     let caps = serde_json::json!({ "tools": {}, "logging": {}, "resources": { "subscribe": true } });
