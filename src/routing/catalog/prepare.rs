@@ -319,8 +319,15 @@ mod tests {
         ups.remove(2);
         step(&ups, 128);
         assert_eq!(prepared.len(), 3 * 4, "c's lists are forgotten");
-        ups.push((2, up("c", false, c)));
+        ups.push((2, up("c", true, c)));
         self::step(&mut prepared, &ups, 128);
         assert_eq!(prepared.len(), 4 * 4);
+
+        // The same list at the same place under another id: named anew
+        // (a review found no test for the id in the reuse check).
+        let same = ups[3].1.lists.clone();
+        ups[3].1 = up("e", true, same);
+        let sixth = self::step(&mut prepared, &ups, 128);
+        assert!(sixth.get("e__x").is_some() && sixth.get("c__x").is_none());
     }
 }
