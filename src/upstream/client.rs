@@ -48,9 +48,6 @@ pub(crate) enum HttpError {
     /// hyper: reading the response body.
     #[error(transparent)]
     Body(hyper::Error),
-    /// A body from reqwest that failed while it was read.
-    #[error("{0}")]
-    Stream(Box<dyn std::error::Error + Send + Sync>),
 }
 
 impl HttpError {
@@ -59,7 +56,7 @@ impl HttpError {
         match self {
             HttpError::Reqwest(e) => e.is_connect(),
             HttpError::Client(e) => e.is_connect(),
-            HttpError::Body(_) | HttpError::Stream(_) => false,
+            HttpError::Body(_) => false,
         }
     }
 }
@@ -83,7 +80,7 @@ impl ReplyBody {
         loop {
             let frame = match self {
                 ReplyBody::Hyper(b) => b.frame().await.transpose().map_err(HttpError::Body)?,
-                ReplyBody::Reqwest(b) => b.frame().await.transpose().map_err(|e| HttpError::Stream(e.into()))?,
+                ReplyBody::Reqwest(b) => b.frame().await.transpose().map_err(HttpError::from)?,
             };
             match frame.map(http_body::Frame::into_data) {
                 None => return Ok(None),
@@ -189,7 +186,7 @@ mod tests {
         headers.insert("mcp-session-id", http::HeaderValue::from_static("s1"));
         for path in ["/mcp", "/old"] {
             let link = post(path);
-            let resp = link.post(headers.clone(), &Bytes::from_static(b"{}")).await.expect("answered");
+            let resp = link.post(|| Ok(headers.clone()), &Bytes::from_static(b"{}")).await.expect("answered");
             assert_eq!(resp.status(), StatusCode::OK, "{path}");
             let body = super::super::http::read_body(resp, 1 << 20).await.expect("a body");
             assert_eq!(body, b"s1 {}", "{path}");

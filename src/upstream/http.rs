@@ -139,17 +139,22 @@ impl HttpLink {
         Ok(h)
     }
 
-    /// Sends one POST: through [`Plain`] when it serves this endpoint, else
-    /// (or when hyper's answer is a redirect, which reqwest follows) through
-    /// reqwest.
-    pub(super) async fn post(&self, headers: HeaderMap, body: &bytes::Bytes) -> Result<Reply, LinkError> {
+    /// Sends one POST with the headers `headers` makes: through [`Plain`]
+    /// when it serves this endpoint, else (or when hyper's answer is a
+    /// redirect, which reqwest follows) through reqwest. The headers are
+    /// made again for that rare second send rather than copied on every one.
+    pub(super) async fn post(
+        &self,
+        headers: impl Fn() -> Result<HeaderMap, LinkError>,
+        body: &bytes::Bytes,
+    ) -> Result<Reply, LinkError> {
         if let Some(plain) = &self.plain {
-            let resp = plain.post(headers.clone(), body.clone()).await.map_err(io_error)?;
+            let resp = plain.post(headers()?, body.clone()).await.map_err(io_error)?;
             if !resp.status().is_redirection() || resp.status() == StatusCode::NOT_MODIFIED {
                 return Ok(resp);
             }
         }
-        let resp = self.client.post(self.url.clone()).headers(headers).body(body.clone()).send().await;
+        let resp = self.client.post(self.url.clone()).headers(headers()?).body(body.clone()).send().await;
         Ok(client::from_reqwest(resp.map_err(|e| io_error(e.into()))?))
     }
 
@@ -166,7 +171,7 @@ impl HttpLink {
         let mut bearer = self.bearer().await?;
         let mut renewed = false;
         let resp = loop {
-            let resp = self.post(self.post_headers(bearer.as_ref(), &headers)?, &body).await?;
+            let resp = self.post(|| self.post_headers(bearer.as_ref(), &headers), &body).await?;
             // A refused token was refused before the request was processed,
             // so sending it again with another token is safe (once). 401:
             // the token expired early or was revoked: renew it. 403: only a
