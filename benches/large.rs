@@ -92,7 +92,7 @@ async fn measure(upstream: &Upstream, gateway: &Gateway, payload: usize, calls: 
     let (ds, gs) = (load::open_session(&http, &direct).await?, load::open_session(&http, &through).await?);
     let pid = gateway.pid();
     // Before any large call: what the gateway holds at rest.
-    let rss_before_kib = rss_kib(pid).ok_or("no VmRSS for the gateway")?;
+    let rss_before_kib = procs::rss_kib(pid).ok_or("no VmRSS for the gateway")?;
     // One call in flight: interleaved rounds, direct first.
     let (mut d, mut g) = (Vec::with_capacity(calls), Vec::with_capacity(calls));
     for i in 0..calls + 1 {
@@ -163,11 +163,6 @@ async fn wait_ready(http: &reqwest::Client, target: &Target) -> Result<(), Strin
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     Err("the gateway never listed echo__echo".into())
-}
-
-fn rss_kib(pid: u32) -> Option<u64> {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
-    status.lines().find(|l| l.starts_with("VmRSS:"))?.split_whitespace().nth(1)?.parse().ok()
 }
 
 fn report(m: &Measured, payload: usize, calls: usize) {

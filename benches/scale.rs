@@ -67,7 +67,7 @@ use tokio::sync::mpsc;
 // tokio's Instant (clippy.toml): the real clock here, as nothing pauses time.
 use tokio::time::Instant;
 
-use clients::{Flip, Principal, Watched, pct_ms, rss_kib};
+use clients::{Flip, Principal, Watched, pct_ms};
 use load::Session;
 use procs::{Gateway, TempDir};
 
@@ -264,7 +264,7 @@ async fn open_gateway(sizes: Sizes, gw: &Gateway) -> Result<Open, String> {
     let sample = async || -> Result<(u64, u64), String> {
         tokio::time::sleep(SETTLE).await;
         let tasks = clients::alive_tasks(&p.http, &gw.base).await?;
-        Ok((rss_kib(gw.pid()).ok_or("cannot read the gateway's VmRSS")?, tasks))
+        Ok((procs::rss_kib(gw.pid()).ok_or("cannot read the gateway's VmRSS")?, tasks))
     };
     eprintln!("scale: {} idle sessions ...", sizes.sessions);
     let before = sample().await?;

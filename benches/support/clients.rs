@@ -240,13 +240,6 @@ pub(crate) struct Flip {
     pub(crate) unexpected: usize,
 }
 
-/// Resident set size (`VmRSS`) of `pid`, in KiB.
-pub(crate) fn rss_kib(pid: u32) -> Option<u64> {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
-    let line = status.lines().find(|l| l.starts_with("VmRSS:"))?;
-    line.split_whitespace().nth(1)?.parse().ok()
-}
-
 /// `GET /status` as JSON.
 pub(crate) async fn status(http: &reqwest::Client, base: &str) -> Result<serde_json::Value, String> {
     let resp = http.get(format!("{base}/status")).send().await.map_err(|e| format!("/status: {e}"))?;

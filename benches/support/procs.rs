@@ -314,8 +314,19 @@ pub(crate) fn cpu_ticks(pid: u32) -> Option<u64> {
 
 /// Peak resident set size (`VmHWM`) of `pid`, in KiB.
 pub(crate) fn peak_rss_kib(pid: u32) -> Option<u64> {
+    status_kib(pid, "VmHWM:")
+}
+
+/// Resident set size now (`VmRSS`) of `pid`, in KiB.
+#[allow(dead_code, reason = "large and scale use it; proxy_hop, isolation and shared_state do not")]
+pub(crate) fn rss_kib(pid: u32) -> Option<u64> {
+    status_kib(pid, "VmRSS:")
+}
+
+/// A `kB` line of `/proc/<pid>/status`.
+fn status_kib(pid: u32, field: &str) -> Option<u64> {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
-    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
+    let line = status.lines().find(|l| l.starts_with(field))?;
     line.split_whitespace().nth(1)?.parse().ok()
 }
 
