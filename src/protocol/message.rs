@@ -1,9 +1,12 @@
 //! The JSON-RPC envelope.
 
+use std::ops::Range;
+
 use serde::{Deserialize, Deserializer};
 use serde_json::value::RawValue;
 
 use super::checked::{Checked, Members};
+use super::encode;
 use super::scan::{self, Ambiguous, Found, Limits, Plan, ScanError};
 
 /// One JSON-RPC message with its payload left raw and scanned (docs/design.md
@@ -18,11 +21,47 @@ pub struct Message {
     /// The method of a request or notification.
     pub method: Option<String>,
     params: Option<Box<RawValue>>,
-    result: Option<Box<RawValue>>,
+    result: Option<Payload>,
     error: Option<Box<RawValue>>,
-    /// How much of `result` was scanned.
-    result_scan: ResultScan,
 }
+
+/// A response's `result`, as much of it as was scanned.
+#[derive(Debug)]
+enum Payload {
+    /// All of it.
+    Whole(Box<RawValue>),
+    /// Its grammar, its names, and these members (found at these byte
+    /// ranges of it); its text was never given to serde, which would read
+    /// all of it (a tool's result may be megabytes).
+    Members(Part, &'static [(&'static str, Plan<'static>)], Found),
+}
+
+/// The text of a result forwarded unread.
+#[derive(Debug)]
+enum Part {
+    /// A copy of it.
+    Copy(Box<str>),
+    /// The whole message it came in (given away by the reader: no copy),
+    /// and where in it the result is.
+    In(String, Range<usize>),
+}
+
+impl Part {
+    fn text(&self) -> &str {
+        match self {
+            Part::Copy(t) => t,
+            Part::In(message, range) => &message[range.clone()],
+        }
+    }
+}
+
+/// A result to forward as it came: JSON text whose grammar was checked,
+/// so every parser finds the same end and the same members the gateway
+/// read, but which may be scanned only in part (docs/design.md D12): it
+/// is forwarded, never read. Read results through [`Message::result`] and
+/// [`Message::result_member`].
+#[derive(Debug, Clone, Copy)]
+pub struct Forward<'a>(&'a str);
 
 /// How much of an upstream's `result` the gateway checks: all of it, or
 /// (for results it forwards without reading, which may be megabytes) its
@@ -60,14 +99,6 @@ const PROMPT_RESULT: &[(&str, Plan<'static>)] = &[
     ("requestState", Plan::Full),
 ];
 
-#[derive(Debug)]
-enum ResultScan {
-    /// All of it (or there is none).
-    Whole,
-    /// Its names, and these members (found at these byte ranges).
-    Members(&'static [(&'static str, Plan<'static>)], Found),
-}
-
 /// A message whose envelope was read but whose parts are not checked yet:
 /// only [`Envelope::check`] makes a [`Message`] of it.
 #[derive(Debug)]
@@ -76,7 +107,8 @@ pub struct Envelope<'t> {
     id: Option<Box<RawValue>>,
     method: Option<String>,
     params: Option<Box<RawValue>>,
-    result: Option<Box<RawValue>>,
+    /// Where `result` is in `text`.
+    result: Option<Range<usize>>,
     error: Option<Box<RawValue>>,
 }
 
@@ -123,6 +155,19 @@ impl std::ops::Deref for Request {
     }
 }
 
+impl<'a> Forward<'a> {
+    /// The JSON text, to forward or measure (not to read).
+    pub fn text(self) -> &'a str {
+        self.0
+    }
+}
+
+impl<'a> From<&'a RawValue> for Forward<'a> {
+    fn from(raw: &'a RawValue) -> Self {
+        Forward(raw.get())
+    }
+}
+
 /// Why bytes are not a valid JSON-RPC message.
 #[derive(Debug, thiserror::Error)]
 pub enum ParseError {
@@ -152,8 +197,11 @@ pub enum ParseError {
     },
 }
 
+/// The envelope as serde reads it: only when the scan's own read
+/// ([`Envelope::parse`]) did not succeed, to refuse with the same errors as
+/// always.
 #[derive(Deserialize)]
-struct Wire {
+struct Wire<'t> {
     #[serde(default, deserialize_with = "present")]
     jsonrpc: Option<Box<RawValue>>,
     #[serde(default, deserialize_with = "present")]
@@ -162,8 +210,8 @@ struct Wire {
     method: Option<String>,
     #[serde(default, deserialize_with = "present")]
     params: Option<Box<RawValue>>,
-    #[serde(default, deserialize_with = "present")]
-    result: Option<Box<RawValue>>,
+    #[serde(default, borrow, deserialize_with = "present_borrowed")]
+    result: Option<&'t RawValue>,
     #[serde(default, deserialize_with = "present")]
     error: Option<Box<RawValue>>,
 }
@@ -174,6 +222,23 @@ fn present<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Box<RawValue>>, D::
     Box::<RawValue>::deserialize(d).map(Some)
 }
 
+/// [`present`], borrowed from the text.
+fn present_borrowed<'de, D: Deserializer<'de>>(d: D) -> Result<Option<&'de RawValue>, D::Error> {
+    <&RawValue>::deserialize(d).map(Some)
+}
+
+/// The envelope's members, as the scan reads them: their own names once
+/// each (the root object's names are checked), their values skimmed (their
+/// grammar only; [`Envelope::check`] scans them by their plans).
+const ENVELOPE: &[(&str, Plan<'static>)] = &[
+    ("jsonrpc", Plan::Skim),
+    ("id", Plan::Skim),
+    ("method", Plan::Skim),
+    ("params", Plan::Skim),
+    ("result", Plan::Skim),
+    ("error", Plan::Skim),
+];
+
 // === impl Envelope ===
 
 impl<'t> Envelope<'t> {
@@ -181,18 +246,58 @@ impl<'t> Envelope<'t> {
     /// removed them in 2025-06-18. A member of the envelope that occurs
     /// twice is refused here (serde's derive refuses duplicate fields).
     pub fn parse(bytes: &'t [u8]) -> Result<Self, ParseError> {
-        // JSON text is UTF-8 (RFC 8259 §8.1). serde_json checks that only in
-        // the strings it decodes or keeps raw, not in those it skips (members
-        // the envelope does not name), so one pass over the whole message
-        // checks it here; parsing a `str` then checks nothing twice.
-        let text = std::str::from_utf8(bytes).map_err(ParseError::Utf8)?;
+        // JSON text is UTF-8 (RFC 8259 §8.1): one pass over the whole
+        // message checks it, since the scan reads bytes.
+        Self::parse_str(std::str::from_utf8(bytes).map_err(ParseError::Utf8)?)
+    }
+
+    /// [`Envelope::parse`] of a text known to be UTF-8.
+    pub fn parse_str(text: &'t str) -> Result<Self, ParseError> {
+        // The scan reads the envelope (its grammar whole, its names once
+        // each), so serde reads only the small members, never a result's
+        // text (megabytes of a tool's result would cost 2 instructions a
+        // byte in serde's string reader, ten times the scan's). Anything it
+        // does not take, serde reads as before, to refuse it with the same
+        // error as always.
+        match Self::read(text) {
+            Some(env) => Ok(env),
+            None => Self::parse_refused(text),
+        }
+    }
+
+    /// The envelope as the scan reads it; `None` for anything but a valid
+    /// JSON-RPC message object.
+    fn read(text: &'t str) -> Option<Self> {
+        let found = scan::scan_with(text, &Limits::default(), Plan::Object(ENVELOPE, &Plan::Skim)).ok()?;
+        let mut env = Envelope { text, id: None, method: None, params: None, result: None, error: None };
+        let mut jsonrpc = false;
+        for (i, range) in found {
+            let part = &text[range.clone()];
+            match ENVELOPE[i].0 {
+                "jsonrpc" => jsonrpc = part == "\"2.0\"",
+                "id" if valid_id(part) => env.id = Some(serde_json::from_str(part).ok()?),
+                // `null`, a fraction, an object: serde's read says which.
+                "id" => return None,
+                "method" => env.method = Some(serde_json::from_str(part).ok()?),
+                "params" => env.params = Some(serde_json::from_str(part).ok()?),
+                "result" => env.result = Some(range),
+                _ => env.error = Some(serde_json::from_str(part).ok()?),
+            }
+        }
+        (jsonrpc && kind(&env.method, &env.id, env.result.is_some(), env.error.is_some()).is_ok()).then_some(env)
+    }
+
+    /// Reads with serde what [`Envelope::read`] did not take: a message it
+    /// refuses (naming why), or, should the two ever disagree, one that is
+    /// then checked like any other.
+    fn parse_refused(text: &'t str) -> Result<Self, ParseError> {
         let first = text.bytes().find(|b| !b.is_ascii_whitespace());
         if first == Some(b'[') {
             // Still validate the JSON so garbage gets -32700, not -32600.
             serde_json::from_str::<serde::de::IgnoredAny>(text).map_err(ParseError::Json)?;
             return Err(invalid("batches are not supported", None));
         }
-        let wire: Wire = match serde_json::from_str(text) {
+        let wire: Wire<'_> = match serde_json::from_str(text) {
             Ok(w) => w,
             Err(e) if e.is_data() => {
                 // A member of the envelope twice: the scan says which.
@@ -213,8 +318,12 @@ impl<'t> Envelope<'t> {
         if wire.jsonrpc.as_deref().map(RawValue::get) != Some("\"2.0\"") {
             return Err(invalid("jsonrpc must be \"2.0\"", id));
         }
-        let env =
-            Envelope { text, id, method: wire.method, params: wire.params, result: wire.result, error: wire.error };
+        // Where `result` is: serde borrowed it from `text`.
+        let result = wire.result.map(|r| {
+            let start = r.get().as_ptr() as usize - text.as_ptr() as usize;
+            start..start + r.get().len()
+        });
+        let env = Envelope { text, id, method: wire.method, params: wire.params, result, error: wire.error };
         kind(&env.method, &env.id, env.result.is_some(), env.error.is_some())?;
         Ok(env)
     }
@@ -234,41 +343,55 @@ impl<'t> Envelope<'t> {
     /// checked as `result` says. A message that parsers would read
     /// differently is refused, naming where.
     pub fn check(self, limits: &Limits, result: ResultCheck) -> Result<Message, ParseError> {
-        let listed = match (&self.result, result) {
+        self.check_keeping(limits, result, false)
+    }
+
+    /// [`Envelope::check`]; with `keep`, a result forwarded unread is left
+    /// as a place in the message's text, which the caller then gives to
+    /// the message ([`Message::parse_owned`]).
+    fn check_keeping(self, limits: &Limits, result: ResultCheck, keep: bool) -> Result<Message, ParseError> {
+        let range = self.result.clone();
+        let text = range.clone().map(|r| &self.text[r]);
+        let listed = match (text, result) {
             (Some(_), ResultCheck::Tool) => Some(TOOL_RESULT),
             (Some(_), ResultCheck::Prompt) => Some(PROMPT_RESULT),
             _ => None,
         };
-        let outcome = match (&self.result, listed) {
+        let outcome = match (text, listed) {
             (Some(r), Some(listed)) => {
                 // The result by its own plan (its names and the members the
                 // gateway reads), then the rest with the result jumped over:
                 // its length is known, so it is not read a second time.
-                let jump = [("result", Plan::Jump(r.get().len()))];
-                scan::scan_with(r.get(), limits, Plan::Object(listed, &Plan::Skim))
-                    .map_err(|e| e.under("result"))
-                    .and_then(|found| {
+                let jump = [("result", Plan::Jump(r.len()))];
+                scan::scan_with(r, limits, Plan::Object(listed, &Plan::Skim)).map_err(|e| e.under("result")).and_then(
+                    |found| {
                         scan::scan_with(self.text, limits, Plan::Object(&jump, &Plan::Full))?;
-                        Ok(ResultScan::Members(listed, found))
-                    })
+                        let part = match (keep, range) {
+                            (true, Some(range)) => Part::In(String::new(), range),
+                            _ => Part::Copy(r.into()),
+                        };
+                        Ok(Some(Payload::Members(part, listed, found)))
+                    },
+                )
             }
-            _ => scan::scan(self.text, limits).map(|()| ResultScan::Whole),
+            _ => scan::scan(self.text, limits).map(|()| None),
         };
         let id = self.id;
-        let result_scan = match outcome {
-            Ok(s) => s,
+        let payload = match outcome {
+            Ok(p) => p,
             Err(ScanError::Ambiguous(ambiguous)) => return Err(ParseError::Ambiguous { ambiguous, id }),
-            // serde read it as JSON; the scan should agree.
+            // The envelope's read found it JSON; the scan should agree.
             Err(ScanError::Syntax) => return Err(invalid("not a JSON-RPC message object", id)),
         };
-        Ok(Message {
-            id,
-            method: self.method,
-            params: self.params,
-            result: self.result,
-            error: self.error,
-            result_scan,
-        })
+        let result = match (payload, text) {
+            (Some(p), _) => Some(p),
+            // Scanned whole: the text is what serde will read the same way.
+            (None, Some(r)) => Some(Payload::Whole(
+                serde_json::from_str(r).map_err(|_| invalid("not a JSON-RPC message object", id.clone()))?,
+            )),
+            (None, None) => None,
+        };
+        Ok(Message { id, method: self.method, params: self.params, result, error: self.error })
     }
 }
 
@@ -279,6 +402,25 @@ impl Message {
     /// D12): every part of it is checked before anything reads it.
     pub fn parse(bytes: &[u8], limits: &Limits) -> Result<Self, ParseError> {
         Envelope::parse(bytes)?.check(limits, ResultCheck::Whole)
+    }
+
+    /// [`Message::parse`] of a text the reader gives away (an upstream's
+    /// body or event), checked as `check` says once its envelope is read
+    /// (what a reply needs depends on the request it answers). A result
+    /// forwarded unread then stays in this text: a tool's result of
+    /// megabytes is not copied.
+    pub fn parse_owned(
+        text: String,
+        limits: &Limits,
+        check: impl FnOnce(&Envelope<'_>) -> ResultCheck,
+    ) -> Result<Self, ParseError> {
+        let env = Envelope::parse_str(&text)?;
+        let how = check(&env);
+        let mut msg = env.check_keeping(limits, how, true)?;
+        if let Some(Payload::Members(Part::In(message, _), ..)) = &mut msg.result {
+            *message = text;
+        }
+        Ok(msg)
     }
 
     /// Classifies the message, rejecting impossible member combinations.
@@ -316,26 +458,28 @@ impl Message {
     /// the gateway forwards unread ([`ResultCheck`]): read those through
     /// [`Message::result_member`].
     pub fn result(&self) -> Option<Checked<'_>> {
-        match self.result_scan {
-            ResultScan::Whole => self.result.as_deref().map(Checked::trusted),
-            ResultScan::Members(..) => None,
+        match self.result.as_ref()? {
+            Payload::Whole(r) => Some(Checked::trusted(r)),
+            Payload::Members(..) => None,
         }
     }
 
     /// `result` as it came, to forward (not to read).
-    pub fn result_raw(&self) -> Option<&RawValue> {
-        self.result.as_deref()
+    pub fn result_raw(&self) -> Option<Forward<'_>> {
+        Some(Forward(match self.result.as_ref()? {
+            Payload::Whole(r) => r.get(),
+            Payload::Members(part, ..) => part.text(),
+        }))
     }
 
     /// A member of `result` the gateway reads (for a partly scanned result,
     /// one of those its [`ResultCheck`] names).
     pub fn result_member(&self, name: &str) -> Option<Checked<'_>> {
-        let result = self.result.as_deref()?;
-        match &self.result_scan {
-            ResultScan::Whole => Checked::trusted(result).get(name),
-            ResultScan::Members(listed, found) => {
+        match self.result.as_ref()? {
+            Payload::Whole(result) => Checked::trusted(result).get(name),
+            Payload::Members(part, listed, found) => {
                 let (_, range) = found.iter().find(|(i, _)| listed[*i].0 == name)?;
-                let text = result.get().get(range.clone())?;
+                let text = part.text().get(range.clone())?;
                 serde_json::from_str::<&RawValue>(text).ok().map(Checked::trusted)
             }
         }
@@ -345,16 +489,21 @@ impl Message {
     /// ids): of a partly scanned result only those members can be read,
     /// and every member is written back as it came.
     pub fn result_object(&self) -> Option<Members<'_>> {
-        let result = Checked::trusted(self.result.as_deref()?).object()?;
-        Some(match &self.result_scan {
-            ResultScan::Whole => result,
-            ResultScan::Members(listed, _) => result.partly(listed),
-        })
+        match self.result.as_ref()? {
+            Payload::Whole(result) => Checked::trusted(result).object(),
+            // serde reads its one level here, and so all of its text: only
+            // results that may be tasks or input-required come here.
+            Payload::Members(part, listed, _) => {
+                let result = serde_json::from_str::<&RawValue>(part.text()).ok()?;
+                Some(Checked::trusted(result).object()?.partly(listed))
+            }
+        }
     }
 
     /// The message's size on the wire (params, result and error).
     pub fn payload_len(&self) -> usize {
-        [&self.params, &self.result, &self.error].iter().map(|p| p.as_deref().map_or(0, |r| r.get().len())).sum()
+        let raw = |p: &Option<Box<RawValue>>| p.as_deref().map_or(0, |r| r.get().len());
+        raw(&self.params) + raw(&self.error) + self.result_raw().map_or(0, |r| r.0.len())
     }
 }
 
@@ -441,123 +590,6 @@ impl ParseError {
     }
 }
 
-/// Writers for the messages the gateway produces. Raw parts are spliced in
-/// as they are; only the gateway's own strings are escaped.
-pub mod encode {
-    use super::RawValue;
-
-    /// `{"jsonrpc":"2.0","id":<id>,"result":<result>}`.
-    pub fn result(id: &RawValue, result: &RawValue) -> String {
-        reply(id, "result", result)
-    }
-
-    /// `{"jsonrpc":"2.0","id":<id>,"error":<error>}` with a raw error object.
-    pub fn raw_error(id: &RawValue, error: &RawValue) -> String {
-        reply(id, "error", error)
-    }
-
-    /// A response with one raw member, spliced in without re-encoding.
-    fn reply(id: &RawValue, member: &str, raw: &RawValue) -> String {
-        let mut s = String::with_capacity(32 + member.len() + id.get().len() + raw.get().len());
-        s.push_str(r#"{"jsonrpc":"2.0","id":"#);
-        s.push_str(id.get());
-        s.push_str(",\"");
-        s.push_str(member);
-        s.push_str("\":");
-        s.push_str(raw.get());
-        s.push('}');
-        s
-    }
-
-    /// A list result, `{"<key>":[<entries>]}` with `"nextCursor"` when one
-    /// is given. Valid JSON by construction: every entry is a `RawValue`
-    /// (valid JSON by its type), and the key and the cursor are escaped.
-    pub fn list(key: &str, entries: &[&RawValue], next_cursor: Option<&str>) -> String {
-        let (key, cursor) = list_parts(key, next_cursor);
-        let mut s = String::with_capacity(list_len(&key, entries, cursor.as_deref()));
-        write_list(&mut s, &key, entries, cursor.as_deref());
-        s
-    }
-
-    /// `{"jsonrpc":"2.0","id":<id>,"result":<list>}` with [`list`]'s result,
-    /// written once into a string of its exact size: a list of 10,000
-    /// tools is 2.7 MB, which growing a string (or checking it again)
-    /// would copy over and over.
-    pub fn list_result(id: &RawValue, key: &str, entries: &[&RawValue], next_cursor: Option<&str>) -> String {
-        const HEAD: &str = r#"{"jsonrpc":"2.0","id":"#;
-        let (key, cursor) = list_parts(key, next_cursor);
-        let len = HEAD.len() + id.get().len() + ",\"result\":".len() + list_len(&key, entries, cursor.as_deref()) + 1;
-        let mut s = String::with_capacity(len);
-        s.push_str(HEAD);
-        s.push_str(id.get());
-        s.push_str(",\"result\":");
-        write_list(&mut s, &key, entries, cursor.as_deref());
-        s.push('}');
-        debug_assert_eq!(s.len(), len);
-        s
-    }
-
-    /// The key and the cursor, escaped.
-    fn list_parts(key: &str, next_cursor: Option<&str>) -> (String, Option<String>) {
-        let escape = |s: &str| serde_json::to_string(s).expect("a string always serializes");
-        (escape(key), next_cursor.map(escape))
-    }
-
-    /// The length [`write_list`] writes.
-    fn list_len(key: &str, entries: &[&RawValue], cursor: Option<&str>) -> usize {
-        let defs: usize = entries.iter().map(|e| e.get().len()).sum();
-        let cursor = cursor.map_or(0, |c| ",\"nextCursor\":".len() + c.len());
-        1 + key.len() + 2 + defs + entries.len().saturating_sub(1) + 1 + cursor + 1
-    }
-
-    /// Writes `{<key>:[<entries>],"nextCursor":<cursor>}` (`key` and
-    /// `cursor` already escaped).
-    fn write_list(s: &mut String, key: &str, entries: &[&RawValue], cursor: Option<&str>) {
-        s.push('{');
-        s.push_str(key);
-        s.push_str(":[");
-        for (n, e) in entries.iter().enumerate() {
-            if n > 0 {
-                s.push(',');
-            }
-            s.push_str(e.get());
-        }
-        s.push(']');
-        if let Some(c) = cursor {
-            s.push_str(",\"nextCursor\":");
-            s.push_str(c);
-        }
-        s.push('}');
-    }
-
-    /// An error response built by the gateway. `id` is `null` when unknown.
-    pub fn error(id: Option<&RawValue>, code: i64, message: &str, data: Option<&serde_json::Value>) -> String {
-        let mut err = serde_json::json!({ "code": code, "message": message });
-        if let Some(data) = data {
-            err["data"] = data.clone();
-        }
-        format!(r#"{{"jsonrpc":"2.0","id":{},"error":{}}}"#, id.map_or("null", RawValue::get), err)
-    }
-
-    /// A request with a gateway-assigned numeric id.
-    pub fn request(id: u64, method: &str, params: Option<&RawValue>) -> String {
-        let method = serde_json::to_string(method).expect("a string always serializes");
-        match params {
-            Some(p) => format!(r#"{{"jsonrpc":"2.0","id":{id},"method":{method},"params":{}}}"#, p.get()),
-            None => format!(r#"{{"jsonrpc":"2.0","id":{id},"method":{method}}}"#),
-        }
-    }
-
-    /// A notification.
-    pub fn notification(method: &str, params: Option<&RawValue>) -> String {
-        let method = serde_json::to_string(method).expect("a string always serializes");
-        match params {
-            Some(p) => format!(r#"{{"jsonrpc":"2.0","method":{method},"params":{}}}"#, p.get()),
-            None => format!(r#"{{"jsonrpc":"2.0","method":{method}}}"#),
-        }
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -587,11 +619,107 @@ mod tests {
         assert_eq!(m.params().unwrap().text(), r#"{"z":1, "a" :[2]}"#);
     }
 
+    /// The scan reads the envelope instead of serde (a tool's result is
+    /// never given to serde, docs/benchmarks.md says why): it must take
+    /// nothing a JSON parser refuses, and read the same members from what
+    /// it takes. Seeds mutated many ways, deterministically.
+    #[test]
+    fn the_scans_envelope_takes_only_json_and_reads_what_serde_reads() {
+        let seeds = [
+            r#"{"jsonrpc":"2.0","id":1,"result":{"content":[{"type":"text","text":"a\"b\u00e9"}],"isError":false}}"#,
+            r#"{"jsonrpc":"2.0","id":"x","method":"tools/call","params":{"name":"n","arguments":{"a":[1,-2.5e3,true,null]}}}"#,
+            r#"{"jsonrpc":"2.0","id":2,"error":{"code":-32601,"message":"no","data":{"k":[{}]}}}"#,
+            r#" {"jsonrpc" : "2.0" , "method":"notifications/progress","params":{"progress":0.5}} "#,
+        ];
+        let mut state = 0x9E37_79B9_7F4A_7C15u64;
+        let mut next = move || {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            state as usize
+        };
+        let alphabet = b"{}[]\":,\\ 0123-+.eEtrufalsnu\t\n\x01\x1f";
+        let (mut taken, mut refused) = (0, 0);
+        for _ in 0..60_000 {
+            let mut b = seeds[next() % seeds.len()].as_bytes().to_vec();
+            for _ in 0..1 + next() % 3 {
+                let at = next() % (b.len() + 1);
+                let c = alphabet[next() % alphabet.len()];
+                match next() % 3 {
+                    0 if at < b.len() => b[at] = c,
+                    1 if at < b.len() => drop(b.remove(at)),
+                    _ => b.insert(at, c),
+                }
+            }
+            let text = std::str::from_utf8(&b).expect("ASCII");
+            let Some(env) = Envelope::read(text) else {
+                refused += 1;
+                continue;
+            };
+            taken += 1;
+            serde_json::from_str::<serde::de::IgnoredAny>(text).unwrap_or_else(|e| panic!("{e}: {text}"));
+            let wire: Wire<'_> = serde_json::from_str(text).unwrap_or_else(|e| panic!("{e}: {text}"));
+            let get = |r: &Option<Box<RawValue>>| r.as_ref().map(|r| r.get().to_owned());
+            assert_eq!(
+                (get(&env.id), get(&env.params), get(&env.error)),
+                (get(&wire.id), get(&wire.params), get(&wire.error))
+            );
+            assert_eq!(env.method, wire.method, "{text}");
+            assert_eq!(env.result.map(|r| &text[r]), wire.result.map(RawValue::get), "{text}");
+        }
+        // Both sides were exercised.
+        assert!(taken > 1_000 && refused > 10_000, "taken {taken}, refused {refused}");
+    }
+
+    #[test]
+    fn a_tool_results_text_is_json_though_serde_never_reads_it() {
+        let limits = Limits::default();
+        let ok = br#"{"jsonrpc":"2.0","id":1,"result":{"content":[{"type":"text","text":"x"}],"isError":true}}"#;
+        let m = Envelope::parse(ok).unwrap().check(&limits, ResultCheck::Tool).unwrap();
+        assert_eq!(m.result_member("isError").map(|v| v.is_true()), Some(true));
+        assert_eq!(m.result_raw().unwrap().text(), r#"{"content":[{"type":"text","text":"x"}],"isError":true}"#);
+        assert!(m.result().is_none(), "a partly scanned result is not read whole");
+        // Not JSON inside the part that is only skimmed: a parse error, as
+        // when serde read it, never forwarded.
+        for bad in ["[1 2]", "[01]", "[1,]", "{\"a\" 1}", "\"a\u{1}b\"", "\"\\x\"", "tru", "[nul]"] {
+            let text = format!(r#"{{"jsonrpc":"2.0","id":1,"result":{{"content":{bad},"isError":false}}}}"#);
+            let e = Envelope::parse(text.as_bytes()).map(|_| ()).unwrap_err();
+            assert_eq!(e.code(), crate::protocol::PARSE_ERROR, "{text}");
+        }
+    }
+
+    #[test]
+    fn a_message_given_away_forwards_its_result_from_its_own_text() {
+        let text = r#"{"jsonrpc":"2.0","id":4,"result":{"content":[{"type":"text","text":"big"}],"isError":true,"_meta":{"a":1}} }"#;
+        let result = &text[text.find(r#"{"content"#).unwrap()..text.len() - 2];
+        let limits = Limits::default();
+        let owned = Message::parse_owned(text.to_owned(), &limits, |env| {
+            assert!(env.is_response() && env.numeric_id() == Some(4));
+            ResultCheck::Tool
+        })
+        .unwrap();
+        assert!(matches!(owned.result, Some(Payload::Members(Part::In(..), ..))), "not copied");
+        let copied = Envelope::parse(text.as_bytes()).unwrap().check(&limits, ResultCheck::Tool).unwrap();
+        for m in [&owned, &copied] {
+            assert_eq!(m.result_raw().unwrap().text(), result);
+            assert_eq!(m.result_member("isError").map(Checked::is_true), Some(true));
+            assert_eq!(m.result_member("_meta").unwrap().text(), r#"{"a":1}"#);
+            assert_eq!(m.result_object().unwrap().names().collect::<Vec<_>>(), ["content", "isError", "_meta"]);
+            assert_eq!(m.payload_len(), result.len());
+        }
+        // Refused as the borrowed parse refuses.
+        let dup = r#"{"jsonrpc":"2.0","id":1,"result":{"isError":true,"isError":false}}"#;
+        let e = Message::parse_owned(dup.to_owned(), &limits, |_| ResultCheck::Tool).unwrap_err();
+        assert_eq!((e.reason(), e.id().map(RawValue::get)), ("duplicate_member", Some("1")));
+        let e = Message::parse_owned("{".to_owned(), &limits, |_| unreachable!("no envelope")).unwrap_err();
+        assert_eq!(e.code(), crate::protocol::PARSE_ERROR);
+    }
+
     #[test]
     fn string_ids_are_echoed_exactly() {
         let m = parse(br#"{"jsonrpc":"2.0","id":"a\"b","result":{}}"#).unwrap();
         assert_eq!(m.kind().unwrap(), MessageKind::Response);
-        let out = encode::result(m.id.as_deref().unwrap(), m.result_raw().unwrap());
+        let out = encode::forward(m.id.as_deref().unwrap(), m.result_raw().unwrap());
         assert_eq!(out, r#"{"jsonrpc":"2.0","id":"a\"b","result":{}}"#);
     }
 

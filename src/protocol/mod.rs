@@ -15,6 +15,7 @@
 
 mod checked;
 mod codes;
+pub mod encode;
 pub mod framing;
 mod message;
 pub mod modern;
@@ -22,7 +23,7 @@ pub mod scan;
 
 pub use checked::{Checked, CheckedBox, Members};
 pub use codes::*;
-pub use message::{Classified, Envelope, Message, MessageKind, ParseError, Request, ResultCheck, encode};
+pub use message::{Classified, Envelope, Forward, Message, MessageKind, ParseError, Request, ResultCheck};
 pub use modern::Era;
 pub use scan::{Ambiguous, Limits, Reason};
 pub use serde_json::value::RawValue;

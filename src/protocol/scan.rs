@@ -40,10 +40,12 @@ use std::ops::Range;
 
 mod errors;
 mod names;
+mod skim;
 
 pub(crate) use self::errors::ScanError;
 pub use self::errors::{Ambiguous, Reason};
 use self::names::{compare_names, decode, hash_name, hex4, push_name};
+use self::skim::{has_control, number_grammar};
 
 /// Default nesting limit (`gateway.max_json_depth`).
 pub const DEFAULT_MAX_DEPTH: usize = 64;
@@ -221,7 +223,10 @@ impl<'p> Scanner<'_, '_, 'p> {
                     if self.frames.len() == 1
                         && let Some((index, start)) = recording.take()
                     {
-                        found.push((index, start..self.pos));
+                        // The whitespace after it was skipped already; no
+                        // value ends with whitespace.
+                        let end = start + self.text[start..self.pos].trim_ascii_end().len();
+                        found.push((index, start..end));
                     }
                     if self.frames.is_empty() {
                         // The root value is complete: nothing may follow.
@@ -399,6 +404,10 @@ impl<'p> Scanner<'_, '_, 'p> {
         loop {
             let at =
                 i + memchr::memchr2(b'"', b'\\', text.get(i..).ok_or(ScanError::Syntax)?).ok_or(ScanError::Syntax)?;
+            if has_control(&text[i..at]) {
+                // Control characters must be escaped (RFC 8259 §7).
+                return Err(ScanError::Syntax);
+            }
             if text[at] == b'"' {
                 self.pos = at + 1;
                 return Ok(escaped);
@@ -448,38 +457,8 @@ impl<'p> Scanner<'_, '_, 'p> {
     }
 
     fn number(&mut self) -> Result<(), ScanError> {
-        let text = self.text;
-        let start = self.pos;
-        let mut i = start + usize::from(text[start] == b'-');
-        let digits = |i: &mut usize| {
-            let from = *i;
-            while text.get(*i).is_some_and(u8::is_ascii_digit) {
-                *i += 1;
-            }
-            *i - from
-        };
-        let integer = digits(&mut i);
-        if integer == 0 {
-            return Err(ScanError::Syntax);
-        }
-        let mut plain = true;
-        if text.get(i) == Some(&b'.') {
-            i += 1;
-            plain = false;
-            if digits(&mut i) == 0 {
-                return Err(ScanError::Syntax);
-            }
-        }
-        if let Some(b'e' | b'E') = text.get(i) {
-            i += 1;
-            plain = false;
-            if let Some(b'+' | b'-') = text.get(i) {
-                i += 1;
-            }
-            if digits(&mut i) == 0 {
-                return Err(ScanError::Syntax);
-            }
-        }
+        let (text, start) = (self.text, self.pos);
+        let (i, plain, integer) = number_grammar(text, start).ok_or(ScanError::Syntax)?;
         self.pos = i;
         // f64::MAX is about 1.8e308: an integer of up to 308 digits is
         // finite; anything else is parsed to be sure.
@@ -502,53 +481,6 @@ impl<'p> Scanner<'_, '_, 'p> {
         }
         self.pos += word.len();
         Ok(())
-    }
-
-    /// Moves past the value at `self.pos` checking nothing but where it
-    /// ends: strings are skipped by their quotes, containers by counting
-    /// brackets (no stack, no depth limit).
-    fn skim_value(&mut self) -> Result<(), ScanError> {
-        let mut depth = 0usize;
-        loop {
-            match self.peek()? {
-                b'"' => {
-                    self.string(false)?;
-                }
-                b'{' | b'[' => {
-                    depth += 1;
-                    self.pos += 1;
-                }
-                b'}' | b']' => {
-                    depth = depth.checked_sub(1).ok_or(ScanError::Syntax)?;
-                    self.pos += 1;
-                }
-                _ => {
-                    // A scalar, or the punctuation between values.
-                    let rest = &self.text[self.pos..];
-                    let n = rest
-                        .iter()
-                        .position(|b| matches!(b, b'"' | b'{' | b'[' | b'}' | b']') || (depth == 0 && *b == b','))
-                        .unwrap_or(rest.len());
-                    if n == 0 {
-                        // A `,` where a value should start.
-                        return Err(ScanError::Syntax);
-                    }
-                    self.pos += n;
-                    if depth == 0 {
-                        // A scalar ends at the first delimiter; trailing
-                        // whitespace is the caller's.
-                        while self.pos > 0 && matches!(self.text[self.pos - 1], b' ' | b'\t' | b'\n' | b'\r') {
-                            self.pos -= 1;
-                        }
-                        return Ok(());
-                    }
-                    continue;
-                }
-            }
-            if depth == 0 {
-                return Ok(());
-            }
-        }
     }
 
     /// An [`Ambiguous`] at the current path; with `name`, the innermost

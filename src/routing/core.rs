@@ -473,7 +473,7 @@ impl Core {
         match (reply.result_raw(), reply.error()) {
             (Some(r), _) => match expose(i, reply) {
                 Some(r) => encode::result(id, &r),
-                None => encode::result(id, r),
+                None => encode::forward(id, r),
             },
             (None, Some(e)) => crate::error::relay_error(id, e, self.upstreams.get(i).id()),
             (None, None) => unreachable!("a response has a result or an error"),
@@ -507,7 +507,7 @@ impl Core {
     pub(crate) fn cap_raw(
         &self,
         cap: ResultCap,
-        result: &RawValue,
+        result: protocol::Forward<'_>,
         i: UpstreamIx,
         tool: Option<&Arc<str>>,
         caller: &Caller<'_>,
@@ -516,11 +516,11 @@ impl Core {
         use crate::security::limits::{Capped, cap_result};
         let labels = |outcome| OutcomeLabels { upstream: self.upstreams.get(i).label(), outcome };
         let name = out.name.clone().unwrap_or_default();
-        match cap_result(result, cap, &name, &self.config().json_limits()) {
+        match cap_result(result.text(), cap, &name, &self.config().json_limits()) {
             Capped::Fits => Ok(None),
             Capped::Truncated(cut) => {
                 self.telemetry.metrics.results_capped.get_or_create(&labels("truncated")).inc();
-                tracing::info!(tool = %protocol::echo(&name), bytes = result.get().len(), "Truncated a result over its cap.");
+                tracing::info!(tool = %protocol::echo(&name), bytes = result.text().len(), "Truncated a result over its cap.");
                 out.policy.push("result_size:truncated".to_owned());
                 Ok(Some(cut))
             }

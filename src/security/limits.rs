@@ -263,8 +263,8 @@ pub enum Capped {
 /// cap is cut from what every parser reads the same way: it is scanned in
 /// full first (docs/design.md D12; a result is otherwise read only at the
 /// members the gateway routes on), and refused when it is ambiguous.
-pub fn cap_result(result: &serde_json::value::RawValue, cap: ResultCap, tool: &str, json: &JsonLimits) -> Capped {
-    let size = result.get().len();
+pub fn cap_result(result: &str, cap: ResultCap, tool: &str, json: &JsonLimits) -> Capped {
+    let size = result.len();
     if size <= cap.max_bytes {
         return Capped::Fits;
     }
@@ -273,7 +273,7 @@ pub fn cap_result(result: &serde_json::value::RawValue, cap: ResultCap, tool: &s
     if cap.action == OversizeAction::Refuse {
         return refused();
     }
-    let Some(Value::Object(mut obj)) = CheckedBox::parse(result.get(), json).and_then(|c| c.checked().value()) else {
+    let Some(Value::Object(mut obj)) = CheckedBox::parse(result, json).and_then(|c| c.checked().value()) else {
         return refused();
     };
     let notice = format!(
@@ -430,7 +430,9 @@ mod tests {
             "structuredContent":{"x":1}});
         let raw = serde_json::value::to_raw_value(&result).unwrap();
         let cap = ResultCap { max_bytes: 2048, action: OversizeAction::Truncate };
-        let Capped::Truncated(out) = cap_result(&raw, cap, "u__t", &JsonLimits::default()) else { panic!("truncated") };
+        let Capped::Truncated(out) = cap_result(raw.get(), cap, "u__t", &JsonLimits::default()) else {
+            panic!("truncated")
+        };
         assert!(out.get().len() <= 2048);
         let v: Value = serde_json::from_str(out.get()).unwrap();
         let content = v["content"].as_array().unwrap();
@@ -439,9 +441,9 @@ mod tests {
         assert!(v.get("structuredContent").is_none());
         let refuse = ResultCap { max_bytes: 2048, action: OversizeAction::Refuse };
         assert!(
-            matches!(cap_result(&raw, refuse, "u__t", &JsonLimits::default()), Capped::Refused(m) if m.contains("over its 2048-byte limit"))
+            matches!(cap_result(raw.get(), refuse, "u__t", &JsonLimits::default()), Capped::Refused(m) if m.contains("over its 2048-byte limit"))
         );
         let small = serde_json::value::to_raw_value(&serde_json::json!({"content":[]})).unwrap();
-        assert!(matches!(cap_result(&small, cap, "u__t", &JsonLimits::default()), Capped::Fits));
+        assert!(matches!(cap_result(small.get(), cap, "u__t", &JsonLimits::default()), Capped::Fits));
     }
 }

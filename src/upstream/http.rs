@@ -209,7 +209,7 @@ impl HttpLink {
         };
         if let Some(id) = refused.filter(|_| json(&resp)) {
             let body = read_body(resp, self.max_bytes).await?;
-            inbox.deliver(&body);
+            inbox.deliver_owned(body, None);
             if !inbox.is_pending(id) {
                 return Ok(());
             }
@@ -246,7 +246,7 @@ impl HttpLink {
         }
         let body = read_body(resp, self.max_bytes).await?;
         if !body.iter().all(u8::is_ascii_whitespace) {
-            inbox.deliver(&body);
+            inbox.deliver_owned(body, None);
         }
         // A JSON body must carry the reply (transports.mdx); without it the
         // caller would wait for its deadline, so fail it now.
@@ -551,7 +551,7 @@ pub(crate) async fn read_events(
             }
             // Priming events carry an id and empty data (SEP-1699).
             if matches!(ev.event.as_deref(), None | Some("message")) && !ev.data.trim().is_empty() {
-                inbox.deliver_related(ev.data.as_bytes(), related);
+                inbox.deliver_owned(ev.data.into_bytes(), related);
             }
         }
         if related.is_some_and(|id| !inbox.is_pending(id)) {

@@ -135,19 +135,37 @@ impl Inbox {
     /// Handles one message read from the response stream of request
     /// `related` (HTTP): a notification there is about that call.
     pub(crate) fn deliver_related(&self, bytes: &[u8], related: Option<u64>) {
-        let (msg, request) = match Envelope::parse(bytes) {
-            Ok(env) => {
-                // A reply is scanned as the request it answers needs: a
-                // tool's result only where the gateway reads it.
-                let check = match env.numeric_id().filter(|_| env.is_response()) {
-                    Some(id) => self.lock().get(&id).map_or(ResultCheck::Whole, |(_, check)| *check),
-                    None => ResultCheck::Whole,
-                };
-                let request = !env.is_response();
-                (env.check(&self.json, check), request)
-            }
-            Err(e) => (Err(e), false),
-        };
+        let mut request = false;
+        let msg = Envelope::parse(bytes).and_then(|env| {
+            let how = self.how(&env, &mut request);
+            env.check(&self.json, how)
+        });
+        self.receive(msg, request, related);
+    }
+
+    /// [`Inbox::deliver_related`] of a message its reader gives away (an
+    /// HTTP body, an event's data): a tool's result is forwarded from this
+    /// buffer, not from a copy of it (a result may be megabytes).
+    pub(crate) fn deliver_owned(&self, bytes: Vec<u8>, related: Option<u64>) {
+        let mut request = false;
+        let msg = String::from_utf8(bytes)
+            .map_err(|e| ParseError::Utf8(e.utf8_error()))
+            .and_then(|text| Message::parse_owned(text, &self.json, |env| self.how(env, &mut request)));
+        self.receive(msg, request, related);
+    }
+
+    /// How much of a message to scan: a reply as the request it answers
+    /// needs (a tool's result only where the gateway reads it), the rest
+    /// whole. Notes whether it is a request (to answer a refusal).
+    fn how(&self, env: &Envelope<'_>, request: &mut bool) -> ResultCheck {
+        *request = !env.is_response();
+        match env.numeric_id().filter(|_| env.is_response()) {
+            Some(id) => self.lock().get(&id).map_or(ResultCheck::Whole, |(_, check)| *check),
+            None => ResultCheck::Whole,
+        }
+    }
+
+    fn receive(&self, msg: Result<Message, ParseError>, request: bool, related: Option<u64>) {
         let msg = match msg {
             Ok(m) => m,
             Err(e) => return self.refuse(&e, request),

@@ -102,7 +102,7 @@ impl LegacyLink {
 fn deliver(inbox: &Inbox, events: Vec<sse::Event>) {
     for ev in events {
         if matches!(ev.event.as_deref(), None | Some("message")) && !ev.data.trim().is_empty() {
-            inbox.deliver(ev.data.as_bytes());
+            inbox.deliver_owned(ev.data.into_bytes(), None);
         }
     }
 }

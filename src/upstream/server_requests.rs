@@ -99,7 +99,7 @@ impl Responder {
     /// Relays a client's response (its `result` or `error`).
     pub fn reply(self, response: &Message) {
         let body = match (response.result_raw(), response.error()) {
-            (Some(r), _) => encode::result(&self.id, r),
+            (Some(r), _) => encode::forward(&self.id, r),
             (None, Some(e)) => encode::raw_error(&self.id, e.raw()),
             (None, None) => encode::error(Some(&self.id), crate::protocol::INTERNAL_ERROR, "empty response", None),
         };

@@ -159,6 +159,12 @@ fn syntax_errors_are_not_ambiguities() {
         "-",
         "1.",
         "1e",
+        // A leading zero; control characters unescaped in a string or name.
+        "01",
+        "[-00]",
+        "\"a\u{1}b\"",
+        "[\"\t\"]",
+        "{\"a\nb\":1}",
     ] {
         assert_eq!(check(bad), Err(ScanError::Syntax), "{bad:?}");
     }
@@ -189,6 +195,17 @@ fn plans_skim_jump_and_find_members() {
     assert!(scan_with(&envelope, &limits, Plan::Object(&listed, &Plan::Full)).is_ok());
     let dup_outside = envelope.replace(r#""x":{"y":1}"#, r#""x":{"y":1,"y":2}"#);
     assert!(scan_with(&dup_outside, &limits, Plan::Object(&listed, &Plan::Full)).is_err());
+    // What is skimmed is still checked for being JSON: only D12's checks
+    // are skipped.
+    for bad in [
+        r#"{"content":[1 2]}"#,
+        r#"{"content":{"a" 1}}"#,
+        "{\"content\":\"\u{1f}\"}",
+        r#"{"content":[01]}"#,
+        r#"{"content":[1,]}"#,
+    ] {
+        assert_eq!(scan_with(bad, &limits, plan).unwrap_err(), ScanError::Syntax, "{bad}");
+    }
     // Skimming stops at the value's end, whatever it is.
     for (text, rest) in [(r#"{"a":12 , "b":2}"#, 1), (r#"{"a":"x\"}" ,"b":2}"#, 1), (r#"{"a":[{"}":1}],"b":2}"#, 1)] {
         let listed = [("b", Plan::Full)];

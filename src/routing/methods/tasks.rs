@@ -60,7 +60,7 @@ pub(crate) async fn one(core: &Core, rq: &Rq<'_>, ask: Ask, out: &mut Outcome) -
     // (and may in `tasks/update`'s answer): capped as `tasks/result` is.
     if let (protocol::Era::Modern, Some(cap), Some(task)) = (rq.caller.era, cap, reply.result())
         && let Some(inner) = task.get("result")
-        && let Some(cut) = core.cap_raw(cap, inner.raw(), i, None, rq.caller, out)?
+        && let Some(cut) = core.cap_raw(cap, inner.raw().into(), i, None, rq.caller, out)?
         && let Some(exposed) = tasks::expose_task(task, up)
         && let Some(mut obj) = exposed.checked().object()
         && let Some(cut) = CheckedBox::parse(cut.get(), &core.config().json_limits())
@@ -70,7 +70,7 @@ pub(crate) async fn one(core: &Core, rq: &Rq<'_>, ask: Ask, out: &mut Outcome) -
     }
     Ok(core.reply_with(rq.id, i, &reply, |_, r| match ask {
         Ask::Result => {
-            r.result_raw()?.get().contains(tasks::RELATED_TASK).then(|| r.result_object())??;
+            r.result_raw()?.text().contains(tasks::RELATED_TASK).then(|| r.result_object())??;
             tasks::expose_related_of(r.result_object()?, up)
         }
         Ask::Get | Ask::Cancel | Ask::Update => tasks::expose_task(r.result()?, up).map(CheckedBox::into_raw),

@@ -435,9 +435,10 @@ fn finish(
     // (`resultType: "task"`, its id at the top). Bound to the caller's peer
     // like a 2025 task is to its session: a stateless peer is its
     // principal's, so the principal's later requests find it.
+    // `resultType` first: reading the result's object reads all of it.
     if caller.era == protocol::Era::Modern
+        && reply.result_member("resultType").and_then(|t| t.str()).as_deref() == Some("task")
         && let (Some(peer), Some(result)) = (caller.peer, reply.result_object())
-        && result.str("resultType").as_deref() == Some("task")
         && let Some((created, original)) = tasks::expose_created_modern(result, upstream.id())
     {
         core.tasks.insert(peer.id, i, upstream.id(), &original, cap);
