@@ -231,12 +231,12 @@ fn present_borrowed<'de, D: Deserializer<'de>>(d: D) -> Result<Option<&'de RawVa
 /// each (the root object's names are checked), their values skimmed (their
 /// grammar only; [`Envelope::check`] scans them by their plans).
 const ENVELOPE: &[(&str, Plan<'static>)] = &[
-    ("jsonrpc", Plan::Skim),
-    ("id", Plan::Skim),
-    ("method", Plan::Skim),
-    ("params", Plan::Skim),
-    ("result", Plan::Skim),
-    ("error", Plan::Skim),
+    ("jsonrpc", Plan::Grammar),
+    ("id", Plan::Grammar),
+    ("method", Plan::Grammar),
+    ("params", Plan::Grammar),
+    ("result", Plan::Grammar),
+    ("error", Plan::Grammar),
 ];
 
 // === impl Envelope ===
@@ -268,7 +268,7 @@ impl<'t> Envelope<'t> {
     /// The envelope as the scan reads it; `None` for anything but a valid
     /// JSON-RPC message object.
     fn read(text: &'t str) -> Option<Self> {
-        let found = scan::scan_with(text, &Limits::default(), Plan::Object(ENVELOPE, &Plan::Skim)).ok()?;
+        let found = scan::scan_with(text, &Limits::default(), Plan::Object(ENVELOPE, &Plan::Grammar)).ok()?;
         let mut env = Envelope { text, id: None, method: None, params: None, result: None, error: None };
         let mut jsonrpc = false;
         for (i, range) in found {

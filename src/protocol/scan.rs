@@ -74,8 +74,12 @@ impl Default for Limits {
 pub(crate) enum Plan<'p> {
     /// Everything, at every depth.
     Full,
-    /// Nothing: only find its end (no depth limit, no stack).
+    /// Nothing: only find its end (no depth limit, no stack). Only for
+    /// text whose grammar is known good.
     Skim,
+    /// Its grammar only (that it is JSON), none of D12's checks (no depth
+    /// limit; its stack is a bit per level).
+    Grammar,
     /// Nothing: its text is known to be this many bytes long (the envelope
     /// parse measured it).
     Jump(usize),
@@ -188,6 +192,7 @@ impl<'p> Scanner<'_, '_, 'p> {
                     }
                     match plan {
                         Plan::Skim => self.skim_value()?,
+                        Plan::Grammar => self.skim_grammar()?,
                         Plan::Jump(n) => {
                             self.pos = self
                                 .pos

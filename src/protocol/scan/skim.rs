@@ -1,5 +1,7 @@
 //! Skimming: a value the gateway forwards but never reads (the body of a
-//! tool result, which may be megabytes) is checked only for being JSON.
+//! tool result, which may be megabytes) is checked only for being JSON
+//! ([`Plan::Grammar`](super::Plan::Grammar), when the envelope is read),
+//! then only jumped or skimmed ([`Plan::Skim`](super::Plan::Skim)).
 //!
 //! Its grammar is checked (RFC 8259: what every parser accepts alike), so
 //! where it ends, and so where the members the gateway does read are, is
@@ -58,7 +60,7 @@ impl Open {
 impl Scanner<'_, '_, '_> {
     /// Moves past the value at `self.pos`, checking its grammar only (see
     /// the module's comment). Whitespace after it is the caller's.
-    pub(super) fn skim_value(&mut self) -> Result<(), ScanError> {
+    pub(super) fn skim_grammar(&mut self) -> Result<(), ScanError> {
         let mut open = Open::default();
         let mut at = At::Value;
         loop {
@@ -121,6 +123,54 @@ impl Scanner<'_, '_, '_> {
                     self.pos += 1;
                     at = At::Value;
                 }
+            }
+        }
+    }
+
+    /// Moves past the value at `self.pos` checking nothing but where it
+    /// ends: strings are skipped by their quotes, containers by counting
+    /// brackets (no stack, no depth limit). Only for text whose grammar is
+    /// known good ([`Scanner::skim_grammar`] read it, or serde did).
+    pub(super) fn skim_value(&mut self) -> Result<(), ScanError> {
+        let mut depth = 0usize;
+        loop {
+            match self.peek()? {
+                b'"' => {
+                    self.string(false)?;
+                }
+                b'{' | b'[' => {
+                    depth += 1;
+                    self.pos += 1;
+                }
+                b'}' | b']' => {
+                    depth = depth.checked_sub(1).ok_or(ScanError::Syntax)?;
+                    self.pos += 1;
+                }
+                _ => {
+                    // A scalar, or the punctuation between values.
+                    let rest = &self.text[self.pos..];
+                    let n = rest
+                        .iter()
+                        .position(|b| matches!(b, b'"' | b'{' | b'[' | b'}' | b']') || (depth == 0 && *b == b','))
+                        .unwrap_or(rest.len());
+                    if n == 0 {
+                        // A `,` where a value should start.
+                        return Err(ScanError::Syntax);
+                    }
+                    self.pos += n;
+                    if depth == 0 {
+                        // A scalar ends at the first delimiter; trailing
+                        // whitespace is the caller's.
+                        while self.pos > 0 && matches!(self.text[self.pos - 1], b' ' | b'\t' | b'\n' | b'\r') {
+                            self.pos -= 1;
+                        }
+                        return Ok(());
+                    }
+                    continue;
+                }
+            }
+            if depth == 0 {
+                return Ok(());
             }
         }
     }

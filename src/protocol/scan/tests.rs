@@ -195,8 +195,10 @@ fn plans_skim_jump_and_find_members() {
     assert!(scan_with(&envelope, &limits, Plan::Object(&listed, &Plan::Full)).is_ok());
     let dup_outside = envelope.replace(r#""x":{"y":1}"#, r#""x":{"y":1,"y":2}"#);
     assert!(scan_with(&dup_outside, &limits, Plan::Object(&listed, &Plan::Full)).is_err());
-    // What is skimmed is still checked for being JSON: only D12's checks
-    // are skipped.
+    // Read by its grammar (as the envelope's members are), a value is still
+    // checked for being JSON: only D12's checks are skipped.
+    let grammar = Plan::Object(TOOL, &Plan::Grammar);
+    assert!(scan_with(result, &limits, grammar).is_ok(), "deep and duplicated inside is JSON");
     for bad in [
         r#"{"content":[1 2]}"#,
         r#"{"content":{"a" 1}}"#,
@@ -204,7 +206,7 @@ fn plans_skim_jump_and_find_members() {
         r#"{"content":[01]}"#,
         r#"{"content":[1,]}"#,
     ] {
-        assert_eq!(scan_with(bad, &limits, plan).unwrap_err(), ScanError::Syntax, "{bad}");
+        assert_eq!(scan_with(bad, &limits, grammar).unwrap_err(), ScanError::Syntax, "{bad}");
     }
     // Skimming stops at the value's end, whatever it is.
     for (text, rest) in [(r#"{"a":12 , "b":2}"#, 1), (r#"{"a":"x\"}" ,"b":2}"#, 1), (r#"{"a":[{"}":1}],"b":2}"#, 1)] {
