@@ -33,6 +33,10 @@ use crate::telemetry::metrics::{DenialLabels, Name, OutcomeLabels};
 use crate::telemetry::{Span, Telemetry};
 use crate::upstream::{Changes, Relay, Upstream};
 
+mod era;
+
+pub(crate) use self::era::{era_meta, set_client_capabilities};
+
 /// The gateway's own tool listing the secrets file's names (never values).
 pub const LIST_SECRET_NAMES: &str = "gateway__list_secret_names";
 
@@ -531,32 +535,6 @@ impl Core {
             }
         }
     }
-}
-
-/// The 2026-07-28 `_meta` members of a request's params go on only from a
-/// modern client to a modern upstream: a 2025 upstream would refuse a body
-/// naming another revision than its session's, and a 2025 client declares
-/// nothing per request (what it sends there is not passed off as the
-/// capabilities of a modern request). Found without parsing for nearly
-/// every request.
-pub(crate) fn era_meta(params: &mut Members<'_>, caller: protocol::Era, upstream_modern: bool) {
-    if !(caller == protocol::Era::Modern && upstream_modern) {
-        protocol::modern::strip_modern_meta(params);
-    }
-}
-
-/// Declares `caps` (a 2025 client's relayable capabilities, and `roots`
-/// when the gateway answers roots from its config) as the request's
-/// 2026-07-28 `clientCapabilities`, for an upstream that asks for input.
-pub(crate) fn set_client_capabilities(params: &mut Members<'_>, caps: &CheckedBox, config_roots: bool) {
-    let mut declared = caps.checked().object().unwrap_or_default();
-    if config_roots && !declared.contains("roots") {
-        declared.set("roots", CheckedBox::from_value(&serde_json::json!({})));
-    }
-    let mut meta = params.get("_meta").and_then(Checked::object).unwrap_or_default();
-    meta.set(protocol::modern::META_CAPABILITIES, declared.to_checked());
-    let meta = meta.to_checked();
-    params.set("_meta", meta);
 }
 
 /// Gives the call a gateway-unique progress token (so progress from a
