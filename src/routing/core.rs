@@ -34,6 +34,7 @@ use crate::telemetry::{Span, Telemetry};
 use crate::upstream::{Changes, Relay, Upstream};
 
 mod era;
+mod refusals;
 
 pub(crate) use self::era::{era_meta, set_client_capabilities};
 
@@ -78,6 +79,8 @@ pub(crate) struct Core {
     pub(crate) changes: Arc<Changes>,
     /// The empty label value (requests the gateway answers itself).
     pub(crate) no_label: Name,
+    /// The last refusals by policy (`/status`).
+    pub(crate) refusals: refusals::Refusals,
     /// Cancelled when the gateway shuts down (background work stops).
     pub(crate) shutdown: tokio_util::sync::CancellationToken,
     /// Cancelled when the gateway starts to drain (and at shutdown): what
@@ -187,6 +190,7 @@ impl Core {
                 telemetry.metrics.clone(),
             ),
             no_label: Name::from(""),
+            refusals: Default::default(),
             upstreams,
             published,
             warm,
@@ -305,6 +309,7 @@ impl Core {
         let principal = caller.peer.map_or("anonymous", |p| &*p.principal.identity);
         let name = protocol::echo(out.name.as_deref().unwrap_or(""));
         tracing::info!(principal, reason = reason.as_str(), name = %name, "Refused by policy.");
+        self.refusals.note(principal, &labels.upstream, &name, reason.as_str(), &out.policy);
         out.upstream = Some(labels.upstream);
         out.tool = tool.cloned();
         out.class = Some(ErrorClass::Policy);
