@@ -61,3 +61,63 @@ impl Catalog {
         serde_json::json!({ "tools": tools, "quarantined": quarantined })
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use super::super::Source;
+    use super::*;
+    use crate::config::ToolMatcher;
+    use crate::protocol::CheckedBox;
+    use crate::upstream::Lists;
+
+    #[test]
+    fn tools_carry_their_texts_cut_known_annotations_and_flags() {
+        let long = "d".repeat(3 * DESCRIPTION_MAX_CHARS);
+        let defs = [
+            format!(r#"{{"name":"long","description":"{long}","inputSchema":{{"type":"object"}}}}"#),
+            // Unknown annotations and ones of the wrong type are left out.
+            r#"{"name":"read","description":"<b>x</b>","inputSchema":{"type":"object"},
+               "annotations":{"title":"Read","readOnlyHint":true,"destructiveHint":"yes","x":{"big":[1,2]}}}"#
+                .to_owned(),
+            r#"{"name":"plain","inputSchema":{"type":"object"}}"#.to_owned(),
+        ];
+        let lists = Lists {
+            tools: defs.iter().map(|d| CheckedBox::parse(d, &Default::default()).unwrap()).collect::<Arc<[_]>>(),
+            ..Lists::default()
+        };
+        let all = ToolMatcher::all();
+        let source = Source {
+            upstream: UpstreamIx::new(0),
+            id: "fs",
+            prefix: true,
+            filter: &all,
+            lists: &lists,
+            hidden: false,
+            hidden_tools: &[],
+            cached: false,
+        };
+        let mut catalog = Catalog::build(&[source], 128, &[]);
+        catalog.quarantine(&["fs__read".to_owned()].into(), true);
+        let s = catalog.status(|_| "fs");
+        let tools = s["tools"].as_array().unwrap();
+        let by_name = |n: &str| tools.iter().find(|t| t["name"] == n).unwrap();
+
+        let read = by_name("fs__read");
+        assert_eq!(read["description"], "<b>x</b>", "as it came: the reader shows it as text");
+        assert_eq!(read["annotations"], serde_json::json!({ "title": "Read", "readOnlyHint": true }));
+        assert_eq!(
+            (&read["quarantined"], &read["hidden"], &read["cached"]),
+            (&true.into(), &true.into(), &false.into())
+        );
+        assert_eq!((&read["upstream"], &read["original"]), (&"fs".into(), &"read".into()));
+        assert_eq!(s["quarantined"], serde_json::json!(["fs__read"]));
+
+        let cut = by_name("fs__long")["description"].as_str().unwrap().chars().count();
+        assert_eq!(cut, DESCRIPTION_MAX_CHARS + 1, "cut, with `…`");
+        let plain = by_name("fs__plain");
+        assert!(plain["description"].is_null() && plain.get("annotations").is_none(), "{plain}");
+        assert_eq!(plain["quarantined"], false);
+    }
+}
