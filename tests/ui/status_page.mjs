@@ -62,6 +62,8 @@ try {
       '--disable-background-networking',
       '--disable-component-update',
       '--disable-sync',
+      // A container's /dev/shm may be too small for the renderer.
+      '--disable-dev-shm-usage',
     ],
     viewport: { width: 1280, height: 900 },
   });
