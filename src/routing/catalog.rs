@@ -31,6 +31,7 @@ use sha2::{Digest, Sha256};
 
 mod cursor;
 mod prepare;
+mod status;
 mod uri;
 mod views;
 

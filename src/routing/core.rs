@@ -33,6 +33,11 @@ use crate::telemetry::metrics::{DenialLabels, Name, OutcomeLabels};
 use crate::telemetry::{Span, Telemetry};
 use crate::upstream::{Changes, Relay, Upstream};
 
+mod era;
+mod refusals;
+
+pub(crate) use self::era::{era_meta, set_client_capabilities};
+
 /// The gateway's own tool listing the secrets file's names (never values).
 pub const LIST_SECRET_NAMES: &str = "gateway__list_secret_names";
 
@@ -74,6 +79,8 @@ pub(crate) struct Core {
     pub(crate) changes: Arc<Changes>,
     /// The empty label value (requests the gateway answers itself).
     pub(crate) no_label: Name,
+    /// The last refusals by policy (`/status`).
+    pub(crate) refusals: refusals::Refusals,
     /// Cancelled when the gateway shuts down (background work stops).
     pub(crate) shutdown: tokio_util::sync::CancellationToken,
     /// Cancelled when the gateway starts to drain (and at shutdown): what
@@ -183,6 +190,7 @@ impl Core {
                 telemetry.metrics.clone(),
             ),
             no_label: Name::from(""),
+            refusals: Default::default(),
             upstreams,
             published,
             warm,
@@ -301,6 +309,7 @@ impl Core {
         let principal = caller.peer.map_or("anonymous", |p| &*p.principal.identity);
         let name = protocol::echo(out.name.as_deref().unwrap_or(""));
         tracing::info!(principal, reason = reason.as_str(), name = %name, "Refused by policy.");
+        self.refusals.note(principal, &labels.upstream, &name, reason.as_str(), &out.policy);
         out.upstream = Some(labels.upstream);
         out.tool = tool.cloned();
         out.class = Some(ErrorClass::Policy);
@@ -531,32 +540,6 @@ impl Core {
             }
         }
     }
-}
-
-/// The 2026-07-28 `_meta` members of a request's params go on only from a
-/// modern client to a modern upstream: a 2025 upstream would refuse a body
-/// naming another revision than its session's, and a 2025 client declares
-/// nothing per request (what it sends there is not passed off as the
-/// capabilities of a modern request). Found without parsing for nearly
-/// every request.
-pub(crate) fn era_meta(params: &mut Members<'_>, caller: protocol::Era, upstream_modern: bool) {
-    if !(caller == protocol::Era::Modern && upstream_modern) {
-        protocol::modern::strip_modern_meta(params);
-    }
-}
-
-/// Declares `caps` (a 2025 client's relayable capabilities, and `roots`
-/// when the gateway answers roots from its config) as the request's
-/// 2026-07-28 `clientCapabilities`, for an upstream that asks for input.
-pub(crate) fn set_client_capabilities(params: &mut Members<'_>, caps: &CheckedBox, config_roots: bool) {
-    let mut declared = caps.checked().object().unwrap_or_default();
-    if config_roots && !declared.contains("roots") {
-        declared.set("roots", CheckedBox::from_value(&serde_json::json!({})));
-    }
-    let mut meta = params.get("_meta").and_then(Checked::object).unwrap_or_default();
-    meta.set(protocol::modern::META_CAPABILITIES, declared.to_checked());
-    let meta = meta.to_checked();
-    params.set("_meta", meta);
 }
 
 /// Gives the call a gateway-unique progress token (so progress from a

@@ -448,6 +448,26 @@ impl Gateway {
         })
     }
 
+    /// The catalog for `/status` ([`Catalog::status`]).
+    pub fn catalog_status(&self) -> serde_json::Value {
+        let catalog = self.core.published.load();
+        let table = self.core.upstreams.now();
+        catalog.status(|i| table[i].id())
+    }
+
+    /// Client sessions now, of every transport (`/status` on the admin
+    /// listener, which has no HTTP session table of its own).
+    pub fn session_count(&self) -> usize {
+        self.core.sessions.all().len()
+    }
+
+    /// The last refusals by policy, newest first, for `/status`
+    /// (`recent_refusals`): at most 100, each with when, the principal,
+    /// the upstream, the name asked for, the reason and the rule hits.
+    pub fn recent_refusals(&self) -> serde_json::Value {
+        self.core.refusals.to_json()
+    }
+
     /// The state replicas share (`[redis]`), when configured.
     pub fn shared(&self) -> Option<&Arc<crate::shared::Shared>> {
         self.core.gate.shared()

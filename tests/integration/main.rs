@@ -33,5 +33,6 @@ mod shared_state;
 mod stdio_front;
 mod surface;
 mod tasks;
+mod ui;
 mod upstreams;
 mod warm_start;

@@ -1,5 +1,5 @@
 //! Streamable HTTP for clients at `/mcp` (transports.mdx §Streamable HTTP),
-//! plus `/healthz`, `/readyz` and `/status`.
+//! plus `/healthz`, `/readyz`, `/status` and the status page at `/ui`.
 //!
 //! - POST: one JSON-RPC message. `initialize` creates a session (random
 //!   256-bit id in `Mcp-Session-Id`); requests are answered as JSON or as a
@@ -44,6 +44,7 @@ mod mcp;
 mod modern;
 mod respond;
 mod subscriptions;
+mod ui;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -177,6 +178,12 @@ pub fn router(gateway: Arc<Gateway>, shutdown: CancellationToken) -> Result<Rout
         .route("/admin/reload", axum::routing::post(reload).route_layer(layers::admin_admission(&app, "/admin/reload")))
         .route("/status", get(status).route_layer(layers::admin_admission(&app, "/status")))
         .route("/status/upstreams/{id}", get(upstream_status).route_layer(layers::admin_admission(&app, "/status")))
+        // The status page holds no data (its script fetches `/status`),
+        // so it asks for no credential; it is behind the Host and Origin
+        // check all the same, like every page but the probes (`ui.rs`).
+        .route("/ui", get(ui::index).route_layer(layers::CheckHost::layer(app.clone())))
+        .route("/ui/app.js", get(ui::script).route_layer(layers::CheckHost::layer(app.clone())))
+        .route("/ui/app.css", get(ui::style).route_layer(layers::CheckHost::layer(app.clone())))
         .route(WELL_KNOWN_RESOURCE, get(resource_metadata));
     if metadata_path != WELL_KNOWN_RESOURCE {
         main = main.route(&metadata_path, get(resource_metadata));

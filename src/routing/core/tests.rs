@@ -152,6 +152,16 @@ async fn a_refusal_is_counted_and_recorded_and_a_hidden_one_answers_as_unknown()
     assert_eq!((out.tool.as_deref(), out.policy.as_slice()), (Some("echo"), &["rate_limit:denied".to_owned()][..]));
     assert_eq!(denials(DenyReason::RateLimit, "echo"), 1);
     assert_eq!(denials(DenyReason::Access, ""), 1, "counted under its own reason");
+
+    // Both are kept for `/status`, newest first, with who and why.
+    let kept = core.refusals.to_json();
+    let seen = |i: usize, k: &str| kept[i][k].as_str().map(str::to_owned);
+    assert_eq!(kept.as_array().map(Vec::len), Some(2));
+    assert_eq!((seen(0, "reason"), seen(1, "reason")), (Some("rate_limit".into()), Some("access".into())));
+    assert_eq!(
+        (seen(1, "name"), seen(1, "upstream"), seen(1, "principal")),
+        (Some("a__q".into()), Some("a".into()), Some("key:bob".into()))
+    );
 }
 
 #[tokio::test]

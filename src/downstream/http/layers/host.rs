@@ -117,7 +117,7 @@ fn check_origin(app: &App, headers: &HeaderMap, uri: &Uri) -> Result<(), Respons
 /// when both are there and differ (RFC 9113 §8.3.1 calls that malformed;
 /// checking one and serving the other would defeat the check), and when
 /// there are several `Host` lines.
-fn request_host<'a>(headers: &'a HeaderMap, uri: &'a Uri) -> Result<&'a str, &'static str> {
+pub(in super::super) fn request_host<'a>(headers: &'a HeaderMap, uri: &'a Uri) -> Result<&'a str, &'static str> {
     let mut hosts = headers.get_all(header::HOST).iter();
     let (host, more) = (hosts.next(), hosts.next());
     if more.is_some() {
@@ -136,7 +136,7 @@ fn request_host<'a>(headers: &'a HeaderMap, uri: &'a Uri) -> Result<&'a str, &'s
 const LOOPBACK: &[&str] = &["localhost", "127.0.0.1", "[::1]"];
 
 /// `host[:port]` against entries `host` (any port) or `host:port`.
-fn host_allowed(allowed: &[String], host: &str) -> bool {
+pub(in super::super) fn host_allowed(allowed: &[String], host: &str) -> bool {
     let name = split_host(host);
     if allowed.is_empty() {
         return LOOPBACK.contains(&name);
@@ -152,7 +152,7 @@ fn split_host(host: &str) -> &str {
 }
 
 /// An origin against exact entries or `scheme://host:*` patterns.
-fn origin_allowed(allowed: &[String], origin: &str) -> bool {
+pub(in super::super) fn origin_allowed(allowed: &[String], origin: &str) -> bool {
     if allowed.is_empty() {
         let Some((scheme, rest)) = origin.split_once("://") else { return false };
         return matches!(scheme, "http" | "https") && LOOPBACK.contains(&split_host(rest));

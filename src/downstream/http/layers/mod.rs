@@ -46,7 +46,7 @@ use tower_http::validate_request::ValidateRequestHeaderLayer;
 
 pub(super) use self::admin::RequireAdmin;
 pub(super) use self::auth::Authenticate;
-pub(super) use self::host::CheckHost;
+pub(super) use self::host::{CheckHost, host_allowed, origin_allowed, request_host};
 use super::*;
 
 /// The layers of [`admission`], outermost last.
