@@ -65,6 +65,23 @@ pub(crate) enum Command {
         #[arg(long, env = "MCP_GATEWAY_API_KEY", hide_env_values = true)]
         api_key: Option<String>,
     },
+    /// Show a running gateway's `/status` as a table: each upstream's
+    /// state, breaker, last error, restarts and tools, and the sessions.
+    /// An admin's API key or JWT is read from `MCP_GATEWAY_TOKEN` (never a
+    /// flag). Exits 1 when an upstream is not ready, 69 when the gateway
+    /// cannot be reached, 77 when it wants or refuses the credential.
+    Status {
+        /// Config file (for the gateway's address when `--url` is not given).
+        #[arg(long, short, default_value = "gateway.toml", env = "MCP_GATEWAY_CONFIG")]
+        config: PathBuf,
+        /// The gateway's base URL (default: `http://` and `gateway.listen`,
+        /// else `http://127.0.0.1:8080`).
+        #[arg(long)]
+        url: Option<String>,
+        /// Print `/status`'s JSON instead of the table.
+        #[arg(long)]
+        json: bool,
+    },
     /// Sequence rules: validate a rules file, or replay an audit log.
     Rules {
         #[command(subcommand)]

@@ -1,5 +1,5 @@
 //! The `mcp-gateway` command, one file per command: `args` (the flags),
-//! `serve` (also `stdio`), `tools`, `rules`, `auth`, `reload`. `main.rs` parses,
+//! `serve` (also `stdio`), `tools`, `rules`, `auth`, `reload`, `status`. `main.rs` parses,
 //! loads the config and dispatches here.
 
 pub(crate) mod args;
@@ -7,6 +7,7 @@ pub(crate) mod auth;
 pub(crate) mod reload;
 pub(crate) mod rules;
 pub(crate) mod serve;
+pub(crate) mod status;
 pub(crate) mod tools;
 
 use std::ffi::OsString;

@@ -10,7 +10,7 @@ use super::ProcessEnv;
 
 /// The address to reach a listener bound to `addr` from this host: an
 /// unspecified address (`0.0.0.0`, `::`) is reached on loopback.
-fn local(addr: std::net::SocketAddr) -> std::net::SocketAddr {
+pub(super) fn local(addr: std::net::SocketAddr) -> std::net::SocketAddr {
     match addr.ip() {
         std::net::IpAddr::V4(ip) if ip.is_unspecified() => (std::net::Ipv4Addr::LOCALHOST, addr.port()).into(),
         std::net::IpAddr::V6(ip) if ip.is_unspecified() => (std::net::Ipv6Addr::LOCALHOST, addr.port()).into(),

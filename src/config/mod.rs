@@ -50,7 +50,8 @@ pub use security::{
 pub use session_key::{SESSION_KEY_PREVIOUS_VAR, SESSION_KEY_VAR, SessionKey, SessionKeyError, SessionKeys};
 pub use spec::{OAuthSpec, ToolTimeouts, ToolTimeoutsError, TransportSpec, UpstreamSpec, canonical_resource, valid_id};
 pub use upstream::{
-    BreakerSection, HealthSection, Isolation, Replace, RetrySection, TransportKind, UpstreamProtocol, UpstreamSection,
+    BreakerSection, HealthSection, Isolation, Replace, RetrySection, StderrLevel, TransportKind, UpstreamProtocol,
+    UpstreamSection,
 };
 
 use secrets::Expander;

@@ -13,7 +13,9 @@ use super::error::ConfigError;
 use super::filter::ToolMatcher;
 use super::secrets::{Expander, Resolved};
 use super::security::{OAuthGrant, OAuthSection, TokenEndpointAuth};
-use super::upstream::{BreakerSection, HealthSection, Isolation, RetrySection, TransportKind, UpstreamSection};
+use super::upstream::{
+    BreakerSection, HealthSection, Isolation, RetrySection, StderrLevel, TransportKind, UpstreamSection,
+};
 
 /// One validated upstream.
 ///
@@ -114,6 +116,8 @@ pub enum TransportSpec {
         cwd: PathBuf,
         /// How long to wait after closing stdin, and again after SIGTERM.
         shutdown_grace: Duration,
+        /// The level its stderr lines are logged at.
+        stderr_level: StderrLevel,
     },
     /// Streamable HTTP (2025-03-26 and later).
     Http {
@@ -206,6 +210,7 @@ impl UpstreamSpec {
             env,
             cwd,
             shutdown_grace,
+            stderr_level,
             url,
             headers,
             prefix,
@@ -236,7 +241,7 @@ impl UpstreamSpec {
                 let args = args.iter().map(|a| x.expand(a, &["args"])).collect::<Result<_, _>>()?;
                 let env = x.expand_map(&env, "env")?;
                 let cwd = cwd.map_or_else(|| base.to_path_buf(), |c| base.join(c));
-                (TransportSpec::Stdio { command, args, env, cwd, shutdown_grace }, None)
+                (TransportSpec::Stdio { command, args, env, cwd, shutdown_grace, stderr_level }, None)
             }
             (TransportKind::Http | TransportKind::Sse, _, Some(url)) => {
                 let url = x.expand(&url, &["url"])?;

@@ -38,6 +38,11 @@ pub struct UpstreamSection {
     /// escalating. Default `2s`.
     #[serde(default = "default_grace", with = "humantime_serde")]
     pub shutdown_grace: Duration,
+    /// stdio: the level each line the child writes to stderr is logged at
+    /// (target `mcp_gateway::upstream::stderr`); see [`StderrLevel`].
+    /// Default `info`.
+    #[serde(default)]
+    pub stderr_level: StderrLevel,
     /// http/sse: the endpoint URL (may use `${NAME}`).
     #[serde(default)]
     pub url: Option<String>,
@@ -282,6 +287,31 @@ pub enum Replace {
     /// `cwd` share a DuckDB file; two OAuth clients rotating one refresh
     /// token invalidate each other). Its tools are gone in between.
     BreakBeforeMake,
+}
+
+/// The level a stdio upstream's stderr lines are logged at. Its lines carry
+/// no level of their own that the gateway could trust, so one level is
+/// chosen per upstream.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum StderrLevel {
+    /// Not logged (still read, so the child never blocks on a full pipe).
+    Off,
+    /// `ERROR`.
+    Error,
+    /// `WARN`.
+    Warn,
+    /// `INFO` (the default): a server's stderr is where it says why it
+    /// failed to start (npx's `command not found`, a Python traceback), and
+    /// the gateway logs at `info` by default, so the most common start
+    /// failure is visible without changing anything. Quiet a chatty server
+    /// with `debug`.
+    #[default]
+    Info,
+    /// `DEBUG`.
+    Debug,
+    /// `TRACE`.
+    Trace,
 }
 
 /// Upstream transport.

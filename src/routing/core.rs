@@ -205,13 +205,13 @@ impl Core {
         })
     }
 
-    /// Whether no upstream holds the first lists any longer: each has
-    /// ended its first start, or the catalog shows tools of it from the
-    /// warm-start cache (not merely has some: a pin store may hide them
-    /// all, and then the first list waits for the live ones).
-    pub(crate) fn first_starts_listed(&self) -> bool {
+    /// The upstreams that hold the first lists: their first start has not
+    /// ended, and the catalog shows no tools of theirs from the warm-start
+    /// cache (not merely has none: a pin store may hide them all, and then
+    /// the first list waits for the live ones).
+    pub(crate) fn first_starts_unlisted(&self) -> Vec<Arc<Upstream>> {
         let warm = self.config().gateway.warm_start;
-        self.upstreams.now().all().all(|u| u.has_settled() || (warm && self.warm.shown(u.id())))
+        self.upstreams.all().into_iter().filter(|u| !(u.has_settled() || (warm && self.warm.shown(u.id())))).collect()
     }
 
     /// The config in force now.

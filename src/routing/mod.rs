@@ -413,7 +413,7 @@ impl Gateway {
     /// Whether start-up is over: every upstream's first start ended, or
     /// `startup_list_wait` passed.
     pub fn started_up(&self) -> bool {
-        self.core.published.started_up(self.core.first_starts_listed())
+        self.core.published.started_up(self.core.first_starts_unlisted().is_empty())
     }
 
     /// Status of one upstream (`/status/upstreams/<id>`).

@@ -91,27 +91,31 @@ impl Published {
     /// Right after start, waits (at most `startup_list_wait` since start)
     /// until every upstream has settled (`settled`) and the catalog
     /// reflects that moment's change `generation`. Never waits afterwards.
-    pub(crate) async fn wait_for_first_start(&self, settled: impl Fn() -> bool, generation: impl Fn() -> u64) {
+    /// Returns `true` to the one caller that ended the start-up wait at its
+    /// deadline with upstreams still unsettled (to say so, once).
+    pub(crate) async fn wait_for_first_start(&self, settled: impl Fn() -> bool, generation: impl Fn() -> u64) -> bool {
         if self.startup_done.load(Ordering::Relaxed) {
-            return;
+            return false;
         }
         let deadline = self.started + self.startup_list_wait;
         let mut built = self.built.subscribe();
-        loop {
+        let gave_up = loop {
             // Settled first, then the generation: see `Upstream::set`.
             let all_settled = settled();
             let generation = generation();
             if all_settled && *built.borrow_and_update() >= generation {
-                break;
+                break false;
             }
             // Woken by each rebuild.
             tokio::select! {
                 _ = built.changed() => {}
                 () = tokio::time::sleep(RECHECK) => {}
-                () = tokio::time::sleep_until(deadline) => break,
+                () = tokio::time::sleep_until(deadline) => break !settled(),
             }
-        }
-        self.startup_done.store(true, Ordering::Relaxed);
+        };
+        // Of lists that ended the wait together, only the first says so.
+        let first = !self.startup_done.swap(true, Ordering::Relaxed);
+        first && gave_up
     }
 
     /// Whether start-up is over: the wait ended, every upstream settled
@@ -133,7 +137,8 @@ mod tests {
         let wait = {
             let (p, settled) = (p.clone(), settled.clone());
             tokio::spawn(async move {
-                p.wait_for_first_start(|| settled.load(Ordering::Relaxed), || 2).await;
+                let gave_up = p.wait_for_first_start(|| settled.load(Ordering::Relaxed), || 2).await;
+                assert!(!gave_up, "every upstream settled in time: nothing to say");
                 Instant::now()
             })
         };
@@ -157,6 +162,27 @@ mod tests {
         assert!(p.started.elapsed() >= Duration::from_secs(5));
         assert!(p.started.elapsed() < Duration::from_secs(6));
         assert!(p.started_up(false));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn one_list_says_that_the_wait_ran_out_with_upstreams_unsettled() {
+        let p = Arc::new(Published::new(Duration::from_secs(5)));
+        let lists: Vec<_> = (0..3)
+            .map(|_| {
+                let p = p.clone();
+                tokio::spawn(async move { p.wait_for_first_start(|| false, || 0).await })
+            })
+            .collect();
+        let mut said = 0;
+        for l in lists {
+            said += usize::from(l.await.unwrap());
+        }
+        assert_eq!(said, 1, "three lists ended the wait together; one says so");
+        assert!(!p.wait_for_first_start(|| false, || 0).await, "later lists neither wait nor say it again");
+
+        // Settled at the deadline, only the catalog behind: nobody is starting.
+        let p = Published::new(Duration::from_secs(5));
+        assert!(!p.wait_for_first_start(|| true, || 1).await);
     }
 
     #[test]

@@ -196,6 +196,9 @@ pub struct Metrics {
     pub client_messages_refused: Family<RefusalLabels, Counter>,
     /// Upstream messages refused (docs/design.md D12), by upstream and reason.
     pub upstream_messages_refused: Family<UpstreamRefusalLabels, Counter>,
+    /// Lines on a stdio upstream's stdout that were no JSON-RPC message, by
+    /// upstream.
+    pub upstream_stdout_noise_lines: Family<UpstreamLabels, Counter>,
     /// Tools whose definition changed since pinned, held until approved.
     pub tools_quarantined: Gauge,
     /// Results over their size cap: `truncated` or `refused`.
@@ -279,6 +282,7 @@ impl Metrics {
             http_rejections: Family::default(),
             client_messages_refused: Family::default(),
             upstream_messages_refused: Family::default(),
+            upstream_stdout_noise_lines: Family::default(),
             tools_quarantined: Gauge::default(),
             results_capped: Family::default(),
             bridge_exchanges: Family::default(),
@@ -499,6 +503,12 @@ impl Metrics {
             "upstream_messages_refused",
             "Upstream messages refused as ambiguous JSON or invalid JSON-RPC, by upstream and reason",
             Listed(m.upstream_messages_refused.clone()),
+        );
+        r.register(
+            "upstream_stdout_noise_lines",
+            "Lines a stdio upstream wrote to stdout that were no JSON-RPC message (logs on the wrong stream): \
+             skipped, warned once per start, by upstream",
+            Listed(m.upstream_stdout_noise_lines.clone()),
         );
         r.register(
             "tools_quarantined",

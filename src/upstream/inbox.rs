@@ -19,7 +19,7 @@ use super::Relay;
 use crate::error::{CallError, ErrorClass};
 use crate::protocol::{self, Envelope, Message, MessageKind, ParseError, ResultCheck};
 use crate::sync::Locked;
-use crate::telemetry::metrics::{Name, UpstreamRefusalLabels};
+use crate::telemetry::metrics::{Name, UpstreamLabels, UpstreamRefusalLabels};
 
 /// A call watching its progress token: its waker (deadline extension) and
 /// where its progress goes.
@@ -52,6 +52,9 @@ pub(crate) struct Inbox {
     /// `mcp_gateway_upstream_messages_refused_total`.
     refused:
         prometheus_client::metrics::family::Family<UpstreamRefusalLabels, prometheus_client::metrics::counter::Counter>,
+    /// `mcp_gateway_upstream_stdout_noise_lines_total` (a stdio link takes
+    /// its upstream's series with [`Inbox::noise`]).
+    noise: prometheus_client::metrics::family::Family<UpstreamLabels, prometheus_client::metrics::counter::Counter>,
     events: mpsc::Sender<Event>,
     closed: tokio_util::sync::CancellationToken,
     close_reason: Mutex<Option<String>>,
@@ -118,6 +121,7 @@ impl Inbox {
             pending: Mutex::new(IdMap::default()),
             json,
             refused: metrics.upstream_messages_refused.clone(),
+            noise: metrics.upstream_stdout_noise_lines.clone(),
             events,
             closed: tokio_util::sync::CancellationToken::new(),
             close_reason: Mutex::new(None),
@@ -132,15 +136,28 @@ impl Inbox {
         self.deliver_related(bytes, None);
     }
 
+    /// Handles one line read from a stdio upstream's stdout: as
+    /// [`Inbox::deliver`], except that a line that is no JSON-RPC message at
+    /// all is [`Noise`].
+    pub(crate) fn deliver_line(&self, bytes: &[u8], noise: &Noise) {
+        self.take(bytes, None, Some(noise));
+    }
+
     /// Handles one message read from the response stream of request
     /// `related` (HTTP): a notification there is about that call.
     pub(crate) fn deliver_related(&self, bytes: &[u8], related: Option<u64>) {
+        self.take(bytes, related, None);
+    }
+
+    /// What `deliver`, `deliver_line` and `deliver_related` share; `noise`
+    /// is given for a stdio link's lines.
+    fn take(&self, bytes: &[u8], related: Option<u64>, noise: Option<&Noise>) {
         let mut request = false;
         let msg = Envelope::parse(bytes).and_then(|env| {
             let how = self.how(&env, &mut request);
             env.check(&self.json, how)
         });
-        self.receive(msg, request, related);
+        self.receive(msg, request, related, noise.map(|n| (n, bytes)));
     }
 
     /// [`Inbox::deliver_related`] of a message its reader gives away (an
@@ -151,7 +168,7 @@ impl Inbox {
         let msg = String::from_utf8(bytes)
             .map_err(|e| ParseError::Utf8(e.utf8_error()))
             .and_then(|text| Message::parse_owned(text, &self.json, |env| self.how(env, &mut request)));
-        self.receive(msg, request, related);
+        self.receive(msg, request, related, None);
     }
 
     /// How much of a message to scan: a reply as the request it answers
@@ -165,10 +182,13 @@ impl Inbox {
         }
     }
 
-    fn receive(&self, msg: Result<Message, ParseError>, request: bool, related: Option<u64>) {
+    fn receive(&self, msg: Result<Message, ParseError>, request: bool, related: Option<u64>, noise: Option<(&Noise, &[u8])>) {
         let msg = match msg {
             Ok(m) => m,
-            Err(e) => return self.refuse(&e, request),
+            Err(e) => match noise {
+                Some((noise, bytes)) if Noise::is_noise(&e) => return noise.seen(&self.upstream, &e, bytes),
+                _ => return self.refuse(&e, request),
+            },
         };
         match msg.kind() {
             Ok(MessageKind::Response) => {
@@ -230,6 +250,14 @@ impl Inbox {
             err.refused = Some(e.reason());
             drop(tx.send(Err(err)));
         }
+    }
+
+    /// A fresh [`Noise`] for one process of this upstream: its counter
+    /// series exists from now (at 0, so a rate or an alert sees the first
+    /// line), and its first line is warned about again.
+    pub(crate) fn noise(&self) -> Noise {
+        let lines = self.noise.get_or_create(&UpstreamLabels { upstream: Name::from(&*self.upstream) }).clone();
+        Noise { lines, warned: std::sync::atomic::AtomicBool::new(false) }
     }
 
     pub(crate) fn event(&self, ev: Event) {
@@ -324,6 +352,60 @@ impl Inbox {
         // A panic while holding this lock cannot leave the map inconsistent
         // (single insert/remove calls), so poisoning is ignored.
         self.pending.locked()
+    }
+}
+
+/// Lines on one stdio process's stdout that are no JSON-RPC message: most
+/// often a server (or the `npx`/`uvx` wrapper in front of it) logging to
+/// the wrong stream. They are skipped and counted; the first of each
+/// process is a warning, the rest are debug lines, so a chatty server does
+/// not flood the log while the operator still learns that it happens.
+#[derive(Debug)]
+pub(crate) struct Noise {
+    lines: prometheus_client::metrics::counter::Counter,
+    warned: std::sync::atomic::AtomicBool,
+}
+
+impl Noise {
+    /// How much of a noise line goes into the log.
+    const EXCERPT: usize = 200;
+
+    /// Whether a refusal is noise: not JSON, or JSON that is no JSON-RPC
+    /// message and carries no id. Ambiguous JSON (design D12) and a
+    /// message with an id (a reply to fail, a request to answer) stay
+    /// refusals, warned about every time.
+    fn is_noise(e: &ParseError) -> bool {
+        e.ambiguous().is_none() && e.id().is_none()
+    }
+
+    fn seen(&self, upstream: &str, e: &ParseError, bytes: &[u8]) {
+        self.lines.inc();
+        let first = !self.warned.swap(true, std::sync::atomic::Ordering::Relaxed);
+        // A server that prints a line per request must cost no more than
+        // the count when debug is off.
+        if !first && !tracing::enabled!(tracing::Level::DEBUG) {
+            return;
+        }
+        let text = String::from_utf8_lossy(bytes);
+        let end = text.char_indices().nth(Self::EXCERPT).map_or(text.len(), |(i, _)| i);
+        let line = text[..end].trim_end();
+        if !first {
+            tracing::debug!(upstream = %upstream, error = %e, line, "Upstream wrote a non-JSON-RPC line on stdout; skipped.");
+        } else {
+            tracing::warn!(
+                upstream = %upstream, error = %e, line,
+                "Upstream wrote an invalid JSON-RPC message on stdout (servers must log to stderr); skipped. \
+                 Further ones from this process are logged at debug and counted in \
+                 mcp_gateway_upstream_stdout_noise_lines_total."
+            );
+        }
+    }
+
+    /// Lines counted so far (the series is shared by every process of the
+    /// upstream).
+    #[cfg(test)]
+    pub(crate) fn count(&self) -> u64 {
+        self.lines.get()
     }
 }
 

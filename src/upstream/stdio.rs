@@ -22,7 +22,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::inbox::Inbox;
 use super::link::LinkError;
-use crate::config::{Redactor, Resolved};
+use crate::config::{Redactor, Resolved, StderrLevel};
 use crate::protocol::framing::{self, Line};
 use crate::sync::Locked;
 
@@ -48,6 +48,7 @@ pub(crate) struct Launch<'a> {
     pub(crate) grace: Duration,
     pub(crate) max_bytes: usize,
     pub(crate) redactor: &'a Redactor,
+    pub(crate) stderr_level: StderrLevel,
 }
 
 // === impl StdioLink ===
@@ -76,7 +77,8 @@ impl StdioLink {
         let writer_stop = CancellationToken::new();
         tokio::spawn(write_loop(stdin, rx, writer_stop.clone()));
         tokio::spawn(read_loop(BufReader::new(stdout), inbox.clone(), l.max_bytes, stop.clone()));
-        tokio::spawn(stderr_loop(BufReader::new(stderr), inbox.upstream().to_owned(), l.redactor.clone()));
+        let upstream = inbox.upstream().to_owned();
+        tokio::spawn(stderr_loop(BufReader::new(stderr), upstream, l.redactor.clone(), l.stderr_level));
         let process = tokio::spawn(process_loop(child, pid, stop.clone(), writer_stop, l.grace, inbox.clone()));
         Ok(StdioLink { tx, stop, process: Mutex::new(Some(process)), pid })
     }
@@ -142,10 +144,12 @@ async fn read_loop<R: tokio::io::AsyncBufRead + Unpin>(
     stop: CancellationToken,
 ) {
     let mut buf = Vec::with_capacity(8 * 1024);
+    // One per process: its first stray line is warned about.
+    let noise = inbox.noise();
     loop {
         match framing::read_line(&mut out, &mut buf, max).await {
             Ok(Line::Ok) if buf.iter().all(u8::is_ascii_whitespace) => {}
-            Ok(Line::Ok) => inbox.deliver(&buf),
+            Ok(Line::Ok) => inbox.deliver_line(&buf, &noise),
             Ok(Line::TooLong) => {
                 tracing::warn!(upstream = %inbox.upstream(), max_bytes = max, "Upstream sent a message over the size limit; skipped.");
                 // Fail the call it answers now rather than at its deadline.
@@ -161,12 +165,31 @@ async fn read_loop<R: tokio::io::AsyncBufRead + Unpin>(
     stop.cancel();
 }
 
-async fn stderr_loop<R: tokio::io::AsyncBufRead + Unpin>(mut err: R, upstream: String, redactor: Redactor) {
+/// Logs each line of the child's stderr at `level` (read to the end even
+/// when `off`, so the child never blocks on a full pipe).
+async fn stderr_loop<R: tokio::io::AsyncBufRead + Unpin>(
+    mut err: R,
+    upstream: String,
+    redactor: Redactor,
+    level: StderrLevel,
+) {
+    const TARGET: &str = "mcp_gateway::upstream::stderr";
     let mut buf = Vec::new();
     while let Ok(Line::Ok | Line::TooLong) = framing::read_line(&mut err, &mut buf, 16 * 1024).await {
         let line = String::from_utf8_lossy(&buf);
-        if !line.trim().is_empty() {
-            tracing::info!(target: "mcp_gateway::upstream::stderr", upstream = %upstream, "{}", redactor.redact(&line));
+        if level == StderrLevel::Off || line.trim().is_empty() {
+            continue;
+        }
+        // The level of a `tracing` event is fixed at the call site: one
+        // call per level.
+        let line = redactor.redact(&line);
+        match level {
+            StderrLevel::Off => {}
+            StderrLevel::Error => tracing::error!(target: TARGET, upstream = %upstream, "{line}"),
+            StderrLevel::Warn => tracing::warn!(target: TARGET, upstream = %upstream, "{line}"),
+            StderrLevel::Info => tracing::info!(target: TARGET, upstream = %upstream, "{line}"),
+            StderrLevel::Debug => tracing::debug!(target: TARGET, upstream = %upstream, "{line}"),
+            StderrLevel::Trace => tracing::trace!(target: TARGET, upstream = %upstream, "{line}"),
         }
     }
 }
@@ -214,4 +237,143 @@ async fn process_loop(
         Err(e) => format!("process could not be waited for: {e}"),
     };
     inbox.close(reason);
+}
+
+#[cfg(test)]
+mod tests {
+    //! The reader's handling of stray stdout lines and the stderr level, on
+    //! byte slices standing for the child's pipes, with the log captured.
+
+    use std::io::Write;
+
+    use tracing::instrument::WithSubscriber as _;
+
+    use super::*;
+    use crate::protocol::Limits;
+    use crate::telemetry::Metrics;
+    use crate::telemetry::metrics::UpstreamLabels;
+
+    /// What a subscriber wrote, one event a line, without colours or time.
+    #[derive(Clone, Default)]
+    struct Log(Arc<Mutex<Vec<u8>>>);
+
+    impl Write for Log {
+        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+            self.0.locked().extend_from_slice(buf);
+            Ok(buf.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+
+    impl Log {
+        /// A subscriber at every level that writes here.
+        fn subscriber(&self) -> impl tracing::Subscriber + Send + Sync + 'static {
+            self.subscriber_at(tracing::Level::TRACE)
+        }
+
+        /// A subscriber at `level` and above that writes here.
+        fn subscriber_at(&self, level: tracing::Level) -> impl tracing::Subscriber + Send + Sync + 'static {
+            let sink = self.clone();
+            tracing_subscriber::fmt()
+                .with_writer(move || sink.clone())
+                .with_ansi(false)
+                .without_time()
+                .with_max_level(level)
+                .finish()
+        }
+
+        fn lines(&self) -> Vec<String> {
+            String::from_utf8_lossy(&self.0.locked()).lines().map(|l| l.trim_start().to_owned()).collect()
+        }
+
+        /// Lines at `level` that contain `text`.
+        fn count(&self, level: &str, text: &str) -> usize {
+            self.lines().iter().filter(|l| l.starts_with(level) && l.contains(text)).count()
+        }
+    }
+
+    /// A stdout with a log line, a JSON log record, a real notification
+    /// and a line that is not UTF-8: three stray lines.
+    const STDOUT: &[u8] = b"Server listening on stdio\n{\"level\":30,\"msg\":\"ready\"}\n\
+        {\"jsonrpc\":\"2.0\",\"method\":\"notifications/tools/list_changed\"}\n\xff\xfe\n";
+
+    #[tokio::test]
+    async fn stray_stdout_lines_are_counted_each_and_warned_once_per_start() {
+        let metrics = Metrics::new();
+        let (tx, mut events) = mpsc::channel(8);
+        let inbox = Inbox::new(Arc::from("x"), tx, Limits::default(), &metrics);
+        let count =
+            || metrics.upstream_stdout_noise_lines.get_or_create(&UpstreamLabels { upstream: "x".into() }).get();
+        let log = Log::default();
+        for start in 1..=2u64 {
+            // Each read loop is one process's stdout.
+            let stop = CancellationToken::new();
+            read_loop(STDOUT, inbox.clone(), 1 << 20, stop.clone()).with_subscriber(log.subscriber()).await;
+            assert!(stop.is_cancelled(), "the end of stdout stops the child");
+            assert_eq!(count(), 3 * start, "every stray line counts");
+            assert_eq!(log.count("WARN", "invalid JSON-RPC message on stdout") as u64, start, "{:#?}", log.lines());
+            assert_eq!(log.count("DEBUG", "non-JSON-RPC line on stdout") as u64, 2 * start, "{:#?}", log.lines());
+            let event = events.try_recv().expect("the notification between them got through");
+            assert!(
+                matches!(event, super::super::inbox::Event::Notification(m) if m.method().ends_with("list_changed"))
+            );
+        }
+        // The warning shows the line, so the operator sees what prints.
+        assert!(log.lines()[0].contains("line=\"Server listening on stdio\""), "{:#?}", log.lines());
+
+        // With debug off: the warning and the count, nothing else.
+        let quiet = Log::default();
+        read_loop(STDOUT, inbox.clone(), 1 << 20, CancellationToken::new())
+            .with_subscriber(quiet.subscriber_at(tracing::Level::INFO))
+            .await;
+        assert_eq!(count(), 9);
+        assert_eq!(quiet.lines().len(), 1, "{:#?}", quiet.lines());
+        assert!(quiet.lines()[0].starts_with("WARN"), "{:#?}", quiet.lines());
+        // Noise is not a refused message.
+        assert!(metrics.encode().lines().all(|l| !l.starts_with("mcp_gateway_upstream_messages_refused_total{")));
+    }
+
+    #[tokio::test]
+    async fn a_message_with_an_id_is_still_refused_not_noise() {
+        let metrics = Metrics::new();
+        let (tx, _events) = mpsc::channel(8);
+        let inbox = Inbox::new(Arc::from("x"), tx, Limits::default(), &metrics);
+        let noise = inbox.noise();
+        // A reply with two `result` members: ambiguous (design D12).
+        inbox.deliver_line(br#"{"jsonrpc":"2.0","id":7,"result":{},"result":{}}"#, &noise);
+        assert_eq!(noise.count(), 0);
+        assert!(
+            metrics.encode().contains(r#"upstream_messages_refused_total{upstream="x",reason="duplicate_member"} 1"#)
+        );
+    }
+
+    #[tokio::test]
+    async fn stderr_lines_are_logged_at_the_configured_level_and_masked() {
+        let redactor = Redactor::from_values(vec!["s3cr3t".into()]);
+        for (level, shown) in [
+            (StderrLevel::Off, None),
+            (StderrLevel::Error, Some("ERROR")),
+            (StderrLevel::Warn, Some("WARN")),
+            (StderrLevel::Info, Some("INFO")),
+            (StderrLevel::Debug, Some("DEBUG")),
+            (StderrLevel::Trace, Some("TRACE")),
+        ] {
+            let log = Log::default();
+            let stderr: &[u8] = b"starting\n\n  \ntoken s3cr3t loaded\n";
+            stderr_loop(stderr, "x".into(), redactor.clone(), level).with_subscriber(log.subscriber()).await;
+            let lines = log.lines();
+            let Some(shown) = shown else {
+                assert!(lines.is_empty(), "off logs nothing: {lines:#?}");
+                continue;
+            };
+            assert_eq!(lines.len(), 2, "blank lines are skipped: {lines:#?}");
+            for l in &lines {
+                assert!(l.starts_with(&format!("{shown} mcp_gateway::upstream::stderr:")), "{level:?}: {l}");
+                assert!(l.contains("upstream=x"), "{l}");
+            }
+            assert!(lines[1].contains("token *** loaded") && !lines[1].contains("s3cr3t"), "{}", lines[1]);
+        }
+    }
 }

@@ -199,7 +199,7 @@ impl Upstream {
     pub(super) async fn open_link(&self, inbox: &Arc<Inbox>) -> Result<Link, OpenError> {
         let spec = self.spec_full();
         match &spec.transport {
-            TransportSpec::Stdio { command, args, env, cwd, shutdown_grace } => {
+            TransportSpec::Stdio { command, args, env, cwd, shutdown_grace, stderr_level } => {
                 let launch = stdio::Launch {
                     command,
                     args,
@@ -208,6 +208,7 @@ impl Upstream {
                     grace: *shutdown_grace,
                     max_bytes: self.max_bytes,
                     redactor: &self.redactor,
+                    stderr_level: *stderr_level,
                 };
                 let link = stdio::StdioLink::spawn(&launch, inbox)
                     .map_err(|source| OpenError::Spawn { command: command.clone(), source })?;

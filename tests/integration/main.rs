@@ -30,6 +30,7 @@ mod sdk_callbacks;
 mod security;
 mod session_tokens;
 mod shared_state;
+mod status_cli;
 mod stdio_front;
 mod surface;
 mod tasks;

@@ -16,7 +16,22 @@ use crate::upstream::ListKind;
 /// `resources/templates/list`.
 pub(crate) async fn page(core: &Core, rq: &Rq<'_>, kind: ListKind) -> Result<String, CallError> {
     let cursor = params::cursor(rq.params)?;
-    core.published.wait_for_first_start(|| core.first_starts_listed(), || core.changes.generation()).await;
+    let gave_up =
+        core.published.wait_for_first_start(|| core.first_starts_unlisted().is_empty(), || core.changes.generation());
+    if gave_up.await {
+        // Once: a client that lists early sees a catalog that will grow,
+        // and the operator should know why its tools came later.
+        let still_starting: Vec<String> = core.first_starts_unlisted().iter().map(|u| u.id().to_owned()).collect();
+        let still_starting = still_starting.join(", ");
+        let waited_ms = core.config().gateway.startup_list_wait.as_millis() as u64;
+        tracing::info!(
+            list = kind.method(),
+            still_starting,
+            waited_ms,
+            "Answered the first list while upstreams were still starting (startup_list_wait ran out); \
+             what they offer follows with list_changed notifications."
+        );
+    }
     let grants = core.gate.grants(rq.caller);
     let what = kind_of(kind);
     let catalog = core.published.load();

@@ -62,10 +62,20 @@ while True:
 /// reports (read here, not by a supervisor).
 fn scripted() -> (Arc<Connection>, mpsc::Receiver<Event>) {
     let spec = spec(&format!("command = \"python3\"\nargs = [\"-c\", '''{SCRIPT}''']"));
-    let TransportSpec::Stdio { command, args, env, cwd, shutdown_grace } = &spec.transport else { unreachable!() };
+    let TransportSpec::Stdio { command, args, env, cwd, shutdown_grace, stderr_level } = &spec.transport else {
+        unreachable!()
+    };
     let (inbox, events) = inbox();
-    let launch =
-        Launch { command, args, env, cwd, grace: *shutdown_grace, max_bytes: 1 << 20, redactor: &Redactor::default() };
+    let launch = Launch {
+        command,
+        args,
+        env,
+        cwd,
+        grace: *shutdown_grace,
+        max_bytes: 1 << 20,
+        redactor: &Redactor::default(),
+        stderr_level: *stderr_level,
+    };
     let link = StdioLink::spawn(&launch, &inbox).expect("python3 starts");
     (Arc::new(Connection::new(inbox, Link::Stdio(Arc::new(link)), caps())), events)
 }
