@@ -10,7 +10,7 @@ use clap::Parser as _;
 use mcp_gateway::config::Config;
 
 use cli::args::{AuthCommand, Cli, Command, EX_USAGE};
-use cli::{auth, plural, reload, rules, serve, tools};
+use cli::{auth, import, plural, reload, rules, serve, tools};
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
@@ -23,8 +23,14 @@ fn main() -> ExitCode {
     if let Command::Reload { config, url, api_key } = cli.command {
         return reload::reload(&config, url, api_key);
     }
+    if let Command::Import(args) = &cli.command {
+        return import::import(args);
+    }
     let path = match &cli.command {
-        Command::Rules { .. } | Command::Reload { .. } | Command::Auth { command: AuthCommand::HashKey { .. } } => {
+        Command::Rules { .. }
+        | Command::Reload { .. }
+        | Command::Import(_)
+        | Command::Auth { command: AuthCommand::HashKey { .. } } => {
             unreachable!("handled above")
         }
         Command::Auth {
@@ -56,7 +62,9 @@ fn main() -> ExitCode {
             Command::Tools { wait, action: None, .. } => tools::tools(config, wait).await,
             Command::Tools { action: Some(action), .. } => tools::pins(&config, action),
             Command::Auth { command } => auth::upstream_auth(&config, command).await,
-            Command::Check { .. } | Command::Rules { .. } | Command::Reload { .. } => unreachable!("handled above"),
+            Command::Check { .. } | Command::Rules { .. } | Command::Reload { .. } | Command::Import(_) => {
+                unreachable!("handled above")
+            }
         }
     });
     match result {
