@@ -102,7 +102,7 @@ pub(crate) struct ImportArgs {
     pub(crate) force: bool,
     /// The host that wrote the file (default: from its name and shape).
     #[arg(long, value_enum)]
-    pub(crate) host: Option<super::import::Host>,
+    pub(crate) host: Option<super::import::HostArg>,
 }
 
 #[derive(Subcommand)]

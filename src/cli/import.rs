@@ -2,16 +2,13 @@
 //! Claude Code, Cursor, VS Code) made upstreams of a gateway.toml, their
 //! credentials moved to the secrets file as `${NAME}` references, and the
 //! host entry that replaces them printed. The host's file is only read.
+//! The conversion is the library's `import` module; this file decides
+//! which files to write and writes them.
 //!
 //! Nothing is half-written: every file is staged beside its target, the
 //! config is loaded through the gateway's own loader with the staged
 //! secrets, and only then are both renamed into place. docs/import.md has
 //! the rules and the choices made where the host formats are vague.
-
-mod convert;
-mod creds;
-mod host;
-mod write;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::ffi::OsString;
@@ -20,31 +17,45 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use mcp_gateway::config::{Config, ENV_FILE_VAR, Env, FileConfig, Secrets};
-
-pub(crate) use host::Host;
+use mcp_gateway::import::{self, Host, HostFile, Piece, Plan, ReadError, Staged, Transport};
 
 use super::args::{EX_USAGE, ImportArgs};
 use super::{ProcessEnv, plural};
-use convert::Plan;
-use host::{HostFile, Piece, Transport};
-use write::Staged;
+
+/// `--host`: the host that wrote the file.
+#[derive(Clone, Copy, clap::ValueEnum)]
+pub(crate) enum HostArg {
+    /// `claude_desktop_config.json`.
+    ClaudeDesktop,
+    /// `.mcp.json`.
+    ClaudeCode,
+    /// Cursor's `mcp.json`.
+    Cursor,
+    /// `.vscode/mcp.json`.
+    Vscode,
+}
+
+impl From<HostArg> for Host {
+    fn from(h: HostArg) -> Host {
+        match h {
+            HostArg::ClaudeDesktop => Host::ClaudeDesktop,
+            HostArg::ClaudeCode => Host::ClaudeCode,
+            HostArg::Cursor => Host::Cursor,
+            HostArg::Vscode => Host::Vscode,
+        }
+    }
+}
 
 /// Why an import wrote nothing. Messages name the file; none holds a
 /// secret value.
 #[derive(Debug, thiserror::Error)]
 pub(crate) enum ImportError {
+    /// The host's file cannot be imported.
+    #[error(transparent)]
+    Host(#[from] ReadError),
     /// A file cannot be read.
     #[error("cannot read {}: {error}", path.display())]
     Read { path: PathBuf, error: std::io::Error },
-    /// The host's file is not JSON.
-    #[error("{}: not JSON: {error}", path.display())]
-    NotJson { path: PathBuf, error: serde_json::Error },
-    /// The host's file is JSON of another shape.
-    #[error("{}: {what}", path.display())]
-    Shape { path: PathBuf, what: String },
-    /// One server entry cannot be imported.
-    #[error("{}: server {server:?}: {what}", path.display())]
-    Server { path: PathBuf, server: String, what: String },
     /// The config exists and neither `--into` nor `--force` was given.
     #[error("{} exists: merge the servers into it with --into, or replace it with --force", path.display())]
     Exists { path: PathBuf },
@@ -70,10 +81,8 @@ impl ImportError {
     /// import refuses to overwrite or clash, or cannot write.
     fn exit_code(&self) -> u8 {
         match self {
-            ImportError::Read { .. }
-            | ImportError::NotJson { .. }
-            | ImportError::Shape { .. }
-            | ImportError::Server { .. }
+            ImportError::Host(_)
+            | ImportError::Read { .. }
             | ImportError::Merge { .. }
             | ImportError::Invalid { .. } => EX_USAGE,
             ImportError::Exists { .. }
@@ -110,14 +119,12 @@ struct SecretsFile {
 }
 
 fn run(args: &ImportArgs, env: &dyn Env) -> Result<String, ImportError> {
-    let mut file = HostFile::read(&args.file, args.host, env)?;
+    let mut file = HostFile::read(&args.file, args.host.map(Host::from), env)?;
     let servers = std::mem::take(&mut file.servers);
     let ignored: Vec<(String, Vec<String>)> =
         servers.iter().filter(|s| !s.ignored.is_empty()).map(|s| (s.name.clone(), s.ignored.clone())).collect();
-    let plan = Plan::new(servers).map_err(|(server, e)| ImportError::Server {
-        path: file.path.clone(),
-        server,
-        what: e.to_string(),
+    let plan = Plan::new(servers).map_err(|(server, e)| {
+        ImportError::Host(ReadError::Server { path: file.path.clone(), server, what: e.to_string() })
     })?;
 
     // The config: merged into, replaced, or new.
@@ -151,11 +158,11 @@ fn run(args: &ImportArgs, env: &dyn Env) -> Result<String, ImportError> {
     };
     let secrets = secrets_path.map(|p| secrets_file(p, &plan, &file)).transpose()?;
 
-    let tables = write::upstreams(&plan, &file.path);
+    let tables = import::upstreams(&plan, &file.path);
     let origin = format!("# Imported by `mcp-gateway import` from {} ({}).\n", file.path.display(), file.host.label());
     let toml_text = match existing {
         Some((text, _)) => {
-            let text = if add_key { write::with_secrets_file(&text, "secrets.env") } else { text };
+            let text = if add_key { import::with_secrets_file(&text, "secrets.env") } else { text };
             let sep = if text.is_empty() || text.ends_with("\n\n") {
                 ""
             } else if text.ends_with('\n') {
@@ -172,17 +179,23 @@ fn run(args: &ImportArgs, env: &dyn Env) -> Result<String, ImportError> {
     };
 
     // Staged, then loaded as the gateway would load it, then put in place.
+    let failed = |path: &Path| {
+        let path = path.to_owned();
+        move |error| ImportError::Write { path, error }
+    };
     let staged_secrets = match &secrets {
-        Some(SecretsFile { path, text: Some(text), .. }) => Some(Staged::new(path, text, Some(0o600))?),
+        Some(SecretsFile { path, text: Some(text), .. }) => {
+            Some((Staged::new(path, text, Some(0o600)).map_err(failed(path))?, path))
+        }
         _ => None,
     };
-    let check = CheckEnv { env, secrets: staged_secrets.as_ref().map(|s| s.path().as_os_str().to_owned()) };
+    let check = CheckEnv { env, secrets: staged_secrets.as_ref().map(|(s, _)| s.path().as_os_str().to_owned()) };
     Config::from_str(&toml_text, &config_path, &check).map_err(|e| ImportError::Invalid { error: e.to_string() })?;
-    let staged_config = Staged::new(&config_path, &toml_text, None)?;
-    if let Some(s) = staged_secrets {
-        s.commit()?;
+    let staged_config = Staged::new(&config_path, &toml_text, None).map_err(failed(&config_path))?;
+    if let Some((s, path)) = staged_secrets {
+        s.commit().map_err(failed(path))?;
     }
-    staged_config.commit()?;
+    staged_config.commit().map_err(failed(&config_path))?;
     Ok(report(&file, &plan, &config_path, secrets.as_ref(), &ignored, env))
 }
 
@@ -205,7 +218,7 @@ fn secrets_file(path: PathBuf, plan: &Plan, file: &HostFile) -> Result<SecretsFi
     let added: Vec<String> = plan.secrets.keys().filter(|n| old.value(n).is_none()).cloned().collect();
     let mut block = String::new();
     for name in &added {
-        block.push_str(&write::secret_line(name, &plan.secrets[name]));
+        block.push_str(&import::secret_line(name, &plan.secrets[name]));
     }
     for (name, what) in file.inputs.iter().filter(|(n, _)| old.value(n).is_none()) {
         let what = what.replace(['\n', '\r'], " ");
@@ -258,7 +271,7 @@ fn report(
     for u in &plan.upstreams {
         let (kind, what) = match &u.transport {
             Transport::Stdio { command, .. } => ("stdio", command.clone()),
-            Transport::Http { url, sse, .. } => (if *sse { "sse" } else { "http" }, write::text(url)),
+            Transport::Http { url, sse, .. } => (if *sse { "sse" } else { "http" }, import::text(url)),
         };
         let from = if u.from == u.id { String::new() } else { format!("  (from {:?})", u.from) };
         let off = if u.enabled { "" } else { "  (disabled)" };
@@ -313,7 +326,7 @@ fn report(
         file.path.display(),
         names.join(", ")
     );
-    let _ = writeln!(out, "{}", write::host_entry(file.host, &exe, config));
+    let _ = writeln!(out, "{}", import::host_entry(file.host, &exe, config));
     out
 }
 

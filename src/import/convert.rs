@@ -4,37 +4,37 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use mcp_gateway::config::{BUILTIN_NAMESPACE, valid_id};
+use crate::config::{BUILTIN_NAMESPACE, valid_id};
 
 use super::creds::{self, What};
 use super::host::{HostServer, Piece, Pieces, Transport, join};
 
 /// One upstream to write.
 #[derive(Debug)]
-pub(crate) struct Upstream {
+pub struct Upstream {
     /// `[upstreams.<id>]`.
-    pub(crate) id: String,
+    pub id: String,
     /// The server's name in the host's file.
-    pub(crate) from: String,
+    pub from: String,
     /// Its strings, credentials replaced by references.
-    pub(crate) transport: Transport,
+    pub transport: Transport,
     /// `enabled = false` when the host had it disabled.
-    pub(crate) enabled: bool,
+    pub enabled: bool,
 }
 
 /// What an import writes.
 #[derive(Debug, Default)]
-pub(crate) struct Plan {
+pub struct Plan {
     /// The upstreams, in the host file's (sorted) order.
-    pub(crate) upstreams: Vec<Upstream>,
+    pub upstreams: Vec<Upstream>,
     /// Secrets by name.
-    pub(crate) secrets: BTreeMap<String, String>,
+    pub secrets: BTreeMap<String, String>,
 }
 
 /// A credential value the gateway cannot store on its own.
 #[derive(Debug, thiserror::Error)]
 #[error("{at} mixes literal text with variables in a credential; write it as one or the other")]
-pub(crate) struct Mixed {
+pub struct Mixed {
     at: String,
 }
 
@@ -47,7 +47,7 @@ const SCHEMES: [&str; 3] = ["Bearer ", "Basic ", "Token "];
 impl Plan {
     /// The upstreams of `servers`, their ids unique among themselves,
     /// credentials moved out. An error names the server.
-    pub(crate) fn new(servers: Vec<HostServer>) -> Result<Plan, (String, Mixed)> {
+    pub fn new(servers: Vec<HostServer>) -> Result<Plan, (String, Mixed)> {
         let mut plan = Plan::default();
         let mut ids: BTreeSet<String> = BTreeSet::new();
         for s in servers {
@@ -63,7 +63,7 @@ impl Plan {
     /// The ids of the plan that `taken` already has. Ids are made unique
     /// within one file; a clash with an existing config is refused, never
     /// renamed silently.
-    pub(crate) fn clashes(&self, taken: &BTreeSet<String>) -> Vec<String> {
+    pub fn clashes(&self, taken: &BTreeSet<String>) -> Vec<String> {
         self.upstreams.iter().filter(|u| taken.contains(&u.id)).map(|u| u.id.clone()).collect()
     }
 }
@@ -71,7 +71,7 @@ impl Plan {
 /// A host's server name as an upstream id (`[a-z0-9-]{1,32}`): lower case
 /// (`GitHub` → `github`), a `-` for each run of anything else, cut to 32.
 /// `gateway`, the gateway's own namespace, becomes `gateway-server`.
-pub(crate) fn sanitize(name: &str) -> String {
+pub fn sanitize(name: &str) -> String {
     let mut id = name
         .split(|c: char| !c.is_ascii_alphanumeric())
         .filter(|w| !w.is_empty())

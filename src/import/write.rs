@@ -8,7 +8,6 @@ use std::path::{Path, PathBuf};
 
 use serde_json::json;
 
-use super::ImportError;
 use super::convert::{Plan, Upstream};
 use super::host::{Host, Piece, Pieces, Transport};
 
@@ -28,12 +27,12 @@ fn key(k: &str) -> String {
 
 /// Pieces as a gateway.toml string: references as `${NAME}`, a literal
 /// `$` as `$$` (the gateway's escape), quoted.
-pub(crate) fn render(pieces: &Pieces) -> String {
+pub fn render(pieces: &Pieces) -> String {
     quote(&text(pieces))
 }
 
 /// Pieces as the text of a gateway.toml string, unquoted.
-pub(crate) fn text(pieces: &Pieces) -> String {
+pub fn text(pieces: &Pieces) -> String {
     let mut s = String::new();
     for p in pieces {
         match p {
@@ -50,7 +49,7 @@ pub(crate) fn text(pieces: &Pieces) -> String {
 
 /// The `[upstreams.<id>]` tables of `plan`, each under a comment naming
 /// the server it came from.
-pub(crate) fn upstreams(plan: &Plan, from: &Path) -> String {
+pub fn upstreams(plan: &Plan, from: &Path) -> String {
     let mut out = String::new();
     for u in &plan.upstreams {
         out.push_str(&upstream(u, from));
@@ -102,7 +101,7 @@ fn upstream(u: &Upstream, from: &Path) -> String {
 /// A secrets file line, `NAME="value"`, escaped so dotenv gives the
 /// value back exactly: double quotes with `\\`, `\"`, `\$` (no
 /// substitution) and `\n`.
-pub(crate) fn secret_line(name: &str, value: &str) -> String {
+pub fn secret_line(name: &str, value: &str) -> String {
     let mut v = String::with_capacity(value.len() + 2);
     for c in value.chars() {
         match c {
@@ -119,7 +118,7 @@ pub(crate) fn secret_line(name: &str, value: &str) -> String {
 
 /// The entry that replaces the imported servers in the host's file: the
 /// gateway over stdio, in the host's own shape.
-pub(crate) fn host_entry(host: Host, exe: &Path, config: &Path) -> String {
+pub fn host_entry(host: Host, exe: &Path, config: &Path) -> String {
     let args = json!(["stdio", "--config", config.display().to_string()]);
     let exe = exe.display().to_string();
     let entry = match host {
@@ -134,7 +133,7 @@ pub(crate) fn host_entry(host: Host, exe: &Path, config: &Path) -> String {
 /// line goes right under the table's header, or a `[gateway]` table is
 /// added at the end. The caller parses the result, so a file that defines
 /// `gateway` some other way is refused, not damaged.
-pub(crate) fn with_secrets_file(text: &str, file: &str) -> String {
+pub fn with_secrets_file(text: &str, file: &str) -> String {
     let line = format!("secrets_file = {}\n", quote(file));
     let mut out = String::with_capacity(text.len() + line.len() + 16);
     let mut done = false;
@@ -161,37 +160,37 @@ pub(crate) fn with_secrets_file(text: &str, file: &str) -> String {
 
 /// A file written beside its target, not yet in place.
 #[derive(Debug)]
-pub(crate) struct Staged {
+pub struct Staged {
     tmp: PathBuf,
     target: PathBuf,
 }
 
 impl Staged {
-    /// Writes `text` to `<target>.import.tmp` with `mode` (the target's
+    /// Writes `text` to `.<target>.import.tmp` with `mode` (the target's
     /// own, when it exists and `mode` is `None`).
-    pub(crate) fn new(target: &Path, text: &str, mode: Option<u32>) -> Result<Staged, ImportError> {
+    pub fn new(target: &Path, text: &str, mode: Option<u32>) -> std::io::Result<Staged> {
         let name = target.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
         let tmp = target.with_file_name(format!(".{name}.import.tmp"));
-        let io = |error| ImportError::Write { path: target.to_owned(), error };
-        let mode =
-            mode.or_else(|| std::fs::metadata(target).ok().map(|m| m.permissions().mode() & 0o777)).unwrap_or(0o644);
+        let mode = mode.or_else(|| std::fs::metadata(target).ok().map(|m| m.permissions().mode() & 0o777));
         let _ = std::fs::remove_file(&tmp);
-        let mut f = std::fs::OpenOptions::new().write(true).create_new(true).mode(mode).open(&tmp).map_err(io)?;
-        // `mode` is filtered by the umask on create; set it as asked.
-        f.set_permissions(std::fs::Permissions::from_mode(mode)).map_err(io)?;
-        f.write_all(text.as_bytes()).and_then(|()| f.sync_all()).map_err(io)?;
+        let mut f = std::fs::OpenOptions::new().write(true).create_new(true).mode(mode.unwrap_or(0o644)).open(&tmp)?;
+        // The umask filters the mode on create: a mode asked for (0600) or
+        // the target's own is set as it is; a new file keeps the umask's.
+        if let Some(mode) = mode {
+            f.set_permissions(std::fs::Permissions::from_mode(mode))?;
+        }
+        f.write_all(text.as_bytes()).and_then(|()| f.sync_all())?;
         Ok(Staged { tmp, target: target.to_owned() })
     }
 
     /// The temporary file (to check before it goes in place).
-    pub(crate) fn path(&self) -> &Path {
+    pub fn path(&self) -> &Path {
         &self.tmp
     }
 
     /// Puts it in place (then `drop` finds no temporary file to remove).
-    pub(crate) fn commit(self) -> Result<(), ImportError> {
+    pub fn commit(self) -> std::io::Result<()> {
         std::fs::rename(&self.tmp, &self.target)
-            .map_err(|error| ImportError::Write { path: self.target.clone(), error })
     }
 }
 
@@ -205,7 +204,7 @@ impl Drop for Staged {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use mcp_gateway::config::Secrets;
+    use crate::config::Secrets;
 
     #[test]
     fn secret_lines_read_back_exactly() {

@@ -12,15 +12,15 @@
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
-use mcp_gateway::config::Env;
+use crate::config::Env;
 use serde_json::{Map, Value};
 
-use super::ImportError;
+use super::ReadError;
 
 /// The agent host that wrote the file: it decides the variables read and
 /// the shape of the entry printed to replace the servers.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
-pub(crate) enum Host {
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Host {
     /// `claude_desktop_config.json`.
     ClaudeDesktop,
     /// `.mcp.json` (or `~/.claude.json`).
@@ -33,7 +33,7 @@ pub(crate) enum Host {
 
 /// A piece of a host string once its variables are read.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub(crate) enum Piece {
+pub enum Piece {
     /// Literal text (a `$` in it is written `$$` in gateway.toml).
     Text(String),
     /// `${NAME}`: the secrets file, then the gateway's environment.
@@ -41,11 +41,11 @@ pub(crate) enum Piece {
 }
 
 /// A string as pieces, adjacent texts joined.
-pub(crate) type Pieces = Vec<Piece>;
+pub type Pieces = Vec<Piece>;
 
 /// How the gateway reaches a server.
 #[derive(Debug)]
-pub(crate) enum Transport {
+pub enum Transport {
     /// A command the gateway starts.
     Stdio {
         /// The program (the gateway does not expand `command`: a variable
@@ -71,33 +71,33 @@ pub(crate) enum Transport {
 
 /// One server of the host's file.
 #[derive(Debug)]
-pub(crate) struct HostServer {
+pub struct HostServer {
     /// Its name in the host's file.
-    pub(crate) name: String,
+    pub name: String,
     /// How to reach it.
-    pub(crate) transport: Transport,
+    pub transport: Transport,
     /// `"disabled": true`.
-    pub(crate) disabled: bool,
+    pub disabled: bool,
     /// Keys the gateway has no place for (`sandbox`, `dev`, `oauth`, …).
-    pub(crate) ignored: Vec<String>,
+    pub ignored: Vec<String>,
 }
 
 /// A host file, read.
 #[derive(Debug)]
-pub(crate) struct HostFile {
+pub struct HostFile {
     /// Which host.
-    pub(crate) host: Host,
+    pub host: Host,
     /// The file, absolute.
-    pub(crate) path: PathBuf,
+    pub path: PathBuf,
     /// Its servers, by name (the file's order is not kept: serde_json's map
     /// is sorted, which keeps ids and secret names deterministic).
-    pub(crate) servers: Vec<HostServer>,
+    pub servers: Vec<HostServer>,
     /// Servers that are the gateway itself (`mcp-gateway …`), left out.
-    pub(crate) skipped: Vec<String>,
+    pub skipped: Vec<String>,
     /// `${input:id}` references: the gateway name they became → the
     /// input's description (VS Code prompts for them; the user fills them
     /// in the secrets file instead).
-    pub(crate) inputs: BTreeMap<String, String>,
+    pub inputs: BTreeMap<String, String>,
 }
 
 /// The keys of a server entry that are read; others are reported.
@@ -109,7 +109,7 @@ impl Host {
     /// The host a file is from: VS Code by its `servers` object, the others
     /// by the file's name and folder; Claude Code's syntax otherwise (the
     /// widest of the `mcpServers` hosts).
-    pub(crate) fn detect(path: &Path, top: &Map<String, Value>) -> Host {
+    pub fn detect(path: &Path, top: &Map<String, Value>) -> Host {
         let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("");
         let folder = path.parent().and_then(Path::file_name).and_then(|n| n.to_str()).unwrap_or("");
         if top.contains_key("servers") && !top.contains_key("mcpServers") {
@@ -124,12 +124,12 @@ impl Host {
     }
 
     /// The key that holds the servers.
-    pub(crate) fn servers_key(self) -> &'static str {
+    pub fn servers_key(self) -> &'static str {
         if self == Host::Vscode { "servers" } else { "mcpServers" }
     }
 
     /// Its name for people.
-    pub(crate) fn label(self) -> &'static str {
+    pub fn label(self) -> &'static str {
         match self {
             Host::ClaudeDesktop => "Claude Desktop",
             Host::ClaudeCode => "Claude Code",
@@ -144,12 +144,12 @@ impl Host {
 impl HostFile {
     /// Reads `path` (JSON, with the comments and trailing commas VS Code
     /// allows), as `host` or the host it looks like.
-    pub(crate) fn read(path: &Path, host: Option<Host>, env: &dyn Env) -> Result<HostFile, ImportError> {
+    pub fn read(path: &Path, host: Option<Host>, env: &dyn Env) -> Result<HostFile, ReadError> {
         let path = &std::path::absolute(path).unwrap_or_else(|_| path.to_owned());
-        let shape = |what: String| ImportError::Shape { path: path.to_owned(), what };
-        let text = std::fs::read_to_string(path).map_err(|error| ImportError::Read { path: path.to_owned(), error })?;
+        let shape = |what: String| ReadError::Shape { path: path.to_owned(), what };
+        let text = std::fs::read_to_string(path).map_err(|error| ReadError::Read { path: path.to_owned(), error })?;
         let value: Value = serde_json::from_str(&strip_jsonc(&text))
-            .map_err(|error| ImportError::NotJson { path: path.to_owned(), error })?;
+            .map_err(|error| ReadError::NotJson { path: path.to_owned(), error })?;
         let Value::Object(top) = value else { return Err(shape("the top level is not a JSON object".into())) };
         let host = host.unwrap_or_else(|| Host::detect(path, &top));
         let key = host.servers_key();
@@ -165,7 +165,7 @@ impl HostFile {
         let mut file =
             HostFile { host, path: path.clone(), servers: Vec::new(), skipped: Vec::new(), inputs: BTreeMap::new() };
         for (name, entry) in servers {
-            let server = vars.server(name, entry).map_err(|what| ImportError::Server {
+            let server = vars.server(name, entry).map_err(|what| ReadError::Server {
                 path: path.clone(),
                 server: name.clone(),
                 what,
@@ -193,7 +193,7 @@ fn is_gateway(server: &HostServer) -> bool {
 
 /// The folder `${workspaceFolder}` and relative paths mean: the project a
 /// `.vscode/` or `.cursor/` folder is in, else the file's own folder.
-pub(crate) fn workspace(path: &Path) -> PathBuf {
+pub(super) fn workspace(path: &Path) -> PathBuf {
     let folder = path.parent().unwrap_or(Path::new("/"));
     match folder.file_name().and_then(|n| n.to_str()) {
         Some(".vscode" | ".cursor") => folder.parent().unwrap_or(folder).to_path_buf(),
@@ -416,12 +416,12 @@ fn closing(body: &str) -> Option<usize> {
 }
 
 /// A name the gateway's `${NAME}` accepts.
-pub(crate) fn valid_name(name: &str) -> bool {
+pub(super) fn valid_name(name: &str) -> bool {
     !name.is_empty() && name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_')
 }
 
 /// Adjacent texts joined, empty ones dropped.
-pub(crate) fn join(pieces: Pieces) -> Pieces {
+pub(super) fn join(pieces: Pieces) -> Pieces {
     let mut out: Pieces = Vec::new();
     for p in pieces {
         match (out.last_mut(), p) {
