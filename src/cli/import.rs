@@ -126,24 +126,8 @@ fn run(args: &ImportArgs, env: &dyn Env) -> Result<String, ImportError> {
     let plan = Plan::new(servers).map_err(|(server, e)| {
         ImportError::Host(ReadError::Server { path: file.path.clone(), server, what: e.to_string() })
     })?;
-
-    // The config: merged into, replaced, or new.
     let config_path = absolute(args.into.as_deref().unwrap_or(&args.output));
-    let existing = match &args.into {
-        Some(_) => {
-            let text = std::fs::read_to_string(&config_path)
-                .map_err(|error| ImportError::Read { path: config_path.clone(), error })?;
-            let parsed: FileConfig = toml::from_str(&text)
-                .map_err(|e| ImportError::Merge { path: config_path.clone(), what: e.to_string() })?;
-            let clashes = plan.clashes(&parsed.upstreams.keys().cloned().collect());
-            if !clashes.is_empty() {
-                return Err(ImportError::Clash { path: config_path, ids: clashes });
-            }
-            Some((text, parsed.gateway.secrets_file))
-        }
-        None if config_path.exists() && !args.force => return Err(ImportError::Exists { path: config_path }),
-        None => None,
-    };
+    let existing = existing(args, &config_path, &plan)?;
     let base = config_path.parent().unwrap_or(Path::new("/")).to_path_buf();
 
     // The secrets file, where the gateway will read it: the environment's
@@ -157,11 +141,43 @@ fn run(args: &ImportArgs, env: &dyn Env) -> Result<String, ImportError> {
         (None, None) => (needed.then(|| base.join("secrets.env")), needed),
     };
     let secrets = secrets_path.map(|p| secrets_file(p, &plan, &file)).transpose()?;
+    let toml_text = config_text(&file, &plan, existing.map(|(text, _)| text), add_key);
+    put_in_place(&config_path, &toml_text, secrets.as_ref(), env)?;
+    Ok(report(&file, &plan, &config_path, secrets.as_ref(), &ignored, env))
+}
 
-    let tables = import::upstreams(&plan, &file.path);
+/// With `--into`, the config's text and `secrets_file`, once it is known
+/// to parse and to have none of the plan's ids. Without it, `None`, and
+/// an existing file is refused unless `--force`.
+fn existing(
+    args: &ImportArgs,
+    config_path: &Path,
+    plan: &Plan,
+) -> Result<Option<(String, Option<PathBuf>)>, ImportError> {
+    if args.into.is_none() {
+        if config_path.exists() && !args.force {
+            return Err(ImportError::Exists { path: config_path.to_owned() });
+        }
+        return Ok(None);
+    }
+    let text = std::fs::read_to_string(config_path)
+        .map_err(|error| ImportError::Read { path: config_path.to_owned(), error })?;
+    let parsed: FileConfig =
+        toml::from_str(&text).map_err(|e| ImportError::Merge { path: config_path.to_owned(), what: e.to_string() })?;
+    let clashes = plan.clashes(&parsed.upstreams.keys().cloned().collect());
+    if !clashes.is_empty() {
+        return Err(ImportError::Clash { path: config_path.to_owned(), ids: clashes });
+    }
+    Ok(Some((text, parsed.gateway.secrets_file)))
+}
+
+/// The config's new text: the existing one kept byte for byte with the
+/// tables appended (and `secrets_file` added when `add_key`), or a new one.
+fn config_text(file: &HostFile, plan: &Plan, existing: Option<String>, add_key: bool) -> String {
+    let tables = import::upstreams(plan, &file.path);
     let origin = format!("# Imported by `mcp-gateway import` from {} ({}).\n", file.path.display(), file.host.label());
-    let toml_text = match existing {
-        Some((text, _)) => {
+    match existing {
+        Some(text) => {
             let text = if add_key { import::with_secrets_file(&text, "secrets.env") } else { text };
             let sep = if text.is_empty() || text.ends_with("\n\n") {
                 ""
@@ -176,27 +192,29 @@ fn run(args: &ImportArgs, env: &dyn Env) -> Result<String, ImportError> {
             let gateway = if add_key { "[gateway]\nsecrets_file = \"secrets.env\"\n\n" } else { "" };
             format!("{origin}# Credentials are in the secrets file, referenced as ${{NAME}}.\n\n{gateway}{tables}")
         }
-    };
+    }
+}
 
-    // Staged, then loaded as the gateway would load it, then put in place.
+/// Stages both files, loads the config as the gateway would (with the
+/// staged secrets), and only then renames them into place.
+fn put_in_place(config: &Path, text: &str, secrets: Option<&SecretsFile>, env: &dyn Env) -> Result<(), ImportError> {
     let failed = |path: &Path| {
         let path = path.to_owned();
         move |error| ImportError::Write { path, error }
     };
-    let staged_secrets = match &secrets {
+    let staged_secrets = match secrets {
         Some(SecretsFile { path, text: Some(text), .. }) => {
             Some((Staged::new(path, text, Some(0o600)).map_err(failed(path))?, path))
         }
         _ => None,
     };
     let check = CheckEnv { env, secrets: staged_secrets.as_ref().map(|(s, _)| s.path().as_os_str().to_owned()) };
-    Config::from_str(&toml_text, &config_path, &check).map_err(|e| ImportError::Invalid { error: e.to_string() })?;
-    let staged_config = Staged::new(&config_path, &toml_text, None).map_err(failed(&config_path))?;
+    Config::from_str(text, config, &check).map_err(|e| ImportError::Invalid { error: e.to_string() })?;
+    let staged_config = Staged::new(config, text, None).map_err(failed(config))?;
     if let Some((s, path)) = staged_secrets {
         s.commit().map_err(failed(path))?;
     }
-    staged_config.commit().map_err(failed(&config_path))?;
-    Ok(report(&file, &plan, &config_path, secrets.as_ref(), &ignored, env))
+    staged_config.commit().map_err(failed(config))
 }
 
 /// The secrets file's new text: the plan's secrets it does not hold yet,
@@ -283,35 +301,16 @@ fn report(
     for (name, keys) in ignored {
         let _ = writeln!(out, "Ignored in {name:?} (the gateway has no such setting): {}", keys.join(", "));
     }
-    let mut known: BTreeSet<&str> = plan.secrets.keys().map(String::as_str).collect();
-    if let Some(s) = secrets {
-        known.extend(s.known.iter().map(String::as_str));
-        if !s.added.is_empty() {
-            let _ = writeln!(
-                out,
-                "Secrets: {} added to {} (mode 0600; values not shown): {}",
-                plural(s.added.len(), "name"),
-                s.path.display(),
-                s.added.join(", ")
-            );
-        }
+    if let Some(s) = secrets.filter(|s| !s.added.is_empty()) {
+        let _ = writeln!(
+            out,
+            "Secrets: {} added to {} (mode 0600; values not shown): {}",
+            plural(s.added.len(), "name"),
+            s.path.display(),
+            s.added.join(", ")
+        );
     }
-    // References nothing defines yet: inputs to fill in, variables to set.
-    let mut missing: BTreeMap<String, String> = BTreeMap::new();
-    for u in &plan.upstreams {
-        for name in vars(&u.transport) {
-            if known.contains(name) || env.var_os(name).is_some() {
-                continue;
-            }
-            let why = match (file.inputs.get(name), secrets) {
-                (Some(what), Some(s)) => {
-                    format!("{} input ({what}): fill it in {}", file.host.label(), s.path.display())
-                }
-                _ => "not set now: set it in the gateway's environment or the secrets file".to_owned(),
-            };
-            missing.insert(name.to_owned(), why);
-        }
-    }
+    let missing = undefined(file, plan, secrets, env);
     if !missing.is_empty() {
         let _ = writeln!(out, "Define before starting the gateway:");
         for (name, why) in &missing {
@@ -328,6 +327,26 @@ fn report(
     );
     let _ = writeln!(out, "{}", import::host_entry(file.host, &exe, config));
     out
+}
+
+/// References nothing defines yet (neither the secrets file nor the
+/// environment now), each with what to do: inputs to fill in, variables
+/// to set.
+fn undefined(file: &HostFile, plan: &Plan, secrets: Option<&SecretsFile>, env: &dyn Env) -> BTreeMap<String, String> {
+    let mut known: BTreeSet<&str> = plan.secrets.keys().map(String::as_str).collect();
+    known.extend(secrets.into_iter().flat_map(|s| s.known.iter().map(String::as_str)));
+    let mut missing = BTreeMap::new();
+    for name in plan.upstreams.iter().flat_map(|u| vars(&u.transport)) {
+        if known.contains(name) || env.var_os(name).is_some() {
+            continue;
+        }
+        let why = match (file.inputs.get(name), secrets) {
+            (Some(what), Some(s)) => format!("{} input ({what}): fill it in {}", file.host.label(), s.path.display()),
+            _ => "not set now: set it in the gateway's environment or the secrets file".to_owned(),
+        };
+        missing.insert(name.to_owned(), why);
+    }
+    missing
 }
 
 /// The `${NAME}` references of a transport.

@@ -6,8 +6,6 @@ use std::io::Write as _;
 use std::os::unix::fs::{OpenOptionsExt as _, PermissionsExt as _};
 use std::path::{Path, PathBuf};
 
-use serde_json::json;
-
 use super::convert::{Plan, Upstream};
 use super::host::{Host, Piece, Pieces, Transport};
 
@@ -119,14 +117,19 @@ pub fn secret_line(name: &str, value: &str) -> String {
 /// The entry that replaces the imported servers in the host's file: the
 /// gateway over stdio, in the host's own shape.
 pub fn host_entry(host: Host, exe: &Path, config: &Path) -> String {
-    let args = json!(["stdio", "--config", config.display().to_string()]);
-    let exe = exe.display().to_string();
-    let entry = match host {
-        Host::Vscode => json!({"servers": {"gateway": {"type": "stdio", "command": exe, "args": args}}}),
-        Host::ClaudeCode => json!({"mcpServers": {"gateway": {"type": "stdio", "command": exe, "args": args}}}),
-        Host::ClaudeDesktop | Host::Cursor => json!({"mcpServers": {"gateway": {"command": exe, "args": args}}}),
+    let q = |s: &str| serde_json::Value::from(s).to_string();
+    let (key, kind) = match host {
+        Host::Vscode => ("servers", "\"type\": \"stdio\", "),
+        Host::ClaudeCode => ("mcpServers", "\"type\": \"stdio\", "),
+        Host::ClaudeDesktop | Host::Cursor => ("mcpServers", ""),
     };
-    serde_json::to_string_pretty(&entry).expect("JSON values serialize")
+    // Written out rather than serialized: serde_json's map sorts keys, and
+    // people read `command` before `args`.
+    format!(
+        "{{\n  \"{key}\": {{\n    \"gateway\": {{{kind}\"command\": {}, \"args\": [\"stdio\", \"--config\", {}]}}\n  }}\n}}",
+        q(&exe.display().to_string()),
+        q(&config.display().to_string())
+    )
 }
 
 /// `text` with `secrets_file = "<file>"` in its `[gateway]` table: the
@@ -228,6 +231,23 @@ mod tests {
         assert_eq!(render(&vec![Piece::Text("plain".into())]), "\"plain\"");
         assert_eq!(key("X-Api-Key"), "X-Api-Key");
         assert_eq!(key("a.b"), "\"a.b\"");
+    }
+
+    #[test]
+    fn host_entries_are_json_in_each_host_shape() {
+        let (exe, config) = (Path::new("/opt/bin/mcp-gateway"), Path::new("/etc/gw \"x\"/gateway.toml"));
+        for (host, key, kind) in [
+            (Host::Vscode, "servers", Some("stdio")),
+            (Host::ClaudeCode, "mcpServers", Some("stdio")),
+            (Host::ClaudeDesktop, "mcpServers", None),
+            (Host::Cursor, "mcpServers", None),
+        ] {
+            let v: serde_json::Value = serde_json::from_str(&host_entry(host, exe, config)).unwrap();
+            let g = &v[key]["gateway"];
+            assert_eq!(g["command"], "/opt/bin/mcp-gateway");
+            assert_eq!(g["args"], serde_json::json!(["stdio", "--config", "/etc/gw \"x\"/gateway.toml"]));
+            assert_eq!(g["type"].as_str(), kind);
+        }
     }
 
     #[test]

@@ -222,7 +222,7 @@ fn into_merges_and_refuses_clashes_leaving_both_files_unchanged() {
 
     let (code, out, err) = import(d, &[cursor.to_str().unwrap(), "--into", "gateway.toml"]);
     assert_eq!(code, Some(0), "{err}");
-    assert!(out.contains(&format!("--config\",\n        \"{}\"", d.join("gateway.toml").display())), "{out}");
+    assert!(out.contains(&format!("\"--config\", \"{}\"", d.join("gateway.toml").display())), "{out}");
     let merged = std::fs::read_to_string(d.join("gateway.toml")).unwrap();
     assert!(merged.starts_with(&first), "the existing text is kept as it was:\n{merged}");
     let config = Config::load(&d.join("gateway.toml"), &env(&[("CONTEXT7_API_KEY", "c7")])).unwrap();
