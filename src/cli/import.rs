@@ -68,9 +68,10 @@ pub(crate) enum ImportError {
     /// The config or secrets file to merge into cannot be used.
     #[error("cannot merge into {}: {what}", path.display())]
     Merge { path: PathBuf, what: String },
-    /// The config as it would be written does not load.
-    #[error("the config as it would be written does not load ({error}); nothing was written")]
-    Invalid { error: String },
+    /// The config as it would be written does not load (`path`: the
+    /// host's file it came from).
+    #[error("{}: the config as it would be written does not load ({error}); nothing was written", path.display())]
+    Invalid { path: PathBuf, error: String },
     /// Writing failed.
     #[error("cannot write {}: {error}", path.display())]
     Write { path: PathBuf, error: std::io::Error },
@@ -142,7 +143,8 @@ fn run(args: &ImportArgs, env: &dyn Env) -> Result<String, ImportError> {
     };
     let secrets = secrets_path.map(|p| secrets_file(p, &plan, &file)).transpose()?;
     let toml_text = config_text(&file, &plan, existing.map(|(text, _)| text), add_key);
-    put_in_place(&config_path, &toml_text, secrets.as_ref(), env)?;
+    let check = Check { env, from: &file.path };
+    put_in_place(&config_path, &toml_text, secrets.as_ref(), check)?;
     Ok(report(&file, &plan, &config_path, secrets.as_ref(), &ignored, env))
 }
 
@@ -195,9 +197,17 @@ fn config_text(file: &HostFile, plan: &Plan, existing: Option<String>, add_key: 
     }
 }
 
+/// What the config is checked with: the environment, and the host's file
+/// an error names.
+#[derive(Clone, Copy)]
+struct Check<'a> {
+    env: &'a dyn Env,
+    from: &'a Path,
+}
+
 /// Stages both files, loads the config as the gateway would (with the
 /// staged secrets), and only then renames them into place.
-fn put_in_place(config: &Path, text: &str, secrets: Option<&SecretsFile>, env: &dyn Env) -> Result<(), ImportError> {
+fn put_in_place(config: &Path, text: &str, secrets: Option<&SecretsFile>, check: Check<'_>) -> Result<(), ImportError> {
     let failed = |path: &Path| {
         let path = path.to_owned();
         move |error| ImportError::Write { path, error }
@@ -208,8 +218,10 @@ fn put_in_place(config: &Path, text: &str, secrets: Option<&SecretsFile>, env: &
         }
         _ => None,
     };
-    let check = CheckEnv { env, secrets: staged_secrets.as_ref().map(|(s, _)| s.path().as_os_str().to_owned()) };
-    Config::from_str(text, config, &check).map_err(|e| ImportError::Invalid { error: e.to_string() })?;
+    let env =
+        CheckEnv { env: check.env, secrets: staged_secrets.as_ref().map(|(s, _)| s.path().as_os_str().to_owned()) };
+    Config::from_str(text, config, &env)
+        .map_err(|e| ImportError::Invalid { path: check.from.to_owned(), error: e.to_string() })?;
     let staged_config = Staged::new(config, text, None).map_err(failed(config))?;
     if let Some((s, path)) = staged_secrets {
         s.commit().map_err(failed(path))?;

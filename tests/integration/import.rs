@@ -19,6 +19,10 @@ fn host_file(rel: &str) -> PathBuf {
 
 /// Runs `mcp-gateway import ARGS` in `dir` with a known environment.
 fn import(dir: &Path, args: &[&str]) -> (Option<i32>, String, String) {
+    import_with(dir, args, &[])
+}
+
+fn import_with(dir: &Path, args: &[&str], vars: &[(&str, &Path)]) -> (Option<i32>, String, String) {
     let out = Command::new(gateway_bin())
         .arg("import")
         .args(args)
@@ -26,6 +30,7 @@ fn import(dir: &Path, args: &[&str]) -> (Option<i32>, String, String) {
         .env_clear()
         .env("PATH", std::env::var_os("PATH").unwrap_or_default())
         .env("HOME", "/home/tester")
+        .envs(vars.iter().copied())
         .output()
         .unwrap();
     (out.status.code(), String::from_utf8_lossy(&out.stdout).into(), String::from_utf8_lossy(&out.stderr).into())
@@ -297,6 +302,11 @@ fn bad_input_names_the_file_and_writes_nothing() {
             "{\"mcpServers\": {\"x\": {\"command\": \"${NOT_SET_ANYWHERE}/bin/x\"}}}",
             "`${NOT_SET_ANYWHERE}`, which is not set",
         ),
+        // Caught by the gateway's own loader, before anything is renamed into place.
+        (
+            "{\"mcpServers\": {\"x\": {\"url\": \"http://h/mcp\", \"headers\": {\"Bad Header\": \"v\", \"api_key\": \"k\"}}}}",
+            "does not load",
+        ),
     ];
     for (text, what) in cases {
         let (dir, _) = write_config("");
@@ -309,4 +319,22 @@ fn bad_input_names_the_file_and_writes_nothing() {
         assert!(err.contains(&format!("{}", d.join("host.json").display())) && err.contains(what), "{text}: {err}");
         assert_eq!(snapshot(d), before, "{text}");
     }
+}
+
+#[test]
+fn secrets_go_to_the_env_file_the_gateway_reads() {
+    let (dir, _) = write_config("");
+    let d = dir.path();
+    std::fs::remove_file(d.join("gateway.toml")).unwrap();
+    let elsewhere = d.join("elsewhere.env");
+    let host = host_file("claude_desktop_config.json");
+    let (code, _, err) = import_with(d, &[host.to_str().unwrap()], &[("MCP_GATEWAY_ENV_FILE", &elsewhere)]);
+    assert_eq!(code, Some(0), "{err}");
+    assert_eq!(mode(&elsewhere), 0o600);
+    assert!(!d.join("secrets.env").exists());
+    let toml = std::fs::read_to_string(d.join("gateway.toml")).unwrap();
+    assert!(!toml.contains("secrets_file"), "{toml}");
+    let vars = env(&[("MCP_GATEWAY_ENV_FILE", elsewhere.to_str().unwrap())]);
+    let config = Config::load(&d.join("gateway.toml"), &vars).unwrap();
+    assert_eq!(args_of(upstream(&config, "postgres"))[2].split(':').nth(2), Some("pg-Desktop-s3cret@localhost"));
 }
