@@ -16,6 +16,7 @@
 pub mod config;
 pub mod downstream;
 pub mod error;
+pub mod import;
 pub mod oauth;
 pub mod protocol;
 pub mod resilience;

@@ -10,7 +10,7 @@ use clap::Parser as _;
 use mcp_gateway::config::Config;
 
 use cli::args::{AuthCommand, Cli, Command, EX_USAGE};
-use cli::{auth, plural, reload, rules, serve, status, tools};
+use cli::{auth, import, plural, reload, rules, serve, status, tools};
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
@@ -26,10 +26,14 @@ fn main() -> ExitCode {
     if let Command::Status { config, url, json } = cli.command {
         return status::status(&config, url, json);
     }
+    if let Command::Import(args) = &cli.command {
+        return import::import(args);
+    }
     let path = match &cli.command {
         Command::Rules { .. }
         | Command::Reload { .. }
         | Command::Status { .. }
+        | Command::Import(_)
         | Command::Auth { command: AuthCommand::HashKey { .. } } => unreachable!("handled above"),
         Command::Auth {
             command:
@@ -60,7 +64,11 @@ fn main() -> ExitCode {
             Command::Tools { wait, action: None, .. } => tools::tools(config, wait).await,
             Command::Tools { action: Some(action), .. } => tools::pins(&config, action),
             Command::Auth { command } => auth::upstream_auth(&config, command).await,
-            Command::Check { .. } | Command::Rules { .. } | Command::Reload { .. } | Command::Status { .. } => {
+            Command::Check { .. }
+            | Command::Rules { .. }
+            | Command::Reload { .. }
+            | Command::Status { .. }
+            | Command::Import(_) => {
                 unreachable!("handled above")
             }
         }

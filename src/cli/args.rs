@@ -94,6 +94,32 @@ pub(crate) enum Command {
         #[command(subcommand)]
         command: AuthCommand,
     },
+    /// Reads an agent host's MCP config (Claude Desktop, Claude Code,
+    /// Cursor, VS Code), writes its servers as upstreams of a gateway.toml
+    /// (credentials to the secrets file, 0600) and prints the host entry
+    /// that replaces them. The host's file is not changed.
+    Import(ImportArgs),
+}
+
+/// `mcp-gateway import`.
+#[derive(clap::Args)]
+pub(crate) struct ImportArgs {
+    /// The host's file: `claude_desktop_config.json`, `.mcp.json`,
+    /// Cursor's `mcp.json` or `.vscode/mcp.json`.
+    pub(crate) file: PathBuf,
+    /// Merge the servers into this existing config (an id it has already
+    /// is refused).
+    #[arg(long, conflicts_with_all = ["output", "force"])]
+    pub(crate) into: Option<PathBuf>,
+    /// The config to write.
+    #[arg(long, short, default_value = "gateway.toml")]
+    pub(crate) output: PathBuf,
+    /// Replace the config at `--output` when it exists.
+    #[arg(long)]
+    pub(crate) force: bool,
+    /// The host that wrote the file (default: from its name and shape).
+    #[arg(long, value_enum)]
+    pub(crate) host: Option<super::import::HostArg>,
 }
 
 #[derive(Subcommand)]

@@ -4,6 +4,7 @@
 
 pub(crate) mod args;
 pub(crate) mod auth;
+pub(crate) mod import;
 pub(crate) mod reload;
 pub(crate) mod rules;
 pub(crate) mod serve;

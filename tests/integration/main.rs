@@ -16,6 +16,7 @@ mod faults;
 mod fidelity;
 mod hostile;
 mod http_front;
+mod import;
 mod oauth;
 mod observability;
 mod one_view;
