@@ -131,38 +131,35 @@ impl Inbox {
         })
     }
 
-    /// Handles one message read from the upstream.
+    /// Handles one message read from the upstream (tests: as an HTTP body).
+    #[cfg(test)]
     pub(crate) fn deliver(&self, bytes: &[u8]) {
-        self.deliver_related(bytes, None);
-    }
-
-    /// Handles one line read from a stdio upstream's stdout: as
-    /// [`Inbox::deliver`], except that a line that is no JSON-RPC message at
-    /// all is [`Noise`].
-    pub(crate) fn deliver_line(&self, bytes: &[u8], noise: &Noise) {
-        self.take(bytes, None, Some(noise));
+        self.deliver_owned(bytes.to_vec(), None);
     }
 
     /// Handles one message read from the response stream of request
-    /// `related` (HTTP): a notification there is about that call.
+    /// `related` (tests: as an event's data).
+    #[cfg(test)]
     pub(crate) fn deliver_related(&self, bytes: &[u8], related: Option<u64>) {
-        self.take(bytes, related, None);
+        self.deliver_owned(bytes.to_vec(), related);
     }
 
-    /// What `deliver`, `deliver_line` and `deliver_related` share; `noise`
-    /// is given for a stdio link's lines.
-    fn take(&self, bytes: &[u8], related: Option<u64>, noise: Option<&Noise>) {
+    /// Handles one line read from a stdio upstream's stdout (its buffer is
+    /// the reader's, so a result is copied out of it); a line that is no
+    /// JSON-RPC message at all is [`Noise`].
+    pub(crate) fn deliver_line(&self, bytes: &[u8], noise: &Noise) {
         let mut request = false;
         let msg = Envelope::parse(bytes).and_then(|env| {
             let how = self.how(&env, &mut request);
             env.check(&self.json, how)
         });
-        self.receive(msg, request, related, noise.map(|n| (n, bytes)));
+        self.receive(msg, request, None, Some((noise, bytes)));
     }
 
-    /// [`Inbox::deliver_related`] of a message its reader gives away (an
-    /// HTTP body, an event's data): a tool's result is forwarded from this
-    /// buffer, not from a copy of it (a result may be megabytes).
+    /// Handles one message its reader gives away (an HTTP body, an event's
+    /// data; `related`: read from the response stream of that request, so a
+    /// notification there is about that call). A tool's result is forwarded
+    /// from this buffer, not from a copy of it (a result may be megabytes).
     pub(crate) fn deliver_owned(&self, bytes: Vec<u8>, related: Option<u64>) {
         let mut request = false;
         let msg = String::from_utf8(bytes)
