@@ -179,7 +179,13 @@ impl Inbox {
         }
     }
 
-    fn receive(&self, msg: Result<Message, ParseError>, request: bool, related: Option<u64>, noise: Option<(&Noise, &[u8])>) {
+    fn receive(
+        &self,
+        msg: Result<Message, ParseError>,
+        request: bool,
+        related: Option<u64>,
+        noise: Option<(&Noise, &[u8])>,
+    ) {
         let msg = match msg {
             Ok(m) => m,
             Err(e) => match noise {
