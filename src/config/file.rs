@@ -60,10 +60,11 @@ pub struct FileConfig {
 #[derive(Debug, Clone, Default, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct AdminSection {
-    /// Serve `/metrics` here instead of on `gateway.listen` (with
-    /// `/healthz` and `/readyz`, which stay on the main listener too), e.g.
-    /// to keep it off the port clients reach; the only way to scrape
-    /// `mcp-gateway stdio`. Default: none.
+    /// Serve `/metrics` here instead of on `gateway.listen`, with
+    /// `/healthz`, `/readyz`, `/status` and the `/ui` page (which stay on
+    /// the main listener too), e.g. to keep them off the port clients
+    /// reach; the only way to scrape or watch `mcp-gateway stdio`.
+    /// Default: none.
     pub listen: Option<SocketAddr>,
 }
 

@@ -194,6 +194,7 @@ impl Config {
             .collect::<Result<_, _>>()?;
         let traces = traces.resolve(x).map_err(|e| e.under(&["traces"]))?;
         let auth = auth.resolve(gateway.listen, base);
+        let access = access.into_iter().map(|a| a.resolve(base)).collect();
         let pins = pinning.file.map(|p| base.join(p));
         // Beside the pin store: one folder holds what the gateway learned.
         let catalog_cache = Some(match &gateway.catalog_cache {

@@ -217,7 +217,8 @@ pub struct ArgumentRule {
     #[serde(deserialize_with = "one_or_many")]
     pub argument: Vec<String>,
     /// The value, made lexically normal (`.` and `..` resolved), must
-    /// start with one of these (whole path components).
+    /// start with one of these (whole path components). A relative prefix
+    /// is taken from the config file's folder when the config is loaded.
     pub prefix: Vec<String>,
     /// For a stdio upstream (local files): check the canonical path of the
     /// longest prefix of the value that exists (symlinks followed), not
@@ -538,6 +539,34 @@ impl AccessSection {
             }
         }
         Ok(())
+    }
+
+    /// The entry as the gateway uses it: each relative `prefix` made
+    /// absolute against `base` (the config file's folder), as every other
+    /// relative path in the file is. Compared as written, a relative prefix
+    /// would never hold an absolute path and would deny every call.
+    pub(super) fn resolve(mut self, base: &Path) -> AccessSection {
+        for rule in &mut self.arguments {
+            for p in &mut rule.prefix {
+                if !Path::new(p.as_str()).is_absolute() {
+                    let joined = base.join(p.as_str());
+                    // `absolute` is lexical (no disk access): the current
+                    // directory, which the gateway never changes, is
+                    // prepended when `base` is relative. `..` is then
+                    // resolved lexically, as values are before the check.
+                    let mut out = PathBuf::new();
+                    for c in std::path::absolute(&joined).unwrap_or(joined).components() {
+                        match c {
+                            std::path::Component::ParentDir => _ = out.pop(),
+                            std::path::Component::CurDir => {}
+                            c => out.push(c),
+                        }
+                    }
+                    *p = out.display().to_string();
+                }
+            }
+        }
+        self
     }
 }
 

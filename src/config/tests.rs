@@ -478,3 +478,16 @@ fn redis_url_is_expanded_and_must_be_a_redis_url() {
     );
     assert!(load("").unwrap().redis.is_none(), "no [redis]: state in process");
 }
+
+#[test]
+fn a_relative_argument_prefix_is_taken_from_the_config_files_folder() {
+    let src = "[[access]]\nprincipals = [\"*\"]\ntools = { allow = [\"*\"] }\n\
+               arguments = [{ tools = \"*\", argument = \"path\", prefix = [\"/srv/data\", \"files\", \"../shared/./x\"] }]\n";
+    let cfg = Config::from_str(src, Path::new("/etc/gw/gateway.toml"), &BTreeMap::new()).unwrap();
+    assert_eq!(cfg.access[0].arguments[0].prefix, ["/srv/data", "/etc/gw/files", "/etc/shared/x"]);
+    // A config named by a relative path: the folder is taken from the
+    // current directory, so the prefix can hold an absolute value.
+    let cfg = Config::from_str(src, Path::new("examples/gateway.toml"), &BTreeMap::new()).unwrap();
+    let cwd = std::env::current_dir().unwrap();
+    assert_eq!(cfg.access[0].arguments[0].prefix[1], cwd.join("examples/files").display().to_string());
+}
