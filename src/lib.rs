@@ -41,7 +41,7 @@ pub use crate::config::Config;
 pub use crate::routing::Gateway;
 
 /// Starts the admin listener (`[admin] listen`: `/metrics`, `/healthz`,
-/// `/readyz`) in the background until `stop` is cancelled; does nothing
+/// `/readyz`, `/status` and the `/ui` status page) in the background until `stop` is cancelled; does nothing
 /// when it is not set. [`serve`] calls it; `mcp-gateway stdio`, which has
 /// no other listener, calls it directly.
 pub async fn serve_admin(gateway: &Arc<Gateway>, stop: CancellationToken) -> std::io::Result<()> {
@@ -50,7 +50,7 @@ pub async fn serve_admin(gateway: &Arc<Gateway>, stop: CancellationToken) -> std
     let listener = TcpListener::bind(addr)
         .await
         .map_err(|e| std::io::Error::new(e.kind(), format!("cannot listen on {addr} (admin.listen): {e}")))?;
-    tracing::info!(addr = %listener.local_addr()?, "Serving /metrics on the admin listener.");
+    tracing::info!(addr = %listener.local_addr()?, "Serving /metrics, /status and /ui on the admin listener.");
     let metrics = gateway.telemetry().metrics.clone();
     let limits = downstream::listen::Limits::of(&gateway.config(), "admin");
     tokio::spawn(downstream::listen::serve(listener, admin, metrics, stop, limits));
