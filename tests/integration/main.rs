@@ -12,6 +12,7 @@ mod cli;
 mod conformance;
 mod dashboards;
 mod eras;
+mod examples;
 mod faults;
 mod fidelity;
 mod hostile;

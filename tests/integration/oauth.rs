@@ -21,7 +21,7 @@ use crate::support::keys::{ALICE, BOB, OPS, keys};
 use crate::support::*;
 
 /// The fixture and its base URL (the issuer; the resource is BASE/mcp).
-async fn upstream(args: &[&str]) -> (Fixture, String) {
+pub(crate) async fn upstream(args: &[&str]) -> (Fixture, String) {
     let up = Fixture::python("oauth_upstream.py", args).await;
     let base = format!("http://127.0.0.1:{}", up.port);
     (up, base)
@@ -100,7 +100,7 @@ impl Login {
 /// Runs `mcp-gateway auth login` and completes it the way a browser would:
 /// opens the printed URL (plus `extra` query) and follows the redirects to
 /// the loopback callback. Returns the URL, the exit status and the output.
-async fn login(config: &Path, args: &[&str], extra: &str) -> (reqwest::Url, bool, String) {
+pub(crate) async fn login(config: &Path, args: &[&str], extra: &str) -> (reqwest::Url, bool, String) {
     let run = Login::start(config, args).await;
     let url = run.url.clone();
     let page = reqwest::get(format!("{url}{extra}")).await.unwrap().text().await.unwrap();

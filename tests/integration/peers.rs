@@ -4,6 +4,7 @@
 
 use serde_json::{Value, json};
 
+use crate::support::databases::Postgres;
 use crate::support::*;
 
 /// everything (stdio), everything over Streamable HTTP, and filesystem.
@@ -108,24 +109,8 @@ async fn python_sdk_over_gateway_stdio_legacy_and_auto() {
 #[tokio::test]
 async fn postgres_server_negotiates_2024_11_05() {
     let p = peers();
-    // Not under the checkout: the server runs as `postgres`, which cannot
-    // traverse a checkout in a private directory (e.g. `mktemp -d`).
-    let dir = tempfile::Builder::new().prefix("mcpgw-pg").tempdir().unwrap();
-    let data = dir.path().join("data");
-    let port = free_port();
-    let status = tokio::process::Command::new(root().join("scripts/pg-fixture.sh"))
-        .args(["start", data.to_str().unwrap(), &port.to_string()])
-        .status()
-        .await
-        .unwrap();
-    assert!(status.success(), "PostgreSQL did not start");
-    struct Stop(std::path::PathBuf);
-    impl Drop for Stop {
-        fn drop(&mut self) {
-            let _ = std::process::Command::new(root().join("scripts/pg-fixture.sh")).arg("stop").arg(&self.0).status();
-        }
-    }
-    let _stop = Stop(data);
+    let pg = Postgres::start().await;
+    let port = pg.port;
     let toml = format!(
         "[upstreams.pg]\ncommand = \"node\"\nargs = [{:?}, \"postgresql://postgres@127.0.0.1:{port}/postgres\"]\n",
         path_str(&p.postgres)

@@ -15,6 +15,7 @@ use serde_json::{Value, json};
 use tokio::io::{AsyncBufReadExt, AsyncRead, BufReader};
 use tokio::process::{Child, Command};
 
+pub mod databases;
 pub mod keys;
 pub mod otlp;
 pub mod prometheus;
@@ -126,11 +127,17 @@ impl Gateway {
 
     /// Starts `mcp-gateway serve` with the config file at `path`.
     pub async fn start_at(path: &Path, dir: tempfile::TempDir) -> Gateway {
+        Self::start_with_env(path, dir, &[]).await
+    }
+
+    /// [`Gateway::start_at`] with `env` added to the gateway's environment.
+    pub async fn start_with_env(path: &Path, dir: tempfile::TempDir, env: &[(&str, &str)]) -> Gateway {
         let mut child = Command::new(gateway_bin())
             .args(["serve", "--config"])
             .arg(path)
             .args(["--listen", "127.0.0.1:0"])
             .env("RUST_LOG", "info,mcp_gateway=debug")
+            .envs(env.iter().copied())
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
