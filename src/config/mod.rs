@@ -21,6 +21,7 @@ mod env;
 mod error;
 mod file;
 mod filter;
+mod paths;
 mod redis;
 mod secrets;
 mod security;

@@ -546,24 +546,9 @@ impl AccessSection {
     /// relative path in the file is. Compared as written, a relative prefix
     /// would never hold an absolute path and would deny every call.
     pub(super) fn resolve(mut self, base: &Path) -> AccessSection {
-        for rule in &mut self.arguments {
-            for p in &mut rule.prefix {
-                if !Path::new(p.as_str()).is_absolute() {
-                    let joined = base.join(p.as_str());
-                    // `absolute` is lexical (no disk access): the current
-                    // directory, which the gateway never changes, is
-                    // prepended when `base` is relative. `..` is then
-                    // resolved lexically, as values are before the check.
-                    let mut out = PathBuf::new();
-                    for c in std::path::absolute(&joined).unwrap_or(joined).components() {
-                        match c {
-                            std::path::Component::ParentDir => _ = out.pop(),
-                            std::path::Component::CurDir => {}
-                            c => out.push(c),
-                        }
-                    }
-                    *p = out.display().to_string();
-                }
+        for p in self.arguments.iter_mut().flat_map(|r| r.prefix.iter_mut()) {
+            if !Path::new(p.as_str()).is_absolute() {
+                *p = super::paths::absolute(base, Path::new(p.as_str())).display().to_string();
             }
         }
         self

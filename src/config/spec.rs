@@ -240,7 +240,8 @@ impl UpstreamSpec {
             (TransportKind::Stdio, Some(command), _) => {
                 let args = args.iter().map(|a| x.expand(a, &["args"])).collect::<Result<_, _>>()?;
                 let env = x.expand_map(&env, "env")?;
-                let cwd = cwd.map_or_else(|| base.to_path_buf(), |c| base.join(c));
+                // Absolute: argument rules take a relative value from it.
+                let cwd = super::paths::absolute(base, cwd.as_deref().unwrap_or(Path::new("")));
                 (TransportSpec::Stdio { command, args, env, cwd, shutdown_grace, stderr_level }, None)
             }
             (TransportKind::Http | TransportKind::Sse, _, Some(url)) => {

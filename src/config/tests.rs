@@ -30,7 +30,8 @@ fn defaults() {
     assert!(u.prefix);
     assert_eq!(u.startup_timeout, Duration::from_secs(60));
     let TransportSpec::Stdio { cwd, .. } = &u.transport else { panic!() };
-    assert_eq!(cwd, Path::new("dir"));
+    // The config's folder (`dir`, relative), made absolute.
+    assert_eq!(cwd, &std::env::current_dir().unwrap().join("dir"));
     assert!(u.roots.is_empty());
     assert_eq!(cfg.gateway.page_size, 200);
 }
@@ -487,7 +488,13 @@ fn a_relative_argument_prefix_is_taken_from_the_config_files_folder() {
     assert_eq!(cfg.access[0].arguments[0].prefix, ["/srv/data", "/etc/gw/files", "/etc/shared/x"]);
     // A config named by a relative path: the folder is taken from the
     // current directory, so the prefix can hold an absolute value.
-    let cfg = Config::from_str(src, Path::new("examples/gateway.toml"), &BTreeMap::new()).unwrap();
+    let src = format!("{src}[upstreams.fs]\ncommand = \"node\"\ncwd = \"files\"\n");
+    let cfg = Config::from_str(&src, Path::new("examples/gateway.toml"), &BTreeMap::new()).unwrap();
     let cwd = std::env::current_dir().unwrap();
     assert_eq!(cfg.access[0].arguments[0].prefix[1], cwd.join("examples/files").display().to_string());
+    // So is the upstream's working directory, which a relative value is
+    // taken from (it used to stay `examples/files`, and no relative value
+    // passed a rule).
+    let TransportSpec::Stdio { cwd: dir, .. } = &cfg.upstreams[0].transport else { panic!("stdio") };
+    assert_eq!(dir, &cwd.join("examples/files"));
 }

@@ -115,6 +115,10 @@ async fn filesystem_example_mounts_one_folder_read_only_and_one_read_write() {
 
     let r = c.call("docs__read_text_file", json!({"path": at("files/hello.txt")})).await;
     assert_eq!(text(&r), "hello from files", "{r}");
+    // A relative path is the same file to the rules and to the server.
+    let r = c.call("docs__read_text_file", json!({"path": "hello.txt"})).await;
+    assert_eq!(text(&r), "hello from files", "{r}");
+    assert_outside(&c.call("docs__read_text_file", json!({"path": "../secret.txt"})).await, "relative ..");
     let r = c.call("scratch__write_file", json!({"path": at("scratch/note.txt"), "content": "written"})).await;
     assert_ne!(r["result"]["isError"], true, "{r}");
     assert_eq!(std::fs::read_to_string(d.join("scratch/note.txt")).unwrap(), "written");
