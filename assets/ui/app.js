@@ -100,6 +100,10 @@
     if (u.last_error_class) {
       lastError = word(u.last_error_class) + ', ' + age(u.last_error_age_ms) + ': ' + word(u.last_error);
     }
+    // A stdio process that exited: its own last words say why.
+    if (state === 'down' && typeof u.last_stderr === 'string') {
+      lastError += (lastError ? ' — ' : '') + 'stderr: ' + u.last_stderr;
+    }
     let tools = String(num(u.tools));
     if (typeof u.tools_offered === 'number' && u.tools_offered !== u.tools) tools += ' of ' + u.tools_offered;
     return [

@@ -37,7 +37,8 @@ const WIDTH: usize = 100;
 const MOST_ITEMS: usize = 10;
 /// The members of `/status` the table and the summary show; any other
 /// member (sections added later) is shown after them as it comes.
-const SHOWN: [&str; 6] = ["upstreams", "tools", "in_flight", "runtime", "collisions", "sessions"];
+const SHOWN: [&str; 8] =
+    ["upstreams", "tools", "in_flight", "runtime", "collisions", "sessions", "catalog", "recent_refusals"];
 
 /// Why no status could be shown.
 #[derive(Debug, thiserror::Error)]
@@ -217,6 +218,38 @@ fn render(base: &str, s: &Value) -> Vec<String> {
         }));
         out.extend(more(collisions.len()));
     }
+    // The catalog itself is the /ui page's (and `mcp-gateway tools`'):
+    // here only what an operator acts on.
+    let quarantined = s["catalog"]["quarantined"].as_array().map(Vec::as_slice).unwrap_or_default();
+    if !quarantined.is_empty() {
+        out.push(String::new());
+        let names: Vec<String> = quarantined.iter().map(text).collect();
+        out.push(fit(&format!(
+            "Quarantined by [pinning] ({}; `mcp-gateway tools pending`): {}",
+            quarantined.len(),
+            names.join(", ")
+        )));
+    }
+    let refusals = s["recent_refusals"].as_array().map(Vec::as_slice).unwrap_or_default();
+    if !refusals.is_empty() {
+        out.push(String::new());
+        out.push(format!("Recent refusals ({}, newest first):", refusals.len()));
+        out.extend(refusals.iter().take(MOST_ITEMS).map(|r| {
+            let rules = r["rules"]
+                .as_array()
+                .filter(|a| !a.is_empty())
+                .map(|a| format!(" ({})", inline(&Value::Array(a.clone()))));
+            fit(&format!(
+                "  {:>6} ago  {}  {}  {}{}",
+                span(r["age_ms"].as_u64()),
+                text(&r["principal"]),
+                text(&r["name"]),
+                text(&r["reason"]),
+                rules.unwrap_or_default()
+            ))
+        }));
+        out.extend(more(refusals.len()));
+    }
     if let Value::Object(members) = s {
         for (key, v) in members.iter().filter(|(k, _)| !SHOWN.contains(&k.as_str())) {
             out.extend(section(key, v));
@@ -273,6 +306,10 @@ fn notes(u: &Value) -> Vec<String> {
         out.push(fit(&format!("{id}: {crash_loop}{why}")));
     } else if !crash_loop.is_empty() {
         out.push(format!("{id}: crash loop"));
+    }
+    // A process's own last words: usually the reason it exited.
+    if let Some(line) = u["last_stderr"].as_str() {
+        out.push(fit(&format!("{id}: its last stderr line: {line}")));
     }
     if let Some(tools) = u["breaker_open_tools"].as_array().filter(|t| !t.is_empty()) {
         let names: Vec<String> = tools.iter().map(text).collect();
@@ -404,12 +441,14 @@ mod tests {
                   "breaker": { "state": "closed" }, "breaker_open_tools": ["write"] },
                 { "id": "gone", "state": "down", "retry_in_ms": 1_500, "restarts": 3, "crash_loop": true,
                   "down_reason": "cannot start `/nope`", "last_error_class": "transport", "last_error_age_ms": 2_000,
+                  "last_stderr": "Error: None of the specified directories are accessible",
                   "breaker": { "state": "open", "probe_in_ms": 4_000 } },
             ],
             "tools": 5, "sessions": 1, "in_flight": 0, "runtime": { "alive_tasks": 9 },
             "collisions": [{ "name": "read", "owner": "fs", "refused": "gone" }],
             "recent_denials": [{ "tool": "fs__write", "reason": "access" }],
-            "catalog": {},
+            "catalog": { "tools": [{ "name": "fs__read", "annotations": { "readOnlyHint": true } }], "quarantined": ["fs__read"] },
+            "recent_refusals": [{ "age_ms": 65_000, "principal": "key:bob", "name": "fs__write", "reason": "rule", "rules": ["exfil"] }],
         });
         let lines = render("http://gw", &status);
         assert_eq!(lines[0], "gateway http://gw: 1/2 upstreams ready, 5 tools, 1 session, 0 calls in flight");
@@ -424,11 +463,20 @@ mod tests {
         );
         assert!(lines.contains(&"fs: tools cut off by their open breaker: write".to_owned()), "{lines:#?}");
         assert!(lines.contains(&"gone: crash loop: cannot start `/nope`".to_owned()), "{lines:#?}");
+        let said = "gone: its last stderr line: Error: None of the specified directories are accessible";
+        assert!(lines.contains(&said.to_owned()), "{lines:#?}");
         assert!(lines.contains(&"  read: kept from fs, refused from gone".to_owned()), "{lines:#?}");
         // A section this command does not know is shown as it comes; an empty one is not.
         assert!(lines.contains(&"Recent denials (1):".to_owned()), "{lines:#?}");
         assert!(lines.contains(&"  reason=access tool=fs__write".to_owned()), "{lines:#?}");
-        assert!(!lines.iter().any(|l| l.starts_with("Catalog")), "{lines:#?}");
+        // The catalog is the page's: only its quarantined names are shown.
+        assert!(!lines.iter().any(|l| l.starts_with("Catalog") || l.contains("readOnlyHint")), "{lines:#?}");
+        assert!(
+            lines.contains(&"Quarantined by [pinning] (1; `mcp-gateway tools pending`): fs__read".to_owned()),
+            "{lines:#?}"
+        );
+        assert!(lines.contains(&"Recent refusals (1, newest first):".to_owned()), "{lines:#?}");
+        assert!(lines.contains(&"   1m05s ago  key:bob  fs__write  rule (exfil)".to_owned()), "{lines:#?}");
         assert!(lines.iter().all(|l| l.chars().count() <= WIDTH), "{lines:#?}");
     }
 

@@ -336,6 +336,11 @@ impl Inbox {
         self.closed.cancelled().await;
     }
 
+    /// Whether the transport is gone.
+    pub(crate) fn is_closed(&self) -> bool {
+        self.closed.is_cancelled()
+    }
+
     /// Why the transport is gone.
     pub(crate) fn close_reason(&self) -> String {
         let r = self.close_reason.locked();

@@ -116,6 +116,8 @@ pub struct Upstream {
     stats: Stats,
     /// Set while the supervisor sees a crash loop.
     crash_loop: AtomicBool,
+    /// stdio: the child's last stderr line, shown in `/status` while down.
+    last_stderr: stdio::LastLine,
     /// Found to speak 2026-07-28 (a handshake by `server/discover` worked):
     /// its next starts ask that first (`protocol = "auto"`).
     learned_modern: AtomicBool,
@@ -344,6 +346,7 @@ impl Upstream {
             stats: Stats::default(),
             retired: AtomicBool::new(false),
             crash_loop: AtomicBool::new(false),
+            last_stderr: stdio::LastLine::default(),
             learned_modern: AtomicBool::new(false),
             list_ttls: std::array::from_fn(|_| std::sync::atomic::AtomicU64::new(u64::MAX)),
             breaker_moved: Notify::new(),

@@ -130,6 +130,10 @@ impl Upstream {
             State::Down { reason, class, retry_at } => {
                 v["state"] = "down".into();
                 v["down_reason"] = reason.clone().into();
+                // What the process last said: usually why it exited.
+                if let Some(line) = self.last_stderr.locked().as_deref() {
+                    v["last_stderr"] = line.into();
+                }
                 v["down_class"] = class.as_str().into();
                 v["retry_in_ms"] = (retry_at.saturating_duration_since(now).as_millis() as u64).into();
             }

@@ -49,7 +49,18 @@ pub(crate) struct Launch<'a> {
     pub(crate) max_bytes: usize,
     pub(crate) redactor: &'a Redactor,
     pub(crate) stderr_level: StderrLevel,
+    /// Where the child's last stderr line is kept (masked, cut), for
+    /// `/status` to say why a process that exited did (the operator's
+    /// view only: a client's error never quotes it).
+    pub(crate) last_stderr: LastLine,
 }
+
+/// The last non-blank line a child wrote to stderr, masked and cut to
+/// [`LAST_LINE_MAX_CHARS`].
+pub(crate) type LastLine = Arc<Mutex<Option<Box<str>>>>;
+
+/// Longest stderr line kept for `/status`.
+const LAST_LINE_MAX_CHARS: usize = 300;
 
 // === impl StdioLink ===
 
@@ -78,7 +89,9 @@ impl StdioLink {
         tokio::spawn(write_loop(stdin, rx, writer_stop.clone()));
         tokio::spawn(read_loop(BufReader::new(stdout), inbox.clone(), l.max_bytes, stop.clone()));
         let upstream = inbox.upstream().to_owned();
-        tokio::spawn(stderr_loop(BufReader::new(stderr), upstream, l.redactor.clone(), l.stderr_level));
+        let err =
+            StderrSink { upstream, redactor: l.redactor.clone(), level: l.stderr_level, last: l.last_stderr.clone() };
+        tokio::spawn(stderr_loop(BufReader::new(stderr), err));
         let process = tokio::spawn(process_loop(child, pid, stop.clone(), writer_stop, l.grace, inbox.clone()));
         Ok(StdioLink { tx, stop, process: Mutex::new(Some(process)), pid })
     }
@@ -165,24 +178,31 @@ async fn read_loop<R: tokio::io::AsyncBufRead + Unpin>(
     stop.cancel();
 }
 
-/// Logs each line of the child's stderr at `level` (read to the end even
-/// when `off`, so the child never blocks on a full pipe).
-async fn stderr_loop<R: tokio::io::AsyncBufRead + Unpin>(
-    mut err: R,
+/// Where a child's stderr lines go.
+struct StderrSink {
     upstream: String,
     redactor: Redactor,
     level: StderrLevel,
-) {
+    last: LastLine,
+}
+
+/// Logs each line of the child's stderr at its level (read to the end
+/// even when `off`, so the child never blocks on a full pipe), and keeps
+/// the last one (even when `off`: it is what says why a start failed).
+async fn stderr_loop<R: tokio::io::AsyncBufRead + Unpin>(mut err: R, sink: StderrSink) {
     const TARGET: &str = "mcp_gateway::upstream::stderr";
+    let StderrSink { upstream, redactor, level, last } = sink;
     let mut buf = Vec::new();
     while let Ok(Line::Ok | Line::TooLong) = framing::read_line(&mut err, &mut buf, 16 * 1024).await {
         let line = String::from_utf8_lossy(&buf);
-        if level == StderrLevel::Off || line.trim().is_empty() {
+        if line.trim().is_empty() {
             continue;
         }
+        let line = redactor.redact(&line);
+        let kept: String = line.trim().chars().take(LAST_LINE_MAX_CHARS).collect();
+        *last.locked() = Some(kept.into());
         // The level of a `tracing` event is fixed at the call site: one
         // call per level.
-        let line = redactor.redact(&line);
         match level {
             StderrLevel::Off => {}
             StderrLevel::Error => tracing::error!(target: TARGET, upstream = %upstream, "{line}"),
@@ -362,7 +382,11 @@ mod tests {
         ] {
             let log = Log::default();
             let stderr: &[u8] = b"starting\n\n  \ntoken s3cr3t loaded\n";
-            stderr_loop(stderr, "x".into(), redactor.clone(), level).with_subscriber(log.subscriber()).await;
+            let last = LastLine::default();
+            let sink = StderrSink { upstream: "x".into(), redactor: redactor.clone(), level, last: last.clone() };
+            stderr_loop(stderr, sink).with_subscriber(log.subscriber()).await;
+            // Kept at every level, masked.
+            assert_eq!(last.locked().as_deref(), Some("token *** loaded"), "{level:?}");
             let lines = log.lines();
             let Some(shown) = shown else {
                 assert!(lines.is_empty(), "off logs nothing: {lines:#?}");

@@ -175,6 +175,10 @@ impl Upstream {
                 return Ok(n);
             }
             Err(e) if e.class == ErrorClass::Timeout => return Err(e),
+            // The connection is gone (a process that exited): the other
+            // era's request cannot reach it either, and a log line saying
+            // it was refused would mislead.
+            Err(e) if conn.inbox.is_closed() => return Err(e),
             Err(e) => e,
         };
         let again = match modern_first {
@@ -209,6 +213,7 @@ impl Upstream {
                     max_bytes: self.max_bytes,
                     redactor: &self.redactor,
                     stderr_level: *stderr_level,
+                    last_stderr: self.last_stderr.clone(),
                 };
                 let link = stdio::StdioLink::spawn(&launch, inbox)
                     .map_err(|source| OpenError::Spawn { command: command.clone(), source })?;

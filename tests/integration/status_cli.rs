@@ -141,3 +141,30 @@ async fn the_first_list_answered_while_an_upstream_starts_says_so_once() {
     );
     assert!(!lines[0].contains("ok,"), "a ready upstream is not named: {}", lines[0]);
 }
+
+/// A process that exits at start: `/status` (and so `status` and the
+/// page) has its last stderr line, masked; a client's error does not quote
+/// it; the log does not claim the other protocol era was tried.
+#[tokio::test]
+async fn a_process_that_exits_at_start_is_shown_with_its_last_stderr_line() {
+    let dir = tempfile::tempdir().unwrap();
+    let secrets = dir.path().join("secrets.env");
+    std::fs::write(&secrets, "DB_PASSWORD=exits-secret-7731\n").unwrap();
+    let script = "echo starting >&2; echo \\\"Error: cannot open /srv/missing with ${DB_PASSWORD}\\\" >&2; exit 3";
+    let toml = format!(
+        "[gateway]\nsecrets_file = {:?}\n[upstreams.dies]\ncommand = \"sh\"\nargs = [\"-c\", \"{script}\"]\nenv = {{ DB_PASSWORD = \"${{DB_PASSWORD}}\" }}\n",
+        path_str(&secrets)
+    );
+    let gw = Gateway::start(&toml).await;
+    let u = gw.wait_upstream("dies", |u| u["state"] == "down" && u["last_stderr"].is_string()).await;
+    assert_eq!(u["last_stderr"], "Error: cannot open /srv/missing with ***", "{u}");
+    assert!(u["down_reason"].as_str().unwrap().contains("exit status: 3"), "{u}");
+    let (_, out, _) = status(&["--url", &format!("http://{}", gw.addr)], &[]).await;
+    assert!(out.contains("dies: its last stderr line: Error: cannot open /srv/missing with ***"), "{out}");
+    let mut c = gw.client().await;
+    let r = c.call("dies__anything", serde_json::json!({})).await;
+    assert!(!r.to_string().contains("/srv/missing"), "a client's error quotes stderr: {r}");
+    let logs = gw.proc.logs();
+    assert!(!logs.contains("trying server/discover"), "{logs}");
+    assert!(!logs.contains("exits-secret-7731"), "{logs}");
+}

@@ -75,6 +75,7 @@ fn scripted() -> (Arc<Connection>, mpsc::Receiver<Event>) {
         max_bytes: 1 << 20,
         redactor: &Redactor::default(),
         stderr_level: *stderr_level,
+        last_stderr: Default::default(),
     };
     let link = StdioLink::spawn(&launch, &inbox).expect("python3 starts");
     (Arc::new(Connection::new(inbox, Link::Stdio(Arc::new(link)), caps())), events)
