@@ -93,6 +93,11 @@ async fn the_page_is_static_inert_and_behind_the_host_check_on_both_listeners() 
     let admin = format!("http://127.0.0.1:{port}");
 
     assert_served(&main).await;
+    // `/ui/` leads to the page, on both listeners.
+    for base in [&main, &admin] {
+        let r = get(&format!("{base}/ui/"), &[]).await;
+        assert_eq!((r.status().as_u16(), r.url().path()), (200, "/ui"), "{base}");
+    }
     let evil_host = [("host", "evil.example")];
     assert_eq!(get(&format!("{main}/ui"), &evil_host).await.status(), 403, "a rebinding page cannot load it");
     assert_eq!(get(&format!("{main}/status"), &[]).await.status(), 401);

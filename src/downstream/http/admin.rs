@@ -27,6 +27,7 @@ pub fn admin_router(gateway: Arc<Gateway>, shutdown: CancellationToken) -> Route
         .route("/status", get(admin_status).route_layer(hosts()))
         .route("/status/upstreams/{id}", get(admin_upstream_status).route_layer(hosts()))
         .route("/ui", get(super::ui::index).route_layer(hosts()))
+        .route("/ui/", get(super::ui::slash))
         .route("/ui/app.js", get(super::ui::script).route_layer(hosts()))
         .route("/ui/app.css", get(super::ui::style).route_layer(hosts()))
         .with_state(Admin { gateway, shutdown })

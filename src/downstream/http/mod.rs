@@ -182,6 +182,7 @@ pub fn router(gateway: Arc<Gateway>, shutdown: CancellationToken) -> Result<Rout
         // so it asks for no credential; it is behind the Host and Origin
         // check all the same, like every page but the probes (`ui.rs`).
         .route("/ui", get(ui::index).route_layer(layers::CheckHost::layer(app.clone())))
+        .route("/ui/", get(ui::slash))
         .route("/ui/app.js", get(ui::script).route_layer(layers::CheckHost::layer(app.clone())))
         .route("/ui/app.css", get(ui::style).route_layer(layers::CheckHost::layer(app.clone())))
         .route(WELL_KNOWN_RESOURCE, get(resource_metadata));

@@ -36,6 +36,12 @@ pub(super) async fn index() -> Response {
     asset("text/html; charset=utf-8", INDEX)
 }
 
+/// `GET /ui/`: to the page, relatively (`../ui`), so that a path prefix
+/// added by a reverse proxy is kept.
+pub(super) async fn slash() -> Response {
+    axum::response::Redirect::permanent("../ui").into_response()
+}
+
 /// `GET /ui/app.js`.
 pub(super) async fn script() -> Response {
     asset("text/javascript; charset=utf-8", SCRIPT)
