@@ -17,7 +17,10 @@ pub(crate) async fn serve(config: Config, listen: Option<SocketAddr>) -> anyhow:
     let signals = shutdown_signal(hup);
     let addr = listen.unwrap_or(config.listen());
     config.check_exposure(addr)?;
-    let listener = tokio::net::TcpListener::bind(addr).await.with_context(|| format!("cannot listen on {addr}"))?;
+    let listener = tokio::net::TcpListener::bind(addr).await.with_context(|| {
+        // What to do about the usual cause, a second gateway on the port.
+        format!("cannot listen on {addr} (another port: `--listen 127.0.0.1:PORT` or `gateway.listen`)")
+    })?;
     let addr = listener.local_addr()?;
     let telemetry = Telemetry::from_config(&config)?;
     let gateway = Gateway::start(config, telemetry);
