@@ -35,7 +35,9 @@ pub async fn read_line<R: AsyncBufRead + Unpin>(r: &mut R, buf: &mut Vec<u8>, ma
                 (false, false) => Line::Ok,
             });
         }
-        let (chunk, found) = match available.iter().position(|&b| b == b'\n') {
+        // memchr: a byte-at-a-time search cost 4 instructions a byte, most
+        // of a stdio hop's own work on a 1 KiB reply.
+        let (chunk, found) = match memchr::memchr(b'\n', available) {
             Some(i) => (&available[..i], Some(i)),
             None => (available, None),
         };

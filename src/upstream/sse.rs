@@ -46,7 +46,7 @@ impl Decoder {
     pub(crate) fn feed(&mut self, chunk: &[u8]) -> Result<Vec<Event>, TooLarge> {
         self.buf.extend_from_slice(chunk);
         let mut out = Vec::new();
-        while let Some(nl) = self.buf.iter().position(|&b| b == b'\n') {
+        while let Some(nl) = memchr::memchr(b'\n', &self.buf) {
             let mut line = &self.buf[..nl];
             if line.last() == Some(&b'\r') {
                 line = &line[..line.len() - 1];
