@@ -228,15 +228,20 @@ fn present_borrowed<'de, D: Deserializer<'de>>(d: D) -> Result<Option<&'de RawVa
 }
 
 /// The envelope's members, as the scan reads them: their own names once
-/// each (the root object's names are checked), their values skimmed (their
-/// grammar only; [`Envelope::check`] scans them by their plans).
+/// each (the root object's names are checked), their values skimmed;
+/// [`Envelope::check`] then scans them by their plans. Only `result` has
+/// its grammar checked here: serde reads every other member's text whole
+/// ([`Envelope::read`]), which checks it, so the scan only finds where it
+/// ends (for valid JSON the loose skim's end is exact, and text that is not
+/// JSON fails serde's read). Checking it here too was a third pass over a
+/// request's `params` (about 5,000 instructions a `tools/call`).
 const ENVELOPE: &[(&str, Plan<'static>)] = &[
-    ("jsonrpc", Plan::Grammar),
-    ("id", Plan::Grammar),
-    ("method", Plan::Grammar),
-    ("params", Plan::Grammar),
+    ("jsonrpc", Plan::Skim),
+    ("id", Plan::Skim),
+    ("method", Plan::Skim),
+    ("params", Plan::Skim),
     ("result", Plan::Grammar),
-    ("error", Plan::Grammar),
+    ("error", Plan::Skim),
 ];
 
 // === impl Envelope ===
@@ -274,6 +279,7 @@ impl<'t> Envelope<'t> {
         for (i, range) in found {
             let part = &text[range.clone()];
             match ENVELOPE[i].0 {
+                // Compared whole: nothing but this exact text is taken.
                 "jsonrpc" => jsonrpc = part == "\"2.0\"",
                 "id" if valid_id(part) => env.id = Some(serde_json::from_str(part).ok()?),
                 // `null`, a fraction, an object: serde's read says which.

@@ -38,6 +38,8 @@ use std::collections::HashSet;
 use std::hash::RandomState;
 use std::ops::Range;
 
+use smallvec::SmallVec;
+
 mod errors;
 mod names;
 mod skim;
@@ -75,7 +77,9 @@ pub(crate) enum Plan<'p> {
     /// Everything, at every depth.
     Full,
     /// Nothing: only find its end (no depth limit, no stack). Only for
-    /// text whose grammar is known good.
+    /// text whose grammar is known good, or that serde reads whole after
+    /// (which refuses it if it is not JSON): on other text the end found
+    /// may be wrong.
     Skim,
     /// Its grammar only (that it is JSON), none of D12's checks (no depth
     /// limit; its stack is a bit per level).
@@ -105,9 +109,10 @@ pub(crate) fn scan_with(text: &str, limits: &Limits, plan: Plan<'_>) -> Result<F
         text: text.as_bytes(),
         pos: 0,
         limits,
-        // Sized for a usual message, so they seldom grow.
-        frames: Vec::with_capacity(16),
-        names: Vec::with_capacity(32),
+        // Inline for a usual message: a scan allocates nothing for them
+        // (a message is scanned about five times a call).
+        frames: SmallVec::new(),
+        names: SmallVec::new(),
         scratch: Scratch::default(),
     }
     .run(plan)
@@ -150,10 +155,10 @@ struct Scanner<'t, 'l, 'p> {
     text: &'t [u8],
     pos: usize,
     limits: &'l Limits,
-    frames: Vec<Frame<'p>>,
+    frames: SmallVec<[Frame<'p>; 8]>,
     /// Names of the objects in linear mode, innermost last: (raw range,
     /// escaped).
-    names: Vec<(Range<usize>, bool)>,
+    names: SmallVec<[(Range<usize>, bool); 16]>,
     scratch: Scratch,
 }
 
