@@ -6,8 +6,11 @@ use serde::{Deserialize, Deserializer};
 use serde_json::value::RawValue;
 
 use super::checked::{Checked, Members};
-use super::encode;
-use super::scan::{self, Ambiguous, Found, Limits, Plan, ScanError};
+use super::scan::{self, Found, Limits, Plan, ScanError};
+
+mod error;
+
+pub use self::error::ParseError;
 
 /// One JSON-RPC message with its payload left raw and scanned (docs/design.md
 /// D12): its members are read only through [`Checked`] views.
@@ -166,35 +169,6 @@ impl<'a> From<&'a RawValue> for Forward<'a> {
     fn from(raw: &'a RawValue) -> Self {
         Forward(raw.get())
     }
-}
-
-/// Why bytes are not a valid JSON-RPC message.
-#[derive(Debug, thiserror::Error)]
-pub enum ParseError {
-    /// Not JSON at all (-32700).
-    #[error("parse error: {0}")]
-    Json(#[source] serde_json::Error),
-    /// Not UTF-8, so not JSON text either (-32700).
-    #[error("parse error: invalid UTF-8 at byte {}", .0.valid_up_to())]
-    Utf8(#[source] std::str::Utf8Error),
-    /// JSON, but not a JSON-RPC 2.0 message (-32600). Carries the id when
-    /// one could be read, so the error can still be correlated.
-    #[error("invalid request: {reason}")]
-    Invalid {
-        /// What is wrong, for the peer.
-        reason: &'static str,
-        /// The request's id, if it had a usable one.
-        id: Option<Box<RawValue>>,
-    },
-    /// JSON that parsers would read differently (docs/design.md D12): refused
-    /// (-32600) before anything looks at it.
-    #[error("invalid request: {ambiguous}")]
-    Ambiguous {
-        /// What and where.
-        ambiguous: Ambiguous,
-        /// The request's id (the envelope itself was unambiguous).
-        id: Option<Box<RawValue>>,
-    },
 }
 
 /// The envelope as serde reads it: only when the scan's own read
@@ -385,7 +359,12 @@ impl<'t> Envelope<'t> {
         let id = self.id;
         let payload = match outcome {
             Ok(p) => p,
-            Err(ScanError::Ambiguous(ambiguous)) => return Err(ParseError::Ambiguous { ambiguous, id }),
+            Err(ScanError::Ambiguous(ambiguous)) => {
+                // An id that is itself what was refused (a lone surrogate)
+                // is not echoed: the gateway's reply would carry it.
+                let id = id.filter(|_| ambiguous.path != "id");
+                return Err(ParseError::Ambiguous { ambiguous, id });
+            }
             // The envelope's read found it JSON; the scan should agree.
             Err(ScanError::Syntax) => return Err(invalid("not a JSON-RPC message object", id)),
         };
@@ -544,60 +523,9 @@ fn valid_id(raw: &str) -> bool {
     }
 }
 
-// === impl ParseError ===
-
-impl ParseError {
-    /// The JSON-RPC error code this failure answers with.
-    pub fn code(&self) -> i64 {
-        match self {
-            ParseError::Json(_) | ParseError::Utf8(_) => super::PARSE_ERROR,
-            ParseError::Invalid { .. } | ParseError::Ambiguous { .. } => super::INVALID_REQUEST,
-        }
-    }
-
-    /// The id to answer with (`null` when unknown).
-    pub fn id(&self) -> Option<&RawValue> {
-        match self {
-            ParseError::Json(_) | ParseError::Utf8(_) => None,
-            ParseError::Invalid { id, .. } | ParseError::Ambiguous { id, .. } => id.as_deref(),
-        }
-    }
-
-    /// The `reason` label of the refusal metrics.
-    pub fn reason(&self) -> &'static str {
-        match self {
-            ParseError::Json(_) => "json",
-            ParseError::Utf8(_) => "utf8",
-            ParseError::Invalid { .. } => "invalid",
-            ParseError::Ambiguous { ambiguous, .. } => ambiguous.reason.as_str(),
-        }
-    }
-
-    /// What was ambiguous, when that is why.
-    pub fn ambiguous(&self) -> Option<&Ambiguous> {
-        match self {
-            ParseError::Ambiguous { ambiguous, .. } => Some(ambiguous),
-            _ => None,
-        }
-    }
-
-    /// The error response for this failure.
-    pub fn to_response(&self) -> String {
-        let message = match self {
-            ParseError::Json(e) => format!("Parse error: {e}"),
-            ParseError::Utf8(e) => format!("Parse error: invalid UTF-8 at byte {}", e.valid_up_to()),
-            ParseError::Invalid { reason, .. } => format!("Invalid request: {reason}"),
-            ParseError::Ambiguous { ambiguous, .. } => format!("Invalid request: {ambiguous}"),
-        };
-        let data = self
-            .ambiguous()
-            .map(|a| serde_json::json!({ "class": "protocol", "reason": a.reason.as_str(), "path": a.path }));
-        encode::error(self.id(), self.code(), &message, data.as_ref())
-    }
-}
-
 #[cfg(test)]
 mod tests {
+    use super::super::encode;
     use super::*;
 
     fn parse(bytes: &[u8]) -> Result<Message, ParseError> {
@@ -719,6 +647,19 @@ mod tests {
         assert_eq!((e.reason(), e.id().map(RawValue::get)), ("duplicate_member", Some("1")));
         let e = Message::parse_owned("{".to_owned(), &limits, |_| unreachable!("no envelope")).unwrap_err();
         assert_eq!(e.code(), crate::protocol::PARSE_ERROR);
+    }
+
+    #[test]
+    fn a_refused_id_is_not_echoed() {
+        // Found by a hostile review: the reply carried the lone surrogate.
+        let e = parse(br#"{"jsonrpc":"2.0","id":"\ud800","method":"ping"}"#).unwrap_err();
+        assert_eq!(e.ambiguous().map(|a| a.path.as_str()), Some("id"));
+        let v: serde_json::Value = serde_json::from_str(&e.to_response()).unwrap();
+        assert!(v["id"].is_null(), "{v}");
+        // Another member refused: the id is still echoed.
+        let e = parse(br#"{"jsonrpc":"2.0","id":"a","method":"ping","params":{"x":"\ud800"}}"#).unwrap_err();
+        let v: serde_json::Value = serde_json::from_str(&e.to_response()).unwrap();
+        assert_eq!(v["id"], "a");
     }
 
     #[test]
