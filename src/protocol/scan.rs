@@ -56,6 +56,9 @@ pub const DEFAULT_MAX_DEPTH: usize = 64;
 /// names to a hash set.
 const LINEAR_MEMBERS: usize = 16;
 
+/// A raw member name longer than this is hashed, never compared linearly.
+const COSTLY_NAME_BYTES: usize = 256;
+
 /// What the scan enforces.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Limits {
@@ -355,6 +358,22 @@ impl<'p> Scanner<'_, '_, 'p> {
         top.name = name.clone();
         top.name_escaped = escaped;
         top.count += 1;
+        // Hash mode past LINEAR_MEMBERS names, and at once for a name that
+        // is costly to compare (escaped, non-ASCII or long): compared
+        // linearly, such a name was decoded and folded again against every
+        // earlier one (16 names of 1 MB: 2 s of CPU), hashed it is once.
+        let costly = || escaped || name.len() > COSTLY_NAME_BYTES || !text[name.clone()].is_ascii();
+        if top.hashes.is_none() && (names.len() - top.names_from >= LINEAR_MEMBERS || costly()) {
+            let keys = (RandomState::new(), RandomState::new());
+            let mut exact = HashSet::with_capacity(2 * LINEAR_MEMBERS);
+            let mut folded = HashSet::with_capacity(2 * LINEAR_MEMBERS);
+            // Names so far are distinct (each was checked as it came).
+            for (n, e) in names.drain(top.names_from..) {
+                exact.insert(hash_name(&keys, text, &n, e, false, scratch));
+                folded.insert(hash_name(&keys, text, &n, e, true, scratch));
+            }
+            top.hashes = Some(Box::new(Hashes { folded, exact, keys }));
+        }
         let clash = match &mut top.hashes {
             Some(h) => {
                 let exact = !h.exact.insert(hash_name(&h.keys, text, &name, escaped, false, scratch));
@@ -366,24 +385,11 @@ impl<'p> Scanner<'_, '_, 'p> {
                 }
             }
             None => {
-                let mine = &names[top.names_from..];
-                let clash = mine.iter().find_map(|(other, other_escaped)| {
+                let clash = names[top.names_from..].iter().find_map(|(other, other_escaped)| {
                     compare_names(text, (&name, escaped), (other, *other_escaped), scratch)
                 });
-                let count = mine.len();
                 if clash.is_none() {
-                    if count < LINEAR_MEMBERS {
-                        names.push((name, escaped));
-                    } else {
-                        let keys = (RandomState::new(), RandomState::new());
-                        let mut exact = HashSet::with_capacity(2 * LINEAR_MEMBERS);
-                        let mut folded = HashSet::with_capacity(2 * LINEAR_MEMBERS);
-                        for (n, e) in names.drain(top.names_from..).chain(std::iter::once((name, escaped))) {
-                            exact.insert(hash_name(&keys, text, &n, e, false, scratch));
-                            folded.insert(hash_name(&keys, text, &n, e, true, scratch));
-                        }
-                        top.hashes = Some(Box::new(Hashes { folded, exact, keys }));
-                    }
+                    names.push((name, escaped));
                 }
                 clash
             }

@@ -216,3 +216,28 @@ fn plans_skim_jump_and_find_members() {
         assert_eq!(&text[found[0].1.clone()], "2");
     }
 }
+
+#[test]
+fn a_costly_name_sends_its_object_to_hash_mode_and_clashes_are_still_found() {
+    // Escaped, non-ASCII or long names are hashed at once (compared
+    // linearly, each was decoded and folded again against every earlier
+    // one: the hostile review's F1). Every clash is still found, whichever
+    // name comes first.
+    let long = "n".repeat(300);
+    let cases = [
+        (r#"{"a":1,"b\u0061":2,"ba":3}"#.to_owned(), Reason::DuplicateMember, "ba"),
+        (r#"{"ba":1,"a":2,"b\u0061":3}"#.to_owned(), Reason::DuplicateMember, r#"["b\u0061"]"#),
+        ("{\"a\":1,\"stra\u{df}e\":2,\"STRA\u{df}E\":3}".to_owned(), Reason::CaseVariant, "STRAßE"),
+        ("{\"\u{17f}\":1,\"s\":2}".to_owned(), Reason::CaseVariant, "s"),
+        (format!(r#"{{"x":1,"{long}":2,"{}":3}}"#, long.to_uppercase()), Reason::CaseVariant, ""),
+    ];
+    for (text, reason, at) in cases {
+        let (got, path) = refused(&text);
+        assert_eq!(got, reason, "{text}");
+        assert!(path.contains(at), "{text}: {path}");
+    }
+    // Distinct costly names pass, in objects below and above the linear limit.
+    let many: Vec<String> = (0..40).map(|i| format!(r#""k\u00e9{i}{long}":{i}"#)).collect();
+    assert!(check(&format!("{{{}}}", many.join(","))).is_ok());
+    assert!(check(r#"{"\u0061":1,"b":{"\u0061":2},"c":3}"#).is_ok());
+}
