@@ -225,5 +225,27 @@ pub(super) fn number_grammar(text: &[u8], start: usize) -> Option<(usize, bool, 
 /// early exit so that it compiles to vector instructions: text is the bulk
 /// of a large result.
 pub(super) fn has_control(bytes: &[u8]) -> bool {
+    // (Tried: the same fold over `b.wrapping_sub(0x20) & !b` as bytes; it
+    // cost more, 29.4 M instructions for a 10 MiB result against 28.2 M.)
     bytes.chunks(64).any(|chunk| chunk.iter().fold(false, |seen, &b| seen | (b < 0x20)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::has_control;
+
+    #[test]
+    fn control_characters_are_found_wherever_they_are() {
+        for b in 0..=255u8 {
+            for len in [1, 15, 64, 65, 200] {
+                for at in [0, len / 2, len - 1] {
+                    let mut text = vec![b'a'; len];
+                    text[at] = b;
+                    assert_eq!(has_control(&text), b < 0x20, "byte {b:#04x} at {at} of {len}");
+                }
+            }
+        }
+        assert!(!has_control(b""));
+        assert!(!has_control("é€😀\u{7f}".as_bytes()));
+    }
 }
