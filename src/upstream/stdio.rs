@@ -67,6 +67,8 @@ const LAST_LINE_MAX_CHARS: usize = 300;
 impl StdioLink {
     /// Starts the child and its reader, writer, stderr and process tasks.
     pub(crate) fn spawn(l: &Launch<'_>, inbox: &Arc<Inbox>) -> std::io::Result<Self> {
+        // A line of an earlier process would explain this one's failure.
+        *l.last_stderr.locked() = None;
         let mut cmd = Command::new(l.command);
         cmd.args(l.args.iter().map(Resolved::expose))
             .envs(l.env.iter().map(|(k, v)| (k, v.expose())))
@@ -353,6 +355,29 @@ mod tests {
         assert!(quiet.lines()[0].starts_with("WARN"), "{:#?}", quiet.lines());
         // Noise is not a refused message.
         assert!(metrics.encode().lines().all(|l| !l.starts_with("mcp_gateway_upstream_messages_refused_total{")));
+    }
+
+    #[tokio::test]
+    async fn a_new_process_forgets_the_last_stderr_line_of_the_one_before() {
+        let metrics = Metrics::new();
+        let (tx, _events) = mpsc::channel(8);
+        let inbox = Inbox::new(Arc::from("x"), tx, Limits::default(), &metrics);
+        let last = LastLine::default();
+        *last.locked() = Some("Error: from the process before".into());
+        let (args, env) = (Vec::new(), std::collections::BTreeMap::new());
+        let launch = Launch {
+            command: "/nonexistent/mcp-server",
+            args: &args,
+            env: &env,
+            cwd: Path::new("/"),
+            grace: Duration::from_millis(10),
+            max_bytes: 1 << 20,
+            redactor: &Redactor::default(),
+            stderr_level: StderrLevel::Info,
+            last_stderr: last.clone(),
+        };
+        assert!(StdioLink::spawn(&launch, &inbox).is_err(), "it cannot start");
+        assert_eq!(*last.locked(), None, "not the earlier process's words");
     }
 
     #[tokio::test]
