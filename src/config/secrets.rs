@@ -320,6 +320,38 @@ impl Redactor {
         }
     }
 
+    /// Whether [`Redactor::redact_counted`] would mask anything in the
+    /// text `parts` make in order, without writing that text: each part is
+    /// searched, and each joint for a value written across it. The escaped
+    /// spellings are searched in each part's string literals, so a part
+    /// must not end inside one (a reply's head, a whole JSON value, `}`).
+    pub fn finds_in(&self, parts: &[&str]) -> bool {
+        let Some(m) = &self.matcher else { return false };
+        if parts.iter().any(|p| self.redact_counted(p).1 > 0) {
+            return true;
+        }
+        // A value across a joint starts in the last `reach` bytes before it
+        // and ends in the first `reach` after it.
+        let reach = m.max_pattern_len().saturating_sub(1);
+        // A part inside shorter than that: a value may span it whole.
+        if parts.len() > 2 && parts[1..parts.len() - 1].iter().any(|p| p.len() < reach) {
+            return self.redact_counted(&parts.concat()).1 > 0;
+        }
+        parts.windows(2).any(|w| {
+            let (left, right) = (w[0], w[1]);
+            let mut from = left.len().saturating_sub(reach);
+            while !left.is_char_boundary(from) {
+                from -= 1;
+            }
+            let mut to = reach.min(right.len());
+            while !right.is_char_boundary(to) {
+                to += 1;
+            }
+            let joint = [&left[from..], &right[..to]].concat();
+            m.is_match(joint.as_str())
+        })
+    }
+
     /// The values as written (and as serde escapes them).
     fn redact_plain<'a>(&self, m: &aho_corasick::AhoCorasick, text: &'a str) -> (std::borrow::Cow<'a, str>, usize) {
         let mut found = m.find_iter(text).peekable();

@@ -184,6 +184,26 @@ fn redaction_masks_every_value_in_one_pass_and_keeps_json_valid() {
 }
 
 #[test]
+fn a_value_is_found_in_parts_within_each_across_joints_and_escaped() {
+    let r = Redactor::from_values(vec!["s3cr3t-value".into(), "é-key-é".into()]);
+    assert!(!Redactor::default().finds_in(&["s3cr3t-value"]));
+    assert!(!r.finds_in(&[r#"{"id":1,"result":"#, r#"{"text":"nothing"}"#, "}"]));
+    assert!(r.finds_in(&[r#"{"id":1,"result":"#, r#"{"text":"a s3cr3t-value"}"#, "}"]));
+    // Across a joint, whichever part holds how much of it.
+    for cut in 1.."s3cr3t-value".len() {
+        let (a, b) = "s3cr3t-value".split_at(cut);
+        assert!(r.finds_in(&[&format!("xx{a}"), &format!("{b}{}", "y".repeat(40)), "}"]), "cut at {cut}");
+    }
+    // Across a joint next to multibyte characters (no cut inside one).
+    assert!(r.finds_in(&["ééé-key", "-éééé"]));
+    assert!(!r.finds_in(&["ééé-ke", "-éééé"]));
+    // Escaped inside a literal of one part.
+    assert!(r.finds_in(&["{", r#"{"t":"s3cr3t\u002dvalue"}"#, "}"]));
+    // Across a part shorter than a value, whole.
+    assert!(r.finds_in(&["a s3cr", "3t-v", "alue"]));
+}
+
+#[test]
 fn tool_globs_deny_wins() {
     let m = ToolMatcher::new(&ToolFilter {
         allow: vec!["read_*".into(), "list*".into()],

@@ -21,14 +21,20 @@ pub fn raw_error(id: &RawValue, error: &RawValue) -> String {
 /// A response with one raw member, spliced in without re-encoding.
 fn reply(id: &RawValue, member: &str, raw: &str) -> String {
     let mut s = String::with_capacity(32 + member.len() + id.get().len() + raw.len());
+    head(&mut s, id, member);
+    s.push_str(raw);
+    s.push('}');
+    s
+}
+
+/// `{"jsonrpc":"2.0","id":<id>,"<member>":`: a response up to its one raw
+/// member (which the caller writes, then `}`).
+pub(super) fn head(s: &mut String, id: &RawValue, member: &str) {
     s.push_str(r#"{"jsonrpc":"2.0","id":"#);
     s.push_str(id.get());
     s.push_str(",\"");
     s.push_str(member);
     s.push_str("\":");
-    s.push_str(raw);
-    s.push('}');
-    s
 }
 
 /// A list result, `{"<key>":[<entries>]}` with `"nextCursor"` when one

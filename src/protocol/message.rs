@@ -485,6 +485,20 @@ impl Message {
         }
     }
 
+    /// Takes the message this result came in and where the result is in
+    /// it, when it is still there (forwarded unread, given away by its
+    /// reader) and at least `min` bytes long: to send from, not copied. The
+    /// message then has no result.
+    pub(crate) fn take_forwarded(&mut self, min: usize) -> Option<(String, Range<usize>)> {
+        match self.result.take() {
+            Some(Payload::Members(Part::In(message, range), ..)) if range.len() >= min => Some((message, range)),
+            other => {
+                self.result = other;
+                None
+            }
+        }
+    }
+
     /// The message's size on the wire (params, result and error).
     pub fn payload_len(&self) -> usize {
         let raw = |p: &Option<Box<RawValue>>| p.as_deref().map_or(0, |r| r.get().len());

@@ -19,12 +19,14 @@ pub mod encode;
 pub mod framing;
 mod message;
 pub mod modern;
+mod reply;
 pub mod scan;
 
 pub use checked::{Checked, CheckedBox, Members};
 pub use codes::*;
 pub use message::{Classified, Envelope, Forward, Message, MessageKind, ParseError, Request, ResultCheck};
 pub use modern::Era;
+pub use reply::{Reply, SPLICE_FROM};
 pub use scan::{Ambiguous, Limits, Reason};
 pub use serde_json::value::RawValue;
 

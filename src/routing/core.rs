@@ -26,7 +26,7 @@ use super::upstreams::Upstreams;
 use super::warm::Warm;
 use crate::config::{Config, ResultCap};
 use crate::error::{CallError, ErrorClass};
-use crate::protocol::{self, Checked, CheckedBox, Members, Message, encode};
+use crate::protocol::{self, Checked, CheckedBox, Members, Message, Reply, encode};
 use crate::security::access::Kind;
 use crate::security::{DenyReason, Ident};
 use crate::telemetry::metrics::{DenialLabels, Name, OutcomeLabels};
@@ -396,11 +396,11 @@ impl Core {
         upstream: UpstreamIx,
         params: Members<'_>,
         out: &mut Outcome,
-    ) -> Result<String, CallError> {
+    ) -> Result<Reply, CallError> {
         let fwd = self.forward_raw(rq, method, upstream, params, out, None).await?;
         Ok(match fwd.wrapped {
-            Some(result) => encode::result(rq.id, &result),
-            None => self.reply_with(rq.id, upstream, &fwd.reply, |_, _| None),
+            Some(result) => encode::result(rq.id, &result).into(),
+            None => self.reply_owned(rq.id, upstream, fwd.reply),
         })
     }
 
@@ -487,6 +487,16 @@ impl Core {
             (None, Some(e)) => crate::error::relay_error(id, e, self.upstreams.get(i).id()),
             (None, None) => unreachable!("a response has a result or an error"),
         }
+    }
+
+    /// [`Core::reply_with`] of a reply relayed as it came, taking it: a
+    /// large result is sent from the upstream's message, not copied
+    /// ([`Reply::forward`]).
+    pub(crate) fn reply_owned(&self, id: &RawValue, i: UpstreamIx, reply: Message) -> Reply {
+        if reply.result_raw().is_none() {
+            return self.reply_with(id, i, &reply, |_, _| None).into();
+        }
+        Reply::forward(id, reply).expect("a reply with a result")
     }
 
     /// A tool's result over its `[limits.results]` cap: truncated (counted,

@@ -307,6 +307,12 @@ impl Gateway {
     /// `None` when the client cancelled it (`notifications/cancelled`):
     /// the spec says a cancelled request gets no reply.
     pub async fn handle(&self, msg: &protocol::Request, caller: &Caller<'_>) -> Option<String> {
+        self.handle_reply(msg, caller).await.map(protocol::Reply::into_string)
+    }
+
+    /// [`Gateway::handle`] for a writer that sends a reply in parts: a large
+    /// forwarded result stays in the upstream's message ([`protocol::Reply`]).
+    pub async fn handle_reply(&self, msg: &protocol::Request, caller: &Caller<'_>) -> Option<protocol::Reply> {
         pipeline::handle(&self.core, &self.in_flight, msg, caller).await
     }
 

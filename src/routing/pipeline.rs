@@ -13,7 +13,7 @@ use super::core::{Core, Rq};
 use super::methods;
 use super::outcome::Outcome;
 use crate::error::{CallError, ErrorClass};
-use crate::protocol::{self, Checked, Message};
+use crate::protocol::{self, Checked, Message, Reply};
 use crate::telemetry::Span;
 use crate::telemetry::audit::{self, Record};
 use crate::telemetry::metrics::{DurationLabels, MethodLabels, RequestLabels, UpstreamLabels};
@@ -52,7 +52,7 @@ impl Drop for Entered<'_> {
 #[derive(Debug)]
 pub(crate) struct Handled {
     /// The reply to send, masked.
-    pub(crate) reply: Option<String>,
+    pub(crate) reply: Option<Reply>,
     /// For the metrics and the audit record.
     pub(crate) outcome: Outcome,
 }
@@ -65,14 +65,15 @@ pub(crate) async fn handle(
     in_flight: &InFlight,
     msg: &protocol::Request,
     caller: &Caller<'_>,
-) -> Option<String> {
+) -> Option<Reply> {
     let _entered = in_flight.enter();
     let started = tokio::time::Instant::now();
     let span = server_span(core, msg, caller);
     let handled = run(core, msg, caller, &span).await;
-    let reply_bytes = handled.reply.as_ref().map_or(0, String::len);
-    // The JSON-RPC code of an error reply (a prefix compare for a result).
-    let code = handled.reply.as_deref().and_then(|r| protocol::modern::error_code(r, msg.id()));
+    let reply_bytes = handled.reply.as_ref().map_or(0, Reply::len);
+    // The JSON-RPC code of an error reply (a prefix compare for a result;
+    // a spliced reply is a result).
+    let code = handled.reply.as_ref().and_then(Reply::text).and_then(|r| protocol::modern::error_code(r, msg.id()));
     if let Some(code) = code.filter(|_| span.is_on()) {
         span.set(|| KeyValue::new("rpc.response.status_code", code.to_string()));
     }
@@ -98,7 +99,7 @@ async fn run(core: &Core, msg: &protocol::Request, caller: &Caller<'_>, span: &S
             );
             outcome.class = Some(e.class);
             span.outcome(Some(e.class), || e.message.clone());
-            return Handled { reply: Some(e.to_response(id)), outcome };
+            return Handled { reply: Some(e.to_response(id).into()), outcome };
         }
         Some(Some(c)) => Some(c),
         None => None,
@@ -140,7 +141,7 @@ async fn run(core: &Core, msg: &protocol::Request, caller: &Caller<'_>, span: &S
             }
             outcome.cause = e.cause;
             span.outcome(outcome.class, || e.message.clone());
-            Some(e.to_response(id))
+            Some(e.to_response(id).into())
         }
         None => {
             tracing::debug!(method = %protocol::echo(msg.method()), "Request cancelled by the client.");
@@ -152,7 +153,8 @@ async fn run(core: &Core, msg: &protocol::Request, caller: &Caller<'_>, span: &S
     let reply = reply.map(|r| mask(core, r, &mut outcome));
     let reply = match caller.era {
         protocol::Era::Legacy => reply,
-        protocol::Era::Modern => reply.map(|r| modern(core, msg.method(), id, r)),
+        // Rewritten: a spliced reply is copied into one text first.
+        protocol::Era::Modern => reply.map(|r| modern(core, msg.method(), id, r.into_string()).into()),
     };
     Handled { reply, outcome }
 }
@@ -183,12 +185,24 @@ fn modern(core: &Core, method: &str, id: &protocol::RawValue, reply: String) -> 
 }
 
 /// Masks secret values (the secrets file's) in a reply to the client:
-/// results, errors and lists alike, whatever the upstream put there.
-fn mask(core: &Core, reply: String, out: &mut Outcome) -> String {
+/// results, errors and lists alike, whatever the upstream put there. A
+/// spliced reply is searched in place and stays spliced when nothing
+/// matches; one that holds a value is copied into one text and masked.
+fn mask(core: &Core, reply: Reply, out: &mut Outcome) -> Reply {
     let redactor = &core.mask();
     if redactor.is_empty() {
         return reply;
     }
+    let reply = match reply {
+        Reply::Text(text) => text,
+        spliced if !redactor.finds_in(&spliced.parts()) => return spliced,
+        spliced => spliced.into_string(),
+    };
+    Reply::Text(mask_text(core, redactor, reply, out))
+}
+
+/// [`mask`] of one text.
+fn mask_text(core: &Core, redactor: &crate::config::Redactor, reply: String, out: &mut Outcome) -> String {
     let (masked, n) = redactor.redact_counted(&reply);
     let masked = match masked {
         std::borrow::Cow::Borrowed(_) => return reply,

@@ -156,6 +156,18 @@ impl Inbox {
         self.receive(msg, request, None, Some((noise, bytes)));
     }
 
+    /// [`Inbox::deliver_line`] of a line its reader gives away (a long one:
+    /// a tool's result is then forwarded from it, not copied out of it).
+    pub(crate) fn deliver_line_owned(&self, bytes: Vec<u8>, noise: &Noise) {
+        // What a noise warning quotes, kept before the line is parsed.
+        let excerpt = bytes[..bytes.len().min(4 * Noise::EXCERPT)].to_vec();
+        let mut request = false;
+        let msg = String::from_utf8(bytes)
+            .map_err(|e| ParseError::Utf8(e.utf8_error()))
+            .and_then(|text| Message::parse_owned(text, &self.json, |env| self.how(env, &mut request)));
+        self.receive(msg, request, None, Some((noise, &excerpt)));
+    }
+
     /// Handles one message its reader gives away (an HTTP body, an event's
     /// data; `related`: read from the response stream of that request, so a
     /// notification there is about that call). A tool's result is forwarded

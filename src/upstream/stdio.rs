@@ -23,6 +23,7 @@ use tokio_util::sync::CancellationToken;
 use super::inbox::Inbox;
 use super::link::LinkError;
 use crate::config::{Redactor, Resolved, StderrLevel};
+use crate::protocol::SPLICE_FROM;
 use crate::protocol::framing::{self, Line};
 use crate::sync::Locked;
 
@@ -164,6 +165,11 @@ async fn read_loop<R: tokio::io::AsyncBufRead + Unpin>(
     loop {
         match framing::read_line(&mut out, &mut buf, max).await {
             Ok(Line::Ok) if buf.iter().all(u8::is_ascii_whitespace) => {}
+            // A long line is given away: a large result is forwarded from
+            // it (protocol::Reply), and a new buffer starts small anyway.
+            Ok(Line::Ok) if buf.len() >= SPLICE_FROM => {
+                inbox.deliver_line_owned(std::mem::replace(&mut buf, Vec::with_capacity(8 * 1024)), &noise)
+            }
             Ok(Line::Ok) => inbox.deliver_line(&buf, &noise),
             Ok(Line::TooLong) => {
                 tracing::warn!(upstream = %inbox.upstream(), max_bytes = max, "Upstream sent a message over the size limit; skipped.");

@@ -330,12 +330,30 @@ async fn client_credentials_never_reach_upstreams_and_secrets_never_reach_client
         assert!(!decoded.contains("hunter2-hunter2"), "{spelling} reached the client: {}", r.body);
         assert!(decoded.contains("the password is ***"), "{}", r.body);
     }
+    // A result large enough to be sent from the upstream's message
+    // (`protocol::Reply`, not copied) is searched in place: masked when it
+    // holds a value, byte for byte as the upstream wrote it when not.
+    let pad = "p".repeat(mcp_gateway::protocol::SPLICE_FROM);
+    let r = c.call("raw__echo", json!({"note": format!("{pad} the password is hunter2-hunter2")})).await;
+    let body = r.to_string();
+    assert!(!body.contains("hunter2-hunter2") && body.contains("the password is ***"), "a large result was not masked");
+    let r = c
+        .post(
+            r#"{"jsonrpc":"2.0","id":"big","method":"tools/call","params":{"name":"h__big","arguments":{"mib":1}}}"#,
+            &[],
+        )
+        .await;
+    let expected = format!(
+        r#"{{"jsonrpc":"2.0","id":"big","result":{{"content":[{{"type":"text","text":"{}"}}],"size":1}}}}"#,
+        "x".repeat(1 << 20)
+    );
+    assert!(r.body == expected, "a 1 MiB result over HTTP changed on the way ({} bytes)", r.body.len());
     // The names of the secrets (never the values) through the built-in tool.
     assert!(c.tool_names().await.contains(&"gateway__list_secret_names".to_owned()));
     let r = c.call("gateway__list_secret_names", json!({})).await;
     assert_eq!(r["result"]["structuredContent"]["names"], json!(["DB_PASSWORD", "UPSTREAM_TOKEN"]), "{r}");
     let m = metrics(&gw).await;
-    assert!(m.contains(r#"mcp_gateway_secrets_masked_total{upstream="raw"} 4"#), "{m}");
+    assert!(m.contains(r#"mcp_gateway_secrets_masked_total{upstream="raw"} 5"#), "{m}");
     assert!(m.contains(r#"mcp_gateway_secrets_masked_total{upstream="h"} 2"#), "{m}");
 }
 

@@ -143,11 +143,11 @@ async fn post_mcp(
                 stream: None,
                 era: crate::protocol::Era::Legacy,
             };
-            let reply = app.gateway.handle(&msg, &caller).await;
+            let reply = app.gateway.handle_reply(&msg, &caller).await;
             // The request's bytes are held until its reply is in.
             drop(held);
             match reply {
-                Some(reply) => reply_response(reply, false),
+                Some(reply) => json_reply(reply),
                 // Cancelled: no reply (cancellation.mdx). A stream that
                 // ends without one says that, when the client takes SSE.
                 None if accept.as_ref().is_some_and(|a| a.names("text", "event-stream")) => {

@@ -47,6 +47,56 @@ pub(super) fn reply_response(reply: String, sse: bool) -> Response {
     (StatusCode::OK, json_headers(), reply).into_response()
 }
 
+/// A reply as a JSON response, sent in the parts it is in: a large result
+/// from the upstream's message, not copied ([`protocol::Reply`]).
+pub(super) fn json_reply(reply: protocol::Reply) -> Response {
+    let body = match reply {
+        protocol::Reply::Text(text) => Body::from(text),
+        spliced => Body::new(Chunks::new(spliced.into_chunks())),
+    };
+    (StatusCode::OK, json_headers(), body).into_response()
+}
+
+/// A body of chunks known in advance, sent in order (a frame each: hyper
+/// writes them with one vectored write, not copied into its buffer), its
+/// length declared.
+#[derive(Debug)]
+pub(super) struct Chunks {
+    chunks: std::collections::VecDeque<Bytes>,
+    left: u64,
+}
+
+impl Chunks {
+    pub(super) fn new(chunks: Vec<Bytes>) -> Self {
+        let left = chunks.iter().map(|c| c.len() as u64).sum();
+        Chunks { chunks: chunks.into(), left }
+    }
+}
+
+impl http_body::Body for Chunks {
+    type Data = Bytes;
+    type Error = std::convert::Infallible;
+
+    fn poll_frame(
+        mut self: std::pin::Pin<&mut Self>,
+        _: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<http_body::Frame<Bytes>, Self::Error>>> {
+        let next = self.chunks.pop_front();
+        if let Some(c) = &next {
+            self.left -= c.len() as u64;
+        }
+        std::task::Poll::Ready(next.map(|c| Ok(http_body::Frame::data(c))))
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.chunks.is_empty()
+    }
+
+    fn size_hint(&self) -> http_body::SizeHint {
+        http_body::SizeHint::with_exact(self.left)
+    }
+}
+
 pub(super) fn json_headers() -> [(header::HeaderName, HeaderValue); 1] {
     [(header::CONTENT_TYPE, HeaderValue::from_static("application/json"))]
 }

@@ -9,7 +9,7 @@ use crate::security::Ident;
 use crate::security::access::Kind;
 
 /// `completion/complete`.
-pub(crate) async fn complete(core: &Core, rq: &Rq<'_>, out: &mut Outcome) -> Result<String, CallError> {
+pub(crate) async fn complete(core: &Core, rq: &Rq<'_>, out: &mut Outcome) -> Result<protocol::Reply, CallError> {
     let caller = rq.caller;
     let invalid = |m: &str| CallError::protocol(protocol::INVALID_PARAMS, m);
     let mut obj = rq

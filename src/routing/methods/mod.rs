@@ -16,14 +16,26 @@ pub(crate) mod tasks;
 pub(crate) mod tools;
 
 use crate::error::CallError;
-use crate::protocol::{self, encode};
+use crate::protocol::{self, Reply, encode};
 use crate::routing::core::{Core, Rq};
 use crate::routing::outcome::Outcome;
 use crate::routing::params;
 use crate::upstream::ListKind;
 
 /// Handles one request (not `initialize`) by its method.
-pub(crate) async fn dispatch(core: &Core, method: &str, rq: &Rq<'_>, out: &mut Outcome) -> Result<String, CallError> {
+pub(crate) async fn dispatch(core: &Core, method: &str, rq: &Rq<'_>, out: &mut Outcome) -> Result<Reply, CallError> {
+    // The families that forward a result as it came may send it from the
+    // upstream's message (a tool's result may be megabytes).
+    match method {
+        "tools/call" => tools::call(core, rq, out).await,
+        "prompts/get" => prompts::get(core, rq, out).await,
+        "completion/complete" => completion::complete(core, rq, out).await,
+        _ => written(core, method, rq, out).await.map(Reply::from),
+    }
+}
+
+/// The families whose replies the gateway writes.
+async fn written(core: &Core, method: &str, rq: &Rq<'_>, out: &mut Outcome) -> Result<String, CallError> {
     if rq.caller.era == protocol::Era::Modern && !MODERN_METHODS.contains(&method) {
         return Err(not_found(method));
     }
@@ -41,12 +53,9 @@ pub(crate) async fn dispatch(core: &Core, method: &str, rq: &Rq<'_>, out: &mut O
         "prompts/list" => lists::page(core, rq, ListKind::Prompts).await,
         "resources/list" => lists::page(core, rq, ListKind::Resources).await,
         "resources/templates/list" => lists::page(core, rq, ListKind::Templates).await,
-        "tools/call" => tools::call(core, rq, out).await,
-        "prompts/get" => prompts::get(core, rq, out).await,
         "resources/read" => resources::read(core, rq, out).await,
         "resources/subscribe" => resources::subscribe(core, rq).await,
         "resources/unsubscribe" => resources::unsubscribe(core, rq).await,
-        "completion/complete" => completion::complete(core, rq, out).await,
         "logging/setLevel" => logging::set_level(core, rq).await,
         "tasks/get" => tasks::one(core, rq, tasks::Ask::Get, out).await,
         "tasks/result" => tasks::one(core, rq, tasks::Ask::Result, out).await,

@@ -7,7 +7,7 @@ use crate::routing::params;
 use crate::security::access::Kind;
 
 /// `prompts/get`.
-pub(crate) async fn get(core: &Core, rq: &Rq<'_>, out: &mut Outcome) -> Result<String, CallError> {
+pub(crate) async fn get(core: &Core, rq: &Rq<'_>, out: &mut Outcome) -> Result<crate::protocol::Reply, CallError> {
     let caller = rq.caller;
     let (mut obj, name) = params::named(rq.params, "name")?;
     let (upstream, original) = {

@@ -31,7 +31,7 @@ async fn ask(
     let rq = Rq { id: &id, params: params.as_ref().map(CheckedBox::checked), caller, span: &Span::NONE };
     let mut out = Outcome::default();
     let reply = dispatch(core, method, &rq, &mut out).await.map(|text| {
-        let reply: Value = serde_json::from_str(&text).expect("a reply is JSON");
+        let reply: Value = serde_json::from_str(&text.into_string()).expect("a reply is JSON");
         assert_eq!(reply["id"], 7, "the client's id: {reply}");
         reply
     });

@@ -6,7 +6,7 @@ use opentelemetry::trace::SpanKind;
 
 use crate::error::CallError;
 use crate::error::ErrorClass;
-use crate::protocol::{self, encode};
+use crate::protocol::{self, Reply, encode};
 use crate::routing::bridge::to_modern::{Started, Step};
 use crate::routing::bridge::{self, Direction, Exchange};
 use crate::routing::core::{Core, LIST_SECRET_NAMES, Rq, related};
@@ -19,7 +19,7 @@ use crate::telemetry::Span;
 use crate::upstream::State;
 
 /// `tools/call`.
-pub(crate) async fn call(core: &Core, rq: &Rq<'_>, out: &mut Outcome) -> Result<String, CallError> {
+pub(crate) async fn call(core: &Core, rq: &Rq<'_>, out: &mut Outcome) -> Result<Reply, CallError> {
     let (id, caller) = (rq.id, rq.caller);
     let invalid = |m: &str| CallError::protocol(protocol::INVALID_PARAMS, m);
     let params = rq.params.ok_or_else(|| invalid("tools/call needs params"))?;
@@ -29,7 +29,7 @@ pub(crate) async fn call(core: &Core, rq: &Rq<'_>, out: &mut Outcome) -> Result<
     // whatever becomes of the call.
     out.name = Some(name.clone());
     if name == LIST_SECRET_NAMES && core.builtin_listed(caller) {
-        return Ok(list_secret_names(core, id));
+        return Ok(list_secret_names(core, id).into());
     }
     // A task-augmented call needs a session to bind the task to. Refused
     // before the catalog and the gate: it says nothing about the tool, and
@@ -128,7 +128,7 @@ pub(crate) async fn call(core: &Core, rq: &Rq<'_>, out: &mut Outcome) -> Result<
                     let Some(asked) = core.bridges.ask_confirmation(&binding, &rule, &ask, wait) else {
                         return Err(core.deny(caller, i, Some(&original), refusal.reason, out, err));
                     };
-                    return Ok(encode::result(id, &asked));
+                    return Ok(encode::result(id, &asked).into());
                 }
             });
         }
@@ -276,7 +276,7 @@ pub(crate) async fn call(core: &Core, rq: &Rq<'_>, out: &mut Outcome) -> Result<
                     };
                     let parts = bridge::to_modern::Parts { binding, upstream: upstream.clone(), ix: i, original, cap };
                     let ex = Exchange::new(slot, call, events, asked, parts);
-                    return ask(core, rq, ex, &limits);
+                    return ask(core, rq, ex, &limits).map(Reply::from);
                 }
             }
         }
@@ -289,7 +289,7 @@ pub(crate) async fn call(core: &Core, rq: &Rq<'_>, out: &mut Outcome) -> Result<
 /// and arguments), and its exchange still waiting. The caller must still
 /// be granted the tool, and the tool not quarantined (a reload or a pin
 /// change may have changed either meanwhile).
-async fn resume(core: &Core, rq: &Rq<'_>, out: &mut Outcome, name: &str, state: &str) -> Result<String, CallError> {
+async fn resume(core: &Core, rq: &Rq<'_>, out: &mut Outcome, name: &str, state: &str) -> Result<Reply, CallError> {
     let caller = rq.caller;
     let binding = bridge::state::binding(&caller.principal_id(), name, arguments_text(rq.params));
     let (mut ex, _busy) =
@@ -328,7 +328,7 @@ async fn resume(core: &Core, rq: &Rq<'_>, out: &mut Outcome, name: &str, state: 
             span.end();
             finish(core, rq, out, called, i, &upstream, &original, cap, false, None)
         }
-        Ok(Step::Ask(ex)) => ask(core, rq, ex, &limits),
+        Ok(Step::Ask(ex)) => ask(core, rq, ex, &limits).map(Reply::from),
         Ok(Step::Failed(e)) => Err(e),
         Err((ex, e)) => {
             // Its state is still good: the client may send it again.
@@ -412,7 +412,7 @@ fn finish(
     cap: Option<crate::config::ResultCap>,
     task: bool,
     wrap: Option<[u8; 32]>,
-) -> Result<String, CallError> {
+) -> Result<Reply, CallError> {
     let (id, caller) = (rq.id, rq.caller);
     out.class = called.class;
     out.attempts = called.attempts;
@@ -421,7 +421,7 @@ fn finish(
     if let Some(b) = &wrap
         && let Some(result) = core.bridges.wrap_state(&reply, b, core.config().bridge.answer_timeout)?
     {
-        return Ok(encode::result(id, &result));
+        return Ok(encode::result(id, &result).into());
     }
     if task
         && let (Some(peer), Some(result)) = (caller.peer, reply.result_object())
@@ -429,7 +429,7 @@ fn finish(
     {
         // Its result comes with `tasks/result`, under the same cap.
         core.tasks.insert(peer.id, i, upstream.id(), &original, cap);
-        return Ok(encode::result(id, &created));
+        return Ok(encode::result(id, &created).into());
     }
     // The tasks extension (2026-07-28): the upstream made the call a task
     // (`resultType: "task"`, its id at the top). Bound to the caller's peer
@@ -442,12 +442,12 @@ fn finish(
         && let Some((created, original)) = tasks::expose_created_modern(result, upstream.id())
     {
         core.tasks.insert(peer.id, i, upstream.id(), &original, cap);
-        return Ok(encode::result(id, &created));
+        return Ok(encode::result(id, &created).into());
     }
     if let Some(capped) = core.capped(id, cap, &reply, i, Some(original), caller, out) {
-        return capped;
+        return capped.map(Reply::from);
     }
-    Ok(core.reply_with(id, i, &reply, |_, _| None))
+    Ok(core.reply_owned(id, i, reply))
 }
 
 /// What a call needs of its tool's catalog entry.

@@ -6,7 +6,7 @@ use std::sync::Arc;
 use super::*;
 use crate::config::Config;
 use crate::error::ErrorClass;
-use crate::protocol::{Classified, Transport};
+use crate::protocol::{Classified, Reply, Transport};
 use crate::routing::Gateway;
 use crate::security::auth::{Principal, Via};
 use crate::telemetry::Telemetry;
@@ -56,13 +56,17 @@ async fn a_call_hands_back_its_reply_and_its_outcome() {
 
     let call = r#"{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"gateway__list_secret_names"}}"#;
     let ok = run_one(&gw, call, &caller(Some(&client.peer))).await;
-    assert!(ok.reply.as_deref().unwrap().contains(r#""result""#), "{:?}", ok.reply);
+    let text = ok.reply.map(Reply::into_string);
+    assert!(text.as_deref().unwrap().contains(r#""result""#), "{text:?}");
     assert_eq!(ok.outcome.name.as_deref(), Some("gateway__list_secret_names"));
     assert_eq!(ok.outcome.class, None);
 
     let unknown = r#"{"jsonrpc":"2.0","id":2,"method":"tools/call","params":{"name":"nope__x"}}"#;
     let bad = run_one(&gw, unknown, &caller(Some(&client.peer))).await;
-    assert_eq!(error_of(bad.reply.as_deref().unwrap()), (protocol::INVALID_PARAMS, "Unknown tool: nope__x".into()));
+    assert_eq!(
+        error_of(bad.reply.map(Reply::into_string).as_deref().unwrap()),
+        (protocol::INVALID_PARAMS, "Unknown tool: nope__x".into())
+    );
     assert_eq!(bad.outcome.name.as_deref(), Some("nope__x"));
     assert_eq!(bad.outcome.class, Some(ErrorClass::Protocol));
 }
@@ -73,11 +77,11 @@ async fn a_tool_the_caller_may_not_see_is_answered_as_unknown() {
     // Without a session: anonymous, granted nothing.
     let call = r#"{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"gateway__list_secret_names"}}"#;
     let hidden = run_one(&gw, call, &caller(None)).await;
-    let (code, message) = error_of(hidden.reply.as_deref().unwrap());
+    let (code, message) = error_of(hidden.reply.map(Reply::into_string).as_deref().unwrap());
     assert_eq!((code, message.as_str()), (protocol::INVALID_PARAMS, "Unknown tool: gateway__list_secret_names"));
     let list = r#"{"jsonrpc":"2.0","id":2,"method":"tools/list"}"#;
     let listed = run_one(&gw, list, &caller(None)).await;
-    assert!(!listed.reply.unwrap().contains("gateway__list_secret_names"), "nor listed");
+    assert!(!listed.reply.unwrap().into_string().contains("gateway__list_secret_names"), "nor listed");
 }
 
 #[tokio::test]
@@ -88,11 +92,11 @@ async fn an_id_already_in_flight_in_the_session_is_refused() {
     let _held = client.peer.start_call(&id).expect("a first call with id 7");
     let ping = r#"{"jsonrpc":"2.0","id":7,"method":"ping"}"#;
     let refused = run_one(&gw, ping, &caller(Some(&client.peer))).await;
-    let (code, message) = error_of(refused.reply.as_deref().unwrap());
+    let (code, message) = error_of(refused.reply.map(Reply::into_string).as_deref().unwrap());
     assert_eq!(code, protocol::INVALID_REQUEST);
     assert!(message.contains("already in flight"), "{message}");
     assert_eq!(refused.outcome.class, Some(ErrorClass::Protocol));
     drop(_held);
     let answered = run_one(&gw, ping, &caller(Some(&client.peer))).await;
-    assert!(answered.reply.unwrap().contains(r#""result""#));
+    assert!(answered.reply.unwrap().into_string().contains(r#""result""#));
 }
