@@ -18,7 +18,7 @@ use tokio::sync::{Semaphore, mpsc};
 use tokio::task::JoinSet;
 
 use crate::protocol::framing::{self, Line};
-use crate::protocol::{Classified, Transport, encode};
+use crate::protocol::{Classified, Reply, Transport, encode};
 use crate::routing::{Caller, Gateway};
 use crate::security::auth::Principal;
 use crate::telemetry::metrics::TransportLabels;
@@ -35,6 +35,10 @@ impl Drop for Open {
 /// Most requests handled at once for one stdio client.
 pub const IN_FLIGHT: usize = 256;
 
+/// Large replies waiting for the writer (each holds its upstream's message:
+/// a sender waits for room, as the handler of a call does for `tx`).
+const LARGE_QUEUE: usize = 4;
+
 /// Serves one client on `input`/`output` until `input` ends.
 pub async fn run<R, W>(gateway: Arc<Gateway>, mut input: R, output: W) -> std::io::Result<()>
 where
@@ -48,7 +52,11 @@ where
     open.inc();
     let _open = Open(open);
     let (tx, rx) = mpsc::channel::<String>(IN_FLIGHT);
-    let writer = tokio::spawn(write_loop(output, rx));
+    // Replies that forward a large result, written in parts (no copy,
+    // `protocol::Reply`). The writer takes them only when `rx` is empty, so
+    // nothing queued before a reply (its call's progress) comes after it.
+    let (large_tx, large_rx) = mpsc::channel::<Reply>(LARGE_QUEUE);
+    let writer = tokio::spawn(write_loop(output, rx, large_rx));
     let permits = Arc::new(Semaphore::new(IN_FLIGHT));
     let mut tasks = JoinSet::new();
     // Registered at `initialize`: from then on notifications come.
@@ -133,6 +141,7 @@ where
             Ok(Classified::Request(msg)) => {
                 let permit = permits.clone().acquire_owned().await.expect("never closed");
                 let (gw, tx, session) = (gateway.clone(), tx.clone(), session.clone());
+                let large_tx = large_tx.clone();
                 let peer = client.as_ref().map(|c| c.peer.clone());
                 tasks.spawn(async move {
                     let caller = Caller {
@@ -144,8 +153,10 @@ where
                         era: crate::protocol::Era::Legacy,
                     };
                     // A cancelled request gets no reply (cancellation.mdx).
-                    if let Some(reply) = gw.handle(&msg, &caller).await {
-                        let _ = tx.send(reply).await;
+                    match gw.handle_reply(&msg, &caller).await {
+                        Some(Reply::Text(reply)) => drop(tx.send(reply).await),
+                        Some(large) => drop(large_tx.send(large).await),
+                        None => {}
                     }
                     drop(permit);
                 });
@@ -196,6 +207,7 @@ where
     drop(client);
     drop(modern);
     drop(tx);
+    drop(large_tx);
     let _ = writer.await;
     Ok(())
 }
@@ -279,15 +291,71 @@ fn check_modern(gateway: &Gateway, msg: &crate::protocol::Request) -> Result<(),
     Err(reply)
 }
 
-async fn write_loop<W: AsyncWrite + Unpin>(mut out: W, mut rx: mpsc::Receiver<String>) {
-    while let Some(msg) = rx.recv().await {
-        let ok = async {
-            out.write_all(crate::protocol::framing::one_line(msg).as_bytes()).await?;
-            out.write_all(b"\n").await?;
-            out.flush().await
+async fn write_loop<W: AsyncWrite + Unpin>(
+    mut out: W,
+    mut rx: mpsc::Receiver<String>,
+    mut large: mpsc::Receiver<Reply>,
+) {
+    loop {
+        let ok = tokio::select! {
+            biased;
+            Some(msg) = rx.recv() => write_line(&mut out, &[&framing::one_line(msg)]).await,
+            Some(reply) = large.recv() => write_reply(&mut out, reply).await,
+            else => return,
         };
-        if ok.await.is_err() {
+        if ok.is_err() {
             return;
+        }
+    }
+}
+
+/// A reply in its parts, as one line: a part with a line break in it (an
+/// upstream's pretty-printed JSON) has the reply copied into one line.
+async fn write_reply<W: AsyncWrite + Unpin>(out: &mut W, reply: Reply) -> std::io::Result<()> {
+    if reply.parts().iter().any(|p| memchr::memchr2(b'\n', b'\r', p.as_bytes()).is_some()) {
+        return write_line(out, &[&framing::one_line(reply.into_string())]).await;
+    }
+    write_line(out, &reply.parts()).await
+}
+
+/// `parts` and a line end, flushed.
+async fn write_line<W: AsyncWrite + Unpin>(out: &mut W, parts: &[&str]) -> std::io::Result<()> {
+    for p in parts {
+        out.write_all(p.as_bytes()).await?;
+    }
+    out.write_all(b"\n").await?;
+    out.flush().await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::protocol::{Limits, Message, RawValue, SPLICE_FROM, result_check};
+
+    /// A spliced reply to request `5` of an upstream message `text`.
+    fn spliced(text: String) -> Reply {
+        let msg = Message::parse_owned(text, &Limits::default(), |_| result_check("tools/call")).unwrap();
+        let reply = Reply::forward(&RawValue::from_string("5".into()).unwrap(), msg).unwrap();
+        assert!(reply.text().is_none(), "spliced");
+        reply
+    }
+
+    #[tokio::test]
+    async fn a_large_reply_is_one_line_even_when_the_upstream_broke_its_json_over_lines() {
+        let pad = "x".repeat(SPLICE_FROM);
+        for text in [
+            format!(r#"{{"jsonrpc":"2.0","id":1,"result":{{"content":[{{"type":"text","text":"{pad}"}}]}}}}"#),
+            format!(
+                "{{\"jsonrpc\":\"2.0\",\"id\":1,\"result\":{{\r\n  \"content\": [\n {{\"type\":\"text\",\"text\":\"{pad}\"}}]\n}}}}"
+            ),
+        ] {
+            let reply = spliced(text);
+            let expected: serde_json::Value = serde_json::from_str(&reply.parts().concat()).unwrap();
+            let mut out = Vec::new();
+            write_reply(&mut out, reply).await.unwrap();
+            let line = std::str::from_utf8(&out).unwrap();
+            assert!(line.ends_with('\n') && !line[..line.len() - 1].contains(['\n', '\r']), "one line");
+            assert_eq!(serde_json::from_str::<serde_json::Value>(line).unwrap(), expected);
         }
     }
 }

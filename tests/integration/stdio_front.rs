@@ -110,6 +110,50 @@ async fn pipelined_calls_get_their_own_replies_out_of_order() {
 }
 
 #[tokio::test]
+async fn large_results_come_whole_on_their_own_lines_among_small_ones() {
+    let mut gw = StdioGateway::start(&raw_stdio("raw", ""));
+    gw.initialize().await;
+    gw.call_when_ready(1, "raw__echo", json!({})).await;
+    // Large replies are written in parts (not copied) from their own queue:
+    // each must still be one line, byte for byte, between the small ones.
+    let mut batch = String::new();
+    for i in 0..6u64 {
+        let req = match i % 2 {
+            0 => {
+                json!({"jsonrpc":"2.0","id":format!("b{i}"),"method":"tools/call","params":{"name":"raw__big","arguments":{"mib":1}}})
+            }
+            _ => {
+                json!({"jsonrpc":"2.0","id":format!("s{i}"),"method":"tools/call","params":{"name":"raw__sleep","arguments":{"ms":0,"tag":format!("tag-{i}")}}})
+            }
+        };
+        batch.push_str(&req.to_string());
+        batch.push('\n');
+    }
+    gw.stdin.write_all(batch.as_bytes()).await.unwrap();
+    let expected = |id: &str| {
+        format!(
+            r#"{{"jsonrpc":"2.0","id":"{id}","result":{{"content":[{{"type":"text","text":"{}"}}],"size":1}}}}"#,
+            "x".repeat(1 << 20)
+        )
+    };
+    let mut seen = Vec::new();
+    while seen.len() < 6 {
+        let line = tokio::time::timeout(PATIENCE, gw.out.next_line()).await.expect("a reply in time").unwrap().unwrap();
+        let v: Value =
+            serde_json::from_str(&line).unwrap_or_else(|e| panic!("not one JSON line ({e}): {} bytes", line.len()));
+        let Some(id) = v["id"].as_str() else { continue };
+        if id.starts_with('b') {
+            assert!(line == expected(id), "{id}: a 1 MiB result changed on the way ({} bytes)", line.len());
+        } else {
+            assert_eq!(text(&v), format!("tag-{}", &id[1..]), "{line}");
+        }
+        seen.push(id.to_owned());
+    }
+    seen.sort();
+    assert_eq!(seen, ["b0", "b2", "b4", "s1", "s3", "s5"]);
+}
+
+#[tokio::test]
 async fn bad_input_gets_errors_and_the_session_goes_on() {
     let toml = format!("[gateway]\nmax_message_bytes = 4096\n{}", raw_stdio("raw", ""));
     let mut gw = StdioGateway::start(&toml);
