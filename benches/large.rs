@@ -60,11 +60,13 @@ fn bench(bench_mode: bool) -> Result<(), String> {
     let mut gateway = Gateway::start(&config, lifetime)?;
     let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build().map_err(|e| e.to_string())?;
     let result = rt.block_on(measure(&upstream, &gateway, payload, calls));
-    drop(rt);
     gateway.shutdown();
+    let stdio = result.is_ok().then(|| rt.block_on(stdio_client(&config, payload, calls)));
+    drop(rt);
     upstream.shutdown();
     let m = result?;
     report(&m, payload, calls);
+    report_stdio(&stdio.transpose()?.expect("measured"), &m, payload);
     if !bench_mode || cfg!(debug_assertions) {
         println!("(smoke run: no --bench flag or an unoptimized build; these figures mean nothing)");
     }
@@ -148,6 +150,84 @@ async fn call(
     Ok(took)
 }
 
+/// The same calls from a stdio client (`mcp-gateway stdio`, what most hosts
+/// start) to the same upstream: the time of each (not counting the first)
+/// and that process's memory.
+#[derive(Debug)]
+struct StdioMeasured {
+    times: Vec<Duration>,
+    rss_before_kib: u64,
+    peak_kib: u64,
+}
+
+async fn stdio_client(config: &std::path::Path, payload: usize, calls: usize) -> Result<StdioMeasured, String> {
+    use tokio::io::{AsyncBufReadExt, AsyncWriteExt};
+    let bin = std::env::var_os("BENCH_GATEWAY_BIN").unwrap_or_else(|| env!("CARGO_BIN_EXE_mcp-gateway").into());
+    let mut child = tokio::process::Command::new(bin)
+        .args(["stdio", "--config"])
+        .arg(config)
+        .env("RUST_LOG", "warn")
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .map_err(|e| format!("cannot start mcp-gateway stdio: {e}"))?;
+    let pid = child.id().ok_or("mcp-gateway stdio has no pid")?;
+    let mut input = child.stdin.take().expect("piped");
+    let mut output = tokio::io::BufReader::new(child.stdout.take().expect("piped"));
+    let mut line = String::new();
+    // Sends one request and reads lines until its reply (by `"id":<id>,`).
+    let mut ask = async |request: String, id: usize| -> Result<String, String> {
+        input.write_all(format!("{request}\n").as_bytes()).await.map_err(|e| e.to_string())?;
+        let tag = format!(r#""id":{id},"#);
+        loop {
+            line.clear();
+            let n = tokio::time::timeout(Duration::from_secs(60), output.read_line(&mut line))
+                .await
+                .map_err(|_| "no reply from mcp-gateway stdio in 60 s")?
+                .map_err(|e| e.to_string())?;
+            if n == 0 {
+                return Err("mcp-gateway stdio closed its output".into());
+            }
+            if line.contains(&tag) {
+                return Ok(std::mem::take(&mut line));
+            }
+        }
+    };
+    let init = r#"{"jsonrpc":"2.0","id":0,"method":"initialize","params":{"protocolVersion":"2025-11-25","capabilities":{},"clientInfo":{"name":"large","version":"0"}}}"#;
+    ask(init.into(), 0).await?;
+    let rss_before_kib = procs::rss_kib(pid).ok_or("no VmRSS for mcp-gateway stdio")?;
+    let call = |id: usize| {
+        format!(
+            r#"{{"jsonrpc":"2.0","id":{id},"method":"tools/call","params":{{"name":"echo__echo","arguments":{{"text":"hello"}}}}}}"#
+        )
+    };
+    // Until the upstream is up (a call before that is refused at once).
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let mut id = 1;
+    while !ask(call(id), id).await?.contains(r#""result""#) {
+        if Instant::now() > deadline {
+            return Err("echo__echo never answered through mcp-gateway stdio".into());
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        id += 1;
+    }
+    let mut times = Vec::with_capacity(calls);
+    for i in 0..calls {
+        id += 1;
+        let started = Instant::now();
+        let reply = ask(call(id), id).await?;
+        times.push(started.elapsed());
+        if reply.len() < payload || !reply.trim_end().ends_with('}') {
+            return Err(format!("call {i}: a reply of {} bytes through mcp-gateway stdio", reply.len()));
+        }
+    }
+    let peak_kib = procs::peak_rss_kib(pid).ok_or("no VmHWM for mcp-gateway stdio")?;
+    child.kill().await.map_err(|e| e.to_string())?;
+    Ok(StdioMeasured { times, rss_before_kib, peak_kib })
+}
+
 async fn wait_ready(http: &reqwest::Client, target: &Target) -> Result<(), String> {
     let deadline = Instant::now() + Duration::from_secs(30);
     while Instant::now() < deadline {
@@ -193,4 +273,23 @@ fn report(m: &Measured, payload: usize, calls: usize) {
         per(m.peak_many_kib, IN_FLIGHT),
     );
     println!("(RSS is the gateway's VmRSS before the first large call and its VmHWM after each round)");
+}
+
+fn report_stdio(s: &StdioMeasured, http: &Measured, payload: usize) {
+    let ms = |d: Duration| d.as_secs_f64() * 1e3;
+    let p50 = |v: &[Duration]| {
+        let mut v = v.to_vec();
+        v.sort_unstable();
+        ms(v[v.len() / 2])
+    };
+    let mean = s.times.iter().map(|d| ms(*d)).sum::<f64>() / s.times.len().max(1) as f64;
+    let extra = s.peak_kib.saturating_sub(s.rss_before_kib) as f64 * 1024.0 / payload as f64;
+    println!(
+        "stdio client (mcp-gateway stdio, the same upstream over HTTP): p50 {:.2} ms, mean {mean:.2} ms ({:.2}× the direct HTTP p50); \
+         RSS {:.1} MB at rest, peak {:.1} MB with 1 call in flight ({extra:.2}× the payload)",
+        p50(&s.times),
+        p50(&s.times) / p50(&http.direct),
+        s.rss_before_kib as f64 / 1024.0,
+        s.peak_kib as f64 / 1024.0,
+    );
 }

@@ -204,6 +204,55 @@ fn a_value_is_found_in_parts_within_each_across_joints_and_escaped() {
 }
 
 #[test]
+fn finding_in_parts_agrees_with_masking_the_whole_text() {
+    // A deterministic generator: the same cases on every run.
+    let mut state = 0x9e37_79b9_7f4a_7c15_u64;
+    let mut next = move |n: usize| {
+        state ^= state << 13;
+        state ^= state >> 7;
+        state ^= state << 17;
+        (state % n as u64) as usize
+    };
+    let values = ["s3cr3t-v@lue", "pa\"ss/wé€rd", "k:{}😀key"];
+    let r = Redactor::from_values(values.iter().map(|v| v.to_string()).collect());
+    let escape_all = |v: &str| v.encode_utf16().map(|u| format!("\\u{u:04x}")).collect::<String>();
+    let (mut positives, mut across) = (0, 0);
+    for _ in 0..20_000 {
+        let v = values[next(values.len())];
+        let spelling = match next(4) {
+            0 => v.to_owned(),
+            1 => serde_json::to_string(v).unwrap().trim_matches('"').to_owned(),
+            2 => escape_all(v),
+            _ => v.chars().take(1 + next(v.chars().count())).collect(),
+        };
+        let filler = |n: usize| "ab é:{}".chars().cycle().skip(n % 6).take(n).collect::<String>();
+        let text = format!("{}{}{}", filler(next(40)), spelling, filler(next(40)));
+        let result = serde_json::to_string(&serde_json::json!({ "text": text })).unwrap();
+        let head = format!(r#"{{"jsonrpc":"2.0","id":"{}","result":"#, filler(next(20)).replace(['"', '\\'], ""));
+        let whole = format!("{head}{result}}}");
+        let expected = r.redact_counted(&whole).1 > 0;
+        assert_eq!(r.finds_in(&[&head, &result, "}"]), expected, "{whole}");
+        // Cut anywhere on a character boundary (a part may then end inside
+        // a literal: only plain spellings are promised there).
+        // Half the time inside the value, where it is written plainly.
+        let (from, len) = match whole.find(v) {
+            Some(at) if next(2) == 0 => (at, v.len()),
+            _ => (0, whole.len()),
+        };
+        let cut = (from..=from + len).filter(|i| whole.is_char_boundary(*i)).nth(next(len + 1));
+        if let Some(cut) = cut
+            && !whole.contains('\\')
+        {
+            let (a, b) = whole.split_at(cut);
+            assert_eq!(r.finds_in(&[a, b]), expected, "{a} | {b}");
+            across += usize::from(expected && r.redact_counted(a).1 == 0 && r.redact_counted(b).1 == 0);
+        }
+        positives += usize::from(expected);
+    }
+    assert!(positives > 5_000 && across > 100, "{positives} positives, {across} only across a joint");
+}
+
+#[test]
 fn tool_globs_deny_wins() {
     let m = ToolMatcher::new(&ToolFilter {
         allow: vec!["read_*".into(), "list*".into()],
