@@ -135,10 +135,15 @@ fn set_parent_death_signal(cmd: &mut Command) {
 }
 
 async fn write_loop(mut stdin: ChildStdin, mut rx: mpsc::Receiver<String>, stop: CancellationToken) {
+    // Biased to what is queued: a stop writes the messages already queued
+    // (the `notifications/cancelled` of calls dropped just before it) as
+    // far as the pipe takes them at once, and never waits for a child that
+    // does not read.
     loop {
         let msg = tokio::select! {
-            _ = stop.cancelled() => break,
+            biased;
             m = rx.recv() => match m { Some(m) => m, None => break },
+            _ = stop.cancelled() => break,
         };
         let write = async {
             stdin.write_all(msg.as_bytes()).await?;
@@ -146,8 +151,9 @@ async fn write_loop(mut stdin: ChildStdin, mut rx: mpsc::Receiver<String>, stop:
             stdin.flush().await
         };
         tokio::select! {
-            _ = stop.cancelled() => break,
+            biased;
             r = write => if r.is_err() { break },
+            _ = stop.cancelled() => break,
         }
     }
     // Dropping stdin closes it: the first step of the spec's shutdown.
