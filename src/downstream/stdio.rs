@@ -123,6 +123,7 @@ where
                 });
                 let permit = permits.clone().acquire_owned().await.expect("never closed");
                 let (gw, tx, session, peer) = (gateway.clone(), tx.clone(), session.clone(), modern.peer.clone());
+                let large_tx = large_tx.clone();
                 tasks.spawn(async move {
                     let caller = Caller {
                         transport: Transport::Stdio,
@@ -132,9 +133,7 @@ where
                         stream: None,
                         era: crate::protocol::Era::Modern,
                     };
-                    if let Some(reply) = gw.handle(&msg, &caller).await {
-                        let _ = tx.send(reply).await;
-                    }
+                    send(gw.handle_reply(&msg, &caller).await, &tx, &large_tx).await;
                     drop(permit);
                 });
             }
@@ -153,11 +152,7 @@ where
                         era: crate::protocol::Era::Legacy,
                     };
                     // A cancelled request gets no reply (cancellation.mdx).
-                    match gw.handle_reply(&msg, &caller).await {
-                        Some(Reply::Text(reply)) => drop(tx.send(reply).await),
-                        Some(large) => drop(large_tx.send(large).await),
-                        None => {}
-                    }
+                    send(gw.handle_reply(&msg, &caller).await, &tx, &large_tx).await;
                     drop(permit);
                 });
             }
@@ -289,6 +284,15 @@ fn check_modern(gateway: &Gateway, msg: &crate::protocol::Request) -> Result<(),
     gateway.refused(Transport::Stdio, reason);
     tracing::debug!(reason, "Refused a 2026-07-28 request on stdio.");
     Err(reply)
+}
+
+/// Queues a reply for the writer: a spliced one on its own queue.
+async fn send(reply: Option<Reply>, tx: &mpsc::Sender<String>, large: &mpsc::Sender<Reply>) {
+    match reply {
+        Some(Reply::Text(reply)) => drop(tx.send(reply).await),
+        Some(spliced) => drop(large.send(spliced).await),
+        None => {}
+    }
 }
 
 async fn write_loop<W: AsyncWrite + Unpin>(

@@ -13,6 +13,7 @@ use std::ops::Range;
 
 use super::RawValue;
 use super::message::Message;
+use super::modern::{self, Completion};
 
 /// Results at least this long are sent from the upstream's message rather
 /// than copied into the reply. Below it a copy costs less than the parts
@@ -38,6 +39,8 @@ pub struct Spliced {
     message: String,
     /// Where its `result` is.
     range: Range<usize>,
+    /// Whether the result names its own `resultType` (2026-07-28).
+    typed: bool,
 }
 
 /// What follows the result in a [`Reply::Spliced`].
@@ -49,11 +52,13 @@ impl Reply {
     /// [`SPLICE_FROM`] bytes and still in the message it came in, else
     /// written into one text. `None`: `reply` has no result.
     pub fn forward(id: &RawValue, mut reply: Message) -> Option<Reply> {
+        // Read before the result is taken (the scan found it, if it is there).
+        let typed = reply.result_raw()?.text().len() >= SPLICE_FROM && reply.result_member("resultType").is_some();
         match reply.take_forwarded(SPLICE_FROM) {
             Some((message, range)) => {
-                let mut head = String::with_capacity(32 + id.get().len());
+                let mut head = String::with_capacity(64 + id.get().len());
                 super::encode::head(&mut head, id, "result");
-                Some(Reply::Spliced(Spliced { head, message, range }))
+                Some(Reply::Spliced(Spliced { head, message, range, typed }))
             }
             None => Some(Reply::Text(super::encode::forward(id, reply.result_raw()?))),
         }
@@ -99,6 +104,30 @@ impl Reply {
                 out.push_str(&s.message[s.range]);
                 out.push_str(TAIL);
                 out
+            }
+        }
+    }
+
+    /// The reply as a 2026-07-28 result of no list must be
+    /// ([`modern::complete`] with [`Completion::Plain`]), byte for byte: a
+    /// spliced result that names no `resultType` gets
+    /// `"resultType":"complete"` as its first member, written into the head
+    /// (the result's `{` moves there too), so nothing is copied.
+    pub fn complete_plain(self, id: &RawValue) -> Reply {
+        match self {
+            Reply::Text(text) => Reply::Text(modern::complete(text, id, Completion::Plain)),
+            Reply::Spliced(mut s) => {
+                let result = &s.message[s.range.clone()];
+                if s.typed || !result.starts_with('{') {
+                    return Reply::Spliced(s);
+                }
+                let empty = result[1..].trim_start().starts_with('}');
+                s.head.push_str(r#"{"resultType":"complete""#);
+                if !empty {
+                    s.head.push(',');
+                }
+                s.range.start += 1;
+                Reply::Spliced(s)
             }
         }
     }
@@ -167,6 +196,32 @@ mod tests {
         assert_eq!(reply.text(), Some(expected.as_str()));
         assert_eq!(reply.parts().concat(), expected);
         assert_eq!(reply.into_chunks().concat(), expected.as_bytes());
+    }
+
+    #[test]
+    fn a_spliced_result_is_completed_for_the_modern_era_as_the_copy_would_be() {
+        let id = id(r#""m-1""#);
+        let pad = "z".repeat(SPLICE_FROM);
+        for result in [
+            format!(r#"{{"content":[{{"type":"text","text":"{pad}"}}]}}"#),
+            format!(r#"{{"resultType":"input_required","requestState":"{pad}"}}"#),
+            format!(r#"{{ "content":[{{"type":"text","text":"{pad}"}}], "resultType": "complete" }}"#),
+            format!("{{{}}}", " ".repeat(SPLICE_FROM)),
+        ] {
+            let text = format!(r#"{{"jsonrpc":"2.0","id":9,"result":{result}}}"#);
+            let parse = || {
+                Message::parse_owned(text.clone(), &Limits::default(), |_| crate::protocol::result_check("tools/call"))
+                    .unwrap()
+            };
+            let spliced = Reply::forward(&id, parse()).unwrap();
+            assert!(spliced.text().is_none(), "spliced");
+            let expected =
+                modern::complete(Reply::forward(&id, parse()).unwrap().into_string(), &id, Completion::Plain);
+            let completed = spliced.complete_plain(&id);
+            assert!(completed.text().is_none(), "still spliced");
+            assert_eq!(completed.len(), expected.len());
+            assert!(completed.parts().concat() == expected, "{}", &expected[..120]);
+        }
     }
 
     #[test]

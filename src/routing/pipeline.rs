@@ -153,15 +153,14 @@ async fn run(core: &Core, msg: &protocol::Request, caller: &Caller<'_>, span: &S
     let reply = reply.map(|r| mask(core, r, &mut outcome));
     let reply = match caller.era {
         protocol::Era::Legacy => reply,
-        // Rewritten: a spliced reply is copied into one text first.
-        protocol::Era::Modern => reply.map(|r| modern(core, msg.method(), id, r.into_string()).into()),
+        protocol::Era::Modern => reply.map(|r| modern(core, msg.method(), id, r)),
     };
     Handled { reply, outcome }
 }
 
 /// A reply as the 2026-07-28 era has it: `resultType` on results, cache
 /// hints on lists and reads, `-32602` for a missing resource.
-fn modern(core: &Core, method: &str, id: &protocol::RawValue, reply: String) -> String {
+fn modern(core: &Core, method: &str, id: &protocol::RawValue, reply: Reply) -> Reply {
     use crate::upstream::ListKind;
     use protocol::modern::{self, Completion};
     let kind = match method {
@@ -181,7 +180,12 @@ fn modern(core: &Core, method: &str, id: &protocol::RawValue, reply: String) -> 
         }
         None => Completion::Plain,
     };
-    modern::complete(modern::modern_error(reply, id), id, how)
+    match reply {
+        Reply::Text(reply) => Reply::Text(modern::complete(modern::modern_error(reply, id), id, how)),
+        // A forwarded result (never an error), completed in its parts.
+        spliced if how == Completion::Plain => spliced.complete_plain(id),
+        spliced => Reply::Text(modern::complete(spliced.into_string(), id, how)),
+    }
 }
 
 /// Masks secret values (the secrets file's) in a reply to the client:

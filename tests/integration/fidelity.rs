@@ -40,5 +40,21 @@ async fn unknown_fields_key_order_and_big_results_survive() {
     );
     assert_eq!(r.body.len(), expected.len());
     assert!(r.body == expected, "6 MiB result changed on the way");
-    let _ = json!({});
+
+    // A 2026-07-28 client's: the same bytes, with the `resultType` a
+    // modern result must have put first (written around the upstream's
+    // text, not into a copy of it).
+    let body = json!({"jsonrpc":"2.0","id":"m","method":"tools/call","params":{"name":"raw__big","arguments":{"mib":2},"_meta":modern_meta(json!({}))}});
+    let r = post_modern(&gw.url(), None, &body, &[("mcp-method", "tools/call"), ("mcp-name", "raw__big")]).await;
+    let expected = format!(
+        r#"{{"jsonrpc":"2.0","id":"m","result":{{"resultType":"complete","content":[{{"type":"text","text":"{}"}}],"size":2}}}}"#,
+        "x".repeat(2 * 1024 * 1024)
+    );
+    assert_eq!(r.status, 200);
+    assert!(
+        r.body == expected,
+        "a 2 MiB result to a modern client: {} bytes, {}",
+        r.body.len(),
+        &r.body[..r.body.len().min(200)]
+    );
 }

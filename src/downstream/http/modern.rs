@@ -279,13 +279,15 @@ pub(super) async fn serve(
         stream: None,
         era: protocol::Era::Modern,
     };
-    let reply = app.gateway.handle(&msg, &caller).await;
+    let reply = app.gateway.handle_reply(&msg, &caller).await;
     drop(held);
     match reply {
-        Some(reply) => {
+        Some(protocol::Reply::Text(reply)) => {
             let status = status_of(&reply, msg.id());
             (status, json_headers(), reply).into_response()
         }
+        // A forwarded result, sent in its parts.
+        Some(spliced) => json_reply(spliced),
         None => rpc_error(StatusCode::OK, Some(msg.id()), REQUEST_CANCELLED, "Request cancelled"),
     }
 }
