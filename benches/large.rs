@@ -77,6 +77,8 @@ fn bench(bench_mode: bool) -> Result<(), String> {
 struct Measured {
     direct: Vec<Duration>,
     gateway: Vec<Duration>,
+    /// Through the gateway from a 2026-07-28 client.
+    modern: Vec<Duration>,
     rss_before_kib: u64,
     peak_one_kib: u64,
     peak_many_kib: u64,
@@ -107,6 +109,15 @@ async fn measure(upstream: &Upstream, gateway: &Gateway, payload: usize, calls: 
         }
     }
     let peak_one_kib = procs::peak_rss_kib(pid).ok_or("no VmHWM for the gateway")?;
+    // The same calls from a 2026-07-28 client (sessionless; the gateway
+    // bridges to the 2025 echo upstream and marks the result `resultType`).
+    let mut modern = Vec::with_capacity(calls);
+    for i in 0..calls + 1 {
+        let took = call_modern(&http, &through, 2000 + i, payload).await?;
+        if i > 0 {
+            modern.push(took);
+        }
+    }
     // IN_FLIGHT calls at once, each on its own session, a few rounds.
     let mut sessions = Vec::new();
     for _ in 0..IN_FLIGHT {
@@ -119,7 +130,7 @@ async fn measure(upstream: &Upstream, gateway: &Gateway, payload: usize, calls: 
         }
     }
     let peak_many_kib = procs::peak_rss_kib(pid).ok_or("no VmHWM for the gateway")?;
-    Ok(Measured { direct: d, gateway: g, rss_before_kib, peak_one_kib, peak_many_kib })
+    Ok(Measured { direct: d, gateway: g, modern, rss_before_kib, peak_one_kib, peak_many_kib })
 }
 
 /// One call; checks the reply carries the whole payload.
@@ -228,6 +239,39 @@ async fn stdio_client(config: &std::path::Path, payload: usize, calls: usize) ->
     Ok(StdioMeasured { times, rss_before_kib, peak_kib })
 }
 
+/// One sessionless 2026-07-28 call; checks the reply is a modern result
+/// carrying the whole payload.
+async fn call_modern(http: &reqwest::Client, target: &Target, id: usize, payload: usize) -> Result<Duration, String> {
+    let body = format!(
+        r#"{{"jsonrpc":"2.0","id":{id},"method":"tools/call","params":{{"name":"{}","arguments":{{"text":"hello"}},"_meta":{{"io.modelcontextprotocol/protocolVersion":"2026-07-28","io.modelcontextprotocol/clientCapabilities":{{}}}}}}}}"#,
+        target.tool
+    );
+    let started = Instant::now();
+    let resp = http
+        .post(&target.url)
+        .header("content-type", "application/json")
+        .header("accept", "application/json, text/event-stream")
+        .header("mcp-protocol-version", "2026-07-28")
+        .header("mcp-method", "tools/call")
+        .header("mcp-name", target.tool)
+        .body(body)
+        .send()
+        .await
+        .map_err(|e| e.to_string())?;
+    let status = resp.status();
+    let bytes = resp.bytes().await.map_err(|e| e.to_string())?;
+    let took = started.elapsed();
+    let head = format!(r#"{{"jsonrpc":"2.0","id":{id},"result":{{"resultType":"complete","#);
+    if !status.is_success() || bytes.len() < payload || !bytes.starts_with(head.as_bytes()) {
+        return Err(format!(
+            "a 2026-07-28 call: HTTP {status}, {} bytes: {}",
+            bytes.len(),
+            String::from_utf8_lossy(&bytes[..bytes.len().min(300)])
+        ));
+    }
+    Ok(took)
+}
+
 async fn wait_ready(http: &reqwest::Client, target: &Target) -> Result<(), String> {
     let deadline = Instant::now() + Duration::from_secs(30);
     while Instant::now() < deadline {
@@ -262,6 +306,11 @@ fn report(m: &Measured, payload: usize, calls: usize) {
     println!("direct  {dp:8.2}  {dm:8.2}");
     println!("gateway {gp:8.2}  {gm:8.2}");
     println!("time: gateway/direct = {:.2} at p50, {:.2} in the mean    target ≤ 1.15", gp / dp, gm / dm);
+    let (mp, mm) = stats(&m.modern);
+    println!(
+        "a 2026-07-28 client through the gateway: p50 {mp:.2} ms, mean {mm:.2} ms ({:.2}× the direct p50)",
+        mp / dp
+    );
     let per =
         |peak: u64, n: usize| (peak.saturating_sub(m.rss_before_kib) as f64 * 1024.0) / (n as f64 * payload as f64);
     println!(
