@@ -7,7 +7,10 @@
 //! (target ≤ 1.15×), and the gateway's memory: its resident set before the
 //! first large call and its peak (`VmHWM`) after rounds of 1 and of
 //! [`IN_FLIGHT`] concurrent calls, per call in flight as a multiple of the
-//! payload (target ≤ 2×). Timing never fails a run.
+//! payload (target ≤ 2×). Then the same calls from a sessionless
+//! 2026-07-28 client through the gateway, and from a stdio client
+//! (`mcp-gateway stdio` with the same config, its own memory printed), each
+//! against the direct p50. Timing never fails a run.
 //!
 //! `cargo bench --bench large`; `BENCH_CALLS` sets calls per round (default
 //! 20). Without `--bench` it is a smoke run (2 calls of 1 MiB).
