@@ -5,9 +5,10 @@
 //! client's id around it, it was copied once more and held twice while the
 //! reply was sent (issue 23). A [`Reply::Spliced`] is the client's id in a
 //! short head, the upstream's message (the result is a range of it) and
-//! `}`: the HTTP writer sends the three as they are (`writev`); writers that
-//! need one text (SSE events, stdio lines, the 2026-07-28 rewrites) ask for
-//! it with [`Reply::into_string`], which copies once, as before.
+//! `}`: the HTTP JSON and stdio writers send the three as they are (for a
+//! 2026-07-28 client with its `resultType` written into the head,
+//! [`Reply::complete_plain`]); a writer that needs one text (an SSE event)
+//! asks for it with [`Reply::into_string`], which copies once, as before.
 
 use std::ops::Range;
 

@@ -162,9 +162,7 @@ impl Inbox {
         // What a noise warning quotes, kept before the line is parsed.
         let excerpt = bytes[..bytes.len().min(4 * Noise::EXCERPT)].to_vec();
         let mut request = false;
-        let msg = String::from_utf8(bytes)
-            .map_err(|e| ParseError::Utf8(e.utf8_error()))
-            .and_then(|text| Message::parse_owned(text, &self.json, |env| self.how(env, &mut request)));
+        let msg = self.parse_given(bytes, &mut request);
         self.receive(msg, request, None, Some((noise, &excerpt)));
     }
 
@@ -174,10 +172,16 @@ impl Inbox {
     /// from this buffer, not from a copy of it (a result may be megabytes).
     pub(crate) fn deliver_owned(&self, bytes: Vec<u8>, related: Option<u64>) {
         let mut request = false;
-        let msg = String::from_utf8(bytes)
-            .map_err(|e| ParseError::Utf8(e.utf8_error()))
-            .and_then(|text| Message::parse_owned(text, &self.json, |env| self.how(env, &mut request)));
+        let msg = self.parse_given(bytes, &mut request);
         self.receive(msg, request, related, None);
+    }
+
+    /// A message its reader gave away, parsed and checked as [`Inbox::how`]
+    /// says, its result (if forwarded unread) left in `bytes`.
+    fn parse_given(&self, bytes: Vec<u8>, request: &mut bool) -> Result<Message, ParseError> {
+        String::from_utf8(bytes)
+            .map_err(|e| ParseError::Utf8(e.utf8_error()))
+            .and_then(|text| Message::parse_owned(text, &self.json, |env| self.how(env, request)))
     }
 
     /// How much of a message to scan: a reply as the request it answers

@@ -44,7 +44,7 @@ pub(super) fn reply_response(reply: String, sse: bool) -> Response {
         resp.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("text/event-stream"));
         return resp;
     }
-    (StatusCode::OK, json_headers(), reply).into_response()
+    json_reply(protocol::Reply::Text(reply))
 }
 
 /// A reply as a JSON response, sent in the parts it is in: a large result
