@@ -45,7 +45,9 @@ fn row<'a>(stdout: &'a str, id: &str) -> &'a str {
 async fn status_shows_each_upstream_and_exits_1_while_one_is_not_ready() {
     let toml = format!("{}{GONE}{}", raw_stdio("ok", ""), slow());
     let gw = Gateway::start(&toml).await;
-    let ok = gw.wait_ready("ok").await;
+    // Its tools are counted from the catalog, which the catalog task
+    // publishes just after the upstream is ready: wait for both.
+    let ok = gw.wait_upstream("ok", |u| u["state"] == "ready" && u["tools"].as_u64().unwrap_or(0) > 0).await;
     gw.wait_upstream("gone", |u| u["state"] == "down").await;
     let url = format!("http://{}", gw.addr);
 
