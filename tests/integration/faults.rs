@@ -555,7 +555,7 @@ async fn a_crash_loop_clears_once_the_upstream_is_up_and_stable() {
 
 #[tokio::test]
 async fn an_http_upstream_that_is_not_up_yet_is_unreachable_and_picked_up_soon() {
-    let port = free_port();
+    let (port, hold) = reserved_port();
     let toml = format!("[upstreams.later]\nurl = \"http://127.0.0.1:{port}/mcp\"\nstartup_timeout = \"2s\"\n");
     let gw = Gateway::start(&toml).await;
     // Several attempts fail: more than a crash loop would need. (Read in
@@ -565,6 +565,7 @@ async fn an_http_upstream_that_is_not_up_yet_is_unreachable_and_picked_up_soon()
     let logs = gw.proc.logs();
     assert!(logs.contains("Upstream is unreachable") && !logs.contains("crash-looping"), "{logs}");
     // Up now: picked up within the default 5 s ceiling (plus a start).
+    drop(hold);
     let _fx = Fixture::python("http_upstream.py", &["--port", &port.to_string()]).await;
     let started = tokio::time::Instant::now();
     gw.wait_ready("later").await;

@@ -285,6 +285,16 @@ pub fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
 }
 
+/// A port held bound but not listening: connecting to it is refused, and
+/// no other test's `bind(0)` is handed it while the socket lives (a port
+/// from [`free_port`] can be, under a parallel run). Drop the socket just
+/// before a peer binds the port.
+pub fn reserved_port() -> (u16, tokio::net::TcpSocket) {
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket.bind("127.0.0.1:0".parse().unwrap()).unwrap();
+    (socket.local_addr().unwrap().port(), socket)
+}
+
 /// Spawns `cmd` with piped output, killed on drop. stderr (and stdout too,
 /// with `both`) is collected into the returned sink; otherwise stdout is
 /// left for the caller to read.
