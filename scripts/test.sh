@@ -4,7 +4,8 @@
 #   2. cargo fmt --check, clippy -D warnings
 #   3. every test: unit tests beside the code and the integration binary
 #   4. smoke runs of the benchmarks (the real ones are `cargo bench`, see README)
-#   5. the instruction-count gate (callgrind, scripts/callgrind-gate.sh)
+#   5. the instruction-count gate (callgrind, scripts/callgrind-gate.sh) and the
+#      hot-code layout check (scripts/hot-order.sh --check)
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
@@ -59,6 +60,10 @@ cargo test --locked --bench scale
 # benches/instructions.txt: fails more than 10 % over it.
 echo "test.sh: the instruction-count gate (scripts/callgrind-gate.sh)" >&2
 scripts/callgrind-gate.sh
+# The release binary's hot-code layout (build/hot-text.ld, build.rs) still
+# names its functions: fails when fewer than half do (regenerate it).
+echo "test.sh: the hot-code layout (scripts/hot-order.sh --check)" >&2
+scripts/hot-order.sh --check
 
 # One closing line with the totals of every test run above.
 read -r passed failed < <(awk '/^test result:/ {
