@@ -39,12 +39,7 @@ if [[ -z "${GATEWAY_BIN:-}" ]]; then
   cargo build --release --quiet --bin mcp-gateway
   GATEWAY_BIN="${CARGO_TARGET_DIR:-$ROOT/target}/release/mcp-gateway"
 fi
-BENCH="$(cargo bench --bench proxy_hop --no-run --message-format=json 2>/dev/null \
-  | python3 -c 'import json,sys
-for l in sys.stdin:
-    m = json.loads(l)
-    if m.get("reason") == "compiler-artifact" and m["target"]["name"] == "proxy_hop" and m.get("executable"):
-        print(m["executable"])')"
+BENCH="$("$ROOT/scripts/bench-bin.sh" proxy_hop)"
 [[ -x "$BENCH" ]] || { echo "callgrind-hop: no proxy_hop bench binary" >&2; exit 1; }
 WORK="$(mktemp -d)"
 trap 'kill $(jobs -p) 2>/dev/null || true; rm -rf "$WORK"' EXIT

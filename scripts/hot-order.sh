@@ -64,12 +64,7 @@ trap '[[ -n "${HOT_ORDER_KEEP:-}" ]] && mkdir -p "$HOT_ORDER_KEEP" && cp -r "$WO
 # the one `cargo bench` builds for itself over it (its symbols' hashes differ).
 cp "$BIN" "$WORK/mcp-gateway"
 BIN="$WORK/mcp-gateway"
-BENCH="$(cargo bench --bench proxy_hop --no-run --message-format=json 2>/dev/null \
-  | python3 -c 'import json,sys
-for l in sys.stdin:
-    m = json.loads(l)
-    if m.get("reason") == "compiler-artifact" and m["target"]["name"] == "proxy_hop" and m.get("executable"):
-        print(m["executable"])')"
+BENCH="$("$ROOT/scripts/bench-bin.sh" proxy_hop)"
 [[ -x "$BENCH" ]] || { echo "hot-order: no proxy_hop bench binary" >&2; exit 1; }
 cat >"$WORK/gateway-under-callgrind" <<EOF
 #!/bin/sh
