@@ -2,12 +2,12 @@
 //!
 //! `build/hot-text.ld` (written by `scripts/hot-order.sh` from callgrind
 //! profiles of the proxy_hop bench) is a linker script that puts the sections
-//! of the functions the gateway runs into one `.text.hot` before `.text`
-//! (`INSERT BEFORE .text`: the default layout stays for everything else). The
-//! kernel maps 64 KiB of a binary around every page it faults in, so hot code
-//! scattered over a 14 MB `.text` keeps most of the binary resident; packed,
-//! it costs about what it weighs (docs/benchmarks.md, "Peak RSS"). Only the
-//! layout changes: not one instruction.
+//! of the functions the gateway runs first in `.text` (`INSERT BEFORE .fini`:
+//! the default layout stays for everything else). The kernel maps 64–128 KiB
+//! of a binary around every page it faults in, so hot code scattered over a
+//! 14 MB `.text` keeps most of the binary resident; packed, it costs about
+//! what it weighs (docs/benchmarks.md, "Hot code together"). Only the layout
+//! changes: not one instruction.
 //!
 //! The script is handed to the linker only where it is known to work: release
 //! builds for x86_64-unknown-linux-gnu with Rust ≥ 1.90, whose default linker
@@ -30,7 +30,7 @@ fn main() {
     }
 }
 
-/// Passes the order to the linker, or says why not.
+/// Passes the linker script to the linker, or says why not.
 fn hot_order() -> Result<(), String> {
     if env::var("MCP_GATEWAY_HOT_ORDER").as_deref() == Ok("0") {
         return Err("MCP_GATEWAY_HOT_ORDER=0".into());
@@ -41,7 +41,7 @@ fn hot_order() -> Result<(), String> {
     if env::var("TARGET").as_deref() != Ok("x86_64-unknown-linux-gnu") {
         return Err("target is not x86_64-unknown-linux-gnu".into());
     }
-    // A linker of the user's choosing may not know the flag.
+    // A linker of the user's choosing may not read the script as lld does.
     let rustflags = env::var("CARGO_ENCODED_RUSTFLAGS").unwrap_or_default();
     if rustflags.contains("linker") || rustflags.contains("fuse-ld") || env::var_os("RUSTC_LINKER").is_some() {
         return Err("a linker is configured".into());

@@ -1,11 +1,15 @@
-"""Writes build/hot-text.ld from callgrind profiles (run by scripts/hot-order.sh).
+"""Writes build/hot-text.ld from callgrind profiles, or checks it against a
+binary (both run by scripts/hot-order.sh).
 
     hot-order.py ORDER BINARY PROFILE...
+    hot-order.py --check ORDER BINARY
 
-ORDER is the linker script to write, BINARY the gateway the profiles were
-taken of (callgrind with --demangle=no), PROFILE its callgrind outputs.
+ORDER is the linker script, BINARY the gateway the profiles were taken of
+(callgrind with --demangle=no) or to check, PROFILE its callgrind outputs.
+--check prints how many listed functions BINARY has and exits 1 below half.
 """
 
+import bisect
 import collections
 import os
 import re
@@ -46,15 +50,51 @@ def executed(path, binary):
     return cost
 
 
-def main():
-    order, binary, profiles = sys.argv[1], sys.argv[2], sys.argv[3:]
+def symbols(binary):
+    """The names of the symbols `binary` defines."""
+    nm = subprocess.run(["nm", "--defined-only", binary], capture_output=True, text=True, check=True)
+    return [line.split()[-1] for line in nm.stdout.splitlines() if line.strip()]
+
+
+def listed(order):
+    """The function names (a trailing `*` for any hash) `write` put in `order`:
+    its lines `*(.text.<name> .text.unlikely.<name>)`."""
+    names = []
+    with open(order) as f:
+        for line in f:
+            parts = line.split()
+            if len(parts) == 2 and parts[0].startswith("*(.text.") and parts[1].startswith(".text.unlikely."):
+                names.append(parts[0][len("*(.text."):])
+    return names
+
+
+def check(order, binary):
+    have = symbols(binary)
+    exact = set(have)
+    ordered = sorted(have)
+
+    def present(name):
+        if not name.endswith("*"):
+            return name in exact
+        i = bisect.bisect_left(ordered, name[:-1])
+        return i < len(ordered) and ordered[i].startswith(name[:-1])
+
+    wanted = listed(order)
+    found = sum(1 for name in wanted if present(name))
+    share = found / max(len(wanted), 1)
+    print(f"hot-order: {found} of {len(wanted)} listed functions are in {binary} ({share:.0%})")
+    if share < 0.5:
+        print(f"hot-order: the layout file is stale: run scripts/hot-order.sh and commit {order}", file=sys.stderr)
+        sys.exit(1)
+
+
+def write(order, binary, profiles):
     cost = collections.Counter()
     for path in profiles:
         found = executed(path, binary)
         print(f"hot-order: {path}: {len(found)} functions", file=sys.stderr)
         cost.update(found)
-    nm = subprocess.run(["nm", "--defined-only", binary], capture_output=True, text=True, check=True)
-    have = [line.split()[-1] for line in nm.stdout.splitlines() if line.strip()]
+    have = symbols(binary)
     have_set = set(have)
     # A function is matched by its name before the hash where that name is
     # (nearly) its own; generic instantiations share it (`Arc::drop_slow`
@@ -94,4 +134,7 @@ def main():
 
 
 if __name__ == "__main__":
-    main()
+    if sys.argv[1] == "--check":
+        check(sys.argv[2], sys.argv[3])
+    else:
+        write(sys.argv[1], sys.argv[2], sys.argv[3:])

@@ -32,26 +32,7 @@ BIN="${CARGO_TARGET_DIR:-$ROOT/target}/release/mcp-gateway"
 
 if [[ "${1:-}" == --check ]]; then
   cargo build --release --quiet --bin mcp-gateway
-  python3 - "$ORDER" "$BIN" <<'EOF'
-import subprocess, sys
-order, binary = sys.argv[1], sys.argv[2]
-wanted = [l.split()[0][2:] for l in open(order) if l.strip().startswith("*(") and len(l.split()) == 2 and l.split()[1].startswith(".text.unlikely.")]
-names = [l.split()[-1] for l in subprocess.run(["nm", "--defined-only", binary], capture_output=True, text=True, check=True).stdout.splitlines() if l.strip()]
-exact = {".text." + n for n in names}
-prefixes = sorted(".text." + n for n in names)
-import bisect
-def present(p):
-    if not p.endswith("*"):
-        return p in exact
-    i = bisect.bisect_left(prefixes, p[:-1])
-    return i < len(prefixes) and prefixes[i].startswith(p[:-1])
-found = sum(1 for w in wanted if present(w))
-share = found / max(len(wanted), 1)
-print(f"hot-order: {found} of {len(wanted)} listed functions are in {binary} ({share:.0%})")
-if share < 0.5:
-    print("hot-order: the layout file is stale: run scripts/hot-order.sh and commit build/hot-text.ld", file=sys.stderr)
-    sys.exit(1)
-EOF
+  python3 "$ROOT/scripts/hot-order.py" --check "$ORDER" "$BIN"
   exit
 fi
 
