@@ -21,6 +21,9 @@ LINE = re.compile(r"^(c?fn|c?ob)=\((\d+)\)(?: (.*))?$")
 # differs between `cargo build --release` and `cargo bench` and changes with
 # a dependency's upgrade.
 HASHED = re.compile(r"^(_ZN.*17h)[0-9a-f]{16}E$")
+# LTO gives the copies of a local function a numbered suffix (`write_str.7406`,
+# 22 copies of it); the numbers move with any change anywhere in the crate.
+LOCAL = re.compile(r"^(.*)\.\d+$")
 
 
 def executed(path, binary):
@@ -104,8 +107,17 @@ def write(order, binary, profiles):
     for name, _ in cost.most_common():
         if name not in have_set:
             continue
-        m = HASHED.match(name)
-        pattern = m.group(1) + "*" if m and stems[m.group(1)] <= 2 else name
+        local = LOCAL.match(name)
+        base = local.group(1) if local else name
+        m = HASHED.match(base)
+        if m and stems[m.group(1)] <= 2:
+            pattern = m.group(1) + "*"
+        elif local:
+            # Every numbered copy: they are small, and which one ran is
+            # an accident of numbering.
+            pattern = base + ".*"
+        else:
+            pattern = name
         if pattern not in seen:
             seen.add(pattern)
             patterns.append(pattern)
