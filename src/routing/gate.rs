@@ -496,11 +496,11 @@ impl Gate {
             );
             if let Some(log) = &self.telemetry.audit {
                 log.record(Record {
-                    time: audit::time_of(tokio::time::Instant::now()),
+                    time: audit::Stamp::now(),
                     session: None,
                     principal: None,
                     transport: protocol::Transport::Gateway.as_str(),
-                    method: "gateway/tool_changed".to_owned(),
+                    method: "gateway/tool_changed",
                     name: Some(name),
                     upstream: Some(Arc::from(upstream.as_str())),
                     tool: None,

@@ -24,7 +24,7 @@ pub(crate) struct Outcome {
     /// Attempts made upstream.
     pub(crate) attempts: u32,
     /// `hmac-sha256:` of the arguments (tools/call, when audited).
-    pub(crate) arguments_hmac: Option<String>,
+    pub(crate) arguments_hmac: Option<crate::telemetry::audit::KeyedDigest>,
     /// The arguments themselves, when the audit log keeps them.
     pub(crate) arguments: Option<Box<RawValue>>,
     /// The client cancelled the request.

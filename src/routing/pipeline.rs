@@ -261,7 +261,7 @@ fn server_span(core: &Core, msg: &Message, caller: &Caller<'_>) -> Span {
     }
     // A 2026-07-28 request stands alone: no session, whatever it carried.
     if let Some(s) = caller.session.filter(|_| caller.era == protocol::Era::Legacy) {
-        attrs.push(KeyValue::new("mcp.session.id", session_digest(s)));
+        attrs.push(KeyValue::new("mcp.session.id", audit::SessionDigest::of(s).to_string()));
     }
     if let Some(t) = tool {
         attrs.push(KeyValue::new("gen_ai.tool.name", t));
@@ -341,11 +341,11 @@ fn record(
         return;
     }
     log.record(Record {
-        time: audit::time_of(started),
-        session: caller.session.map(session_digest),
+        time: audit::Stamp::of(started),
+        session: caller.session.map(audit::SessionDigest::of),
         principal: caller.peer.map(|p| p.principal.identity.to_string()),
         transport: caller.transport.as_str(),
-        method: msg.method().to_owned(),
+        method,
         // What the client asked for, bounded: a URI can be megabytes.
         name: out.name.map(|n| protocol::cut(&n, AUDIT_NAME_MAX_CHARS).into_owned()),
         upstream: out.upstream,
@@ -361,12 +361,6 @@ fn record(
         policy: out.policy,
         tags: out.tags,
     });
-}
-
-/// A downstream session id is a credential: logs, traces and the audit log
-/// get the first 16 hex digits of its SHA-256 instead.
-fn session_digest(session: &str) -> String {
-    audit::digest(session.as_bytes())["sha256:".len()..][..16].to_owned()
 }
 
 #[cfg(test)]

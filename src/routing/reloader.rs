@@ -161,11 +161,11 @@ fn observe(gateway: &Gateway, report: &Report, principal: Option<Arc<str>>) {
     policy.extend(report.needs_restart.iter().map(|k| format!("needs_restart:{k}")));
     policy.extend(report.error.iter().map(|e| format!("error:{e}")));
     log.record(Record {
-        time: audit::time_of(tokio::time::Instant::now()),
+        time: audit::Stamp::now(),
         session: None,
         principal: principal.map(|p| p.to_string()),
         transport: protocol::Transport::Gateway.as_str(),
-        method: "gateway/config_reload".to_owned(),
+        method: "gateway/config_reload",
         name: Some(report.trigger.to_owned()),
         upstream: None,
         tool: None,
