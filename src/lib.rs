@@ -13,6 +13,7 @@
 //! - Leaves: [`protocol`] (JSON-RPC over raw JSON), [`config`], [`error`],
 //!   [`telemetry`] (metrics, traces, audit log, log output).
 
+pub mod alloc;
 pub mod config;
 pub mod downstream;
 pub mod error;

@@ -12,7 +12,12 @@ use mcp_gateway::config::Config;
 use cli::args::{AuthCommand, Cli, Command, EX_USAGE};
 use cli::{auth, import, plural, reload, rules, serve, status, tools};
 
+/// The system allocator with one spare large block (src/alloc.rs).
+#[global_allocator]
+static ALLOC: mcp_gateway::alloc::Gateway = mcp_gateway::alloc::Gateway::new();
+
 fn main() -> ExitCode {
+    mcp_gateway::alloc::install();
     let cli = Cli::parse();
     if let Command::Auth { command: AuthCommand::HashKey { generate } } = cli.command {
         return auth::hash_key(generate);

@@ -1,0 +1,202 @@
+//! The gateway's global allocator: the system allocator (glibc's malloc),
+//! except that it keeps one spare block for large payloads.
+//!
+//! Why: a large tool result (10 MiB) is read into one buffer. glibc serves
+//! the first such buffer with `mmap`, then raises its mmap threshold above
+//! it, so later ones come from the heap of the worker thread that asks,
+//! and each freed one stays in that thread's arena. With two workers the
+//! gateway held 3.3 payloads at its peak for one call in flight
+//! (`cargo bench --bench large`, docs/benchmarks.md). A fixed threshold
+//! (every large block mapped and unmapped) held 1.25 but faulted 10 MiB of
+//! fresh pages on every call: the gateway's p50 went from 14.6 to 22.1 ms.
+//!
+//! So: [`install`] fixes glibc's threshold at [`LARGE`] (a large block is
+//! mapped, and unmapped when freed: no arena keeps one), and [`Gateway`]
+//! keeps the last freed large block as a spare and hands it to the next
+//! large allocation it fits. One call at a time reuses the same pages;
+//! calls at once map their own and give them back when done. What is kept
+//! at rest is one block, at most the largest message the gateway took.
+//!
+//! Only on Linux with glibc; elsewhere both are the system allocator.
+//!
+//! The crate denies `unsafe_code`; an allocator cannot be written without
+//! it, so this module is the second named exception (ARCHITECTURE.md).
+#![allow(unsafe_code)]
+
+use std::alloc::{GlobalAlloc, Layout, System};
+use std::sync::atomic::{AtomicPtr, Ordering};
+
+/// Blocks of this size or more are mapped on their own and may become the
+/// spare: far above what a call's ordinary buffers need (hyper's read
+/// buffer stops at 400 KiB), far below a large tool result.
+pub const LARGE: usize = 4 << 20;
+
+/// The system allocator and one spare large block (see the module docs).
+#[derive(Debug)]
+pub struct Gateway {
+    spare: AtomicPtr<u8>,
+}
+
+impl Gateway {
+    /// An allocator with no spare block yet.
+    pub const fn new() -> Self {
+        Gateway { spare: AtomicPtr::new(std::ptr::null_mut()) }
+    }
+
+    /// Whether a block for `layout` may come from, or go to, the spare:
+    /// large, and aligned as malloc aligns (glibc: 16).
+    fn pooled(layout: Layout) -> bool {
+        cfg!(all(target_os = "linux", target_env = "gnu")) && layout.size() >= LARGE && layout.align() <= 16
+    }
+}
+
+impl Default for Gateway {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+#[cfg(all(target_os = "linux", target_env = "gnu"))]
+unsafe extern "C" {
+    fn malloc_usable_size(ptr: *mut std::ffi::c_void) -> usize;
+    fn mallopt(param: std::ffi::c_int, value: std::ffi::c_int) -> std::ffi::c_int;
+}
+
+/// How many bytes the block at `ptr` (from malloc) can hold.
+///
+/// # Safety
+/// `ptr` came from the system allocator and is not freed.
+#[cfg(all(target_os = "linux", target_env = "gnu"))]
+unsafe fn usable(ptr: *mut u8) -> usize {
+    // SAFETY: the caller's promise.
+    unsafe { malloc_usable_size(ptr.cast()) }
+}
+
+#[cfg(not(all(target_os = "linux", target_env = "gnu")))]
+unsafe fn usable(_ptr: *mut u8) -> usize {
+    0
+}
+
+// SAFETY: every block comes from `System` and goes back to it; a spare is
+// owned by nobody but the allocator until `alloc` hands it out whole, and
+// the swap makes that hand-out exclusive.
+unsafe impl GlobalAlloc for Gateway {
+    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
+        if Self::pooled(layout) {
+            let spare = self.spare.swap(std::ptr::null_mut(), Ordering::Acquire);
+            if !spare.is_null() {
+                // SAFETY: the spare came from System.alloc and is not freed.
+                if unsafe { usable(spare) } >= layout.size() {
+                    return spare;
+                }
+                // SAFETY: as above; System.dealloc ignores the layout's size
+                // on glibc (free reads its own header).
+                unsafe { System.dealloc(spare, layout) };
+            }
+        }
+        // SAFETY: the caller's promise on `layout`.
+        unsafe { System.alloc(layout) }
+    }
+
+    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
+        if Self::pooled(layout)
+            && self.spare.compare_exchange(std::ptr::null_mut(), ptr, Ordering::Release, Ordering::Relaxed).is_ok()
+        {
+            return;
+        }
+        // SAFETY: the caller's promise: `ptr` is ours, with `layout`.
+        unsafe { System.dealloc(ptr, layout) }
+    }
+
+    unsafe fn alloc_zeroed(&self, layout: Layout) -> *mut u8 {
+        // A spare is not zeroed; fresh mapped pages are.
+        // SAFETY: the caller's promise on `layout`.
+        unsafe { System.alloc_zeroed(layout) }
+    }
+
+    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
+        // glibc's realloc moves a mapped block with mremap; a block handed
+        // out as the spare is an ordinary malloc block to it.
+        // SAFETY: the caller's promise.
+        unsafe { System.realloc(ptr, layout, new_size) }
+    }
+}
+
+/// Fixes glibc's mmap threshold at [`LARGE`] (see the module docs); call
+/// once, first thing in `main`. Returns whether glibc took it.
+pub fn install() -> bool {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    {
+        /// glibc's `M_MMAP_THRESHOLD` (malloc.h).
+        const M_MMAP_THRESHOLD: std::ffi::c_int = -3;
+        // SAFETY: mallopt only sets a parameter; no allocation is under way
+        // on another thread this early.
+        unsafe { mallopt(M_MMAP_THRESHOLD, LARGE as std::ffi::c_int) == 1 }
+    }
+    #[cfg(not(all(target_os = "linux", target_env = "gnu")))]
+    {
+        false
+    }
+}
+
+#[cfg(all(test, target_os = "linux", target_env = "gnu"))]
+mod tests {
+    use super::*;
+
+    fn layout(size: usize) -> Layout {
+        Layout::from_size_align(size, 8).expect("layout")
+    }
+
+    #[test]
+    fn a_freed_large_block_is_the_next_large_allocation() {
+        let a = Gateway::new();
+        // SAFETY: every block is written within its layout and freed once
+        // with the layout it was allocated with.
+        unsafe {
+            let first = a.alloc(layout(LARGE + 100));
+            assert!(!first.is_null());
+            first.write_bytes(7, LARGE + 100);
+            a.dealloc(first, layout(LARGE + 100));
+            // Smaller, still large: the same block, as it was.
+            let second = a.alloc(layout(LARGE));
+            assert_eq!(second, first);
+            assert_eq!(*second.add(LARGE - 1), 7);
+            // While it is out, another large one is a block of its own.
+            let third = a.alloc(layout(LARGE));
+            assert!(!third.is_null() && third != second);
+            a.dealloc(third, layout(LARGE));
+            // The spare is now `third`; `second` goes back to the system.
+            a.dealloc(second, layout(LARGE));
+            assert_eq!(a.spare.load(Ordering::Relaxed), third);
+            // Larger than the spare: a new block, the spare freed.
+            let big = a.alloc(layout(2 * LARGE));
+            assert!(!big.is_null() && big != third);
+            assert!(a.spare.load(Ordering::Relaxed).is_null());
+            big.write_bytes(1, 2 * LARGE);
+            a.dealloc(big, layout(2 * LARGE));
+        }
+    }
+
+    #[test]
+    fn small_zeroed_and_overaligned_blocks_never_touch_the_spare() {
+        let a = Gateway::new();
+        // SAFETY: as above.
+        unsafe {
+            let small = a.alloc(layout(LARGE - 1));
+            a.dealloc(small, layout(LARGE - 1));
+            assert!(a.spare.load(Ordering::Relaxed).is_null());
+            let aligned = Layout::from_size_align(LARGE, 4096).expect("layout");
+            let p = a.alloc(aligned);
+            assert_eq!(p as usize % 4096, 0);
+            a.dealloc(p, aligned);
+            assert!(a.spare.load(Ordering::Relaxed).is_null());
+            let big = a.alloc(layout(LARGE));
+            big.write_bytes(9, LARGE);
+            a.dealloc(big, layout(LARGE));
+            let zeroed = a.alloc_zeroed(layout(LARGE));
+            assert_ne!(zeroed, big, "a zeroed block is never the (dirty) spare");
+            assert!(std::slice::from_raw_parts(zeroed, LARGE).iter().all(|b| *b == 0));
+            a.dealloc(zeroed, layout(LARGE));
+        }
+    }
+}
