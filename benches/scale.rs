@@ -255,15 +255,18 @@ struct Streams {
     streams: [(u64, u64); 2],
 }
 
+/// (RSS KiB, live tasks) of the gateway, once it has settled.
+async fn sample(p: &Principal, gw: &Gateway) -> Result<(u64, u64), String> {
+    tokio::time::sleep(SETTLE).await;
+    let tasks = clients::alive_tasks(&p.http, &gw.base).await?;
+    Ok((procs::rss_kib(gw.pid()).ok_or("cannot read the gateway's VmRSS")?, tasks))
+}
+
 /// Connections and streams on a gateway that has done nothing else.
 async fn fresh_gateway(sizes: Sizes, gw: &Gateway) -> Result<Streams, String> {
     let p = Principal::new(&gw.base, None)?;
     wait_ready(&p.http, &gw.base, sizes).await?;
-    let sample = async || -> Result<(u64, u64), String> {
-        tokio::time::sleep(SETTLE).await;
-        let tasks = clients::alive_tasks(&p.http, &gw.base).await?;
-        Ok((procs::rss_kib(gw.pid()).ok_or("cannot read the gateway's VmRSS")?, tasks))
-    };
+    let sample = || sample(&p, gw);
     eprintln!("scale: a gateway of its own: {} idle keep-alive connections ...", sizes.streams);
     let before = sample().await?;
     let conns = clients::idle_connections(&gw.base, sizes.streams).await?;
@@ -313,11 +316,7 @@ async fn open_gateway(sizes: Sizes, gw: &Gateway) -> Result<Open, String> {
     }
     let rebuilds = since(rebuilt, clients::histogram(&p.http, &gw.base, REBUILD).await?);
 
-    let sample = async || -> Result<(u64, u64), String> {
-        tokio::time::sleep(SETTLE).await;
-        let tasks = clients::alive_tasks(&p.http, &gw.base).await?;
-        Ok((procs::rss_kib(gw.pid()).ok_or("cannot read the gateway's VmRSS")?, tasks))
-    };
+    let sample = || sample(&p, gw);
     eprintln!("scale: {} idle sessions ...", sizes.sessions);
     let before = sample().await?;
     let counted = clients::open_sessions(&p.http, &gw.base).await?;
