@@ -17,7 +17,7 @@
 //! calls at once map their own and give them back when done. What is kept
 //! at rest is one block, at most the largest message the gateway took.
 //!
-//! Only on Linux with glibc; elsewhere both are the system allocator.
+//! Only on 64-bit Linux with glibc; elsewhere both are the system allocator.
 //!
 //! The crate denies `unsafe_code`; an allocator cannot be written without
 //! it, so this module is the second named exception (ARCHITECTURE.md).
@@ -46,7 +46,11 @@ impl Gateway {
     /// Whether a block for `layout` may come from, or go to, the spare:
     /// large, and aligned as malloc aligns (glibc: 16).
     fn pooled(layout: Layout) -> bool {
-        cfg!(all(target_os = "linux", target_env = "gnu")) && layout.size() >= LARGE && layout.align() <= 16
+        // 64-bit only: 32-bit glibc aligns to 8, and caps the mmap
+        // threshold at 512 KiB.
+        cfg!(all(target_os = "linux", target_env = "gnu", target_pointer_width = "64"))
+            && layout.size() >= LARGE
+            && layout.align() <= 16
     }
 
     /// [`GlobalAlloc::alloc`] of a large block: the spare when it fits.
@@ -160,7 +164,7 @@ unsafe impl GlobalAlloc for Gateway {
 /// Fixes glibc's mmap threshold at [`LARGE`] (see the module docs); call
 /// once, first thing in `main`. Returns whether glibc took it.
 pub fn install() -> bool {
-    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    #[cfg(all(target_os = "linux", target_env = "gnu", target_pointer_width = "64"))]
     {
         /// glibc's `M_MMAP_THRESHOLD` (malloc.h).
         const M_MMAP_THRESHOLD: std::ffi::c_int = -3;
@@ -168,13 +172,13 @@ pub fn install() -> bool {
         // on another thread this early.
         unsafe { mallopt(M_MMAP_THRESHOLD, LARGE as std::ffi::c_int) == 1 }
     }
-    #[cfg(not(all(target_os = "linux", target_env = "gnu")))]
+    #[cfg(not(all(target_os = "linux", target_env = "gnu", target_pointer_width = "64")))]
     {
         false
     }
 }
 
-#[cfg(all(test, target_os = "linux", target_env = "gnu"))]
+#[cfg(all(test, target_os = "linux", target_env = "gnu", target_pointer_width = "64"))]
 mod tests {
     use super::*;
 

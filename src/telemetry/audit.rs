@@ -114,7 +114,11 @@ impl Stamp {
 
 impl std::fmt::Display for Stamp {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        humantime::format_rfc3339_millis(self.0).fmt(f)
+        // humantime panics before 1970 and fails after 9999, and the writer
+        // thread formats this: a wrong wall clock must not stop the log.
+        const LAST: std::time::Duration = std::time::Duration::from_millis(253_402_300_799_999);
+        let since = self.0.duration_since(SystemTime::UNIX_EPOCH).unwrap_or_default().min(LAST);
+        humantime::format_rfc3339_millis(SystemTime::UNIX_EPOCH + since).fmt(f)
     }
 }
 
@@ -593,6 +597,15 @@ mod tests {
         }
         log.close();
         assert_eq!(lines(), WAKE_AT);
+    }
+
+    #[test]
+    fn a_wrong_clock_still_writes_a_time() {
+        let before = Stamp(SystemTime::UNIX_EPOCH - std::time::Duration::from_secs(5));
+        assert_eq!(before.to_string(), "1970-01-01T00:00:00.000Z");
+        let far = Stamp(SystemTime::UNIX_EPOCH + std::time::Duration::from_secs(400_000_000_000));
+        assert_eq!(far.to_string(), "9999-12-31T23:59:59.999Z");
+        assert_eq!(serde_json::to_string(&far).expect("serializes"), "\"9999-12-31T23:59:59.999Z\"");
     }
 
     #[test]
