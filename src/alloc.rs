@@ -46,11 +46,7 @@ impl Gateway {
     /// Whether a block for `layout` may come from, or go to, the spare:
     /// large, and aligned as malloc aligns (glibc: 16).
     fn pooled(layout: Layout) -> bool {
-        // 64-bit only: 32-bit glibc aligns to 8, and caps the mmap
-        // threshold at 512 KiB.
-        cfg!(all(target_os = "linux", target_env = "gnu", target_pointer_width = "64"))
-            && layout.size() >= LARGE
-            && layout.align() <= 16
+        glibc::ON && layout.size() >= LARGE && layout.align() <= 16
     }
 
     /// [`GlobalAlloc::alloc`] of a large block: the spare when it fits.
@@ -63,7 +59,7 @@ impl Gateway {
         let spare = self.spare.swap(std::ptr::null_mut(), Ordering::Acquire);
         if !spare.is_null() {
             // SAFETY: the spare came from System.alloc and is not freed.
-            if unsafe { usable(spare) } >= layout.size() {
+            if unsafe { glibc::usable(spare) } >= layout.size() {
                 return spare;
             }
             // SAFETY: as above; System.dealloc ignores the layout's size on
@@ -95,25 +91,51 @@ impl Default for Gateway {
     }
 }
 
-#[cfg(all(target_os = "linux", target_env = "gnu"))]
-unsafe extern "C" {
-    fn malloc_usable_size(ptr: *mut std::ffi::c_void) -> usize;
-    fn mallopt(param: std::ffi::c_int, value: std::ffi::c_int) -> std::ffi::c_int;
+/// What the spare block needs of glibc. 64-bit only: 32-bit glibc aligns
+/// to 8, and caps the mmap threshold at 512 KiB.
+#[cfg(all(target_os = "linux", target_env = "gnu", target_pointer_width = "64"))]
+mod glibc {
+    use super::LARGE;
+
+    unsafe extern "C" {
+        fn malloc_usable_size(ptr: *mut std::ffi::c_void) -> usize;
+        fn mallopt(param: std::ffi::c_int, value: std::ffi::c_int) -> std::ffi::c_int;
+    }
+
+    /// Whether the spare block is kept here.
+    pub(super) const ON: bool = true;
+
+    /// How many bytes the block at `ptr` (from malloc) can hold.
+    ///
+    /// # Safety
+    /// `ptr` came from the system allocator and is not freed.
+    pub(super) unsafe fn usable(ptr: *mut u8) -> usize {
+        // SAFETY: the caller's promise.
+        unsafe { malloc_usable_size(ptr.cast()) }
+    }
+
+    /// Fixes the mmap threshold at [`LARGE`]; whether glibc took it.
+    pub(super) fn fix_threshold() -> bool {
+        /// glibc's `M_MMAP_THRESHOLD` (malloc.h).
+        const M_MMAP_THRESHOLD: std::ffi::c_int = -3;
+        // SAFETY: mallopt only sets a parameter; no allocation is under way
+        // on another thread this early.
+        unsafe { mallopt(M_MMAP_THRESHOLD, LARGE as std::ffi::c_int) == 1 }
+    }
 }
 
-/// How many bytes the block at `ptr` (from malloc) can hold.
-///
-/// # Safety
-/// `ptr` came from the system allocator and is not freed.
-#[cfg(all(target_os = "linux", target_env = "gnu"))]
-unsafe fn usable(ptr: *mut u8) -> usize {
-    // SAFETY: the caller's promise.
-    unsafe { malloc_usable_size(ptr.cast()) }
-}
+/// Elsewhere: no spare block, glibc's thresholds untouched.
+#[cfg(not(all(target_os = "linux", target_env = "gnu", target_pointer_width = "64")))]
+mod glibc {
+    pub(super) const ON: bool = false;
 
-#[cfg(not(all(target_os = "linux", target_env = "gnu")))]
-unsafe fn usable(_ptr: *mut u8) -> usize {
-    0
+    pub(super) unsafe fn usable(_ptr: *mut u8) -> usize {
+        0
+    }
+
+    pub(super) fn fix_threshold() -> bool {
+        false
+    }
 }
 
 // SAFETY: every block comes from `System` and goes back to it; a spare is
@@ -164,18 +186,7 @@ unsafe impl GlobalAlloc for Gateway {
 /// Fixes glibc's mmap threshold at [`LARGE`] (see the module docs); call
 /// once, first thing in `main`. Returns whether glibc took it.
 pub fn install() -> bool {
-    #[cfg(all(target_os = "linux", target_env = "gnu", target_pointer_width = "64"))]
-    {
-        /// glibc's `M_MMAP_THRESHOLD` (malloc.h).
-        const M_MMAP_THRESHOLD: std::ffi::c_int = -3;
-        // SAFETY: mallopt only sets a parameter; no allocation is under way
-        // on another thread this early.
-        unsafe { mallopt(M_MMAP_THRESHOLD, LARGE as std::ffi::c_int) == 1 }
-    }
-    #[cfg(not(all(target_os = "linux", target_env = "gnu", target_pointer_width = "64")))]
-    {
-        false
-    }
+    glibc::fix_threshold()
 }
 
 #[cfg(all(test, target_os = "linux", target_env = "gnu", target_pointer_width = "64"))]

@@ -434,9 +434,9 @@ mod tests {
         assert_eq!(spoken_by(H2_PREFACE), Spoken::Http2);
     }
 
-    /// A connection whose preface or request line arrives in pieces, or
-    /// that speaks either protocol, is served; one that sends nothing is
-    /// closed at the head deadline.
+    /// A connection of either protocol is served, also when its preface or
+    /// request line arrives in pieces (a connection that sends nothing, or
+    /// half a preface, is in the hostile suite's slow clients).
     #[tokio::test]
     async fn both_protocols_and_split_first_bytes_are_served() {
         use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};

@@ -18,7 +18,6 @@
 //! Argument values are written only with `include_arguments = true`, and
 //! then with every secret value masked; otherwise only their SHA-256.
 
-use std::fmt::Write as _;
 use std::fs::{File, OpenOptions};
 use std::io::{BufWriter, Write};
 use std::path::{Path, PathBuf};
@@ -122,12 +121,6 @@ impl std::fmt::Display for Stamp {
     }
 }
 
-impl Serialize for Stamp {
-    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        s.collect_str(self)
-    }
-}
-
 /// A session id's digest (the id itself is a credential): the first 16
 /// hex digits of its SHA-256.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -145,13 +138,7 @@ impl SessionDigest {
 
 impl std::fmt::Display for SessionDigest {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        self.0.iter().try_for_each(|b| write!(f, "{b:02x}"))
-    }
-}
-
-impl Serialize for SessionDigest {
-    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        s.collect_str(self)
+        hex(f, &self.0)
     }
 }
 
@@ -162,15 +149,26 @@ pub struct KeyedDigest([u8; 32]);
 impl std::fmt::Display for KeyedDigest {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str("hmac-sha256:")?;
-        self.0.iter().try_for_each(|b| write!(f, "{b:02x}"))
+        hex(f, &self.0)
     }
 }
 
-impl Serialize for KeyedDigest {
-    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        s.collect_str(self)
-    }
+/// Lowercase hex of `bytes`.
+fn hex(f: &mut std::fmt::Formatter<'_>, bytes: &[u8]) -> std::fmt::Result {
+    bytes.iter().try_for_each(|b| write!(f, "{b:02x}"))
 }
+
+/// A value written in its record as a JSON string of its `Display` text.
+macro_rules! serialize_as_text {
+    ($($t:ty),*) => {$(
+        impl Serialize for $t {
+            fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+                s.collect_str(self)
+            }
+        }
+    )*};
+}
+serialize_as_text!(Stamp, SessionDigest, KeyedDigest);
 
 /// How often the writer takes the batch: at most this much is lost when
 /// the process dies without a drain.
@@ -380,17 +378,6 @@ fn load_or_generate_key(path: &Path) -> std::io::Result<AuditKey> {
         }
         Err(e) => Err(e),
     }
-}
-
-/// `sha256:<hex>` of some bytes.
-pub fn digest(bytes: &[u8]) -> String {
-    let hash = Sha256::digest(bytes);
-    let mut out = String::with_capacity(7 + 64);
-    out.push_str("sha256:");
-    for b in hash {
-        let _ = write!(out, "{b:02x}");
-    }
-    out
 }
 
 fn open_append(path: &Path) -> std::io::Result<(File, u64)> {
@@ -613,7 +600,6 @@ mod tests {
         let d = SessionDigest::of("abc").to_string();
         // SHA-256("abc") = ba7816bf8f01cfea414140de5dae2223…
         assert_eq!(d, "ba7816bf8f01cfea");
-        assert_eq!(d, digest(b"abc")["sha256:".len()..][..16]);
     }
 
     #[test]
@@ -662,7 +648,8 @@ mod tests {
         let first = open(None).expect("opens");
         let d = first.keyed_digest(b"{\"pin\":\"1234\"}").to_string();
         assert!(d.starts_with("hmac-sha256:") && d.len() == 12 + 64, "{d}");
-        assert_ne!(d, format!("hmac-{}", digest(b"{\"pin\":\"1234\"}")), "not a bare SHA-256");
+        let bare: String = Sha256::digest(b"{\"pin\":\"1234\"}").iter().map(|b| format!("{b:02x}")).collect();
+        assert_ne!(d, format!("hmac-sha256:{bare}"), "not a bare SHA-256");
         use std::os::unix::fs::PermissionsExt as _;
         let mode = std::fs::metadata(dir.path().join("a.jsonl.key")).unwrap().permissions().mode();
         assert_eq!(mode & 0o777, 0o600);
