@@ -7,7 +7,10 @@
 //! (target ≤ 1.15×), and the gateway's memory: its resident set before the
 //! first large call and its peak (`VmHWM`) after rounds of 1 and of
 //! [`IN_FLIGHT`] concurrent calls, per call in flight as a multiple of the
-//! payload (target ≤ 2×). Then the same calls from a sessionless
+//! payload (target ≤ 2×). Where HAProxy is installed the rounds also call
+//! through it as a plain TCP relay (1 MiB buffers): what copying the bytes
+//! through one more process costs here, the floor under any proxy's ratio.
+//! Then the same calls from a sessionless
 //! 2026-07-28 client through the gateway, and from a stdio client
 //! (`mcp-gateway stdio` with the same config, its own memory printed), each
 //! against the direct p50. Timing never fails a run.
@@ -34,7 +37,7 @@ use std::time::Duration;
 use tokio::time::Instant;
 
 use load::{Session, Target};
-use procs::{Gateway, TempDir, Upstream};
+use procs::{Gateway, Relay, TempDir, Upstream};
 
 /// Concurrent large calls in the memory round.
 const IN_FLIGHT: usize = 4;
@@ -61,8 +64,13 @@ fn bench(bench_mode: bool) -> Result<(), String> {
     )
     .map_err(|e| format!("{}: {e}", config.display()))?;
     let mut gateway = Gateway::start(&config, lifetime)?;
+    let relay = Relay::start(&dir.0, &upstream.base, lifetime)?;
+    if relay.is_none() {
+        eprintln!("large: HAProxy is not installed: no relay floor (scripts/test.sh installs it)");
+    }
     let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build().map_err(|e| e.to_string())?;
-    let result = rt.block_on(measure(&upstream, &gateway, payload, calls));
+    let result = rt.block_on(measure(&upstream, &gateway, relay.as_ref(), payload, calls));
+    drop(relay);
     gateway.shutdown();
     let stdio = result.is_ok().then(|| rt.block_on(stdio_client(&config, payload, calls)));
     drop(rt);
@@ -80,6 +88,8 @@ fn bench(bench_mode: bool) -> Result<(), String> {
 struct Measured {
     direct: Vec<Duration>,
     gateway: Vec<Duration>,
+    /// Through HAProxy as a TCP relay (empty without HAProxy).
+    relay: Vec<Duration>,
     /// Through the gateway from a 2026-07-28 client.
     modern: Vec<Duration>,
     rss_before_kib: u64,
@@ -87,7 +97,13 @@ struct Measured {
     peak_many_kib: u64,
 }
 
-async fn measure(upstream: &Upstream, gateway: &Gateway, payload: usize, calls: usize) -> Result<Measured, String> {
+async fn measure(
+    upstream: &Upstream,
+    gateway: &Gateway,
+    relay: Option<&Relay>,
+    payload: usize,
+    calls: usize,
+) -> Result<Measured, String> {
     let http = reqwest::Client::builder()
         .timeout(Duration::from_secs(60))
         .tcp_nodelay(true)
@@ -97,18 +113,28 @@ async fn measure(upstream: &Upstream, gateway: &Gateway, payload: usize, calls: 
     let through = Target { url: format!("{}/mcp", gateway.base), tool: "echo__echo" };
     wait_ready(&http, &through).await?;
     let (ds, gs) = (load::open_session(&http, &direct).await?, load::open_session(&http, &through).await?);
+    let relayed = relay.map(|r| Target { url: format!("{}/mcp", r.base), tool: "echo" });
+    let rs = match &relayed {
+        Some(t) => Some(load::open_session(&http, t).await?),
+        None => None,
+    };
     let pid = gateway.pid();
     // Before any large call: what the gateway holds at rest.
     let rss_before_kib = procs::rss_kib(pid).ok_or("no VmRSS for the gateway")?;
     // One call in flight: interleaved rounds, direct first.
-    let (mut d, mut g) = (Vec::with_capacity(calls), Vec::with_capacity(calls));
+    let (mut d, mut g, mut r) = (Vec::with_capacity(calls), Vec::with_capacity(calls), Vec::with_capacity(calls));
     for i in 0..calls + 1 {
         let took_d = call(&http, &direct, &ds, i, payload).await?;
+        let took_r = match relayed.as_ref().zip(rs.as_ref()) {
+            Some((t, s)) => Some(call(&http, t, s, i, payload).await?),
+            None => None,
+        };
         let took_g = call(&http, &through, &gs, i, payload).await?;
-        // The first round warms both up (connections, allocator).
+        // The first round warms all up (connections, allocator).
         if i > 0 {
             d.push(took_d);
             g.push(took_g);
+            r.extend(took_r);
         }
     }
     let peak_one_kib = procs::peak_rss_kib(pid).ok_or("no VmHWM for the gateway")?;
@@ -133,7 +159,7 @@ async fn measure(upstream: &Upstream, gateway: &Gateway, payload: usize, calls: 
         }
     }
     let peak_many_kib = procs::peak_rss_kib(pid).ok_or("no VmHWM for the gateway")?;
-    Ok(Measured { direct: d, gateway: g, modern, rss_before_kib, peak_one_kib, peak_many_kib })
+    Ok(Measured { direct: d, gateway: g, relay: r, modern, rss_before_kib, peak_one_kib, peak_many_kib })
 }
 
 /// One call; checks the reply carries the whole payload.
@@ -308,7 +334,20 @@ fn report(m: &Measured, payload: usize, calls: usize) {
     println!("target    p50 ms   mean ms");
     println!("direct  {dp:8.2}  {dm:8.2}");
     println!("gateway {gp:8.2}  {gm:8.2}");
+    if !m.relay.is_empty() {
+        let (rp, rm) = stats(&m.relay);
+        println!("haproxy {rp:8.2}  {rm:8.2}");
+    }
     println!("time: gateway/direct = {:.2} at p50, {:.2} in the mean    target ≤ 1.15", gp / dp, gm / dm);
+    if !m.relay.is_empty() {
+        let (rp, rm) = stats(&m.relay);
+        println!(
+            "  the floor here: HAProxy as a TCP relay (copies the bytes, parses nothing) = {:.2}× direct at p50, {:.2} in the mean; the gateway = {:.2}× HAProxy",
+            rp / dp,
+            rm / dm,
+            gp / rp
+        );
+    }
     let (mp, mm) = stats(&m.modern);
     println!(
         "a 2026-07-28 client through the gateway: p50 {mp:.2} ms, mean {mm:.2} ms ({:.2}× the direct p50)",

@@ -1,8 +1,10 @@
 //! The proxy-hop benchmark (design.md §5): what one trip through the gateway
 //! costs compared with calling the same upstream directly, in one sitting.
 //!
-//! It starts a lean echo MCP server (this binary with `--echo-upstream`) and
-//! the gateway in front of it, then for each target (direct, gateway) and
+//! It starts a lean echo MCP server (this binary with `--echo-upstream`),
+//! the gateway in front of it and, where HAProxy is installed, HAProxy as a
+//! plain TCP relay in front of it too (the floor of what any proxy adds
+//! here: it parses nothing), then for each target (direct, haproxy, gateway) and
 //! each concurrency (1 and 64 clients) warms up and measures `tools/call`
 //! round trips over Streamable HTTP: p50, p99, calls/s, and the CPU time per
 //! call of the gateway (`utime + stime` from `/proc/<pid>/stat`) and its peak
@@ -34,11 +36,12 @@ use tokio::time::Instant;
 
 use entry::Settings;
 use load::{Measurement, Target};
-use procs::{Gateway, TempDir, Upstream};
+use procs::{Gateway, Relay, TempDir, Upstream};
 
 const CONCURRENCY: [usize; 2] = [1, 64];
-/// Measured rows per run, and other waits: the children's lifetime.
-const ROWS: u32 = (2 * CONCURRENCY.len()) as u32;
+/// Measured rows per run (direct, haproxy, gateway), and other waits: the
+/// children's lifetime.
+const ROWS: u32 = (3 * CONCURRENCY.len()) as u32;
 const EXTRA: Duration = Duration::ZERO;
 
 fn main() -> ExitCode {
@@ -90,11 +93,17 @@ fn bench(bench_mode: bool) -> Result<(), String> {
     std::fs::write(&config, format!("{audit}[upstreams.echo]\n{echo}"))
         .map_err(|e| format!("{}: {e}", config.display()))?;
     let mut gateway = Gateway::start(&config, settings.lifetime(ROWS, EXTRA))?;
+    let relay = Relay::start(&dir.0, &upstream.base, settings.lifetime(ROWS, EXTRA))?;
+    if relay.is_none() {
+        eprintln!("proxy_hop: HAProxy is not installed: no relay floor (scripts/test.sh installs it)");
+    }
 
     let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build().map_err(|e| e.to_string())?;
-    let (rows, peak_rss_kib, reuse) = rt.block_on(measure_all(settings, ticks, cpus, &upstream, &gateway))?;
+    let (rows, peak_rss_kib, reuse) =
+        rt.block_on(measure_all(settings, ticks, cpus, &upstream, &gateway, relay.as_ref()))?;
     drop(rt);
 
+    drop(relay);
     gateway.shutdown();
     upstream.shutdown();
 
@@ -119,6 +128,7 @@ async fn measure_all(
     cpus: usize,
     upstream: &Upstream,
     gateway: &Gateway,
+    relay: Option<&Relay>,
 ) -> Result<(Vec<Row>, Option<u64>, Option<Reuse>), String> {
     let http = reqwest::Client::builder()
         .timeout(Duration::from_secs(30))
@@ -128,27 +138,29 @@ async fn measure_all(
     wait_ready(&http, &gateway.base).await?;
 
     let me = std::process::id();
-    let targets = [
-        ("direct", Target { url: format!("{}/mcp", upstream.base), tool: "echo" }, false),
-        ("gateway", Target { url: format!("{}/mcp", gateway.base), tool: "echo__echo" }, true),
-    ];
+    // The proxy each row measures the CPU of: none, HAProxy, the gateway.
+    let mut targets = vec![("direct", Target { url: format!("{}/mcp", upstream.base), tool: "echo" }, None)];
+    if let Some(r) = relay {
+        targets.push(("haproxy", Target { url: format!("{}/mcp", r.base), tool: "echo" }, Some(r.pid())));
+    }
+    targets.push(("gateway", Target { url: format!("{}/mcp", gateway.base), tool: "echo__echo" }, Some(gateway.pid())));
     let mut rows = Vec::new();
     let mut stats_before = None;
-    for (name, target, via_gateway) in &targets {
-        if *via_gateway {
+    for (name, target, proxy) in &targets {
+        if *name == "gateway" {
             stats_before = upstream_stats(&http, &upstream.base).await;
         }
         for clients in CONCURRENCY {
             eprintln!("proxy_hop: {name}, {clients} client(s) ...");
             // The gateway is watched in the direct rows too (idle there) so
             // that "other" CPU is really other.
-            let watch = [gateway.pid(), upstream.pid(), me];
+            let watch = [proxy.unwrap_or(gateway.pid()), upstream.pid(), me];
             let m = load::run(&http, target, clients, settings.warmup, settings.measure, &watch).await?;
             let per_call = |i: usize| -> Option<f64> {
                 let t = m.cpu_ticks[i]?;
                 Some(t as f64 * 1e6 / ticks as f64 / m.calls() as f64)
             };
-            let cpu_us = [per_call(0).filter(|_| *via_gateway), per_call(1), per_call(2)];
+            let cpu_us = [per_call(0).filter(|_| proxy.is_some()), per_call(1), per_call(2)];
             let ours: Option<u64> = m.cpu_ticks.iter().copied().sum();
             let capacity = m.elapsed.as_secs_f64() * ticks as f64 * cpus as f64;
             let other_cpu_pct = m
@@ -208,7 +220,7 @@ fn report(settings: Settings, ticks: u64, cpus: usize, rows: &[Row], peak_rss_ki
         "p50 ms",
         "p99 ms",
         "calls/s",
-        "gw CPU µs",
+        "proxy CPU µs",
         "upstr CPU µs",
         "client CPU µs",
         "other %"
@@ -229,7 +241,9 @@ fn report(settings: Settings, ticks: u64, cpus: usize, rows: &[Row], peak_rss_ki
             r.other_cpu_pct.map_or_else(|| "-".to_owned(), |p| format!("{p:.0}")),
         );
     }
-    println!("(CPU columns: µs of utime+stime per measured call, from /proc/<pid>/stat;");
+    println!(
+        "(CPU columns: µs of utime+stime per measured call, from /proc/<pid>/stat; proxy: the gateway or HAProxy;"
+    );
     println!(" other %: CPU used by everything else on the machine during the row, share of all {cpus} CPUs: noise)");
     println!();
 
@@ -242,6 +256,14 @@ fn report(settings: Settings, ticks: u64, cpus: usize, rows: &[Row], peak_rss_ki
              target ≤ +0.05 ms {}; peers: mcp-proxy +0.24, agentgateway +0.31",
             verdict(added <= 0.05)
         );
+        if let Some(h) = find("haproxy", 1) {
+            let hp = h.m.percentile_ms(50.0);
+            println!(
+                "  the floor here: HAProxy as a TCP relay adds {:+.3} ms at 1 client (it parses nothing), {} µs CPU per call",
+                hp - dp,
+                us(h.cpu_us[0]).trim()
+            );
+        }
     }
     if let (Some(g), Some(d)) = (find("gateway", 64), find("direct", 64)) {
         let (gp, dp) = (g.m.percentile_ms(50.0), d.m.percentile_ms(50.0));
@@ -260,6 +282,13 @@ fn report(settings: Settings, ticks: u64, cpus: usize, rows: &[Row], peak_rss_ki
                  peers: mcp-proxy 163 µs, agentgateway 221 µs; bare echo upstream here: {} µs",
                 verdict(cpu <= 55.0),
                 us(d.cpu_us[1]).trim()
+            );
+        }
+        if let Some(h) = find("haproxy", 64) {
+            println!(
+                "  the floor here: HAProxy as a TCP relay at 64 clients: relay/direct = {:.2}, {} µs CPU per call",
+                h.m.throughput() / d.m.throughput(),
+                us(h.cpu_us[0]).trim()
             );
         }
     }

@@ -17,6 +17,11 @@
 # HOP_TARGET=direct counts the echo server itself instead (the same calls
 # sent to it directly, no gateway): the issue's "instructions per call
 # ≤ 1.8 × the echo server's own" compares the two figures.
+# HOP_TARGET=haproxy (or haproxy-http) counts HAProxy relaying the same calls
+# to the echo server in TCP mode (copies bytes, parses nothing) or HTTP mode
+# (parses and rewrites the HTTP, as any HTTP proxy must): what a mature relay
+# written in C executes per call, the floor to read the gateway's figure
+# against. HTTP upstream only.
 # CALLGRIND_KEEP=dir copies both callgrind outputs there (cg.<calls>), for
 # `callgrind_annotate` per function when a change moves the total.
 #
@@ -63,6 +68,16 @@ run() {
     # Its stdin stays open (a fifo nobody writes) until the kill below.
     valgrind --tool=callgrind --callgrind-out-file="$out" "$BENCH" --echo-upstream 600 \
       >"$log" 2>/dev/null < <(sleep 600) &
+  elif [[ "${HOP_TARGET:-gateway}" == haproxy* ]]; then
+    local mode=tcp hport
+    [[ "$HOP_TARGET" == haproxy-http ]] && mode=http
+    hport="$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')"
+    printf 'global\n  nbthread 1\ndefaults\n  mode %s\n  timeout connect 5s\n  timeout client 600s\n  timeout server 600s\nlisten relay\n  bind 127.0.0.1:%s\n  server upstream 127.0.0.1:%s\n' \
+      "$mode" "$hport" "$PORT" >"$WORK/haproxy.cfg"
+    valgrind --tool=callgrind --callgrind-out-file="$out" haproxy -f "$WORK/haproxy.cfg" -db 2>/dev/null &
+    # It logs no port: the client below is told once HAProxy accepts.
+    until (exec 3<>"/dev/tcp/127.0.0.1/$hport") 2>/dev/null; do sleep 0.2; done
+    echo "LISTENING $hport" >"$log"
   else
     valgrind --tool=callgrind --callgrind-out-file="$out" "$GATEWAY_BIN" serve \
       --config "$WORK/gateway.toml" --listen 127.0.0.1:0 2>"$log" &
@@ -116,6 +131,8 @@ fi
 echo "callgrind-hop: $BASE calls: $small instructions; $((BASE + CALLS)) calls: $large"
 if [[ "${HOP_TARGET:-gateway}" == direct ]]; then
   echo "callgrind-hop: $(( (large - small) / CALLS )) instructions per tools/call in the echo server itself (direct, JSON replies, 1 client)"
+elif [[ "${HOP_TARGET:-gateway}" == haproxy* ]]; then
+  echo "callgrind-hop: $(( (large - small) / CALLS )) instructions per tools/call in HAProxy relaying them ($HOP_TARGET, 1 client)"
 else
   echo "callgrind-hop: $(( (large - small) / CALLS )) instructions per tools/call (${HOP_TRANSPORT:-http} upstream, JSON replies, 1 client)"
 fi

@@ -152,14 +152,86 @@ impl Drop for Upstream {
     }
 }
 
+// === a child under the watchdog ===
+
+/// A program run under the watchdog (this binary with `--watchdog`): it
+/// stops when the bench's stdin pipe to the watchdog closes, however the
+/// bench ends. SIGTERMed by PID on [`Watched::shutdown`].
+#[derive(Debug)]
+struct Watched {
+    watchdog: Child,
+    stdin: Option<ChildStdin>,
+    pid: Option<u32>,
+}
+
+impl Watched {
+    /// Starts `program` with `args` (and `env`), stderr piped to the caller.
+    fn start(
+        program: &std::ffi::OsStr,
+        args: &[&std::ffi::OsStr],
+        env: &[(&str, &str)],
+        lifetime: Duration,
+    ) -> Result<(Self, std::process::ChildStderr), String> {
+        let exe = std::env::current_exe().map_err(|e| e.to_string())?;
+        let mut watchdog = Command::new(exe)
+            .arg("--watchdog")
+            .arg(lifetime.as_secs().to_string())
+            .arg(program)
+            .args(args)
+            .envs(env.iter().copied())
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .map_err(|e| format!("cannot start the watchdog of {}: {e}", program.to_string_lossy()))?;
+        let stdin = watchdog.stdin.take();
+        let stdout = watchdog.stdout.take().expect("piped");
+        let stderr = watchdog.stderr.take().expect("piped");
+        let mut watched = Watched { watchdog, stdin, pid: None };
+        let mut line = String::new();
+        BufReader::new(stdout).read_line(&mut line).map_err(|e| e.to_string())?;
+        let pid = line
+            .strip_prefix("PID ")
+            .and_then(|p| p.trim().parse::<u32>().ok())
+            .ok_or_else(|| format!("watchdog said {line:?}, expected `PID <pid>`"))?;
+        watched.pid = Some(pid);
+        Ok((watched, stderr))
+    }
+
+    /// SIGTERMs the program by PID, closes the watchdog's stdin and waits
+    /// for both to exit.
+    fn shutdown(&mut self) {
+        if let Some(pid) = self.pid.take() {
+            let _ = kill(pid_of(pid), Signal::SIGTERM);
+        }
+        if self.stdin.take().is_some() {
+            // The watchdog exits once the program has; it needs at most GRACE
+            // plus a poll interval for that.
+            let deadline = Instant::now() + GRACE + Duration::from_secs(2);
+            while Instant::now() < deadline {
+                match self.watchdog.try_wait() {
+                    Ok(Some(_)) | Err(_) => return,
+                    Ok(None) => std::thread::sleep(Duration::from_millis(20)),
+                }
+            }
+            let _ = self.watchdog.kill();
+            let _ = self.watchdog.wait();
+        }
+    }
+}
+
+impl Drop for Watched {
+    fn drop(&mut self) {
+        self.shutdown();
+    }
+}
+
 // === gateway ===
 
 /// The gateway under its watchdog; SIGTERMed on drop.
 #[derive(Debug)]
 pub(crate) struct Gateway {
-    watchdog: Child,
-    stdin: Option<ChildStdin>,
-    pid: Option<u32>,
+    proc: Watched,
     /// `http://127.0.0.1:<port>`.
     pub(crate) base: String,
 }
@@ -168,35 +240,13 @@ impl Gateway {
     /// Starts `mcp-gateway serve` on an ephemeral port and waits for its
     /// `Listening on ...` log line.
     pub(crate) fn start(config: &Path, lifetime: Duration) -> Result<Self, String> {
-        let exe = std::env::current_exe().map_err(|e| e.to_string())?;
-        let mut watchdog = Command::new(exe)
-            .arg("--watchdog")
-            .arg(lifetime.as_secs().to_string())
-            // BENCH_GATEWAY_BIN measures another build (an older commit's)
-            // in the same sitting.
-            .arg(std::env::var_os("BENCH_GATEWAY_BIN").unwrap_or_else(|| env!("CARGO_BIN_EXE_mcp-gateway").into()))
-            .args(["serve", "--config"])
-            .arg(config)
-            .args(["--listen", "127.0.0.1:0"])
-            .env("RUST_LOG", "warn,mcp_gateway=info")
-            .env("NO_COLOR", "1")
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .map_err(|e| format!("cannot start the gateway watchdog: {e}"))?;
-        let stdin = watchdog.stdin.take();
-        let stdout = watchdog.stdout.take().expect("piped");
-        let stderr = watchdog.stderr.take().expect("piped");
-        let mut gw = Gateway { watchdog, stdin, pid: None, base: String::new() };
-
-        let mut line = String::new();
-        BufReader::new(stdout).read_line(&mut line).map_err(|e| e.to_string())?;
-        let pid = line
-            .strip_prefix("PID ")
-            .and_then(|p| p.trim().parse::<u32>().ok())
-            .ok_or_else(|| format!("watchdog said {line:?}, expected `PID <pid>`"))?;
-        gw.pid = Some(pid);
+        // BENCH_GATEWAY_BIN measures another build (an older commit's) in
+        // the same sitting.
+        let bin = std::env::var_os("BENCH_GATEWAY_BIN").unwrap_or_else(|| env!("CARGO_BIN_EXE_mcp-gateway").into());
+        let args =
+            ["serve".as_ref(), "--config".as_ref(), config.as_os_str(), "--listen".as_ref(), "127.0.0.1:0".as_ref()];
+        let env = [("RUST_LOG", "warn,mcp_gateway=info"), ("NO_COLOR", "1")];
+        let (proc, stderr) = Watched::start(&bin, &args, &env, lifetime)?;
 
         // Keep draining stderr for the whole run (a full pipe would block the
         // gateway's logging); pass on everything but INFO lines, and each
@@ -228,41 +278,83 @@ impl Gateway {
                 eprintln!("  [gateway] ({} more times) {message}", n - SHOWN_REPEATS);
             }
         });
-        gw.base = rx
+        let base = rx
             .recv_timeout(Duration::from_secs(30))
             .map_err(|_| "the gateway did not log `Listening on http://...` within 30 s".to_owned())?;
-        Ok(gw)
+        Ok(Gateway { proc, base })
     }
 
     pub(crate) fn pid(&self) -> u32 {
-        self.pid.expect("set in start")
+        self.proc.pid.expect("set in start")
     }
 
     /// SIGTERMs the gateway by PID, closes the watchdog's stdin and waits for
     /// both to exit.
     pub(crate) fn shutdown(&mut self) {
-        if let Some(pid) = self.pid.take() {
-            let _ = kill(pid_of(pid), Signal::SIGTERM);
-        }
-        if self.stdin.take().is_some() {
-            // The watchdog exits once the gateway has; it needs at most GRACE
-            // plus a poll interval for that.
-            let deadline = Instant::now() + GRACE + Duration::from_secs(2);
-            while Instant::now() < deadline {
-                match self.watchdog.try_wait() {
-                    Ok(Some(_)) | Err(_) => return,
-                    Ok(None) => std::thread::sleep(Duration::from_millis(20)),
-                }
-            }
-            let _ = self.watchdog.kill();
-            let _ = self.watchdog.wait();
-        }
+        self.proc.shutdown();
     }
 }
 
-impl Drop for Gateway {
-    fn drop(&mut self) {
-        self.shutdown();
+// === HAProxy: the floor of any relay ===
+
+/// HAProxy (Debian's; `scripts/test.sh` installs it) in TCP mode in front of
+/// one upstream: it copies bytes both ways and parses nothing, so what it
+/// adds to a call is the least any proxy adds on this machine (two more
+/// loopback hops and a process between them). Under the watchdog.
+#[derive(Debug)]
+#[allow(dead_code, reason = "proxy_hop and large use it; the other benches do not")]
+pub(crate) struct Relay {
+    proc: Watched,
+    /// `http://127.0.0.1:<port>`.
+    pub(crate) base: String,
+}
+
+#[allow(dead_code, reason = "proxy_hop and large use it; the other benches do not")]
+impl Relay {
+    /// Starts HAProxy relaying to `upstream` (`http://host:port`), its
+    /// config in `dir`; `None` when HAProxy is not installed.
+    pub(crate) fn start(dir: &Path, upstream: &str, lifetime: Duration) -> Result<Option<Self>, String> {
+        let found = std::env::var_os("PATH")
+            .is_some_and(|path| std::env::split_paths(&path).any(|d| d.join("haproxy").is_file()));
+        if !found {
+            return Ok(None);
+        }
+        let to = upstream.strip_prefix("http://").ok_or_else(|| format!("not http://host:port: {upstream}"))?;
+        // A port the kernel handed out and we let go of: HAProxy cannot
+        // tell us one it chose.
+        let port =
+            std::net::TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).map_err(|e| e.to_string())?.port();
+        // 1 MiB buffers: with the default 16 KiB a 10 MiB result took
+        // 2.0–2.35× direct through it, with 1 MiB 1.34–1.67× (by hand).
+        let config = dir.join("haproxy.cfg");
+        std::fs::write(
+            &config,
+            format!(
+                "global\n  tune.bufsize 1048576\n\
+                 defaults\n  mode tcp\n  timeout connect 5s\n  timeout client 10m\n  timeout server 10m\n\
+                 listen relay\n  bind 127.0.0.1:{port}\n  server upstream {to}\n"
+            ),
+        )
+        .map_err(|e| format!("{}: {e}", config.display()))?;
+        let args = ["-f".as_ref(), config.as_os_str(), "-db".as_ref()];
+        let (proc, stderr) = Watched::start("haproxy".as_ref(), &args, &[], lifetime)?;
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                eprintln!("  [haproxy] {line}");
+            }
+        });
+        let started = Instant::now();
+        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+            if started.elapsed() > Duration::from_secs(10) {
+                return Err(format!("haproxy did not listen on 127.0.0.1:{port} within 10 s"));
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        Ok(Some(Relay { proc, base: format!("http://127.0.0.1:{port}") }))
+    }
+
+    pub(crate) fn pid(&self) -> u32 {
+        self.proc.pid.expect("set in start")
     }
 }
 
