@@ -17,15 +17,18 @@
 //! calls at once map their own and give them back when done. What is kept
 //! at rest is one block, at most the largest message the gateway took.
 //!
-//! [`install`] also keeps glibc to one arena (`M_ARENA_MAX` 1). glibc gives
-//! a thread that finds an arena locked one of its own (up to 8 per core),
-//! and each keeps what was freed on it: peak RSS under the 64-client load
-//! was 15.3–16.1 MB with two workers, 14.0–14.2 MB with one arena (stdio
-//! upstream 12.8–13.3 against 11.3–11.5), CPU per call the same within this
-//! machine's noise: small blocks come from each thread's cache (tcache)
-//! without the arena's lock (docs/benchmarks.md, "One malloc arena"). An
-//! operator who sets `arena_max` (`GLIBC_TUNABLES=glibc.malloc.arena_max=N`,
-//! or `MALLOC_ARENA_MAX`) keeps that.
+//! [`install`] also caps glibc's arenas at one per [`CPUS_PER_ARENA`] CPUs
+//! (`M_ARENA_MAX`; one on this 2-core box). glibc gives each new thread an
+//! arena of its own on its first allocation, up to 8 per core, and each
+//! keeps what was freed on it: peak RSS under the 64-client load was
+//! 15.3–16.1 MB with an arena per thread, 14.1–14.2 MB with one (14.0–14.2
+//! with the audit log), CPU per call the same within this machine's noise:
+//! small blocks come from each thread's cache (tcache) without the arena's
+//! lock (docs/benchmarks.md, "One malloc arena"). More CPUs get more
+//! arenas, so more workers do not queue on one lock (not measured here: this
+//! machine has two). An operator who sets `arena_max`
+//! (`GLIBC_TUNABLES=glibc.malloc.arena_max=N`, or `MALLOC_ARENA_MAX=N`) keeps
+//! that.
 //!
 //! Only on 64-bit Linux with glibc; elsewhere it is the system allocator, untouched.
 //!
@@ -40,6 +43,10 @@ use std::sync::atomic::{AtomicPtr, Ordering};
 /// spare: far above what a call's ordinary buffers need (hyper's read
 /// buffer stops at 400 KiB), far below a large tool result.
 pub const LARGE: usize = 4 << 20;
+
+/// CPUs per malloc arena (see the module docs): hosts of up to four CPUs
+/// get one.
+pub const CPUS_PER_ARENA: usize = 4;
 
 /// The system allocator and one spare large block (see the module docs).
 #[derive(Debug)]
@@ -133,17 +140,25 @@ mod glibc {
         unsafe { mallopt(M_MMAP_THRESHOLD, LARGE as std::ffi::c_int) == 1 }
     }
 
-    /// Keeps glibc to one arena unless the environment sets the number;
-    /// whether glibc took it (false when the operator's number stands).
-    pub(super) fn one_arena() -> bool {
-        /// glibc's `M_ARENA_MAX` (malloc.h).
-        const M_ARENA_MAX: std::ffi::c_int = -8;
+    /// Caps glibc's arenas (see the module docs) unless the environment
+    /// sets the number; whether glibc took the cap (false when the
+    /// operator's number stands).
+    pub(super) fn cap_arenas() -> bool {
         let (tunables, arena_max) = (std::env::var_os("GLIBC_TUNABLES"), std::env::var_os("MALLOC_ARENA_MAX"));
         if super::arenas_chosen(tunables.as_deref(), arena_max.as_deref()) {
             return false;
         }
+        let cpus = std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get);
+        set_arena_max(cpus.div_ceil(super::CPUS_PER_ARENA))
+    }
+
+    /// `mallopt(M_ARENA_MAX, n)`; whether glibc took it.
+    pub(super) fn set_arena_max(n: usize) -> bool {
+        /// glibc's `M_ARENA_MAX` (malloc.h).
+        const M_ARENA_MAX: std::ffi::c_int = -8;
+        let n = std::ffi::c_int::try_from(n).unwrap_or(std::ffi::c_int::MAX);
         // SAFETY: as in `fix_threshold`.
-        unsafe { mallopt(M_ARENA_MAX, 1) == 1 }
+        unsafe { mallopt(M_ARENA_MAX, n) == 1 }
     }
 }
 
@@ -160,20 +175,25 @@ mod glibc {
         false
     }
 
-    pub(super) fn one_arena() -> bool {
+    pub(super) fn cap_arenas() -> bool {
         false
     }
 }
 
-/// Whether the environment already says how many arenas glibc may make
-/// (`glibc.malloc.arena_max` in `GLIBC_TUNABLES`, or `MALLOC_ARENA_MAX`).
+/// Whether the environment already says how many arenas glibc may make:
+/// any value that is not blank as `glibc.malloc.arena_max` in
+/// `GLIBC_TUNABLES` or as `MALLOC_ARENA_MAX`. glibc reads these with
+/// `strtoul` (hex, signs and leading blanks included) and ignores what it
+/// cannot use; anything the operator wrote is left to glibc rather than
+/// second-guessed here, so a number glibc took is never overridden.
 #[cfg(all(target_os = "linux", target_env = "gnu", target_pointer_width = "64"))]
 fn arenas_chosen(tunables: Option<&std::ffi::OsStr>, arena_max: Option<&std::ffi::OsStr>) -> bool {
-    arena_max.is_some()
+    let written = |v: &str| !v.trim().is_empty();
+    arena_max.is_some_and(|v| written(&v.to_string_lossy()))
         || tunables.is_some_and(|t| {
             t.to_string_lossy()
                 .split(':')
-                .any(|kv| kv.split_once('=').is_some_and(|(k, _)| k == "glibc.malloc.arena_max"))
+                .any(|kv| kv.split_once('=').is_some_and(|(k, v)| k == "glibc.malloc.arena_max" && written(v)))
         })
 }
 
@@ -222,12 +242,12 @@ unsafe impl GlobalAlloc for Gateway {
     }
 }
 
-/// Fixes glibc's mmap threshold at [`LARGE`] and keeps it to one arena
-/// unless the environment says otherwise (see the module docs); call once,
-/// first thing in `main`, before any thread starts. Returns whether glibc
-/// took the threshold.
+/// Fixes glibc's mmap threshold at [`LARGE`] and caps its arenas unless
+/// the environment says otherwise (see the module docs); call once, first
+/// thing in `main`, before any thread starts. Returns whether glibc took
+/// the threshold.
 pub fn install() -> bool {
-    glibc::one_arena();
+    glibc::cap_arenas();
     glibc::fix_threshold()
 }
 
@@ -248,6 +268,30 @@ mod tests {
         assert!(arenas_chosen(os("glibc.malloc.tcache_count=0:glibc.malloc.arena_max=4"), None));
         assert!(!arenas_chosen(os("glibc.malloc.arena_test=2"), None));
         assert!(arenas_chosen(None, os("3")));
+        // Only a blank value leaves the choice to us; whatever else the
+        // operator wrote is glibc's to read (`0x10` and `+2` are numbers to
+        // its strtoul).
+        for blank in ["", " ", "\t"] {
+            assert!(!arenas_chosen(None, Some(std::ffi::OsStr::new(blank))), "{blank:?}");
+            assert!(
+                !arenas_chosen(Some(std::ffi::OsStr::new(&format!("glibc.malloc.arena_max={blank}"))), None),
+                "{blank:?}"
+            );
+        }
+        for written in ["0x10", "+2", " 3", "0", "abc"] {
+            assert!(arenas_chosen(None, Some(std::ffi::OsStr::new(written))), "{written:?}");
+            assert!(
+                arenas_chosen(Some(std::ffi::OsStr::new(&format!("glibc.malloc.arena_max={written}"))), None),
+                "{written:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn glibc_takes_the_arena_cap() {
+        // The test process's own malloc: a cap above its arenas now changes
+        // nothing that matters here.
+        assert!(glibc::set_arena_max(64));
     }
 
     #[test]
