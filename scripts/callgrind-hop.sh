@@ -32,13 +32,21 @@
 # kept-alive HTTP/1.1 connection. It does this twice, with 100 and with
 # 100 + N calls, and prints the difference divided by N: start-up, the
 # upstream's `initialize` and shutdown cancel out. Every process stops by
-# itself; only 127.0.0.1 is used.
+# itself or is stopped by PID here; only 127.0.0.1 is used.
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$ROOT"
 CALLS="${1:-1000}"
 BASE=100
 command -v valgrind >/dev/null || { echo "callgrind-hop: valgrind is missing (apt-get install valgrind)" >&2; exit 1; }
+case "${HOP_TARGET:-gateway}" in
+  gateway | direct) ;;
+  haproxy | haproxy-http)
+    [[ "${HOP_TRANSPORT:-http}" == http ]] || { echo "callgrind-hop: HOP_TARGET=$HOP_TARGET relays the HTTP upstream only" >&2; exit 1; }
+    HAPROXY="$(PATH="$PATH:/usr/local/sbin:/usr/sbin:/sbin" command -v haproxy)" ||
+      { echo "callgrind-hop: haproxy is missing (apt-get install haproxy)" >&2; exit 1; } ;;
+  *) echo "callgrind-hop: HOP_TARGET=$HOP_TARGET: expected gateway, direct, haproxy or haproxy-http" >&2; exit 1 ;;
+esac
 
 if [[ -z "${GATEWAY_BIN:-}" ]]; then
   cargo build --release --quiet --bin mcp-gateway
@@ -74,16 +82,24 @@ run() {
     hport="$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')"
     printf 'global\n  nbthread 1\ndefaults\n  mode %s\n  timeout connect 5s\n  timeout client 600s\n  timeout server 600s\nlisten relay\n  bind 127.0.0.1:%s\n  server upstream 127.0.0.1:%s\n' \
       "$mode" "$hport" "$PORT" >"$WORK/haproxy.cfg"
-    valgrind --tool=callgrind --callgrind-out-file="$out" haproxy -f "$WORK/haproxy.cfg" -db 2>/dev/null &
+    valgrind --tool=callgrind --callgrind-out-file="$out" "$HAPROXY" -f "$WORK/haproxy.cfg" -db 2>"$log.err" &
     # It logs no port: the client below is told once HAProxy accepts.
-    until (exec 3<>"/dev/tcp/127.0.0.1/$hport") 2>/dev/null; do sleep 0.2; done
+    local waited=0
+    until (exec 3<>"/dev/tcp/127.0.0.1/$hport") 2>/dev/null; do
+      if ! kill -0 "$!" 2>/dev/null || ((waited++ > 300)); then
+        echo "callgrind-hop: haproxy did not listen on 127.0.0.1:$hport:" >&2
+        cat "$log.err" >&2
+        exit 1
+      fi
+      sleep 0.2
+    done
     echo "LISTENING $hport" >"$log"
   else
     valgrind --tool=callgrind --callgrind-out-file="$out" "$GATEWAY_BIN" serve \
       --config "$WORK/gateway.toml" --listen 127.0.0.1:0 2>"$log" &
   fi
   local pid=$!
-  python3 - "$log" "$n" <<'EOF'
+  if ! python3 - "$log" "$n" <<'EOF'
 import http.client, json, re, sys, time
 log, n = sys.argv[1], int(sys.argv[2])
 deadline = time.time() + 120
@@ -117,6 +133,12 @@ for i in range(1, n + 1):
     if r.status != 200 or b'"result"' not in body:
         sys.exit("callgrind-hop: call %d failed: %s %r" % (i, r.status, body[:300]))
 EOF
+  then
+    # `run` is called in $(...), where bash ignores `set -e`: fail it here.
+    kill -TERM "$pid"
+    wait "$pid" || true
+    exit 1
+  fi
   kill -TERM "$pid"
   wait "$pid" || true
   awk '/^(summary|totals):/ { print $2; exit }' "$out"
