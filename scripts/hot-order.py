@@ -6,7 +6,7 @@ binary (both run by scripts/hot-order.sh).
 
 ORDER is the linker script, BINARY the gateway the profiles were taken of
 (callgrind with --demangle=no) or to check, PROFILE its callgrind outputs.
---check prints how many listed functions BINARY has and exits 1 below half.
+--check prints how many listed functions BINARY has and exits 1 below 95 %.
 """
 
 import bisect
@@ -86,7 +86,12 @@ def check(order, binary):
     found = sum(1 for name in wanted if present(name))
     share = found / max(len(wanted), 1)
     print(f"hot-order: {found} of {len(wanted)} listed functions are in {binary} ({share:.0%})")
-    if share < 0.5:
+    # 95 %: a new direct dependency changed the crate's metadata hash and
+    # took 551 of 2,219 generic instantiations out of the match (75 %);
+    # the binary then kept 3.5 MB more of its file resident under load
+    # (docs/benchmarks.md, "Hot code together"). Edits to a few functions
+    # cost a handful of entries.
+    if share < 0.95:
         print(f"hot-order: the layout file is stale: run scripts/hot-order.sh and commit {order}", file=sys.stderr)
         sys.exit(1)
 

@@ -763,6 +763,42 @@ mod tests {
     }
 
     #[test]
+    fn requests_and_notifications_match_serde_json_byte_for_byte() {
+        let p = RawValue::from_string(r#"{"b":1,"a":[2]}"#.into()).unwrap();
+        let methods = [
+            "tools/call",
+            "",
+            "a\"b",
+            "back\\slash",
+            "tab\there",
+            "\n\r\x08\x0c",
+            "nul\u{0}",
+            "\u{1f}x",
+            "del\u{7f}",
+            "é/ü",
+            "\u{2028}\u{2029}",
+            "😀",
+        ];
+        for method in methods {
+            // The writers as they were (format! and serde_json) are the reference.
+            let quoted = serde_json::to_string(method).unwrap();
+            for id in [0, 9, 10, 999, 1000, 123_456, u64::MAX] {
+                let want = format!(r#"{{"jsonrpc":"2.0","id":{id},"method":{quoted},"params":{}}}"#, p.get());
+                let got = encode::request(id, method, Some(&p));
+                assert_eq!(got, want, "{method:?} {id}");
+                if quoted.len() == method.len() + 2 {
+                    assert_eq!(got.capacity(), got.len(), "{method:?} {id}: sized exactly");
+                }
+                let want = format!(r#"{{"jsonrpc":"2.0","id":{id},"method":{quoted}}}"#);
+                assert_eq!(encode::request(id, method, None), want, "{method:?} {id}");
+            }
+            let want = format!(r#"{{"jsonrpc":"2.0","method":{quoted},"params":{}}}"#, p.get());
+            assert_eq!(encode::notification(method, Some(&p)), want, "{method:?}");
+            assert_eq!(encode::notification(method, None), format!(r#"{{"jsonrpc":"2.0","method":{quoted}}}"#));
+        }
+    }
+
+    #[test]
     fn a_list_result_is_written_whole_in_its_exact_size() {
         let id = RawValue::from_string(r#""q-1""#.into()).unwrap();
         let defs: Vec<Box<RawValue>> = [r#"{"name":"a","d":"\u00e9"}"#, r#"{"name":"b"}"#]

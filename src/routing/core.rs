@@ -580,12 +580,13 @@ pub(crate) fn related(
 /// confused between clients. Returns ours and theirs (raw JSON).
 fn rewrite_progress_token(params: &mut Members<'_>) -> Option<(String, CheckedBox)> {
     static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
-    let token = format!("mcpgw-{}", NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed));
-    let (meta, theirs) = {
+    let (meta, theirs, token) = {
         let mut meta = params.get("_meta")?.object()?;
         let theirs = meta.get("progressToken")?.to_box();
+        // Made only when the client asked for progress (most calls do not).
+        let token = format!("mcpgw-{}", NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed));
         meta.set_str("progressToken", &token);
-        (meta.to_checked(), theirs)
+        (meta.to_checked(), theirs, token)
     };
     params.set("_meta", meta);
     Some((serde_json::to_string(&token).expect("a string always serializes"), theirs))

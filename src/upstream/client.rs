@@ -16,7 +16,7 @@
 use std::time::Duration;
 
 use bytes::Bytes;
-use http::header::{CONTENT_LENGTH, HeaderMap};
+use http::header::{CONTENT_LENGTH, HOST, HeaderMap, HeaderValue};
 use http_body_util::{BodyExt as _, Full};
 use hyper::body::Incoming;
 use hyper_util::client::legacy::Client;
@@ -101,6 +101,9 @@ pub(crate) fn content_length(headers: &HeaderMap) -> Option<u64> {
 pub(crate) struct Plain {
     client: Client<HttpConnector, Full<Bytes>>,
     uri: http::Uri,
+    /// `Host`, made once: hyper-util's client otherwise formats
+    /// `host:port` into a new header value on every request.
+    host: HeaderValue,
 }
 
 // === impl Plain ===
@@ -114,6 +117,7 @@ impl Plain {
             return None;
         }
         let uri = http::Uri::try_from(url.as_str()).ok()?;
+        let host = host_value(&uri)?;
         let mut connector = HttpConnector::new();
         // As reqwest was set up (routing/mod.rs): 10 s to connect, no
         // Nagle delay on small JSON messages.
@@ -123,7 +127,7 @@ impl Plain {
             .pool_idle_timeout(Duration::from_secs(90))
             .pool_timer(TokioTimer::new())
             .build(connector);
-        Some(Plain { client, uri })
+        Some(Plain { client, uri, host })
     }
 
     /// POSTs `body` with `headers` (which must include the content type).
@@ -132,8 +136,20 @@ impl Plain {
         *req.method_mut() = http::Method::POST;
         *req.uri_mut() = self.uri.clone();
         *req.headers_mut() = headers;
+        // An operator's own `Host` (upstream headers) stands, as with hyper-util.
+        req.headers_mut().entry(HOST).or_insert_with(|| self.host.clone());
         let resp = self.client.request(req).await.map_err(HttpError::Client)?;
         Ok(resp.map(ReplyBody::Hyper))
+    }
+}
+
+/// `Host` for `uri` as hyper-util writes it: the port only when it is not
+/// http's 80 (`url` drops a default port when it parses, so only a `Uri`
+/// made otherwise has one).
+fn host_value(uri: &http::Uri) -> Option<HeaderValue> {
+    match (uri.host()?, uri.port_u16()) {
+        (host, Some(port)) if port != 80 => HeaderValue::from_str(&format!("{host}:{port}")).ok(),
+        (host, _) => HeaderValue::from_str(host).ok(),
     }
 }
 
@@ -190,6 +206,43 @@ mod tests {
             assert_eq!(resp.status(), StatusCode::OK, "{path}");
             let body = super::super::http::read_body(resp, 1 << 20).await.expect("a body");
             assert_eq!(body, b"s1 {}", "{path}");
+        }
+    }
+
+    /// The `Host` made once per upstream is what hyper-util would write
+    /// (`host:port`, the port left out when it is 80), and an operator's
+    /// own `Host` stands.
+    #[tokio::test]
+    async fn the_host_header_is_made_once_and_an_operators_stands() {
+        let host_of = |u: &str| Plain::for_url(&url::Url::parse(u).expect("a URL")).map(|p| p.host);
+        if proxied() {
+            return; // every URL goes through reqwest then
+        }
+        assert_eq!(host_of("http://localhost/mcp").expect("plain"), "localhost");
+        assert_eq!(host_of("http://localhost:80/mcp").expect("plain"), "localhost");
+        let host = |u: &'static str| host_value(&http::Uri::from_static(u)).expect("a host");
+        assert_eq!(host("http://localhost:80/mcp"), "localhost");
+        assert_eq!(host("http://localhost:8080/mcp"), "localhost:8080");
+        assert_eq!(host_of("http://127.0.0.1:8080/mcp").expect("plain"), "127.0.0.1:8080");
+        assert_eq!(host_of("http://[::1]:9/mcp").expect("plain"), "[::1]:9");
+
+        async fn echo_host(h: axum::http::HeaderMap) -> String {
+            let all: Vec<_> = h.get_all("host").iter().map(|v| v.to_str().unwrap_or("?").to_owned()).collect();
+            all.join(",")
+        }
+        let app = axum::Router::new().route("/mcp", axum::routing::post(echo_host));
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("a port");
+        let port = listener.local_addr().expect("bound").port();
+        tokio::spawn(async move { axum::serve(listener, app).await });
+        let plain = Plain::for_url(&url::Url::parse(&format!("http://127.0.0.1:{port}/mcp")).expect("a URL"))
+            .expect("plain http");
+        let mut own = HeaderMap::new();
+        own.insert(HOST, HeaderValue::from_static("upstream.internal"));
+        for (headers, want) in [(HeaderMap::new(), format!("127.0.0.1:{port}")), (own, "upstream.internal".to_owned())]
+        {
+            let resp = plain.post(headers, Bytes::from_static(b"{}")).await.expect("answered");
+            let body = super::super::http::read_body(resp, 1 << 10).await.expect("a body");
+            assert_eq!(String::from_utf8_lossy(&body), want);
         }
     }
 

@@ -40,8 +40,16 @@ async fn post_mcp(
     }
     // The reply is JSON, or an SSE stream for a client that names
     // text/event-stream itself; no Accept at all takes either.
-    let accept = media::Accept::from_headers(headers);
-    if accept.as_ref().is_some_and(|a| !a.allows("application", "json") && !a.names("text", "event-stream")) {
+    // Both answers are taken here, so the parsed Accept is not kept across
+    // the body's read (it would grow this future, which axum copies).
+    let (takes_sse, acceptable) = match media::Accept::from_headers(headers) {
+        Some(a) => {
+            let sse = a.names("text", "event-stream");
+            (sse, sse || a.allows("application", "json"))
+        }
+        None => (false, true),
+    };
+    if !acceptable {
         app.rejected("accept");
         let r = rpc_error(
             StatusCode::NOT_ACCEPTABLE,
@@ -55,7 +63,6 @@ async fn post_mcp(
         Ok(m) => m,
         Err(r) => return r,
     };
-    let takes_sse = accept.as_ref().is_some_and(|a| a.names("text", "event-stream"));
     let sse = takes_sse && app.gateway.config_now().gateway.response_mode == ResponseMode::Sse;
     match msg.classify() {
         // 2026-07-28: stateless, checked whole first (modern.rs).
@@ -150,7 +157,7 @@ async fn post_mcp(
                 Some(reply) => json_reply(reply),
                 // Cancelled: no reply (cancellation.mdx). A stream that
                 // ends without one says that, when the client takes SSE.
-                None if accept.as_ref().is_some_and(|a| a.names("text", "event-stream")) => {
+                None if takes_sse => {
                     let mut resp = Response::new(Body::empty());
                     resp.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("text/event-stream"));
                     resp
