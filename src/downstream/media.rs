@@ -282,17 +282,10 @@ mod tests {
     fn splitting_honours_quotes_and_escapes_like_the_reference() {
         // Every string of up to six of these bytes.
         let alphabet = [b',', b';', b'"', b'\\', b'a', b' '];
-        let mut inputs = vec![Vec::new()];
+        let (mut level, mut inputs) = (vec![Vec::new()], vec![Vec::new()]);
         for _ in 0..6 {
-            let last: Vec<Vec<u8>> =
-                inputs.iter().filter(|v| v.len() == inputs.last().map_or(0, Vec::len)).cloned().collect();
-            for v in last {
-                for c in alphabet {
-                    let mut w = v.clone();
-                    w.push(c);
-                    inputs.push(w);
-                }
-            }
+            level = level.iter().flat_map(|v| alphabet.map(|c| [v.as_slice(), &[c]].concat())).collect();
+            inputs.extend(level.iter().cloned());
         }
         assert_eq!(inputs.len(), (0..=6).map(|n| 6usize.pow(n)).sum::<usize>());
         for input in &inputs {
